@@ -1,0 +1,168 @@
+"""HTTP-shaped entry points: request bytes in, (status, JSON) out. Used by ``pushpool serve`` and the functions.
+
+Every answer is one JSON object; errors are ``{"error": "<one line>"}`` with the status from the error taxonomy.
+Bad input changes nothing: the body is authenticated, size-checked and validated before any state is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .auth import WebhookAuth
+from .deps import Deps
+from .errors import InvalidRequestError, ObjectNotFoundError, PushpoolError, RequestTooLargeError, UnsupportedPoolError
+from .models import StateType
+from .monitor import tick
+from .provision import provision_pool
+from .reconcile import reconcile_one
+from .submit import submit_run
+
+log = logging.getLogger("pushpool.api")
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: dict[str, Any]
+
+    def json_bytes(self) -> bytes:
+        return json.dumps(self.body).encode()
+
+
+class FlowRunEvent(BaseModel):
+    """The body Prefect's automation (or any client) sends to submit."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    flow_run_id: str = Field(min_length=1, max_length=64)
+    event: str | None = Field(default=None, max_length=200)
+    event_id: str | None = Field(default=None, max_length=64)
+
+    @field_validator("flow_run_id")
+    @classmethod
+    def _uuid(cls, value: str) -> str:
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError("flow_run_id must be a UUID") from None
+
+
+class ProvisionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    type: str = Field(min_length=1, max_length=100)
+    submit_url: str | None = Field(default=None, max_length=2000)
+    concurrency_limit: int | None = Field(default=None, ge=0)
+    dry_run: bool = False
+
+
+def _parse(model: type[BaseModel], body: bytes) -> Any:
+    if len(body) > MAX_BODY_BYTES:
+        raise RequestTooLargeError(f"body of {len(body)} bytes is over the {MAX_BODY_BYTES}-byte limit")
+    if not body.strip():
+        raise InvalidRequestError("empty body: expected a JSON object")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequestError("body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        raise InvalidRequestError(f"{where}: {first.get('msg', 'invalid')}") from None
+
+
+def _error(exc: PushpoolError) -> Response:
+    return Response(exc.http_status, {"error": exc.one_line()})
+
+
+def handle_submit(deps: Deps, auth: WebhookAuth, headers: Mapping[str, str], body: bytes, *, trigger: str) -> Response:
+    """Authenticate, parse and act on one flow-run event."""
+    try:
+        if len(body) > MAX_BODY_BYTES:
+            raise RequestTooLargeError(f"body of {len(body)} bytes is over the {MAX_BODY_BYTES}-byte limit")
+        auth.verify(headers, body)
+        event = _parse(FlowRunEvent, body)
+        return Response(200, handle_run_event(deps, event.flow_run_id, trigger=trigger))
+    except PushpoolError as exc:
+        if exc.http_status >= 500:
+            log.warning("submit failed: %s", exc.one_line())
+        return _error(exc)
+
+
+def handle_run_event(deps: Deps, run_id: str, *, trigger: str) -> dict[str, Any]:
+    """Act on a run we were told about: submit it if it is ready, reconcile it if it is being cancelled.
+
+    Raises:
+        InvalidRequestError: the run does not exist.
+        UnsupportedPoolError: the run's pool is not a push pool pushpool serves.
+    """
+    client = deps.orchestrator
+    try:
+        run = client.read_flow_run(run_id)
+    except ObjectNotFoundError:
+        raise InvalidRequestError(f"unknown flow run {run_id}") from None
+    if not run.work_pool_name:
+        raise UnsupportedPoolError(f"flow run {run_id} has no work pool")
+    try:
+        pool = client.read_work_pool(run.work_pool_name)
+    except ObjectNotFoundError:
+        raise UnsupportedPoolError(f"flow run {run_id}: work pool {run.work_pool_name!r} does not exist") from None
+    if run.state_type in (StateType.CANCELLING, StateType.CANCELLED):
+        return reconcile_one(deps, run, pool)
+    return submit_run(deps, run, pool, trigger=trigger).as_dict()
+
+
+def handle_provision(deps: Deps, auth: WebhookAuth, headers: Mapping[str, str], body: bytes) -> Response:
+    try:
+        auth.verify(headers, body)
+        req = _parse(ProvisionRequest, body)
+        result = provision_pool(
+            deps,
+            name=req.name,
+            type_name=req.type,
+            submit_url=req.submit_url,
+            concurrency_limit=req.concurrency_limit,
+            dry_run=req.dry_run,
+        )
+        return Response(200, result.as_dict())
+    except PushpoolError as exc:
+        return _error(exc)
+
+
+def handle_monitor(deps: Deps) -> Response:
+    try:
+        return Response(200, tick(deps).as_dict())
+    except PushpoolError as exc:
+        return _error(exc)
+
+
+def http_event_parts(event: Mapping[str, Any]) -> tuple[dict[str, str], bytes]:
+    """Headers and raw body of an HTTP-shaped function event (Lambda Function URL / API Gateway v2 shape)."""
+    import base64
+
+    headers = {str(k): str(v) for k, v in (event.get("headers") or {}).items()}
+    raw = event.get("body") or ""
+    body = base64.b64decode(raw) if event.get("isBase64Encoded") else str(raw).encode()
+    return headers, body
+
+
+def to_http_response(response: Response) -> dict[str, Any]:
+    return {
+        "statusCode": response.status,
+        "headers": {"Content-Type": "application/json"},
+        "body": response.json_bytes().decode(),
+    }

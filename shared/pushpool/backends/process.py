@@ -1,0 +1,277 @@
+"""The ``process`` backend: each job is a detached local process (``prefect flow-run execute`` by default).
+
+A job lives in ``<root>/<run id>/``::
+
+    command.json  argv and working directory (no environment: secrets stay out of files)
+    job.json      the supervisor's pid and kernel start time (guards against pid reuse), host, start time
+    child.json    the command's pid
+    output.log    stdout and stderr
+    exit.json     exit code and end time, written by the supervisor when the command ends
+    stopped       written before pushpool stops the job
+
+The handle id is ``<host>::<run id>``: a monitor on another host answers UNKNOWN rather than guessing.
+Submission is idempotent: a lock file serialises submits for one run and an existing ``job.json`` is returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import BackendError, JobNotFoundError
+from .base import JobHandle, JobSpec, JobState, JobStatus, describe_exit
+
+NAME = "process"
+DEFAULT_COMMAND = "prefect flow-run execute"
+# Variables of the serving process that jobs must not inherit (pushpool's own secrets and settings).
+_PRIVATE_PREFIXES = ("PUSHPOOL_",)
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("PUSHPOOL_PROCESS_DIR") or Path.home() / ".pushpool" / "jobs")
+
+
+class ProcessBackend:
+    """Jobs as local processes; see the module docstring for the on-disk layout."""
+
+    name = NAME
+
+    def __init__(self, root: Path | str, *, host: str | None = None, python: str | None = None) -> None:
+        self.root = Path(root)
+        self.host = host or socket.gethostname()
+        self.python = python or sys.executable
+
+    @classmethod
+    def from_options(cls, *, root: Path | str | None = None, **_: Any) -> ProcessBackend:
+        return cls(root or default_root())
+
+    # -- the Protocol ------------------------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec) -> JobHandle:
+        jobdir = self._jobdir(spec.run_id)
+        with self._translate_errors(), self._locked(jobdir):
+            handle = JobHandle(NAME, self._job_id(spec.run_id))
+            if (jobdir / "job.json").exists():
+                return handle
+            argv = self._argv(spec.command, spec.env)
+            cwd = str(spec.config.get("working_dir") or jobdir)
+            _write_json(jobdir / "command.json", {"argv": argv, "cwd": cwd})
+            with open(jobdir / "output.log", "ab") as out:
+                proc = subprocess.Popen(
+                    [self.python, "-m", "pushpool.backends._supervisor", str(jobdir)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=self._environment(spec),
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            _write_json(
+                jobdir / "job.json",
+                {
+                    "pid": proc.pid,
+                    "proc_start": _proc_start_time(proc.pid),
+                    "host": self.host,
+                    "started_at": time.time(),
+                    "name": spec.name,
+                    "pool": spec.pool_name,
+                },
+            )
+            return handle
+
+    def find(self, run_id: str) -> JobHandle | None:
+        if (self._jobdir(run_id, create=False) / "job.json").exists():
+            return JobHandle(NAME, self._job_id(run_id))
+        return None
+
+    def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
+        return {handle.id: self._status(handle) for handle in handles}
+
+    def cancel(self, handle: JobHandle, *, grace_seconds: float = 10.0) -> None:
+        jobdir = self._dir_for(handle)
+        job = _read_json(jobdir / "job.json")
+        if job is None or (jobdir / "exit.json").exists() or not self._alive(job):
+            return
+        (jobdir / "stopped").touch()
+        self._signal_tree(job["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline:
+            if not self._alive(job):
+                return
+            time.sleep(0.05)
+        self._signal_tree(job["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while self._alive(job) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self._alive(job):
+            raise BackendError(f"job {handle.id} survived SIGKILL", backend=NAME)
+
+    def logs(self, handle: JobHandle, *, lines: int = 50) -> list[str]:
+        path = self._dir_for(handle) / "output.log"
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - 64 * 1024))
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        text = data.decode("utf-8", "replace").splitlines()
+        return text[-lines:] if lines > 0 else []
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _job_id(self, run_id: str) -> str:
+        return f"{self.host}::{run_id}"
+
+    def _jobdir(self, run_id: str, *, create: bool = True) -> Path:
+        if not run_id or "/" in run_id or run_id in (".", ".."):
+            raise BackendError(f"invalid run id {run_id!r}", backend=NAME)
+        path = self.root / run_id
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _dir_for(self, handle: JobHandle) -> Path:
+        host, sep, run_id = handle.id.partition("::")
+        if not sep:
+            raise JobNotFoundError(f"not a process job id: {handle.id!r}", backend=NAME)
+        if host != self.host:
+            raise BackendError(f"job {handle.id} runs on host {host!r}, not on {self.host!r}", backend=NAME)
+        return self._jobdir(run_id, create=False)
+
+    @contextlib.contextmanager
+    def _locked(self, jobdir: Path) -> Iterator[None]:
+        with open(jobdir / "lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise BackendError(f"cannot start the job process: {exc.strerror or exc}", backend=NAME) from exc
+
+    def _argv(self, command: str, env: Mapping[str, str]) -> list[str]:
+        argv = shlex.split(command or DEFAULT_COMMAND)
+        if not argv:
+            raise BackendError("empty command", backend=NAME)
+        if "/" not in argv[0]:
+            search = os.pathsep.join([env.get("PATH") or os.environ.get("PATH", ""), os.path.dirname(self.python)])
+            found = shutil.which(argv[0], path=search)
+            if found is None:
+                raise BackendError(f"command {argv[0]!r} not found on PATH", backend=NAME)
+            argv[0] = found
+        return argv
+
+    def _environment(self, spec: JobSpec) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
+        env.update(spec.env)
+        env.update(spec.secret_env)
+        return env
+
+    def _alive(self, job: Mapping[str, Any]) -> bool:
+        pid = int(job["pid"])
+        start = _proc_start_time(pid)
+        return start is not None and start == job.get("proc_start")
+
+    def _signal_tree(self, pid: int, sig: int) -> None:
+        for target in [*_descendants(pid), pid]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(target, sig)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+
+    def _status(self, handle: JobHandle) -> JobStatus:
+        try:
+            jobdir = self._dir_for(handle)
+        except JobNotFoundError as exc:
+            return JobStatus(JobState.MISSING, reason=exc.one_line())
+        except BackendError as exc:
+            return JobStatus(JobState.UNKNOWN, reason=exc.one_line())
+        job = _read_json(jobdir / "job.json")
+        if job is None:
+            return JobStatus(JobState.MISSING, reason="no such job")
+        started = _timestamp(job.get("started_at"))
+        extra = {"pid": job.get("pid"), "dir": str(jobdir)}
+        ended = _read_json(jobdir / "exit.json")
+        stopped = (jobdir / "stopped").exists()
+        if ended is not None:
+            code = int(ended["exit_code"])
+            finished = _timestamp(ended.get("finished_at"))
+            if code == 0:
+                return JobStatus(JobState.SUCCEEDED, 0, "exited with code 0", started, finished, extra)
+            state = JobState.STOPPED if stopped else JobState.FAILED
+            return JobStatus(state, code, f"process ended with {describe_exit(code)}", started, finished, extra)
+        if self._alive(job):
+            return JobStatus(JobState.RUNNING, None, "", started, None, extra)
+        if stopped:
+            return JobStatus(JobState.STOPPED, None, "process was stopped", started, None, extra)
+        return JobStatus(JobState.MISSING, None, "process disappeared without recording an exit code", started)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _timestamp(value: float | None) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(value, dt.timezone.utc) if value else None
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name (field 2) may contain spaces: split after its closing parenthesis.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def _proc_start_time(pid: int) -> int | None:
+    """The kernel start time of a live (non-zombie) process, or None."""
+    fields = _proc_stat(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _proc_stat(int(entry))
+            if fields is not None:
+                children.setdefault(int(fields[1]), []).append(int(entry))
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found

@@ -1,0 +1,110 @@
+"""The error taxonomy of pushpool: every failure leaves the library as one of these.
+
+Errors are grouped by how a caller should react, and each class carries the HTTP status an entry point
+answers with (``http_status``) and whether retrying the same call later can succeed (``retryable``)::
+
+    PushpoolError                        base; http_status 500
+    ├── InvalidRequestError              400  bad input: malformed body, missing run id, unknown run …
+    │   ├── UnauthorizedError            401  missing or wrong webhook token / signature
+    │   ├── RequestTooLargeError         413  body over the limit, refused before parsing
+    │   └── UnsupportedPoolError         422  the run's pool is not a push pool, or its type is unknown
+    ├── ConfigurationError               500  pushpool itself is mis-configured (missing URL, bad setting)
+    ├── TemplateError                    422  a job template or job variables that do not render
+    ├── OrchestratorError                502  the Prefect API answered with an error
+    │   ├── OrchestratorUnavailableError 503  unreachable, timed out, 429/502/503 after retries (retryable)
+    │   ├── OrchestratorAuthError        502  Prefect refused our credentials (401/403)
+    │   └── ObjectNotFoundError          404  the object does not exist
+    └── BackendError                     502  the compute backend failed (carries ``backend``)
+        ├── BackendUnavailableError      503  throttled, 5xx, timeout (retryable)
+        ├── QuotaExceededError           503  capacity or quota (retryable later)
+        └── JobNotFoundError             404  the job is gone: cancel treats it as done, monitor as crashed
+
+Adapters translate their SDK's exceptions into this tree at the boundary (``raise … from exc``); nothing
+above the adapters inspects an SDK exception or an error message.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class PushpoolError(Exception):
+    """Base of every error pushpool raises on purpose."""
+
+    http_status: ClassVar[int] = 500
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def one_line(self) -> str:
+        """The message on a single line, for HTTP answers and state messages."""
+        return " ".join(self.message.split())
+
+
+class InvalidRequestError(PushpoolError):
+    http_status = 400
+
+
+class UnauthorizedError(InvalidRequestError):
+    http_status = 401
+
+
+class RequestTooLargeError(InvalidRequestError):
+    http_status = 413
+
+
+class UnsupportedPoolError(InvalidRequestError):
+    http_status = 422
+
+
+class ConfigurationError(PushpoolError):
+    http_status = 500
+
+
+class TemplateError(PushpoolError):
+    http_status = 422
+
+
+class OrchestratorError(PushpoolError):
+    http_status = 502
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class OrchestratorUnavailableError(OrchestratorError):
+    http_status = 503
+    retryable = True
+
+
+class OrchestratorAuthError(OrchestratorError):
+    http_status = 502
+
+
+class ObjectNotFoundError(OrchestratorError):
+    http_status = 404
+
+
+class BackendError(PushpoolError):
+    http_status = 502
+
+    def __init__(self, message: str, *, backend: str) -> None:
+        super().__init__(message)
+        self.backend = backend
+
+
+class BackendUnavailableError(BackendError):
+    http_status = 503
+    retryable = True
+
+
+class QuotaExceededError(BackendError):
+    http_status = 503
+    retryable = True
+
+
+class JobNotFoundError(BackendError):
+    http_status = 404

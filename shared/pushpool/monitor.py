@@ -1,0 +1,131 @@
+"""monitor: one tick dispatches due runs of every push pool and reconciles every in-flight run with its job.
+
+A tick is stateless and safe to overlap with submits and with another tick: every state change goes through
+Prefect's orchestration (the Pending claim, no-force proposals), and backends are idempotent per run id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .backends.base import JobHandle, JobStatus
+from .deps import Deps
+from .errors import PushpoolError
+from .models import IN_FLIGHT_STATES, TERMINAL_STATES, Deployment, FlowRun, WorkPool
+from .reconcile import policy_from, reconcile_run
+from .submit import SubmitOutcome, submit_run
+from .templates import POOL_TYPES, pool_type
+
+log = logging.getLogger("pushpool.monitor")
+
+# Finished runs are checked for still-living jobs for this long after they ended.
+ZOMBIE_WINDOW = dt.timedelta(hours=1)
+
+
+@dataclass
+class TickReport:
+    pools: int = 0
+    dispatched: Counter = field(default_factory=Counter)
+    reconciled: Counter = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "pools": self.pools,
+            "dispatched": dict(self.dispatched),
+            "reconciled": dict(self.reconciled),
+            "errors": self.errors,
+        }
+
+
+def push_pools(deps: Deps) -> list[WorkPool]:
+    """The pools pushpool serves (push types with a backend in this build)."""
+    return [p for p in deps.orchestrator.filter_work_pools() if p.type in POOL_TYPES]
+
+
+def tick(deps: Deps, *, pools: list[WorkPool] | None = None) -> TickReport:
+    """One monitor pass over ``pools`` (all push pools by default)."""
+    report = TickReport()
+    pools = push_pools(deps) if pools is None else pools
+    report.pools = len(pools)
+    for pool in pools:
+        dispatch_due(deps, pool, report)
+    if pools:
+        reconcile_runs(deps, pools, report)
+    return report
+
+
+def dispatch_due(deps: Deps, pool: WorkPool, report: TickReport) -> None:
+    """Submit the pool's due runs, as Prefect's ``get_scheduled_flow_runs`` hands them out (limits applied)."""
+    if pool.is_paused:
+        return
+    before = deps.clock.now() + dt.timedelta(seconds=deps.settings.dispatch_ahead_seconds)
+    try:
+        due = deps.orchestrator.get_scheduled_flow_runs(pool.name, scheduled_before=before.isoformat())
+    except PushpoolError as exc:
+        report.errors.append(f"pool {pool.name}: {exc.one_line()}")
+        return
+    for run in due:
+        try:
+            outcome = submit_run(deps, run, pool, trigger="monitor")
+        except PushpoolError as exc:
+            report.errors.append(f"run {run.id}: {exc.one_line()}")
+            continue
+        report.dispatched[outcome.outcome] += 1
+        if outcome.outcome == SubmitOutcome.WAITING:
+            break  # the pool is full: the rest wait for the next tick
+
+
+def reconcile_runs(deps: Deps, pools: list[WorkPool], report: TickReport) -> None:
+    """Reconcile every in-flight run of ``pools``, and stop jobs that outlive their (recently ended) runs."""
+    client, now = deps.orchestrator, deps.clock.now()
+    by_name = {p.name: p for p in pools}
+    names = list(by_name)
+    runs = list(
+        client.filter_flow_runs(
+            {
+                "flow_runs": {"state": {"type": {"any_": [s.value for s in IN_FLIGHT_STATES]}}},
+                "work_pools": {"name": {"any_": names}},
+            }
+        )
+    )
+    ended = client.filter_flow_runs(
+        {
+            "flow_runs": {
+                "state": {"type": {"any_": [s.value for s in TERMINAL_STATES]}},
+                "end_time": {"after_": (now - ZOMBIE_WINDOW).isoformat()},
+            },
+            "work_pools": {"name": {"any_": names}},
+        }
+    )
+    runs += [r for r in ended if r.infrastructure_pid]
+    policy = policy_from(deps)
+    deployments: dict[str, Deployment | None] = {}
+
+    # Batch status per backend.
+    by_backend: dict[str, list[FlowRun]] = {}
+    for run in runs:
+        pool = by_name.get(run.work_pool_name or "")
+        if pool is not None:
+            by_backend.setdefault(pool_type(pool.type).backend, []).append(run)
+    for backend_name, backend_runs in by_backend.items():
+        backend = deps.backend(backend_name)
+        handles = [JobHandle(backend_name, r.infrastructure_pid) for r in backend_runs if r.infrastructure_pid]
+        try:
+            statuses: dict[str, JobStatus] = backend.status(handles) if handles else {}
+        except PushpoolError as exc:
+            report.errors.append(f"backend {backend_name}: {exc.one_line()}")
+            continue
+        for run in backend_runs:
+            try:
+                pool = by_name[run.work_pool_name or ""]
+                status = statuses.get(run.infrastructure_pid) if run.infrastructure_pid else None
+                action = reconcile_run(deps, backend, pool, run, status, now=now, policy=policy, cache=deployments)
+                report.reconciled[action] += 1
+            except PushpoolError as exc:
+                report.errors.append(f"run {run.id}: {exc.one_line()}")
+
+

@@ -1,0 +1,161 @@
+"""``pushpool serve``: submit and provision over HTTP on loopback, the monitor on a timer, and Prefect's event
+stream as a faster trigger — the three functions in one process, for a local Prefect server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .api import MAX_BODY_BYTES, Response, handle_monitor, handle_provision, handle_run_event, handle_submit
+from .auth import WebhookAuth
+from .deps import Deps
+from .errors import PushpoolError
+from .events import EventStream
+from .monitor import TickReport, dispatch_due, tick
+
+log = logging.getLogger("pushpool.serve")
+
+
+class Server:
+    def __init__(
+        self,
+        deps: Deps,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 4280,
+        monitor_interval: float = 5.0,
+        event_stream: bool = True,
+    ) -> None:
+        self.deps = deps
+        self.auth = WebhookAuth(deps.settings.webhook_tokens, deps.settings.webhook_signing_secrets)
+        self.monitor_interval = monitor_interval
+        self.stopping = threading.Event()
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pushpool-work")
+        self.httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        self.httpd.daemon_threads = True
+        self.events = EventStream(deps.settings, self._on_event) if event_stream else None
+        self._threads: list[threading.Thread] = []
+        self.last_tick: TickReport | None = None
+
+    @property
+    def address(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        http = threading.Thread(target=self.httpd.serve_forever, name="pushpool-http", daemon=True)
+        monitor = threading.Thread(target=self._monitor_loop, name="pushpool-monitor", daemon=True)
+        self._threads = [http, monitor]
+        for thread in self._threads:
+            thread.start()
+        if self.events is not None:
+            self.events.start()
+        log.info("pushpool serving on %s (monitor every %.1fs)", self.address, self.monitor_interval)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.events is not None:
+            self.events.stop()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _monitor_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.last_tick = tick(self.deps)
+                report = self.last_tick.as_dict()
+                if report["dispatched"] or report["errors"] or any(k != "none" for k in report["reconciled"]):
+                    log.info("monitor tick: %s", json.dumps(report))
+            except PushpoolError as exc:
+                log.warning("monitor tick failed: %s", exc.one_line())
+            except Exception:  # noqa: BLE001 - keep the loop alive; the next tick retries
+                log.exception("monitor tick crashed")
+            self.stopping.wait(self.monitor_interval)
+
+    def _on_event(self, kind: str, run_id: str, pool_name: str) -> None:
+        if kind in ("submit", "cancel"):
+            self.pool.submit(self._safe, handle_run_event, self.deps, run_id, trigger="event-stream")
+        elif kind == "final":
+            self.pool.submit(self._safe, self._dispatch_pool, pool_name)
+
+    def _dispatch_pool(self, pool_name: str) -> None:
+        pool = self.deps.orchestrator.read_work_pool(pool_name)
+        if pool.concurrency_limit is not None:  # a slot may have freed up
+            dispatch_due(self.deps, pool, TickReport())
+
+    @staticmethod
+    def _safe(fn: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            result = fn(*args, **kwargs)
+            if isinstance(result, dict) and result.get("outcome") not in (None, "not-ready", "not-claimed"):
+                log.info("event: %s", json.dumps(result))
+        except PushpoolError as exc:
+            log.info("event handling: %s", exc.one_line())
+        except Exception:  # noqa: BLE001
+            log.exception("event handling crashed")
+
+    # -- HTTP ------------------------------------------------------------------------------------------------
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt: str, *args: Any) -> None:  # quiet; we log outcomes ourselves
+                return
+
+            def _send(self, response: Response) -> None:
+                payload = response.json_bytes()
+                self.send_response(response.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _body(self) -> bytes | None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > MAX_BODY_BYTES:
+                    self.close_connection = True
+                    self._send(Response(413, {"error": f"body over the {MAX_BODY_BYTES}-byte limit"}))
+                    return None
+                return self.rfile.read(length) if length else b""
+
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path == "/health":
+                    self._send(Response(200, {"ok": True}))
+                else:
+                    self._send(Response(404, {"error": "not found"}))
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self._body()
+                if body is None:
+                    return
+                headers = dict(self.headers.items())
+                if self.path == "/submit":
+                    response = handle_submit(server.deps, server.auth, headers, body, trigger="webhook")
+                    if response.status == 200:
+                        log.info("submit: %s", json.dumps(response.body))
+                    else:
+                        log.info("submit refused (%d): %s", response.status, response.body.get("error"))
+                elif self.path == "/provision":
+                    response = handle_provision(server.deps, server.auth, headers, body)
+                elif self.path == "/monitor":
+                    try:
+                        server.auth.verify(headers, body)
+                        response = handle_monitor(server.deps)
+                    except PushpoolError as exc:
+                        response = Response(exc.http_status, {"error": exc.one_line()})
+                else:
+                    response = Response(404, {"error": "not found"})
+                self._send(response)
+
+        return Handler

@@ -1,0 +1,48 @@
+"""status: the in-flight runs of push pools, with their jobs and ages (for ``pushpool status``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backends.base import JobHandle
+from .deps import Deps
+from .models import IN_FLIGHT_STATES
+from .monitor import push_pools
+from .templates import pool_type
+
+
+def in_flight(deps: Deps, *, pool: str | None = None) -> list[dict[str, Any]]:
+    pools = [p for p in push_pools(deps) if pool is None or p.name == pool]
+    if not pools:
+        return []
+    by_name = {p.name: p for p in pools}
+    runs = list(
+        deps.orchestrator.filter_flow_runs(
+            {
+                "flow_runs": {"state": {"type": {"any_": [s.value for s in IN_FLIGHT_STATES]}}},
+                "work_pools": {"name": {"any_": list(by_name)}},
+                "sort": "START_TIME_DESC",
+            }
+        )
+    )
+    now = deps.clock.now()
+    rows = []
+    for run in runs:
+        backend = deps.backend(pool_type(by_name[run.work_pool_name or ""].type).backend)
+        job_state = "-"
+        if run.infrastructure_pid:
+            status = backend.status([JobHandle(backend.name, run.infrastructure_pid)])[run.infrastructure_pid]
+            job_state = status.state.value
+        since = run.start_time or (run.state.timestamp if run.state else None) or now
+        rows.append(
+            {
+                "run_id": run.id,
+                "name": run.name,
+                "pool": run.work_pool_name,
+                "state": run.state_name,
+                "age_seconds": max(0.0, (now - since).total_seconds()),
+                "job_id": run.infrastructure_pid,
+                "job_state": job_state,
+            }
+        )
+    return rows

@@ -1,0 +1,200 @@
+"""submit: turn one ready flow run into one job (design.md correctness rules 1–7).
+
+Order of work, and why:
+
+1. Only Scheduled-type runs of a push pool pushpool serves; a run not yet due is left to the monitor.
+2. Pool and queue pause flags and concurrency limits are checked here (Prefect enforces them only inside
+   ``get_scheduled_flow_runs``; the webhook path must not bypass them).
+3. Propose PENDING without force. ACCEPT = this invocation owns the run; ABORT or a REJECT to another state =
+   someone else owns it or the server decided otherwise (deployment concurrency): do nothing.
+4. Concurrency is re-checked after the claim: when several submitters claimed at once, the runs that claimed last
+   give their slot back (Scheduled/AwaitingConcurrencySlot), so a limit holds under any race.
+5. Render the job. A template that does not render crashes the run with the rendering error (never left Pending).
+6. Submit to the backend (idempotent per run id), record ``infrastructure_pid``, then propose the
+   ``InfrastructurePending`` progress state; its answer doubles as the re-read: a run that became Cancelling or
+   Cancelled meanwhile gets its job stopped at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from .backends.base import JobHandle
+from .deps import Deps
+from .errors import BackendError, ObjectNotFoundError, OrchestratorUnavailableError, TemplateError
+from .jobs import build_job_spec
+from .models import IN_FLIGHT_STATES, FlowRun, StateType, WorkPool
+from .runs import crash_run, finish_cancellation
+from .templates import pool_type
+
+log = logging.getLogger("pushpool.submit")
+
+PROGRESS_STATE = "InfrastructurePending"
+WAITING_STATE = "AwaitingConcurrencySlot"
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    """What happened to one run. ``outcome`` is one of the constants below."""
+
+    run_id: str
+    outcome: str
+    detail: str = ""
+    job_id: str | None = None
+
+    SUBMITTED = "submitted"
+    NOT_READY = "not-ready"  # not Scheduled (already claimed, running or final)
+    DEFERRED = "deferred"  # scheduled later: the monitor dispatches it when due
+    PAUSED = "paused"
+    WAITING = "waiting"  # a concurrency limit is full
+    NOT_CLAIMED = "not-claimed"  # another submitter won the claim, or the server refused it
+    CRASHED = "crashed"
+    CANCELLED = "cancelled"
+    RELEASED = "released"  # given back to Scheduled after a transient failure
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"flow_run_id": self.run_id, "outcome": self.outcome, "detail": self.detail, "job_id": self.job_id}
+
+
+def submit_run(deps: Deps, run: FlowRun, pool: WorkPool, *, trigger: str = "webhook") -> SubmitOutcome:
+    """Submit ``run`` (already read) of ``pool`` to its backend if it is ready.
+
+    Raises:
+        UnsupportedPoolError: the pool is not a push pool pushpool serves (nothing changed).
+        OrchestratorError: Prefect could not be read before the claim (nothing changed).
+    """
+    ptype = pool_type(pool.type)
+    client, now = deps.orchestrator, deps.clock.now()
+    if run.state_type is not StateType.SCHEDULED:
+        return SubmitOutcome(run.id, SubmitOutcome.NOT_READY, f"run is {run.state_name}")
+    if run.retries_in_process:
+        return SubmitOutcome(run.id, SubmitOutcome.NOT_READY, "the run's engine is retrying it in its own process")
+    due = run.next_scheduled_start_time or run.expected_start_time
+    if due is not None and due > now + dt.timedelta(seconds=deps.settings.dispatch_ahead_seconds):
+        return SubmitOutcome(run.id, SubmitOutcome.DEFERRED, f"scheduled for {due.isoformat()}")
+
+    limits = _limits(deps, run, pool)
+    if isinstance(limits, SubmitOutcome):
+        return limits
+    for scope, limit in limits:
+        if limit is not None and client.count_flow_runs(_in_flight_filter(pool, scope)) >= limit:
+            return SubmitOutcome(run.id, SubmitOutcome.WAITING, f"{_scope_name(pool, scope)} concurrency limit reached")
+
+    claim = client.propose_state(run.id, StateType.PENDING)
+    if not claim.accepted:
+        return SubmitOutcome(run.id, SubmitOutcome.NOT_CLAIMED, f"{claim.status.value}: {claim.reason}".strip(": "))
+    log.info("claimed run %s (%s) via %s", run.id, run.name, trigger)
+
+    for scope, limit in limits:
+        if limit is not None and not _holds_slot(deps, run, pool, scope, limit):
+            released = client.propose_state(
+                run.id, StateType.SCHEDULED, name=WAITING_STATE,
+                message=f"{_scope_name(pool, scope)} concurrency limit reached; pushpool will retry",
+            )
+            if released.accepted:
+                return SubmitOutcome(run.id, SubmitOutcome.WAITING, f"{_scope_name(pool, scope)} concurrency limit reached")
+            break  # the run moved on (e.g. Cancelling): continue as its owner
+
+    try:
+        deployment = client.read_deployment(run.deployment_id) if run.deployment_id else None
+    except ObjectNotFoundError:
+        client.propose_state(
+            run.id, StateType.CANCELLED, force=True,
+            message=f"Deployment {run.deployment_id} no longer exists, cancelled run.",
+        )
+        return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, "deployment no longer exists")
+    except OrchestratorUnavailableError:
+        return _release(deps, run, "Prefect API unavailable while reading the deployment")
+
+    try:
+        spec = build_job_spec(settings=deps.settings, client=client, run=run, pool=pool, deployment=deployment)
+    except TemplateError as exc:
+        crash_run(client, run.id, f"pushpool could not render the job template: {exc.one_line()}")
+        return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"template error: {exc.one_line()}")
+    except OrchestratorUnavailableError:
+        return _release(deps, run, "Prefect API unavailable while rendering the job")
+
+    backend = deps.backend(ptype.backend)
+    try:
+        handle = backend.submit(spec)
+    except BackendError as exc:
+        crash_run(client, run.id, f"Failed to submit flow run to infrastructure ({exc.backend}): {exc.one_line()}")
+        return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"backend error: {exc.one_line()}")
+    log.info("run %s: job %s submitted to %s", run.id, handle.id, backend.name)
+
+    client.set_infrastructure_pid(run.id, handle.id)
+    progress = client.propose_state(run.id, StateType.PENDING, name=PROGRESS_STATE)
+    state = progress.state.type if progress.state else None
+    if not progress.accepted and state in (StateType.CANCELLING, StateType.CANCELLED):
+        _stop(deps, handle, run)
+        if state is StateType.CANCELLING:
+            finish_cancellation(client, run.id, "Cancelled by pushpool: the run was cancelled while its job started.")
+        return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, "run was cancelled while its job started", handle.id)
+    return SubmitOutcome(run.id, SubmitOutcome.SUBMITTED, f"job {handle.id}", handle.id)
+
+
+def _limits(deps: Deps, run: FlowRun, pool: WorkPool) -> list[tuple[str | None, int | None]] | SubmitOutcome:
+    """[(queue name or None for the pool, limit)] after checking pause flags; an outcome if paused."""
+    if pool.is_paused:
+        return SubmitOutcome(run.id, SubmitOutcome.PAUSED, f"work pool {pool.name!r} is paused")
+    limits: list[tuple[str | None, int | None]] = [(None, pool.concurrency_limit)]
+    if run.work_queue_name:
+        try:
+            queue = deps.orchestrator.read_work_queue(pool.name, run.work_queue_name)
+        except ObjectNotFoundError:
+            queue = None
+        if queue is not None:
+            if queue.is_paused:
+                return SubmitOutcome(run.id, SubmitOutcome.PAUSED, f"work queue {queue.name!r} is paused")
+            limits.append((queue.name, queue.concurrency_limit))
+    return limits
+
+
+def _in_flight_filter(pool: WorkPool, queue: str | None) -> dict:
+    flow_runs: dict = {"state": {"type": {"any_": [s.value for s in IN_FLIGHT_STATES]}}}
+    if queue is not None:
+        flow_runs["work_queue_name"] = {"any_": [queue]}
+    return {"flow_runs": flow_runs, "work_pools": {"name": {"any_": [pool.name]}}}
+
+
+def _scope_name(pool: WorkPool, queue: str | None) -> str:
+    return f"work queue {queue!r}" if queue else f"work pool {pool.name!r}"
+
+
+def _holds_slot(deps: Deps, run: FlowRun, pool: WorkPool, queue: str | None, limit: int) -> bool:
+    """After our claim: are we among the first ``limit`` in-flight runs of this scope?
+
+    Runs that already have a job (or run) come first; runs still only claimed are ordered by claim time, then id.
+    Every concurrent claimer computes the same order, so exactly the surplus runs give their slot back.
+    """
+    client = deps.orchestrator
+    body = _in_flight_filter(pool, queue)
+    if client.count_flow_runs(body) <= limit:
+        return True
+    ranked = sorted(client.filter_flow_runs(body), key=_claim_rank)
+    ahead = [r.id for r in ranked[:limit]]
+    return run.id in ahead
+
+
+def _claim_rank(run: FlowRun) -> tuple[int, dt.datetime, str]:
+    has_job = run.infrastructure_pid is not None or run.state_type is not StateType.PENDING
+    stamp = run.state.timestamp if run.state and run.state.timestamp else dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+    return (0 if has_job else 1, stamp, run.id)
+
+
+def _release(deps: Deps, run: FlowRun, why: str) -> SubmitOutcome:
+    """Give a claimed run back to Scheduled after a transient failure (the monitor recovers it otherwise)."""
+    try:
+        deps.orchestrator.propose_state(run.id, StateType.SCHEDULED, message=f"pushpool: {why}; will retry")
+    except Exception:  # noqa: BLE001 - Prefect is down: the monitor's Pending recovery repairs the run later
+        log.warning("run %s: could not release after %s; the monitor will recover it", run.id, why)
+    return SubmitOutcome(run.id, SubmitOutcome.RELEASED, why)
+
+
+def _stop(deps: Deps, handle: JobHandle, run: FlowRun) -> None:
+    try:
+        deps.backend(handle.backend).cancel(handle, grace_seconds=deps.settings.cancel_grace_seconds)
+    except BackendError as exc:
+        log.warning("run %s: could not stop job %s yet (%s); the monitor will retry", run.id, handle.id, exc.one_line())

@@ -1,0 +1,116 @@
+"""Test helpers: create pools, deployments and runs on the real Prefect server, wait for states, read timelines."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pushpool.deps import Deps
+from pushpool.settings import Settings
+
+
+class PrefectHelper:
+    def __init__(self, api_url: str, flows_dir: Path) -> None:
+        self.api_url = api_url
+        self.flows_dir = flows_dir
+        self.http = httpx.Client(base_url=api_url, timeout=30)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        for _ in range(30):  # SQLite answers "database is locked" as 503: retry
+            response = self.http.request(method, path, **kwargs)
+            if response.status_code != 503:
+                return response
+            time.sleep(0.1)
+        return response
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    # -- objects ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def unique(prefix: str) -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+    def create_pool(self, name: str, type_name: str = "process:push", **extra: Any) -> dict[str, Any]:
+        from pushpool.templates import POOL_TYPES
+
+        body = {"name": name, "type": type_name, **extra}
+        if type_name in POOL_TYPES and "base_job_template" not in extra:
+            body["base_job_template"] = POOL_TYPES[type_name].template()
+        return self.json("POST", "/work_pools/", json=body)
+
+    def create_deployment(
+        self, pool: str, entrypoint: str = "flows.py:hello", *, job_variables: dict | None = None, **extra: Any
+    ) -> str:
+        flow_name = entrypoint.split(":")[1]
+        flow = self.json("POST", "/flows/", json={"name": flow_name})
+        body = {
+            "name": self.unique("dep"),
+            "flow_id": flow["id"],
+            "work_pool_name": pool,
+            "entrypoint": entrypoint,
+            "pull_steps": [
+                {"prefect.deployments.steps.set_working_directory": {"directory": str(self.flows_dir)}}
+            ],
+            "job_variables": job_variables or {},
+            "enforce_parameter_schema": False,
+            **extra,
+        }
+        return str(self.json("POST", "/deployments/", json=body)["id"])
+
+    def create_run(self, deployment_id: str, **body: Any) -> str:
+        return str(self.json("POST", f"/deployments/{deployment_id}/create_flow_run", json=body)["id"])
+
+    def read_run(self, run_id: str) -> dict[str, Any]:
+        return self.json("GET", f"/flow_runs/{run_id}")
+
+    def state(self, run_id: str) -> tuple[str, str]:
+        state = self.read_run(run_id)["state"]
+        return state["type"], state.get("name") or ""
+
+    def wait_for(self, run_id: str, types: set[str], timeout: float = 60, tick: Any = None) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        run = self.read_run(run_id)
+        while time.monotonic() < deadline:
+            run = self.read_run(run_id)
+            if run["state"]["type"] in types:
+                return run
+            if tick is not None:
+                tick()
+            time.sleep(0.25)
+        raise AssertionError(f"run {run_id} still {run['state']['type']}/{run['state']['name']} after {timeout}s")
+
+    def states(self, run_id: str) -> list[tuple[str, str]]:
+        history = self.json("GET", "/flow_run_states/", params={"flow_run_id": run_id})
+        history.sort(key=lambda s: s["timestamp"])
+        return [(s["type"], s["name"]) for s in history]
+
+    def set_state(self, run_id: str, type_: str, *, force: bool = False, **state: Any) -> dict[str, Any]:
+        return self.json(
+            "POST", f"/flow_runs/{run_id}/set_state", json={"state": {"type": type_, **state}, "force": force}
+        )
+
+
+def make_deps(api_url: str, tmp: Path, **overrides: Any) -> Deps:
+    settings = Settings(
+        prefect_api_url=api_url,
+        webhook_tokens=("test-token",),
+        submit_url="http://127.0.0.1:9/submit",
+        pending_timeout_seconds=3,
+        exit_grace_seconds=2,
+        cancel_grace_seconds=3,
+        process_dir=tmp / "jobs",
+    )
+    settings = dataclasses.replace(settings, **overrides)
+    return Deps.from_settings(settings)

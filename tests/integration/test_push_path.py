@@ -1,0 +1,185 @@
+"""The push path end to end on a real Prefect server with the process backend: real flows, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from pushpool.api import handle_run_event, handle_submit
+from pushpool.auth import WebhookAuth
+from pushpool.backends.base import JobHandle, JobState
+from pushpool.monitor import tick
+from tests.helpers import PrefectHelper, make_deps
+
+pytestmark = pytest.mark.integration
+
+AUTH = {"Authorization": "Bearer test-token", "Content-Type": "application/json"}
+
+
+@pytest.fixture
+def deps(prefect_api: str, tmp_path: Path):
+    d = make_deps(prefect_api, tmp_path)
+    yield d
+    d.orchestrator.close()
+
+
+@pytest.fixture
+def pool(prefect: PrefectHelper) -> str:
+    name = prefect.unique("pp")
+    prefect.create_pool(name)
+    return name
+
+
+def _submit(deps, run_id: str):
+    auth = WebhookAuth(deps.settings.webhook_tokens)
+    return handle_submit(deps, auth, AUTH, json.dumps({"flow_run_id": run_id}).encode(), trigger="test")
+
+
+def _job_state(deps, run: dict) -> JobState:
+    backend = deps.backend("process")
+    pid = run["infrastructure_pid"]
+    return backend.status([JobHandle("process", pid)])[pid].state
+
+
+def test_flow_runs_to_completed_with_no_worker(deps, prefect: PrefectHelper, pool: str) -> None:
+    dep = prefect.create_deployment(pool, "flows.py:hello")
+    run_id = prefect.create_run(dep, parameters={"who": "pushpool"})
+
+    response = _submit(deps, run_id)
+    assert response.status == 200, response.body
+    assert response.body["outcome"] == "submitted"
+
+    run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90)
+    assert run["state"]["type"] == "COMPLETED"
+    assert run["infrastructure_pid"] == response.body["job_id"]
+    names = [name for _, name in prefect.states(run_id)]
+    assert names[:3] == ["Scheduled", "Pending", "InfrastructurePending"]
+    assert names[-2:] == ["Running", "Completed"]
+    # The job ends by itself; its output is readable by a later, separate backend instance.
+    backend = make_deps(prefect.api_url, deps.settings.process_dir.parent).backend("process")
+    handle = JobHandle("process", run["infrastructure_pid"])
+    for _ in range(100):
+        if backend.status([handle])[handle.id].state is JobState.SUCCEEDED:
+            break
+        time.sleep(0.1)
+    assert backend.status([handle])[handle.id].state is JobState.SUCCEEDED
+    assert any("hello pushpool" in line for line in backend.logs(handle, lines=200))
+
+
+def test_failing_flow_ends_failed_and_job_exit_is_clean(deps, prefect: PrefectHelper, pool: str) -> None:
+    dep = prefect.create_deployment(pool, "flows.py:fail")
+    run_id = prefect.create_run(dep, parameters={"reason": "expected failure"})
+    assert _submit(deps, run_id).body["outcome"] == "submitted"
+    run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90)
+    assert run["state"]["type"] == "FAILED"
+    # The monitor leaves a run the engine finished alone.
+    time.sleep(1)
+    tick(deps)
+    assert prefect.state(run_id)[0] == "FAILED"
+
+
+def test_non_zero_exit_crashes_with_reason_and_last_lines(deps, prefect: PrefectHelper, pool: str) -> None:
+    dep = prefect.create_deployment(
+        pool, job_variables={"command": "sh -c 'echo preparing; echo something broke >&2; exit 3'"}
+    )
+    run_id = prefect.create_run(dep)
+    assert _submit(deps, run_id).body["outcome"] == "submitted"
+    run = prefect.wait_for(run_id, {"CRASHED"}, timeout=30, tick=lambda: tick(deps))
+    message = run["state"]["message"]
+    assert "exit code 3" in message
+    assert "something broke" in message
+
+
+def test_killed_process_is_crashed(deps, prefect: PrefectHelper, pool: str) -> None:
+    dep = prefect.create_deployment(pool, "flows.py:sleeper")
+    run_id = prefect.create_run(dep, parameters={"seconds": 120})
+    assert _submit(deps, run_id).body["outcome"] == "submitted"
+    run = prefect.wait_for(run_id, {"RUNNING"}, timeout=60)
+    jobdir = deps.settings.process_dir / run_id
+    job = json.loads((jobdir / "job.json").read_text())
+    os.killpg(job["pid"], signal.SIGKILL)  # the whole job: supervisor, CLI and engine
+    run = prefect.wait_for(run_id, {"CRASHED"}, timeout=30, tick=lambda: tick(deps))
+    assert "disappeared" in run["state"]["message"] or "signal 9" in run["state"]["message"]
+
+
+def test_cancel_running_run_stops_process(deps, prefect: PrefectHelper, pool: str) -> None:
+    dep = prefect.create_deployment(pool, "flows.py:sleeper")
+    run_id = prefect.create_run(dep, parameters={"seconds": 120})
+    assert _submit(deps, run_id).body["outcome"] == "submitted"
+    run = prefect.wait_for(run_id, {"RUNNING"}, timeout=60)
+    prefect.set_state(run_id, "CANCELLING")
+    # The Cancelling event reaches submit (webhook/event stream) or the monitor: either reconciles it.
+    handle_run_event(deps, run_id, trigger="test")
+    run = prefect.wait_for(run_id, {"CANCELLED"}, timeout=30, tick=lambda: tick(deps))
+    assert _job_state(deps, run) in (JobState.STOPPED, JobState.SUCCEEDED, JobState.FAILED)
+    job = json.loads((deps.settings.process_dir / run_id / "job.json").read_text())
+    assert not Path(f"/proc/{job['pid']}").exists() or "Z" in Path(f"/proc/{job['pid']}/stat").read_text().split()[2]
+
+
+def test_maximum_run_time_stops_job_and_crashes_run(deps, prefect: PrefectHelper, pool: str) -> None:
+    dep = prefect.create_deployment(pool, "flows.py:sleeper", job_variables={"max_run_time_seconds": 3})
+    run_id = prefect.create_run(dep, parameters={"seconds": 120})
+    assert _submit(deps, run_id).body["outcome"] == "submitted"
+    prefect.wait_for(run_id, {"RUNNING"}, timeout=60)
+    run = prefect.wait_for(run_id, {"CRASHED"}, timeout=30, tick=lambda: tick(deps))
+    assert "maximum run time of 3 s" in run["state"]["message"]
+    assert _job_state(deps, run) is not JobState.RUNNING
+
+
+def test_duplicate_webhook_deliveries_start_exactly_one_process(deps, prefect: PrefectHelper, pool: str) -> None:
+    dep = prefect.create_deployment(pool, job_variables={"command": "sleep 5"})
+    run_id = prefect.create_run(dep)
+    with ThreadPoolExecutor(max_workers=20) as ex:
+        responses = list(ex.map(lambda _: _submit(deps, run_id), range(20)))
+    outcomes = [r.body.get("outcome") for r in responses]
+    assert outcomes.count("submitted") == 1, outcomes
+    assert all(r.status == 200 for r in responses)
+    pending = [s for s in prefect.states(run_id) if s == ("PENDING", "Pending")]
+    assert len(pending) == 1
+    assert sorted(os.listdir(deps.settings.process_dir)) == [run_id]
+
+
+def test_pool_concurrency_limit_holds(deps, prefect: PrefectHelper) -> None:
+    pool = prefect.unique("pp-limit")
+    prefect.create_pool(pool, concurrency_limit=1)
+    dep = prefect.create_deployment(pool, job_variables={"command": "sleep 2"})
+    runs = [prefect.create_run(dep) for _ in range(3)]
+    with ThreadPoolExecutor(max_workers=6) as ex:  # all three at once, twice each
+        list(ex.map(lambda r: _submit(deps, r), runs * 2))
+    deadline = time.monotonic() + 90
+    max_seen = 0
+    while time.monotonic() < deadline:
+        states = [prefect.state(r)[0] for r in runs]
+        in_flight = sum(s in ("PENDING", "RUNNING", "CANCELLING") for s in states)
+        max_seen = max(max_seen, in_flight)
+        if all(s in ("COMPLETED", "CRASHED", "FAILED") for s in states):
+            break
+        tick(deps)
+        time.sleep(0.2)
+    assert max_seen == 1
+    # `sleep 2` never reports a state, so each run ends Crashed by the monitor's clean-exit rule; all were run.
+    assert [prefect.state(r)[0] for r in runs] == ["CRASHED"] * 3
+    assert len(os.listdir(deps.settings.process_dir)) == 3
+
+
+def test_run_scheduled_ahead_is_dispatched_by_the_monitor_when_due(deps, prefect: PrefectHelper, pool: str) -> None:
+    import datetime as dt
+
+    dep = prefect.create_deployment(pool, job_variables={"command": "true"})
+    due = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=4)
+    run_id = prefect.create_run(dep, state={"type": "SCHEDULED", "state_details": {"scheduled_time": due.isoformat()}})
+    response = _submit(deps, run_id)
+    assert response.body["outcome"] == "deferred"
+    tick(deps)
+    assert prefect.state(run_id)[0] == "SCHEDULED"
+    while dt.datetime.now(dt.timezone.utc) < due:
+        time.sleep(0.2)
+    report = tick(deps)
+    assert report.dispatched["submitted"] == 1
+    assert prefect.state(run_id)[0] == "PENDING"
