@@ -68,11 +68,13 @@ def dispatch_due(deps: Deps, pool: WorkPool, report: TickReport) -> None:
     except PushpoolError as exc:
         report.errors.append(f"pool {pool.name}: {exc.one_line()}")
         return
-    for run in due:
+    for listed in due:
         try:
+            # The runs in that answer are abridged (no state, no pool or queue name): read each one whole.
+            run = deps.orchestrator.read_flow_run(listed.id)
             outcome = submit_run(deps, run, pool, trigger="monitor")
         except PushpoolError as exc:
-            report.errors.append(f"run {run.id}: {exc.one_line()}")
+            report.errors.append(f"run {listed.id}: {exc.one_line()}")
             continue
         report.dispatched[outcome.outcome] += 1
         if outcome.outcome == SubmitOutcome.WAITING:

@@ -173,7 +173,9 @@ def apply(deps: Deps, backend: Backend, run: FlowRun, decision: Decision, handle
         _stop(deps, backend, handle)
     elif action is Action.STOP_AND_CANCEL and handle is not None:
         _stop(deps, backend, handle)
-        finish_cancellation(client, run.id, decision.reason)
+        # The engine inside the job may have finished the cancellation itself while it was being stopped.
+        if client.read_flow_run(run.id).state_type is StateType.CANCELLING:
+            finish_cancellation(client, run.id, decision.reason)
     elif action is Action.CANCEL:
         finish_cancellation(client, run.id, decision.reason)
     elif action is Action.STOP and handle is not None:

@@ -1,0 +1,170 @@
+"""`make demo`: the push path end to end, on this machine, with no worker anywhere.
+
+1. start a local Prefect server (SQLite, its own PREFECT_HOME) and `pushpool serve`;
+2. `pushpool work-pool create demo-pool --type process:push` (twice: the second run changes nothing);
+3. deploy three flows with the stock Prefect API (`flow.from_source(...).deploy(...)`);
+4. trigger runs that succeed, fail and get cancelled, then print each run's state timeline;
+5. stop everything it started, by pid.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from pushpool import localserver
+
+HERE = Path(__file__).resolve().parent
+POOL = "demo-pool"
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def banner(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def pushpool_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pushpool.cli", *args]
+
+
+def api(client: httpx.Client, method: str, path: str, **kwargs):  # noqa: ANN201
+    for _ in range(50):
+        response = client.request(method, path, **kwargs)
+        if response.status_code != 503:
+            response.raise_for_status()
+            return response.json() if response.content else None
+        time.sleep(0.1)
+    response.raise_for_status()
+    return None
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def main() -> int:
+    work = Path(tempfile.mkdtemp(prefix="pushpool-demo-"))
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(work / "prefect"),
+        "PUSHPOOL_HOME": str(work / "pushpool"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    os.environ.update({k: env[k] for k in ("PREFECT_HOME", "PUSHPOOL_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED")})
+    started: list[subprocess.Popen] = []
+    server = None
+    try:
+        banner("starting a local Prefect server (SQLite)")
+        t0 = time.monotonic()
+        server = localserver.start(work / "prefect", late_runs=True)
+        env["PREFECT_API_URL"] = server.api_url
+        print(f"Prefect API {server.api_url} ready in {time.monotonic() - t0:.1f}s (pid {server.process.pid})")
+
+        banner("starting pushpool serve (submit + provision over HTTP, monitor every 5s, event stream)")
+        port = localserver.free_port()
+        serve_log = open(work / "serve.log", "w")  # noqa: SIM115
+        serve = subprocess.Popen(
+            pushpool_cmd("serve", "--port", str(port)), env=env, stdout=serve_log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        started.append(serve)
+        wait_http(f"http://127.0.0.1:{port}/health")
+        print(f"pushpool serve on http://127.0.0.1:{port} (pid {serve.pid}); log: {work / 'serve.log'}")
+
+        banner(f"pushpool work-pool create {POOL} --type process:push")
+        for attempt in (1, 2):
+            out = subprocess.run(
+                pushpool_cmd("work-pool", "create", POOL, "--type", "process:push", "--port", str(port)),
+                env=env, capture_output=True, text=True, check=True,
+            )
+            print(f"-- run {attempt}:\n{out.stdout.rstrip()}")
+
+        banner("deploying the sample flows with flow.from_source(...).deploy(...)")
+        out = subprocess.run(
+            [sys.executable, str(HERE / "deploy.py"), POOL], env=env, capture_output=True, text=True, check=True
+        )
+        deployments = dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
+        print("\n".join(f"{name}: {dep_id}" for name, dep_id in deployments.items()))
+
+        banner("triggering runs: etl (succeeds), broken (fails), long_job (cancelled once running)")
+        client = httpx.Client(base_url=server.api_url, timeout=30)
+        runs: dict[str, dict] = {}
+        for name in ("etl", "broken", "long_job"):
+            created = time.time()
+            run = api(client, "POST", f"/deployments/{deployments[name]}/create_flow_run", json={})
+            runs[run["id"]] = {"label": name, "created": created, "name": run["name"]}
+            print(f"{name}: flow run {run['name']} ({run['id']})")
+
+        cancel_id = next(r for r, v in runs.items() if v["label"] == "long_job")
+        deadline = time.monotonic() + 180
+        cancelled = False
+        while time.monotonic() < deadline:
+            states = {rid: api(client, "GET", f"/flow_runs/{rid}")["state"] for rid in runs}
+            if not cancelled and states[cancel_id]["type"] == "RUNNING":
+                time.sleep(1)
+                api(client, "POST", f"/flow_runs/{cancel_id}/set_state", json={"state": {"type": "CANCELLING"}})
+                cancelled = True
+                print(f"long_job is Running: cancelling it (as the UI's Cancel button does)")
+            if all(s["type"] in FINAL for s in states.values()):
+                break
+            time.sleep(0.5)
+
+        banner("state timelines (seconds since the run was created)")
+        triggers = dict(re.findall(r"claimed run (\S+) \(\S+\) via (\S+)", (work / "serve.log").read_text()))
+        ok = True
+        expected = {"etl": "COMPLETED", "broken": "FAILED", "long_job": "CANCELLED"}
+        for rid, info in runs.items():
+            history = api(client, "GET", "/flow_run_states/", params={"flow_run_id": rid})
+            history.sort(key=lambda s: s["timestamp"])
+            created = parse_time(history[0]["timestamp"])
+            steps = " → ".join(
+                f"{s['name']} +{(parse_time(s['timestamp']) - created).total_seconds():.2f}s" for s in history
+            )
+            final = history[-1]["type"]
+            ok &= final == expected[info["label"]]
+            job = json.loads((work / "pushpool" / "jobs" / rid / "job.json").read_text())
+            start_delay = job["started_at"] - created.timestamp()
+            print(f"{info['label']:<9} {steps}")
+            print(f"{'':<9} submitted via {triggers.get(rid, '?')}; process started {start_delay:.3f}s after creation;"
+                  f" final {final} (expected {expected[info['label']]})")
+        proc_check = subprocess.run(["pgrep", "-f", f"pushpool.backends._supervisor {work}"], capture_output=True)
+        print(f"\njob processes still alive: {len(proc_check.stdout.split())}")
+        status = subprocess.run(pushpool_cmd("status"), env=env, capture_output=True, text=True)
+        print(f"pushpool status: {status.stdout.strip()}")
+        print("\nDEMO " + ("PASSED" if ok and not proc_check.stdout.split() else "FAILED"))
+        return 0 if ok else 1
+    finally:
+        banner("stopping everything this demo started")
+        for proc in started:
+            proc.terminate()
+            proc.wait(timeout=20)
+            print(f"stopped pid {proc.pid}")
+        if server is not None:
+            server.stop()
+            print(f"stopped Prefect server pid {server.process.pid}")
+        print(f"files kept in {work}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Start and stop a local Prefect server (SQLite, its own PREFECT_HOME) for the demo, tests and benchmarks.
+
+Runs ``python -m prefect server start`` as a child process bound to 127.0.0.1 and stops it by its pid. The
+``prefect`` package must be installed in the interpreter given (the ``dev`` extra); pushpool never imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LocalPrefectServer:
+    home: Path
+    port: int
+    process: subprocess.Popen  # type: ignore[type-arg]
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def start(
+    home: Path,
+    *,
+    port: int | None = None,
+    python: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    late_runs: bool = False,
+    timeout: float = 120.0,
+) -> LocalPrefectServer:
+    """Start a server whose data lives in ``home`` and wait until ``/api/health`` answers."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "true" if late_runs else "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_FOREMAN_ENABLED": "false",
+        "PREFECT_LOGGING_SERVER_LEVEL": "WARNING",
+        **(extra_env or {}),
+    }
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
+    process = subprocess.Popen(
+        [python or sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    server = LocalPrefectServer(home, port, process)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited during start-up; see {home / 'server.log'}")
+        try:
+            with urllib.request.urlopen(f"{server.api_url}/health", timeout=1) as response:
+                if response.status == 200:
+                    return server
+        except OSError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"the Prefect server did not answer within {timeout:.0f} s; see {home / 'server.log'}")
