@@ -322,6 +322,8 @@ def render_job_configuration(
     if resolver is not None:
         rendered = resolve_blocks(rendered, resolver)
         rendered = resolve_variables(rendered, resolver)
+    if "command" in rendered and not rendered["command"]:
+        rendered["command"] = None  # an empty command means "the default", as in Prefect's job configuration
     env = rendered.get("env")
     if isinstance(env, dict):
         rendered["env"] = {key: None if value is None else str(value) for key, value in env.items()}

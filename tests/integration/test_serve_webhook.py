@@ -1,0 +1,140 @@
+"""`pushpool serve` over HTTP: provision makes Prefect's automation call submit, and bad input changes nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pushpool import localserver
+from pushpool.server import Server
+from tests.helpers import PrefectHelper, make_deps
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def served(prefect_api: str, tmp_path: Path):
+    port = localserver.free_port()
+    deps = make_deps(prefect_api, tmp_path, submit_url=f"http://127.0.0.1:{port}/submit")
+    # Only the webhook can submit here: no event stream, and a monitor that never ticks during the test.
+    server = Server(deps, port=port, monitor_interval=3600, event_stream=False)
+    server.stopping.set()  # the monitor thread exits at once
+    server.start()
+    yield server, httpx.Client(base_url=server.address, timeout=30)
+    server.stop()
+    deps.orchestrator.close()
+
+
+AUTH = {"Authorization": "Bearer test-token"}
+
+
+def test_provision_then_automation_webhook_submits_the_run(served, prefect: PrefectHelper) -> None:
+    server, http = served
+    pool = prefect.unique("hooked")
+    first = http.post("/provision", json={"name": pool, "type": "process:push"}, headers=AUTH)
+    assert first.status_code == 200, first.text
+    assert [s["action"] for s in first.json()["steps"]] == ["created", "created", "created"]
+    second = http.post("/provision", json={"name": pool, "type": "process:push"}, headers=AUTH).json()
+    assert second["changed"] is False
+    assert [s["action"] for s in second["steps"]] == ["unchanged"] * 3
+
+    dep = prefect.create_deployment(pool, "flows.py:hello")
+    run_id = prefect.create_run(dep)
+    run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90)
+    assert run["state"]["type"] == "COMPLETED"
+    assert run["infrastructure_pid"]
+
+
+def test_provision_of_an_existing_pool_keeps_operator_defaults(served, prefect: PrefectHelper) -> None:
+    _, http = served
+    pool = prefect.unique("kept")
+    assert http.post("/provision", json={"name": pool, "type": "process:push"}, headers=AUTH).status_code == 200
+    template = prefect.json("GET", f"/work_pools/{pool}")["base_job_template"]
+    template["variables"]["properties"]["max_run_time_seconds"]["default"] = 600
+    prefect.json("PATCH", f"/work_pools/{pool}", json={"base_job_template": template})
+    again = http.post("/provision", json={"name": pool, "type": "process:push"}, headers=AUTH).json()
+    assert again["changed"] is False
+    kept = prefect.json("GET", f"/work_pools/{pool}")["base_job_template"]
+    assert kept["variables"]["properties"]["max_run_time_seconds"]["default"] == 600
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        (b"not json", 400, "not valid JSON"),
+        (b"[]", 400, "JSON object"),
+        (b"{}", 400, "flow_run_id"),
+        (b'{"flow_run_id": "nope"}', 400, "UUID"),
+        (b'{"flow_run_id": "00000000-0000-4000-8000-000000000000"}', 400, "unknown flow run"),
+        (b"", 400, "empty body"),
+    ],
+)
+def test_malformed_webhooks_get_a_4xx_with_a_reason(served, body: bytes, status: int, fragment: str) -> None:
+    _, http = served
+    response = http.post("/submit", content=body, headers=AUTH)
+    assert response.status_code == status
+    assert fragment in response.json()["error"]
+    assert "\n" not in response.json()["error"]
+
+
+def test_oversized_body_is_refused_before_parsing(served) -> None:
+    _, http = served
+    response = http.post("/submit", content=b"{" + b" " * (70 * 1024) + b"}", headers=AUTH)
+    assert response.status_code == 413
+
+
+def test_unauthenticated_requests_change_nothing(served, prefect: PrefectHelper) -> None:
+    _, http = served
+    pool = prefect.unique("auth")
+    prefect.create_pool(pool)
+    run_id = prefect.create_run(prefect.create_deployment(pool))
+    body = json.dumps({"flow_run_id": run_id})
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic dGVzdA=="}):
+        assert http.post("/submit", content=body, headers=headers).status_code == 401
+    assert http.post("/provision", json={"name": "x", "type": "process:push"}).status_code == 401
+    time.sleep(0.5)
+    assert prefect.states(run_id) == [("SCHEDULED", "Scheduled")]
+
+
+def test_runs_of_other_pools_are_refused_and_left_alone(served, prefect: PrefectHelper) -> None:
+    _, http = served
+    hybrid = prefect.unique("hybrid")
+    prefect.create_pool(hybrid, "process")
+    unknown = prefect.unique("unknownpush")
+    prefect.create_pool(unknown, "nomad:push")
+    for pool, fragment in ((hybrid, "not a push pool"), (unknown, "unknown push pool type")):
+        run_id = prefect.create_run(prefect.create_deployment(pool))
+        response = http.post("/submit", json={"flow_run_id": run_id}, headers=AUTH)
+        assert response.status_code == 422
+        assert fragment in response.json()["error"]
+        assert prefect.states(run_id) == [("SCHEDULED", "Scheduled")]
+
+
+def test_template_that_does_not_render_crashes_the_run(served, prefect: PrefectHelper) -> None:
+    _, http = served
+    pool = prefect.unique("badtpl")
+    prefect.create_pool(pool)
+    dep = prefect.create_deployment(pool, job_variables={"env": {"TOKEN": "{{ prefect.blocks.secret.no-such-block }}"}})
+    run_id = prefect.create_run(dep)
+    response = http.post("/submit", json={"flow_run_id": run_id}, headers=AUTH)
+    assert response.status_code == 200
+    assert response.json()["outcome"] == "crashed"
+    state_type, _ = prefect.state(run_id)
+    assert state_type == "CRASHED"
+    assert "no-such-block" in prefect.read_run(run_id)["state"]["message"]
+
+
+def test_paused_pool_and_queue_leave_the_run_scheduled(served, prefect: PrefectHelper) -> None:
+    _, http = served
+    pool = prefect.unique("paused")
+    prefect.create_pool(pool, is_paused=True)
+    run_id = prefect.create_run(prefect.create_deployment(pool))
+    assert http.post("/submit", json={"flow_run_id": run_id}, headers=AUTH).json()["outcome"] == "paused"
+    prefect.json("PATCH", f"/work_pools/{pool}", json={"is_paused": False})
+    prefect.json("PATCH", f"/work_pools/{pool}/queues/default", json={"is_paused": True})
+    assert http.post("/submit", json={"flow_run_id": run_id}, headers=AUTH).json()["outcome"] == "paused"
+    assert prefect.states(run_id) == [("SCHEDULED", "Scheduled")]
