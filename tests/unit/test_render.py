@@ -1,0 +1,62 @@
+"""Template rendering rules that need no server (the server-backed comparison with Prefect is in integration)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pushpool.errors import TemplateError
+from pushpool.jobs import template_environ
+from pushpool.templates import base_job_template, pool_type
+from pushpool.errors import UnsupportedPoolError
+from pushpool.templates.render import NOTSET, apply_values, get_path, render_job_configuration
+
+
+def test_a_lone_placeholder_keeps_its_type_and_embedded_ones_are_stringified() -> None:
+    values = {"n": 3, "d": {"a": [1, 2]}, "s": "x"}
+    assert apply_values("{{ n }}", values) == 3
+    assert apply_values("{{ d }}", values) == {"a": [1, 2]}
+    assert apply_values("n={{ n }} s={{s}}", values) == "n=3 s=x"
+    assert apply_values("{{ d.a[1] }}", values) == 2
+
+
+def test_unset_values_remove_keys_and_list_items() -> None:
+    assert apply_values({"a": "{{ missing }}", "b": 1}, {}) == {"b": 1}
+    assert apply_values(["{{ missing }}", "keep"], {}) == ["keep"]
+    assert apply_values("pre-{{ missing }}-post", {}) == "pre--post"
+    assert apply_values("{{ missing }}", {}) is NOTSET
+
+
+def test_get_path_walks_dicts_and_lists() -> None:
+    assert get_path({"a": [{"b": 1}]}, "a[0].b") == 1
+    assert get_path({"a": 1}, "a.b") is NOTSET
+
+
+def test_env_placeholders_read_only_the_given_environment() -> None:
+    assert apply_values("{{ $HOME }}", {}, {"HOME": "/h"}) == "/h"
+    assert apply_values("{{ $HOME }}", {}, {}) == ""
+
+
+def test_template_environment_hides_secrets() -> None:
+    env = template_environ({"HOME": "/h", "PUSHPOOL_WEBHOOK_TOKEN": "t", "PREFECT_API_KEY": "k",
+                            "AWS_SECRET_ACCESS_KEY": "s", "DB_PASSWORD": "p", "REGION": "eu"})
+    assert env == {"HOME": "/h", "REGION": "eu"}
+
+
+def test_bad_templates_raise_template_errors() -> None:
+    with pytest.raises(TemplateError):
+        render_job_configuration({"variables": {}}, {})
+    with pytest.raises(TemplateError):
+        render_job_configuration({"job_configuration": {"env": {"A": "1"}}, "variables": {}}, {"env": "not-a-dict"})
+    with pytest.raises(TemplateError):
+        render_job_configuration({"job_configuration": {"x": {"$ref": "oops"}}, "variables": {}}, {}, resolver=object())
+
+
+def test_pool_types() -> None:
+    assert pool_type("process:push").backend == "process"
+    with pytest.raises(UnsupportedPoolError, match="not a push pool"):
+        pool_type("process")
+    with pytest.raises(UnsupportedPoolError, match="unknown push pool type"):
+        pool_type("nomad:push")
+    template = base_job_template("process:push")
+    assert template["variables"]["properties"]["max_run_time_seconds"]["default"] == 86400
+    assert render_job_configuration(template, {})["max_run_time_seconds"] == 86400
