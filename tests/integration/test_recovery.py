@@ -1,0 +1,144 @@
+"""Crash windows and zombies: whatever step a submitter dies at, the monitor repairs the run within two ticks."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from pushpool.backends.base import JobHandle, JobState
+from pushpool.jobs import build_job_spec
+from pushpool.models import StateType
+from pushpool.monitor import tick
+from pushpool.reconcile import RECOVERIES_LABEL
+from tests.helpers import PrefectHelper, make_deps
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def deps(prefect_api: str, tmp_path: Path):
+    d = make_deps(prefect_api, tmp_path)
+    yield d
+    d.orchestrator.close()
+
+
+@pytest.fixture
+def pool(prefect: PrefectHelper) -> str:
+    name = prefect.unique("rec")
+    prefect.create_pool(name)
+    return name
+
+
+def _claimed_run(deps, prefect: PrefectHelper, pool: str, command: str = "sleep 30") -> str:
+    run_id = prefect.create_run(prefect.create_deployment(pool, job_variables={"command": command}))
+    assert deps.orchestrator.propose_state(run_id, StateType.PENDING).accepted
+    return run_id
+
+
+def _start_job(deps, run_id: str) -> JobHandle:
+    client = deps.orchestrator
+    run = client.read_flow_run(run_id)
+    pool = client.read_work_pool(run.work_pool_name)
+    spec = build_job_spec(settings=deps.settings, client=client, run=run, pool=pool,
+                          deployment=client.read_deployment(run.deployment_id))
+    return deps.backend("process").submit(spec)
+
+
+def _past_timeout(deps) -> None:
+    time.sleep(deps.settings.pending_timeout_seconds + 0.5)
+
+
+def test_died_after_the_claim_run_is_rescheduled_and_dispatched_again(deps, prefect: PrefectHelper, pool: str) -> None:
+    run_id = _claimed_run(deps, prefect, pool)
+    _past_timeout(deps)
+    first = tick(deps)
+    assert first.reconciled["recover"] == 1
+    run = prefect.read_run(run_id)
+    assert run["labels"][RECOVERIES_LABEL] == "1"
+    second = tick(deps)  # the rescheduled run is due: dispatched like any other
+    assert second.dispatched["submitted"] == 1
+    run = prefect.read_run(run_id)
+    assert run["state"]["type"] == "PENDING" and run["infrastructure_pid"]
+    deps.backend("process").cancel(JobHandle("process", run["infrastructure_pid"]), grace_seconds=1)
+
+
+def test_died_between_job_and_pid_the_job_is_adopted_not_duplicated(deps, prefect: PrefectHelper, pool: str) -> None:
+    run_id = _claimed_run(deps, prefect, pool)
+    handle = _start_job(deps, run_id)
+    _past_timeout(deps)
+    assert tick(deps).reconciled["adopt"] == 1
+    assert prefect.read_run(run_id)["infrastructure_pid"] == handle.id
+    assert prefect.state(run_id)[0] == "PENDING"
+    assert deps.backend("process").status([handle])[handle.id].state is JobState.RUNNING
+    deps.backend("process").cancel(handle, grace_seconds=1)
+
+
+def test_died_after_pid_before_progress_state_the_run_goes_on(deps, prefect: PrefectHelper, pool: str) -> None:
+    dep = prefect.create_deployment(pool, "flows.py:hello")
+    run_id = prefect.create_run(dep)
+    assert deps.orchestrator.propose_state(run_id, StateType.PENDING).accepted
+    handle = _start_job(deps, run_id)
+    deps.orchestrator.set_infrastructure_pid(run_id, handle.id)
+    run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90, tick=lambda: tick(deps))
+    assert run["state"]["type"] == "COMPLETED"
+
+
+def test_cancelled_while_the_job_starts_the_job_is_stopped(deps, prefect: PrefectHelper, pool: str) -> None:
+    run_id = _claimed_run(deps, prefect, pool)
+    handle = _start_job(deps, run_id)
+    deps.orchestrator.set_infrastructure_pid(run_id, handle.id)
+    prefect.set_state(run_id, "CANCELLING")
+    report = tick(deps)
+    assert report.reconciled["stop-and-cancel"] == 1
+    assert prefect.state(run_id)[0] == "CANCELLED"
+    assert deps.backend("process").status([handle])[handle.id].state is JobState.STOPPED
+
+
+def test_cancelling_run_with_no_job_is_cancelled(deps, prefect: PrefectHelper, pool: str) -> None:
+    run_id = _claimed_run(deps, prefect, pool)
+    prefect.set_state(run_id, "CANCELLING")
+    tick(deps)
+    assert prefect.state(run_id)[0] == "CANCELLED"
+
+
+def test_running_with_no_job_behind_it_is_crashed(deps, prefect: PrefectHelper, pool: str) -> None:
+    run_id = _claimed_run(deps, prefect, pool)
+    prefect.set_state(run_id, "RUNNING")
+    _past_timeout(deps)
+    tick(deps)
+    state = prefect.read_run(run_id)["state"]
+    assert state["type"] == "CRASHED" and "no job" in state["message"]
+
+
+def test_a_job_that_outlives_its_run_is_stopped(deps, prefect: PrefectHelper, pool: str) -> None:
+    run_id = _claimed_run(deps, prefect, pool)
+    handle = _start_job(deps, run_id)
+    deps.orchestrator.set_infrastructure_pid(run_id, handle.id)
+    prefect.set_state(run_id, "RUNNING")
+    prefect.set_state(run_id, "COMPLETED")
+    time.sleep(deps.settings.exit_grace_seconds + 0.5)
+    assert tick(deps).reconciled["stop"] == 1
+    assert deps.backend("process").status([handle])[handle.id].state is JobState.STOPPED
+    assert prefect.state(run_id)[0] == "COMPLETED"
+
+
+def test_a_run_forced_cancelled_has_its_job_stopped(deps, prefect: PrefectHelper, pool: str) -> None:
+    run_id = _claimed_run(deps, prefect, pool)
+    handle = _start_job(deps, run_id)
+    deps.orchestrator.set_infrastructure_pid(run_id, handle.id)
+    prefect.set_state(run_id, "CANCELLED", force=True)
+    tick(deps)
+    assert deps.backend("process").status([handle])[handle.id].state is JobState.STOPPED
+
+
+def test_a_crash_report_for_a_finished_run_changes_nothing(deps, prefect: PrefectHelper, pool: str) -> None:
+    from pushpool.runs import crash_run
+
+    run_id = _claimed_run(deps, prefect, pool)
+    prefect.set_state(run_id, "RUNNING")
+    prefect.set_state(run_id, "COMPLETED")
+    result = crash_run(deps.orchestrator, run_id, "late report")
+    assert result is not None and result.status.value == "ABORT"
+    assert prefect.state(run_id)[0] == "COMPLETED"
