@@ -183,3 +183,14 @@ def test_run_scheduled_ahead_is_dispatched_by_the_monitor_when_due(deps, prefect
     report = tick(deps)
     assert report.dispatched["submitted"] == 1
     assert prefect.state(run_id)[0] == "PENDING"
+
+
+def test_orchestration_calls_per_submitted_run(deps, prefect: PrefectHelper, pool: str) -> None:
+    """Regression guard on API economy (counts, not timings): read run, pool, queue, claim, deployment, pid, progress."""
+    dep = prefect.create_deployment(pool, job_variables={"command": "true"})
+    run_id = prefect.create_run(dep)
+    before = deps.orchestrator.calls
+    assert handle_run_event(deps, run_id, trigger="test")["outcome"] == "submitted"
+    calls = deps.orchestrator.calls - before
+    print(f"orchestration API calls for one submitted run: {calls}")
+    assert calls <= 7

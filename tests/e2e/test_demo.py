@@ -1,0 +1,24 @@
+"""`make demo`'s script, run as a newcomer would: it must finish with every run in its expected final state."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.e2e
+def test_demo_passes(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo" / "run_demo.py")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "DEMO PASSED" in result.stdout
+    assert "nothing changed" in result.stdout
+    for label, final in (("etl", "COMPLETED"), ("broken", "FAILED"), ("long_job", "CANCELLED")):
+        assert f"final {final} (expected {final})" in result.stdout, label
