@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from pushpool import localserver
+
 from tests.helpers import PrefectHelper
 
 ROOT = Path(__file__).resolve().parents[1]

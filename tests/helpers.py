@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from pushpool.deps import Deps
 from pushpool.settings import Settings
 
@@ -60,9 +59,7 @@ class PrefectHelper:
             "flow_id": flow["id"],
             "work_pool_name": pool,
             "entrypoint": entrypoint,
-            "pull_steps": [
-                {"prefect.deployments.steps.set_working_directory": {"directory": str(self.flows_dir)}}
-            ],
+            "pull_steps": [{"prefect.deployments.steps.set_working_directory": {"directory": str(self.flows_dir)}}],
             "job_variables": job_variables or {},
             "enforce_parameter_schema": False,
             **extra,

@@ -11,6 +11,11 @@ if __name__ == "__main__":
     pool = sys.argv[1]
     for entrypoint in ("flows.py:etl", "flows.py:broken", "flows.py:long_job"):
         deployed = flow.from_source(source=str(HERE), entrypoint=entrypoint)
-        deployment_id = deployed.deploy(name=f"demo-{entrypoint.split(':')[1]}", work_pool_name=pool, build=False,
-                                        push=False, print_next_steps=False)
+        deployment_id = deployed.deploy(
+            name=f"demo-{entrypoint.split(':')[1]}",
+            work_pool_name=pool,
+            build=False,
+            push=False,
+            print_next_steps=False,
+        )
         print(f"{entrypoint.split(':')[1]}={deployment_id}")

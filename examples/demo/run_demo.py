@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from pushpool import localserver
 
 HERE = Path(__file__).resolve().parent
@@ -36,7 +35,7 @@ def pushpool_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "pushpool.cli", *args]
 
 
-def api(client: httpx.Client, method: str, path: str, **kwargs):  # noqa: ANN201
+def api(client: httpx.Client, method: str, path: str, **kwargs):
     for _ in range(50):
         response = client.request(method, path, **kwargs)
         if response.status_code != 503:
@@ -85,7 +84,10 @@ def main() -> int:
         port = localserver.free_port()
         serve_log = open(work / "serve.log", "w")  # noqa: SIM115
         serve = subprocess.Popen(
-            pushpool_cmd("serve", "--port", str(port)), env=env, stdout=serve_log, stderr=subprocess.STDOUT,
+            pushpool_cmd("serve", "--port", str(port)),
+            env=env,
+            stdout=serve_log,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         started.append(serve)
@@ -96,7 +98,10 @@ def main() -> int:
         for attempt in (1, 2):
             out = subprocess.run(
                 pushpool_cmd("work-pool", "create", POOL, "--type", "process:push", "--port", str(port)),
-                env=env, capture_output=True, text=True, check=True,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             print(f"-- run {attempt}:\n{out.stdout.rstrip()}")
 
@@ -125,7 +130,7 @@ def main() -> int:
                 time.sleep(1)
                 api(client, "POST", f"/flow_runs/{cancel_id}/set_state", json={"state": {"type": "CANCELLING"}})
                 cancelled = True
-                print(f"long_job is Running: cancelling it (as the UI's Cancel button does)")
+                print("long_job is Running: cancelling it (as the UI's Cancel button does)")
             if all(s["type"] in FINAL for s in states.values()):
                 break
             time.sleep(0.5)
@@ -146,8 +151,10 @@ def main() -> int:
             job = json.loads((work / "pushpool" / "jobs" / rid / "job.json").read_text())
             start_delay = job["started_at"] - created.timestamp()
             print(f"{info['label']:<9} {steps}")
-            print(f"{'':<9} submitted via {triggers.get(rid, '?')}; process started {start_delay:.3f}s after creation;"
-                  f" final {final} (expected {expected[info['label']]})")
+            print(
+                f"{'':<9} submitted via {triggers.get(rid, '?')}; process started {start_delay:.3f}s after creation;"
+                f" final {final} (expected {expected[info['label']]})"
+            )
         proc_check = subprocess.run(["pgrep", "-f", f"pushpool.backends._supervisor {work}"], capture_output=True)
         print(f"\njob processes still alive: {len(proc_check.stdout.split())}")
         status = subprocess.run(pushpool_cmd("status"), env=env, capture_output=True, text=True)

@@ -22,8 +22,12 @@ def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]
     try:
         req = _parse(ProvisionRequest, json.dumps(event).encode())
         result = provision_pool(
-            _deps(), name=req.name, type_name=req.type, submit_url=req.submit_url,
-            concurrency_limit=req.concurrency_limit, dry_run=req.dry_run,
+            _deps(),
+            name=req.name,
+            type_name=req.type,
+            submit_url=req.submit_url,
+            concurrency_limit=req.concurrency_limit,
+            dry_run=req.dry_run,
         )
         return {"ok": True, **result.as_dict()}
     except PushpoolError as exc:

@@ -51,7 +51,7 @@ def local_settings(port: int = DEFAULT_PORT) -> Settings:
     return dataclasses.replace(settings, **changes) if changes else settings  # type: ignore[arg-type]
 
 
-def _deps(settings: Settings):  # noqa: ANN202
+def _deps(settings: Settings):
     from .deps import Deps
 
     deps = Deps.from_settings(settings)
@@ -68,7 +68,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = local_settings(args.port)
     deps = _deps(settings)
     server = Server(
-        deps, host=args.host, port=args.port, monitor_interval=args.monitor_interval,
+        deps,
+        host=args.host,
+        port=args.port,
+        monitor_interval=args.monitor_interval,
         event_stream=not args.no_event_stream,
     )
     done = threading.Event()
@@ -87,8 +90,12 @@ def cmd_pool_create(args: argparse.Namespace) -> int:
     settings = local_settings(args.port)
     deps = _deps(settings)
     result = provision_pool(
-        deps, name=args.name, type_name=args.type, submit_url=args.submit_url,
-        concurrency_limit=args.concurrency_limit, dry_run=args.dry_run,
+        deps,
+        name=args.name,
+        type_name=args.type,
+        submit_url=args.submit_url,
+        concurrency_limit=args.concurrency_limit,
+        dry_run=args.dry_run,
     )
     print(json.dumps(result.as_dict(), indent=2) if args.json else result.summary())
     return 0

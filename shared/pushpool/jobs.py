@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .backends.base import JobSpec
 from .errors import ObjectNotFoundError, TemplateError
 from .models import Deployment, FlowRun, WorkPool
 from .orchestrator import PrefectClient
@@ -20,7 +21,6 @@ from .settings import Settings
 from .templates import pool_type
 from .templates.common import DEFAULT_MAX_RUN_TIME_SECONDS
 from .templates.render import NOTSET, apply_values, merge_job_variables, render_job_configuration
-from .backends.base import JobSpec
 
 DEFAULT_COMMAND = "prefect flow-run execute"
 _SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|API_KEY|AUTH_STRING|ACCESS_KEY)", re.I)

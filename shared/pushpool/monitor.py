@@ -129,5 +129,3 @@ def reconcile_runs(deps: Deps, pools: list[WorkPool], report: TickReport) -> Non
                 report.reconciled[action] += 1
             except PushpoolError as exc:
                 report.errors.append(f"run {run.id}: {exc.one_line()}")
-
-

@@ -335,7 +335,9 @@ class PrefectClient:
 
     def read_latest_block_schema_id(self, block_type_id: str) -> str:
         data = self._json(
-            "POST", "/block_schemas/filter", json={"block_schemas": {"block_type_id": {"any_": [block_type_id]}}, "limit": 1}
+            "POST",
+            "/block_schemas/filter",
+            json={"block_schemas": {"block_type_id": {"any_": [block_type_id]}}, "limit": 1},
         )
         if not data:
             raise ObjectNotFoundError(f"no block schema for block type {block_type_id}")

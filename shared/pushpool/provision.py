@@ -59,7 +59,9 @@ class ProvisionResult:
         }
 
     def summary(self) -> str:
-        lines = [f"{s.resource:<12} {s.name:<40} {s.action}{(' — ' + s.detail) if s.detail else ''}" for s in self.steps]
+        lines = [
+            f"{s.resource:<12} {s.name:<40} {s.action}{(' — ' + s.detail) if s.detail else ''}" for s in self.steps
+        ]
         lines.append("nothing changed" if not self.changed else "done")
         return "\n".join(lines)
 
@@ -151,7 +153,9 @@ def _keep_defaults(template: dict[str, Any], existing: dict[str, Any]) -> dict[s
     return desired
 
 
-def _ensure_webhook_block(deps: Deps, result: ProvisionResult, block_name: str, url: str, token: str, dry_run: bool) -> str:
+def _ensure_webhook_block(
+    deps: Deps, result: ProvisionResult, block_name: str, url: str, token: str, dry_run: bool
+) -> str:
     client = deps.orchestrator
     data = {
         "method": "POST",
@@ -211,9 +215,7 @@ def automation_body(pool_name: str, block_id: str) -> dict[str, Any]:
 def _same_automation(existing: dict[str, Any], desired: dict[str, Any]) -> bool:
     def key(a: dict[str, Any]) -> Any:
         trigger = a.get("trigger") or {}
-        actions = [
-            (x.get("type"), str(x.get("block_document_id")), x.get("payload")) for x in a.get("actions") or []
-        ]
+        actions = [(x.get("type"), str(x.get("block_document_id")), x.get("payload")) for x in a.get("actions") or []]
         return (
             a.get("description"),
             a.get("enabled"),

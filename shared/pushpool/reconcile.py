@@ -29,7 +29,6 @@ import datetime as dt
 import enum
 import logging
 from dataclasses import dataclass
-
 from typing import Any
 
 from .backends.base import Backend, JobHandle, JobState, JobStatus
@@ -37,8 +36,8 @@ from .deps import Deps
 from .errors import BackendError, PushpoolError
 from .jobs import effective_max_run_time
 from .models import Deployment, FlowRun, StateType, WorkPool
-from .templates import pool_type
 from .runs import attach_logs, crash_message, crash_run, finish_cancellation
+from .templates import pool_type
 
 log = logging.getLogger("pushpool.monitor")
 
@@ -232,9 +231,7 @@ def reconcile_one(deps: Deps, run: FlowRun, pool: WorkPool) -> dict[str, Any]:
     status = None
     if run.infrastructure_pid:
         status = backend.status([JobHandle(backend.name, run.infrastructure_pid)]).get(run.infrastructure_pid)
-    action = reconcile_run(
-        deps, backend, pool, run, status, now=deps.clock.now(), policy=policy_from(deps), cache={}
-    )
+    action = reconcile_run(deps, backend, pool, run, status, now=deps.clock.now(), policy=policy_from(deps), cache={})
     return {"flow_run_id": run.id, "outcome": "reconciled", "detail": action, "job_id": run.infrastructure_pid}
 
 

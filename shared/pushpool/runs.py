@@ -39,8 +39,14 @@ def attach_logs(client: PrefectClient, clock: Clock, run_id: str, title: str, li
         return
     now = clock.now().isoformat()
     records = [
-        {"name": "pushpool", "level": 40, "message": f"{title}\n" + "\n".join(lines), "timestamp": now,
-         "flow_run_id": run_id, "task_run_id": None}
+        {
+            "name": "pushpool",
+            "level": 40,
+            "message": f"{title}\n" + "\n".join(lines),
+            "timestamp": now,
+            "flow_run_id": run_id,
+            "task_run_id": None,
+        }
     ]
     try:
         client.create_logs(records)

@@ -76,7 +76,7 @@ class Server:
                     log.info("monitor tick: %s", json.dumps(report))
             except PushpoolError as exc:
                 log.warning("monitor tick failed: %s", exc.one_line())
-            except Exception:  # noqa: BLE001 - keep the loop alive; the next tick retries
+            except Exception:
                 log.exception("monitor tick crashed")
             self.stopping.wait(self.monitor_interval)
 
@@ -99,7 +99,7 @@ class Server:
                 log.info("event: %s", json.dumps(result))
         except PushpoolError as exc:
             log.info("event handling: %s", exc.one_line())
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("event handling crashed")
 
     # -- HTTP ------------------------------------------------------------------------------------------------
@@ -129,13 +129,13 @@ class Server:
                     return None
                 return self.rfile.read(length) if length else b""
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path == "/health":
                     self._send(Response(200, {"ok": True}))
                 else:
                     self._send(Response(404, {"error": "not found"}))
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self._body()
                 if body is None:
                     return

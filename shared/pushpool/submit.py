@@ -90,18 +90,24 @@ def submit_run(deps: Deps, run: FlowRun, pool: WorkPool, *, trigger: str = "webh
     for scope, limit in limits:
         if limit is not None and not _holds_slot(deps, run, pool, scope, limit):
             released = client.propose_state(
-                run.id, StateType.SCHEDULED, name=WAITING_STATE,
+                run.id,
+                StateType.SCHEDULED,
+                name=WAITING_STATE,
                 message=f"{_scope_name(pool, scope)} concurrency limit reached; pushpool will retry",
             )
             if released.accepted:
-                return SubmitOutcome(run.id, SubmitOutcome.WAITING, f"{_scope_name(pool, scope)} concurrency limit reached")
+                return SubmitOutcome(
+                    run.id, SubmitOutcome.WAITING, f"{_scope_name(pool, scope)} concurrency limit reached"
+                )
             break  # the run moved on (e.g. Cancelling): continue as its owner
 
     try:
         deployment = client.read_deployment(run.deployment_id) if run.deployment_id else None
     except ObjectNotFoundError:
         client.propose_state(
-            run.id, StateType.CANCELLED, force=True,
+            run.id,
+            StateType.CANCELLED,
+            force=True,
             message=f"Deployment {run.deployment_id} no longer exists, cancelled run.",
         )
         return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, "deployment no longer exists")
@@ -180,7 +186,9 @@ def _holds_slot(deps: Deps, run: FlowRun, pool: WorkPool, queue: str | None, lim
 
 def _claim_rank(run: FlowRun) -> tuple[int, dt.datetime, str]:
     has_job = run.infrastructure_pid is not None or run.state_type is not StateType.PENDING
-    stamp = run.state.timestamp if run.state and run.state.timestamp else dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+    stamp = (
+        run.state.timestamp if run.state and run.state.timestamp else dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+    )
     return (0 if has_job else 1, stamp, run.id)
 
 

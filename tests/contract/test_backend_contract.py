@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from pushpool.backends.base import Backend, JobHandle, JobSpec, JobState
 from pushpool.backends.process import ProcessBackend
 from pushpool.errors import BackendError, PushpoolError
@@ -102,8 +101,17 @@ class TestProcessBackend(BackendContract):
             "ok": "true",
             "fail": "sh -c 'echo about to fail; exit 3'",
         }[kind]
-        return JobSpec(run_id=str(uuid.uuid4()), pool_name="p", name=kind, command=command, env={"A": "1"},
-                       labels={}, config={}, max_run_time_seconds=60, secret_env={"PREFECT_API_KEY": "k"})
+        return JobSpec(
+            run_id=str(uuid.uuid4()),
+            pool_name="p",
+            name=kind,
+            command=command,
+            env={"A": "1"},
+            labels={},
+            config={},
+            max_run_time_seconds=60,
+            secret_env={"PREFECT_API_KEY": "k"},
+        )
 
     def unknown_id(self, backend: Backend) -> str:
         return f"{backend.host}::{uuid.uuid4()}"  # type: ignore[attr-defined]

@@ -15,7 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_demo_passes(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "demo" / "run_demo.py")],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "DEMO PASSED" in result.stdout

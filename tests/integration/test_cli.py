@@ -8,15 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from pushpool import localserver
 
 pytestmark = pytest.mark.integration
 
 
 def pushpool(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pushpool.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "pushpool.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -41,8 +41,9 @@ def test_unreachable_server_is_a_clear_error_at_start(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory: pytest.TempPathFactory):
-    server = localserver.start(tmp_path_factory.mktemp("auth-server"),
-                               extra_env={"PREFECT_SERVER_API_AUTH_STRING": "admin:correct-horse"})
+    server = localserver.start(
+        tmp_path_factory.mktemp("auth-server"), extra_env={"PREFECT_SERVER_API_AUTH_STRING": "admin:correct-horse"}
+    )
     yield server.api_url
     server.stop()
 

@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from pushpool.api import handle_run_event, handle_submit
 from pushpool.auth import WebhookAuth
 from pushpool.backends.base import JobHandle, JobState
 from pushpool.monitor import tick
+
 from tests.helpers import PrefectHelper, make_deps
 
 pytestmark = pytest.mark.integration
@@ -186,7 +186,7 @@ def test_run_scheduled_ahead_is_dispatched_by_the_monitor_when_due(deps, prefect
 
 
 def test_orchestration_calls_per_submitted_run(deps, prefect: PrefectHelper, pool: str) -> None:
-    """Regression guard on API economy (counts, not timings): read run, pool, queue, claim, deployment, pid, progress."""
+    """API economy guard (counts, not timings): run, pool, queue, claim, deployment, pid, progress."""
     dep = prefect.create_deployment(pool, job_variables={"command": "true"})
     run_id = prefect.create_run(dep)
     before = deps.orchestrator.calls
@@ -194,3 +194,27 @@ def test_orchestration_calls_per_submitted_run(deps, prefect: PrefectHelper, poo
     calls = deps.orchestrator.calls - before
     print(f"orchestration API calls for one submitted run: {calls}")
     assert calls <= 7
+
+
+def test_status_lists_in_flight_runs_with_their_jobs(deps, prefect: PrefectHelper, pool: str) -> None:
+    from pushpool.status import in_flight
+
+    run_id = prefect.create_run(prefect.create_deployment(pool, job_variables={"command": "sleep 20"}))
+    assert _submit(deps, run_id).body["outcome"] == "submitted"
+    rows = [r for r in in_flight(deps, pool=pool) if r["run_id"] == run_id]
+    assert len(rows) == 1
+    assert rows[0]["job_state"] == "RUNNING" and rows[0]["state"] == "InfrastructurePending"
+    assert rows[0]["job_id"].endswith(run_id)
+    deps.backend("process").cancel(JobHandle("process", rows[0]["job_id"]), grace_seconds=1)
+
+
+def test_deployment_concurrency_is_honoured(deps, prefect: PrefectHelper, pool: str) -> None:
+    dep = prefect.create_deployment(pool, job_variables={"command": "sleep 20"}, concurrency_limit=1)
+    first, second = prefect.create_run(dep), prefect.create_run(dep)
+    assert _submit(deps, first).body["outcome"] == "submitted"
+    outcome = _submit(deps, second).body
+    assert outcome["outcome"] == "not-claimed"
+    assert prefect.state(second) == ("SCHEDULED", "AwaitingConcurrencySlot")
+    assert not (deps.settings.process_dir / second).exists()
+    handle = JobHandle("process", prefect.read_run(first)["infrastructure_pid"])
+    deps.backend("process").cancel(handle, grace_seconds=1)

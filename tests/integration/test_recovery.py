@@ -6,12 +6,12 @@ import time
 from pathlib import Path
 
 import pytest
-
 from pushpool.backends.base import JobHandle, JobState
 from pushpool.jobs import build_job_spec
 from pushpool.models import StateType
 from pushpool.monitor import tick
 from pushpool.reconcile import RECOVERIES_LABEL
+
 from tests.helpers import PrefectHelper, make_deps
 
 pytestmark = pytest.mark.integration
@@ -41,8 +41,9 @@ def _start_job(deps, run_id: str) -> JobHandle:
     client = deps.orchestrator
     run = client.read_flow_run(run_id)
     pool = client.read_work_pool(run.work_pool_name)
-    spec = build_job_spec(settings=deps.settings, client=client, run=run, pool=pool,
-                          deployment=client.read_deployment(run.deployment_id))
+    spec = build_job_spec(
+        settings=deps.settings, client=client, run=run, pool=pool, deployment=client.read_deployment(run.deployment_id)
+    )
     return deps.backend("process").submit(spec)
 
 

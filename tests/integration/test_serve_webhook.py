@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from pushpool import localserver
 from pushpool.server import Server
+
 from tests.helpers import PrefectHelper, make_deps
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,7 @@ AUTH = {"Authorization": "Bearer test-token"}
 
 
 def test_provision_then_automation_webhook_submits_the_run(served, prefect: PrefectHelper) -> None:
-    server, http = served
+    _, http = served
     pool = prefect.unique("hooked")
     first = http.post("/provision", json={"name": pool, "type": "process:push"}, headers=AUTH)
     assert first.status_code == 200, first.text

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from pushpool.jobs import OrchestratorResolver
 from pushpool.orchestrator import PrefectClient
 from pushpool.templates import base_job_template
 from pushpool.templates.render import merge_job_variables, render_job_configuration
+
 from tests.helpers import PrefectHelper
 
 pytestmark = pytest.mark.integration
@@ -31,10 +31,10 @@ BASE_FIELDS = {"command": None, "env": {}, "labels": {}, "name": None}
 
 @pytest.fixture(scope="module")
 def oracle(prefect_api: str):
-    from pydantic import ConfigDict
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.workers.base import BaseJobConfiguration
+    from pydantic import ConfigDict
 
     class AnyJobConfiguration(BaseJobConfiguration):
         model_config = ConfigDict(extra="allow")
@@ -80,7 +80,8 @@ def blocks(prefect_api: str) -> dict[str, str]:
             "POST", "/block_schemas/filter", json={"block_schemas": {"block_type_id": {"any_": [type_id]}}, "limit": 1}
         )[0]["id"]
         doc = helper.json(
-            "POST", "/block_documents/",
+            "POST",
+            "/block_documents/",
             json={"name": f"{slug}-{suffix}", "data": data, "block_type_id": type_id, "block_schema_id": schema_id},
         )
         made[slug] = doc["id"]
@@ -145,8 +146,18 @@ def test_deployment_and_flow_run_variables_merge_like_prefect_workers() -> None:
     assert merge_job_variables({"env": None}, {"env": {"B": "run"}}) == {"env": {"B": "run"}}
 
 
-_leaf = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.text(max_size=12), st.sampled_from(["{{ image }}", "x{{ cpu }}"]))
-_value = st.recursive(_leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(min_size=1, max_size=6), inner, max_size=3), max_leaves=6)
+_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**6),
+    st.text(max_size=12),
+    st.sampled_from(["{{ image }}", "x{{ cpu }}"]),
+)
+_value = st.recursive(
+    _leaf,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(min_size=1, max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from pushpool.auth import WebhookAuth, sign
 from pushpool.errors import UnauthorizedError
 
@@ -12,8 +11,9 @@ NOW = 1_800_000_000
 
 
 def auth(**kw: object) -> WebhookAuth:
-    return WebhookAuth(["current-token", "previous-token"], ["whsec_c2VjcmV0LW9uZQ==", "plain-secret-two"],
-                       now=lambda: NOW, **kw)
+    return WebhookAuth(
+        ["current-token", "previous-token"], ["whsec_c2VjcmV0LW9uZQ==", "plain-secret-two"], now=lambda: NOW, **kw
+    )
 
 
 def signed(secret: str, msg_id: str = "msg-1", ts: int = NOW, body: bytes = BODY) -> dict[str, str]:
@@ -27,8 +27,13 @@ def test_both_tokens_are_accepted_during_rotation(token: str) -> None:
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer "}, {"authorization": "Basic Y3VycmVudC10b2tlbg=="},
-     {"Authorization": "current-token"}],
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "Bearer "},
+        {"authorization": "Basic Y3VycmVudC10b2tlbg=="},
+        {"Authorization": "current-token"},
+    ],
 )
 def test_missing_or_wrong_tokens_are_refused(headers: dict[str, str]) -> None:
     with pytest.raises(UnauthorizedError) as err:

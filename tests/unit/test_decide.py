@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-
 from pushpool.backends.base import JobState, JobStatus
 from pushpool.models import FlowRun, State, StateType
 from pushpool.reconcile import RECOVERIES_LABEL, Action, Policy, decide
@@ -14,8 +13,15 @@ NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
 POLICY = Policy(pending_timeout_seconds=60, exit_grace_seconds=30, max_recoveries=3)
 
 
-def run(state: StateType, *, age: float = 0, pid: str | None = "h::r", started_ago: float | None = None,
-        ended_ago: float | None = None, labels: dict | None = None) -> FlowRun:
+def run(
+    state: StateType,
+    *,
+    age: float = 0,
+    pid: str | None = "h::r",
+    started_ago: float | None = None,
+    ended_ago: float | None = None,
+    labels: dict | None = None,
+) -> FlowRun:
     return FlowRun(
         id="r",
         state=State(type=state, name=state.value.title(), timestamp=NOW - dt.timedelta(seconds=age)),
@@ -36,8 +42,13 @@ CASES = [
     ("pending fresh, no pid", run(StateType.PENDING, age=5, pid=None), None, False, Action.NONE),
     ("pending stuck, no pid", run(StateType.PENDING, age=61, pid=None), None, False, Action.RECOVER),
     ("pending stuck, job found", run(StateType.PENDING, age=61, pid=None), None, True, Action.ADOPT),
-    ("pending stuck too often", run(StateType.PENDING, age=61, pid=None, labels={RECOVERIES_LABEL: "3"}), None, False,
-     Action.CRASH),
+    (
+        "pending stuck too often",
+        run(StateType.PENDING, age=61, pid=None, labels={RECOVERIES_LABEL: "3"}),
+        None,
+        False,
+        Action.CRASH,
+    ),
     ("running, no pid, no job", run(StateType.RUNNING, age=61, pid=None), None, False, Action.CRASH),
     ("cancelling, no pid, no job", run(StateType.CANCELLING, pid=None), None, False, Action.CANCEL),
     ("cancelling, no pid, job found", run(StateType.CANCELLING, pid=None), None, True, Action.ADOPT),
@@ -49,10 +60,20 @@ CASES = [
     ("pending, job failed to start", run(StateType.PENDING), job(JobState.FAILED, code=1), False, Action.CRASH),
     ("running, job vanished", run(StateType.RUNNING), job(JobState.MISSING), False, Action.CRASH),
     ("running, job stopped", run(StateType.RUNNING), job(JobState.STOPPED), False, Action.CRASH),
-    ("running, clean exit, in grace", run(StateType.RUNNING), job(JobState.SUCCEEDED, code=0, finished_ago=5), False,
-     Action.NONE),
-    ("running, clean exit, past grace", run(StateType.RUNNING), job(JobState.SUCCEEDED, code=0, finished_ago=31),
-     False, Action.CRASH),
+    (
+        "running, clean exit, in grace",
+        run(StateType.RUNNING),
+        job(JobState.SUCCEEDED, code=0, finished_ago=5),
+        False,
+        Action.NONE,
+    ),
+    (
+        "running, clean exit, past grace",
+        run(StateType.RUNNING),
+        job(JobState.SUCCEEDED, code=0, finished_ago=31),
+        False,
+        Action.CRASH,
+    ),
     ("running, unknown job", run(StateType.RUNNING, started_ago=1000), job(JobState.UNKNOWN), False, Action.NONE),
     # cancellation
     ("cancelling, job alive", run(StateType.CANCELLING), job(JobState.RUNNING), False, Action.STOP_AND_CANCEL),
@@ -61,8 +82,13 @@ CASES = [
     ("cancelled, job gone", run(StateType.CANCELLED, ended_ago=1), job(JobState.STOPPED), False, Action.NONE),
     # zombies
     ("completed, job alive in grace", run(StateType.COMPLETED, ended_ago=5), job(JobState.RUNNING), False, Action.NONE),
-    ("completed, job alive past grace", run(StateType.COMPLETED, ended_ago=31), job(JobState.RUNNING), False,
-     Action.STOP),
+    (
+        "completed, job alive past grace",
+        run(StateType.COMPLETED, ended_ago=31),
+        job(JobState.RUNNING),
+        False,
+        Action.STOP,
+    ),
     ("crashed, job ended", run(StateType.CRASHED, ended_ago=100), job(JobState.FAILED, code=1), False, Action.NONE),
 ]
 
@@ -74,18 +100,28 @@ def test_decide(case: str, flow_run: FlowRun, status: JobStatus | None, found: b
 
 
 def test_every_job_state_is_handled_for_every_in_flight_state() -> None:
-    for state in (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING, StateType.CANCELLED,
-                  StateType.COMPLETED):
+    for state in (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING, StateType.CANCELLED, StateType.COMPLETED):
         for job_state in JobState:
-            decision = decide(run(state, started_ago=1, ended_ago=1), job(job_state, code=1, finished_ago=1),
-                              now=NOW, policy=POLICY, max_run_time_seconds=100)
+            decision = decide(
+                run(state, started_ago=1, ended_ago=1),
+                job(job_state, code=1, finished_ago=1),
+                now=NOW,
+                policy=POLICY,
+                max_run_time_seconds=100,
+            )
             assert isinstance(decision.action, Action)
 
 
 def test_crash_messages_say_why() -> None:
-    d = decide(run(StateType.RUNNING, started_ago=101), job(JobState.RUNNING), now=NOW, policy=POLICY,
-               max_run_time_seconds=100)
+    d = decide(
+        run(StateType.RUNNING, started_ago=101), job(JobState.RUNNING), now=NOW, policy=POLICY, max_run_time_seconds=100
+    )
     assert "maximum run time of 100 s" in d.reason
-    d = decide(run(StateType.RUNNING), job(JobState.FAILED, code=137, reason="process ended with exit code 137"),
-               now=NOW, policy=POLICY, max_run_time_seconds=100)
+    d = decide(
+        run(StateType.RUNNING),
+        job(JobState.FAILED, code=137, reason="process ended with exit code 137"),
+        now=NOW,
+        policy=POLICY,
+        max_run_time_seconds=100,
+    )
     assert "exit code 137" in d.reason and d.with_logs

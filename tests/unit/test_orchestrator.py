@@ -6,7 +6,6 @@ import json
 
 import httpx
 import pytest
-
 from pushpool.clock import FixedClock
 from pushpool.errors import ObjectNotFoundError, OrchestratorAuthError, OrchestratorError, OrchestratorUnavailableError
 from pushpool.models import SetStateStatus, StateType
@@ -28,12 +27,14 @@ def client_for(answers: list, **kw: object) -> tuple[PrefectClient, list[httpx.R
 
 
 def test_503_and_connection_errors_are_retried_then_succeed() -> None:
-    client, seen = client_for([
-        httpx.Response(503, json={"exception_message": "Service Unavailable"}),
-        httpx.ConnectError("refused"),
-        httpx.Response(429, headers={"Retry-After": "1"}),
-        httpx.Response(200, json={"id": "p", "name": "p", "type": "process:push"}),
-    ])
+    client, seen = client_for(
+        [
+            httpx.Response(503, json={"exception_message": "Service Unavailable"}),
+            httpx.ConnectError("refused"),
+            httpx.Response(429, headers={"Retry-After": "1"}),
+            httpx.Response(200, json={"id": "p", "name": "p", "type": "process:push"}),
+        ]
+    )
     assert client.read_work_pool("p").name == "p"
     assert len(seen) == 4
 
@@ -45,8 +46,10 @@ def test_exhausted_retries_raise_unavailable() -> None:
 
 
 def test_errors_are_translated_and_carry_no_credentials() -> None:
-    client, _ = client_for([httpx.Response(401), httpx.Response(404), httpx.Response(422, json={"detail": "bad"})],
-                           api_key="pnu_very_secret")
+    client, _ = client_for(
+        [httpx.Response(401), httpx.Response(404), httpx.Response(422, json={"detail": "bad"})],
+        api_key="pnu_very_secret",
+    )
     with pytest.raises(OrchestratorAuthError) as auth:
         client.read_flow_run("r")
     assert "pnu_very_secret" not in str(auth.value)
@@ -74,8 +77,14 @@ def test_a_retried_proposal_the_server_already_applied_counts_as_accepted() -> N
         if len(sent) == 1:
             raise httpx.ReadTimeout("lost answer")  # the server applied it, the answer was lost
         tid = body["state"]["state_details"]["transition_id"]
-        return httpx.Response(200, json={"status": "REJECT", "details": {"reason": "already made this transition"},
-                                         "state": {"type": "PENDING", "state_details": {"transition_id": tid}}})
+        return httpx.Response(
+            200,
+            json={
+                "status": "REJECT",
+                "details": {"reason": "already made this transition"},
+                "state": {"type": "PENDING", "state_details": {"transition_id": tid}},
+            },
+        )
 
     client = PrefectClient("http://127.0.0.1:1/api", transport=httpx.MockTransport(handler), clock=FixedClock())
     result = client.propose_state("r", StateType.PENDING)
@@ -89,8 +98,9 @@ def test_wait_is_honoured_within_the_budget() -> None:
         httpx.Response(200, json={"status": "WAIT", "details": {"delay_seconds": 2}}),
         httpx.Response(201, json={"status": "ACCEPT", "state": {"type": "RUNNING"}}),
     ]
-    client = PrefectClient("http://127.0.0.1:1/api", transport=httpx.MockTransport(lambda r: answers.pop(0)),
-                           clock=clock)
+    client = PrefectClient(
+        "http://127.0.0.1:1/api", transport=httpx.MockTransport(lambda r: answers.pop(0)), clock=clock
+    )
     assert client.propose_state("r", StateType.RUNNING, max_wait_seconds=5).accepted
     assert clock.monotonic() == 2
     answers[:] = [httpx.Response(200, json={"status": "WAIT", "details": {"delay_seconds": 600}})]

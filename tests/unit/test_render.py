@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from pushpool.errors import TemplateError
+from pushpool.errors import TemplateError, UnsupportedPoolError
 from pushpool.jobs import template_environ
 from pushpool.templates import base_job_template, pool_type
-from pushpool.errors import UnsupportedPoolError
 from pushpool.templates.render import NOTSET, apply_values, get_path, render_job_configuration
 
 
@@ -37,8 +35,16 @@ def test_env_placeholders_read_only_the_given_environment() -> None:
 
 
 def test_template_environment_hides_secrets() -> None:
-    env = template_environ({"HOME": "/h", "PUSHPOOL_WEBHOOK_TOKEN": "t", "PREFECT_API_KEY": "k",
-                            "AWS_SECRET_ACCESS_KEY": "s", "DB_PASSWORD": "p", "REGION": "eu"})
+    env = template_environ(
+        {
+            "HOME": "/h",
+            "PUSHPOOL_WEBHOOK_TOKEN": "t",
+            "PREFECT_API_KEY": "k",
+            "AWS_SECRET_ACCESS_KEY": "s",
+            "DB_PASSWORD": "p",
+            "REGION": "eu",
+        }
+    )
     assert env == {"HOME": "/h", "REGION": "eu"}
 
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from pushpool.errors import ConfigurationError
 from pushpool.settings import Settings
 
@@ -23,8 +22,14 @@ def test_bad_numbers_name_the_variable() -> None:
 
 
 def test_secrets_stay_out_of_repr() -> None:
-    s = Settings.from_env({"PREFECT_API_URL": "http://127.0.0.1:1/api", "PREFECT_API_KEY": "pnu_secret",
-                           "PUSHPOOL_WEBHOOK_TOKEN": "tok-secret", "PUSHPOOL_WEBHOOK_SECRET": "sig-secret"})
+    s = Settings.from_env(
+        {
+            "PREFECT_API_URL": "http://127.0.0.1:1/api",
+            "PREFECT_API_KEY": "pnu_secret",
+            "PUSHPOOL_WEBHOOK_TOKEN": "tok-secret",
+            "PUSHPOOL_WEBHOOK_SECRET": "sig-secret",
+        }
+    )
     text = repr(s)
     assert "pnu_secret" not in text and "tok-secret" not in text and "sig-secret" not in text
     assert set(s.secret_values()) == {"pnu_secret", "tok-secret", "sig-secret"}

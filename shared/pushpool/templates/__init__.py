@@ -51,4 +51,11 @@ def base_job_template(type_name: str) -> dict[str, Any]:
     return pool_type(type_name).template()
 
 
-__all__ = ["POOL_TYPES", "PoolType", "base_job_template", "merge_job_variables", "pool_type", "render_job_configuration"]
+__all__ = [
+    "POOL_TYPES",
+    "PoolType",
+    "base_job_template",
+    "merge_job_variables",
+    "pool_type",
+    "render_job_configuration",
+]
