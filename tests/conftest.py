@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pushpool import localserver
 
-from tests.helpers import PrefectHelper
+from tests.helpers import PrefectHelper, make_deps
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWS_DIR = ROOT / "tests" / "flows"
@@ -39,3 +39,19 @@ def prefect(prefect_api: str) -> PrefectHelper:
     helper = PrefectHelper(prefect_api, FLOWS_DIR)
     yield helper
     helper.close()
+
+
+@pytest.fixture
+def deps(prefect_api: str, tmp_path: Path):
+    """Dependencies pointed at the session's server, with short monitor timeouts and a private job directory."""
+    d = make_deps(prefect_api, tmp_path)
+    yield d
+    d.orchestrator.close()
+
+
+@pytest.fixture
+def pool(prefect: PrefectHelper) -> str:
+    """A fresh process:push pool."""
+    name = prefect.unique("pp")
+    prefect.create_pool(name)
+    return name

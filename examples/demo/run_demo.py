@@ -63,6 +63,15 @@ def parse_time(text: str) -> dt.datetime:
 
 
 def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--no-event-stream",
+        action="store_true",
+        help="let only Prefect's automation webhook (and the monitor) trigger submit",
+    )
+    args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pushpool-demo-"))
     env = {
         **os.environ,

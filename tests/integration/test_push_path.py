@@ -22,20 +22,6 @@ pytestmark = pytest.mark.integration
 AUTH = {"Authorization": "Bearer test-token", "Content-Type": "application/json"}
 
 
-@pytest.fixture
-def deps(prefect_api: str, tmp_path: Path):
-    d = make_deps(prefect_api, tmp_path)
-    yield d
-    d.orchestrator.close()
-
-
-@pytest.fixture
-def pool(prefect: PrefectHelper) -> str:
-    name = prefect.unique("pp")
-    prefect.create_pool(name)
-    return name
-
-
 def _submit(deps, run_id: str):
     auth = WebhookAuth(deps.settings.webhook_tokens)
     return handle_submit(deps, auth, AUTH, json.dumps({"flow_run_id": run_id}).encode(), trigger="test")

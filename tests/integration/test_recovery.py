@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 from pushpool.backends.base import JobHandle, JobState
@@ -12,23 +11,9 @@ from pushpool.models import StateType
 from pushpool.monitor import tick
 from pushpool.reconcile import RECOVERIES_LABEL
 
-from tests.helpers import PrefectHelper, make_deps
+from tests.helpers import PrefectHelper
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def deps(prefect_api: str, tmp_path: Path):
-    d = make_deps(prefect_api, tmp_path)
-    yield d
-    d.orchestrator.close()
-
-
-@pytest.fixture
-def pool(prefect: PrefectHelper) -> str:
-    name = prefect.unique("rec")
-    prefect.create_pool(name)
-    return name
 
 
 def _claimed_run(deps, prefect: PrefectHelper, pool: str, command: str = "sleep 30") -> str:
