@@ -93,7 +93,7 @@ def main() -> int:
         port = localserver.free_port()
         serve_log = open(work / "serve.log", "w")  # noqa: SIM115
         serve = subprocess.Popen(
-            pushpool_cmd("serve", "--port", str(port)),
+            pushpool_cmd("serve", "--port", str(port), *(["--no-event-stream"] if args.no_event_stream else [])),
             env=env,
             stdout=serve_log,
             stderr=subprocess.STDOUT,
