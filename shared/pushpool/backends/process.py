@@ -11,6 +11,10 @@ A job lives in ``<root>/<run id>/``::
 
 The handle id is ``<host>::<run id>``: a monitor on another host answers UNKNOWN rather than guessing.
 Submission is idempotent: a lock file serialises submits for one run and an existing ``job.json`` is returned.
+
+Every process of a job carries ``PUSHPOOL_JOB_ID=<run id>`` in its environment. Prefect's engine starts in a
+session of its own and outlives a killed parent, so process groups and parent links are not enough: a job is alive
+while any process carrying its marker is, and stopping a job signals all of them.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from .base import JobHandle, JobSpec, JobState, JobStatus, describe_exit
 
 NAME = "process"
 DEFAULT_COMMAND = "prefect flow-run execute"
+MARKER = "PUSHPOOL_JOB_ID"
 # Variables of the serving process that jobs must not inherit (pushpool's own secrets and settings).
 _PRIVATE_PREFIXES = ("PUSHPOOL_",)
 
@@ -83,7 +88,6 @@ class ProcessBackend:
                 jobdir / "job.json",
                 {
                     "pid": proc.pid,
-                    "proc_start": _proc_start_time(proc.pid),
                     "host": self.host,
                     "started_at": time.time(),
                     "name": spec.name,
@@ -98,25 +102,26 @@ class ProcessBackend:
         return None
 
     def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
-        return {handle.id: self._status(handle) for handle in handles}
+        processes = _job_processes() if handles else {}
+        return {handle.id: self._status(handle, processes) for handle in handles}
 
     def cancel(self, handle: JobHandle, *, grace_seconds: float = 10.0) -> None:
         jobdir = self._dir_for(handle)
-        job = _read_json(jobdir / "job.json")
-        if job is None or (jobdir / "exit.json").exists() or not self._alive(job):
+        run_id = jobdir.name
+        if not _job_processes().get(run_id):
             return
         (jobdir / "stopped").touch()
-        self._signal_tree(job["pid"], signal.SIGTERM)
+        _signal(_job_processes().get(run_id, []), signal.SIGTERM)
         deadline = time.monotonic() + grace_seconds
         while time.monotonic() < deadline:
-            if not self._alive(job):
+            if not _job_processes().get(run_id):
                 return
             time.sleep(0.05)
-        self._signal_tree(job["pid"], signal.SIGKILL)
+        _signal(_job_processes().get(run_id, []), signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while self._alive(job) and time.monotonic() < deadline:
+        while _job_processes().get(run_id) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if self._alive(job):
+        if _job_processes().get(run_id):
             raise BackendError(f"job {handle.id} survived SIGKILL", backend=NAME)
 
     def logs(self, handle: JobHandle, *, lines: int = 50) -> list[str]:
@@ -185,21 +190,10 @@ class ProcessBackend:
         env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
         env.update(spec.env)
         env.update(spec.secret_env)
+        env[MARKER] = spec.run_id
         return env
 
-    def _alive(self, job: Mapping[str, Any]) -> bool:
-        pid = int(job["pid"])
-        start = _proc_start_time(pid)
-        return start is not None and start == job.get("proc_start")
-
-    def _signal_tree(self, pid: int, sig: int) -> None:
-        for target in [*_descendants(pid), pid]:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(target, sig)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
-
-    def _status(self, handle: JobHandle) -> JobStatus:
+    def _status(self, handle: JobHandle, processes: Mapping[str, list[int]]) -> JobStatus:
         try:
             jobdir = self._dir_for(handle)
         except JobNotFoundError as exc:
@@ -210,9 +204,12 @@ class ProcessBackend:
         if job is None:
             return JobStatus(JobState.MISSING, reason="no such job")
         started = _timestamp(job.get("started_at"))
-        extra = {"pid": job.get("pid"), "dir": str(jobdir)}
+        alive = processes.get(jobdir.name, [])
+        extra = {"pid": job.get("pid"), "dir": str(jobdir), "processes": alive}
         ended = _read_json(jobdir / "exit.json")
         stopped = (jobdir / "stopped").exists()
+        if alive:  # the command may have exited while processes it started (the engine) still run
+            return JobStatus(JobState.RUNNING, None, "", started, None, extra)
         if ended is not None:
             code = int(ended["exit_code"])
             finished = _timestamp(ended.get("finished_at"))
@@ -220,8 +217,6 @@ class ProcessBackend:
                 return JobStatus(JobState.SUCCEEDED, 0, "exited with code 0", started, finished, extra)
             state = JobState.STOPPED if stopped else JobState.FAILED
             return JobStatus(state, code, f"process ended with {describe_exit(code)}", started, finished, extra)
-        if self._alive(job):
-            return JobStatus(JobState.RUNNING, None, "", started, None, extra)
         if stopped:
             return JobStatus(JobState.STOPPED, None, "process was stopped", started, None, extra)
         return JobStatus(JobState.MISSING, None, "process disappeared without recording an exit code", started)
@@ -244,34 +239,31 @@ def _timestamp(value: float | None) -> dt.datetime | None:
     return dt.datetime.fromtimestamp(value, dt.timezone.utc) if value else None
 
 
-def _proc_stat(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # The command name (field 2) may contain spaces: split after its closing parenthesis.
-    return raw[raw.rindex(")") + 2 :].split()
-
-
-def _proc_start_time(pid: int) -> int | None:
-    """The kernel start time of a live (non-zombie) process, or None."""
-    fields = _proc_stat(pid)
-    if fields is None or fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
+def _job_processes() -> dict[str, list[int]]:
+    """Live (non-zombie) processes carrying the job marker, by run id."""
+    found: dict[str, list[int]] = {}
+    needle = MARKER.encode() + b"="
+    me = os.getpid()
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _proc_stat(int(entry))
-            if fields is not None:
-                children.setdefault(int(fields[1]), []).append(int(entry))
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+            if needle not in environ:
+                continue
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.rindex(")") + 2 :].split(" ", 1)[0] in ("Z", "X"):
+            continue
+        for item in environ.split(b"\0"):
+            if item.startswith(needle):
+                found.setdefault(item[len(needle) :].decode(errors="replace"), []).append(int(entry))
+                break
     return found
+
+
+def _signal(pids: Sequence[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
