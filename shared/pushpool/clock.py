@@ -57,14 +57,3 @@ class FixedClock:
 def new_id() -> str:
     """A fresh random identifier (transition ids, tokens)."""
     return str(uuid.uuid4())
-
-
-def parse_time(value: str | None) -> dt.datetime | None:
-    """Parse an ISO-8601 timestamp from the Prefect API into an aware datetime."""
-    if not value:
-        return None
-    text = value.replace("Z", "+00:00")
-    parsed = dt.datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed

@@ -26,13 +26,19 @@ def in_flight(deps: Deps, *, pool: str | None = None) -> list[dict[str, Any]]:
         )
     )
     now = deps.clock.now()
+    handles: dict[str, list[JobHandle]] = {}
+    for run in runs:
+        if run.infrastructure_pid:
+            name = pool_type(by_name[run.work_pool_name or ""].type).backend
+            handles.setdefault(name, []).append(JobHandle(name, run.infrastructure_pid))
+    job_states = {
+        job_id: status.state.value
+        for name, batch in handles.items()
+        for job_id, status in deps.backend(name).status(batch).items()
+    }
     rows = []
     for run in runs:
-        backend = deps.backend(pool_type(by_name[run.work_pool_name or ""].type).backend)
-        job_state = "-"
-        if run.infrastructure_pid:
-            status = backend.status([JobHandle(backend.name, run.infrastructure_pid)])[run.infrastructure_pid]
-            job_state = status.state.value
+        job_state = job_states.get(run.infrastructure_pid or "", "-")
         since = run.start_time or (run.state.timestamp if run.state else None) or now
         rows.append(
             {
