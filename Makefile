@@ -13,7 +13,7 @@ help:  ## list targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,aws]'
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv with pushpool, the test tools and a Prefect server (prefect==3.8.8)

@@ -55,3 +55,28 @@ def pool(prefect: PrefectHelper) -> str:
     name = prefect.unique("pp")
     prefect.create_pool(name)
     return name
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> str:
+    """moto in server mode on 127.0.0.1, reached over real HTTP with dummy credentials (no metadata probes)."""
+    from moto.server import ThreadedMotoServer
+
+    from pushpool.localserver import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
+    os.environ.pop("AWS_PROFILE", None)
+    yield url
+    server.stop()

@@ -65,6 +65,14 @@ def pool_template(pool: WorkPool) -> dict[str, Any]:
     return pool_type(pool.type).template()
 
 
+def pool_defaults(pool: WorkPool) -> dict[str, Any]:
+    """The pool's job configuration with no run values and no block lookups (where a backend looks for jobs)."""
+    try:
+        return render_job_configuration(pool_template(pool), {})
+    except TemplateError:
+        return {}
+
+
 def max_run_time_seconds(config: Mapping[str, Any]) -> int:
     value = config.get("max_run_time_seconds", DEFAULT_MAX_RUN_TIME_SECONDS)
     if value in (None, "", NOTSET):

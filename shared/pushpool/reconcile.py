@@ -34,7 +34,7 @@ from typing import Any
 from .backends.base import Backend, JobHandle, JobState, JobStatus
 from .deps import Deps
 from .errors import BackendError, PushpoolError
-from .jobs import effective_max_run_time
+from .jobs import effective_max_run_time, pool_defaults
 from .models import Deployment, FlowRun, StateType, WorkPool
 from .runs import attach_logs, crash_message, crash_run, finish_cancellation
 from .templates import pool_type
@@ -218,7 +218,7 @@ def reconcile_run(
     handle = JobHandle(backend.name, run.infrastructure_pid) if run.infrastructure_pid else None
     found = False
     if handle is None and _worth_a_lookup(run, now, policy):
-        handle = backend.find(run.id)
+        handle = backend.find(run.id, pool_defaults(pool))
         found = handle is not None
     max_run = _max_run_time(deps, pool, run, cache) if run.state_type is StateType.RUNNING else 0
     decision = decide(run, status, now=now, policy=policy, max_run_time_seconds=max_run, found_job=found)

@@ -7,7 +7,8 @@ their :class:`JobHandle`. Every method is safe to call from a fresh, stateless i
 Rules every backend keeps (checked by tests/contract):
 
 * ``submit`` is idempotent per ``spec.run_id``: a second call finds the first job and returns the same handle.
-* ``find(run_id)`` returns the handle of the run's job, or ``None`` when there is none.
+* ``find(run_id, config)`` returns the handle of the run's job, or ``None`` when there is none; ``config`` is the
+  pool's default job configuration (where to look: cluster, region …).
 * ``status`` answers for many handles at once and reports a job that no longer exists as ``JobState.MISSING``.
 * ``cancel`` stops the job (gracefully, then forcibly after ``grace_seconds``); a job already gone counts as stopped.
 * ``logs`` returns the last lines of the job's output (possibly none), never raising for a finished job.
@@ -79,7 +80,7 @@ class Backend(Protocol):
 
     def submit(self, spec: JobSpec) -> JobHandle: ...
 
-    def find(self, run_id: str) -> JobHandle | None: ...
+    def find(self, run_id: str, config: Mapping[str, Any] | None = None) -> JobHandle | None: ...
 
     def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]: ...
 

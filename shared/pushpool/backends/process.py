@@ -96,7 +96,7 @@ class ProcessBackend:
             )
             return handle
 
-    def find(self, run_id: str) -> JobHandle | None:
+    def find(self, run_id: str, config: Mapping[str, Any] | None = None) -> JobHandle | None:
         if (self._jobdir(run_id, create=False) / "job.json").exists():
             return JobHandle(NAME, self._job_id(run_id))
         return None

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 BACKENDS: dict[str, str] = {
     "process": "pushpool.backends.process:ProcessBackend",
+    "ecs": "pushpool.backends.ecs:EcsBackend",
 }
 
 

@@ -27,8 +27,17 @@ def _process_template() -> dict[str, Any]:
     return base_job_template()
 
 
+def _ecs_template() -> dict[str, Any]:
+    """Prefect's ``ecs`` template (so existing deployments' job variables keep working) + max run time."""
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "ecs_push.json").read_text())  # type: ignore[no-any-return]
+
+
 POOL_TYPES: dict[str, PoolType] = {
     "process:push": PoolType("process:push", "process", _process_template),
+    "ecs:push": PoolType("ecs:push", "ecs", _ecs_template),
 }
 
 
