@@ -61,7 +61,6 @@ def pool(prefect: PrefectHelper) -> str:
 def moto_endpoint() -> str:
     """moto in server mode on 127.0.0.1, reached over real HTTP with dummy credentials (no metadata probes)."""
     from moto.server import ThreadedMotoServer
-
     from pushpool.localserver import free_port
 
     port = free_port()

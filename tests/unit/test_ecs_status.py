@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import pytest
-
 from pushpool.backends.base import JobState
 from pushpool.backends.ecs import STATE_MAP, _to_status
 
-DOCUMENTED = {"PROVISIONING", "PENDING", "ACTIVATING", "RUNNING", "DEACTIVATING", "STOPPING", "DEPROVISIONING",
-              "STOPPED", "DELETED"}
+DOCUMENTED = {
+    "PROVISIONING",
+    "PENDING",
+    "ACTIVATING",
+    "RUNNING",
+    "DEACTIVATING",
+    "STOPPING",
+    "DEPROVISIONING",
+    "STOPPED",
+    "DELETED",
+}
 
 
 def test_every_documented_last_status_is_mapped() -> None:
@@ -16,7 +24,11 @@ def test_every_documented_last_status_is_mapped() -> None:
 
 
 def stopped(stop_code: str | None = None, reason: str = "", containers: list | None = None) -> dict:
-    task = {"lastStatus": "STOPPED", "stoppedReason": reason, "containers": containers if containers is not None else []}
+    task = {
+        "lastStatus": "STOPPED",
+        "stoppedReason": reason,
+        "containers": containers if containers is not None else [],
+    }
     if stop_code:
         task["stopCode"] = stop_code
     return task
@@ -36,16 +48,28 @@ CASES = [
     ({"lastStatus": "DEPROVISIONING"}, JobState.RUNNING, ""),
     ({"lastStatus": "SOMETHING_NEW"}, JobState.UNKNOWN, "unmapped"),
     (stopped("EssentialContainerExited", "Essential container in task exited", [prefect(0)]), JobState.SUCCEEDED, ""),
-    (stopped("TaskFailedToStart", "ResourceInitializationError: unable to pull secrets"), JobState.FAILED,
-     "failed to start: ResourceInitializationError"),
-    (stopped("TaskFailedToStart", "", [prefect(None, "CannotPullContainerError: pull image manifest")]),
-     JobState.FAILED, "CannotPullContainerError"),
-    (stopped("EssentialContainerExited", "Essential container in task exited", [prefect(137, "OutOfMemoryError")]),
-     JobState.FAILED, "137 (killed (SIGKILL), often out of memory): OutOfMemoryError"),
+    (
+        stopped("TaskFailedToStart", "ResourceInitializationError: unable to pull secrets"),
+        JobState.FAILED,
+        "failed to start: ResourceInitializationError",
+    ),
+    (
+        stopped("TaskFailedToStart", "", [prefect(None, "CannotPullContainerError: pull image manifest")]),
+        JobState.FAILED,
+        "CannotPullContainerError",
+    ),
+    (
+        stopped("EssentialContainerExited", "Essential container in task exited", [prefect(137, "OutOfMemoryError")]),
+        JobState.FAILED,
+        "137 (killed (SIGKILL), often out of memory): OutOfMemoryError",
+    ),
     (stopped("EssentialContainerExited", "", [prefect(143)]), JobState.FAILED, "143 (terminated (SIGTERM))"),
     (stopped("EssentialContainerExited", "", [prefect(1)]), JobState.FAILED, "exit code 1"),
-    (stopped("SpotInterruption", "Your Spot Task was interrupted.", [prefect(143)]), JobState.FAILED,
-     "Spot capacity was reclaimed"),
+    (
+        stopped("SpotInterruption", "Your Spot Task was interrupted.", [prefect(143)]),
+        JobState.FAILED,
+        "Spot capacity was reclaimed",
+    ),
     (stopped("UserInitiated", "Stopped by pushpool", [prefect(143)]), JobState.STOPPED, "Stopped by pushpool"),
     (stopped("UserInitiated", "Stopped by pushpool", [prefect(None)]), JobState.STOPPED, ""),
     (stopped(None, "", [{"name": "sidecar", "exitCode": 0}, prefect(2)]), JobState.FAILED, "exit code 2"),
