@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-unit lint fmt clean
+.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,5 +35,22 @@ fmt: setup
 	$(BIN)/ruff format shared functions tests examples bench
 	$(BIN)/ruff check --fix shared functions tests examples bench
 
+validate: setup  ## lint the AWS SAM template with cfn-lint
+	$(BIN)/cfn-lint infra/template.yaml
+
+LAYER := .aws-sam/build/SharedLayer
+build: setup  ## Lambda artefacts without Docker: the shared layer (arm64 wheels, AWS extra only) and the functions
+	rm -rf .aws-sam/build .aws-sam/wheels
+	$(BIN)/pip wheel --quiet --no-deps -w .aws-sam/wheels .
+	$(BIN)/pip install --quiet --target $(LAYER)/python --platform manylinux2014_aarch64 --implementation cp \
+		--python-version 3.12 --only-binary=:all: "$$(ls .aws-sam/wheels/pushpool-*.whl)[aws]"
+	for fn in submit monitor provision; do mkdir -p .aws-sam/build/$$fn && cp functions/$$fn/app.py .aws-sam/build/$$fn/; done
+	cd $(LAYER) && $(abspath $(BIN))/python -m zipfile -c ../SharedLayer.zip python
+	for fn in submit monitor provision; do (cd .aws-sam/build/$$fn && $(abspath $(BIN))/python -m zipfile -c ../$$fn.zip app.py); done
+	@du -sh .aws-sam/build/*.zip
+
+build-SharedLayer:  ## called by `sam build` (BuildMethod: makefile)
+	pip install ".[aws]" -t "$(ARTIFACTS_DIR)/python"
+
 clean:
-	rm -rf $(VENV) build *.egg-info shared/*.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info shared/*.egg-info .pytest_cache .aws-sam
