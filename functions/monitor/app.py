@@ -1,19 +1,62 @@
-"""monitor: a scheduled function — dispatch due runs, reconcile in-flight runs with their jobs."""
+"""monitor on AWS Lambda: a ScheduleV2 tick runs the whole monitor; an EventBridge ``ECS Task State Change``
+reconciles just that task's run at once (the fast path for crashes and ends).
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
-from pushpool.deps import Deps
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import ValidationError, parse
+from pushpool import aws_lambda
+from pushpool.api import handle_run_event
+from pushpool.errors import PushpoolError
 from pushpool.monitor import tick
-from pushpool.settings import Settings
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+_ACTION_METRICS = {
+    "crash": aws_lambda.CRASHED,
+    "stop-and-cancel": aws_lambda.CANCELLED,
+    "cancel": aws_lambda.CANCELLED,
+    "crash-and-stop": aws_lambda.TIMED_OUT,
+}
 
 
-@lru_cache(maxsize=1)
-def _deps() -> Deps:
-    return Deps.from_settings(Settings.from_env())
+def _count(name: str, value: int) -> None:
+    if value:
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
 
-def lambda_handler(event: dict[str, Any] | None = None, context: Any = None) -> dict[str, Any]:
-    return tick(_deps()).as_dict()
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    deps, _ = aws_lambda.lambda_deps()
+    if isinstance(event, dict) and event.get("detail-type") == "ECS Task State Change":
+        try:
+            change = parse(event=event, model=aws_lambda.ecs_task_state_change_model())
+        except ValidationError as exc:
+            logger.warning("malformed ECS Task State Change ignored", extra={"errors": exc.error_count()})
+            return {"ignored": "malformed event"}
+        run_id = change.detail.started_by
+        if not run_id:
+            return {"ignored": "task not started by pushpool"}
+        try:
+            result = handle_run_event(deps, run_id, trigger="ecs-event")
+        except PushpoolError as exc:
+            logger.info("task event not acted on", extra={"run": run_id, "reason": exc.one_line()})
+            return {"ignored": exc.one_line()}
+        action = str(result.get("detail"))
+        if action in _ACTION_METRICS:
+            _count(_ACTION_METRICS[action], 1)
+        return result
+    report = tick(deps)
+    _count(aws_lambda.SUBMITTED, report.dispatched.get("submitted", 0))
+    for action, metric in _ACTION_METRICS.items():
+        _count(metric, report.reconciled.get(action, 0))
+    logger.info("monitor tick", extra=report.as_dict())
+    return report.as_dict()

@@ -1,34 +1,38 @@
-"""provision: an operator-invoked function (IAM-authenticated invoke) that creates or updates a push pool."""
+"""provision on AWS Lambda, invoked with IAM credentials: create or update a push pool, its Webhook block and
+automation. The event is the request itself: {"name": …, "type": "ecs:push", "concurrency_limit"?, "dry_run"?}.
+"""
 
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from typing import Any
 
-from pushpool.api import ProvisionRequest, _parse
-from pushpool.deps import Deps
+from aws_lambda_powertools import Logger, Tracer
+from pushpool import aws_lambda
+from pushpool.api import ProvisionRequest, parse_body
 from pushpool.errors import PushpoolError
 from pushpool.provision import provision_pool
-from pushpool.settings import Settings
+
+logger = Logger()
+tracer = Tracer()
 
 
-@lru_cache(maxsize=1)
-def _deps() -> Deps:
-    return Deps.from_settings(Settings.from_env())
-
-
-def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
-        req = _parse(ProvisionRequest, json.dumps(event).encode())
+        deps, _ = aws_lambda.lambda_deps()
+        req = parse_body(ProvisionRequest, json.dumps(event).encode())
         result = provision_pool(
-            _deps(),
+            deps,
             name=req.name,
             type_name=req.type,
             submit_url=req.submit_url,
             concurrency_limit=req.concurrency_limit,
             dry_run=req.dry_run,
         )
+        logger.info("provisioned", extra=result.as_dict())
         return {"ok": True, **result.as_dict()}
     except PushpoolError as exc:
+        logger.warning("provision refused", extra={"error": exc.one_line()})
         return {"ok": False, "status": exc.http_status, "error": exc.one_line()}

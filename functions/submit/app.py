@@ -1,26 +1,58 @@
-"""submit: an HTTP-triggered function (Prefect's call-webhook automation, or any signed client).
+"""submit on AWS Lambda, behind a Function URL: Prefect's call-webhook automation (bearer token) or any signed
+client posts a flow-run event; the run becomes an ECS task.
 
-Thin by design: parse the HTTP event, call one use-case, shape the response. No SDK imports here.
+Thin: Powertools resolves the HTTP event, pushpool.api does the work, the answer is shaped back.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
-from pushpool.api import handle_submit, http_event_parts, to_http_response
-from pushpool.auth import WebhookAuth
-from pushpool.deps import Deps
-from pushpool.settings import Settings
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from pushpool import aws_lambda
+from pushpool.api import handle_submit
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+app = LambdaFunctionUrlResolver()
+
+_OUTCOME_METRICS = {"submitted": aws_lambda.SUBMITTED, "crashed": aws_lambda.CRASHED, "cancelled": aws_lambda.CANCELLED}
 
 
-@lru_cache(maxsize=1)
-def _deps() -> tuple[Deps, WebhookAuth]:
-    settings = Settings.from_env()
-    return Deps.from_settings(settings), WebhookAuth(settings.webhook_tokens, settings.webhook_signing_secrets)
+@app.post("/")
+@app.post("/submit")
+def submit() -> Response:
+    deps, auth = aws_lambda.lambda_deps()
+    event = app.current_event
+    body = event.decoded_body.encode() if isinstance(event.decoded_body, str) else (event.decoded_body or b"")
+    answer = handle_submit(deps, auth, dict(event.headers or {}), body, trigger="webhook")
+    outcome = answer.body.get("outcome")
+    logger.info(
+        "submit answered",
+        extra={
+            "status": answer.status,
+            "outcome": outcome,
+            "run": answer.body.get("flow_run_id"),
+            "error": answer.body.get("error"),
+        },
+    )
+    if outcome in _OUTCOME_METRICS:
+        metrics.add_metric(name=_OUTCOME_METRICS[outcome], unit=MetricUnit.Count, value=1)
+    if answer.body.get("dispatch_latency_seconds") is not None:
+        metrics.add_metric(
+            name=aws_lambda.DISPATCH_LATENCY,
+            unit=MetricUnit.Seconds,
+            value=float(answer.body["dispatch_latency_seconds"]),
+        )
+    return Response(status_code=answer.status, content_type="application/json", body=answer.json_bytes().decode())
 
 
-def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    deps, auth = _deps()
-    headers, body = http_event_parts(event)
-    return to_http_response(handle_submit(deps, auth, headers, body, trigger="webhook"))
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return app.resolve(event, context)

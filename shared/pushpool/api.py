@@ -66,7 +66,7 @@ class ProvisionRequest(BaseModel):
     dry_run: bool = False
 
 
-def _parse(model: type[BaseModel], body: bytes) -> Any:
+def parse_body(model: type[BaseModel], body: bytes) -> Any:
     if len(body) > MAX_BODY_BYTES:
         raise RequestTooLargeError(f"body of {len(body)} bytes is over the {MAX_BODY_BYTES}-byte limit")
     if not body.strip():
@@ -95,7 +95,7 @@ def handle_submit(deps: Deps, auth: WebhookAuth, headers: Mapping[str, str], bod
         if len(body) > MAX_BODY_BYTES:
             raise RequestTooLargeError(f"body of {len(body)} bytes is over the {MAX_BODY_BYTES}-byte limit")
         auth.verify(headers, body)
-        event = _parse(FlowRunEvent, body)
+        event = parse_body(FlowRunEvent, body)
         return Response(200, handle_run_event(deps, event.flow_run_id, trigger=trigger))
     except PushpoolError as exc:
         if exc.http_status >= 500:
@@ -129,7 +129,7 @@ def handle_run_event(deps: Deps, run_id: str, *, trigger: str) -> dict[str, Any]
 def handle_provision(deps: Deps, auth: WebhookAuth, headers: Mapping[str, str], body: bytes) -> Response:
     try:
         auth.verify(headers, body)
-        req = _parse(ProvisionRequest, body)
+        req = parse_body(ProvisionRequest, body)
         result = provision_pool(
             deps,
             name=req.name,
@@ -148,21 +148,3 @@ def handle_monitor(deps: Deps) -> Response:
         return Response(200, tick(deps).as_dict())
     except PushpoolError as exc:
         return _error(exc)
-
-
-def http_event_parts(event: Mapping[str, Any]) -> tuple[dict[str, str], bytes]:
-    """Headers and raw body of an HTTP-shaped function event (Lambda Function URL / API Gateway v2 shape)."""
-    import base64
-
-    headers = {str(k): str(v) for k, v in (event.get("headers") or {}).items()}
-    raw = event.get("body") or ""
-    body = base64.b64decode(raw) if event.get("isBase64Encoded") else str(raw).encode()
-    return headers, body
-
-
-def to_http_response(response: Response) -> dict[str, Any]:
-    return {
-        "statusCode": response.status,
-        "headers": {"Content-Type": "application/json"},
-        "body": response.json_bytes().decode(),
-    }

@@ -43,6 +43,7 @@ class SubmitOutcome:
     outcome: str
     detail: str = ""
     job_id: str | None = None
+    dispatch_latency_seconds: float | None = None  # scheduled start → job accepted, for submitted runs
 
     SUBMITTED = "submitted"
     NOT_READY = "not-ready"  # not Scheduled (already claimed, running or final)
@@ -54,8 +55,14 @@ class SubmitOutcome:
     CANCELLED = "cancelled"
     RELEASED = "released"  # given back to Scheduled after a transient failure
 
-    def as_dict(self) -> dict[str, str | None]:
-        return {"flow_run_id": self.run_id, "outcome": self.outcome, "detail": self.detail, "job_id": self.job_id}
+    def as_dict(self) -> dict[str, str | float | None]:
+        return {
+            "flow_run_id": self.run_id,
+            "outcome": self.outcome,
+            "detail": self.detail,
+            "job_id": self.job_id,
+            "dispatch_latency_seconds": self.dispatch_latency_seconds,
+        }
 
 
 def submit_run(deps: Deps, run: FlowRun, pool: WorkPool, *, trigger: str = "webhook") -> SubmitOutcome:
@@ -138,7 +145,8 @@ def submit_run(deps: Deps, run: FlowRun, pool: WorkPool, *, trigger: str = "webh
         if state is StateType.CANCELLING:
             finish_cancellation(client, run.id, "Cancelled by pushpool: the run was cancelled while its job started.")
         return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, "run was cancelled while its job started", handle.id)
-    return SubmitOutcome(run.id, SubmitOutcome.SUBMITTED, f"job {handle.id}", handle.id)
+    latency = (deps.clock.now() - due).total_seconds() if due is not None else None
+    return SubmitOutcome(run.id, SubmitOutcome.SUBMITTED, f"job {handle.id}", handle.id, latency)
 
 
 def _limits(deps: Deps, run: FlowRun, pool: WorkPool) -> list[tuple[str | None, int | None]] | SubmitOutcome:

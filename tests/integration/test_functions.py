@@ -1,12 +1,18 @@
-"""The function entry points (functions/*/app.py) with real-shaped events against the real Prefect server."""
+"""The Lambda entry points (functions/*/app.py, Powertools) with real-shaped events: a Function URL request, a
+ScheduleV2 tick and an EventBridge ECS Task State Change — secrets from Secrets Manager on moto, the real Prefect
+server, and the process backend behind an ECS-free pool."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import pytest
+from pushpool import aws_lambda
 
 from tests.helpers import PrefectHelper
 
@@ -22,44 +28,128 @@ def load(function: str):
     return module
 
 
+@dataclass
+class Context:
+    function_name: str = "pushpool-test"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:pushpool-test"
+    aws_request_id: str = "req-1"
+
+
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, prefect_api: str, tmp_path: Path) -> None:
+def env(monkeypatch: pytest.MonkeyPatch, prefect_api: str, tmp_path: Path, moto_endpoint: str) -> None:
+    secrets = boto3.client("secretsmanager")
+    token_arn = secrets.create_secret(
+        Name=f"pushpool-token-{uuid.uuid4().hex[:6]}",
+        SecretString=json.dumps({"current": "fn-token", "previous": "old"}),
+    )["ARN"]
     monkeypatch.setenv("PREFECT_API_URL", prefect_api)
-    monkeypatch.setenv("PUSHPOOL_WEBHOOK_TOKEN", "fn-token")
+    monkeypatch.setenv("PUSHPOOL_WEBHOOK_TOKEN_SECRET_ARN", token_arn)
     monkeypatch.setenv("PUSHPOOL_SUBMIT_URL", "http://127.0.0.1:9/submit")
     monkeypatch.setenv("PUSHPOOL_PROCESS_DIR", str(tmp_path / "jobs"))
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "pushpool-test")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "pushpool")
+    aws_lambda.lambda_deps.cache_clear()
+    yield
+    aws_lambda.lambda_deps.cache_clear()
 
 
 def url_event(body: dict, token: str = "fn-token") -> dict:
     """A Lambda Function URL event, as AWS sends it (payload format 2.0)."""
     return {
         "version": "2.0",
+        "routeKey": "$default",
         "rawPath": "/",
-        "headers": {"authorization": f"Bearer {token}", "content-type": "application/json"},
-        "requestContext": {"http": {"method": "POST", "path": "/"}},
+        "rawQueryString": "",
+        "headers": {"authorization": f"Bearer {token}", "content-type": "application/json", "host": "x.lambda-url"},
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "x",
+            "domainName": "x.lambda-url.us-east-1.on.aws",
+            "http": {
+                "method": "POST",
+                "path": "/",
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": "python-httpx",
+            },
+            "requestId": "r-1",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "21/Nov/2026:00:00:00 +0000",
+            "timeEpoch": 1800000000000,
+        },
         "body": json.dumps(body),
         "isBase64Encoded": False,
     }
 
 
-def test_provision_submit_and_monitor_handlers(env, prefect: PrefectHelper) -> None:
+SCHEDULE_EVENT = {
+    "version": "0",
+    "id": "e-1",
+    "detail-type": "Scheduled Event",
+    "source": "aws.scheduler",
+    "account": "123456789012",
+    "time": "2026-11-21T00:00:00Z",
+    "region": "us-east-1",
+    "resources": ["arn:aws:scheduler:us-east-1:123456789012:schedule/default/pushpool-monitor"],
+    "detail": "{}",
+}
+
+
+def ecs_event(run_id: str, status: str = "STOPPED") -> dict:
+    arn = "arn:aws:ecs:us-east-1:123456789012:task/pushpool/0123456789abcdef"
+    return {
+        "version": "0",
+        "id": "e-2",
+        "detail-type": "ECS Task State Change",
+        "source": "aws.ecs",
+        "account": "123456789012",
+        "time": "2026-11-21T00:00:00Z",
+        "region": "us-east-1",
+        "resources": [arn],
+        "detail": {
+            "taskArn": arn,
+            "clusterArn": "arn:aws:ecs:us-east-1:123456789012:cluster/pushpool",
+            "lastStatus": status,
+            "desiredStatus": "STOPPED",
+            "startedBy": run_id,
+            "stoppedReason": "Essential container in task exited",
+            "containers": [],
+            "version": 3,
+        },
+    }
+
+
+def test_provision_submit_and_monitor_handlers(env, prefect: PrefectHelper, capsys) -> None:
     provision, submit, monitor = load("provision"), load("submit"), load("monitor")
     pool = prefect.unique("fn")
-    result = provision.lambda_handler({"name": pool, "type": "process:push"}, None)
+    result = provision.lambda_handler({"name": pool, "type": "process:push"}, Context())
     assert result["ok"] and result["changed"]
-    assert provision.lambda_handler({"name": pool, "type": "process:push"}, None)["changed"] is False
-    bad = provision.lambda_handler({"name": pool, "type": "nomad:push"}, None)
+    assert provision.lambda_handler({"name": pool, "type": "process:push"}, Context())["changed"] is False
+    bad = provision.lambda_handler({"name": pool, "type": "nomad:push"}, Context())
     assert bad["ok"] is False and bad["status"] == 422
     assert bad["error"].startswith("unknown push pool type 'nomad:push' (supported: ")
 
     run_id = prefect.create_run(prefect.create_deployment(pool, job_variables={"command": "sleep 20"}))
-    refused = submit.lambda_handler(url_event({"flow_run_id": run_id}, token="nope"), None)
-    assert refused["statusCode"] == 401
-    answer = submit.lambda_handler(url_event({"flow_run_id": run_id}), None)
-    assert answer["statusCode"] == 200, answer
-    assert json.loads(answer["body"])["outcome"] == "submitted"
+    assert submit.lambda_handler(url_event({"flow_run_id": run_id}, token="nope"), Context())["statusCode"] == 401
+    assert submit.lambda_handler(url_event({"flow_run_id": "x"}), Context())["statusCode"] == 400
+    old = submit.lambda_handler(url_event({"flow_run_id": run_id}, token="old"), Context())  # rotation
+    assert old["statusCode"] == 200, old
+    assert json.loads(old["body"])["outcome"] == "submitted"
 
     prefect.set_state(run_id, "CANCELLING")
-    report = monitor.lambda_handler({"source": "aws.scheduler"}, None)
-    assert report["reconciled"].get("stop-and-cancel", 0) >= 1
+    answer = monitor.lambda_handler(ecs_event(run_id), Context())  # the fast path: that run only
+    assert answer["detail"] == "stop-and-cancel"
     assert prefect.state(run_id)[0] == "CANCELLED"
+    report = monitor.lambda_handler(SCHEDULE_EVENT, Context())
+    assert {"pools", "dispatched", "reconciled", "errors"} <= set(report)
+    assert monitor.lambda_handler({"detail-type": "ECS Task State Change", "detail": {}}, Context()) == {
+        "ignored": "malformed event"
+    }
+
+    out = capsys.readouterr().out
+    assert '"_aws"' in out and "RunsSubmitted" in out  # EMF metrics
+    assert '"correlation_id"' in out or '"function_request_id"' in out  # structured logs with context
+    assert "fn-token" not in out
