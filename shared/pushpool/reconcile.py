@@ -187,7 +187,8 @@ def _logs(backend: Backend, handle: JobHandle | None) -> list[str]:
         return []
     try:
         return backend.logs(handle, lines=50)
-    except BackendError:
+    except BackendError as exc:
+        log.info("no job output for %s: %s", handle.id, exc.one_line())
         return []
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import copy
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import boto3
 import pytest
-from pushpool.backends.base import JobHandle
+from pushpool.backends.base import JobHandle, JobState
 from pushpool.jobs import build_job_spec
 from pushpool.monitor import tick
 from pushpool.submit import submit_run
@@ -254,3 +255,69 @@ def test_the_job_sent_to_ecs_runs_the_flow(
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert prefect.state(run_id)[0] == "COMPLETED"
+
+
+def test_crash_writes_the_task_log_tail_to_the_run(ecs_deps, prefect: PrefectHelper, ecs_pool: str, aws: dict) -> None:
+    from moto.backends import get_backend
+
+    dep = prefect.create_deployment(
+        ecs_pool,
+        job_variables={
+            "prefect_api_key_secret_arn": SECRET_ARN,
+            "configure_cloudwatch_logs": True,
+            "execution_role_arn": "arn:aws:iam::123456789012:role/PrefectEcsTaskExecutionRole",
+            "cloudwatch_logs_prefix": "flows",
+        },
+    )
+    run_id = prefect.create_run(dep)
+    outcome = _submit(ecs_deps, prefect, run_id)
+    cluster, arn = outcome.job_id.split("::")
+    logs = boto3.client("logs")
+    logs.create_log_group(logGroupName="prefect")
+    stream = f"flows/prefect/{arn.rsplit('/', 1)[-1]}"
+    logs.create_log_stream(logGroupName="prefect", logStreamName=stream)
+    logs.put_log_events(
+        logGroupName="prefect",
+        logStreamName=stream,
+        logEvents=[
+            {"timestamp": int(time.time() * 1000) - 1000 + i, "message": line}
+            for i, line in enumerate(["downloading flow code", "ModuleNotFoundError: No module named 'pandas'"])
+        ],
+    )
+    task = get_backend("ecs")["123456789012"]["us-east-1"].tasks[cluster][arn]
+    task.last_status = task.desired_status = "STOPPED"
+    task.containers[0].exitCode = 1
+    run = prefect.wait_for(run_id, {"CRASHED"}, timeout=20, tick=lambda: tick(ecs_deps))
+    assert "exit code 1" in run["state"]["message"]
+    assert "No module named 'pandas'" in run["state"]["message"]
+    run_logs = prefect.json("POST", "/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}})
+    assert any("No module named 'pandas'" in entry["message"] for entry in run_logs)
+
+
+def test_task_transitions_through_the_state_manager(
+    ecs_deps, prefect: PrefectHelper, ecs_pool: str, aws: dict, moto_endpoint: str
+) -> None:
+    """moto's own state machine moves the task RUNNING → … → STOPPED (exit 0) while the run never reports."""
+    import httpx
+
+    transition = {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1}}
+    httpx.post(f"{moto_endpoint}/moto-api/state-manager/set-transition", json=transition).raise_for_status()
+    try:
+        dep = prefect.create_deployment(ecs_pool, job_variables={"prefect_api_key_secret_arn": SECRET_ARN})
+        run_id = prefect.create_run(dep)
+        outcome = _submit(ecs_deps, prefect, run_id)
+        seen = []
+        backend = ecs_deps.backend("ecs")
+        handle = JobHandle("ecs", outcome.job_id)
+        for _ in range(8):
+            status = backend.status([handle])[handle.id]
+            seen.append(status.extra.get("lastStatus"))
+            if status.state.is_final:
+                break
+        assert seen[-1] == "STOPPED" and len(set(seen)) > 2, seen
+        assert backend.status([handle])[handle.id].state is JobState.SUCCEEDED
+        # Exit 0 but the run is still Pending: after the grace period the monitor crashes it.
+        run = prefect.wait_for(run_id, {"CRASHED"}, timeout=20, tick=lambda: tick(ecs_deps))
+        assert "exited cleanly" in run["state"]["message"]
+    finally:
+        httpx.post(f"{moto_endpoint}/moto-api/state-manager/unset-transition", json={"model_name": "ecs::task"})
