@@ -157,7 +157,8 @@ def main() -> int:
             )
             final = history[-1]["type"]
             ok &= final == expected[info["label"]]
-            job = json.loads((work / "pushpool" / "jobs" / rid / "job.json").read_text())
+            jobdir = next((work / "pushpool" / "jobs").glob(f"{rid}_*"))  # <run id>_<attempt>
+            job = json.loads((jobdir / "job.json").read_text())
             start_delay = job["started_at"] - created.timestamp()
             print(f"{info['label']:<9} {steps}")
             print(

@@ -11,6 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import ValidationError, parse
 from pushpool import aws_lambda
 from pushpool.api import handle_run_event
+from pushpool.backends.ecs import run_id_of
 from pushpool.errors import PushpoolError
 from pushpool.monitor import tick
 
@@ -42,7 +43,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         except ValidationError as exc:
             logger.warning("malformed ECS Task State Change ignored", extra={"errors": exc.error_count()})
             return {"ignored": "malformed event"}
-        run_id = change.detail.started_by
+        run_id = run_id_of(change.detail.started_by or "")
         if not run_id:
             return {"ignored": "task not started by pushpool"}
         try:

@@ -104,6 +104,7 @@ def build_job_spec(
     run: FlowRun,
     pool: WorkPool,
     deployment: Deployment | None,
+    attempt: str,
     environ: Mapping[str, str] | None = None,
 ) -> JobSpec:
     """Render the job for ``run``.
@@ -157,6 +158,7 @@ def build_job_spec(
 
     return JobSpec(
         run_id=run.id,
+        attempt=attempt,
         pool_name=pool.name,
         name=str(name or run.name or run.id),
         command=command,

@@ -219,7 +219,8 @@ def reconcile_run(
     handle = JobHandle(backend.name, run.infrastructure_pid) if run.infrastructure_pid else None
     found = False
     if handle is None and _worth_a_lookup(run, now, policy):
-        handle = backend.find(run.id, pool_defaults(pool))
+        attempt = claim_attempt(deps, run)
+        handle = backend.find(run.id, attempt, pool_defaults(pool)) if attempt else None
         found = handle is not None
     max_run = _max_run_time(deps, pool, run, cache) if run.state_type is StateType.RUNNING else 0
     decision = decide(run, status, now=now, policy=policy, max_run_time_seconds=max_run, found_job=found)
@@ -234,6 +235,15 @@ def reconcile_one(deps: Deps, run: FlowRun, pool: WorkPool) -> dict[str, Any]:
         status = backend.status([JobHandle(backend.name, run.infrastructure_pid)]).get(run.infrastructure_pid)
     action = reconcile_run(deps, backend, pool, run, status, now=deps.clock.now(), policy=policy_from(deps), cache={})
     return {"flow_run_id": run.id, "outcome": "reconciled", "detail": action, "job_id": run.infrastructure_pid}
+
+
+def claim_attempt(deps: Deps, run: FlowRun) -> str | None:
+    """The id of the Pending state that claimed the run's current attempt (the jobs' idempotency key)."""
+    if run.state is not None and run.state.type is StateType.PENDING and run.state.name == "Pending":
+        return run.state.id
+    history = sorted(deps.orchestrator.read_flow_run_states(run.id), key=lambda s: s.get("timestamp") or "")
+    claims = [s for s in history if s.get("type") == "PENDING" and s.get("name") == "Pending"]
+    return str(claims[-1]["id"]) if claims else None
 
 
 def _worth_a_lookup(run: FlowRun, now: dt.datetime, policy: Policy) -> bool:

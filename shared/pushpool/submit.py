@@ -93,6 +93,7 @@ def submit_run(deps: Deps, run: FlowRun, pool: WorkPool, *, trigger: str = "webh
     if not claim.accepted:
         return SubmitOutcome(run.id, SubmitOutcome.NOT_CLAIMED, f"{claim.status.value}: {claim.reason}".strip(": "))
     log.info("claimed run %s (%s) via %s", run.id, run.name, trigger)
+    attempt = claim.state.id if claim.state is not None and claim.state.id else run.id
 
     for scope, limit in limits:
         if limit is not None and not _holds_slot(deps, run, pool, scope, limit):
@@ -122,7 +123,9 @@ def submit_run(deps: Deps, run: FlowRun, pool: WorkPool, *, trigger: str = "webh
         return _release(deps, run, "Prefect API unavailable while reading the deployment")
 
     try:
-        spec = build_job_spec(settings=deps.settings, client=client, run=run, pool=pool, deployment=deployment)
+        spec = build_job_spec(
+            settings=deps.settings, client=client, run=run, pool=pool, deployment=deployment, attempt=attempt
+        )
     except TemplateError as exc:
         crash_run(client, run.id, f"pushpool could not render the job template: {exc.one_line()}")
         return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"template error: {exc.one_line()}")

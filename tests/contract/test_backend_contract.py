@@ -43,11 +43,12 @@ class BackendContract:
             handles = set(ex.map(lambda _: backend.submit(spec), range(8)))
         assert len(handles) == 1
         handle = handles.pop()
-        assert backend.find(spec.run_id) == handle
+        assert backend.find(spec.run_id, spec.attempt) == handle
+        assert backend.find(spec.run_id, "another-attempt") is None  # a new attempt gets a new job
         backend.cancel(handle, grace_seconds=2)
 
     def test_find_unknown_run_is_none(self, tmp_path: Path) -> None:
-        assert self.make_backend(tmp_path).find(str(uuid.uuid4())) is None
+        assert self.make_backend(tmp_path).find(str(uuid.uuid4()), str(uuid.uuid4())) is None
 
     def test_status_of_many_jobs_and_of_unknown_ones(self, tmp_path: Path) -> None:
         backend = self.make_backend(tmp_path)
@@ -103,6 +104,7 @@ class TestProcessBackend(BackendContract):
         }[kind]
         return JobSpec(
             run_id=str(uuid.uuid4()),
+            attempt=str(uuid.uuid4()),
             pool_name="p",
             name=kind,
             command=command,
@@ -114,7 +116,7 @@ class TestProcessBackend(BackendContract):
         )
 
     def unknown_id(self, backend: Backend) -> str:
-        return f"{backend.host}::{uuid.uuid4()}"  # type: ignore[attr-defined]
+        return f"{backend.host}::{uuid.uuid4()}_{uuid.uuid4()}"  # type: ignore[attr-defined]
 
     def test_a_job_of_another_host_is_unknown_not_missing(self, tmp_path: Path) -> None:
         backend = self.make_backend(tmp_path)
@@ -142,4 +144,4 @@ class TestProcessBackend(BackendContract):
     def test_invalid_run_ids_are_refused(self, tmp_path: Path) -> None:
         backend = self.make_backend(tmp_path)
         with pytest.raises(BackendError):
-            backend.submit(JobSpec(**{**self.spec("ok").__dict__, "run_id": "../escape"}))
+            backend.submit(JobSpec(**{**self.spec("ok").__dict__, "run_id": "../escape", "attempt": "/x"}))

@@ -91,7 +91,9 @@ def test_submitted_task_carries_what_the_run_needs(ecs_deps, prefect: PrefectHel
     assert run["infrastructure_pid"] == outcome.job_id and outcome.job_id.startswith(f"{aws['cluster']}::arn:aws:ecs:")
 
     task = _task(aws, outcome.job_id)
-    assert task["startedBy"] == run_id
+    claims = prefect.json("GET", "/flow_run_states/", params={"flow_run_id": run_id})
+    claim = next(s["id"] for s in claims if s["name"] == "Pending")
+    assert task["startedBy"] == f"{run_id}/{claim}"  # the run and the attempt (the claim's Pending state)
     override = task["overrides"]["containerOverrides"][0]
     assert override["name"] == "prefect"
     assert override["command"] == ["prefect", "flow-run", "execute"]
@@ -136,12 +138,13 @@ def test_duplicate_submit_finds_the_task(ecs_deps, prefect: PrefectHelper, ecs_p
         client=client,
         run=run,
         pool=client.read_work_pool(ecs_pool),
+        attempt="attempt-1",
         deployment=client.read_deployment(dep),
     )
     backend = ecs_deps.backend("ecs")
     first, second = backend.submit(spec), backend.submit(spec)
     assert first == second
-    assert len(aws["ecs"].list_tasks(cluster=aws["cluster"], startedBy=run_id)["taskArns"]) == 1
+    assert len(aws["ecs"].list_tasks(cluster=aws["cluster"], startedBy=f"{run_id}/attempt-1")["taskArns"]) == 1
 
 
 def test_plaintext_credential_is_refused_and_the_run_crashed(ecs_deps, prefect: PrefectHelper, ecs_pool: str) -> None:

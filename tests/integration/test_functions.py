@@ -114,7 +114,7 @@ def ecs_event(run_id: str, status: str = "STOPPED") -> dict:
             "clusterArn": "arn:aws:ecs:us-east-1:123456789012:cluster/pushpool",
             "lastStatus": status,
             "desiredStatus": "STOPPED",
-            "startedBy": run_id,
+            "startedBy": f"{run_id}/attempt-1",
             "stoppedReason": "Essential container in task exited",
             "containers": [],
             "version": 3,

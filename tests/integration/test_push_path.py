@@ -88,13 +88,13 @@ def test_killed_process_is_crashed(deps, prefect: PrefectHelper, pool: str) -> N
     run = prefect.wait_for(run_id, {"RUNNING"}, timeout=60)
     from pushpool.backends.process import _job_processes
 
-    pids = _job_processes()[run_id]
+    pids = next(p for key, p in _job_processes().items() if key.startswith(run_id))
     assert len(pids) >= 3  # supervisor, `prefect flow-run execute`, and the engine in a session of its own
     for pid in pids:  # the whole job dies at once, as on an OOM kill of a container or a lost machine
         os.kill(pid, signal.SIGKILL)
     run = prefect.wait_for(run_id, {"CRASHED"}, timeout=30, tick=lambda: tick(deps))
     assert "disappeared" in run["state"]["message"]
-    assert run_id not in _job_processes()
+    assert not [key for key in _job_processes() if key.startswith(run_id)]
 
 
 def test_cancel_running_run_stops_process(deps, prefect: PrefectHelper, pool: str) -> None:
@@ -109,7 +109,7 @@ def test_cancel_running_run_stops_process(deps, prefect: PrefectHelper, pool: st
     assert _job_state(deps, run) in (JobState.STOPPED, JobState.SUCCEEDED, JobState.FAILED)
     from pushpool.backends.process import _job_processes
 
-    assert run_id not in _job_processes()  # no process of the job is left, the engine included
+    assert not [k for k in _job_processes() if k.startswith(run_id)]  # no process of the job is left, engine too
 
 
 def test_maximum_run_time_stops_job_and_crashes_run(deps, prefect: PrefectHelper, pool: str) -> None:
@@ -132,7 +132,8 @@ def test_duplicate_webhook_deliveries_start_exactly_one_process(deps, prefect: P
     assert all(r.status == 200 for r in responses)
     pending = [s for s in prefect.states(run_id) if s == ("PENDING", "Pending")]
     assert len(pending) == 1
-    assert sorted(os.listdir(deps.settings.process_dir)) == [run_id]
+    jobs = os.listdir(deps.settings.process_dir)
+    assert len(jobs) == 1 and jobs[0].startswith(run_id)
 
 
 def test_pool_concurrency_limit_holds(deps, prefect: PrefectHelper) -> None:
@@ -194,7 +195,7 @@ def test_status_lists_in_flight_runs_with_their_jobs(deps, prefect: PrefectHelpe
     rows = [r for r in in_flight(deps, pool=pool) if r["run_id"] == run_id]
     assert len(rows) == 1
     assert rows[0]["job_state"] == "RUNNING" and rows[0]["state"] == "InfrastructurePending"
-    assert rows[0]["job_id"].endswith(run_id)
+    assert f"::{run_id}_" in rows[0]["job_id"]
     deps.backend("process").cancel(JobHandle("process", rows[0]["job_id"]), grace_seconds=1)
 
 
@@ -205,6 +206,19 @@ def test_deployment_concurrency_is_honoured(deps, prefect: PrefectHelper, pool: 
     outcome = _submit(deps, second).body
     assert outcome["outcome"] == "not-claimed"
     assert prefect.state(second) == ("SCHEDULED", "AwaitingConcurrencySlot")
-    assert not (deps.settings.process_dir / second).exists()
+    assert not [j for j in os.listdir(deps.settings.process_dir) if j.startswith(second)]
     handle = JobHandle("process", prefect.read_run(first)["infrastructure_pid"])
     deps.backend("process").cancel(handle, grace_seconds=1)
+
+
+def test_a_retried_run_gets_a_new_job(deps, prefect: PrefectHelper, pool: str) -> None:
+    """A run scheduled again (the UI's Retry, a SIGTERM reschedule) must not be handed its old, finished job."""
+    dep = prefect.create_deployment(pool, job_variables={"command": "sh -c 'exit 4'"})
+    run_id = prefect.create_run(dep)
+    first = _submit(deps, run_id).body["job_id"]
+    prefect.wait_for(run_id, {"CRASHED"}, timeout=30, tick=lambda: tick(deps))
+    prefect.set_state(run_id, "SCHEDULED", name="AwaitingRetry", force=True)
+    second = _submit(deps, run_id).body
+    assert second["outcome"] == "submitted"
+    assert second["job_id"] != first
+    assert len([j for j in os.listdir(deps.settings.process_dir) if j.startswith(run_id)]) == 2

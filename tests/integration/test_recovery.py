@@ -27,7 +27,12 @@ def _start_job(deps, run_id: str) -> JobHandle:
     run = client.read_flow_run(run_id)
     pool = client.read_work_pool(run.work_pool_name)
     spec = build_job_spec(
-        settings=deps.settings, client=client, run=run, pool=pool, deployment=client.read_deployment(run.deployment_id)
+        settings=deps.settings,
+        client=client,
+        run=run,
+        pool=pool,
+        deployment=client.read_deployment(run.deployment_id),
+        attempt=run.state.id,  # the claim's Pending state, as submit uses
     )
     return deps.backend("process").submit(spec)
 

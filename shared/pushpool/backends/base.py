@@ -6,8 +6,10 @@ their :class:`JobHandle`. Every method is safe to call from a fresh, stateless i
 
 Rules every backend keeps (checked by tests/contract):
 
-* ``submit`` is idempotent per ``spec.run_id``: a second call finds the first job and returns the same handle.
-* ``find(run_id, config)`` returns the handle of the run's job, or ``None`` when there is none; ``config`` is the
+* ``submit`` is idempotent per attempt (``spec.run_id`` + ``spec.attempt``): a second call finds the first job and
+  returns the same handle. The attempt is the id of the Pending state that claimed the run, so a run that is
+  scheduled again (a retry, a reschedule) gets a new job, while a retried submit of the same claim never does.
+* ``find(run_id, attempt, config)`` returns the handle of that attempt's job, or ``None``; ``config`` is the
   pool's default job configuration (where to look: cluster, region …).
 * ``status`` answers for many handles at once and reports a job that no longer exists as ``JobState.MISSING``.
 * ``cancel`` stops the job (gracefully, then forcibly after ``grace_seconds``); a job already gone counts as stopped.
@@ -45,6 +47,7 @@ class JobSpec:
     """One flow run's job, rendered from the pool's template and the run's job variables."""
 
     run_id: str
+    attempt: str  # the id of the Pending state that claimed the run: the idempotency key of this job
     pool_name: str
     name: str
     command: str
@@ -80,7 +83,7 @@ class Backend(Protocol):
 
     def submit(self, spec: JobSpec) -> JobHandle: ...
 
-    def find(self, run_id: str, config: Mapping[str, Any] | None = None) -> JobHandle | None: ...
+    def find(self, run_id: str, attempt: str, config: Mapping[str, Any] | None = None) -> JobHandle | None: ...
 
     def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]: ...
 

@@ -4,8 +4,9 @@
   content (``pushpool-<pool>-<hash>``), so runs of the same deployment share one definition and it is registered
   only when its content changes — never once per run. With an explicit ``family`` the latest revision is compared
   instead. Per-run values (command, environment) travel in ``overrides``.
-* ``RunTask`` carries ``clientToken`` = flow-run id (AWS's own idempotency, 24 h) and ``startedBy`` = flow-run id,
-  so a retried submit finds the task instead of starting a second one (``find``).
+* ``RunTask`` carries ``clientToken`` = the attempt (the claim's Pending state id; AWS's own idempotency, 24 h)
+  and ``startedBy`` = ``<flow-run id>/<attempt>``, so a retried submit finds the task instead of starting a second
+  one (``find``), while a run scheduled again (a retry) gets a new task.
 * The Prefect credential goes as a container ``secrets`` entry (``valueFrom`` = the secret's ARN); pushpool refuses
   to put it in plaintext overrides.
 * Throttling and 5xx are retried by botocore's ``standard`` retry mode (exponential backoff with jitter);
@@ -90,18 +91,18 @@ class EcsBackend:
         region = _region(config) or self.region
         ecs = self._client("ecs", region)
         with self._translate_errors():
-            found = self._find(ecs, cluster, spec.run_id)
+            found = self._find(ecs, cluster, started_by(spec.run_id, spec.attempt))
             if found is not None:
                 return found
             request = self._run_task_request(spec, cluster, region)
             task = self._run_task(ecs, request)
         return JobHandle(NAME, f"{cluster}::{task['taskArn']}")
 
-    def find(self, run_id: str, config: Mapping[str, Any] | None = None) -> JobHandle | None:
+    def find(self, run_id: str, attempt: str, config: Mapping[str, Any] | None = None) -> JobHandle | None:
         config = config or {}
         cluster = _cluster(config)
         with self._translate_errors():
-            return self._find(self._client("ecs", _region(config) or self.region), cluster, run_id)
+            return self._find(self._client("ecs", _region(config) or self.region), cluster, started_by(run_id, attempt))
 
     def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
         by_target: dict[tuple[str, str | None], list[tuple[str, str]]] = {}
@@ -167,9 +168,9 @@ class EcsBackend:
 
     # -- submit helpers ------------------------------------------------------------------------------------------
 
-    def _find(self, ecs: Any, cluster: str, run_id: str) -> JobHandle | None:
+    def _find(self, ecs: Any, cluster: str, tag: str) -> JobHandle | None:
         for desired in ("RUNNING", "STOPPED"):
-            arns = ecs.list_tasks(cluster=cluster, startedBy=run_id, desiredStatus=desired).get("taskArns", [])
+            arns = ecs.list_tasks(cluster=cluster, startedBy=tag, desiredStatus=desired).get("taskArns", [])
             if arns:
                 return JobHandle(NAME, f"{cluster}::{arns[0]}")
         return None
@@ -185,8 +186,8 @@ class EcsBackend:
             "cluster": cluster,
             "taskDefinition": definition_arn,
             "count": 1,
-            "clientToken": spec.run_id[:64],
-            "startedBy": spec.run_id[:128],
+            "clientToken": spec.attempt[:64],
+            "startedBy": started_by(spec.run_id, spec.attempt),
         }
         strategy = template.get("capacityProviderStrategy")
         launch_type = template.get("launchType") or "FARGATE"
@@ -358,6 +359,16 @@ class EcsBackend:
             if translated is None:
                 raise
             raise translated from exc
+
+
+def started_by(run_id: str, attempt: str) -> str:
+    """The task's ``startedBy``: the run and the attempt (≤ 128 characters, letters, digits, ``-``, ``/``, ``_``)."""
+    return f"{run_id}/{attempt}"[:128]
+
+
+def run_id_of(started: str) -> str:
+    """The flow-run id in a ``startedBy`` written by :func:`started_by`."""
+    return started.split("/", 1)[0]
 
 
 def _translate(exc: Exception) -> BackendError | None:

@@ -1,6 +1,6 @@
 """The ``process`` backend: each job is a detached local process (``prefect flow-run execute`` by default).
 
-A job lives in ``<root>/<run id>/``::
+A job lives in ``<root>/<run id>_<attempt>/``::
 
     command.json  argv and working directory (no environment: secrets stay out of files)
     job.json      the supervisor's pid and kernel start time (guards against pid reuse), host, start time
@@ -9,10 +9,10 @@ A job lives in ``<root>/<run id>/``::
     exit.json     exit code and end time, written by the supervisor when the command ends
     stopped       written before pushpool stops the job
 
-The handle id is ``<host>::<run id>``: a monitor on another host answers UNKNOWN rather than guessing.
-Submission is idempotent: a lock file serialises submits for one run and an existing ``job.json`` is returned.
+The handle id is ``<host>::<run id>_<attempt>``: a monitor on another host answers UNKNOWN rather than guessing.
+Submission is idempotent per attempt: a lock file serialises submits and an existing ``job.json`` is returned.
 
-Every process of a job carries ``PUSHPOOL_JOB_ID=<run id>`` in its environment. Prefect's engine starts in a
+Every process of a job carries ``PUSHPOOL_JOB_ID=<run id>_<attempt>`` in its environment. Prefect's engine starts in a
 session of its own and outlives a killed parent, so process groups and parent links are not enough: a job is alive
 while any process carrying its marker is, and stopping a job signals all of them.
 """
@@ -66,9 +66,10 @@ class ProcessBackend:
     # -- the Protocol ------------------------------------------------------------------------------------------
 
     def submit(self, spec: JobSpec) -> JobHandle:
-        jobdir = self._jobdir(spec.run_id)
+        key = _key(spec.run_id, spec.attempt)
+        jobdir = self._jobdir(key)
         with self._translate_errors(), self._locked(jobdir):
-            handle = JobHandle(NAME, self._job_id(spec.run_id))
+            handle = JobHandle(NAME, self._job_id(key))
             if (jobdir / "job.json").exists():
                 return handle
             argv = self._argv(spec.command, spec.env)
@@ -96,9 +97,10 @@ class ProcessBackend:
             )
             return handle
 
-    def find(self, run_id: str, config: Mapping[str, Any] | None = None) -> JobHandle | None:
-        if (self._jobdir(run_id, create=False) / "job.json").exists():
-            return JobHandle(NAME, self._job_id(run_id))
+    def find(self, run_id: str, attempt: str, config: Mapping[str, Any] | None = None) -> JobHandle | None:
+        key = _key(run_id, attempt)
+        if (self._jobdir(key, create=False) / "job.json").exists():
+            return JobHandle(NAME, self._job_id(key))
         return None
 
     def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
@@ -107,21 +109,21 @@ class ProcessBackend:
 
     def cancel(self, handle: JobHandle, *, grace_seconds: float = 10.0) -> None:
         jobdir = self._dir_for(handle)
-        run_id = jobdir.name
-        if not _job_processes().get(run_id):
+        key = jobdir.name
+        if not _job_processes().get(key):
             return
         (jobdir / "stopped").touch()
-        _signal(_job_processes().get(run_id, []), signal.SIGTERM)
+        _signal(_job_processes().get(key, []), signal.SIGTERM)
         deadline = time.monotonic() + grace_seconds
         while time.monotonic() < deadline:
-            if not _job_processes().get(run_id):
+            if not _job_processes().get(key):
                 return
             time.sleep(0.05)
-        _signal(_job_processes().get(run_id, []), signal.SIGKILL)
+        _signal(_job_processes().get(key, []), signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while _job_processes().get(run_id) and time.monotonic() < deadline:
+        while _job_processes().get(key) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _job_processes().get(run_id):
+        if _job_processes().get(key):
             raise BackendError(f"job {handle.id} survived SIGKILL", backend=NAME)
 
     def logs(self, handle: JobHandle, *, lines: int = 50) -> list[str]:
@@ -139,24 +141,24 @@ class ProcessBackend:
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
-    def _job_id(self, run_id: str) -> str:
-        return f"{self.host}::{run_id}"
+    def _job_id(self, key: str) -> str:
+        return f"{self.host}::{key}"
 
-    def _jobdir(self, run_id: str, *, create: bool = True) -> Path:
-        if not run_id or "/" in run_id or run_id in (".", ".."):
-            raise BackendError(f"invalid run id {run_id!r}", backend=NAME)
-        path = self.root / run_id
+    def _jobdir(self, key: str, *, create: bool = True) -> Path:
+        if not key or "/" in key or key.startswith("."):
+            raise BackendError(f"invalid job key {key!r}", backend=NAME)
+        path = self.root / key
         if create:
             path.mkdir(parents=True, exist_ok=True)
         return path
 
     def _dir_for(self, handle: JobHandle) -> Path:
-        host, sep, run_id = handle.id.partition("::")
+        host, sep, key = handle.id.partition("::")
         if not sep:
             raise JobNotFoundError(f"not a process job id: {handle.id!r}", backend=NAME)
         if host != self.host:
             raise BackendError(f"job {handle.id} runs on host {host!r}, not on {self.host!r}", backend=NAME)
-        return self._jobdir(run_id, create=False)
+        return self._jobdir(key, create=False)
 
     @contextlib.contextmanager
     def _locked(self, jobdir: Path) -> Iterator[None]:
@@ -190,7 +192,7 @@ class ProcessBackend:
         env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
         env.update(spec.env)
         env.update(spec.secret_env)
-        env[MARKER] = spec.run_id
+        env[MARKER] = _key(spec.run_id, spec.attempt)
         return env
 
     def _status(self, handle: JobHandle, processes: Mapping[str, list[int]]) -> JobStatus:
@@ -220,6 +222,10 @@ class ProcessBackend:
         if stopped:
             return JobStatus(JobState.STOPPED, None, "process was stopped", started, None, extra)
         return JobStatus(JobState.MISSING, None, "process disappeared without recording an exit code", started)
+
+
+def _key(run_id: str, attempt: str) -> str:
+    return f"{run_id}_{attempt}"
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
