@@ -91,7 +91,8 @@ class EcsBackend:
         region = _region(config) or self.region
         ecs = self._client("ecs", region)
         with self._translate_errors():
-            found = self._find(ecs, cluster, started_by(spec.run_id, spec.attempt))
+            # A retry of this attempt finds its task (RunTask's clientToken also dedups on AWS for 24 h).
+            found = self._find(ecs, cluster, started_by(spec.run_id, spec.attempt), stopped_too=False)
             if found is not None:
                 return found
             request = self._run_task_request(spec, cluster, region)
@@ -168,8 +169,8 @@ class EcsBackend:
 
     # -- submit helpers ------------------------------------------------------------------------------------------
 
-    def _find(self, ecs: Any, cluster: str, tag: str) -> JobHandle | None:
-        for desired in ("RUNNING", "STOPPED"):
+    def _find(self, ecs: Any, cluster: str, tag: str, *, stopped_too: bool = True) -> JobHandle | None:
+        for desired in ("RUNNING", "STOPPED") if stopped_too else ("RUNNING",):
             arns = ecs.list_tasks(cluster=cluster, startedBy=tag, desiredStatus=desired).get("taskArns", [])
             if arns:
                 return JobHandle(NAME, f"{cluster}::{arns[0]}")
