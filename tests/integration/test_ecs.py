@@ -160,6 +160,7 @@ def test_plaintext_credential_is_refused_and_the_run_crashed(ecs_deps, prefect: 
     [
         ({"cluster": "no-such-cluster"}, "ClusterNotFoundException"),
         ({"network_configuration": {"subnets": ["subnet-nope"], "securityGroups": ["sg-1"]}}, "InvalidSubnetID"),
+        ({"configure_cloudwatch_logs": True}, "needs execution_role_arn"),  # a missing role
     ],
 )
 def test_aws_refusals_crash_the_run_with_aws_message(
