@@ -84,9 +84,86 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _confirm(args: argparse.Namespace, question: str) -> object:
+    def confirm(plan: str) -> bool:
+        print(plan)
+        if args.yes or not sys.stdin.isatty():
+            return True
+        answer = input(f"{question} [y/n]: ").strip().lower()
+        return answer in ("y", "yes")
+
+    return confirm
+
+
+def _progress(index: int, total: int, step: object) -> None:
+    verb = {"create": "Provisioning", "update": "Updating", "exists": "Already exists:", "delete": "Removing"}
+    print(f"[{index}/{total}] {verb.get(step.action, step.action)} {step.resource} {step.name}", flush=True)  # type: ignore[attr-defined]
+    if index == total:
+        print("Infrastructure " + "━" * 40 + " 100%", flush=True)
+
+
+def _provisioner(args: argparse.Namespace, type_name: str):
+    from .provisioners import provisioner_for
+
+    return provisioner_for(type_name, region=args.region, credentials=args.credentials)
+
+
+def _print_infra(result: object, args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))  # type: ignore[attr-defined]
+        return
+    outcome = result.outcome  # type: ignore[attr-defined]
+    if outcome is not None:
+        print("Infrastructure successfully provisioned!" if outcome.created or outcome.changed else "Nothing to do.")
+    if result.prefect is not None:  # type: ignore[attr-defined]
+        print(result.prefect.summary())  # type: ignore[attr-defined]
+    for note in result.notes:  # type: ignore[attr-defined]
+        print(note)
+
+
+def cmd_provision_infra(args: argparse.Namespace) -> int:
+    from .infra import provision_infra
+
+    settings = local_settings(args.port)
+    deps = _deps(settings)
+    type_name = getattr(args, "type", None) or deps.orchestrator.read_work_pool(args.name).type
+    result = provision_infra(
+        deps,
+        _provisioner(args, type_name),
+        pool=args.name,
+        type_name=type_name,
+        submit_url=args.submit_url,
+        confirm=_confirm(args, "Proceed with infrastructure provisioning?"),
+        progress=_progress,  # type: ignore[arg-type]
+    )
+    _print_infra(result, args)
+    return 0 if result.applied else 1
+
+
+def cmd_deprovision(args: argparse.Namespace) -> int:
+    from .infra import deprovision
+
+    deps = _deps(local_settings())
+    type_name = args.type or deps.orchestrator.read_work_pool(args.name).type
+    result = deprovision(
+        deps,
+        _provisioner(args, type_name),
+        pool=args.name,
+        confirm=_confirm(args, "Remove these resources?"),
+        progress=_progress,
+    )  # type: ignore[arg-type]
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print("Removed." if result.applied else "\n".join(result.notes))
+    return 0 if result.applied or not result.plan else 1
+
+
 def cmd_pool_create(args: argparse.Namespace) -> int:
     from .provision import provision_pool
 
+    if args.provision_infra:
+        return cmd_provision_infra(args)
     settings = local_settings(args.port)
     deps = _deps(settings)
     result = provision_pool(
@@ -134,6 +211,18 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _infra_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    parser.add_argument("--region", default=None, help="cloud region (default: the SDK's own configuration)")
+    parser.add_argument(
+        "--credentials",
+        choices=["role", "access-key"],
+        default="role",
+        help="role: the deployed functions use their own IAM role (default); access-key: create an "
+        "IAM user and store one access key in an aws-credentials block",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pushpool", description="Push work pools for any Prefect server.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -156,7 +245,24 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--port", type=int, default=int(os.environ.get("PUSHPOOL_PORT", DEFAULT_PORT)))
     create.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
     create.add_argument("--json", action="store_true")
+    create.add_argument("--provision-infra", action="store_true", help="also create the cloud resources it needs")
+    _infra_options(create)
     create.set_defaults(func=cmd_pool_create)
+
+    infra = pool_sub.add_parser("provision-infra", help="create the cloud resources of an existing push pool")
+    infra.add_argument("name")
+    infra.add_argument("--submit-url", default=None)
+    infra.add_argument("--port", type=int, default=int(os.environ.get("PUSHPOOL_PORT", DEFAULT_PORT)))
+    infra.add_argument("--json", action="store_true")
+    _infra_options(infra)
+    infra.set_defaults(func=cmd_provision_infra, type=None)
+
+    remove = pool_sub.add_parser("deprovision", help="remove the cloud resources created for a pool (by tag)")
+    remove.add_argument("name")
+    remove.add_argument("--type", default=None, help="pool type, when the pool no longer exists in Prefect")
+    remove.add_argument("--json", action="store_true")
+    _infra_options(remove)
+    remove.set_defaults(func=cmd_deprovision)
 
     status = sub.add_parser("status", help="in-flight runs of push pools with their jobs and ages")
     status.add_argument("--pool", default=None)
@@ -174,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except PushpoolError as exc:

@@ -84,6 +84,7 @@ def provision_pool(
     submit_url: str | None = None,
     concurrency_limit: int | None = None,
     dry_run: bool = False,
+    defaults: dict[str, Any] | None = None,
 ) -> ProvisionResult:
     """Create or update the pool ``name`` of ``type_name`` and point Prefect at submit.
 
@@ -101,7 +102,12 @@ def provision_pool(
     if concurrency_limit is not None and (not isinstance(concurrency_limit, int) or concurrency_limit < 0):
         raise InvalidRequestError(f"concurrency limit must be a whole number ≥ 0, got {concurrency_limit!r}")
     result = ProvisionResult(pool=name)
-    _ensure_pool(deps, result, name, type_name, ptype.template(), concurrency_limit, dry_run)
+    template = ptype.template()
+    if defaults:
+        from .provisioners.base import with_defaults
+
+        template = with_defaults(template, defaults)
+    _ensure_pool(deps, result, name, type_name, template, concurrency_limit, dry_run, set(defaults or {}))
     block_id = _ensure_webhook_block(deps, result, f"pushpool-{name}", url, deps.settings.webhook_tokens[0], dry_run)
     _ensure_automation(deps, result, name, block_id, dry_run)
     return result
@@ -115,6 +121,7 @@ def _ensure_pool(
     template: dict[str, Any],
     concurrency_limit: int | None,
     dry_run: bool,
+    override: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> None:
     client = deps.orchestrator
     try:
@@ -129,7 +136,7 @@ def _ensure_pool(
         return
     if pool.type != type_name:
         raise InvalidRequestError(f"work pool {name!r} exists with type {pool.type!r}, not {type_name!r}")
-    desired = _keep_defaults(template, pool.base_job_template)
+    desired = _keep_defaults(template, pool.base_job_template, keep_out=override)
     update: dict[str, Any] = {}
     if desired != pool.base_job_template:
         update["base_job_template"] = desired
@@ -143,12 +150,12 @@ def _ensure_pool(
     result.steps.append(Step("work pool", name, "would update" if dry_run else "updated", ", ".join(sorted(update))))
 
 
-def _keep_defaults(template: dict[str, Any], existing: dict[str, Any]) -> dict[str, Any]:
-    """``template`` with the variable defaults already set on the existing pool carried over."""
+def _keep_defaults(template: dict[str, Any], existing: dict[str, Any], keep_out: set[str] = frozenset()) -> dict:  # type: ignore[assignment]
+    """``template`` with the variable defaults already set on the existing pool carried over (except ``keep_out``)."""
     desired = copy.deepcopy(template)
     old = (existing.get("variables") or {}).get("properties") or {}
     for var, spec in (desired.get("variables") or {}).get("properties", {}).items():
-        if var in old and "default" in old[var]:
+        if var in old and "default" in old[var] and var not in keep_out:
             spec["default"] = old[var]["default"]
     return desired
 

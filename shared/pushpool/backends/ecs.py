@@ -162,7 +162,7 @@ class EcsBackend:
                     logGroupName=options["awslogs-group"], logStreamName=stream, limit=lines, startFromHead=False
                 )["events"]
             except Exception as exc:
-                if _code(exc) == "ResourceNotFoundException":
+                if aws_error_code(exc) == "ResourceNotFoundException":
                     return []
                 raise
         return [e["message"] for e in events][-lines:]
@@ -285,7 +285,7 @@ class EcsBackend:
         try:
             latest = ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]
         except Exception as exc:
-            if _code(exc) not in ("ClientException", "InvalidParameterException"):
+            if aws_error_code(exc) not in ("ClientException", "InvalidParameterException"):
                 raise
             latest = None
         if (
@@ -356,7 +356,7 @@ class EcsBackend:
         except BackendError:
             raise
         except Exception as exc:
-            translated = _translate(exc)
+            translated = translate_aws_error(exc)
             if translated is None:
                 raise
             raise translated from exc
@@ -372,11 +372,11 @@ def run_id_of(started: str) -> str:
     return started.split("/", 1)[0]
 
 
-def _translate(exc: Exception) -> BackendError | None:
+def translate_aws_error(exc: Exception) -> BackendError | None:
     from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
     if isinstance(exc, ClientError):
-        code = _code(exc)
+        code = aws_error_code(exc)
         message = exc.response.get("Error", {}).get("Message") or code
         if code in _THROTTLING:
             return BackendUnavailableError(f"AWS throttled the request ({code}): {message}", backend=NAME)
@@ -392,7 +392,7 @@ def _translate(exc: Exception) -> BackendError | None:
     return None
 
 
-def _code(exc: Exception) -> str:
+def aws_error_code(exc: Exception) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
 
