@@ -64,6 +64,7 @@ def moto_endpoint() -> str:
     from pushpool.localserver import free_port
 
     port = free_port()
+    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"  # AmazonECSTaskExecutionRolePolicy must be attachable
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"

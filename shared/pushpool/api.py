@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -64,6 +64,10 @@ class ProvisionRequest(BaseModel):
     submit_url: str | None = Field(default=None, max_length=2000)
     concurrency_limit: int | None = Field(default=None, ge=0)
     dry_run: bool = False
+    provision_infra: bool = False  # also create the cloud resources (plan_only: show the plan, change nothing)
+    plan_only: bool = False
+    credentials: Literal["role", "access-key"] = "role"
+    region: str | None = Field(default=None, max_length=40)
 
 
 def parse_body(model: type[BaseModel], body: bytes) -> Any:

@@ -153,3 +153,20 @@ def test_provision_submit_and_monitor_handlers(env, prefect: PrefectHelper, caps
     assert '"_aws"' in out and "RunsSubmitted" in out  # EMF metrics
     assert '"correlation_id"' in out or '"function_request_id"' in out  # structured logs with context
     assert "fn-token" not in out
+
+
+def test_provision_handler_plans_and_applies_infrastructure(env, prefect: PrefectHelper) -> None:
+    provision = load("provision")
+    pool = prefect.unique("fninfra")
+    request = {"name": pool, "type": "ecs:push", "provision_infra": True, "region": "us-east-1"}
+    plan = provision.lambda_handler({**request, "plan_only": True}, Context())
+    assert plan["ok"] and plan["applied"] is False
+    assert {s["resource"]: s["action"] for s in plan["plan"]}["ECS cluster"] == "create"
+    assert prefect.request("GET", f"/work_pools/{pool}").status_code == 404  # the plan changed nothing
+    done = provision.lambda_handler(request, Context())
+    assert done["ok"] and done["applied"] and f"ECS cluster pushpool-{pool}" in done["created"]
+    assert done["prefect"]["steps"][0]["action"] == "created"
+    again = provision.lambda_handler(request, Context())
+    assert {s["action"] for s in again["plan"]} == {"exists"} and again["created"] == []
+    bad = provision.lambda_handler({**request, "name": "no good"}, Context())
+    assert bad["ok"] is False and "invalid work pool name" in bad["error"]

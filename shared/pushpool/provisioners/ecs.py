@@ -77,6 +77,11 @@ class EcsProvisioner:
         self._clients: dict[str, Any] = {}
         if not self.session.region_name:
             raise InvalidRequestError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or pass --region")
+        known = set(self.session.get_available_regions("ecs")) | set(
+            self.session.get_available_regions("ecs", partition_name="aws-us-gov")
+        )
+        if self.session.region_name not in known:
+            raise InvalidRequestError(f"unknown AWS region {self.session.region_name!r} (ECS is not offered there)")
 
     def client(self, service: str) -> Any:
         if service not in self._clients:

@@ -1,0 +1,259 @@
+"""`--provision-infra` for ECS against moto server over HTTP and the real Prefect server."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import boto3
+import pytest
+from pushpool.errors import PushpoolError
+from pushpool.infra import deprovision, provision_infra
+from pushpool.provisioners.ecs import TAG_KEY, EcsProvisioner
+from pushpool.submit import submit_run
+
+from tests.helpers import PrefectHelper, make_deps
+
+pytestmark = pytest.mark.integration
+
+WRITES = ("Create", "Register", "Put", "Attach", "Associate", "Modify", "Authorize", "Tag", "Delete", "Update")
+
+
+def counted_session(region: str) -> tuple[boto3.session.Session, Counter]:
+    session = boto3.session.Session(region_name=region)
+    calls: Counter = Counter()
+    session.events.register("before-call", lambda model, **_: calls.update([model.name]))
+    return session, calls
+
+
+def writes(calls: Counter) -> dict[str, int]:
+    return {name: n for name, n in calls.items() if name.startswith(WRITES)}
+
+
+def drop_default_vpc(region: str) -> None:
+    ec2 = boto3.client("ec2", region_name=region)
+    for vpc in ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]:
+        for subnet in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"]:
+            ec2.delete_subnet(SubnetId=subnet["SubnetId"])
+        for igw in ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [vpc["VpcId"]]}])[
+            "InternetGateways"
+        ]:
+            ec2.detach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"], VpcId=vpc["VpcId"])
+            ec2.delete_internet_gateway(InternetGatewayId=igw["InternetGatewayId"])
+        ec2.delete_vpc(VpcId=vpc["VpcId"])
+
+
+@pytest.fixture
+def deps(prefect_api: str, tmp_path: Path, moto_endpoint: str):
+    d = make_deps(prefect_api, tmp_path)
+    yield d
+    d.orchestrator.close()
+
+
+def tagged_anywhere(pool: str, region: str) -> list[str]:
+    """Every resource of the kinds pushpool creates that still carries the pool's tag."""
+    found = []
+    ec2 = boto3.client("ec2", region_name=region)
+    tag = [{"Name": f"tag:{TAG_KEY}", "Values": [pool]}]
+    found += [v["VpcId"] for v in ec2.describe_vpcs(Filters=tag)["Vpcs"]]
+    found += [g["GroupId"] for g in ec2.describe_security_groups(Filters=tag)["SecurityGroups"]]
+    found += [s["SubnetId"] for s in ec2.describe_subnets(Filters=tag)["Subnets"]]
+    found += [i["InternetGatewayId"] for i in ec2.describe_internet_gateways(Filters=tag)["InternetGateways"]]
+    ecs = boto3.client("ecs", region_name=region)
+    for cluster in ecs.describe_clusters(clusters=[f"pushpool-{pool}"], include=["TAGS"])["clusters"]:
+        if cluster["status"] == "ACTIVE":
+            found.append(cluster["clusterName"])
+    ecr = boto3.client("ecr", region_name=region)
+    found += [
+        r["repositoryName"] for r in ecr.describe_repositories()["repositories"] if pool.lower() in r["repositoryName"]
+    ]
+    logs = boto3.client("logs", region_name=region)
+    found += [g["logGroupName"] for g in logs.describe_log_groups(logGroupNamePrefix=f"/pushpool/{pool}")["logGroups"]]
+    iam = boto3.client("iam")
+    found += [r["RoleName"] for r in iam.list_roles()["Roles"] if r["RoleName"] == f"pushpool-{pool}-exec"]
+    found += [u["UserName"] for u in iam.list_users()["Users"] if u["UserName"] == f"pushpool-{pool}"]
+    return found
+
+
+def test_account_with_a_default_vpc(deps, prefect: PrefectHelper) -> None:
+    pool = prefect.unique("infra")
+    session, calls = counted_session("us-east-1")
+    result = provision_infra(deps, EcsProvisioner(session=session), pool=pool, type_name="ecs:push")
+    plan = {s.resource: s.action for s in result.plan}
+    assert plan == {
+        "IAM role": "create",
+        "ECS cluster": "create",
+        "VPC": "exists",
+        "security group": "create",
+        "ECR repository": "create",
+        "log group": "create",
+    }
+    assert not result.notes[:-1]  # verify found nothing left to do; the last note is the image namespace
+    assert result.notes[-1].startswith("image namespace: push flow images to 123456789012.dkr.ecr.us-east-1")
+
+    variables = prefect.json("GET", f"/work_pools/{pool}")["base_job_template"]["variables"]["properties"]
+    assert variables["cluster"]["default"] == f"pushpool-{pool}"
+    network = variables["network_configuration"]["default"]
+    assert network["securityGroups"] and network["subnets"] and network["assignPublicIp"] == "ENABLED"
+    assert variables["execution_role_arn"]["default"].endswith(f"role/pushpool-{pool}-exec")
+    assert variables["cloudwatch_logs_options"]["default"]["awslogs-group"] == f"/pushpool/{pool}"
+
+    # A second run makes zero create calls.
+    session, calls = counted_session("us-east-1")
+    again = provision_infra(deps, EcsProvisioner(session=session), pool=pool, type_name="ecs:push")
+    assert {s.action for s in again.plan} == {"exists"}
+    assert writes(calls) == {}
+    assert again.prefect is not None and not again.prefect.changed
+
+    # The provisioned pool renders a job the ECS backend submits (moto workaround in test set-up only).
+    template = prefect.json("GET", f"/work_pools/{pool}")["base_job_template"]
+    template["job_configuration"]["task_definition"]["containerDefinitions"][0]["memoryReservation"] = 512
+    prefect.json("PATCH", f"/work_pools/{pool}", json={"base_job_template": template})
+    run_id = prefect.create_run(prefect.create_deployment(pool))
+    client = deps.orchestrator
+    outcome = submit_run(deps, client.read_flow_run(run_id), client.read_work_pool(pool))
+    assert outcome.outcome == "submitted", outcome
+    assert outcome.job_id.startswith(f"pushpool-{pool}::arn:aws:ecs:us-east-1:")
+    boto3.client("ecs").stop_task(cluster=f"pushpool-{pool}", task=outcome.job_id.split("::")[1])
+
+
+def test_fresh_account_gets_a_vpc_and_deprovision_removes_everything(deps, prefect: PrefectHelper) -> None:
+    region = "eu-west-1"
+    drop_default_vpc(region)
+    pool = prefect.unique("fresh")
+    result = provision_infra(deps, EcsProvisioner(region=region), pool=pool, type_name="ecs:push")
+    assert {s.resource: s.action for s in result.plan}["VPC"] == "create"
+    ec2 = boto3.client("ec2", region_name=region)
+    vpc = ec2.describe_vpcs(Filters=[{"Name": f"tag:{TAG_KEY}", "Values": [pool]}])["Vpcs"][0]
+    dns = ec2.describe_vpc_attribute(VpcId=vpc["VpcId"], Attribute="enableDnsHostnames")
+    assert dns["EnableDnsHostnames"]["Value"] is True
+    subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"]
+    assert len({s["AvailabilityZone"] for s in subnets}) == 3
+    network = prefect.json("GET", f"/work_pools/{pool}")["base_job_template"]["variables"]["properties"][
+        "network_configuration"
+    ]["default"]
+    assert sorted(network["subnets"]) == sorted(s["SubnetId"] for s in subnets)
+    group = ec2.describe_security_groups(GroupIds=network["securityGroups"])["SecurityGroups"][0]
+    assert group["IpPermissions"] == []  # no inbound rules
+    assert tagged_anywhere(pool, region)
+
+    removed = deprovision(deps, EcsProvisioner(region=region), pool=pool)
+    assert removed.applied
+    assert tagged_anywhere(pool, region) == []
+    again = deprovision(deps, EcsProvisioner(region=region), pool=pool)
+    assert not again.applied and again.notes == [f"nothing tagged for pool {pool}"]
+
+
+def test_partial_prior_state_is_reused(deps, prefect: PrefectHelper) -> None:
+    region = "eu-central-1"
+    drop_default_vpc(region)
+    pool = prefect.unique("partial")
+    boto3.client("ecs", region_name=region).create_cluster(
+        clusterName=f"pushpool-{pool}", tags=[{"key": TAG_KEY, "value": pool}]
+    )
+    session, calls = counted_session(region)
+    result = provision_infra(deps, EcsProvisioner(session=session), pool=pool, type_name="ecs:push")
+    plan = {s.resource: s.action for s in result.plan}
+    assert plan["ECS cluster"] == "exists" and plan["VPC"] == "create"
+    assert "CreateCluster" not in calls and calls["CreateVpc"] == 1
+    deprovision(deps, EcsProvisioner(region=region), pool=pool)
+
+
+def test_access_key_mode_creates_exactly_one_key_and_keeps_the_policy_current(deps, prefect: PrefectHelper) -> None:
+    pool = prefect.unique("keys")
+    for _ in range(2):
+        provision_infra(deps, EcsProvisioner(credentials="access-key"), pool=pool, type_name="ecs:push")
+    iam = boto3.client("iam")
+    assert len(iam.list_access_keys(UserName=f"pushpool-{pool}")["AccessKeyMetadata"]) == 1
+    block = prefect.json("GET", f"/block_types/slug/aws-credentials/block_documents/name/{pool}-aws-credentials")
+    variables = prefect.json("GET", f"/work_pools/{pool}")["base_job_template"]["variables"]["properties"]
+    assert variables["aws_credentials"]["default"] == {"$ref": {"block_document_id": block["id"]}}
+    # A stale policy is brought back up to date on the next run.
+    arn = f"arn:aws:iam::123456789012:policy/pushpool-{pool}-policy"
+    iam.create_policy_version(
+        PolicyArn=arn,
+        PolicyDocument='{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ecs:ListClusters", "Resource": "*"}]}',
+        SetAsDefault=True,
+    )
+    result = provision_infra(deps, EcsProvisioner(credentials="access-key"), pool=pool, type_name="ecs:push")
+    assert {s.resource: s.action for s in result.plan}["IAM policy"] == "update"
+    assert len(iam.list_access_keys(UserName=f"pushpool-{pool}")["AccessKeyMetadata"]) == 1
+    deprovision(deps, EcsProvisioner(), pool=pool)
+    assert tagged_anywhere(pool, "us-east-1") == []
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda: EcsProvisioner(region="xx-nowhere-1"), "unknown AWS region"),
+        (lambda: EcsProvisioner(region="us-east-1", credentials="password"), "credentials must be"),
+    ],
+)
+def test_bad_settings_are_clear_errors(make, fragment: str, moto_endpoint: str) -> None:
+    with pytest.raises(PushpoolError, match=fragment):
+        make()
+
+
+def test_invalid_pool_name_and_missing_credentials_change_nothing(deps, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(PushpoolError, match="cannot name AWS resources"):
+        provision_infra(deps, EcsProvisioner(), pool="x" * 60, type_name="ecs:push")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    with pytest.raises(PushpoolError, match="no AWS credentials"):
+        provision_infra(deps, EcsProvisioner(), pool="nocreds", type_name="ecs:push")
+
+
+def _cli_env(prefect_api: str, tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "PREFECT_API_URL": prefect_api, "PUSHPOOL_HOME": str(tmp_path / "pp")}
+
+
+def _cli(args: list[str], env: dict[str, str], answer: str | None = None) -> tuple[int, str]:
+    cmd = [sys.executable, "-m", "pushpool.cli", *args]
+    if answer is None:  # no terminal: stdin is a pipe
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+        return result.returncode, result.stdout + result.stderr
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(cmd, env=env, stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    output = b""
+    answered = False
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+        if not answered and b"[y/n]" in output:
+            os.write(controller, answer.encode() + b"\n")
+            answered = True
+    proc.wait(timeout=120)
+    os.close(controller)
+    return proc.returncode, output.decode(errors="replace")
+
+
+def test_cli_prompt_yes_no_and_no_terminal(
+    prefect_api: str, prefect: PrefectHelper, tmp_path: Path, moto_endpoint: str
+) -> None:
+    env = _cli_env(prefect_api, tmp_path)
+    pool = prefect.unique("cli")
+    code, out = _cli(["work-pool", "create", pool, "--type", "ecs:push", "--provision-infra"], env, answer="n")
+    assert code == 1 and "Proceed with infrastructure provisioning? [y/n]" in out and "cancelled" in out
+    assert prefect.request("GET", f"/work_pools/{pool}").status_code == 404  # nothing created
+    assert tagged_anywhere(pool, "us-east-1") == []
+    code, out = _cli(["work-pool", "create", pool, "--type", "ecs:push", "--provision-infra"], env, answer="y")
+    assert code == 0 and "Infrastructure successfully provisioned!" in out, out
+    code, out = _cli(["work-pool", "provision-infra", pool], env)  # no terminal: no question asked
+    assert code == 0 and "[y/n]" not in out and "nothing changed" in out, out
+    code, out = _cli(["work-pool", "deprovision", pool, "--yes"], env)
+    assert code == 0 and "Removed." in out, out
+    assert tagged_anywhere(pool, "us-east-1") == []
+    code, out = _cli(["work-pool", "create", "bad name", "--type", "ecs:push", "--provision-infra", "--yes"], env)
+    assert code == 2 and "invalid work pool name" in out
