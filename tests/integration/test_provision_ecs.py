@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import subprocess
@@ -176,7 +177,9 @@ def test_access_key_mode_creates_exactly_one_key_and_keeps_the_policy_current(de
     arn = f"arn:aws:iam::123456789012:policy/pushpool-{pool}-policy"
     iam.create_policy_version(
         PolicyArn=arn,
-        PolicyDocument='{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ecs:ListClusters", "Resource": "*"}]}',
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ecs:ListClusters", "Resource": "*"}]}
+        ),
         SetAsDefault=True,
     )
     result = provision_infra(deps, EcsProvisioner(credentials="access-key"), pool=pool, type_name="ecs:push")
