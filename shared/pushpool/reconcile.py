@@ -17,6 +17,7 @@ Cancelling                         job alive → stop it, then Cancelled; job en
 Pending/Running                    job failed / stopped / vanished → Crashed with the reason and last lines
 Pending/Running                    job exited 0 but the run is not final after ``exit_grace`` → Crashed
 Running                            alive past ``max_run_time_seconds`` → Crashed (message says so), stop job
+Pending                            job still not started after ``start_timeout`` → Crashed, stop job
 Cancelled                          job alive → stop it
 Completed/Failed/Crashed           job still alive ``exit_grace`` after the run ended → stop it (zombie)
 any                                job UNKNOWN (another host, unmapped status) → nothing
@@ -67,6 +68,7 @@ class Policy:
     pending_timeout_seconds: float
     exit_grace_seconds: float
     max_recoveries: int
+    start_timeout_seconds: float = 600.0
 
 
 def _age(since: dt.datetime | None, now: dt.datetime) -> float:
@@ -124,6 +126,12 @@ def decide(
         return Decision(Action.NONE)
 
     if alive:
+        if state is StateType.PENDING and job is JobState.PENDING and _age(since, now) > policy.start_timeout_seconds:
+            return Decision(
+                Action.CRASH_AND_STOP,
+                f"The job did not start within {policy.start_timeout_seconds:.0f} s "
+                f"({status.reason or 'still pending'}); pushpool stopped it.",
+            )
         if state is StateType.RUNNING and _age(run.start_time, now) > max_run_time_seconds:
             return Decision(
                 Action.CRASH_AND_STOP,
@@ -201,6 +209,7 @@ def policy_from(deps: Deps) -> Policy:
         pending_timeout_seconds=deps.settings.pending_timeout_seconds,
         exit_grace_seconds=deps.settings.exit_grace_seconds,
         max_recoveries=deps.settings.max_recoveries,
+        start_timeout_seconds=deps.settings.start_timeout_seconds,
     )
 
 

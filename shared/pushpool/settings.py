@@ -53,6 +53,7 @@ class Settings:
     submit_url: str | None = None
     # Monitor policy.
     pending_timeout_seconds: float = 120.0
+    start_timeout_seconds: float = 600.0
     exit_grace_seconds: float = 30.0
     cancel_grace_seconds: float = 10.0
     dispatch_ahead_seconds: float = 0.0
@@ -84,6 +85,7 @@ class Settings:
             webhook_signing_secrets=_secrets(env, "PUSHPOOL_WEBHOOK_SECRET", "PUSHPOOL_WEBHOOK_SECRET_PREVIOUS"),
             submit_url=_check_url("PUSHPOOL_SUBMIT_URL", submit_url) if submit_url else None,
             pending_timeout_seconds=_number(env, "PUSHPOOL_PENDING_TIMEOUT", 120.0, minimum=1),
+            start_timeout_seconds=_number(env, "PUSHPOOL_START_TIMEOUT", 600.0, minimum=1),
             exit_grace_seconds=_number(env, "PUSHPOOL_EXIT_GRACE", 30.0),
             cancel_grace_seconds=_number(env, "PUSHPOOL_CANCEL_GRACE", 10.0),
             dispatch_ahead_seconds=_number(env, "PUSHPOOL_DISPATCH_AHEAD", 0.0),

@@ -10,7 +10,7 @@ from pushpool.models import FlowRun, State, StateType
 from pushpool.reconcile import RECOVERIES_LABEL, Action, Policy, decide
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
-POLICY = Policy(pending_timeout_seconds=60, exit_grace_seconds=30, max_recoveries=3)
+POLICY = Policy(pending_timeout_seconds=60, exit_grace_seconds=30, max_recoveries=3, start_timeout_seconds=600)
 
 
 def run(
@@ -54,6 +54,8 @@ CASES = [
     ("cancelling, no pid, job found", run(StateType.CANCELLING, pid=None), None, True, Action.ADOPT),
     # pending/running with a job
     ("pending, job pending", run(StateType.PENDING), job(JobState.PENDING), False, Action.NONE),
+    ("pending, job never starts", run(StateType.PENDING, age=601), job(JobState.PENDING), False, Action.CRASH_AND_STOP),
+    ("pending, job running long", run(StateType.PENDING, age=601), job(JobState.RUNNING), False, Action.NONE),
     ("running, job running", run(StateType.RUNNING, started_ago=10), job(JobState.RUNNING), False, Action.NONE),
     ("running past max", run(StateType.RUNNING, started_ago=101), job(JobState.RUNNING), False, Action.CRASH_AND_STOP),
     ("running, job failed", run(StateType.RUNNING), job(JobState.FAILED, code=137), False, Action.CRASH),
