@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer
+.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer reliability-report soak
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,16 @@ lint: setup  ## ruff
 fmt: setup
 	$(BIN)/ruff format shared functions tests examples bench
 	$(BIN)/ruff check --fix shared functions tests examples bench
+
+reliability-report: setup  ## run the reliability scenarios and print lost/duplicated/stuck per scenario
+	rm -f .reliability/report.json
+	$(BIN)/python -m pytest -q tests/reliability tests/unit/test_fuzz_bad_input.py
+	$(BIN)/python tests/reliability/print_report.py
+
+soak: setup  ## the reliability scenarios at 5x scale and 10,000 fuzz cases per property
+	rm -f .reliability/report.json
+	PUSHPOOL_SOAK=5 PUSHPOOL_FUZZ_EXAMPLES=10000 $(BIN)/python -m pytest -q tests/reliability tests/unit/test_fuzz_bad_input.py
+	$(BIN)/python tests/reliability/print_report.py
 
 validate: setup  ## lint the AWS SAM template with cfn-lint
 	$(BIN)/cfn-lint infra/template.yaml

@@ -6,6 +6,7 @@ The Prefect API is a scripted transport that knows no runs and records any state
 from __future__ import annotations
 
 import json
+import os
 
 import httpx
 from hypothesis import assume, given, settings
@@ -18,6 +19,7 @@ from pushpool.orchestrator import PrefectClient
 from pushpool.settings import Settings
 
 WRITES: list[str] = []
+EXAMPLES = int(os.environ.get("PUSHPOOL_FUZZ_EXAMPLES", "300"))  # `make soak`: 10,000
 
 
 def _handler(request: httpx.Request) -> httpx.Response:
@@ -54,7 +56,7 @@ bodies = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(body=bodies)
 def test_submit_answers_4xx_and_changes_nothing(body: bytes) -> None:
     WRITES.clear()
@@ -64,7 +66,7 @@ def test_submit_answers_4xx_and_changes_nothing(body: bytes) -> None:
     assert WRITES == []
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(
     body=bodies,
     headers=st.dictionaries(
@@ -104,7 +106,7 @@ provision_bodies = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(body=provision_bodies)
 def test_provision_answers_4xx_for_bad_requests_and_changes_nothing(body: bytes) -> None:
     assume(not _valid_provision_request(body))

@@ -1,0 +1,60 @@
+"""Reliability scenarios record what they saw; `make reliability-report` prints the table.
+
+Each scenario adds a row: scenario, runs, faults injected, lost (a run left Pending/Running/Cancelling with no live
+job), duplicated (a run that got more than one job for one claim), stuck (not in the expected state at the end) and
+the longest repair (seconds from the fault to the run being right again).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPORT = Path(os.environ.get("PUSHPOOL_RELIABILITY_REPORT", ".reliability/report.json"))
+SCALE = int(os.environ.get("PUSHPOOL_SOAK", "1"))  # `make soak` raises it
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def add(
+        self,
+        scenario: str,
+        *,
+        runs: int,
+        faults: int,
+        lost: int = 0,
+        duplicated: int = 0,
+        stuck: int = 0,
+        longest_repair: float = 0.0,
+    ) -> None:
+        self.rows.append(
+            {
+                "scenario": scenario,
+                "runs": runs,
+                "faults": faults,
+                "lost": lost,
+                "duplicated": duplicated,
+                "stuck": stuck,
+                "longest_repair_s": round(longest_repair, 2),
+            }
+        )
+
+
+@pytest.fixture(scope="session")
+def report() -> Report:
+    collected = Report()
+    yield collected
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    existing = json.loads(REPORT.read_text()) if REPORT.exists() else []
+    names = {r["scenario"] for r in collected.rows}
+    REPORT.write_text(json.dumps([r for r in existing if r["scenario"] not in names] + collected.rows, indent=1))
+
+
+@pytest.fixture(scope="session")
+def scale() -> int:
+    return SCALE

@@ -1,0 +1,69 @@
+"""Duplicate storm: N runs × M concurrent deliveries, webhook and monitor dispatch racing → exactly N jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from pushpool.api import handle_submit
+from pushpool.auth import WebhookAuth
+from pushpool.backends.base import JobHandle
+from pushpool.monitor import tick
+
+from tests.helpers import PrefectHelper
+
+pytestmark = pytest.mark.integration
+
+
+def test_duplicate_storm(deps, prefect: PrefectHelper, pool: str, report, scale: int) -> None:
+    runs_n, dup_m = 10 * scale, 6
+    dep = prefect.create_deployment(pool, job_variables={"command": "sleep 30"})
+    runs = [prefect.create_run(dep) for _ in range(runs_n)]
+    auth = WebhookAuth(deps.settings.webhook_tokens)
+    headers = {"Authorization": "Bearer test-token"}
+    deliveries = [r for r in runs for _ in range(dup_m)]
+    random.Random(7).shuffle(deliveries)
+    stop = threading.Event()
+
+    def monitor_loop() -> None:
+        while not stop.is_set():
+            tick(deps)
+
+    monitor = threading.Thread(target=monitor_loop)
+    monitor.start()
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool_ex:
+            answers = list(
+                pool_ex.map(
+                    lambda r: handle_submit(
+                        deps, auth, headers, json.dumps({"flow_run_id": r}).encode(), trigger="storm"
+                    ),
+                    deliveries,
+                )
+            )
+    finally:
+        stop.set()
+        monitor.join()
+    assert all(a.status == 200 for a in answers), [a.body for a in answers if a.status != 200][:3]
+    jobs = os.listdir(deps.settings.process_dir)
+    per_run = {r: [j for j in jobs if j.startswith(r)] for r in runs}
+    duplicated = sum(len(j) > 1 for j in per_run.values())
+    lost = sum(len(j) == 0 for j in per_run.values())
+    claims = {r: sum(1 for s in prefect.states(r) if s == ("PENDING", "Pending")) for r in runs}
+    report.add(
+        "duplicate storm (webhook × monitor)",
+        runs=runs_n,
+        faults=len(deliveries) - runs_n,
+        lost=lost,
+        duplicated=duplicated,
+        stuck=sum(c != 1 for c in claims.values()),
+    )
+    assert duplicated == 0 and lost == 0
+    assert set(claims.values()) == {1}
+    backend = deps.backend("process")
+    for r in runs:
+        backend.cancel(JobHandle("process", f"{backend.host}::{per_run[r][0]}"), grace_seconds=1)

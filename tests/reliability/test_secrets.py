@@ -1,0 +1,53 @@
+"""No secret value appears in logs, errors, job files or job definitions, over the whole path."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from pushpool.api import handle_submit
+from pushpool.auth import WebhookAuth
+from pushpool.monitor import tick
+
+from tests.helpers import PrefectHelper, make_deps
+
+pytestmark = pytest.mark.integration
+
+API_KEY = "pnu_SECRET_api_key_0123456789"
+TOKEN = "SECRET-webhook-token-abcdef"
+
+
+def test_no_secret_in_logs_errors_or_jobs(
+    prefect_api: str, prefect: PrefectHelper, tmp_path: Path, caplog: pytest.LogCaptureFixture, report
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    deps = make_deps(prefect_api, tmp_path, prefect_api_key=API_KEY, webhook_tokens=(TOKEN,))
+    auth = WebhookAuth([TOKEN])
+    pool = prefect.unique("secrets")
+    prefect.create_pool(pool)
+    dep = prefect.create_deployment(
+        pool,
+        job_variables={"command": "sh -c 'echo leak=$LEAK; exit 3'", "env": {"LEAK": "{{ $PUSHPOOL_WEBHOOK_TOKEN }}"}},
+    )
+    answers = []
+    for headers in ({"Authorization": f"Bearer {TOKEN}"}, {"Authorization": f"Bearer {TOKEN}x"}, {}):
+        run_id = prefect.create_run(dep)
+        answers.append(handle_submit(deps, auth, headers, json.dumps({"flow_run_id": run_id}).encode(), trigger="t"))
+    answers.append(handle_submit(deps, auth, {"Authorization": f"Bearer {TOKEN}"}, b"{not json", trigger="t"))
+    prefect.wait_for(
+        json.loads(answers[0].json_bytes())["flow_run_id"], {"CRASHED"}, timeout=30, tick=lambda: tick(deps)
+    )
+    surfaces = {
+        "logs": caplog.text,
+        "answers": " ".join(a.json_bytes().decode() for a in answers),
+        "job files": " ".join(p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file()),
+        "settings repr": repr(deps.settings),
+        "run states": json.dumps([prefect.states(json.loads(a.json_bytes())["flow_run_id"]) for a in answers[:1]]),
+        "run messages": json.dumps(prefect.read_run(json.loads(answers[0].json_bytes())["flow_run_id"])["state"]),
+    }
+    assert "leak=" in surfaces["job files"]  # the job ran and printed the variable: empty
+    leaks = [name for name, text in surfaces.items() if API_KEY in text or TOKEN in text]
+    report.add("secrets in logs, errors, job files, states", runs=4, faults=3, stuck=len(leaks))
+    assert leaks == []
