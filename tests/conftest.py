@@ -5,11 +5,14 @@ The server is started once per session (SQLite, its own PREFECT_HOME, late-runs 
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
+import boto3
 import pytest
 from pushpool import localserver
+from pushpool.templates import base_job_template
 
 from tests.helpers import PrefectHelper, make_deps
 
@@ -80,3 +83,31 @@ def moto_endpoint() -> str:
     os.environ.pop("AWS_PROFILE", None)
     yield url
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def aws(moto_endpoint: str) -> dict:
+    ecs = boto3.client("ecs")
+    ec2 = boto3.client("ec2")
+    cluster = ecs.create_cluster(clusterName="pushpool-test")["cluster"]["clusterName"]
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    subnets = [s["SubnetId"] for s in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]]
+    group = ec2.create_security_group(GroupName="pushpool-test", Description="tests", VpcId=vpc)["GroupId"]
+    return {"cluster": cluster, "subnets": subnets[:2], "security_group": group, "ecs": ecs}
+
+
+@pytest.fixture
+def ecs_pool(prefect: PrefectHelper, aws: dict) -> str:
+    template = copy.deepcopy(base_job_template("ecs:push"))
+    props = template["variables"]["properties"]
+    props["cluster"]["default"] = aws["cluster"]
+    props["network_configuration"]["default"] = {
+        "subnets": aws["subnets"],
+        "securityGroups": [aws["security_group"]],
+        "assignPublicIp": "ENABLED",
+    }
+    # moto workaround: it cannot place a Fargate task whose memory is set at task level only.
+    template["job_configuration"]["task_definition"]["containerDefinitions"][0]["memoryReservation"] = 512
+    name = prefect.unique("ecs")
+    prefect.create_pool(name, "ecs:push", base_job_template=template)
+    return name

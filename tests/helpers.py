@@ -12,6 +12,8 @@ import httpx
 from pushpool.deps import Deps
 from pushpool.settings import Settings
 
+SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prefect-api-key-AbCdEf"
+
 
 class PrefectHelper:
     def __init__(self, api_url: str, flows_dir: Path) -> None:

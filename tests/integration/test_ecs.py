@@ -6,7 +6,6 @@ container-level memory (moto cannot place a task with task-level memory only) an
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import time
@@ -18,41 +17,10 @@ from pushpool.backends.base import JobHandle, JobState
 from pushpool.jobs import build_job_spec
 from pushpool.monitor import tick
 from pushpool.submit import submit_run
-from pushpool.templates import base_job_template
 
-from tests.helpers import PrefectHelper, make_deps
+from tests.helpers import SECRET_ARN, PrefectHelper, make_deps
 
 pytestmark = pytest.mark.integration
-
-SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prefect-api-key-AbCdEf"
-
-
-@pytest.fixture(scope="module")
-def aws(moto_endpoint: str) -> dict:
-    ecs = boto3.client("ecs")
-    ec2 = boto3.client("ec2")
-    cluster = ecs.create_cluster(clusterName="pushpool-test")["cluster"]["clusterName"]
-    vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
-    subnets = [s["SubnetId"] for s in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]]
-    group = ec2.create_security_group(GroupName="pushpool-test", Description="tests", VpcId=vpc)["GroupId"]
-    return {"cluster": cluster, "subnets": subnets[:2], "security_group": group, "ecs": ecs}
-
-
-@pytest.fixture
-def ecs_pool(prefect: PrefectHelper, aws: dict) -> str:
-    template = copy.deepcopy(base_job_template("ecs:push"))
-    props = template["variables"]["properties"]
-    props["cluster"]["default"] = aws["cluster"]
-    props["network_configuration"]["default"] = {
-        "subnets": aws["subnets"],
-        "securityGroups": [aws["security_group"]],
-        "assignPublicIp": "ENABLED",
-    }
-    # moto workaround: it cannot place a Fargate task whose memory is set at task level only.
-    template["job_configuration"]["task_definition"]["containerDefinitions"][0]["memoryReservation"] = 512
-    name = prefect.unique("ecs")
-    prefect.create_pool(name, "ecs:push", base_job_template=template)
-    return name
 
 
 @pytest.fixture
