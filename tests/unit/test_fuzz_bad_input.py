@@ -114,3 +114,62 @@ def test_provision_answers_4xx_for_bad_requests_and_changes_nothing(body: bytes)
     response = handle_provision(DEPS, AUTH, HEADERS, body)
     assert 400 <= response.status < 500, (response.status, response.body)
     assert WRITES == []
+
+
+templates = st.fixed_dictionaries(
+    {
+        "job_configuration": st.dictionaries(
+            st.text(min_size=1, max_size=8),
+            json_values
+            | st.sampled_from(
+                [
+                    "{{ image }}",
+                    "{{ env }}",
+                    "x-{{ cpu }}",
+                    "{{ $HOME }}",
+                    "{{ a.b[0] }}",
+                    "{{ prefect.variables.v }}",
+                    {"$ref": "bad"},
+                    {"$ref": {"x": 1}},
+                ]
+            ),
+            max_size=5,
+        ),
+        "variables": st.fixed_dictionaries(
+            {
+                "properties": st.dictionaries(
+                    st.sampled_from(["image", "env", "cpu", "a"]),
+                    st.fixed_dictionaries({}, optional={"default": json_values}),
+                    max_size=4,
+                )
+            }
+        ),
+    }
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    template=templates,
+    values=st.dictionaries(st.sampled_from(["image", "env", "cpu", "a", "env.X", "a.b"]), json_values, max_size=4),
+)
+def test_rendering_fails_only_with_template_errors(template: dict, values: dict) -> None:
+    from pushpool.errors import ObjectNotFoundError, TemplateError
+    from pushpool.templates.render import NOTSET, render_job_configuration
+
+    class Nothing:  # a Prefect with no blocks and no variables
+        def block_data_by_id(self, block_document_id: str) -> dict:
+            raise ObjectNotFoundError("no block")
+
+        def block_data_by_name(self, slug: str, name: str) -> dict:
+            raise ObjectNotFoundError("no block")
+
+        def variable(self, name: str) -> object:
+            return NOTSET
+
+    try:
+        rendered = render_job_configuration(template, values, resolver=Nothing(), environ={"HOME": "/h"})
+    except TemplateError as exc:
+        assert exc.one_line()
+        return
+    assert isinstance(rendered, dict)
