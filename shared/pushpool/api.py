@@ -130,19 +130,31 @@ def handle_run_event(deps: Deps, run_id: str, *, trigger: str) -> dict[str, Any]
     return submit_run(deps, run, pool, trigger=trigger).as_dict()
 
 
+def run_provision(deps: Deps, req: ProvisionRequest) -> dict[str, Any]:
+    """Carry out a provision request: the Prefect side, and with ``provision_infra`` the cloud side first."""
+    if req.provision_infra:
+        from .infra import provision_infra
+        from .provisioners import provisioner_for
+
+        provisioner = provisioner_for(req.type, region=req.region, credentials=req.credentials)
+        return provision_infra(
+            deps, provisioner, pool=req.name, type_name=req.type, submit_url=req.submit_url, plan_only=req.plan_only
+        ).as_dict()
+    result = provision_pool(
+        deps,
+        name=req.name,
+        type_name=req.type,
+        submit_url=req.submit_url,
+        concurrency_limit=req.concurrency_limit,
+        dry_run=req.dry_run,
+    )
+    return result.as_dict()
+
+
 def handle_provision(deps: Deps, auth: WebhookAuth, headers: Mapping[str, str], body: bytes) -> Response:
     try:
         auth.verify(headers, body)
-        req = parse_body(ProvisionRequest, body)
-        result = provision_pool(
-            deps,
-            name=req.name,
-            type_name=req.type,
-            submit_url=req.submit_url,
-            concurrency_limit=req.concurrency_limit,
-            dry_run=req.dry_run,
-        )
-        return Response(200, result.as_dict())
+        return Response(200, run_provision(deps, parse_body(ProvisionRequest, body)))
     except PushpoolError as exc:
         return _error(exc)
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from ..errors import BackendError, BackendUnavailableError, JobNotFoundError, QuotaExceededError
+from ..errors import BackendError, BackendUnavailableError, JobNotFoundError, PushpoolError, QuotaExceededError
 from .base import JobHandle, JobSpec, JobState, JobStatus, describe_exit
 
 NAME = "ecs"
@@ -349,17 +349,22 @@ class EcsBackend:
             )
         return self._clients[key]
 
-    @contextlib.contextmanager
-    def _translate_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except BackendError:
+    def _translate_errors(self) -> contextlib.AbstractContextManager[None]:
+        return aws_errors()
+
+
+@contextlib.contextmanager
+def aws_errors() -> Iterator[None]:
+    """The AWS boundary: botocore exceptions leave as pushpool errors (by error code, never by message text)."""
+    try:
+        yield
+    except PushpoolError:
+        raise
+    except Exception as exc:
+        translated = translate_aws_error(exc)
+        if translated is None:
             raise
-        except Exception as exc:
-            translated = translate_aws_error(exc)
-            if translated is None:
-                raise
-            raise translated from exc
+        raise translated from exc
 
 
 def started_by(run_id: str, attempt: str) -> str:

@@ -27,12 +27,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from ..backends.ecs import aws_error_code, translate_aws_error
-from ..errors import BackendError, InvalidRequestError, PushpoolError
+from ..backends.ecs import aws_error_code
+from ..backends.ecs import aws_errors as _aws
+from ..errors import BackendError, InvalidRequestError
 from .base import CREATE, DELETE, EXISTS, UPDATE, Step
 
 TAG_KEY = "pushpool:pool"
@@ -51,19 +50,6 @@ def check_pool_name(pool: str) -> str:
             "limited to 64 characters, ECS and ECR names to letters, digits, '-' and '_')"
         )
     return pool
-
-
-@contextmanager
-def _aws() -> Iterator[None]:
-    try:
-        yield
-    except PushpoolError:
-        raise
-    except Exception as exc:
-        translated = translate_aws_error(exc)
-        if translated is None:
-            raise
-        raise translated from exc
 
 
 class EcsProvisioner:
