@@ -16,7 +16,6 @@ from pathlib import Path
 
 import boto3
 import httpx
-
 from pushpool import localserver
 from pushpool.backends.ecs import EcsBackend
 from pushpool.deps import Deps
