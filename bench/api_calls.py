@@ -30,15 +30,23 @@ def main(runs: int) -> None:
     port = localserver.free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
-    os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
-                       "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
-                       "AWS_EC2_METADATA_DISABLED": "true"})
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
     server = localserver.start(Path(tempfile.mkdtemp(prefix="pushpool-bench-")))
     try:
         ecs, ec2 = boto3.client("ecs"), boto3.client("ec2")
         ecs.create_cluster(clusterName="bench")
         vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
-        subnets = [s["SubnetId"] for s in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]]
+        subnets = [
+            s["SubnetId"] for s in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
+        ]
         group = ec2.create_security_group(GroupName="bench", Description="bench", VpcId=vpc)["GroupId"]
         template = copy.deepcopy(base_job_template("ecs:push"))
         props = template["variables"]["properties"]
@@ -48,8 +56,10 @@ def main(runs: int) -> None:
         http = httpx.Client(base_url=server.api_url, timeout=30)
         http.post("/work_pools/", json={"name": "bench-ecs", "type": "ecs:push", "base_job_template": template})
         flow = http.post("/flows/", json={"name": "bench"}).json()
-        dep = http.post("/deployments/", json={"name": "bench", "flow_id": flow["id"], "work_pool_name": "bench-ecs",
-                                              "entrypoint": "x.py:f"}).json()["id"]
+        dep = http.post(
+            "/deployments/",
+            json={"name": "bench", "flow_id": flow["id"], "work_pool_name": "bench-ecs", "entrypoint": "x.py:f"},
+        ).json()["id"]
         run_ids = []
         for _ in range(runs):
             for _attempt in range(20):  # SQLite may answer 503
