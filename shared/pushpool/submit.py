@@ -7,8 +7,10 @@ Order of work, and why:
    ``get_scheduled_flow_runs``; the webhook path must not bypass them).
 3. Propose PENDING without force. ACCEPT = this invocation owns the run; ABORT or a REJECT to another state =
    someone else owns it or the server decided otherwise (deployment concurrency): do nothing.
-4. Concurrency is re-checked after the claim: when several submitters claimed at once, the runs that claimed last
-   give their slot back (Scheduled/AwaitingConcurrencySlot), so a limit holds under any race.
+4. Concurrency is re-checked after the claim: a claimer that then sees more in-flight runs than the limit gives its
+   slot back (Scheduled/AwaitingConcurrencySlot) without starting anything. Each claimer counts after its own claim
+   is committed, so of any set of concurrent claimers at most ``limit`` can see themselves within it — the limit
+   holds under any race (when two claim at once both may yield; the monitor dispatches them one at a time).
 5. Render the job. A template that does not render crashes the run with the rendering error (never left Pending).
 6. Submit to the backend (idempotent per run id), record ``infrastructure_pid``, then propose the
    ``InfrastructurePending`` progress state; its answer doubles as the re-read: a run that became Cancelling or
@@ -96,18 +98,16 @@ def submit_run(deps: Deps, run: FlowRun, pool: WorkPool, *, trigger: str = "webh
     attempt = claim.state.id if claim.state is not None and claim.state.id else run.id
 
     for scope, limit in limits:
-        if limit is not None and not _holds_slot(deps, run, pool, scope, limit):
+        if limit is not None and client.count_flow_runs(_in_flight_filter(pool, scope)) > limit:
+            why = f"{_scope_name(pool, scope)} concurrency limit reached"
             released = client.propose_state(
-                run.id,
-                StateType.SCHEDULED,
-                name=WAITING_STATE,
-                message=f"{_scope_name(pool, scope)} concurrency limit reached; pushpool will retry",
+                run.id, StateType.SCHEDULED, name=WAITING_STATE, message=f"{why}; pushpool will retry"
             )
-            if released.accepted:
-                return SubmitOutcome(
-                    run.id, SubmitOutcome.WAITING, f"{_scope_name(pool, scope)} concurrency limit reached"
-                )
-            break  # the run moved on (e.g. Cancelling): continue as its owner
+            if not released.accepted and released.state is not None and released.state.type is StateType.CANCELLING:
+                finish_cancellation(client, run.id, "Cancelled by pushpool before its job was started.")
+                return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, why)
+            # Never start a job over the limit; a run left Pending here is recovered by the monitor.
+            return SubmitOutcome(run.id, SubmitOutcome.WAITING, why)
 
     try:
         deployment = client.read_deployment(run.deployment_id) if run.deployment_id else None
@@ -178,29 +178,6 @@ def _in_flight_filter(pool: WorkPool, queue: str | None) -> dict:
 
 def _scope_name(pool: WorkPool, queue: str | None) -> str:
     return f"work queue {queue!r}" if queue else f"work pool {pool.name!r}"
-
-
-def _holds_slot(deps: Deps, run: FlowRun, pool: WorkPool, queue: str | None, limit: int) -> bool:
-    """After our claim: are we among the first ``limit`` in-flight runs of this scope?
-
-    Runs that already have a job (or run) come first; runs still only claimed are ordered by claim time, then id.
-    Every concurrent claimer computes the same order, so exactly the surplus runs give their slot back.
-    """
-    client = deps.orchestrator
-    body = _in_flight_filter(pool, queue)
-    if client.count_flow_runs(body) <= limit:
-        return True
-    ranked = sorted(client.filter_flow_runs(body), key=_claim_rank)
-    ahead = [r.id for r in ranked[:limit]]
-    return run.id in ahead
-
-
-def _claim_rank(run: FlowRun) -> tuple[int, dt.datetime, str]:
-    has_job = run.infrastructure_pid is not None or run.state_type is not StateType.PENDING
-    stamp = (
-        run.state.timestamp if run.state and run.state.timestamp else dt.datetime.max.replace(tzinfo=dt.timezone.utc)
-    )
-    return (0 if has_job else 1, stamp, run.id)
 
 
 def _release(deps: Deps, run: FlowRun, why: str) -> SubmitOutcome:
