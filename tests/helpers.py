@@ -113,3 +113,10 @@ def make_deps(api_url: str, tmp: Path, **overrides: Any) -> Deps:
     )
     settings = dataclasses.replace(settings, **overrides)
     return Deps.from_settings(settings)
+
+
+def pool_tick(deps: Deps, pool_name: str):
+    """One monitor tick over a single pool: counts in its report are this test's alone (the server is shared)."""
+    from pushpool.monitor import tick
+
+    return tick(deps, pools=[deps.orchestrator.read_work_pool(pool_name)])

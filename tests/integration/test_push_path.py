@@ -14,7 +14,7 @@ from pushpool.auth import WebhookAuth
 from pushpool.backends.base import JobHandle, JobState
 from pushpool.monitor import tick
 
-from tests.helpers import PrefectHelper, make_deps
+from tests.helpers import PrefectHelper, make_deps, pool_tick
 
 pytestmark = pytest.mark.integration
 
@@ -171,7 +171,7 @@ def test_run_scheduled_ahead_is_dispatched_by_the_monitor_when_due(deps, prefect
     assert prefect.state(run_id)[0] == "SCHEDULED"
     while dt.datetime.now(dt.timezone.utc) < due:
         time.sleep(0.2)
-    report = tick(deps)
+    report = pool_tick(deps, pool)
     assert report.dispatched["submitted"] == 1
     assert prefect.state(run_id)[0] == "PENDING"
 

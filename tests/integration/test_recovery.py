@@ -11,7 +11,7 @@ from pushpool.models import StateType
 from pushpool.monitor import tick
 from pushpool.reconcile import RECOVERIES_LABEL
 
-from tests.helpers import PrefectHelper
+from tests.helpers import PrefectHelper, pool_tick
 
 pytestmark = pytest.mark.integration
 
@@ -44,11 +44,11 @@ def _past_timeout(deps) -> None:
 def test_died_after_the_claim_run_is_rescheduled_and_dispatched_again(deps, prefect: PrefectHelper, pool: str) -> None:
     run_id = _claimed_run(deps, prefect, pool)
     _past_timeout(deps)
-    first = tick(deps)
+    first = pool_tick(deps, pool)
     assert first.reconciled["recover"] == 1
     run = prefect.read_run(run_id)
     assert run["labels"][RECOVERIES_LABEL] == "1"
-    second = tick(deps)  # the rescheduled run is due: dispatched like any other
+    second = pool_tick(deps, pool)  # the rescheduled run is due: dispatched like any other
     assert second.dispatched["submitted"] == 1
     run = prefect.read_run(run_id)
     assert run["state"]["type"] == "PENDING" and run["infrastructure_pid"]
@@ -59,7 +59,7 @@ def test_died_between_job_and_pid_the_job_is_adopted_not_duplicated(deps, prefec
     run_id = _claimed_run(deps, prefect, pool)
     handle = _start_job(deps, run_id)
     _past_timeout(deps)
-    assert tick(deps).reconciled["adopt"] == 1
+    assert pool_tick(deps, pool).reconciled["adopt"] == 1
     assert prefect.read_run(run_id)["infrastructure_pid"] == handle.id
     assert prefect.state(run_id)[0] == "PENDING"
     assert deps.backend("process").status([handle])[handle.id].state is JobState.RUNNING
@@ -81,7 +81,7 @@ def test_cancelled_while_the_job_starts_the_job_is_stopped(deps, prefect: Prefec
     handle = _start_job(deps, run_id)
     deps.orchestrator.set_infrastructure_pid(run_id, handle.id)
     prefect.set_state(run_id, "CANCELLING")
-    report = tick(deps)
+    report = pool_tick(deps, pool)
     assert report.reconciled["stop-and-cancel"] == 1
     assert prefect.state(run_id)[0] == "CANCELLED"
     assert deps.backend("process").status([handle])[handle.id].state is JobState.STOPPED
@@ -110,7 +110,7 @@ def test_a_job_that_outlives_its_run_is_stopped(deps, prefect: PrefectHelper, po
     prefect.set_state(run_id, "RUNNING")
     prefect.set_state(run_id, "COMPLETED")
     time.sleep(deps.settings.exit_grace_seconds + 0.5)
-    assert tick(deps).reconciled["stop"] == 1
+    assert pool_tick(deps, pool).reconciled["stop"] == 1
     assert deps.backend("process").status([handle])[handle.id].state is JobState.STOPPED
     assert prefect.state(run_id)[0] == "COMPLETED"
 
