@@ -301,9 +301,6 @@ class PrefectClient:
     def update_work_pool(self, name: str, body: dict[str, Any]) -> None:
         self._json("PATCH", f"/work_pools/{name}", json=body)
 
-    def delete_work_pool(self, name: str) -> None:
-        self._json("DELETE", f"/work_pools/{name}")
-
     def read_work_queue(self, pool_name: str, queue_name: str) -> WorkQueue:
         return WorkQueue.model_validate(self._json("GET", f"/work_pools/{pool_name}/queues/{queue_name}"))
 
