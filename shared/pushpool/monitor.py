@@ -1,7 +1,8 @@
 """monitor: one tick dispatches due runs of every push pool and reconciles every in-flight run with its job.
 
 A tick is stateless and safe to overlap with submits and with another tick: every state change goes through
-Prefect's orchestration (the Pending claim, no-force proposals), and backends are idempotent per attempt (the run plus its claim).
+Prefect's orchestration (the Pending claim, no-force proposals), and backends are idempotent per attempt
+(the run plus its claim).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ Order of work, and why:
    is committed, so of any set of concurrent claimers at most ``limit`` can see themselves within it — the limit
    holds under any race (when two claim at once both may yield; the monitor dispatches them one at a time).
 5. Render the job. A template that does not render crashes the run with the rendering error (never left Pending).
-6. Submit to the backend (idempotent per attempt: the run plus its claim), record ``infrastructure_pid``, then propose the
+6. Submit to the backend (idempotent per attempt: the run plus its claim), record ``infrastructure_pid``, then
+   propose the
    ``InfrastructurePending`` progress state; its answer doubles as the re-read: a run that became Cancelling or
    Cancelled meanwhile gets its job stopped at once.
 """
