@@ -13,9 +13,8 @@ Order of work, and why:
    holds under any race (when two claim at once both may yield; the monitor dispatches them one at a time).
 5. Render the job. A template that does not render crashes the run with the rendering error (never left Pending).
 6. Submit to the backend (idempotent per attempt: the run plus its claim), record ``infrastructure_pid``, then
-   propose the
-   ``InfrastructurePending`` progress state; its answer doubles as the re-read: a run that became Cancelling or
-   Cancelled meanwhile gets its job stopped at once.
+   propose the ``InfrastructurePending`` progress state; its answer doubles as the re-read: a run that became
+   Cancelling or Cancelled meanwhile gets its job stopped at once.
 """
 
 from __future__ import annotations
