@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer reliability-report soak
+.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer reliability-report soak bench
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -15,6 +15,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,aws]'
 	touch $(STAMP)
+
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet -e '.[dev,aws,bench]'
+	# What the Lambda layer holds (the aws extra only), for the cold-start figures; pushpool itself comes from shared/.
+	$(BENCH_VENV)/bin/pip install --quiet --target $(BENCH_VENV)/layer '.[aws]'
+	rm -rf $(BENCH_VENV)/layer/pushpool $(BENCH_VENV)/layer/bin
+	touch $(BENCH_STAMP)
 
 setup: $(STAMP)  ## create .venv with pushpool, the test tools and a Prefect server (prefect==3.8.8)
 
@@ -34,6 +45,9 @@ lint: setup  ## ruff
 fmt: setup
 	$(BIN)/ruff format shared functions tests examples bench
 	$(BIN)/ruff check --fix shared functions tests examples bench
+
+bench: $(BENCH_STAMP)  ## pushpool vs Prefect's ECS worker (moto + local Prefect): writes bench/results/<date>.md + PNG
+	$(BENCH_VENV)/bin/python bench/run.py
 
 reliability-report: setup  ## run the reliability scenarios and print lost/duplicated/stuck per scenario
 	rm -f .reliability/report.json
@@ -63,4 +77,4 @@ build-SharedLayer:  ## called by `sam build` (BuildMethod: makefile)
 	pip install ".[aws]" -t "$(ARTIFACTS_DIR)/python"
 
 clean:
-	rm -rf $(VENV) build *.egg-info shared/*.egg-info .pytest_cache .aws-sam
+	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info shared/*.egg-info .pytest_cache .aws-sam

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -70,10 +71,11 @@ class Server:
     def _monitor_loop(self) -> None:
         while not self.stopping.is_set():
             try:
+                started = time.time()
                 self.last_tick = tick(self.deps)
                 report = self.last_tick.as_dict()
                 if report["dispatched"] or report["errors"] or any(k != "none" for k in report["reconciled"]):
-                    log.info("monitor tick: %s", json.dumps(report))
+                    log.info("monitor tick: %s", json.dumps({**report, "started_at": started}))
             except PushpoolError as exc:
                 log.warning("monitor tick failed: %s", exc.one_line())
             except Exception:
@@ -82,7 +84,8 @@ class Server:
 
     def _on_event(self, kind: str, run_id: str, pool_name: str) -> None:
         if kind in ("submit", "cancel"):
-            self.pool.submit(self._safe, handle_run_event, self.deps, run_id, trigger="event-stream")
+            received = time.time()
+            self.pool.submit(self._safe, handle_run_event, self.deps, run_id, trigger="event-stream", _at=received)
         elif kind == "final":
             self.pool.submit(self._safe, self._dispatch_pool, pool_name)
 
@@ -92,11 +95,11 @@ class Server:
             dispatch_due(self.deps, pool, TickReport())
 
     @staticmethod
-    def _safe(fn: Any, *args: Any, **kwargs: Any) -> None:
+    def _safe(fn: Any, *args: Any, _at: float | None = None, **kwargs: Any) -> None:
         try:
             result = fn(*args, **kwargs)
             if isinstance(result, dict) and result.get("outcome") not in (None, "not-ready", "not-claimed"):
-                log.info("event: %s", json.dumps(result))
+                log.info("event: %s", json.dumps({**result, "received_at": _at}))
         except PushpoolError as exc:
             log.info("event handling: %s", exc.one_line())
         except Exception:
@@ -136,6 +139,7 @@ class Server:
                     self._send(Response(404, {"error": "not found"}))
 
             def do_POST(self) -> None:
+                received = time.time()  # logged with the outcome: trigger received → job accepted is measurable
                 body = self._body()
                 if body is None:
                     return
@@ -143,7 +147,7 @@ class Server:
                 if self.path == "/submit":
                     response = handle_submit(server.deps, server.auth, headers, body, trigger="webhook")
                     if response.status == 200:
-                        log.info("submit: %s", json.dumps(response.body))
+                        log.info("submit: %s", json.dumps({**response.body, "received_at": received}))
                     else:
                         log.info("submit refused (%d): %s", response.status, response.body.get("error"))
                 elif self.path == "/provision":

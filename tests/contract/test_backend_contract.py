@@ -145,3 +145,27 @@ class TestProcessBackend(BackendContract):
         backend = self.make_backend(tmp_path)
         with pytest.raises(BackendError):
             backend.submit(JobSpec(**{**self.spec("ok").__dict__, "run_id": "../escape", "attempt": "/x"}))
+
+
+class TestLatencyFakeBackend(BackendContract):
+    """The scale bench's fake (tests/fakes.py) keeps the same contract as the real backends."""
+
+    def make_backend(self, tmp_path: Path) -> Backend:
+        from tests.fakes import LatencyBackend
+
+        return LatencyBackend(latency=0.001)
+
+    def spec(self, kind: str) -> JobSpec:
+        return TestProcessBackend.spec(self, kind)  # type: ignore[arg-type]
+
+    def unknown_id(self, backend: Backend) -> str:
+        return f"fake-{uuid.uuid4()}"
+
+    def test_status_is_answered_in_batches(self, tmp_path: Path) -> None:
+        from tests.fakes import LatencyBackend
+
+        backend = LatencyBackend(batch=100)
+        handles = [backend.seed(str(uuid.uuid4()), "a") for _ in range(250)]
+        statuses = backend.status(handles)
+        assert backend.calls["status"] == 3
+        assert {s.state for s in statuses.values()} == {JobState.RUNNING}

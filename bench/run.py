@@ -1,0 +1,285 @@
+"""``make bench``: pushpool against Prefect's own ECS worker (prefect-aws) on this machine, in one run.
+
+Writes ``bench/results/<date>.md`` and ``bench/results/<date>-latency.png``; prints the headline table. Asserts
+nothing. Options: --runs N (per dispatch mode, default 200), --interval S (mean gap between run creations, 0.25),
+--burst N (1000), --scale N (10000), --skip SECTION[,SECTION] (cold,dispatch,burst,scale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import coldstart  # noqa: E402
+import dispatch  # noqa: E402
+import harness  # noqa: E402
+import report  # noqa: E402
+import scale  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--interval", type=float, default=0.25)
+    parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument("--scale", type=int, default=10000)
+    parser.add_argument("--latency", type=float, default=0.05, help="fake backend latency per call (s)")
+    parser.add_argument("--skip", default="")
+    parser.add_argument("--out", default=str(harness.ROOT / "bench" / "results"))
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    began = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="pushpool-bench-"))
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    date = dt.date.today().isoformat()
+    md: list[str] = []
+    headline: list[str] = []
+
+    def step(text: str) -> None:
+        print(f"[{time.monotonic() - began:6.0f} s] {text}", flush=True)
+
+    moto = harness.Moto().start()
+    sqlite = pg = pg_server = None
+    phases: list[dispatch.Phase] = []
+    colds: list[coldstart.ColdStart] = []
+    bursts: list[dispatch.Burst] = []
+    ticks: list[scale.Tick] = []
+    try:
+        step("Prefect server (SQLite) and moto")
+        sqlite = harness.start_prefect(work / "prefect-sqlite")
+        net = harness.aws_network()
+        if "cold" not in skip:
+            step("cold start: import and first invocation of each function")
+            colds = coldstart.measure(sqlite.api_url, moto, net)
+        if "dispatch" not in skip:
+            bed = dispatch.Bed(sqlite.api_url, moto, harness.AccessLog(sqlite), work, seed=42, net=net)
+            plan = [
+                ("pushpool, automation webhook", lambda: bed.pushpool("webhook", args.runs, args.interval, idle_seconds=15)),
+                ("pushpool, event stream", lambda: bed.pushpool("events", args.runs, args.interval)),
+                ("pushpool, monitor dispatch", lambda: bed.pushpool("monitor", args.runs, args.interval)),
+                ("worker, 1 s poll", lambda: bed.worker(1, args.runs, args.interval)),
+                ("worker, default poll", lambda: bed.worker(None, args.runs, args.interval, idle_seconds=15)),
+            ]
+            for label, run in plan:
+                step(f"dispatch latency: {label}, {args.runs} runs")
+                phases.append(run())
+                p = phases[-1]
+                step(f"  p50 {report.fmt(report.pct(p.latencies, 50))}, {p.missing} without a job")
+        sqlite.stop()
+        sqlite = None
+
+        if ("burst" not in skip or "scale" not in skip) and harness.Postgres.available():
+            step("PostgreSQL 15 cluster and a Prefect server on it")
+            pg = harness.Postgres().start()
+            pg_server = harness.start_prefect(work / "prefect-pg", database_url=pg.url)
+            pbed_net = harness.aws_network("bench-pg")
+            pbed = dispatch.Bed(pg_server.api_url, moto, harness.AccessLog(pg_server), work, seed=7, net=pbed_net)
+            if "burst" not in skip:
+                step(f"burst: {args.burst} runs, pushpool serve")
+                result, ids, pool = dispatch.burst(pbed, "pushpool", args.burst, timeout=300)
+                bursts.append(result)
+                if "scale" not in skip and result.with_jobs:
+                    step(f"monitor scale: one tick over {result.with_jobs} real in-flight runs (Prefect + moto)")
+                    ticks.append(scale.one_tick("real: Prefect (PostgreSQL) + moto ECS", result.with_jobs,
+                                                pg_server.api_url, pool, moto, "ecs"))
+                step(f"burst: {args.burst} runs, prefect-aws worker")
+                bursts.append(dispatch.burst(pbed, "worker", args.burst, timeout=300)[0])
+            if "scale" not in skip:
+                step(f"monitor scale: seeding {args.scale} in-flight runs")
+                ids_file = scale.seed_running_runs(pbed.api, pg, "bench-scale", pbed.net, args.scale)
+                step(f"monitor scale: one tick over {args.scale + 1} runs, fake backend, {args.latency * 1000:.0f} ms/call")
+                ticks.append(scale.one_tick(f"fake backend, {args.latency * 1000:.0f} ms per call", args.scale + 1,
+                                            pg_server.api_url, "bench-scale", moto, "fake", str(args.latency),
+                                            ids_file))
+    finally:
+        for server in (sqlite, pg_server):
+            if server is not None:
+                server.stop()
+        if pg is not None:
+            pg.stop()
+        moto.stop()
+
+    step("writing the report")
+    write_report(out_dir, date, args, phases, colds, bursts, ticks, md, headline, time.monotonic() - began)
+    shutil.rmtree(work, ignore_errors=True)
+    print("\n".join(headline))
+    print(f"\nreport: {out_dir / (date + '.md')}")
+
+
+def write_report(out_dir, date, args, phases, colds, bursts, ticks, md, headline, elapsed) -> None:  # noqa: ANN001
+    worker_default = next((p for p in phases if "default" in p.name), None)
+    md += [
+        f"# pushpool benchmarks — {date}",
+        "",
+        f"Machine: {platform.platform()}, Python {platform.python_version()}, "
+        f"{__import__('os').cpu_count()} cores. Everything on 127.0.0.1: one Prefect 3.8.8 server, one moto 5.2.5 "
+        "server (in the bench process; RunTask is timestamped there since moto returns no `createdAt`), "
+        "prefect-aws 0.7.12. Made by `make bench` "
+        f"(`bench/run.py --runs {args.runs} --interval {args.interval} --burst {args.burst} --scale {args.scale}`) "
+        f"in {elapsed / 60:.1f} minutes. Nothing here is asserted; figures vary with the machine's load.",
+        "",
+    ]
+    if phases:
+        png = f"{date}-latency.png"
+        report.plot(phases, out_dir / png)
+        md += [
+            "## 1. Dispatch latency (flow run created → RunTask accepted), Prefect on SQLite",
+            "",
+            f"{args.runs} runs per mode, created one at a time with gaps from U(0, {2 * args.interval:g} s) (same seed "
+            "for every mode). Modes: the Prefect automation's webhook → `pushpool serve` (event stream off); the "
+            "event stream only (no automation); the monitor only (5 s ticks in serve; the Lambda monitor ticks every "
+            "minute); Prefect's ECS worker at `PREFECT_WORKER_QUERY_SECONDS=1` and at its default (10 s). "
+            "*Own share* = pushpool received the trigger (webhook request, event, monitor tick start) → RunTask.",
+            "",
+            *report.latency_table(phases, worker_default),
+            "",
+            f"![latency distributions]({png})",
+            "",
+            "## 2. API economy (same windows)",
+            "",
+            "Orchestration calls counted in the Prefect server's access log (the bench's own `create_flow_run` "
+            "calls excluded), AWS calls at moto. A poller's idle polls are part of its window.",
+            "",
+            *report.economy_table(phases),
+            "",
+        ]
+        for p in phases:
+            md += report.breakdown(f"{p.name}: orchestration calls", p.orchestration, len(p.runs))
+            md += report.breakdown(f"{p.name}: AWS calls", p.aws, len(p.runs))
+            if p.notes:
+                md += [f"Note ({p.name}): " + "; ".join(p.notes), ""]
+    if colds:
+        md += [
+            "## 3. Cold start (each function's `app.py`, fresh interpreter)",
+            "",
+            "| function | import (perf_counter) | import (`-X importtime`, top level) | heaviest imports | first invocation "
+            "(incl. boto3 client) | peak RSS | cloud SDKs imported |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in colds:
+            inv = c.invoke
+            heavy = ", ".join(f"`{n}` {ms:.0f}" for n, ms in c.heaviest[:3])
+            md.append(
+                f"| {c.function} | {inv.get('import_ms', float('nan')):.0f} ms | {c.import_ms:.0f} ms | {heavy} "
+                f"| {inv.get('first_invoke_ms', float('nan')):.0f} ms | {inv.get('peak_rss_mb', float('nan')):.0f} MB "
+                f"| {', '.join(inv.get('sdks_after_invoke', [])) or inv.get('error', '')} |"
+            )
+        be = colds[0].backend_import_ms
+        md += [
+            "",
+            "Backend modules are imported lazily, on first use: "
+            + ", ".join(f"`pushpool.backends.{k}` {v:.0f} ms (importtime)" for k, v in be.items())
+            + ". First-invocation answers: "
+            + "; ".join(f"{c.function}: `{str(c.invoke.get('answer', ''))[:80]}`" for c in colds),
+            "",
+        ]
+    if bursts:
+        md += [
+            "## 4. Burst (Prefect on PostgreSQL 15)",
+            "",
+            "Runs created as fast as 4 client threads can, then the time until every run has an ECS task. pushpool: "
+            "`serve` with the event stream, the webhook and 5 s monitor ticks (what `pushpool serve` does by "
+            "default). Worker: defaults.",
+            "",
+            "| actor | runs | creating them took | first task | all runs have a task | runs with a task | "
+            "orchestration calls / run | RunTask / run |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for b in bursts:
+            n = max(1, b.runs)
+            calls = sum(v for k, v in b.orchestration.items() if not k.startswith("503"))
+            md.append(
+                f"| {b.name} | {b.runs} | {b.create_seconds:.1f} s | {report.fmt(b.first_job_seconds, digits=1)} "
+                f"| {report.fmt(b.all_jobs_seconds, digits=1) if b.all_jobs_seconds else 'not within 300 s'} "
+                f"| {b.with_jobs} | {calls / n:.2f} | {b.aws.get('ecs:RunTask', 0) / n:.2f} |"
+            )
+        md.append("")
+    if ticks:
+        md += [
+            "## 5. Monitor scale: one tick",
+            "",
+            "| tick over | in-flight runs | time | orchestration calls | DescribeTasks / status calls | RSS before → "
+            "peak | outcome |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for t in ticks:
+            status_calls = t.describe_tasks or t.backend_calls.get("status", 0)
+            outcome = t.error[-200:].replace("\n", " ") if t.error else json.dumps(t.report.get("reconciled", {}))
+            md.append(
+                f"| {t.name} | {t.runs} | {t.seconds:.2f} s | {t.orchestration_calls} | {status_calls} "
+                f"| {t.rss_before_mb:.0f} → {t.peak_rss_mb:.0f} MB | {outcome} |"
+            )
+        md.append("")
+    webhook = next((p for p in phases if "webhook" in p.name), None)
+    submit_cold = next((c for c in colds if c.function == "submit"), None)
+    monitor_cold = next((c for c in colds if c.function == "monitor"), None)
+    if webhook and webhook.own and submit_cold and monitor_cold and "import_ms" in submit_cold.invoke:
+        own = list(webhook.own.values())
+        md += [
+            "## 6. Cost model",
+            "",
+            *report.cost_lines(
+                sum(own) / len(own),
+                (submit_cold.invoke["import_ms"] + submit_cold.invoke["first_invoke_ms"]) / 1000,
+                monitor_cold.invoke["first_invoke_ms"] / 1000,
+            ),
+            "",
+        ]
+    # Headline.
+    headline += ["| figure | pushpool | Prefect ECS worker |", "|---|---|---|"]
+    by = {p.name: p for p in phases}
+    ev = next((p for p in phases if "event" in p.name), None)
+    w1 = next((p for p in phases if "1 s" in p.name), None)
+    if webhook and worker_default:
+        headline.append(
+            f"| dispatch p50 / p95 (webhook vs worker default) | {report.fmt(report.pct(webhook.latencies, 50))} / "
+            f"{report.fmt(report.pct(webhook.latencies, 95))} | {report.fmt(report.pct(worker_default.latencies, 50))}"
+            f" / {report.fmt(report.pct(worker_default.latencies, 95))} |"
+        )
+    if ev and w1:
+        headline.append(
+            f"| dispatch p50 / p95 (event stream vs worker 1 s poll) | {report.fmt(report.pct(ev.latencies, 50))} / "
+            f"{report.fmt(report.pct(ev.latencies, 95))} | {report.fmt(report.pct(w1.latencies, 50))} / "
+            f"{report.fmt(report.pct(w1.latencies, 95))} |"
+        )
+    if webhook and webhook.own:
+        headline.append(f"| pushpool's own share p50 (webhook) | {report.fmt(report.pct(list(webhook.own.values()), 50), 'ms')} | – |")
+    if ev and ev.own:
+        headline.append(f"| pushpool's own share p50 (event stream) | {report.fmt(report.pct(list(ev.own.values()), 50), 'ms')} | – |")
+    if webhook and worker_default:
+        headline.append(
+            f"| orchestration calls per run | {webhook.api_calls() / len(webhook.runs):.2f} | "
+            f"{worker_default.api_calls() / len(worker_default.runs):.2f} |"
+        )
+        headline.append(
+            f"| AWS calls per run (RunTask) | {sum(webhook.aws.values()) / len(webhook.runs):.2f} "
+            f"({webhook.aws.get('ecs:RunTask', 0) / len(webhook.runs):.2f}) | "
+            f"{sum(worker_default.aws.values()) / len(worker_default.runs):.2f} "
+            f"({worker_default.aws.get('ecs:RunTask', 0) / len(worker_default.runs):.2f}) |"
+        )
+    if submit_cold and "import_ms" in submit_cold.invoke:
+        headline.append(f"| submit import (cold) | {submit_cold.invoke['import_ms']:.0f} ms | – |")
+    if len(bursts) == 2:
+        headline.append(
+            f"| burst of {bursts[0].runs}: all have tasks | {report.fmt(bursts[0].all_jobs_seconds, digits=1)} "
+            f"| {report.fmt(bursts[1].all_jobs_seconds, digits=1)} ({bursts[1].with_jobs} with tasks) |"
+        )
+    for t in ticks:
+        headline.append(f"| monitor tick, {t.runs} runs ({t.name}) | {t.seconds:.2f} s, peak {t.peak_rss_mb:.0f} MB | – |")
+    _ = by
+    md[2:2] = ["## Headline", "", *headline, ""]
+    (out_dir / f"{date}.md").write_text("\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main()

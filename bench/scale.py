@@ -1,0 +1,91 @@
+"""Monitor scale: one tick over many in-flight runs — real (Prefect on PostgreSQL + moto) and at 10,000 with the
+latency-injecting fake backend (tests/fakes.py). The 10,000 runs are written into PostgreSQL directly, copied from a
+real Running run made through the API (creating them one by one would take minutes here and measure Prefect)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+
+import harness
+
+ROOT = harness.ROOT
+
+
+@dataclass
+class Tick:
+    name: str
+    runs: int
+    seconds: float = 0.0
+    orchestration_calls: int = 0
+    describe_tasks: int = 0
+    backend_calls: dict = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+    rss_before_mb: float = 0.0
+    report: dict = field(default_factory=dict)
+    error: str = ""
+
+
+def one_tick(name: str, runs: int, api_url: str, pool: str, moto: harness.Moto, *args: str) -> Tick:
+    moto.app.take()
+    env = {**os.environ, **moto.env(), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "tick_once.py"), api_url, pool, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    aws = moto.app.take()
+    result = Tick(name, runs, describe_tasks=aws.get("ecs:DescribeTasks", 0))
+    try:
+        data = json.loads(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        result.error = (out.stderr or out.stdout)[-600:]
+        return result
+    result.seconds = data["seconds"]
+    result.orchestration_calls = data["orchestration_calls"]
+    result.backend_calls = data["backend_calls"] or {}
+    result.peak_rss_mb, result.rss_before_mb = data["peak_rss_mb"], data["rss_before_mb"]
+    result.report = data["report"]
+    return result
+
+
+def seed_running_runs(api: harness.Api, pg: harness.Postgres, pool: str, template_net: harness.Network, n: int):
+    """``n`` Running runs in ``pool`` (a real one made through the API, copied in SQL); returns their job ids."""
+    api.call("POST", "/work_pools/", json={"name": pool, "type": "ecs:push",
+                                           "base_job_template": harness.pushpool_template(template_net)})
+    run_id, _ = api.create_run(api.deployment(pool, pool))
+    for state in ("PENDING", "RUNNING"):
+        api.call("POST", f"/flow_runs/{run_id}/set_state", json={"state": {"type": state}, "force": True})
+    api.call("PATCH", f"/flow_runs/{run_id}", json={"infrastructure_pid": "fake-0"})
+    state_id = api.call("GET", f"/flow_runs/{run_id}").json()["state"]["id"]
+
+    def columns(table: str) -> list[str]:
+        sql = f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}' ORDER BY ordinal_position"
+        return pg.psql(sql).split()
+
+    run_cols, state_cols = columns("flow_run"), columns("flow_run_state")
+    run_values = {"id": "ids.run_id", "name": "'scale-' || ids.g", "state_id": "NULL",
+                  "infrastructure_pid": "'fake-' || ids.g"}
+    state_values = {"id": "ids.state_id", "flow_run_id": "ids.run_id"}
+    run_select = ", ".join(run_values.get(c, f"t.{c}") for c in run_cols)
+    state_select = ", ".join(state_values.get(c, f"s.{c}") for c in state_cols)
+    sql = f"""
+    BEGIN;
+    CREATE TEMP TABLE ids AS
+      SELECT gen_random_uuid() AS run_id, gen_random_uuid() AS state_id, g FROM generate_series(1, {n}) AS g;
+    INSERT INTO flow_run ({", ".join(run_cols)}) SELECT {run_select} FROM flow_run t, ids WHERE t.id = '{run_id}';
+    INSERT INTO flow_run_state ({", ".join(state_cols)}) SELECT {state_select}
+      FROM flow_run_state s, ids WHERE s.id = '{state_id}';
+    UPDATE flow_run f SET state_id = ids.state_id FROM ids WHERE f.id = ids.run_id;
+    COMMIT;
+    """
+    pg.psql(sql)
+    ids = ["fake-0", *(f"fake-{g}" for g in range(1, n + 1))]
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
+        fh.write("\n".join(ids))
+    return fh.name
