@@ -42,7 +42,7 @@ def importtime(code: str, env: dict) -> tuple[float, list[tuple[str, float]]]:
     cmd = [sys.executable, "-S", "-X", "importtime", "-c", code]
     out = subprocess.run(cmd, env=layer_env(env), capture_output=True, text=True)
     total, top = 0.0, []
-    for self_us, cumulative_us, indent, name in LINE.findall(out.stderr):
+    for _self_us, cumulative_us, indent, name in LINE.findall(out.stderr):
         if len(indent) == 1:  # a top-level import of the entry
             total += int(cumulative_us) / 1000
         elif len(indent) == 3:  # what the entry itself imports

@@ -70,7 +70,9 @@ class Bed:
             deps.orchestrator.close()
             self.api.call("PATCH", f"/work_pools/{name}", json={"base_job_template": template})
         else:
-            self.api.call("POST", "/work_pools/", json={"name": name, "type": "ecs:push", "base_job_template": template})
+            self.api.call(
+                "POST", "/work_pools/", json={"name": name, "type": "ecs:push", "base_job_template": template}
+            )
         return self.api.deployment(name, name)
 
     def _create_runs(self, phase: Phase, deployment: str, runs: int, interval: float) -> None:

@@ -42,12 +42,12 @@ AWS_ENV = {
 class CountingApp:
     """WSGI middleware in front of moto: counts AWS calls per (service, action)."""
 
-    def __init__(self, app) -> None:  # noqa: ANN001 - a WSGI app
+    def __init__(self, app) -> None:
         self.app = app
         self.counts: Counter = Counter()
         self.lock = threading.Lock()
 
-    def __call__(self, environ, start_response):  # noqa: ANN001, ANN204
+    def __call__(self, environ, start_response):
         target = environ.get("HTTP_X_AMZ_TARGET")
         if target:
             action = target.rsplit(".", 1)[-1]
@@ -83,8 +83,9 @@ class Moto:
         self.run_task_at: dict[str, float] = {}
         self.run_tasks: Counter = Counter()  # flow run id -> RunTask calls that created a task for it
         self.app = CountingApp(DomainDispatcherApplication(create_backend_app))
+
         class QuietHandler(MotoRequestHandler):
-            def log_request(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+            def log_request(self, *args, **kwargs) -> None:
                 return
 
         self._server = make_server("127.0.0.1", self.port, self.app, True, request_handler=QuietHandler)
@@ -93,7 +94,7 @@ class Moto:
         original = ecs_models.EC2ContainerServiceBackend.run_task
         bench = self
 
-        def run_task(backend, *args, **kwargs):  # noqa: ANN001, ANN202
+        def run_task(backend, *args, **kwargs):
             tasks = original(backend, *args, **kwargs)
             now = time.time()
             for task in tasks:
@@ -118,7 +119,7 @@ class Moto:
         return {**AWS_ENV, "AWS_ENDPOINT_URL": self.url}
 
 
-def _flow_run_id(task) -> str | None:  # noqa: ANN001 - a moto Task
+def _flow_run_id(task) -> str | None:
     for override in (getattr(task, "overrides", None) or {}).get("containerOverrides", []) or []:
         for pair in override.get("environment", []) or []:
             if pair.get("name") == "PREFECT__FLOW_RUN_ID":
@@ -236,7 +237,7 @@ class Api:
     def __init__(self, api_url: str) -> None:
         self.http = httpx.Client(base_url=api_url, timeout=60)
 
-    def call(self, method: str, path: str, **kwargs) -> httpx.Response:  # noqa: ANN003
+    def call(self, method: str, path: str, **kwargs) -> httpx.Response:
         for attempt in range(60):
             response = self.http.request(method, path, **kwargs)
             if response.status_code not in (503, 429):
@@ -275,7 +276,10 @@ def pushpool_template(net: Network) -> dict:
 
 def worker_template(net: Network, python: str) -> dict:
     """prefect-aws's own default ECS template, with the same moto adaptations as pushpool's."""
-    code = "import json; from prefect_aws.workers.ecs_worker import ECSWorker; print(json.dumps(ECSWorker.get_default_base_job_template()))"
+    code = (
+        "import json; from prefect_aws.workers.ecs_worker import ECSWorker; "
+        "print(json.dumps(ECSWorker.get_default_base_job_template()))"
+    )
     template = json.loads(subprocess.run([python, "-c", code], check=True, capture_output=True, text=True).stdout)
     _moto_defaults(template, net)
     template["variables"]["properties"]["vpc_id"]["default"] = net.vpc  # the worker wants it with a custom network

@@ -13,8 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CLOUD_SDKS = ("aws_lambda_powertools", "aws_xray_sdk", "boto3", "botocore", "s3transfer", "google", "azure", "modal",
-              "coiled", "prefect", "prefect_aws")
+CLOUD_SDKS = (
+    "aws_lambda_powertools",
+    "aws_xray_sdk",
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "google",
+    "azure",
+    "modal",
+    "coiled",
+    "prefect",
+    "prefect_aws",
+)
 
 
 @dataclass
@@ -46,14 +57,18 @@ def main(function: str, event_file: str) -> None:
     invoked = time.perf_counter()
     sdks = sorted({m.split(".")[0] for m in set(sys.modules) - before} & set(CLOUD_SDKS))
     answer = result.get("body") if isinstance(result, dict) else None
-    print(json.dumps({
-        "import_ms": (imported - started) * 1000,
-        "first_invoke_ms": (invoked - imported) * 1000,
-        "peak_rss_mb": _peak_rss_mb(),
-        "sdks_at_import": sdks_at_import,
-        "sdks_after_invoke": sdks,
-        "answer": (answer or json.dumps(result))[:300],
-    }))
+    print(
+        json.dumps(
+            {
+                "import_ms": (imported - started) * 1000,
+                "first_invoke_ms": (invoked - imported) * 1000,
+                "peak_rss_mb": _peak_rss_mb(),
+                "sdks_at_import": sdks_at_import,
+                "sdks_after_invoke": sdks,
+                "answer": (answer or json.dumps(result))[:300],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

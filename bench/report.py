@@ -32,7 +32,7 @@ def fmt(value: float | None, unit: str = "s", digits: int = 3) -> str:
     return f"{value:.{digits}f} s"
 
 
-def latency_table(phases: list, baseline) -> list[str]:  # noqa: ANN001
+def latency_table(phases: list, baseline) -> list[str]:
     base = pct(baseline.latencies, 50) if baseline else math.nan
     lines = [
         "| mode | runs with a job | p50 | p95 | p99 | max | worker p50 ÷ this p50 | pushpool's own share p50 / p95 |",

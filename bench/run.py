@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import coldstart  # noqa: E402
-import dispatch  # noqa: E402
-import harness  # noqa: E402
-import report  # noqa: E402
-import scale  # noqa: E402
+import coldstart
+import dispatch
+import harness
+import report
+import scale
 
 
 def main() -> None:
@@ -64,7 +64,10 @@ def main() -> None:
         if "dispatch" not in skip:
             bed = dispatch.Bed(sqlite.api_url, moto, harness.AccessLog(sqlite), work, seed=42, net=net)
             plan = [
-                ("pushpool, automation webhook", lambda: bed.pushpool("webhook", args.runs, args.interval, idle_seconds=15)),
+                (
+                    "pushpool, automation webhook",
+                    lambda: bed.pushpool("webhook", args.runs, args.interval, idle_seconds=15),
+                ),
                 ("pushpool, event stream", lambda: bed.pushpool("events", args.runs, args.interval)),
                 ("pushpool, monitor dispatch", lambda: bed.pushpool("monitor", args.runs, args.interval)),
                 ("worker, 1 s poll", lambda: bed.worker(1, args.runs, args.interval)),
@@ -86,21 +89,41 @@ def main() -> None:
             pbed = dispatch.Bed(pg_server.api_url, moto, harness.AccessLog(pg_server), work, seed=7, net=pbed_net)
             if "burst" not in skip:
                 step(f"burst: {args.burst} runs, pushpool serve")
-                result, ids, pool = dispatch.burst(pbed, "pushpool", args.burst, timeout=300)
+                result, _ids, pool = dispatch.burst(pbed, "pushpool", args.burst, timeout=300)
                 bursts.append(result)
                 if "scale" not in skip and result.with_jobs:
                     step(f"monitor scale: one tick over {result.with_jobs} real in-flight runs (Prefect + moto)")
-                    ticks.append(scale.one_tick("real: Prefect (PostgreSQL) + moto ECS", result.with_jobs,
-                                                pg_server.api_url, pool, moto, "ecs"))
+                    ticks.append(
+                        scale.one_tick(
+                            "real: Prefect (PostgreSQL) + moto ECS",
+                            result.with_jobs,
+                            pg_server.api_url,
+                            pool,
+                            moto,
+                            "ecs",
+                        )
+                    )
                 step(f"burst: {args.burst} runs, prefect-aws worker")
                 bursts.append(dispatch.burst(pbed, "worker", args.burst, timeout=300)[0])
             if "scale" not in skip:
                 step(f"monitor scale: seeding {args.scale} in-flight runs")
                 ids_file = scale.seed_running_runs(pbed.api, pg, "bench-scale", pbed.net, args.scale)
-                step(f"monitor scale: one tick over {args.scale + 1} runs, fake backend, {args.latency * 1000:.0f} ms/call")
-                ticks.append(scale.one_tick(f"fake backend, {args.latency * 1000:.0f} ms per call", args.scale + 1,
-                                            pg_server.api_url, "bench-scale", moto, "fake", str(args.latency),
-                                            ids_file))
+                step(
+                    f"monitor scale: one tick over {args.scale + 1} runs, fake backend, "
+                    f"{args.latency * 1000:.0f} ms/call"
+                )
+                ticks.append(
+                    scale.one_tick(
+                        f"fake backend, {args.latency * 1000:.0f} ms per call",
+                        args.scale + 1,
+                        pg_server.api_url,
+                        "bench-scale",
+                        moto,
+                        "fake",
+                        str(args.latency),
+                        ids_file,
+                    )
+                )
     finally:
         for server in (sqlite, pg_server):
             if server is not None:
@@ -116,7 +139,7 @@ def main() -> None:
     print(f"\nreport: {out_dir / (date + '.md')}")
 
 
-def write_report(out_dir, date, args, phases, colds, bursts, ticks, md, headline, elapsed) -> None:  # noqa: ANN001
+def write_report(out_dir, date, args, phases, colds, bursts, ticks, md, headline, elapsed) -> None:
     worker_default = next((p for p in phases if "default" in p.name), None)
     md += [
         f"# pushpool benchmarks — {date}",
@@ -162,7 +185,8 @@ def write_report(out_dir, date, args, phases, colds, bursts, ticks, md, headline
         md += [
             "## 3. Cold start (each function's `app.py`, fresh interpreter)",
             "",
-            "| function | import (perf_counter) | import (`-X importtime`, top level) | heaviest imports | first invocation "
+            "| function | import (perf_counter) | import (`-X importtime`, top level) | heaviest imports "
+            "| first invocation "
             "(incl. boto3 client) | peak RSS | cloud SDKs imported |",
             "|---|---|---|---|---|---|---|",
         ]
@@ -253,9 +277,15 @@ def write_report(out_dir, date, args, phases, colds, bursts, ticks, md, headline
             f"{report.fmt(report.pct(w1.latencies, 95))} |"
         )
     if webhook and webhook.own:
-        headline.append(f"| pushpool's own share p50 (webhook) | {report.fmt(report.pct(list(webhook.own.values()), 50), 'ms')} | – |")
+        headline.append(
+            f"| pushpool's own share p50 (webhook) "
+            f"| {report.fmt(report.pct(list(webhook.own.values()), 50), 'ms')} | – |"
+        )
     if ev and ev.own:
-        headline.append(f"| pushpool's own share p50 (event stream) | {report.fmt(report.pct(list(ev.own.values()), 50), 'ms')} | – |")
+        headline.append(
+            f"| pushpool's own share p50 (event stream) "
+            f"| {report.fmt(report.pct(list(ev.own.values()), 50), 'ms')} | – |"
+        )
     if webhook and worker_default:
         headline.append(
             f"| orchestration calls per run | {webhook.api_calls() / len(webhook.runs):.2f} | "
@@ -275,7 +305,9 @@ def write_report(out_dir, date, args, phases, colds, bursts, ticks, md, headline
             f"| {report.fmt(bursts[1].all_jobs_seconds, digits=1)} ({bursts[1].with_jobs} with tasks) |"
         )
     for t in ticks:
-        headline.append(f"| monitor tick, {t.runs} runs ({t.name}) | {t.seconds:.2f} s, peak {t.peak_rss_mb:.0f} MB | – |")
+        headline.append(
+            f"| monitor tick, {t.runs} runs ({t.name}) | {t.seconds:.2f} s, peak {t.peak_rss_mb:.0f} MB | – |"
+        )
     _ = by
     md[2:2] = ["## Headline", "", *headline, ""]
     (out_dir / f"{date}.md").write_text("\n".join(md) + "\n")

@@ -56,8 +56,11 @@ def one_tick(name: str, runs: int, api_url: str, pool: str, moto: harness.Moto, 
 
 def seed_running_runs(api: harness.Api, pg: harness.Postgres, pool: str, template_net: harness.Network, n: int):
     """``n`` Running runs in ``pool`` (a real one made through the API, copied in SQL); returns their job ids."""
-    api.call("POST", "/work_pools/", json={"name": pool, "type": "ecs:push",
-                                           "base_job_template": harness.pushpool_template(template_net)})
+    api.call(
+        "POST",
+        "/work_pools/",
+        json={"name": pool, "type": "ecs:push", "base_job_template": harness.pushpool_template(template_net)},
+    )
     run_id, _ = api.create_run(api.deployment(pool, pool))
     for state in ("PENDING", "RUNNING"):
         api.call("POST", f"/flow_runs/{run_id}/set_state", json={"state": {"type": state}, "force": True})
@@ -65,12 +68,18 @@ def seed_running_runs(api: harness.Api, pg: harness.Postgres, pool: str, templat
     state_id = api.call("GET", f"/flow_runs/{run_id}").json()["state"]["id"]
 
     def columns(table: str) -> list[str]:
-        sql = f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}' ORDER BY ordinal_position"
+        sql = (
+            f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}' ORDER BY ordinal_position"
+        )
         return pg.psql(sql).split()
 
     run_cols, state_cols = columns("flow_run"), columns("flow_run_state")
-    run_values = {"id": "ids.run_id", "name": "'scale-' || ids.g", "state_id": "NULL",
-                  "infrastructure_pid": "'fake-' || ids.g"}
+    run_values = {
+        "id": "ids.run_id",
+        "name": "'scale-' || ids.g",
+        "state_id": "NULL",
+        "infrastructure_pid": "'fake-' || ids.g",
+    }
     state_values = {"id": "ids.state_id", "flow_run_id": "ids.run_id"}
     run_select = ", ".join(run_values.get(c, f"t.{c}") for c in run_cols)
     state_select = ", ".join(state_values.get(c, f"s.{c}") for c in state_cols)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pushpool.deps import Deps  # noqa: E402
-from pushpool.monitor import tick  # noqa: E402
-from pushpool.settings import Settings  # noqa: E402
+from pushpool.deps import Deps
+from pushpool.monitor import tick
+from pushpool.settings import Settings
 
 
 def rss(field: str) -> float:
@@ -43,14 +43,18 @@ def main(api_url: str, pool_name: str, backend: str, latency: float = 0.0, ids_f
     started = time.perf_counter()
     report = tick(deps, pools=[pool])
     seconds = time.perf_counter() - started
-    print(json.dumps({
-        "seconds": seconds,
-        "report": report.as_dict(),
-        "orchestration_calls": deps.orchestrator.calls,
-        "backend_calls": dict(fake.calls) if fake else None,
-        "rss_before_mb": base,
-        "peak_rss_mb": rss("VmHWM"),
-    }))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "report": report.as_dict(),
+                "orchestration_calls": deps.orchestrator.calls,
+                "backend_calls": dict(fake.calls) if fake else None,
+                "rss_before_mb": base,
+                "peak_rss_mb": rss("VmHWM"),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -59,7 +59,9 @@ class LatencyBackend:
             key = (spec.run_id, spec.attempt)
             if key not in self._by_attempt:
                 job_id = f"fake-{uuid.uuid4()}"
-                self._jobs[job_id] = _Job(spec.command, time.monotonic(), output=re.findall(r"echo ([^;']+)", spec.command))
+                self._jobs[job_id] = _Job(
+                    spec.command, time.monotonic(), output=re.findall(r"echo ([^;']+)", spec.command)
+                )
                 self._by_attempt[key] = job_id
             return JobHandle(self.name, self._by_attempt[key])
 

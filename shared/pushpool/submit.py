@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .backends.base import JobHandle
@@ -32,6 +33,10 @@ from .runs import crash_run, finish_cancellation
 from .templates import pool_type
 
 log = logging.getLogger("pushpool.submit")
+
+# Reads that do not depend on each other overlap (the deployment is fetched while the pause flags and limits are
+# checked and the run is claimed): one round trip less between the trigger and the job. Threads suit Lambda too.
+_PREFETCH = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pushpool-prefetch")
 
 PROGRESS_STATE = "InfrastructurePending"
 WAITING_STATE = "AwaitingConcurrencySlot"
@@ -84,6 +89,9 @@ def submit_run(deps: Deps, run: FlowRun, pool: WorkPool, *, trigger: str = "webh
     if due is not None and due > now + dt.timedelta(seconds=deps.settings.dispatch_ahead_seconds):
         return SubmitOutcome(run.id, SubmitOutcome.DEFERRED, f"scheduled for {due.isoformat()}")
 
+    deployment_read: Future | None = (
+        _PREFETCH.submit(client.read_deployment, run.deployment_id) if run.deployment_id else None
+    )
     limits = _limits(deps, run, pool)
     if isinstance(limits, SubmitOutcome):
         return limits
@@ -110,7 +118,7 @@ def submit_run(deps: Deps, run: FlowRun, pool: WorkPool, *, trigger: str = "webh
             return SubmitOutcome(run.id, SubmitOutcome.WAITING, why)
 
     try:
-        deployment = client.read_deployment(run.deployment_id) if run.deployment_id else None
+        deployment = deployment_read.result() if deployment_read is not None else None
     except ObjectNotFoundError:
         client.propose_state(
             run.id,
