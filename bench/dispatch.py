@@ -21,7 +21,7 @@ from pushpool.deps import Deps
 from pushpool.provision import provision_pool
 from pushpool.settings import Settings
 
-CREATES = re.compile(r"/create_flow_run|/work_pools/\{id\}$|^DELETE ")
+CREATES = re.compile(r"/create_flow_run|/work_pools/\{id\}$|^DELETE |/flow_runs/paginate")  # the bench's own
 
 
 @dataclass
@@ -84,7 +84,7 @@ class Bed:
             time.sleep(rng.uniform(0, 2 * interval))
 
     def _collect(self, phase: Phase, started: float, timeout: float) -> None:
-        harness.wait_for_jobs(self.moto, phase.runs, timeout)
+        harness.wait_for_jobs(self.moto, phase.runs, timeout, self.api)
         phase.window_seconds = time.monotonic() - started
         phase.accepted = {r: self.moto.run_task_at[r] for r in phase.runs if r in self.moto.run_task_at}
         phase.orchestration = self.access.take(exclude=CREATES)
@@ -222,7 +222,7 @@ def burst(bed: Bed, actor: str, runs: int, timeout: float) -> tuple[Burst, list[
         bed.access.mark()
         bed.moto.app.take()
         ids, started, result.create_seconds = burst_create(bed.api, deployment, runs)
-        harness.wait_for_jobs(bed.moto, ids, timeout)
+        harness.wait_for_jobs(bed.moto, ids, timeout, bed.api)
         stamps = [bed.moto.run_task_at[r] for r in ids if r in bed.moto.run_task_at]
         result.with_jobs = len(stamps)
         if stamps:
