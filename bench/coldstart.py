@@ -17,6 +17,10 @@ from pathlib import Path
 import boto3
 import harness
 
+sys.path.insert(0, str(harness.ROOT))
+# The same real-shaped Lambda events the function tests use.
+from tests.integration.test_functions import SCHEDULE_EVENT, url_event
+
 ROOT = harness.ROOT
 LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)")
 
@@ -48,42 +52,6 @@ def importtime(code: str, env: dict) -> tuple[float, list[tuple[str, float]]]:
         elif len(indent) == 3:  # what the entry itself imports
             top.append((name, int(cumulative_us) / 1000))
     return total, sorted(top, key=lambda item: -item[1])[:5]
-
-
-def url_event(body: dict, token: str) -> dict:
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": "/",
-        "rawQueryString": "",
-        "headers": {"authorization": f"Bearer {token}", "content-type": "application/json", "host": "x.lambda-url"},
-        "requestContext": {
-            "accountId": "anonymous",
-            "apiId": "x",
-            "domainName": "x.lambda-url.us-east-1.on.aws",
-            "http": {"method": "POST", "path": "/", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "b"},
-            "requestId": "r-1",
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": "21/Nov/2026:00:00:00 +0000",
-            "timeEpoch": 1800000000000,
-        },
-        "body": json.dumps(body),
-        "isBase64Encoded": False,
-    }
-
-
-SCHEDULE_EVENT = {
-    "version": "0",
-    "id": "e-1",
-    "detail-type": "Scheduled Event",
-    "source": "aws.scheduler",
-    "account": "123456789012",
-    "time": "2026-11-21T00:00:00Z",
-    "region": "us-east-1",
-    "resources": ["arn:aws:scheduler:us-east-1:123456789012:schedule/default/pushpool-monitor"],
-    "detail": "{}",
-}
 
 
 def measure(api_url: str, moto: harness.Moto, net: harness.Network) -> list[ColdStart]:

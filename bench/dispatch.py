@@ -93,6 +93,22 @@ class Bed:
         if extra:
             phase.notes.append(f"{len(extra)} runs got more than one RunTask")
 
+    def _measure(
+        self, name: str, deployment: str, runs: int, interval: float, idle_seconds: float, timeout: float
+    ) -> Phase:
+        """Counters reset; optionally an idle window (calls per minute with no runs); then the runs and their jobs."""
+        phase = Phase(name)
+        self.access.mark()
+        self.moto.app.take()
+        if idle_seconds:
+            time.sleep(idle_seconds)
+            phase.idle_calls_per_minute = sum(self.access.take(exclude=CREATES).values()) * 60 / idle_seconds
+            self.moto.app.take()
+        started = time.monotonic()
+        self._create_runs(phase, deployment, runs, interval)
+        self._collect(phase, started, timeout)
+        return phase
+
     def pushpool(self, mode: str, runs: int, interval: float, *, idle_seconds: float = 0.0) -> Phase:
         """mode: webhook (automation → serve, no event stream), events (event stream only), monitor (ticks only)."""
         name = f"bench-{mode}"
@@ -110,16 +126,7 @@ class Bed:
             url = child.extra["url"] + "/submit" if mode == "webhook" else None
             deployment = self._pushpool_pool(name, webhook_url=url, token=token)
             time.sleep(2.0)  # the automation is loaded by the server's trigger service; the event stream connects
-            phase = Phase(f"pushpool {mode}")
-            self.access.mark()
-            self.moto.app.take()
-            if idle_seconds:
-                time.sleep(idle_seconds)
-                phase.idle_calls_per_minute = sum(self.access.take(exclude=CREATES).values()) * 60 / idle_seconds
-                self.moto.app.take()
-            started = time.monotonic()
-            self._create_runs(phase, deployment, runs, interval)
-            self._collect(phase, started, timeout=180)
+            phase = self._measure(f"pushpool {mode}", deployment, runs, interval, idle_seconds, timeout=180)
         finally:
             child.stop()
         _own_share(phase, child, mode)
@@ -135,16 +142,7 @@ class Bed:
         child = harness.worker(self.api_url, self.moto, self.work / "logs", name, query_seconds)
         try:
             _wait_worker(self.api, name, child)
-            phase = Phase(f"prefect-aws worker, poll {label}")
-            self.access.mark()
-            self.moto.app.take()
-            if idle_seconds:
-                time.sleep(idle_seconds)
-                phase.idle_calls_per_minute = sum(self.access.take(exclude=CREATES).values()) * 60 / idle_seconds
-                self.moto.app.take()
-            started = time.monotonic()
-            self._create_runs(phase, deployment, runs, interval)
-            self._collect(phase, started, timeout=240)
+            phase = self._measure(f"prefect-aws worker, poll {label}", deployment, runs, interval, idle_seconds, 240)
         finally:
             child.stop()
         self.api.delete_pool(name)
