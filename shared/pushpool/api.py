@@ -18,15 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .auth import WebhookAuth
 from .deps import Deps
 from .errors import InvalidRequestError, ObjectNotFoundError, PushpoolError, RequestTooLargeError, UnsupportedPoolError
+from .events import SeenEvents
 from .models import StateType
 from .monitor import tick
 from .provision import provision_pool
 from .reconcile import reconcile_one
-from .submit import submit_run
+from .submit import Reads, not_ready, submit_run
 
 log = logging.getLogger("pushpool.api")
 
 MAX_BODY_BYTES = 64 * 1024
+DUPLICATE = "duplicate"  # the outcome of a second delivery of an event this process already acted on
 
 
 @dataclass(frozen=True)
@@ -93,17 +95,30 @@ def _error(exc: PushpoolError) -> Response:
     return Response(exc.http_status, {"error": exc.one_line()})
 
 
-def handle_submit(deps: Deps, auth: WebhookAuth, headers: Mapping[str, str], body: bytes, *, trigger: str) -> Response:
-    """Authenticate, parse and act on one flow-run event."""
+def handle_submit(
+    deps: Deps,
+    auth: WebhookAuth,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    trigger: str,
+    seen: SeenEvents | None = None,
+) -> Response:
+    """Authenticate, parse and act on one flow-run event (once per event id when ``seen`` is given)."""
+    event: FlowRunEvent | None = None
     try:
         if len(body) > MAX_BODY_BYTES:
             raise RequestTooLargeError(f"body of {len(body)} bytes is over the {MAX_BODY_BYTES}-byte limit")
         auth.verify(headers, body)
         event = parse_body(FlowRunEvent, body)
+        if seen is not None and not seen.first(event.event_id):
+            return Response(200, {"flow_run_id": event.flow_run_id, "outcome": DUPLICATE, "detail": "event handled"})
         return Response(200, handle_run_event(deps, event.flow_run_id, trigger=trigger))
     except PushpoolError as exc:
         if exc.http_status >= 500:
             log.warning("submit failed: %s", exc.one_line())
+            if seen is not None and event is not None:
+                seen.forget(event.event_id)  # a later delivery of this event may act on it
         return _error(exc)
 
 
@@ -121,13 +136,15 @@ def handle_run_event(deps: Deps, run_id: str, *, trigger: str) -> dict[str, Any]
         raise InvalidRequestError(f"unknown flow run {run_id}") from None
     if not run.work_pool_name:
         raise UnsupportedPoolError(f"flow run {run_id} has no work pool")
+    # A run about to be submitted: its queue and deployment are read while the pool is (one round trip, not three).
+    reads = Reads.start(deps, run) if not_ready(deps, run) is None else None
     try:
         pool = client.read_work_pool(run.work_pool_name)
     except ObjectNotFoundError:
         raise UnsupportedPoolError(f"flow run {run_id}: work pool {run.work_pool_name!r} does not exist") from None
     if run.state_type in (StateType.CANCELLING, StateType.CANCELLED):
         return reconcile_one(deps, run, pool)
-    return submit_run(deps, run, pool, trigger=trigger).as_dict()
+    return submit_run(deps, run, pool, trigger=trigger, reads=reads).as_dict()
 
 
 def run_provision(deps: Deps, req: ProvisionRequest) -> dict[str, Any]:

@@ -11,8 +11,9 @@ import datetime as dt
 import json
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from .settings import Settings
 from .templates import POOL_TYPES
@@ -20,15 +21,18 @@ from .templates import POOL_TYPES
 log = logging.getLogger("pushpool.events")
 
 SUBMIT_EVENTS = frozenset({"Scheduled", "Late", "AwaitingRetry"})
-CANCEL_EVENTS = frozenset({"Cancelling", "Cancelled"})
 FINAL_EVENTS = frozenset({"Completed", "Failed", "Crashed", "Cancelled"})
 
 
-def classify(event: dict[str, Any]) -> tuple[str, str, str] | None:
-    """(kind, flow run id, pool name) for a flow-run event of a pool pushpool serves, else None.
+class RunEvent(NamedTuple):
+    kind: str  # "submit", "cancel" or "final"
+    run_id: str
+    pool_name: str
+    event_id: str | None  # Prefect's id of the event: the automation's webhook carries the same id
 
-    kind is "submit", "cancel" or "final".
-    """
+
+def classify(event: dict[str, Any]) -> RunEvent | None:
+    """The flow-run event of a pool pushpool serves, classified; None for any other event."""
     name = str(event.get("event", ""))
     if not name.startswith("prefect.flow-run."):
         return None
@@ -44,19 +48,48 @@ def classify(event: dict[str, Any]) -> tuple[str, str, str] | None:
     state_name = name[len("prefect.flow-run.") :]
     run_id = resource_id[len("prefect.flow-run.") :]
     pool_name = str(pool.get("prefect.resource.name", ""))
+    event_id = str(event["id"]) if event.get("id") else None
     if state_name in SUBMIT_EVENTS:
-        return ("submit", run_id, pool_name)
-    if state_name in CANCEL_EVENTS:
-        return ("cancel", run_id, pool_name) if state_name == "Cancelling" else ("final", run_id, pool_name)
+        return RunEvent("submit", run_id, pool_name, event_id)
+    if state_name == "Cancelling":
+        return RunEvent("cancel", run_id, pool_name, event_id)
     if state_name in FINAL_EVENTS:
-        return ("final", run_id, pool_name)
+        return RunEvent("final", run_id, pool_name, event_id)
     return None
 
 
-class EventStream(threading.Thread):
-    """Subscribes to flow-run events and hands the relevant ones to ``on_event(kind, run_id, pool)``."""
+class SeenEvents:
+    """The ids of the last ``size`` events handled, so that one Prefect event reaching ``serve`` twice (through the
+    event stream and through the automation's webhook) is acted on once. Thread-safe."""
 
-    def __init__(self, settings: Settings, on_event: Callable[[str, str, str], None]) -> None:
+    def __init__(self, size: int = 20_000) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def first(self, event_id: str | None) -> bool:
+        """True the first time ``event_id`` is offered (always for an event without an id); records it."""
+        if not event_id:
+            return True
+        with self._lock:
+            if event_id in self._ids:
+                return False
+            self._ids[event_id] = None
+            if len(self._ids) > self.size:
+                self._ids.popitem(last=False)
+            return True
+
+    def forget(self, event_id: str | None) -> None:
+        """Let a later delivery of ``event_id`` be acted on (its handling failed for a transient reason)."""
+        if event_id:
+            with self._lock:
+                self._ids.pop(event_id, None)
+
+
+class EventStream(threading.Thread):
+    """Subscribes to flow-run events and hands the relevant ones to ``on_event(RunEvent)``."""
+
+    def __init__(self, settings: Settings, on_event: Callable[[RunEvent], None]) -> None:
         super().__init__(name="pushpool-events", daemon=True)
         self.settings = settings
         self.on_event = on_event
@@ -113,4 +146,4 @@ class EventStream(threading.Thread):
                     continue
                 hit = classify(message.get("event") or {})
                 if hit is not None:
-                    self.on_event(*hit)
+                    self.on_event(hit)

@@ -16,7 +16,7 @@ from .api import MAX_BODY_BYTES, Response, handle_monitor, handle_provision, han
 from .auth import WebhookAuth
 from .deps import Deps
 from .errors import PushpoolError
-from .events import EventStream
+from .events import EventStream, RunEvent, SeenEvents
 from .monitor import TickReport, dispatch_due, tick
 
 log = logging.getLogger("pushpool.serve")
@@ -40,6 +40,8 @@ class Server:
         self.httpd = ThreadingHTTPServer((host, port), self._handler_class())
         self.httpd.daemon_threads = True
         self.events = EventStream(deps.settings, self._on_event) if event_stream else None
+        # With both triggers on, each Prefect event arrives twice (stream first, webhook ~200 ms later): act once.
+        self.seen = SeenEvents()
         self._threads: list[threading.Thread] = []
         self.last_tick: TickReport | None = None
 
@@ -82,25 +84,37 @@ class Server:
                 log.exception("monitor tick crashed")
             self.stopping.wait(self.monitor_interval)
 
-    def _on_event(self, kind: str, run_id: str, pool_name: str) -> None:
-        if kind in ("submit", "cancel"):
+    def _on_event(self, event: RunEvent) -> None:
+        if event.kind in ("submit", "cancel"):
+            if not self.seen.first(event.event_id):
+                log.debug("event: %s", json.dumps({"flow_run_id": event.run_id, "outcome": "duplicate"}))
+                return
             received = time.time()
-            self.pool.submit(self._safe, handle_run_event, self.deps, run_id, trigger="event-stream", _at=received)
-        elif kind == "final":
-            self.pool.submit(self._safe, self._dispatch_pool, pool_name)
+            self.pool.submit(
+                self._safe,
+                handle_run_event,
+                self.deps,
+                event.run_id,
+                trigger="event-stream",
+                _at=received,
+                _event_id=event.event_id,
+            )
+        elif event.kind == "final":
+            self.pool.submit(self._safe, self._dispatch_pool, event.pool_name)
 
     def _dispatch_pool(self, pool_name: str) -> None:
         pool = self.deps.orchestrator.read_work_pool(pool_name)
         if pool.concurrency_limit is not None:  # a slot may have freed up
             dispatch_due(self.deps, pool, TickReport())
 
-    @staticmethod
-    def _safe(fn: Any, *args: Any, _at: float | None = None, **kwargs: Any) -> None:
+    def _safe(self, fn: Any, *args: Any, _at: float | None = None, _event_id: str | None = None, **kwargs: Any) -> None:
         try:
             result = fn(*args, **kwargs)
             if isinstance(result, dict) and result.get("outcome") not in (None, "not-ready", "not-claimed"):
                 log.info("event: %s", json.dumps({**result, "received_at": _at}))
         except PushpoolError as exc:
+            if exc.http_status >= 500:  # transient: a second delivery of the event (the webhook) may act on it
+                self.seen.forget(_event_id)
             log.info("event handling: %s", exc.one_line())
         except Exception:
             log.exception("event handling crashed")
@@ -145,7 +159,9 @@ class Server:
                     return
                 headers = dict(self.headers.items())
                 if self.path == "/submit":
-                    response = handle_submit(server.deps, server.auth, headers, body, trigger="webhook")
+                    response = handle_submit(
+                        server.deps, server.auth, headers, body, trigger="webhook", seen=server.seen
+                    )
                     if response.status == 200:
                         log.info("submit: %s", json.dumps({**response.body, "received_at": received}))
                     else:

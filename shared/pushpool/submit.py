@@ -28,7 +28,7 @@ from .backends.base import JobHandle
 from .deps import Deps
 from .errors import BackendError, ObjectNotFoundError, OrchestratorUnavailableError, TemplateError
 from .jobs import build_job_spec
-from .models import IN_FLIGHT_STATES, FlowRun, StateType, WorkPool
+from .models import IN_FLIGHT_STATES, FlowRun, StateType, WorkPool, WorkQueue
 from .runs import crash_run, finish_cancellation
 from .templates import pool_type
 
@@ -72,27 +72,59 @@ class SubmitOutcome:
         }
 
 
-def submit_run(deps: Deps, run: FlowRun, pool: WorkPool, *, trigger: str = "webhook") -> SubmitOutcome:
+@dataclass(frozen=True)
+class Reads:
+    """The reads submit needs besides the run and its pool, started together so that their round trips overlap."""
+
+    queue: Future | None  # WorkQueue | None (None: the run's queue does not exist)
+    deployment: Future | None  # Deployment
+
+    @classmethod
+    def start(cls, deps: Deps, run: FlowRun) -> Reads:
+        client = deps.orchestrator
+        queue = (
+            _PREFETCH.submit(_read_queue, deps, run.work_pool_name, run.work_queue_name)
+            if run.work_pool_name and run.work_queue_name
+            else None
+        )
+        deployment = _PREFETCH.submit(client.read_deployment, run.deployment_id) if run.deployment_id else None
+        return cls(queue, deployment)
+
+
+def not_ready(deps: Deps, run: FlowRun) -> SubmitOutcome | None:
+    """Why ``run`` is not to be submitted now (from the run alone), or None when it is."""
+    if run.state_type is not StateType.SCHEDULED:
+        return SubmitOutcome(run.id, SubmitOutcome.NOT_READY, f"run is {run.state_name}")
+    if run.retries_in_process:
+        return SubmitOutcome(run.id, SubmitOutcome.NOT_READY, "the run's engine is retrying it in its own process")
+    due = _due(run)
+    if due is not None and due > deps.clock.now() + dt.timedelta(seconds=deps.settings.dispatch_ahead_seconds):
+        return SubmitOutcome(run.id, SubmitOutcome.DEFERRED, f"scheduled for {due.isoformat()}")
+    return None
+
+
+def submit_run(
+    deps: Deps, run: FlowRun, pool: WorkPool, *, trigger: str = "webhook", reads: Reads | None = None
+) -> SubmitOutcome:
     """Submit ``run`` (already read) of ``pool`` to its backend if it is ready.
+
+    ``reads``: the queue and deployment reads if the caller started them already (``Reads.start``), so they could
+    overlap its own read of the pool.
 
     Raises:
         UnsupportedPoolError: the pool is not a push pool pushpool serves (nothing changed).
         OrchestratorError: Prefect could not be read before the claim (nothing changed).
     """
     ptype = pool_type(pool.type)
-    client, now = deps.orchestrator, deps.clock.now()
-    if run.state_type is not StateType.SCHEDULED:
-        return SubmitOutcome(run.id, SubmitOutcome.NOT_READY, f"run is {run.state_name}")
-    if run.retries_in_process:
-        return SubmitOutcome(run.id, SubmitOutcome.NOT_READY, "the run's engine is retrying it in its own process")
-    due = run.next_scheduled_start_time or run.expected_start_time
-    if due is not None and due > now + dt.timedelta(seconds=deps.settings.dispatch_ahead_seconds):
-        return SubmitOutcome(run.id, SubmitOutcome.DEFERRED, f"scheduled for {due.isoformat()}")
+    client = deps.orchestrator
+    waiting = not_ready(deps, run)
+    if waiting is not None:
+        return waiting
+    due = _due(run)
+    reads = reads or Reads.start(deps, run)
+    deployment_read = reads.deployment
 
-    deployment_read: Future | None = (
-        _PREFETCH.submit(client.read_deployment, run.deployment_id) if run.deployment_id else None
-    )
-    limits = _limits(deps, run, pool)
+    limits = _limits(run, pool, reads)
     if isinstance(limits, SubmitOutcome):
         return limits
     for scope, limit in limits:
@@ -160,16 +192,24 @@ def submit_run(deps: Deps, run: FlowRun, pool: WorkPool, *, trigger: str = "webh
     return SubmitOutcome(run.id, SubmitOutcome.SUBMITTED, f"job {handle.id}", handle.id, latency)
 
 
-def _limits(deps: Deps, run: FlowRun, pool: WorkPool) -> list[tuple[str | None, int | None]] | SubmitOutcome:
+def _due(run: FlowRun) -> dt.datetime | None:
+    return run.next_scheduled_start_time or run.expected_start_time
+
+
+def _read_queue(deps: Deps, pool_name: str, queue_name: str) -> WorkQueue | None:
+    try:
+        return deps.orchestrator.read_work_queue(pool_name, queue_name)
+    except ObjectNotFoundError:
+        return None
+
+
+def _limits(run: FlowRun, pool: WorkPool, reads: Reads) -> list[tuple[str | None, int | None]] | SubmitOutcome:
     """[(queue name or None for the pool, limit)] after checking pause flags; an outcome if paused."""
     if pool.is_paused:
         return SubmitOutcome(run.id, SubmitOutcome.PAUSED, f"work pool {pool.name!r} is paused")
     limits: list[tuple[str | None, int | None]] = [(None, pool.concurrency_limit)]
-    if run.work_queue_name:
-        try:
-            queue = deps.orchestrator.read_work_queue(pool.name, run.work_queue_name)
-        except ObjectNotFoundError:
-            queue = None
+    if reads.queue is not None:
+        queue = reads.queue.result()
         if queue is not None:
             if queue.is_paused:
                 return SubmitOutcome(run.id, SubmitOutcome.PAUSED, f"work queue {queue.name!r} is paused")

@@ -138,3 +138,45 @@ def test_paused_pool_and_queue_leave_the_run_scheduled(served, prefect: PrefectH
     prefect.json("PATCH", f"/work_pools/{pool}/queues/default", json={"is_paused": True})
     assert http.post("/submit", json={"flow_run_id": run_id}, headers=AUTH).json()["outcome"] == "paused"
     assert prefect.states(run_id) == [("SCHEDULED", "Scheduled")]
+
+
+def test_with_both_triggers_each_event_is_acted_on_once(
+    prefect_api: str, tmp_path: Path, prefect: PrefectHelper, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The event stream and the automation's webhook deliver the same Prefect event: serve acts on it once."""
+    port = localserver.free_port()
+    deps = make_deps(prefect_api, tmp_path, submit_url=f"http://127.0.0.1:{port}/submit")
+    server = Server(deps, port=port, monitor_interval=3600, event_stream=True)
+    server.stopping.set()  # no monitor ticks: only the two triggers can submit
+    caplog.set_level("DEBUG", logger="pushpool.serve")
+    server.start()
+    try:
+        http = httpx.Client(base_url=server.address, timeout=30)
+        pool = prefect.unique("twice")
+        assert http.post("/provision", json={"name": pool, "type": "process:push"}, headers=AUTH).status_code == 200
+        assert server.events is not None and server.events.connected.wait(15)
+        run_id = prefect.create_run(prefect.create_deployment(pool, "flows.py:hello"))
+        run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90)
+        assert run["state"]["type"] == "COMPLETED"
+
+        def outcomes() -> list[str]:
+            lines = [r.getMessage() for r in caplog.records if r.name == "pushpool.serve"]
+            found = []
+            for line in lines:
+                kind, _, payload = line.partition(": ")
+                if kind in ("submit", "event") and payload.startswith("{"):
+                    data = json.loads(payload)
+                    if data.get("flow_run_id") == run_id and data.get("outcome") in ("submitted", "duplicate"):
+                        found.append(data["outcome"])
+            return sorted(found)
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(outcomes()) < 2:
+            time.sleep(0.2)
+        # The Scheduled event: submitted by whichever trigger came first, a duplicate for the other.
+        assert outcomes() == ["duplicate", "submitted"]
+        claims = [s for s in prefect.json("GET", "/flow_run_states/", params={"flow_run_id": run_id})]
+        assert [s["name"] for s in claims].count("Pending") == 1
+    finally:
+        server.stop()
+        deps.orchestrator.close()
