@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .backends.base import JobHandle, JobStatus
 from .deps import Deps
 from .errors import PushpoolError
 from .models import IN_FLIGHT_STATES, TERMINAL_STATES, Deployment, FlowRun, WorkPool
+from .orchestrator import PAGE_SIZE
 from .reconcile import policy_from, reconcile_run
 from .submit import SubmitOutcome, submit_run
 from .templates import POOL_TYPES, pool_type
@@ -24,6 +27,8 @@ log = logging.getLogger("pushpool.monitor")
 
 # Finished runs are checked for still-living jobs for this long after they ended.
 ZOMBIE_WINDOW = dt.timedelta(hours=1)
+# Pages of due runs (200 each) one tick dispatches at most; the next tick goes on.
+MAX_DISPATCH_PAGES = 10
 
 
 @dataclass
@@ -60,26 +65,49 @@ def tick(deps: Deps, *, pools: list[WorkPool] | None = None) -> TickReport:
 
 
 def dispatch_due(deps: Deps, pool: WorkPool, report: TickReport) -> None:
-    """Submit the pool's due runs, as Prefect's ``get_scheduled_flow_runs`` hands them out (limits applied)."""
+    """Submit the pool's due runs, as Prefect's ``get_scheduled_flow_runs`` hands them out (limits applied).
+
+    Up to ``dispatch_concurrency`` runs are submitted at once, page after page while pages come back full, so a
+    backlog drains in one tick. In a pool with a concurrency limit they go one at a time: concurrent claimers over
+    a limit all give their slots back (submit.py, step 4), and one at a time always makes progress.
+    """
     if pool.is_paused:
         return
     before = deps.clock.now() + dt.timedelta(seconds=deps.settings.dispatch_ahead_seconds)
+    full = threading.Event()  # a limit was reached: the rest wait for the next tick
+    workers = 1 if pool.concurrency_limit is not None else deps.settings.dispatch_concurrency
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pushpool-dispatch") as executor:
+        for _ in range(MAX_DISPATCH_PAGES):
+            try:
+                due = deps.orchestrator.get_scheduled_flow_runs(pool.name, scheduled_before=before.isoformat())
+            except PushpoolError as exc:
+                report.errors.append(f"pool {pool.name}: {exc.one_line()}")
+                return
+            outcomes = list(executor.map(lambda listed: _dispatch_one(deps, pool, listed.id, full), due))
+            for outcome in outcomes:
+                if outcome is None:
+                    continue
+                if outcome.startswith("error: "):
+                    report.errors.append(outcome[len("error: ") :])
+                else:
+                    report.dispatched[outcome] += 1
+            if full.is_set() or len(due) < PAGE_SIZE or SubmitOutcome.SUBMITTED not in outcomes:
+                return
+
+
+def _dispatch_one(deps: Deps, pool: WorkPool, run_id: str, full: threading.Event) -> str | None:
+    """The outcome of submitting one listed run (``"error: ..."`` for a failure, None if skipped)."""
+    if full.is_set():
+        return None
     try:
-        due = deps.orchestrator.get_scheduled_flow_runs(pool.name, scheduled_before=before.isoformat())
+        # The runs in that answer are abridged (no state, no pool or queue name): read each one whole.
+        run = deps.orchestrator.read_flow_run(run_id)
+        outcome = submit_run(deps, run, pool, trigger="monitor")
     except PushpoolError as exc:
-        report.errors.append(f"pool {pool.name}: {exc.one_line()}")
-        return
-    for listed in due:
-        try:
-            # The runs in that answer are abridged (no state, no pool or queue name): read each one whole.
-            run = deps.orchestrator.read_flow_run(listed.id)
-            outcome = submit_run(deps, run, pool, trigger="monitor")
-        except PushpoolError as exc:
-            report.errors.append(f"run {listed.id}: {exc.one_line()}")
-            continue
-        report.dispatched[outcome.outcome] += 1
-        if outcome.outcome == SubmitOutcome.WAITING:
-            break  # the pool is full: the rest wait for the next tick
+        return f"error: run {run_id}: {exc.one_line()}"
+    if outcome.outcome == SubmitOutcome.WAITING:
+        full.set()
+    return outcome.outcome
 
 
 def reconcile_runs(deps: Deps, pools: list[WorkPool], report: TickReport) -> None:

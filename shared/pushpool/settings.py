@@ -58,6 +58,8 @@ class Settings:
     cancel_grace_seconds: float = 10.0
     dispatch_ahead_seconds: float = 0.0
     max_recoveries: int = 3
+    # Due runs the monitor submits at once (a backlog after an outage or a burst); 1 in pools with a limit.
+    dispatch_concurrency: int = 8
     process_dir: Path | None = None
 
     @classmethod
@@ -90,6 +92,7 @@ class Settings:
             cancel_grace_seconds=_number(env, "PUSHPOOL_CANCEL_GRACE", 10.0),
             dispatch_ahead_seconds=_number(env, "PUSHPOOL_DISPATCH_AHEAD", 0.0),
             max_recoveries=int(_number(env, "PUSHPOOL_MAX_RECOVERIES", 3)),
+            dispatch_concurrency=int(_number(env, "PUSHPOOL_DISPATCH_CONCURRENCY", 8, minimum=1)),
             process_dir=Path(process_dir) if process_dir else None,
         )
 

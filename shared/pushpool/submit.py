@@ -36,7 +36,7 @@ log = logging.getLogger("pushpool.submit")
 
 # Reads that do not depend on each other overlap (the deployment is fetched while the pause flags and limits are
 # checked and the run is claimed): one round trip less between the trigger and the job. Threads suit Lambda too.
-_PREFETCH = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pushpool-prefetch")
+_PREFETCH = ThreadPoolExecutor(max_workers=16, thread_name_prefix="pushpool-prefetch")
 
 PROGRESS_STATE = "InfrastructurePending"
 WAITING_STATE = "AwaitingConcurrencySlot"

@@ -222,3 +222,24 @@ def test_a_retried_run_gets_a_new_job(deps, prefect: PrefectHelper, pool: str) -
     assert second["outcome"] == "submitted"
     assert second["job_id"] != first
     assert len([j for j in os.listdir(deps.settings.process_dir) if j.startswith(run_id)]) == 2
+
+
+def test_a_backlog_of_more_than_a_page_drains_in_one_tick_one_job_each(deps, prefect: PrefectHelper, pool: str) -> None:
+    """210 due runs (Prefect hands out 200 per page): one tick submits every one, concurrently, one job per run."""
+    from tests.fakes import LatencyBackend
+
+    fake = LatencyBackend(latency=0.01)
+    deps._backends["process"] = fake
+    dep = prefect.create_deployment(pool, "flows.py:hello")
+    with ThreadPoolExecutor(4) as creators:
+        run_ids = list(creators.map(lambda _: prefect.create_run(dep), range(210)))
+
+    report = pool_tick(deps, pool)
+
+    assert report.errors == []
+    assert report.dispatched == {"submitted": 210}
+    assert fake.calls["submit"] == 210
+    pids = {prefect.read_run(r)["infrastructure_pid"] for r in run_ids}
+    assert len(pids) == 210 and None not in pids
+    assert pool_tick(deps, pool).dispatched == {}  # nothing left, nothing submitted twice
+    assert fake.calls["submit"] == 210
