@@ -12,6 +12,7 @@ import random
 import re
 import sys
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,18 +190,15 @@ class Burst:
     aws: Counter = field(default_factory=Counter)
 
 
-def burst_create(api: harness.Api, deployment: str, runs: int, threads: int = 4) -> tuple[list[str], float, float]:
-    """Create ``runs`` runs as fast as ``threads`` clients can; (ids, start epoch, seconds it took)."""
-    from concurrent.futures import ThreadPoolExecutor
+def burst(bed: Bed, pg: harness.Postgres, actor: str, runs: int, timeout: float) -> tuple[Burst, list[str], str]:
+    """``runs`` due runs appear at once (one SQL transaction, copies of a real run) in front of a running actor:
+    "pushpool" (``serve`` as by default: event stream, webhook, 5 s monitor) or "worker" (defaults, 10 s poll).
 
-    started = time.time()
-    with ThreadPoolExecutor(threads) as pool:
-        ids = [run_id for run_id, _ in pool.map(lambda _: api.create_run(deployment), range(runs))]
-    return ids, started, time.time() - started
+    Runs copied in SQL emit no events, so pushpool dispatches them from its monitor sweep — the path for any backlog
+    (an outage, a scheduler burst). Creating 1,000 runs through the API would take minutes here and measure Prefect.
+    """
+    import scale
 
-
-def burst(bed: Bed, actor: str, runs: int, timeout: float) -> tuple[Burst, list[str], str]:
-    """actor: "pushpool" (serve with the event stream, the webhook and a 5 s monitor) or "worker" (defaults)."""
     name = f"bench-burst-{actor}"
     token = harness.token()
     if actor == "pushpool":
@@ -208,18 +206,59 @@ def burst(bed: Bed, actor: str, runs: int, timeout: float) -> tuple[Burst, list[
             bed.api_url, bed.moto, bed.work / "logs", event_stream=True, monitor_interval=5.0, token=token
         )
         deployment = bed._pushpool_pool(name, webhook_url=child.extra["url"] + "/submit", token=token)
-        time.sleep(2.0)
     else:
         template = harness.worker_template(bed.net, sys.executable)
         bed.api.call("POST", "/work_pools/", json={"name": name, "type": "ecs", "base_job_template": template})
         deployment = bed.api.deployment(name, name)
+        child = None
+    # The run to copy: scheduled a day ahead, so no actor takes it.
+    later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+    model = bed.api.call(
+        "POST",
+        f"/deployments/{deployment}/create_flow_run",
+        json={"state": {"type": "SCHEDULED", "state_details": {"scheduled_time": later}}},
+    ).json()["id"]
+    if child is None:
         child = harness.worker(bed.api_url, bed.moto, bed.work / "logs", name, None)
         _wait_worker(bed.api, name, child)
+    else:
+        time.sleep(3.0)  # the event stream connects; the first monitor tick has passed
     result = Burst(f"{'pushpool serve' if actor == 'pushpool' else 'prefect-aws worker (10 s poll)'}", runs)
+    ids = [str(uuid.uuid4()) for _ in range(runs)]
+    kind = pg.psql(
+        "SELECT data_type FROM information_schema.columns WHERE table_name = 'flow_run_state' "
+        "AND column_name = 'state_details'"
+    ).strip()
+    now = "now()"
     try:
         bed.access.mark()
         bed.moto.app.take()
-        ids, started, result.create_seconds = burst_create(bed.api, deployment, runs)
+        started = time.time()
+        scale.copy_runs(
+            pg,
+            model,
+            ids,
+            run_values={
+                "name": f"'{name}-' || ids.g",
+                **{
+                    c: now
+                    for c in (
+                        "created",
+                        "updated",
+                        "expected_start_time",
+                        "next_scheduled_start_time",
+                        "state_timestamp",
+                    )
+                },
+            },
+            state_values={
+                "timestamp": now,
+                "created": now,
+                "updated": now,
+                "state_details": f"jsonb_set(s.state_details::jsonb, '{{scheduled_time}}', to_jsonb({now}))::{kind}",
+            },
+        )
+        result.create_seconds = time.time() - started
         harness.wait_for_jobs(bed.moto, ids, timeout, bed.api)
         stamps = [bed.moto.run_task_at[r] for r in ids if r in bed.moto.run_task_at]
         result.with_jobs = len(stamps)

@@ -25,6 +25,8 @@ import harness
 import report
 import scale
 
+BURST_TIMEOUT = 240.0
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -89,7 +91,7 @@ def main() -> None:
             pbed = dispatch.Bed(pg_server.api_url, moto, harness.AccessLog(pg_server), work, seed=7, net=pbed_net)
             if "burst" not in skip:
                 step(f"burst: {args.burst} runs, pushpool serve")
-                result, _ids, pool = dispatch.burst(pbed, "pushpool", args.burst, timeout=300)
+                result, _ids, pool = dispatch.burst(pbed, pg, "pushpool", args.burst, timeout=BURST_TIMEOUT)
                 bursts.append(result)
                 if "scale" not in skip and result.with_jobs:
                     step(f"monitor scale: one tick over {result.with_jobs} real in-flight runs (Prefect + moto)")
@@ -104,7 +106,7 @@ def main() -> None:
                         )
                     )
                 step(f"burst: {args.burst} runs, prefect-aws worker")
-                bursts.append(dispatch.burst(pbed, "worker", args.burst, timeout=300)[0])
+                bursts.append(dispatch.burst(pbed, pg, "worker", args.burst, timeout=BURST_TIMEOUT)[0])
             if "scale" not in skip:
                 step(f"monitor scale: seeding {args.scale} in-flight runs")
                 ids_file = scale.seed_running_runs(pbed.api, pg, "bench-scale", pbed.net, args.scale)
@@ -211,20 +213,25 @@ def write_report(out_dir, date, args, phases, colds, bursts, ticks, md, headline
         md += [
             "## 4. Burst (Prefect on PostgreSQL 15)",
             "",
-            "Runs created as fast as 4 client threads can, then the time until every run has an ECS task. pushpool: "
-            "`serve` with the event stream, the webhook and 5 s monitor ticks (what `pushpool serve` does by "
-            "default). Worker: defaults.",
+            f"{args.burst} due runs appear at once in front of a running actor: copies of a real run inserted in one "
+            "SQL transaction (creating them through the API takes minutes on this machine and measures Prefect). "
+            "Such runs emit no events, so pushpool dispatches them from its monitor sweep — its path for any "
+            "backlog. pushpool: `serve` as by default (event stream, webhook, 5 s monitor ticks, 8 submits at "
+            "once). Worker: defaults (10 s poll). Times from the commit of the insert.",
             "",
-            "| actor | runs | creating them took | first task | all runs have a task | runs with a task | "
+            "| actor | runs | inserting them took | first task | all runs have a task | runs with a task | "
             "orchestration calls / run | RunTask / run |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for b in bursts:
             n = max(1, b.runs)
             calls = sum(v for k, v in b.orchestration.items() if not k.startswith("503"))
+            done = (
+                report.fmt(b.all_jobs_seconds, digits=1) if b.all_jobs_seconds else f"not within {BURST_TIMEOUT:.0f} s"
+            )
             md.append(
                 f"| {b.name} | {b.runs} | {b.create_seconds:.1f} s | {report.fmt(b.first_job_seconds, digits=1)} "
-                f"| {report.fmt(b.all_jobs_seconds, digits=1) if b.all_jobs_seconds else 'not within 300 s'} "
+                f"| {done} "
                 f"| {b.with_jobs} | {calls / n:.2f} | {b.aws.get('ecs:RunTask', 0) / n:.2f} |"
             )
         md.append("")

@@ -54,6 +54,46 @@ def one_tick(name: str, runs: int, api_url: str, pool: str, moto: harness.Moto, 
     return result
 
 
+def copy_runs(
+    pg: harness.Postgres,
+    run_id: str,
+    new_ids: list[str] | int,
+    run_values: dict[str, str] | None = None,
+    state_values: dict[str, str] | None = None,
+) -> None:
+    """Copies of flow run ``run_id`` and its current state under ``new_ids``, in one transaction (SQL expressions
+    in ``run_values``/``state_values`` replace columns; ``ids.g`` is the copy's 1-based number). An int for
+    ``new_ids`` makes that many copies with ids of PostgreSQL's choosing."""
+    state_id = pg.psql(f"SELECT state_id FROM flow_run WHERE id = '{run_id}'").strip()
+
+    def columns(table: str) -> list[str]:
+        sql = (
+            f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}' ORDER BY ordinal_position"
+        )
+        return pg.psql(sql).split()
+
+    run_cols, state_cols = columns("flow_run"), columns("flow_run_state")
+    runs = {"id": "ids.run_id", "state_id": "NULL", **(run_values or {})}
+    states = {"id": "ids.state_id", "flow_run_id": "ids.run_id", **(state_values or {})}
+    run_select = ", ".join(runs.get(c, f"t.{c}") for c in run_cols)
+    state_select = ", ".join(states.get(c, f"s.{c}") for c in state_cols)
+    if isinstance(new_ids, int):
+        source = f"SELECT gen_random_uuid() AS run_id, g FROM generate_series(1, {new_ids}) AS g"
+    else:  # psql -c takes up to 128 KB: a few thousand ids
+        array = ",".join(repr(i) for i in new_ids)
+        source = f"SELECT * FROM unnest(ARRAY[{array}]::uuid[]) WITH ORDINALITY AS u(run_id, g)"
+    sql = f"""
+    BEGIN;
+    CREATE TEMP TABLE ids AS SELECT run_id, gen_random_uuid() AS state_id, g FROM ({source}) AS src;
+    INSERT INTO flow_run ({", ".join(run_cols)}) SELECT {run_select} FROM flow_run t, ids WHERE t.id = '{run_id}';
+    INSERT INTO flow_run_state ({", ".join(state_cols)}) SELECT {state_select}
+      FROM flow_run_state s, ids WHERE s.id = '{state_id}';
+    UPDATE flow_run f SET state_id = ids.state_id FROM ids WHERE f.id = ids.run_id;
+    COMMIT;
+    """
+    pg.psql(sql)
+
+
 def seed_running_runs(api: harness.Api, pg: harness.Postgres, pool: str, template_net: harness.Network, n: int):
     """``n`` Running runs in ``pool`` (a real one made through the API, copied in SQL); returns their job ids."""
     api.call(
@@ -65,35 +105,12 @@ def seed_running_runs(api: harness.Api, pg: harness.Postgres, pool: str, templat
     for state in ("PENDING", "RUNNING"):
         api.call("POST", f"/flow_runs/{run_id}/set_state", json={"state": {"type": state}, "force": True})
     api.call("PATCH", f"/flow_runs/{run_id}", json={"infrastructure_pid": "fake-0"})
-    state_id = api.call("GET", f"/flow_runs/{run_id}").json()["state"]["id"]
-
-    def columns(table: str) -> list[str]:
-        sql = (
-            f"SELECT column_name FROM information_schema.columns WHERE table_name = '{table}' ORDER BY ordinal_position"
-        )
-        return pg.psql(sql).split()
-
-    run_cols, state_cols = columns("flow_run"), columns("flow_run_state")
-    run_values = {
-        "id": "ids.run_id",
-        "name": "'scale-' || ids.g",
-        "state_id": "NULL",
-        "infrastructure_pid": "'fake-' || ids.g",
-    }
-    state_values = {"id": "ids.state_id", "flow_run_id": "ids.run_id"}
-    run_select = ", ".join(run_values.get(c, f"t.{c}") for c in run_cols)
-    state_select = ", ".join(state_values.get(c, f"s.{c}") for c in state_cols)
-    sql = f"""
-    BEGIN;
-    CREATE TEMP TABLE ids AS
-      SELECT gen_random_uuid() AS run_id, gen_random_uuid() AS state_id, g FROM generate_series(1, {n}) AS g;
-    INSERT INTO flow_run ({", ".join(run_cols)}) SELECT {run_select} FROM flow_run t, ids WHERE t.id = '{run_id}';
-    INSERT INTO flow_run_state ({", ".join(state_cols)}) SELECT {state_select}
-      FROM flow_run_state s, ids WHERE s.id = '{state_id}';
-    UPDATE flow_run f SET state_id = ids.state_id FROM ids WHERE f.id = ids.run_id;
-    COMMIT;
-    """
-    pg.psql(sql)
+    copy_runs(
+        pg,
+        run_id,
+        n,
+        run_values={"name": "'scale-' || ids.g", "infrastructure_pid": "'fake-' || ids.g"},
+    )
     ids = ["fake-0", *(f"fake-{g}" for g in range(1, n + 1))]
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
         fh.write("\n".join(ids))
