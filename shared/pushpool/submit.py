@@ -19,6 +19,7 @@ Order of work, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -174,7 +175,7 @@ def submit_run(
 
     backend = deps.backend(ptype.backend)
     try:
-        handle = backend.submit(spec)
+        handle = backend.submit(dataclasses.replace(spec, new_attempt=True))  # this invocation's own claim
     except BackendError as exc:
         crash_run(client, run.id, f"Failed to submit flow run to infrastructure ({exc.backend}): {exc.one_line()}")
         return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"backend error: {exc.one_line()}")

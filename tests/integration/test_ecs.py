@@ -6,6 +6,7 @@ container-level memory (moto cannot place a task with task-level memory only) an
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -171,6 +172,45 @@ def test_cancel_stops_the_task(ecs_deps, prefect: PrefectHelper, ecs_pool: str, 
     backend = ecs_deps.backend("ecs")
     backend.cancel(JobHandle("ecs", outcome.job_id))
     assert backend.status([JobHandle("ecs", outcome.job_id)])[outcome.job_id].state.is_final
+
+
+def test_a_new_attempt_goes_straight_to_run_task_with_its_client_token(
+    ecs_deps, prefect: PrefectHelper, ecs_pool: str, aws: dict
+) -> None:
+    """Straight after submit's own claim there is no earlier task to look for: no ListTasks before RunTask, and
+    RunTask carries the attempt as clientToken (AWS's own dedup of a retried request)."""
+    import dataclasses
+
+    from pushpool.backends.ecs import EcsBackend
+
+    session = boto3.session.Session()
+    sent: list[tuple[str, dict]] = []
+
+    def record(request, **_: object):
+        target = request.headers.get("X-Amz-Target", b"").decode().rsplit(".", 1)[-1]
+        sent.append((target, json.loads(request.body or b"{}")))
+
+    session.events.register("before-send.ecs", record)
+    backend = EcsBackend(session=session)
+    dep = prefect.create_deployment(ecs_pool, job_variables={"prefect_api_key_secret_arn": SECRET_ARN})
+    client = ecs_deps.orchestrator
+    run = client.read_flow_run(prefect.create_run(dep))
+    spec = build_job_spec(
+        settings=ecs_deps.settings,
+        client=client,
+        run=run,
+        pool=client.read_work_pool(ecs_pool),
+        attempt="attempt-new",
+        deployment=client.read_deployment(dep),
+    )
+    backend.submit(dataclasses.replace(spec, new_attempt=True))
+    actions = [a for a, _ in sent]
+    assert "ListTasks" not in actions and actions.count("RunTask") == 1
+    assert next(body for a, body in sent if a == "RunTask")["clientToken"] == "attempt-new"
+    sent.clear()
+    backend.submit(spec)  # the same attempt again, without the flag: found, not run twice
+    assert "ListTasks" in [a for a, _ in sent] and "RunTask" not in [a for a, _ in sent]
+    assert len(aws["ecs"].list_tasks(cluster=aws["cluster"], startedBy=f"{run.id}/attempt-new")["taskArns"]) == 1
 
 
 def test_throttling_is_retried(ecs_deps, prefect: PrefectHelper, ecs_pool: str, aws: dict) -> None:

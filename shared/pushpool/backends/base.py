@@ -9,6 +9,8 @@ Rules every backend keeps (checked by tests/contract):
 * ``submit`` is idempotent per attempt (``spec.run_id`` + ``spec.attempt``): a second call finds the first job and
   returns the same handle. The attempt is the id of the Pending state that claimed the run, so a run that is
   scheduled again (a retry, a reschedule) gets a new job, while a retried submit of the same claim never does.
+  A spec with ``new_attempt`` comes straight from the claim that created the attempt (no job can exist for it yet):
+  a backend may skip looking for an earlier job, relying on its API's own idempotency token where it has one.
 * ``find(run_id, attempt, config)`` returns the handle of that attempt's job, or ``None``; ``config`` is the
   pool's default job configuration (where to look: cluster, region …).
 * ``status`` answers for many handles at once and reports a job that no longer exists as ``JobState.MISSING``.
@@ -57,6 +59,8 @@ class JobSpec:
     max_run_time_seconds: int
     # The Prefect credential and other values that must travel by secret reference where the backend has one.
     secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Set by submit right after its own claim: no earlier job of this attempt can exist (see the module docstring).
+    new_attempt: bool = False
 
 
 @dataclass(frozen=True)

@@ -91,10 +91,12 @@ class EcsBackend:
         region = _region(config) or self.region
         ecs = self._client("ecs", region)
         with self._translate_errors():
-            # A retry of this attempt finds its task (RunTask's clientToken also dedups on AWS for 24 h).
-            found = self._find(ecs, cluster, started_by(spec.run_id, spec.attempt), stopped_too=False)
-            if found is not None:
-                return found
+            # A retry of this attempt finds its task. Straight after the claim there is none to find (one ListTasks
+            # round trip less before the job); RunTask's clientToken still dedups a retried request on AWS for 24 h.
+            if not spec.new_attempt:
+                found = self._find(ecs, cluster, started_by(spec.run_id, spec.attempt), stopped_too=False)
+                if found is not None:
+                    return found
             request = self._run_task_request(spec, cluster, region)
             task = self._run_task(ecs, request)
         return JobHandle(NAME, f"{cluster}::{task['taskArn']}")
