@@ -77,12 +77,14 @@ class Bed:
         return self.api.deployment(name, name)
 
     def _create_runs(self, phase: Phase, deployment: str, runs: int, interval: float) -> None:
-        rng = random.Random(self.seed)  # the same arrival process for every mode
+        rng = random.Random(self.seed)  # the same arrival times for every mode (not shifted by slow creations)
+        start, offset = time.monotonic(), 0.0
         for _ in range(runs):
+            time.sleep(max(0.0, start + offset - time.monotonic()))
             run_id, created = self.api.create_run(deployment)
             phase.runs.append(run_id)
             phase.created[run_id] = created
-            time.sleep(rng.uniform(0, 2 * interval))
+            offset += rng.uniform(0, 2 * interval)
 
     def _collect(self, phase: Phase, started: float, timeout: float) -> None:
         harness.wait_for_jobs(self.moto, phase.runs, timeout, self.api)
