@@ -77,14 +77,12 @@ class Bed:
         return self.api.deployment(name, name)
 
     def _create_runs(self, phase: Phase, deployment: str, runs: int, interval: float) -> None:
-        rng = random.Random(self.seed)  # the same arrival times for every mode (not shifted by slow creations)
-        start, offset = time.monotonic(), 0.0
+        rng = random.Random(self.seed)  # the same arrival process for every mode
         for _ in range(runs):
-            time.sleep(max(0.0, start + offset - time.monotonic()))
             run_id, created = self.api.create_run(deployment)
             phase.runs.append(run_id)
             phase.created[run_id] = created
-            offset += rng.uniform(0, 2 * interval)
+            time.sleep(rng.uniform(0, 2 * interval))  # after the creation: the server is never saturated by it
 
     def _collect(self, phase: Phase, started: float, timeout: float) -> None:
         harness.wait_for_jobs(self.moto, phase.runs, timeout, self.api)
@@ -145,7 +143,7 @@ class Bed:
         child = harness.worker(self.api_url, self.moto, self.work / "logs", name, query_seconds)
         try:
             _wait_worker(self.api, name, child)
-            phase = self._measure(f"prefect-aws worker, poll {label}", deployment, runs, interval, idle_seconds, 240)
+            phase = self._measure(f"prefect-aws worker, poll {label}", deployment, runs, interval, idle_seconds, 150)
         finally:
             child.stop()
         self.api.delete_pool(name)
