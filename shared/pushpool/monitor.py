@@ -83,31 +83,29 @@ def dispatch_due(deps: Deps, pool: WorkPool, report: TickReport) -> None:
             except PushpoolError as exc:
                 report.errors.append(f"pool {pool.name}: {exc.one_line()}")
                 return
-            outcomes = list(executor.map(lambda listed: _dispatch_one(deps, pool, listed.id, full), due))
-            for outcome in outcomes:
-                if outcome is None:
-                    continue
-                if outcome.startswith("error: "):
-                    report.errors.append(outcome[len("error: ") :])
-                else:
+            results = list(executor.map(lambda listed: _dispatch_one(deps, pool, listed.id, full), due))
+            for outcome, error in results:
+                if error is not None:
+                    report.errors.append(error)
+                elif outcome is not None:
                     report.dispatched[outcome] += 1
-            if full.is_set() or len(due) < PAGE_SIZE or SubmitOutcome.SUBMITTED not in outcomes:
+            if full.is_set() or len(due) < PAGE_SIZE or (SubmitOutcome.SUBMITTED, None) not in results:
                 return
 
 
-def _dispatch_one(deps: Deps, pool: WorkPool, run_id: str, full: threading.Event) -> str | None:
-    """The outcome of submitting one listed run (``"error: ..."`` for a failure, None if skipped)."""
+def _dispatch_one(deps: Deps, pool: WorkPool, run_id: str, full: threading.Event) -> tuple[str | None, str | None]:
+    """(outcome, error) of submitting one listed run; (None, None) when skipped because a limit was reached."""
     if full.is_set():
-        return None
+        return None, None
     try:
         # The runs in that answer are abridged (no state, no pool or queue name): read each one whole.
         run = deps.orchestrator.read_flow_run(run_id)
         outcome = submit_run(deps, run, pool, trigger="monitor")
     except PushpoolError as exc:
-        return f"error: run {run_id}: {exc.one_line()}"
+        return None, f"run {run_id}: {exc.one_line()}"
     if outcome.outcome == SubmitOutcome.WAITING:
         full.set()
-    return outcome.outcome
+    return outcome.outcome, None
 
 
 def reconcile_runs(deps: Deps, pools: list[WorkPool], report: TickReport) -> None:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .api import MAX_BODY_BYTES, Response, handle_monitor, handle_provision, handle_run_event, handle_submit
+from .api import DUPLICATE, MAX_BODY_BYTES, Response, handle_monitor, handle_provision, handle_run_event, handle_submit
 from .auth import WebhookAuth
 from .deps import Deps
 from .errors import PushpoolError
@@ -87,7 +87,7 @@ class Server:
     def _on_event(self, event: RunEvent) -> None:
         if event.kind in ("submit", "cancel"):
             if not self.seen.first(event.event_id):
-                log.debug("event: %s", json.dumps({"flow_run_id": event.run_id, "outcome": "duplicate"}))
+                log.debug("event: %s", json.dumps({"flow_run_id": event.run_id, "outcome": DUPLICATE}))
                 return
             received = time.time()
             self.pool.submit(

@@ -35,8 +35,9 @@ from .templates import pool_type
 
 log = logging.getLogger("pushpool.submit")
 
-# Reads that do not depend on each other overlap (the deployment is fetched while the pause flags and limits are
-# checked and the run is claimed): one round trip less between the trigger and the job. Threads suit Lambda too.
+# Reads that do not depend on each other overlap (the queue and the deployment are fetched while the pool is read,
+# and the deployment while the run is claimed): fewer round trips between the trigger and the job. Threads suit
+# Lambda too.
 _PREFETCH = ThreadPoolExecutor(max_workers=16, thread_name_prefix="pushpool-prefetch")
 
 PROGRESS_STATE = "InfrastructurePending"
@@ -123,7 +124,6 @@ def submit_run(
         return waiting
     due = _due(run)
     reads = reads or Reads.start(deps, run)
-    deployment_read = reads.deployment
 
     limits = _limits(run, pool, reads)
     if isinstance(limits, SubmitOutcome):
@@ -151,7 +151,7 @@ def submit_run(
             return SubmitOutcome(run.id, SubmitOutcome.WAITING, why)
 
     try:
-        deployment = deployment_read.result() if deployment_read is not None else None
+        deployment = reads.deployment.result() if reads.deployment is not None else None
     except ObjectNotFoundError:
         client.propose_state(
             run.id,

@@ -97,19 +97,23 @@ def test_ten_runs_of_one_deployment_share_one_task_definition(
     assert len(ours) == 1, ours
 
 
-def test_duplicate_submit_finds_the_task(ecs_deps, prefect: PrefectHelper, ecs_pool: str, aws: dict) -> None:
-    dep = prefect.create_deployment(ecs_pool, job_variables={"prefect_api_key_secret_arn": SECRET_ARN})
-    run_id = prefect.create_run(dep)
-    client = ecs_deps.orchestrator
-    run = client.read_flow_run(run_id)
-    spec = build_job_spec(
-        settings=ecs_deps.settings,
+def _spec(deps, prefect: PrefectHelper, pool: str, attempt: str):
+    """The rendered job of a new run of a new deployment in ``pool``, for ``attempt``."""
+    dep = prefect.create_deployment(pool, job_variables={"prefect_api_key_secret_arn": SECRET_ARN})
+    client = deps.orchestrator
+    return build_job_spec(
+        settings=deps.settings,
         client=client,
-        run=run,
-        pool=client.read_work_pool(ecs_pool),
-        attempt="attempt-1",
+        run=client.read_flow_run(prefect.create_run(dep)),
+        pool=client.read_work_pool(pool),
+        attempt=attempt,
         deployment=client.read_deployment(dep),
     )
+
+
+def test_duplicate_submit_finds_the_task(ecs_deps, prefect: PrefectHelper, ecs_pool: str, aws: dict) -> None:
+    spec = _spec(ecs_deps, prefect, ecs_pool, "attempt-1")
+    run_id = spec.run_id
     backend = ecs_deps.backend("ecs")
     first, second = backend.submit(spec), backend.submit(spec)
     assert first == second
@@ -192,17 +196,7 @@ def test_a_new_attempt_goes_straight_to_run_task_with_its_client_token(
 
     session.events.register("before-send.ecs", record)
     backend = EcsBackend(session=session)
-    dep = prefect.create_deployment(ecs_pool, job_variables={"prefect_api_key_secret_arn": SECRET_ARN})
-    client = ecs_deps.orchestrator
-    run = client.read_flow_run(prefect.create_run(dep))
-    spec = build_job_spec(
-        settings=ecs_deps.settings,
-        client=client,
-        run=run,
-        pool=client.read_work_pool(ecs_pool),
-        attempt="attempt-new",
-        deployment=client.read_deployment(dep),
-    )
+    spec = _spec(ecs_deps, prefect, ecs_pool, "attempt-new")
     backend.submit(dataclasses.replace(spec, new_attempt=True))
     actions = [a for a, _ in sent]
     assert "ListTasks" not in actions and actions.count("RunTask") == 1
@@ -210,7 +204,7 @@ def test_a_new_attempt_goes_straight_to_run_task_with_its_client_token(
     sent.clear()
     backend.submit(spec)  # the same attempt again, without the flag: found, not run twice
     assert "ListTasks" in [a for a, _ in sent] and "RunTask" not in [a for a, _ in sent]
-    assert len(aws["ecs"].list_tasks(cluster=aws["cluster"], startedBy=f"{run.id}/attempt-new")["taskArns"]) == 1
+    assert len(aws["ecs"].list_tasks(cluster=aws["cluster"], startedBy=f"{spec.run_id}/attempt-new")["taskArns"]) == 1
 
 
 def test_throttling_is_retried(ecs_deps, prefect: PrefectHelper, ecs_pool: str, aws: dict) -> None:
