@@ -267,7 +267,7 @@ def _epoch(stamp: str) -> float:
 
 
 def pushpool_template(net: Network) -> dict:
-    from pushpool.templates import base_job_template
+    from pushpool.providers import base_job_template
 
     template = copy.deepcopy(base_job_template("ecs:push"))
     _moto_defaults(template, net)
@@ -341,7 +341,7 @@ def serve(api_url: str, moto: Moto, log_dir: Path, *, event_stream: bool, monito
         "PUSHPOOL_WEBHOOK_TOKEN": token,
         "PUSHPOOL_PROCESS_DIR": str(log_dir / "jobs"),
     }
-    cmd = [sys.executable, "-m", "pushpool.cli", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "pushpool.entrypoints.cli", "serve", "--port", str(port)]
     cmd += ["--monitor-interval", str(monitor_interval)]
     if not event_stream:
         cmd.append("--no-event-stream")

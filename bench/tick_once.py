@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pushpool.deps import Deps
-from pushpool.monitor import tick
+from pushpool.usecases.deps import Deps
+from pushpool.usecases.monitor import tick
 from pushpool.settings import Settings
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 from pushpool import localserver
-from pushpool.templates import base_job_template
+from pushpool.providers import base_job_template
 
 from tests.helpers import PrefectHelper, make_deps
 
@@ -63,14 +63,13 @@ def pool(prefect: PrefectHelper) -> str:
 @pytest.fixture(scope="session")
 def moto_endpoint() -> str:
     """moto in server mode on 127.0.0.1, reached over real HTTP with dummy credentials (no metadata probes)."""
-    from moto.server import ThreadedMotoServer
     from pushpool.localserver import free_port
 
-    port = free_port()
+    from tests.emulators import MotoServer
+
     os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"  # AmazonECSTaskExecutionRolePolicy must be attachable
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
+    server = MotoServer(free_port()).start()
+    url = server.url
     os.environ.update(
         {
             "AWS_ENDPOINT_URL": url,

@@ -1,45 +1,49 @@
-"""A latency-injecting, in-memory backend for scale benchmarks (``bench/``): 10,000 jobs cannot run here.
+"""In-memory stand-ins that pass the same contracts as the real parts they replace.
 
-It keeps the backend contract (tests/contract: the same suite as the real backends) by simulating a job from its
-command: ``sleep N`` runs until stopped, ``true`` exits 0, a command containing ``exit N`` exits N after printing its
-``echo`` text. Every backend API call sleeps ``latency`` seconds; ``status`` is answered in batches of ``batch``
-(ECS DescribeTasks takes 100), each batch one call. ``calls`` counts calls per operation.
+``LatencyBackend`` is a compute backend held in memory, for use-case unit tests and the scale benchmarks
+(``bench/``: 10,000 jobs cannot run here). It passes the backend contract (tests/contract), the same suite as the real
+backends: its jobs are driven from outside (``exit``, ``vanish``), as an emulated cloud's are. Every backend API call
+sleeps ``latency`` seconds; ``status`` is answered in batches of ``batch`` (ECS DescribeTasks takes 100), each batch
+one call; ``calls`` counts calls per operation. It keeps finished jobs until ``cleanup``, like Cloud Run and ACI.
 """
 
 from __future__ import annotations
 
-import re
-import shlex
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from pushpool.backends.base import JobHandle, JobSpec, JobState, JobStatus
 from pushpool.errors import BackendError
+from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
 
 
 @dataclass
-class _Job:
-    command: str
+class FakeJob:
+    spec: JobSpec | None
     started: float
-    stopped: bool = False
+    state: JobState = JobState.RUNNING
     exit_code: int | None = None
     output: list[str] = field(default_factory=list)
 
 
-class LatencyBackend:
+class LatencyBackend(BackendBase):
     name = "fake"
+    start_timeout_seconds = 30.0
+    keeps_finished_jobs = True
 
-    def __init__(self, latency: float = 0.0, batch: int = 100, finish_after: float = 0.1) -> None:
-        self.latency, self.batch, self.finish_after = latency, batch, finish_after
+    def __init__(self, latency: float = 0.0, batch: int = 100) -> None:
+        self.latency, self.batch = latency, batch
         self.calls: Counter = Counter()
-        self._jobs: dict[str, _Job] = {}
+        self.jobs: dict[str, FakeJob] = {}
         self._by_attempt: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_options(cls, **options: object) -> LatencyBackend:
+        return cls(**options)  # type: ignore[arg-type]
 
     def _call(self, operation: str) -> None:
         with self._lock:
@@ -47,35 +51,23 @@ class LatencyBackend:
         if self.latency:
             time.sleep(self.latency)
 
+    # -- the Protocol ------------------------------------------------------------------------------------------
+
     def submit(self, spec: JobSpec) -> JobHandle:
         self._call("submit")
-        try:
-            program = shlex.split(spec.command)[0]
-        except (ValueError, IndexError):
-            raise BackendError(f"cannot parse the command {spec.command!r}", backend=self.name) from None
-        if program.startswith("/") and program not in ("/bin/sh", "/bin/true"):
-            raise BackendError(f"no such program: {program}", backend=self.name)
+        if not spec.command or spec.command[0].startswith("/no/"):
+            raise BackendError(f"no such program: {spec.command[:1]}", backend=self.name)
         with self._lock:
             key = (spec.run_id, spec.attempt)
             if key not in self._by_attempt:
                 job_id = f"fake-{uuid.uuid4()}"
-                self._jobs[job_id] = _Job(
-                    spec.command, time.monotonic(), output=re.findall(r"echo ([^;']+)", spec.command)
-                )
+                self.jobs[job_id] = FakeJob(spec, time.monotonic())
                 self._by_attempt[key] = job_id
             return JobHandle(self.name, self._by_attempt[key])
 
-    def seed(self, run_id: str, attempt: str, job_id: str | None = None) -> JobHandle:
-        """A long-running job created without a call (the scale bench's 10,000 in-flight runs)."""
-        with self._lock:
-            job_id = job_id or f"fake-{uuid.uuid4()}"
-            self._jobs[job_id] = _Job("sleep 86400", time.monotonic())
-            self._by_attempt[(run_id, attempt)] = job_id
-            return JobHandle(self.name, job_id)
-
-    def find(self, run_id: str, attempt: str, config: Mapping[str, Any] | None = None) -> JobHandle | None:
+    def find(self, spec: JobSpec) -> JobHandle | None:
         self._call("find")
-        job_id = self._by_attempt.get((run_id, attempt))
+        job_id = self._by_attempt.get((spec.run_id, spec.attempt))
         return JobHandle(self.name, job_id) if job_id else None
 
     def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
@@ -83,26 +75,64 @@ class LatencyBackend:
         for start in range(0, len(handles), self.batch):
             self._call("status")
             for handle in handles[start : start + self.batch]:
-                out[handle.id] = self._status(self._jobs.get(handle.id))
+                out[handle.id] = self._status(handle.id)
         return out
-
-    def _status(self, job: _Job | None) -> JobStatus:
-        if job is None:
-            return JobStatus(JobState.MISSING, reason="no such job")
-        if job.stopped:
-            return JobStatus(JobState.STOPPED, exit_code=143, reason="stopped")
-        if job.command.startswith("sleep") or time.monotonic() - job.started < self.finish_after:
-            return JobStatus(JobState.RUNNING)
-        code = int(m.group(1)) if (m := re.search(r"exit (\d+)", job.command)) else 0
-        return JobStatus(JobState.SUCCEEDED if code == 0 else JobState.FAILED, exit_code=code)
 
     def cancel(self, handle: JobHandle, *, grace_seconds: float = 10.0) -> None:
         self._call("cancel")
-        job = self._jobs.get(handle.id)
-        if job is not None and self._status(job).state is JobState.RUNNING:
-            job.stopped = True
+        job = self.jobs.get(handle.id)
+        if job is not None and job.state.is_alive:
+            job.state, job.exit_code = JobState.STOPPED, 143
 
     def logs(self, handle: JobHandle, *, lines: int = 50) -> list[str]:
         self._call("logs")
-        job = self._jobs.get(handle.id)
+        job = self.jobs.get(handle.id)
         return (job.output[-lines:] if lines > 0 else []) if job else []
+
+    def cleanup(self, handle: JobHandle) -> None:
+        self._call("cleanup")
+        job = self.jobs.get(handle.id)
+        if job is not None and not job.state.is_alive:
+            del self.jobs[handle.id]
+
+    # -- driving jobs from outside (what an emulated cloud's control plane does) --------------------------------
+
+    def seed(self, run_id: str, attempt: str, job_id: str | None = None) -> JobHandle:
+        """A long-running job created without a call (the scale bench's 10,000 in-flight runs)."""
+        with self._lock:
+            job_id = job_id or f"fake-{uuid.uuid4()}"
+            self.jobs[job_id] = FakeJob(None, time.monotonic())
+            self._by_attempt[(run_id, attempt)] = job_id
+            return JobHandle(self.name, job_id)
+
+    def exit(self, handle: JobHandle, code: int, lines: Sequence[str] = ()) -> None:
+        job = self.jobs[handle.id]
+        job.output.extend(lines)
+        job.state, job.exit_code = (JobState.SUCCEEDED if code == 0 else JobState.FAILED), code
+
+    def vanish(self, handle: JobHandle) -> None:
+        self.jobs.pop(handle.id, None)
+
+    def jobs_of(self, spec: JobSpec) -> int:
+        return sum(
+            1
+            for job in self.jobs.values()
+            if job.spec
+            and (job.spec.run_id, job.spec.attempt)
+            == (
+                spec.run_id,
+                spec.attempt,
+            )
+        )
+
+    def _status(self, job_id: str) -> JobStatus:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return JobStatus(JobState.MISSING, reason="no such job")
+        if job.state is JobState.STOPPED:
+            return JobStatus(JobState.STOPPED, exit_code=job.exit_code, reason="stopped")
+        if job.state is JobState.FAILED:
+            return JobStatus(
+                JobState.FAILED, exit_code=job.exit_code, reason=f"ended with {describe_exit(job.exit_code or 0)}"
+            )
+        return JobStatus(job.state, exit_code=job.exit_code)

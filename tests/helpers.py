@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pushpool.deps import Deps
 from pushpool.settings import Settings
+from pushpool.usecases.deps import Deps
 
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prefect-api-key-AbCdEf"
 
@@ -44,11 +44,11 @@ class PrefectHelper:
         return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
     def create_pool(self, name: str, type_name: str = "process:push", **extra: Any) -> dict[str, Any]:
-        from pushpool.templates import POOL_TYPES
+        from pushpool.providers import POOL_TYPES, base_job_template
 
         body = {"name": name, "type": type_name, **extra}
         if type_name in POOL_TYPES and "base_job_template" not in extra:
-            body["base_job_template"] = POOL_TYPES[type_name].template()
+            body["base_job_template"] = base_job_template(type_name)
         return self.json("POST", "/work_pools/", json=body)
 
     def create_deployment(
@@ -117,6 +117,6 @@ def make_deps(api_url: str, tmp: Path, **overrides: Any) -> Deps:
 
 def pool_tick(deps: Deps, pool_name: str):
     """One monitor tick over a single pool: counts in its report are this test's alone (the server is shared)."""
-    from pushpool.monitor import tick
+    from pushpool.usecases.monitor import tick
 
     return tick(deps, pools=[deps.orchestrator.read_work_pool(pool_name)])

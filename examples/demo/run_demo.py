@@ -32,7 +32,7 @@ def banner(text: str) -> None:
 
 
 def pushpool_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pushpool.cli", *args]
+    return [sys.executable, "-m", "pushpool.entrypoints.cli", *args]
 
 
 def api(client: httpx.Client, method: str, path: str, **kwargs):
@@ -165,7 +165,7 @@ def main() -> int:
                 f"{'':<9} submitted via {triggers.get(rid, '?')}; process started {start_delay:.3f}s after creation;"
                 f" final {final} (expected {expected[info['label']]})"
             )
-        proc_check = subprocess.run(["pgrep", "-f", f"pushpool.backends._supervisor {work}"], capture_output=True)
+        proc_check = subprocess.run(["pgrep", "-f", f"pushpool.providers.process.supervisor {work}"], capture_output=True)
         print(f"\njob processes still alive: {len(proc_check.stdout.split())}")
         status = subprocess.run(pushpool_cmd("status"), env=env, capture_output=True, text=True)
         print(f"pushpool status: {status.stdout.strip()}")

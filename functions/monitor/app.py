@@ -9,11 +9,11 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import ValidationError, parse
-from pushpool import aws_lambda
-from pushpool.api import handle_run_event
-from pushpool.backends.ecs import run_id_of
+from pushpool.entrypoints import aws_lambda
+from pushpool.entrypoints.http import handle_run_event
+from pushpool.providers.ecs.backend import run_id_of
 from pushpool.errors import PushpoolError
-from pushpool.monitor import tick
+from pushpool.usecases.monitor import tick
 
 logger = Logger()
 tracer = Tracer()

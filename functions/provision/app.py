@@ -10,8 +10,8 @@ import json
 from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
-from pushpool import aws_lambda
-from pushpool.api import ProvisionRequest, parse_body, run_provision
+from pushpool.entrypoints import aws_lambda
+from pushpool.entrypoints.http import ProvisionRequest, parse_body, run_provision
 from pushpool.errors import PushpoolError
 
 logger = Logger()

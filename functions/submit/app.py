@@ -1,7 +1,7 @@
 """submit on AWS Lambda, behind a Function URL: Prefect's call-webhook automation (bearer token) or any signed
 client posts a flow-run event; the run becomes an ECS task.
 
-Thin: Powertools resolves the HTTP event, pushpool.api does the work, the answer is shaped back. No Powertools
+Thin: Powertools resolves the HTTP event, pushpool.entrypoints.http does the work, the answer is shaped back. No Powertools
 Tracer here: it imports the X-Ray SDK at start-up (~100 ms of every cold start, measured by ``make bench``) for
 subsegments of the few boto3 calls; the function's active tracing still records each invocation.
 """
@@ -14,8 +14,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
-from pushpool import aws_lambda
-from pushpool.api import handle_submit
+from pushpool.entrypoints import aws_lambda
+from pushpool.entrypoints.http import handle_submit
 
 logger = Logger()
 metrics = Metrics()

@@ -10,12 +10,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
-from .errors import ConfigurationError
+from pushpool.errors import ConfigurationError
 
 
-def _number(environ: Mapping[str, str], name: str, default: float, *, minimum: float = 0) -> float:
+def _number(environ: Mapping[str, str], name: str, default: Any, *, minimum: float = 0) -> Any:
     raw = environ.get(name)
     if raw in (None, ""):
         return default
@@ -53,7 +54,7 @@ class Settings:
     submit_url: str | None = None
     # Monitor policy.
     pending_timeout_seconds: float = 120.0
-    start_timeout_seconds: float = 600.0
+    start_timeout_seconds: float | None = None  # None: each provider's own (backend.start_timeout_seconds)
     exit_grace_seconds: float = 30.0
     cancel_grace_seconds: float = 10.0
     dispatch_ahead_seconds: float = 0.0
@@ -61,6 +62,8 @@ class Settings:
     # Due runs the monitor submits at once (a backlog after an outage or a burst); 1 in pools with a limit.
     dispatch_concurrency: int = 8
     process_dir: Path | None = None
+    # The pool types this deployment serves (empty: every type whose provider SDK is installed).
+    pool_types: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -87,13 +90,14 @@ class Settings:
             webhook_signing_secrets=_secrets(env, "PUSHPOOL_WEBHOOK_SECRET", "PUSHPOOL_WEBHOOK_SECRET_PREVIOUS"),
             submit_url=_check_url("PUSHPOOL_SUBMIT_URL", submit_url) if submit_url else None,
             pending_timeout_seconds=_number(env, "PUSHPOOL_PENDING_TIMEOUT", 120.0, minimum=1),
-            start_timeout_seconds=_number(env, "PUSHPOOL_START_TIMEOUT", 600.0, minimum=1),
+            start_timeout_seconds=_number(env, "PUSHPOOL_START_TIMEOUT", None, minimum=1),
             exit_grace_seconds=_number(env, "PUSHPOOL_EXIT_GRACE", 30.0),
             cancel_grace_seconds=_number(env, "PUSHPOOL_CANCEL_GRACE", 10.0),
             dispatch_ahead_seconds=_number(env, "PUSHPOOL_DISPATCH_AHEAD", 0.0),
             max_recoveries=int(_number(env, "PUSHPOOL_MAX_RECOVERIES", 3)),
             dispatch_concurrency=int(_number(env, "PUSHPOOL_DISPATCH_CONCURRENCY", 8, minimum=1)),
             process_dir=Path(process_dir) if process_dir else None,
+            pool_types=tuple(t.strip() for t in env.get("PUSHPOOL_POOL_TYPES", "").split(",") if t.strip()),
         )
 
     @property

@@ -15,7 +15,11 @@ pytestmark = pytest.mark.integration
 
 def pushpool(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pushpool.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "pushpool.entrypoints.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

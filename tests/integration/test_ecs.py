@@ -14,12 +14,11 @@ from pathlib import Path
 
 import boto3
 import pytest
-from pushpool.backends.base import JobHandle, JobState
-from pushpool.jobs import build_job_spec
-from pushpool.monitor import tick
-from pushpool.submit import submit_run
+from pushpool.providers.base import JobHandle, JobState
+from pushpool.usecases.job_spec import build_job_spec
+from pushpool.usecases.submit import submit_run
 
-from tests.helpers import SECRET_ARN, PrefectHelper, make_deps
+from tests.helpers import SECRET_ARN, PrefectHelper, make_deps, pool_tick
 
 pytestmark = pytest.mark.integration
 
@@ -159,7 +158,7 @@ def test_non_zero_exit_crashes_the_run_with_the_reason(ecs_deps, prefect: Prefec
     task.desired_status = "STOPPED"
     task.containers[0].exitCode = 137
     task.containers[0].reason = "OutOfMemoryError: Container killed due to memory usage"
-    run = prefect.wait_for(run_id, {"CRASHED"}, timeout=20, tick=lambda: tick(ecs_deps))
+    run = prefect.wait_for(run_id, {"CRASHED"}, timeout=20, tick=lambda: pool_tick(ecs_deps, ecs_pool))
     assert "137" in run["state"]["message"] and "OutOfMemoryError" in run["state"]["message"]
 
 
@@ -168,7 +167,7 @@ def test_cancel_stops_the_task(ecs_deps, prefect: PrefectHelper, ecs_pool: str, 
     run_id = prefect.create_run(dep)
     outcome = _submit(ecs_deps, prefect, run_id)
     prefect.set_state(run_id, "CANCELLING")
-    report = tick(ecs_deps)
+    report = pool_tick(ecs_deps, ecs_pool)
     assert report.reconciled["stop-and-cancel"] >= 1
     assert prefect.state(run_id)[0] == "CANCELLED"
     assert _task(aws, outcome.job_id)["desiredStatus"] == "STOPPED"
@@ -185,7 +184,7 @@ def test_a_new_attempt_goes_straight_to_run_task_with_its_client_token(
     RunTask carries the attempt as clientToken (AWS's own dedup of a retried request)."""
     import dataclasses
 
-    from pushpool.backends.ecs import EcsBackend
+    from pushpool.providers.ecs.backend import EcsBackend
 
     session = boto3.session.Session()
     sent: list[tuple[str, dict]] = []
@@ -209,7 +208,7 @@ def test_a_new_attempt_goes_straight_to_run_task_with_its_client_token(
 
 def test_throttling_is_retried(ecs_deps, prefect: PrefectHelper, ecs_pool: str, aws: dict) -> None:
     from botocore.awsrequest import AWSResponse
-    from pushpool.backends.ecs import EcsBackend
+    from pushpool.providers.ecs.backend import EcsBackend
 
     session = boto3.session.Session()
     calls = {"run_task": 0}
@@ -293,7 +292,7 @@ def test_crash_writes_the_task_log_tail_to_the_run(ecs_deps, prefect: PrefectHel
     task = get_backend("ecs")["123456789012"]["us-east-1"].tasks[cluster][arn]
     task.last_status = task.desired_status = "STOPPED"
     task.containers[0].exitCode = 1
-    run = prefect.wait_for(run_id, {"CRASHED"}, timeout=20, tick=lambda: tick(ecs_deps))
+    run = prefect.wait_for(run_id, {"CRASHED"}, timeout=20, tick=lambda: pool_tick(ecs_deps, ecs_pool))
     assert "exit code 1" in run["state"]["message"]
     assert "No module named 'pandas'" in run["state"]["message"]
     run_logs = prefect.json("POST", "/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}})
@@ -323,7 +322,7 @@ def test_task_transitions_through_the_state_manager(
         assert seen[-1] == "STOPPED" and len(set(seen)) > 2, seen
         assert backend.status([handle])[handle.id].state is JobState.SUCCEEDED
         # Exit 0 but the run is still Pending: after the grace period the monitor crashes it.
-        run = prefect.wait_for(run_id, {"CRASHED"}, timeout=20, tick=lambda: tick(ecs_deps))
+        run = prefect.wait_for(run_id, {"CRASHED"}, timeout=20, tick=lambda: pool_tick(ecs_deps, ecs_pool))
         assert "exited cleanly" in run["state"]["message"]
     finally:
         httpx.post(f"{moto_endpoint}/moto-api/state-manager/unset-transition", json={"model_name": "ecs::task"})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from pushpool import aws_lambda
+from pushpool.entrypoints import aws_lambda
 
 from tests.helpers import PrefectHelper
 

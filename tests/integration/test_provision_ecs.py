@@ -13,9 +13,9 @@ from pathlib import Path
 import boto3
 import pytest
 from pushpool.errors import PushpoolError
-from pushpool.infra import deprovision, provision_infra
-from pushpool.provisioners.ecs import TAG_KEY, EcsProvisioner
-from pushpool.submit import submit_run
+from pushpool.providers.ecs.provisioner import TAG_KEY, EcsProvisioner
+from pushpool.usecases.provision_infra import deprovision, provision_infra
+from pushpool.usecases.submit import submit_run
 
 from tests.helpers import PrefectHelper, make_deps
 
@@ -217,7 +217,7 @@ def _cli_env(prefect_api: str, tmp_path: Path) -> dict[str, str]:
 
 
 def _cli(args: list[str], env: dict[str, str], answer: str | None = None) -> tuple[int, str]:
-    cmd = [sys.executable, "-m", "pushpool.cli", *args]
+    cmd = [sys.executable, "-m", "pushpool.entrypoints.cli", *args]
     if answer is None:  # no terminal: stdin is a pipe
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
         return result.returncode, result.stdout + result.stderr

@@ -9,10 +9,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from pushpool.api import handle_run_event, handle_submit
-from pushpool.auth import WebhookAuth
-from pushpool.backends.base import JobHandle, JobState
-from pushpool.monitor import tick
+from pushpool.entrypoints.auth import WebhookAuth
+from pushpool.entrypoints.http import handle_run_event, handle_submit
+from pushpool.providers.base import JobHandle, JobState
 
 from tests.helpers import PrefectHelper, make_deps, pool_tick
 
@@ -65,7 +64,7 @@ def test_failing_flow_ends_failed_and_job_exit_is_clean(deps, prefect: PrefectHe
     assert run["state"]["type"] == "FAILED"
     # The monitor leaves a run the engine finished alone.
     time.sleep(1)
-    tick(deps)
+    pool_tick(deps, pool)
     assert prefect.state(run_id)[0] == "FAILED"
 
 
@@ -75,7 +74,7 @@ def test_non_zero_exit_crashes_with_reason_and_last_lines(deps, prefect: Prefect
     )
     run_id = prefect.create_run(dep)
     assert _submit(deps, run_id).body["outcome"] == "submitted"
-    run = prefect.wait_for(run_id, {"CRASHED"}, timeout=30, tick=lambda: tick(deps))
+    run = prefect.wait_for(run_id, {"CRASHED"}, timeout=30, tick=lambda: pool_tick(deps, pool))
     message = run["state"]["message"]
     assert "exit code 3" in message
     assert "something broke" in message
@@ -86,13 +85,13 @@ def test_killed_process_is_crashed(deps, prefect: PrefectHelper, pool: str) -> N
     run_id = prefect.create_run(dep, parameters={"seconds": 120})
     assert _submit(deps, run_id).body["outcome"] == "submitted"
     run = prefect.wait_for(run_id, {"RUNNING"}, timeout=60)
-    from pushpool.backends.process import _job_processes
+    from pushpool.providers.process.backend import _job_processes
 
     pids = next(p for key, p in _job_processes().items() if key.startswith(run_id))
     assert len(pids) >= 3  # supervisor, `prefect flow-run execute`, and the engine in a session of its own
     for pid in pids:  # the whole job dies at once, as on an OOM kill of a container or a lost machine
         os.kill(pid, signal.SIGKILL)
-    run = prefect.wait_for(run_id, {"CRASHED"}, timeout=30, tick=lambda: tick(deps))
+    run = prefect.wait_for(run_id, {"CRASHED"}, timeout=30, tick=lambda: pool_tick(deps, pool))
     assert "disappeared" in run["state"]["message"]
     assert not [key for key in _job_processes() if key.startswith(run_id)]
 
@@ -105,9 +104,9 @@ def test_cancel_running_run_stops_process(deps, prefect: PrefectHelper, pool: st
     prefect.set_state(run_id, "CANCELLING")
     # The Cancelling event reaches submit (webhook/event stream) or the monitor: either reconciles it.
     handle_run_event(deps, run_id, trigger="test")
-    run = prefect.wait_for(run_id, {"CANCELLED"}, timeout=30, tick=lambda: tick(deps))
+    run = prefect.wait_for(run_id, {"CANCELLED"}, timeout=30, tick=lambda: pool_tick(deps, pool))
     assert _job_state(deps, run) in (JobState.STOPPED, JobState.SUCCEEDED, JobState.FAILED)
-    from pushpool.backends.process import _job_processes
+    from pushpool.providers.process.backend import _job_processes
 
     assert not [k for k in _job_processes() if k.startswith(run_id)]  # no process of the job is left, engine too
 
@@ -117,7 +116,7 @@ def test_maximum_run_time_stops_job_and_crashes_run(deps, prefect: PrefectHelper
     run_id = prefect.create_run(dep, parameters={"seconds": 120})
     assert _submit(deps, run_id).body["outcome"] == "submitted"
     prefect.wait_for(run_id, {"RUNNING"}, timeout=60)
-    run = prefect.wait_for(run_id, {"CRASHED"}, timeout=30, tick=lambda: tick(deps))
+    run = prefect.wait_for(run_id, {"CRASHED"}, timeout=30, tick=lambda: pool_tick(deps, pool))
     assert "maximum run time of 3 s" in run["state"]["message"]
     assert _job_state(deps, run) is not JobState.RUNNING
 
@@ -151,12 +150,13 @@ def test_pool_concurrency_limit_holds(deps, prefect: PrefectHelper) -> None:
         max_seen = max(max_seen, in_flight)
         if all(s in ("COMPLETED", "CRASHED", "FAILED") for s in states):
             break
-        tick(deps)
+        pool_tick(deps, pool)
         time.sleep(0.2)
     assert max_seen == 1
     # `sleep 2` never reports a state, so each run ends Crashed by the monitor's clean-exit rule; all were run.
     assert [prefect.state(r)[0] for r in runs] == ["CRASHED"] * 3
-    assert len(os.listdir(deps.settings.process_dir)) == 3
+    pids = {prefect.read_run(r)["infrastructure_pid"] for r in runs}
+    assert len(pids) == 3 and None not in pids  # one job each
 
 
 def test_run_scheduled_ahead_is_dispatched_by_the_monitor_when_due(deps, prefect: PrefectHelper, pool: str) -> None:
@@ -167,7 +167,7 @@ def test_run_scheduled_ahead_is_dispatched_by_the_monitor_when_due(deps, prefect
     run_id = prefect.create_run(dep, state={"type": "SCHEDULED", "state_details": {"scheduled_time": due.isoformat()}})
     response = _submit(deps, run_id)
     assert response.body["outcome"] == "deferred"
-    tick(deps)
+    pool_tick(deps, pool)
     assert prefect.state(run_id)[0] == "SCHEDULED"
     while dt.datetime.now(dt.timezone.utc) < due:
         time.sleep(0.2)
@@ -188,7 +188,7 @@ def test_orchestration_calls_per_submitted_run(deps, prefect: PrefectHelper, poo
 
 
 def test_status_lists_in_flight_runs_with_their_jobs(deps, prefect: PrefectHelper, pool: str) -> None:
-    from pushpool.status import in_flight
+    from pushpool.usecases.in_flight import in_flight
 
     run_id = prefect.create_run(prefect.create_deployment(pool, job_variables={"command": "sleep 20"}))
     assert _submit(deps, run_id).body["outcome"] == "submitted"
@@ -216,7 +216,7 @@ def test_a_retried_run_gets_a_new_job(deps, prefect: PrefectHelper, pool: str) -
     dep = prefect.create_deployment(pool, job_variables={"command": "sh -c 'exit 4'"})
     run_id = prefect.create_run(dep)
     first = _submit(deps, run_id).body["job_id"]
-    prefect.wait_for(run_id, {"CRASHED"}, timeout=30, tick=lambda: tick(deps))
+    prefect.wait_for(run_id, {"CRASHED"}, timeout=30, tick=lambda: pool_tick(deps, pool))
     prefect.set_state(run_id, "SCHEDULED", name="AwaitingRetry", force=True)
     second = _submit(deps, run_id).body
     assert second["outcome"] == "submitted"

@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from pushpool.backends.base import JobHandle, JobState
-from pushpool.jobs import build_job_spec
-from pushpool.models import StateType
-from pushpool.monitor import tick
-from pushpool.reconcile import RECOVERIES_LABEL
+from pushpool.prefect_api.models import StateType
+from pushpool.providers.base import JobHandle, JobState
+from pushpool.usecases.job_spec import build_job_spec
+from pushpool.usecases.reconcile import RECOVERIES_LABEL
 
 from tests.helpers import PrefectHelper, pool_tick
 
@@ -72,7 +71,7 @@ def test_died_after_pid_before_progress_state_the_run_goes_on(deps, prefect: Pre
     assert deps.orchestrator.propose_state(run_id, StateType.PENDING).accepted
     handle = _start_job(deps, run_id)
     deps.orchestrator.set_infrastructure_pid(run_id, handle.id)
-    run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90, tick=lambda: tick(deps))
+    run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90, tick=lambda: pool_tick(deps, pool))
     assert run["state"]["type"] == "COMPLETED"
 
 
@@ -90,7 +89,7 @@ def test_cancelled_while_the_job_starts_the_job_is_stopped(deps, prefect: Prefec
 def test_cancelling_run_with_no_job_is_cancelled(deps, prefect: PrefectHelper, pool: str) -> None:
     run_id = _claimed_run(deps, prefect, pool)
     prefect.set_state(run_id, "CANCELLING")
-    tick(deps)
+    pool_tick(deps, pool)
     assert prefect.state(run_id)[0] == "CANCELLED"
 
 
@@ -98,7 +97,7 @@ def test_running_with_no_job_behind_it_is_crashed(deps, prefect: PrefectHelper, 
     run_id = _claimed_run(deps, prefect, pool)
     prefect.set_state(run_id, "RUNNING")
     _past_timeout(deps)
-    tick(deps)
+    pool_tick(deps, pool)
     state = prefect.read_run(run_id)["state"]
     assert state["type"] == "CRASHED" and "no job" in state["message"]
 
@@ -120,12 +119,12 @@ def test_a_run_forced_cancelled_has_its_job_stopped(deps, prefect: PrefectHelper
     handle = _start_job(deps, run_id)
     deps.orchestrator.set_infrastructure_pid(run_id, handle.id)
     prefect.set_state(run_id, "CANCELLED", force=True)
-    tick(deps)
+    pool_tick(deps, pool)
     assert deps.backend("process").status([handle])[handle.id].state is JobState.STOPPED
 
 
 def test_a_crash_report_for_a_finished_run_changes_nothing(deps, prefect: PrefectHelper, pool: str) -> None:
-    from pushpool.runs import crash_run
+    from pushpool.usecases.run_states import crash_run
 
     run_id = _claimed_run(deps, prefect, pool)
     prefect.set_state(run_id, "RUNNING")

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from pushpool import localserver
-from pushpool.server import Server
+from pushpool.entrypoints.serve import Server
 
 from tests.helpers import PrefectHelper, make_deps
 

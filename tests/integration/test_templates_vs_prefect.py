@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pushpool.jobs import OrchestratorResolver
-from pushpool.orchestrator import PrefectClient
-from pushpool.templates import base_job_template
+from pushpool.prefect_api.client import PrefectClient
+from pushpool.providers import base_job_template
 from pushpool.templates.render import merge_job_variables, render_job_configuration
+from pushpool.usecases.job_spec import OrchestratorResolver
 
 from tests.helpers import PrefectHelper
 

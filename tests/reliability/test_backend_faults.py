@@ -11,11 +11,10 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
-from pushpool.backends.ecs import EcsBackend
-from pushpool.monitor import tick
-from pushpool.submit import submit_run
+from pushpool.providers.ecs.backend import EcsBackend
+from pushpool.usecases.submit import submit_run
 
-from tests.helpers import SECRET_ARN, PrefectHelper, make_deps
+from tests.helpers import SECRET_ARN, PrefectHelper, make_deps, pool_tick
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +125,7 @@ def test_task_that_never_starts_or_vanishes(ecs_deps, prefect: PrefectHelper, ec
     del tasks[cluster][o2.job_id.split("::")[1]]
     started = time.monotonic()
     time.sleep(ecs_deps.settings.start_timeout_seconds + 0.2)
-    tick(ecs_deps)
+    pool_tick(ecs_deps, ecs_pool)
     states = {r: prefect.read_run(r)["state"] for r in (never, gone)}
     repaired = time.monotonic() - started
     right = (

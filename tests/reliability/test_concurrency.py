@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from pushpool.api import handle_submit
-from pushpool.auth import WebhookAuth
-from pushpool.backends.process import _job_processes
-from pushpool.monitor import tick
+from pushpool.entrypoints.auth import WebhookAuth
+from pushpool.entrypoints.http import handle_submit
+from pushpool.providers.process.backend import _job_processes
 
-from tests.helpers import PrefectHelper
+from tests.helpers import PrefectHelper, pool_tick
 
 pytestmark = pytest.mark.integration
 
@@ -26,12 +24,13 @@ def test_pool_limit_holds_under_a_storm(deps, prefect: PrefectHelper, report, sc
     dep = prefect.create_deployment(pool, job_variables={"command": "sleep 1"})
     runs = [prefect.create_run(dep) for _ in range(runs_n)]
     auth, headers = WebhookAuth(deps.settings.webhook_tokens), {"Authorization": "Bearer test-token"}
-    stop, peak = threading.Event(), {"jobs": 0}
+    stop, peak, ran = threading.Event(), {"jobs": 0}, set()
 
     def watch() -> None:  # live job processes of this test's runs, sampled continuously
         while not stop.is_set():
             live = {key.split("_")[0] for key in _job_processes()} & set(runs)
             peak["jobs"] = max(peak["jobs"], len(live))
+            ran.update(live)
             time.sleep(0.02)
 
     watcher = threading.Thread(target=watch)
@@ -51,12 +50,11 @@ def test_pool_limit_holds_under_a_storm(deps, prefect: PrefectHelper, report, sc
         while time.monotonic() < deadline:
             if all(prefect.state(r)[0] == "CRASHED" for r in runs):  # `sleep 1` never reports: clean-exit rule
                 break
-            tick(deps)
+            pool_tick(deps, pool)
             time.sleep(0.1)
     finally:
         stop.set()
         watcher.join()
-    ran = {r for r in runs if any(j.startswith(r) for j in os.listdir(deps.settings.process_dir))}
     report.add(
         f"pool limit {limit} under a storm (3 deliveries per run + monitor)",
         runs=runs_n,

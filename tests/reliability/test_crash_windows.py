@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from pushpool.backends.base import JobHandle, JobState
-from pushpool.jobs import build_job_spec
-from pushpool.models import StateType
-from pushpool.monitor import tick
+from pushpool.prefect_api.models import StateType
+from pushpool.providers.base import JobHandle, JobState
+from pushpool.usecases.job_spec import build_job_spec
 
-from tests.helpers import PrefectHelper
+from tests.helpers import PrefectHelper, pool_tick
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +44,7 @@ def test_submit_dies(deps, prefect: PrefectHelper, pool: str, window: str, repor
     fault_at = time.monotonic()
     time.sleep(deps.settings.pending_timeout_seconds + 0.2)
     for _ in range(2):  # within two ticks
-        tick(deps)
+        pool_tick(deps, pool)
     backend = deps.backend("process")
     lost = stuck = 0
     repaired = time.monotonic() - fault_at

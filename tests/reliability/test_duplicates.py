@@ -9,12 +9,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from pushpool.api import handle_submit
-from pushpool.auth import WebhookAuth
-from pushpool.backends.base import JobHandle
-from pushpool.monitor import tick
+from pushpool.entrypoints.auth import WebhookAuth
+from pushpool.entrypoints.http import handle_submit
+from pushpool.providers.base import JobHandle
 
-from tests.helpers import PrefectHelper
+from tests.helpers import PrefectHelper, pool_tick
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +30,7 @@ def test_duplicate_storm(deps, prefect: PrefectHelper, pool: str, report, scale:
 
     def monitor_loop() -> None:
         while not stop.is_set():
-            tick(deps)
+            pool_tick(deps, pool)
 
     monitor = threading.Thread(target=monitor_loop)
     monitor.start()
@@ -66,4 +65,4 @@ def test_duplicate_storm(deps, prefect: PrefectHelper, pool: str, report, scale:
     assert set(claims.values()) == {1}
     backend = deps.backend("process")
     for r in runs:
-        backend.cancel(JobHandle("process", f"{backend.host}::{per_run[r][0]}"), grace_seconds=1)
+        backend.cancel(JobHandle("process", prefect.read_run(r)["infrastructure_pid"]), grace_seconds=1)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from pushpool.backends.base import JobHandle, JobState
-from pushpool.monitor import tick
-from pushpool.submit import submit_run
+from pushpool.providers.base import JobHandle, JobState
+from pushpool.usecases.submit import submit_run
 
-from tests.helpers import PrefectHelper
+from tests.helpers import PrefectHelper, pool_tick
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +31,7 @@ def test_cancel_and_max_run_time_act_within_one_tick(deps, prefect: PrefectHelpe
     prefect.set_state(pending, "CANCELLING")
     prefect.set_state(running, "CANCELLING")
     started = time.monotonic()
-    tick(deps)  # one tick
+    pool_tick(deps, pool)  # one tick
     took = time.monotonic() - started
     expected = {pending: "CANCELLED", running: "CANCELLED", overdue: "CRASHED"}
     jobs = {pending: pending_job, running: running_job, overdue: overdue_job}

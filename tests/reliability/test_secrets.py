@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 
 import pytest
-from pushpool.api import handle_submit
-from pushpool.auth import WebhookAuth
-from pushpool.monitor import tick
+from pushpool.entrypoints.auth import WebhookAuth
+from pushpool.entrypoints.http import handle_submit
+from pushpool.usecases.monitor import tick
 
 from tests.helpers import PrefectHelper, make_deps
 

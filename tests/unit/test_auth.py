@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pushpool.auth import WebhookAuth, sign
+from pushpool.entrypoints.auth import WebhookAuth, sign
 from pushpool.errors import UnauthorizedError
 
 BODY = b'{"flow_run_id": "x"}'

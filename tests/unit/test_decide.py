@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from pushpool.backends.base import JobState, JobStatus
-from pushpool.models import FlowRun, State, StateType
-from pushpool.reconcile import RECOVERIES_LABEL, Action, Policy, decide
+from pushpool.prefect_api.models import FlowRun, State, StateType
+from pushpool.providers.base import JobState, JobStatus
+from pushpool.usecases.reconcile import RECOVERIES_LABEL, Action, Policy, decide
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
 POLICY = Policy(pending_timeout_seconds=60, exit_grace_seconds=30, max_recoveries=3, start_timeout_seconds=600)
@@ -81,7 +81,8 @@ CASES = [
     ("cancelling, job alive", run(StateType.CANCELLING), job(JobState.RUNNING), False, Action.STOP_AND_CANCEL),
     ("cancelling, job ended", run(StateType.CANCELLING), job(JobState.SUCCEEDED, code=0), False, Action.CANCEL),
     ("cancelled, job alive", run(StateType.CANCELLED, ended_ago=1), job(JobState.RUNNING), False, Action.STOP),
-    ("cancelled, job gone", run(StateType.CANCELLED, ended_ago=1), job(JobState.STOPPED), False, Action.NONE),
+    ("cancelled, job stopped", run(StateType.CANCELLED, ended_ago=1), job(JobState.STOPPED), False, Action.CLEANUP),
+    ("cancelled, job cleaned up", run(StateType.CANCELLED, ended_ago=1), job(JobState.MISSING), False, Action.NONE),
     # zombies
     ("completed, job alive in grace", run(StateType.COMPLETED, ended_ago=5), job(JobState.RUNNING), False, Action.NONE),
     (
@@ -91,7 +92,8 @@ CASES = [
         False,
         Action.STOP,
     ),
-    ("crashed, job ended", run(StateType.CRASHED, ended_ago=100), job(JobState.FAILED, code=1), False, Action.NONE),
+    ("crashed, job ended", run(StateType.CRASHED, ended_ago=100), job(JobState.FAILED, code=1), False, Action.CLEANUP),
+    ("completed, job cleaned up", run(StateType.COMPLETED, ended_ago=100), job(JobState.MISSING), False, Action.NONE),
 ]
 
 
@@ -101,17 +103,49 @@ def test_decide(case: str, flow_run: FlowRun, status: JobStatus | None, found: b
     assert decision.action is expected
 
 
-def test_every_job_state_is_handled_for_every_in_flight_state() -> None:
-    for state in (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING, StateType.CANCELLED, StateType.COMPLETED):
-        for job_state in JobState:
-            decision = decide(
-                run(state, started_ago=1, ended_ago=1),
-                job(job_state, code=1, finished_ago=1),
-                now=NOW,
-                policy=POLICY,
-                max_run_time_seconds=100,
-            )
-            assert isinstance(decision.action, Action)
+# What the monitor does for every (run state, job state) pair: a run that just changed state, a job that just ended.
+N, C, STOP, SAC, CAN, CLEAN = (
+    Action.NONE,
+    Action.CRASH,
+    Action.STOP,
+    Action.STOP_AND_CANCEL,
+    Action.CANCEL,
+    Action.CLEANUP,
+)
+COMPLETE = {
+    #                     PENDING  RUNNING  SUCCEEDED  FAILED  STOPPED  MISSING  UNKNOWN
+    StateType.PENDING: (N, N, N, C, C, C, N),
+    StateType.RUNNING: (N, N, N, C, C, C, N),
+    StateType.CANCELLING: (SAC, SAC, CAN, CAN, CAN, CAN, N),
+    StateType.CANCELLED: (STOP, STOP, CLEAN, CLEAN, CLEAN, N, N),
+    StateType.COMPLETED: (N, N, CLEAN, CLEAN, CLEAN, N, N),
+}
+JOB_COLUMNS = (
+    JobState.PENDING,
+    JobState.RUNNING,
+    JobState.SUCCEEDED,
+    JobState.FAILED,
+    JobState.STOPPED,
+    JobState.MISSING,
+    JobState.UNKNOWN,
+)
+
+
+def test_the_table_covers_every_job_state() -> None:
+    assert set(JOB_COLUMNS) == set(JobState)  # a new job state must get its row entries here
+
+
+@pytest.mark.parametrize("run_state", list(COMPLETE))
+@pytest.mark.parametrize("job_state", JOB_COLUMNS)
+def test_every_run_state_and_job_state_has_its_action(run_state: StateType, job_state: JobState) -> None:
+    decision = decide(
+        run(run_state, started_ago=1, ended_ago=1),
+        job(job_state, code=1, finished_ago=1),
+        now=NOW,
+        policy=POLICY,
+        max_run_time_seconds=100,
+    )
+    assert decision.action is COMPLETE[run_state][JOB_COLUMNS.index(job_state)]
 
 
 def test_crash_messages_say_why() -> None:

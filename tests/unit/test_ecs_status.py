@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from pushpool.backends.base import JobState
-from pushpool.backends.ecs import STATE_MAP, _to_status
+from pushpool.providers.base import JobState
+from pushpool.providers.ecs.backend import STATE_MAP, _to_status
 
 DOCUMENTED = {
     "PROVISIONING",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from pushpool.events import RunEvent, SeenEvents, classify
+from pushpool.entrypoints.event_stream import RunEvent, SeenEvents, classify
+
+SERVED = ("process:push", "ecs:push")
 
 
 def _event(state: str, pool_type: str = "ecs:push", **extra) -> dict:
@@ -30,7 +32,7 @@ def _event(state: str, pool_type: str = "ecs:push", **extra) -> dict:
     + [(s, "final") for s in ("Completed", "Failed", "Crashed", "Cancelled")],
 )
 def test_flow_run_events_of_push_pools_are_classified(state: str, kind: str) -> None:
-    assert classify(_event(state)) == RunEvent(
+    assert classify(_event(state), SERVED) == RunEvent(
         kind, "0b7c3d2e-0000-4000-8000-000000000002", "fargate", "5f4c2a8e-0000-4000-8000-000000000001"
     )
 
@@ -48,13 +50,13 @@ def test_flow_run_events_of_push_pools_are_classified(state: str, kind: str) -> 
     ],
 )
 def test_other_events_are_ignored(event: dict) -> None:
-    assert classify(event) is None
+    assert classify(event, SERVED) is None
 
 
 def test_an_event_without_an_id_is_classified_without_one() -> None:
     event = _event("Scheduled")
     del event["id"]
-    hit = classify(event)
+    hit = classify(event, SERVED)
     assert hit is not None and hit.event_id is None
 
 

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import httpx
-from hypothesis import assume, given, settings
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from pushpool.api import handle_provision, handle_submit
-from pushpool.auth import WebhookAuth
 from pushpool.clock import FixedClock
-from pushpool.deps import Deps
-from pushpool.orchestrator import PrefectClient
+from pushpool.entrypoints.auth import WebhookAuth
+from pushpool.entrypoints.http import handle_provision, handle_submit
+from pushpool.prefect_api.client import PrefectClient
 from pushpool.settings import Settings
+from pushpool.usecases.deps import Deps
 
 WRITES: list[str] = []
 EXAMPLES = int(os.environ.get("PUSHPOOL_FUZZ_EXAMPLES", "300"))  # `make soak`: 10,000
@@ -53,6 +55,7 @@ bodies = st.one_of(
         lambda d: json.dumps(d).encode()
     ),
     st.uuids().map(lambda u: json.dumps({"flow_run_id": str(u)}).encode()),
+    st.integers(min_value=500, max_value=30_000).map(lambda n: ("[" * n + "]" * n).encode()),
 )
 
 
@@ -81,39 +84,102 @@ def test_unauthenticated_bodies_are_401(body: bytes, headers: dict[str, str]) ->
     assert WRITES == []
 
 
-def _valid_provision_request(body: bytes) -> bool:
-    from pushpool.api import ProvisionRequest, parse_body
-    from pushpool.errors import PushpoolError
-    from pushpool.provision import validate_pool_name
-    from pushpool.templates import pool_type
-
-    try:
-        request = parse_body(ProvisionRequest, body)
-        validate_pool_name(request.name)
-        pool_type(request.type)
-    except PushpoolError:
-        return False
-    return True
+# What a provision request is, as the README documents it (not as the product's validators decide): a JSON object
+# with "name" (letters, digits, "-", "_", ".", at most 100, not starting with "prefect") and "type" (a pool type this
+# build knows), and optionally concurrency_limit (an integer >= 0), the booleans dry_run, provision_infra and
+# plan_only, credentials ("role" | "access-key"), region and submit_url. Each strategy below breaks one rule.
+VALID = {"name": "ok-pool", "type": "process:push"}
+KNOWN_TYPES = {"process:push", "ecs:push"}
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
 
 
-provision_bodies = st.one_of(
-    bodies,
-    st.dictionaries(
-        st.sampled_from(["name", "type", "concurrency_limit", "dry_run", "provision_infra", "region", "zzz"]),
-        json_values | st.sampled_from(["process:push", "ecs:push", "nomad:push", "prefect-x", "ok-name"]),
-        max_size=5,
-    ).map(lambda d: json.dumps(d).encode()),
+def _with(**changes: object) -> bytes:
+    return json.dumps({**VALID, **changes}).encode()
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+not_an_object = st.one_of(
+    st.binary(max_size=300).filter(lambda b: not _is_json_object(b)),
+    json_values.filter(lambda v: not isinstance(v, dict)).map(lambda v: json.dumps(v).encode()),
+)
+missing_field = st.sampled_from(["name", "type"]).map(
+    lambda k: json.dumps({f: v for f, v in VALID.items() if f != k}).encode()
+)
+bad_name = st.one_of(
+    st.text(max_size=120).filter(lambda s: not NAME.fullmatch(s)),
+    st.from_regex(NAME, fullmatch=True).map(lambda s: ("prefect" + s)[:100]),
+    json_values.filter(lambda v: not isinstance(v, str)),
+).map(lambda name: _with(name=name))
+bad_type = st.one_of(st.text(max_size=40).filter(lambda s: s not in KNOWN_TYPES), st.integers(), st.none()).map(
+    lambda kind: _with(type=kind)
+)
+unknown_key = (
+    st.tuples(st.text(min_size=1, max_size=12), json_values)
+    .filter(
+        lambda kv: (
+            kv[0]
+            not in {
+                "name",
+                "type",
+                "submit_url",
+                "concurrency_limit",
+                "dry_run",
+                "provision_infra",
+                "plan_only",
+                "credentials",
+                "region",
+            }
+        )
+    )
+    .map(lambda kv: _with(**{kv[0]: kv[1]}))
+)
+bad_limit = st.one_of(
+    st.integers(max_value=-1),
+    st.text(min_size=1, max_size=5).filter(lambda s: not s.isdigit()),
+    st.lists(st.integers(), max_size=2),
+).map(lambda v: _with(concurrency_limit=v))
+bad_flag = st.tuples(
+    st.sampled_from(["dry_run", "provision_infra", "plan_only"]), st.sampled_from(["maybe", 2, -1, [], {}, "2"])
+).map(lambda kv: _with(**{kv[0]: kv[1]}))
+bad_credentials = (
+    st.text(max_size=12).filter(lambda s: s not in ("role", "access-key")).map(lambda c: _with(credentials=c))
+)
+too_deep = st.integers(min_value=1_000, max_value=30_000).map(
+    lambda depth: ('{"name": "ok-pool", "type": "process:push", "region": ' + _nested(depth) + "}").encode()
+)
+invalid_provision_bodies = st.one_of(
+    not_an_object, missing_field, bad_name, bad_type, unknown_key, bad_limit, bad_flag, bad_credentials, too_deep
 )
 
 
+def _is_json_object(body: bytes) -> bool:
+    try:
+        return isinstance(json.loads(body), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(body=provision_bodies)
+@given(body=invalid_provision_bodies)
 def test_provision_answers_4xx_for_bad_requests_and_changes_nothing(body: bytes) -> None:
-    assume(not _valid_provision_request(body))
     WRITES.clear()
     response = handle_provision(DEPS, AUTH, HEADERS, body)
     assert 400 <= response.status < 500, (response.status, response.body)
+    assert "error" in response.body and "\n" not in response.body["error"]
     assert WRITES == []
+
+
+@pytest.mark.parametrize("depth", [1_000, 32_000])
+def test_deeply_nested_bodies_get_a_4xx_with_a_reason(depth: int) -> None:
+    for body in (_nested(depth).encode(), ('{"flow_run_id": ' + _nested(depth) + "}").encode()):
+        for answer in (
+            handle_submit(DEPS, AUTH, HEADERS, body, trigger="fuzz"),
+            handle_provision(DEPS, AUTH, HEADERS, body),
+        ):
+            assert 400 <= answer.status < 500 and answer.body["error"], answer
 
 
 templates = st.fixed_dictionaries(

@@ -19,7 +19,7 @@ def test_function_entry_points_import_no_sdk(function: str) -> None:
         "import importlib.util, json, sys\n"
         f"spec = importlib.util.spec_from_file_location('app', {str(ROOT / 'functions' / function / 'app.py')!r})\n"
         "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
-        "import pushpool.backends.ecs, pushpool.backends.process\n"
+        "import pushpool.providers.ecs.backend, pushpool.providers.process.backend\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

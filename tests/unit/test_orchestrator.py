@@ -8,8 +8,8 @@ import httpx
 import pytest
 from pushpool.clock import FixedClock
 from pushpool.errors import ObjectNotFoundError, OrchestratorAuthError, OrchestratorError, OrchestratorUnavailableError
-from pushpool.models import SetStateStatus, StateType
-from pushpool.orchestrator import PrefectClient
+from pushpool.prefect_api.client import PrefectClient
+from pushpool.prefect_api.models import SetStateStatus, StateType
 
 
 def client_for(answers: list, **kw: object) -> tuple[PrefectClient, list[httpx.Request]]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from pushpool.errors import TemplateError, UnsupportedPoolError
-from pushpool.jobs import template_environ
-from pushpool.templates import base_job_template, pool_type
+from pushpool.providers import base_job_template, provider_for_pool_type
 from pushpool.templates.render import NOTSET, apply_values, get_path, render_job_configuration
+from pushpool.usecases.job_spec import template_environ
 
 
 def test_a_lone_placeholder_keeps_its_type_and_embedded_ones_are_stringified() -> None:
@@ -58,11 +58,11 @@ def test_bad_templates_raise_template_errors() -> None:
 
 
 def test_pool_types() -> None:
-    assert pool_type("process:push").backend == "process"
+    assert provider_for_pool_type("process:push").name == "process"
     with pytest.raises(UnsupportedPoolError, match="not a push pool"):
-        pool_type("process")
+        provider_for_pool_type("process")
     with pytest.raises(UnsupportedPoolError, match="unknown push pool type"):
-        pool_type("nomad:push")
+        provider_for_pool_type("nomad:push")
     template = base_job_template("process:push")
     assert template["variables"]["properties"]["max_run_time_seconds"]["default"] == 86400
     assert render_job_configuration(template, {})["max_run_time_seconds"] == 86400

@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from ..errors import ObjectNotFoundError, TemplateError
+from pushpool.errors import ObjectNotFoundError, TemplateError
 
 PLACEHOLDER = re.compile(r"({{\s*([\w\.\-\[\]$]+)\s*}})")
 BLOCK_PREFIX = "prefect.blocks."

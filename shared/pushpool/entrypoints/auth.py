@@ -1,0 +1,122 @@
+"""Webhook authentication for submit, shared by every deployment target.
+
+Prefect's ``call-webhook`` action can only send the static headers stored in its Webhook block, so two modes:
+
+* **token** (what Prefect sends): ``Authorization: Bearer <token>``; provision stores the token in the Webhook
+  block's secret headers. Two tokens are accepted during rotation.
+* **signature** (any other client, Standard Webhooks style): headers ``webhook-id``, ``webhook-timestamp`` and
+  ``webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`` (several space-separated signatures allowed).
+  Timestamps outside the tolerance window are refused, and an id already seen within the window is a replay
+  (remembered in this process; a stateless function refuses replays per warm instance).
+
+Comparisons are constant-time. Nothing about the secrets appears in errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+from pushpool.errors import UnauthorizedError
+
+TOLERANCE_SECONDS = 300
+
+
+def _secret_bytes(secret: str) -> bytes:
+    if secret.startswith("whsec_"):
+        try:
+            return base64.b64decode(secret[len("whsec_") :])
+        except ValueError:
+            pass
+    return secret.encode()
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value for a body (used by clients and tests)."""
+    mac = hmac.new(_secret_bytes(secret), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+class ReplayCache:
+    """Message ids seen within the tolerance window (bounded)."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_entries = max_entries
+
+    def check_and_add(self, msg_id: str, now: float) -> bool:
+        """True if ``msg_id`` is new (and remember it)."""
+        with self._lock:
+            while self._seen and (next(iter(self._seen.values())) < now - 2 * TOLERANCE_SECONDS):
+                self._seen.popitem(last=False)
+            if msg_id in self._seen:
+                return False
+            self._seen[msg_id] = now
+            if len(self._seen) > self.max_entries:
+                self._seen.popitem(last=False)
+            return True
+
+
+class WebhookAuth:
+    def __init__(
+        self,
+        tokens: Sequence[str],
+        signing_secrets: Sequence[str] = (),
+        *,
+        replay_cache: ReplayCache | None = None,
+        now: callable = time.time,  # type: ignore[valid-type]
+    ) -> None:
+        self.tokens = [t.encode() for t in tokens if t]
+        self.secrets = [s for s in signing_secrets if s]
+        self.replays = replay_cache or ReplayCache()
+        self.now = now
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.tokens or self.secrets)
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> str:
+        """Return the mode that authenticated the request ("token" or "signature").
+
+        Raises:
+            UnauthorizedError: missing, wrong, expired or replayed credentials.
+        """
+        lower = {k.lower(): v for k, v in headers.items()}
+        if not self.configured:
+            raise UnauthorizedError("submit has no webhook token or signing secret configured")
+        auth = lower.get("authorization", "")
+        if auth:
+            scheme, _, presented = auth.partition(" ")
+            if scheme.lower() == "bearer" and presented and self.tokens:
+                given = presented.strip().encode()
+                if any(hmac.compare_digest(given, t) for t in self.tokens):
+                    return "token"
+            raise UnauthorizedError("invalid bearer token")
+        if "webhook-signature" in lower:
+            return self._verify_signature(lower, body)
+        raise UnauthorizedError("missing credentials: send a bearer token or a webhook signature")
+
+    def _verify_signature(self, headers: Mapping[str, str], body: bytes) -> str:
+        if not self.secrets:
+            raise UnauthorizedError("signed requests are not enabled")
+        msg_id = headers.get("webhook-id", "")
+        raw_ts = headers.get("webhook-timestamp", "")
+        if not msg_id or not raw_ts.isdigit():
+            raise UnauthorizedError("signed request without webhook-id or webhook-timestamp")
+        timestamp = int(raw_ts)
+        now = self.now()
+        if abs(now - timestamp) > TOLERANCE_SECONDS:
+            raise UnauthorizedError("webhook timestamp outside the tolerance window")
+        presented = [p.strip() for p in headers.get("webhook-signature", "").split(" ") if p.strip()]
+        expected = [sign(secret, msg_id, timestamp, body) for secret in self.secrets]
+        if not any(hmac.compare_digest(p.encode(), e.encode()) for p in presented for e in expected):
+            raise UnauthorizedError("invalid webhook signature")
+        if not self.replays.check_and_add(msg_id, now):
+            raise UnauthorizedError("replayed webhook (id already seen)")
+        return "signature"

@@ -1,0 +1,102 @@
+"""What the AWS Lambda entry points share: settings with secrets read through Powertools Parameters, event models
+for the parser, and the metric names. Imported only by ``functions/*/app.py`` on AWS.
+
+Secrets: ``PUSHPOOL_PREFECT_API_KEY_SECRET_ARN`` and ``PUSHPOOL_WEBHOOK_TOKEN_SECRET_ARN`` name a Secrets Manager
+secret (``arn:…:secretsmanager:…``) or an SSM SecureString parameter (``/path`` or ``arn:…:ssm:…``). A webhook token
+secret may hold one token or ``{"current": …, "previous": …}`` during rotation. Values are cached for five minutes
+(Powertools' cache) and never logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pushpool.entrypoints.auth import WebhookAuth
+from pushpool.errors import ConfigurationError
+from pushpool.settings import Settings
+from pushpool.usecases.deps import Deps
+
+SECRET_MAX_AGE = 300
+
+# EMF metric names (namespace from POWERTOOLS_METRICS_NAMESPACE).
+SUBMITTED, CRASHED, CANCELLED, TIMED_OUT, DISPATCH_LATENCY = (
+    "RunsSubmitted",
+    "RunsCrashed",
+    "RunsCancelled",
+    "RunsTimedOut",
+    "DispatchLatency",
+)
+
+
+def read_secret(reference: str) -> str:
+    """The value behind a Secrets Manager ARN or an SSM parameter name/ARN."""
+    from aws_lambda_powertools.utilities import parameters
+
+    try:
+        if reference.startswith("arn:") and ":secretsmanager:" in reference:
+            value = parameters.get_secret(reference, max_age=SECRET_MAX_AGE)
+        else:
+            value = parameters.get_parameter(reference, decrypt=True, max_age=SECRET_MAX_AGE)
+    except parameters.exceptions.GetParameterError as exc:
+        raise ConfigurationError(f"cannot read the secret {reference}: {type(exc.__cause__ or exc).__name__}") from None
+    return value if isinstance(value, str) else value.decode()
+
+
+def _tokens(raw: str) -> tuple[str, ...]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return (raw.strip(),)
+    if isinstance(data, dict):
+        return tuple(str(data[k]) for k in ("current", "previous") if data.get(k))
+    return (str(data),)
+
+
+def lambda_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    settings = Settings.from_env(env)
+    changes: dict[str, Any] = {}
+    key_ref = env.get("PUSHPOOL_PREFECT_API_KEY_SECRET_ARN", "").strip()
+    if key_ref and not (settings.prefect_api_key or settings.prefect_api_auth_string):
+        value = read_secret(key_ref)
+        changes["prefect_api_auth_string" if ":" in value and not value.startswith("pnu_") else "prefect_api_key"] = (
+            value
+        )
+    token_ref = env.get("PUSHPOOL_WEBHOOK_TOKEN_SECRET_ARN", "").strip()
+    if token_ref and not settings.webhook_tokens:
+        changes["webhook_tokens"] = _tokens(read_secret(token_ref))
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+@lru_cache(maxsize=1)
+def lambda_deps() -> tuple[Deps, WebhookAuth]:
+    """Dependencies for this warm container (settings, Prefect client, backends), built once."""
+    settings = lambda_settings()
+    return Deps.from_settings(settings), WebhookAuth(settings.webhook_tokens, settings.webhook_signing_secrets)
+
+
+class EcsTaskDetail(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    task_arn: str = Field(alias="taskArn")
+    cluster_arn: str = Field(alias="clusterArn")
+    last_status: str = Field(alias="lastStatus")
+    started_by: str | None = Field(default=None, alias="startedBy")
+    stopped_reason: str | None = Field(default=None, alias="stoppedReason")
+
+
+def ecs_task_state_change_model() -> type[BaseModel]:
+    """The Powertools parser model of EventBridge's ``ECS Task State Change`` (built lazily: parser import)."""
+    from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
+
+    class EcsTaskStateChange(EventBridgeModel):  # type: ignore[misc, valid-type]
+        detail: EcsTaskDetail
+
+    return EcsTaskStateChange

@@ -1,0 +1,194 @@
+"""HTTP-shaped entry points: request bytes in, (status, JSON) out. Used by ``pushpool serve`` and the functions.
+
+Every answer is one JSON object; errors are ``{"error": "<one line>"}`` with the status from the error taxonomy.
+Bad input changes nothing: the body is authenticated, size-checked and validated before any state is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pushpool.entrypoints.auth import WebhookAuth
+from pushpool.entrypoints.event_stream import SeenEvents
+from pushpool.errors import (
+    InvalidRequestError,
+    ObjectNotFoundError,
+    PushpoolError,
+    RequestTooLargeError,
+    UnsupportedPoolError,
+)
+from pushpool.prefect_api.models import StateType
+from pushpool.usecases.deps import Deps
+from pushpool.usecases.monitor import tick
+from pushpool.usecases.provision import provision_pool
+from pushpool.usecases.reconcile import reconcile_one
+from pushpool.usecases.submit import Reads, not_ready, submit_run
+
+log = logging.getLogger("pushpool.entrypoints.http")
+
+MAX_BODY_BYTES = 64 * 1024
+DUPLICATE = "duplicate"  # the outcome of a second delivery of an event this process already acted on
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: dict[str, Any]
+
+    def json_bytes(self) -> bytes:
+        return json.dumps(self.body).encode()
+
+
+class FlowRunEvent(BaseModel):
+    """The body Prefect's automation (or any client) sends to submit."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    flow_run_id: str = Field(min_length=1, max_length=64)
+    event: str | None = Field(default=None, max_length=200)
+    event_id: str | None = Field(default=None, max_length=64)
+
+    @field_validator("flow_run_id")
+    @classmethod
+    def _uuid(cls, value: str) -> str:
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError("flow_run_id must be a UUID") from None
+
+
+class ProvisionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    type: str = Field(min_length=1, max_length=100)
+    submit_url: str | None = Field(default=None, max_length=2000)
+    concurrency_limit: int | None = Field(default=None, ge=0)
+    dry_run: bool = False
+    provision_infra: bool = False  # also create the cloud resources (plan_only: show the plan, change nothing)
+    plan_only: bool = False
+    credentials: Literal["role", "access-key"] = "role"
+    region: str | None = Field(default=None, max_length=40)
+
+
+def parse_body(model: type[BaseModel], body: bytes) -> Any:
+    if len(body) > MAX_BODY_BYTES:
+        raise RequestTooLargeError(f"body of {len(body)} bytes is over the {MAX_BODY_BYTES}-byte limit")
+    if not body.strip():
+        raise InvalidRequestError("empty body: expected a JSON object")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequestError("body is not valid JSON") from None
+    except RecursionError:
+        raise InvalidRequestError("body is nested too deeply") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except RecursionError:
+        raise InvalidRequestError("body is nested too deeply") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        raise InvalidRequestError(f"{where}: {first.get('msg', 'invalid')}") from None
+
+
+def _error(exc: PushpoolError) -> Response:
+    return Response(exc.http_status, {"error": exc.one_line()})
+
+
+def handle_submit(
+    deps: Deps,
+    auth: WebhookAuth,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    trigger: str,
+    seen: SeenEvents | None = None,
+) -> Response:
+    """Authenticate, parse and act on one flow-run event (once per event id when ``seen`` is given)."""
+    event: FlowRunEvent | None = None
+    try:
+        if len(body) > MAX_BODY_BYTES:
+            raise RequestTooLargeError(f"body of {len(body)} bytes is over the {MAX_BODY_BYTES}-byte limit")
+        auth.verify(headers, body)
+        event = parse_body(FlowRunEvent, body)
+        if seen is not None and not seen.first(event.event_id):
+            return Response(200, {"flow_run_id": event.flow_run_id, "outcome": DUPLICATE, "detail": "event handled"})
+        return Response(200, handle_run_event(deps, event.flow_run_id, trigger=trigger))
+    except PushpoolError as exc:
+        if exc.http_status >= 500:
+            log.warning("submit failed: %s", exc.one_line())
+            if seen is not None and event is not None:
+                seen.forget(event.event_id)  # a later delivery of this event may act on it
+        return _error(exc)
+
+
+def handle_run_event(deps: Deps, run_id: str, *, trigger: str) -> dict[str, Any]:
+    """Act on a run we were told about: submit it if it is ready, reconcile it if it is being cancelled.
+
+    Raises:
+        InvalidRequestError: the run does not exist.
+        UnsupportedPoolError: the run's pool is not a push pool pushpool serves.
+    """
+    client = deps.orchestrator
+    try:
+        run = client.read_flow_run(run_id)
+    except ObjectNotFoundError:
+        raise InvalidRequestError(f"unknown flow run {run_id}") from None
+    if not run.work_pool_name:
+        raise UnsupportedPoolError(f"flow run {run_id} has no work pool")
+    # A run about to be submitted: its queue and deployment are read while the pool is (one round trip, not three).
+    reads = Reads.start(deps, run) if not_ready(deps, run) is None else None
+    try:
+        pool = client.read_work_pool(run.work_pool_name)
+    except ObjectNotFoundError:
+        raise UnsupportedPoolError(f"flow run {run_id}: work pool {run.work_pool_name!r} does not exist") from None
+    if run.state_type in (StateType.CANCELLING, StateType.CANCELLED):
+        return reconcile_one(deps, run, pool)
+    return submit_run(deps, run, pool, trigger=trigger, reads=reads).as_dict()
+
+
+def run_provision(deps: Deps, req: ProvisionRequest) -> dict[str, Any]:
+    """Carry out a provision request: the Prefect side, and with ``provision_infra`` the cloud side first."""
+    if req.provision_infra:
+        from pushpool.providers import provider_for_pool_type
+        from pushpool.usecases.provision_infra import provision_infra
+
+        provider = provider_for_pool_type(req.type)
+        provisioner = provider.create_provisioner(region=req.region, credentials=req.credentials)
+        return provision_infra(
+            deps, provisioner, pool=req.name, type_name=req.type, submit_url=req.submit_url, plan_only=req.plan_only
+        ).as_dict()
+    result = provision_pool(
+        deps,
+        name=req.name,
+        type_name=req.type,
+        submit_url=req.submit_url,
+        concurrency_limit=req.concurrency_limit,
+        dry_run=req.dry_run,
+    )
+    return result.as_dict()
+
+
+def handle_provision(deps: Deps, auth: WebhookAuth, headers: Mapping[str, str], body: bytes) -> Response:
+    try:
+        auth.verify(headers, body)
+        return Response(200, run_provision(deps, parse_body(ProvisionRequest, body)))
+    except PushpoolError as exc:
+        return _error(exc)
+
+
+def handle_monitor(deps: Deps) -> Response:
+    try:
+        return Response(200, tick(deps).as_dict())
+    except PushpoolError as exc:
+        return _error(exc)

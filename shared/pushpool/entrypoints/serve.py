@@ -1,0 +1,189 @@
+"""``pushpool serve``: submit and provision over HTTP on loopback, the monitor on a timer, and Prefect's event
+stream as a faster trigger — the three functions in one process, for a local Prefect server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from pushpool.entrypoints.auth import WebhookAuth
+from pushpool.entrypoints.event_stream import EventStream, RunEvent, SeenEvents
+from pushpool.entrypoints.http import (
+    DUPLICATE,
+    MAX_BODY_BYTES,
+    Response,
+    handle_monitor,
+    handle_provision,
+    handle_run_event,
+    handle_submit,
+)
+from pushpool.errors import PushpoolError
+from pushpool.usecases.deps import Deps
+from pushpool.usecases.monitor import TickReport, dispatch_due, tick
+
+log = logging.getLogger("pushpool.serve")
+
+
+class Server:
+    def __init__(
+        self,
+        deps: Deps,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 4280,
+        monitor_interval: float = 5.0,
+        event_stream: bool = True,
+    ) -> None:
+        self.deps = deps
+        self.auth = WebhookAuth(deps.settings.webhook_tokens, deps.settings.webhook_signing_secrets)
+        self.monitor_interval = monitor_interval
+        self.stopping = threading.Event()
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pushpool-work")
+        self.httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        self.httpd.daemon_threads = True
+        self.events = EventStream(deps.settings, self._on_event, pool_types=deps.pool_types) if event_stream else None
+        # With both triggers on, each Prefect event arrives twice (stream first, webhook ~200 ms later): act once.
+        self.seen = SeenEvents()
+        self._threads: list[threading.Thread] = []
+        self.last_tick: TickReport | None = None
+
+    @property
+    def address(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        http = threading.Thread(target=self.httpd.serve_forever, name="pushpool-http", daemon=True)
+        monitor = threading.Thread(target=self._monitor_loop, name="pushpool-monitor", daemon=True)
+        self._threads = [http, monitor]
+        for thread in self._threads:
+            thread.start()
+        if self.events is not None:
+            self.events.start()
+        log.info("pushpool serving on %s (monitor every %.1fs)", self.address, self.monitor_interval)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.events is not None:
+            self.events.stop()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _monitor_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                started = time.time()
+                self.last_tick = tick(self.deps)
+                report = self.last_tick.as_dict()
+                if report["dispatched"] or report["errors"] or any(k != "none" for k in report["reconciled"]):
+                    log.info("monitor tick: %s", json.dumps({**report, "started_at": started}))
+            except PushpoolError as exc:
+                log.warning("monitor tick failed: %s", exc.one_line())
+            except Exception:
+                log.exception("monitor tick crashed")
+            self.stopping.wait(self.monitor_interval)
+
+    def _on_event(self, event: RunEvent) -> None:
+        if event.kind in ("submit", "cancel"):
+            if not self.seen.first(event.event_id):
+                log.debug("event: %s", json.dumps({"flow_run_id": event.run_id, "outcome": DUPLICATE}))
+                return
+            received = time.time()
+            self.pool.submit(
+                self._safe,
+                handle_run_event,
+                self.deps,
+                event.run_id,
+                trigger="event-stream",
+                _at=received,
+                _event_id=event.event_id,
+            )
+        elif event.kind == "final":
+            self.pool.submit(self._safe, self._dispatch_pool, event.pool_name)
+
+    def _dispatch_pool(self, pool_name: str) -> None:
+        pool = self.deps.orchestrator.read_work_pool(pool_name)
+        if pool.concurrency_limit is not None:  # a slot may have freed up
+            dispatch_due(self.deps, pool, TickReport())
+
+    def _safe(self, fn: Any, *args: Any, _at: float | None = None, _event_id: str | None = None, **kwargs: Any) -> None:
+        try:
+            result = fn(*args, **kwargs)
+            if isinstance(result, dict) and result.get("outcome") not in (None, "not-ready", "not-claimed"):
+                log.info("event: %s", json.dumps({**result, "received_at": _at}))
+        except PushpoolError as exc:
+            if exc.http_status >= 500:  # transient: a second delivery of the event (the webhook) may act on it
+                self.seen.forget(_event_id)
+            log.info("event handling: %s", exc.one_line())
+        except Exception:
+            log.exception("event handling crashed")
+
+    # -- HTTP ------------------------------------------------------------------------------------------------
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt: str, *args: Any) -> None:  # quiet; we log outcomes ourselves
+                return
+
+            def _send(self, response: Response) -> None:
+                payload = response.json_bytes()
+                self.send_response(response.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _body(self) -> bytes | None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > MAX_BODY_BYTES:
+                    self.close_connection = True
+                    self._send(Response(413, {"error": f"body over the {MAX_BODY_BYTES}-byte limit"}))
+                    return None
+                return self.rfile.read(length) if length else b""
+
+            def do_GET(self) -> None:
+                if self.path == "/health":
+                    self._send(Response(200, {"ok": True}))
+                else:
+                    self._send(Response(404, {"error": "not found"}))
+
+            def do_POST(self) -> None:
+                received = time.time()  # logged with the outcome: trigger received → job accepted is measurable
+                body = self._body()
+                if body is None:
+                    return
+                headers = dict(self.headers.items())
+                if self.path == "/submit":
+                    response = handle_submit(
+                        server.deps, server.auth, headers, body, trigger="webhook", seen=server.seen
+                    )
+                    if response.status == 200:
+                        log.info("submit: %s", json.dumps({**response.body, "received_at": received}))
+                    else:
+                        log.info("submit refused (%d): %s", response.status, response.body.get("error"))
+                elif self.path == "/provision":
+                    response = handle_provision(server.deps, server.auth, headers, body)
+                elif self.path == "/monitor":
+                    try:
+                        server.auth.verify(headers, body)
+                        response = handle_monitor(server.deps)
+                    except PushpoolError as exc:
+                        response = Response(exc.http_status, {"error": exc.one_line()})
+                else:
+                    response = Response(404, {"error": "not found"})
+                self._send(response)
+
+        return Handler

@@ -1,0 +1,376 @@
+"""The Prefect orchestration API client pushpool uses (httpx; no ``prefect`` import at run time).
+
+Every call goes through :meth:`PrefectClient._request`, which
+
+* authenticates with ``Authorization: Bearer <PREFECT_API_KEY>`` or ``Basic base64(<PREFECT_API_AUTH_STRING>)``;
+* retries 429/502/503/504 answers and connection errors with capped exponential backoff and full jitter,
+  honouring ``Retry-After`` (SQLite-backed servers answer "database is locked" as 503);
+* translates failures into :mod:`pushpool.errors` (404 → ObjectNotFoundError, 401/403 → OrchestratorAuthError,
+  exhausted retries → OrchestratorUnavailableError). Messages never carry headers or credentials.
+
+State proposals carry a fresh ``state_details.transition_id`` that stays the same across HTTP retries, so a retried
+proposal the server already applied comes back REJECT "already made this state transition" instead of a second
+transition (``PreventDuplicateTransitions``); :meth:`propose_state` treats that as the success it is.
+
+Example:
+    >>> client = PrefectClient("http://127.0.0.1:4200/api")            # doctest: +SKIP
+    >>> result = client.propose_state(run_id, StateType.PENDING)        # doctest: +SKIP
+    >>> result.accepted                                                 # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+from pushpool.clock import Clock, SystemClock, new_id
+from pushpool.errors import (
+    ObjectNotFoundError,
+    OrchestratorAuthError,
+    OrchestratorError,
+    OrchestratorUnavailableError,
+)
+from pushpool.prefect_api.models import (
+    BlockDocument,
+    Deployment,
+    Flow,
+    FlowRun,
+    OrchestrationResult,
+    SetStateStatus,
+    StateType,
+    WorkPool,
+    WorkQueue,
+)
+
+log = logging.getLogger("pushpool.prefect_api.client")
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+PAGE_SIZE = 200  # the server's maximum `limit`
+
+
+class PrefectClient:
+    """A small synchronous client for the Prefect REST endpoints pushpool needs.
+
+    Args:
+        api_url: the API root, e.g. ``http://127.0.0.1:4200/api``.
+        api_key: sent as a Bearer token (Prefect Cloud or a proxy in front of the server).
+        auth_string: ``user:password`` for a server started with ``PREFECT_SERVER_API_AUTH_STRING``.
+        timeout: seconds per HTTP attempt.
+        max_retries: retries after the first attempt for retryable failures.
+        transport: an httpx transport (tests, or a fault-injecting proxy).
+        clock: used for backoff sleeps.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        api_key: str | None = None,
+        auth_string: str | None = None,
+        timeout: float = 15.0,
+        max_retries: int = 6,
+        backoff_base: float = 0.1,
+        backoff_max: float = 4.0,
+        transport: httpx.BaseTransport | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        headers = {"Accept": "application/json", "User-Agent": "pushpool"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        elif auth_string:
+            headers["Authorization"] = "Basic " + base64.b64encode(auth_string.encode()).decode()
+        self._http = httpx.Client(base_url=self.api_url, headers=headers, timeout=timeout, transport=transport)
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.clock = clock or SystemClock()
+        self.calls = 0  # HTTP requests made (attempts included); read by benchmarks and tests
+
+    # -- plumbing -----------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> PrefectClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(float(retry_after), self.backoff_max * 4)
+            except ValueError:
+                pass
+        return random.uniform(0, min(self.backoff_max, self.backoff_base * (2**attempt)))
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        what = f"{method} {path}"
+        last_problem = ""
+        for attempt in range(self.max_retries + 1):
+            retry_after: str | None = None
+            self.calls += 1
+            try:
+                response = self._http.request(method, path, json=json, params=params)
+            except httpx.TransportError as exc:
+                last_problem = f"{type(exc).__name__}"
+                log.debug("%s: %s (attempt %d)", what, last_problem, attempt + 1)
+            else:
+                status = response.status_code
+                if status < 400:
+                    return response
+                if status in RETRY_STATUSES:
+                    last_problem = f"HTTP {status}"
+                    retry_after = response.headers.get("Retry-After")
+                    log.debug("%s: %s (attempt %d)", what, last_problem, attempt + 1)
+                else:
+                    raise self._error_for(what, response)
+            if attempt < self.max_retries:
+                self.clock.sleep(self._backoff(attempt, retry_after))
+        raise OrchestratorUnavailableError(
+            f"Prefect API at {self.api_url} unavailable: {what} failed {self.max_retries + 1} times ({last_problem})"
+        )
+
+    @staticmethod
+    def _detail(response: httpx.Response) -> str:
+        try:
+            body = response.json()
+        except ValueError:
+            return response.text[:300]
+        if isinstance(body, dict):
+            detail = body.get("detail") or body.get("exception_message") or body
+            return str(detail)[:500]
+        return str(body)[:500]
+
+    def _error_for(self, what: str, response: httpx.Response) -> OrchestratorError:
+        status = response.status_code
+        detail = self._detail(response)
+        if status in (401, 403):
+            return OrchestratorAuthError(
+                f"Prefect API refused the credentials for {what} (HTTP {status}): check PREFECT_API_KEY or "
+                "PREFECT_API_AUTH_STRING",
+                status_code=status,
+            )
+        if status == 404:
+            return ObjectNotFoundError(f"not found: {what}", status_code=status)
+        return OrchestratorError(f"{what} failed with HTTP {status}: {detail}", status_code=status)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    # -- health -------------------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Verify the URL reaches a Prefect API and the credentials are accepted; raise a clear error if not."""
+        try:
+            self._json("GET", "/health")
+        except ObjectNotFoundError as exc:
+            raise OrchestratorError(f"{self.api_url} does not look like a Prefect API (GET /health → 404)") from exc
+        # /health is unauthenticated on some servers: make one authenticated read as well.
+        self._json("POST", "/work_pools/filter", json={"limit": 1})
+
+    # -- flow runs ------------------------------------------------------------------------------------------
+
+    def read_flow_run(self, run_id: str) -> FlowRun:
+        return FlowRun.model_validate(self._json("GET", f"/flow_runs/{run_id}"))
+
+    def filter_flow_runs(self, body: dict[str, Any], *, limit: int | None = None) -> Iterator[FlowRun]:
+        """All runs matching ``body`` (a ``/flow_runs/filter`` body), paging 200 at a time."""
+        offset = 0
+        seen = 0
+        while True:
+            page_size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - seen)
+            if page_size <= 0:
+                return
+            page = self._json("POST", "/flow_runs/filter", json={**body, "limit": page_size, "offset": offset})
+            for item in page:
+                yield FlowRun.model_validate(item)
+            seen += len(page)
+            if len(page) < page_size:
+                return
+            offset += len(page)
+
+    def count_flow_runs(self, body: dict[str, Any]) -> int:
+        return int(self._json("POST", "/flow_runs/count", json=body))
+
+    def propose_state(
+        self,
+        run_id: str,
+        state_type: StateType,
+        *,
+        name: str | None = None,
+        message: str | None = None,
+        force: bool = False,
+        state_details: dict[str, Any] | None = None,
+        max_wait_seconds: float = 0.0,
+    ) -> OrchestrationResult:
+        """Propose a state; ACCEPT/REJECT/ABORT come back as they are, WAIT is honoured up to ``max_wait_seconds``.
+
+        A retried HTTP attempt that the server had already applied answers REJECT "already made this state
+        transition"; that is reported as ACCEPT, because the transition did happen exactly once.
+        """
+        waited = 0.0
+        while True:
+            transition_id = new_id()
+            state: dict[str, Any] = {
+                "type": state_type.value,
+                "state_details": {**(state_details or {}), "transition_id": transition_id},
+            }
+            if name:
+                state["name"] = name
+            if message:
+                state["message"] = message
+            data = self._json("POST", f"/flow_runs/{run_id}/set_state", json={"state": state, "force": force})
+            result = OrchestrationResult.model_validate(data)
+            if (
+                result.status is SetStateStatus.REJECT
+                and result.state is not None
+                and result.state.state_details.get("transition_id") == transition_id
+            ):
+                return result.model_copy(update={"status": SetStateStatus.ACCEPT})
+            if result.status is SetStateStatus.WAIT:
+                delay = float(result.details.get("delay_seconds") or 0)
+                if waited + delay <= max_wait_seconds:
+                    self.clock.sleep(delay)
+                    waited += delay
+                    continue
+            return result
+
+    def set_infrastructure_pid(self, run_id: str, pid: str) -> None:
+        self._json("PATCH", f"/flow_runs/{run_id}", json={"infrastructure_pid": pid})
+
+    def update_flow_run_labels(self, run_id: str, labels: dict[str, Any]) -> None:
+        self._json("PATCH", f"/flow_runs/{run_id}/labels", json=labels)
+
+    def read_flow_run_states(self, run_id: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/flow_run_states/", params={"flow_run_id": run_id}))
+
+    def create_logs(self, records: list[dict[str, Any]]) -> None:
+        if records:
+            self._json("POST", "/logs/", json=records)
+
+    # -- deployments, flows, variables ------------------------------------------------------------------------
+
+    def read_deployment(self, deployment_id: str) -> Deployment:
+        return Deployment.model_validate(self._json("GET", f"/deployments/{deployment_id}"))
+
+    def read_flow(self, flow_id: str) -> Flow:
+        return Flow.model_validate(self._json("GET", f"/flows/{flow_id}"))
+
+    def read_variable(self, name: str) -> Any:
+        """The value of a Prefect variable (ObjectNotFoundError when there is no such variable)."""
+        data = self._json("GET", f"/variables/name/{name}")
+        return data.get("value") if isinstance(data, dict) else None
+
+    # -- work pools and queues ----------------------------------------------------------------------------------
+
+    def read_work_pool(self, name: str) -> WorkPool:
+        return WorkPool.model_validate(self._json("GET", f"/work_pools/{name}"))
+
+    def filter_work_pools(self) -> list[WorkPool]:
+        pools: list[WorkPool] = []
+        offset = 0
+        while True:
+            page = self._json("POST", "/work_pools/filter", json={"limit": PAGE_SIZE, "offset": offset})
+            pools.extend(WorkPool.model_validate(p) for p in page)
+            if len(page) < PAGE_SIZE:
+                return pools
+            offset += len(page)
+
+    def create_work_pool(self, body: dict[str, Any]) -> WorkPool:
+        return WorkPool.model_validate(self._json("POST", "/work_pools/", json=body))
+
+    def update_work_pool(self, name: str, body: dict[str, Any]) -> None:
+        self._json("PATCH", f"/work_pools/{name}", json=body)
+
+    def read_work_queue(self, pool_name: str, queue_name: str) -> WorkQueue:
+        return WorkQueue.model_validate(self._json("GET", f"/work_pools/{pool_name}/queues/{queue_name}"))
+
+    def read_work_queues(self, pool_name: str) -> list[WorkQueue]:
+        data = self._json("POST", f"/work_pools/{pool_name}/queues/filter", json={"limit": PAGE_SIZE})
+        return [WorkQueue.model_validate(q) for q in data]
+
+    def get_scheduled_flow_runs(
+        self,
+        pool_name: str,
+        *,
+        scheduled_before: str | None = None,
+        work_queue_names: list[str] | None = None,
+        limit: int = PAGE_SIZE,
+    ) -> list[FlowRun]:
+        """Due runs of a pool as Prefect's own workers see them: pause flags and concurrency limits applied."""
+        body: dict[str, Any] = {"limit": limit}
+        if scheduled_before:
+            body["scheduled_before"] = scheduled_before
+        if work_queue_names:
+            body["work_queue_names"] = work_queue_names
+        data = self._json("POST", f"/work_pools/{pool_name}/get_scheduled_flow_runs", json=body)
+        return [FlowRun.model_validate(item["flow_run"]) for item in data]
+
+    # -- blocks ----------------------------------------------------------------------------------------------
+
+    def read_block_type_id(self, slug: str) -> str:
+        return str(self._json("GET", f"/block_types/slug/{slug}")["id"])
+
+    def read_latest_block_schema_id(self, block_type_id: str) -> str:
+        data = self._json(
+            "POST",
+            "/block_schemas/filter",
+            json={"block_schemas": {"block_type_id": {"any_": [block_type_id]}}, "limit": 1},
+        )
+        if not data:
+            raise ObjectNotFoundError(f"no block schema for block type {block_type_id}")
+        return str(data[0]["id"])
+
+    def read_block_document(self, block_document_id: str) -> BlockDocument:
+        data = self._json("GET", f"/block_documents/{block_document_id}", params={"include_secrets": "true"})
+        return BlockDocument.model_validate(data)
+
+    def read_block_document_by_name(self, block_type_slug: str, name: str) -> BlockDocument:
+        data = self._json(
+            "GET",
+            f"/block_types/slug/{block_type_slug}/block_documents/name/{name}",
+            params={"include_secrets": "true"},
+        )
+        return BlockDocument.model_validate(data)
+
+    def create_block_document(self, body: dict[str, Any]) -> BlockDocument:
+        return BlockDocument.model_validate(self._json("POST", "/block_documents/", json=body))
+
+    def update_block_document(self, block_document_id: str, data: dict[str, Any]) -> None:
+        self._json("PATCH", f"/block_documents/{block_document_id}", json={"data": data, "merge_existing_data": False})
+
+    def delete_block_document(self, block_document_id: str) -> None:
+        self._json("DELETE", f"/block_documents/{block_document_id}")
+
+    # -- automations --------------------------------------------------------------------------------------------
+
+    def find_automations(self, name: str) -> list[dict[str, Any]]:
+        data = self._json("POST", "/automations/filter", json={"automations": {"name": {"any_": [name]}}, "limit": 50})
+        return [a for a in data if a.get("name") == name]
+
+    def create_automation(self, body: dict[str, Any]) -> str:
+        return str(self._json("POST", "/automations/", json=body)["id"])
+
+    def replace_automation(self, automation_id: str, body: dict[str, Any]) -> None:
+        self._json("PUT", f"/automations/{automation_id}", json=body)
+
+    def delete_automation(self, automation_id: str) -> None:
+        self._json("DELETE", f"/automations/{automation_id}")

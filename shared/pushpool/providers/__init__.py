@@ -1,0 +1,154 @@
+"""The one registry of providers: each entry names its pool types and their base job templates, its backend, its
+provisioner, its typed job configuration and the pip extra its SDK comes from — as dotted paths, imported only when
+first used (a Lambda for ECS never imports Google, Azure, Modal or Coiled SDKs).
+
+A provider is one folder (``providers/<name>/``: ``backend.py``, ``config.py``, ``template.py``, optionally
+``provisioner.py``) plus one entry in :data:`PROVIDERS`; see ``providers/README.md``.
+
+Example:
+    >>> provider_for_pool_type("ecs:push").name
+    'ecs'
+    >>> provider_for_pool_type("process:push").extra is None
+    True
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from pushpool.errors import ConfigurationError, UnsupportedPoolError
+
+if TYPE_CHECKING:
+    from pushpool.providers.base import Backend, JobConfig
+    from pushpool.providers.provisioning import Provisioner
+
+
+def _load(target: str) -> Any:
+    module_name, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One compute provider: where its parts live (``"module:attribute"``), loaded on first use."""
+
+    name: str
+    templates: Mapping[str, str]  # pool type -> function returning its base job template
+    backend: str  # the Backend class; built with ``from_options(**options)``
+    config: str  # the JobConfig model the rendered template validates into
+    provisioner: str | None = None  # the Provisioner class, where the provider has cloud resources to set up
+    extra: str | None = None  # ``pip install 'pushpool[<extra>]'`` installs its SDK
+    sdk: tuple[str, ...] = ()  # top-level modules that must be importable for the provider to work
+
+    @property
+    def pool_types(self) -> tuple[str, ...]:
+        return tuple(self.templates)
+
+    @cached_property
+    def installed(self) -> bool:
+        """Whether the provider's SDK is importable here (checked without importing it)."""
+        return all(importlib.util.find_spec(module) is not None for module in self.sdk)
+
+    def require_installed(self) -> None:
+        """Raises ConfigurationError naming the extra to install when the SDK is missing."""
+        if not self.installed:
+            missing = ", ".join(m for m in self.sdk if importlib.util.find_spec(m) is None)
+            raise ConfigurationError(
+                f"pool types {', '.join(self.pool_types)} need {missing}: pip install 'pushpool[{self.extra}]'"
+            )
+
+    def template(self, pool_type: str) -> dict[str, Any]:
+        return _load(self.templates[pool_type])()  # type: ignore[no-any-return]
+
+    def config_model(self) -> type[JobConfig]:
+        return _load(self.config)  # type: ignore[no-any-return]
+
+    def create_backend(self, **options: Any) -> Backend:
+        """A new backend instance. Raises ConfigurationError when the SDK is not installed."""
+        self.require_installed()
+        try:
+            cls = _load(self.backend)
+        except ImportError as exc:
+            raise ConfigurationError(f"the {self.name} backend cannot be loaded: {exc}") from exc
+        return cls.from_options(**options)  # type: ignore[no-any-return]
+
+    def create_provisioner(self, **options: Any) -> Provisioner:
+        if self.provisioner is None:
+            raise UnsupportedPoolError(f"pool type {self.pool_types[0]!r} has no cloud infrastructure to provision")
+        self.require_installed()
+        return _load(self.provisioner)(**options)  # type: ignore[no-any-return]
+
+
+PROVIDERS: tuple[Provider, ...] = (
+    Provider(
+        name="process",
+        templates={"process:push": "pushpool.providers.process.template:base_job_template"},
+        backend="pushpool.providers.process.backend:ProcessBackend",
+        config="pushpool.providers.process.config:ProcessJobConfig",
+    ),
+    Provider(
+        name="ecs",
+        templates={"ecs:push": "pushpool.providers.ecs.template:base_job_template"},
+        backend="pushpool.providers.ecs.backend:EcsBackend",
+        config="pushpool.providers.ecs.config:EcsJobConfig",
+        provisioner="pushpool.providers.ecs.provisioner:EcsProvisioner",
+        extra="aws",
+        sdk=("boto3",),
+    ),
+)
+
+_BY_POOL_TYPE: dict[str, Provider] = {t: p for p in PROVIDERS for t in p.pool_types}
+POOL_TYPES: tuple[str, ...] = tuple(_BY_POOL_TYPE)
+
+
+def provider_for_pool_type(pool_type: str) -> Provider:
+    """The provider serving work pools of type ``pool_type``.
+
+    Raises:
+        UnsupportedPoolError: not a push pool type, or one no provider of this build knows.
+    """
+    if not isinstance(pool_type, str) or not pool_type.endswith(":push"):
+        raise UnsupportedPoolError(f"work pool type {pool_type!r} is not a push pool type")
+    try:
+        return _BY_POOL_TYPE[pool_type]
+    except KeyError:
+        raise UnsupportedPoolError(
+            f"unknown push pool type {pool_type!r} (supported: {', '.join(sorted(_BY_POOL_TYPE))})"
+        ) from None
+
+
+def provider_named(name: str) -> Provider:
+    for provider in PROVIDERS:
+        if provider.name == name:
+            return provider
+    raise UnsupportedPoolError(f"no provider {name!r} (known: {', '.join(p.name for p in PROVIDERS)})")
+
+
+def base_job_template(pool_type: str) -> dict[str, Any]:
+    """pushpool's base job template for ``pool_type``."""
+    return provider_for_pool_type(pool_type).template(pool_type)
+
+
+def installed_pool_types() -> tuple[str, ...]:
+    """The pool types whose provider SDKs are installed here (what a deployment serves by default)."""
+    return tuple(t for p in PROVIDERS if p.installed for t in p.pool_types)
+
+
+def check_served(pool_types: tuple[str, ...]) -> tuple[str, ...]:
+    """Validate a deployment's configured pool types: each known and its SDK installed.
+
+    Raises:
+        ConfigurationError: an unknown type, or one whose SDK is missing (named with the extra to install).
+    """
+    for pool_type in pool_types:
+        try:
+            provider = provider_for_pool_type(pool_type)
+        except UnsupportedPoolError as exc:
+            raise ConfigurationError(f"PUSHPOOL_POOL_TYPES: {exc.one_line()}") from None
+        provider.require_installed()
+    return pool_types

@@ -1,0 +1,208 @@
+"""The Protocol every compute backend implements, and the values that cross it.
+
+A backend turns a :class:`JobSpec` (one flow run's attempt, rendered into the provider's typed :class:`JobConfig`)
+into a job and answers questions about jobs by their :class:`JobHandle`. Every method is safe to call from a fresh,
+stateless invocation: the provider's own API (or, for ``process``, the job directory) is the only state.
+
+Rules every backend keeps (checked by tests/contract, which every backend and every fake passes):
+
+* ``submit`` is idempotent per attempt (``spec.run_id`` + ``spec.attempt``): a second call — also a concurrent one —
+  finds the first job and returns the same handle. The attempt is the id of the Pending state that claimed the run,
+  so a run scheduled again (a retry) gets a new job, while a retried submit of the same claim never does. A spec with
+  ``new_attempt`` comes straight from the claim that created the attempt (no job can exist for it yet): a backend may
+  skip looking for an earlier job and rely on its API's own idempotency token.
+* ``find(spec)`` returns the handle of that attempt's job, looking where the run's own configuration put it (its
+  cluster, region, project, resource group, workspace …), or ``None`` — also when that place does not exist.
+* ``status`` answers for many handles at once, per handle: a job that no longer exists is ``MISSING``; a handle the
+  backend cannot judge (another host's, a failed look-up) is ``UNKNOWN`` with the reason. One bad handle never hides
+  the others, and ``status`` does not raise for a provider error that concerns only some handles.
+* ``cancel`` stops the job (gracefully, then forcibly after ``grace_seconds`` where the provider has a grace period);
+  a job already gone counts as stopped.
+* ``logs`` returns the last lines of the job's output (possibly none), never raising for a finished job.
+* ``cleanup`` deletes what a finished job leaves behind where the provider keeps it (``keeps_finished_jobs``: Cloud Run
+  jobs, ACI container groups, the process backend's job directory); afterwards ``status`` answers ``MISSING``. A job
+  still alive is left alone. Idempotent. Providers whose finished jobs expire by themselves (ECS) do nothing.
+* ``start_timeout_seconds``: how long a job of this provider may take to start (image pulls, provisioning) before
+  the monitor gives up on it.
+* Secret delivery is the provider's: ``spec.secret_env`` (the Prefect credential) goes by secret reference where the
+  provider has one (ECS ``secrets``, Cloud Run ``secretKeyRef``, ACI ``secureValue``) and never into plaintext
+  overrides, files or logs; a provider refuses the job rather than send it in plaintext.
+* Failures surface only as :mod:`pushpool.errors` (``BackendError`` and its subclasses), translated at the boundary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pushpool.templates.common import DEFAULT_MAX_RUN_TIME_SECONDS
+
+DEFAULT_COMMAND = ("prefect", "flow-run", "execute")
+
+
+class JobState(str, enum.Enum):
+    """What a backend knows about a job."""
+
+    PENDING = "PENDING"  # accepted, not started yet (image pull, provisioning)
+    RUNNING = "RUNNING"  # the job's process is alive
+    SUCCEEDED = "SUCCEEDED"  # ended with exit code 0
+    FAILED = "FAILED"  # ended with a non-zero exit code, or failed to start
+    STOPPED = "STOPPED"  # ended because it was stopped (cancel)
+    MISSING = "MISSING"  # the backend has no such job (never existed, vanished, or cleaned up)
+    UNKNOWN = "UNKNOWN"  # the backend cannot tell (another host's job, a failed look-up, an unmapped status)
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED, JobState.MISSING)
+
+    @property
+    def is_alive(self) -> bool:
+        return self in (JobState.PENDING, JobState.RUNNING)
+
+
+class JobConfig(BaseModel):
+    """The fields every provider's rendered job configuration has; each provider subclasses it with its own.
+
+    A base job template's ``job_configuration``, rendered for one run, validates into the provider's subclass; a value
+    of the wrong type is a :class:`~pushpool.errors.TemplateError` naming the field (the run is crashed with it).
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    command: tuple[str, ...] | None = Field(
+        default=None, description="argv of the flow-run process; a string is split like a shell (shlex)"
+    )
+    env: dict[str, str | None] = Field(default_factory=dict, description="environment variables of the job")
+    labels: dict[str, str] = Field(default_factory=dict, description="labels or tags recorded with the job")
+    name: str | None = Field(default=None, description="the job's name (the flow run's name by default)")
+    max_run_time_seconds: int = Field(
+        default=DEFAULT_MAX_RUN_TIME_SECONDS, ge=1, description="the monitor stops the job after this long"
+    )
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _argv(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            try:
+                return tuple(shlex.split(value)) or None
+            except ValueError as exc:
+                raise ValueError(f"cannot split the command into arguments: {exc}") from None
+        return value
+
+    @field_validator("env", "labels", mode="before")
+    @classmethod
+    def _mapping(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if isinstance(value, Mapping):  # numbers and booleans become text, as a process environment holds them
+            return {
+                str(k): (v if v is None or isinstance(v, str | Mapping | list) else str(v)) for k, v in value.items()
+            }
+        return value
+
+    @field_validator("max_run_time_seconds", mode="before")
+    @classmethod
+    def _default_when_unset(cls, value: Any) -> Any:
+        return DEFAULT_MAX_RUN_TIME_SECONDS if value in (None, "") else value
+
+    @field_validator("labels", mode="after")
+    @classmethod
+    def _str_labels(cls, value: dict[str, Any]) -> dict[str, str]:
+        return {str(k): str(v) for k, v in value.items()}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One attempt of one flow run, rendered: everything a backend needs to start, find or judge its job."""
+
+    run_id: str
+    attempt: str  # the id of the Pending state that claimed the run: the idempotency key of this job
+    pool_name: str
+    name: str
+    command: tuple[str, ...]  # argv
+    env: Mapping[str, str]
+    labels: Mapping[str, str]
+    config: JobConfig  # the provider's typed configuration (where the job goes: cluster, region, …)
+    # The Prefect credential and other values that must travel by secret reference where the backend has one.
+    secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Set by submit right after its own claim: no earlier job of this attempt can exist (see the module docstring).
+    new_attempt: bool = False
+
+    @property
+    def max_run_time_seconds(self) -> int:
+        return self.config.max_run_time_seconds
+
+
+@dataclass(frozen=True)
+class JobHandle:
+    """An opaque reference to a job; ``id`` is what pushpool stores as the run's ``infrastructure_pid``."""
+
+    backend: str
+    id: str
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    state: JobState
+    exit_code: int | None = None
+    reason: str = ""
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    start_timeout_seconds: float
+    keeps_finished_jobs: bool
+
+    def submit(self, spec: JobSpec) -> JobHandle: ...
+
+    def find(self, spec: JobSpec) -> JobHandle | None: ...
+
+    def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]: ...
+
+    def cancel(self, handle: JobHandle, *, grace_seconds: float = 10.0) -> None: ...
+
+    def logs(self, handle: JobHandle, *, lines: int = 50) -> list[str]: ...
+
+    def cleanup(self, handle: JobHandle) -> None: ...
+
+
+class BackendBase:
+    """Defaults a backend may inherit: ten minutes to start, nothing kept after a job ends (nothing to clean up)."""
+
+    name: ClassVar[str]
+    start_timeout_seconds: float = 600.0
+    keeps_finished_jobs: bool = False
+
+    def cleanup(self, handle: JobHandle) -> None:
+        return None
+
+
+# Exit codes with a well-known meaning (see Prefect's infrastructure_exit_codes).
+EXIT_CODE_HINTS: Mapping[int, str] = {
+    -9: "killed by SIGKILL",
+    -15: "terminated by SIGTERM",
+    137: "killed (SIGKILL), often out of memory",
+    143: "terminated (SIGTERM)",
+    1: "the process reported an error",
+    2: "bad command line",
+    126: "command not executable",
+    127: "command not found",
+}
+
+
+def describe_exit(code: int) -> str:
+    hint = EXIT_CODE_HINTS.get(code)
+    text = f"exit code {code}" if code >= 0 else f"signal {-code}"
+    return f"{text} ({hint})" if hint else text

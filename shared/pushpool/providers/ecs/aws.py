@@ -1,0 +1,52 @@
+"""The AWS boundary of the ECS provider: botocore exceptions leave as pushpool errors, by error code (never by
+message text). Used by the backend and the provisioner alike."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from pushpool.errors import BackendError, BackendUnavailableError, PushpoolError
+
+NAME = "ecs"
+_THROTTLING = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
+_UNAVAILABLE = {"ServerException", "ServiceUnavailable", "ServiceUnavailableException", "InternalFailure"}
+
+
+@contextlib.contextmanager
+def aws_errors() -> Iterator[None]:
+    """The AWS boundary: botocore exceptions leave as pushpool errors (by error code, never by message text)."""
+    try:
+        yield
+    except PushpoolError:
+        raise
+    except Exception as exc:
+        translated = translate_aws_error(exc)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+def translate_aws_error(exc: Exception) -> BackendError | None:
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+
+    if isinstance(exc, ClientError):
+        code = aws_error_code(exc)
+        message = exc.response.get("Error", {}).get("Message") or code
+        if code in _THROTTLING:
+            return BackendUnavailableError(f"AWS throttled the request ({code}): {message}", backend=NAME)
+        if code in _UNAVAILABLE or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+            return BackendUnavailableError(f"AWS is unavailable ({code}): {message}", backend=NAME)
+        return BackendError(f"{code}: {message}", backend=NAME)
+    if isinstance(exc, NoCredentialsError):
+        return BackendError("no AWS credentials available to pushpool", backend=NAME)
+    if isinstance(exc, EndpointConnectionError):
+        return BackendUnavailableError(f"cannot reach AWS: {exc}", backend=NAME)
+    if isinstance(exc, BotoCoreError):
+        return BackendError(f"AWS client error: {exc}", backend=NAME)
+    return None
+
+
+def aws_error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))

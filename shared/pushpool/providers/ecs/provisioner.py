@@ -1,0 +1,556 @@
+"""The ECS provisioner: what an ``ecs:push`` pool needs in an AWS account, created once, tagged, reversible.
+
+Resources (all named after the pool and tagged ``pushpool:pool=<pool>``):
+
+=========================  ==============================  ==========================================
+resource                   name                            pool variable it fills
+=========================  ==============================  ==========================================
+task execution role        ``pushpool-<pool>-exec``        ``execution_role_arn``
+ECS cluster (Fargate)      ``pushpool-<pool>``             ``cluster``
+network                    the default VPC when usable,    ``vpc_id``, ``network_configuration``
+                           else VPC ``pushpool-<pool>``    (subnets + the security group — Prefect's
+                           (DNS hostnames, IGW, subnets    provisioner forgets the security group)
+                           in up to 3 zones, route table)
+security group             ``pushpool-<pool>`` (no inbound)
+ECR repository             ``pushpool-<pool>``             ``image`` namespace is printed
+CloudWatch log group       ``/pushpool/<pool>``            ``configure_cloudwatch_logs``, options
+IAM user + policy + key    ``pushpool-<pool>`` (only with  ``aws_credentials`` (a block, key made once)
+                           ``credentials="access-key"``)
+=========================  ==============================  ==========================================
+
+By default nothing long-lived is created for credentials: the deployed functions use their own IAM role.
+Existing resources are reused ("already exists"); a second run makes no create calls.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Any
+
+from pushpool.errors import BackendError, InvalidRequestError
+from pushpool.providers.ecs.aws import aws_error_code
+from pushpool.providers.ecs.aws import aws_errors as _aws
+from pushpool.providers.provisioning import CREATE, DELETE, EXISTS, UPDATE, Step
+
+TAG_KEY = "pushpool:pool"
+EXECUTION_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,45}$")
+TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+}
+
+
+def check_pool_name(pool: str) -> str:
+    if not _NAME.match(pool):
+        raise InvalidRequestError(
+            f"pool name {pool!r} cannot name AWS resources: use 1–46 letters, digits, '-' or '_' (IAM role names are "
+            "limited to 64 characters, ECS and ECR names to letters, digits, '-' and '_')"
+        )
+    return pool
+
+
+class EcsProvisioner:
+    def __init__(self, *, session: Any = None, region: str | None = None, credentials: str = "role") -> None:
+        import boto3
+
+        if credentials not in ("role", "access-key"):
+            raise InvalidRequestError(f"credentials must be 'role' or 'access-key', not {credentials!r}")
+        self.session = session or boto3.session.Session(region_name=region)
+        self.credentials = credentials
+        self._clients: dict[str, Any] = {}
+        if not self.session.region_name:
+            raise InvalidRequestError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or pass --region")
+        known = set(self.session.get_available_regions("ecs")) | set(
+            self.session.get_available_regions("ecs", partition_name="aws-us-gov")
+        )
+        if self.session.region_name not in known:
+            raise InvalidRequestError(f"unknown AWS region {self.session.region_name!r} (ECS is not offered there)")
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = self.session.client(service)
+        return self._clients[service]
+
+    @property
+    def region(self) -> str:
+        return str(self.session.region_name)
+
+    def check_access(self) -> str:
+        """The caller's identity, or a clear error when there are no usable AWS credentials."""
+        with _aws():
+            return str(self.client("sts").get_caller_identity()["Arn"])
+
+    # -- plan ------------------------------------------------------------------------------------------------
+
+    def plan(self, pool: str) -> list[Step]:
+        check_pool_name(pool)
+        with _aws():
+            steps = [
+                self._role_step(pool),
+                self._cluster_step(pool),
+                *self._network_steps(pool),
+                self._ecr_step(pool),
+                self._logs_step(pool),
+            ]
+            if self.credentials == "access-key":
+                steps += self._user_steps(pool)
+        return steps
+
+    def _tags(self, pool: str) -> list[dict[str, str]]:
+        return [{"Key": TAG_KEY, "Value": pool}, {"Key": "Name", "Value": f"pushpool-{pool}"}]
+
+    def _role_step(self, pool: str) -> Step:
+        iam, name = self.client("iam"), f"pushpool-{pool}-exec"
+        try:
+            arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+        except Exception as exc:
+            if aws_error_code(exc) != "NoSuchEntity":
+                raise
+            arn = None
+        attached = arn is not None and any(
+            p["PolicyArn"] == EXECUTION_POLICY
+            for p in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]
+        )
+
+        def run() -> dict[str, Any]:
+            nonlocal arn
+            with _aws():
+                if arn is None:
+                    arn = iam.create_role(
+                        RoleName=name,
+                        AssumeRolePolicyDocument=json.dumps(TRUST),
+                        Description=f"pushpool: ECS task execution for pool {pool}",
+                        Tags=self._tags(pool),
+                    )["Role"]["Arn"]
+                if not attached:
+                    iam.attach_role_policy(RoleName=name, PolicyArn=EXECUTION_POLICY)
+            return {"execution_role_arn": arn}
+
+        action = CREATE if arn is None else (UPDATE if not attached else EXISTS)
+        return Step("IAM role", name, action, "task execution, AmazonECSTaskExecutionRolePolicy", run)
+
+    def _cluster_step(self, pool: str) -> Step:
+        ecs, name = self.client("ecs"), f"pushpool-{pool}"
+        clusters = ecs.describe_clusters(clusters=[name]).get("clusters", [])
+        exists = any(c.get("status") == "ACTIVE" for c in clusters)
+
+        def run() -> dict[str, Any]:
+            if not exists:
+                with _aws():
+                    ecs.create_cluster(
+                        clusterName=name,
+                        capacityProviders=["FARGATE", "FARGATE_SPOT"],
+                        tags=[{"key": t["Key"], "value": t["Value"]} for t in self._tags(pool)],
+                    )
+            return {"cluster": name}
+
+        return Step("ECS cluster", name, EXISTS if exists else CREATE, "Fargate and Fargate Spot", run)
+
+    def _network_steps(self, pool: str) -> list[Step]:
+        ec2 = self.client("ec2")
+        default = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}]).get("Vpcs", [])
+        ours = ec2.describe_vpcs(Filters=[{"Name": f"tag:{TAG_KEY}", "Values": [pool]}]).get("Vpcs", [])
+        vpc_id = (ours or default or [{}])[0].get("VpcId")
+        subnets = self._subnets(vpc_id) if vpc_id else []
+        if vpc_id and not subnets and not ours:
+            vpc_id = None  # a default VPC without subnets is not usable
+        steps: list[Step] = []
+        state: dict[str, Any] = {"vpc_id": vpc_id, "subnets": subnets}
+        if vpc_id is None:
+            cidr = self._free_cidr()
+            steps.append(
+                Step(
+                    "VPC",
+                    f"pushpool-{pool}",
+                    CREATE,
+                    f"{cidr}, internet gateway, subnets in up to 3 zones, route table",
+                    lambda: self._create_vpc(pool, cidr, state),
+                )
+            )
+        else:
+            detail = "the account's default VPC" if not ours else "created earlier for this pool"
+            steps.append(Step("VPC", vpc_id, EXISTS, detail, lambda: {"vpc_id": state["vpc_id"]}))
+        group = None
+        if vpc_id:
+            groups = ec2.describe_security_groups(
+                Filters=[{"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "group-name", "Values": [f"pushpool-{pool}"]}]
+            )
+            group = next((g["GroupId"] for g in groups.get("SecurityGroups", [])), None)
+
+        def run_group() -> dict[str, Any]:
+            sg = group
+            with _aws():
+                if sg is None:
+                    sg = ec2.create_security_group(
+                        GroupName=f"pushpool-{pool}",
+                        Description=f"pushpool pool {pool}: no inbound traffic",
+                        VpcId=state["vpc_id"],
+                        TagSpecifications=[{"ResourceType": "security-group", "Tags": self._tags(pool)}],
+                    )["GroupId"]
+            return {
+                "network_configuration": {
+                    "subnets": state["subnets"],
+                    "securityGroups": [sg],
+                    "assignPublicIp": "ENABLED",
+                }
+            }
+
+        steps.append(
+            Step("security group", f"pushpool-{pool}", EXISTS if group else CREATE, "no inbound rules", run_group)
+        )
+        return steps
+
+    def _subnets(self, vpc_id: str) -> list[str]:
+        found = self.client("ec2").describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}]).get("Subnets", [])
+        by_zone: dict[str, str] = {}
+        for subnet in sorted(found, key=lambda s: s["SubnetId"]):
+            by_zone.setdefault(subnet["AvailabilityZone"], subnet["SubnetId"])
+        return list(by_zone.values())[:3]
+
+    def _free_cidr(self) -> str:
+        used = [ipaddress.ip_network(v["CidrBlock"]) for v in self.client("ec2").describe_vpcs().get("Vpcs", [])]
+        candidate = ipaddress.ip_network("172.31.0.0/16")
+        for _ in range(200):
+            if not any(candidate.overlaps(u) for u in used):
+                return str(candidate)
+            candidate = ipaddress.ip_network(f"{candidate.network_address + 2**16}/16")
+        raise BackendError("no free /16 for a new VPC", backend="ecs")
+
+    def _create_vpc(self, pool: str, cidr: str, state: dict[str, Any]) -> dict[str, Any]:
+        ec2 = self.client("ec2")
+        tags = self._tags(pool)
+        with _aws():
+            vpc_id = ec2.create_vpc(CidrBlock=cidr, TagSpecifications=[{"ResourceType": "vpc", "Tags": tags}])["Vpc"][
+                "VpcId"
+            ]
+            state["vpc_id"] = vpc_id
+            ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsSupport={"Value": True})
+            ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsHostnames={"Value": True})
+            igw = ec2.create_internet_gateway(TagSpecifications=[{"ResourceType": "internet-gateway", "Tags": tags}])[
+                "InternetGateway"
+            ]["InternetGatewayId"]
+            ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc_id)
+            zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]][:3]
+            blocks = list(ipaddress.ip_network(cidr).subnets(new_prefix=20))
+            table = ec2.create_route_table(
+                VpcId=vpc_id, TagSpecifications=[{"ResourceType": "route-table", "Tags": tags}]
+            )["RouteTable"]["RouteTableId"]
+            ec2.create_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+            subnets = []
+            for zone, block in zip(zones, blocks, strict=False):
+                subnet = ec2.create_subnet(
+                    VpcId=vpc_id,
+                    CidrBlock=str(block),
+                    AvailabilityZone=zone,
+                    TagSpecifications=[{"ResourceType": "subnet", "Tags": tags}],
+                )["Subnet"]["SubnetId"]
+                ec2.associate_route_table(RouteTableId=table, SubnetId=subnet)
+                subnets.append(subnet)
+        state["subnets"] = subnets
+        return {"vpc_id": vpc_id}
+
+    def _ecr_step(self, pool: str) -> Step:
+        ecr, name = self.client("ecr"), f"pushpool-{pool.lower()}"
+        try:
+            uri = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]["repositoryUri"]
+        except Exception as exc:
+            if aws_error_code(exc) != "RepositoryNotFoundException":
+                raise
+            uri = None
+
+        def run() -> dict[str, Any]:
+            nonlocal uri
+            if uri is None:
+                with _aws():
+                    uri = ecr.create_repository(
+                        repositoryName=name,
+                        imageScanningConfiguration={"scanOnPush": True},
+                        tags=self._tags(pool),
+                    )["repository"]["repositoryUri"]
+            return {"_registry": uri.rsplit("/", 1)[0], "_repository": uri}
+
+        return Step("ECR repository", name, EXISTS if uri else CREATE, "for flow images", run)
+
+    def _logs_step(self, pool: str) -> Step:
+        logs, name = self.client("logs"), f"/pushpool/{pool}"
+        groups = logs.describe_log_groups(logGroupNamePrefix=name).get("logGroups", [])
+        exists = any(g["logGroupName"] == name for g in groups)
+
+        def run() -> dict[str, Any]:
+            if not exists:
+                with _aws():
+                    logs.create_log_group(logGroupName=name, tags={TAG_KEY: pool})
+                    logs.put_retention_policy(logGroupName=name, retentionInDays=30)
+            return {
+                "configure_cloudwatch_logs": True,
+                "cloudwatch_logs_options": {"awslogs-group": name, "awslogs-create-group": "false"},
+            }
+
+        return Step("log group", name, EXISTS if exists else CREATE, "30-day retention", run)
+
+    # -- access-key mode -------------------------------------------------------------------------------------
+
+    def policy_document(self, pool: str, account: str) -> dict[str, Any]:
+        cluster = f"arn:aws:ecs:{self.region}:{account}:cluster/pushpool-{pool}"
+        return {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "TasksInTheCluster",
+                    "Effect": "Allow",
+                    "Action": ["ecs:RunTask", "ecs:StopTask", "ecs:DescribeTasks", "ecs:ListTasks", "ecs:TagResource"],
+                    "Resource": "*",
+                    "Condition": {"ArnEquals": {"ecs:cluster": cluster}},
+                },
+                {
+                    "Sid": "TaskDefinitions",
+                    "Effect": "Allow",
+                    "Action": ["ecs:RegisterTaskDefinition", "ecs:DescribeTaskDefinition"],
+                    "Resource": "*",
+                },
+                {
+                    "Sid": "Network",
+                    "Effect": "Allow",
+                    "Action": ["ec2:DescribeVpcs", "ec2:DescribeSubnets"],
+                    "Resource": "*",
+                },
+                {
+                    "Sid": "Logs",
+                    "Effect": "Allow",
+                    "Action": ["logs:GetLogEvents"],
+                    "Resource": f"arn:aws:logs:{self.region}:{account}:log-group:/pushpool/{pool}:*",
+                },
+                {
+                    "Sid": "PassTheExecutionRole",
+                    "Effect": "Allow",
+                    "Action": "iam:PassRole",
+                    "Resource": f"arn:aws:iam::{account}:role/pushpool-{pool}-exec",
+                    "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+                },
+            ],
+        }
+
+    def _user_steps(self, pool: str) -> list[Step]:
+        iam, name = self.client("iam"), f"pushpool-{pool}"
+        account = self.client("sts").get_caller_identity()["Account"]
+        policy_arn = f"arn:aws:iam::{account}:policy/pushpool-{pool}-policy"
+        document = self.policy_document(pool, account)
+        try:
+            iam.get_user(UserName=name)
+            user_exists = True
+        except Exception as exc:
+            if aws_error_code(exc) != "NoSuchEntity":
+                raise
+            user_exists = False
+        try:
+            policy = iam.get_policy(PolicyArn=policy_arn)["Policy"]
+            current = iam.get_policy_version(PolicyArn=policy_arn, VersionId=policy["DefaultVersionId"])
+            stored = current["PolicyVersion"]["Document"]
+            stored = json.loads(stored) if isinstance(stored, str) else stored
+            policy_state = EXISTS if stored == document else UPDATE
+        except Exception as exc:
+            if aws_error_code(exc) != "NoSuchEntity":
+                raise
+            policy_state = CREATE
+
+        def run_user() -> dict[str, Any]:
+            with _aws():
+                if not user_exists:
+                    iam.create_user(UserName=name, Tags=self._tags(pool))
+            return {}
+
+        def run_policy() -> dict[str, Any]:
+            with _aws():
+                if policy_state == CREATE:
+                    iam.create_policy(
+                        PolicyName=f"pushpool-{pool}-policy", PolicyDocument=json.dumps(document), Tags=self._tags(pool)
+                    )
+                elif policy_state == UPDATE:
+                    versions = iam.list_policy_versions(PolicyArn=policy_arn)["Versions"]
+                    if len(versions) >= 5:
+                        oldest = min((v for v in versions if not v["IsDefaultVersion"]), key=lambda v: v["CreateDate"])
+                        iam.delete_policy_version(PolicyArn=policy_arn, VersionId=oldest["VersionId"])
+                    iam.create_policy_version(
+                        PolicyArn=policy_arn, PolicyDocument=json.dumps(document), SetAsDefault=True
+                    )
+                attached = iam.list_attached_user_policies(UserName=name)["AttachedPolicies"]
+                if not any(p["PolicyArn"] == policy_arn for p in attached):
+                    iam.attach_user_policy(UserName=name, PolicyArn=policy_arn)
+            return {}
+
+        return [
+            Step("IAM user", name, EXISTS if user_exists else CREATE, "for pushpool outside AWS", run_user),
+            Step("IAM policy", f"pushpool-{pool}-policy", policy_state, "least privilege, kept up to date", run_policy),
+        ]
+
+    def create_access_key(self, pool: str) -> dict[str, str]:
+        iam, name = self.client("iam"), f"pushpool-{pool}"
+        with _aws():
+            keys = iam.list_access_keys(UserName=name)["AccessKeyMetadata"]
+            if len(keys) >= 2:
+                raise BackendError(
+                    f"IAM user {name} already has 2 access keys (AWS's limit); delete one that is no longer stored in "
+                    "Prefect, then run again",
+                    backend="ecs",
+                )
+            key = iam.create_access_key(UserName=name)["AccessKey"]
+        return {
+            "aws_access_key_id": key["AccessKeyId"],
+            "aws_secret_access_key": key["SecretAccessKey"],
+            "region_name": self.region,
+        }
+
+    # -- deprovision -----------------------------------------------------------------------------------------
+
+    def deprovision_plan(self, pool: str) -> list[Step]:
+        """Everything tagged with the pool, in deletion order."""
+        check_pool_name(pool)
+        steps: list[Step] = []
+        with _aws():
+            ecs = self.client("ecs")
+            for cluster in ecs.describe_clusters(clusters=[f"pushpool-{pool}"], include=["TAGS"]).get("clusters", []):
+                if cluster.get("status") == "ACTIVE" and _tagged(cluster.get("tags"), pool, key="key", value="value"):
+                    steps.append(
+                        Step(
+                            "ECS cluster",
+                            cluster["clusterName"],
+                            DELETE,
+                            "",
+                            lambda c=cluster["clusterArn"]: _none(ecs.delete_cluster(cluster=c)),
+                        )
+                    )
+            ec2 = self.client("ec2")
+            for group in ec2.describe_security_groups(Filters=[{"Name": f"tag:{TAG_KEY}", "Values": [pool]}]).get(
+                "SecurityGroups", []
+            ):
+                steps.append(
+                    Step(
+                        "security group",
+                        group["GroupId"],
+                        DELETE,
+                        group.get("GroupName", ""),
+                        lambda g=group["GroupId"]: _none(ec2.delete_security_group(GroupId=g)),
+                    )
+                )
+            for vpc in ec2.describe_vpcs(Filters=[{"Name": f"tag:{TAG_KEY}", "Values": [pool]}]).get("Vpcs", []):
+                steps.append(
+                    Step(
+                        "VPC",
+                        vpc["VpcId"],
+                        DELETE,
+                        "with its subnets, route table and internet gateway",
+                        lambda v=vpc["VpcId"]: self._delete_vpc(v),
+                    )
+                )
+            ecr = self.client("ecr")
+            try:
+                for repo in ecr.describe_repositories(repositoryNames=[f"pushpool-{pool.lower()}"])["repositories"]:
+                    tags = ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"]).get("tags", [])
+                    if _tagged(tags, pool):
+                        steps.append(
+                            Step(
+                                "ECR repository",
+                                repo["repositoryName"],
+                                DELETE,
+                                "and its images",
+                                lambda r=repo["repositoryName"]: _none(
+                                    ecr.delete_repository(repositoryName=r, force=True)
+                                ),
+                            )
+                        )
+            except Exception as exc:
+                if aws_error_code(exc) != "RepositoryNotFoundException":
+                    raise
+            logs = self.client("logs")
+            for group in logs.describe_log_groups(logGroupNamePrefix=f"/pushpool/{pool}").get("logGroups", []):
+                if (
+                    group["logGroupName"] == f"/pushpool/{pool}"
+                    and logs.list_tags_log_group(logGroupName=group["logGroupName"]).get("tags", {}).get(TAG_KEY)
+                    == pool
+                ):
+                    steps.append(
+                        Step(
+                            "log group",
+                            group["logGroupName"],
+                            DELETE,
+                            "",
+                            lambda n=group["logGroupName"]: _none(logs.delete_log_group(logGroupName=n)),
+                        )
+                    )
+            steps += self._iam_deletions(pool)
+        return steps
+
+    def _iam_deletions(self, pool: str) -> list[Step]:
+        iam = self.client("iam")
+        steps: list[Step] = []
+        role = f"pushpool-{pool}-exec"
+        if _iam_tagged(lambda: iam.list_role_tags(RoleName=role)["Tags"], pool):
+
+            def delete_role() -> dict[str, Any]:
+                for p in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]:
+                    iam.detach_role_policy(RoleName=role, PolicyArn=p["PolicyArn"])
+                iam.delete_role(RoleName=role)
+                return {}
+
+            steps.append(Step("IAM role", role, DELETE, "", delete_role))
+        user = f"pushpool-{pool}"
+        if _iam_tagged(lambda: iam.list_user_tags(UserName=user)["Tags"], pool):
+
+            def delete_user() -> dict[str, Any]:
+                for key in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]:
+                    iam.delete_access_key(UserName=user, AccessKeyId=key["AccessKeyId"])
+                for p in iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]:
+                    iam.detach_user_policy(UserName=user, PolicyArn=p["PolicyArn"])
+                    if p["PolicyName"] == f"pushpool-{pool}-policy":
+                        for v in iam.list_policy_versions(PolicyArn=p["PolicyArn"])["Versions"]:
+                            if not v["IsDefaultVersion"]:
+                                iam.delete_policy_version(PolicyArn=p["PolicyArn"], VersionId=v["VersionId"])
+                        iam.delete_policy(PolicyArn=p["PolicyArn"])
+                iam.delete_user(UserName=user)
+                return {}
+
+            steps.append(Step("IAM user", user, DELETE, "with its access keys and policy", delete_user))
+        return steps
+
+    def _delete_vpc(self, vpc_id: str) -> dict[str, Any]:
+        ec2 = self.client("ec2")
+        with _aws():
+            for group in ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])[
+                "SecurityGroups"
+            ]:
+                if group["GroupName"] != "default":
+                    ec2.delete_security_group(GroupId=group["GroupId"])
+            for subnet in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]:
+                ec2.delete_subnet(SubnetId=subnet["SubnetId"])
+            for table in ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["RouteTables"]:
+                if not any(a.get("Main") for a in table.get("Associations", [])):
+                    for assoc in table.get("Associations", []):
+                        ec2.disassociate_route_table(AssociationId=assoc["RouteTableAssociationId"])
+                    ec2.delete_route_table(RouteTableId=table["RouteTableId"])
+            for igw in ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [vpc_id]}])[
+                "InternetGateways"
+            ]:
+                ec2.detach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"], VpcId=vpc_id)
+                ec2.delete_internet_gateway(InternetGatewayId=igw["InternetGatewayId"])
+            ec2.delete_vpc(VpcId=vpc_id)
+        return {}
+
+
+def _none(_: Any) -> dict[str, Any]:
+    return {}
+
+
+def _tagged(tags: Any, pool: str, *, key: str = "Key", value: str = "Value") -> bool:
+    return any(t.get(key) == TAG_KEY and t.get(value) == pool for t in tags or [])
+
+
+def _iam_tagged(read_tags: Any, pool: str) -> bool:
+    try:
+        return _tagged(read_tags(), pool)
+    except Exception as exc:
+        if aws_error_code(exc) == "NoSuchEntity":
+            return False
+        raise

@@ -1,0 +1,295 @@
+"""The ``process`` backend: each job is a detached local process (``prefect flow-run execute`` by default).
+
+A job lives in ``<root>/<run id>_<attempt>/``::
+
+    command.json  argv and working directory (no environment: secrets stay out of files)
+    job.json      the supervisor's pid, host, start time
+    child.json    the command's pid
+    output.log    stdout and stderr
+    exit.json     exit code and end time, written by the supervisor when the command ends
+    stopped       written before pushpool stops the job
+
+The handle id is ``<host>::<root tag>::<run id>_<attempt>`` (the root tag is a short hash of the job directory's
+path): a monitor on another host, or one keeping its jobs in another directory, answers UNKNOWN rather than judging
+a job it cannot see. Submission is idempotent per attempt: a lock file serialises submits and an existing
+``job.json`` is returned. ``cleanup`` removes a finished job's directory.
+
+Every process of a job carries ``PUSHPOOL_JOB_ID=<run id>_<attempt>`` in its environment. Prefect's engine starts in
+a session of its own and outlives a killed parent, so process groups and parent links are not enough: a job is alive
+while any process carrying its marker is, and stopping a job signals all of them (found with psutil).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from pushpool.errors import BackendError, JobNotFoundError
+from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
+from pushpool.providers.process.config import ProcessJobConfig
+
+NAME = "process"
+MARKER = "PUSHPOOL_JOB_ID"
+# Variables of the serving process that jobs must not inherit (pushpool's own secrets and settings).
+_PRIVATE_PREFIXES = ("PUSHPOOL_",)
+
+
+def default_root() -> Path:
+    return Path.home() / ".pushpool" / "jobs"
+
+
+class ProcessBackend(BackendBase):
+    """Jobs as local processes; see the module docstring for the on-disk layout."""
+
+    name = NAME
+    start_timeout_seconds = 60.0  # a local process starts at once; Pending longer than this is stuck
+    keeps_finished_jobs = True  # the job directory, until cleanup
+
+    def __init__(self, root: Path | str, *, host: str | None = None, python: str | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.host = host or socket.gethostname()
+        self.python = python or sys.executable
+        self.root_tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
+
+    @classmethod
+    def from_options(cls, *, root: Path | str | None = None, **_: Any) -> ProcessBackend:
+        return cls(root or default_root())
+
+    # -- the Protocol ------------------------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec) -> JobHandle:
+        key = _key(spec.run_id, spec.attempt)
+        jobdir = self._jobdir(key)
+        with self._translate_errors(), self._locked(jobdir):
+            handle = JobHandle(NAME, self._job_id(key))
+            if (jobdir / "job.json").exists():
+                return handle
+            argv = self._argv(spec.command, spec.env)
+            working_dir = spec.config.working_dir if isinstance(spec.config, ProcessJobConfig) else None
+            _write_json(jobdir / "command.json", {"argv": argv, "cwd": str(working_dir or jobdir)})
+            with open(jobdir / "output.log", "ab") as out:
+                proc = subprocess.Popen(
+                    [self.python, "-m", "pushpool.providers.process.supervisor", str(jobdir)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=self._environment(spec),
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            _write_json(
+                jobdir / "job.json",
+                {
+                    "pid": proc.pid,
+                    "host": self.host,
+                    "started_at": time.time(),
+                    "name": spec.name,
+                    "pool": spec.pool_name,
+                },
+            )
+            return handle
+
+    def find(self, spec: JobSpec) -> JobHandle | None:
+        key = _key(spec.run_id, spec.attempt)
+        if (self._jobdir(key, create=False) / "job.json").exists():
+            return JobHandle(NAME, self._job_id(key))
+        return None
+
+    def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
+        processes = _job_processes() if handles else {}
+        out: dict[str, JobStatus] = {}
+        for handle in handles:
+            try:
+                out[handle.id] = self._status(handle, processes)
+            except JobNotFoundError as exc:
+                out[handle.id] = JobStatus(JobState.MISSING, reason=exc.one_line())
+            except BackendError as exc:
+                out[handle.id] = JobStatus(JobState.UNKNOWN, reason=exc.one_line())
+            except OSError as exc:  # an unreadable job directory concerns this handle only
+                out[handle.id] = JobStatus(JobState.UNKNOWN, reason=f"cannot read the job: {exc.strerror or exc}")
+        return out
+
+    def cancel(self, handle: JobHandle, *, grace_seconds: float = 10.0) -> None:
+        jobdir = self._dir_for(handle)
+        key = jobdir.name
+        if not _job_processes().get(key):
+            return
+        (jobdir / "stopped").touch()
+        _signal(_job_processes().get(key, []), signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline:
+            if not _job_processes().get(key):
+                return
+            time.sleep(0.05)
+        _signal(_job_processes().get(key, []), signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while _job_processes().get(key) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _job_processes().get(key):
+            raise BackendError(f"job {handle.id} survived SIGKILL", backend=NAME)
+
+    def logs(self, handle: JobHandle, *, lines: int = 50) -> list[str]:
+        try:
+            path = self._dir_for(handle) / "output.log"
+            with open(path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - 64 * 1024))
+                data = fh.read()
+        except (FileNotFoundError, JobNotFoundError):
+            return []
+        text = data.decode("utf-8", "replace").splitlines()
+        return text[-lines:] if lines > 0 else []
+
+    def cleanup(self, handle: JobHandle) -> None:
+        """Remove a finished job's directory (a job that is still alive is left alone)."""
+        try:
+            jobdir = self._dir_for(handle)
+        except JobNotFoundError:
+            return
+        if _job_processes().get(jobdir.name):
+            return
+        with self._translate_errors():
+            if jobdir.exists():
+                shutil.rmtree(jobdir)
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _job_id(self, key: str) -> str:
+        return f"{self.host}::{self.root_tag}::{key}"
+
+    def _jobdir(self, key: str, *, create: bool = True) -> Path:
+        if not key or "/" in key or key.startswith("."):
+            raise BackendError(f"invalid job key {key!r}", backend=NAME)
+        path = self.root / key
+        if create:
+            with self._translate_errors():
+                path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _dir_for(self, handle: JobHandle) -> Path:
+        parts = handle.id.split("::")
+        if len(parts) != 3 or not all(parts):
+            raise JobNotFoundError(f"not a process job id: {handle.id!r}", backend=NAME)
+        host, root_tag, key = parts
+        if host != self.host:
+            raise BackendError(f"job {handle.id} runs on host {host!r}, not on {self.host!r}", backend=NAME)
+        if root_tag != self.root_tag:
+            raise BackendError(f"job {handle.id} belongs to another job directory than {self.root}", backend=NAME)
+        return self._jobdir(key, create=False)
+
+    @contextlib.contextmanager
+    def _locked(self, jobdir: Path) -> Iterator[None]:
+        with open(jobdir / "lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise BackendError(f"cannot run the job process: {exc.strerror or exc}", backend=NAME) from exc
+
+    def _argv(self, command: Sequence[str], env: Mapping[str, str]) -> list[str]:
+        argv = list(command)
+        if not argv:
+            raise BackendError("empty command", backend=NAME)
+        if "/" not in argv[0]:
+            search = os.pathsep.join([env.get("PATH") or os.environ.get("PATH", ""), os.path.dirname(self.python)])
+            found = shutil.which(argv[0], path=search)
+            if found is None:
+                raise BackendError(f"command {argv[0]!r} not found on PATH", backend=NAME)
+            argv[0] = found
+        return argv
+
+    def _environment(self, spec: JobSpec) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
+        env.update(spec.env)
+        env.update(spec.secret_env)
+        env[MARKER] = _key(spec.run_id, spec.attempt)
+        return env
+
+    def _status(self, handle: JobHandle, processes: Mapping[str, list[int]]) -> JobStatus:
+        jobdir = self._dir_for(handle)
+        job = _read_json(jobdir / "job.json")
+        if job is None:
+            return JobStatus(JobState.MISSING, reason="no such job")
+        started = _timestamp(job.get("started_at"))
+        alive = processes.get(jobdir.name, [])
+        extra = {"pid": job.get("pid"), "dir": str(jobdir), "processes": alive}
+        ended = _read_json(jobdir / "exit.json")
+        stopped = (jobdir / "stopped").exists()
+        if alive:  # the command may have exited while processes it started (the engine) still run
+            return JobStatus(JobState.RUNNING, None, "", started, None, extra)
+        if ended is not None:
+            code = int(ended["exit_code"])
+            finished = _timestamp(ended.get("finished_at"))
+            if code == 0:
+                return JobStatus(JobState.SUCCEEDED, 0, "exited with code 0", started, finished, extra)
+            state = JobState.STOPPED if stopped else JobState.FAILED
+            return JobStatus(state, code, f"process ended with {describe_exit(code)}", started, finished, extra)
+        if stopped:
+            return JobStatus(JobState.STOPPED, None, "process was stopped", started, None, extra)
+        return JobStatus(JobState.MISSING, None, "process disappeared without recording an exit code", started)
+
+
+def _key(run_id: str, attempt: str) -> str:
+    return f"{run_id}_{attempt}"
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _timestamp(value: float | None) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(value, dt.timezone.utc) if value else None
+
+
+def _job_processes() -> dict[str, list[int]]:
+    """Live (not zombie) processes carrying the job marker, by job key."""
+    found: dict[str, list[int]] = {}
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid", "status"]):
+        if proc.info["pid"] == me or proc.info["status"] in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            continue
+        try:
+            key = proc.environ().get(MARKER)
+        except (psutil.Error, OSError):  # gone meanwhile, another user's, or a kernel thread
+            continue
+        if key:
+            found.setdefault(key, []).append(proc.info["pid"])
+    return found
+
+
+def _signal(pids: Sequence[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)

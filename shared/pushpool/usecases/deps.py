@@ -1,0 +1,84 @@
+"""The dependencies a use-case needs, built once per process (a warm Lambda container, ``pushpool serve``).
+
+``pool_types`` are the pool types this deployment serves (``PUSHPOOL_POOL_TYPES``; by default every type whose
+provider SDK is installed). A pool of any other type is left alone: its runs are never claimed, its jobs never judged.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from pushpool.clock import Clock, SystemClock
+from pushpool.errors import UnsupportedPoolError
+from pushpool.prefect_api.client import PrefectClient
+from pushpool.prefect_api.models import WorkPool
+from pushpool.providers import Provider, check_served, installed_pool_types, provider_for_pool_type
+from pushpool.providers.base import Backend
+from pushpool.settings import Settings
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    orchestrator: PrefectClient
+    clock: Clock = field(default_factory=SystemClock)
+    backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pool_types: tuple[str, ...] = ()  # empty: every installed type (set by from_settings)
+    _backends: dict[str, Backend] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.pool_types = check_served(self.pool_types or self.settings.pool_types or installed_pool_types())
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> Deps:
+        """Dependencies for ``settings``.
+
+        Raises:
+            ConfigurationError: a configured pool type that is unknown, or whose SDK is not installed.
+        """
+        client = PrefectClient(
+            settings.prefect_api_url,
+            api_key=settings.prefect_api_key,
+            auth_string=settings.prefect_api_auth_string,
+        )
+        deps = cls(settings=settings, orchestrator=client, **kwargs)
+        if settings.process_dir is not None:
+            deps.backend_options.setdefault("process", {})["root"] = settings.process_dir
+        return deps
+
+    def serves(self, pool: WorkPool) -> bool:
+        return pool.type in self.pool_types
+
+    def provider(self, pool_type: str) -> Provider:
+        """The provider of a pool type this deployment serves.
+
+        Raises:
+            UnsupportedPoolError: not a push type, unknown, or not served here (nothing is changed).
+        """
+        provider = provider_for_pool_type(pool_type)
+        if pool_type not in self.pool_types:
+            raise UnsupportedPoolError(
+                f"pool type {pool_type!r} is not served by this deployment (serves: {', '.join(self.pool_types)})"
+            )
+        return provider
+
+    def backend(self, name: str) -> Backend:
+        """The backend of the provider called ``name``, created on first use (lazy import of its SDK)."""
+        with self._lock:
+            if name not in self._backends:
+                from pushpool.providers import provider_named
+
+                self._backends[name] = provider_named(name).create_backend(**self.backend_options.get(name, {}))
+            return self._backends[name]
+
+    def backend_for_pool(self, pool: WorkPool) -> Backend:
+        """The backend that runs ``pool``'s jobs.
+
+        Raises:
+            UnsupportedPoolError: the pool's type is not served here.
+            ConfigurationError: its provider cannot be loaded (SDK missing).
+        """
+        return self.backend(self.provider(pool.type).name)

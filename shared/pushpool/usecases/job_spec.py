@@ -1,0 +1,179 @@
+"""From a flow run to a :class:`JobSpec`: merge job variables, render the pool's template, add what the job needs.
+
+What the job receives (design.md rule 7): ``PREFECT_API_URL``, ``PREFECT__FLOW_RUN_ID``, attribution variables and
+the job's own ``env``; the Prefect credential travels separately in ``secret_env`` so each backend can deliver it by
+secret reference. ``{{ $NAME }}`` placeholders read only a filtered environment: pushpool's own secrets and
+credentials are never available to a template.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from pushpool.errors import ObjectNotFoundError, TemplateError
+from pushpool.prefect_api.client import PrefectClient
+from pushpool.prefect_api.models import Deployment, FlowRun, WorkPool
+from pushpool.providers import provider_for_pool_type
+from pushpool.providers.base import DEFAULT_COMMAND, JobConfig, JobSpec
+from pushpool.settings import Settings
+from pushpool.templates.common import DEFAULT_MAX_RUN_TIME_SECONDS
+from pushpool.templates.render import NOTSET, apply_values, merge_job_variables, render_job_configuration
+
+_SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|API_KEY|AUTH_STRING|ACCESS_KEY)", re.I)
+
+
+def template_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment ``{{ $NAME }}`` placeholders may read: no ``PUSHPOOL_*`` and nothing secret-looking."""
+    env = os.environ if environ is None else environ
+    return {k: v for k, v in env.items() if not k.startswith("PUSHPOOL_") and not _SECRET_NAME.search(k)}
+
+
+class OrchestratorResolver:
+    """Block documents and variables for template rendering, read from the Prefect API (cached per render)."""
+
+    def __init__(self, client: PrefectClient) -> None:
+        self.client = client
+        self._by_id: dict[str, dict[str, Any]] = {}
+        self._by_name: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def block_data_by_id(self, block_document_id: str) -> dict[str, Any]:
+        if block_document_id not in self._by_id:
+            self._by_id[block_document_id] = self.client.read_block_document(block_document_id).data
+        return self._by_id[block_document_id]
+
+    def block_data_by_name(self, block_type_slug: str, name: str) -> dict[str, Any]:
+        key = (block_type_slug, name)
+        if key not in self._by_name:
+            self._by_name[key] = self.client.read_block_document_by_name(block_type_slug, name).data
+        return self._by_name[key]
+
+    def variable(self, name: str) -> Any:
+        try:
+            return self.client.read_variable(name)
+        except ObjectNotFoundError:
+            return NOTSET
+
+
+def pool_template(pool: WorkPool) -> dict[str, Any]:
+    """The pool's base job template, or pushpool's default for its type when the pool has none."""
+    if pool.base_job_template.get("job_configuration"):
+        return pool.base_job_template
+    return provider_for_pool_type(pool.type).template(pool.type)
+
+
+def typed_config(pool: WorkPool, rendered: Mapping[str, Any]) -> JobConfig:
+    """The rendered configuration validated into the provider's model.
+
+    Raises:
+        TemplateError: a field of the wrong type, named (the run is crashed with this message).
+    """
+    model = provider_for_pool_type(pool.type).config_model()
+    try:
+        return model.model_validate(dict(rendered))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "job configuration"
+        raise TemplateError(
+            f"{where}: {first.get('msg', 'invalid value')} (got {_short(first.get('input'))})"
+        ) from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def max_run_time_seconds(config: Mapping[str, Any]) -> int:
+    value = config.get("max_run_time_seconds", DEFAULT_MAX_RUN_TIME_SECONDS)
+    if value in (None, "", NOTSET):
+        return DEFAULT_MAX_RUN_TIME_SECONDS
+    try:
+        seconds = int(value)
+    except (TypeError, ValueError):
+        raise TemplateError(f"max_run_time_seconds must be a whole number of seconds, got {value!r}") from None
+    if seconds < 1:
+        raise TemplateError(f"max_run_time_seconds must be at least 1, got {seconds}")
+    return seconds
+
+
+def effective_max_run_time(pool: WorkPool, deployment: Deployment | None, run: FlowRun) -> int:
+    """The run's maximum run time without resolving blocks (what the monitor needs, cheaply)."""
+    values = merge_job_variables(deployment.job_variables if deployment else None, run.job_variables)
+    try:
+        return max_run_time_seconds(render_job_configuration(pool_template(pool), values))
+    except TemplateError:
+        return DEFAULT_MAX_RUN_TIME_SECONDS
+
+
+def build_job_spec(
+    *,
+    settings: Settings,
+    client: PrefectClient,
+    run: FlowRun,
+    pool: WorkPool,
+    deployment: Deployment | None,
+    attempt: str,
+    environ: Mapping[str, str] | None = None,
+) -> JobSpec:
+    """Render the job of ``run``'s ``attempt`` into its provider's typed configuration.
+
+    The same function serves submit (before the job exists) and the monitor (to find a job whose
+    ``infrastructure_pid`` was never written, where the run's own configuration put it).
+
+    Raises:
+        TemplateError: the template or the job variables do not render, or a field has the wrong type.
+        OrchestratorError: a block or variable could not be read (transient: the caller may retry).
+    """
+    values = merge_job_variables(deployment.job_variables if deployment else None, run.job_variables)
+    rendered = render_job_configuration(
+        pool_template(pool), values, resolver=OrchestratorResolver(client), environ=template_environ(environ)
+    )
+    config = typed_config(pool, rendered)
+    env: dict[str, str | None] = {
+        "PREFECT_API_URL": settings.api_url_for_jobs,
+        "PREFECT__FLOW_RUN_ID": run.id,
+    }
+    if run.flow_id:
+        env["PREFECT__FLOW_ID"] = run.flow_id
+    if deployment is not None:
+        env["PREFECT__DEPLOYMENT_ID"] = deployment.id
+        env["PREFECT__DEPLOYMENT_NAME"] = deployment.name
+    env.update(config.env)
+    secret_env: dict[str, str] = {}
+    if settings.prefect_api_key and "PREFECT_API_KEY" not in config.env:
+        secret_env["PREFECT_API_KEY"] = settings.prefect_api_key
+    elif settings.prefect_api_auth_string and "PREFECT_API_AUTH_STRING" not in config.env:
+        secret_env["PREFECT_API_AUTH_STRING"] = settings.prefect_api_auth_string
+
+    labels = {
+        "prefect.io/flow-run-id": run.id,
+        "prefect.io/flow-run-name": run.name,
+        "prefect.io/work-pool-name": pool.name,
+        "prefect.io/work-pool-id": pool.id,
+    }
+    if deployment is not None:
+        labels["prefect.io/deployment-id"] = deployment.id
+        labels["prefect.io/deployment-name"] = deployment.name
+    labels.update(config.labels)
+
+    name = config.name
+    if name:
+        rendered_name = apply_values(name, {"ctx": {"flow_run": run.model_dump(mode="json")}})
+        name = None if rendered_name is NOTSET else str(rendered_name)
+
+    return JobSpec(
+        run_id=run.id,
+        attempt=attempt,
+        pool_name=pool.name,
+        name=str(name or run.name or run.id),
+        command=config.command or DEFAULT_COMMAND,
+        env={k: v for k, v in env.items() if v is not None},
+        labels=labels,
+        config=config,
+        secret_env=secret_env,
+    )

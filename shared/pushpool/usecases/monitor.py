@@ -1,0 +1,174 @@
+"""monitor: one tick dispatches due runs of every push pool and reconciles every in-flight run with its job.
+
+A tick is stateless and safe to overlap with submits and with another tick: every state change goes through
+Prefect's orchestration (the Pending claim, no-force proposals), and backends are idempotent per attempt
+(the run plus its claim).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from pushpool.errors import PushpoolError
+from pushpool.prefect_api.client import PAGE_SIZE
+from pushpool.prefect_api.models import IN_FLIGHT_STATES, TERMINAL_STATES, Deployment, FlowRun, WorkPool
+from pushpool.providers.base import Backend, JobHandle, JobStatus
+from pushpool.usecases.deps import Deps
+from pushpool.usecases.reconcile import policy_from, reconcile_run
+from pushpool.usecases.submit import SubmitOutcome, submit_run
+
+log = logging.getLogger("pushpool.usecases.monitor")
+
+# Finished runs are checked for still-living jobs for this long after they ended.
+ZOMBIE_WINDOW = dt.timedelta(hours=1)
+# Pages of due runs (200 each) one tick dispatches at most; the next tick goes on.
+MAX_DISPATCH_PAGES = 10
+
+
+@dataclass
+class TickReport:
+    pools: int = 0
+    dispatched: Counter = field(default_factory=Counter)
+    reconciled: Counter = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "pools": self.pools,
+            "dispatched": dict(self.dispatched),
+            "reconciled": dict(self.reconciled),
+            "errors": self.errors,
+        }
+
+
+def push_pools(deps: Deps) -> list[WorkPool]:
+    """The pools this deployment serves (their types are in ``deps.pool_types``)."""
+    return [p for p in deps.orchestrator.filter_work_pools() if deps.serves(p)]
+
+
+def tick(deps: Deps, *, pools: list[WorkPool] | None = None) -> TickReport:
+    """One monitor pass over ``pools`` (every pool this deployment serves by default).
+
+    An error in one pool or one backend is reported and never stops the tick for the others.
+    """
+    report = TickReport()
+    pools = push_pools(deps) if pools is None else [p for p in pools if deps.serves(p)]
+    report.pools = len(pools)
+    for pool in pools:
+        try:
+            dispatch_due(deps, pool, report)
+        except Exception as exc:
+            log.exception("dispatch of pool %s failed", pool.name)
+            report.errors.append(f"pool {pool.name}: {_describe(exc)}")
+    if pools:
+        reconcile_runs(deps, pools, report)
+    return report
+
+
+def _describe(exc: Exception) -> str:
+    return exc.one_line() if isinstance(exc, PushpoolError) else f"unexpected {type(exc).__name__}"
+
+
+def dispatch_due(deps: Deps, pool: WorkPool, report: TickReport) -> None:
+    """Submit the pool's due runs, as Prefect's ``get_scheduled_flow_runs`` hands them out (limits applied).
+
+    Up to ``dispatch_concurrency`` runs are submitted at once, page after page while pages come back full, so a
+    backlog drains in one tick. In a pool with a concurrency limit they go one at a time: concurrent claimers over
+    a limit all give their slots back (submit.py, step 4), and one at a time always makes progress.
+    """
+    if pool.is_paused:
+        return
+    before = deps.clock.now() + dt.timedelta(seconds=deps.settings.dispatch_ahead_seconds)
+    full = threading.Event()  # a limit was reached: the rest wait for the next tick
+    workers = 1 if pool.concurrency_limit is not None else deps.settings.dispatch_concurrency
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pushpool-dispatch") as executor:
+        for _ in range(MAX_DISPATCH_PAGES):
+            try:
+                due = deps.orchestrator.get_scheduled_flow_runs(pool.name, scheduled_before=before.isoformat())
+            except PushpoolError as exc:
+                report.errors.append(f"pool {pool.name}: {exc.one_line()}")
+                return
+            results = list(executor.map(lambda listed: _dispatch_one(deps, pool, listed.id, full), due))
+            for outcome, error in results:
+                if error is not None:
+                    report.errors.append(error)
+                elif outcome is not None:
+                    report.dispatched[outcome] += 1
+            if full.is_set() or len(due) < PAGE_SIZE or (SubmitOutcome.SUBMITTED, None) not in results:
+                return
+
+
+def _dispatch_one(deps: Deps, pool: WorkPool, run_id: str, full: threading.Event) -> tuple[str | None, str | None]:
+    """(outcome, error) of submitting one listed run; (None, None) when skipped because a limit was reached."""
+    if full.is_set():
+        return None, None
+    try:
+        # The runs in that answer are abridged (no state, no pool or queue name): read each one whole.
+        run = deps.orchestrator.read_flow_run(run_id)
+        outcome = submit_run(deps, run, pool, trigger="monitor")
+    except PushpoolError as exc:
+        return None, f"run {run_id}: {exc.one_line()}"
+    if outcome.outcome == SubmitOutcome.WAITING:
+        full.set()
+    return outcome.outcome, None
+
+
+def reconcile_runs(deps: Deps, pools: list[WorkPool], report: TickReport) -> None:
+    """Reconcile every in-flight run of ``pools``, and stop jobs that outlive their (recently ended) runs."""
+    client, now = deps.orchestrator, deps.clock.now()
+    by_name = {p.name: p for p in pools}
+    names = list(by_name)
+    runs = list(
+        client.filter_flow_runs(
+            {
+                "flow_runs": {"state": {"type": {"any_": [s.value for s in IN_FLIGHT_STATES]}}},
+                "work_pools": {"name": {"any_": names}},
+            }
+        )
+    )
+    ended = client.filter_flow_runs(
+        {
+            "flow_runs": {
+                "state": {"type": {"any_": [s.value for s in TERMINAL_STATES]}},
+                "end_time": {"after_": (now - ZOMBIE_WINDOW).isoformat()},
+            },
+            "work_pools": {"name": {"any_": names}},
+        }
+    )
+    runs += [r for r in ended if r.infrastructure_pid]
+    policy = policy_from(deps)
+    deployments: dict[str, Deployment | None] = {}
+
+    # Batch status per backend; a backend that fails to load or to answer is reported, the others go on.
+    by_backend: dict[str, tuple[Backend, list[FlowRun]]] = {}
+    for run in runs:
+        pool = by_name.get(run.work_pool_name or "")
+        if pool is None:
+            continue
+        try:
+            backend = deps.backend_for_pool(pool)
+        except PushpoolError as exc:
+            report.errors.append(f"run {run.id}: {exc.one_line()}")
+            continue
+        by_backend.setdefault(backend.name, (backend, []))[1].append(run)
+    for backend_name, (backend, backend_runs) in by_backend.items():
+        handles = [JobHandle(backend_name, r.infrastructure_pid) for r in backend_runs if r.infrastructure_pid]
+        try:
+            statuses: dict[str, JobStatus] = backend.status(handles) if handles else {}
+        except Exception as exc:
+            log.exception("status of %s jobs failed", backend_name)
+            report.errors.append(f"backend {backend_name}: {_describe(exc)}")
+            continue
+        for run in backend_runs:
+            try:
+                pool = by_name[run.work_pool_name or ""]
+                status = statuses.get(run.infrastructure_pid) if run.infrastructure_pid else None
+                action = reconcile_run(deps, backend, pool, run, status, now=now, policy=policy, cache=deployments)
+                report.reconciled[action] += 1
+            except PushpoolError as exc:
+                report.errors.append(f"run {run.id}: {exc.one_line()}")

@@ -1,0 +1,259 @@
+"""provision: make a push pool ready to run, idempotently — the pool, the Webhook block and the automation.
+
+Run twice with the same inputs, it changes nothing and says so. Variable defaults an operator changed on an existing
+pool are kept; everything else in the template is brought up to pushpool's version.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pushpool.errors import ConfigurationError, InvalidRequestError, ObjectNotFoundError, OrchestratorError
+from pushpool.providers import provider_for_pool_type
+from pushpool.usecases.deps import Deps
+
+TRIGGER_EVENTS = (
+    "prefect.flow-run.Scheduled",
+    "prefect.flow-run.Late",
+    "prefect.flow-run.AwaitingRetry",
+    "prefect.flow-run.Cancelling",
+)
+# Only fields of the event itself: no API look-ups inside Prefect per delivery (those cost the server ~2x).
+WEBHOOK_PAYLOAD = json.dumps(
+    {
+        "flow_run_id": "{{ event.resource.id[17:] }}",
+        "event": "{{ event.event }}",
+        "event_id": "{{ event.id }}",
+        "occurred": "{{ event.occurred }}",
+    }
+)
+_POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+
+@dataclass
+class Step:
+    resource: str
+    name: str
+    action: str  # "created" | "updated" | "unchanged" | "would create" | "would update"
+    detail: str = ""
+
+
+@dataclass
+class ProvisionResult:
+    pool: str
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return any(s.action != "unchanged" for s in self.steps)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pool": self.pool,
+            "changed": self.changed,
+            "steps": [s.__dict__ for s in self.steps],
+        }
+
+    def summary(self) -> str:
+        lines = [
+            f"{s.resource:<12} {s.name:<40} {s.action}{(' — ' + s.detail) if s.detail else ''}" for s in self.steps
+        ]
+        lines.append("nothing changed" if not self.changed else "done")
+        return "\n".join(lines)
+
+
+def validate_pool_name(name: str) -> str:
+    if not isinstance(name, str) or not _POOL_NAME.match(name):
+        raise InvalidRequestError(
+            f"invalid work pool name {name!r}: use letters, digits, '-', '_' or '.', at most 100 characters"
+        )
+    if name.lower().startswith("prefect"):
+        raise InvalidRequestError(f"work pool names starting with 'prefect' are reserved by Prefect: {name!r}")
+    return name
+
+
+def provision_pool(
+    deps: Deps,
+    *,
+    name: str,
+    type_name: str,
+    submit_url: str | None = None,
+    concurrency_limit: int | None = None,
+    dry_run: bool = False,
+    defaults: dict[str, Any] | None = None,
+) -> ProvisionResult:
+    """Create or update the pool ``name`` of ``type_name`` and point Prefect at submit.
+
+    Raises:
+        InvalidRequestError: a bad name, an unknown type, or an existing pool of another type (nothing changed).
+        ConfigurationError: no submit URL or webhook token to give Prefect (nothing changed).
+    """
+    validate_pool_name(name)
+    provider = provider_for_pool_type(type_name)
+    url = submit_url or deps.settings.submit_url
+    if not url:
+        raise ConfigurationError("no submit URL: set PUSHPOOL_SUBMIT_URL (where Prefect should call pushpool's submit)")
+    if not deps.settings.webhook_tokens:
+        raise ConfigurationError("PUSHPOOL_WEBHOOK_TOKEN is not set: Prefect needs it to authenticate to submit")
+    if concurrency_limit is not None and (not isinstance(concurrency_limit, int) or concurrency_limit < 0):
+        raise InvalidRequestError(f"concurrency limit must be a whole number ≥ 0, got {concurrency_limit!r}")
+    result = ProvisionResult(pool=name)
+    template = provider.template(type_name)
+    if defaults:
+        from pushpool.providers.provisioning import with_defaults
+
+        template = with_defaults(template, defaults)
+    _ensure_pool(deps, result, name, type_name, template, concurrency_limit, dry_run, set(defaults or {}))
+    block_id = _ensure_webhook_block(deps, result, f"pushpool-{name}", url, deps.settings.webhook_tokens[0], dry_run)
+    _ensure_automation(deps, result, name, block_id, dry_run)
+    return result
+
+
+def _ensure_pool(
+    deps: Deps,
+    result: ProvisionResult,
+    name: str,
+    type_name: str,
+    template: dict[str, Any],
+    concurrency_limit: int | None,
+    dry_run: bool,
+    override: set[str] = frozenset(),  # type: ignore[assignment]
+) -> None:
+    client = deps.orchestrator
+    try:
+        pool = client.read_work_pool(name)
+    except ObjectNotFoundError:
+        if not dry_run:
+            body: dict[str, Any] = {"name": name, "type": type_name, "base_job_template": template}
+            if concurrency_limit is not None:
+                body["concurrency_limit"] = concurrency_limit
+            client.create_work_pool(body)
+        result.steps.append(Step("work pool", name, "would create" if dry_run else "created", type_name))
+        return
+    if pool.type != type_name:
+        raise InvalidRequestError(f"work pool {name!r} exists with type {pool.type!r}, not {type_name!r}")
+    desired = _keep_defaults(template, pool.base_job_template, keep_out=override)
+    update: dict[str, Any] = {}
+    if desired != pool.base_job_template:
+        update["base_job_template"] = desired
+    if concurrency_limit is not None and concurrency_limit != pool.concurrency_limit:
+        update["concurrency_limit"] = concurrency_limit
+    if not update:
+        result.steps.append(Step("work pool", name, "unchanged", type_name))
+        return
+    if not dry_run:
+        client.update_work_pool(name, update)
+    result.steps.append(Step("work pool", name, "would update" if dry_run else "updated", ", ".join(sorted(update))))
+
+
+def _keep_defaults(template: dict[str, Any], existing: dict[str, Any], keep_out: set[str] = frozenset()) -> dict:  # type: ignore[assignment]
+    """``template`` with the variable defaults already set on the existing pool carried over (except ``keep_out``)."""
+    desired = copy.deepcopy(template)
+    old = (existing.get("variables") or {}).get("properties") or {}
+    for var, spec in (desired.get("variables") or {}).get("properties", {}).items():
+        if var in old and "default" in old[var] and var not in keep_out:
+            spec["default"] = old[var]["default"]
+    return desired
+
+
+def _ensure_webhook_block(
+    deps: Deps, result: ProvisionResult, block_name: str, url: str, token: str, dry_run: bool
+) -> str:
+    client = deps.orchestrator
+    data = {
+        "method": "POST",
+        "url": url,
+        "headers": {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        "allow_private_urls": True,
+        "verify": True,
+    }
+    try:
+        block = client.read_block_document_by_name("webhook", block_name)
+    except ObjectNotFoundError:
+        block = None
+    if block is None:
+        if dry_run:
+            result.steps.append(Step("webhook", block_name, "would create", url))
+            return ""
+        type_id = client.read_block_type_id("webhook")
+        schema_id = client.read_latest_block_schema_id(type_id)
+        try:
+            created = client.create_block_document(
+                {"name": block_name, "data": data, "block_type_id": type_id, "block_schema_id": schema_id}
+            )
+        except OrchestratorError as exc:
+            if exc.status_code != 409:
+                raise
+            created = client.read_block_document_by_name("webhook", block_name)  # a concurrent provision won
+        result.steps.append(Step("webhook", block_name, "created", url))
+        return created.id
+    if {k: block.data.get(k) for k in data} == data:
+        result.steps.append(Step("webhook", block_name, "unchanged", url))
+    else:
+        if not dry_run:
+            client.update_block_document(block.id, data)
+        result.steps.append(Step("webhook", block_name, "would update" if dry_run else "updated", url))
+    return block.id
+
+
+def automation_body(pool_name: str, block_id: str) -> dict[str, Any]:
+    return {
+        "name": f"pushpool-{pool_name}",
+        "description": f"pushpool: send flow-run events of work pool {pool_name!r} to pushpool's submit function",
+        "enabled": True,
+        "trigger": {
+            "type": "event",
+            "posture": "Reactive",
+            "match": {"prefect.resource.id": "prefect.flow-run.*"},
+            "match_related": {"prefect.resource.role": "work-pool", "prefect.resource.name": pool_name},
+            "expect": list(TRIGGER_EVENTS),
+            "for_each": ["prefect.resource.id"],
+            "threshold": 1,
+            "within": 0,
+        },
+        "actions": [{"type": "call-webhook", "block_document_id": block_id, "payload": WEBHOOK_PAYLOAD}],
+    }
+
+
+def _same_automation(existing: dict[str, Any], desired: dict[str, Any]) -> bool:
+    def key(a: dict[str, Any]) -> Any:
+        trigger = a.get("trigger") or {}
+        actions = [(x.get("type"), str(x.get("block_document_id")), x.get("payload")) for x in a.get("actions") or []]
+        return (
+            a.get("description"),
+            a.get("enabled"),
+            trigger.get("posture"),
+            trigger.get("match"),
+            trigger.get("match_related"),
+            sorted(trigger.get("expect") or []),
+            trigger.get("for_each"),
+            actions,
+        )
+
+    return bool(key(existing) == key(desired))
+
+
+def _ensure_automation(deps: Deps, result: ProvisionResult, pool_name: str, block_id: str, dry_run: bool) -> None:
+    client = deps.orchestrator
+    desired = automation_body(pool_name, block_id)
+    name = desired["name"]
+    found = client.find_automations(name)
+    if not found:
+        if not dry_run:
+            client.create_automation(desired)
+        result.steps.append(Step("automation", name, "would create" if dry_run else "created"))
+        return
+    keep, extras = found[0], found[1:]
+    for extra in extras:  # a retried create may have left a twin: remove it
+        if not dry_run:
+            client.delete_automation(str(extra["id"]))
+    if _same_automation(keep, desired) and not extras:
+        result.steps.append(Step("automation", name, "unchanged"))
+        return
+    if not dry_run:
+        client.replace_automation(str(keep["id"]), desired)
+    result.steps.append(Step("automation", name, "would update" if dry_run else "updated"))

@@ -1,0 +1,324 @@
+"""reconcile: bring one in-flight run and its job into agreement (the monitor's per-run policy).
+
+:func:`decide` is a pure function of the run, its job's status and the clock, so every rule is unit-tested;
+:func:`apply` carries a decision out against Prefect and the backend.
+
+=================================  ======================================================================
+run                                job → action
+=================================  ======================================================================
+Pending/Running/Cancelling, no pid  look the job up where the run's own configuration put it (a submitter may
+                                   have died before writing the pid): found → adopt it (write the pid)
+Pending, no pid, no job, > timeout recover: back to Scheduled (nothing ran, so nothing is lost and the
+                                   flow's own retries are not consumed), or Crashed after
+                                   ``max_recoveries`` attempts so a broken submission cannot loop forever
+Running, no pid, no job, > timeout Crashed: a run that says it is running with no job behind it
+Cancelling, no pid, no job         Cancelled
+Cancelling                         job alive → stop it, then Cancelled; job ended → Cancelled
+Pending/Running                    job failed / stopped / vanished → Crashed with the reason and last lines
+Pending/Running                    job exited 0 but the run is not final after ``exit_grace`` → Crashed
+Running                            alive past ``max_run_time_seconds`` → Crashed (message says so), stop job
+Pending                            job still not started after ``start_timeout`` → Crashed, stop job
+Cancelled                          job alive → stop it
+Completed/Failed/Crashed           job still alive ``exit_grace`` after the run ended → stop it (zombie)
+any final state                    job ended (not yet cleaned up) → clean it up (delete what the provider keeps)
+any                                job UNKNOWN (another host, unmapped status) → nothing
+=================================  ======================================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pushpool.errors import BackendError, ObjectNotFoundError, PushpoolError, TemplateError
+from pushpool.prefect_api.models import Deployment, FlowRun, StateType, WorkPool
+from pushpool.providers.base import Backend, JobHandle, JobState, JobStatus
+from pushpool.usecases.deps import Deps
+from pushpool.usecases.job_spec import build_job_spec, effective_max_run_time
+from pushpool.usecases.run_states import attach_logs, crash_message, crash_run, finish_cancellation
+
+log = logging.getLogger("pushpool.usecases.monitor")
+
+RECOVERIES_LABEL = "pushpool.io/recoveries"
+
+
+class Action(str, enum.Enum):
+    NONE = "none"
+    ADOPT = "adopt"
+    RECOVER = "recover"
+    CRASH = "crash"
+    CRASH_AND_STOP = "crash-and-stop"  # maximum run time
+    STOP_AND_CANCEL = "stop-and-cancel"
+    CANCEL = "cancel"
+    STOP = "stop"
+    CLEANUP = "cleanup"  # the run is final and its job ended: delete what the provider keeps of it
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str = ""
+    with_logs: bool = False
+
+
+@dataclass(frozen=True)
+class Policy:
+    pending_timeout_seconds: float
+    exit_grace_seconds: float
+    max_recoveries: int
+    start_timeout_seconds: float = 600.0  # the backend's own unless PUSHPOOL_START_TIMEOUT is set
+
+
+def _age(since: dt.datetime | None, now: dt.datetime) -> float:
+    return (now - since).total_seconds() if since else 0.0
+
+
+def decide(
+    run: FlowRun,
+    status: JobStatus | None,
+    *,
+    now: dt.datetime,
+    policy: Policy,
+    max_run_time_seconds: int,
+    found_job: bool = False,
+) -> Decision:
+    """What to do with ``run`` given its job's ``status`` (None when the run has no pid).
+
+    ``found_job`` says whether a lookup by run id found a job for a run without a pid.
+    """
+    state = run.state_type
+    since = run.state.timestamp if run.state else None
+    if status is None:  # no infrastructure_pid
+        if found_job and state in (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING):
+            return Decision(Action.ADOPT, "job found by run id; recording it as the run's infrastructure")
+        if state is StateType.CANCELLING:
+            return Decision(Action.CANCEL, "Cancelled by pushpool: the run has no job to stop.")
+        if state is StateType.PENDING and _age(since, now) > policy.pending_timeout_seconds:
+            recoveries = int(run.labels.get(RECOVERIES_LABEL, 0) or 0)
+            if recoveries >= policy.max_recoveries:
+                return Decision(
+                    Action.CRASH,
+                    f"pushpool: the run stayed Pending with no job {recoveries + 1} times (submission kept failing).",
+                )
+            return Decision(Action.RECOVER, "pushpool: the run was Pending with no job; rescheduled.")
+        if state is StateType.RUNNING and _age(since, now) > policy.pending_timeout_seconds:
+            return Decision(Action.CRASH, "pushpool: the run is Running but has no job behind it.")
+        return Decision(Action.NONE)
+
+    job = status.state
+    if job is JobState.UNKNOWN:
+        return Decision(Action.NONE, status.reason)
+    alive = job in (JobState.PENDING, JobState.RUNNING)
+
+    if state is StateType.CANCELLED:
+        if alive:
+            return Decision(Action.STOP, "run is Cancelled")
+        return Decision(Action.NONE) if job is JobState.MISSING else Decision(Action.CLEANUP, "run is Cancelled")
+    if state in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED):
+        if alive and _age(run.end_time or since, now) > policy.exit_grace_seconds:
+            return Decision(Action.STOP, f"run is {run.state_name} but its job is still running")
+        if not alive and job is not JobState.MISSING:
+            return Decision(Action.CLEANUP, f"run is {run.state_name} and its job ended")
+        return Decision(Action.NONE)
+    if state is StateType.CANCELLING:
+        if alive:
+            return Decision(Action.STOP_AND_CANCEL, "Cancelled by pushpool: the job was stopped.")
+        return Decision(Action.CANCEL, f"Cancelled by pushpool: the job had ended ({status.reason or job.value}).")
+    if state not in (StateType.PENDING, StateType.RUNNING):
+        return Decision(Action.NONE)
+
+    if alive:
+        if state is StateType.PENDING and job is JobState.PENDING and _age(since, now) > policy.start_timeout_seconds:
+            return Decision(
+                Action.CRASH_AND_STOP,
+                f"The job did not start within {policy.start_timeout_seconds:.0f} s "
+                f"({status.reason or 'still pending'}); pushpool stopped it.",
+            )
+        if state is StateType.RUNNING and _age(run.start_time, now) > max_run_time_seconds:
+            return Decision(
+                Action.CRASH_AND_STOP,
+                f"Flow run exceeded the maximum run time of {max_run_time_seconds} s; pushpool stopped its job.",
+            )
+        return Decision(Action.NONE)
+    if job is JobState.SUCCEEDED:
+        if _age(status.finished_at or since, now) > policy.exit_grace_seconds:
+            return Decision(
+                Action.CRASH,
+                "Flow run infrastructure exited cleanly, but the run never reported a final state.",
+                with_logs=True,
+            )
+        return Decision(Action.NONE)
+    if job is JobState.MISSING:
+        return Decision(Action.CRASH, f"Flow run infrastructure disappeared: {status.reason or 'job not found'}.", True)
+    if job is JobState.STOPPED:
+        return Decision(Action.CRASH, f"Flow run infrastructure was stopped: {status.reason}.", True)
+    code = "" if status.exit_code is None else f" (exit code {status.exit_code})"
+    return Decision(Action.CRASH, f"Flow run infrastructure failed{code}: {status.reason}.", True)
+
+
+def apply(deps: Deps, backend: Backend, run: FlowRun, decision: Decision, handle: JobHandle | None) -> str:
+    """Carry ``decision`` out; returns the action taken (for the tick report)."""
+    client = deps.orchestrator
+    action = decision.action
+    if action is Action.NONE:
+        return action.value
+    if action is not Action.CLEANUP:
+        log.info("run %s (%s): %s — %s", run.id, run.state_name, action.value, decision.reason)
+    if action is Action.ADOPT and handle is not None:
+        client.set_infrastructure_pid(run.id, handle.id)
+    elif action is Action.RECOVER:
+        fresh = client.read_flow_run(run.id)  # narrow the race with a slow submitter that is just finishing
+        if fresh.state_type is not StateType.PENDING or fresh.infrastructure_pid:
+            return Action.NONE.value
+        recoveries = int(run.labels.get(RECOVERIES_LABEL, 0) or 0) + 1
+        client.update_flow_run_labels(run.id, {RECOVERIES_LABEL: str(recoveries)})
+        client.propose_state(run.id, StateType.SCHEDULED, message=decision.reason)
+    elif action is Action.CRASH:
+        lines = _logs(backend, handle) if decision.with_logs else []
+        crash_run(client, run.id, crash_message(decision.reason, lines))
+        if lines:
+            attach_logs(client, deps.clock, run.id, "Last lines of the job's output (from pushpool):", lines)
+    elif action is Action.CRASH_AND_STOP and handle is not None:
+        crash_run(client, run.id, decision.reason)
+        _stop(deps, backend, handle)
+    elif action is Action.STOP_AND_CANCEL and handle is not None:
+        _stop(deps, backend, handle)
+        # The engine inside the job may have finished the cancellation itself while it was being stopped.
+        if client.read_flow_run(run.id).state_type is StateType.CANCELLING:
+            finish_cancellation(client, run.id, decision.reason)
+    elif action is Action.CANCEL:
+        finish_cancellation(client, run.id, decision.reason)
+    elif action is Action.STOP and handle is not None:
+        _stop(deps, backend, handle)
+    elif action is Action.CLEANUP and handle is not None:
+        backend.cleanup(handle)
+        log.debug("run %s: job %s cleaned up", run.id, handle.id)
+    return action.value
+
+
+def _logs(backend: Backend, handle: JobHandle | None) -> list[str]:
+    if handle is None:
+        return []
+    try:
+        return backend.logs(handle, lines=50)
+    except BackendError as exc:
+        log.info("no job output for %s: %s", handle.id, exc.one_line())
+        return []
+
+
+def _stop(deps: Deps, backend: Backend, handle: JobHandle) -> None:
+    backend.cancel(handle, grace_seconds=deps.settings.cancel_grace_seconds)
+
+
+def policy_from(deps: Deps) -> Policy:
+    """The monitor's policy from the settings (without PUSHPOOL_START_TIMEOUT, each backend's start timeout)."""
+    return Policy(
+        pending_timeout_seconds=deps.settings.pending_timeout_seconds,
+        exit_grace_seconds=deps.settings.exit_grace_seconds,
+        max_recoveries=deps.settings.max_recoveries,
+        start_timeout_seconds=deps.settings.start_timeout_seconds or Policy.start_timeout_seconds,
+    )
+
+
+def reconcile_run(
+    deps: Deps,
+    backend: Backend,
+    pool: WorkPool,
+    run: FlowRun,
+    status: JobStatus | None,
+    *,
+    now: dt.datetime,
+    policy: Policy,
+    cache: dict[str, Deployment | None],
+) -> str:
+    """Decide and act for one run whose job status (None: no pid) is already known."""
+    if deps.settings.start_timeout_seconds is None:
+        policy = dataclasses.replace(policy, start_timeout_seconds=backend.start_timeout_seconds)
+    handle = JobHandle(backend.name, run.infrastructure_pid) if run.infrastructure_pid else None
+    found = False
+    if handle is None and _worth_a_lookup(run, now, policy):
+        handle = find_job(deps, backend, pool, run, cache)
+        found = handle is not None
+    max_run = _max_run_time(deps, pool, run, cache) if run.state_type is StateType.RUNNING else 0
+    decision = decide(run, status, now=now, policy=policy, max_run_time_seconds=max_run, found_job=found)
+    if decision.action is Action.CLEANUP and not backend.keeps_finished_jobs:
+        decision = Decision(Action.NONE)  # its finished jobs expire by themselves
+    return apply(deps, backend, run, decision, handle)
+
+
+def find_job(
+    deps: Deps, backend: Backend, pool: WorkPool, run: FlowRun, cache: dict[str, Deployment | None]
+) -> JobHandle | None:
+    """The job of the run's current attempt, looked for where the run's own configuration put it.
+
+    The run is rendered again exactly as submit rendered it (deployment and run job variables, blocks, variables), so
+    a deployment that sends its jobs to another cluster, region, project or resource group is searched there. A run
+    whose configuration no longer renders cannot have had a job started from it: none is found.
+    """
+    attempt = claim_attempt(deps, run)
+    if attempt is None:
+        return None
+    try:
+        spec = build_job_spec(
+            settings=deps.settings,
+            client=deps.orchestrator,
+            run=run,
+            pool=pool,
+            deployment=_deployment(deps, run, cache),
+            attempt=attempt,
+        )
+    except TemplateError as exc:
+        log.info("run %s: no job can be found (its configuration does not render: %s)", run.id, exc.one_line())
+        return None
+    return backend.find(spec)
+
+
+def reconcile_one(deps: Deps, run: FlowRun, pool: WorkPool) -> dict[str, Any]:
+    """Reconcile a single run now (the webhook's fast path for Cancelling runs)."""
+    backend = deps.backend_for_pool(pool)
+    status = None
+    if run.infrastructure_pid:
+        status = backend.status([JobHandle(backend.name, run.infrastructure_pid)]).get(run.infrastructure_pid)
+    action = reconcile_run(deps, backend, pool, run, status, now=deps.clock.now(), policy=policy_from(deps), cache={})
+    return {"flow_run_id": run.id, "outcome": "reconciled", "detail": action, "job_id": run.infrastructure_pid}
+
+
+def claim_attempt(deps: Deps, run: FlowRun) -> str | None:
+    """The id of the Pending state that claimed the run's current attempt (the jobs' idempotency key)."""
+    if run.state is not None and run.state.type is StateType.PENDING and run.state.name == "Pending":
+        return run.state.id
+    history = sorted(deps.orchestrator.read_flow_run_states(run.id), key=lambda s: s.get("timestamp") or "")
+    claims = [s for s in history if s.get("type") == "PENDING" and s.get("name") == "Pending"]
+    return str(claims[-1]["id"]) if claims else None
+
+
+def _worth_a_lookup(run: FlowRun, now: dt.datetime, policy: Policy) -> bool:
+    """A run without a pid is looked up by run id only when it matters (cancelling, or stuck past the timeout)."""
+    if run.state_type is StateType.CANCELLING:
+        return True
+    since = run.state.timestamp if run.state else None
+    return since is not None and (now - since).total_seconds() > policy.pending_timeout_seconds
+
+
+def _deployment(deps: Deps, run: FlowRun, cache: dict[str, Deployment | None]) -> Deployment | None:
+    """The run's deployment (read once per tick); None when it has none or it was deleted."""
+    if not run.deployment_id:
+        return None
+    if run.deployment_id not in cache:
+        try:
+            cache[run.deployment_id] = deps.orchestrator.read_deployment(run.deployment_id)
+        except ObjectNotFoundError:
+            cache[run.deployment_id] = None
+    return cache[run.deployment_id]
+
+
+def _max_run_time(deps: Deps, pool: WorkPool, run: FlowRun, cache: dict[str, Deployment | None]) -> int:
+    try:
+        deployment = _deployment(deps, run, cache)
+    except PushpoolError:
+        deployment = None
+    return effective_max_run_time(pool, deployment, run)

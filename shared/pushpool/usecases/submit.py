@@ -1,0 +1,222 @@
+"""submit: turn one ready flow run into one job (design.md correctness rules 1–7).
+
+Order of work, and why:
+
+1. Only Scheduled-type runs of a push pool pushpool serves; a run not yet due is left to the monitor.
+2. Pool and queue pause flags and concurrency limits are checked here (Prefect enforces them only inside
+   ``get_scheduled_flow_runs``; the webhook path must not bypass them).
+3. Propose PENDING without force. ACCEPT = this invocation owns the run; ABORT or a REJECT to another state =
+   someone else owns it or the server decided otherwise (deployment concurrency): do nothing.
+4. Concurrency is re-checked after the claim: a claimer that then sees more in-flight runs than the limit gives its
+   slot back (Scheduled/AwaitingConcurrencySlot) without starting anything. Each claimer counts after its own claim
+   is committed, so of any set of concurrent claimers at most ``limit`` can see themselves within it — the limit
+   holds under any race (when two claim at once both may yield; the monitor dispatches them one at a time).
+5. Render the job. A template that does not render crashes the run with the rendering error (never left Pending).
+6. Submit to the backend (idempotent per attempt: the run plus its claim), record ``infrastructure_pid``, then
+   propose the ``InfrastructurePending`` progress state; its answer doubles as the re-read: a run that became
+   Cancelling or Cancelled meanwhile gets its job stopped at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from pushpool.errors import BackendError, ObjectNotFoundError, OrchestratorUnavailableError, TemplateError
+from pushpool.prefect_api.models import FlowRun, StateType, WorkPool, WorkQueue
+from pushpool.providers.base import Backend, JobHandle
+from pushpool.usecases import admission
+from pushpool.usecases.deps import Deps
+from pushpool.usecases.job_spec import build_job_spec
+from pushpool.usecases.run_states import crash_run, finish_cancellation
+
+log = logging.getLogger("pushpool.usecases.submit")
+
+# Reads that do not depend on each other overlap (the queue and the deployment are fetched while the pool is read,
+# and the deployment while the run is claimed): fewer round trips between the trigger and the job. Threads suit
+# Lambda too.
+_PREFETCH = ThreadPoolExecutor(max_workers=16, thread_name_prefix="pushpool-prefetch")
+
+PROGRESS_STATE = "InfrastructurePending"
+WAITING_STATE = "AwaitingConcurrencySlot"
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    """What happened to one run. ``outcome`` is one of the constants below."""
+
+    run_id: str
+    outcome: str
+    detail: str = ""
+    job_id: str | None = None
+    dispatch_latency_seconds: float | None = None  # scheduled start → job accepted, for submitted runs
+
+    SUBMITTED = "submitted"
+    NOT_READY = "not-ready"  # not Scheduled (already claimed, running or final)
+    DEFERRED = "deferred"  # scheduled later: the monitor dispatches it when due
+    PAUSED = "paused"
+    WAITING = "waiting"  # a concurrency limit is full
+    NOT_CLAIMED = "not-claimed"  # another submitter won the claim, or the server refused it
+    CRASHED = "crashed"
+    CANCELLED = "cancelled"
+    RELEASED = "released"  # given back to Scheduled after a transient failure
+
+    def as_dict(self) -> dict[str, str | float | None]:
+        return {
+            "flow_run_id": self.run_id,
+            "outcome": self.outcome,
+            "detail": self.detail,
+            "job_id": self.job_id,
+            "dispatch_latency_seconds": self.dispatch_latency_seconds,
+        }
+
+
+@dataclass(frozen=True)
+class Reads:
+    """The reads submit needs besides the run and its pool, started together so that their round trips overlap."""
+
+    queue: Future | None  # WorkQueue | None (None: the run's queue does not exist)
+    deployment: Future | None  # Deployment
+
+    @classmethod
+    def start(cls, deps: Deps, run: FlowRun) -> Reads:
+        client = deps.orchestrator
+        queue = (
+            _PREFETCH.submit(_read_queue, deps, run.work_pool_name, run.work_queue_name)
+            if run.work_pool_name and run.work_queue_name
+            else None
+        )
+        deployment = _PREFETCH.submit(client.read_deployment, run.deployment_id) if run.deployment_id else None
+        return cls(queue, deployment)
+
+
+def not_ready(deps: Deps, run: FlowRun) -> SubmitOutcome | None:
+    """Why ``run`` is not to be submitted now (from the run alone), or None when it is."""
+    if run.state_type is not StateType.SCHEDULED:
+        return SubmitOutcome(run.id, SubmitOutcome.NOT_READY, f"run is {run.state_name}")
+    if run.retries_in_process:
+        return SubmitOutcome(run.id, SubmitOutcome.NOT_READY, "the run's engine is retrying it in its own process")
+    due = _due(run)
+    if due is not None and due > deps.clock.now() + dt.timedelta(seconds=deps.settings.dispatch_ahead_seconds):
+        return SubmitOutcome(run.id, SubmitOutcome.DEFERRED, f"scheduled for {due.isoformat()}")
+    return None
+
+
+def submit_run(
+    deps: Deps, run: FlowRun, pool: WorkPool, *, trigger: str = "webhook", reads: Reads | None = None
+) -> SubmitOutcome:
+    """Submit ``run`` (already read) of ``pool`` to its backend if it is ready.
+
+    ``reads``: the queue and deployment reads if the caller started them already (``Reads.start``), so they could
+    overlap its own read of the pool.
+
+    Raises:
+        UnsupportedPoolError: the pool is not a push pool this deployment serves (nothing changed).
+        ConfigurationError: the pool's provider cannot be loaded here, e.g. its SDK is missing (nothing changed).
+        OrchestratorError: Prefect could not be read before the claim (nothing changed).
+    """
+    backend = deps.backend_for_pool(pool)  # before anything changes: a provider that cannot load claims nothing
+    client = deps.orchestrator
+    waiting = not_ready(deps, run)
+    if waiting is not None:
+        return waiting
+    due = _due(run)
+    reads = reads or Reads.start(deps, run)
+
+    queue = reads.queue.result() if reads.queue is not None else None
+    why_paused = admission.paused(pool, queue)
+    if why_paused:
+        return SubmitOutcome(run.id, SubmitOutcome.PAUSED, why_paused)
+    limits = admission.limits(pool, queue)
+    over = admission.full(client, limits, claimed=False)
+    if over is not None:
+        return SubmitOutcome(run.id, SubmitOutcome.WAITING, f"{over.describe()} concurrency limit reached")
+
+    claim = client.propose_state(run.id, StateType.PENDING)
+    if not claim.accepted:
+        return SubmitOutcome(run.id, SubmitOutcome.NOT_CLAIMED, f"{claim.status.value}: {claim.reason}".strip(": "))
+    log.info("claimed run %s (%s) via %s", run.id, run.name, trigger)
+    attempt = claim.state.id if claim.state is not None and claim.state.id else run.id
+
+    over = admission.full(client, limits, claimed=True)
+    if over is not None:
+        why = f"{over.describe()} concurrency limit reached"
+        released = client.propose_state(
+            run.id, StateType.SCHEDULED, name=WAITING_STATE, message=f"{why}; pushpool will retry"
+        )
+        if not released.accepted and released.state is not None and released.state.type is StateType.CANCELLING:
+            finish_cancellation(client, run.id, "Cancelled by pushpool before its job was started.")
+            return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, why)
+        # Never start a job over the limit; a run left Pending here is recovered by the monitor.
+        return SubmitOutcome(run.id, SubmitOutcome.WAITING, why)
+
+    try:
+        deployment = reads.deployment.result() if reads.deployment is not None else None
+    except ObjectNotFoundError:
+        client.propose_state(
+            run.id,
+            StateType.CANCELLED,
+            force=True,
+            message=f"Deployment {run.deployment_id} no longer exists, cancelled run.",
+        )
+        return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, "deployment no longer exists")
+    except OrchestratorUnavailableError:
+        return _release(deps, run, "Prefect API unavailable while reading the deployment")
+
+    try:
+        spec = build_job_spec(
+            settings=deps.settings, client=client, run=run, pool=pool, deployment=deployment, attempt=attempt
+        )
+    except TemplateError as exc:
+        crash_run(client, run.id, f"pushpool could not render the job template: {exc.one_line()}")
+        return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"template error: {exc.one_line()}")
+    except OrchestratorUnavailableError:
+        return _release(deps, run, "Prefect API unavailable while rendering the job")
+
+    try:
+        handle = backend.submit(dataclasses.replace(spec, new_attempt=True))  # this invocation's own claim
+    except BackendError as exc:
+        crash_run(client, run.id, f"Failed to submit flow run to infrastructure ({exc.backend}): {exc.one_line()}")
+        return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"backend error: {exc.one_line()}")
+    log.info("run %s: job %s submitted to %s", run.id, handle.id, backend.name)
+
+    client.set_infrastructure_pid(run.id, handle.id)
+    progress = client.propose_state(run.id, StateType.PENDING, name=PROGRESS_STATE)
+    state = progress.state.type if progress.state else None
+    if not progress.accepted and state in (StateType.CANCELLING, StateType.CANCELLED):
+        _stop(deps, backend, handle, run)
+        if state is StateType.CANCELLING:
+            finish_cancellation(client, run.id, "Cancelled by pushpool: the run was cancelled while its job started.")
+        return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, "run was cancelled while its job started", handle.id)
+    latency = (deps.clock.now() - due).total_seconds() if due is not None else None
+    return SubmitOutcome(run.id, SubmitOutcome.SUBMITTED, f"job {handle.id}", handle.id, latency)
+
+
+def _due(run: FlowRun) -> dt.datetime | None:
+    return run.next_scheduled_start_time or run.expected_start_time
+
+
+def _read_queue(deps: Deps, pool_name: str, queue_name: str) -> WorkQueue | None:
+    try:
+        return deps.orchestrator.read_work_queue(pool_name, queue_name)
+    except ObjectNotFoundError:
+        return None
+
+
+def _release(deps: Deps, run: FlowRun, why: str) -> SubmitOutcome:
+    """Give a claimed run back to Scheduled after a transient failure (the monitor recovers it otherwise)."""
+    try:
+        deps.orchestrator.propose_state(run.id, StateType.SCHEDULED, message=f"pushpool: {why}; will retry")
+    except Exception:  # noqa: BLE001 - Prefect is down: the monitor's Pending recovery repairs the run later
+        log.warning("run %s: could not release after %s; the monitor will recover it", run.id, why)
+    return SubmitOutcome(run.id, SubmitOutcome.RELEASED, why)
+
+
+def _stop(deps: Deps, backend: Backend, handle: JobHandle, run: FlowRun) -> None:
+    try:
+        backend.cancel(handle, grace_seconds=deps.settings.cancel_grace_seconds)
+    except BackendError as exc:
+        log.warning("run %s: could not stop job %s yet (%s); the monitor will retry", run.id, handle.id, exc.one_line())
