@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
+from pushpool.clock import SystemClock
 from pushpool.settings import Settings
 from pushpool.usecases.deps import Deps
 
@@ -113,6 +115,21 @@ def make_deps(api_url: str, tmp: Path, **overrides: Any) -> Deps:
     )
     settings = dataclasses.replace(settings, **overrides)
     return Deps.from_settings(settings)
+
+
+class AheadClock(SystemClock):
+    """The real clock, ``seconds`` ahead: the monitor sees timeouts expire without the test waiting for them."""
+
+    def __init__(self, seconds: float) -> None:
+        self.offset = dt.timedelta(seconds=seconds)
+
+    def now(self) -> dt.datetime:
+        return super().now() + self.offset
+
+
+def skip_ahead(deps: Deps, seconds: float) -> None:
+    """From now on ``deps``' monitor and submit see a clock ``seconds`` ahead of the real one."""
+    deps.clock = AheadClock(seconds)
 
 
 def pool_tick(deps: Deps, pool_name: str):

@@ -6,6 +6,7 @@ container-level memory (moto cannot place a task with task-level memory only) an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,11 +15,13 @@ from pathlib import Path
 
 import boto3
 import pytest
+from pushpool.prefect_api.models import StateType
 from pushpool.providers.base import JobHandle, JobState
+from pushpool.providers.ecs.backend import started_by
 from pushpool.usecases.job_spec import build_job_spec
 from pushpool.usecases.submit import submit_run
 
-from tests.helpers import SECRET_ARN, PrefectHelper, make_deps, pool_tick
+from tests.helpers import SECRET_ARN, PrefectHelper, make_deps, pool_tick, skip_ahead
 
 pytestmark = pytest.mark.integration
 
@@ -326,3 +329,40 @@ def test_task_transitions_through_the_state_manager(
         assert "exited cleanly" in run["state"]["message"]
     finally:
         httpx.post(f"{moto_endpoint}/moto-api/state-manager/unset-transition", json={"model_name": "ecs::task"})
+
+
+def test_a_task_in_the_deployments_own_cluster_is_adopted_after_submit_died(
+    ecs_deps, prefect: PrefectHelper, ecs_pool: str, aws: dict
+) -> None:
+    """Submit dies after RunTask and before writing the pid, for a deployment that overrides ``cluster``: the monitor
+    must find the task in that cluster (the run's own configuration), adopt it, and start no second task."""
+    other = "pushpool-deployment-cluster"
+    aws["ecs"].create_cluster(clusterName=other)
+    dep = prefect.create_deployment(
+        ecs_pool, job_variables={"prefect_api_key_secret_arn": SECRET_ARN, "cluster": other}
+    )
+    run_id = prefect.create_run(dep)
+    client = ecs_deps.orchestrator
+    claim = client.propose_state(run_id, StateType.PENDING)
+    assert claim.accepted
+    run = client.read_flow_run(run_id)
+    spec = build_job_spec(
+        settings=ecs_deps.settings,
+        client=client,
+        run=run,
+        pool=client.read_work_pool(ecs_pool),
+        deployment=client.read_deployment(dep),
+        attempt=claim.state.id,
+    )
+    handle = ecs_deps.backend("ecs").submit(dataclasses.replace(spec, new_attempt=True))  # then submit "dies"
+    assert handle.id.startswith(f"{other}::")
+
+    skip_ahead(ecs_deps, ecs_deps.settings.pending_timeout_seconds + 1)
+    report = pool_tick(ecs_deps, ecs_pool)
+    assert report.reconciled["adopt"] == 1, report.as_dict()
+    assert prefect.read_run(run_id)["infrastructure_pid"] == handle.id
+    assert prefect.state(run_id) == ("PENDING", "Pending")  # not sent back to Scheduled
+    pool_tick(ecs_deps, ecs_pool)
+    tasks = aws["ecs"].list_tasks(cluster=other, startedBy=started_by(run_id, claim.state.id))["taskArns"]
+    assert len(tasks) == 1
+    assert aws["ecs"].list_tasks(cluster=aws["cluster"], startedBy=started_by(run_id, claim.state.id))["taskArns"] == []

@@ -170,3 +170,20 @@ def test_provision_handler_plans_and_applies_infrastructure(env, prefect: Prefec
     assert {s["action"] for s in again["plan"]} == {"exists"} and again["created"] == []
     bad = provision.lambda_handler({**request, "name": "no good"}, Context())
     assert bad["ok"] is False and "invalid work pool name" in bad["error"]
+
+
+def test_the_deployed_monitor_leaves_pools_of_types_it_does_not_serve_alone(
+    env, prefect: PrefectHelper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """infra/template.yaml configures the AWS functions for ecs:push only: a due process:push run is not theirs."""
+    from cfnlint.decode import cfn_yaml
+
+    template = cfn_yaml.load(str(ROOT / "infra" / "template.yaml"))
+    monkeypatch.setenv(
+        "PUSHPOOL_POOL_TYPES", template["Globals"]["Function"]["Environment"]["Variables"]["PUSHPOOL_POOL_TYPES"]
+    )
+    pool = prefect.unique("not-lambdas")
+    prefect.create_pool(pool)
+    run_id = prefect.create_run(prefect.create_deployment(pool, job_variables={"command": "true"}))
+    load("monitor").lambda_handler(SCHEDULE_EVENT, Context())
+    assert prefect.states(run_id) == [("SCHEDULED", "Scheduled")]

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from pushpool.prefect_api.models import StateType
 from pushpool.providers.base import JobHandle, JobState
 from pushpool.usecases.job_spec import build_job_spec
 from pushpool.usecases.reconcile import RECOVERIES_LABEL
 
-from tests.helpers import PrefectHelper, pool_tick
+from tests.helpers import PrefectHelper, pool_tick, skip_ahead
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +35,7 @@ def _start_job(deps, run_id: str) -> JobHandle:
 
 
 def _past_timeout(deps) -> None:
-    time.sleep(deps.settings.pending_timeout_seconds + 0.5)
+    skip_ahead(deps, deps.settings.pending_timeout_seconds + 0.5)
 
 
 def test_died_after_the_claim_run_is_rescheduled_and_dispatched_again(deps, prefect: PrefectHelper, pool: str) -> None:
@@ -108,7 +106,7 @@ def test_a_job_that_outlives_its_run_is_stopped(deps, prefect: PrefectHelper, po
     deps.orchestrator.set_infrastructure_pid(run_id, handle.id)
     prefect.set_state(run_id, "RUNNING")
     prefect.set_state(run_id, "COMPLETED")
-    time.sleep(deps.settings.exit_grace_seconds + 0.5)
+    skip_ahead(deps, deps.settings.exit_grace_seconds + 0.5)
     assert pool_tick(deps, pool).reconciled["stop"] == 1
     assert deps.backend("process").status([handle])[handle.id].state is JobState.STOPPED
     assert prefect.state(run_id)[0] == "COMPLETED"

@@ -9,7 +9,7 @@ from pushpool.prefect_api.models import StateType
 from pushpool.providers.base import JobHandle, JobState
 from pushpool.usecases.job_spec import build_job_spec
 
-from tests.helpers import PrefectHelper, pool_tick
+from tests.helpers import PrefectHelper, pool_tick, skip_ahead
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def _die_at(deps, prefect: PrefectHelper, pool: str, window: str) -> str:
 def test_submit_dies(deps, prefect: PrefectHelper, pool: str, window: str, report) -> None:
     runs = [_die_at(deps, prefect, pool, window) for _ in range(3)]
     fault_at = time.monotonic()
-    time.sleep(deps.settings.pending_timeout_seconds + 0.2)
+    skip_ahead(deps, deps.settings.pending_timeout_seconds + 0.2)
     for _ in range(2):  # within two ticks
         pool_tick(deps, pool)
     backend = deps.backend("process")

@@ -8,7 +8,7 @@ import pytest
 from pushpool.providers.base import JobHandle, JobState
 from pushpool.usecases.submit import submit_run
 
-from tests.helpers import PrefectHelper, pool_tick
+from tests.helpers import PrefectHelper, pool_tick, skip_ahead
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ def test_cancel_and_max_run_time_act_within_one_tick(deps, prefect: PrefectHelpe
     prefect.set_state(running, "RUNNING")
     overdue, overdue_job = _submitted(deps, prefect, pool, max_run_time_seconds=1)
     prefect.set_state(overdue, "RUNNING")
-    time.sleep(1.2)
+    skip_ahead(deps, 1.5)  # the overdue run is past its maximum run time
     prefect.set_state(pending, "CANCELLING")
     prefect.set_state(running, "CANCELLING")
     started = time.monotonic()

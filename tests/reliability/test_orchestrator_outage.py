@@ -15,7 +15,7 @@ from pushpool.usecases.monitor import tick
 from pushpool.usecases.submit import submit_run
 
 from tests.conftest import FLOWS_DIR
-from tests.helpers import PrefectHelper, make_deps
+from tests.helpers import PrefectHelper, make_deps, skip_ahead
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def test_prefect_stopped_mid_tick(tmp_path: Path, report) -> None:
             assert submit_run(deps, client.read_flow_run(run_id), client.read_work_pool(pool)).outcome == "submitted"
         prefect.set_state(cancelling, "CANCELLING")
         assert client.propose_state(stale, StateType.PENDING).accepted  # a submitter that died after the claim
-        time.sleep(deps.settings.pending_timeout_seconds + 0.2)
+        skip_ahead(deps, deps.settings.pending_timeout_seconds + 0.2)
 
         calls = {"n": 0}
         original = client._request
