@@ -14,6 +14,7 @@ import boto3
 import pytest
 from pushpool.errors import PushpoolError
 from pushpool.providers.ecs.provisioner import TAG_KEY, EcsProvisioner
+from pushpool.providers.provisioning import ProvisioningError
 from pushpool.usecases.provision_infra import deprovision, provision_infra
 from pushpool.usecases.submit import submit_run
 
@@ -146,7 +147,7 @@ def test_fresh_account_gets_a_vpc_and_deprovision_removes_everything(deps, prefe
     assert removed.applied
     assert tagged_anywhere(pool, region) == []
     again = deprovision(deps, EcsProvisioner(region=region), pool=pool)
-    assert not again.applied and again.notes == [f"nothing tagged for pool {pool}"]
+    assert not again.applied and again.notes == [f"nothing marked for pool {pool}"]
 
 
 def test_partial_prior_state_is_reused(deps, prefect: PrefectHelper) -> None:
@@ -260,3 +261,71 @@ def test_cli_prompt_yes_no_and_no_terminal(
     assert tagged_anywhere(pool, "us-east-1") == []
     code, out = _cli(["work-pool", "create", "bad name", "--type", "ecs:push", "--provision-infra", "--yes"], env)
     assert code == 2 and "invalid work pool name" in out
+
+
+def failing_session(region: str, operation: str, code: str, message: str, times: int = 1) -> boto3.session.Session:
+    """A session whose ``operation`` fails ``times`` times with the AWS error ``code`` (as AWS would send it)."""
+    from botocore.exceptions import ClientError
+
+    session = boto3.session.Session(region_name=region)
+    left = {"n": times}
+
+    def fail(model, **_: object) -> None:
+        if model.name == operation and left["n"] > 0:
+            left["n"] -= 1
+            raise ClientError({"Error": {"Code": code, "Message": message}}, operation)
+
+    session.events.register("before-call", fail)
+    return session
+
+
+def test_a_cloud_error_while_deprovisioning_is_translated(deps, prefect: PrefectHelper) -> None:
+    """A DependencyViolation on DeleteSecurityGroup reaches the caller as a pushpool error with AWS's code (it was a
+    raw botocore ClientError), and the next deprovision finishes the job."""
+    region = "ap-southeast-2"
+    pool = prefect.unique("undeletable")
+    provision_infra(deps, EcsProvisioner(region=region), pool=pool, type_name="ecs:push")
+    session = failing_session(
+        region, "DeleteSecurityGroup", "DependencyViolation", "resource sg-1 has a dependent object"
+    )
+    with pytest.raises(ProvisioningError, match="DependencyViolation"):
+        deprovision(deps, EcsProvisioner(session=session), pool=pool)
+    assert deprovision(deps, EcsProvisioner(region=region), pool=pool).applied
+    assert tagged_anywhere(pool, region) == []
+
+
+def test_provisioning_resumes_after_a_partial_failure(deps, prefect: PrefectHelper) -> None:
+    """The security group cannot be created the first time: the error names what was created; the next run creates
+    only what is missing and makes nothing twice."""
+    region = "ca-central-1"
+    pool = prefect.unique("resume")
+    session = failing_session(region, "CreateSecurityGroup", "RequestLimitExceeded", "Request limit exceeded.", 10)
+    with pytest.raises(ProvisioningError) as failure:
+        provision_infra(deps, EcsProvisioner(session=session), pool=pool, type_name="ecs:push")
+    assert "RequestLimitExceeded" in failure.value.message
+    assert failure.value.created == ["IAM role " + f"pushpool-{pool}-exec", f"ECS cluster pushpool-{pool}"]
+
+    session, calls = counted_session(region)
+    result = provision_infra(deps, EcsProvisioner(session=session), pool=pool, type_name="ecs:push")
+    plan = {s.resource: s.action for s in result.plan}
+    assert plan["IAM role"] == plan["ECS cluster"] == "exists" and plan["security group"] == "create"
+    assert "CreateRole" not in calls and "CreateCluster" not in calls and calls["CreateSecurityGroup"] == 1
+    assert result.prefect is not None and not result.notes[:-1]  # verified: nothing left to do
+    deprovision(deps, EcsProvisioner(region=region), pool=pool)
+
+
+def test_the_cli_prints_a_deprovision_failure_as_one_line(
+    deps, prefect: PrefectHelper, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from pushpool.entrypoints import cli
+
+    region = "sa-east-1"
+    pool = prefect.unique("cli-undeletable")
+    provision_infra(deps, EcsProvisioner(region=region), pool=pool, type_name="ecs:push")
+    session = failing_session(region, "DeleteCluster", "ClusterContainsTasksException", "The cluster has tasks")
+    monkeypatch.setattr(cli, "_provisioner", lambda args, type_name: EcsProvisioner(session=session))
+    monkeypatch.setenv("PREFECT_API_URL", deps.settings.prefect_api_url)
+    code = cli.main(["work-pool", "deprovision", pool, "--yes"])
+    err = capsys.readouterr().err
+    assert code == 2 and "ClusterContainsTasksException" in err and "Traceback" not in err
+    deprovision(deps, EcsProvisioner(region=region), pool=pool)

@@ -1,8 +1,11 @@
-"""provision-infra and deprovision: the cloud side of a push pool, then the Prefect side, in one command.
+"""provision-infra and deprovision: the cloud side of a push pool through its provider's provisioner, then the Prefect
+side, in one command.
 
-``provision_infra`` plans (read-only), asks to confirm, applies with progress, stores credentials (access-key mode
-only, once), creates or updates the pool with the provisioned defaults plus its Webhook block and automation, and
-verifies by planning again (everything must now exist). ``deprovision`` removes exactly what carries the pool's tag.
+``provision_infra`` plans (read-only), asks to confirm, applies with progress (every step inside the provisioner's
+error boundary), runs the provider's credential steps, creates or updates the pool with the provisioned defaults plus
+its Webhook block and automation, and verifies by planning again (everything must now exist). After a partial failure
+the same command resumes: planning finds what was created. ``deprovision`` removes exactly what carries the pool's
+marker, and the credentials the provider stored.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pushpool.errors import ObjectNotFoundError, OrchestratorError
-from pushpool.providers.provisioning import EXISTS, Outcome, ProvisioningError, Step, apply, render_plan
+from pushpool.errors import OrchestratorError
+from pushpool.providers.provisioning import EXISTS, Outcome, Provisioner, ProvisioningError, Step, apply, render_plan
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.provision import ProvisionResult, provision_pool, validate_pool_name
 
@@ -44,7 +47,7 @@ class InfraResult:
 
 def provision_infra(
     deps: Deps,
-    provisioner: Any,
+    provisioner: Provisioner,
     *,
     pool: str,
     type_name: str,
@@ -53,85 +56,60 @@ def provision_infra(
     progress: Progress | None = None,
     plan_only: bool = False,
 ) -> InfraResult:
+    """Plan, confirm, apply and verify the cloud side of ``pool``, then its Prefect side.
+
+    Raises:
+        InvalidRequestError: a pool name the cloud cannot use (nothing changed).
+        ProvisioningError: a step failed (the message says what was created so far; run again to resume).
+    """
     validate_pool_name(pool)
-    provisioner.check_access()
-    steps = provisioner.plan(pool)
-    if provisioner.credentials == "access-key":
-        steps.append(_credentials_block_step(deps, provisioner, pool))
+    with provisioner.errors():
+        provisioner.check_access()
+        steps = provisioner.plan(pool) + provisioner.credential_steps(pool, deps.orchestrator)
     result = InfraResult(pool, steps, applied=False)
     if plan_only:
         return result
     if confirm is not None and not confirm(render_plan(f"Provisioning infrastructure for work pool {pool}:", steps)):
         result.notes.append("cancelled: nothing was changed")
         return result
-    outcome = apply(steps, progress=progress)
+    outcome = apply(steps, boundary=provisioner.errors, progress=progress)
     defaults = {k: v for k, v in outcome.defaults.items() if not k.startswith("_")}
     result.outcome, result.applied = outcome, True
     try:
         result.prefect = provision_pool(deps, name=pool, type_name=type_name, submit_url=submit_url, defaults=defaults)
     except OrchestratorError as exc:
         raise ProvisioningError(f"the Prefect side failed: {exc.one_line()}", created=outcome.created) from exc
-    again = [s for s in provisioner.plan(pool) if s.action != EXISTS]
+    with provisioner.errors():
+        again = [s for s in provisioner.plan(pool) if s.action != EXISTS]
     if again:
         result.notes.append("verify: still to do: " + "; ".join(s.line() for s in again))
-    if "_registry" in outcome.defaults:
-        result.notes.append(f"image namespace: push flow images to {outcome.defaults['_repository']}")
+    result.notes += provisioner.notes(outcome.defaults)
     return result
 
 
-def _credentials_block_step(deps: Deps, provisioner: Any, pool: str) -> Step:
-    client, name = deps.orchestrator, f"{pool}-aws-credentials"
-    try:
-        existing = client.read_block_document_by_name("aws-credentials", name)
-    except ObjectNotFoundError:
-        existing = None
-
-    def run() -> dict[str, Any]:
-        block_id = existing.id if existing else None
-        if block_id is None:
-            data = provisioner.create_access_key(pool)
-            type_id = client.read_block_type_id("aws-credentials")
-            schema_id = client.read_latest_block_schema_id(type_id)
-            block_id = client.create_block_document(
-                {"name": name, "data": data, "block_type_id": type_id, "block_schema_id": schema_id}
-            ).id
-        return {"aws_credentials": {"$ref": {"block_document_id": block_id}}}
-
-    return Step(
-        "credentials block",
-        name,
-        EXISTS if existing else "create",
-        "an access key for the IAM user, stored once in an aws-credentials block",
-        run,
-    )
-
-
 def deprovision(
-    deps: Deps, provisioner: Any, *, pool: str, confirm: Confirm | None = None, progress: Progress | None = None
+    deps: Deps,
+    provisioner: Provisioner,
+    *,
+    pool: str,
+    confirm: Confirm | None = None,
+    progress: Progress | None = None,
 ) -> InfraResult:
+    """Remove what carries ``pool``'s marker.
+
+    Raises:
+        ProvisioningError: a deletion failed, with the cloud's reason (e.g. a resource still in use).
+    """
     validate_pool_name(pool)
-    provisioner.check_access()
-    steps = provisioner.deprovision_plan(pool)
-    client = deps.orchestrator
-    try:
-        block = client.read_block_document_by_name("aws-credentials", f"{pool}-aws-credentials")
-        steps.append(
-            Step(
-                "credentials block",
-                f"{pool}-aws-credentials",
-                "delete",
-                "",
-                lambda: (client.delete_block_document(block.id), {})[1],
-            )
-        )
-    except ObjectNotFoundError:
-        pass
+    with provisioner.errors():
+        provisioner.check_access()
+        steps = provisioner.deprovision_plan(pool, deps.orchestrator)
     result = InfraResult(pool, steps, applied=False)
     if not steps:
-        result.notes.append(f"nothing tagged for pool {pool}")
+        result.notes.append(f"nothing marked for pool {pool}")
         return result
     if confirm is not None and not confirm(render_plan(f"Removing the infrastructure of work pool {pool}:", steps)):
         result.notes.append("cancelled: nothing was changed")
         return result
-    result.outcome, result.applied = apply(steps, progress=progress), True
+    result.outcome, result.applied = apply(steps, boundary=provisioner.errors, progress=progress), True
     return result

@@ -27,14 +27,19 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
-from pushpool.errors import BackendError, InvalidRequestError
+from pushpool.errors import BackendError, InvalidRequestError, ObjectNotFoundError
 from pushpool.providers.ecs.aws import aws_error_code
 from pushpool.providers.ecs.aws import aws_errors as _aws
-from pushpool.providers.provisioning import CREATE, DELETE, EXISTS, UPDATE, Step
+from pushpool.providers.provisioning import CREATE, DELETE, EXISTS, UPDATE, Marker, Step, wait_until
 
-TAG_KEY = "pushpool:pool"
+if TYPE_CHECKING:
+    from pushpool.prefect_api.client import PrefectClient
+
+TAG_KEY = Marker.TAG_KEY
+CREDENTIALS_BLOCK_TYPE = "aws-credentials"
 EXECUTION_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,45}$")
 TRUST = {
@@ -53,13 +58,16 @@ def check_pool_name(pool: str) -> str:
 
 
 class EcsProvisioner:
-    def __init__(self, *, session: Any = None, region: str | None = None, credentials: str = "role") -> None:
+    def __init__(
+        self, *, session: Any = None, region: str | None = None, credentials: str = "role", wait_timeout: float = 300
+    ) -> None:
         import boto3
 
         if credentials not in ("role", "access-key"):
             raise InvalidRequestError(f"credentials must be 'role' or 'access-key', not {credentials!r}")
         self.session = session or boto3.session.Session(region_name=region)
         self.credentials = credentials
+        self.wait_timeout = wait_timeout
         self._clients: dict[str, Any] = {}
         if not self.session.region_name:
             raise InvalidRequestError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or pass --region")
@@ -100,7 +108,60 @@ class EcsProvisioner:
         return steps
 
     def _tags(self, pool: str) -> list[dict[str, str]]:
-        return [{"Key": TAG_KEY, "Value": pool}, {"Key": "Name", "Value": f"pushpool-{pool}"}]
+        return Marker(pool).aws_tags()
+
+    def errors(self) -> AbstractContextManager[None]:
+        return _aws()
+
+    def notes(self, defaults: dict[str, Any]) -> list[str]:
+        if "_repository" in defaults:
+            return [f"image namespace: push flow images to {defaults['_repository']}"]
+        return []
+
+    # -- credentials (access-key mode): one key, stored once in an aws-credentials block ----------------------------
+
+    def credential_steps(self, pool: str, prefect: PrefectClient) -> list[Step]:
+        if self.credentials != "access-key":
+            return []
+        name = f"{pool}-aws-credentials"
+        try:
+            existing = prefect.read_block_document_by_name(CREDENTIALS_BLOCK_TYPE, name)
+        except ObjectNotFoundError:
+            existing = None
+
+        def run() -> dict[str, Any]:
+            block_id = existing.id if existing else None
+            if block_id is None:
+                data = self.create_access_key(pool)
+                type_id = prefect.read_block_type_id(CREDENTIALS_BLOCK_TYPE)
+                schema_id = prefect.read_latest_block_schema_id(type_id)
+                block_id = prefect.create_block_document(
+                    {"name": name, "data": data, "block_type_id": type_id, "block_schema_id": schema_id}
+                ).id
+            return {"aws_credentials": {"$ref": {"block_document_id": block_id}}}
+
+        return [
+            Step(
+                "credentials block",
+                name,
+                EXISTS if existing else CREATE,
+                "an access key for the IAM user, stored once in an aws-credentials block",
+                run,
+            )
+        ]
+
+    def _credential_deletions(self, pool: str, prefect: PrefectClient) -> list[Step]:
+        name = f"{pool}-aws-credentials"
+        try:
+            block = prefect.read_block_document_by_name(CREDENTIALS_BLOCK_TYPE, name)
+        except ObjectNotFoundError:
+            return []
+
+        def delete() -> dict[str, Any]:
+            prefect.delete_block_document(block.id)
+            return {}
+
+        return [Step("credentials block", name, DELETE, "", delete)]
 
     def _role_step(self, pool: str) -> Step:
         iam, name = self.client("iam"), f"pushpool-{pool}-exec"
@@ -139,12 +200,18 @@ class EcsProvisioner:
 
         def run() -> dict[str, Any]:
             if not exists:
-                with _aws():
-                    ecs.create_cluster(
-                        clusterName=name,
-                        capacityProviders=["FARGATE", "FARGATE_SPOT"],
-                        tags=[{"key": t["Key"], "value": t["Value"]} for t in self._tags(pool)],
-                    )
+                ecs.create_cluster(
+                    clusterName=name,
+                    capacityProviders=["FARGATE", "FARGATE_SPOT"],
+                    tags=[{"key": t["Key"], "value": t["Value"]} for t in self._tags(pool)],
+                )
+                wait_until(
+                    lambda: any(
+                        c.get("status") == "ACTIVE" for c in ecs.describe_clusters(clusters=[name])["clusters"]
+                    ),
+                    what=f"ECS cluster {name}",
+                    timeout=self.wait_timeout,
+                )
             return {"cluster": name}
 
         return Step("ECS cluster", name, EXISTS if exists else CREATE, "Fargate and Fargate Spot", run)
@@ -405,8 +472,8 @@ class EcsProvisioner:
 
     # -- deprovision -----------------------------------------------------------------------------------------
 
-    def deprovision_plan(self, pool: str) -> list[Step]:
-        """Everything tagged with the pool, in deletion order."""
+    def deprovision_plan(self, pool: str, prefect: PrefectClient) -> list[Step]:
+        """Everything tagged with the pool, in deletion order, then the credentials block."""
         check_pool_name(pool)
         steps: list[Step] = []
         with _aws():
@@ -481,7 +548,7 @@ class EcsProvisioner:
                         )
                     )
             steps += self._iam_deletions(pool)
-        return steps
+        return steps + self._credential_deletions(pool, prefect)
 
     def _iam_deletions(self, pool: str) -> list[Step]:
         iam = self.client("iam")
