@@ -37,7 +37,7 @@ def _count(name: str, value: int) -> None:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     deps, _ = aws_lambda.lambda_deps()
-    if isinstance(event, dict) and event.get("detail-type") == "ECS Task State Change":
+    if isinstance(event, dict) and event.get("detail-type") == aws_lambda.ECS_TASK_STATE_CHANGE:
         try:
             change = parse(event=event, model=aws_lambda.ecs_task_state_change_model())
         except ValidationError as exc:

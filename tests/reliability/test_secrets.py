@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pushpool.entrypoints.auth import WebhookAuth
 from pushpool.entrypoints.http import handle_submit
+from pushpool.providers import base_job_template
 from pushpool.usecases.monitor import tick
 
 from tests.helpers import PrefectHelper, make_deps
@@ -17,20 +18,34 @@ pytestmark = pytest.mark.integration
 
 API_KEY = "pnu_SECRET_api_key_0123456789"
 TOKEN = "SECRET-webhook-token-abcdef"
+DB_PASSWORD = "SECRET-db-password-ghijkl"
 
 
 def test_no_secret_in_logs_errors_or_jobs(
-    prefect_api: str, prefect: PrefectHelper, tmp_path: Path, caplog: pytest.LogCaptureFixture, report
+    prefect_api: str,
+    prefect: PrefectHelper,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    report,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    # The secrets are in pushpool's environment, as they are where it runs: a template must not be able to read them.
+    monkeypatch.setenv("PUSHPOOL_WEBHOOK_TOKEN", TOKEN)
+    monkeypatch.setenv("WAREHOUSE_DB_PASSWORD", DB_PASSWORD)
     deps = make_deps(prefect_api, tmp_path, prefect_api_key=API_KEY, webhook_tokens=(TOKEN,))
     auth = WebhookAuth([TOKEN])
     pool = prefect.unique("secrets")
-    prefect.create_pool(pool)
-    dep = prefect.create_deployment(
-        pool,
-        job_variables={"command": "sh -c 'echo leak=$LEAK; exit 3'", "env": {"LEAK": "{{ $PUSHPOOL_WEBHOOK_TOKEN }}"}},
-    )
+    # Anyone who can edit a pool can write its template; `{{ $NAME }}` inside its text reads pushpool's environment.
+    template = base_job_template("process:push")
+    template["job_configuration"]["env"] = {
+        "LEAK": "token:{{ $PUSHPOOL_WEBHOOK_TOKEN }}",
+        "LEAK2": "db:{{ $WAREHOUSE_DB_PASSWORD }}",
+    }
+    for name in ("$PUSHPOOL_WEBHOOK_TOKEN", "$WAREHOUSE_DB_PASSWORD"):  # declared, so that Prefect accepts them
+        template["variables"]["properties"][name] = {"type": "string"}
+    prefect.create_pool(pool, base_job_template=template)
+    dep = prefect.create_deployment(pool, job_variables={"command": "sh -c 'echo leak=$LEAK/$LEAK2; exit 3'"})
     answers = []
     for headers in ({"Authorization": f"Bearer {TOKEN}"}, {"Authorization": f"Bearer {TOKEN}x"}, {}):
         run_id = prefect.create_run(dep)
@@ -47,7 +62,7 @@ def test_no_secret_in_logs_errors_or_jobs(
         "run states": json.dumps([prefect.states(json.loads(a.json_bytes())["flow_run_id"]) for a in answers[:1]]),
         "run messages": json.dumps(prefect.read_run(json.loads(answers[0].json_bytes())["flow_run_id"])["state"]),
     }
-    assert "leak=" in surfaces["job files"]  # the job ran and printed the variable: empty
-    leaks = [name for name, text in surfaces.items() if API_KEY in text or TOKEN in text]
+    assert "leak=token:" in surfaces["run messages"]  # the job ran and printed both, unresolved
+    leaks = [name for name, text in surfaces.items() if any(s in text for s in (API_KEY, TOKEN, DB_PASSWORD))]
     report.add("secrets in logs, errors, job files, states", runs=4, faults=3, stuck=len(leaks))
     assert leaks == []

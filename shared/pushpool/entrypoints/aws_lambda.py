@@ -24,6 +24,7 @@ from pushpool.settings import Settings
 from pushpool.usecases.deps import Deps
 
 SECRET_MAX_AGE = 300
+ECS_TASK_STATE_CHANGE = "ECS Task State Change"  # the EventBridge detail-type the monitor acts on
 
 # EMF metric names (namespace from POWERTOOLS_METRICS_NAMESPACE).
 SUBMITTED, CRASHED, CANCELLED, TIMED_OUT, DISPATCH_LATENCY = (

@@ -53,6 +53,17 @@ STATE_MAP: Mapping[str, JobState] = MappingProxyType(
         "DELETED": JobState.MISSING,
     }
 )
+# Every stopCode ECS documents (botocore's model enumerates them; a test keeps this complete). TaskFailedToStart,
+# EssentialContainerExited and UserInitiated are judged with the exit code in _to_status; these mean AWS ended the task.
+INFRASTRUCTURE_STOPS: Mapping[str, str] = MappingProxyType(
+    {
+        "SpotInterruption": "Spot capacity was reclaimed",
+        "TerminationNotice": "AWS retired the task (termination notice)",
+        "InfrastructureHealth": "the task's infrastructure failed",
+        "ServiceSchedulerInitiated": "an ECS service scheduler stopped the task",
+    }
+)
+JUDGED_BY_EXIT_CODE = frozenset({"TaskFailedToStart", "EssentialContainerExited", "UserInitiated"})
 _RETRYABLE_FAILURES = ("RESOURCE:", "AGENT", "Capacity", "capacity")
 _SLUG = re.compile(r"[^A-Za-z0-9_-]+")
 _TAG = re.compile(r"[^A-Za-z0-9_./=+:@ -]+")
@@ -397,8 +408,9 @@ def _to_status(task: Mapping[str, Any]) -> JobStatus:
     if stop_code == "TaskFailedToStart" or (code is None and stop_code != "UserInitiated"):
         why = "; ".join(p for p in (reason, detail) if p) or "the task failed to start"
         return JobStatus(JobState.FAILED, None, f"ECS task failed to start: {why}", started, finished, extra)
-    if stop_code == "SpotInterruption":
-        return JobStatus(JobState.FAILED, code, f"Spot capacity was reclaimed: {reason}", started, finished, extra)
+    if stop_code in INFRASTRUCTURE_STOPS:  # AWS stopped it, whatever the container's exit code says
+        why = f"{INFRASTRUCTURE_STOPS[stop_code]}: {reason}" if reason else INFRASTRUCTURE_STOPS[stop_code]
+        return JobStatus(JobState.FAILED, code, why, started, finished, extra)
     if stop_code == "UserInitiated" and code in (None, 0, 143, 137):
         return JobStatus(JobState.STOPPED, code, f"ECS task stopped: {reason or 'stopped'}", started, finished, extra)
     if code == 0:
