@@ -11,9 +11,10 @@ import datetime as dt
 import json
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Collection
 from typing import Any, NamedTuple
+
+from cachetools import LRUCache
 
 from pushpool.settings import Settings
 
@@ -63,7 +64,7 @@ class SeenEvents:
 
     def __init__(self, size: int = 20_000) -> None:
         self.size = size
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._ids: LRUCache[str, bool] = LRUCache(maxsize=size)
         self._lock = threading.Lock()
 
     def first(self, event_id: str | None) -> bool:
@@ -73,9 +74,7 @@ class SeenEvents:
         with self._lock:
             if event_id in self._ids:
                 return False
-            self._ids[event_id] = None
-            if len(self._ids) > self.size:
-                self._ids.popitem(last=False)
+            self._ids[event_id] = True
             return True
 
     def forget(self, event_id: str | None) -> None:
