@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,8 +45,27 @@ from pushpool.prefect_api.models import (
     WorkPool,
     WorkQueue,
 )
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 log = logging.getLogger("pushpool.prefect_api.client")
+
+
+class _RetryableAnswer(Exception):
+    """A 429/502/503/504 answer, retried like a connection error."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, _RetryableAnswer) else type(exc).__name__
+
+
+def _problem(state: RetryCallState) -> str:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    return _describe(exc) if exc is not None else "?"
+
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 PAGE_SIZE = 200  # the server's maximum `limit`
@@ -103,13 +121,17 @@ class PrefectClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _backoff(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(float(retry_after), self.backoff_max * 4)
-            except ValueError:
-                pass
-        return random.uniform(0, min(self.backoff_max, self.backoff_base * (2**attempt)))
+    def _wait(self, state: RetryCallState) -> float:
+        """Full jitter, capped; a server's ``Retry-After`` is honoured (up to four times the cap)."""
+        problem = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(problem, _RetryableAnswer):
+            retry_after = problem.response.headers.get("Retry-After")
+            if retry_after:
+                try:
+                    return min(float(retry_after), self.backoff_max * 4)
+                except ValueError:
+                    pass
+        return float(wait_random_exponential(multiplier=self.backoff_base, max=self.backoff_max)(state))
 
     def _request(
         self,
@@ -120,30 +142,31 @@ class PrefectClient:
         params: dict[str, Any] | None = None,
     ) -> httpx.Response:
         what = f"{method} {path}"
-        last_problem = ""
-        for attempt in range(self.max_retries + 1):
-            retry_after: str | None = None
+
+        def attempt() -> httpx.Response:
             self.calls += 1
-            try:
-                response = self._http.request(method, path, json=json, params=params)
-            except httpx.TransportError as exc:
-                last_problem = f"{type(exc).__name__}"
-                log.debug("%s: %s (attempt %d)", what, last_problem, attempt + 1)
-            else:
-                status = response.status_code
-                if status < 400:
-                    return response
-                if status in RETRY_STATUSES:
-                    last_problem = f"HTTP {status}"
-                    retry_after = response.headers.get("Retry-After")
-                    log.debug("%s: %s (attempt %d)", what, last_problem, attempt + 1)
-                else:
-                    raise self._error_for(what, response)
-            if attempt < self.max_retries:
-                self.clock.sleep(self._backoff(attempt, retry_after))
-        raise OrchestratorUnavailableError(
-            f"Prefect API at {self.api_url} unavailable: {what} failed {self.max_retries + 1} times ({last_problem})"
+            response = self._http.request(method, path, json=json, params=params)
+            if response.status_code in RETRY_STATUSES:
+                raise _RetryableAnswer(response)
+            if response.status_code >= 400:
+                raise self._error_for(what, response)
+            return response
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception_type((httpx.TransportError, _RetryableAnswer)),
+            sleep=self.clock.sleep,
+            before_sleep=lambda state: log.debug("%s: %s (attempt %d)", what, _problem(state), state.attempt_number),
+            reraise=True,
         )
+        try:
+            return retrying(attempt)
+        except (httpx.TransportError, _RetryableAnswer) as exc:
+            raise OrchestratorUnavailableError(
+                f"Prefect API at {self.api_url} unavailable: {what} failed {self.max_retries + 1} times "
+                f"({_describe(exc)})"
+            ) from None
 
     @staticmethod
     def _detail(response: httpx.Response) -> str:

@@ -22,12 +22,13 @@ import contextlib
 import copy
 import hashlib
 import json
-import random
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from pushpool.errors import BackendError, JobNotFoundError, QuotaExceededError
 from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
@@ -346,7 +347,14 @@ class EcsBackend(BackendBase):
         return {"awsvpcConfiguration": {"subnets": [s["SubnetId"] for s in subnets], "assignPublicIp": "ENABLED"}}
 
     def _run_task(self, ecs: Any, request: dict[str, Any]) -> dict[str, Any]:
-        for attempt in range(self.failure_retries + 1):
+        """RunTask, retried with jittered backoff while ECS reports a capacity failure (the same clientToken: one task).
+
+        Raises:
+            BackendError: ECS refused the task for a reason waiting will not fix.
+            QuotaExceededError: still no capacity after the retries.
+        """
+
+        def attempt() -> dict[str, Any]:
             answer = ecs.run_task(**request)
             tasks = answer.get("tasks") or []
             if tasks:
@@ -355,9 +363,18 @@ class EcsBackend(BackendBase):
             reason = "; ".join(f"{f.get('reason', '')} {f.get('detail', '')}".strip() for f in failures)
             if not any(marker in reason for marker in _RETRYABLE_FAILURES):
                 raise BackendError(f"RunTask failed: {reason}", backend=NAME)
-            if attempt < self.failure_retries:
-                self.sleep(random.uniform(0, min(8.0, 0.5 * 2**attempt)))
-        raise QuotaExceededError(f"RunTask failed after {self.failure_retries + 1} attempts: {reason}", backend=NAME)
+            raise QuotaExceededError(
+                f"RunTask failed after {self.failure_retries + 1} attempts: {reason}", backend=NAME
+            )
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.failure_retries + 1),
+            wait=wait_random_exponential(multiplier=0.5, max=8.0),
+            retry=retry_if_exception_type(QuotaExceededError),
+            sleep=self.sleep,
+            reraise=True,
+        )
+        return retrying(attempt)  # type: ignore[no-any-return]
 
     # -- plumbing ----------------------------------------------------------------------------------------------------
 
