@@ -27,10 +27,14 @@ class Limit:
         return f"work queue {self.queue!r}" if self.queue else f"work pool {self.pool!r}"
 
     def in_flight_filter(self) -> dict[str, Any]:
-        flow_runs: dict[str, Any] = {"state": {"type": {"any_": [s.value for s in IN_FLIGHT_STATES]}}}
+        body: dict[str, Any] = {
+            "flow_runs": {"state": {"type": {"any_": [s.value for s in IN_FLIGHT_STATES]}}},
+            "work_pools": {"name": {"any_": [self.pool]}},
+        }
         if self.queue is not None:
-            flow_runs["work_queue_name"] = {"any_": [self.queue]}
-        return {"flow_runs": flow_runs, "work_pools": {"name": {"any_": [self.pool]}}}
+            # By the queue itself: a run whose queue was defaulted has no work_queue_name stored (it reads "default").
+            body["work_pool_queues"] = {"name": {"any_": [self.queue]}}
+        return body
 
 
 def paused(pool: WorkPool, queue: WorkQueue | None) -> str | None:

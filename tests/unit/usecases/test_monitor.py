@@ -1,0 +1,257 @@
+"""monitor.tick against FakePrefect and LatencyBackend: dispatch of due runs, and reconciliation of runs with jobs.
+
+Time moves only through the FixedClock shared by the fake and the use-cases.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+
+from pushpool.clock import FixedClock
+from pushpool.prefect_api.client import PAGE_SIZE
+from pushpool.prefect_api.models import StateType, WorkPool
+from pushpool.providers.base import JobHandle, JobState
+from pushpool.usecases.deps import Deps
+from pushpool.usecases.monitor import tick
+from pushpool.usecases.reconcile import RECOVERIES_LABEL
+from pushpool.usecases.submit import SubmitOutcome, submit_run
+
+from tests.fake_prefect import FakePrefect
+from tests.fakes import LatencyBackend
+from tests.unit.usecases.support import POOL, ready_run
+
+
+def submitted(deps: Deps, fake: FakePrefect, pool: WorkPool, **job_variables: object) -> tuple[str, JobHandle]:
+    """A run submitted through submit_run: (run id, its job's handle)."""
+    run = ready_run(fake, job_variables=dict(job_variables))
+    outcome = submit_run(deps, run, pool)
+    assert outcome.outcome == SubmitOutcome.SUBMITTED
+    return run.id, JobHandle("fake", outcome.job_id or "")
+
+
+def clean_tick(deps: Deps) -> Counter:
+    """One tick that must report no error; its reconcile actions."""
+    report = tick(deps)
+    assert report.errors == []
+    return report.reconciled
+
+
+# -- dispatch ---------------------------------------------------------------------------------------------------------
+
+
+def test_a_backlog_larger_than_a_page_drains_in_one_tick(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock
+) -> None:
+    """More due runs than one page of get_scheduled_flow_runs: one tick gives every run exactly one job."""
+    deployment = fake.add_deployment(POOL)
+    count = PAGE_SIZE + 25
+    runs = [fake.add_run(deployment, scheduled_at=clock.now() - dt.timedelta(seconds=i)) for i in range(count)]
+    report = tick(deps)
+    assert report.errors == []
+    assert report.dispatched == Counter({SubmitOutcome.SUBMITTED: count})
+    assert backend.calls["submit"] == count
+    assert sorted(job.spec.run_id for job in backend.jobs.values()) == sorted(runs)
+    assert {fake.run(r).state_name for r in runs} == {"InfrastructurePending"}
+    assert {fake.run(r).infrastructure_pid for r in runs} == set(backend.jobs)
+
+
+def test_dispatch_respects_the_pool_limit_and_leaves_later_runs(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock
+) -> None:
+    """With a pool limit of 2, one tick starts two jobs; runs due later and the rest stay Scheduled."""
+    fake.set_pool(POOL, concurrency_limit=2)
+    deployment = fake.add_deployment(POOL)
+    now = clock.now()
+    due = [fake.add_run(deployment, scheduled_at=now - dt.timedelta(seconds=10 - i)) for i in range(4)]
+    future = fake.add_run(deployment, scheduled_at=now + dt.timedelta(hours=1))
+    report = tick(deps)
+    assert report.errors == []
+    assert report.dispatched[SubmitOutcome.SUBMITTED] == 2
+    assert [fake.run(r).state_type for r in due] == [StateType.PENDING] * 2 + [StateType.SCHEDULED] * 2
+    assert fake.run(future).state_type is StateType.SCHEDULED
+    assert len(backend.jobs) == 2
+
+
+def test_a_paused_pool_is_not_dispatched(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool
+) -> None:
+    """Due runs of a paused pool stay Scheduled."""
+    run = ready_run(fake)
+    fake.set_pool(POOL, is_paused=True)
+    assert clean_tick(deps) == Counter()
+    assert fake.run(run.id).state_type is StateType.SCHEDULED
+    assert backend.jobs == {}
+
+
+# -- reconcile ---------------------------------------------------------------------------------------------------------
+
+
+def test_a_failed_job_crashes_its_run_with_its_last_lines(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool
+) -> None:
+    """A job that exits 1 crashes its run; the message and the run's logs carry the job's last lines."""
+    run_id, handle = submitted(deps, fake, pool)
+    backend.exit(handle, 1, ["starting flow", "Traceback (most recent call last):", "ValueError: boom"])
+    assert clean_tick(deps)["crash"] == 1
+    after = fake.run(run_id)
+    assert after.state_type is StateType.CRASHED
+    assert after.state.message.startswith("Flow run infrastructure failed (exit code 1)")
+    assert after.state.message.endswith("ValueError: boom")
+    (record,) = fake.logs_of(run_id)
+    assert record["level"] == 40
+    assert "ValueError: boom" in record["message"]
+    assert clean_tick(deps)["crash"] == 0  # a crashed run is not crashed again
+
+
+def test_a_clean_exit_without_a_final_state_crashes_after_the_grace(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock
+) -> None:
+    """Exit code 0 with the run still not final: nothing within the exit grace, Crashed after it."""
+    run_id, handle = submitted(deps, fake, pool)
+    backend.exit(handle, 0, ["bye"])
+    clock.advance(deps.settings.exit_grace_seconds - 1)
+    assert clean_tick(deps)["crash"] == 0
+    assert fake.run(run_id).state_type is StateType.PENDING
+    clock.advance(2)
+    assert clean_tick(deps)["crash"] == 1
+    after = fake.run(run_id)
+    assert after.state_type is StateType.CRASHED
+    assert "exited cleanly, but the run never reported a final state" in after.state.message
+
+
+def test_a_vanished_job_crashes_its_run(deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool) -> None:
+    """A job the backend no longer has crashes its run at once."""
+    run_id, handle = submitted(deps, fake, pool)
+    backend.vanish(handle)
+    assert clean_tick(deps)["crash"] == 1
+    assert "infrastructure disappeared" in fake.run(run_id).state.message
+
+
+def test_a_cancelling_run_gets_its_live_job_stopped_then_cancelled(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool
+) -> None:
+    """Cancelling with a live job: the job is stopped and the run Cancelled."""
+    run_id, handle = submitted(deps, fake, pool)
+    assert fake.propose_state(run_id, StateType.CANCELLING).accepted  # the user cancels
+    assert clean_tick(deps)["stop-and-cancel"] == 1
+    assert backend.jobs[handle.id].state is JobState.STOPPED
+    after = fake.run(run_id)
+    assert after.state_type is StateType.CANCELLED
+    assert after.state.message == "Cancelled by pushpool: the job was stopped."
+
+
+def test_a_cancelling_run_without_a_job_is_cancelled(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool
+) -> None:
+    """A claimed run without pid or job that is Cancelling is simply Cancelled."""
+    run = ready_run(fake)
+    assert fake.propose_state(run.id, StateType.PENDING).accepted
+    assert fake.propose_state(run.id, StateType.CANCELLING).accepted
+    assert clean_tick(deps)["cancel"] == 1
+    assert fake.run(run.id).state_type is StateType.CANCELLED
+    assert backend.calls["cancel"] == 0
+
+
+def test_a_run_past_its_maximum_run_time_is_crashed_and_its_job_stopped(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock
+) -> None:
+    """A Running run older than max_run_time_seconds (a job variable) is Crashed and its job stopped."""
+    run_id, handle = submitted(deps, fake, pool, max_run_time_seconds=60)
+    assert fake.propose_state(run_id, StateType.RUNNING).accepted  # the engine starts
+    clock.advance(59)
+    assert clean_tick(deps)["crash-and-stop"] == 0
+    assert backend.jobs[handle.id].state is JobState.RUNNING
+    clock.advance(2)
+    assert clean_tick(deps)["crash-and-stop"] == 1
+    after = fake.run(run_id)
+    assert after.state_type is StateType.CRASHED
+    assert after.state.message == "Flow run exceeded the maximum run time of 60 s; pushpool stopped its job."
+    assert backend.jobs[handle.id].state is JobState.STOPPED
+
+
+def test_a_pending_run_without_a_job_is_rescheduled_then_crashed_after_three_recoveries(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock
+) -> None:
+    """A claim whose submitter died (Pending, no pid, no job) goes back to Scheduled with a count in its labels;
+    the fourth time it is Crashed instead."""
+    run = ready_run(fake)
+    timeout = deps.settings.pending_timeout_seconds
+    for recoveries in (1, 2, 3):
+        assert fake.propose_state(run.id, StateType.PENDING).accepted  # a submitter claims it, then dies
+        clock.advance(timeout - 1)
+        assert clean_tick(deps)["recover"] == 0
+        clock.advance(2)
+        assert clean_tick(deps)["recover"] == 1
+        after = fake.run(run.id)
+        assert after.state_type is StateType.SCHEDULED
+        assert after.labels[RECOVERIES_LABEL] == str(recoveries)
+    assert fake.propose_state(run.id, StateType.PENDING).accepted
+    clock.advance(timeout + 1)
+    assert clean_tick(deps)["crash"] == 1
+    after = fake.run(run.id)
+    assert after.state_type is StateType.CRASHED
+    assert "stayed Pending with no job 4 times" in after.state.message
+    assert backend.calls["submit"] == 0
+
+
+def test_a_final_run_whose_job_ended_gets_the_job_cleaned_up(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool
+) -> None:
+    """The backend keeps finished jobs: once the run is Completed and its job ended, the job is cleaned up once."""
+    run_id, handle = submitted(deps, fake, pool)
+    for state in (StateType.RUNNING, StateType.COMPLETED):
+        assert fake.propose_state(run_id, state).accepted  # the engine runs and finishes
+    assert clean_tick(deps)["cleanup"] == 0  # the job has not ended yet (and is within the exit grace)
+    backend.exit(handle, 0)
+    assert clean_tick(deps)["cleanup"] == 1
+    assert handle.id not in backend.jobs
+    assert clean_tick(deps)["cleanup"] == 0
+    assert backend.calls["cleanup"] == 1
+    assert fake.run(run_id).state_type is StateType.COMPLETED
+
+
+def test_a_zombie_job_of_a_finished_run_is_stopped_after_the_grace(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock
+) -> None:
+    """A job still alive after its run Completed is stopped once the exit grace has passed."""
+    run_id, handle = submitted(deps, fake, pool)
+    for state in (StateType.RUNNING, StateType.COMPLETED):
+        assert fake.propose_state(run_id, state).accepted
+    assert clean_tick(deps)["stop"] == 0
+    clock.advance(deps.settings.exit_grace_seconds + 1)
+    assert clean_tick(deps)["stop"] == 1
+    assert backend.jobs[handle.id].state is JobState.STOPPED
+
+
+def test_a_job_found_for_the_claim_is_adopted(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock
+) -> None:
+    """A submitter that died after starting the job but before writing the pid: the monitor finds the job of the
+    run's claim and records it; no second job is started."""
+    run = ready_run(fake)
+    claim = fake.propose_state(run.id, StateType.PENDING)
+    assert claim.accepted
+    handle = backend.seed(run.id, claim.state.id)
+    clock.advance(deps.settings.pending_timeout_seconds + 1)
+    assert clean_tick(deps)["adopt"] == 1
+    after = fake.run(run.id)
+    assert after.infrastructure_pid == handle.id
+    assert after.state_type is StateType.PENDING
+    assert backend.calls["submit"] == 0
+    assert clean_tick(deps)["adopt"] == 0  # the pid is known now: the run is reconciled through it
+
+
+def test_a_job_of_an_earlier_claim_is_not_adopted(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock
+) -> None:
+    """Only the current claim's job counts: a job of a previous attempt leaves the run to be recovered."""
+    run = ready_run(fake)
+    old_claim = fake.propose_state(run.id, StateType.PENDING)
+    backend.seed(run.id, old_claim.state.id)
+    fake.force_state(run.id, StateType.SCHEDULED)
+    assert fake.propose_state(run.id, StateType.PENDING).accepted  # a new attempt, whose submitter died
+    clock.advance(deps.settings.pending_timeout_seconds + 1)
+    reconciled = clean_tick(deps)
+    assert (reconciled["adopt"], reconciled["recover"]) == (0, 1)
+    assert fake.run(run.id).infrastructure_pid is None
