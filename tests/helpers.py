@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import time
 import uuid
@@ -113,7 +112,7 @@ def make_deps(api_url: str, tmp: Path, **overrides: Any) -> Deps:
         cancel_grace_seconds=3,
         process_dir=tmp / "jobs",
     )
-    settings = dataclasses.replace(settings, **overrides)
+    settings = settings.replace(**overrides)
     return Deps.from_settings(settings)
 
 

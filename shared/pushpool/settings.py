@@ -1,104 +1,139 @@
-"""Every setting pushpool reads from the environment, read once, validated, with secrets kept out of ``repr``.
+"""Every setting pushpool reads from the environment, in one place (pydantic-settings), validated, with secrets kept
+out of ``repr``. Nothing else in the package reads a setting from the environment.
 
 Prefect's own names are used where they exist (``PREFECT_API_URL``, ``PREFECT_API_KEY``,
-``PREFECT_API_AUTH_STRING``); pushpool's are prefixed ``PUSHPOOL_``.
+``PREFECT_API_AUTH_STRING``); pushpool's are prefixed ``PUSHPOOL_``. In code and tests the fields are set by name
+(``Settings(prefect_api_url=...)``); copies with changes are made with :meth:`Settings.replace`.
+
+Example:
+    >>> Settings.from_env({"PREFECT_API_URL": "http://127.0.0.1:4200/api/"}).prefect_api_url
+    'http://127.0.0.1:4200/api'
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlparse
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pushpool.errors import ConfigurationError
 
 
-def _number(environ: Mapping[str, str], name: str, default: Any, *, minimum: float = 0) -> Any:
-    raw = environ.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigurationError(f"{name} must be at least {minimum}, got {raw!r}")
-    return value
+def _env(name: str) -> Any:
+    """Read from environment variable ``name``; set in code by the field's own name."""
+    return AliasChoices(name, name.lower().removeprefix("pushpool_"))
 
 
-def _secrets(environ: Mapping[str, str], *names: str) -> tuple[str, ...]:
-    return tuple(v for v in (environ.get(n, "").strip() for n in names) if v)
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        frozen=True, extra="ignore", populate_by_name=True, case_sensitive=True, env_ignore_empty=True
+    )
 
-
-def _check_url(name: str, url: str) -> str:
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ConfigurationError(f"{name} must be an http(s) URL such as http://127.0.0.1:4200/api, got {url!r}")
-    return url.rstrip("/")
-
-
-@dataclass(frozen=True)
-class Settings:
-    prefect_api_url: str
-    prefect_api_key: str | None = field(default=None, repr=False)
-    prefect_api_auth_string: str | None = field(default=None, repr=False)
+    prefect_api_url: str = Field(validation_alias=AliasChoices("PREFECT_API_URL", "prefect_api_url"))
+    prefect_api_key: str | None = Field(default=None, repr=False, validation_alias=_env("PREFECT_API_KEY"))
+    prefect_api_auth_string: str | None = Field(
+        default=None, repr=False, validation_alias=_env("PREFECT_API_AUTH_STRING")
+    )
     # The API URL jobs should use, when it differs from the one pushpool reaches Prefect by.
-    job_api_url: str | None = None
+    job_api_url: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_JOB_API_URL"))
     # Webhook authentication: bearer tokens (current, previous) and Standard Webhooks signing secrets.
-    webhook_tokens: tuple[str, ...] = field(default=(), repr=False)
-    webhook_signing_secrets: tuple[str, ...] = field(default=(), repr=False)
+    webhook_token: str | None = Field(default=None, repr=False, exclude=True, validation_alias="PUSHPOOL_WEBHOOK_TOKEN")
+    webhook_token_previous: str | None = Field(
+        default=None, repr=False, exclude=True, validation_alias="PUSHPOOL_WEBHOOK_TOKEN_PREVIOUS"
+    )
+    webhook_secret: str | None = Field(
+        default=None, repr=False, exclude=True, validation_alias="PUSHPOOL_WEBHOOK_SECRET"
+    )
+    webhook_secret_previous: str | None = Field(
+        default=None, repr=False, exclude=True, validation_alias="PUSHPOOL_WEBHOOK_SECRET_PREVIOUS"
+    )
+    webhook_tokens: tuple[str, ...] = Field(default=(), repr=False, validation_alias="webhook_tokens")
+    webhook_signing_secrets: tuple[str, ...] = Field(default=(), repr=False, validation_alias="webhook_signing_secrets")
+    # On AWS, the Prefect key and the webhook token come from Secrets Manager or SSM by these references.
+    prefect_api_key_secret_arn: str | None = Field(
+        default=None, validation_alias=_env("PUSHPOOL_PREFECT_API_KEY_SECRET_ARN")
+    )
+    webhook_token_secret_arn: str | None = Field(
+        default=None, validation_alias=_env("PUSHPOOL_WEBHOOK_TOKEN_SECRET_ARN")
+    )
     # Where Prefect's automation should send flow-run events (the submit function's URL).
-    submit_url: str | None = None
-    # Monitor policy.
-    pending_timeout_seconds: float = 120.0
-    start_timeout_seconds: float | None = None  # None: each provider's own (backend.start_timeout_seconds)
-    exit_grace_seconds: float = 30.0
-    cancel_grace_seconds: float = 10.0
-    dispatch_ahead_seconds: float = 0.0
-    max_recoveries: int = 3
+    submit_url: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_SUBMIT_URL"))
+    # Monitor policy, in seconds.
+    pending_timeout_seconds: float = Field(default=120.0, ge=1, validation_alias=_env("PUSHPOOL_PENDING_TIMEOUT"))
+    start_timeout_seconds: float | None = Field(  # None: each provider's own (backend.start_timeout_seconds)
+        default=None, ge=1, validation_alias=_env("PUSHPOOL_START_TIMEOUT")
+    )
+    exit_grace_seconds: float = Field(default=30.0, ge=0, validation_alias=_env("PUSHPOOL_EXIT_GRACE"))
+    cancel_grace_seconds: float = Field(default=10.0, ge=0, validation_alias=_env("PUSHPOOL_CANCEL_GRACE"))
+    dispatch_ahead_seconds: float = Field(default=0.0, ge=0, validation_alias=_env("PUSHPOOL_DISPATCH_AHEAD"))
+    max_recoveries: int = Field(default=3, ge=0, validation_alias=_env("PUSHPOOL_MAX_RECOVERIES"))
     # Due runs the monitor submits at once (a backlog after an outage or a burst); 1 in pools with a limit.
-    dispatch_concurrency: int = 8
-    process_dir: Path | None = None
+    dispatch_concurrency: int = Field(default=8, ge=1, validation_alias=_env("PUSHPOOL_DISPATCH_CONCURRENCY"))
+    # The process backend's job directories (default: <home>/jobs).
+    process_dir: Path | None = Field(default=None, validation_alias=_env("PUSHPOOL_PROCESS_DIR"))
     # The pool types this deployment serves (empty: every type whose provider SDK is installed).
-    pool_types: tuple[str, ...] = ()
+    pool_types: Annotated[tuple[str, ...], NoDecode] = Field(  # a comma-separated list, not JSON
+        default=(), validation_alias=_env("PUSHPOOL_POOL_TYPES")
+    )
+    # `pushpool serve` and the CLI: the local state directory (webhook token, jobs) and serve's port.
+    home: Path = Field(default_factory=lambda: Path.home() / ".pushpool", validation_alias=_env("PUSHPOOL_HOME"))
+    port: int = Field(default=4280, ge=1, le=65535, validation_alias=_env("PUSHPOOL_PORT"))
+
+    @field_validator("prefect_api_url", "job_api_url", "submit_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parsed = urlparse(url.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("must be an http(s) URL such as http://127.0.0.1:4200/api")
+        return url.strip().rstrip("/")
+
+    @field_validator("pool_types", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _gather_secrets(self) -> Settings:
+        """The rotation pairs become the tuples the rest of pushpool uses."""
+        if not self.webhook_tokens:
+            tokens = tuple(v.strip() for v in (self.webhook_token, self.webhook_token_previous) if v and v.strip())
+            object.__setattr__(self, "webhook_tokens", tokens)
+        if not self.webhook_signing_secrets:
+            found = tuple(v.strip() for v in (self.webhook_secret, self.webhook_secret_previous) if v and v.strip())
+            object.__setattr__(self, "webhook_signing_secrets", found)
+        return self
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read and validate the settings.
+        """Read and validate the settings (from ``environ`` instead of the process environment when given).
 
         Raises:
             ConfigurationError: a missing ``PREFECT_API_URL`` or a malformed value, naming the variable.
         """
-        env = os.environ if environ is None else environ
-        url = env.get("PREFECT_API_URL", "").strip()
-        if not url:
-            raise ConfigurationError(
-                "PREFECT_API_URL is not set: point it at your Prefect server's API, e.g. http://127.0.0.1:4200/api"
-            )
-        job_url = env.get("PUSHPOOL_JOB_API_URL", "").strip() or None
-        submit_url = env.get("PUSHPOOL_SUBMIT_URL", "").strip() or None
-        process_dir = env.get("PUSHPOOL_PROCESS_DIR", "").strip()
-        return cls(
-            prefect_api_url=_check_url("PREFECT_API_URL", url),
-            prefect_api_key=env.get("PREFECT_API_KEY") or None,
-            prefect_api_auth_string=env.get("PREFECT_API_AUTH_STRING") or None,
-            job_api_url=_check_url("PUSHPOOL_JOB_API_URL", job_url) if job_url else None,
-            webhook_tokens=_secrets(env, "PUSHPOOL_WEBHOOK_TOKEN", "PUSHPOOL_WEBHOOK_TOKEN_PREVIOUS"),
-            webhook_signing_secrets=_secrets(env, "PUSHPOOL_WEBHOOK_SECRET", "PUSHPOOL_WEBHOOK_SECRET_PREVIOUS"),
-            submit_url=_check_url("PUSHPOOL_SUBMIT_URL", submit_url) if submit_url else None,
-            pending_timeout_seconds=_number(env, "PUSHPOOL_PENDING_TIMEOUT", 120.0, minimum=1),
-            start_timeout_seconds=_number(env, "PUSHPOOL_START_TIMEOUT", None, minimum=1),
-            exit_grace_seconds=_number(env, "PUSHPOOL_EXIT_GRACE", 30.0),
-            cancel_grace_seconds=_number(env, "PUSHPOOL_CANCEL_GRACE", 10.0),
-            dispatch_ahead_seconds=_number(env, "PUSHPOOL_DISPATCH_AHEAD", 0.0),
-            max_recoveries=int(_number(env, "PUSHPOOL_MAX_RECOVERIES", 3)),
-            dispatch_concurrency=int(_number(env, "PUSHPOOL_DISPATCH_CONCURRENCY", 8, minimum=1)),
-            process_dir=Path(process_dir) if process_dir else None,
-            pool_types=tuple(t.strip() for t in env.get("PUSHPOOL_POOL_TYPES", "").split(",") if t.strip()),
-        )
+        try:
+            if environ is None:
+                return cls()
+            return cls.model_validate({k: v for k, v in environ.items() if v != ""})  # that mapping alone
+        except ValidationError as exc:
+            raise _configuration_error(exc) from None
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied and validated (``dataclasses.replace`` for settings)."""
+        try:
+            return type(self).model_validate({**self._by_name(), **changes})
+        except ValidationError as exc:
+            raise _configuration_error(exc) from None
+
+    def _by_name(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in type(self).model_fields}
 
     @property
     def api_url_for_jobs(self) -> str:
@@ -109,3 +144,24 @@ class Settings:
         values = [self.prefect_api_key, self.prefect_api_auth_string, *self.webhook_tokens]
         values += list(self.webhook_signing_secrets)
         return tuple(v for v in values if v)
+
+
+def _configuration_error(exc: ValidationError) -> ConfigurationError:
+    first = exc.errors()[0]
+    field = str(first["loc"][0]) if first.get("loc") else ""
+    variable = _variable(field)
+    if first.get("type") == "missing" and field in ("prefect_api_url", "PREFECT_API_URL"):
+        return ConfigurationError(
+            "PREFECT_API_URL is not set: point it at your Prefect server's API, e.g. http://127.0.0.1:4200/api"
+        )
+    message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+    return ConfigurationError(f"{variable}: {message[:1].lower()}{message[1:]} (got {first.get('input')!r})")
+
+
+def _variable(field: str) -> str:
+    """The environment variable behind a field (or the field itself when it has none)."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return str(alias or field)

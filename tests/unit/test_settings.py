@@ -12,7 +12,7 @@ def test_missing_api_url_is_a_clear_error() -> None:
 
 @pytest.mark.parametrize("url", ["localhost:4200/api", "ftp://x/api", "http://"])
 def test_malformed_urls_are_refused(url: str) -> None:
-    with pytest.raises(ConfigurationError, match="PREFECT_API_URL must be an http"):
+    with pytest.raises(ConfigurationError, match="PREFECT_API_URL: must be an http"):
         Settings.from_env({"PREFECT_API_URL": url})
 
 

@@ -9,9 +9,7 @@ secret may hold one token or ``{"current": …, "previous": …}`` during rotati
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -61,19 +59,17 @@ def _tokens(raw: str) -> tuple[str, ...]:
 
 
 def lambda_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    env = os.environ if environ is None else environ
-    settings = Settings.from_env(env)
+    """The settings, with the Prefect key and the webhook token read from the secrets they reference."""
+    settings = Settings.from_env(environ)
     changes: dict[str, Any] = {}
-    key_ref = env.get("PUSHPOOL_PREFECT_API_KEY_SECRET_ARN", "").strip()
-    if key_ref and not (settings.prefect_api_key or settings.prefect_api_auth_string):
-        value = read_secret(key_ref)
+    if settings.prefect_api_key_secret_arn and not (settings.prefect_api_key or settings.prefect_api_auth_string):
+        value = read_secret(settings.prefect_api_key_secret_arn)
         changes["prefect_api_auth_string" if ":" in value and not value.startswith("pnu_") else "prefect_api_key"] = (
             value
         )
-    token_ref = env.get("PUSHPOOL_WEBHOOK_TOKEN_SECRET_ARN", "").strip()
-    if token_ref and not settings.webhook_tokens:
-        changes["webhook_tokens"] = _tokens(read_secret(token_ref))
-    return dataclasses.replace(settings, **changes) if changes else settings
+    if settings.webhook_token_secret_arn and not settings.webhook_tokens:
+        changes["webhook_tokens"] = _tokens(read_secret(settings.webhook_token_secret_arn))
+    return settings.replace(**changes) if changes else settings
 
 
 @lru_cache(maxsize=1)

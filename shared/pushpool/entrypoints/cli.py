@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -16,12 +15,6 @@ from pathlib import Path
 
 from pushpool.errors import ConfigurationError, OrchestratorError, PushpoolError
 from pushpool.settings import Settings
-
-DEFAULT_PORT = 4280
-
-
-def pushpool_home() -> Path:
-    return Path(os.environ.get("PUSHPOOL_HOME") or Path.home() / ".pushpool")
 
 
 def local_token(home: Path) -> str:
@@ -37,18 +30,18 @@ def local_token(home: Path) -> str:
     return token
 
 
-def local_settings(port: int = DEFAULT_PORT) -> Settings:
+def local_settings(port: int | None = None) -> Settings:
     """Settings from the environment, completed with local defaults (token file, submit URL, job directory)."""
     settings = Settings.from_env()
-    home = pushpool_home()
-    changes: dict[str, object] = {}
+    port = port or settings.port
+    changes: dict[str, object] = {"port": port}
     if not settings.webhook_tokens:
-        changes["webhook_tokens"] = (local_token(home),)
+        changes["webhook_tokens"] = (local_token(settings.home),)
     if not settings.submit_url:
         changes["submit_url"] = f"http://127.0.0.1:{port}/submit"
     if settings.process_dir is None:
-        changes["process_dir"] = home / "jobs"
-    return dataclasses.replace(settings, **changes) if changes else settings  # type: ignore[arg-type]
+        changes["process_dir"] = settings.home / "jobs"
+    return settings.replace(**changes)
 
 
 def _deps(settings: Settings):
@@ -70,7 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = Server(
         deps,
         host=args.host,
-        port=args.port,
+        port=settings.port,
         monitor_interval=args.monitor_interval,
         event_stream=not args.no_event_stream,
     )
@@ -230,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run submit, provision and the monitor against a local Prefect server")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PUSHPOOL_PORT", DEFAULT_PORT)))
+    serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--monitor-interval", type=float, default=5.0, help="seconds between monitor ticks")
     serve.add_argument("--no-event-stream", action="store_true", help="rely on the webhook and the monitor only")
     serve.set_defaults(func=cmd_serve)
@@ -242,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--type", required=True, help="pool type, e.g. process:push")
     create.add_argument("--concurrency-limit", type=int, default=None)
     create.add_argument("--submit-url", default=None, help="where Prefect should call submit")
-    create.add_argument("--port", type=int, default=int(os.environ.get("PUSHPOOL_PORT", DEFAULT_PORT)))
+    create.add_argument("--port", type=int, default=None)
     create.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
     create.add_argument("--json", action="store_true")
     create.add_argument("--provision-infra", action="store_true", help="also create the cloud resources it needs")
@@ -252,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     infra = pool_sub.add_parser("provision-infra", help="create the cloud resources of an existing push pool")
     infra.add_argument("name")
     infra.add_argument("--submit-url", default=None)
-    infra.add_argument("--port", type=int, default=int(os.environ.get("PUSHPOOL_PORT", DEFAULT_PORT)))
+    infra.add_argument("--port", type=int, default=None)
     infra.add_argument("--json", action="store_true")
     _infra_options(infra)
     infra.set_defaults(func=cmd_provision_infra, type=None)
