@@ -81,7 +81,7 @@ def measure(api_url: str, moto: harness.Moto, net: harness.Network) -> list[Cold
         "monitor": SCHEDULE_EVENT,
         "provision": {"name": "bench-cold-provision", "type": "ecs:push", "dry_run": True},
     }
-    backends = {b: importtime(f"import pushpool.backends.{b}", env)[0] for b in ("ecs", "process")}
+    backends = {b: importtime(f"import pushpool.providers.{b}.backend", env)[0] for b in ("ecs", "process")}
     results = []
     for function, event in events.items():
         entry = ROOT / "functions" / function

@@ -14,7 +14,7 @@ from pushpool.clock import Clock, SystemClock
 from pushpool.errors import UnsupportedPoolError
 from pushpool.prefect_api.client import PrefectClient
 from pushpool.prefect_api.models import WorkPool
-from pushpool.providers import Provider, check_served, installed_pool_types, provider_for_pool_type
+from pushpool.providers import Provider, check_served, installed_pool_types, provider_for_pool_type, provider_named
 from pushpool.providers.base import Backend
 from pushpool.settings import Settings
 
@@ -69,8 +69,6 @@ class Deps:
         """The backend of the provider called ``name``, created on first use (lazy import of its SDK)."""
         with self._lock:
             if name not in self._backends:
-                from pushpool.providers import provider_named
-
                 self._backends[name] = provider_named(name).create_backend(**self.backend_options.get(name, {}))
             return self._backends[name]
 

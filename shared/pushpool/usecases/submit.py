@@ -2,8 +2,9 @@
 
 Order of work, and why:
 
-1. Only Scheduled-type runs of a push pool pushpool serves; a run not yet due is left to the monitor.
-2. Pool and queue pause flags and concurrency limits are checked here (Prefect enforces them only inside
+1. The pool's provider is resolved first: a type this deployment does not serve, or whose SDK cannot load, is
+   refused before anything changes. Only Scheduled-type runs are submitted; a run not yet due is left to the monitor.
+2. Pool and queue pause flags and concurrency limits are checked (``admission``: Prefect enforces them only inside
    ``get_scheduled_flow_runs``; the webhook path must not bypass them).
 3. Propose PENDING without force. ACCEPT = this invocation owns the run; ABORT or a REJECT to another state =
    someone else owns it or the server decided otherwise (deployment concurrency): do nothing.
@@ -11,7 +12,8 @@ Order of work, and why:
    slot back (Scheduled/AwaitingConcurrencySlot) without starting anything. Each claimer counts after its own claim
    is committed, so of any set of concurrent claimers at most ``limit`` can see themselves within it — the limit
    holds under any race (when two claim at once both may yield; the monitor dispatches them one at a time).
-5. Render the job. A template that does not render crashes the run with the rendering error (never left Pending).
+5. Render the job into the provider's typed configuration. A template that does not render, or a field of the wrong
+   type, crashes the run with the reason (never left Pending).
 6. Submit to the backend (idempotent per attempt: the run plus its claim), record ``infrastructure_pid``, then
    propose the ``InfrastructurePending`` progress state; its answer doubles as the re-read: a run that became
    Cancelling or Cancelled meanwhile gets its job stopped at once.
