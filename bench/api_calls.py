@@ -17,11 +17,11 @@ from pathlib import Path
 import boto3
 import httpx
 from pushpool import localserver
-from pushpool.providers.ecs.backend import EcsBackend
-from pushpool.usecases.deps import Deps
-from pushpool.settings import Settings
-from pushpool.usecases.submit import submit_run
 from pushpool.providers import base_job_template
+from pushpool.providers.ecs.backend import EcsBackend
+from pushpool.settings import Settings
+from pushpool.usecases.deps import Deps
+from pushpool.usecases.submit import submit_run
 
 
 def main(runs: int) -> None:

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import harness
+from pushpool.settings import Settings
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.provision import provision_pool
-from pushpool.settings import Settings
 
 CREATES = re.compile(r"/create_flow_run|/work_pools/\{id\}$|^DELETE |/flow_runs/paginate")  # the bench's own
 

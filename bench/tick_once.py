@@ -13,9 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pushpool.settings import Settings
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.monitor import tick
-from pushpool.settings import Settings
 
 
 def rss(field: str) -> float:
