@@ -165,7 +165,8 @@ def main() -> int:
                 f"{'':<9} submitted via {triggers.get(rid, '?')}; process started {start_delay:.3f}s after creation;"
                 f" final {final} (expected {expected[info['label']]})"
             )
-        proc_check = subprocess.run(["pgrep", "-f", f"pushpool.providers.process.supervisor {work}"], capture_output=True)
+        supervisors = f"pushpool.providers.process.supervisor {work}"
+        proc_check = subprocess.run(["pgrep", "-f", supervisors], capture_output=True)
         print(f"\njob processes still alive: {len(proc_check.stdout.split())}")
         status = subprocess.run(pushpool_cmd("status"), env=env, capture_output=True, text=True)
         print(f"pushpool status: {status.stdout.strip()}")

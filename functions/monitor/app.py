@@ -11,8 +11,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import ValidationError, parse
 from pushpool.entrypoints import aws_lambda
 from pushpool.entrypoints.http import handle_run_event
-from pushpool.providers.ecs.backend import run_id_of
 from pushpool.errors import PushpoolError
+from pushpool.providers.ecs.backend import run_id_of
 from pushpool.usecases.monitor import tick
 
 logger = Logger()

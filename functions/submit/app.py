@@ -1,9 +1,9 @@
 """submit on AWS Lambda, behind a Function URL: Prefect's call-webhook automation (bearer token) or any signed
 client posts a flow-run event; the run becomes an ECS task.
 
-Thin: Powertools resolves the HTTP event, pushpool.entrypoints.http does the work, the answer is shaped back. No Powertools
-Tracer here: it imports the X-Ray SDK at start-up (~100 ms of every cold start, measured by ``make bench``) for
-subsegments of the few boto3 calls; the function's active tracing still records each invocation.
+Thin: Powertools resolves the HTTP event, pushpool.entrypoints.http does the work, the answer is shaped back. No
+Powertools Tracer here: it imports the X-Ray SDK at start-up (~100 ms of every cold start, measured by
+``make bench``) for subsegments of the few boto3 calls; the function's active tracing still records each invocation.
 """
 
 from __future__ import annotations
