@@ -13,7 +13,7 @@ help:  ## list targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,aws]'
+	$(BIN)/pip install --quiet -e '.[dev,aws,cli]'
 	touch $(STAMP)
 
 BENCH_VENV := .venv-bench
@@ -21,7 +21,7 @@ BENCH_STAMP := $(BENCH_VENV)/.installed
 $(BENCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/pip install --quiet -e '.[dev,aws,bench]'
+	$(BENCH_VENV)/bin/pip install --quiet -e '.[dev,aws,cli,bench]'
 	# What the Lambda layer holds (the aws extra only), for the cold-start figures; pushpool itself comes from shared/.
 	$(BENCH_VENV)/bin/pip install --quiet --target $(BENCH_VENV)/layer '.[aws]'
 	rm -rf $(BENCH_VENV)/layer/pushpool $(BENCH_VENV)/layer/bin

@@ -1,14 +1,25 @@
-"""The `pushpool` command against real servers: clear errors at start, Basic auth, status, work-pool create."""
+"""The `pushpool` command against real servers: clear errors at start, Basic auth, status, work-pool create; its help,
+exit codes and the message without the cli extra; the [y/n] question, the progress and the status table on a terminal
+(a pseudo-terminal) and as plain text when stdout is not one."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import pty
+import re
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
+import boto3
 import pytest
 from pushpool import localserver
+
+from tests.helpers import PrefectHelper
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +93,209 @@ def test_bad_pool_input_is_refused(tmp_path: Path, auth_server: str) -> None:
     ):
         result = pushpool(*args, env=env)
         assert result.returncode == 2 and fragment in result.stderr, result.stderr
+
+
+# --- the command line itself: help, the missing extra, exit codes, the [y/n] question, progress, status ------------
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]")
+
+
+def in_terminal(args: list[str], env: dict[str, str], answer: str | None = None) -> tuple[int, str]:
+    """Run ``pushpool`` with stdin, stdout and stderr on a pseudo-terminal (200 columns), answering the [y/n] question
+    with ``answer``; the output without its terminal escape sequences."""
+    cmd = [sys.executable, "-m", "pushpool.entrypoints.cli", *args]
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+    proc = subprocess.Popen(cmd, env=env, stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    output, answered = b"", False
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+        if answer is not None and not answered and "[y/n]" in ANSI.sub("", output.decode(errors="replace")):
+            os.write(controller, answer.encode() + b"\n")
+            answered = True
+    proc.wait(timeout=120)
+    os.close(controller)
+    return proc.returncode, ANSI.sub("", output.decode(errors="replace")).replace("\r\n", "\n")
+
+
+def cloud_env(prefect_api: str, tmp_path: Path) -> dict[str, str]:
+    """The test's environment (moto's endpoint and dummy credentials included) pointed at the session's server."""
+    return {**os.environ, "PREFECT_API_URL": prefect_api, "PUSHPOOL_HOME": str(tmp_path / "pp")}
+
+
+def cluster_exists(pool: str) -> bool:
+    clusters = boto3.client("ecs", region_name="us-east-1").describe_clusters(clusters=[f"pushpool-{pool}"])
+    return any(c["status"] == "ACTIVE" for c in clusters["clusters"])
+
+
+def plan_lines(out: str) -> list[str]:
+    """The steps of the plan as printed (boxed table or panel), without their details: ``create ECS cluster …`` …"""
+    steps = re.findall(r"^[|│]\s+- (.+?)\s*[|│]$", out, re.M)
+    return [re.sub(r" \(.*\)$", "", step) for step in steps]
+
+
+def step_lines(out: str) -> list[tuple[int, int, str]]:
+    """The progress lines, ``[1/6] Provisioning IAM role pushpool-…`` … (on a terminal, after a redrawn bar and \\r)."""
+    lines = re.findall(r"^\[(\d+)/(\d+)\] (.+)$", out.replace("\r", "\n"), re.M)
+    return [(int(i), int(n), rest) for i, n, rest in lines]
+
+
+def test_help_lists_every_command_and_option(tmp_path: Path) -> None:
+    env = base_env(tmp_path)
+    root = pushpool("--help", env=env)
+    assert root.returncode == 0, root.stderr
+    for command in ("serve", "work-pool", "status", "monitor", "--verbose"):
+        assert command in root.stdout, command
+    assert re.search(r"(?<!-)-v\b", root.stdout) and re.search(r"(?<!-)-h\b", root.stdout)
+    pools = pushpool("work-pool", "-h", env=env)
+    for command in ("create", "provision-infra", "deprovision"):
+        assert command in pools.stdout, command
+    options = {
+        ("serve",): ("--host", "--port", "--monitor-interval", "--no-event-stream"),
+        ("work-pool", "create"): (
+            *("--type", "--concurrency-limit", "--submit-url", "--port", "--dry-run", "--json", "--provision-infra"),
+            *("--yes", "--region", "--credentials", "role|access-key"),
+        ),
+        ("work-pool", "provision-infra"): ("--submit-url", "--port", "--json", "--yes", "--region", "--credentials"),
+        ("work-pool", "deprovision"): ("--type", "--json", "--yes", "--region", "--credentials"),
+        ("status",): ("--pool", "--json"),
+    }
+    for command, names in options.items():
+        shown = pushpool(*command, "--help", env=env)
+        assert shown.returncode == 0, shown.stderr
+        for name in names:
+            assert name in shown.stdout, (command, name)
+        if "--yes" in names:
+            assert re.search(r"(?<!-)-y\b", shown.stdout), command
+
+
+def test_main_returns_the_exit_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from pushpool.entrypoints import cli
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PUSHPOOL_HOME", str(tmp_path / "pp"))
+    assert cli.main(["--help"]) == 0
+    assert "work-pool" in capsys.readouterr().out
+    assert cli.main(["work-pool", "create", "x"]) == 2  # --type is required: a usage error
+    assert "--type" in capsys.readouterr().err
+    assert cli.main(["work-pool", "create", "x", "--type", "ecs:push", "--credentials", "password"]) == 2
+    assert cli.main(["no-such-command"]) == 2
+    assert cli.main([]) == 2  # no command: a usage error, as with argparse
+    assert cli.main(["-v", "status"]) == 2
+    err = capsys.readouterr().err
+    assert "pushpool: error: PREFECT_API_URL is not set" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("package", ["typer", "rich"])
+def test_without_the_cli_extra_the_command_says_how_to_install_it(tmp_path: Path, package: str) -> None:
+    code = f"""
+import importlib.abc, sys
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == {package!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}")
+        return None
+sys.meta_path.insert(0, NotInstalled())
+sys.argv = ["pushpool", "status"]
+from pushpool.entrypoints.cli import main
+sys.exit(main())
+"""
+    result = subprocess.run([sys.executable, "-c", code], env=base_env(tmp_path), capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("pushpool: error:") and "pip install 'pushpool[cli]'" in lines[0]
+    assert package in lines[0]
+
+
+def test_the_question_answered_no_changes_nothing_and_yes_applies(
+    prefect_api: str, prefect: PrefectHelper, tmp_path: Path, moto_endpoint: str
+) -> None:
+    env = cloud_env(prefect_api, tmp_path)
+    pool = prefect.unique("ask")
+    create = ["work-pool", "create", pool, "--type", "ecs:push", "--provision-infra"]
+
+    code, out = in_terminal(create, env, answer="n")
+    assert code == 1, out
+    assert f"Provisioning infrastructure for work pool {pool}:" in out
+    assert f"create ECS cluster pushpool-{pool}" in plan_lines(out)  # the plan, in its panel
+    assert out.index("create ECS cluster") < out.index("Proceed with infrastructure provisioning? [y/n]")
+    assert "cancelled: nothing was changed" in out and "[1/" not in out
+    assert prefect.request("GET", f"/work_pools/{pool}").status_code == 404
+    assert not cluster_exists(pool)
+
+    code, out = in_terminal(create, env, answer="yes")
+    assert code == 0 and "Infrastructure successfully provisioned!" in out, out
+    assert prefect.request("GET", f"/work_pools/{pool}").status_code == 200
+    assert cluster_exists(pool)
+
+    code, out = in_terminal(["work-pool", "deprovision", pool], env, answer="n")
+    assert code == 1 and "Remove these resources? [y/n]" in out and "cancelled: nothing was changed" in out, out
+    assert f"delete ECS cluster pushpool-{pool}" in plan_lines(out)
+    assert cluster_exists(pool)
+
+    code, out = in_terminal(["work-pool", "deprovision", pool], env, answer="y")
+    assert code == 0 and "Removed." in out, out
+    assert not cluster_exists(pool)
+
+
+def test_progress_shows_each_step_in_order(
+    prefect_api: str, prefect: PrefectHelper, tmp_path: Path, moto_endpoint: str
+) -> None:
+    env = cloud_env(prefect_api, tmp_path)
+    pool = prefect.unique("steps")
+    # Not a terminal: the boxed plan, then one plain line per step, in the plan's order, then 100%.
+    piped = pushpool("work-pool", "create", pool, "--type", "ecs:push", "--provision-infra", env=env, timeout=120)
+    assert piped.returncode == 0, piped.stdout + piped.stderr
+    plan = plan_lines(piped.stdout)
+    steps = step_lines(piped.stdout)
+    assert len(plan) >= 5 and [(i, n) for i, n, _ in steps] == [(i, len(plan)) for i in range(1, len(plan) + 1)]
+    verbs = {"create ": "Provisioning ", "update ": "Updating ", "already exists: ": "Already exists: "}
+    for planned, (_, _, done) in zip(plan, steps, strict=True):
+        action = next(action for action in verbs if planned.startswith(action))
+        assert done == verbs[action] + planned.removeprefix(action), (planned, done)
+    out = piped.stdout
+    assert out.index(f"[{len(plan)}/{len(plan)}]") < out.index("100%") < out.index("Infrastructure successfully")
+
+    # A terminal: the same lines above a progress bar that ends complete.
+    code, out = in_terminal(["work-pool", "deprovision", pool, "--yes"], env)
+    assert code == 0 and "Removed." in out, out
+    plan = plan_lines(out)
+    steps = step_lines(out)
+    assert [i for i, _, _ in steps] == list(range(1, len(plan) + 1)) and all(n == len(plan) for _, n, _ in steps)
+    assert all(done.startswith("Removing") for _, _, done in steps)
+    assert [done.removeprefix("Removing ") for _, _, done in steps] == [p.removeprefix("delete ") for p in plan]
+    bar = [int(done) for done in re.findall(rf"━ (\d+)/{len(plan)} ", out)]  # the bar, each time it is drawn
+    assert bar == sorted(bar) and set(bar) == set(range(len(plan) + 1)), out  # moves step by step to complete
+
+
+def test_status_is_a_table_on_a_terminal_and_columns_otherwise(
+    prefect_api: str, prefect: PrefectHelper, pool: str, tmp_path: Path
+) -> None:
+    run_id = prefect.create_run(prefect.create_deployment(pool))
+    prefect.set_state(run_id, "RUNNING", force=True)
+    env = cloud_env(prefect_api, tmp_path)
+    piped = pushpool("status", "--pool", pool, env=env)
+    assert piped.returncode == 0, piped.stderr
+    header, row = piped.stdout.splitlines()
+    assert header.split() == ["RUN", "NAME", "POOL", "STATE", "AGE", "JOB", "JOB", "ID"]
+    assert row.startswith(run_id) and pool in row and "Running" in row
+
+    code, out = in_terminal(["status", "--pool", pool], env)
+    assert code == 0, out
+    assert "Runs in flight" in out and "Job ID" in out
+    assert run_id in out and "Running" in out
+
+    as_json = pushpool("status", "--pool", pool, "--json", env=env)
+    assert [r["run_id"] for r in json.loads(as_json.stdout)] == [run_id]
+    prefect.set_state(run_id, "CANCELLED", force=True)

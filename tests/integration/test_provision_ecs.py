@@ -246,9 +246,12 @@ def _cli(args: list[str], env: dict[str, str], answer: str | None = None) -> tup
 def test_cli_prompt_yes_no_and_no_terminal(
     prefect_api: str, prefect: PrefectHelper, tmp_path: Path, moto_endpoint: str
 ) -> None:
+    import re
+
     env = _cli_env(prefect_api, tmp_path)
     pool = prefect.unique("cli")
     code, out = _cli(["work-pool", "create", pool, "--type", "ecs:push", "--provision-infra"], env, answer="n")
+    out = re.sub(r"\x1b\[[0-9;?]*[ -/]*[@-~]", "", out)  # on a terminal the question is coloured
     assert code == 1 and "Proceed with infrastructure provisioning? [y/n]" in out and "cancelled" in out
     assert prefect.request("GET", f"/work_pools/{pool}").status_code == 404  # nothing created
     assert tagged_anywhere(pool, "us-east-1") == []

@@ -1,9 +1,21 @@
-"""The ``pushpool`` command: ``serve``, ``work-pool create``, ``status`` and ``monitor``."""
+"""The ``pushpool`` command: ``serve``, ``work-pool create | provision-infra | deprovision``, ``status`` and
+``monitor``, on typer with rich output, like Prefect's own CLI.
+
+typer and rich come with the ``cli`` extra (``pip install 'pushpool[cli]'``), never with the core package: nothing else
+in ``pushpool`` imports them, and the Lambda functions never import this module. Without the extra, :func:`main` says
+how to install it. The use-cases (and rich's heavier modules) are imported inside the commands, so the command starts
+fast.
+
+On a terminal the provisioning commands show a spinner while they read the cloud, the plan in a panel, a real [y/n]
+question, and a progress bar that moves step by step; ``status`` prints a table. When stdout is not a terminal the
+output is plain text instead (the boxed plan, one line per step, fixed columns), which scripts and tests parse. The
+question is skipped with ``--yes``, or when stdin is not a terminal.
+"""
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
+import enum
 import json
 import logging
 import os
@@ -11,10 +23,44 @@ import secrets
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pushpool.errors import ConfigurationError, OrchestratorError, PushpoolError
 from pushpool.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from pushpool.providers.provisioning import Step
+
+
+class Credentials(str, enum.Enum):
+    role = "role"
+    access_key = "access-key"
+
+
+try:  # the `cli` extra
+    import rich  # noqa: F401  (only checked here: its modules are imported where they are used)
+    import typer
+except ModuleNotFoundError as exc:
+    _MISSING_EXTRA: ModuleNotFoundError | None = exc
+else:
+    _MISSING_EXTRA = None
+    # Options several commands share (with the same default everywhere).
+    PortOption = Annotated[int | None, typer.Option(help="port of the local `pushpool serve` (default: PUSHPOOL_PORT)")]
+    SubmitUrlOption = Annotated[str | None, typer.Option(help="where Prefect should call submit")]
+    JsonOption = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
+    YesOption = Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")]
+    RegionOption = Annotated[str | None, typer.Option(help="cloud region (default: the SDK's own configuration)")]
+    CredentialsOption = Annotated[
+        Credentials,
+        typer.Option(
+            help="role: the deployed functions use their own IAM role (default); access-key: create an IAM user and "
+            "store one access key in an aws-credentials block",
+        ),
+    ]
 
 
 def local_token(home: Path) -> str:
@@ -55,17 +101,239 @@ def _deps(settings: Settings):
     return deps
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+# --- output ----------------------------------------------------------------------------------------------------------
+
+
+def _tty() -> bool:
+    """Whether stdout is a terminal: rich output there, plain text otherwise."""
+    return sys.stdout.isatty()
+
+
+def _console(*, stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _say(text: str, style: str | None = None) -> None:
+    """A message on stdout: styled on a terminal (never re-wrapped, no markup), verbatim otherwise."""
+    if _tty():
+        _console().print(text, style=style, markup=False, soft_wrap=True)
+    else:
+        print(text, flush=True)
+
+
+def _error(message: str) -> None:
+    line = f"pushpool: error: {message}"
+    if sys.stderr.isatty():
+        _console(stderr=True).print(line, style="red", markup=False, soft_wrap=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _exit(code: int) -> None:
+    if code:
+        raise typer.Exit(code)
+
+
+_PLAN_STYLES = (("create", "green"), ("update", "yellow"), ("already exists:", "dim"), ("delete", "red"))
+
+
+def _plan_panel(plan: str) -> RenderableType:
+    """The plan (the text box of ``render_plan``) in a rich panel, each action coloured."""
+    from rich.panel import Panel
+    from rich.text import Text
+
+    lines = plan.splitlines()
+    if len(lines) > 2 and all(line.startswith("| ") and line.endswith(" |") for line in lines[1:-1]):
+        lines = [line[2:-2].rstrip() for line in lines[1:-1]]
+    text = Text()
+    for i, line in enumerate(lines):
+        action = line.lstrip(" -")
+        style = "bold" if i == 0 else next((s for verb, s in _PLAN_STYLES if action.startswith(verb)), None)
+        text.append(line + ("\n" if i < len(lines) - 1 else ""), style=style)
+    return Panel(text, expand=False)
+
+
+def _ask(question: str, console: Console) -> bool:
+    """A real [y/n] question: asked again until the answer is y, yes, n or no."""
+    from rich.prompt import Confirm
+
+    class YesNo(Confirm):
+        def process_response(self, value: str) -> bool:
+            answer = value.strip().lower()
+            return super().process_response({"yes": "y", "no": "n"}.get(answer, answer))
+
+    return YesNo.ask(question, console=console)
+
+
+class _InfraSession:
+    """The terminal side of provision-infra and deprovision, around the use-case call.
+
+    A spinner while the cloud is read; then ``confirm`` (the use-case's callback) shows the plan and asks; then
+    ``progress`` is called before each step is applied: a rich progress bar with one line per step above it on a
+    terminal, one plain line per step otherwise, and a final 100% line once everything succeeded.
+    """
+
+    VERBS = {"create": "Provisioning", "update": "Updating", "exists": "Already exists:", "delete": "Removing"}
+    STYLES = {"create": "green", "update": "yellow", "exists": "dim", "delete": "red"}
+
+    def __init__(self, question: str, *, reading: str, yes: bool) -> None:
+        self.question, self.reading, self.yes = question, reading, yes
+        self.console = _console() if _tty() else None
+        self._status: Any = None
+        self._bar: Any = None
+        self._task: Any = None
+        self._total = 0
+
+    def __enter__(self) -> _InfraSession:
+        if self.console is not None:
+            self._status = self.console.status(self.reading)
+            self._status.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self._stop_status()
+        if self._bar is not None:
+            if exc_type is None:
+                self._bar.update(self._task, completed=self._total, description="Infrastructure")
+            self._bar.stop()
+        elif exc_type is None and self._total:
+            print("Infrastructure " + "━" * 40 + " 100%", flush=True)
+
+    def _stop_status(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def confirm(self, plan: str) -> bool:
+        self._stop_status()
+        if self.console is None:
+            print(plan, flush=True)
+        else:
+            self.console.print(_plan_panel(plan))
+        if self.yes or not sys.stdin.isatty():
+            return True
+        return _ask(self.question, self.console or _console())
+
+    def progress(self, index: int, total: int, step: Step) -> None:
+        verb = self.VERBS.get(step.action, step.action)
+        line = f"[{index}/{total}] {verb} {step.resource} {step.name}"
+        self._total = total
+        if self.console is None:
+            print(line, flush=True)
+            return
+        if self._bar is None:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._stop_status()
+            self._bar = Progress(
+                SpinnerColumn(),
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
+            self._task = self._bar.add_task("Infrastructure", total=total)
+            self._bar.start()
+        self._bar.update(self._task, completed=index - 1, description=f"{verb} {step.resource}", refresh=True)
+        self._bar.console.print(line, style=self.STYLES.get(step.action), markup=False, soft_wrap=True)
+
+
+# --- commands --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InfraOptions:
+    """What the provisioning commands share; ``_provisioner`` reads ``region`` and ``credentials``."""
+
+    yes: bool = False
+    region: str | None = None
+    credentials: str = Credentials.role.value
+    json: bool = False
+
+
+def _provisioner(options: InfraOptions, type_name: str):
+    from pushpool.providers import provider_for_pool_type
+
+    return provider_for_pool_type(type_name).create_provisioner(region=options.region, credentials=options.credentials)
+
+
+def _print_infra(result: Any, options: InfraOptions) -> None:
+    if options.json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return
+    outcome = result.outcome
+    if outcome is not None:
+        if outcome.created or outcome.changed:
+            _say("Infrastructure successfully provisioned!", style="green")
+        else:
+            _say("Nothing to do.")
+    if result.prefect is not None:
+        _say(result.prefect.summary())
+    for note in result.notes:
+        _say(note, style="yellow" if note.startswith(("cancelled", "verify")) else None)
+
+
+def _provision_infra(
+    name: str, *, type_name: str | None, submit_url: str | None, port: int | None, options: InfraOptions
+) -> int:
+    from pushpool.usecases.provision_infra import provision_infra
+
+    settings = local_settings(port)
+    deps = _deps(settings)
+    type_name = type_name or deps.orchestrator.read_work_pool(name).type
+    session = _InfraSession(
+        "Proceed with infrastructure provisioning?",
+        reading="Checking the cloud account for the infrastructure the pool needs…",
+        yes=options.yes,
+    )
+    with session:
+        result = provision_infra(
+            deps,
+            _provisioner(options, type_name),
+            pool=name,
+            type_name=type_name,
+            submit_url=submit_url,
+            confirm=session.confirm,
+            progress=session.progress,
+        )
+    _print_infra(result, options)
+    return 0 if result.applied else 1
+
+
+def cmd_root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+    """Push work pools for any Prefect server."""
+    _configure_logging(verbose)
+
+
+def cmd_serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: PortOption = None,
+    monitor_interval: Annotated[float, typer.Option(help="seconds between monitor ticks")] = 5.0,
+    no_event_stream: Annotated[
+        bool, typer.Option("--no-event-stream", help="rely on the webhook and the monitor only")
+    ] = False,
+) -> None:
+    """Run submit, provision and the monitor against a local Prefect server."""
     from pushpool.entrypoints.serve import Server
 
-    settings = local_settings(args.port)
+    settings = local_settings(port)
     deps = _deps(settings)
     server = Server(
         deps,
-        host=args.host,
+        host=host,
         port=settings.port,
-        monitor_interval=args.monitor_interval,
-        event_stream=not args.no_event_stream,
+        monitor_interval=monitor_interval,
+        event_stream=not no_event_stream,
     )
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -74,212 +342,228 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"pushpool serving on {server.address} — Prefect API {settings.prefect_api_url}", flush=True)
     done.wait()
     server.stop()
-    return 0
 
 
-def _confirm(args: argparse.Namespace, question: str) -> object:
-    def confirm(plan: str) -> bool:
-        print(plan)
-        if args.yes or not sys.stdin.isatty():
-            return True
-        answer = input(f"{question} [y/n]: ").strip().lower()
-        return answer in ("y", "yes")
-
-    return confirm
-
-
-def _progress(index: int, total: int, step: object) -> None:
-    verb = {"create": "Provisioning", "update": "Updating", "exists": "Already exists:", "delete": "Removing"}
-    print(f"[{index}/{total}] {verb.get(step.action, step.action)} {step.resource} {step.name}", flush=True)  # type: ignore[attr-defined]
-    if index == total:
-        print("Infrastructure " + "━" * 40 + " 100%", flush=True)
-
-
-def _provisioner(args: argparse.Namespace, type_name: str):
-    from pushpool.providers import provider_for_pool_type
-
-    return provider_for_pool_type(type_name).create_provisioner(region=args.region, credentials=args.credentials)
-
-
-def _print_infra(result: object, args: argparse.Namespace) -> None:
-    if args.json:
-        print(json.dumps(result.as_dict(), indent=2))  # type: ignore[attr-defined]
-        return
-    outcome = result.outcome  # type: ignore[attr-defined]
-    if outcome is not None:
-        print("Infrastructure successfully provisioned!" if outcome.created or outcome.changed else "Nothing to do.")
-    if result.prefect is not None:  # type: ignore[attr-defined]
-        print(result.prefect.summary())  # type: ignore[attr-defined]
-    for note in result.notes:  # type: ignore[attr-defined]
-        print(note)
-
-
-def cmd_provision_infra(args: argparse.Namespace) -> int:
-    from pushpool.usecases.provision_infra import provision_infra
-
-    settings = local_settings(args.port)
-    deps = _deps(settings)
-    type_name = getattr(args, "type", None) or deps.orchestrator.read_work_pool(args.name).type
-    result = provision_infra(
-        deps,
-        _provisioner(args, type_name),
-        pool=args.name,
-        type_name=type_name,
-        submit_url=args.submit_url,
-        confirm=_confirm(args, "Proceed with infrastructure provisioning?"),
-        progress=_progress,  # type: ignore[arg-type]
-    )
-    _print_infra(result, args)
-    return 0 if result.applied else 1
-
-
-def cmd_deprovision(args: argparse.Namespace) -> int:
-    from pushpool.usecases.provision_infra import deprovision
-
-    deps = _deps(local_settings())
-    type_name = args.type or deps.orchestrator.read_work_pool(args.name).type
-    result = deprovision(
-        deps,
-        _provisioner(args, type_name),
-        pool=args.name,
-        confirm=_confirm(args, "Remove these resources?"),
-        progress=_progress,
-    )  # type: ignore[arg-type]
-    if args.json:
-        print(json.dumps(result.as_dict(), indent=2))
-    else:
-        print("Removed." if result.applied else "\n".join(result.notes))
-    return 0 if result.applied or not result.plan else 1
-
-
-def cmd_pool_create(args: argparse.Namespace) -> int:
+def cmd_pool_create(
+    name: Annotated[str, typer.Argument(help="the work pool's name")],
+    pool_type: Annotated[str, typer.Option("--type", help="pool type, e.g. process:push")],
+    concurrency_limit: Annotated[int | None, typer.Option(help="the pool's concurrency limit")] = None,
+    submit_url: SubmitUrlOption = None,
+    port: PortOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would change, change nothing")] = False,
+    as_json: JsonOption = False,
+    with_infra: Annotated[
+        bool, typer.Option("--provision-infra", help="also create the cloud resources it needs")
+    ] = False,
+    yes: YesOption = False,
+    region: RegionOption = None,
+    credentials: CredentialsOption = Credentials.role,
+) -> None:
+    """Create or update a push pool, its Webhook block and automation."""
     from pushpool.usecases.provision import provision_pool
 
-    if args.provision_infra:
-        return cmd_provision_infra(args)
-    settings = local_settings(args.port)
+    if with_infra:
+        options = InfraOptions(yes=yes, region=region, credentials=credentials.value, json=as_json)
+        _exit(_provision_infra(name, type_name=pool_type, submit_url=submit_url, port=port, options=options))
+        return
+    settings = local_settings(port)
     deps = _deps(settings)
     result = provision_pool(
         deps,
-        name=args.name,
-        type_name=args.type,
-        submit_url=args.submit_url,
-        concurrency_limit=args.concurrency_limit,
-        dry_run=args.dry_run,
+        name=name,
+        type_name=pool_type,
+        submit_url=submit_url,
+        concurrency_limit=concurrency_limit,
+        dry_run=dry_run,
     )
-    print(json.dumps(result.as_dict(), indent=2) if args.json else result.summary())
-    return 0
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        _say(result.summary())
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_provision_infra(
+    name: Annotated[str, typer.Argument(help="the work pool's name")],
+    submit_url: SubmitUrlOption = None,
+    port: PortOption = None,
+    as_json: JsonOption = False,
+    yes: YesOption = False,
+    region: RegionOption = None,
+    credentials: CredentialsOption = Credentials.role,
+) -> None:
+    """Create the cloud resources of an existing push pool."""
+    options = InfraOptions(yes=yes, region=region, credentials=credentials.value, json=as_json)
+    _exit(_provision_infra(name, type_name=None, submit_url=submit_url, port=port, options=options))
+
+
+def cmd_deprovision(
+    name: Annotated[str, typer.Argument(help="the work pool's name")],
+    pool_type: Annotated[
+        str | None, typer.Option("--type", help="pool type, when the pool no longer exists in Prefect")
+    ] = None,
+    as_json: JsonOption = False,
+    yes: YesOption = False,
+    region: RegionOption = None,
+    credentials: CredentialsOption = Credentials.role,
+) -> None:
+    """Remove the cloud resources created for a pool (by tag)."""
+    from pushpool.usecases.provision_infra import deprovision
+
+    options = InfraOptions(yes=yes, region=region, credentials=credentials.value, json=as_json)
+    deps = _deps(local_settings())
+    type_name = pool_type or deps.orchestrator.read_work_pool(name).type
+    session = _InfraSession(
+        "Remove these resources?", reading=f"Looking for the resources marked for pool {name}…", yes=yes
+    )
+    with session:
+        result = deprovision(
+            deps,
+            _provisioner(options, type_name),
+            pool=name,
+            confirm=session.confirm,
+            progress=session.progress,
+        )
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+    elif result.applied:
+        _say("Removed.", style="green")
+    else:
+        _say("\n".join(result.notes))
+    _exit(0 if result.applied or not result.plan else 1)
+
+
+def cmd_status(
+    pool: Annotated[str | None, typer.Option(help="only this pool's runs")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """In-flight runs of push pools with their jobs and ages."""
     from pushpool.usecases.in_flight import in_flight
 
     deps = _deps(local_settings())
-    rows = in_flight(deps, pool=args.pool)
-    if args.json:
+    rows = in_flight(deps, pool=pool)
+    if as_json:
         print(json.dumps(rows, indent=2, default=str))
-        return 0
-    if not rows:
-        print("no runs in flight")
-        return 0
-    header = f"{'RUN':<36}  {'NAME':<24} {'POOL':<18} {'STATE':<22} {'AGE':>8}  {'JOB':<10} JOB ID"
-    print(header)
+    elif not rows:
+        _say("no runs in flight")
+    elif _tty():
+        _console().print(_status_table(rows))
+    else:
+        print(f"{'RUN':<36}  {'NAME':<24} {'POOL':<18} {'STATE':<22} {'AGE':>8}  {'JOB':<10} JOB ID")
+        for r in rows:
+            print(
+                f"{r['run_id']:<36}  {r['name'][:24]:<24} {r['pool'][:18]:<18} {r['state'][:22]:<22} "
+                f"{_age(r['age_seconds']):>8}  {r['job_state']:<10} {r['job_id'] or '-'}"
+            )
+
+
+def _status_table(rows: list[dict[str, Any]]) -> RenderableType:
+    from rich.table import Table
+
+    table = Table(title="Runs in flight")
+    table.add_column("Run", style="cyan", no_wrap=True)
+    table.add_column("Name", style="green")
+    table.add_column("Pool", style="blue")
+    table.add_column("State")
+    table.add_column("Age", justify="right")
+    table.add_column("Job")
+    table.add_column("Job ID", style="dim", overflow="fold")
     for r in rows:
-        print(
-            f"{r['run_id']:<36}  {r['name'][:24]:<24} {r['pool'][:18]:<18} {r['state'][:22]:<22} "
-            f"{_age(r['age_seconds']):>8}  {r['job_state']:<10} {r['job_id'] or '-'}"
+        table.add_row(
+            str(r["run_id"]),
+            r["name"],
+            r["pool"],
+            r["state"],
+            _age(r["age_seconds"]),
+            str(r["job_state"]),
+            r["job_id"] or "-",
         )
-    return 0
+    return table
 
 
 def _age(seconds: float) -> str:
     return str(dt.timedelta(seconds=int(seconds)))
 
 
-def cmd_monitor(args: argparse.Namespace) -> int:
+def cmd_monitor() -> None:
+    """Run one monitor tick and print its report."""
     from pushpool.usecases.monitor import tick
 
     deps = _deps(local_settings())
     print(json.dumps(tick(deps).as_dict(), indent=2))
-    return 0
 
 
-def _infra_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    parser.add_argument("--region", default=None, help="cloud region (default: the SDK's own configuration)")
-    parser.add_argument(
-        "--credentials",
-        choices=["role", "access-key"],
-        default="role",
-        help="role: the deployed functions use their own IAM role (default); access-key: create an "
-        "IAM user and store one access key in an aws-credentials block",
-    )
+# --- the application -------------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pushpool", description="Push work pools for any Prefect server.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a record is emitted, so that log lines go above a live progress bar or
+    spinner (rich redirects ``sys.stderr`` while it draws)."""
 
-    serve = sub.add_parser("serve", help="run submit, provision and the monitor against a local Prefect server")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=None)
-    serve.add_argument("--monitor-interval", type=float, default=5.0, help="seconds between monitor ticks")
-    serve.add_argument("--no-event-stream", action="store_true", help="rely on the webhook and the monitor only")
-    serve.set_defaults(func=cmd_serve)
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
 
-    pools = sub.add_parser("work-pool", help="manage push work pools")
-    pool_sub = pools.add_subparsers(dest="pool_command", required=True)
-    create = pool_sub.add_parser("create", help="create or update a push pool, its Webhook block and automation")
-    create.add_argument("name")
-    create.add_argument("--type", required=True, help="pool type, e.g. process:push")
-    create.add_argument("--concurrency-limit", type=int, default=None)
-    create.add_argument("--submit-url", default=None, help="where Prefect should call submit")
-    create.add_argument("--port", type=int, default=None)
-    create.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
-    create.add_argument("--json", action="store_true")
-    create.add_argument("--provision-infra", action="store_true", help="also create the cloud resources it needs")
-    _infra_options(create)
-    create.set_defaults(func=cmd_pool_create)
-
-    infra = pool_sub.add_parser("provision-infra", help="create the cloud resources of an existing push pool")
-    infra.add_argument("name")
-    infra.add_argument("--submit-url", default=None)
-    infra.add_argument("--port", type=int, default=None)
-    infra.add_argument("--json", action="store_true")
-    _infra_options(infra)
-    infra.set_defaults(func=cmd_provision_infra, type=None)
-
-    remove = pool_sub.add_parser("deprovision", help="remove the cloud resources created for a pool (by tag)")
-    remove.add_argument("name")
-    remove.add_argument("--type", default=None, help="pool type, when the pool no longer exists in Prefect")
-    remove.add_argument("--json", action="store_true")
-    _infra_options(remove)
-    remove.set_defaults(func=cmd_deprovision)
-
-    status = sub.add_parser("status", help="in-flight runs of push pools with their jobs and ages")
-    status.add_argument("--pool", default=None)
-    status.add_argument("--json", action="store_true")
-    status.set_defaults(func=cmd_status)
-
-    monitor = sub.add_parser("monitor", help="run one monitor tick and print its report")
-    monitor.set_defaults(func=cmd_monitor)
-    return parser
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[_CurrentStderr()],
     )
     for noisy in ("httpx", "botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        return int(args.func(args))
-    except PushpoolError as exc:
-        print(f"pushpool: error: {exc.one_line()}", file=sys.stderr)
+
+
+def build_app() -> typer.Typer:
+    """The typer application (requires the ``cli`` extra)."""
+    settings: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+    app = typer.Typer(
+        name="pushpool",
+        help="Push work pools for any Prefect server.",
+        add_completion=False,
+        rich_markup_mode="rich",
+        pretty_exceptions_enable=False,
+        context_settings=settings,
+    )
+    app.callback()(cmd_root)
+    app.command("serve", help="Run submit, provision and the monitor against a local Prefect server.")(cmd_serve)
+
+    pools = typer.Typer(help="Manage push work pools.", rich_markup_mode="rich")
+    pools.command("create", help="Create or update a push pool, its Webhook block and automation.")(cmd_pool_create)
+    pools.command("provision-infra", help="Create the cloud resources of an existing push pool.")(cmd_provision_infra)
+    pools.command("deprovision", help="Remove the cloud resources created for a pool (by tag).")(cmd_deprovision)
+    app.add_typer(pools, name="work-pool")
+
+    app.command("status", help="In-flight runs of push pools with their jobs and ages.")(cmd_status)
+    app.command("monitor", help="Run one monitor tick and print its report.")(cmd_monitor)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``pushpool`` command and return its exit code (never calls ``sys.exit``).
+
+    Usage errors exit 2 with typer's message; a :class:`PushpoolError` prints ``pushpool: error: <one line>`` on
+    stderr and exits 2, without a traceback.
+    """
+    if _MISSING_EXTRA is not None:
+        print(
+            f"pushpool: error: the command line needs the cli extra ({_MISSING_EXTRA}): pip install 'pushpool[cli]'",
+            file=sys.stderr,
+        )
         return 2
+    command = typer.main.get_command(build_app())
+    try:
+        command.main(args=argv, prog_name="pushpool", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except PushpoolError as exc:
+        _error(exc.one_line())
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
