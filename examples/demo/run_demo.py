@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import re
 import subprocess
@@ -157,12 +156,12 @@ def main() -> int:
             )
             final = history[-1]["type"]
             ok &= final == expected[info["label"]]
-            jobdir = next((work / "pushpool" / "jobs").glob(f"{rid}_*"))  # <run id>_<attempt>
-            job = json.loads((jobdir / "job.json").read_text())
-            start_delay = job["started_at"] - created.timestamp()
+            # The job exists (and its pid is recorded) before submit proposes InfrastructurePending.
+            accepted = next(s for s in history if s["name"] == "InfrastructurePending")
+            start_delay = (parse_time(accepted["timestamp"]) - created).total_seconds()
             print(f"{info['label']:<9} {steps}")
             print(
-                f"{'':<9} submitted via {triggers.get(rid, '?')}; process started {start_delay:.3f}s after creation;"
+                f"{'':<9} submitted via {triggers.get(rid, '?')}; job started {start_delay:.3f}s after creation;"
                 f" final {final} (expected {expected[info['label']]})"
             )
         supervisors = f"pushpool.providers.process.supervisor {work}"
