@@ -72,7 +72,7 @@ def main(runs: int) -> None:
         session = boto3.session.Session()
         aws_calls: Counter = Counter()
         session.events.register("before-call", lambda model, **_: aws_calls.update([model.name]))
-        deps = Deps.from_settings(Settings(prefect_api_url=server.api_url, webhook_tokens=("t",)))
+        deps = Deps.from_settings(Settings.of(prefect_api_url=server.api_url, webhook_tokens=("t",)))
         deps._backends["ecs"] = EcsBackend(session=session)
         pool = deps.orchestrator.read_work_pool("bench-ecs")
         deps.orchestrator.calls = 0

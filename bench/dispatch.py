@@ -65,7 +65,7 @@ class Bed:
     def _pushpool_pool(self, name: str, *, webhook_url: str | None, token: str) -> str:
         template = harness.pushpool_template(self.net)
         if webhook_url:
-            settings = Settings(prefect_api_url=self.api_url, webhook_tokens=(token,), submit_url=webhook_url)
+            settings = Settings.of(prefect_api_url=self.api_url, webhook_tokens=(token,), submit_url=webhook_url)
             deps = Deps.from_settings(settings)
             provision_pool(deps, name=name, type_name="ecs:push")
             deps.orchestrator.close()

@@ -207,7 +207,7 @@ def write_report(out_dir, date, args, phases, colds, bursts, ticks, md, headline
         md += [
             "",
             "Backend modules are imported lazily, on first use: "
-            + ", ".join(f"`pushpool.backends.{k}` {v:.0f} ms (importtime)" for k, v in be.items())
+            + ", ".join(f"`pushpool.providers.{k}.backend` {v:.0f} ms (importtime)" for k, v in be.items())
             + ". First-invocation answers: "
             + "; ".join(f"{c.function}: `{str(c.invoke.get('answer', ''))[:80]}`" for c in colds),
             "",

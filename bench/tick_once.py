@@ -26,7 +26,7 @@ def rss(field: str) -> float:
 
 
 def main(api_url: str, pool_name: str, backend: str, latency: float = 0.0, ids_file: str | None = None) -> None:
-    deps = Deps.from_settings(Settings(prefect_api_url=api_url, webhook_tokens=("bench",)))
+    deps = Deps.from_settings(Settings.of(prefect_api_url=api_url, webhook_tokens=("bench",)))
     fake = None
     if backend == "fake":
         from tests.fakes import LatencyBackend

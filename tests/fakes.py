@@ -9,6 +9,7 @@ one call; ``calls`` counts calls per operation. It keeps finished jobs until ``c
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -24,6 +25,7 @@ from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, J
 class FakeJob:
     spec: JobSpec | None
     started: float
+    sent: str = ""  # what the fake "provider" keeps about the job (as a cloud keeps a job definition)
     state: JobState = JobState.RUNNING
     exit_code: int | None = None
     output: list[str] = field(default_factory=list)
@@ -61,7 +63,13 @@ class LatencyBackend(BackendBase):
             key = (spec.run_id, spec.attempt)
             if key not in self._by_attempt:
                 job_id = f"fake-{uuid.uuid4()}"
-                self.jobs[job_id] = FakeJob(spec, time.monotonic())
+                kept = {
+                    "name": spec.name,
+                    "command": list(spec.command),
+                    "env": dict(spec.env),
+                    "labels": dict(spec.labels),
+                }
+                self.jobs[job_id] = FakeJob(spec, time.monotonic(), sent=json.dumps(kept))
                 self._by_attempt[key] = job_id
             return JobHandle(self.name, self._by_attempt[key])
 

@@ -103,7 +103,7 @@ class PrefectHelper:
 
 
 def make_deps(api_url: str, tmp: Path, **overrides: Any) -> Deps:
-    settings = Settings(
+    settings = Settings.of(
         prefect_api_url=api_url,
         webhook_tokens=("test-token",),
         submit_url="http://127.0.0.1:9/submit",

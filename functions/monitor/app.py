@@ -10,7 +10,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import ValidationError, parse
 from pushpool.entrypoints import aws_lambda
-from pushpool.entrypoints.http import handle_run_event
+from pushpool.entrypoints.http import handle_job_event
 from pushpool.errors import PushpoolError
 from pushpool.providers.ecs.backend import run_id_of
 from pushpool.usecases.monitor import tick
@@ -47,7 +47,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if not run_id:
             return {"ignored": "task not started by pushpool"}
         try:
-            result = handle_run_event(deps, run_id, trigger="ecs-event")
+            result = handle_job_event(deps, run_id)
         except PushpoolError as exc:
             logger.info("task event not acted on", extra={"run": run_id, "reason": exc.one_line()})
             return {"ignored": exc.one_line()}

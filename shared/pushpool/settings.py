@@ -24,8 +24,8 @@ from pushpool.errors import ConfigurationError
 
 
 def _env(name: str) -> Any:
-    """Read from environment variable ``name``; set in code by the field's own name."""
-    return AliasChoices(name, name.lower().removeprefix("pushpool_"))
+    """Read from environment variable ``name`` (in code, fields are set by their own names: populate_by_name)."""
+    return name
 
 
 class Settings(BaseSettings):
@@ -33,7 +33,7 @@ class Settings(BaseSettings):
         frozen=True, extra="ignore", populate_by_name=True, case_sensitive=True, env_ignore_empty=True
     )
 
-    prefect_api_url: str = Field(validation_alias=AliasChoices("PREFECT_API_URL", "prefect_api_url"))
+    prefect_api_url: str = Field(validation_alias="PREFECT_API_URL")
     prefect_api_key: str | None = Field(default=None, repr=False, validation_alias=_env("PREFECT_API_KEY"))
     prefect_api_auth_string: str | None = Field(
         default=None, repr=False, validation_alias=_env("PREFECT_API_AUTH_STRING")
@@ -121,14 +121,22 @@ class Settings(BaseSettings):
         try:
             if environ is None:
                 return cls()
-            return cls.model_validate({k: v for k, v in environ.items() if v != ""})  # that mapping alone
+            return _of({k: v for k, v in environ.items() if v != ""})
+        except ValidationError as exc:
+            raise _configuration_error(exc) from None
+
+    @classmethod
+    def of(cls, **fields: Any) -> Settings:
+        """Settings from these fields alone (the process environment is not read): tests, benchmarks."""
+        try:
+            return _of(fields)
         except ValidationError as exc:
             raise _configuration_error(exc) from None
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated (``dataclasses.replace`` for settings)."""
         try:
-            return type(self).model_validate({**self._by_name(), **changes})
+            return _of({**self._by_name(), **changes})
         except ValidationError as exc:
             raise _configuration_error(exc) from None
 
@@ -165,3 +173,16 @@ def _variable(field: str) -> str:
     if isinstance(alias, AliasChoices):
         return str(alias.choices[0])
     return str(alias or field)
+
+
+class _Given(Settings):
+    """Settings whose only source is what is passed in (no environment variables, no files)."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: Any, init_settings: Any, *_: Any, **__: Any) -> tuple[Any, ...]:
+        return (init_settings,)
+
+
+def _of(values: Mapping[str, Any]) -> Settings:
+    given = _Given(**values)
+    return Settings.model_construct(_fields_set=given.model_fields_set, **given._by_name())

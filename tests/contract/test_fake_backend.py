@@ -51,7 +51,7 @@ class FakeDriver:
         return dataclasses.replace(self.spec(), command=("/no/such/program",))
 
     def sent(self, handle: JobHandle) -> str:
-        return repr(self.backend.jobs[handle.id].spec)
+        return self.backend.jobs[handle.id].sent
 
 
 class TestLatencyFakeBackend(BackendContract):

@@ -143,6 +143,14 @@ def test_provision_submit_and_monitor_handlers(env, prefect: PrefectHelper, caps
     answer = monitor.lambda_handler(ecs_event(run_id), Context())  # the fast path: that run only
     assert answer["detail"] == "stop-and-cancel"
     assert prefect.state(run_id)[0] == "CANCELLED"
+    # A task that stopped under a Running run: the task's event reconciles that run at once (Crashed, with why).
+    failing = prefect.create_run(prefect.create_deployment(pool, job_variables={"command": "sh -c 'exit 3'"}))
+    assert json.loads(submit.lambda_handler(url_event({"flow_run_id": failing}), Context())["body"])["job_id"]
+    prefect.set_state(failing, "RUNNING")
+    prefect.wait_for(
+        failing, {"CRASHED"}, timeout=20, tick=lambda: monitor.lambda_handler(ecs_event(failing), Context())
+    )
+    assert "exit code 3" in prefect.read_run(failing)["state"]["message"]
     report = monitor.lambda_handler(SCHEDULE_EVENT, Context())
     assert {"pools", "dispatched", "reconciled", "errors"} <= set(report)
     assert monitor.lambda_handler({"detail-type": "ECS Task State Change", "detail": {}}, Context()) == {
@@ -163,9 +171,13 @@ def test_provision_handler_plans_and_applies_infrastructure(env, prefect: Prefec
     assert plan["ok"] and plan["applied"] is False
     assert {s["resource"]: s["action"] for s in plan["plan"]}["ECS cluster"] == "create"
     assert prefect.request("GET", f"/work_pools/{pool}").status_code == 404  # the plan changed nothing
-    done = provision.lambda_handler(request, Context())
+    dry = provision.lambda_handler({**request, "dry_run": True, "concurrency_limit": 2}, Context())
+    assert dry["ok"] and dry["applied"] is False and dry["created"] == []  # a dry run creates nothing, in AWS either
+    assert boto3.client("ecs").describe_clusters(clusters=[f"pushpool-{pool}"])["clusters"] == []
+    done = provision.lambda_handler({**request, "concurrency_limit": 2}, Context())
     assert done["ok"] and done["applied"] and f"ECS cluster pushpool-{pool}" in done["created"]
     assert done["prefect"]["steps"][0]["action"] == "created"
+    assert prefect.json("GET", f"/work_pools/{pool}")["concurrency_limit"] == 2  # not lost with provision_infra
     again = provision.lambda_handler(request, Context())
     assert {s["action"] for s in again["plan"]} == {"exists"} and again["created"] == []
     bad = provision.lambda_handler({**request, "name": "no good"}, Context())

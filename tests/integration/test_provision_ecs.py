@@ -332,3 +332,24 @@ def test_the_cli_prints_a_deprovision_failure_as_one_line(
     err = capsys.readouterr().err
     assert code == 2 and "ClusterContainsTasksException" in err and "Traceback" not in err
     deprovision(deps, EcsProvisioner(region=region), pool=pool)
+
+
+def test_a_vpc_left_half_built_is_finished_by_the_next_run(deps, prefect: PrefectHelper) -> None:
+    """The first run creates the VPC and its gateway, then fails at the subnets: the next run does not take the
+    empty VPC for a finished one (its plan says update) and the pool ends with subnets to run tasks in."""
+    region = "eu-north-1"
+    drop_default_vpc(region)
+    pool = prefect.unique("halfvpc")
+    session = failing_session(region, "CreateSubnet", "InsufficientFreeAddressesInSubnet", "no room", times=10)
+    with pytest.raises(ProvisioningError, match="InsufficientFreeAddressesInSubnet"):
+        provision_infra(deps, EcsProvisioner(session=session), pool=pool, type_name="ecs:push")
+    session, calls = counted_session(region)
+    result = provision_infra(deps, EcsProvisioner(session=session), pool=pool, type_name="ecs:push")
+    assert {s.resource: s.action for s in result.plan}["VPC"] == "update"
+    assert "CreateVpc" not in calls and "CreateInternetGateway" not in calls and calls["CreateSubnet"] == 3
+    network = prefect.json("GET", f"/work_pools/{pool}")["base_job_template"]["variables"]["properties"][
+        "network_configuration"
+    ]["default"]
+    assert len(network["subnets"]) == 3
+    assert not result.notes[:-1]  # verified: nothing left to do
+    deprovision(deps, EcsProvisioner(region=region), pool=pool)

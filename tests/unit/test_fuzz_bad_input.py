@@ -33,7 +33,7 @@ def _handler(request: httpx.Request) -> httpx.Response:
 def _deps() -> Deps:
     client = PrefectClient("http://127.0.0.1:1/api", transport=httpx.MockTransport(_handler), clock=FixedClock())
     return Deps(
-        settings=Settings(
+        settings=Settings.of(
             prefect_api_url="http://127.0.0.1:1/api", webhook_tokens=("t",), submit_url="http://127.0.0.1:2/submit"
         ),
         orchestrator=client,

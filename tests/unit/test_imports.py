@@ -20,7 +20,7 @@ CLI_MODULES = ("pushpool.entrypoints.cli", "pushpool.entrypoints.serve", "pushpo
 NOT_ON_AWS = ("prefect", "pushpool.providers.process", "psutil")
 
 
-def _loaded(tmp_path: Path, function: str, *extra_imports: str) -> set[str]:
+def _loaded(tmp_path: Path, function: str, *extra_imports: str, code: str = "") -> set[str]:
     for package in OTHER_CLOUDS:  # importable stand-ins
         (tmp_path / package).mkdir(exist_ok=True)
         (tmp_path / package / "__init__.py").write_text("")
@@ -29,9 +29,10 @@ def _loaded(tmp_path: Path, function: str, *extra_imports: str) -> set[str]:
         f"spec = importlib.util.spec_from_file_location('app', {str(ROOT / 'functions' / function / 'app.py')!r})\n"
         "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
         + "".join(f"import {module}\n" for module in extra_imports)
+        + code
         + "print(json.dumps(sorted(sys.modules)))\n"
     )
-    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "AWS_EC2_METADATA_DISABLED": "true"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     return set(json.loads(out.stdout))
 
@@ -40,10 +41,21 @@ def _hits(loaded: set[str], forbidden: tuple[str, ...]) -> set[str]:
     return {m for m in loaded for f in forbidden if m == f or m.startswith(f + ".")}
 
 
+# What a warm function does with an ecs:push pool: its backend and provisioner come through the registry.
+THROUGH_THE_REGISTRY = (
+    "from pushpool.prefect_api.models import WorkPool\n"
+    "from pushpool.settings import Settings\n"
+    "from pushpool.usecases.deps import Deps\n"
+    "deps = Deps.from_settings(Settings.of(prefect_api_url='http://127.0.0.1:9/api', pool_types=('ecs:push',)))\n"
+    "deps.backend_for_pool(WorkPool(id='p', name='p', type='ecs:push'))\n"
+    "deps.provider('ecs:push').create_provisioner(region='us-east-1')\n"
+)
+
+
 @pytest.mark.parametrize("function", ["submit", "monitor", "provision"])
 def test_an_aws_function_loads_only_its_own_provider(tmp_path: Path, function: str) -> None:
-    loaded = _loaded(tmp_path, function, "pushpool.providers.ecs.backend", "pushpool.providers.ecs.provisioner")
-    assert "pushpool.providers.ecs.backend" in loaded  # the check really ran
+    loaded = _loaded(tmp_path, function, code=THROUGH_THE_REGISTRY)
+    assert {"pushpool.providers.ecs.backend", "pushpool.providers.ecs.provisioner"} <= loaded  # loaded, lazily
     assert not _hits(loaded, OTHER_CLOUDS + NOT_ON_AWS)
 
 

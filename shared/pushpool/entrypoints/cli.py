@@ -284,7 +284,14 @@ def _print_infra(result: Any, options: InfraOptions) -> None:
 
 
 def _provision_infra(
-    name: str, *, type_name: str | None, submit_url: str | None, port: int | None, options: InfraOptions
+    name: str,
+    *,
+    type_name: str | None,
+    submit_url: str | None,
+    port: int | None,
+    options: InfraOptions,
+    concurrency_limit: int | None = None,
+    plan_only: bool = False,
 ) -> int:
     from pushpool.usecases.provision_infra import provision_infra
 
@@ -303,10 +310,17 @@ def _provision_infra(
             pool=name,
             type_name=type_name,
             submit_url=submit_url,
+            concurrency_limit=concurrency_limit,
             confirm=session.confirm,
             progress=session.progress,
+            plan_only=plan_only,
         )
     _print_infra(result, options)
+    if plan_only:
+        from pushpool.providers.provisioning import render_plan
+
+        _say(render_plan(f"Plan for work pool {name} (--dry-run: nothing was changed):", result.plan))
+        return 0
     return 0 if result.applied else 1
 
 
@@ -364,7 +378,17 @@ def cmd_pool_create(
 
     if with_infra:
         options = InfraOptions(yes=yes, region=region, credentials=credentials.value, json=as_json)
-        _exit(_provision_infra(name, type_name=pool_type, submit_url=submit_url, port=port, options=options))
+        _exit(
+            _provision_infra(
+                name,
+                type_name=pool_type,
+                submit_url=submit_url,
+                port=port,
+                options=options,
+                concurrency_limit=concurrency_limit,
+                plan_only=dry_run,
+            )
+        )
         return
     settings = local_settings(port)
     deps = _deps(settings)

@@ -157,6 +157,29 @@ def handle_run_event(deps: Deps, run_id: str, *, trigger: str) -> dict[str, Any]
     return submit_run(deps, run, pool, trigger=trigger, reads=reads).as_dict()
 
 
+def handle_job_event(deps: Deps, run_id: str) -> dict[str, Any]:
+    """A job of ``run_id`` changed state (an ECS Task State Change, say): reconcile that run now, whatever its state.
+
+    Raises:
+        InvalidRequestError: the run does not exist.
+        UnsupportedPoolError: the run's pool is not a push pool this deployment serves.
+    """
+    client = deps.orchestrator
+    try:
+        run = client.read_flow_run(run_id)
+    except ObjectNotFoundError:
+        raise InvalidRequestError(f"unknown flow run {run_id}") from None
+    if not run.work_pool_name:
+        raise UnsupportedPoolError(f"flow run {run_id} has no work pool")
+    try:
+        pool = client.read_work_pool(run.work_pool_name)
+    except ObjectNotFoundError:
+        raise UnsupportedPoolError(f"flow run {run_id}: work pool {run.work_pool_name!r} does not exist") from None
+    if run.state_type is StateType.SCHEDULED:  # an earlier attempt's job; this attempt has none yet
+        return {"flow_run_id": run.id, "outcome": "not-ready", "detail": "run is Scheduled", "job_id": None}
+    return reconcile_one(deps, run, pool)
+
+
 def run_provision(deps: Deps, req: ProvisionRequest) -> dict[str, Any]:
     """Carry out a provision request: the Prefect side, and with ``provision_infra`` the cloud side first."""
     if req.provision_infra:
@@ -166,7 +189,13 @@ def run_provision(deps: Deps, req: ProvisionRequest) -> dict[str, Any]:
         provider = provider_for_pool_type(req.type)
         provisioner = provider.create_provisioner(region=req.region, credentials=req.credentials)
         return provision_infra(
-            deps, provisioner, pool=req.name, type_name=req.type, submit_url=req.submit_url, plan_only=req.plan_only
+            deps,
+            provisioner,
+            pool=req.name,
+            type_name=req.type,
+            submit_url=req.submit_url,
+            concurrency_limit=req.concurrency_limit,
+            plan_only=req.plan_only or req.dry_run,  # a dry run changes nothing, in the cloud either
         ).as_dict()
     result = provision_pool(
         deps,

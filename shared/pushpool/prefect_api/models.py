@@ -88,10 +88,6 @@ class WorkPool(_ApiModel):
     default_queue_id: str | None = None
     description: str | None = None
 
-    @property
-    def is_push(self) -> bool:
-        return self.type.endswith(":push")
-
 
 class WorkQueue(_ApiModel):
     id: str

@@ -81,7 +81,11 @@ class Provider:
         if self.provisioner is None:
             raise UnsupportedPoolError(f"pool type {self.pool_types[0]!r} has no cloud infrastructure to provision")
         self.require_installed()
-        return _load(self.provisioner)(**options)  # type: ignore[no-any-return]
+        try:
+            cls = _load(self.provisioner)
+        except ImportError as exc:
+            raise ConfigurationError(f"the {self.name} provisioner cannot be loaded: {exc}") from exc
+        return cls(**options)  # type: ignore[no-any-return]
 
 
 PROVIDERS: tuple[Provider, ...] = (

@@ -113,11 +113,6 @@ class JobConfig(BaseModel):
     def _default_when_unset(cls, value: Any) -> Any:
         return DEFAULT_MAX_RUN_TIME_SECONDS if value in (None, "") else value
 
-    @field_validator("labels", mode="after")
-    @classmethod
-    def _str_labels(cls, value: dict[str, Any]) -> dict[str, str]:
-        return {str(k): str(v) for k, v in value.items()}
-
 
 @dataclass(frozen=True)
 class JobSpec:

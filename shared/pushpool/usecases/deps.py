@@ -25,7 +25,7 @@ class Deps:
     orchestrator: PrefectClient
     clock: Clock = field(default_factory=SystemClock)
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    pool_types: tuple[str, ...] = ()  # empty: every installed type (set by from_settings)
+    pool_types: tuple[str, ...] = ()  # empty: settings.pool_types, else every installed type (__post_init__)
     _backends: dict[str, Backend] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -45,8 +45,9 @@ class Deps:
             auth_string=settings.prefect_api_auth_string,
         )
         deps = cls(settings=settings, orchestrator=client, **kwargs)
-        if settings.process_dir is not None:
-            deps.backend_options.setdefault("process", {})["root"] = settings.process_dir
+        deps.backend_options.setdefault("process", {}).setdefault(
+            "root", settings.process_dir or settings.home / "jobs"
+        )
         return deps
 
     def serves(self, pool: WorkPool) -> bool:

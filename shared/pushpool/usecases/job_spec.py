@@ -78,27 +78,20 @@ def typed_config(pool: WorkPool, rendered: Mapping[str, Any]) -> JobConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first.get("loc", ())) or "job configuration"
-        raise TemplateError(
-            f"{where}: {first.get('msg', 'invalid value')} (got {_short(first.get('input'))})"
-        ) from None
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+        # The value itself is never quoted: it may have come from a Secret block.
+        got = type(first.get("input")).__name__
+        raise TemplateError(f"{where}: {first.get('msg', 'invalid value')} (got a value of type {got})") from None
 
 
 def max_run_time_seconds(config: Mapping[str, Any]) -> int:
-    value = config.get("max_run_time_seconds", DEFAULT_MAX_RUN_TIME_SECONDS)
-    if value in (None, "", NOTSET):
-        return DEFAULT_MAX_RUN_TIME_SECONDS
+    """The rendered configuration's maximum run time, by the rule of :class:`JobConfig`'s own field."""
+    value = config.get("max_run_time_seconds")
     try:
-        seconds = int(value)
-    except (TypeError, ValueError):
-        raise TemplateError(f"max_run_time_seconds must be a whole number of seconds, got {value!r}") from None
-    if seconds < 1:
-        raise TemplateError(f"max_run_time_seconds must be at least 1, got {seconds}")
-    return seconds
+        return JobConfig.model_validate({"max_run_time_seconds": value}).max_run_time_seconds
+    except ValidationError:
+        raise TemplateError(
+            f"max_run_time_seconds must be a whole number of seconds, at least 1, got {value!r}"
+        ) from None
 
 
 def effective_max_run_time(pool: WorkPool, deployment: Deployment | None, run: FlowRun) -> int:

@@ -66,7 +66,11 @@ def tick(deps: Deps, *, pools: list[WorkPool] | None = None) -> TickReport:
             log.exception("dispatch of pool %s failed", pool.name)
             report.errors.append(f"pool {pool.name}: {_describe(exc)}")
     if pools:
-        reconcile_runs(deps, pools, report)
+        try:
+            reconcile_runs(deps, pools, report)
+        except Exception as exc:
+            log.exception("reconciliation failed")
+            report.errors.append(f"reconcile: {_describe(exc)}")
     return report
 
 
@@ -170,5 +174,7 @@ def reconcile_runs(deps: Deps, pools: list[WorkPool], report: TickReport) -> Non
                 status = statuses.get(run.infrastructure_pid) if run.infrastructure_pid else None
                 action = reconcile_run(deps, backend, pool, run, status, now=now, policy=policy, cache=deployments)
                 report.reconciled[action] += 1
-            except PushpoolError as exc:
-                report.errors.append(f"run {run.id}: {exc.one_line()}")
+            except Exception as exc:
+                if not isinstance(exc, PushpoolError):
+                    log.exception("reconciling run %s failed", run.id)
+                report.errors.append(f"run {run.id}: {_describe(exc)}")

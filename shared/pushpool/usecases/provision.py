@@ -35,7 +35,9 @@ _POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
 
 @dataclass
-class Step:
+class Change:
+    """What provision did (or would do) to one Prefect object."""
+
     resource: str
     name: str
     action: str  # "created" | "updated" | "unchanged" | "would create" | "would update"
@@ -45,7 +47,7 @@ class Step:
 @dataclass
 class ProvisionResult:
     pool: str
-    steps: list[Step] = field(default_factory=list)
+    steps: list[Change] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -132,7 +134,7 @@ def _ensure_pool(
             if concurrency_limit is not None:
                 body["concurrency_limit"] = concurrency_limit
             client.create_work_pool(body)
-        result.steps.append(Step("work pool", name, "would create" if dry_run else "created", type_name))
+        result.steps.append(Change("work pool", name, "would create" if dry_run else "created", type_name))
         return
     if pool.type != type_name:
         raise InvalidRequestError(f"work pool {name!r} exists with type {pool.type!r}, not {type_name!r}")
@@ -143,11 +145,11 @@ def _ensure_pool(
     if concurrency_limit is not None and concurrency_limit != pool.concurrency_limit:
         update["concurrency_limit"] = concurrency_limit
     if not update:
-        result.steps.append(Step("work pool", name, "unchanged", type_name))
+        result.steps.append(Change("work pool", name, "unchanged", type_name))
         return
     if not dry_run:
         client.update_work_pool(name, update)
-    result.steps.append(Step("work pool", name, "would update" if dry_run else "updated", ", ".join(sorted(update))))
+    result.steps.append(Change("work pool", name, "would update" if dry_run else "updated", ", ".join(sorted(update))))
 
 
 def _keep_defaults(template: dict[str, Any], existing: dict[str, Any], keep_out: set[str] = frozenset()) -> dict:  # type: ignore[assignment]
@@ -177,7 +179,7 @@ def _ensure_webhook_block(
         block = None
     if block is None:
         if dry_run:
-            result.steps.append(Step("webhook", block_name, "would create", url))
+            result.steps.append(Change("webhook", block_name, "would create", url))
             return ""
         type_id = client.read_block_type_id("webhook")
         schema_id = client.read_latest_block_schema_id(type_id)
@@ -189,14 +191,14 @@ def _ensure_webhook_block(
             if exc.status_code != 409:
                 raise
             created = client.read_block_document_by_name("webhook", block_name)  # a concurrent provision won
-        result.steps.append(Step("webhook", block_name, "created", url))
+        result.steps.append(Change("webhook", block_name, "created", url))
         return created.id
     if {k: block.data.get(k) for k in data} == data:
-        result.steps.append(Step("webhook", block_name, "unchanged", url))
+        result.steps.append(Change("webhook", block_name, "unchanged", url))
     else:
         if not dry_run:
             client.update_block_document(block.id, data)
-        result.steps.append(Step("webhook", block_name, "would update" if dry_run else "updated", url))
+        result.steps.append(Change("webhook", block_name, "would update" if dry_run else "updated", url))
     return block.id
 
 
@@ -245,15 +247,15 @@ def _ensure_automation(deps: Deps, result: ProvisionResult, pool_name: str, bloc
     if not found:
         if not dry_run:
             client.create_automation(desired)
-        result.steps.append(Step("automation", name, "would create" if dry_run else "created"))
+        result.steps.append(Change("automation", name, "would create" if dry_run else "created"))
         return
     keep, extras = found[0], found[1:]
     for extra in extras:  # a retried create may have left a twin: remove it
         if not dry_run:
             client.delete_automation(str(extra["id"]))
     if _same_automation(keep, desired) and not extras:
-        result.steps.append(Step("automation", name, "unchanged"))
+        result.steps.append(Change("automation", name, "unchanged"))
         return
     if not dry_run:
         client.replace_automation(str(keep["id"]), desired)
-    result.steps.append(Step("automation", name, "would update" if dry_run else "updated"))
+    result.steps.append(Change("automation", name, "would update" if dry_run else "updated"))

@@ -52,6 +52,7 @@ def provision_infra(
     pool: str,
     type_name: str,
     submit_url: str | None = None,
+    concurrency_limit: int | None = None,
     confirm: Confirm | None = None,
     progress: Progress | None = None,
     plan_only: bool = False,
@@ -76,7 +77,14 @@ def provision_infra(
     defaults = {k: v for k, v in outcome.defaults.items() if not k.startswith("_")}
     result.outcome, result.applied = outcome, True
     try:
-        result.prefect = provision_pool(deps, name=pool, type_name=type_name, submit_url=submit_url, defaults=defaults)
+        result.prefect = provision_pool(
+            deps,
+            name=pool,
+            type_name=type_name,
+            submit_url=submit_url,
+            concurrency_limit=concurrency_limit,
+            defaults=defaults,
+        )
     except OrchestratorError as exc:
         raise ProvisioningError(f"the Prefect side failed: {exc.one_line()}", created=outcome.created) from exc
     with provisioner.errors():

@@ -112,7 +112,7 @@ def decide(
     job = status.state
     if job is JobState.UNKNOWN:
         return Decision(Action.NONE, status.reason)
-    alive = job in (JobState.PENDING, JobState.RUNNING)
+    alive = job.is_alive
 
     if state is StateType.CANCELLED:
         if alive:

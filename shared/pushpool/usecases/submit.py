@@ -143,7 +143,10 @@ def submit_run(
     log.info("claimed run %s (%s) via %s", run.id, run.name, trigger)
     attempt = claim.state.id if claim.state is not None and claim.state.id else run.id
 
-    over = admission.full(client, limits, claimed=True)
+    try:
+        over = admission.full(client, limits, claimed=True)
+    except OrchestratorUnavailableError:
+        return _release(deps, run, "Prefect API unavailable while counting runs against the limits")
     if over is not None:
         why = f"{over.describe()} concurrency limit reached"
         released = client.propose_state(
@@ -209,6 +212,8 @@ def _read_queue(deps: Deps, pool_name: str, queue_name: str) -> WorkQueue | None
 
 
 def _release(deps: Deps, run: FlowRun, why: str) -> SubmitOutcome:
+    # Only for Prefect being unavailable. Any other Prefect error after the claim propagates and leaves the run
+    # Pending: the monitor's recovery reschedules it, at most max_recoveries times, so a lasting error cannot loop.
     """Give a claimed run back to Scheduled after a transient failure (the monitor recovers it otherwise)."""
     try:
         deps.orchestrator.propose_state(run.id, StateType.SCHEDULED, message=f"pushpool: {why}; will retry")

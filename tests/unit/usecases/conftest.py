@@ -31,7 +31,7 @@ def backend() -> LatencyBackend:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(
+    return Settings.of(
         prefect_api_url="http://127.0.0.1:1/api",
         webhook_tokens=("t",),
         submit_url="http://127.0.0.1:2/submit",

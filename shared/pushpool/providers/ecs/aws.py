@@ -28,7 +28,13 @@ def aws_errors() -> Iterator[None]:
 
 
 def translate_aws_error(exc: Exception) -> BackendError | None:
-    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+    )
 
     if isinstance(exc, ClientError):
         code = aws_error_code(exc)
@@ -40,6 +46,8 @@ def translate_aws_error(exc: Exception) -> BackendError | None:
         return BackendError(f"{code}: {message}", backend=NAME)
     if isinstance(exc, NoCredentialsError):
         return BackendError("no AWS credentials available to pushpool", backend=NAME)
+    if isinstance(exc, NoRegionError):
+        return BackendError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or name one", backend=NAME)
     if isinstance(exc, EndpointConnectionError):
         return BackendUnavailableError(f"cannot reach AWS: {exc}", backend=NAME)
     if isinstance(exc, BotoCoreError):

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
@@ -102,7 +101,7 @@ class EcsBackend(BackendBase):
         cluster = config.target_cluster
         region = config.region or self.region
         ecs = self._client("ecs", region)
-        with self._translate_errors():
+        with aws_errors():
             # A retry of this attempt finds its task. Straight after the claim there is none to find (one ListTasks
             # round trip less before the job); RunTask's clientToken still dedups a retried request on AWS for 24 h.
             if not spec.new_attempt:
@@ -117,7 +116,7 @@ class EcsBackend(BackendBase):
         config = _config(spec)
         ecs = self._client("ecs", config.region or self.region)
         try:
-            with self._translate_errors():
+            with aws_errors():
                 return self._find(ecs, config.target_cluster, started_by(spec.run_id, spec.attempt))
         except BackendError as exc:
             if isinstance(exc.__cause__, Exception) and aws_error_code(exc.__cause__) == "ClusterNotFoundException":
@@ -139,7 +138,7 @@ class EcsBackend(BackendBase):
             for start in range(0, len(items), DESCRIBE_BATCH):
                 batch = items[start : start + DESCRIBE_BATCH]
                 try:
-                    with self._translate_errors():
+                    with aws_errors():
                         answer = ecs.describe_tasks(cluster=cluster, tasks=[arn for _, arn in batch])
                 except BackendError as exc:  # concerns this batch only: the others are still answered
                     gone = isinstance(exc.__cause__, Exception) and (
@@ -158,7 +157,7 @@ class EcsBackend(BackendBase):
         cluster, arn = _parse(handle.id)
         ecs = self._client("ecs", _arn_region(arn))
         try:
-            with self._translate_errors():
+            with aws_errors():
                 ecs.stop_task(cluster=cluster, task=arn, reason="Stopped by pushpool")
         except BackendError:
             # "task not found" has no error code of its own: ask ECS whether the task is gone or stopped.
@@ -173,7 +172,7 @@ class EcsBackend(BackendBase):
         cluster, arn = _parse(handle.id)
         region = _arn_region(arn)
         ecs = self._client("ecs", region)
-        with self._translate_errors():
+        with aws_errors():
             tasks = ecs.describe_tasks(cluster=cluster, tasks=[arn]).get("tasks", [])
             if not tasks:
                 return []
@@ -205,6 +204,7 @@ class EcsBackend(BackendBase):
 
     def _run_task_request(self, spec: JobSpec, cluster: str, region: str | None) -> dict[str, Any]:
         config = _config(spec)
+        self._check_secrets(spec, config)  # before anything is registered or looked up
         template = copy.deepcopy(config.task_run_request)
         container = config.container_name or DEFAULT_CONTAINER
         ecs = self._client("ecs", region)
@@ -241,7 +241,6 @@ class EcsBackend(BackendBase):
         tags = [{"key": _tag(k), "value": _tag(v)} for k, v in spec.labels.items() if _tag(k)]
         if tags:
             request["tags"] = tags[:50]
-        self._check_secrets(spec, config)
         return request
 
     def _check_secrets(self, spec: JobSpec, config: EcsJobConfig) -> None:
@@ -379,23 +378,25 @@ class EcsBackend(BackendBase):
     # -- plumbing ----------------------------------------------------------------------------------------------------
 
     def _client(self, service: str, region: str | None) -> Any:
+        """A client per service and region, made once (inside the boundary: no region, a bad profile … are
+        BackendErrors, like every other AWS failure)."""
         key = (service, region)
         if key not in self._clients:
             import boto3
             from botocore.config import Config
 
-            session = self._session or boto3.session.Session()
-            self._clients[key] = session.client(
-                service,
-                region_name=region,
-                config=Config(
-                    retries={"mode": "standard", "max_attempts": self.max_attempts}, connect_timeout=5, read_timeout=30
-                ),
-            )
+            with aws_errors():
+                session = self._session or boto3.session.Session()
+                self._clients[key] = session.client(
+                    service,
+                    region_name=region,
+                    config=Config(
+                        retries={"mode": "standard", "max_attempts": self.max_attempts},
+                        connect_timeout=5,
+                        read_timeout=30,
+                    ),
+                )
         return self._clients[key]
-
-    def _translate_errors(self) -> contextlib.AbstractContextManager[None]:
-        return aws_errors()
 
 
 def started_by(run_id: str, attempt: str) -> str:

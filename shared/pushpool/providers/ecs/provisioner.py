@@ -65,7 +65,8 @@ class EcsProvisioner:
 
         if credentials not in ("role", "access-key"):
             raise InvalidRequestError(f"credentials must be 'role' or 'access-key', not {credentials!r}")
-        self.session = session or boto3.session.Session(region_name=region)
+        with _aws():  # a profile that does not exist, a broken configuration file …
+            self.session = session or boto3.session.Session(region_name=region)
         self.credentials = credentials
         self.wait_timeout = wait_timeout
         self._clients: dict[str, Any] = {}
@@ -237,6 +238,16 @@ class EcsProvisioner:
                     lambda: self._create_vpc(pool, cidr, state),
                 )
             )
+        elif ours and not subnets:  # an earlier run stopped half-way through building it: finish it
+            steps.append(
+                Step(
+                    "VPC",
+                    vpc_id,
+                    UPDATE,
+                    "created earlier for this pool but unfinished: internet gateway, subnets, route table",
+                    lambda: self._finish_vpc(pool, state),
+                )
+            )
         else:
             detail = "the account's default VPC" if not ours else "created earlier for this pool"
             steps.append(Step("VPC", vpc_id, EXISTS, detail, lambda: {"vpc_id": state["vpc_id"]}))
@@ -289,33 +300,53 @@ class EcsProvisioner:
     def _create_vpc(self, pool: str, cidr: str, state: dict[str, Any]) -> dict[str, Any]:
         ec2 = self.client("ec2")
         tags = self._tags(pool)
-        with _aws():
-            vpc_id = ec2.create_vpc(CidrBlock=cidr, TagSpecifications=[{"ResourceType": "vpc", "Tags": tags}])["Vpc"][
-                "VpcId"
-            ]
-            state["vpc_id"] = vpc_id
-            ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsSupport={"Value": True})
-            ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsHostnames={"Value": True})
+        vpc_id = ec2.create_vpc(CidrBlock=cidr, TagSpecifications=[{"ResourceType": "vpc", "Tags": tags}])["Vpc"][
+            "VpcId"
+        ]
+        state["vpc_id"] = vpc_id
+        return self._finish_vpc(pool, state)
+
+    def _finish_vpc(self, pool: str, state: dict[str, Any]) -> dict[str, Any]:
+        """DNS, an internet gateway, a public route table and subnets in up to three zones — each made only if
+        missing, so a run that stopped half-way is completed by the next one."""
+        ec2 = self.client("ec2")
+        tags = self._tags(pool)
+        vpc_id = state["vpc_id"]
+        ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsSupport={"Value": True})
+        ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsHostnames={"Value": True})
+        attached = ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [vpc_id]}])
+        gateways = attached.get("InternetGateways", [])
+        if gateways:
+            igw = gateways[0]["InternetGatewayId"]
+        else:
             igw = ec2.create_internet_gateway(TagSpecifications=[{"ResourceType": "internet-gateway", "Tags": tags}])[
                 "InternetGateway"
             ]["InternetGatewayId"]
             ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc_id)
-            zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]][:3]
-            blocks = list(ipaddress.ip_network(cidr).subnets(new_prefix=20))
+        tables = ec2.describe_route_tables(
+            Filters=[{"Name": "vpc-id", "Values": [vpc_id]}, {"Name": f"tag:{TAG_KEY}", "Values": [pool]}]
+        ).get("RouteTables", [])
+        if tables:
+            table = tables[0]["RouteTableId"]
+        else:
             table = ec2.create_route_table(
                 VpcId=vpc_id, TagSpecifications=[{"ResourceType": "route-table", "Tags": tags}]
             )["RouteTable"]["RouteTableId"]
+        if not any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for t in tables for r in t.get("Routes", [])):
             ec2.create_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
-            subnets = []
-            for zone, block in zip(zones, blocks, strict=False):
-                subnet = ec2.create_subnet(
-                    VpcId=vpc_id,
-                    CidrBlock=str(block),
-                    AvailabilityZone=zone,
-                    TagSpecifications=[{"ResourceType": "subnet", "Tags": tags}],
-                )["Subnet"]["SubnetId"]
-                ec2.associate_route_table(RouteTableId=table, SubnetId=subnet)
-                subnets.append(subnet)
+        cidr = ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["CidrBlock"]
+        zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]][:3]
+        blocks = list(ipaddress.ip_network(cidr).subnets(new_prefix=20))
+        subnets = []
+        for zone, block in zip(zones, blocks, strict=False):
+            subnet = ec2.create_subnet(
+                VpcId=vpc_id,
+                CidrBlock=str(block),
+                AvailabilityZone=zone,
+                TagSpecifications=[{"ResourceType": "subnet", "Tags": tags}],
+            )["Subnet"]["SubnetId"]
+            ec2.associate_route_table(RouteTableId=table, SubnetId=subnet)
+            subnets.append(subnet)
         state["subnets"] = subnets
         return {"vpc_id": vpc_id}
 

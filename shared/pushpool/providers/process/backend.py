@@ -50,6 +50,7 @@ _PRIVATE_PREFIXES = ("PUSHPOOL_",)
 
 
 def default_root() -> Path:
+    """Where jobs live when no directory is given (Settings' default: PUSHPOOL_HOME/jobs)."""
     return Path.home() / ".pushpool" / "jobs"
 
 
