@@ -200,7 +200,7 @@ def _block_value(name: str, template: str, resolver: Resolver) -> Any:
 def resolve_blocks(template: Any, resolver: Resolver) -> Any:
     if isinstance(template, dict):
         ref = template.get("$ref")
-        if ref is not None and not isinstance(ref, dict):
+        if "$ref" in template and not isinstance(ref, dict):  # Prefect's renderer fails on these too
             raise TemplateError(f"invalid block reference {ref!r}: expected {{'block_document_id': …}}")
         block_id = (ref or {}).get("block_document_id")
         if block_id:
