@@ -127,3 +127,14 @@ class TestProcessBackend(BackendContract):
     def test_invalid_run_ids_are_refused(self, backend: ProcessBackend, driver: ProcessDriver) -> None:
         with pytest.raises(BackendError):
             backend.submit(dataclasses.replace(driver.spec(), run_id="../escape", attempt="/x"))
+
+    def test_a_finished_job_leaves_no_zombie_behind(self, backend: ProcessBackend, driver: ProcessDriver) -> None:
+        """In a long-lived serve, each finished job's supervisor is reaped (it stayed <defunct> until the next job)."""
+        handle = backend.submit(driver.spec())
+        driver.exit(handle, 0, [])
+        assert self.final(backend, handle) is JobState.SUCCEEDED
+        supervisor = json.loads((backend.root / handle.id.rsplit("::", 1)[-1] / "job.json").read_text())["pid"]
+        deadline = time.monotonic() + 5
+        while psutil.pid_exists(supervisor) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not psutil.pid_exists(supervisor)  # a zombie still has its pid

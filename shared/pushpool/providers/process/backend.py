@@ -32,6 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -93,6 +94,8 @@ class ProcessBackend(BackendBase):
                     start_new_session=True,
                     close_fds=True,
                 )
+            # Reap the supervisor when it ends: in a long-lived `pushpool serve` it would stay <defunct> otherwise.
+            threading.Thread(target=proc.wait, name=f"pushpool-reap-{proc.pid}", daemon=True).start()
             _write_json(
                 jobdir / "job.json",
                 {
