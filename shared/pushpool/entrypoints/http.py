@@ -24,7 +24,7 @@ from pushpool.errors import (
     RequestTooLargeError,
     UnsupportedPoolError,
 )
-from pushpool.prefect_api.models import StateType
+from pushpool.prefect_api.models import FlowRun, StateType, WorkPool
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.monitor import tick
 from pushpool.usecases.provision import provision_pool
@@ -139,19 +139,10 @@ def handle_run_event(deps: Deps, run_id: str, *, trigger: str) -> dict[str, Any]
         InvalidRequestError: the run does not exist.
         UnsupportedPoolError: the run's pool is not a push pool pushpool serves.
     """
-    client = deps.orchestrator
-    try:
-        run = client.read_flow_run(run_id)
-    except ObjectNotFoundError:
-        raise InvalidRequestError(f"unknown flow run {run_id}") from None
-    if not run.work_pool_name:
-        raise UnsupportedPoolError(f"flow run {run_id} has no work pool")
+    run = _read_run(deps, run_id)
     # A run about to be submitted: its queue and deployment are read while the pool is (one round trip, not three).
     reads = Reads.start(deps, run) if not_ready(deps, run) is None else None
-    try:
-        pool = client.read_work_pool(run.work_pool_name)
-    except ObjectNotFoundError:
-        raise UnsupportedPoolError(f"flow run {run_id}: work pool {run.work_pool_name!r} does not exist") from None
+    pool = _read_pool(deps, run)
     if run.state_type in (StateType.CANCELLING, StateType.CANCELLED):
         return reconcile_one(deps, run, pool)
     return submit_run(deps, run, pool, trigger=trigger, reads=reads).as_dict()
@@ -164,20 +155,29 @@ def handle_job_event(deps: Deps, run_id: str) -> dict[str, Any]:
         InvalidRequestError: the run does not exist.
         UnsupportedPoolError: the run's pool is not a push pool this deployment serves.
     """
-    client = deps.orchestrator
+    run = _read_run(deps, run_id)
+    pool = _read_pool(deps, run)
+    if run.state_type is StateType.SCHEDULED:  # an earlier attempt's job; this attempt has none yet
+        return {"flow_run_id": run.id, "outcome": "not-ready", "detail": "run is Scheduled", "job_id": None}
+    return reconcile_one(deps, run, pool)
+
+
+def _read_run(deps: Deps, run_id: str) -> FlowRun:
+    """The run we were told about, which must exist and belong to a work pool."""
     try:
-        run = client.read_flow_run(run_id)
+        run = deps.orchestrator.read_flow_run(run_id)
     except ObjectNotFoundError:
         raise InvalidRequestError(f"unknown flow run {run_id}") from None
     if not run.work_pool_name:
         raise UnsupportedPoolError(f"flow run {run_id} has no work pool")
+    return run
+
+
+def _read_pool(deps: Deps, run: FlowRun) -> WorkPool:
     try:
-        pool = client.read_work_pool(run.work_pool_name)
+        return deps.orchestrator.read_work_pool(run.work_pool_name or "")
     except ObjectNotFoundError:
-        raise UnsupportedPoolError(f"flow run {run_id}: work pool {run.work_pool_name!r} does not exist") from None
-    if run.state_type is StateType.SCHEDULED:  # an earlier attempt's job; this attempt has none yet
-        return {"flow_run_id": run.id, "outcome": "not-ready", "detail": "run is Scheduled", "job_id": None}
-    return reconcile_one(deps, run, pool)
+        raise UnsupportedPoolError(f"flow run {run.id}: work pool {run.work_pool_name!r} does not exist") from None
 
 
 def run_provision(deps: Deps, req: ProvisionRequest) -> dict[str, Any]:
