@@ -10,9 +10,8 @@ import pytest
 from pushpool.entrypoints.auth import WebhookAuth
 from pushpool.entrypoints.http import handle_submit
 from pushpool.providers import base_job_template
-from pushpool.usecases.monitor import tick
 
-from tests.helpers import PrefectHelper, make_deps
+from tests.helpers import PrefectHelper, make_deps, pool_tick
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +51,7 @@ def test_no_secret_in_logs_errors_or_jobs(
         answers.append(handle_submit(deps, auth, headers, json.dumps({"flow_run_id": run_id}).encode(), trigger="t"))
     answers.append(handle_submit(deps, auth, {"Authorization": f"Bearer {TOKEN}"}, b"{not json", trigger="t"))
     prefect.wait_for(
-        json.loads(answers[0].json_bytes())["flow_run_id"], {"CRASHED"}, timeout=30, tick=lambda: tick(deps)
+        json.loads(answers[0].json_bytes())["flow_run_id"], {"CRASHED"}, timeout=30, tick=lambda: pool_tick(deps, pool)
     )
     surfaces = {
         "logs": caplog.text,
