@@ -77,17 +77,54 @@ def local_token(home: Path) -> str:
 
 
 def local_settings(port: int | None = None) -> Settings:
-    """Settings from the environment, completed with local defaults (token file, submit URL, job directory)."""
+    """Settings from the environment, completed with local defaults (token file, port, job directory)."""
     settings = Settings.from_env()
-    port = port or settings.port
-    changes: dict[str, object] = {"port": port}
+    changes: dict[str, object] = {"port": port or settings.port}
     if not settings.webhook_tokens:
         changes["webhook_tokens"] = (local_token(settings.home),)
-    if not settings.submit_url:
-        changes["submit_url"] = f"http://127.0.0.1:{port}/submit"
     if settings.process_dir is None:
         changes["process_dir"] = settings.home / "jobs"
     return settings.replace(**changes)
+
+
+def submit_url_for(settings: Settings, *, submit_url: str | None, port: int | None) -> str:
+    """Where the pool's webhook should call submit: ``--submit-url``, else ``PUSHPOOL_SUBMIT_URL``, else the
+    ``pushpool serve`` running under ``PUSHPOOL_HOME`` for this Prefect API (the one on ``--port`` when given).
+
+    With no serve running, the local default (``--port``, ``PUSHPOOL_PORT`` or 4280) is used and a warning says so.
+
+    Raises:
+        ConfigurationError: ``--port`` is not where the running serve listens, or several serves run and no
+            ``--port`` says which (nothing changed).
+    """
+    from pushpool.entrypoints.serve import SUBMIT_PATH, running_serves
+
+    if submit_url:
+        return submit_url
+    if settings.submit_url:
+        return settings.submit_url
+    serves = running_serves(settings.home, settings.prefect_api_url)
+    if port is not None:
+        serves = [s for s in serves if s.port == port] or serves
+        if serves and serves[0].port != port:
+            ports = ", ".join(str(s.port) for s in serves)
+            raise ConfigurationError(
+                f"pushpool serve (pid {serves[0].pid}) listens on port {ports}, not {port}: leave out --port to use "
+                "it, or give --submit-url"
+            )
+    if len(serves) > 1:
+        ports = ", ".join(str(s.port) for s in serves)
+        raise ConfigurationError(
+            f"several pushpool serve processes run under {settings.home} (ports {ports}): choose one with --port"
+        )
+    if serves:
+        return serves[0].submit_url
+    url = f"http://127.0.0.1:{port or settings.port}{SUBMIT_PATH}"
+    _warn(
+        f"no pushpool serve is running under {settings.home} for {settings.prefect_api_url}: the webhook will call "
+        f"{url} — start `pushpool serve --port {port or settings.port}` (or give --submit-url)"
+    )
+    return url
 
 
 def _deps(settings: Settings):
@@ -127,6 +164,14 @@ def _error(message: str) -> None:
     line = f"pushpool: error: {message}"
     if sys.stderr.isatty():
         _console(stderr=True).print(line, style="red", markup=False, soft_wrap=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _warn(message: str) -> None:
+    line = f"pushpool: warning: {message}"
+    if sys.stderr.isatty():
+        _console(stderr=True).print(line, style="yellow", markup=False, soft_wrap=True)
     else:
         print(line, file=sys.stderr, flush=True)
 
@@ -309,7 +354,7 @@ def _provision_infra(
             _provisioner(options, type_name),
             pool=name,
             type_name=type_name,
-            submit_url=submit_url,
+            submit_url=lambda: submit_url_for(settings, submit_url=submit_url, port=port),
             concurrency_limit=concurrency_limit,
             confirm=session.confirm,
             progress=session.progress,
@@ -331,31 +376,64 @@ def cmd_root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debu
 
 def cmd_serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: PortOption = None,
+    port: Annotated[
+        int | None, typer.Option(help="port to listen on  [default: PUSHPOOL_PORT, else 4280]", show_default=False)
+    ] = None,
     monitor_interval: Annotated[float, typer.Option(help="seconds between monitor ticks")] = 5.0,
     no_event_stream: Annotated[
         bool, typer.Option("--no-event-stream", help="rely on the webhook and the monitor only")
     ] = False,
 ) -> None:
-    """Run submit, provision and the monitor against a local Prefect server."""
-    from pushpool.entrypoints.serve import Server
+    """Run submit, provision and the monitor against a Prefect server, in one process.
+
+    Prefect's automations call [bold]POST http://<host>:<port>/submit[/] (the pool's Webhook block holds that URL
+    and a bearer token); the monitor runs every --monitor-interval seconds; Prefect's event stream is a faster
+    trigger. State lives in [bold]PUSHPOOL_HOME[/] (default ~/.pushpool): the webhook token in
+    <home>/webhook-token (created, mode 0600, on first use, unless PUSHPOOL_WEBHOOK_TOKEN is set), the process jobs
+    in <home>/jobs (PUSHPOOL_PROCESS_DIR), and where this serve listens in <home>/serve/, so that
+    `pushpool work-pool create` points new pools at it. Stop it with Ctrl-C or SIGTERM.
+    """
+    from pushpool.entrypoints.serve import SUBMIT_PATH, Server, ServeRecord, record_serve, remove_record
 
     settings = local_settings(port)
+    if not settings.submit_url:
+        local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        settings = settings.replace(submit_url=f"http://{local}:{settings.port}{SUBMIT_PATH}")
     deps = _deps(settings)
-    server = Server(
-        deps,
-        host=host,
-        port=settings.port,
-        monitor_interval=monitor_interval,
-        event_stream=not no_event_stream,
+    try:
+        server = Server(
+            deps, host=host, port=settings.port, monitor_interval=monitor_interval, event_stream=not no_event_stream
+        )
+    except OSError as exc:
+        raise ConfigurationError(f"cannot listen on {host}:{settings.port}: {exc.strerror or exc}") from exc
+    record = record_serve(
+        settings.home,
+        ServeRecord(
+            pid=os.getpid(),
+            port=settings.port,
+            address=server.address,
+            submit_url=settings.submit_url or "",
+            prefect_api_url=settings.prefect_api_url,
+        ),
     )
     done = threading.Event()
+    received: list[str] = []
+
+    def stop(signum: int, _: object) -> None:
+        received.append(signal.Signals(signum).name)
+        done.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    server.start()
-    print(f"pushpool serving on {server.address} — Prefect API {settings.prefect_api_url}", flush=True)
-    done.wait()
-    server.stop()
+        signal.signal(sig, stop)
+    log = logging.getLogger("pushpool.serve")
+    try:
+        server.start()
+        done.wait()
+        log.info("received %s: stopping", received[0] if received else "a stop request")
+    finally:
+        remove_record(record)
+        server.stop()
+    log.info("pushpool serve stopped")
 
 
 def cmd_pool_create(
@@ -396,7 +474,7 @@ def cmd_pool_create(
         deps,
         name=name,
         type_name=pool_type,
-        submit_url=submit_url,
+        submit_url=lambda: submit_url_for(settings, submit_url=submit_url, port=port),
         concurrency_limit=concurrency_limit,
         dry_run=dry_run,
     )

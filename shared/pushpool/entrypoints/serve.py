@@ -1,15 +1,22 @@
 """``pushpool serve``: submit and provision over HTTP on loopback, the monitor on a timer, and Prefect's event
 stream as a faster trigger — the three functions in one process, for a local Prefect server.
+
+A running serve records where it listens in ``<PUSHPOOL_HOME>/serve/<port>.json`` (its pid, its submit URL and the
+Prefect API it serves; removed when it stops), so that ``pushpool work-pool create`` points the pool's webhook at the
+serve that actually runs: :func:`record_serve`, :func:`running_serves`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from pushpool.entrypoints.auth import WebhookAuth
@@ -28,6 +35,72 @@ from pushpool.usecases.deps import Deps
 from pushpool.usecases.monitor import TickReport, dispatch_due, tick
 
 log = logging.getLogger("pushpool.serve")
+
+SUBMIT_PATH = "/submit"
+
+
+# -- where a running serve listens -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServeRecord:
+    """What a running ``pushpool serve`` writes under its home: enough for the CLI to find it."""
+
+    pid: int
+    port: int
+    address: str  # e.g. http://127.0.0.1:4280
+    submit_url: str  # what Prefect's Webhook block should call
+    prefect_api_url: str
+
+
+def _records_dir(home: Path) -> Path:
+    return home / "serve"
+
+
+def record_serve(home: Path, record: ServeRecord) -> Path:
+    """Write ``record`` (atomically) and return its path."""
+    directory = _records_dir(home)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{record.port}.json"
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(asdict(record)))
+    partial.replace(path)
+    return path
+
+
+def remove_record(path: Path) -> None:
+    """Remove a record this process wrote (one another serve wrote since is left alone)."""
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def running_serves(home: Path, prefect_api_url: str) -> list[ServeRecord]:
+    """The serves running under ``home`` for this Prefect API, by port; records of dead ones are removed."""
+    found: list[ServeRecord] = []
+    directory = _records_dir(home)
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            record = ServeRecord(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            continue
+        if not _alive(record.pid):
+            path.unlink(missing_ok=True)
+        elif record.prefect_api_url.rstrip("/") == prefect_api_url.rstrip("/"):
+            found.append(record)
+    return sorted(found, key=lambda r: r.port)
 
 
 class Server:
@@ -68,7 +141,15 @@ class Server:
             thread.start()
         if self.events is not None:
             self.events.start()
-        log.info("pushpool serving on %s (monitor every %.1fs)", self.address, self.monitor_interval)
+        log.info(
+            "pushpool serving on %s (submit: POST %s%s; monitor every %.1f s; event stream %s) for Prefect API %s",
+            self.address,
+            self.address,
+            SUBMIT_PATH,
+            self.monitor_interval,
+            "on" if self.events is not None else "off",
+            self.deps.settings.prefect_api_url,
+        )
 
     def stop(self) -> None:
         self.stopping.set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,12 +84,15 @@ def provision_pool(
     *,
     name: str,
     type_name: str,
-    submit_url: str | None = None,
+    submit_url: str | Callable[[], str] | None = None,
     concurrency_limit: int | None = None,
     dry_run: bool = False,
     defaults: dict[str, Any] | None = None,
 ) -> ProvisionResult:
     """Create or update the pool ``name`` of ``type_name`` and point Prefect at submit.
+
+    ``submit_url`` may be a function, called once the input is known to be valid (the CLI looks for the running
+    ``pushpool serve`` there); without one, ``settings.submit_url`` is used.
 
     Raises:
         InvalidRequestError: a bad name, an unknown type, or an existing pool of another type (nothing changed).
@@ -96,13 +100,13 @@ def provision_pool(
     """
     validate_pool_name(name)
     provider = provider_for_pool_type(type_name)
-    url = submit_url or deps.settings.submit_url
+    if concurrency_limit is not None and (not isinstance(concurrency_limit, int) or concurrency_limit < 0):
+        raise InvalidRequestError(f"concurrency limit must be a whole number ≥ 0, got {concurrency_limit!r}")
+    url = (submit_url() if callable(submit_url) else submit_url) or deps.settings.submit_url
     if not url:
         raise ConfigurationError("no submit URL: set PUSHPOOL_SUBMIT_URL (where Prefect should call pushpool's submit)")
     if not deps.settings.webhook_tokens:
         raise ConfigurationError("PUSHPOOL_WEBHOOK_TOKEN is not set: Prefect needs it to authenticate to submit")
-    if concurrency_limit is not None and (not isinstance(concurrency_limit, int) or concurrency_limit < 0):
-        raise InvalidRequestError(f"concurrency limit must be a whole number ≥ 0, got {concurrency_limit!r}")
     result = ProvisionResult(pool=name)
     template = provider.template(type_name)
     if defaults:

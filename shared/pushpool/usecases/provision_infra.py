@@ -51,7 +51,7 @@ def provision_infra(
     *,
     pool: str,
     type_name: str,
-    submit_url: str | None = None,
+    submit_url: str | Callable[[], str] | None = None,
     concurrency_limit: int | None = None,
     confirm: Confirm | None = None,
     progress: Progress | None = None,
@@ -64,6 +64,8 @@ def provision_infra(
         ProvisioningError: a step failed (the message says what was created so far; run again to resume).
     """
     validate_pool_name(pool)
+    if callable(submit_url) and not plan_only:  # before the cloud changes: a refusal here changes nothing
+        submit_url = submit_url()
     with provisioner.errors():
         provisioner.check_access()
         steps = provisioner.plan(pool) + provisioner.credential_steps(pool, deps.orchestrator)
