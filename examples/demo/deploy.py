@@ -19,3 +19,13 @@ if __name__ == "__main__":
             print_next_steps=False,
         )
         print(f"{entrypoint.split(':')[1]}={deployment_id}")
+    # The most common job of all: a schedule. Prefect's scheduler creates its runs; nobody triggers them.
+    scheduled = flow.from_source(source=str(HERE), entrypoint="flows.py:etl").deploy(
+        name="demo-etl-every-10s",
+        work_pool_name=pool,
+        interval=10,
+        build=False,
+        push=False,
+        print_next_steps=False,
+    )
+    print(f"scheduled={scheduled}")

@@ -2,9 +2,10 @@
 
 1. start a local Prefect server (SQLite, its own PREFECT_HOME) and `pushpool serve`;
 2. `pushpool work-pool create demo-pool --type process:push` (twice: the second run changes nothing);
-3. deploy three flows with the stock Prefect API (`flow.from_source(...).deploy(...)`);
+3. deploy four flows with the stock Prefect API (`flow.from_source(...).deploy(...)`), one on a 10 s schedule;
 4. trigger runs that succeed, fail and get cancelled, then print each run's state timeline;
-5. stop everything it started, by pid.
+5. wait for two runs of the scheduled deployment (made by Prefect's scheduler, dispatched by pushpool when due);
+6. stop everything it started, by pid.
 """
 
 from __future__ import annotations
@@ -61,6 +62,33 @@ def parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def scheduled_runs(client: httpx.Client, deployment_id: str, count: int = 2, timeout: float = 120) -> bool:
+    """Wait for ``count`` scheduled runs to complete, print how late each job was accepted, then pause the schedule
+    and wait for whatever it had started to end (so that no job outlives the demo)."""
+    completed: list[dict] = []
+    deadline = time.monotonic() + timeout
+    query = {"deployments": {"id": {"any_": [deployment_id]}}}
+    while time.monotonic() < deadline and len(completed) < count:
+        completed = [
+            r for r in api(client, "POST", "/flow_runs/filter", json=query) if r["state"]["type"] == "COMPLETED"
+        ]
+        time.sleep(1)
+    api(client, "POST", f"/deployments/{deployment_id}/pause_deployment")
+    for run in sorted(completed, key=lambda r: r["expected_start_time"])[:count]:
+        history = api(client, "GET", "/flow_run_states/", params={"flow_run_id": run["id"]})
+        accepted = next(s for s in history if s["name"] == "InfrastructurePending")
+        lateness = (parse_time(accepted["timestamp"]) - parse_time(run["expected_start_time"])).total_seconds()
+        due = parse_time(run["expected_start_time"]).strftime("%H:%M:%S")
+        print(f"{run['name']:<24} due {due}; job accepted {lateness:+.2f}s after; final {run['state']['type']}")
+    while time.monotonic() < deadline + 60:  # the runs already dispatched finish; no new ones start
+        runs = api(client, "POST", "/flow_runs/filter", json=query)
+        if all(r["state"]["type"] in FINAL | {"SCHEDULED"} for r in runs):
+            break
+        time.sleep(1)
+    print(f"{len(completed)} scheduled runs completed (expected {count}); schedule paused")
+    return len(completed) >= count
+
+
 def main() -> int:
     import argparse
 
@@ -84,7 +112,7 @@ def main() -> int:
     try:
         banner("starting a local Prefect server (SQLite)")
         t0 = time.monotonic()
-        server = localserver.start(work / "prefect", late_runs=True)
+        server = localserver.start(work / "prefect", late_runs=True, scheduler=True)
         env["PREFECT_API_URL"] = server.api_url
         print(f"Prefect API {server.api_url} ready in {time.monotonic() - t0:.1f}s (pid {server.process.pid})")
 
@@ -119,6 +147,7 @@ def main() -> int:
         )
         deployments = dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
         print("\n".join(f"{name}: {dep_id}" for name, dep_id in deployments.items()))
+        print("(scheduled: every 10 s; Prefect's scheduler creates its runs, pushpool dispatches them when due)")
 
         banner("triggering runs: etl (succeeds), broken (fails), long_job (cancelled once running)")
         client = httpx.Client(base_url=server.api_url, timeout=30)
@@ -164,8 +193,16 @@ def main() -> int:
                 f"{'':<9} submitted via {triggers.get(rid, '?')}; job started {start_delay:.3f}s after creation;"
                 f" final {final} (expected {expected[info['label']]})"
             )
+        banner("the scheduled deployment: its first two runs (nobody triggered them)")
+        ok &= scheduled_runs(client, deployments["scheduled"])
+
         supervisors = f"pushpool.providers.process.supervisor {work}"
-        proc_check = subprocess.run(["pgrep", "-f", supervisors], capture_output=True)
+        proc_deadline = time.monotonic() + 20  # a run is final a moment before its process has exited
+        while True:
+            proc_check = subprocess.run(["pgrep", "-f", supervisors], capture_output=True)
+            if not proc_check.stdout.split() or time.monotonic() > proc_deadline:
+                break
+            time.sleep(0.5)
         print(f"\njob processes still alive: {len(proc_check.stdout.split())}")
         status = subprocess.run(pushpool_cmd("status"), env=env, capture_output=True, text=True)
         print(f"pushpool status: {status.stdout.strip()}")

@@ -49,9 +49,14 @@ def start(
     python: str | None = None,
     extra_env: dict[str, str] | None = None,
     late_runs: bool = False,
+    scheduler: bool = False,
     timeout: float = 120.0,
 ) -> LocalPrefectServer:
-    """Start a server whose data lives in ``home`` and wait until ``/api/health`` answers."""
+    """Start a server whose data lives in ``home`` and wait until ``/api/health`` answers.
+
+    ``scheduler`` turns on Prefect's scheduler services (runs of deployments with schedules); tests that count runs
+    leave it off. ``late_runs`` turns on the service that marks overdue Scheduled runs Late.
+    """
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     env = {
@@ -60,7 +65,7 @@ def start(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "true" if late_runs else "false",
-        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "true" if scheduler else "false",
         "PREFECT_SERVER_SERVICES_FOREMAN_ENABLED": "false",
         "PREFECT_LOGGING_SERVER_LEVEL": "WARNING",
         **(extra_env or {}),

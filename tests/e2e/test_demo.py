@@ -25,3 +25,4 @@ def test_demo_passes(tmp_path: Path) -> None:
     assert "nothing changed" in result.stdout
     for label, final in (("etl", "COMPLETED"), ("broken", "FAILED"), ("long_job", "CANCELLED")):
         assert f"final {final} (expected {final})" in result.stdout, label
+    assert "2 scheduled runs completed (expected 2)" in result.stdout
