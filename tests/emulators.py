@@ -10,15 +10,25 @@
   backend objects (this server runs in the test process), as the task's own container would.
 * ``StopTask`` leaves what AWS leaves: ``stopCode`` ``UserInitiated`` and the container's SIGTERM exit code (moto
   leaves exit code 0 and no stop code, which reads as a clean exit).
+* A deregistered (INACTIVE) task definition is what AWS makes of it: ``DescribeTaskDefinition`` of a family names its
+  latest ACTIVE revision (moto: the latest, whatever its status), and ``RunTask`` refuses an INACTIVE revision with
+  ``ClientException`` "TaskDefinition is inactive" (moto starts the task).
+
+``RequestLog`` records every JSON-protocol request (ECS, Logs, Secrets Manager …) the server answers, with the access
+key id it was signed with: what a client *sent*, for tests that compare two clients (pushpool and Prefect's worker)
+or check whose identity signed a call. ``MotoServer.instance`` is the running server.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import re
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 RUN_TASK = "AmazonEC2ContainerServiceV20141113.RunTask"
 
@@ -64,9 +74,60 @@ class ClientTokenIdempotency:
         return [payload]
 
 
+_KEY_ID = re.compile(r"Credential=([^/,\s]+)/")
+
+
+class RequestLog:
+    """WSGI middleware: the last ``size`` JSON-protocol requests, in order, each ``{"seq", "service", "action", "body",
+    "key_id"}`` (``service`` from the target prefix, e.g. ``AmazonEC2ContainerServiceV20141113``)."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], size: int = 20_000) -> None:
+        self.app = app
+        self.entries: deque[dict[str, Any]] = deque(maxlen=size)
+        self._seq = itertools.count(1)
+        self._last = 0
+        self._guard = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        target = environ.get("HTTP_X_AMZ_TARGET")
+        if target:
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            environ["wsgi.input"] = io.BytesIO(body)
+            try:
+                parsed = json.loads(body or b"{}")
+            except ValueError:
+                parsed = None
+            key = _KEY_ID.search(environ.get("HTTP_AUTHORIZATION", ""))
+            service, _, action = target.rpartition(".")
+            with self._guard:
+                self._last = next(self._seq)
+                self.entries.append(
+                    {
+                        "seq": self._last,
+                        "service": service,
+                        "action": action,
+                        "body": parsed,
+                        "key_id": key.group(1) if key else None,
+                    }
+                )
+        return self.app(environ, start_response)
+
+    def mark(self) -> int:
+        """The sequence number of the last request logged so far (pass it to :meth:`since`)."""
+        with self._guard:
+            return self._last
+
+    def since(self, mark: int, action: str | None = None) -> list[dict[str, Any]]:
+        """Requests logged after ``mark`` (only ``action`` ones when given), oldest first."""
+        with self._guard:
+            return [e for e in self.entries if e["seq"] > mark and (action is None or e["action"] == action)]
+
+
 class MotoServer:
-    """moto's server app behind :class:`ClientTokenIdempotency`, on a loopback port, in a thread of this process (so
-    tests can drive task state through moto's backends, as AWS's control plane would)."""
+    """moto's server app behind :class:`ClientTokenIdempotency` and :class:`RequestLog`, on a loopback port, in a
+    thread of this process (so tests can drive task state through moto's backends, as AWS's control plane would)."""
+
+    instance: ClassVar[MotoServer | None] = None
 
     def __init__(self, port: int) -> None:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -77,14 +138,17 @@ class MotoServer:
                 return
 
         self.app = ClientTokenIdempotency(DomainDispatcherApplication(create_backend_app))
-        self._server = make_server("127.0.0.1", port, self.app, True, request_handler=QuietHandler)
+        self.requests = RequestLog(self.app)
+        self._server = make_server("127.0.0.1", port, self.requests, True, request_handler=QuietHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
         self.url = f"http://127.0.0.1:{port}"
 
     def start(self) -> MotoServer:
         hold_tasks_still()
         _stop_task_like_aws()
+        _inactive_definitions_like_aws()
         self._thread.start()
+        MotoServer.instance = self
         return self
 
     def stop(self) -> None:
@@ -115,3 +179,31 @@ def _stop_task_like_aws() -> None:
 
     stop_task._like_aws = True  # type: ignore[attr-defined]
     models.EC2ContainerServiceBackend.stop_task = stop_task
+
+
+def _inactive_definitions_like_aws() -> None:
+    from moto.ecs import models
+    from moto.ecs.exceptions import EcsClientException
+
+    backend = models.EC2ContainerServiceBackend
+    if getattr(backend.describe_task_definition, "_like_aws", False):
+        return
+    describe, run = backend.describe_task_definition, backend.run_task
+
+    def describe_task_definition(self: Any, task_definition_str: str) -> Any:
+        name = task_definition_str.split("/")[-1]
+        if ":" in name or name not in self.task_definitions:
+            return describe(self, task_definition_str)
+        active = [r for r, d in self.task_definitions[name].items() if d.status == "ACTIVE"]
+        if not active:
+            raise EcsClientException("Unable to describe task definition.")
+        return self.task_definitions[name][max(active)]
+
+    def run_task(self: Any, cluster_str: str, task_definition_str: str, *args: Any, **kwargs: Any) -> Any:
+        if self.describe_task_definition(task_definition_str).status != "ACTIVE":
+            raise EcsClientException("TaskDefinition is inactive")
+        return run(self, cluster_str, task_definition_str, *args, **kwargs)
+
+    describe_task_definition._like_aws = True  # type: ignore[attr-defined]
+    backend.describe_task_definition = describe_task_definition
+    backend.run_task = run_task
