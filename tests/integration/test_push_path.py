@@ -243,3 +243,39 @@ def test_a_backlog_of_more_than_a_page_drains_in_one_tick_one_job_each(deps, pre
     assert len(pids) == 210 and None not in pids
     assert pool_tick(deps, pool).dispatched == {}  # nothing left, nothing submitted twice
     assert fake.calls["submit"] == 210
+
+
+def test_runs_waiting_for_a_slot_start_in_the_order_they_became_due(
+    deps, prefect: PrefectHelper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Limit 1, three runs: the second loses a claim race and gives its slot back; it must still go before the third
+    (giving a slot back must not move a run to the end of the queue)."""
+    from pushpool.usecases import admission
+
+    pool = prefect.unique("order")
+    prefect.create_pool(pool, concurrency_limit=1)
+    dep = prefect.create_deployment(pool, job_variables={"command": "sleep 30"})
+    first, second, third = (prefect.create_run(dep) for _ in range(3))
+    assert _submit(deps, first).body["outcome"] == "submitted"
+
+    real_full = admission.full
+
+    def raced(client, applicable, *, claimed):  # `first`'s claim lands just after `second` counted
+        return None if not claimed else real_full(client, applicable, claimed=claimed)
+
+    monkeypatch.setattr(admission, "full", raced)
+    assert _submit(deps, second).body["outcome"] == "waiting"  # claimed, then gave its slot back
+    monkeypatch.setattr(admission, "full", real_full)
+    assert prefect.state(second) == ("SCHEDULED", "AwaitingConcurrencySlot")
+    assert _submit(deps, third).body["outcome"] == "waiting"
+
+    deps.backend("process").cancel(JobHandle("process", prefect.read_run(first)["infrastructure_pid"]), grace_seconds=1)
+    prefect.set_state(first, "COMPLETED", force=True)  # the slot frees
+    report = pool_tick(deps, pool)
+    assert report.dispatched["submitted"] == 1, report.as_dict()
+    assert prefect.state(second)[0] == "PENDING", "the run that was due first takes the free slot"
+    assert prefect.state(third)[0] == "SCHEDULED"
+    for run_id in (second, third):
+        pid = prefect.read_run(run_id)["infrastructure_pid"]
+        if pid:
+            deps.backend("process").cancel(JobHandle("process", pid), grace_seconds=1)

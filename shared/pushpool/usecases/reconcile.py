@@ -39,7 +39,7 @@ from pushpool.prefect_api.models import Deployment, FlowRun, StateType, WorkPool
 from pushpool.providers.base import Backend, JobHandle, JobState, JobStatus
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.job_spec import build_job_spec, effective_max_run_time
-from pushpool.usecases.run_states import attach_logs, crash_message, crash_run, finish_cancellation
+from pushpool.usecases.run_states import attach_logs, crash_message, crash_run, finish_cancellation, keep_place
 
 log = logging.getLogger("pushpool.usecases.monitor")
 
@@ -176,7 +176,7 @@ def apply(deps: Deps, backend: Backend, run: FlowRun, decision: Decision, handle
             return Action.NONE.value
         recoveries = int(run.labels.get(RECOVERIES_LABEL, 0) or 0) + 1
         client.update_flow_run_labels(run.id, {RECOVERIES_LABEL: str(recoveries)})
-        client.propose_state(run.id, StateType.SCHEDULED, message=decision.reason)
+        client.propose_state(run.id, StateType.SCHEDULED, message=decision.reason, state_details=keep_place(run))
     elif action is Action.CRASH:
         lines = _logs(backend, handle) if decision.with_logs else []
         crash_run(client, run.id, crash_message(decision.reason, lines))

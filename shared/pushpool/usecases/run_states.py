@@ -8,11 +8,21 @@ from collections.abc import Sequence
 from pushpool.clock import Clock
 from pushpool.errors import ObjectNotFoundError
 from pushpool.prefect_api.client import PrefectClient
-from pushpool.prefect_api.models import OrchestrationResult, SetStateStatus, StateType
+from pushpool.prefect_api.models import FlowRun, OrchestrationResult, SetStateStatus, StateType
 
 log = logging.getLogger("pushpool")
 
 MAX_MESSAGE = 4000
+
+
+def keep_place(run: FlowRun) -> dict[str, str] | None:
+    """State details that give ``run`` back to Scheduled at the time it first became due (None: no time known).
+
+    Prefect stamps a Scheduled state proposed without a time with *now* and hands runs out in order of that time: a
+    run given back (a lost claim race, a recovery) would otherwise go behind every run that became due after it.
+    """
+    due = run.next_scheduled_start_time or run.expected_start_time
+    return {"scheduled_time": due.isoformat()} if due is not None else None
 
 
 def crash_run(client: PrefectClient, run_id: str, message: str) -> OrchestrationResult | None:

@@ -9,7 +9,8 @@ Order of work, and why:
 3. Propose PENDING without force. ACCEPT = this invocation owns the run; ABORT or a REJECT to another state =
    someone else owns it or the server decided otherwise (deployment concurrency): do nothing.
 4. Concurrency is re-checked after the claim: a claimer that then sees more in-flight runs than the limit gives its
-   slot back (Scheduled/AwaitingConcurrencySlot) without starting anything. Each claimer counts after its own claim
+   slot back (Scheduled/AwaitingConcurrencySlot, at its original due time so it keeps its place in the queue)
+   without starting anything. Each claimer counts after its own claim
    is committed, so of any set of concurrent claimers at most ``limit`` can see themselves within it — the limit
    holds under any race (when two claim at once both may yield; the monitor dispatches them one at a time).
 5. Render the job into the provider's typed configuration. A template that does not render, or a field of the wrong
@@ -33,7 +34,7 @@ from pushpool.providers.base import Backend, JobHandle
 from pushpool.usecases import admission
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.job_spec import build_job_spec
-from pushpool.usecases.run_states import crash_run, finish_cancellation
+from pushpool.usecases.run_states import crash_run, finish_cancellation, keep_place
 
 log = logging.getLogger("pushpool.usecases.submit")
 
@@ -150,7 +151,11 @@ def submit_run(
     if over is not None:
         why = f"{over.describe()} concurrency limit reached"
         released = client.propose_state(
-            run.id, StateType.SCHEDULED, name=WAITING_STATE, message=f"{why}; pushpool will retry"
+            run.id,
+            StateType.SCHEDULED,
+            name=WAITING_STATE,
+            message=f"{why}; pushpool will retry",
+            state_details=keep_place(run),
         )
         if not released.accepted and released.state is not None and released.state.type is StateType.CANCELLING:
             finish_cancellation(client, run.id, "Cancelled by pushpool before its job was started.")
@@ -216,7 +221,9 @@ def _release(deps: Deps, run: FlowRun, why: str) -> SubmitOutcome:
     # Pending: the monitor's recovery reschedules it, at most max_recoveries times, so a lasting error cannot loop.
     """Give a claimed run back to Scheduled after a transient failure (the monitor recovers it otherwise)."""
     try:
-        deps.orchestrator.propose_state(run.id, StateType.SCHEDULED, message=f"pushpool: {why}; will retry")
+        deps.orchestrator.propose_state(
+            run.id, StateType.SCHEDULED, message=f"pushpool: {why}; will retry", state_details=keep_place(run)
+        )
     except Exception:  # noqa: BLE001 - Prefect is down: the monitor's Pending recovery repairs the run later
         log.warning("run %s: could not release after %s; the monitor will recover it", run.id, why)
     return SubmitOutcome(run.id, SubmitOutcome.RELEASED, why)

@@ -176,6 +176,7 @@ def test_a_pending_run_without_a_job_is_rescheduled_then_crashed_after_three_rec
     """A claim whose submitter died (Pending, no pid, no job) goes back to Scheduled with a count in its labels;
     the fourth time it is Crashed instead."""
     run = ready_run(fake)
+    due = run.next_scheduled_start_time or run.expected_start_time
     timeout = deps.settings.pending_timeout_seconds
     for recoveries in (1, 2, 3):
         assert fake.propose_state(run.id, StateType.PENDING).accepted  # a submitter claims it, then dies
@@ -186,6 +187,7 @@ def test_a_pending_run_without_a_job_is_rescheduled_then_crashed_after_three_rec
         after = fake.run(run.id)
         assert after.state_type is StateType.SCHEDULED
         assert after.labels[RECOVERIES_LABEL] == str(recoveries)
+        assert after.next_scheduled_start_time == due  # back in its place in the queue, not behind later runs
     assert fake.propose_state(run.id, StateType.PENDING).accepted
     clock.advance(timeout + 1)
     assert clean_tick(deps)["crash"] == 1
