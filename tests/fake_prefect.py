@@ -193,6 +193,7 @@ class FakePrefect:
         self.block_types: dict[str, dict[str, Any]] = {}  # slug -> {"id", "schema_id", "secret_fields"}
         self.blocks: dict[str, dict[str, Any]] = {}  # id -> {"name", "data", "block_type_id", "block_schema_id"}
         self.automations: dict[str, dict[str, Any]] = {}
+        self.workers: dict[tuple[str, str], int] = {}  # (pool, worker name) -> heartbeat interval
         self._lock = threading.RLock()
         self._faults: dict[str, list[Exception]] = {}
         self._lost_answers = 0
@@ -591,7 +592,26 @@ class FakePrefect:
                 raise _invalid(what, f"unknown keys {sorted(unknown)}")
             pool = self._pool(name, what)
             update = {k: copy.deepcopy(v) for k, v in body.items() if k != "storage_configuration"}
+            if "is_paused" in body:
+                online = any(p == name for p, _ in self.workers)
+                update["status"] = "PAUSED" if body["is_paused"] else ("READY" if online else "NOT_READY")
             self.pools[name] = pool.model_copy(update=update)
+
+    def heartbeat_worker(self, pool_name: str, worker_name: str, interval_seconds: float) -> None:
+        with self._lock:
+            self._call("heartbeat_worker")
+            pool = self._pool(pool_name, f"POST /work_pools/{pool_name}/workers/heartbeat")
+            self.workers[(pool_name, worker_name)] = max(1, round(interval_seconds))
+            if pool.status == "NOT_READY":  # a heartbeat makes a pool Ready (a paused one stays Paused)
+                self.pools[pool_name] = pool.model_copy(update={"status": "READY"})
+
+    def delete_worker(self, pool_name: str, worker_name: str) -> None:
+        with self._lock:
+            self._call("delete_worker")
+            what = f"DELETE /work_pools/{pool_name}/workers/{worker_name}"
+            self._pool(pool_name, what)
+            if self.workers.pop((pool_name, worker_name), None) is None:
+                raise ObjectNotFoundError(f"not found: {what}", status_code=404)
 
     def read_work_queue(self, pool_name: str, queue_name: str) -> WorkQueue:
         with self._lock:
@@ -815,6 +835,7 @@ class FakePrefect:
             is_paused=is_paused,
             concurrency_limit=concurrency_limit,
             description=description,
+            status="PAUSED" if is_paused else "NOT_READY",
         )
         self.pools[name] = pool
         queue = self.add_queue(name, "default")
@@ -850,7 +871,11 @@ class FakePrefect:
     def set_pool(self, name: str, **fields: Any) -> None:
         """Change a pool's ``is_paused``, ``concurrency_limit`` or ``base_job_template``."""
         with self._lock:
-            self.pools[name] = self.pools[name].model_copy(update=copy.deepcopy(fields))
+            update = copy.deepcopy(fields)
+            if "is_paused" in fields:
+                online = any(p == name for p, _ in self.workers)
+                update["status"] = "PAUSED" if fields["is_paused"] else ("READY" if online else "NOT_READY")
+            self.pools[name] = self.pools[name].model_copy(update=update)
 
     def add_queue(
         self,

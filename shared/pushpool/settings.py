@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     max_recoveries: int = Field(default=3, ge=0, validation_alias=_env("PUSHPOOL_MAX_RECOVERIES"))
     # Due runs the monitor submits at once (a backlog after an outage or a burst); 1 in pools with a limit.
     dispatch_concurrency: int = Field(default=8, ge=1, validation_alias=_env("PUSHPOOL_DISPATCH_CONCURRENCY"))
+    # The monitor heartbeats into every pool it serves as this worker, so Prefect shows the pool Ready; the interval
+    # is how often the monitor ticks (Prefect marks the worker offline after three intervals without a tick).
+    worker_name: str = Field(default="pushpool", min_length=1, validation_alias=_env("PUSHPOOL_WORKER_NAME"))
+    heartbeat_interval_seconds: float = Field(default=60.0, ge=1, validation_alias=_env("PUSHPOOL_HEARTBEAT_INTERVAL"))
     # The process backend's job directories (default: <home>/jobs).
     process_dir: Path | None = Field(default=None, validation_alias=_env("PUSHPOOL_PROCESS_DIR"))
     # The pool types this deployment serves (empty: every type whose provider SDK is installed).

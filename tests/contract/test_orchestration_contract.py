@@ -732,6 +732,22 @@ class OrchestrationContract:
         with pytest.raises(ObjectNotFoundError):
             env.client.read_work_queue(name, "nope")
 
+    def test_worker_heartbeats_make_a_pool_ready(self, env: Env) -> None:
+        """A new pool is NOT_READY; a heartbeat makes it READY (a paused one stays PAUSED); a worker can be deleted
+        once (then 404); a heartbeat into a missing pool is a 404."""
+        name = env.pool()
+        assert env.client.read_work_pool(name).status == "NOT_READY"
+        env.client.heartbeat_worker(name, "pushpool", 5)
+        assert env.client.read_work_pool(name).status == "READY"
+        paused = env.pool(is_paused=True)
+        env.client.heartbeat_worker(paused, "pushpool", 5)
+        assert env.client.read_work_pool(paused).status == "PAUSED"
+        env.client.delete_worker(name, "pushpool")
+        with pytest.raises(ObjectNotFoundError):
+            env.client.delete_worker(name, "pushpool")
+        with pytest.raises(ObjectNotFoundError):
+            env.client.heartbeat_worker(f"oc-missing-{uuid.uuid4().hex[:8]}", "pushpool", 5)
+
     def test_variables(self, env: Env) -> None:
         """read_variable returns the value; an unknown variable is ObjectNotFoundError."""
         name = f"oc_{uuid.uuid4().hex[:8]}"

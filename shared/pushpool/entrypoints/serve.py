@@ -32,7 +32,8 @@ from pushpool.entrypoints.http import (
 )
 from pushpool.errors import PushpoolError
 from pushpool.usecases.deps import Deps
-from pushpool.usecases.monitor import TickReport, dispatch_due, tick
+from pushpool.usecases.heartbeat import stop_serving
+from pushpool.usecases.monitor import TickReport, dispatch_due, push_pools, tick
 
 log = logging.getLogger("pushpool.serve")
 
@@ -113,6 +114,8 @@ class Server:
         monitor_interval: float = 5.0,
         event_stream: bool = True,
     ) -> None:
+        # The pools show Ready in Prefect while this serve's monitor ticks (its heartbeat interval is the tick's).
+        deps.settings = deps.settings.replace(heartbeat_interval_seconds=max(1.0, monitor_interval))
         self.deps = deps
         self.auth = WebhookAuth(deps.settings.webhook_tokens, deps.settings.webhook_signing_secrets)
         self.monitor_interval = monitor_interval
@@ -158,6 +161,13 @@ class Server:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.pool.shutdown(wait=True, cancel_futures=True)
+        for thread in self._threads:
+            if thread.name == "pushpool-monitor":
+                thread.join(timeout=30)  # its tick ends before the pools are marked as no longer served
+        try:
+            stop_serving(self.deps, push_pools(self.deps))
+        except PushpoolError as exc:
+            log.warning("could not tell Prefect that the pools are no longer served: %s", exc.one_line())
 
     def _monitor_loop(self) -> None:
         while not self.stopping.is_set():

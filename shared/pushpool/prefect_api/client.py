@@ -25,6 +25,7 @@ import base64
 import logging
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pushpool.clock import Clock, SystemClock, new_id
@@ -289,6 +290,19 @@ class PrefectClient:
         if records:
             self._json("POST", "/logs/", json=records)
 
+    def read_logs(self, run_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """The run's log records, oldest first (every page, or the last ``limit``)."""
+        records: list[dict[str, Any]] = []
+        sort = "TIMESTAMP_ASC" if limit is None else "TIMESTAMP_DESC"
+        while limit is None or len(records) < limit:
+            size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - len(records))
+            body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": sort, "limit": size, "offset": len(records)}
+            page = self._json("POST", "/logs/filter", json=body)
+            records.extend(page)
+            if len(page) < size:
+                break
+        return records if limit is None else records[::-1]
+
     # -- deployments, flows, variables ------------------------------------------------------------------------
 
     def read_deployment(self, deployment_id: str) -> Deployment:
@@ -307,6 +321,16 @@ class PrefectClient:
     def read_work_pool(self, name: str) -> WorkPool:
         return WorkPool.model_validate(self._json("GET", f"/work_pools/{name}"))
 
+    def heartbeat_worker(self, pool_name: str, worker_name: str, interval_seconds: float) -> None:
+        """Report ``worker_name`` alive in ``pool_name``: Prefect shows the pool Ready while heartbeats keep coming
+        (its foreman marks the worker offline after three intervals without one, and the pool Not Ready)."""
+        body = {"name": worker_name, "heartbeat_interval_seconds": max(1, round(interval_seconds))}
+        self._json("POST", f"/work_pools/{pool_name}/workers/heartbeat", json=body)
+
+    def delete_worker(self, pool_name: str, worker_name: str) -> None:
+        """Remove ``worker_name`` from ``pool_name`` (a pool with no worker online shows Not Ready)."""
+        self._json("DELETE", f"/work_pools/{pool_name}/workers/{quote(worker_name, safe='')}")
+
     def filter_work_pools(self) -> list[WorkPool]:
         pools: list[WorkPool] = []
         offset = 0
@@ -322,6 +346,9 @@ class PrefectClient:
 
     def update_work_pool(self, name: str, body: dict[str, Any]) -> None:
         self._json("PATCH", f"/work_pools/{name}", json=body)
+
+    def delete_work_pool(self, name: str) -> None:
+        self._json("DELETE", f"/work_pools/{name}")
 
     def read_work_queue(self, pool_name: str, queue_name: str) -> WorkQueue:
         return WorkQueue.model_validate(self._json("GET", f"/work_pools/{pool_name}/queues/{queue_name}"))
@@ -384,6 +411,15 @@ class PrefectClient:
         self._json("DELETE", f"/block_documents/{block_document_id}")
 
     # -- automations --------------------------------------------------------------------------------------------
+
+    def read_automations(self) -> list[dict[str, Any]]:
+        """Every automation, by name."""
+        found: list[dict[str, Any]] = []
+        while True:
+            page = self._json("POST", "/automations/filter", json={"limit": PAGE_SIZE, "offset": len(found)})
+            found.extend(page)
+            if len(page) < PAGE_SIZE:
+                return found
 
     def find_automations(self, name: str) -> list[dict[str, Any]]:
         data = self._json("POST", "/automations/filter", json={"automations": {"name": {"any_": [name]}}, "limit": 50})

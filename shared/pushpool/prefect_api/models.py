@@ -87,6 +87,7 @@ class WorkPool(_ApiModel):
     concurrency_limit: int | None = None
     default_queue_id: str | None = None
     description: str | None = None
+    status: str | None = None  # READY, NOT_READY or PAUSED (informational: shown by the UI, never used to schedule)
 
 
 class WorkQueue(_ApiModel):

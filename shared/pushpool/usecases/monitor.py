@@ -1,4 +1,5 @@
-"""monitor: one tick dispatches due runs of every push pool and reconciles every in-flight run with its job.
+"""monitor: one tick heartbeats into every push pool it serves, dispatches their due runs and reconciles every
+in-flight run with its job.
 
 A tick is stateless and safe to overlap with submits and with another tick: every state change goes through
 Prefect's orchestration (the Pending claim, no-force proposals), and backends are idempotent per attempt
@@ -19,6 +20,7 @@ from pushpool.prefect_api.client import PAGE_SIZE
 from pushpool.prefect_api.models import IN_FLIGHT_STATES, TERMINAL_STATES, Deployment, FlowRun, WorkPool
 from pushpool.providers.base import Backend, JobHandle, JobStatus
 from pushpool.usecases.deps import Deps
+from pushpool.usecases.heartbeat import heartbeat
 from pushpool.usecases.reconcile import policy_from, reconcile_run
 from pushpool.usecases.submit import SubmitOutcome, submit_run
 
@@ -59,6 +61,7 @@ def tick(deps: Deps, *, pools: list[WorkPool] | None = None) -> TickReport:
     report = TickReport()
     pools = push_pools(deps) if pools is None else [p for p in pools if deps.serves(p)]
     report.pools = len(pools)
+    report.errors.extend(heartbeat(deps, pools))  # the pools show Ready in Prefect while the monitor ticks
     for pool in pools:
         try:
             dispatch_due(deps, pool, report)
