@@ -215,3 +215,92 @@ def test_deprovision_after_the_pool_was_deleted_behind_its_back(
     assert not cluster_exists(pool)
     unknown = pushpool("work-pool", "deprovision", prefect.unique("never"), "--yes", env=cloud)
     assert unknown.returncode == 2 and "--type" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+# --- item 6: a Prefect-like command line ----------------------------------------------------------------------------
+
+
+def test_ls_lists_push_pools_like_prefect(env: dict[str, str], prefect: PrefectHelper) -> None:
+    pool = prefect.unique("listed")
+    assert (
+        pushpool("work-pool", "create", pool, "--type", "process:push", "--concurrency-limit", "3", env=env).returncode
+        == 0
+    )
+    hybrid = prefect.unique("notpush")
+    prefect.create_pool(hybrid, "process")
+    table = pushpool("work-pool", "ls", env=env)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0].split() == ["NAME", "TYPE", "ID", "CONCURRENCY", "LIMIT", "AUTOMATION"]
+    row = next(line for line in table.stdout.splitlines() if line.startswith(pool + " "))
+    pool_id = prefect.json("GET", f"/work_pools/{pool}")["id"]
+    assert row.split() == [pool, "process:push", pool_id, "3", "enabled"]
+    assert hybrid not in table.stdout  # pushpool lists the pools it runs
+    for flag in (("--output", "json"), ("-o", "json")):
+        as_json = pushpool("work-pool", "ls", *flag, env=env)
+        (found,) = [p for p in json.loads(as_json.stdout) if p["name"] == pool]
+        assert found["id"] == pool_id and found["concurrency_limit"] == 3 and found["automation"] == "enabled"
+    bad = pushpool("work-pool", "ls", "--output", "yaml", env=env)
+    assert bad.returncode == 2 and "only 'json'" in bad.stderr
+
+
+def test_inspect_shows_the_pool_its_webhook_and_automation_and_never_the_token(
+    env: dict[str, str], home: Path, prefect: PrefectHelper
+) -> None:
+    pool = prefect.unique("inspected")
+    assert pushpool("work-pool", "create", pool, "--type", "process:push", env=env).returncode == 0
+    token = (home / "webhook-token").read_text().strip()
+    shown = pushpool("work-pool", "inspect", pool, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert pool in shown.stdout and "process:push" in shown.stdout
+    assert "http://127.0.0.1:4280/submit" in shown.stdout and "enabled" in shown.stdout
+    as_json = json.loads(pushpool("work-pool", "inspect", pool, "--output", "json", env=env).stdout)
+    assert as_json["name"] == pool and as_json["type"] == "process:push"
+    assert as_json["webhook"]["url"] == "http://127.0.0.1:4280/submit" and as_json["automation"]["enabled"] is True
+    assert "max_run_time_seconds" in as_json["base_job_template"]["variables"]["properties"]
+    assert token not in shown.stdout + shown.stderr + json.dumps(as_json)
+    unknown = pushpool("work-pool", "inspect", prefect.unique("nosuch"), env=env)
+    assert unknown.returncode == 2 and "does not exist" in unknown.stderr and unknown.stdout == ""
+
+
+def test_logs_show_the_state_history_and_the_jobs_output(
+    serve: ServeProcess, env: dict[str, str], prefect: PrefectHelper
+) -> None:
+    pool = prefect.unique("logged")
+    assert pushpool("work-pool", "create", pool, "--type", "process:push", env=env).returncode == 0
+    run_id = prefect.create_run(prefect.create_deployment(pool, "flows.py:hello"), parameters={"who": "logs-test"})
+    run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90)
+    assert run["state"]["type"] == "COMPLETED"
+    shown = pushpool("logs", run_id, env=env)
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    history = [name for _, name in prefect.states(run_id)]
+    assert history[:3] == ["Scheduled", "Pending", "InfrastructurePending"]
+    section = out[out.index("State history:") : out.index("Job output:")].splitlines()[1:]
+    assert [line.split()[2] for line in section] == history  # the state history, in order
+    assert run["infrastructure_pid"] in out
+    assert "hello logs-test from pid" in out  # the job's own output, read from its backend
+    as_json = json.loads(pushpool("logs", run_id, "--output", "json", env=env).stdout)
+    assert [s["name"] for s in as_json["states"]] == history
+    assert any("hello logs-test" in line for line in as_json["job_output"])
+    by_name = pushpool("logs", run["name"], env=env)
+    assert by_name.returncode == 0 and run_id in by_name.stdout
+    unknown = pushpool("logs", "00000000-0000-4000-8000-000000000000", env=env)
+    assert unknown.returncode == 2 and "no flow run" in unknown.stderr
+
+
+def test_version_help_and_clear_errors(env: dict[str, str], prefect: PrefectHelper) -> None:
+    from importlib.metadata import version
+
+    shown = pushpool("--version", env=env)
+    assert shown.returncode == 0 and shown.stdout.strip() == f"pushpool {version('pushpool')}"
+    helped = pushpool("serve", "--help", env={**env, "COLUMNS": "200"})
+    text = " ".join(helped.stdout.split())
+    for fragment in ("/submit", "webhook-token", "PUSHPOOL_HOME", "default: 127.0.0.1", "default: 5.0", "4280"):
+        assert fragment in text, fragment
+    unknown = prefect.unique("nosuch")
+    status = pushpool("status", "--pool", unknown, env=env)
+    assert status.returncode == 2 and f"work pool {unknown!r} does not exist" in status.stderr
+    hybrid = pushpool("work-pool", "create", prefect.unique("x"), "--type", "process", env=env)
+    assert hybrid.returncode == 2 and "did you mean --type process:push?" in hybrid.stderr
+    dry = pushpool("work-pool", "create", prefect.unique("dry"), "--type", "process:push", "--dry-run", env=env)
+    assert dry.returncode == 0 and dry.stdout.splitlines()[-1] == "dry run: nothing was changed"

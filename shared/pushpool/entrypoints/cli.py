@@ -49,9 +49,18 @@ except ModuleNotFoundError as exc:
 else:
     _MISSING_EXTRA = None
     # Options several commands share (with the same default everywhere).
-    PortOption = Annotated[int | None, typer.Option(help="port of the local `pushpool serve` (default: PUSHPOOL_PORT)")]
+    PortOption = Annotated[
+        int | None,
+        typer.Option(
+            help="port of the local `pushpool serve` the webhook should call (checked against the running serve)",
+            show_default="the running serve's, else PUSHPOOL_PORT, else 4280",
+        ),
+    ]
     SubmitUrlOption = Annotated[str | None, typer.Option(help="where Prefect should call submit")]
-    JsonOption = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
+    JsonOption = Annotated[bool, typer.Option("--json", help="print the result as JSON (as --output json)")]
+    OutputOption = Annotated[
+        str | None, typer.Option("--output", "-o", help="output format; currently supports: json", show_default=False)
+    ]
     YesOption = Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")]
     RegionOption = Annotated[str | None, typer.Option(help="cloud region (default: the SDK's own configuration)")]
     CredentialsOption = Annotated[
@@ -166,6 +175,13 @@ def _error(message: str) -> None:
         _console(stderr=True).print(line, style="red", markup=False, soft_wrap=True)
     else:
         print(line, file=sys.stderr, flush=True)
+
+
+def _output_json(output: str | None, as_json: bool = False) -> bool:
+    """Whether ``--output``/``--json`` ask for JSON (Prefect's ``--output json``; ``--json`` is kept as its alias)."""
+    if output is not None and output.lower() != "json":
+        raise typer.BadParameter("only 'json' output format is supported", param_hint="'--output'")
+    return as_json or output is not None
 
 
 def _warn(message: str) -> None:
@@ -369,16 +385,28 @@ def _provision_infra(
     return 0 if result.applied else 1
 
 
-def cmd_root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"pushpool {version('pushpool')}")
+        raise typer.Exit()
+
+
+def cmd_root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", help="print pushpool's version and exit", callback=_show_version, is_eager=True),
+    ] = False,
+) -> None:
     """Push work pools for any Prefect server."""
     _configure_logging(verbose)
 
 
 def cmd_serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[
-        int | None, typer.Option(help="port to listen on  [default: PUSHPOOL_PORT, else 4280]", show_default=False)
-    ] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on", show_default="PUSHPOOL_PORT, else 4280")] = None,
     monitor_interval: Annotated[float, typer.Option(help="seconds between monitor ticks")] = 5.0,
     no_event_stream: Annotated[
         bool, typer.Option("--no-event-stream", help="rely on the webhook and the monitor only")
@@ -509,11 +537,12 @@ def cmd_deprovision(
     credentials: CredentialsOption = Credentials.role,
 ) -> None:
     """Remove the cloud resources created for a pool (by tag)."""
+    from pushpool.usecases.pools import pool_type as type_of
     from pushpool.usecases.provision_infra import deprovision
 
     options = InfraOptions(yes=yes, region=region, credentials=credentials.value, json=as_json)
     deps = _deps(local_settings())
-    type_name = pool_type or deps.orchestrator.read_work_pool(name).type
+    type_name = type_of(deps, name, pool_type)
     session = _InfraSession(
         "Remove these resources?", reading=f"Looking for the resources marked for pool {name}…", yes=yes
     )
@@ -534,15 +563,68 @@ def cmd_deprovision(
     _exit(0 if result.applied or not result.plan else 1)
 
 
+def cmd_pool_delete(
+    name: Annotated[str, typer.Argument(help="the work pool's name")],
+    pool_type: Annotated[
+        str | None,
+        typer.Option("--type", help="pool type, when the pool no longer exists and pushpool did not record it"),
+    ] = None,
+    keep_infra: Annotated[
+        bool, typer.Option("--keep-infra", help="leave the cloud resources (remove them later with deprovision)")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would be deleted, delete nothing")] = False,
+    yes: YesOption = False,
+    region: RegionOption = None,
+    credentials: CredentialsOption = Credentials.role,
+    output: OutputOption = None,
+) -> None:
+    """Delete a push pool and everything pushpool made for it: its automation, its Webhook block and its cloud
+    resources (after the plan and the question). Also cleans up after a pool deleted with `prefect work-pool delete`."""
+    from pushpool.providers.provisioning import render_plan
+    from pushpool.usecases.pools import delete_pool
+
+    as_json = _output_json(output)
+    options = InfraOptions(yes=yes, region=region, credentials=credentials.value, json=as_json)
+    deps = _deps(local_settings())
+    session = _InfraSession(
+        f"Delete work pool {name!r} and everything listed?",
+        reading=f"Looking for what pushpool made for {name}…",
+        yes=yes,
+    )
+    with session:
+        result = delete_pool(
+            deps,
+            pool=name,
+            type_name=pool_type,
+            provisioner_for=lambda type_name: _provisioner(options, type_name),
+            keep_infra=keep_infra,
+            confirm=session.confirm,
+            progress=session.progress,
+            plan_only=dry_run,
+        )
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+    elif dry_run:
+        _say(render_plan(f"Deleting work pool {name} (--dry-run: nothing was changed):", result.plan))
+    elif result.applied:
+        _say(f"Deleted work pool {name!r}", style="green")
+    for note in result.notes:
+        if not as_json:
+            _say(note, style="yellow")
+    _exit(0 if result.applied or dry_run else 1)
+
+
 def cmd_status(
     pool: Annotated[str | None, typer.Option(help="only this pool's runs")] = None,
+    output: OutputOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """In-flight runs of push pools with their jobs and ages."""
-    from pushpool.usecases.in_flight import in_flight
+    from pushpool.usecases.pools import runs_in_flight
 
+    as_json = _output_json(output, as_json)
     deps = _deps(local_settings())
-    rows = in_flight(deps, pool=pool)
+    rows = runs_in_flight(deps, pool)
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
     elif not rows:
@@ -556,6 +638,123 @@ def cmd_status(
                 f"{r['run_id']:<36}  {r['name'][:24]:<24} {r['pool'][:18]:<18} {r['state'][:22]:<22} "
                 f"{_age(r['age_seconds']):>8}  {r['job_state']:<10} {r['job_id'] or '-'}"
             )
+
+
+def cmd_pool_ls(output: OutputOption = None) -> None:
+    """List push pools (and what deleted ones left behind), like `prefect work-pool ls`."""
+    from pushpool.usecases.pools import list_pools
+
+    as_json = _output_json(output)
+    rows = list_pools(_deps(local_settings()))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        _say("No push pools found.")
+        return
+    leftovers = [r["name"] for r in rows if r["leftover"]]
+    if _tty():
+        from rich.table import Table
+
+        table = Table(title="Push Work Pools", caption="(**) denotes a paused pool", caption_style="red")
+        table.add_column("Name", style="green", no_wrap=True)
+        table.add_column("Type", style="magenta", no_wrap=True)
+        table.add_column("ID", justify="right", style="cyan", no_wrap=True)
+        table.add_column("Concurrency Limit", style="blue", no_wrap=True)
+        table.add_column("Automation", no_wrap=True)
+        for r in rows:
+            name = r["name"] + (" (**)" if r["is_paused"] else "")
+            table.add_row(
+                name,
+                r["type"] or "(deleted)",
+                r["id"] or "-",
+                str(r["concurrency_limit"]),
+                r["automation"],
+            )
+        _console().print(table)
+    else:
+        width = max(len(r["name"]) + 5 for r in rows)
+        print(f"{'NAME':<{width}} {'TYPE':<14} {'ID':<36} {'CONCURRENCY LIMIT':<17} AUTOMATION")
+        for r in rows:
+            name = r["name"] + (" (**)" if r["is_paused"] else "")
+            print(
+                f"{name:<{width}} {r['type'] or '(deleted)':<14} {r['id'] or '-':<36} "
+                f"{r['concurrency_limit']!s:<17} {r['automation']}"
+            )
+    if leftovers:
+        _say(
+            "(deleted): the pool is gone, pushpool's automation and Webhook block are left — remove them with "
+            "`pushpool work-pool delete <name>`",
+            style="yellow",
+        )
+
+
+def cmd_pool_inspect(
+    name: Annotated[str, typer.Argument(help="the work pool's name")], output: OutputOption = None
+) -> None:
+    """Show a push pool, its Webhook block and its automation, like `prefect work-pool inspect`."""
+    from pushpool.usecases.pools import inspect_pool
+
+    as_json = _output_json(output)
+    found = inspect_pool(_deps(local_settings()), name)
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    webhook, automation = found["webhook"], found["automation"]
+    variables = (found.get("base_job_template") or {}).get("variables", {}).get("properties", {})
+    defaults = {k: v["default"] for k, v in variables.items() if isinstance(v, dict) and "default" in v}
+    lines = [
+        ("work pool", f"{found['name']} ({found['type']})" if found["exists"] else f"{found['name']} (deleted)"),
+        ("id", found.get("id") or "-"),
+        ("paused", "yes" if found.get("is_paused") else "no"),
+        ("concurrency limit", str(found.get("concurrency_limit"))),
+        ("webhook", f"{webhook['block']} → {webhook['url']}" if webhook else "missing"),
+        (
+            "automation",
+            f"{automation['name']} ({'enabled' if automation['enabled'] else 'disabled'})" if automation else "missing",
+        ),
+        ("job variables", ", ".join(sorted(variables)) or "-"),
+        ("defaults", ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(defaults.items())) or "-"),
+    ]
+    for key, value in lines:
+        _say(f"{key + ':':<19}{value}")
+
+
+def cmd_logs(
+    flow_run: Annotated[str, typer.Argument(help="the flow run's id or name")],
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", help="last lines of the job's output and of the run's logs")
+    ] = 200,
+    output: OutputOption = None,
+) -> None:
+    """A flow run's state history (pushpool's decisions, with their messages), its job's output and its logs."""
+    from pushpool.usecases.run_logs import run_logs
+
+    as_json = _output_json(output)
+    found = run_logs(_deps(local_settings()), flow_run, lines=lines)
+    if as_json:
+        print(json.dumps(found, indent=2, default=str))
+        return
+    _say(
+        f"Flow run {found['name']} ({found['id']}) — pool {found['pool'] or '-'}, state {found['state']}, "
+        f"job {found['job_id'] or '-'}",
+        style="bold",
+    )
+    _say("State history:", style="bold")
+    for state in found["states"]:
+        message = f"  {state['message']}" if state["message"] else ""
+        _say(f"  {str(state['timestamp'])[:23]:<23}  {state['type']:<10} {state['name']:<22}{message}".rstrip())
+    _say("Job output:", style="bold")
+    for line in found["job_output"]:
+        _say(f"  {line}")
+    if found["job_note"]:
+        _say(f"  ({found['job_note']})", style="dim")
+    _say("Logs:", style="bold")
+    for record in found["logs"]:
+        level = logging.getLevelName(record["level"]) if isinstance(record["level"], int) else record["level"]
+        _say(f"  {str(record['timestamp'])[:23]:<23}  {level:<8} {record['name']}: {record['message']}")
+    if not found["logs"]:
+        _say("  (none)", style="dim")
 
 
 def _status_table(rows: list[dict[str, Any]]) -> RenderableType:
@@ -632,16 +831,20 @@ def build_app() -> typer.Typer:
         context_settings=settings,
     )
     app.callback()(cmd_root)
-    app.command("serve", help="Run submit, provision and the monitor against a local Prefect server.")(cmd_serve)
+    app.command("serve")(cmd_serve)  # its help is its docstring: the submit path, the token file, PUSHPOOL_HOME
 
     pools = typer.Typer(help="Manage push work pools.", rich_markup_mode="rich")
     pools.command("create", help="Create or update a push pool, its Webhook block and automation.")(cmd_pool_create)
     pools.command("provision-infra", help="Create the cloud resources of an existing push pool.")(cmd_provision_infra)
     pools.command("deprovision", help="Remove the cloud resources created for a pool (by tag).")(cmd_deprovision)
+    pools.command("delete", help="Delete a push pool and everything pushpool made for it.")(cmd_pool_delete)
+    pools.command("ls", help="List push pools (and what deleted ones left behind).")(cmd_pool_ls)
+    pools.command("inspect", help="Show a push pool, its Webhook block and its automation.")(cmd_pool_inspect)
     app.add_typer(pools, name="work-pool")
 
     app.command("status", help="In-flight runs of push pools with their jobs and ages.")(cmd_status)
     app.command("monitor", help="Run one monitor tick and print its report.")(cmd_monitor)
+    app.command("logs", help="A flow run's state history, its job's output and its logs.")(cmd_logs)
     return app
 
 

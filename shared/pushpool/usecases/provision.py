@@ -13,8 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pushpool.errors import ConfigurationError, InvalidRequestError, ObjectNotFoundError, OrchestratorError
-from pushpool.providers import provider_for_pool_type
+from pushpool.errors import (
+    ConfigurationError,
+    InvalidRequestError,
+    ObjectNotFoundError,
+    OrchestratorError,
+    UnsupportedPoolError,
+)
+from pushpool.providers import POOL_TYPES, Provider, provider_for_pool_type
 from pushpool.usecases.deps import Deps
 
 TRIGGER_EVENTS = (
@@ -49,6 +55,7 @@ class Change:
 class ProvisionResult:
     pool: str
     steps: list[Change] = field(default_factory=list)
+    dry_run: bool = False
 
     @property
     def changed(self) -> bool:
@@ -65,7 +72,10 @@ class ProvisionResult:
         lines = [
             f"{s.resource:<12} {s.name:<40} {s.action}{(' — ' + s.detail) if s.detail else ''}" for s in self.steps
         ]
-        lines.append("nothing changed" if not self.changed else "done")
+        if self.dry_run:
+            lines.append("dry run: nothing was changed")
+        else:
+            lines.append("nothing changed" if not self.changed else "done")
         return "\n".join(lines)
 
 
@@ -77,6 +87,20 @@ def validate_pool_name(name: str) -> str:
     if name.lower().startswith("prefect"):
         raise InvalidRequestError(f"work pool names starting with 'prefect' are reserved by Prefect: {name!r}")
     return name
+
+
+def push_provider(type_name: str) -> Provider:
+    """The provider of a push pool type, with the push type suggested for a hybrid one (``process`` →
+    ``process:push``).
+
+    Raises:
+        UnsupportedPoolError: not a push pool type, or an unknown one.
+    """
+    if isinstance(type_name, str) and not type_name.endswith(":push") and f"{type_name}:push" in POOL_TYPES:
+        raise UnsupportedPoolError(
+            f"work pool type {type_name!r} is not a push pool type: did you mean --type {type_name}:push?"
+        )
+    return provider_for_pool_type(type_name)
 
 
 def provision_pool(
@@ -99,7 +123,7 @@ def provision_pool(
         ConfigurationError: no submit URL or webhook token to give Prefect (nothing changed).
     """
     validate_pool_name(name)
-    provider = provider_for_pool_type(type_name)
+    provider = push_provider(type_name)
     if concurrency_limit is not None and (not isinstance(concurrency_limit, int) or concurrency_limit < 0):
         raise InvalidRequestError(f"concurrency limit must be a whole number ≥ 0, got {concurrency_limit!r}")
     url = (submit_url() if callable(submit_url) else submit_url) or deps.settings.submit_url
@@ -107,7 +131,7 @@ def provision_pool(
         raise ConfigurationError("no submit URL: set PUSHPOOL_SUBMIT_URL (where Prefect should call pushpool's submit)")
     if not deps.settings.webhook_tokens:
         raise ConfigurationError("PUSHPOOL_WEBHOOK_TOKEN is not set: Prefect needs it to authenticate to submit")
-    result = ProvisionResult(pool=name)
+    result = ProvisionResult(pool=name, dry_run=dry_run)
     template = provider.template(type_name)
     if defaults:
         from pushpool.providers.provisioning import with_defaults
@@ -115,7 +139,7 @@ def provision_pool(
         template = with_defaults(template, defaults)
     _ensure_pool(deps, result, name, type_name, template, concurrency_limit, dry_run, set(defaults or {}))
     block_id = _ensure_webhook_block(deps, result, f"pushpool-{name}", url, deps.settings.webhook_tokens[0], dry_run)
-    _ensure_automation(deps, result, name, block_id, dry_run)
+    _ensure_automation(deps, result, name, type_name, block_id, dry_run)
     return result
 
 
@@ -206,11 +230,16 @@ def _ensure_webhook_block(
     return block.id
 
 
-def automation_body(pool_name: str, block_id: str) -> dict[str, Any]:
+AUTOMATION_TAG = "pushpool"
+TYPE_TAG = "pushpool:type="  # + the pool's type: what a pool deleted behind pushpool's back was
+
+
+def automation_body(pool_name: str, block_id: str, type_name: str | None = None) -> dict[str, Any]:
     return {
         "name": f"pushpool-{pool_name}",
         "description": f"pushpool: send flow-run events of work pool {pool_name!r} to pushpool's submit function",
         "enabled": True,
+        "tags": [AUTOMATION_TAG] + ([TYPE_TAG + type_name] if type_name else []),
         "trigger": {
             "type": "event",
             "posture": "Reactive",
@@ -232,6 +261,7 @@ def _same_automation(existing: dict[str, Any], desired: dict[str, Any]) -> bool:
         return (
             a.get("description"),
             a.get("enabled"),
+            sorted(a.get("tags") or []),
             trigger.get("posture"),
             trigger.get("match"),
             trigger.get("match_related"),
@@ -243,9 +273,11 @@ def _same_automation(existing: dict[str, Any], desired: dict[str, Any]) -> bool:
     return bool(key(existing) == key(desired))
 
 
-def _ensure_automation(deps: Deps, result: ProvisionResult, pool_name: str, block_id: str, dry_run: bool) -> None:
+def _ensure_automation(
+    deps: Deps, result: ProvisionResult, pool_name: str, type_name: str, block_id: str, dry_run: bool
+) -> None:
     client = deps.orchestrator
-    desired = automation_body(pool_name, block_id)
+    desired = automation_body(pool_name, block_id, type_name)
     name = desired["name"]
     found = client.find_automations(name)
     if not found:
