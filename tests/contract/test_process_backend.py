@@ -138,3 +138,15 @@ class TestProcessBackend(BackendContract):
         while psutil.pid_exists(supervisor) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not psutil.pid_exists(supervisor)  # a zombie still has its pid
+
+    def test_a_command_that_cannot_start_says_why(
+        self, backend: ProcessBackend, driver: ProcessDriver, tmp_path: Path
+    ) -> None:
+        """Not just "exit code 127": the reason the process could not start (here: not executable)."""
+        script = tmp_path / "not-executable.sh"
+        script.write_text("echo never\n")
+        handle = backend.submit(dataclasses.replace(driver.spec(), command=(str(script),)))
+        assert self.final(backend, handle) is JobState.FAILED
+        status = backend.status([handle])[handle.id]
+        assert status.exit_code == 127
+        assert f"cannot start {str(script)!r}: Permission denied" in status.reason, status.reason

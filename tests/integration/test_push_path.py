@@ -279,3 +279,17 @@ def test_runs_waiting_for_a_slot_start_in_the_order_they_became_due(
         pid = prefect.read_run(run_id)["infrastructure_pid"]
         if pid:
             deps.backend("process").cancel(JobHandle("process", pid), grace_seconds=1)
+
+
+def test_a_missing_working_dir_crashes_the_run_with_that_reason(deps, prefect: PrefectHelper, pool: str) -> None:
+    """Not "exit code 127 (command not found)": the run says which directory is missing, and no job is left."""
+    missing = "/nonexistent/pushpool-working-dir"
+    run_id = prefect.create_run(prefect.create_deployment(pool, job_variables={"working_dir": missing}))
+    outcome = _submit(deps, run_id).body
+    assert outcome["outcome"] == "crashed", outcome
+    state = prefect.read_run(run_id)["state"]
+    assert state["type"] == "CRASHED"
+    assert f"working directory {missing!r} does not exist" in state["message"], state["message"]
+    assert "127" not in state["message"]
+    jobs = [j for j in os.listdir(deps.settings.process_dir) if j.startswith(run_id)]
+    assert not any((deps.settings.process_dir / j / "job.json").exists() for j in jobs)  # no job was started

@@ -83,6 +83,8 @@ class ProcessBackend(BackendBase):
                 return handle
             argv = self._argv(spec.command, spec.env)
             working_dir = spec.config.working_dir if isinstance(spec.config, ProcessJobConfig) else None
+            if working_dir and not Path(working_dir).is_dir():  # the process could not start: say why, not "127"
+                raise BackendError(f"working directory {working_dir!r} does not exist", backend=NAME)
             _write_json(jobdir / "command.json", {"argv": argv, "cwd": str(working_dir or jobdir)})
             with open(jobdir / "output.log", "ab") as out:
                 proc = subprocess.Popen(
@@ -250,7 +252,8 @@ class ProcessBackend(BackendBase):
             if code == 0:
                 return JobStatus(JobState.SUCCEEDED, 0, "exited with code 0", started, finished, extra)
             state = JobState.STOPPED if stopped else JobState.FAILED
-            return JobStatus(state, code, f"process ended with {describe_exit(code)}", started, finished, extra)
+            reason = f"process {ended['error']}" if ended.get("error") else f"process ended with {describe_exit(code)}"
+            return JobStatus(state, code, reason, started, finished, extra)
         if stopped:
             return JobStatus(JobState.STOPPED, None, "process was stopped", started, None, extra)
         return JobStatus(JobState.MISSING, None, "process disappeared without recording an exit code", started)

@@ -2,8 +2,8 @@
 
 Started detached (its own session) by the process backend as ``python -m pushpool.providers.process.supervisor JOBDIR``.
 Reads ``JOBDIR/command.json``, runs the command with the inherited environment, writes ``JOBDIR/child.json`` with
-the child's pid, waits, and writes ``JOBDIR/exit.json`` atomically. SIGTERM/SIGINT are forwarded to the child.
-Standard library only: this is on the path of every job start.
+the child's pid, waits, and writes ``JOBDIR/exit.json`` atomically (with ``error``, the reason, when the command could
+not start). SIGTERM/SIGINT are forwarded to the child. Standard library only: this is on the path of every job start.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ def main(jobdir: str) -> int:
     try:
         child = subprocess.Popen(spec["argv"], cwd=spec.get("cwd") or jobdir, stdin=subprocess.DEVNULL)
     except OSError as exc:
-        print(f"pushpool: cannot start {spec['argv'][0]!r}: {exc}", file=sys.stderr, flush=True)
-        _write_json(os.path.join(jobdir, "exit.json"), {"exit_code": 127, "finished_at": time.time()})
+        error = f"cannot start {spec['argv'][0]!r}: {exc.strerror or exc}"
+        print(f"pushpool: {error}", file=sys.stderr, flush=True)
+        _write_json(os.path.join(jobdir, "exit.json"), {"exit_code": 127, "finished_at": time.time(), "error": error})
         return 127
     _write_json(os.path.join(jobdir, "child.json"), {"pid": child.pid})
 
