@@ -12,20 +12,26 @@
 * Throttling and 5xx are retried by botocore's ``standard`` retry mode (exponential backoff with jitter);
   capacity ``failures[]`` are retried here with backoff; then the error surfaces as a BackendError with AWS's reason.
 * The handle id is ``<cluster>::<task ARN>`` (as Prefect's ECS worker); the region comes from the ARN.
-* AWS credentials: the default chain (the function's IAM role). ``aws_credentials`` job variables are read for
-  ``region_name`` only; keys are not used.
+* The request is built as Prefect's ECS worker builds it (docs/ecs-compat.md lists the intended differences): the
+  rendered ``task_run_request`` is the base and pushpool only adds to it; a ``task_definition_arn`` is used as it is,
+  its own container (``container_name``, else ``prefect``, else the first) running the flow.
+* AWS credentials: the default chain (the function's IAM role), or the ``aws_credentials`` block's own keys, profile
+  or role for submit and find. The monitor follows tasks with pushpool's own identity, so a block naming another
+  account is refused (clearly, before anything is sent) instead of starting a task pushpool could never watch.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import hashlib
 import json
 import re
+import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
@@ -37,6 +43,7 @@ from pushpool.providers.ecs.config import EcsJobConfig
 NAME = "ecs"
 DEFAULT_IMAGE = "prefecthq/prefect:3-latest"
 DEFAULT_CONTAINER = "prefect"
+DEFAULT_CPU, DEFAULT_MEMORY = 1024, 2048  # Prefect's worker's defaults
 DESCRIBE_BATCH = 100
 
 # Every lastStatus ECS documents (task lifecycle), and what it means for the job.
@@ -87,8 +94,11 @@ class EcsBackend(BackendBase):
         self.max_attempts = max_attempts
         self.failure_retries = failure_retries
         self.sleep = sleep
-        self._clients: dict[tuple[str, str | None], Any] = {}
+        self._clients: dict[tuple[str, str | None, str], Any] = {}
         self._known_definitions: dict[str, str] = {}
+        # Sessions of aws_credentials blocks, by a digest of the block (never the block itself): (session, expiry).
+        self._sessions: dict[str, tuple[Any, dt.datetime | None]] = {}
+        self._own_account: str | None = None
 
     @classmethod
     def from_options(cls, **options: Any) -> EcsBackend:
@@ -100,7 +110,9 @@ class EcsBackend(BackendBase):
         config = _config(spec)
         cluster = config.target_cluster
         region = config.region or self.region
-        ecs = self._client("ecs", region)
+        self._check_secrets(spec, config)  # before anything is looked up, registered or started
+        identity = self._identity(config, region)
+        ecs = self._client("ecs", region, identity)
         with aws_errors():
             # A retry of this attempt finds its task. Straight after the claim there is none to find (one ListTasks
             # round trip less before the job); RunTask's clientToken still dedups a retried request on AWS for 24 h.
@@ -108,13 +120,25 @@ class EcsBackend(BackendBase):
                 found = self._find(ecs, cluster, started_by(spec.run_id, spec.attempt), stopped_too=False)
                 if found is not None:
                     return found
-            request = self._run_task_request(spec, cluster, region)
-            task = self._run_task(ecs, request)
+            request, registration = self._run_task_request(spec, cluster, ecs, identity)
+            try:
+                task = self._run_task(ecs, request)
+            except Exception as exc:
+                # A definition remembered from an earlier run may have been deregistered since (INACTIVE): look
+                # again, register it if so, and start the task once more (the same clientToken: one task).
+                if registration is None or aws_error_code(exc) not in ("ClientException", "InvalidParameterException"):
+                    raise
+                self._known_definitions.pop(registration.key, None)
+                reference, registered = self._ensure_task_definition(ecs, registration)
+                if not registered:
+                    raise
+                task = self._run_task(ecs, {**request, "taskDefinition": reference})
         return JobHandle(NAME, f"{cluster}::{task['taskArn']}")
 
     def find(self, spec: JobSpec) -> JobHandle | None:
         config = _config(spec)
-        ecs = self._client("ecs", config.region or self.region)
+        region = config.region or self.region
+        ecs = self._client("ecs", region, self._identity(config, region))
         try:
             with aws_errors():
                 return self._find(ecs, config.target_cluster, started_by(spec.run_id, spec.attempt))
@@ -202,46 +226,89 @@ class EcsBackend(BackendBase):
                 return JobHandle(NAME, f"{cluster}::{arns[0]}")
         return None
 
-    def _run_task_request(self, spec: JobSpec, cluster: str, region: str | None) -> dict[str, Any]:
+    def _run_task_request(
+        self, spec: JobSpec, cluster: str, ecs: Any, identity: str
+    ) -> tuple[dict[str, Any], _Registration | None]:
+        """The RunTask request: the rendered ``task_run_request`` with what the run needs added (as Prefect's worker).
+
+        Returns the request and, when pushpool registered (or remembered) the definition, what it took to do so.
+        """
         config = _config(spec)
-        self._check_secrets(spec, config)  # before anything is registered or looked up
-        template = copy.deepcopy(config.task_run_request)
-        container = config.container_name or DEFAULT_CONTAINER
-        ecs = self._client("ecs", region)
-        definition_arn = template.get("taskDefinition") or self._ensure_task_definition(ecs, spec, region)
-
-        request: dict[str, Any] = {
-            "cluster": cluster,
-            "taskDefinition": definition_arn,
-            "count": 1,
-            "clientToken": spec.attempt[:64],
-            "startedBy": started_by(spec.run_id, spec.attempt),
-        }
-        strategy = template.get("capacityProviderStrategy")
-        launch_type = template.get("launchType") or "FARGATE"
-        if strategy:
-            request["capacityProviderStrategy"] = strategy
-        elif launch_type == "FARGATE_SPOT":
-            request["capacityProviderStrategy"] = [{"capacityProvider": "FARGATE_SPOT", "weight": 1}]
+        request = copy.deepcopy(config.task_run_request)
+        registration = None
+        if request.get("taskDefinition"):
+            definition = self._named_definition(ecs, str(request["taskDefinition"]))
         else:
-            request["launchType"] = launch_type
-        if launch_type in ("FARGATE", "FARGATE_SPOT") or _fargate_strategy(strategy):
-            request["networkConfiguration"] = self._network(config, region)
+            definition = self._task_definition(spec, ecs.meta.region_name)
+        container = config.container_name or _orchestration_container(definition) or DEFAULT_CONTAINER
+        if request.get("taskDefinition"):
+            _check_named_definition(spec, definition, container)
+        else:
+            registration = self._registration(spec, definition, ecs.meta.region_name, identity)
+            request["taskDefinition"], _ = self._ensure_task_definition(ecs, registration)
 
-        overrides = template.get("overrides") or {}
-        container_override: dict[str, Any] = {
-            "name": container,
-            "command": list(spec.command),
-            "environment": [{"name": k, "value": str(v)} for k, v in sorted(spec.env.items())],
-        }
-        task_override = {k: str(overrides[k]) for k in ("cpu", "memory") if overrides.get(k)}
-        if overrides.get("taskRoleArn"):
-            task_override["taskRoleArn"] = overrides["taskRoleArn"]
-        request["overrides"] = {"containerOverrides": [container_override], **task_override}
-        tags = [{"key": _tag(k), "value": _tag(v)} for k, v in spec.labels.items() if _tag(k)]
-        if tags:
-            request["tags"] = tags[:50]
-        return request
+        count = request.pop("count", None)
+        if count not in (None, 1):
+            raise BackendError(f"pushpool starts one task per run: task_run_request has count {count!r}", backend=NAME)
+        request["cluster"] = cluster
+        request["clientToken"] = spec.attempt[:64]
+        request["startedBy"] = started_by(spec.run_id, spec.attempt)
+
+        requires_ec2 = "EC2" in (definition.get("requiresCompatibilities") or [])
+        if not request.get("launchType"):
+            request.pop("launchType", None)
+            if not requires_ec2:
+                request["launchType"] = "FARGATE"
+        if request.get("capacityProviderStrategy"):
+            request.pop("launchType", None)
+        else:
+            request.pop("capacityProviderStrategy", None)
+            if request.get("launchType") == "FARGATE_SPOT":
+                del request["launchType"]
+                request["capacityProviderStrategy"] = [{"capacityProvider": "FARGATE_SPOT", "weight": 1}]
+        if definition.get("networkMode") == "awsvpc":
+            if config.network_configuration:  # the pool's or deployment's variable wins over the template's request
+                request["networkConfiguration"] = _awsvpc(config.network_configuration)
+            elif not request.get("networkConfiguration"):
+                request["networkConfiguration"] = self._default_network(config, ecs.meta.region_name, identity)
+
+        overrides = request.get("overrides") or {}
+        if not isinstance(overrides, dict):
+            raise BackendError("task_run_request overrides must be an object", backend=NAME)
+        containers = [dict(o) for o in overrides.get("containerOverrides") or [] if isinstance(o, dict)]
+        if containers and not containers[0].get("name"):
+            containers[0]["name"] = container
+        main = next((o for o in containers if o.get("name") == container), None)
+        if main is None:
+            main = {"name": container}
+            containers.append(main)
+        for override in containers:
+            if isinstance(override.get("command"), str):
+                override["command"] = shlex.split(override["command"])
+            environment = override.get("environment") or []
+            if isinstance(environment, dict):
+                environment = [{"name": k, "value": v} for k, v in environment.items()]
+            override["environment"] = [
+                {"name": e["name"], "value": str(e["value"])} for e in environment if e.get("value") is not None
+            ]
+        main["command"] = list(spec.command)
+        main["environment"] = [e for e in main["environment"] if e["name"] not in spec.env] + [
+            {"name": k, "value": str(v)} for k, v in sorted(spec.env.items())
+        ]
+        for key in ("cpu", "memory"):
+            if overrides.get(key):
+                overrides[key] = str(overrides[key])
+        overrides["containerOverrides"] = [_drop_empty(o) for o in containers if _drop_empty(o)]
+        request["overrides"] = _drop_empty(overrides)
+
+        tags = request.get("tags") or []
+        if isinstance(tags, dict):
+            tags = [{"key": k, "value": v} for k, v in tags.items()]
+        tags = [t for t in tags if t.get("key") not in spec.labels and t.get("value") is not None]
+        tags += [{"key": k, "value": v} for k, v in spec.labels.items() if v is not None]
+        tags = [{"key": _tag(t["key"]), "value": _tag(t["value"])} for t in tags if _tag(t["key"])]
+        request["tags"] = tags[:50]
+        return {k: v for k, v in request.items() if v not in (None, "", [], {})}, registration
 
     def _check_secrets(self, spec: JobSpec, config: EcsJobConfig) -> None:
         refs = {
@@ -256,82 +323,125 @@ class EcsBackend(BackendBase):
                     backend=NAME,
                 )
 
+    def _named_definition(self, ecs: Any, reference: str) -> dict[str, Any]:
+        """The definition a ``task_definition_arn`` names (ARN, family or family:revision), which must be ACTIVE."""
+        definition = ecs.describe_task_definition(taskDefinition=reference)["taskDefinition"]
+        if definition.get("status") not in (None, "ACTIVE"):
+            raise BackendError(
+                f"task definition {reference} is {definition['status']}: register it again, or remove "
+                "task_definition_arn so pushpool registers one from the pool's template",
+                backend=NAME,
+            )
+        return definition  # type: ignore[no-any-return]
+
     def _task_definition(self, spec: JobSpec, region: str | None) -> dict[str, Any]:
+        """The definition to register, built from the rendered ``task_definition`` as Prefect's worker builds it."""
         config = _config(spec)
         definition = copy.deepcopy(config.task_definition)
-        container_name = config.container_name or DEFAULT_CONTAINER
-        containers = definition.setdefault("containerDefinitions", [])
-        container = _main_container(containers, config.container_name)
+        containers = [c for c in definition.get("containerDefinitions") or [] if c]
+        definition["containerDefinitions"] = containers
+        name = config.container_name or _orchestration_container(definition) or DEFAULT_CONTAINER
+        container = next((c for c in containers if c.get("name") == name), None)
         if container is None:
-            container = {"name": container_name}
-            containers.append(container)
-        container.setdefault("name", container_name)
+            if name != DEFAULT_CONTAINER:
+                raise BackendError(f"container {name!r} is not in the pool's task definition", backend=NAME)
+            container = next((c for c in containers if "name" not in c), None)
+            if container is None:
+                container = {}
+                containers.append(container)
+            container["name"] = name
         container.setdefault("image", DEFAULT_IMAGE)
-        container.setdefault("essential", True)
-        run_request = config.task_run_request
-        launch_type = run_request.get("launchType") or "FARGATE"
-        if launch_type in ("FARGATE", "FARGATE_SPOT") or _fargate_strategy(run_request.get("capacityProviderStrategy")):
-            definition.setdefault("requiresCompatibilities", ["FARGATE"])
-            definition.setdefault("networkMode", "awsvpc")
-            definition["cpu"] = str(definition.get("cpu") or 1024)
-            definition["memory"] = str(definition.get("memory") or 2048)
-        secrets = [
-            {"name": name, "valueFrom": arn}
-            for name, arn in (
-                ("PREFECT_API_KEY", config.prefect_api_key_secret_arn),
-                ("PREFECT_API_AUTH_STRING", config.prefect_api_auth_string_secret_arn),
-            )
-            if arn
-        ]
-        if secrets:
-            container["secrets"] = secrets
+        unset = {k for k, v in config.env.items() if v is None}
+        if container.get("environment"):
+            container["environment"] = [
+                e for e in container["environment"] if e.get("name") not in unset and e.get("value") is not None
+            ]
         if config.execution_role_arn:
             definition["executionRoleArn"] = config.execution_role_arn
         if config.configure_cloudwatch_logs:
             if not definition.get("executionRoleArn"):
                 raise BackendError("configure_cloudwatch_logs needs execution_role_arn", backend=NAME)
-            options = {
-                "awslogs-group": "prefect",
-                "awslogs-region": region or "us-east-1",
-                "awslogs-stream-prefix": config.cloudwatch_logs_prefix or f"pushpool-{_slug(spec.pool_name)}",
-                "awslogs-create-group": "true",
-                **config.cloudwatch_logs_options,
+            container["logConfiguration"] = {
+                "logDriver": "awslogs",
+                "options": {
+                    "awslogs-create-group": "true",
+                    "awslogs-group": "prefect",
+                    "awslogs-region": region,
+                    "awslogs-stream-prefix": config.cloudwatch_logs_prefix or f"pushpool-{_slug(spec.pool_name)}",
+                    **config.cloudwatch_logs_options,
+                },
             }
-            container["logConfiguration"] = {"logDriver": "awslogs", "options": options}
-        return _drop_empty(definition)
+        cpu, memory = definition.get("cpu") or DEFAULT_CPU, definition.get("memory") or DEFAULT_MEMORY
+        run_request = config.task_run_request
+        launch_type = run_request.get("launchType")
+        if launch_type in ("FARGATE", "FARGATE_SPOT") or _fargate_strategy(run_request.get("capacityProviderStrategy")):
+            definition["cpu"], definition["memory"] = cpu, memory  # Fargate sizes tasks, not containers
+            compatibilities = definition.setdefault("requiresCompatibilities", [])
+            if "FARGATE" not in compatibilities:
+                compatibilities.append("FARGATE")
+            definition.setdefault("networkMode", "awsvpc")
+        else:  # EC2 and EXTERNAL place containers: each needs its own cpu and memory
+            container.setdefault("cpu", int(cpu))
+            container.setdefault("memory", int(memory))
+        for key in ("cpu", "memory"):  # the API takes task-level sizes as strings
+            if definition.get(key):
+                definition[key] = str(definition[key])
+        definition = _drop_empty(definition)
+        container = next(c for c in definition["containerDefinitions"] if c.get("name") == name)
 
-    def _ensure_task_definition(self, ecs: Any, spec: JobSpec, region: str | None) -> str:
-        definition = self._task_definition(spec, region)
+        prefect_secrets = {
+            name: arn
+            for name, arn in (
+                ("PREFECT_API_KEY", config.prefect_api_key_secret_arn),
+                ("PREFECT_API_AUTH_STRING", config.prefect_api_auth_string_secret_arn),
+            )
+            if arn
+        }
+        if prefect_secrets:  # merged into the container's own secrets; ours win over one of the same name
+            if container.get("environment"):
+                container["environment"] = [e for e in container["environment"] if e["name"] not in prefect_secrets]
+            secrets = [dict(s) for s in container.get("secrets") or [] if s.get("name") not in prefect_secrets]
+            container["secrets"] = secrets + [{"name": k, "valueFrom": v} for k, v in prefect_secrets.items()]
+        return definition  # type: ignore[no-any-return]
+
+    def _registration(
+        self, spec: JobSpec, definition: dict[str, Any], region: str | None, identity: str
+    ) -> _Registration:
+        definition = copy.deepcopy(definition)
         explicit_family = definition.pop("family", None)
         digest = hashlib.sha256(json.dumps(_normalise(definition), sort_keys=True).encode()).hexdigest()[:16]
         family = explicit_family or f"pushpool-{_slug(spec.pool_name)[:200]}-{digest}"
-        key = f"{region}:{family}:{digest}"
+        return _Registration(f"{identity}:{region}:{family}:{digest}", family, bool(explicit_family), definition)
+
+    def _ensure_task_definition(self, ecs: Any, registration: _Registration) -> tuple[str, bool]:
+        """What RunTask names for ``registration`` (registered only when missing or INACTIVE), and whether this call
+        registered it."""
+        key, family, explicit, definition = registration
         if key in self._known_definitions:
-            return self._known_definitions[key]
+            return self._known_definitions[key], False
         try:
             latest = ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]
         except Exception as exc:
             if aws_error_code(exc) not in ("ClientException", "InvalidParameterException"):
                 raise
             latest = None
-        if (
+        registered = not (
             latest is not None
             and latest.get("status") == "ACTIVE"
-            and (not explicit_family or _normalise(latest) == _normalise({**definition, "family": family}))
-        ):
-            arn = str(latest["taskDefinitionArn"])
-        else:
+            and (not explicit or _normalise(latest) == _normalise({**definition, "family": family}))
+        )
+        if registered:
             arn = str(ecs.register_task_definition(family=family, **definition)["taskDefinition"]["taskDefinitionArn"])
+        else:
+            arn = str(latest["taskDefinitionArn"])  # type: ignore[index]
         # Every revision of a content-addressed family has the same content: name the family, not a revision, so
         # that every submit of one attempt sends the same RunTask request (concurrent registrations may add twins).
-        self._known_definitions[key] = arn if explicit_family else family
-        return self._known_definitions[key]
+        self._known_definitions[key] = arn if explicit else family
+        return self._known_definitions[key], registered
 
-    def _network(self, config: EcsJobConfig, region: str | None) -> dict[str, Any]:
-        network = config.network_configuration
-        if network:
-            return dict(network) if "awsvpcConfiguration" in network else {"awsvpcConfiguration": dict(network)}
-        ec2 = self._client("ec2", region)
+    def _default_network(self, config: EcsJobConfig, region: str | None, identity: str) -> dict[str, Any]:
+        """Every subnet of ``vpc_id`` (else of the default VPC), as Prefect's worker does when none is given."""
+        ec2 = self._client("ec2", region, identity)
         vpc_id = config.vpc_id
         if not vpc_id:
             vpcs = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}]).get("Vpcs", [])
@@ -343,7 +453,78 @@ class EcsBackend(BackendBase):
         subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}]).get("Subnets", [])
         if not subnets:
             raise BackendError(f"VPC {vpc_id} has no subnets", backend=NAME)
-        return {"awsvpcConfiguration": {"subnets": [s["SubnetId"] for s in subnets], "assignPublicIp": "ENABLED"}}
+        return {
+            "awsvpcConfiguration": {
+                "subnets": [s["SubnetId"] for s in subnets],
+                "assignPublicIp": "ENABLED",
+                "securityGroups": [],
+            }
+        }
+
+    # -- credentials -------------------------------------------------------------------------------------------
+
+    def _identity(self, config: EcsJobConfig, region: str | None) -> str:
+        """The key of the session that signs this job's calls: "" for pushpool's own, else a digest of the
+        ``aws_credentials`` block (keys, profile or role), whose account must be the one pushpool watches.
+
+        Raises:
+            BackendError: the block names another account, or its credentials do not work.
+        """
+        block = config.aws_credentials if isinstance(config.aws_credentials, Mapping) else {}
+        if not any(block.get(k) for k in _IDENTITY_FIELDS):
+            return ""
+        fields = {k: block.get(k) for k in (*_IDENTITY_FIELDS, "assume_role_kwargs", "region_name")}
+        key = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:24]
+        known = self._sessions.get(key)
+        now = dt.datetime.now(dt.timezone.utc)
+        if known is not None and (known[1] is None or known[1] - now > dt.timedelta(minutes=5)):
+            return key
+        import boto3
+
+        with aws_errors():
+            session = boto3.session.Session(
+                aws_access_key_id=block.get("aws_access_key_id") or None,
+                aws_secret_access_key=block.get("aws_secret_access_key") or None,
+                aws_session_token=block.get("aws_session_token") or None,
+                profile_name=block.get("profile_name") or None,
+                region_name=region,
+            )
+            expiry = None
+            role = block.get("assume_role_arn")
+            if role:
+                self._same_account(str(role).split(":")[4] if str(role).count(":") >= 5 else "", "assume_role_arn")
+                options = dict(block.get("assume_role_kwargs") or {})
+                options = {k: v for k, v in options.items() if v not in (None, "", [], {})}
+                options.setdefault("RoleSessionName", "pushpool")
+                credentials = session.client("sts", region_name=region).assume_role(RoleArn=role, **options)[
+                    "Credentials"
+                ]
+                session = boto3.session.Session(
+                    aws_access_key_id=credentials["AccessKeyId"],
+                    aws_secret_access_key=credentials["SecretAccessKey"],
+                    aws_session_token=credentials["SessionToken"],
+                    region_name=region,
+                )
+                expiry = credentials.get("Expiration")
+            else:
+                account = session.client("sts", region_name=region).get_caller_identity()["Account"]
+                self._same_account(str(account), "its keys")
+        self._sessions[key] = (session, expiry)
+        self._clients = {k: v for k, v in self._clients.items() if k[2] != key}
+        return key
+
+    def _same_account(self, account: str, source: str) -> None:
+        if self._own_account is None:
+            with aws_errors():
+                self._own_account = str(self._client("sts", self.region).get_caller_identity()["Account"])
+        if account != self._own_account:
+            raise BackendError(
+                f"the pool's aws_credentials block names AWS account {account or '(unreadable)'} ({source}), but "
+                f"pushpool runs in account {self._own_account} and follows tasks there with its own identity: it "
+                f"would start a task it can never watch or stop. Run pushpool in account {account} for this pool, or "
+                f"give the block credentials of account {self._own_account}",
+                backend=NAME,
+            )
 
     def _run_task(self, ecs: Any, request: dict[str, Any]) -> dict[str, Any]:
         """RunTask, retried with jittered backoff while ECS reports a capacity failure (the same clientToken: one task).
@@ -377,16 +558,16 @@ class EcsBackend(BackendBase):
 
     # -- plumbing ----------------------------------------------------------------------------------------------------
 
-    def _client(self, service: str, region: str | None) -> Any:
-        """A client per service and region, made once (inside the boundary: no region, a bad profile … are
-        BackendErrors, like every other AWS failure)."""
-        key = (service, region)
+    def _client(self, service: str, region: str | None, identity: str = "") -> Any:
+        """A client per service, region and identity (pushpool's own: ""), made once (inside the boundary: no region,
+        a bad profile … are BackendErrors, like every other AWS failure)."""
+        key = (service, region, identity)
         if key not in self._clients:
             import boto3
             from botocore.config import Config
 
             with aws_errors():
-                session = self._session or boto3.session.Session()
+                session = self._sessions[identity][0] if identity else self._session or boto3.session.Session()
                 self._clients[key] = session.client(
                     service,
                     region_name=region,
@@ -437,6 +618,54 @@ def _to_status(task: Mapping[str, Any]) -> JobStatus:
     if reason:
         why += f" ({reason})"
     return JobStatus(JobState.FAILED, int(code), why, started, finished, extra)
+
+
+class _Registration(NamedTuple):
+    key: str  # the cache key: identity, region, family, content digest
+    family: str
+    explicit: bool  # a family named by the pool or deployment (compared with its latest revision)
+    definition: dict[str, Any]
+
+
+_IDENTITY_FIELDS = (
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "profile_name",
+    "assume_role_arn",
+)
+
+
+def _orchestration_container(definition: Mapping[str, Any]) -> str | None:
+    """The container that runs the flow when none is named: ``prefect`` if the definition has one, else its first."""
+    containers = definition.get("containerDefinitions") or []
+    if any(c.get("name") == DEFAULT_CONTAINER for c in containers):
+        return DEFAULT_CONTAINER
+    return containers[0].get("name") if containers else None
+
+
+def _check_named_definition(spec: JobSpec, definition: Mapping[str, Any], container: str) -> None:
+    """A definition pushpool does not register must carry the Prefect credential itself (by secret reference)."""
+    found = next((c for c in definition.get("containerDefinitions") or [] if c.get("name") == container), None)
+    if found is None:
+        raise BackendError(
+            f"container {container!r} is not in task definition {definition.get('taskDefinitionArn')}", backend=NAME
+        )
+    names = {s.get("name") for s in found.get("secrets") or []} | {
+        e.get("name") for e in found.get("environment") or []
+    }
+    for name in spec.secret_env:
+        if name not in names:
+            raise BackendError(
+                f"task definition {definition.get('taskDefinitionArn')} gives container {container!r} no {name}: add "
+                f"a secret {name} (valueFrom: its Secrets Manager ARN) to it, or remove task_definition_arn so "
+                "pushpool registers a definition with it",
+                backend=NAME,
+            )
+
+
+def _awsvpc(network: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(network) if "awsvpcConfiguration" in network else {"awsvpcConfiguration": dict(network)}
 
 
 def _main_container(containers: Sequence[Mapping[str, Any]], name: str | None) -> Any:

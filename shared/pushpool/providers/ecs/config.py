@@ -16,7 +16,7 @@ from pushpool.providers.base import JobConfig
 
 class EcsJobConfig(JobConfig):
     aws_credentials: dict[str, Any] | None = Field(
-        default=None, repr=False, description="an aws-credentials block's data; only region_name is used"
+        default=None, repr=False, description="aws-credentials block data: region, keys/role"
     )
     cluster: str | None = Field(default=None, description="ECS cluster name or ARN (default: the account's default)")
     task_definition: dict[str, Any] = Field(default_factory=dict, description="the task definition to register")
@@ -32,7 +32,7 @@ class EcsJobConfig(JobConfig):
     prefect_api_auth_string_secret_arn: str | None = Field(
         default=None, description="Secrets Manager ARN of the Prefect auth string"
     )
-    auto_deregister_task_definition: bool = Field(default=False, description="accepted for compatibility")
+    auto_deregister_task_definition: bool = Field(default=False, description="ignored: definitions are shared")
     match_latest_revision_in_family: bool = Field(default=False, description="accepted for compatibility")
 
     @field_validator(
