@@ -261,7 +261,10 @@ class Server:
                     response = handle_submit(
                         server.deps, server.auth, headers, body, trigger="webhook", seen=server.seen
                     )
-                    if response.status == 200:
+                    if response.status == 200 and response.body.get("outcome") == DUPLICATE:
+                        # The event stream delivered it first: normal with both triggers on, nothing to report.
+                        log.debug("submit: %s", json.dumps({**response.body, "received_at": received}))
+                    elif response.status == 200:
                         log.info("submit: %s", json.dumps({**response.body, "received_at": received}))
                     else:
                         log.info("submit refused (%d): %s", response.status, response.body.get("error"))
