@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -104,6 +105,16 @@ def running_serves(home: Path, prefect_api_url: str) -> list[ServeRecord]:
     return sorted(found, key=lambda r: r.port)
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A caller that hangs up (while we read its request) is one line, not a traceback on stderr."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (BrokenPipeError, ConnectionResetError)):
+            log.info("a caller (%s) hung up: %s", client_address[0], type(error).__name__)
+        else:
+            log.error("request from %s failed", client_address[0], exc_info=error)
+
+
 class Server:
     def __init__(
         self,
@@ -121,7 +132,7 @@ class Server:
         self.monitor_interval = monitor_interval
         self.stopping = threading.Event()
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pushpool-work")
-        self.httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        self.httpd = _HTTPServer((host, port), self._handler_class())
         self.httpd.daemon_threads = True
         self.events = EventStream(deps.settings, self._on_event, pool_types=deps.pool_types) if event_stream else None
         # With both triggers on, each Prefect event arrives twice (stream first, webhook ~200 ms later): act once.
@@ -278,6 +289,16 @@ class Server:
                         response = Response(exc.http_status, {"error": exc.one_line()})
                 else:
                     response = Response(404, {"error": "not found"})
-                self._send(response)
+                try:
+                    self._send(response)
+                except (BrokenPipeError, ConnectionResetError):
+                    # Prefect's webhook client gave up waiting: what was asked was done all the same.
+                    self.close_connection = True
+                    done = {k: response.body[k] for k in ("flow_run_id", "outcome", "error") if k in response.body}
+                    log.info(
+                        "%s: the caller hung up before the answer; handled all the same: %s",
+                        self.path.lstrip("/"),
+                        json.dumps({"status": response.status, **done}),
+                    )
 
         return Handler

@@ -1,0 +1,77 @@
+"""`pushpool serve` as a process (issue 13, item 9): it says once where it serves, records where it listens under
+PUSHPOOL_HOME and removes the record when it stops, logs that it stops on SIGTERM, and a webhook client that hangs up
+before the answer is one line in its log — the run is submitted all the same — not a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import PrefectHelper
+from tests.integration.serve_process import start_serve
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def env(prefect_api: str) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PUSHPOOL_"))}
+    return {**keep, "PREFECT_API_URL": prefect_api}
+
+
+def test_serve_says_where_once_records_it_and_logs_its_stop_on_sigterm(env: dict[str, str], tmp_path: Path) -> None:
+    home = tmp_path / "pp"
+    serve = start_serve(env, home)
+    record = home / "serve" / f"{serve.port}.json"
+    assert json.loads(record.read_text())["submit_url"] == f"{serve.address}/submit"
+    assert json.loads(record.read_text())["pid"] == serve.process.pid
+    assert serve.stop() == 0
+    log = serve.log()
+    assert log.count("serving on") == 1, log
+    assert f"serving on {serve.address}" in log and f"{serve.address}/submit" in log
+    assert "received SIGTERM: stopping" in log and log.rstrip().endswith("pushpool serve stopped"), log
+    assert not record.exists()
+    assert (home / "webhook-token").read_text().strip() not in log
+
+
+def hang_up_after_sending(address: tuple[str, int], request: bytes) -> None:
+    """Send the whole request, then close with a reset (SO_LINGER 0) without reading the answer — as Prefect's webhook
+    client does when it gives up waiting."""
+    sock = socket.create_connection(address)
+    sock.sendall(request)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_a_webhook_client_that_hangs_up_is_one_line_and_the_run_is_submitted(
+    env: dict[str, str], tmp_path: Path, prefect: PrefectHelper
+) -> None:
+    serve = start_serve(env, tmp_path / "pp")
+    try:
+        pool = prefect.unique("hangup")
+        prefect.create_pool(pool)  # no automation: only the request below can submit the run
+        run_id = prefect.create_run(prefect.create_deployment(pool, "flows.py:hello"))
+        body = json.dumps({"flow_run_id": run_id}).encode()
+        head = (
+            f"POST /submit HTTP/1.1\r\nHost: 127.0.0.1:{serve.port}\r\nAuthorization: Bearer {serve.token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        hang_up_after_sending(("127.0.0.1", serve.port), head.encode() + body)
+        run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90)
+        assert run["state"]["type"] == "COMPLETED"  # submitted all the same
+        deadline = time.monotonic() + 30
+        while "hung up" not in serve.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        serve.stop()
+    log = serve.log()
+    hung_up = [line for line in log.splitlines() if "hung up" in line]
+    assert len(hung_up) == 1 and run_id in hung_up[0] and "submitted" in hung_up[0], log
+    for noise in ("Traceback", "BrokenPipeError", "ConnectionResetError", "Exception occurred"):
+        assert noise not in log, log
