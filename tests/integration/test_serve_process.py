@@ -75,3 +75,41 @@ def test_a_webhook_client_that_hangs_up_is_one_line_and_the_run_is_submitted(
     assert len(hung_up) == 1 and run_id in hung_up[0] and "submitted" in hung_up[0], log
     for noise in ("Traceback", "BrokenPipeError", "ConnectionResetError", "Exception occurred"):
         assert noise not in log, log
+
+
+def test_a_port_in_use_is_one_line_and_a_killed_serves_record_is_ignored(
+    env: dict[str, str], tmp_path: Path, prefect: PrefectHelper
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    first = start_serve(env, tmp_path / "first")
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "pushpool.entrypoints.cli", "serve", "--port", str(first.port)],
+            env={**env, "PUSHPOOL_HOME": str(tmp_path / "second")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2
+        assert second.stderr.strip().splitlines() == [
+            f"pushpool: error: cannot listen on 127.0.0.1:{first.port}: Address already in use"
+        ]
+        assert not (tmp_path / "second" / "serve").exists() or not list((tmp_path / "second" / "serve").iterdir())
+    finally:
+        os.kill(first.process.pid, signal.SIGKILL)  # no chance to remove its record
+        first.process.wait(timeout=30)
+    record = tmp_path / "first" / "serve" / f"{first.port}.json"
+    assert record.exists()
+    pool = prefect.unique("stale")
+    created = subprocess.run(
+        [sys.executable, "-m", "pushpool.entrypoints.cli", "work-pool", "create", pool, "--type", "process:push"],
+        env={**env, "PUSHPOOL_HOME": str(tmp_path / "first")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert created.returncode == 0, created.stderr
+    assert "no pushpool serve is running" in created.stderr and not record.exists()
