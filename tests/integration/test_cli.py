@@ -151,11 +151,11 @@ def test_help_lists_every_command_and_option(tmp_path: Path) -> None:
     env = base_env(tmp_path)
     root = pushpool("--help", env=env)
     assert root.returncode == 0, root.stderr
-    for command in ("serve", "work-pool", "status", "monitor", "--verbose"):
+    for command in ("serve", "work-pool", "status", "monitor", "logs", "--verbose", "--version"):
         assert command in root.stdout, command
     assert re.search(r"(?<!-)-v\b", root.stdout) and re.search(r"(?<!-)-h\b", root.stdout)
     pools = pushpool("work-pool", "-h", env=env)
-    for command in ("create", "provision-infra", "deprovision"):
+    for command in ("create", "provision-infra", "deprovision", "delete", "ls", "inspect"):
         assert command in pools.stdout, command
     options = {
         ("serve",): ("--host", "--port", "--monitor-interval", "--no-event-stream"),
@@ -165,7 +165,11 @@ def test_help_lists_every_command_and_option(tmp_path: Path) -> None:
         ),
         ("work-pool", "provision-infra"): ("--submit-url", "--port", "--json", "--yes", "--region", "--credentials"),
         ("work-pool", "deprovision"): ("--type", "--json", "--yes", "--region", "--credentials"),
-        ("status",): ("--pool", "--json"),
+        ("work-pool", "delete"): ("--type", "--keep-infra", "--dry-run", "--yes", "--region", "--credentials"),
+        ("work-pool", "ls"): ("--output",),
+        ("work-pool", "inspect"): ("--output",),
+        ("logs",): ("--lines", "--output"),
+        ("status",): ("--pool", "--json", "--output"),
     }
     for command, names in options.items():
         shown = pushpool(*command, "--help", env=env)
