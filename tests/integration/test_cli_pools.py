@@ -304,3 +304,18 @@ def test_version_help_and_clear_errors(env: dict[str, str], prefect: PrefectHelp
     assert hybrid.returncode == 2 and "did you mean --type process:push?" in hybrid.stderr
     dry = pushpool("work-pool", "create", prefect.unique("dry"), "--type", "process:push", "--dry-run", env=env)
     assert dry.returncode == 0 and dry.stdout.splitlines()[-1] == "dry run: nothing was changed"
+
+
+def test_delete_on_a_terminal_shows_the_plan_and_asks(env: dict[str, str], prefect: PrefectHelper) -> None:
+    from tests.integration.test_cli import in_terminal
+
+    pool = prefect.unique("asked")
+    assert pushpool("work-pool", "create", pool, "--type", "process:push", env=env).returncode == 0
+    code, out = in_terminal(["work-pool", "delete", pool], env, answer="n")
+    assert code == 1 and "cancelled: nothing was changed" in out, out
+    assert out.index(f"delete automation pushpool-{pool}") < out.index("[y/n]")
+    assert exists(prefect, f"/work_pools/{pool}") and automations(prefect, pool)
+    assert not prefect.json("GET", f"/work_pools/{pool}")["is_paused"]
+    code, out = in_terminal(["work-pool", "delete", pool], env, answer="y")
+    assert code == 0 and f"Deleted work pool {pool!r}" in out, out
+    assert not exists(prefect, f"/work_pools/{pool}") and automations(prefect, pool) == []
