@@ -139,8 +139,9 @@ def test_monitor_is_granted_exactly_what_it_calls(deps, prefect: PrefectHelper, 
 def test_provision_is_granted_exactly_what_provisioning_calls_and_nothing_that_deletes(
     deps, prefect: PrefectHelper
 ) -> None:
-    """Every provisioning path the Lambda can take (fresh account, default VPC, access-key mode with a stale policy
-    at IAM's five-version limit); deprovisioning is not one of them, so no Delete* but the policy-version rotation."""
+    """Every provisioning path the Lambda can take (fresh account, default VPC, the Prefect key's secret granted to
+    the execution role, access-key mode with a stale policy at IAM's five-version limit); deprovisioning is not one
+    of them, so no Delete* but the policy-version rotation."""
     calls: set[str] = set()
     for region in ("us-west-1", "us-west-2"):
         if region == "us-west-2":
@@ -150,6 +151,14 @@ def test_provision_is_granted_exactly_what_provisioning_calls_and_nothing_that_d
         session, recorded = recording_session(region)
         provision_infra(deps, EcsProvisioner(session=session), pool=prefect.unique("lp"), type_name="ecs:push")
         calls |= recorded
+    # The stack reads its Prefect key from a secret: provisioning grants the pool's execution role exactly that one.
+    stack_secret = boto3.client("secretsmanager").create_secret(Name=prefect.unique("lp-key"), SecretString="pnu_lp")
+    stack = deps.settings.replace(prefect_api_key=None, prefect_api_key_secret_arn=stack_secret["ARN"])
+    session, recorded = recording_session()
+    provision_infra(
+        deps, EcsProvisioner(session=session, settings=stack), pool=prefect.unique("lp-secret"), type_name="ecs:push"
+    )
+    calls |= recorded
     pool = prefect.unique("lp-keys")
     session, recorded = recording_session()
     provision_infra(deps, EcsProvisioner(session=session, credentials="access-key"), pool=pool, type_name="ecs:push")

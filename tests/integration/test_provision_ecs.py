@@ -353,3 +353,96 @@ def test_a_vpc_left_half_built_is_finished_by_the_next_run(deps, prefect: Prefec
     assert len(network["subnets"]) == 3
     assert not result.notes[:-1]  # verified: nothing left to do
     deprovision(deps, EcsProvisioner(region=region), pool=pool)
+
+
+def _grant(pool: str) -> dict:
+    document = boto3.client("iam").get_role_policy(RoleName=f"pushpool-{pool}-exec", PolicyName="read-prefect-secret")
+    document = document["PolicyDocument"]
+    return json.loads(document) if isinstance(document, str) else document
+
+
+def test_the_prefect_key_goes_to_a_secret_only_the_execution_role_reads(
+    deps, prefect: PrefectHelper, tmp_path: Path
+) -> None:
+    """The secure path is the easy one: provisioning with pushpool's Prefect key stores it once in the pool's own
+    secret, grants the execution role GetSecretValue on exactly that secret, and writes its ARN into the pool — whose
+    runs then start (they crashed before: no secret ARN, and pushpool never sends the key in plaintext)."""
+    pool = prefect.unique("keyed")
+    key = "pnu_provisioned_key_do_not_log"
+    settings = deps.settings.replace(prefect_api_key=key)
+    result = provision_infra(deps, EcsProvisioner(settings=settings), pool=pool, type_name="ecs:push")
+    plan = {s.resource: s.action for s in result.plan}
+    assert plan["secret"] == "create" and plan["secret grant"] == "create"
+    assert key not in json.dumps(result.as_dict(), default=str)
+    assert not result.notes[:-1]  # verified: nothing left to do
+
+    sm = boto3.client("secretsmanager")
+    secret = sm.describe_secret(SecretId=f"pushpool-{pool}-prefect-api-key")
+    assert sm.get_secret_value(SecretId=secret["ARN"])["SecretString"] == key
+    assert {"Key": TAG_KEY, "Value": pool} in secret["Tags"]
+    variables = prefect.json("GET", f"/work_pools/{pool}")["base_job_template"]["variables"]["properties"]
+    assert variables["prefect_api_key_secret_arn"]["default"] == secret["ARN"]
+    (statement,) = _grant(pool)["Statement"]
+    assert (statement["Effect"], statement["Action"], statement["Resource"]) == (
+        "Allow",
+        "secretsmanager:GetSecretValue",
+        secret["ARN"],
+    )
+
+    session, calls = counted_session("us-east-1")
+    again = provision_infra(deps, EcsProvisioner(session=session, settings=settings), pool=pool, type_name="ecs:push")
+    assert {s.action for s in again.plan} == {"exists"} and writes(calls) == {}
+
+    rotated = settings.replace(prefect_api_key="pnu_rotated_key_do_not_log")
+    result = provision_infra(deps, EcsProvisioner(settings=rotated), pool=pool, type_name="ecs:push")
+    assert {s.resource: s.action for s in result.plan}["secret"] == "update"
+    assert sm.get_secret_value(SecretId=secret["ARN"])["SecretString"] == "pnu_rotated_key_do_not_log"
+
+    # A run of the pool, dispatched by a pushpool that holds the key (moto workaround in test set-up only).
+    template = prefect.json("GET", f"/work_pools/{pool}")["base_job_template"]
+    template["job_configuration"]["task_definition"]["containerDefinitions"][0]["memoryReservation"] = 512
+    prefect.json("PATCH", f"/work_pools/{pool}", json={"base_job_template": template})
+    keyed = make_deps(deps.settings.prefect_api_url, tmp_path, prefect_api_key=key)
+    try:
+        client = keyed.orchestrator
+        run_id = prefect.create_run(prefect.create_deployment(pool))
+        outcome = submit_run(keyed, client.read_flow_run(run_id), client.read_work_pool(pool))
+    finally:
+        keyed.orchestrator.close()
+    assert outcome.outcome == "submitted", outcome
+    ecs = boto3.client("ecs")
+    cluster, arn = outcome.job_id.split("::")
+    task = ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]
+    definition = ecs.describe_task_definition(taskDefinition=task["taskDefinitionArn"])["taskDefinition"]
+    assert definition["containerDefinitions"][0]["secrets"] == [{"name": "PREFECT_API_KEY", "valueFrom": secret["ARN"]}]
+    assert definition["executionRoleArn"].endswith(f"role/pushpool-{pool}-exec")
+    assert key not in json.dumps(task, default=str)
+    ecs.stop_task(cluster=cluster, task=arn)
+
+    deprovision(deps, EcsProvisioner(settings=settings), pool=pool)
+    assert tagged_anywhere(pool, "us-east-1") == []
+    assert not sm.list_secrets(Filters=[{"Key": "name", "Values": [f"pushpool-{pool}"]}])["SecretList"]
+
+
+@pytest.mark.parametrize(
+    ("value", "variable"),
+    [("pnu_stack_key_do_not_log", "prefect_api_key_secret_arn"), ("admin:pass", "prefect_api_auth_string_secret_arn")],
+)
+def test_a_credential_pushpool_reads_from_a_secret_is_granted_not_copied(
+    deps, prefect: PrefectHelper, value: str, variable: str
+) -> None:
+    """The deployed stack reads its Prefect credential from a secret (PUSHPOOL_PREFECT_API_KEY_SECRET_ARN): that
+    secret is granted to the execution role as it is (no copy), and named by the matching pool variable."""
+    pool = prefect.unique("stack")
+    sm = boto3.client("secretsmanager")
+    arn = sm.create_secret(Name=prefect.unique("stack-prefect"), SecretString=value)["ARN"]
+    settings = deps.settings.replace(prefect_api_key=None, prefect_api_key_secret_arn=arn)
+    result = provision_infra(deps, EcsProvisioner(settings=settings), pool=pool, type_name="ecs:push")
+    plan = {s.resource: s.action for s in result.plan}
+    assert "secret" not in plan and plan["secret grant"] == "create"
+    variables = prefect.json("GET", f"/work_pools/{pool}")["base_job_template"]["variables"]["properties"]
+    assert variables[variable]["default"] == arn
+    assert _grant(pool)["Statement"][0]["Resource"] == arn
+    assert value not in json.dumps(result.as_dict(), default=str)
+    deprovision(deps, EcsProvisioner(settings=settings), pool=pool)
+    assert sm.describe_secret(SecretId=arn)["ARN"] == arn  # not ours: kept

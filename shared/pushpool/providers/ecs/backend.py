@@ -319,7 +319,8 @@ class EcsBackend(BackendBase):
             if not getattr(config, refs.get(name, ""), None):
                 raise BackendError(
                     f"refusing to send {name} in plaintext: set the pool variable {refs.get(name, name)} to the ARN "
-                    "of a Secrets Manager secret holding it",
+                    "of a Secrets Manager secret holding it (`pushpool work-pool provision-infra <pool>` stores it "
+                    "and grants the execution role access to exactly that secret)",
                     backend=NAME,
                 )
 

@@ -14,11 +14,19 @@ network                    the default VPC when usable,    ``vpc_id``, ``network
 security group             ``pushpool-<pool>`` (no inbound)
 ECR repository             ``pushpool-<pool>``             ``image`` namespace is printed
 CloudWatch log group       ``/pushpool/<pool>``            ``configure_cloudwatch_logs``, options
+Prefect key secret         ``pushpool-<pool>-prefect-api-  ``prefect_api_key_secret_arn`` (or
+                           key`` (or ``-auth-string``)     ``prefect_api_auth_string_secret_arn``)
+secret grant               inline policy ``read-prefect-   (the execution role may GetSecretValue on
+                           secret`` of the execution role  exactly that secret, nothing else)
 IAM user + policy + key    ``pushpool-<pool>`` (only with  ``aws_credentials`` (a block, key made once)
                            ``credentials="access-key"``)
 =========================  ==============================  ==========================================
 
 By default nothing long-lived is created for credentials: the deployed functions use their own IAM role.
+When pushpool's Prefect server needs a credential (``PREFECT_API_KEY`` or ``PREFECT_API_AUTH_STRING``), tasks get it
+by secret reference: it is stored once in the pool's own secret (or, where pushpool already reads it from a secret —
+``PUSHPOOL_PREFECT_API_KEY_SECRET_ARN``, the deployed stack — that secret is used as it is), the execution role is
+granted ``secretsmanager:GetSecretValue`` on exactly that secret, and the pool's variable names its ARN.
 Existing resources are reused ("already exists"); a second run makes no create calls.
 """
 
@@ -37,11 +45,18 @@ from pushpool.providers.provisioning import CREATE, DELETE, EXISTS, UPDATE, Mark
 
 if TYPE_CHECKING:
     from pushpool.prefect_api.client import PrefectClient
+    from pushpool.settings import Settings
 
 TAG_KEY = Marker.TAG_KEY
 CREDENTIALS_BLOCK_TYPE = "aws-credentials"
 EXECUTION_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,45}$")
+SECRET_GRANT = "read-prefect-secret"  # the execution role's inline policy
+# The pool's own secret per kind of Prefect credential: pushpool-<pool>-<suffix>.
+SECRET_SUFFIX = {
+    "prefect_api_key_secret_arn": "prefect-api-key",
+    "prefect_api_auth_string_secret_arn": "prefect-auth-string",
+}
 TRUST = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}],
@@ -59,8 +74,16 @@ def check_pool_name(pool: str) -> str:
 
 class EcsProvisioner:
     def __init__(
-        self, *, session: Any = None, region: str | None = None, credentials: str = "role", wait_timeout: float = 300
+        self,
+        *,
+        session: Any = None,
+        region: str | None = None,
+        credentials: str = "role",
+        wait_timeout: float = 300,
+        settings: Settings | None = None,
     ) -> None:
+        """``settings``: where pushpool's own Prefect credential is found (default: the environment, as ``pushpool
+        serve`` and the functions read it)."""
         import boto3
 
         if credentials not in ("role", "access-key"):
@@ -69,6 +92,7 @@ class EcsProvisioner:
             self.session = session or boto3.session.Session(region_name=region)
         self.credentials = credentials
         self.wait_timeout = wait_timeout
+        self._settings = settings
         self._clients: dict[str, Any] = {}
         if not self.session.region_name:
             raise InvalidRequestError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or pass --region")
@@ -103,6 +127,7 @@ class EcsProvisioner:
                 *self._network_steps(pool),
                 self._ecr_step(pool),
                 self._logs_step(pool),
+                *self._prefect_secret_steps(pool),
             ]
             if self.credentials == "access-key":
                 steps += self._user_steps(pool)
@@ -118,6 +143,99 @@ class EcsProvisioner:
         if "_repository" in defaults:
             return [f"image namespace: push flow images to {defaults['_repository']}"]
         return []
+
+    # -- the Prefect credential, by secret reference ------------------------------------------------------------
+
+    def _prefect_credential(self) -> tuple[str, str | None, str | None] | None:
+        """(pool variable, value to store, existing secret ARN) of pushpool's Prefect credential; None without one."""
+        settings = self._settings
+        if settings is None:
+            from pushpool.errors import ConfigurationError
+            from pushpool.settings import Settings
+
+            try:
+                settings = Settings.from_env()
+            except ConfigurationError:
+                return None
+        if settings.prefect_api_key:
+            return "prefect_api_key_secret_arn", settings.prefect_api_key, None
+        if settings.prefect_api_auth_string:
+            return "prefect_api_auth_string_secret_arn", settings.prefect_api_auth_string, None
+        arn = settings.prefect_api_key_secret_arn
+        if not arn:
+            return None
+        value = str(self.client("secretsmanager").get_secret_value(SecretId=arn).get("SecretString") or "")
+        return _credential_variable(value), None, arn
+
+    def _prefect_secret_steps(self, pool: str) -> list[Step]:
+        credential = self._prefect_credential()
+        if credential is None:
+            return []
+        variable, value, existing_arn = credential
+        sm, iam = self.client("secretsmanager"), self.client("iam")
+        state: dict[str, Any] = {"arn": existing_arn}
+        steps: list[Step] = []
+        if existing_arn is None:
+            name = f"pushpool-{pool}-{SECRET_SUFFIX[variable]}"
+            try:
+                state["arn"] = sm.describe_secret(SecretId=name)["ARN"]
+                same = sm.get_secret_value(SecretId=name).get("SecretString") == value
+                action = EXISTS if same else UPDATE
+            except Exception as exc:
+                if aws_error_code(exc) != "ResourceNotFoundException":
+                    raise
+                action = CREATE
+
+            def run_secret() -> dict[str, Any]:
+                with _aws():
+                    if action == CREATE:
+                        state["arn"] = sm.create_secret(
+                            Name=name,
+                            Description=f"pushpool: the Prefect credential of pool {pool}'s tasks",
+                            SecretString=value,
+                            Tags=self._tags(pool),
+                        )["ARN"]
+                    elif action == UPDATE:
+                        sm.put_secret_value(SecretId=name, SecretString=value)
+                return {variable: state["arn"]}
+
+            steps.append(Step("secret", name, action, "the Prefect credential, read by the tasks only", run_secret))
+        role = f"pushpool-{pool}-exec"
+
+        def grant_document() -> dict[str, Any]:
+            return {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "ReadThePrefectCredential",
+                        "Effect": "Allow",
+                        "Action": "secretsmanager:GetSecretValue",
+                        "Resource": state["arn"],
+                    }
+                ],
+            }
+
+        try:
+            stored = iam.get_role_policy(RoleName=role, PolicyName=SECRET_GRANT)["PolicyDocument"]
+            stored = json.loads(stored) if isinstance(stored, str) else stored
+            grant = EXISTS if state["arn"] and stored == grant_document() else UPDATE
+        except Exception as exc:
+            if aws_error_code(exc) != "NoSuchEntity":
+                raise
+            grant = CREATE
+
+        def run_grant() -> dict[str, Any]:
+            if grant != EXISTS:
+                with _aws():
+                    iam.put_role_policy(
+                        RoleName=role, PolicyName=SECRET_GRANT, PolicyDocument=json.dumps(grant_document())
+                    )
+            return {variable: state["arn"]}
+
+        steps.append(
+            Step("secret grant", f"{role}/{SECRET_GRANT}", grant, "GetSecretValue on exactly that secret", run_grant)
+        )
+        return steps
 
     # -- credentials (access-key mode): one key, stored once in an aws-credentials block ----------------------------
 
@@ -578,6 +696,24 @@ class EcsProvisioner:
                             lambda n=group["logGroupName"]: _none(logs.delete_log_group(logGroupName=n)),
                         )
                     )
+            sm = self.client("secretsmanager")
+            for name in (f"pushpool-{pool}-{suffix}" for suffix in SECRET_SUFFIX.values()):
+                try:
+                    secret = sm.describe_secret(SecretId=name)
+                except Exception as exc:
+                    if aws_error_code(exc) != "ResourceNotFoundException":
+                        raise
+                    continue
+                if _tagged(secret.get("Tags"), pool):
+                    steps.append(
+                        Step(
+                            "secret",
+                            name,
+                            DELETE,
+                            "at once, without a recovery window",
+                            lambda n=name: _none(sm.delete_secret(SecretId=n, ForceDeleteWithoutRecovery=True)),
+                        )
+                    )
             steps += self._iam_deletions(pool)
         return steps + self._credential_deletions(pool, prefect)
 
@@ -588,6 +724,8 @@ class EcsProvisioner:
         if _iam_tagged(lambda: iam.list_role_tags(RoleName=role)["Tags"], pool):
 
             def delete_role() -> dict[str, Any]:
+                for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+                    iam.delete_role_policy(RoleName=role, PolicyName=name)
                 for p in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]:
                     iam.detach_role_policy(RoleName=role, PolicyArn=p["PolicyArn"])
                 iam.delete_role(RoleName=role)
@@ -635,6 +773,13 @@ class EcsProvisioner:
                 ec2.delete_internet_gateway(InternetGatewayId=igw["InternetGatewayId"])
             ec2.delete_vpc(VpcId=vpc_id)
         return {}
+
+
+def _credential_variable(value: str) -> str:
+    """The pool variable for a stored Prefect credential: an auth string is ``user:password`` (the functions' rule)."""
+    if ":" in value and not value.startswith("pnu_"):
+        return "prefect_api_auth_string_secret_arn"
+    return "prefect_api_key_secret_arn"
 
 
 def _none(_: Any) -> dict[str, Any]:
