@@ -500,6 +500,15 @@ class FakePrefect:
             self._call("create_logs")
             self.logs.extend(copy.deepcopy(records))
 
+    def read_logs(self, run_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            records = sorted(
+                (copy.deepcopy(r) for r in self.logs if r.get("flow_run_id") == run_id),
+                key=lambda r: str(r.get("timestamp")),
+            )
+            self._call("read_logs", len(records) // PAGE_SIZE + 1)
+            return records if limit is None else records[-limit:] if limit > 0 else []
+
     # -- deployments, flows, variables ------------------------------------------------------------------------------
 
     def read_deployment(self, deployment_id: str) -> Deployment:
@@ -596,6 +605,14 @@ class FakePrefect:
                 online = any(p == name for p, _ in self.workers)
                 update["status"] = "PAUSED" if body["is_paused"] else ("READY" if online else "NOT_READY")
             self.pools[name] = pool.model_copy(update=update)
+
+    def delete_work_pool(self, name: str) -> None:
+        with self._lock:
+            self._call("delete_work_pool")
+            self._pool(name, f"DELETE /work_pools/{name}")
+            del self.pools[name]
+            for key in [k for k in self.queues if k[0] == name]:
+                del self.queues[key]
 
     def heartbeat_worker(self, pool_name: str, worker_name: str, interval_seconds: float) -> None:
         with self._lock:
@@ -786,6 +803,12 @@ class FakePrefect:
         stored.setdefault("actions_on_resolve", [])
         stored.update({"id": automation_id, "created": _stamp(created), "updated": _stamp(self._now())})
         return stored
+
+    def read_automations(self) -> list[dict[str, Any]]:
+        with self._lock:
+            found = sorted(self.automations.values(), key=lambda a: str(a.get("name")))
+            self._call("read_automations", len(found) // PAGE_SIZE + 1)
+            return [copy.deepcopy(a) for a in found]
 
     def find_automations(self, name: str) -> list[dict[str, Any]]:
         with self._lock:
