@@ -1,5 +1,9 @@
-"""The ``pushpool`` command: ``serve``, ``work-pool create | provision-infra | deprovision``, ``status`` and
-``monitor``, on typer with rich output, like Prefect's own CLI.
+"""The ``pushpool`` command: ``serve``, ``work-pool create | ls | inspect | delete | provision-infra | deprovision``,
+``status``, ``logs <flow-run>`` and ``monitor``, on typer with rich output, like Prefect's own CLI (the same verbs,
+tables, ``--output json``). Each command calls one use-case; pushpool's errors become one ``pushpool: error:`` line.
+
+``work-pool create`` points the pool's webhook at the ``pushpool serve`` that runs under ``PUSHPOOL_HOME`` (serve
+records its address there): :func:`submit_url_for`.
 
 typer and rich come with the ``cli`` extra (``pip install 'pushpool[cli]'``), never with the core package: nothing else
 in ``pushpool`` imports them, and the Lambda functions never import this module. Without the extra, :func:`main` says
@@ -239,8 +243,8 @@ class _InfraSession:
     VERBS = {"create": "Provisioning", "update": "Updating", "exists": "Already exists:", "delete": "Removing"}
     STYLES = {"create": "green", "update": "yellow", "exists": "dim", "delete": "red"}
 
-    def __init__(self, question: str, *, reading: str, yes: bool) -> None:
-        self.question, self.reading, self.yes = question, reading, yes
+    def __init__(self, question: str, *, reading: str, yes: bool, label: str = "Infrastructure") -> None:
+        self.question, self.reading, self.yes, self.label = question, reading, yes, label
         self.console = _console() if _tty() else None
         self._status: Any = None
         self._bar: Any = None
@@ -257,10 +261,10 @@ class _InfraSession:
         self._stop_status()
         if self._bar is not None:
             if exc_type is None:
-                self._bar.update(self._task, completed=self._total, description="Infrastructure")
+                self._bar.update(self._task, completed=self._total, description=self.label)
             self._bar.stop()
         elif exc_type is None and self._total:
-            print("Infrastructure " + "━" * 40 + " 100%", flush=True)
+            print(f"{self.label} " + "━" * 40 + " 100%", flush=True)
 
     def _stop_status(self) -> None:
         if self._status is not None:
@@ -303,7 +307,7 @@ class _InfraSession:
                 TimeElapsedColumn(),
                 console=self.console,
             )
-            self._task = self._bar.add_task("Infrastructure", total=total)
+            self._task = self._bar.add_task(self.label, total=total)
             self._bar.start()
         self._bar.update(self._task, completed=index - 1, description=f"{verb} {step.resource}", refresh=True)
         self._bar.console.print(line, style=self.STYLES.get(step.action), markup=False, soft_wrap=True)
@@ -590,6 +594,7 @@ def cmd_pool_delete(
         f"Delete work pool {name!r} and everything listed?",
         reading=f"Looking for what pushpool made for {name}…",
         yes=yes,
+        label="Deleting",
     )
     with session:
         result = delete_pool(
