@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer reliability-report soak bench
+.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer reliability-report soak bench compat
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ lint: setup  ## ruff
 fmt: setup
 	$(BIN)/ruff format shared functions tests examples bench
 	$(BIN)/ruff check --fix shared functions tests examples bench
+
+compat: setup $(BENCH_STAMP)  ## pushpool's ECS requests vs Prefect's ECS worker's for the same runs (docs/ecs-compat.md)
+	PUSHPOOL_WORKER_PYTHON=$(abspath $(BENCH_VENV))/bin/python $(BIN)/python -m pytest -q tests/compat
 
 bench: $(BENCH_STAMP)  ## pushpool vs Prefect's ECS worker (moto + local Prefect): writes bench/results/<date>.md + PNG
 	$(BENCH_VENV)/bin/python bench/run.py

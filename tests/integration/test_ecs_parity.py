@@ -348,3 +348,24 @@ def test_a_definition_deregistered_between_runs_is_registered_again(
     cluster, arn = second.job_id.split("::")
     now_used = ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]["taskDefinitionArn"]
     assert ecs.describe_task_definition(taskDefinition=now_used)["taskDefinition"]["status"] == "ACTIVE"
+
+
+def test_a_named_definition_without_the_prefect_credential_is_refused(deps, prefect: PrefectHelper, aws: dict) -> None:
+    """A ``task_definition_arn`` whose container has no PREFECT_API_KEY secret would start a task that cannot reach
+    the Prefect server: the run is crashed with what to add, and nothing is started."""
+    arn = aws["ecs"].register_task_definition(
+        family="parity-no-key",
+        requiresCompatibilities=["FARGATE"],
+        networkMode="awsvpc",
+        cpu="256",
+        memory="512",
+        containerDefinitions=[{"name": "app", "image": "repo/app:1", "memoryReservation": 256}],
+    )["taskDefinition"]["taskDefinitionArn"]
+    pool = make_pool(prefect, aws)
+    outcome, mark, run_id = dispatch(
+        deps, prefect, pool, {"task_definition_arn": arn, "prefect_api_key_secret_arn": SECRET_ARN}
+    )
+    assert outcome.outcome == "crashed"
+    message = prefect.read_run(run_id)["state"]["message"]
+    assert "no PREFECT_API_KEY" in message and "'app'" in message and KEY not in message
+    assert sent(mark, "RunTask") == []
