@@ -5,10 +5,12 @@
 backends: its jobs are driven from outside (``exit``, ``vanish``), as an emulated cloud's are. Every backend API call
 sleeps ``latency`` seconds; ``status`` is answered in batches of ``batch`` (ECS DescribeTasks takes 100), each batch
 one call; ``calls`` counts calls per operation. It keeps finished jobs until ``cleanup``, like Cloud Run and ACI.
+``RecordingTrigger`` stands in for a delayed trigger (``punctual.DelayedTrigger``) and passes its contract.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 import time
@@ -144,3 +146,28 @@ class LatencyBackend(BackendBase):
                 JobState.FAILED, exit_code=job.exit_code, reason=f"ended with {describe_exit(job.exit_code or 0)}"
             )
         return JobStatus(job.state, exit_code=job.exit_code)
+
+
+class RecordingTrigger:
+    """A ``punctual.DelayedTrigger`` that records what is armed and delivers it when asked (``deliver_due``): the
+    use-case tests move a FixedClock instead of waiting. Passes tests/contract/test_delayed_triggers.py."""
+
+    max_delay_seconds: float | None = None
+
+    def __init__(self) -> None:
+        self.armed: dict[str, dt.datetime] = {}
+        self.calls: list[tuple[str, dt.datetime]] = []
+        self._lock = threading.Lock()
+
+    def arm(self, run_id: str, at: dt.datetime) -> None:
+        with self._lock:
+            self.armed[run_id] = at
+            self.calls.append((run_id, at))
+
+    def deliver_due(self, now: dt.datetime) -> list[str]:
+        """The runs whose time has come, in time order (each delivered once)."""
+        with self._lock:
+            due = sorted((at, run_id) for run_id, at in self.armed.items() if at <= now)
+            for _, run_id in due:
+                del self.armed[run_id]
+        return [run_id for _, run_id in due]

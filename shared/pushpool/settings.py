@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     webhook_token_secret_arn: str | None = Field(
         default=None, validation_alias=_env("PUSHPOOL_WEBHOOK_TOKEN_SECRET_ARN")
     )
+    # On AWS, the SQS queue that delivers delayed triggers to submit (scheduled runs on time; usecases/punctual.py).
+    delay_queue_url: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_DELAY_QUEUE_URL"))
     # Where Prefect's automation should send flow-run events (the submit function's URL).
     submit_url: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_SUBMIT_URL"))
     # Monitor policy, in seconds.
@@ -69,7 +71,11 @@ class Settings(BaseSettings):
     )
     exit_grace_seconds: float = Field(default=30.0, ge=0, validation_alias=_env("PUSHPOOL_EXIT_GRACE"))
     cancel_grace_seconds: float = Field(default=10.0, ge=0, validation_alias=_env("PUSHPOOL_CANCEL_GRACE"))
-    dispatch_ahead_seconds: float = Field(default=0.0, ge=0, validation_alias=_env("PUSHPOOL_DISPATCH_AHEAD"))
+    # How long before its scheduled time a run's job is started, for every pool (None: each pool's own
+    # `dispatch_lead_seconds` template default, else its provider's; see usecases/punctual.py).
+    dispatch_lead_seconds: float | None = Field(
+        default=None, ge=0, validation_alias=AliasChoices("PUSHPOOL_DISPATCH_LEAD", "PUSHPOOL_DISPATCH_AHEAD")
+    )
     max_recoveries: int = Field(default=3, ge=0, validation_alias=_env("PUSHPOOL_MAX_RECOVERIES"))
     # Due runs the monitor submits at once (a backlog after an outage or a burst); 1 in pools with a limit.
     dispatch_concurrency: int = Field(default=8, ge=1, validation_alias=_env("PUSHPOOL_DISPATCH_CONCURRENCY"))

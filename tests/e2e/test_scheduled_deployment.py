@@ -126,9 +126,9 @@ def test_scheduled_runs_of_a_prefect_yaml_deployment_execute_when_due(tmp_path: 
             history = _get(client, "GET", "/flow_run_states/", params={"flow_run_id": run["id"]})
             accepted = next(s for s in history if s["name"] == "InfrastructurePending")
             lateness = (_time(accepted["timestamp"]) - _time(run["expected_start_time"])).total_seconds()
-            print(f"scheduled run {run['name']}: job accepted {lateness:+.2f} s after it was due")
-            # Never dispatched earlier than the monitor's look-ahead allows (serve's default: 0 s ahead).
-            assert lateness >= -1.0, (run["name"], lateness)
+            print(f"scheduled run {run['name']}: job accepted {lateness:+.2f} s after it was due (lead 3 s)")
+            # Started ahead by the pool's lead (process: 3 s, so the flow starts on time), never earlier.
+            assert lateness >= -3.5, (run["name"], lateness)
     finally:
         if serve is not None:
             serve.terminate()

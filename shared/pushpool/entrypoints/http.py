@@ -132,6 +132,16 @@ def handle_submit(
         return _error(exc)
 
 
+def handle_delayed_run(deps: Deps, body: bytes) -> dict[str, Any]:
+    """A delayed trigger fired (``punctual``): its message names the run; submit acts only if it is due now.
+
+    Raises:
+        InvalidRequestError: a malformed message, or a run that no longer exists (nothing to do).
+    """
+    event = parse_body(FlowRunEvent, body)
+    return handle_run_event(deps, event.flow_run_id, trigger="delayed")
+
+
 def handle_run_event(deps: Deps, run_id: str, *, trigger: str) -> dict[str, Any]:
     """Act on a run we were told about: submit it if it is ready, reconcile it if it is being cancelled.
 

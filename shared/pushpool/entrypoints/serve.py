@@ -31,6 +31,7 @@ from pushpool.entrypoints.http import (
     handle_run_event,
     handle_submit,
 )
+from pushpool.entrypoints.timers import TimerTrigger
 from pushpool.errors import PushpoolError
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.heartbeat import stop_serving
@@ -139,6 +140,9 @@ class Server:
         self.seen = SeenEvents()
         self._threads: list[threading.Thread] = []
         self.last_tick: TickReport | None = None
+        # Scheduled runs on time: a run not due yet gets a timer for its time minus its pool's lead (punctual.py).
+        self.timers = TimerTrigger(self._on_timer)
+        deps.trigger = self.timers
 
     @property
     def address(self) -> str:
@@ -153,6 +157,7 @@ class Server:
         self._threads = [http, monitor]
         for thread in self._threads:
             thread.start()
+        self.timers.start()
         if self.events is not None:
             self.events.start()
         log.info(
@@ -167,6 +172,7 @@ class Server:
 
     def stop(self) -> None:
         self.stopping.set()
+        self.timers.stop()
         if self.events is not None:
             self.events.stop()
         self.httpd.shutdown()
@@ -211,6 +217,10 @@ class Server:
             )
         elif event.kind == "final":
             self.pool.submit(self._safe, self._dispatch_pool, event.pool_name)
+
+    def _on_timer(self, run_id: str) -> None:
+        if not self.stopping.is_set():
+            self.pool.submit(self._safe, handle_run_event, self.deps, run_id, trigger="timer", _at=time.time())
 
     def _dispatch_pool(self, pool_name: str) -> None:
         pool = self.deps.orchestrator.read_work_pool(pool_name)

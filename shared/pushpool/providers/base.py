@@ -24,6 +24,8 @@ Rules every backend keeps (checked by tests/contract, which every backend and ev
   still alive is left alone. Idempotent. Providers whose finished jobs expire by themselves (ECS) do nothing.
 * ``start_timeout_seconds``: how long a job of this provider may take to start (image pulls, provisioning) before
   the monitor gives up on it.
+* ``dispatch_lead_seconds``: how long before a run's scheduled time its job is started by default (about the time
+  from a job accepted to the flow running), so that a scheduled flow starts on time; a pool may set its own.
 * Secret delivery is the provider's: ``spec.secret_env`` (the Prefect credential) goes by secret reference where the
   provider has one (ECS ``secrets``, Cloud Run ``secretKeyRef``, ACI ``secureValue``) and never into plaintext
   overrides, files or logs; a provider refuses the job rather than send it in plaintext.
@@ -159,6 +161,7 @@ class Backend(Protocol):
     name: str
     start_timeout_seconds: float
     keeps_finished_jobs: bool
+    dispatch_lead_seconds: float
 
     def submit(self, spec: JobSpec) -> JobHandle: ...
 
@@ -179,6 +182,7 @@ class BackendBase:
     name: ClassVar[str]
     start_timeout_seconds: float = 600.0
     keeps_finished_jobs: bool = False
+    dispatch_lead_seconds: float = 0.0
 
     def cleanup(self, handle: JobHandle) -> None:
         return None

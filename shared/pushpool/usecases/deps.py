@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pushpool.clock import Clock, SystemClock
 from pushpool.errors import UnsupportedPoolError
@@ -18,6 +18,9 @@ from pushpool.providers import Provider, check_served, installed_pool_types, pro
 from pushpool.providers.base import Backend
 from pushpool.settings import Settings
 
+if TYPE_CHECKING:
+    from pushpool.usecases.punctual import DelayedTrigger
+
 
 @dataclass
 class Deps:
@@ -26,6 +29,7 @@ class Deps:
     clock: Clock = field(default_factory=SystemClock)
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     pool_types: tuple[str, ...] = ()  # empty: settings.pool_types, else every installed type (__post_init__)
+    trigger: DelayedTrigger | None = None  # the runtime's delayed delivery (None: the monitor's sweep alone)
     _backends: dict[str, Backend] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

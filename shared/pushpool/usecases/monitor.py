@@ -21,6 +21,7 @@ from pushpool.prefect_api.models import IN_FLIGHT_STATES, TERMINAL_STATES, Deplo
 from pushpool.providers.base import Backend, JobHandle, JobStatus
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.heartbeat import heartbeat
+from pushpool.usecases.punctual import arm, dispatch_time, lead_seconds, look_ahead_seconds
 from pushpool.usecases.reconcile import policy_from, reconcile_run
 from pushpool.usecases.submit import SubmitOutcome, submit_run
 
@@ -30,6 +31,7 @@ log = logging.getLogger("pushpool.usecases.monitor")
 ZOMBIE_WINDOW = dt.timedelta(hours=1)
 # Pages of due runs (200 each) one tick dispatches at most; the next tick goes on.
 MAX_DISPATCH_PAGES = 10
+ARMED = "armed"  # a run due within the look-ahead: its trigger is armed for its time
 
 
 @dataclass
@@ -90,23 +92,33 @@ def dispatch_due(deps: Deps, pool: WorkPool, report: TickReport) -> None:
     """
     if pool.is_paused:
         return
-    before = deps.clock.now() + dt.timedelta(seconds=deps.settings.dispatch_ahead_seconds)
+    now = deps.clock.now()
+    lead = lead_seconds(deps, pool, deps.backend_for_pool(pool))
+    # Runs whose job is due now are dispatched; those due within the look-ahead get a trigger armed for their time.
+    before = now + dt.timedelta(seconds=lead + look_ahead_seconds(deps))
     full = threading.Event()  # a limit was reached: the rest wait for the next tick
     workers = 1 if pool.concurrency_limit is not None else deps.settings.dispatch_concurrency
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pushpool-dispatch") as executor:
         for _ in range(MAX_DISPATCH_PAGES):
             try:
-                due = deps.orchestrator.get_scheduled_flow_runs(pool.name, scheduled_before=before.isoformat())
+                listed = deps.orchestrator.get_scheduled_flow_runs(pool.name, scheduled_before=before.isoformat())
             except PushpoolError as exc:
                 report.errors.append(f"pool {pool.name}: {exc.one_line()}")
                 return
-            results = list(executor.map(lambda listed: _dispatch_one(deps, pool, listed.id, full), due))
+            due = []
+            for run in listed:
+                at = dispatch_time(run, lead)
+                if at is None or at <= now:
+                    due.append(run)
+                elif arm(deps, run.id, at):  # from the listing alone: the trigger re-reads the run when it fires
+                    report.dispatched[ARMED] += 1
+            results = list(executor.map(lambda run: _dispatch_one(deps, pool, run.id, full), due))
             for outcome, error in results:
                 if error is not None:
                     report.errors.append(error)
                 elif outcome is not None:
                     report.dispatched[outcome] += 1
-            if full.is_set() or len(due) < PAGE_SIZE or (SubmitOutcome.SUBMITTED, None) not in results:
+            if full.is_set() or len(listed) < PAGE_SIZE or (SubmitOutcome.SUBMITTED, None) not in results:
                 return
 
 

@@ -3,7 +3,9 @@
 Order of work, and why:
 
 1. The pool's provider is resolved first: a type this deployment does not serve, or whose SDK cannot load, is
-   refused before anything changes. Only Scheduled-type runs are submitted; a run not yet due is left to the monitor.
+   refused before anything changes. Only Scheduled-type runs are submitted; a run whose job is not due yet (its
+   scheduled time minus the pool's lead) gets a trigger armed for that time (``punctual``), and the monitor's
+   sweep stays the guarantee.
 2. Pool and queue pause flags and concurrency limits are checked (``admission``: Prefect enforces them only inside
    ``get_scheduled_flow_runs``; the webhook path must not bypass them).
 3. Propose PENDING without force. ACCEPT = this invocation owns the run; ABORT or a REJECT to another state =
@@ -34,6 +36,7 @@ from pushpool.providers.base import Backend, JobHandle
 from pushpool.usecases import admission
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.job_spec import build_job_spec
+from pushpool.usecases.punctual import arm, dispatch_time, due_time, lead_seconds
 from pushpool.usecases.run_states import crash_run, finish_cancellation, keep_place
 
 log = logging.getLogger("pushpool.usecases.submit")
@@ -56,6 +59,7 @@ class SubmitOutcome:
     detail: str = ""
     job_id: str | None = None
     dispatch_latency_seconds: float | None = None  # scheduled start → job accepted, for submitted runs
+    dispatch_at: dt.datetime | None = None  # for deferred runs: when the job is to be accepted
 
     SUBMITTED = "submitted"
     NOT_READY = "not-ready"  # not Scheduled (already claimed, running or final)
@@ -74,6 +78,7 @@ class SubmitOutcome:
             "detail": self.detail,
             "job_id": self.job_id,
             "dispatch_latency_seconds": self.dispatch_latency_seconds,
+            "dispatch_at": self.dispatch_at.isoformat() if self.dispatch_at else None,
         }
 
 
@@ -96,15 +101,20 @@ class Reads:
         return cls(queue, deployment)
 
 
-def not_ready(deps: Deps, run: FlowRun) -> SubmitOutcome | None:
-    """Why ``run`` is not to be submitted now (from the run alone), or None when it is."""
+def not_ready(deps: Deps, run: FlowRun, lead: float = 0.0) -> SubmitOutcome | None:
+    """Why ``run`` is not to be submitted now (from the run alone), or None when it is.
+
+    ``lead``: seconds before its scheduled time a run is ready (``punctual.lead_seconds`` of its pool).
+    """
     if run.state_type is not StateType.SCHEDULED:
         return SubmitOutcome(run.id, SubmitOutcome.NOT_READY, f"run is {run.state_name}")
     if run.retries_in_process:
         return SubmitOutcome(run.id, SubmitOutcome.NOT_READY, "the run's engine is retrying it in its own process")
-    due = _due(run)
-    if due is not None and due > deps.clock.now() + dt.timedelta(seconds=deps.settings.dispatch_ahead_seconds):
-        return SubmitOutcome(run.id, SubmitOutcome.DEFERRED, f"scheduled for {due.isoformat()}")
+    at = dispatch_time(run, lead)
+    if at is not None and at > deps.clock.now():
+        due = due_time(run)
+        detail = f"scheduled for {due.isoformat() if due else '?'}; its job starts at {at.isoformat()}"
+        return SubmitOutcome(run.id, SubmitOutcome.DEFERRED, detail, dispatch_at=at)
     return None
 
 
@@ -123,10 +133,12 @@ def submit_run(
     """
     backend = deps.backend_for_pool(pool)  # before anything changes: a provider that cannot load claims nothing
     client = deps.orchestrator
-    waiting = not_ready(deps, run)
+    waiting = not_ready(deps, run, lead_seconds(deps, pool, backend))
     if waiting is not None:
+        if waiting.dispatch_at is not None and arm(deps, run.id, waiting.dispatch_at):
+            return dataclasses.replace(waiting, detail=f"{waiting.detail} (trigger armed)")
         return waiting
-    due = _due(run)
+    due = due_time(run)
     reads = reads or Reads.start(deps, run)
 
     queue = reads.queue.result() if reads.queue is not None else None
@@ -203,10 +215,6 @@ def submit_run(
         return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, "run was cancelled while its job started", handle.id)
     latency = (deps.clock.now() - due).total_seconds() if due is not None else None
     return SubmitOutcome(run.id, SubmitOutcome.SUBMITTED, f"job {handle.id}", handle.id, latency)
-
-
-def _due(run: FlowRun) -> dt.datetime | None:
-    return run.next_scheduled_start_time or run.expected_start_time
 
 
 def _read_queue(deps: Deps, pool_name: str, queue_name: str) -> WorkQueue | None:

@@ -42,7 +42,7 @@ import psutil
 
 from pushpool.errors import BackendError, JobNotFoundError
 from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
-from pushpool.providers.process.config import ProcessJobConfig
+from pushpool.providers.process.config import DISPATCH_LEAD_SECONDS, ProcessJobConfig
 
 NAME = "process"
 MARKER = "PUSHPOOL_JOB_ID"
@@ -61,6 +61,7 @@ class ProcessBackend(BackendBase):
     name = NAME
     start_timeout_seconds = 60.0  # a local process starts at once; Pending longer than this is stuck
     keeps_finished_jobs = True  # the job directory, until cleanup
+    dispatch_lead_seconds = DISPATCH_LEAD_SECONDS
 
     def __init__(self, root: Path | str, *, host: str | None = None, python: str | None = None) -> None:
         self.root = Path(root).resolve()

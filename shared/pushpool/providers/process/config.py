@@ -6,6 +6,10 @@ from pydantic import Field
 
 from pushpool.providers.base import JobConfig
 
+# A process job reaches Running about 3–5 s after it is accepted (the interpreter and Prefect's imports): starting it
+# this long before its scheduled time has the flow start on time.
+DISPATCH_LEAD_SECONDS = 3.0
+
 
 class ProcessJobConfig(JobConfig):
     working_dir: str | None = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pushpool.providers.process.config import DISPATCH_LEAD_SECONDS
 from pushpool.templates.common import push_variables
 
 
@@ -50,7 +51,7 @@ def base_job_template() -> dict[str, Any]:
                     "title": "Working Directory",
                     "description": "Directory the flow run process starts in; by default the job's own directory.",
                 },
-                **push_variables(),
+                **push_variables(dispatch_lead_seconds=DISPATCH_LEAD_SECONDS),
             },
         },
     }

@@ -1,0 +1,92 @@
+"""punctual: a scheduled run's job starts at its scheduled time minus a lead, set off by a one-shot trigger.
+
+Prefect emits no event when a scheduled run becomes due. When pushpool learns of a run that is not due yet (its
+Scheduled event, or the monitor's look-ahead), it arms a one-shot trigger for ``scheduled time - lead`` with what its
+runtime offers for delayed delivery (``DelayedTrigger``: a timer in ``pushpool serve``, a delayed SQS message on AWS).
+When the trigger fires, submit re-reads the run and acts only if it is still Scheduled and due: a run rescheduled,
+cancelled or deleted meanwhile makes the trigger a no-op, and a run rescheduled later arms a new one. Nothing is
+stored by pushpool; a lost trigger costs at most one monitor tick, whose sweep stays the guarantee.
+
+The lead (``lead_seconds``): ``PUSHPOOL_DISPATCH_LEAD`` for every pool if set, else the pool's own
+(``dispatch_lead_seconds`` in its base job template's variables, as a default), else the provider's
+(``Backend.dispatch_lead_seconds``: about the time from a job accepted to the flow running).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from pushpool.errors import PushpoolError
+
+if TYPE_CHECKING:
+    from pushpool.prefect_api.models import FlowRun, WorkPool
+    from pushpool.providers.base import Backend
+    from pushpool.usecases.deps import Deps
+
+log = logging.getLogger("pushpool.usecases.punctual")
+
+
+@runtime_checkable
+class DelayedTrigger(Protocol):
+    """A runtime's delayed delivery: calls submit for ``run_id`` at ``at`` (once; later is fine, never much earlier).
+
+    ``max_delay_seconds``: the longest delay it can deliver (None: any). Arming the same run again for the same time
+    may deliver twice (submit is idempotent); arming it for a new time supersedes nothing: the stale delivery finds
+    the run not due and re-arms.
+    """
+
+    max_delay_seconds: float | None
+
+    def arm(self, run_id: str, at: dt.datetime) -> None: ...
+
+
+def lead_seconds(deps: Deps, pool: WorkPool, backend: Backend) -> float:
+    """How long before its scheduled time a run of ``pool`` has its job started."""
+    if deps.settings.dispatch_lead_seconds is not None:
+        return deps.settings.dispatch_lead_seconds
+    variables = pool.base_job_template.get("variables") if isinstance(pool.base_job_template, dict) else None
+    properties = variables.get("properties") if isinstance(variables, dict) else None
+    declared = properties.get("dispatch_lead_seconds") if isinstance(properties, dict) else None
+    default = declared.get("default") if isinstance(declared, dict) else None
+    if isinstance(default, (int, float)) and not isinstance(default, bool) and default >= 0:
+        return float(default)
+    return float(backend.dispatch_lead_seconds)
+
+
+def due_time(run: FlowRun) -> dt.datetime | None:
+    """When ``run`` is scheduled to start (its current Scheduled state's time, else its expected start)."""
+    return run.next_scheduled_start_time or run.expected_start_time
+
+
+def dispatch_time(run: FlowRun, lead: float) -> dt.datetime | None:
+    """When ``run``'s job should be accepted: its scheduled time minus ``lead`` (None: no time known, so now)."""
+    due = due_time(run)
+    return due - dt.timedelta(seconds=lead) if due is not None else None
+
+
+def arm(deps: Deps, run_id: str, at: dt.datetime) -> bool:
+    """Arm the runtime's trigger for ``run_id`` at ``at``; False when there is none or ``at`` is beyond its reach
+    (the monitor's look-ahead arms it later). A failure to arm is logged and costs at most one monitor tick."""
+    trigger = deps.trigger
+    if trigger is None:
+        return False
+    delay = (at - deps.clock.now()).total_seconds()
+    if trigger.max_delay_seconds is not None and delay > trigger.max_delay_seconds:
+        return False
+    try:
+        trigger.arm(run_id, at)
+    except PushpoolError as exc:
+        log.warning("run %s: could not arm its trigger (%s); the monitor will dispatch it", run_id, exc.one_line())
+        return False
+    return True
+
+
+def look_ahead_seconds(deps: Deps) -> float:
+    """How far past now the monitor arms triggers: two ticks, within what the trigger can deliver."""
+    if deps.trigger is None:
+        return 0.0
+    ahead = 2 * deps.settings.heartbeat_interval_seconds
+    limit = deps.trigger.max_delay_seconds
+    return min(ahead, limit) if limit is not None else ahead

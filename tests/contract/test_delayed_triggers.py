@@ -1,0 +1,156 @@
+"""One contract for every ``punctual.DelayedTrigger``: serve's TimerTrigger (real threads), AWS's SqsTrigger (moto
+over HTTP, read the way Lambda's event source mapping reads the queue) and the recording double the use-case tests
+use. A trigger delivers each armed run once, never before its time, soon after it, in time order."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+import uuid
+from typing import Protocol
+
+import boto3
+import pytest
+from pushpool.entrypoints.aws_delay import SqsTrigger
+from pushpool.entrypoints.timers import TimerTrigger
+from pushpool.usecases.punctual import DelayedTrigger
+
+from tests.fakes import RecordingTrigger
+
+# How late a delivery may be here: SQS delays are whole seconds (rounded up), plus a long poll's round trip.
+LATE = 2.5
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Driver(Protocol):
+    trigger: DelayedTrigger
+
+    def deliveries(self, count: int, timeout: float) -> list[tuple[str, dt.datetime]]:
+        """Wait until ``count`` deliveries were seen (or ``timeout``): (run id, when it was delivered)."""
+
+    def close(self) -> None: ...
+
+
+class TimerDriver:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dt.datetime]] = []
+        self.trigger = TimerTrigger(lambda run_id: self.seen.append((run_id, now()))).start()
+
+    def deliveries(self, count: int, timeout: float) -> list[tuple[str, dt.datetime]]:
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return list(self.seen)
+
+    def close(self) -> None:
+        self.trigger.stop()
+
+
+class SqsDriver:
+    def __init__(self) -> None:
+        self.sqs = boto3.client("sqs")
+        self.url = self.sqs.create_queue(QueueName=f"pushpool-delay-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        self.trigger = SqsTrigger(self.url, client=self.sqs)
+        self.seen: list[tuple[str, dt.datetime]] = []
+
+    def deliveries(self, count: int, timeout: float) -> list[tuple[str, dt.datetime]]:
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < count and time.monotonic() < deadline:
+            answer = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            for message in answer.get("Messages", []):
+                self.seen.append((json.loads(message["Body"])["flow_run_id"], now()))
+                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
+        return list(self.seen)
+
+    def close(self) -> None:
+        self.sqs.delete_queue(QueueUrl=self.url)
+
+
+class RecordingDriver:
+    """The double delivers what is due when asked (the use-case tests ask with their FixedClock's time)."""
+
+    def __init__(self) -> None:
+        self.trigger = RecordingTrigger()
+        self.seen: list[tuple[str, dt.datetime]] = []
+
+    def deliveries(self, count: int, timeout: float) -> list[tuple[str, dt.datetime]]:
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < count and time.monotonic() < deadline:
+            self.seen += [(run_id, now()) for run_id in self.trigger.deliver_due(now())]
+            time.sleep(0.02)
+        return list(self.seen)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(params=["timer", "sqs", "recording"])
+def driver(request: pytest.FixtureRequest) -> Driver:
+    if request.param == "sqs":
+        request.getfixturevalue("moto_endpoint")
+        made: Driver = SqsDriver()
+    else:
+        made = TimerDriver() if request.param == "timer" else RecordingDriver()
+    yield made
+    made.close()
+
+
+def test_is_a_delayed_trigger(driver: Driver) -> None:
+    assert isinstance(driver.trigger, DelayedTrigger)
+    limit = driver.trigger.max_delay_seconds
+    assert limit is None or limit >= 60  # at least a monitor tick ahead, or the look-ahead could not use it
+
+
+def test_a_run_is_delivered_once_not_before_its_time_and_soon_after(driver: Driver) -> None:
+    run_id, at = str(uuid.uuid4()), now() + dt.timedelta(seconds=1.5)
+    driver.trigger.arm(run_id, at)
+    (delivered,) = driver.deliveries(1, timeout=10)
+    assert delivered[0] == run_id
+    assert at - dt.timedelta(seconds=0.05) <= delivered[1] <= at + dt.timedelta(seconds=LATE)
+    assert len(driver.deliveries(2, timeout=2)) == 1  # once
+
+
+def test_runs_are_delivered_in_the_order_of_their_times(driver: Driver) -> None:
+    later, sooner = str(uuid.uuid4()), str(uuid.uuid4())
+    start = now()
+    driver.trigger.arm(later, start + dt.timedelta(seconds=3))
+    driver.trigger.arm(sooner, start + dt.timedelta(seconds=1))
+    seen = driver.deliveries(2, timeout=12)
+    assert [run for run, _ in seen] == [sooner, later]
+
+
+def test_a_run_in_the_past_is_delivered_at_once(driver: Driver) -> None:
+    run_id = str(uuid.uuid4())
+    driver.trigger.arm(run_id, now() - dt.timedelta(seconds=30))
+    (delivered,) = driver.deliveries(1, timeout=5)
+    assert delivered[0] == run_id
+
+
+def test_a_run_armed_again_later_is_delivered_at_the_later_time(driver: Driver) -> None:
+    """A stale delivery at the first time is allowed (submit finds the run not due and does nothing); a delivery at
+    or after the new time must come."""
+    run_id, first = str(uuid.uuid4()), now() + dt.timedelta(seconds=1)
+    driver.trigger.arm(run_id, first)
+    second = first + dt.timedelta(seconds=2)
+    driver.trigger.arm(run_id, second)
+    seen = driver.deliveries(1, timeout=10)
+    if seen and seen[0][1] < second - dt.timedelta(seconds=0.05):  # the stale delivery came first
+        seen = driver.deliveries(2, timeout=10)
+    assert any(when >= second - dt.timedelta(seconds=0.05) for _, when in seen), seen
+
+
+def test_concurrent_arming_loses_nothing(driver: Driver) -> None:
+    runs = [str(uuid.uuid4()) for _ in range(20)]
+    at = now() + dt.timedelta(seconds=1)
+    threads = [threading.Thread(target=driver.trigger.arm, args=(run_id, at)) for run_id in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seen = driver.deliveries(len(runs), timeout=15)
+    assert sorted(run for run, _ in seen) == sorted(runs)
