@@ -1,5 +1,6 @@
 """submit on AWS Lambda, behind a Function URL: Prefect's call-webhook automation (bearer token) or any signed
-client posts a flow-run event; the run becomes an ECS task.
+client posts a flow-run event; the run becomes an ECS task. Also invoked by the delay queue (SQS records): a
+scheduled run's trigger firing at its time (``pushpool.usecases.punctual``); failed records are retried alone.
 
 Thin: Powertools resolves the HTTP event, pushpool.entrypoints.http does the work, the answer is shaped back. No
 Powertools Tracer here: it imports the X-Ray SDK at start-up (~100 ms of every cold start, measured by
@@ -14,12 +15,16 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pushpool.entrypoints import aws_lambda
-from pushpool.entrypoints.http import handle_submit
+from pushpool.entrypoints.http import handle_delayed_run, handle_submit
+from pushpool.errors import InvalidRequestError
 
 logger = Logger()
 metrics = Metrics()
 app = LambdaFunctionUrlResolver()
+delayed = BatchProcessor(event_type=EventType.SQS)
 
 _OUTCOME_METRICS = {"submitted": aws_lambda.SUBMITTED, "crashed": aws_lambda.CRASHED, "cancelled": aws_lambda.CANCELLED}
 
@@ -52,7 +57,22 @@ def submit() -> Response:
     return Response(status_code=answer.status, content_type="application/json", body=answer.json_bytes().decode())
 
 
+def delayed_run(record: SQSRecord) -> None:
+    """One delayed trigger: submit the run if it is due (a malformed or stale message is dropped, not retried)."""
+    deps, _ = aws_lambda.lambda_deps()
+    try:
+        answer = handle_delayed_run(deps, record.body.encode())
+    except InvalidRequestError as exc:
+        logger.warning("delayed trigger dropped", extra={"error": exc.one_line()})
+        return
+    logger.info("delayed trigger", extra={"outcome": answer.get("outcome"), "run": answer.get("flow_run_id")})
+    if answer.get("outcome") in _OUTCOME_METRICS:
+        metrics.add_metric(name=_OUTCOME_METRICS[answer["outcome"]], unit=MetricUnit.Count, value=1)
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if event.get("Records"):  # the delay queue
+        return process_partial_response(event=event, record_handler=delayed_run, processor=delayed, context=context)
     return app.resolve(event, context)

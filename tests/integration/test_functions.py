@@ -1,9 +1,10 @@
 """The Lambda entry points (functions/*/app.py, Powertools) with real-shaped events: a Function URL request, a
-ScheduleV2 tick and an EventBridge ECS Task State Change — secrets from Secrets Manager on moto, the real Prefect
-server, and the process backend behind an ECS-free pool."""
+ScheduleV2 tick, an EventBridge ECS Task State Change and the delay queue's SQS records — secrets from Secrets
+Manager on moto, the real Prefect server, and the process backend behind an ECS-free pool."""
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import json
 import uuid
@@ -13,6 +14,8 @@ from pathlib import Path
 import boto3
 import pytest
 from pushpool.entrypoints import aws_lambda
+from pushpool.providers.base import JobHandle
+from pushpool.usecases.deps import Deps
 
 from tests.helpers import PrefectHelper
 
@@ -199,3 +202,51 @@ def test_the_deployed_monitor_leaves_pools_of_types_it_does_not_serve_alone(
     run_id = prefect.create_run(prefect.create_deployment(pool, job_variables={"command": "true"}))
     load("monitor").lambda_handler(SCHEDULE_EVENT, Context())
     assert prefect.states(run_id) == [("SCHEDULED", "Scheduled")]
+
+
+def sqs_event(bodies: list[str]) -> dict:
+    """The event the delay queue's event source mapping sends submit (SQS records)."""
+    return {
+        "Records": [
+            {
+                "messageId": f"m-{i}",
+                "receiptHandle": f"r-{i}",
+                "body": body,
+                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "0"},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:pushpool-delay",
+                "awsRegion": "us-east-1",
+            }
+            for i, body in enumerate(bodies)
+        ]
+    }
+
+
+def test_a_scheduled_run_comes_back_through_the_delay_queue_at_its_time(
+    env, prefect: PrefectHelper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deployed path of punctual dispatch: submit arms a delayed SQS message for a run not due yet; the message
+    (received from moto at its time, as Lambda's event source mapping would) invokes submit, which starts the job."""
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName=f"pushpool-delay-{uuid.uuid4().hex[:6]}")["QueueUrl"]
+    monkeypatch.setenv("PUSHPOOL_DELAY_QUEUE_URL", queue)
+    aws_lambda.lambda_deps.cache_clear()
+    submit = load("submit")
+    pool = prefect.unique("fndelay")
+    prefect.create_pool(pool)
+    dep = prefect.create_deployment(pool, job_variables={"command": "sleep 20"})
+    due = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=5)  # lead 3 s: its job is due in 2 s
+    run_id = prefect.create_run(dep, state={"type": "SCHEDULED", "state_details": {"scheduled_time": due.isoformat()}})
+    told = json.loads(submit.lambda_handler(url_event({"flow_run_id": run_id}), Context())["body"])
+    assert told["outcome"] == "deferred" and "(trigger armed)" in told["detail"]
+    assert sqs.receive_message(QueueUrl=queue).get("Messages") is None  # delayed: not visible yet
+
+    messages = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=10).get("Messages", [])
+    assert len(messages) == 1 and json.loads(messages[0]["Body"])["flow_run_id"] == run_id
+    answer = submit.lambda_handler(sqs_event([messages[0]["Body"], "{not json", '{"flow_run_id": "x"}']), Context())
+    assert answer == {"batchItemFailures": []}  # the malformed records are dropped, not retried
+    assert prefect.state(run_id) == ("PENDING", "InfrastructurePending")
+    handle = JobHandle("process", prefect.read_run(run_id)["infrastructure_pid"])
+    Deps.from_settings(aws_lambda.lambda_settings()).backend("process").cancel(handle, grace_seconds=1)

@@ -9,12 +9,14 @@ own secrets at start. A permission the code never needs, or a call the policy do
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import uuid
 from pathlib import Path
 
 import boto3
 import pytest
+from pushpool.entrypoints.aws_delay import SqsTrigger
 from pushpool.providers.base import JobHandle
 from pushpool.providers.ecs.backend import EcsBackend
 from pushpool.providers.ecs.provisioner import EcsProvisioner
@@ -111,6 +113,10 @@ def _backend_paths(deps, prefect: PrefectHelper, ecs_pool: str, aws: dict, *, mo
     backend.cancel(handle)
     cluster = handle.id.split("::")[0]
     backend.cancel(JobHandle("ecs", f"{cluster}::arn:aws:ecs:us-east-1:123456789012:task/{cluster}/gone"))  # asks
+    # Both arm the delay queue's one-shot triggers for runs not due yet (punctual dispatch).
+    queue = session.client("sqs").create_queue(QueueName=f"pushpool-delay-{uuid.uuid4().hex[:6]}")["QueueUrl"]
+    calls.discard("sqs:CreateQueue")  # the stack creates the queue, not the functions
+    SqsTrigger(queue, client=session.client("sqs")).arm(spec.run_id, dt.datetime.now(dt.timezone.utc))
     if monitor:
         logged = _spec(
             deps,

@@ -76,7 +76,12 @@ def lambda_settings(environ: Mapping[str, str] | None = None) -> Settings:
 def lambda_deps() -> tuple[Deps, WebhookAuth]:
     """Dependencies for this warm container (settings, Prefect client, backends), built once."""
     settings = lambda_settings()
-    return Deps.from_settings(settings), WebhookAuth(settings.webhook_tokens, settings.webhook_signing_secrets)
+    deps = Deps.from_settings(settings)
+    if settings.delay_queue_url:  # scheduled runs: a delayed message per run, delivered to submit at its time
+        from pushpool.entrypoints.aws_delay import SqsTrigger
+
+        deps.trigger = SqsTrigger(settings.delay_queue_url)
+    return deps, WebhookAuth(settings.webhook_tokens, settings.webhook_signing_secrets)
 
 
 class EcsTaskDetail(BaseModel):

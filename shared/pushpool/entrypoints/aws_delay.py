@@ -1,0 +1,46 @@
+"""``SqsTrigger``: delayed delivery on AWS (the ``punctual.DelayedTrigger`` of the Lambda functions).
+
+Arming sends one message ``{"flow_run_id", "at"}`` to the delay queue (``PUSHPOOL_DELAY_QUEUE_URL``) with
+``DelaySeconds`` up to SQS's 900 s; the queue invokes submit (``functions/submit/app.py``, SQS records), which
+re-reads the run and acts only if it is still Scheduled and due. A run further ahead is armed later by the monitor's
+look-ahead. Nothing waits or polls on pushpool's side (Lambda's event source mapping reads the queue).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+from pushpool.providers.ecs.aws import aws_errors
+
+SQS_MAX_DELAY_SECONDS = 900
+
+
+class SqsTrigger:
+    max_delay_seconds: float | None = float(SQS_MAX_DELAY_SECONDS)
+
+    def __init__(self, queue_url: str, *, client: Any = None, now: Callable[[], dt.datetime] | None = None) -> None:
+        self.queue_url = queue_url
+        self._client = client
+        self._now = now or (lambda: dt.datetime.now(dt.timezone.utc))
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            with aws_errors():
+                self._client = boto3.client("sqs")
+        return self._client
+
+    def arm(self, run_id: str, at: dt.datetime) -> None:
+        """Send the run's message, delayed until ``at`` (rounded up to the second, at most 900 s)."""
+        delay = math.ceil((at - self._now()).total_seconds())
+        body = json.dumps({"flow_run_id": run_id, "at": at.isoformat()})  # read back as http.FlowRunEvent
+        with aws_errors():
+            self.client.send_message(
+                QueueUrl=self.queue_url, MessageBody=body, DelaySeconds=max(0, min(SQS_MAX_DELAY_SECONDS, delay))
+            )
