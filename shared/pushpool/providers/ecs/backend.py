@@ -79,6 +79,7 @@ _TAG = re.compile(r"[^A-Za-z0-9_./=+:@ -]+")
 class EcsBackend(BackendBase):
     name = NAME
     start_timeout_seconds = 600.0  # image pulls and Fargate capacity can take minutes
+    dispatch_lead_seconds = 30.0  # a Fargate task takes 30-60 s from RunTask to a running flow (the pool may differ)
 
     def __init__(
         self,
