@@ -25,8 +25,9 @@ Orchestration of ``set_state`` (checked in this order; ``force=True`` skips 1–
 Other server behaviour kept: a run whose queue was defaulted (neither the run nor its deployment named one) shows
 the pool's default queue when read, but the ``flow_runs.work_queue_name`` filter does not match it (the server's column
 is NULL; ``work_pool_queues.name`` does); ``get_scheduled_flow_runs`` counts PENDING and RUNNING runs (not CANCELLING)
-against pool and queue limits, orders by queue priority then next scheduled start time, and lists abridged runs (no
-state, no pool or queue name); deleting a deployment deletes its Scheduled runs except those AwaitingConcurrencySlot.
+against pool and queue limits, orders by queue priority then next scheduled start time, and lists abridged runs (of
+their state only its type, name and id; no pool name; the queue name only if stored); deleting a deployment deletes
+its Scheduled runs except those AwaitingConcurrencySlot.
 
 Not modelled (a test that needs them must use the real server): deployment concurrency limits and WAIT, events,
 flows other than by id, filters other than those in ``_FILTER_SCHEMA`` (they raise, as an unknown key does).
@@ -38,6 +39,7 @@ import copy
 import datetime as dt
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,9 +155,11 @@ class _Run:
         )
 
     def abridged(self, queues: dict[tuple[str, str], WorkQueue]) -> FlowRun:
-        """A run as get_scheduled_flow_runs lists it: no state, no pool name, only the stored queue column."""
+        """A run as get_scheduled_flow_runs lists it: only its state's type, name and id, no pool name, only the stored
+        queue column."""
         full = self.model({}, queues)
-        return full.model_copy(update={"state": None, "work_pool_name": None, "work_queue_name": self.queue_column})
+        state = full.state and State(id=full.state.id, type=full.state.type, name=full.state.name)
+        return full.model_copy(update={"state": state, "work_pool_name": None, "work_queue_name": self.queue_column})
 
 
 @dataclass
@@ -182,6 +186,7 @@ class FakePrefect:
         self.api_url = api_url
         self.clock = clock or FixedClock()
         self.calls = 0  # HTTP requests the real client would have made
+        self.calls_by_method: Counter[str] = Counter()  # the same, per client method
         self.closed = False
         self.pools: dict[str, WorkPool] = {}
         self.queues: dict[tuple[str, str], WorkQueue] = {}
@@ -206,6 +211,7 @@ class FakePrefect:
         if self.closed:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
         self.calls += requests
+        self.calls_by_method[method] += requests
         queued = self._faults.get(method)
         if queued:
             raise queued.pop(0)

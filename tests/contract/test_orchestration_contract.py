@@ -539,7 +539,12 @@ class OrchestrationContract:
         assert listed(scheduled_before=(now - 50 * S).isoformat()) == [late]
         assert listed(limit=1) == [late]
         first = env.client.get_scheduled_flow_runs(pool)[0]
-        assert (first.state, first.work_pool_name, first.work_queue_name) == (None, None, None)
+        assert (first.work_pool_name, first.work_queue_name) == (None, None)
+        read = env.client.read_flow_run(late)
+        assert first.state is not None and read.state is not None  # of the state, only its type, name and id
+        assert (first.state.type, first.state.name, first.state.id) == (StateType.SCHEDULED, "Scheduled", read.state.id)
+        assert (first.state.timestamp, first.state.message) == (None, None)
+        assert first.work_queue_id == read.work_queue_id and first.next_scheduled_start_time is not None
 
     def test_pause_flags_hide_due_runs(self, env: Env) -> None:
         """A paused pool lists nothing; a paused queue hides its own runs only."""

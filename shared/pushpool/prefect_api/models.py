@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class StateType(str, enum.Enum):
@@ -63,6 +63,16 @@ class FlowRun(_ApiModel):
     tags: list[str] = Field(default_factory=list)
     run_count: int = 0
     empirical_policy: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_state(cls, data: Any) -> Any:
+        """``get_scheduled_flow_runs`` lists runs without ``state`` but with ``state_type``/``state_name``/``state_id``:
+        keep what they say (the state's type, name and id; no timestamp, message or details)."""
+        if isinstance(data, dict) and data.get("state") is None and data.get("state_type"):
+            state = {"type": data["state_type"], "name": data.get("state_name"), "id": data.get("state_id")}
+            return {**data, "state": state}
+        return data
 
     @property
     def retries_in_process(self) -> bool:

@@ -12,8 +12,10 @@ import datetime as dt
 import logging
 import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from pushpool.errors import PushpoolError
 from pushpool.prefect_api.client import PAGE_SIZE
@@ -23,7 +25,7 @@ from pushpool.usecases.deps import Deps
 from pushpool.usecases.heartbeat import heartbeat
 from pushpool.usecases.punctual import arm, dispatch_time, lead_seconds, look_ahead_seconds
 from pushpool.usecases.reconcile import policy_from, reconcile_run
-from pushpool.usecases.submit import SubmitOutcome, submit_run
+from pushpool.usecases.submit import Reads, SubmitOutcome, submit_run
 
 log = logging.getLogger("pushpool.usecases.monitor")
 
@@ -98,6 +100,7 @@ def dispatch_due(deps: Deps, pool: WorkPool, report: TickReport) -> None:
     before = now + dt.timedelta(seconds=lead + look_ahead_seconds(deps))
     full = threading.Event()  # a limit was reached: the rest wait for the next tick
     workers = 1 if pool.concurrency_limit is not None else deps.settings.dispatch_concurrency
+    shared = TickReads(deps, pool)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pushpool-dispatch") as executor:
         for _ in range(MAX_DISPATCH_PAGES):
             try:
@@ -112,7 +115,7 @@ def dispatch_due(deps: Deps, pool: WorkPool, report: TickReport) -> None:
                     due.append(run)
                 elif arm(deps, run.id, at):  # from the listing alone: the trigger re-reads the run when it fires
                     report.dispatched[ARMED] += 1
-            results = list(executor.map(lambda run: _dispatch_one(deps, pool, run.id, full), due))
+            results = list(executor.map(lambda run: _dispatch_one(deps, pool, run, full, shared), due))
             for outcome, error in results:
                 if error is not None:
                     report.errors.append(error)
@@ -122,16 +125,67 @@ def dispatch_due(deps: Deps, pool: WorkPool, report: TickReport) -> None:
                 return
 
 
-def _dispatch_one(deps: Deps, pool: WorkPool, run_id: str, full: threading.Event) -> tuple[str | None, str | None]:
-    """(outcome, error) of submitting one listed run; (None, None) when skipped because a limit was reached."""
+class TickReads:
+    """The reads a tick's dispatch of one pool shares between its runs: the pool's queues (one call) and each
+    deployment (one call each, on first use). A listed run then costs only its claim, its pid and its progress state.
+
+    Pause flags and limits are as fresh as the tick (the claim is what decides: it is proposed to Prefect itself).
+    """
+
+    def __init__(self, deps: Deps, pool: WorkPool) -> None:
+        self.deps, self.pool = deps, pool
+        self._lock = threading.Lock()
+        self._queues: Future | None = None
+        self._deployments: dict[str, Future] = {}
+
+    def for_run(self, run: FlowRun) -> Reads:
+        with self._lock:
+            if self._queues is None:
+                self._queues = _done(self.deps.orchestrator.read_work_queues, self.pool.name)
+            deployment = None
+            if run.deployment_id:
+                if run.deployment_id not in self._deployments:
+                    self._deployments[run.deployment_id] = _done(
+                        self.deps.orchestrator.read_deployment, run.deployment_id
+                    )
+                deployment = self._deployments[run.deployment_id]
+        queues = {q.id: q for q in self._queues.result()}
+        return Reads(queue=_resolved(queues.get(run.work_queue_id or "")), deployment=deployment)
+
+
+def _done(fn: Callable[..., Any], *args: Any) -> Future:
+    """A finished future of ``fn(*args)`` (its result or its exception), as ``Reads`` expects."""
+    future: Future = Future()
+    try:
+        future.set_result(fn(*args))
+    except Exception as exc:  # noqa: BLE001 - handed to the run that reads it, as Reads' own futures do
+        future.set_exception(exc)
+    return future
+
+
+def _resolved(value: Any) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
+def _dispatch_one(
+    deps: Deps, pool: WorkPool, run: FlowRun, full: threading.Event, shared: TickReads
+) -> tuple[str | None, str | None]:
+    """(outcome, error) of submitting one listed run; (None, None) when skipped because a limit was reached.
+
+    The listed run is used as it is (its state's type, name and id are in the listing; its pool is this one): no read
+    of its own. The claim is what decides whether it is still Scheduled.
+    """
     if full.is_set():
         return None, None
     try:
-        # The runs in that answer are abridged (no state, no pool or queue name): read each one whole.
-        run = deps.orchestrator.read_flow_run(run_id)
-        outcome = submit_run(deps, run, pool, trigger="monitor")
+        reads = shared.for_run(run)
+        if reads.queue is not None and reads.queue.result() is not None:
+            run = run.model_copy(update={"work_pool_name": pool.name, "work_queue_name": reads.queue.result().name})
+        outcome = submit_run(deps, run, pool, trigger="monitor", reads=reads)
     except PushpoolError as exc:
-        return None, f"run {run_id}: {exc.one_line()}"
+        return None, f"run {run.id}: {exc.one_line()}"
     if outcome.outcome == SubmitOutcome.WAITING:
         full.set()
     return outcome.outcome, None

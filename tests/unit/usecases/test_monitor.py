@@ -257,3 +257,21 @@ def test_a_job_of_an_earlier_claim_is_not_adopted(
     reconciled = clean_tick(deps)
     assert (reconciled["adopt"], reconciled["recover"]) == (0, 1)
     assert fake.run(run.id).infrastructure_pid is None
+
+
+def test_a_dispatched_run_costs_its_claim_its_pid_and_its_progress_state(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock
+) -> None:
+    """Issue 14, item 2: in the monitor's path, reads are per tick (the listing, the pool's queues, each deployment
+    once), never per run: 3 orchestration calls per dispatched run plus a fixed cost per tick."""
+    deployments = [fake.add_deployment(POOL) for _ in range(2)]
+    runs = [fake.add_run(deployments[i % 2], scheduled_at=clock.now() - dt.timedelta(seconds=i)) for i in range(20)]
+    fake.calls_by_method.clear()
+    report = tick(deps)
+    assert report.dispatched == Counter({SubmitOutcome.SUBMITTED: 20})
+    per_run = {m: fake.calls_by_method[m] for m in ("propose_state", "set_infrastructure_pid")}
+    assert per_run == {"propose_state": 40, "set_infrastructure_pid": 20}  # the claim and InfrastructurePending
+    assert fake.calls_by_method["read_flow_run"] == 0
+    assert fake.calls_by_method["read_work_queues"] == 1 and fake.calls_by_method["read_work_queue"] == 0
+    assert fake.calls_by_method["read_deployment"] == 2
+    assert {fake.run(r).state_name for r in runs} == {"InfrastructurePending"}
