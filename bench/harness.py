@@ -235,7 +235,9 @@ class Api:
     """The bench's own Prefect client (creation of pools, deployments and runs), retrying SQLite's 503s."""
 
     def __init__(self, api_url: str) -> None:
-        self.http = httpx.Client(base_url=api_url, timeout=60)
+        self.http = httpx.Client(base_url=api_url, timeout=180)  # SQLite can stall the server for 60 s
+        self.retried: Counter = Counter()  # status -> answers retried (503: SQLite busy, 429)
+        self._lock = threading.Lock()
 
     def call(self, method: str, path: str, **kwargs) -> httpx.Response:
         for attempt in range(60):
@@ -243,6 +245,8 @@ class Api:
             if response.status_code not in (503, 429):
                 response.raise_for_status()
                 return response
+            with self._lock:
+                self.retried[response.status_code] += 1
             time.sleep(min(0.05 * 2**attempt, 1.0))
         response.raise_for_status()
         return response

@@ -1,8 +1,10 @@
 """``make bench``: pushpool against Prefect's own ECS worker (prefect-aws) on this machine, in one run.
 
-Writes ``bench/results/<date>.md`` and ``bench/results/<date>-latency.png``; prints the headline table. Asserts
-nothing. Options: --runs N (per dispatch mode, default 200), --interval S (mean pause after each run creation, 0.15),
---burst N (1000), --scale N (10000), --skip SECTION[,SECTION] (cold,dispatch,burst,scale).
+Writes ``bench/results/<date>.md``, ``bench/results/<date>-latency.png`` and ``<date>-punctuality.png``; prints the
+headline table. Asserts nothing. Options: --runs N (per dispatch mode, default 100), --interval S (mean pause after
+each run creation, 0.15), --spread N (punctuality: runs 1-3 s apart, 60), --same-second N (punctuality: runs due the
+same second, 200), --not-due N (runs created not yet due, 50), --burst N (1000), --scale N (10000),
+--skip SECTION[,SECTION] (cold,dispatch,punctuality,burst,scale), --keep (leave the servers' and actors' logs).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import coldstart
 import dispatch
 import harness
+import punctuality
 import report
 import scale
 
@@ -30,12 +33,17 @@ BURST_TIMEOUT = 150.0
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=200)
+    # 100 (was 200) since the punctuality section came: it keeps `make bench` nearer its ~15 minutes.
+    parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--interval", type=float, default=0.15)
+    parser.add_argument("--spread", type=int, default=60)
+    parser.add_argument("--same-second", type=int, default=200)
+    parser.add_argument("--not-due", type=int, default=50)
     parser.add_argument("--burst", type=int, default=1000)
     parser.add_argument("--scale", type=int, default=10000)
     parser.add_argument("--latency", type=float, default=0.05, help="fake backend latency per call (s)")
     parser.add_argument("--skip", default="")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) and print its path")
     parser.add_argument("--out", default=str(harness.ROOT / "bench" / "results"))
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -56,6 +64,7 @@ def main() -> None:
     colds: list[coldstart.ColdStart] = []
     bursts: list[dispatch.Burst] = []
     ticks: list[scale.Tick] = []
+    punct = punctuality.Result()
     try:
         step("Prefect server (SQLite) and moto")
         sqlite = harness.start_prefect(work / "prefect-sqlite")
@@ -80,6 +89,18 @@ def main() -> None:
                 phases.append(run())
                 p = phases[-1]
                 step(f"  p50 {report.fmt(report.pct(p.latencies, 50))}, {p.missing} without a job")
+        if "punctuality" not in skip:
+            pnet = harness.aws_network("bench-punct")
+            pbed = dispatch.Bed(sqlite.api_url, moto, harness.AccessLog(sqlite), work, seed=14, net=pnet)
+            punct = punctuality.measure(
+                pbed, spread=args.spread, burst=args.same_second, not_due_runs=args.not_due, step=step
+            )
+            for t in punct.targets:
+                late = t.lateness()
+                step(
+                    f"  {t.name}: p50 {report.fmt(report.pct(late, 50))}, max {report.fmt(max(late) if late else None)}"
+                    f", {t.missing()} without a job, {t.late} marked Late"
+                )
         sqlite.stop()
         sqlite = None
 
@@ -135,13 +156,16 @@ def main() -> None:
         moto.stop()
 
     step("writing the report")
-    write_report(out_dir, date, args, phases, colds, bursts, ticks, md, headline, time.monotonic() - began)
-    shutil.rmtree(work, ignore_errors=True)
+    write_report(out_dir, date, args, phases, colds, bursts, ticks, punct, md, headline, time.monotonic() - began)
+    if args.keep:
+        print(f"logs kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     print("\n".join(headline))
     print(f"\nreport: {out_dir / (date + '.md')}")
 
 
-def write_report(out_dir, date, args, phases, colds, bursts, ticks, md, headline, elapsed) -> None:
+def write_report(out_dir, date, args, phases, colds, bursts, ticks, punct, md, headline, elapsed) -> None:
     worker_default = next((p for p in phases if "default" in p.name), None)
     md += [
         f"# pushpool benchmarks — {date}",
@@ -150,7 +174,9 @@ def write_report(out_dir, date, args, phases, colds, bursts, ticks, md, headline
         f"{__import__('os').cpu_count()} cores. Everything on 127.0.0.1: one Prefect 3.8.8 server, one moto 5.2.5 "
         "server (in the bench process; RunTask is timestamped there since moto returns no `createdAt`), "
         "prefect-aws 0.7.12. Made by `make bench` "
-        f"(`bench/run.py --runs {args.runs} --interval {args.interval} --burst {args.burst} --scale {args.scale}`) "
+        f"(`bench/run.py --runs {args.runs} --interval {args.interval} --spread {args.spread} "
+        f"--same-second {args.same_second} --not-due {args.not_due} --burst {args.burst} --scale {args.scale}"
+        f"{' --skip ' + args.skip if args.skip else ''}`) "
         f"in {elapsed / 60:.1f} minutes. Nothing here is asserted; figures vary with the machine's load.",
         "",
     ]
@@ -254,6 +280,12 @@ def write_report(out_dir, date, args, phases, colds, bursts, ticks, md, headline
                 f"| {t.rss_before_mb:.0f} → {t.peak_rss_mb:.0f} MB | {outcome} |"
             )
         md.append("")
+    if punct.targets or punct.not_due:
+        md += punctuality.report_lines(punct)
+        if punct.targets:
+            png = f"{date}-punctuality.png"
+            punctuality.plot(punct, out_dir / png)
+            md += [f"![punctuality]({png})", ""]
     webhook = next((p for p in phases if "webhook" in p.name), None)
     submit_cold = next((c for c in colds if c.function == "submit"), None)
     monitor_cold = next((c for c in colds if c.function == "monitor"), None)
@@ -320,6 +352,7 @@ def write_report(out_dir, date, args, phases, colds, bursts, ticks, md, headline
             f"| burst: {bursts[0].runs} due runs at once → all have tasks | {burst_cell(bursts[0])} "
             f"| {burst_cell(bursts[1])} |"
         )
+    headline += punctuality.headline_rows(punct)
     for t in ticks:
         headline.append(
             f"| monitor tick, {t.runs} runs ({t.name}) | {t.seconds:.2f} s, peak {t.peak_rss_mb:.0f} MB | – |"
