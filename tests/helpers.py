@@ -26,8 +26,15 @@ class PrefectHelper:
         self.http.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        for _ in range(30):  # SQLite answers "database is locked" as 503: retry
-            response = self.http.request(method, path, **kwargs)
+        for attempt in range(30):  # SQLite answers "database is locked" as 503: retry
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError):
+                # A pooled keep-alive connection the server closed as it was reused (frequent on a loaded machine).
+                if attempt >= 2:
+                    raise
+                time.sleep(0.1)
+                continue
             if response.status_code != 503:
                 return response
             time.sleep(0.1)

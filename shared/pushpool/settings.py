@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     dispatch_lead_seconds: float | None = Field(
         default=None, ge=0, validation_alias=AliasChoices("PUSHPOOL_DISPATCH_LEAD", "PUSHPOOL_DISPATCH_AHEAD")
     )
+    # Pool and queue reads shared between runs of the event path for this long (usecases/pool_reads.py; 0: off).
+    read_cache_seconds: float = Field(default=2.0, ge=0, le=60, validation_alias=_env("PUSHPOOL_READ_CACHE_SECONDS"))
     max_recoveries: int = Field(default=3, ge=0, validation_alias=_env("PUSHPOOL_MAX_RECOVERIES"))
     # Due runs the monitor submits at once (a backlog after an outage or a burst); 1 in pools with a limit.
     dispatch_concurrency: int = Field(default=8, ge=1, validation_alias=_env("PUSHPOOL_DISPATCH_CONCURRENCY"))

@@ -134,7 +134,9 @@ def test_pause_flags_and_limits_hold_for_triggered_runs(deps, fired: Fired, pref
     prefect.create_pool(limited_pool, concurrency_limit=1)
     running = prefect.create_run(prefect.create_deployment(limited_pool, job_variables={"command": "sleep 30"}))
     assert handle_run_event(deps, running, trigger="webhook")["outcome"] == "submitted"
-    due = _now() + dt.timedelta(seconds=LEAD + 1)
+    # Fired after read_cache_seconds (2 s): with no event stream to say the pool changed, that is how old a pause
+    # flag may be (serve forgets shared reads on Prefect's pool events: test_serve_webhook).
+    due = _now() + dt.timedelta(seconds=LEAD + deps.settings.read_cache_seconds + 1)
     in_paused = _scheduled(prefect, prefect.create_deployment(paused_pool, job_variables={"command": "sleep 30"}), due)
     in_limited = _scheduled(
         prefect, prefect.create_deployment(limited_pool, job_variables={"command": "sleep 30"}), due

@@ -10,7 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 from pushpool import localserver
+from pushpool.entrypoints.http import handle_run_event
 from pushpool.entrypoints.serve import Server
+from pushpool.providers.base import JobHandle
 
 from tests.helpers import PrefectHelper, make_deps
 
@@ -181,6 +183,37 @@ def test_with_both_triggers_each_event_is_acted_on_once(
         assert loud == []
         claims = [s for s in prefect.json("GET", "/flow_run_states/", params={"flow_run_id": run_id})]
         assert [s["name"] for s in claims].count("Pending") == 1
+    finally:
+        server.stop()
+        deps.orchestrator.close()
+
+
+def test_a_pool_paused_moments_after_a_run_holds_for_the_next_one(
+    prefect_api: str, tmp_path: Path, prefect: PrefectHelper
+) -> None:
+    """serve shares pool reads between runs (bounded: read_cache_seconds), and forgets them when Prefect's event
+    stream says a pool or queue changed: here the reads would be kept 60 s, and the pause still holds at once."""
+    port = localserver.free_port()
+    deps = make_deps(prefect_api, tmp_path, submit_url=f"http://127.0.0.1:{port}/submit", read_cache_seconds=60)
+    server = Server(deps, port=port, monitor_interval=3600, event_stream=True)
+    server.stopping.set()  # no monitor ticks
+    server.start()
+    try:
+        assert server.events is not None and server.events.connected.wait(15)
+        pool = prefect.unique("pausenow")
+        prefect.create_pool(pool)
+        dep = prefect.create_deployment(pool, job_variables={"command": "sleep 20"})
+        first = prefect.create_run(dep)
+        prefect.wait_for(first, {"PENDING", "RUNNING"}, timeout=30)  # serve submitted it: its pool is now shared
+        prefect.json("PATCH", f"/work_pools/{pool}", json={"is_paused": True})
+        time.sleep(1.0)  # the pause event reaches serve in tens of milliseconds
+        second = prefect.create_run(dep)  # its Scheduled event reaches serve too
+        time.sleep(1.0)
+        assert prefect.state(second)[0] == "SCHEDULED"
+        assert handle_run_event(deps, second, trigger="test")["outcome"] == "paused"
+        deps.backend("process").cancel(
+            JobHandle("process", prefect.read_run(first)["infrastructure_pid"]), grace_seconds=1
+        )
     finally:
         server.stop()
         deps.orchestrator.close()

@@ -45,7 +45,6 @@ def test_flow_run_events_of_push_pools_are_classified(state: str, kind: str) -> 
         _event("Scheduled", pool_type="ecs"),  # a worker's pool, not a push pool
         {**_event("Scheduled"), "related": []},  # no pool
         {**_event("Scheduled"), "resource": {"prefect.resource.id": "prefect.task-run.1"}},
-        {"event": "prefect.work-pool.updated"},
         {},
     ],
 )
@@ -70,3 +69,21 @@ def test_seen_events_answer_first_once_forget_and_stay_bounded() -> None:
         assert seen.first(name)
     assert seen.first("a")  # the oldest id was dropped to stay within size
     assert not seen.first("d")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "prefect.work-pool.updated",
+        "prefect.work-pool.paused",
+        "prefect.work-queue.paused",
+        "prefect.work-queue.updated",
+    ],
+)
+def test_pool_and_queue_events_make_serve_read_them_again(name: str) -> None:
+    event = {
+        "id": "e-1",
+        "event": name,
+        "resource": {"prefect.resource.id": "prefect.work-pool.3", "prefect.resource.name": "fargate"},
+    }
+    assert classify(event, SERVED) == RunEvent("pool-changed", "", "fargate", "e-1")

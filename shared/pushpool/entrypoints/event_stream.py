@@ -22,18 +22,25 @@ log = logging.getLogger("pushpool.entrypoints.event_stream")
 
 SUBMIT_EVENTS = frozenset({"Scheduled", "Late", "AwaitingRetry"})
 FINAL_EVENTS = frozenset({"Completed", "Failed", "Crashed", "Cancelled"})
+POOL_EVENT_PREFIXES = ("prefect.work-pool.", "prefect.work-queue.")
 
 
 class RunEvent(NamedTuple):
-    kind: str  # "submit", "cancel" or "final"
+    kind: str  # "submit", "cancel", "final", or "pool-changed" (a pool or queue was updated, paused or resumed)
     run_id: str
     pool_name: str
     event_id: str | None  # Prefect's id of the event: the automation's webhook carries the same id
 
 
 def classify(event: dict[str, Any], pool_types: Collection[str]) -> RunEvent | None:
-    """The flow-run event of a pool whose type is in ``pool_types`` (those served), classified; None otherwise."""
+    """The flow-run event of a pool whose type is in ``pool_types`` (those served), classified; any work-pool or
+    work-queue event as "pool-changed"; None otherwise."""
     name = str(event.get("event", ""))
+    if name.startswith(POOL_EVENT_PREFIXES):  # pools and queues read for earlier runs are no longer current
+        event_id = str(event["id"]) if event.get("id") else None
+        return RunEvent(
+            "pool-changed", "", str((event.get("resource") or {}).get("prefect.resource.name", "")), event_id
+        )
     if not name.startswith("prefect.flow-run."):
         return None
     resource_id = str((event.get("resource") or {}).get("prefect.resource.id", ""))
@@ -132,7 +139,7 @@ class EventStream(threading.Thread):
             event_filter = {
                 # Without a future `until` the server delivers nothing live.
                 "occurred": {"since": now.isoformat(), "until": (now + dt.timedelta(days=365)).isoformat()},
-                "event": {"prefix": ["prefect.flow-run."]},
+                "event": {"prefix": ["prefect.flow-run.", *POOL_EVENT_PREFIXES]},
             }
             ws.send(json.dumps({"type": "filter", "filter": event_filter, "backfill": False}))
             self.connected.set()

@@ -185,7 +185,7 @@ def _read_run(deps: Deps, run_id: str) -> FlowRun:
 
 def _read_pool(deps: Deps, run: FlowRun) -> WorkPool:
     try:
-        return deps.orchestrator.read_work_pool(run.work_pool_name or "")
+        return deps.pool_reads.pool(run.work_pool_name or "")
     except ObjectNotFoundError:
         raise UnsupportedPoolError(f"flow run {run.id}: work pool {run.work_pool_name!r} does not exist") from None
 

@@ -201,6 +201,9 @@ class Server:
             self.stopping.wait(self.monitor_interval)
 
     def _on_event(self, event: RunEvent) -> None:
+        if event.kind == "pool-changed":  # paused, resumed or updated: the runs after it read it again
+            self.deps.pool_reads.forget()
+            return
         if event.kind in ("submit", "cancel"):
             if not self.seen.first(event.event_id):
                 log.debug("event: %s", json.dumps({"flow_run_id": event.run_id, "outcome": DUPLICATE}))

@@ -17,6 +17,7 @@ from pushpool.prefect_api.models import WorkPool
 from pushpool.providers import Provider, check_served, installed_pool_types, provider_for_pool_type, provider_named
 from pushpool.providers.base import Backend
 from pushpool.settings import Settings
+from pushpool.usecases.pool_reads import PoolReads
 
 if TYPE_CHECKING:
     from pushpool.usecases.punctual import DelayedTrigger
@@ -32,9 +33,13 @@ class Deps:
     trigger: DelayedTrigger | None = None  # the runtime's delayed delivery (None: the monitor's sweep alone)
     _backends: dict[str, Backend] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    pool_reads: PoolReads = field(init=False, repr=False)  # pools and queues shared briefly by the event path
 
     def __post_init__(self) -> None:
         self.pool_types = check_served(self.pool_types or self.settings.pool_types or installed_pool_types())
+        self.pool_reads = PoolReads(
+            self.orchestrator, self.settings.read_cache_seconds, timer=lambda: self.clock.now().timestamp()
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> Deps:

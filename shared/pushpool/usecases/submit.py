@@ -218,10 +218,7 @@ def submit_run(
 
 
 def _read_queue(deps: Deps, pool_name: str, queue_name: str) -> WorkQueue | None:
-    try:
-        return deps.orchestrator.read_work_queue(pool_name, queue_name)
-    except ObjectNotFoundError:
-        return None
+    return deps.pool_reads.queue(pool_name, queue_name)
 
 
 def _release(deps: Deps, run: FlowRun, why: str) -> SubmitOutcome:
