@@ -57,7 +57,7 @@ def test_a_served_pool_is_ready_while_the_monitor_ticks_and_not_ready_after(tmp_
         ]
         assert prefect.json("GET", f"/work_pools/{hybrid}")["status"] == "NOT_READY"
 
-        stop_serving(deps, [deps.orchestrator.read_work_pool(served)])  # what `pushpool serve` does when it stops
+        stop_serving(deps, [served])  # what `pushpool serve` does when it stops
         assert _status_becomes(prefect, served, "NOT_READY", timeout=15) == "NOT_READY"
     finally:
         prefect.close()

@@ -35,7 +35,7 @@ from pushpool.entrypoints.timers import TimerTrigger
 from pushpool.errors import PushpoolError
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.heartbeat import stop_serving
-from pushpool.usecases.monitor import TickReport, dispatch_due, push_pools, tick
+from pushpool.usecases.monitor import TickReport, dispatch_due, tick
 
 log = logging.getLogger("pushpool.serve")
 
@@ -181,10 +181,8 @@ class Server:
         for thread in self._threads:
             if thread.name == "pushpool-monitor":
                 thread.join(timeout=30)  # its tick ends before the pools are marked as no longer served
-        try:
-            stop_serving(self.deps, push_pools(self.deps))
-        except PushpoolError as exc:
-            log.warning("could not tell Prefect that the pools are no longer served: %s", exc.one_line())
+        if self.last_tick is not None:  # the pools its ticks heartbeated into
+            stop_serving(self.deps, self.last_tick.served)
 
     def _monitor_loop(self) -> None:
         while not self.stopping.is_set():

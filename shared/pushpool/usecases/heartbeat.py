@@ -9,6 +9,7 @@ once, for a ``pushpool serve`` that shuts down. Status is informational only: sc
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from pushpool.errors import ObjectNotFoundError, PushpoolError
 from pushpool.prefect_api.models import WorkPool
@@ -28,14 +29,17 @@ def heartbeat(deps: Deps, pools: list[WorkPool]) -> list[str]:
     return errors
 
 
-def stop_serving(deps: Deps, pools: list[WorkPool]) -> None:
-    """Remove pushpool's worker from ``pools`` (they show Not Ready once Prefect's foreman next runs)."""
-    for pool in pools:
+def stop_serving(deps: Deps, pool_names: list[str]) -> None:
+    """Remove pushpool's worker from the pools named (they show Not Ready once Prefect's foreman next runs); a few
+    at a time, so that a server with many pools does not hold up a shutdown."""
+
+    def remove(name: str) -> None:
         try:
-            deps.orchestrator.delete_worker(pool.name, deps.settings.worker_name)
+            deps.orchestrator.delete_worker(name, deps.settings.worker_name)
         except ObjectNotFoundError:
             pass
         except PushpoolError as exc:
-            log.warning(
-                "could not remove worker %s from pool %s: %s", deps.settings.worker_name, pool.name, exc.one_line()
-            )
+            log.warning("could not remove worker %s from pool %s: %s", deps.settings.worker_name, name, exc.one_line())
+
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="pushpool-stop") as executor:
+        list(executor.map(remove, pool_names))

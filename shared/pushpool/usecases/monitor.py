@@ -39,6 +39,7 @@ ARMED = "armed"  # a run due within the look-ahead: its trigger is armed for its
 @dataclass
 class TickReport:
     pools: int = 0
+    served: list[str] = field(default_factory=list)  # the names of the pools this tick served (and heartbeated into)
     dispatched: Counter = field(default_factory=Counter)
     reconciled: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
@@ -65,6 +66,7 @@ def tick(deps: Deps, *, pools: list[WorkPool] | None = None) -> TickReport:
     report = TickReport()
     pools = push_pools(deps) if pools is None else [p for p in pools if deps.serves(p)]
     report.pools = len(pools)
+    report.served = [p.name for p in pools]
     report.errors.extend(heartbeat(deps, pools))  # the pools show Ready in Prefect while the monitor ticks
     for pool in pools:
         try:

@@ -44,6 +44,6 @@ def test_stop_serving_removes_the_worker_and_tolerates_a_missing_one(
     deps: Deps, fake: FakePrefect, pool: WorkPool
 ) -> None:
     tick(deps)
-    stop_serving(deps, [pool])
+    stop_serving(deps, [pool.name])
     assert fake.workers == {}
-    stop_serving(deps, [pool])  # already gone: nothing to do, no error
+    stop_serving(deps, [pool.name])  # already gone: nothing to do, no error
