@@ -104,6 +104,14 @@ PROVIDERS: tuple[Provider, ...] = (
         extra="aws",
         sdk=("boto3",),
     ),
+    Provider(
+        name="aci",
+        templates={"azure-container-instance:push": "pushpool.providers.aci.template:base_job_template"},
+        backend="pushpool.providers.aci.backend:AciBackend",
+        config="pushpool.providers.aci.config:AciJobConfig",
+        extra="azure",
+        sdk=("azure.mgmt.containerinstance", "azure.identity"),
+    ),
 )
 
 _BY_POOL_TYPE: dict[str, Provider] = {t: p for p in PROVIDERS for t in p.pool_types}
