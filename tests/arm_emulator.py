@@ -150,6 +150,8 @@ class ArmEmulator:
         self.faults: list[list[Any]] = []  # [method, route, status, code, times]
         self.page_size = page_size
         self.operations: dict[str, int] = {}
+        self.resources: dict[str, dict[str, Any]] = {}  # other ARM resources, by lowercased id
+        self.puts: list[str] = []  # their PUTs, in order
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.cert, key)
@@ -228,7 +230,9 @@ class ArmEmulator:
             ((r, m) for verb, pattern, r in ROUTES if verb == method and (m := pattern.match(parts.path))), ("", None)
         )
         if match is None:
-            return 404, {}, _error("NoRegisteredProviderFound", f"no route for {method} {parts.path}")
+            if not parts.path.lower().startswith("/subscriptions/") and "/operations/" not in parts.path:
+                return 404, {}, _error("NoRegisteredProviderFound", f"no route for {method} {parts.path}")
+            route = "resource"
         with self.lock:
             self.requests.append((method, route))
             for fault in self.faults:
@@ -238,6 +242,9 @@ class ArmEmulator:
                     return fault[2], extra, _error(fault[3], f"injected {fault[2]}")
         if headers.get("authorization") != f"Bearer {TOKEN}":
             return 401, {}, _error("AuthenticationFailed", "missing or invalid bearer token")
+        if route == "resource":
+            with self.lock:
+                return self._resource(method, parts.path, query, body)
         expected = "2021-04-01" if route == "resource_group" else self.api_version
         if route != "operation" and query.get("api-version") != expected:
             return 400, {}, _error("InvalidApiVersionParameter", f"api-version {query.get('api-version')!r}")
@@ -250,11 +257,59 @@ class ArmEmulator:
         if location is None:
             return 404, {}, _error("ResourceGroupNotFound", f"Resource group '{a['rg']}' could not be found.")
         rid = f"/subscriptions/{a['sub']}/resourceGroups/{a['rg']}"
-        return (
-            200,
-            {},
-            {"id": rid, "name": a["rg"], "location": location, "properties": {"provisioningState": "Succeeded"}},
-        )
+        tags = self.resources.get(rid.lower(), {}).get("tags", {})
+        answer = {"id": rid, "name": a["rg"], "location": location, "tags": tags}
+        return 200, {}, {**answer, "properties": {"provisioningState": "Succeeded"}}
+
+    # -- other ARM resources (the provisioner's): stored as sent, with what ARM adds --------------------------
+
+    def _resource(self, method: str, path: str, query: dict, body: bytes) -> tuple[int, dict, Any]:
+        key = path.lower().rstrip("/")
+        parts = key.split("/")
+        if "/operations/" in key:
+            return self._operation({"op": parts[-1]}, {}, b"", {})
+        if "api-version" not in query:
+            return 400, {}, _error("MissingApiVersionParameter", "api-version is required")
+        if len(parts) == 3:  # the subscription itself
+            return 200, {}, {"subscriptionId": parts[2], "state": "Enabled"}
+        in_rg = len(parts) >= 5 and parts[3] == "resourcegroups"
+        if method == "GET":
+            if key not in self.resources:
+                return 404, {}, _error("ResourceNotFound", f"The Resource '{path}' was not found.")
+            return 200, {}, self.resources[key]
+        if method == "DELETE":
+            if key not in self.resources:
+                return 204, {}, None
+            for other in [k for k in self.resources if k == key or k.startswith(key + "/")]:
+                del self.resources[other]
+            if len(parts) == 5 and in_rg:  # a resource group: with everything in it
+                self.resource_groups.pop((parts[2], parts[4]), None)
+                self.groups = {k: g for k, g in self.groups.items() if (k[0], k[1]) != (parts[2], parts[4])}
+            op = uuid.uuid4().hex
+            self.operations[op] = 0
+            return 202, {"Location": f"{self.url}/subscriptions/{parts[2]}/operations/{op}", "Retry-After": "0"}, None
+        data = json.loads(body or b"{}")
+        if len(parts) > 5 and in_rg and (parts[2], parts[4]) not in self.resource_groups:
+            return 404, {}, _error("ResourceGroupNotFound", f"Resource group '{parts[4]}' could not be found.")
+        self.puts.append(key)
+        created = {"id": path, "name": path.rsplit("/", 1)[-1], **data}
+        properties = created.setdefault("properties", {})
+        headers: dict[str, str] = {}
+        if "/microsoft.managedidentity/" in key:
+            properties.update(principalId=str(uuid.uuid4()), clientId=str(uuid.uuid4()))
+        if "/microsoft.containerregistry/registries/" in key:
+            properties.update(loginServer=f"{created['name']}.azurecr.io", provisioningState="Succeeded")
+            op = uuid.uuid4().hex
+            self.operations[op] = 0
+            headers["Azure-AsyncOperation"] = f"{self.url}/subscriptions/{parts[2]}/operations/{op}?api-version=x"
+        if "/roleassignments/" in key and not (properties.get("roleDefinitionId") and properties.get("principalId")):
+            return 400, {}, _error("InvalidRoleAssignmentRequest", "roleDefinitionId and principalId are required")
+        if "/roledefinitions/" in key and not (properties.get("assignableScopes") and properties.get("permissions")):
+            return 400, {}, _error("InvalidRoleDefinition", "permissions and assignableScopes are required")
+        if len(parts) == 5 and in_rg:  # a resource group
+            self.resource_groups[(parts[2], parts[4])] = data["location"]
+        self.resources[key] = created
+        return 201, headers, created
 
     def _list(self, a, headers, body, query):
         if (a["sub"], a["rg"].lower()) not in self.resource_groups:
@@ -301,12 +356,13 @@ class ArmEmulator:
 
     def _refusal(self, sub: str, data: dict) -> tuple[int, dict, Any] | None:
         identities = set((data.get("identity") or {}).get("userAssignedIdentities") or {})
-        unknown = sorted(i for i in identities if i.lower() not in {x.lower() for x in self.identities})
+        known = {x.lower() for x in self.identities} | {k for k in self.resources if "/userassignedidentities/" in k}
+        unknown = sorted(i for i in identities if i.lower() not in known)
         if unknown:
             return 400, {}, _error("InvalidIdentity", f"The user-assigned identity '{unknown[0]}' was not found.")
         for credential in data["properties"].get("imageRegistryCredentials") or []:
             server, identity = credential.get("server"), credential.get("identity")
-            if identity and identity not in self.pullable.get(server, set()):
+            if identity and identity not in self.pullable.get(server, set()) and not self._acr_pull(server, identity):
                 image = data["properties"]["containers"][0]["properties"]["image"]
                 return (
                     400,
@@ -328,6 +384,18 @@ class ArmEmulator:
                 ),
             )
         return None
+
+    def _acr_pull(self, server: str, identity: str) -> bool:
+        """Whether a role assignment of AcrPull on the registry ``server`` names ``identity``'s principal."""
+        principal = (self.resources.get(identity.lower(), {}).get("properties") or {}).get("principalId")
+        scope = f"/microsoft.containerregistry/registries/{server.split('.')[0].lower()}/providers/"
+        return bool(principal) and any(
+            scope in key
+            and "/roleassignments/" in key
+            and value["properties"].get("principalId") == principal
+            and value["properties"].get("roleDefinitionId", "").endswith("7f951dda-4ed3-4680-a7ca-43fe172d538d")
+            for key, value in self.resources.items()
+        )
 
     def _get(self, a, headers, body, query):
         key = (a["sub"], a["rg"].lower(), a["name"])

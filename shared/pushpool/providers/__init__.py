@@ -109,6 +109,7 @@ PROVIDERS: tuple[Provider, ...] = (
         templates={"azure-container-instance:push": "pushpool.providers.aci.template:base_job_template"},
         backend="pushpool.providers.aci.backend:AciBackend",
         config="pushpool.providers.aci.config:AciJobConfig",
+        provisioner="pushpool.providers.aci.provisioner:AciProvisioner",
         extra="azure",
         sdk=("azure.mgmt.containerinstance", "azure.identity"),
     ),
