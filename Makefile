@@ -62,8 +62,17 @@ soak: setup  ## the reliability scenarios at 5x scale and 10,000 fuzz cases per 
 	PUSHPOOL_SOAK=5 PUSHPOOL_FUZZ_EXAMPLES=10000 $(BIN)/python -m pytest -q tests/reliability tests/unit/test_fuzz_bad_input.py
 	$(BIN)/python tests/reliability/print_report.py
 
-validate: setup  ## lint the AWS SAM template with cfn-lint
+VALIDATE_VENV := .venv-validate
+VALIDATE_STAMP := $(VALIDATE_VENV)/.installed
+$(VALIDATE_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VALIDATE_VENV)
+	$(VALIDATE_VENV)/bin/pip install --quiet --upgrade pip
+	$(VALIDATE_VENV)/bin/pip install --quiet "$$(sed -n 's/^validate = \["\(.*\)"\]$$/\1/p' pyproject.toml)"
+	touch $(VALIDATE_STAMP)
+
+validate: setup $(VALIDATE_STAMP)  ## cfn-lint on the AWS SAM template, checkov on the Azure ARM template (offline)
 	$(BIN)/cfn-lint infra/template.yaml
+	$(VALIDATE_VENV)/bin/checkov -f infra/azure/azuredeploy.json --framework arm --compact --quiet --skip-download
 
 LAYER := .aws-sam/build/SharedLayer
 build: setup  ## Lambda artefacts without Docker: the shared layer (arm64 wheels, AWS extra only) and the functions
@@ -80,4 +89,4 @@ build-SharedLayer:  ## called by `sam build` (BuildMethod: makefile)
 	pip install ".[aws]" -t "$(ARTIFACTS_DIR)/python"
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info shared/*.egg-info .pytest_cache .aws-sam
+	rm -rf $(VENV) $(BENCH_VENV) $(VALIDATE_VENV) build *.egg-info shared/*.egg-info .pytest_cache .aws-sam
