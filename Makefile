@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer reliability-report soak bench compat
+.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer reliability-report soak bench compat compat-aci
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,17 @@ fmt: setup
 compat: setup $(BENCH_STAMP)  ## pushpool's ECS requests vs Prefect's ECS worker's for the same runs (docs/ecs-compat.md)
 	PUSHPOOL_WORKER_PYTHON=$(abspath $(BENCH_VENV))/bin/python $(BIN)/python -m pytest -q tests/compat
 
+AZURE_WORKER_VENV := .venv-compat-azure
+AZURE_WORKER_STAMP := $(AZURE_WORKER_VENV)/.installed
+$(AZURE_WORKER_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(AZURE_WORKER_VENV)
+	$(AZURE_WORKER_VENV)/bin/pip install --quiet --upgrade pip
+	$(AZURE_WORKER_VENV)/bin/pip install --quiet '.[aci-worker]'
+	touch $(AZURE_WORKER_STAMP)
+
+compat-aci: setup $(AZURE_WORKER_STAMP)  ## pushpool's ACI container groups vs Prefect's ACI worker's (docs/aci-compat.md)
+	PUSHPOOL_AZURE_WORKER_PYTHON=$(abspath $(AZURE_WORKER_VENV))/bin/python $(BIN)/python -m pytest -q tests/compat/test_aci_vs_worker.py
+
 bench: $(BENCH_STAMP)  ## pushpool vs Prefect's ECS worker (moto + local Prefect): writes bench/results/<date>.md + PNG
 	$(BENCH_VENV)/bin/python bench/run.py
 
@@ -89,4 +100,4 @@ build-SharedLayer:  ## called by `sam build` (BuildMethod: makefile)
 	pip install ".[aws]" -t "$(ARTIFACTS_DIR)/python"
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(VALIDATE_VENV) build *.egg-info shared/*.egg-info .pytest_cache .aws-sam
+	rm -rf $(VENV) $(BENCH_VENV) $(VALIDATE_VENV) $(AZURE_WORKER_VENV) build *.egg-info shared/*.egg-info .pytest_cache .aws-sam

@@ -152,6 +152,7 @@ class ArmEmulator:
         self.operations: dict[str, int] = {}
         self.resources: dict[str, dict[str, Any]] = {}  # other ARM resources, by lowercased id
         self.puts: list[str] = []  # their PUTs, in order
+        self.deployed: list[tuple[str, dict[str, Any]]] = []  # groups created by ARM deployments (name, body)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.cert, key)
@@ -289,6 +290,8 @@ class ArmEmulator:
             self.operations[op] = 0
             return 202, {"Location": f"{self.url}/subscriptions/{parts[2]}/operations/{op}", "Retry-After": "0"}, None
         data = json.loads(body or b"{}")
+        if "/providers/microsoft.resources/deployments/" in key:
+            return self._deployment(path, parts, data)
         if len(parts) > 5 and in_rg and (parts[2], parts[4]) not in self.resource_groups:
             return 404, {}, _error("ResourceGroupNotFound", f"Resource group '{parts[4]}' could not be found.")
         self.puts.append(key)
@@ -384,6 +387,42 @@ class ArmEmulator:
                 ),
             )
         return None
+
+    def _deployment(self, path: str, parts: list[str], data: dict) -> tuple[int, dict, Any]:
+        """An ARM deployment (what Prefect's ACI worker sends): its container-group resource is evaluated the way ARM
+        does for the expressions that template uses, then created as a PUT of that group would be."""
+        sub, rg = path.split("/")[2], path.split("/")[4]
+        if (sub, rg.lower()) not in self.resource_groups:
+            return 404, {}, _error("ResourceGroupNotFound", f"Resource group '{rg}' could not be found.")
+        template = data["properties"]["template"]
+        given = {k: v.get("value") for k, v in (data["properties"].get("parameters") or {}).items()}
+        context = {
+            "rg_id": f"/subscriptions/{sub}/resourceGroups/{rg}",
+            "location": self.resource_groups[(sub, rg.lower())],
+        }
+        parameters: dict[str, Any] = {}
+        for name, declared in (template.get("parameters") or {}).items():
+            parameters[name] = given[name] if name in given else _arm(declared.get("defaultValue"), {}, context)
+        (resource,) = [
+            r for r in template["resources"] if r["type"].lower() == "microsoft.containerinstance/containergroups"
+        ]
+        evaluated = _arm(resource, parameters, context)
+        name = evaluated.pop("name")
+        body = {k: v for k, v in evaluated.items() if k not in ("type", "apiVersion", "dependsOn")}
+        status, headers, answer = self._put({"sub": sub, "rg": rg, "name": name}, {}, json.dumps(body).encode(), {})
+        if status >= 400:
+            return status, headers, answer
+        self.deployed.append((name, body))
+        key = (sub, rg.lower(), name)  # a deployment ends when its group is provisioned: the container runs
+        self.groups[key].provisioning, self.groups[key].group_state = "Succeeded", "Running"
+        self.groups[key].container = {"state": "Running", "startTime": _now(), "detailStatus": ""}
+        created = {
+            "id": path,
+            "name": path.rsplit("/", 1)[-1],
+            "properties": {"provisioningState": "Succeeded", "mode": "Incremental"},
+        }
+        self.resources[path.lower()] = created
+        return 201, {}, created
 
     def _acr_pull(self, server: str, identity: str) -> bool:
         """Whether a role assignment of AcrPull on the registry ``server`` names ``identity``'s principal."""
@@ -509,6 +548,28 @@ def _paths(data: Any, prefix: str = "") -> set[str]:
         for item in data:
             found |= _paths(item, prefix + "[]")
     return found
+
+
+def _arm(value: Any, parameters: dict[str, Any], context: dict[str, str]) -> Any:
+    """The ARM template expressions Prefect's ACI template uses: parameters('…'), resourceGroup().location,
+    uniqueString(resourceGroup().id) (ARM's is a 13-character hash; this one is a stand-in of the same shape)."""
+    if isinstance(value, dict):
+        return {k: _arm(v, parameters, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_arm(v, parameters, context) for v in value]
+    if not (isinstance(value, str) and value.startswith("[") and value.endswith("]") and not value.startswith("[[")):
+        return value
+    body = value[1:-1].strip()
+    match = re.fullmatch(r"parameters\('([^']+)'\)", body)
+    if match:
+        return parameters[match[1]]
+    if body == "resourceGroup().location":
+        return context["location"]
+    if body == "uniqueString(resourceGroup().id)":
+        import hashlib
+
+        return hashlib.sha256(context["rg_id"].lower().encode()).hexdigest()[:13]
+    raise ValueError(f"the emulator cannot evaluate {value!r}")
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
