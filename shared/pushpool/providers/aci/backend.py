@@ -358,8 +358,6 @@ class AciBackend(BackendBase):
 
     def _credential_for(self, block: Mapping[str, Any] | None) -> Any:
         block = block or {}
-        if self._block_credential is not None:
-            return self._block_credential
         fields = (block.get("tenant_id"), block.get("client_id"), block.get("client_secret"))
         if not all(fields):
             raise BackendError(
@@ -367,6 +365,8 @@ class AciBackend(BackendBase):
                 "pushpool's own identity)",
                 backend=NAME,
             )
+        if self._block_credential is not None:
+            return self._block_credential
         from azure.identity import ClientSecretCredential
 
         return ClientSecretCredential(*fields, **dict(block.get("credential_kwargs") or {}))
