@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer reliability-report soak bench compat
+.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer reliability-report soak bench compat compat-aci
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -13,7 +13,7 @@ help:  ## list targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,aws,cli]'
+	$(BIN)/pip install --quiet -e '.[dev,aws,azure,cli]'
 	touch $(STAMP)
 
 BENCH_VENV := .venv-bench
@@ -49,6 +49,17 @@ fmt: setup
 compat: setup $(BENCH_STAMP)  ## pushpool's ECS requests vs Prefect's ECS worker's for the same runs (docs/ecs-compat.md)
 	PUSHPOOL_WORKER_PYTHON=$(abspath $(BENCH_VENV))/bin/python $(BIN)/python -m pytest -q tests/compat
 
+AZURE_WORKER_VENV := .venv-compat-azure
+AZURE_WORKER_STAMP := $(AZURE_WORKER_VENV)/.installed
+$(AZURE_WORKER_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(AZURE_WORKER_VENV)
+	$(AZURE_WORKER_VENV)/bin/pip install --quiet --upgrade pip
+	$(AZURE_WORKER_VENV)/bin/pip install --quiet '.[aci-worker]'
+	touch $(AZURE_WORKER_STAMP)
+
+compat-aci: setup $(AZURE_WORKER_STAMP)  ## pushpool's ACI container groups vs Prefect's ACI worker's (docs/aci-compat.md)
+	PUSHPOOL_AZURE_WORKER_PYTHON=$(abspath $(AZURE_WORKER_VENV))/bin/python $(BIN)/python -m pytest -q tests/compat/test_aci_vs_worker.py
+
 bench: $(BENCH_STAMP)  ## pushpool vs Prefect's ECS worker (moto + local Prefect): writes bench/results/<date>.md + PNG
 	$(BENCH_VENV)/bin/python bench/run.py
 
@@ -62,8 +73,17 @@ soak: setup  ## the reliability scenarios at 5x scale and 10,000 fuzz cases per 
 	PUSHPOOL_SOAK=5 PUSHPOOL_FUZZ_EXAMPLES=10000 $(BIN)/python -m pytest -q tests/reliability tests/unit/test_fuzz_bad_input.py
 	$(BIN)/python tests/reliability/print_report.py
 
-validate: setup  ## lint the AWS SAM template with cfn-lint
+VALIDATE_VENV := .venv-validate
+VALIDATE_STAMP := $(VALIDATE_VENV)/.installed
+$(VALIDATE_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VALIDATE_VENV)
+	$(VALIDATE_VENV)/bin/pip install --quiet --upgrade pip
+	$(VALIDATE_VENV)/bin/pip install --quiet "$$(sed -n 's/^validate = \["\(.*\)"\]$$/\1/p' pyproject.toml)"
+	touch $(VALIDATE_STAMP)
+
+validate: setup $(VALIDATE_STAMP)  ## cfn-lint on the AWS SAM template, checkov on the Azure ARM template (offline)
 	$(BIN)/cfn-lint infra/template.yaml
+	$(VALIDATE_VENV)/bin/checkov -f infra/azure/azuredeploy.json --framework arm --compact --quiet --skip-download
 
 LAYER := .aws-sam/build/SharedLayer
 build: setup  ## Lambda artefacts without Docker: the shared layer (arm64 wheels, AWS extra only) and the functions
@@ -80,4 +100,4 @@ build-SharedLayer:  ## called by `sam build` (BuildMethod: makefile)
 	pip install ".[aws]" -t "$(ARTIFACTS_DIR)/python"
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info shared/*.egg-info .pytest_cache .aws-sam
+	rm -rf $(VENV) $(BENCH_VENV) $(VALIDATE_VENV) $(AZURE_WORKER_VENV) build *.egg-info shared/*.egg-info .pytest_cache .aws-sam

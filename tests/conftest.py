@@ -110,3 +110,41 @@ def ecs_pool(prefect: PrefectHelper, aws: dict) -> str:
     name = prefect.unique("ecs")
     prefect.create_pool(name, "ecs:push", base_job_template=template)
     return name
+
+
+# -- Azure: a local ARM endpoint over TLS (tests/arm_emulator.py) -------------------------------------------------
+
+AZ_SUB = "00000000-0000-0000-0000-0000000000a1"
+AZ_RG, AZ_RG_OTHER = "rg-pushpool", "rg-pushpool-other"
+AZ_IDENTITIES = (
+    f"/subscriptions/{AZ_SUB}/resourceGroups/{AZ_RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities"
+)
+AZ_IDENTITY = f"{AZ_IDENTITIES}/pushpool-aci"
+AZ_REGISTRY = "pushpooltest.azurecr.io"
+
+
+@pytest.fixture(scope="session")
+def arm(tmp_path_factory: pytest.TempPathFactory):
+    """The ARM emulator on 127.0.0.1 over TLS, with two resource groups, one identity and one registry it may pull."""
+    from tests.arm_emulator import ArmEmulator
+
+    emulator = ArmEmulator(tmp_path_factory.mktemp("arm")).start()
+    emulator.add_resource_group(AZ_SUB, AZ_RG, "westeurope")
+    emulator.add_resource_group(AZ_SUB, AZ_RG_OTHER, "northeurope")
+    emulator.identities.add(AZ_IDENTITY)
+    emulator.pullable[AZ_REGISTRY] = {AZ_IDENTITY}
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def aci_options(arm) -> dict:
+    """What an AciBackend needs to reach the emulator: a fake credential (no IMDS), the endpoint, its certificate."""
+    from tests.arm_emulator import FakeCredential
+
+    return {
+        "credential": FakeCredential(),
+        "base_url": arm.url,
+        "connection_verify": str(arm.cert),
+        "retry_backoff_factor": 0.01,
+    }

@@ -6,4 +6,6 @@ from __future__ import annotations
 
 import os
 
-collect_ignore_glob = [] if os.environ.get("PUSHPOOL_WORKER_PYTHON") else ["test_*.py"]
+collect_ignore_glob = ([] if os.environ.get("PUSHPOOL_WORKER_PYTHON") else ["test_ecs_*.py"]) + (
+    [] if os.environ.get("PUSHPOOL_AZURE_WORKER_PYTHON") else ["test_aci_*.py"]
+)

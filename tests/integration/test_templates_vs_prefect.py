@@ -138,6 +138,9 @@ def test_pushpool_templates_render_the_same(oracle, ours) -> None:
     template = base_job_template("process:push")
     for values in ({}, {"max_run_time_seconds": 60, "env": {"X": "1"}, "working_dir": "/tmp"}):
         assert ours(template, values) == oracle(template, values)
+    template = base_job_template("azure-container-instance:push")
+    for values in ({}, {"resource_group_name": "rg", "cpu": 2, "image": "i:1", "location": "westeurope"}):
+        assert ours(template, values) == oracle(template, values)
 
 
 def test_deployment_and_flow_run_variables_merge_like_prefect_workers() -> None:

@@ -87,3 +87,59 @@ def test_submit_loads_nothing_the_cli_needs(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-1500:]
     assert not _hits(set(json.loads(out.stdout)), ("typer", "rich", "click"))
+
+
+def test_the_aci_submit_path_loads_no_other_cloud_sdk() -> None:
+    """Submit for an ACI pool, as far as imports go: the registry, the ACI backend and its client, built — and no AWS,
+    Google, Modal or Coiled SDK, no ECS or process provider, no CLI, never ``prefect`` (the real SDKs of the other
+    clouds are absent or stubbed exactly as in the AWS checks above; boto3 is installed here and must stay out)."""
+    code = (
+        "import json, sys\n"
+        "from pushpool.prefect_api.models import WorkPool\n"
+        "from pushpool.settings import Settings\n"
+        "from pushpool.usecases.deps import Deps\n"
+        "import pushpool.usecases.submit\n"
+        "deps = Deps.from_settings(Settings.of(prefect_api_url='http://127.0.0.1:9/api',"
+        " pool_types=('azure-container-instance:push',)))\n"
+        "backend = deps.backend_for_pool(WorkPool(id='p', name='p', type='azure-container-instance:push'))\n"
+        "backend._client('00000000-0000-0000-0000-000000000001', None)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "AZURE_CLIENT_ID": "", "HOME": "/nonexistent"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-1500:]
+    loaded = set(json.loads(out.stdout))
+    assert {"pushpool.providers.aci.backend", "azure.mgmt.containerinstance", "azure.identity"} <= loaded
+    forbidden = ("boto3", "botocore", "google", "modal", "coiled", "grpclib", "dask", "aws_lambda_powertools")
+    assert not _hits(loaded, forbidden + CLI_MODULES + NOT_ON_AWS + ("pushpool.providers.ecs",))
+
+
+def test_the_azure_submit_function_loads_no_other_cloud_sdk(tmp_path: Path) -> None:
+    """functions/azure/function_app.py at a cold start, then one submit's backend built: Azure's SDKs only."""
+    for package in ("google", "modal", "coiled", "grpclib", "dask"):  # importable stand-ins, as above
+        (tmp_path / package).mkdir(exist_ok=True)
+        (tmp_path / package / "__init__.py").write_text("")
+    app = ROOT / "functions" / "azure" / "function_app.py"
+    code = (
+        NOT_IN_THE_LAYER
+        + "import importlib.util, json, sys\n"
+        + f"spec = importlib.util.spec_from_file_location('app', {str(app)!r})\n"
+        + "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+        + "from pushpool.entrypoints.azure_functions import azure_deps\n"
+        + "from pushpool.prefect_api.models import WorkPool\n"
+        + "deps, _ = azure_deps()\n"
+        + "deps.backend_for_pool(WorkPool(id='p', name='p', type='azure-container-instance:push'))\n"
+        + "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    env = {
+        "PYTHONPATH": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+        "PREFECT_API_URL": "http://127.0.0.1:9/api",
+        "PUSHPOOL_POOL_TYPES": "azure-container-instance:push",
+    }
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-1500:]
+    loaded = set(json.loads(out.stdout))
+    assert {"azure.functions", "pushpool.providers.aci.backend"} <= loaded
+    forbidden = ("boto3", "botocore", "aws_lambda_powertools", "google", "modal", "coiled", "grpclib", "dask")
+    assert not _hits(loaded, forbidden + CLI_MODULES + NOT_ON_AWS + ("pushpool.providers.ecs",))

@@ -104,6 +104,15 @@ PROVIDERS: tuple[Provider, ...] = (
         extra="aws",
         sdk=("boto3",),
     ),
+    Provider(
+        name="aci",
+        templates={"azure-container-instance:push": "pushpool.providers.aci.template:base_job_template"},
+        backend="pushpool.providers.aci.backend:AciBackend",
+        config="pushpool.providers.aci.config:AciJobConfig",
+        provisioner="pushpool.providers.aci.provisioner:AciProvisioner",
+        extra="azure",
+        sdk=("azure.mgmt.containerinstance", "azure.identity"),
+    ),
 )
 
 _BY_POOL_TYPE: dict[str, Provider] = {t: p for p in PROVIDERS for t in p.pool_types}

@@ -1,0 +1,56 @@
+"""pushpool on Azure Functions (Python v2 programming model): submit (HTTP, Prefect's call-webhook automation with
+its bearer token, checked here), monitor (a timer tick), provision (HTTP, function key at admin level, then the same
+bearer token). Thin: pushpool.entrypoints.http does the work; this file only adapts the requests.
+
+The route is anonymous at the Functions level because Prefect's Webhook block cannot add a function key header of
+its own: the handler checks the bearer token (or a Standard Webhooks signature), like the Lambda function URL.
+"""
+
+from __future__ import annotations
+
+import azure.functions as func
+from pushpool.entrypoints.azure_functions import azure_deps, log_event
+from pushpool.entrypoints.http import handle_monitor, handle_provision, handle_submit
+
+app = func.FunctionApp()
+
+
+def _answer(answer) -> func.HttpResponse:
+    return func.HttpResponse(answer.json_bytes(), status_code=answer.status, mimetype="application/json")
+
+
+@app.function_name("submit")
+@app.route(route="submit", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def submit(req: func.HttpRequest) -> func.HttpResponse:
+    deps, auth = azure_deps()
+    answer = handle_submit(deps, auth, dict(req.headers), req.get_body() or b"", trigger="webhook")
+    log_event(
+        "submit answered",
+        status=answer.status,
+        outcome=answer.body.get("outcome"),
+        run=answer.body.get("flow_run_id"),
+        error=answer.body.get("error"),
+    )
+    return _answer(answer)
+
+
+@app.function_name("monitor")
+@app.timer_trigger(arg_name="timer", schedule="*/15 * * * * *", run_on_startup=False, use_monitor=False)
+def monitor(timer: func.TimerRequest) -> None:
+    deps, _ = azure_deps()
+    answer = handle_monitor(deps)
+    log_event(
+        "monitor tick",
+        status=answer.status,
+        late=timer.past_due,
+        **{k: v for k, v in answer.body.items() if k in ("pools", "errors")},
+    )
+
+
+@app.function_name("provision")
+@app.route(route="provision", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+def provision(req: func.HttpRequest) -> func.HttpResponse:
+    deps, auth = azure_deps()
+    answer = handle_provision(deps, auth, dict(req.headers), req.get_body() or b"")
+    log_event("provision answered", status=answer.status, error=answer.body.get("error"))
+    return _answer(answer)

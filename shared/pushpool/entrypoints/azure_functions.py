@@ -1,0 +1,36 @@
+"""What pushpool's Azure Functions (functions/azure/function_app.py) share: their dependencies, built once per warm
+worker, and log lines Application Insights can query.
+
+Secrets: the Prefect key and the webhook token arrive as app settings whose values are Key Vault references
+(``@Microsoft.KeyVault(SecretUri=...)``), resolved by the Functions host with the app's managed identity before the
+worker starts — so they are plain environment variables here (``PREFECT_API_KEY``, ``PUSHPOOL_WEBHOOK_TOKEN``) and
+pushpool needs no Key Vault SDK. The container groups are created with the app's managed identity
+(``DefaultAzureCredential``), whose role is scoped to the pool's resource group (infra/azure, the provisioner).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import lru_cache
+from typing import Any
+
+from pushpool.entrypoints.auth import WebhookAuth
+from pushpool.settings import Settings
+from pushpool.usecases.deps import Deps
+
+log = logging.getLogger("pushpool.azure")
+
+
+@lru_cache(maxsize=1)
+def azure_deps() -> tuple[Deps, WebhookAuth]:
+    """Dependencies for this warm worker (settings, Prefect client, the ACI backend), built once."""
+    settings = Settings.from_env()
+    return Deps.from_settings(settings), WebhookAuth(settings.webhook_tokens, settings.webhook_signing_secrets)
+
+
+def log_event(message: str, **fields: Any) -> None:
+    """One log line: the message, then its fields as JSON. The Python worker sends it to Application Insights as a
+    trace; the fields are also ``customDimensions`` there (``extra``)."""
+    fields = {k: v for k, v in fields.items() if v is not None}
+    log.info("%s %s", message, json.dumps(fields, default=str, sort_keys=True), extra={"custom_dimensions": fields})

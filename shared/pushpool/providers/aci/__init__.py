@@ -1,0 +1,1 @@
+"""Azure Container Instances: one container group per flow-run attempt (``azure-container-instance:push``)."""
