@@ -153,6 +153,7 @@ class RecordingTrigger:
     use-case tests move a FixedClock instead of waiting. Passes tests/contract/test_delayed_triggers.py."""
 
     max_delay_seconds: float | None = None
+    early_seconds = 0.0
 
     def __init__(self) -> None:
         self.armed: dict[str, dt.datetime] = {}

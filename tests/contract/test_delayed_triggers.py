@@ -1,6 +1,7 @@
 """One contract for every ``punctual.DelayedTrigger``: serve's TimerTrigger (real threads), AWS's SqsTrigger (moto
 over HTTP, read the way Lambda's event source mapping reads the queue) and the recording double the use-case tests
-use. A trigger delivers each armed run once, never before its time, soon after it, in time order."""
+use. A trigger delivers each armed run once, soon after its time (or at most ``early_seconds`` before it, which submit
+waits out), in time order."""
 
 from __future__ import annotations
 
@@ -104,6 +105,7 @@ def test_is_a_delayed_trigger(driver: Driver) -> None:
     assert isinstance(driver.trigger, DelayedTrigger)
     limit = driver.trigger.max_delay_seconds
     assert limit is None or limit >= 60  # at least a monitor tick ahead, or the look-ahead could not use it
+    assert 0 <= driver.trigger.early_seconds <= 1.5  # what submit waits out (http.EARLY_DELIVERY_SECONDS)
 
 
 def test_a_run_is_delivered_once_not_before_its_time_and_soon_after(driver: Driver) -> None:
@@ -111,7 +113,8 @@ def test_a_run_is_delivered_once_not_before_its_time_and_soon_after(driver: Driv
     driver.trigger.arm(run_id, at)
     (delivered,) = driver.deliveries(1, timeout=10)
     assert delivered[0] == run_id
-    assert at - dt.timedelta(seconds=0.05) <= delivered[1] <= at + dt.timedelta(seconds=LATE)
+    early = dt.timedelta(seconds=driver.trigger.early_seconds + 0.05)
+    assert at - early <= delivered[1] <= at + dt.timedelta(seconds=LATE)
     assert len(driver.deliveries(2, timeout=2)) == 1  # once
 
 
@@ -139,9 +142,9 @@ def test_a_run_armed_again_later_is_delivered_at_the_later_time(driver: Driver) 
     second = first + dt.timedelta(seconds=2)
     driver.trigger.arm(run_id, second)
     seen = driver.deliveries(1, timeout=10)
-    if seen and seen[0][1] < second - dt.timedelta(seconds=0.05):  # the stale delivery came first
+    if seen and seen[0][1] < second - dt.timedelta(seconds=driver.trigger.early_seconds + 0.05):  # the stale one
         seen = driver.deliveries(2, timeout=10)
-    assert any(when >= second - dt.timedelta(seconds=0.05) for _, when in seen), seen
+    assert any(when >= second - dt.timedelta(seconds=driver.trigger.early_seconds + 0.05) for _, when in seen), seen
 
 
 def test_concurrent_arming_loses_nothing(driver: Driver) -> None:

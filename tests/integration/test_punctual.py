@@ -114,6 +114,7 @@ def test_a_stale_trigger_of_a_rescheduled_or_cancelled_run_does_nothing(
 def test_a_lost_trigger_costs_one_tick(deps, prefect: PrefectHelper, pool: str) -> None:
     class Lost:
         max_delay_seconds = None
+        early_seconds = 0.0
 
         def arm(self, run_id: str, at: dt.datetime) -> None:  # the message never arrives
             pass

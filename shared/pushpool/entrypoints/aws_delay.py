@@ -21,6 +21,7 @@ SQS_MAX_DELAY_SECONDS = 900
 
 class SqsTrigger:
     max_delay_seconds: float | None = float(SQS_MAX_DELAY_SECONDS)
+    early_seconds = 1.0  # delays are whole seconds, rounded down: submit waits out the rest (http.handle_delayed_run)
 
     def __init__(self, queue_url: str, *, client: Any = None, now: Callable[[], dt.datetime] | None = None) -> None:
         self.queue_url = queue_url
@@ -37,8 +38,9 @@ class SqsTrigger:
         return self._client
 
     def arm(self, run_id: str, at: dt.datetime) -> None:
-        """Send the run's message, delayed until ``at`` (rounded up to the second, at most 900 s)."""
-        delay = math.ceil((at - self._now()).total_seconds())
+        """Send the run's message, delayed until ``at`` rounded *down* to the second (at most 900 s): it arrives up to
+        a second early and submit waits out the rest (``http.handle_delayed_run``), instead of up to a second late."""
+        delay = math.floor((at - self._now()).total_seconds())
         body = json.dumps({"flow_run_id": run_id, "at": at.isoformat()})  # read back as http.FlowRunEvent
         with aws_errors():
             self.client.send_message(

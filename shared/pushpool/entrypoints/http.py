@@ -6,6 +6,7 @@ Bad input changes nothing: the body is authenticated, size-checked and validated
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import uuid
@@ -28,12 +29,14 @@ from pushpool.prefect_api.models import FlowRun, StateType, WorkPool
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.monitor import tick
 from pushpool.usecases.provision import provision_pool
+from pushpool.usecases.punctual import arm
 from pushpool.usecases.reconcile import reconcile_one
 from pushpool.usecases.submit import Reads, not_ready, submit_run
 
 log = logging.getLogger("pushpool.entrypoints.http")
 
 MAX_BODY_BYTES = 64 * 1024
+EARLY_DELIVERY_SECONDS = 1.5  # how early a delayed trigger may arrive and still be waited out by submit
 DUPLICATE = "duplicate"  # the outcome of a second delivery of an event this process already acted on
 
 
@@ -139,10 +142,21 @@ def handle_delayed_run(deps: Deps, body: bytes) -> dict[str, Any]:
         InvalidRequestError: a malformed message, or a run that no longer exists (nothing to do).
     """
     event = parse_body(FlowRunEvent, body)
-    return handle_run_event(deps, event.flow_run_id, trigger="delayed")
+    answer = handle_run_event(deps, event.flow_run_id, trigger="delayed", arm_trigger=False)
+    at = answer.get("dispatch_at")
+    if answer.get("outcome") == "deferred" and at:
+        due = dt.datetime.fromisoformat(at)
+        early = (due - deps.clock.now()).total_seconds()
+        if early <= EARLY_DELIVERY_SECONDS:
+            # A delayed message arrives up to a second early (its delay is whole seconds, rounded down): wait it out.
+            deps.clock.sleep(max(0.0, early))
+            return handle_run_event(deps, event.flow_run_id, trigger="delayed")
+        if arm(deps, event.flow_run_id, due):  # rescheduled later meanwhile: a trigger for its new time
+            answer = {**answer, "detail": f"{answer.get('detail', '')} (trigger armed)"}
+    return answer
 
 
-def handle_run_event(deps: Deps, run_id: str, *, trigger: str) -> dict[str, Any]:
+def handle_run_event(deps: Deps, run_id: str, *, trigger: str, arm_trigger: bool = True) -> dict[str, Any]:
     """Act on a run we were told about: submit it if it is ready, reconcile it if it is being cancelled.
 
     Raises:
@@ -155,7 +169,7 @@ def handle_run_event(deps: Deps, run_id: str, *, trigger: str) -> dict[str, Any]
     pool = _read_pool(deps, run)
     if run.state_type in (StateType.CANCELLING, StateType.CANCELLED):
         return reconcile_one(deps, run, pool)
-    return submit_run(deps, run, pool, trigger=trigger, reads=reads).as_dict()
+    return submit_run(deps, run, pool, trigger=trigger, reads=reads, arm_trigger=arm_trigger).as_dict()
 
 
 def handle_job_event(deps: Deps, run_id: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ log = logging.getLogger("pushpool.serve")
 
 class TimerTrigger:
     max_delay_seconds: float | None = None  # a timer can wait for any time
+    early_seconds = 0.0
 
     def __init__(self, fire: Callable[[str], None], *, now: Callable[[], dt.datetime] | None = None) -> None:
         self._fire = fire

@@ -30,7 +30,8 @@ log = logging.getLogger("pushpool.usecases.punctual")
 
 @runtime_checkable
 class DelayedTrigger(Protocol):
-    """A runtime's delayed delivery: calls submit for ``run_id`` at ``at`` (once; later is fine, never much earlier).
+    """A runtime's delayed delivery: calls submit for ``run_id`` at ``at`` (once; soon after, or up to
+    ``early_seconds`` before it, which submit waits out).
 
     ``max_delay_seconds``: the longest delay it can deliver (None: any). Arming the same run again for the same time
     may deliver twice (submit is idempotent); arming it for a new time supersedes nothing: the stale delivery finds
@@ -38,6 +39,7 @@ class DelayedTrigger(Protocol):
     """
 
     max_delay_seconds: float | None
+    early_seconds: float
 
     def arm(self, run_id: str, at: dt.datetime) -> None: ...
 

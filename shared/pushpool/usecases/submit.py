@@ -119,12 +119,18 @@ def not_ready(deps: Deps, run: FlowRun, lead: float = 0.0) -> SubmitOutcome | No
 
 
 def submit_run(
-    deps: Deps, run: FlowRun, pool: WorkPool, *, trigger: str = "webhook", reads: Reads | None = None
+    deps: Deps,
+    run: FlowRun,
+    pool: WorkPool,
+    *,
+    trigger: str = "webhook",
+    reads: Reads | None = None,
+    arm_trigger: bool = True,
 ) -> SubmitOutcome:
     """Submit ``run`` (already read) of ``pool`` to its backend if it is ready.
 
     ``reads``: the queue and deployment reads if the caller started them already (``Reads.start``), so they could
-    overlap its own read of the pool.
+    overlap its own read of the pool. ``arm_trigger``: arm the runtime's trigger for a run not due yet (the default).
 
     Raises:
         UnsupportedPoolError: the pool is not a push pool this deployment serves (nothing changed).
@@ -135,7 +141,7 @@ def submit_run(
     client = deps.orchestrator
     waiting = not_ready(deps, run, lead_seconds(deps, pool, backend))
     if waiting is not None:
-        if waiting.dispatch_at is not None and arm(deps, run.id, waiting.dispatch_at):
+        if arm_trigger and waiting.dispatch_at is not None and arm(deps, run.id, waiting.dispatch_at):
             return dataclasses.replace(waiting, detail=f"{waiting.detail} (trigger armed)")
         return waiting
     due = due_time(run)

@@ -127,3 +127,27 @@ def test_without_a_trigger_the_monitor_submits_only_what_is_due(
     deployment = fake.add_deployment(POOL)
     fake.add_run(deployment, scheduled_at=clock.now() + 90 * S)
     assert tick(deps).dispatched == {}
+
+
+def test_a_delayed_message_that_arrives_early_is_waited_out_not_armed_again(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock, trigger: RecordingTrigger
+) -> None:
+    """SQS delays are whole seconds, rounded down: a message may arrive up to a second before the run's time; submit
+    waits out the rest and starts it (no second message); a run moved later meanwhile gets one trigger for its new
+    time."""
+    import json
+
+    from pushpool.entrypoints.http import handle_delayed_run
+
+    due = clock.now() + 30 * S
+    run = ready_run(fake, scheduled_at=due)
+    clock.advance(30 - LEAD - 0.8)  # 0.8 s early
+    answer = handle_delayed_run(deps, json.dumps({"flow_run_id": run.id}).encode())
+    assert answer["outcome"] == SubmitOutcome.SUBMITTED
+    assert answer["dispatch_latency_seconds"] == -LEAD  # at its dispatch time, not before
+    assert trigger.calls == []
+
+    moved = ready_run(fake, scheduled_at=clock.now() + 600 * S)
+    answer = handle_delayed_run(deps, json.dumps({"flow_run_id": moved.id}).encode())
+    assert answer["outcome"] == SubmitOutcome.DEFERRED and "(trigger armed)" in answer["detail"]
+    assert trigger.calls == [(moved.id, clock.now() + (600 - LEAD) * S)]
