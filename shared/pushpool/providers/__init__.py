@@ -52,12 +52,12 @@ class Provider:
     @cached_property
     def installed(self) -> bool:
         """Whether the provider's SDK is importable here (checked without importing it)."""
-        return all(importlib.util.find_spec(module) is not None for module in self.sdk)
+        return all(_findable(module) for module in self.sdk)
 
     def require_installed(self) -> None:
         """Raises ConfigurationError naming the extra to install when the SDK is missing."""
         if not self.installed:
-            missing = ", ".join(m for m in self.sdk if importlib.util.find_spec(m) is None)
+            missing = ", ".join(m for m in self.sdk if not _findable(m))
             raise ConfigurationError(
                 f"pool types {', '.join(self.pool_types)} need {missing}: pip install 'pushpool[{self.extra}]'"
             )
@@ -165,3 +165,12 @@ def check_served(pool_types: tuple[str, ...]) -> tuple[str, ...]:
             raise ConfigurationError(f"PUSHPOOL_POOL_TYPES: {exc.one_line()}") from None
         provider.require_installed()
     return pool_types
+
+
+def _findable(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (a dotted name whose parent package is missing, such as
+    ``azure.mgmt.containerinstance`` without ``azure``, makes find_spec raise instead of answering None)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
