@@ -148,3 +148,42 @@ def aci_options(arm) -> dict:
         "connection_verify": str(arm.cert),
         "retry_backoff_factor": 0.01,
     }
+
+
+MODAL_TOKEN = ("ak-pushpooltests0000000000", "as-pushpooltests0000000000")  # fake: only the local server knows it
+
+
+@pytest.fixture(scope="session")
+def modal_server(session_home: Path):
+    """The local Modal control plane (tests/modal_emulator.py) on 127.0.0.1, the SDK pointed at it with a fake token.
+
+    Its sandboxes' commands really run on this machine; ``run_commands`` is switched off where a test drives them.
+    """
+    pytest.importorskip("modal")
+    from tests.modal_emulator import ModalEmulator
+
+    server = ModalEmulator(token=MODAL_TOKEN, run_commands=True).start()
+    os.environ.update(
+        {
+            "MODAL_SERVER_URL": server.url,
+            "MODAL_TOKEN_ID": MODAL_TOKEN[0],
+            "MODAL_TOKEN_SECRET": MODAL_TOKEN[1],
+            "MODAL_CONFIG_PATH": str(session_home / "modal.toml"),  # never the developer's ~/.modal.toml
+        }
+    )
+    yield server
+    server.stop()
+
+
+COILED_TOKEN = "pushpool-tests-coiled-token-0000"  # fake: only the local server knows it
+
+
+@pytest.fixture(scope="session")
+def coiled_server(session_home: Path):
+    """The local Coiled REST server (tests/coiled_emulator.py) on 127.0.0.1 at DASK_COILED__SERVER, a fake token."""
+    from tests.coiled_emulator import CoiledEmulator
+
+    server = CoiledEmulator(token=COILED_TOKEN, run_commands=True).start()
+    os.environ.update({"DASK_COILED__SERVER": server.url, "DASK_COILED__TOKEN": COILED_TOKEN})
+    yield server
+    server.stop()

@@ -716,9 +716,30 @@ class FakePrefect:
         with self._lock:
             self._call("read_latest_block_schema_id")
             for block_type in self.block_types.values():
-                if block_type["id"] == block_type_id:
+                if block_type["id"] == block_type_id and block_type["schema_id"]:
                     return str(block_type["schema_id"])
             raise ObjectNotFoundError(f"no block schema for block type {block_type_id}")
+
+    def create_block_type(self, body: dict[str, Any]) -> str:
+        """Registers a block type with no schema yet, as POST /block_types/ does (a taken slug is a conflict)."""
+        with self._lock:
+            self._call("create_block_type")
+            slug = body.get("slug")
+            if not slug or slug in self.block_types:
+                raise _invalid("POST /block_types/", f"slug {slug!r} missing or taken")
+            self.block_types[slug] = {"id": str(uuid.uuid4()), "schema_id": None, "secret_fields": ()}
+            return str(self.block_types[slug]["id"])
+
+    def create_block_schema(self, body: dict[str, Any]) -> str:
+        """Registers the schema of a block type; its ``fields.secret_fields`` are masked in answers from then on."""
+        with self._lock:
+            self._call("create_block_schema")
+            block_type = next((t for t in self.block_types.values() if t["id"] == body.get("block_type_id")), None)
+            if block_type is None:
+                raise _invalid("POST /block_schemas/", "unknown block_type_id")
+            block_type["schema_id"] = str(uuid.uuid4())
+            block_type["secret_fields"] = tuple((body.get("fields") or {}).get("secret_fields") or ())
+            return str(block_type["schema_id"])
 
     def _block_model(self, block_id: str, *, secrets: bool) -> BlockDocument:
         doc = self.blocks[block_id]

@@ -250,3 +250,20 @@ def test_a_scheduled_run_comes_back_through_the_delay_queue_at_its_time(
     assert prefect.state(run_id) == ("PENDING", "InfrastructurePending")
     handle = JobHandle("process", prefect.read_run(run_id)["infrastructure_pid"])
     Deps.from_settings(aws_lambda.lambda_settings()).backend("process").cancel(handle, grace_seconds=1)
+
+
+def test_the_lambda_handlers_serve_modal_and_coiled_pools_when_configured_to(
+    env, prefect: PrefectHelper, monkeypatch: pytest.MonkeyPatch, modal_server, coiled_server
+) -> None:
+    """The same handlers run modal:push and coiled:push pools (PUSHPOOL_POOL_TYPES): each SDK loads with its pools."""
+    monkeypatch.setenv("PUSHPOOL_POOL_TYPES", "modal:push,coiled:push")
+    aws_lambda.lambda_deps.cache_clear()
+    provision, submit = load("provision"), load("submit")
+    for type_name in ("modal:push", "coiled:push"):
+        pool = prefect.unique(type_name.split(":")[0])
+        assert provision.lambda_handler({"name": pool, "type": type_name}, Context())["ok"]
+        run_id = prefect.create_run(prefect.create_deployment(pool))
+        answer = json.loads(submit.lambda_handler(url_event({"flow_run_id": run_id}), Context())["body"])
+        assert answer["outcome"] == "submitted", answer
+        run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)
+        assert run["state"]["type"] == "COMPLETED", (type_name, run["state"])

@@ -143,3 +143,39 @@ def test_the_azure_submit_function_loads_no_other_cloud_sdk(tmp_path: Path) -> N
     assert {"azure.functions", "pushpool.providers.aci.backend"} <= loaded
     forbidden = ("boto3", "botocore", "aws_lambda_powertools", "google", "modal", "coiled", "grpclib", "dask")
     assert not _hits(loaded, forbidden + CLI_MODULES + NOT_ON_AWS + ("pushpool.providers.ecs",))
+
+
+def test_a_modal_pool_loads_the_modal_sdk_only_when_it_talks_to_modal() -> None:
+    """Rendering a modal:push run (its template and typed configuration) and building its backend load no SDK; the
+    SDK is imported by the backend's calls. The submit path then loads modal and its gRPC stack, nothing of AWS."""
+    pytest.importorskip("modal")
+    code = (
+        "import json, sys\n"
+        "from pushpool.providers import provider_for_pool_type\n"
+        "provider = provider_for_pool_type('modal:push')\n"
+        "provider.template('modal:push'); provider.config_model()(gpu='T4'); backend = provider.create_backend()\n"
+        "before = sorted(sys.modules)\n"
+        "import pushpool.providers.modal.sdk as sdk; import modal; sdk.translate_modal_error(ValueError())\n"
+        "print(json.dumps([before, sorted(sys.modules)]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after = (set(x) for x in json.loads(out.stdout))
+    assert not _hits(before, (*OTHER_CLOUDS, "boto3", "botocore", "prefect"))
+    assert _hits(after, ("modal", "grpclib")) and not _hits(after, ("boto3", "botocore", "coiled", "dask", "prefect"))
+
+
+def test_a_coiled_pool_loads_no_sdk_at_all() -> None:
+    """coiled:push talks to Coiled's REST API with httpx: neither coiled nor dask is ever imported for it."""
+    code = (
+        "import json, sys\n"
+        "from pushpool.providers import provider_for_pool_type\n"
+        "provider = provider_for_pool_type('coiled:push')\n"
+        "provider.template('coiled:push'); provider.config_model()(vm_types=['t3.medium'])\n"
+        "provider.create_backend(); provider.create_provisioner()\n"
+        "import pushpool.providers.coiled.api\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(out.stdout))
+    assert "pushpool.providers.coiled.backend" in loaded and "httpx" in loaded
+    assert not _hits(loaded, ("coiled", "dask", "distributed", "modal", "boto3", "prefect"))

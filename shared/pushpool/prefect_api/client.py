@@ -389,6 +389,14 @@ class PrefectClient:
             raise ObjectNotFoundError(f"no block schema for block type {block_type_id}")
         return str(data[0]["id"])
 
+    def create_block_type(self, body: dict[str, Any]) -> str:
+        """Register a block type (name, slug, description …); its id."""
+        return str(self._json("POST", "/block_types/", json=body)["id"])
+
+    def create_block_schema(self, body: dict[str, Any]) -> str:
+        """Register a block schema (fields, block_type_id, capabilities); its id."""
+        return str(self._json("POST", "/block_schemas/", json=body)["id"])
+
     def read_block_document(self, block_document_id: str) -> BlockDocument:
         data = self._json("GET", f"/block_documents/{block_document_id}", params={"include_secrets": "true"})
         return BlockDocument.model_validate(data)

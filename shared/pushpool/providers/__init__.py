@@ -113,6 +113,22 @@ PROVIDERS: tuple[Provider, ...] = (
         extra="azure",
         sdk=("azure.mgmt.containerinstance", "azure.identity"),
     ),
+    Provider(
+        name="modal",
+        templates={"modal:push": "pushpool.providers.modal.template:base_job_template"},
+        backend="pushpool.providers.modal.backend:ModalBackend",
+        config="pushpool.providers.modal.config:ModalJobConfig",
+        provisioner="pushpool.providers.modal.provisioner:ModalProvisioner",
+        extra="modal",
+        sdk=("modal",),
+    ),
+    Provider(  # Coiled's REST API with httpx (a core dependency): no SDK to install
+        name="coiled",
+        templates={"coiled:push": "pushpool.providers.coiled.template:base_job_template"},
+        backend="pushpool.providers.coiled.backend:CoiledBackend",
+        config="pushpool.providers.coiled.config:CoiledJobConfig",
+        provisioner="pushpool.providers.coiled.provisioner:CoiledProvisioner",
+    ),
 )
 
 _BY_POOL_TYPE: dict[str, Provider] = {t: p for p in PROVIDERS for t in p.pool_types}

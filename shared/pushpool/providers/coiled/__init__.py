@@ -1,0 +1,1 @@
+"""The ``coiled`` provider: one Coiled batch job (on a one-VM cluster) per flow-run attempt (``coiled:push`` pools)."""

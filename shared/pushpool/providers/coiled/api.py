@@ -1,0 +1,129 @@
+"""Coiled's REST API, called with httpx (no coiled SDK: see backend.py), and its error boundary.
+
+The server is ``DASK_COILED__SERVER`` (the coiled SDK's own setting; https://cloud.coiled.io by default) and the token
+goes as ``Authorization: ApiToken <token>``, as the SDK sends it. HTTP errors leave as pushpool errors by status code:
+401/403 a refused token, 404 not found, 429/5xx and transport errors retried (three attempts, jittered backoff), then
+BackendUnavailableError. The token never appears in an error.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from typing import Any
+
+import httpx
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from pushpool.errors import BackendError, BackendUnavailableError, JobNotFoundError
+
+NAME = "coiled"
+DEFAULT_SERVER = "https://cloud.coiled.io"
+_RETRYABLE = {429, 502, 503, 504}
+
+
+class _Retry(Exception):
+    def __init__(self, error: BackendError) -> None:
+        self.error = error
+
+
+class CoiledApi:
+    """One token's view of Coiled; ``sleep`` is injectable so tests do not wait for backoff."""
+
+    def __init__(self, token: str, *, server: str | None = None, attempts: int = 3, timeout: float = 30.0) -> None:
+        self.server = (server or os.environ.get("DASK_COILED__SERVER") or DEFAULT_SERVER).rstrip("/")
+        self._http = httpx.Client(base_url=self.server, timeout=timeout, headers={"Authorization": f"ApiToken {token}"})
+        self.attempts = attempts
+        self._account: str | None = None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON answer of one call, retried on 429/5xx and transport errors.
+
+        Raises:
+            BackendError: Coiled refused the call (its message); JobNotFoundError on 404.
+            BackendUnavailableError: still failing after the retries.
+        """
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Retry),
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_random_exponential(multiplier=0.2, max=5),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._once(method, path, **kwargs)
+        except _Retry as exc:
+            raise exc.error from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _once(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise _Retry(BackendUnavailableError(f"cannot reach Coiled: {type(exc).__name__}", backend=NAME)) from exc
+        if response.status_code < 400:
+            return response.json() if response.content else None
+        reason = _message(response)
+        if response.status_code in _RETRYABLE:
+            raise _Retry(
+                BackendUnavailableError(f"Coiled is unavailable ({response.status_code}): {reason}", backend=NAME)
+            )
+        if response.status_code in (401, 403):
+            raise BackendError(f"Coiled refused the API token ({response.status_code}): {reason}", backend=NAME)
+        if response.status_code == 404:
+            raise JobNotFoundError(f"not found on Coiled: {reason}", backend=NAME)
+        raise BackendError(f"Coiled ({response.status_code}): {reason}", backend=NAME)
+
+    # -- the calls pushpool makes ------------------------------------------------------------------------------------
+
+    def account(self) -> str:
+        """The token's own account (``GET /api/v2/user/me``, the SDK's first call too); checks the token."""
+        if self._account is None:
+            me = self.request("GET", "/api/v2/user/me") or {}
+            if not me.get("username"):
+                raise BackendError("Coiled did not say whose token this is", backend=NAME)
+            self._account = str(me["username"])
+        return self._account
+
+    def create_job(self, spec: dict[str, Any]) -> int:
+        body = gzip.compress(json.dumps(spec).encode())
+        return int(self.request("POST", "/api/v2/jobs/compressed", content=body)["id"])
+
+    def create_cluster(self, workspace: str, body: dict[str, Any]) -> tuple[int, bool]:
+        answer = self.request("POST", f"/api/v2/clusters/account/{workspace}/", json=body)
+        return int(answer["id"]), bool(answer.get("existing"))
+
+    def cluster_by_name(self, workspace: str, name: str) -> int | None:
+        try:
+            return int(self.request("GET", f"/api/v2/clusters/account/{workspace}/name/{name}")["id"])
+        except JobNotFoundError:
+            return None
+
+    def jobs_of_cluster(self, cluster_id: int) -> list[dict[str, Any]]:
+        return list(self.request("GET", f"/api/v2/jobs/cluster/{cluster_id}") or [])
+
+    def stop_cluster(self, workspace: str, cluster_id: int, reason: str) -> None:
+        self.request("DELETE", f"/api/v2/clusters/account/{workspace}/id/{cluster_id}", params={"reason": reason})
+
+    def logs(self, workspace: str, cluster_id: int, job_id: int) -> list[str]:
+        answer = self.request(
+            "GET",
+            f"/api/v2/clusters/account/{workspace}/id/{cluster_id}/better-logs",
+            params={"filter_pattern": f"__BATCH {job_id}."},
+        )
+        return [str(event.get("message", "")) for event in (answer or {}).get("events", [])]
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("detail") or body)[:300]
+    return str(body)[:300]

@@ -1,0 +1,1 @@
+"""The ``modal`` provider: one Modal Sandbox per flow-run attempt (``modal:push`` pools)."""

@@ -1,0 +1,222 @@
+"""The ``modal`` backend: each job is one Modal Sandbox running the flow run's command (``prefect flow-run execute``).
+
+* The sandbox belongs to the run's app (``app_name``, else ``pushpool-<pool>``, created when missing), runs the pool's
+  ``image`` (plus ``pip_packages``) with the requested ``cpu``/``memory``/``gpu``/``region``, and Modal's own
+  ``timeout`` is ``max_run_time_seconds``: a sandbox outliving its run is ended by Modal even if no monitor runs.
+* Idempotent per attempt: the sandbox's ``name`` is derived from the run and the attempt (Modal refuses a second
+  running sandbox of that name: concurrent submits make one), and its tags carry the run, the attempt and the pool,
+  so a later, separate invocation finds it running **or finished** (``find``; a name only finds running ones).
+* The Prefect credential goes as an ephemeral Modal Secret (``Secret.from_dict``), never in the command or tags;
+  the pool's ``secrets`` are Modal secrets by name.
+* The handle id is the sandbox id; status reads its result (exit code, terminated, timed out, failed to start);
+  cancel terminates it; logs are its output's last lines (Modal keeps them with the app).
+* Credentials: the pool's ``modal_credentials`` block (``token_id``/``token_secret``) for submit and find, else the
+  SDK's own configuration (``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET`` or ``~/.modal.toml``). The monitor follows
+  sandboxes with the last credentials this process used, else its own configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+from pushpool.errors import BackendError, JobNotFoundError
+from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
+from pushpool.providers.modal.config import DISPATCH_LEAD_SECONDS, ModalJobConfig
+from pushpool.providers.modal.sdk import NAME, find_sandbox, modal_errors, sandbox_result, tags
+
+# Every GenericResult status a sandbox can end with (modal_proto), and what it means for the job.
+STATE_MAP: Mapping[str, JobState] = MappingProxyType(
+    {
+        "GENERIC_STATUS_UNSPECIFIED": JobState.RUNNING,  # no result yet: scheduled or running
+        "GENERIC_STATUS_SUCCESS": JobState.SUCCEEDED,  # refined by the exit code
+        "GENERIC_STATUS_FAILURE": JobState.FAILED,
+        "GENERIC_STATUS_TERMINATED": JobState.STOPPED,
+        "GENERIC_STATUS_TIMEOUT": JobState.FAILED,
+        "GENERIC_STATUS_INIT_FAILURE": JobState.FAILED,
+        "GENERIC_STATUS_INTERNAL_FAILURE": JobState.FAILED,
+        "GENERIC_STATUS_IDLE_TIMEOUT": JobState.FAILED,
+        "GENERIC_STATUS_MEMORY_MANAGER_EVICTION": JobState.FAILED,
+        "GENERIC_STATUS_MEMORY_THRASHING_EVICTION": JobState.FAILED,
+        "GENERIC_STATUS_KERNEL_OOM_KILL": JobState.FAILED,
+    }
+)
+REASONS: Mapping[str, str] = MappingProxyType(
+    {
+        "GENERIC_STATUS_TERMINATED": "the sandbox was terminated",
+        "GENERIC_STATUS_TIMEOUT": "the sandbox reached its timeout (max_run_time_seconds)",
+        "GENERIC_STATUS_INIT_FAILURE": "the sandbox failed to start",
+        "GENERIC_STATUS_INTERNAL_FAILURE": "Modal failed internally",
+        "GENERIC_STATUS_IDLE_TIMEOUT": "the sandbox was idle too long",
+        "GENERIC_STATUS_MEMORY_MANAGER_EVICTION": "evicted for memory",
+        "GENERIC_STATUS_MEMORY_THRASHING_EVICTION": "evicted: memory thrashing",
+        "GENERIC_STATUS_KERNEL_OOM_KILL": "killed: out of memory",
+    }
+)
+
+
+def sandbox_name(run_id: str, attempt: str) -> str:
+    """The attempt's sandbox name: unique per attempt, valid for Modal (at most 64 of ``[A-Za-z0-9._-]``)."""
+    return "pushpool-" + hashlib.sha256(f"{run_id}/{attempt}".encode()).hexdigest()[:40]
+
+
+class ModalBackend(BackendBase):
+    name = NAME
+    start_timeout_seconds = 300.0  # image builds (pip_packages) and GPU capacity can take minutes
+    dispatch_lead_seconds = DISPATCH_LEAD_SECONDS
+
+    def __init__(self) -> None:
+        self._clients: dict[str, Any] = {}  # by token id (never the secret); "" = the SDK's own configuration
+        self._last: str = ""
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_options(cls, **options: Any) -> ModalBackend:
+        return cls(**options)
+
+    # -- the Protocol ------------------------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec) -> JobHandle:
+        import modal
+
+        config = _config(spec)
+        client = self._client(config)
+        wanted = tags(spec.run_id, spec.attempt, spec.pool_name)
+        with modal_errors():
+            app = modal.App.lookup(config.app_for(spec.pool_name), create_if_missing=True, client=client)
+            if not spec.new_attempt:
+                found = find_sandbox(client, app.app_id, wanted)
+                if found is not None:
+                    return JobHandle(NAME, found)
+            image = modal.Image.from_registry(config.image)
+            if config.pip_packages:
+                image = image.pip_install(*config.pip_packages)
+            secrets = [modal.Secret.from_name(name) for name in config.secrets]
+            if spec.secret_env:
+                secrets.append(modal.Secret.from_dict(dict(spec.secret_env)))
+            try:
+                sandbox = modal.Sandbox.create(
+                    *spec.command,
+                    app=app,
+                    name=sandbox_name(spec.run_id, spec.attempt),
+                    tags=wanted,
+                    image=image,
+                    env=dict(spec.env),
+                    secrets=secrets,
+                    timeout=config.max_run_time_seconds,
+                    cpu=config.cpu,
+                    memory=config.memory,
+                    gpu=config.gpu,
+                    region=config.region,
+                    client=client,
+                )
+            except modal.exception.AlreadyExistsError:  # a concurrent submit of this attempt created it
+                found = find_sandbox(client, app.app_id, wanted)
+                if found is None:
+                    raise
+                return JobHandle(NAME, found)
+        return JobHandle(NAME, sandbox.object_id)
+
+    def find(self, spec: JobSpec) -> JobHandle | None:
+        import modal
+
+        config = _config(spec)
+        client = self._client(config)
+        try:
+            with modal_errors():
+                app = modal.App.lookup(config.app_for(spec.pool_name), client=client)
+                found = find_sandbox(client, app.app_id, tags(spec.run_id, spec.attempt, spec.pool_name))
+        except JobNotFoundError:
+            return None  # no such app: no sandbox of this attempt can be in it
+        return JobHandle(NAME, found) if found else None
+
+    def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
+        out: dict[str, JobStatus] = {}
+        for handle in handles:
+            if not handle.id.startswith("sb"):
+                out[handle.id] = JobStatus(JobState.MISSING, reason=f"not a Modal sandbox id: {handle.id!r}")
+                continue
+            try:
+                with modal_errors():
+                    result = sandbox_result(self._client(None), handle.id)
+            except JobNotFoundError as exc:
+                out[handle.id] = JobStatus(JobState.MISSING, reason=exc.one_line())
+            except BackendError as exc:  # concerns this handle only
+                out[handle.id] = JobStatus(JobState.UNKNOWN, reason=exc.one_line())
+            else:
+                out[handle.id] = _to_status(result)
+        return out
+
+    def cancel(self, handle: JobHandle, *, grace_seconds: float = 10.0) -> None:
+        import modal
+
+        if not handle.id.startswith("sb"):
+            return  # never a sandbox: nothing to stop
+        try:
+            with modal_errors():
+                modal.Sandbox.from_id(handle.id, client=self._client(None)).terminate()
+        except JobNotFoundError:
+            return  # already gone
+
+    def logs(self, handle: JobHandle, *, lines: int = 50) -> list[str]:
+        import modal
+
+        if lines <= 0 or not handle.id.startswith("sb"):
+            return []
+        try:
+            with modal_errors():
+                sandbox = modal.Sandbox.from_id(handle.id, client=self._client(None))
+                text = "".join(entry.message for entry in sandbox.logs.tail(min(lines, 1000)))
+        except JobNotFoundError:
+            return []
+        return text.splitlines()[-lines:]
+
+    # -- helpers ---------------------------------------------------------------------------------------------------
+
+    def _client(self, config: ModalJobConfig | None) -> Any:
+        """The Modal client for ``config``'s credentials block, else the last used, else the SDK's configuration."""
+        import modal
+
+        if config is None:
+            key, token = self._last, None
+        else:
+            try:
+                token = config.token()
+            except ValueError as exc:
+                raise BackendError(f"the pool's modal_credentials block: {exc}", backend=NAME) from None
+            key = token[0] if token else ""
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                with modal_errors():
+                    client = modal.Client.from_credentials(*token) if token else modal.Client.from_env()
+                self._clients[key] = client
+            if config is not None:
+                self._last = key
+        return client
+
+
+def _config(spec: JobSpec) -> ModalJobConfig:
+    if not isinstance(spec.config, ModalJobConfig):
+        raise BackendError(f"not a Modal job configuration: {type(spec.config).__name__}", backend=NAME)
+    return spec.config
+
+
+def _to_status(result: Any) -> JobStatus:
+    from modal_proto import api_pb2
+
+    status = api_pb2.GenericResult.GenericStatus.Name(result.status)
+    state = STATE_MAP.get(status, JobState.UNKNOWN)
+    if state is JobState.RUNNING:
+        return JobStatus(JobState.RUNNING)
+    code = int(result.exitcode) if status in ("GENERIC_STATUS_SUCCESS", "GENERIC_STATUS_FAILURE") else None
+    if state is JobState.SUCCEEDED and code:
+        state = JobState.FAILED
+    if state is JobState.FAILED and status == "GENERIC_STATUS_FAILURE" and code == 0:
+        code = None
+    parts = [describe_exit(code) if code is not None else "", REASONS.get(status, ""), result.exception.strip()]
+    reason = "; ".join(p for p in parts if p) or status
+    return JobStatus(state, exit_code=code, reason=reason if state is not JobState.SUCCEEDED else "exit code 0")

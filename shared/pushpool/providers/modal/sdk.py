@@ -1,0 +1,99 @@
+"""The Modal boundary of the ``modal`` provider: the SDK's exceptions leave as pushpool errors, by exception class
+(each one a gRPC status code), never by message text; and the two look-ups the public SDK does not offer.
+
+``modal`` 1.6.4's ``Sandbox.list`` asks only for running sandboxes (``include_finished=True``) and
+``Sandbox.from_id`` keeps the sandbox's result private. A later, separate invocation must find an attempt's sandbox
+after it finished too, and tell "terminated" from "exited 137", so both are asked here with the SDK's own client and
+messages (``SandboxListV2`` with ``include_finished``, ``SandboxWaitV2`` with ``timeout=0``). They depend on the
+pinned SDK version (pyproject.toml), which tests/contract/test_modal_backend.py runs against the local server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pushpool.errors import BackendError, BackendUnavailableError, JobNotFoundError, PushpoolError, QuotaExceededError
+
+NAME = "modal"
+TAG_RUN, TAG_ATTEMPT, TAG_POOL = "pushpool-run", "pushpool-attempt", "pushpool-pool"
+
+
+@contextlib.contextmanager
+def modal_errors() -> Iterator[None]:
+    """Modal's exceptions leave as pushpool errors; the token never appears in a message (Modal never echoes it)."""
+    try:
+        yield
+    except PushpoolError:
+        raise
+    except Exception as exc:
+        translated = translate_modal_error(exc)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+def translate_modal_error(exc: Exception) -> BackendError | None:
+    import modal.exception as me
+
+    reason = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, me.AuthError | me.PermissionDeniedError):
+        return BackendError(f"Modal refused the credentials: {reason}", backend=NAME)
+    if isinstance(exc, me.NotFoundError):
+        return JobNotFoundError(f"not found on Modal: {reason}", backend=NAME)
+    if isinstance(exc, me.ResourceExhaustedError):
+        return QuotaExceededError(f"Modal has no capacity for the sandbox: {reason}", backend=NAME)
+    if isinstance(exc, me.ServiceError | me.InternalError | me.ConnectionError | me.ClientClosed):
+        return BackendUnavailableError(f"Modal is unavailable: {reason}", backend=NAME)
+    if isinstance(exc, me.Error):  # InvalidError (a bad GPU type, region …), ImageBuildError, AlreadyExistsError …
+        return BackendError(f"Modal: {reason}", backend=NAME)
+    if isinstance(exc, OSError | TimeoutError):
+        return BackendUnavailableError(f"cannot reach Modal: {reason}", backend=NAME)
+    return None
+
+
+def tags(run_id: str, attempt: str, pool: str) -> dict[str, str]:
+    return {TAG_RUN: run_id, TAG_ATTEMPT: attempt, TAG_POOL: pool}
+
+
+def _list_all(client: Any, app_id: str, wanted: Mapping[str, str]) -> list[str]:
+    """Ids of the app's sandboxes carrying ``wanted`` tags, running or finished, newest first."""
+    from modal._utils.async_utils import synchronizer
+
+    async def ask(client: Any) -> list[str]:
+        from modal.sandbox._impl_v2 import auth_metadata
+        from modal_proto import api_pb2
+
+        found: list[str] = []
+        before = None
+        tag_list = [api_pb2.SandboxTag(tag_name=k, tag_value=v) for k, v in wanted.items()]
+        while True:
+            request = api_pb2.SandboxListRequest(
+                app_id=app_id, before_timestamp=before, include_finished=True, tags=tag_list
+            )
+            answer = await client._stub.SandboxListV2(request, metadata=await auth_metadata(client))
+            if not answer.sandboxes:
+                return found
+            found += [s.id for s in answer.sandboxes]
+            before = answer.sandboxes[-1].created_at
+
+    return synchronizer.create_blocking(ask)(client)  # type: ignore[no-any-return]
+
+
+def find_sandbox(client: Any, app_id: str, wanted: Mapping[str, str]) -> str | None:
+    ids = _list_all(client, app_id, wanted)
+    return ids[0] if ids else None
+
+
+def sandbox_result(client: Any, sandbox_id: str) -> Any:
+    """The sandbox's ``GenericResult`` (status UNSPECIFIED while it runs). Raises NotFoundError when it is unknown."""
+    from modal._utils.async_utils import synchronizer
+
+    async def ask(client: Any) -> Any:
+        from modal.sandbox._sandbox import impl_class_for_sandbox_id
+
+        answer = await impl_class_for_sandbox_id(sandbox_id).lookup_by_id(client, sandbox_id)
+        return answer.result
+
+    return synchronizer.create_blocking(ask)(client)

@@ -1,0 +1,270 @@
+"""A local Coiled control plane: a REST server on 127.0.0.1 (``DASK_COILED__SERVER``) answering the endpoints the
+``coiled`` backend calls, as the coiled SDK 1.135.6 calls them (paths, ``Authorization: ApiToken``, the gzip body of
+``/api/v2/jobs/compressed``), recording every request body, and driving job states.
+
+Coiled's behaviour it keeps, as far as its client shows it: authentication first (``/api/v2/user/me``, 401 for an
+unknown token); a cluster name is unique while its cluster lives (a second create answers ``existing``); a job runs
+only once a cluster names it in ``batch_job_ids``; task states ``pending``/``assigned``/``running``/``done``/``error``
+with an exit code; stopping a cluster (DELETE) stops its job; logs are lines tagged ``__BATCH <job>.<task>__``.
+Unknown workspaces and VM types are refused as Coiled refuses them (404, 400 with a message).
+
+A job either stays as it is until a test drives it (``run_commands=False``), or its command runs on this machine
+with the environment it was sent (``env_vars`` and ``secret_env_vars``) when its cluster is created.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+VM_TYPES = {"t3.medium", "t3.large", "t3.xlarge", "m6i.xlarge", "g5.xlarge", "t4g.medium"}
+
+
+@dataclass
+class FakeJob:
+    id: int
+    spec: dict[str, Any]
+    cluster_id: int | None = None
+    state: str = "pending"
+    exit_code: int | None = None
+    output: list[str] = field(default_factory=list)
+    process: subprocess.Popen[str] | None = None
+    reader: threading.Thread | None = None
+
+
+@dataclass
+class FakeCluster:
+    id: int
+    workspace: str
+    body: dict[str, Any]
+    state: str = "running"
+
+
+class CoiledEmulator:
+    def __init__(self, *, token: str, account: str = "pushpool-tests", run_commands: bool = False) -> None:
+        self.token = token
+        self.account = account
+        self.workspaces = {account, "other-workspace"}
+        self.run_commands = run_commands
+        self.jobs: dict[int, FakeJob] = {}
+        self.clusters: dict[int, FakeCluster] = {}
+        self.requests: list[tuple[str, str, Any]] = []  # method, path, body
+        self.faults: dict[str, list[int]] = {}  # path prefix -> statuses to answer next
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    def start(self) -> CoiledEmulator:
+        emulator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                status, answer = emulator.answer(self.command, self.path, dict(self.headers), raw)
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_DELETE = _serve
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        for job in self.jobs.values():
+            if job.process and job.process.poll() is None:
+                job.process.kill()
+        self._server.shutdown()
+        self._server.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    # -- what tests drive and read -----------------------------------------------------------------------------------
+
+    def finish(self, job_id: int, code: int, lines: list[str]) -> None:
+        with self._lock:
+            job = self.jobs[job_id]
+            job.output += lines
+            job.state, job.exit_code = ("done", code) if code == 0 else ("error", code)
+
+    def vanish(self, cluster_id: int) -> None:
+        with self._lock:
+            cluster = self.clusters.pop(cluster_id)
+            for job in [j for j in self.jobs.values() if j.cluster_id == cluster.id]:
+                del self.jobs[job.id]
+
+    def clusters_of_attempt(self, run_id: str, attempt: str) -> list[FakeCluster]:
+        return [
+            c
+            for c in self.clusters.values()
+            if c.body.get("tags", {}).get("pushpool-run") == run_id
+            and c.body.get("tags", {}).get("pushpool-attempt") == attempt
+        ]
+
+    def sent(self, job_id: int) -> str:
+        """What Coiled shows of a job: its spec without the secret values, and its cluster."""
+        job = self.jobs[job_id]
+        spec = {k: v for k, v in job.spec.items() if k != "secret_env_vars"}
+        spec["secret_env_names"] = sorted(job.spec.get("secret_env_vars") or {})
+        cluster = self.clusters.get(job.cluster_id or -1)
+        return json.dumps({"job": spec, "cluster": cluster.body if cluster else None})
+
+    def wait_process(self, job_id: int, timeout: float = 120) -> FakeJob:
+        job = self.jobs[job_id]
+        if job.process is not None:
+            job.process.wait(timeout)
+            assert job.reader is not None
+            job.reader.join(timeout)
+        return job
+
+    # -- the API ---------------------------------------------------------------------------------------------------
+
+    def answer(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, Any]:
+        url = urlparse(path)
+        body: Any = None
+        if raw:
+            body = json.loads(gzip.decompress(raw) if url.path.endswith("/compressed") else raw)
+        self.requests.append((method, url.path, body))
+        for prefix, statuses in self.faults.items():
+            if url.path.startswith(prefix) and statuses:
+                return statuses.pop(0), {"message": "injected fault"}
+        if headers.get("Authorization") != f"ApiToken {self.token}":
+            return 401, {"detail": "Invalid token."}
+        parts = [p for p in url.path.split("/") if p]
+        query = parse_qs(url.query)
+        if url.path == "/api/v2/user/me":
+            return 200, {"username": self.account}
+        if method == "POST" and url.path == "/api/v2/jobs/compressed":
+            if body.get("workspace") not in self.workspaces:
+                return 404, {"message": f"Workspace '{body.get('workspace')}' not found"}
+            with self._lock:
+                job = FakeJob(next(self._ids), body)
+                self.jobs[job.id] = job
+            return 201, {"id": job.id}
+        if parts[:4] == ["api", "v2", "clusters", "account"] and len(parts) >= 5:
+            workspace = parts[4]
+            if workspace not in self.workspaces:
+                return 404, {"message": f"Workspace '{workspace}' not found"}
+            if method == "POST" and len(parts) == 5:
+                return self._create_cluster(workspace, body)
+            if parts[5:6] == ["name"]:
+                found = [c for c in self.clusters.values() if c.workspace == workspace and c.body["name"] == parts[6]]
+                if not found:
+                    return 404, {"message": f"Cluster {parts[6]} not found"}
+                return 200, {"id": max(found, key=lambda c: c.id).id, "name": parts[6]}
+            if parts[5:6] == ["id"]:
+                cluster = self.clusters.get(int(parts[6]))
+                if cluster is None:
+                    return 404, {"message": f"Cluster {parts[6]} not found"}
+                if method == "DELETE":
+                    self._stop_cluster(cluster)
+                    return 204, None
+                if parts[7:8] == ["better-logs"]:
+                    pattern = (query.get("filter_pattern") or [""])[0]
+                    job_id = int(pattern.removeprefix("__BATCH ").rstrip("."))
+                    job = self.jobs.get(job_id)
+                    return 200, {"events": [{"message": line} for line in (job.output if job else [])]}
+        if parts[:4] == ["api", "v2", "jobs", "cluster"]:
+            cluster = self.clusters.get(int(parts[4]))
+            if cluster is None:
+                return 404, {"message": f"Cluster {parts[4]} not found"}
+            return 200, [
+                {
+                    "id": j.id,
+                    "cluster_id": cluster.id,
+                    "cluster_state": cluster.state,
+                    "state": j.state,
+                    "tasks": [{"array_task_id": 0, "state": j.state, "exit_code": j.exit_code}],
+                }
+                for j in self.jobs.values()
+                if j.cluster_id == cluster.id
+            ]
+        return 404, {"message": f"no such endpoint: {method} {url.path}"}
+
+    def _create_cluster(self, workspace: str, body: dict[str, Any]) -> tuple[int, Any]:
+        for vm in body.get("scheduler_instance_types") or []:
+            if vm not in VM_TYPES:
+                return 400, {"message": f"VM type '{vm}' is not available in this workspace's region"}
+        with self._lock:
+            same = [
+                c
+                for c in self.clusters.values()
+                if c.workspace == workspace and c.body["name"] == body["name"] and c.state not in ("stopped", "error")
+            ]
+            if same:
+                return 200, {"id": same[0].id, "existing": True}
+            cluster = FakeCluster(next(self._ids), workspace, body)
+            self.clusters[cluster.id] = cluster
+            jobs = [self.jobs[j] for j in body.get("batch_job_ids") or [] if j in self.jobs]
+            for job in jobs:
+                job.cluster_id = cluster.id
+        if self.run_commands:
+            for job in jobs:
+                self._run(job)
+        return 201, {"id": cluster.id, "existing": False}
+
+    def _stop_cluster(self, cluster: FakeCluster) -> None:
+        with self._lock:
+            cluster.state = "stopped"
+            jobs = [j for j in self.jobs.values() if j.cluster_id == cluster.id]
+            for job in jobs:
+                if job.state in ("pending", "assigned", "running"):
+                    job.state, job.exit_code = "error", None  # the VM went away under the task
+        for job in jobs:
+            if job.process and job.process.poll() is None:
+                job.process.terminate()
+
+    def _run(self, job: FakeJob) -> None:
+        env = {"PATH": _path(), "HOME": os.environ.get("HOME", "/tmp")}
+        env.update({k: str(v) for k, v in (job.spec.get("env_vars") or {}).items()})
+        env.update({k: str(v) for k, v in (job.spec.get("secret_env_vars") or {}).items()})
+        if "PREFECT_HOME" in os.environ:
+            env.setdefault("PREFECT_HOME", os.environ["PREFECT_HOME"])
+        job.state = "running"
+        job.process = subprocess.Popen(
+            shlex.split(job.spec["user_command"]),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+
+        def read() -> None:
+            assert job.process and job.process.stdout
+            for line in job.process.stdout:
+                job.output.append(line.rstrip("\n"))
+            code = job.process.wait()
+            with self._lock:
+                if job.state == "running":
+                    job.state, job.exit_code = ("done", 0) if code == 0 else ("error", code)
+
+        job.reader = threading.Thread(target=read, daemon=True)
+        job.reader.start()
+
+
+def _path() -> str:
+    """This machine's PATH with this Python's own bin first: the emulated image has `prefect` on its PATH."""
+    return os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])

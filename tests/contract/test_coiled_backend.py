@@ -1,0 +1,143 @@
+"""The Coiled backend keeps the backend contract against the local Coiled REST server (tests/coiled_emulator.py).
+
+The driver plays Coiled's side through the emulator's state: a job ends with an exit code and output, or its cluster
+disappears. Locations are Coiled workspaces (another that exists, one that does not).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+
+import pytest
+from pushpool.providers.base import JobHandle, JobSpec, JobState
+from pushpool.providers.coiled.backend import STATE_MAP, CoiledBackend
+from pushpool.providers.coiled.config import CoiledJobConfig
+
+from tests.contract.contract import SECRET, BackendContract
+
+
+class CoiledDriver:
+    supports_locations = True
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.workspaces = {"default": None, "other": "other-workspace", "nowhere": "no-such-workspace"}
+
+    def spec(self, *, location: str = "default") -> JobSpec:
+        return JobSpec(
+            run_id=str(uuid.uuid4()),
+            attempt=str(uuid.uuid4()),
+            pool_name="contract",
+            name="contract",
+            command=("prefect", "flow-run", "execute"),
+            env={"PREFECT__FLOW_RUN_ID": "x"},
+            labels={"prefect.io/flow-run-id": "x"},
+            config=CoiledJobConfig(workspace=self.workspaces[location]),
+            secret_env={"PREFECT_API_KEY": SECRET},
+        )
+
+    def jobs_of(self, spec: JobSpec) -> int:
+        clusters = self.server.clusters_of_attempt(spec.run_id, spec.attempt)
+        return sum(1 for j in self.server.jobs.values() if j.cluster_id in {c.id for c in clusters})
+
+    @staticmethod
+    def _job_id(handle: JobHandle) -> int:
+        return int(handle.id.split("/")[2])
+
+    def exit(self, handle: JobHandle, code: int, lines: list[str]) -> None:
+        self.server.finish(self._job_id(handle), code, lines)
+
+    def vanish(self, handle: JobHandle) -> None:
+        self.server.vanish(int(handle.id.split("/")[1]))
+
+    def unknown_handle(self) -> JobHandle:
+        return JobHandle("coiled", "pushpool-tests/999999/999999")
+
+    def malformed_handle(self) -> JobHandle:
+        return JobHandle("coiled", "not-a-coiled-job")
+
+    def refused_spec(self) -> JobSpec:
+        spec = self.spec()
+        return dataclasses.replace(spec, config=spec.config.model_copy(update={"vm_types": ("x9.nonexistent",)}))
+
+    def sent(self, handle: JobHandle) -> str:
+        return self.server.sent(self._job_id(handle))
+
+
+@pytest.fixture
+def driven(coiled_server):
+    coiled_server.run_commands = False
+    yield coiled_server
+    coiled_server.run_commands = True
+
+
+class TestCoiledBackend(BackendContract):
+    @pytest.fixture
+    def backend(self, driven) -> CoiledBackend:
+        return CoiledBackend()
+
+    @pytest.fixture
+    def driver(self, driven) -> CoiledDriver:
+        return CoiledDriver(driven)
+
+    def test_what_was_sent_for_prefect_coiled_s_job_variables(self, backend, driver) -> None:
+        spec = driver.spec()
+        config = CoiledJobConfig(workspace="other-workspace", image="ghcr.io/me/flows:1", region="us-west-2",
+                                 vm_types=["g5.xlarge"], additional_coiled_options={"spot_policy": "on-demand"},
+                                 max_run_time_seconds=600)  # fmt: skip
+        handle = backend.submit(dataclasses.replace(spec, config=config))
+        sent = json.loads(driver.sent(handle))
+        assert sent["job"]["user_command"] == "prefect flow-run execute" and sent["job"]["job_timeout_seconds"] == 600
+        assert sent["job"]["env_vars"] == {"PREFECT__FLOW_RUN_ID": "x"}
+        assert sent["job"]["secret_env_names"] == ["PREFECT_API_KEY"]  # as a secret, never plain
+        cluster = sent["cluster"]
+        assert cluster["extra_user_container"] == "ghcr.io/me/flows:1" and cluster["options"] == {
+            "region_name": "us-west-2"}  # fmt: skip
+        assert cluster["scheduler_instance_types"] == ["g5.xlarge"] and cluster["spot_policy"] == "on-demand"
+        assert cluster["tags"]["pushpool-run"] == spec.run_id and cluster["tags"]["flow-run-id"] == "x"
+        assert handle.id.startswith("other-workspace/")
+
+    def test_a_cancelled_job_stops_even_while_its_vm_boots(self, backend, driver) -> None:
+        handle = backend.submit(driver.spec())
+        backend.cancel(handle)
+        assert backend.status([handle])[handle.id].state is JobState.STOPPED
+
+    def test_cpu_memory_without_vm_types_is_refused_with_the_reason(self, backend, driver) -> None:
+        from pushpool.errors import BackendError
+
+        spec = driver.spec()
+        with pytest.raises(BackendError, match="give vm_types"):
+            backend.submit(dataclasses.replace(spec, config=CoiledJobConfig(cpu=4)))
+        assert driver.jobs_of(spec) == 0
+
+
+def test_every_task_state_coiled_shows_is_mapped() -> None:
+    assert set(STATE_MAP) == {"pending", "assigned", "running", "done", "error"}
+
+
+def test_calls_per_run(driven) -> None:
+    """Steady state: a submit straight after the claim is two calls (the job, its cluster); each tick one per run."""
+    backend, driver, coiled_server = CoiledBackend(), CoiledDriver(driven), driven
+    backend.submit(dataclasses.replace(driver.spec(), new_attempt=True))  # the process's first: + GET /user/me
+    before = len(coiled_server.requests)
+    handle = backend.submit(dataclasses.replace(driver.spec(), new_attempt=True))
+    assert [(m, p.split("/")[3]) for m, p, _ in coiled_server.requests[before:]] == [
+        ("POST", "jobs"), ("POST", "clusters")]  # fmt: skip
+    before = len(coiled_server.requests)
+    backend.status([handle])
+    assert len(coiled_server.requests) - before == 1
+    backend.cancel(handle)
+
+
+def test_concurrent_submits_from_the_claim_post_one_job(driven) -> None:
+    """Coiled has no idempotency token for a job: within a process, concurrent submits of an attempt are serialised,
+    so no job is posted that no cluster will ever run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend, spec = CoiledBackend(), dataclasses.replace(CoiledDriver(driven).spec(), new_attempt=True)
+    before = len(driven.requests)
+    with ThreadPoolExecutor(8) as pool:
+        assert len(set(pool.map(lambda _: backend.submit(spec), range(8)))) == 1
+    assert sum(1 for m, p, _ in driven.requests[before:] if p.endswith("/jobs/compressed")) == 1

@@ -1,0 +1,132 @@
+"""The reliability scenarios for ``modal:push`` and ``coiled:push``: a duplicate storm (webhook deliveries and monitor
+dispatch racing) and submit dying between the job and its pid — against the local Modal and Coiled servers, which hold
+the jobs (nothing runs: the emulators leave every job running until it is stopped)."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from pushpool.entrypoints.auth import WebhookAuth
+from pushpool.entrypoints.http import handle_submit
+from pushpool.prefect_api.models import StateType
+from pushpool.providers.base import JobHandle
+from pushpool.usecases.job_spec import build_job_spec
+
+from tests.helpers import PrefectHelper, pool_tick, skip_ahead
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["modal:push", "coiled:push"])
+def emulated(request, prefect: PrefectHelper):
+    """(pool type, pool, jobs of a run counted on the provider's side) with the provider's emulator driven."""
+    type_name = request.param
+    if type_name == "modal:push":
+        pytest.importorskip("modal")
+        server = request.getfixturevalue("modal_server")
+
+        def jobs_of(run_id: str) -> int:
+            return sum(1 for s in list(server.sandboxes.values()) if s.tags.get("pushpool-run") == run_id)
+    else:
+        server = request.getfixturevalue("coiled_server")
+
+        def jobs_of(run_id: str) -> int:
+            return sum(
+                1 for c in list(server.clusters.values()) if c.body.get("tags", {}).get("pushpool-run") == run_id
+            )
+
+    server.run_commands = False
+    pool = prefect.unique(type_name.split(":")[0] + "-rel")
+    prefect.create_pool(pool, type_name)
+    yield type_name, pool, jobs_of
+    server.run_commands = True
+
+
+def _stop_all(deps, prefect: PrefectHelper, type_name: str, runs: list[str]) -> None:
+    backend = deps.backend(type_name.split(":")[0])
+    for run_id in runs:
+        pid = prefect.read_run(run_id)["infrastructure_pid"]
+        if pid:
+            backend.cancel(JobHandle(backend.name, pid), grace_seconds=1)
+
+
+def test_duplicate_storm(deps, prefect: PrefectHelper, emulated, report, scale: int) -> None:
+    type_name, pool, jobs_of = emulated
+    runs_n, dup_m = 5 * scale, 6
+    dep = prefect.create_deployment(pool)
+    runs = [prefect.create_run(dep) for _ in range(runs_n)]
+    auth = WebhookAuth(deps.settings.webhook_tokens)
+    headers = {"Authorization": "Bearer test-token"}
+    deliveries = [r for r in runs for _ in range(dup_m)]
+    random.Random(7).shuffle(deliveries)
+    stop = threading.Event()
+
+    def monitor_loop() -> None:
+        while not stop.is_set():
+            pool_tick(deps, pool)
+
+    monitor = threading.Thread(target=monitor_loop)
+    monitor.start()
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool_ex:
+            answers = list(
+                pool_ex.map(
+                    lambda r: handle_submit(deps, auth, headers, json.dumps({"flow_run_id": r}).encode(), trigger="s"),
+                    deliveries,
+                )
+            )
+    finally:
+        stop.set()
+        monitor.join()
+    assert all(a.status == 200 for a in answers), [a.body for a in answers if a.status != 200][:3]
+    counts = {r: jobs_of(r) for r in runs}
+    duplicated, lost = sum(n > 1 for n in counts.values()), sum(n == 0 for n in counts.values())
+    claims = {r: sum(1 for s in prefect.states(r) if s == ("PENDING", "Pending")) for r in runs}
+    report.add(
+        f"duplicate storm ({type_name})",
+        runs=runs_n,
+        faults=len(deliveries) - runs_n,
+        lost=lost,
+        duplicated=duplicated,
+        stuck=sum(c != 1 for c in claims.values()),
+    )
+    _stop_all(deps, prefect, type_name, runs)
+    assert duplicated == 0 and lost == 0 and set(claims.values()) == {1}
+
+
+def test_submit_dies_between_the_job_and_its_pid(deps, prefect: PrefectHelper, emulated, report) -> None:
+    """The job exists, its pid was never written: the monitor finds it where the run's configuration put it."""
+    type_name, pool, jobs_of = emulated
+    client = deps.orchestrator
+    runs = []
+    for _ in range(3):
+        run_id = prefect.create_run(prefect.create_deployment(pool))
+        claim = client.propose_state(run_id, StateType.PENDING)
+        run = client.read_flow_run(run_id)
+        spec = build_job_spec(settings=deps.settings, client=client, run=run, pool=client.read_work_pool(pool),
+                              deployment=client.read_deployment(run.deployment_id), attempt=claim.state.id)  # fmt: skip
+        deps.backend(type_name.split(":")[0]).submit(spec)
+        runs.append(run_id)
+    fault_at = time.monotonic()
+    skip_ahead(deps, deps.settings.pending_timeout_seconds + 0.2)
+    for _ in range(2):  # within two ticks
+        pool_tick(deps, pool)
+    backend = deps.backend(type_name.split(":")[0])
+    adopted = [prefect.read_run(r)["infrastructure_pid"] for r in runs]
+    alive = [bool(pid) and backend.status([JobHandle(backend.name, pid)])[pid].state.is_alive for pid in adopted]
+    report.add(
+        f"submit dies after the job, before the pid ({type_name})",
+        runs=len(runs),
+        faults=len(runs),
+        lost=sum(not a for a in alive),
+        duplicated=sum(jobs_of(r) > 1 for r in runs),
+        stuck=sum(prefect.state(r)[0] != "PENDING" for r in runs),
+        longest_repair=time.monotonic() - fault_at,
+    )
+    _stop_all(deps, prefect, type_name, runs)
+    assert all(alive) and all(jobs_of(r) == 1 for r in runs)
