@@ -13,7 +13,7 @@ help:  ## list targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,aws,azure,cli,modal]'
+	$(BIN)/pip install --quiet -e '.[dev,aws,azure,cli,modal,gcp]'
 	touch $(STAMP)
 
 BENCH_VENV := .venv-bench

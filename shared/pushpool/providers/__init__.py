@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -128,6 +130,17 @@ PROVIDERS: tuple[Provider, ...] = (
         backend="pushpool.providers.coiled.backend:CoiledBackend",
         config="pushpool.providers.coiled.config:CoiledJobConfig",
         provisioner="pushpool.providers.coiled.provisioner:CoiledProvisioner",
+    ),
+    Provider(
+        name="cloudrun",
+        templates={
+            "cloud-run-v2:push": "pushpool.providers.cloudrun.template:cloud_run_v2_template",
+            "cloud-run:push": "pushpool.providers.cloudrun.template:cloud_run_template",
+        },
+        backend="pushpool.providers.cloudrun.backend:CloudRunBackend",
+        config="pushpool.providers.cloudrun.config:CloudRunJobConfig",
+        extra="gcp",
+        sdk=("google.cloud.run_v2",),
     ),
 )
 

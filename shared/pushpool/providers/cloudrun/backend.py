@@ -1,0 +1,578 @@
+"""The ``cloudrun`` backend: each job is one Cloud Run job per attempt, run once (one execution), over the Admin API v2
+(``google.cloud.run_v2``, REST transport).
+
+* The job id is derived from the attempt (``pushpool-<pool>-<digest of run id and attempt>``, ≤ 63 characters, a valid
+  job id), so a retried or concurrent submit of one attempt meets ``AlreadyExists`` and finds the job, while a run
+  scheduled again gets a new one. Of concurrent submitters only the one whose ``CreateJob`` succeeded runs the job at
+  once; the others wait for its execution and run it themselves only if none appears, with the job's ``etag`` (a job
+  that was run meanwhile has another etag: Cloud Run refuses the second run and its execution is found instead).
+* The job carries the run's command and environment itself (one job per attempt: no overrides); the Prefect credential
+  goes as ``valueSource.secretKeyRef`` (``prefect_api_key_secret`` / ``prefect_api_auth_string_secret``), never in
+  plaintext: pushpool refuses the job instead. The task timeout follows ``max_run_time_seconds`` unless ``timeout`` is
+  set (Prefect's 600 s default would kill long flows); ``maxRetries`` is 0 unless set (retries are the flow's).
+* ``status`` lists every execution of a location in one call (``jobs/-``), page by page, and looks up individually only
+  what the list did not hold; a failed execution's exit code comes from its task (one more call, once).
+* Cleanup deletes the job (and with it its executions) once its execution ended, unless ``keep_job``: Cloud Run allows
+  1,000 jobs per region.
+* 429/5xx are retried with google-api-core's retry (exponential backoff with jitter), then surface as
+  BackendUnavailableError with Google's reason.
+* The handle id is the execution's resource name (``projects/<p>/locations/<r>/jobs/<job>/executions/<e>``), with
+  ``#keep`` when the job is to be kept.
+* Credentials: the function's own identity (Application Default Credentials), unless the backend is given credentials;
+  a ``gcp-credentials`` block in the pool's ``credentials`` signs submit and find (its service account info or file).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import re
+import shlex
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+from pushpool.errors import BackendError
+from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
+from pushpool.providers.cloudrun.config import CloudRunJobConfig, SecretKeySelector
+from pushpool.providers.cloudrun.gcp import NAME, google_errors, retry_policy, status_code
+
+DEFAULT_IMAGE = "docker.io/prefecthq/prefect:3-latest"
+LIST_PAGE_SIZE = 500
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+KEEP = "#keep"
+
+# Every state of a condition (google.cloud.run.v2.Condition.State). Only the ``Completed`` condition's state is read:
+# None means "not final yet": the execution's counters decide between PENDING and RUNNING.
+CONDITION_STATES: Mapping[str, JobState | None] = MappingProxyType(
+    {
+        "STATE_UNSPECIFIED": None,
+        "CONDITION_PENDING": None,
+        "CONDITION_RECONCILING": None,
+        "CONDITION_FAILED": JobState.FAILED,  # refined by the execution reason and the task's exit code
+        "CONDITION_SUCCEEDED": JobState.SUCCEEDED,
+    }
+)
+# Every execution reason Cloud Run documents (Condition.ExecutionReason): what a failed or pending execution means.
+EXECUTION_REASONS: Mapping[str, JobState | None] = MappingProxyType(
+    {
+        "EXECUTION_REASON_UNDEFINED": None,
+        "JOB_STATUS_SERVICE_POLLING_ERROR": None,  # Cloud Run's own error reading the status; it retries
+        "NON_ZERO_EXIT_CODE": JobState.FAILED,
+        "CANCELLED": JobState.STOPPED,
+        "CANCELLING": JobState.RUNNING,  # still stopping: final once CANCELLED
+        "DELETED": JobState.MISSING,
+        "DELAYED_START_PENDING": JobState.PENDING,
+        "DELAYED_EXECUTION_EXCEEDING_DURATION_LIMIT": JobState.FAILED,
+    }
+)
+# Every common reason (Condition.CommonReason), as said in a crashed run's message (image pull, permissions …).
+COMMON_REASONS: Mapping[str, str] = MappingProxyType(
+    {
+        "COMMON_REASON_UNDEFINED": "",
+        "UNKNOWN": "an unknown error",
+        "REVISION_FAILED": "the revision failed",
+        "PROGRESS_DEADLINE_EXCEEDED": "the progress deadline was exceeded",
+        "CONTAINER_MISSING": "the container image is missing",
+        "CONTAINER_PERMISSION_DENIED": "no permission to pull the container image",
+        "CONTAINER_IMAGE_UNAUTHORIZED": "the container image is not authorized",
+        "CONTAINER_IMAGE_AUTHORIZATION_CHECK_FAILED": "the container image's authorization check failed",
+        "ENCRYPTION_KEY_PERMISSION_DENIED": "no permission to use the encryption key",
+        "ENCRYPTION_KEY_CHECK_FAILED": "the encryption key check failed",
+        "SECRETS_ACCESS_CHECK_FAILED": "the service account cannot access a secret",
+        "WAITING_FOR_OPERATION": "waiting for an operation",
+        "IMMEDIATE_RETRY": "retrying at once",
+        "POSTPONED_RETRY": "retrying later",
+        "INTERNAL": "an internal error",
+        "VPC_NETWORK_NOT_FOUND": "the VPC network was not found",
+    }
+)
+DEADLINE_EXCEEDED = 4  # google.rpc.Code of a task attempt that hit the task timeout
+
+_EXECUTION = re.compile(r"^projects/([^/]+)/locations/([^/]+)/jobs/([^/]+)/executions/([^/#]+)$")
+_LABEL_KEY = re.compile(r"[^a-z0-9_-]")
+
+
+class CloudRunBackend(BackendBase):
+    name = NAME
+    start_timeout_seconds = 600.0  # image pulls can take minutes
+    keeps_finished_jobs = True  # finished jobs stay until deleted (1,000 per region)
+    dispatch_lead_seconds = 15.0  # a job execution takes ~10-20 s from RunJob to a running container
+
+    def __init__(
+        self,
+        *,
+        credentials: Any = None,
+        project: str | None = None,
+        endpoint: str | None = None,
+        logging_endpoint: str | None = None,
+        retry_initial: float = 0.5,
+        retry_timeout: float = 60.0,
+        ready_timeout: float = 300.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._credentials = credentials
+        self._project = project
+        self.endpoint = endpoint
+        self.logging_endpoint = logging_endpoint or "https://logging.googleapis.com"
+        self.retry_initial = retry_initial
+        self.retry_timeout = retry_timeout
+        self.ready_timeout = ready_timeout
+        self.sleep = sleep
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._block_credentials: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_options(cls, **options: Any) -> CloudRunBackend:
+        return cls(**options)
+
+    # -- the Protocol ------------------------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec) -> JobHandle:
+        from google.api_core import exceptions
+
+        config = _config(spec)
+        job = self._job_message(spec, config)  # refused here (plaintext secret, bad body) before any call
+        identity = self._identity(config)
+        project = self._project_of(config)
+        jobs = self._client("jobs", identity)
+        name = f"projects/{project}/locations/{config.region}/jobs/{job_id(spec)}"
+        keep = config.keep_job
+        retry = self._retry()
+        with google_errors(f"Cloud Run job {name}"):
+            try:
+                operation = jobs.create_job(
+                    parent=name.rsplit("/jobs/", 1)[0], job=job, job_id=job_id(spec), retry=retry
+                )
+            except exceptions.Conflict:  # 409 ALREADY_EXISTS: another submit of this attempt created it
+                return self._existing(jobs, name, keep)
+            try:
+                created = operation.result(timeout=self.ready_timeout)
+            except exceptions.GoogleAPICallError:
+                # The job was not made ready (an image missing, a service account unknown): it must not stay behind.
+                try:
+                    jobs.delete_job(name=name, retry=retry)
+                except exceptions.GoogleAPICallError:
+                    pass
+                raise
+            return self._run(jobs, name, created.etag, keep)
+
+    def find(self, spec: JobSpec) -> JobHandle | None:
+        from google.api_core import exceptions
+
+        config = _config(spec)
+        jobs = self._client("jobs", self._identity(config))
+        name = f"projects/{self._project_of(config)}/locations/{config.region}/jobs/{job_id(spec)}"
+        with google_errors(f"Cloud Run job {name}"):
+            try:
+                job = jobs.get_job(name=name, retry=self._retry())
+            except (exceptions.NotFound, exceptions.PermissionDenied):
+                return None  # no such job, or no such project or location: no job of this attempt
+        execution = job.latest_created_execution.name
+        return _handle(execution, config.keep_job) if execution else None
+
+    def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
+        out: dict[str, JobStatus] = {}
+        by_location: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for handle in handles:
+            execution = _execution_name(handle.id)
+            if execution is None:
+                out[handle.id] = JobStatus(JobState.UNKNOWN, reason=f"not a Cloud Run execution: {handle.id!r}")
+                continue
+            project, location = _EXECUTION.match(execution).groups()[:2]  # type: ignore[union-attr]
+            by_location.setdefault((project, location), []).append((handle.id, execution))
+        for (project, location), items in by_location.items():
+            try:
+                listed = self._executions_of(project, location)
+            except BackendError as exc:  # concerns this location only: the others are still answered
+                gone = status_code(exc.__cause__) == 404
+                failed = JobStatus(JobState.MISSING if gone else JobState.UNKNOWN, reason=exc.one_line())
+                out.update({handle_id: failed for handle_id, _ in items})
+                continue
+            for handle_id, execution in items:
+                found = listed.get(execution)
+                try:
+                    if found is None:  # not in the list: ask for it alone before calling it gone
+                        found = self._get_execution(execution)
+                    out[handle_id] = (
+                        self._to_status(found) if found else JobStatus(JobState.MISSING, reason="execution not found")
+                    )
+                except BackendError as exc:
+                    out[handle_id] = JobStatus(JobState.UNKNOWN, reason=exc.one_line())
+        return out
+
+    def cancel(self, handle: JobHandle, *, grace_seconds: float = 10.0) -> None:
+        from google.api_core import exceptions
+
+        execution = _execution_name(handle.id)
+        if execution is None:
+            return  # never one of ours: nothing to stop
+        try:
+            with google_errors(f"cancelling {execution}"):
+                self._client("executions").cancel_execution(name=execution, retry=self._retry())
+        except BackendError as exc:
+            if isinstance(exc.__cause__, exceptions.NotFound):
+                return
+            if self.status([handle])[handle.id].state.is_final:  # already ended (FAILED_PRECONDITION)
+                return
+            raise
+
+    def logs(self, handle: JobHandle, *, lines: int = 50) -> list[str]:
+        """The execution's last ``lines`` lines from Cloud Logging (entries:list over REST, pushpool's identity)."""
+        execution = _execution_name(handle.id)
+        if lines <= 0 or execution is None:
+            return []
+        project, _, job, short = _EXECUTION.match(execution).groups()  # type: ignore[union-attr]
+        body = {
+            "resourceNames": [f"projects/{project}"],
+            "filter": (
+                f'resource.type="cloud_run_job" AND resource.labels.job_name="{job}" '
+                f'AND labels."run.googleapis.com/execution_name"="{short}"'
+            ),
+            "orderBy": "timestamp desc",
+            "pageSize": lines,
+        }
+        with google_errors(f"reading the logs of {execution}"):
+            answer = self._session().post(f"{self.logging_endpoint}/v2/entries:list", json=body, timeout=30)
+        if answer.status_code == 404:
+            return []
+        if answer.status_code >= 400:
+            raise BackendError(f"Cloud Logging answered {answer.status_code}: {answer.text[:300]}", backend=NAME)
+        found = [_log_text(entry) for entry in answer.json().get("entries", [])]
+        return [line for line in reversed(found) if line is not None][-lines:]
+
+    def cleanup(self, handle: JobHandle) -> None:
+        from google.api_core import exceptions
+
+        execution = _execution_name(handle.id)
+        if execution is None or handle.id.endswith(KEEP):
+            return
+        if self.status([handle])[handle.id].state not in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED):
+            return  # alive (left alone), already gone, or unknown
+        job = execution.rsplit("/executions/", 1)[0]
+        with google_errors(f"deleting {job}"):
+            try:
+                self._client("jobs").delete_job(name=job, retry=self._retry())
+            except exceptions.NotFound:
+                return
+
+    # -- submit helpers ------------------------------------------------------------------------------------------
+
+    def _existing(self, jobs: Any, name: str, keep: bool) -> JobHandle:
+        """The handle of a job another submit of this attempt created: its execution, once there is one; run it only
+        when none appears while the job is ready (its creator died), with its etag (one execution)."""
+        deadline = time.monotonic() + self.ready_timeout
+        delay = 0.1
+        while True:
+            job = jobs.get_job(name=name, retry=self._retry())
+            if job.latest_created_execution.name:
+                return _handle(job.latest_created_execution.name, keep)
+            ready = _state_name(job.terminal_condition.state) == "CONDITION_SUCCEEDED"
+            if (ready and job.execution_count == 0 and delay >= 1.6) or time.monotonic() > deadline:
+                return self._run(jobs, name, job.etag, keep)
+            self.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _run(self, jobs: Any, name: str, etag: str, keep: bool) -> JobHandle:
+        from google.api_core import exceptions
+        from google.cloud import run_v2
+
+        try:
+            operation = jobs.run_job(request=run_v2.RunJobRequest(name=name, etag=etag), retry=self._retry())
+        except (exceptions.Aborted, exceptions.FailedPrecondition, exceptions.Conflict):
+            # Run meanwhile by another submit of this attempt (the etag changed): its execution is the job's.
+            job = jobs.get_job(name=name, retry=self._retry())
+            if job.latest_created_execution.name:
+                return _handle(job.latest_created_execution.name, keep)
+            raise
+        execution = getattr(operation.metadata, "name", "") if operation.metadata is not None else ""
+        if not execution:
+            execution = jobs.get_job(name=name, retry=self._retry()).latest_created_execution.name
+        return _handle(execution, keep)
+
+    def _job_message(self, spec: JobSpec, config: CloudRunJobConfig) -> Any:
+        """The run_v2.Job to create: the rendered ``job_body`` with the run's command, environment, secrets, labels and
+        timeout, as Prefect's ``cloud-run-v2`` worker builds it.
+
+        Raises:
+            BackendError: a credential would go in plaintext, or the body is not a Cloud Run v2 Job.
+        """
+        from google.cloud import run_v2
+        from google.protobuf import json_format
+
+        body = job_body(spec, config)
+        try:
+            return run_v2.Job.from_json(json.dumps(body), ignore_unknown_fields=False)
+        except (json_format.ParseError, ValueError, TypeError) as exc:  # they name the offending field
+            raise BackendError(f"the job body is not a Cloud Run v2 Job: {exc}", backend=NAME) from None
+
+    # -- status helpers ------------------------------------------------------------------------------------------
+
+    def _executions_of(self, project: str, location: str) -> dict[str, Any]:
+        """Every execution of the location by name: one call per page of ``jobs/-``."""
+        with google_errors(f"listing the executions of projects/{project}/locations/{location}"):
+            pager = self._client("executions").list_executions(
+                request={"parent": f"projects/{project}/locations/{location}/jobs/-", "page_size": LIST_PAGE_SIZE},
+                retry=self._retry(),
+            )
+            return {execution.name: execution for execution in pager}
+
+    def _get_execution(self, name: str) -> Any:
+        from google.api_core import exceptions
+
+        with google_errors(f"reading {name}"):
+            try:
+                return self._client("executions").get_execution(name=name, retry=self._retry())
+            except exceptions.NotFound:
+                return None
+
+    def _to_status(self, execution: Any) -> JobStatus:
+        completed = next((c for c in execution.conditions if c.type_ == "Completed"), None)
+        state_name = _state_name(completed.state) if completed else "STATE_UNSPECIFIED"
+        reason_name = _state_name(completed.execution_reason) if completed else "EXECUTION_REASON_UNDEFINED"
+        started = _time(execution.start_time)
+        finished = _time(execution.completion_time)
+        extra = {"execution": execution.name, "logUri": execution.log_uri, "condition": state_name}
+        if reason_name not in EXECUTION_REASONS or state_name not in CONDITION_STATES:
+            why = f"unmapped Cloud Run condition {state_name}/{reason_name}"
+            return JobStatus(JobState.UNKNOWN, reason=why, extra=extra)
+        final = CONDITION_STATES[state_name]
+        by_reason = EXECUTION_REASONS[reason_name]
+        if by_reason is JobState.STOPPED or (final is not None and execution.cancelled_count > 0):
+            return JobStatus(JobState.STOPPED, None, "Cloud Run execution cancelled", started, finished, extra)
+        if by_reason is JobState.MISSING:
+            return JobStatus(JobState.MISSING, reason="Cloud Run execution deleted", extra=extra)
+        if final is JobState.SUCCEEDED:
+            return JobStatus(JobState.SUCCEEDED, 0, "Cloud Run execution succeeded", started, finished, extra)
+        if final is JobState.FAILED or by_reason is JobState.FAILED:
+            code, why = self._failure(execution, completed)
+            return JobStatus(JobState.FAILED, code, why, started, finished, extra)
+        if by_reason is JobState.RUNNING or execution.running_count > 0 or started is not None:
+            return JobStatus(JobState.RUNNING, started_at=started, extra=extra)
+        return JobStatus(JobState.PENDING, extra=extra)
+
+    def _failure(self, execution: Any, completed: Any) -> tuple[int | None, str]:
+        """A failed execution's exit code and reason: its failed task's last attempt, the condition, the log link."""
+        code: int | None = None
+        why = ""
+        try:
+            with google_errors(f"listing the tasks of {execution.name}"):
+                tasks = list(self._client("tasks").list_tasks(parent=execution.name, retry=self._retry()))
+        except BackendError:
+            tasks = []
+        for task in tasks:
+            result = task.last_attempt_result
+            if result.status.code == DEADLINE_EXCEEDED:  # killed at the task timeout (term_signal says how)
+                code = -int(result.term_signal) if result.term_signal else None
+                why = "the task exceeded its timeout"
+                break
+            if result.exit_code:
+                code = int(result.exit_code)
+                why = f"container exited with {describe_exit(code)}"
+                break
+            if result.term_signal:
+                code = -int(result.term_signal)
+                why = f"container ended by {describe_exit(code)}"
+                break
+        common = COMMON_REASONS.get(_state_name(completed.reason), "") if completed else ""
+        message = completed.message if completed else ""
+        parts = [p for p in (why, common, message) if p]
+        text = "Cloud Run execution failed: " + ("; ".join(parts) or "no reason given")
+        if execution.log_uri:
+            text += f" (logs: {execution.log_uri})"
+        return code, text
+
+    # -- plumbing ----------------------------------------------------------------------------------------------------
+
+    def _retry(self) -> Any:
+        return retry_policy(initial=self.retry_initial, timeout=self.retry_timeout)
+
+    def _own_credentials(self) -> Any:
+        with self._lock:
+            if self._credentials is None:
+                import google.auth
+
+                with google_errors("finding Google credentials"):
+                    self._credentials, found = google.auth.default(scopes=SCOPES)
+                self._project = self._project or found
+            return self._credentials
+
+    def _identity(self, config: CloudRunJobConfig) -> str:
+        """The key of the credentials that sign this job's submit and find: "" for pushpool's own, else a digest of the
+        ``credentials`` block's service account."""
+        block = config.credentials if isinstance(config.credentials, Mapping) else {}
+        info, file = block.get("service_account_info"), block.get("service_account_file")
+        if not info and not file:
+            return ""
+        key = hashlib.sha256(json.dumps([info, file], sort_keys=True, default=str).encode()).hexdigest()[:24]
+        if key not in self._block_credentials:
+            from google.oauth2 import service_account
+
+            try:
+                if info:
+                    made = service_account.Credentials.from_service_account_info(dict(info), scopes=SCOPES)
+                else:
+                    made = service_account.Credentials.from_service_account_file(str(file), scopes=SCOPES)
+            except (ValueError, OSError) as exc:
+                raise BackendError(f"the pool's gcp-credentials block is unusable: {exc}", backend=NAME) from None
+            self._block_credentials[key] = made
+        return key
+
+    def _project_of(self, config: CloudRunJobConfig) -> str:
+        if config.project or config.credentials_project:
+            return str(config.project or config.credentials_project)
+        if self._project is None:
+            self._own_credentials()
+        if not self._project:
+            raise BackendError(
+                "no Google Cloud project: set the pool's `project` variable (or the gcp-credentials block's project, "
+                "or GOOGLE_CLOUD_PROJECT where pushpool runs)",
+                backend=NAME,
+            )
+        return self._project
+
+    def _client(self, kind: str, identity: str = "") -> Any:
+        key = (kind, identity)
+        if key not in self._clients:
+            from google.api_core.client_options import ClientOptions
+            from google.cloud import run_v2
+
+            credentials = self._block_credentials[identity] if identity else self._own_credentials()
+            cls = {"jobs": run_v2.JobsClient, "executions": run_v2.ExecutionsClient, "tasks": run_v2.TasksClient}[kind]
+            options = ClientOptions(api_endpoint=self.endpoint) if self.endpoint else None
+            self._clients[key] = cls(credentials=credentials, transport="rest", client_options=options)
+        return self._clients[key]
+
+    def _session(self) -> Any:
+        if ("logging", "") not in self._clients:
+            from google.auth.transport.requests import AuthorizedSession
+
+            self._clients[("logging", "")] = AuthorizedSession(self._own_credentials())
+        return self._clients[("logging", "")]
+
+
+def job_id(spec: JobSpec) -> str:
+    """The Cloud Run job id of ``spec``'s attempt: ``pushpool-<pool>-<digest>``, ≤ 63 characters, lowercase letters,
+    digits and hyphens, starting with a letter."""
+    digest = hashlib.sha256(f"{spec.run_id}/{spec.attempt}".encode()).hexdigest()[:20]
+    slug = re.sub(r"[^a-z0-9]+", "-", spec.pool_name.lower()).strip("-")
+    prefix = f"pushpool-{slug}"[: 63 - len(digest) - 1].rstrip("-")
+    return f"{prefix}-{digest}"
+
+
+def job_body(spec: JobSpec, config: CloudRunJobConfig) -> dict[str, Any]:
+    """The Job resource (Cloud Run v2 JSON) for ``spec``.
+
+    Raises:
+        BackendError: a credential in ``spec.secret_env`` has no Secret Manager reference in the pool.
+    """
+    refs: dict[str, SecretKeySelector] = dict(config.env_from_secrets)
+    for env_name, selector in (
+        ("PREFECT_API_KEY", config.prefect_api_key_secret),
+        ("PREFECT_API_AUTH_STRING", config.prefect_api_auth_string_secret),
+    ):
+        if selector is not None:
+            refs[env_name] = selector
+    for env_name in spec.secret_env:
+        if env_name not in refs:
+            variable = {"PREFECT_API_KEY": "prefect_api_key_secret"}.get(env_name, "prefect_api_auth_string_secret")
+            raise BackendError(
+                f"refusing to send {env_name} in plaintext: set the pool variable {variable} to the Secret Manager "
+                'secret holding it ({"secret": "<name>", "version": "latest"}), readable by the job\'s service account',
+                backend=NAME,
+            )
+
+    body = _drop_empty(copy.deepcopy(config.job_body))
+    execution_template = body.setdefault("template", {})
+    task = execution_template.setdefault("template", {})
+    containers = task.setdefault("containers", [{}])
+    container = containers[0]
+    container["image"] = container.get("image") or DEFAULT_IMAGE
+    container["command"] = list(spec.command)
+    if isinstance(container.get("args"), str):
+        container["args"] = shlex.split(container["args"])
+    own = [e for e in container.get("env") or [] if isinstance(e, Mapping) and e.get("name") not in spec.env]
+    env = [e for e in own if e.get("name") not in refs]
+    env += [{"name": k, "value": str(v)} for k, v in sorted(spec.env.items()) if k not in refs]
+    env += [
+        {"name": k, "valueSource": {"secretKeyRef": {"secret": s.secret, "version": s.version}}}
+        for k, s in sorted(refs.items())
+    ]
+    container["env"] = env
+    for key in ("cpu", "memory"):
+        limits = (container.get("resources") or {}).get("limits") or {}
+        if key in limits:
+            limits[key] = str(limits[key])
+    if config.cloudsql_instances:
+        task["volumes"] = [
+            *task.get("volumes", []),
+            {"name": "cloudsql", "cloudSqlInstance": {"instances": list(config.cloudsql_instances)}},
+        ]
+        container["volumeMounts"] = [*container.get("volumeMounts", []), {"name": "cloudsql", "mountPath": "/cloudsql"}]
+    task["timeout"] = f"{config.task_timeout_seconds}s"
+    task["maxRetries"] = int(task.get("maxRetries") or 0)
+    labels = {**body.get("labels", {}), **{_label_key(k): _label_value(v) for k, v in spec.labels.items()}}
+    labels = {k: v for k, v in labels.items() if k}
+    body["labels"] = labels
+    execution_template["labels"] = labels
+    body.setdefault("client", "prefect")
+    return body  # type: ignore[no-any-return]
+
+
+def _label_key(key: str) -> str:
+    """A Google label key (lowercase letters, digits, ``_``, ``-``; ≤ 63; starting with a letter), as Prefect's."""
+    text = _LABEL_KEY.sub("_", key.lower().replace("/", "_").replace(".", "-"))
+    text = text.lstrip("_-0123456789")
+    return text[:63]
+
+
+def _label_value(value: Any) -> str:
+    return _LABEL_KEY.sub("_", str(value).lower())[:63]
+
+
+def _handle(execution: str, keep: bool) -> JobHandle:
+    return JobHandle(NAME, execution + (KEEP if keep else ""))
+
+
+def _execution_name(handle_id: str) -> str | None:
+    name = handle_id[: -len(KEEP)] if handle_id.endswith(KEEP) else handle_id
+    return name if _EXECUTION.match(name) else None
+
+
+def _state_name(value: Any) -> str:
+    """An enum's name; a value this SDK does not know (a newer API) by its number."""
+    return str(getattr(value, "name", value))
+
+
+def _time(value: Any) -> dt.datetime | None:
+    if not value:
+        return None
+    return value if isinstance(value, dt.datetime) else None
+
+
+def _log_text(entry: Mapping[str, Any]) -> str | None:
+    if "textPayload" in entry:
+        return str(entry["textPayload"]).rstrip("\n")
+    payload = entry.get("jsonPayload")
+    if isinstance(payload, Mapping) and "message" in payload:
+        return str(payload["message"])
+    return None
+
+
+def _config(spec: JobSpec) -> CloudRunJobConfig:
+    if not isinstance(spec.config, CloudRunJobConfig):
+        raise BackendError(f"not a Cloud Run job configuration: {type(spec.config).__name__}", backend=NAME)
+    return spec.config
+
+
+def _drop_empty(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_empty(v) for k, v in value.items() if v not in (None, "", [], {}) and _drop_empty(v) != {}}
+    if isinstance(value, list):
+        return [_drop_empty(v) for v in value if v not in (None, "", [], {})]
+    return value

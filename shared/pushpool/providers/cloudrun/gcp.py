@@ -1,0 +1,91 @@
+"""The Google boundary of the Cloud Run provider: google-api-core and google-auth exceptions leave as pushpool errors,
+by status code and exception type (never by message text); and the retry policy for 429/5xx (google-api-core's)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from pushpool.errors import BackendError, BackendUnavailableError, PushpoolError
+
+NAME = "cloudrun"
+RETRIED_CODES = frozenset({429, 500, 502, 503, 504})
+_REQUEST = re.compile(r"^[A-Z]+ https?://\S+: ")
+
+
+@contextlib.contextmanager
+def google_errors(context: str = "") -> Iterator[None]:
+    """Google's exceptions leave as pushpool errors; ``context`` prefixes the message (what was being done)."""
+    try:
+        yield
+    except PushpoolError:
+        raise
+    except Exception as exc:
+        translated = translate_google_error(exc, context)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+def status_code(exc: BaseException | None) -> int | None:
+    """The HTTP status of a google-api-core error (its ``code``), looking through a RetryError to its cause."""
+    from google.api_core import exceptions
+
+    if isinstance(exc, exceptions.RetryError):
+        exc = exc.cause
+    code = getattr(exc, "code", None) if isinstance(exc, exceptions.GoogleAPICallError) else None
+    return int(code) if isinstance(code, int) else None
+
+
+def translate_google_error(exc: Exception, context: str = "") -> BackendError | None:
+    from google.api_core import exceptions
+    from google.auth import exceptions as auth_exceptions
+
+    prefix = f"{context}: " if context else ""
+    if isinstance(exc, exceptions.RetryError):
+        cause = exc.cause
+        why = _message(cause) if isinstance(cause, exceptions.GoogleAPICallError) else str(cause or exc)
+        return BackendUnavailableError(f"{prefix}Cloud Run still failing after retries: {why}", backend=NAME)
+    if isinstance(exc, exceptions.GoogleAPICallError):
+        code = status_code(exc) or 0
+        if code in RETRIED_CODES:
+            return BackendUnavailableError(f"{prefix}Google is unavailable: {_message(exc)}", backend=NAME)
+        return BackendError(f"{prefix}{_message(exc)}", backend=NAME)
+    if isinstance(exc, auth_exceptions.DefaultCredentialsError):
+        return BackendError(
+            f"{prefix}no Google credentials: run with a service account (Application Default Credentials) or name a "
+            "gcp-credentials block in the pool's `credentials`",
+            backend=NAME,
+        )
+    if isinstance(exc, auth_exceptions.TransportError):
+        return BackendUnavailableError(f"{prefix}cannot reach Google: {exc}", backend=NAME)
+    if isinstance(exc, auth_exceptions.GoogleAuthError):
+        return BackendError(f"{prefix}Google refused pushpool's credentials: {exc}", backend=NAME)
+    return None
+
+
+def _message(exc: Any) -> str:
+    """Google's own words: ``<HTTP status>: <message>``, without the request's method and URL."""
+    return f"{exc.code}: {_REQUEST.sub('', str(exc.message))}"
+
+
+def retry_policy(*, initial: float, timeout: float) -> Any:
+    """google-api-core's retry on 429 and 5xx: exponential backoff with jitter, for at most ``timeout`` seconds."""
+    from google.api_core import exceptions
+    from google.api_core import retry as retries
+
+    return retries.Retry(
+        predicate=retries.if_exception_type(
+            exceptions.TooManyRequests,
+            exceptions.InternalServerError,
+            exceptions.BadGateway,
+            exceptions.ServiceUnavailable,
+            exceptions.GatewayTimeout,
+        ),
+        initial=initial,
+        maximum=8.0,
+        multiplier=2.0,
+        timeout=timeout,
+    )

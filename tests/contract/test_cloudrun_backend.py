@@ -1,0 +1,162 @@
+"""The Cloud Run backend keeps the backend contract against the local Cloud Run Admin API v2 (tests/gcp_emulator.py):
+the real ``google.cloud.run_v2`` clients over REST on 127.0.0.1, anonymous credentials (no metadata server, no ADC).
+
+The driver plays Cloud Run's control plane through the emulator: an execution's task ends with an exit code and its
+Cloud Logging lines, or the job disappears.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from pushpool.providers.base import JobHandle, JobSpec, JobState
+from pushpool.providers.cloudrun.backend import CloudRunBackend, job_id
+from pushpool.providers.cloudrun.config import CloudRunJobConfig
+
+from tests.contract.contract import SECRET, BackendContract
+from tests.gcp_emulator import CloudRunEmulator
+
+PROJECT = "pushpool-test"
+REGIONS = {"default": "us-central1", "other": "europe-west1", "nowhere": "mars-north1"}
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    found = CloudRunEmulator().start()
+    yield found
+    found.stop()
+
+
+def make_backend(emulator: CloudRunEmulator, **options) -> CloudRunBackend:
+    return CloudRunBackend(
+        credentials=AnonymousCredentials(),
+        project=PROJECT,
+        endpoint=emulator.endpoint,
+        logging_endpoint=emulator.endpoint,
+        retry_initial=0.01,
+        retry_timeout=5.0,
+        ready_timeout=10.0,
+        **options,
+    )
+
+
+def make_spec(*, region: str = "us-central1", image: str = "us-docker.pkg.dev/p/r/flows:1", **config) -> JobSpec:
+    body = {
+        "client": "prefect",
+        "launchStage": "BETA",
+        "template": {"template": {"containers": [{"image": image, "resources": {"limits": {"cpu": "1000m"}}}]}},
+    }
+    return JobSpec(
+        run_id=str(uuid.uuid4()),
+        attempt=str(uuid.uuid4()),
+        pool_name="contract",
+        name="contract",
+        command=("prefect", "flow-run", "execute"),
+        env={"PREFECT__FLOW_RUN_ID": "x"},
+        labels={"prefect.io/flow-run-id": "x"},
+        config=CloudRunJobConfig(
+            region=region, job_body=body, prefect_api_key_secret={"secret": "prefect-api-key"}, **config
+        ),
+        secret_env={"PREFECT_API_KEY": SECRET},
+    )
+
+
+class CloudRunDriver:
+    supports_locations = True
+
+    def __init__(self, emulator: CloudRunEmulator) -> None:
+        self.emulator = emulator
+
+    def spec(self, *, location: str = "default") -> JobSpec:
+        return make_spec(region=REGIONS[location])
+
+    def jobs_of(self, spec: JobSpec) -> int:
+        wanted = job_id(spec)
+        with self.emulator.lock:
+            return sum(
+                1 + max(0, j["executionCount"] - 1) for n, j in self.emulator.jobs.items() if n.endswith("/" + wanted)
+            )
+
+    def exit(self, handle: JobHandle, code: int, lines: list[str]) -> None:
+        self.emulator.exit(handle.id, code, lines)
+
+    def vanish(self, handle: JobHandle) -> None:
+        self.emulator.vanish(handle.id)
+
+    def unknown_handle(self) -> JobHandle:
+        job = f"projects/{PROJECT}/locations/us-central1/jobs/pushpool-gone-{uuid.uuid4().hex[:12]}"
+        return JobHandle("cloudrun", f"{job}/executions/{job.rsplit('/', 1)[-1]}-abcde")
+
+    def malformed_handle(self) -> JobHandle:
+        return JobHandle("cloudrun", "not-a-cloud-run-execution")
+
+    def refused_spec(self) -> JobSpec:
+        self.emulator.missing_images.add("us-docker.pkg.dev/p/r/missing:1")
+        return make_spec(image="us-docker.pkg.dev/p/r/missing:1")
+
+    def sent(self, handle: JobHandle) -> str:
+        with self.emulator.lock:
+            bodies = [b for _, _, b in self.emulator.bodies]
+        return json.dumps(bodies) + json.dumps(self.emulator.received(handle.id.split("/executions/")[0]))
+
+
+class TestCloudRunBackend(BackendContract):
+    @pytest.fixture
+    def backend(self, emulator: CloudRunEmulator) -> CloudRunBackend:
+        return make_backend(emulator)
+
+    @pytest.fixture
+    def driver(self, emulator: CloudRunEmulator) -> CloudRunDriver:
+        return CloudRunDriver(emulator)
+
+
+def test_the_contract_registers_the_backend_as_built_by_the_registry() -> None:
+    from pushpool.providers import provider_for_pool_type
+
+    for pool_type in ("cloud-run-v2:push", "cloud-run:push"):
+        provider = provider_for_pool_type(pool_type)
+        assert provider.name == "cloudrun" and provider.config_model() is CloudRunJobConfig
+
+
+def test_a_refused_job_leaves_no_job_behind(emulator: CloudRunEmulator) -> None:
+    driver = CloudRunDriver(emulator)
+    spec = driver.refused_spec()
+    backend = make_backend(emulator)
+    with pytest.raises(Exception) as caught:
+        backend.submit(spec)
+    assert "Image 'us-docker.pkg.dev/p/r/missing:1' not found" in str(caught.value)
+    assert driver.jobs_of(spec) == 0
+    assert backend.find(spec) is None
+
+
+@pytest.mark.parametrize(
+    ("condition", "counts", "expected"),
+    [
+        ({"state": "CONDITION_PENDING"}, {}, JobState.PENDING),  # accepted, not started (auto_start off)
+        ({"state": "CONDITION_PENDING", "executionReason": "DELAYED_START_PENDING"}, {}, JobState.PENDING),
+        ({"state": "CONDITION_RECONCILING"}, {"runningCount": 1}, JobState.RUNNING),
+        ({"state": "CONDITION_RECONCILING", "executionReason": "CANCELLING"}, {}, JobState.RUNNING),  # still stopping
+        ({"state": "CONDITION_FAILED", "executionReason": "CANCELLED"}, {"cancelledCount": 1}, JobState.STOPPED),
+        ({"state": "CONDITION_FAILED", "executionReason": "DELETED"}, {}, JobState.MISSING),
+        ({"state": "CONDITION_FAILED", "reason": "CONTAINER_PERMISSION_DENIED"}, {"failedCount": 1}, JobState.FAILED),
+        ({"state": "CONDITION_SUCCEEDED"}, {"succeededCount": 1}, JobState.SUCCEEDED),
+    ],
+)
+def test_each_execution_condition_means_what_it_says(
+    emulator: CloudRunEmulator, condition: dict, counts: dict, expected: JobState
+) -> None:
+    backend = make_backend(emulator)
+    emulator.auto_start = False
+    try:
+        handle = backend.submit(make_spec())
+    finally:
+        emulator.auto_start = True
+    with emulator.lock:
+        emulator.executions[handle.id]["json"].update(conditions=[{"type": "Completed", **condition}], **counts)
+    status = backend.status([handle])[handle.id]
+    assert status.state is expected, status
+    if "reason" in condition:
+        assert "no permission to pull the container image" in status.reason

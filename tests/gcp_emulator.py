@@ -1,0 +1,478 @@
+"""A local Cloud Run Admin API v2 (and the Cloud Logging ``entries:list`` it needs) on 127.0.0.1, for the real
+``google.cloud.run_v2`` clients over REST.
+
+Request checking comes from Google, not from us: every request body is validated against the method's request schema
+in the ``run.v2`` (``logging.v2``) discovery document that google-api-python-client ships — unknown fields, wrong
+types, values outside an enum are refused with 400 INVALID_ARGUMENT, as Google would. Resource names follow Google's
+rules (job ids, project ids, known regions). Executions move only when the test says so (``exit``, ``vanish``, …);
+``fail_next`` injects 429/5xx answers; ``requests`` records every call (method, path) for counting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import os
+import re
+import threading
+import uuid
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import googleapiclient
+
+_DOCS = os.path.join(os.path.dirname(googleapiclient.__file__), "discovery_cache", "documents")
+RUN = json.load(open(os.path.join(_DOCS, "run.v2.json")))  # noqa: SIM115
+LOGGING = json.load(open(os.path.join(_DOCS, "logging.v2.json")))  # noqa: SIM115
+
+REGIONS = frozenset({"us-central1", "us-east1", "us-east4", "us-west1", "europe-west1", "europe-west4", "asia-east1"})
+_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_JOB_ID = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    412: "FAILED_PRECONDITION",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+# -- validation against Google's discovery documents ---------------------------------------------------------------
+
+
+def schema_errors(doc: Mapping[str, Any], schema: str, value: Any, path: str = "") -> list[str]:
+    """What Google's discovery document says is wrong with ``value`` as a ``schema``."""
+    if not isinstance(value, dict):
+        return [f"{path or schema}: expected an object"]
+    properties = doc["schemas"][schema].get("properties", {})
+    errors: list[str] = []
+    for key, item in value.items():
+        where = f"{path}.{key}" if path else key
+        if key not in properties:
+            errors.append(f"Invalid JSON payload received. Unknown name \"{key}\" at '{path or schema}'")
+            continue
+        errors += _value_errors(doc, properties[key], item, where)
+    return errors
+
+
+def _value_errors(doc: Mapping[str, Any], prop: Mapping[str, Any], value: Any, where: str) -> list[str]:
+    if "$ref" in prop:
+        return schema_errors(doc, prop["$ref"], value, where)
+    kind = prop.get("type")
+    if kind == "string":
+        if "enum" in prop:  # the client sends enums as numbers (enum-encoding=int) or names
+            ok = value in prop["enum"] or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+            return [] if ok else [f"{where}: invalid value {value!r} for enum"]
+        if prop.get("format") in ("int64", "uint64"):
+            ok = isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit())
+            return [] if ok else [f"{where}: invalid int64 {value!r}"]
+        if prop.get("format") == "google-duration":
+            ok = isinstance(value, str) and re.fullmatch(r"-?\d+(\.\d+)?s", value) is not None
+            return [] if ok else [f"{where}: invalid duration {value!r}"]
+        return [] if isinstance(value, str) else [f"{where}: expected a string, got {value!r}"]
+    if kind == "integer":
+        ok = (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, str) and value.lstrip("-").isdigit()
+        )
+        return [] if ok else [f"{where}: expected an integer, got {value!r}"]
+    if kind == "number":
+        return [] if isinstance(value, int | float) and not isinstance(value, bool) else [f"{where}: not a number"]
+    if kind == "boolean":
+        return [] if isinstance(value, bool) else [f"{where}: expected a boolean, got {value!r}"]
+    if kind == "array":
+        if not isinstance(value, list):
+            return [f"{where}: expected a list"]
+        return [e for i, v in enumerate(value) for e in _value_errors(doc, prop["items"], v, f"{where}[{i}]")]
+    if kind == "object":
+        if not isinstance(value, dict):
+            return [f"{where}: expected an object"]
+        inner = prop.get("additionalProperties")
+        return [e for k, v in value.items() for e in (_value_errors(doc, inner, v, f"{where}.{k}") if inner else [])]
+    return []
+
+
+def _method(doc: Mapping[str, Any], *path: str) -> Mapping[str, Any]:
+    node: Any = doc
+    for resource in path[:-1]:
+        node = node["resources"][resource]
+    return node["methods"][path[-1]]  # type: ignore[no-any-return]
+
+
+def request_schema(doc: Mapping[str, Any], *path: str) -> str:
+    return str(_method(doc, *path)["request"]["$ref"])
+
+
+# -- the emulator ----------------------------------------------------------------------------------------------------
+
+
+class CloudRunEmulator:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.jobs: dict[str, dict[str, Any]] = {}  # full name -> Job JSON (as created, plus output fields)
+        self.executions: dict[str, dict[str, Any]] = {}  # full name -> {"json": Execution, "task": Task, "lines": []}
+        self.operations: dict[str, dict[str, Any]] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.bodies: list[tuple[str, str, Any]] = []
+        self.missing_images: set[str] = set()
+        self.service_accounts = {"runner@pushpool-test.iam.gserviceaccount.com"}
+        self.secrets = {"prefect-api-key", "db"}
+        self.auto_start = True
+        self.run_conflicts = 0  # runs refused for a stale etag
+        self._faults: list[int] = []
+        self._ids = itertools.count(1)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> CloudRunEmulator:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # -- what tests drive ------------------------------------------------------------------------------------------
+
+    def fail_next(self, count: int, status: int = 429) -> None:
+        with self.lock:
+            self._faults += [status] * count
+
+    def set_running(self, execution: str) -> None:
+        with self.lock:
+            data = self.executions[execution]["json"]
+            data.update(startTime=data.get("startTime") or _now(), runningCount=1)
+
+    def exit(self, execution: str, code: int, lines: list[str] | None = None, *, timed_out: bool = False) -> None:
+        """The execution's one task ends with ``code`` (timed out: killed at its timeout), printing ``lines``."""
+        with self.lock:
+            entry = self.executions[execution]
+            data = entry["json"]
+            entry["lines"] += list(lines or [])
+            data.update(startTime=data.get("startTime") or _now(), completionTime=_now(), runningCount=0)
+            result: dict[str, Any] = (
+                {"status": {"code": 0}}
+                if code == 0
+                else {"exitCode": code, "status": {"code": 2, "message": f"Task failed with exit code {code}"}}
+            )
+            if timed_out:
+                result = {"termSignal": 9, "status": {"code": 4, "message": "The configured timeout was reached"}}
+            entry["task"]["lastAttemptResult"] = result
+            if code == 0 and not timed_out:
+                data.update(succeededCount=1)
+                data["conditions"] = [
+                    {
+                        "type": "Completed",
+                        "state": "CONDITION_SUCCEEDED",
+                        "message": "Execution completed successfully",
+                        "lastTransitionTime": _now(),
+                    }
+                ]
+            else:
+                data.update(failedCount=1)
+                data["conditions"] = [
+                    {
+                        "type": "Completed",
+                        "state": "CONDITION_FAILED",
+                        "lastTransitionTime": _now(),
+                        "executionReason": "NON_ZERO_EXIT_CODE",
+                        "message": "Task "
+                        f"{entry['task']['name'].rsplit('/', 1)[-1]} failed: {result['status']['message']}",
+                    }
+                ]
+
+    def vanish(self, execution: str) -> None:
+        with self.lock:
+            job = execution.rsplit("/executions/", 1)[0]
+            self.executions.pop(execution, None)
+            self.jobs.pop(job, None)
+
+    def received(self, job_name: str) -> dict[str, Any]:
+        with self.lock:
+            return json.loads(json.dumps(self.jobs[job_name]["__received"]))
+
+    def count(self, method: str, fragment: str = "") -> int:
+        with self.lock:
+            return sum(1 for m, p in self.requests if m == method and fragment in p)
+
+    # -- the API -------------------------------------------------------------------------------------------------------
+
+    def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+        with self.lock:
+            self.requests.append((method, path))
+            self.bodies.append((method, path, body))
+            if self._faults:
+                code = self._faults.pop(0)
+                raise ApiError(code, "Injected by the test: try again later")
+        if path == "/v2/entries:list" and method == "POST":
+            return self._entries(body)
+        parts = path.strip("/").split("/")
+        if len(parts) < 5 or parts[0] != "v2" or parts[1] != "projects" or parts[3] != "locations":
+            raise ApiError(404, f"Not found: {path}")
+        project, region = parts[2], parts[4]
+        if not _PROJECT.match(project):
+            raise ApiError(400, f"Invalid project id '{project}'")
+        if region not in REGIONS:
+            raise ApiError(404, f"Location '{region}' not found for project '{project}'")
+        rest = parts[5:]
+        base = f"projects/{project}/locations/{region}"
+        with self.lock:
+            if rest[:1] == ["operations"] and len(rest) == 2 and method == "GET":
+                return self._operation(f"{base}/operations/{rest[1]}")
+            if rest == ["jobs"] and method == "POST":
+                return self._create_job(base, query.get("jobId", [""])[0], body)
+            if len(rest) == 2 and rest[0] == "jobs":
+                job, _, action = rest[1].partition(":")
+                name = f"{base}/jobs/{job}"
+                if action == "run" and method == "POST":
+                    return self._run_job(name, body)
+                if not action and method == "GET":
+                    return 200, self._job(name)
+                if not action and method == "DELETE":
+                    return self._delete_job(name)
+            if len(rest) == 3 and rest[0] == "jobs" and rest[2] == "executions" and method == "GET":
+                return self._list_executions(base, rest[1], query)
+            if len(rest) == 4 and rest[0] == "jobs" and rest[2] == "executions":
+                execution, _, action = rest[3].partition(":")
+                name = f"{base}/jobs/{rest[1]}/executions/{execution}"
+                if action == "cancel" and method == "POST":
+                    return self._cancel(name, body)
+                if not action and method == "GET":
+                    return 200, self._execution(name)["json"]
+            if len(rest) == 5 and rest[0] == "jobs" and rest[4] == "tasks" and method == "GET":
+                entry = self._execution(f"{base}/jobs/{rest[1]}/executions/{rest[3]}")
+                return 200, {"tasks": [entry["task"]]}
+        raise ApiError(404, f"Method not found: {method} {path}")
+
+    def _check(self, doc: Mapping[str, Any], schema: str, body: Any) -> None:
+        errors = schema_errors(doc, schema, body if body is not None else {})
+        if errors:
+            raise ApiError(400, "; ".join(errors))
+
+    def _new_operation(
+        self, base: str, metadata: dict[str, Any], response: dict[str, Any] | None, error: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        name = f"{base}/operations/{uuid.uuid4()}"
+        done = {"name": name, "done": True, "metadata": metadata}
+        done.update({"error": error} if error else {"response": response})
+        self.operations[name] = done
+        return {"name": name, "done": False, "metadata": metadata}
+
+    def _operation(self, name: str) -> tuple[int, Any]:
+        if name not in self.operations:
+            raise ApiError(404, f"Operation {name} not found")
+        return 200, self.operations[name]
+
+    def _create_job(self, base: str, job_id: str, body: Any) -> tuple[int, Any]:
+        self._check(RUN, request_schema(RUN, "projects", "locations", "jobs", "create"), body)
+        if not _JOB_ID.match(job_id or ""):
+            raise ApiError(
+                400,
+                f"Invalid job id '{job_id}': must be at most 63 lowercase letters, digits or hyphens, "
+                "start with a letter and not end with a hyphen",
+            )
+        name = f"{base}/jobs/{job_id}"
+        if name in self.jobs:
+            raise ApiError(409, f"Resource '{job_id}' already exists.")
+        containers = (((body or {}).get("template") or {}).get("template") or {}).get("containers") or []
+        if not containers or not containers[0].get("image"):
+            raise ApiError(400, "spec.template.spec.containers[0].image: Required")
+        account = body["template"]["template"].get("serviceAccount")
+        if account and account not in self.service_accounts:
+            raise ApiError(400, f"Service account {account} does not exist.")
+        job = {
+            **json.loads(json.dumps(body)),
+            "name": name,
+            "uid": str(uuid.uuid4()),
+            "etag": f'"{uuid.uuid4()}"',
+            "createTime": _now(),
+            "executionCount": 0,
+            "__received": json.loads(json.dumps(body)),
+        }
+        image = containers[0]["image"]
+        self.jobs[name] = job
+        metadata = {"@type": "type.googleapis.com/google.cloud.run.v2.Job", **self._public(job)}
+        if image in self.missing_images:
+            job["terminalCondition"] = {
+                "type": "Ready",
+                "state": "CONDITION_FAILED",
+                "reason": "CONTAINER_MISSING",
+                "message": f"Image '{image}' not found.",
+            }
+            error = {"code": 5, "message": f"Image '{image}' not found."}
+            return 200, self._new_operation(base, metadata, None, error)
+        for entry in containers[0].get("env") or []:
+            ref = (entry.get("valueSource") or {}).get("secretKeyRef")
+            if ref and ref["secret"].rsplit("/", 1)[-1] not in self.secrets:
+                message = (
+                    f"Secret projects/{name.split('/')[1]}/secrets/{ref['secret']}/versions/"
+                    f"{ref.get('version', 'latest')} was not found"
+                )
+                job["terminalCondition"] = {"type": "Ready", "state": "CONDITION_FAILED", "message": message}
+                return 200, self._new_operation(base, metadata, None, {"code": 5, "message": message})
+        job["terminalCondition"] = {"type": "Ready", "state": "CONDITION_SUCCEEDED"}
+        return 200, self._new_operation(base, metadata, {**metadata, **self._public(job)})
+
+    def _public(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in job.items() if not k.startswith("__")}
+
+    def _job(self, name: str) -> dict[str, Any]:
+        if name not in self.jobs:
+            raise ApiError(
+                404,
+                f"Resource '{name.rsplit('/', 1)[-1]}' of kind 'JOB' in region "
+                f"'{name.split('/')[3]}' in project '{name.split('/')[1]}' does not exist.",
+            )
+        return self._public(self.jobs[name])
+
+    def _run_job(self, name: str, body: Any) -> tuple[int, Any]:
+        self._check(RUN, request_schema(RUN, "projects", "locations", "jobs", "run"), body)
+        job = self.jobs.get(name)
+        if job is None:
+            self._job(name)
+        assert job is not None
+        if (job.get("terminalCondition") or {}).get("state") != "CONDITION_SUCCEEDED":
+            raise ApiError(412, f"Job {name} is not ready")
+        if (body or {}).get("etag") and body["etag"] != job["etag"]:
+            self.run_conflicts += 1
+            raise ApiError(409, "The etag does not match: the job was changed meanwhile (ABORTED)")
+        short = f"{name.rsplit('/', 1)[-1]}-{uuid.uuid4().hex[:5]}"
+        execution = f"{name}/executions/{short}"
+        base = name.split("/jobs/")[0]
+        data = {
+            "name": execution,
+            "uid": str(uuid.uuid4()),
+            "job": name.rsplit("/", 1)[-1],
+            "createTime": _now(),
+            "taskCount": 1,
+            "parallelism": 1,
+            "runningCount": 0,
+            "succeededCount": 0,
+            "failedCount": 0,
+            "cancelledCount": 0,
+            "etag": f'"{uuid.uuid4()}"',
+            "template": job["template"]["template"],
+            "logUri": f"https://console.cloud.google.com/logs/viewer?project={name.split('/')[1]}"
+            f"&advancedFilter=labels.%22run.googleapis.com/execution_name%22%3D{short}",
+            "conditions": [{"type": "Completed", "state": "CONDITION_PENDING"}],
+        }
+        self.executions[execution] = {
+            "json": data,
+            "lines": [],
+            "task": {"name": f"{execution}/tasks/{short}-task0", "job": name.rsplit("/", 1)[-1], "execution": short},
+        }
+        if self.auto_start:
+            self.set_running(execution)
+        job.update(
+            etag=f'"{uuid.uuid4()}"',
+            executionCount=job["executionCount"] + 1,
+            latestCreatedExecution={"name": execution, "createTime": data["createTime"]},
+        )
+        metadata = {"@type": "type.googleapis.com/google.cloud.run.v2.Execution", **data}
+        return 200, self._new_operation(base, metadata, metadata)
+
+    def _delete_job(self, name: str) -> tuple[int, Any]:
+        job = self._job(name)
+        self.jobs.pop(name)
+        for execution in [e for e in self.executions if e.startswith(name + "/executions/")]:
+            del self.executions[execution]
+        metadata = {"@type": "type.googleapis.com/google.cloud.run.v2.Job", **job}
+        operation = self._new_operation(name.split("/jobs/")[0], metadata, metadata)
+        return 200, self.operations[operation["name"]]
+
+    def _execution(self, name: str) -> dict[str, Any]:
+        if name not in self.executions:
+            raise ApiError(404, f"Execution {name.rsplit('/', 1)[-1]} does not exist.")
+        return self.executions[name]
+
+    def _list_executions(self, base: str, job: str, query: Mapping[str, list[str]]) -> tuple[int, Any]:
+        prefix = f"{base}/jobs/" + ("" if job == "-" else f"{job}/executions/")
+        if job != "-" and f"{base}/jobs/{job}" not in self.jobs:
+            self._job(f"{base}/jobs/{job}")
+        names = sorted(n for n in self.executions if n.startswith(prefix))
+        size = int(query.get("pageSize", ["100"])[0] or 100)
+        start = int(query.get("pageToken", ["0"])[0] or 0)
+        page = names[start : start + size]
+        answer: dict[str, Any] = {"executions": [self.executions[n]["json"] for n in page]}
+        if start + size < len(names):
+            answer["nextPageToken"] = str(start + size)
+        return 200, answer
+
+    def _cancel(self, name: str, body: Any) -> tuple[int, Any]:
+        self._check(RUN, request_schema(RUN, "projects", "locations", "jobs", "executions", "cancel"), body)
+        data = self._execution(name)["json"]
+        if data.get("completionTime"):
+            raise ApiError(412, f"Execution {name.rsplit('/', 1)[-1]} has already completed")
+        data.update(completionTime=_now(), runningCount=0, cancelledCount=1)
+        data["conditions"] = [
+            {
+                "type": "Completed",
+                "state": "CONDITION_FAILED",
+                "executionReason": "CANCELLED",
+                "message": "The execution was cancelled",
+                "lastTransitionTime": _now(),
+            }
+        ]
+        metadata = {"@type": "type.googleapis.com/google.cloud.run.v2.Execution", **data}
+        return 200, self._new_operation(name.split("/jobs/")[0], metadata, metadata)
+
+    def _entries(self, body: Any) -> tuple[int, Any]:
+        self._check(LOGGING, request_schema(LOGGING, "entries", "list"), body)
+        found = re.search(r'labels\."run\.googleapis\.com/execution_name"="([^"]+)"', body.get("filter", ""))
+        with self.lock:
+            lines: list[str] = []
+            for name, entry in self.executions.items():
+                if found and name.rsplit("/", 1)[-1] == found.group(1):
+                    lines = list(entry["lines"])
+        size = int(body.get("pageSize") or 50)
+        entries = [{"textPayload": line, "logName": "run.googleapis.com%2Fstdout"} for line in reversed(lines)]
+        return 200, {"entries": entries[:size]}
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        emulator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _serve(self) -> None:
+                url = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    try:
+                        body = json.loads(raw) if raw else None
+                    except ValueError:
+                        raise ApiError(400, "Invalid JSON payload received.") from None
+                    code, answer = emulator.handle(self.command, url.path, parse_qs(url.query), body)
+                except ApiError as exc:
+                    code = exc.code
+                    answer = {
+                        "error": {"code": exc.code, "message": exc.message, "status": _STATUS.get(exc.code, "UNKNOWN")}
+                    }
+                data = json.dumps(answer).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_DELETE = do_PATCH = _serve
+
+        return Handler

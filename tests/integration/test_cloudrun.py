@@ -1,0 +1,323 @@
+"""The Cloud Run backend with the real Prefect server and the local Cloud Run Admin API v2 (tests/gcp_emulator.py),
+reached by the real ``google.cloud.run_v2`` clients over REST on 127.0.0.1 with anonymous credentials.
+
+The emulator checks every body against Google's run.v2 discovery document; the job body is read back from what it
+received. The end-to-end test runs the container command and environment the emulator received, here: the real flow
+completes.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from pushpool.providers import base_job_template
+from pushpool.providers.base import JobHandle, JobState
+from pushpool.usecases.submit import submit_run
+
+from tests.gcp_emulator import CloudRunEmulator
+from tests.helpers import PrefectHelper, make_deps, pool_tick
+
+pytestmark = pytest.mark.integration
+
+PROJECT = "pushpool-test"
+KEY = "pnu_test_key_do_not_log"
+SECRETS = {"prefect-api-key": KEY}  # what Secret Manager would hand the container
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    found = CloudRunEmulator().start()
+    yield found
+    found.stop()
+
+
+def backend_options(emulator: CloudRunEmulator, **extra) -> dict:
+    return {
+        "credentials": AnonymousCredentials(),
+        "project": PROJECT,
+        "endpoint": emulator.endpoint,
+        "logging_endpoint": emulator.endpoint,
+        "retry_initial": 0.01,
+        "retry_timeout": 5.0,
+        "ready_timeout": 10.0,
+        **extra,
+    }
+
+
+@pytest.fixture
+def cr_deps(prefect_api: str, tmp_path: Path, emulator: CloudRunEmulator):
+    deps = make_deps(prefect_api, tmp_path, prefect_api_key=KEY)
+    deps.backend_options["cloudrun"] = backend_options(emulator)
+    yield deps
+    deps.orchestrator.close()
+
+
+def make_pool(prefect: PrefectHelper, pool_type: str = "cloud-run-v2:push", **defaults) -> str:
+    template = copy.deepcopy(base_job_template(pool_type))
+    props = template["variables"]["properties"]
+    props["project"]["default"] = PROJECT
+    props["prefect_api_key_secret"]["default"] = {"secret": "prefect-api-key", "version": "latest"}
+    for key, value in defaults.items():
+        props[key]["default"] = value
+    name = prefect.unique("cloudrun")
+    prefect.create_pool(name, pool_type, base_job_template=template)
+    return name
+
+
+@pytest.fixture
+def cr_pool(prefect: PrefectHelper) -> str:
+    return make_pool(prefect)
+
+
+def _submit(deps, run_id: str):
+    client = deps.orchestrator
+    run = client.read_flow_run(run_id)
+    return submit_run(deps, run, client.read_work_pool(run.work_pool_name), trigger="test")
+
+
+def _received(emulator: CloudRunEmulator, job_id: str) -> dict:
+    return emulator.received(job_id.split("/executions/")[0].removesuffix("#keep"))
+
+
+def _env(container: dict) -> dict:
+    return {e["name"]: e.get("value", e.get("valueSource")) for e in container.get("env", [])}
+
+
+# -- the job body ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pool_type", ["cloud-run-v2:push", "cloud-run:push"])
+def test_defaults_make_a_job_that_runs_the_flow_for_a_day(
+    cr_deps, prefect: PrefectHelper, emulator: CloudRunEmulator, pool_type: str
+) -> None:
+    pool = make_pool(prefect, pool_type)
+    run_id = prefect.create_run(prefect.create_deployment(pool))
+    outcome = _submit(cr_deps, run_id)
+    assert outcome.outcome == "submitted", outcome
+    assert prefect.read_run(run_id)["infrastructure_pid"] == outcome.job_id
+    body = _received(emulator, outcome.job_id)
+    task = body["template"]["template"]
+    assert task["timeout"] == "86400s"  # follows max_run_time_seconds, not Prefect's 600 s
+    assert task.get("maxRetries", 0) == 0 and "vpcAccess" not in task
+    container = task["containers"][0]
+    assert container["image"] == (
+        "prefecthq/prefect:3-latest" if pool_type == "cloud-run-v2:push" else "docker.io/prefecthq/prefect:3-latest"
+    )
+    assert container["command"] == ["prefect", "flow-run", "execute"]
+    env = _env(container)
+    assert env["PREFECT__FLOW_RUN_ID"] == run_id and env["PREFECT_API_URL"] == prefect.api_url
+    assert env["PREFECT_API_KEY"] == {"secretKeyRef": {"secret": "prefect-api-key", "version": "latest"}}
+    assert body["labels"]["prefect-io_flow-run-id"] == run_id
+    assert body["template"]["labels"] == body["labels"]
+
+
+def test_job_variables_reach_the_job(cr_deps, prefect: PrefectHelper, emulator: CloudRunEmulator) -> None:
+    pool = make_pool(prefect)
+    variables = {
+        "image": "us-docker.pkg.dev/p/flows/app:2",
+        "cpu": "2000m",
+        "memory": "2Gi",
+        "args": ["--verbose"],
+        "service_account_name": "runner@pushpool-test.iam.gserviceaccount.com",
+        "vpc_connector_name": "projects/pushpool-test/locations/us-central1/connectors/c1",
+        "max_retries": 2,
+        "timeout": 3600,
+        "launch_stage": "GA",
+        "env": {"TEAM": "data"},
+        "env_from_secrets": {"DB_PASSWORD": {"secret": "db", "version": "3"}},
+        "cloudsql_instances": ["pushpool-test:us-central1:db"],
+        "labels": {"Team": "Data Eng"},
+        "region": "europe-west1",
+    }
+    run_id = prefect.create_run(prefect.create_deployment(pool, job_variables=variables))
+    outcome = _submit(cr_deps, run_id)
+    assert outcome.outcome == "submitted", outcome
+    assert "/locations/europe-west1/" in outcome.job_id
+    body = _received(emulator, outcome.job_id)
+    task = body["template"]["template"]
+    container = task["containers"][0]
+    assert container["image"] == "us-docker.pkg.dev/p/flows/app:2"
+    assert container["resources"]["limits"] == {"cpu": "2000m", "memory": "2Gi"}
+    assert container["args"] == ["--verbose"]
+    assert task["serviceAccount"] == "runner@pushpool-test.iam.gserviceaccount.com"
+    assert task["vpcAccess"] == {"connector": "projects/pushpool-test/locations/us-central1/connectors/c1"}
+    assert (task["maxRetries"], task["timeout"]) == (2, "3600s")
+    assert body["launchStage"] in ("GA", 4)  # the client sends enums as numbers
+    env = _env(container)
+    assert env["TEAM"] == "data"
+    assert env["DB_PASSWORD"] == {"secretKeyRef": {"secret": "db", "version": "3"}}
+    assert task["volumes"] == [
+        {"name": "cloudsql", "cloudSqlInstance": {"instances": ["pushpool-test:us-central1:db"]}}
+    ]
+    assert container["volumeMounts"] == [{"name": "cloudsql", "mountPath": "/cloudsql"}]
+    assert body["labels"]["team"] == "data_eng"
+    assert KEY not in str(emulator.bodies)
+
+
+# -- bad input: the run is Crashed with the reason, never left Pending -------------------------------------------
+
+
+def test_plaintext_credential_is_refused_before_any_call(
+    cr_deps, prefect: PrefectHelper, emulator: CloudRunEmulator
+) -> None:
+    pool = make_pool(prefect, prefect_api_key_secret=None)
+    run_id = prefect.create_run(prefect.create_deployment(pool))
+    before = len(emulator.requests)
+    assert _submit(cr_deps, run_id).outcome == "crashed"
+    state = prefect.read_run(run_id)["state"]
+    assert state["type"] == "CRASHED" and "prefect_api_key_secret" in state["message"]
+    assert len(emulator.requests) == before
+
+
+@pytest.mark.parametrize(
+    ("variables", "fragment"),
+    [
+        ({"region": "mars-north1"}, "Location 'mars-north1' not found"),
+        ({"project": "Not_A_Project"}, "Invalid project id 'Not_A_Project'"),
+        ({"image": "us-docker.pkg.dev/p/r/missing:1"}, "Image 'us-docker.pkg.dev/p/r/missing:1' not found"),
+        ({"service_account_name": "nobody@pushpool-test.iam.gserviceaccount.com"}, "nobody@pushpool-test.iam"),
+        (
+            {"prefect_api_key_secret": {"secret": "no-such-secret", "version": "latest"}},
+            "secrets/no-such-secret/versions/latest was not found",
+        ),
+    ],
+)
+def test_google_refusals_crash_the_run_with_googles_message(
+    cr_deps, prefect: PrefectHelper, emulator: CloudRunEmulator, variables: dict, fragment: str
+) -> None:
+    emulator.missing_images.add("us-docker.pkg.dev/p/r/missing:1")
+    pool = make_pool(prefect)
+    run_id = prefect.create_run(prefect.create_deployment(pool, job_variables=variables))
+    assert _submit(cr_deps, run_id).outcome == "crashed"
+    state = prefect.read_run(run_id)["state"]
+    assert state["type"] == "CRASHED" and fragment in state["message"], state["message"]
+    assert "Traceback" not in state["message"] and KEY not in state["message"]
+
+
+# -- status, crash, cancel, cleanup, timeout, throttling -----------------------------------------------------------
+
+
+def test_non_zero_exit_crashes_the_run_with_exit_code_log_tail_and_link(
+    cr_deps, prefect: PrefectHelper, cr_pool: str, emulator: CloudRunEmulator
+) -> None:
+    run_id = prefect.create_run(prefect.create_deployment(cr_pool))
+    outcome = _submit(cr_deps, run_id)
+    emulator.exit(outcome.job_id, 1, ["downloading flow code", "ModuleNotFoundError: No module named 'pandas'"])
+    run = prefect.wait_for(run_id, {"CRASHED"}, timeout=20, tick=lambda: pool_tick(cr_deps, cr_pool))
+    message = run["state"]["message"]
+    assert "exit code 1" in message and "No module named 'pandas'" in message
+    assert "logs: https://console.cloud.google.com/logs/" in message
+
+
+def test_a_timed_out_task_crashes_the_run(cr_deps, prefect: PrefectHelper, cr_pool: str, emulator) -> None:
+    run_id = prefect.create_run(prefect.create_deployment(cr_pool))
+    outcome = _submit(cr_deps, run_id)
+    emulator.exit(outcome.job_id, 0, [], timed_out=True)
+    run = prefect.wait_for(run_id, {"CRASHED"}, timeout=20, tick=lambda: pool_tick(cr_deps, cr_pool))
+    assert "exceeded its timeout" in run["state"]["message"]
+
+
+def test_cancel_cancels_the_execution(cr_deps, prefect: PrefectHelper, cr_pool: str, emulator) -> None:
+    run_id = prefect.create_run(prefect.create_deployment(cr_pool))
+    outcome = _submit(cr_deps, run_id)
+    prefect.set_state(run_id, "CANCELLING")
+    report = pool_tick(cr_deps, cr_pool)
+    assert report.reconciled["stop-and-cancel"] >= 1
+    assert prefect.state(run_id)[0] == "CANCELLED"
+    assert emulator.count("POST", outcome.job_id + ":cancel") == 1
+    status = cr_deps.backend("cloudrun").status([JobHandle("cloudrun", outcome.job_id)])[outcome.job_id]
+    assert status.state is JobState.STOPPED
+
+
+@pytest.mark.parametrize("keep_job", [False, True])
+def test_a_finished_runs_job_is_deleted_unless_kept(
+    cr_deps, prefect: PrefectHelper, emulator: CloudRunEmulator, keep_job: bool
+) -> None:
+    pool = make_pool(prefect, keep_job=keep_job)
+    run_id = prefect.create_run(prefect.create_deployment(pool))
+    outcome = _submit(cr_deps, run_id)
+    job = outcome.job_id.split("/executions/")[0]
+    emulator.exit(outcome.job_id.removesuffix("#keep"), 0, ["done"])
+    prefect.set_state(run_id, "RUNNING", force=True)
+    prefect.set_state(run_id, "COMPLETED", force=True)
+    pool_tick(cr_deps, pool)
+    assert (job in emulator.jobs) is keep_job
+    assert emulator.count("DELETE", job) == (0 if keep_job else 1)
+
+
+def test_throttling_is_retried_then_the_run_crashes_with_googles_reason(
+    cr_deps, prefect: PrefectHelper, cr_pool: str, emulator: CloudRunEmulator
+) -> None:
+    cr_deps.backend_options["cloudrun"]["retry_timeout"] = 0.5
+    dep = prefect.create_deployment(cr_pool)
+    emulator.fail_next(2, 429)
+    before = len(emulator.requests)
+    run_id = prefect.create_run(dep)
+    assert _submit(cr_deps, run_id).outcome == "submitted"
+    assert len(emulator.requests) - before == 2 + 3  # two throttled CreateJobs, then CreateJob, operation, RunJob
+
+    emulator.fail_next(10_000, 503)
+    try:
+        handle = JobHandle("cloudrun", prefect.read_run(run_id)["infrastructure_pid"])
+        status = cr_deps.backend("cloudrun").status([handle])[handle.id]
+        other = prefect.create_run(dep)
+        outcome = _submit(cr_deps, other)
+    finally:
+        with emulator.lock:
+            emulator._faults.clear()
+    assert status.state is JobState.UNKNOWN and "503" in status.reason  # never MISSING: the run is not crashed for it
+    assert outcome.outcome == "crashed"
+    message = prefect.read_run(other)["state"]["message"]
+    assert "still failing after retries" in message and "503: Injected by the test" in message
+
+
+def test_status_of_many_runs_is_one_call_per_location(
+    cr_deps, prefect: PrefectHelper, cr_pool: str, emulator: CloudRunEmulator
+) -> None:
+    """The numbers in the issue: Cloud Run calls per run at submit, and per monitor tick."""
+    dep = prefect.create_deployment(cr_pool)
+    before = len(emulator.requests)
+    runs = [prefect.create_run(dep) for _ in range(5)]
+    handles = [JobHandle("cloudrun", _submit(cr_deps, r).job_id) for r in runs]
+    assert len(emulator.requests) - before == 3 * 5  # CreateJob, its operation once, RunJob
+    before = len(emulator.requests)
+    statuses = cr_deps.backend("cloudrun").status(handles)
+    assert {s.state for s in statuses.values()} == {JobState.RUNNING}
+    assert emulator.requests[before:] == [("GET", f"/v2/projects/{PROJECT}/locations/us-central1/jobs/-/executions")]
+
+
+# -- end to end ------------------------------------------------------------------------------------------------------
+
+
+def test_the_job_sent_to_cloud_run_runs_the_flow(
+    cr_deps, prefect: PrefectHelper, cr_pool: str, emulator: CloudRunEmulator, tmp_path: Path
+) -> None:
+    """Take the container command and environment the local Cloud Run received, run them here (secrets resolved as
+    Cloud Run would from Secret Manager): the real flow completes."""
+    run_id = prefect.create_run(prefect.create_deployment(cr_pool, "flows.py:hello"), parameters={"who": "cloud run"})
+    outcome = _submit(cr_deps, run_id)
+    container = _received(emulator, outcome.job_id)["template"]["template"]["containers"][0]
+    env = {}
+    for entry in container["env"]:
+        ref = (entry.get("valueSource") or {}).get("secretKeyRef")
+        env[entry["name"]] = SECRETS[ref["secret"]] if ref else entry["value"]
+    bin_dir = os.path.dirname(os.sys.executable)
+    container_env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "PREFECT_HOME": str(tmp_path / "p")}
+    result = subprocess.run(
+        container["command"] + container.get("args", []),
+        env={**container_env, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert prefect.state(run_id)[0] == "COMPLETED"
+    emulator.exit(outcome.job_id, 0, [])
+    pool_tick(cr_deps, cr_pool)  # the finished run's job is cleaned up
+    assert outcome.job_id.split("/executions/")[0] not in emulator.jobs
