@@ -31,16 +31,17 @@ def emulator():
 
 
 def make_backend(emulator: CloudRunEmulator, **options) -> CloudRunBackend:
-    return CloudRunBackend(
-        credentials=AnonymousCredentials(),
-        project=PROJECT,
-        endpoint=emulator.endpoint,
-        logging_endpoint=emulator.endpoint,
-        retry_initial=0.01,
-        retry_timeout=5.0,
-        ready_timeout=10.0,
-        **options,
-    )
+    defaults = {
+        "credentials": AnonymousCredentials(),
+        "project": PROJECT,
+        "endpoint": emulator.endpoint,
+        "logging_endpoint": emulator.endpoint,
+        "retry_initial": 0.01,
+        "retry_timeout": 5.0,
+        "ready_timeout": 10.0,
+        "check_image_platform": False,  # no registry is reached from these tests (test_image_platform.py has its own)
+    }
+    return CloudRunBackend(**{**defaults, **options})
 
 
 def make_spec(*, region: str = "us-central1", image: str = "us-docker.pkg.dev/p/r/flows:1", **config) -> JobSpec:

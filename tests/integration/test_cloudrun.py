@@ -37,7 +37,7 @@ def emulator():
 
 
 def backend_options(emulator: CloudRunEmulator, **extra) -> dict:
-    return {
+    return {  # the last of a repeated key wins
         "credentials": AnonymousCredentials(),
         "project": PROJECT,
         "endpoint": emulator.endpoint,
@@ -45,6 +45,7 @@ def backend_options(emulator: CloudRunEmulator, **extra) -> dict:
         "retry_initial": 0.01,
         "retry_timeout": 5.0,
         "ready_timeout": 10.0,
+        "check_image_platform": False,  # no registry is reached from these tests (test_image_platform.py has its own)
         **extra,
     }
 

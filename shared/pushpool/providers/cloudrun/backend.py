@@ -45,6 +45,7 @@ DEFAULT_IMAGE = "docker.io/prefecthq/prefect:3-latest"
 LIST_PAGE_SIZE = 500
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 KEEP = "#keep"
+PLATFORM = "linux/amd64"  # the only platform Cloud Run runs
 
 # Every state of a condition (google.cloud.run.v2.Condition.State). Only the ``Completed`` condition's state is read:
 # None means "not final yet": the execution's counters decide between PENDING and RUNNING.
@@ -113,8 +114,11 @@ class CloudRunBackend(BackendBase):
         retry_initial: float = 0.5,
         retry_timeout: float = 60.0,
         ready_timeout: float = 300.0,
+        check_image_platform: bool = True,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        from pushpool.providers.image_platform import ImagePlatforms
+
         self._credentials = credentials
         self._project = project
         self.endpoint = endpoint
@@ -123,6 +127,7 @@ class CloudRunBackend(BackendBase):
         self.retry_timeout = retry_timeout
         self.ready_timeout = ready_timeout
         self.sleep = sleep
+        self.image_platforms = ImagePlatforms() if check_image_platform else None
         self._clients: dict[tuple[str, str], Any] = {}
         self._block_credentials: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -138,6 +143,7 @@ class CloudRunBackend(BackendBase):
 
         config = _config(spec)
         job = self._job_message(spec, config)  # refused here (plaintext secret, bad body) before any call
+        self._check_platform(job.template.template.containers[0].image)
         identity = self._identity(config)
         project = self._project_of(config)
         jobs = self._client("jobs", identity)
@@ -310,6 +316,22 @@ class CloudRunBackend(BackendBase):
             return run_v2.Job.from_json(json.dumps(body), ignore_unknown_fields=False)
         except (json_format.ParseError, ValueError, TypeError) as exc:  # they name the offending field
             raise BackendError(f"the job body is not a Cloud Run v2 Job: {exc}", backend=NAME) from None
+
+    def _check_platform(self, image: str) -> None:
+        """Refuse an image with no ``linux/amd64`` variant (Cloud Run runs no other) before the job exists; an image
+        whose registry cannot be read is not judged (logged by ImagePlatforms)."""
+        from pushpool.providers.image_platform import missing_platform
+
+        if self.image_platforms is None:
+            return
+        offered = self.image_platforms.platforms(image)
+        if missing_platform(offered, PLATFORM):
+            raise BackendError(
+                f"image {image} has no {PLATFORM} variant (it has {', '.join(sorted(offered or ()))}), and Cloud Run "
+                f'runs {PLATFORM} only: build it with platform="{PLATFORM}" (docker build --platform {PLATFORM}, or '
+                f'DockerImage(..., platform="{PLATFORM}") in flow.deploy)',
+                backend=NAME,
+            )
 
     # -- status helpers ------------------------------------------------------------------------------------------
 
