@@ -5,7 +5,9 @@ Request checking comes from Google, not from us: every request body is validated
 in the ``run.v2`` (``logging.v2``) discovery document that google-api-python-client ships — unknown fields, wrong
 types, values outside an enum are refused with 400 INVALID_ARGUMENT, as Google would. Resource names follow Google's
 rules (job ids, project ids, known regions). Executions move only when the test says so (``exit``, ``vanish``, …);
-``fail_next`` injects 429/5xx answers; ``requests`` records every call (method, path) for counting.
+``fail_next`` injects 429/5xx answers; ``requests`` records every call (method, path) for counting. ``/token``
+issues access tokens for a service-account key file whose ``token_uri`` points here (Application Default
+Credentials without Google).
 """
 
 from __future__ import annotations
@@ -133,6 +135,8 @@ class CloudRunEmulator:
         self.secrets = {"prefect-api-key", "db"}
         self.auto_start = True
         self.run_conflicts = 0  # runs refused for a stale etag
+        self.authorizations: list[str | None] = []  # the Authorization header of every request
+        self.access_token = f"ya29.local-{uuid.uuid4().hex}"  # what /token issues for a service-account key
         self._faults: list[int] = []
         self._ids = itertools.count(1)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -455,6 +459,19 @@ class CloudRunEmulator:
                 url = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                with emulator.lock:
+                    emulator.authorizations.append(self.headers.get("Authorization"))
+                if url.path == "/token" and self.command == "POST":  # OAuth 2.0 JWT bearer grant of a key file
+                    grant = parse_qs(raw.decode()).get("grant_type", [""])[0]
+                    ok = grant == "urn:ietf:params:oauth:grant-type:jwt-bearer"
+                    answer = {"access_token": emulator.access_token, "expires_in": 3600, "token_type": "Bearer"}
+                    data = json.dumps(answer if ok else {"error": "unsupported_grant_type"}).encode()
+                    self.send_response(200 if ok else 400)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 try:
                     try:
                         body = json.loads(raw) if raw else None

@@ -92,10 +92,16 @@ class Settings(BaseSettings):
         default=(), validation_alias=_env("PUSHPOOL_POOL_TYPES")
     )
     # `pushpool serve` and the CLI: the local state directory (webhook token, jobs) and serve's port.
+    # Google Cloud (cloud-run pools): the Cloud Run Admin API and Cloud Logging endpoints (default: Google's own), and
+    # whether an image's platforms are read from its registry before its job is created.
+    cloud_run_endpoint: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_CLOUD_RUN_ENDPOINT"))
+    cloud_logging_endpoint: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_CLOUD_LOGGING_ENDPOINT"))
+    image_platform_check: bool = Field(default=True, validation_alias=_env("PUSHPOOL_IMAGE_PLATFORM_CHECK"))
+
     home: Path = Field(default_factory=lambda: Path.home() / ".pushpool", validation_alias=_env("PUSHPOOL_HOME"))
     port: int = Field(default=4280, ge=1, le=65535, validation_alias=_env("PUSHPOOL_PORT"))
 
-    @field_validator("prefect_api_url", "job_api_url", "submit_url")
+    @field_validator("prefect_api_url", "job_api_url", "submit_url", "cloud_run_endpoint", "cloud_logging_endpoint")
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
         if url is None:

@@ -8,6 +8,7 @@ The other clouds' SDKs are not installed here, so stand-in packages that are imp
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,11 +27,14 @@ def _loaded(tmp_path: Path, function: str, *extra_imports: str, code: str = "") 
         (tmp_path / package / "__init__.py").write_text("")
     code = (
         "import importlib.util, json, sys\n"
+        # What the interpreter loaded before the function (a namespace package's .pth in this development venv, such
+        # as functions-framework's, imports google.cloud at start-up) is not the function's cold path.
+        "before = set(sys.modules)\n"
         f"spec = importlib.util.spec_from_file_location('app', {str(ROOT / 'functions' / function / 'app.py')!r})\n"
         "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
         + "".join(f"import {module}\n" for module in extra_imports)
         + code
-        + "print(json.dumps(sorted(sys.modules)))\n"
+        + "print(json.dumps(sorted(set(sys.modules) - before)))\n"
     )
     env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "AWS_EC2_METADATA_DISABLED": "true"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
@@ -95,6 +99,7 @@ def test_the_aci_submit_path_loads_no_other_cloud_sdk() -> None:
     clouds are absent or stubbed exactly as in the AWS checks above; boto3 is installed here and must stay out)."""
     code = (
         "import json, sys\n"
+        "before = set(sys.modules)\n"  # a namespace package's .pth (functions-framework's) loads google at start-up
         "from pushpool.prefect_api.models import WorkPool\n"
         "from pushpool.settings import Settings\n"
         "from pushpool.usecases.deps import Deps\n"
@@ -103,7 +108,7 @@ def test_the_aci_submit_path_loads_no_other_cloud_sdk() -> None:
         " pool_types=('azure-container-instance:push',)))\n"
         "backend = deps.backend_for_pool(WorkPool(id='p', name='p', type='azure-container-instance:push'))\n"
         "backend._client('00000000-0000-0000-0000-000000000001', None)\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))\n"
     )
     env = {"PATH": "/usr/bin:/bin", "AZURE_CLIENT_ID": "", "HOME": "/nonexistent"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
@@ -123,13 +128,14 @@ def test_the_azure_submit_function_loads_no_other_cloud_sdk(tmp_path: Path) -> N
     code = (
         NOT_IN_THE_LAYER
         + "import importlib.util, json, sys\n"
+        + "before = set(sys.modules)\n"
         + f"spec = importlib.util.spec_from_file_location('app', {str(app)!r})\n"
         + "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
         + "from pushpool.entrypoints.azure_functions import azure_deps\n"
         + "from pushpool.prefect_api.models import WorkPool\n"
         + "deps, _ = azure_deps()\n"
         + "deps.backend_for_pool(WorkPool(id='p', name='p', type='azure-container-instance:push'))\n"
-        + "print(json.dumps(sorted(sys.modules)))\n"
+        + "print(json.dumps(sorted(set(sys.modules) - before)))\n"
     )
     env = {
         "PYTHONPATH": str(tmp_path),
@@ -151,12 +157,13 @@ def test_a_modal_pool_loads_the_modal_sdk_only_when_it_talks_to_modal() -> None:
     pytest.importorskip("modal")
     code = (
         "import json, sys\n"
+        "start = set(sys.modules)\n"  # what this venv's .pth files load at start-up (functions-framework: google)
         "from pushpool.providers import provider_for_pool_type\n"
         "provider = provider_for_pool_type('modal:push')\n"
         "provider.template('modal:push'); provider.config_model()(gpu='T4'); backend = provider.create_backend()\n"
-        "before = sorted(sys.modules)\n"
+        "before = sorted(set(sys.modules) - start)\n"
         "import pushpool.providers.modal.sdk as sdk; import modal; sdk.translate_modal_error(ValueError())\n"
-        "print(json.dumps([before, sorted(sys.modules)]))\n"
+        "print(json.dumps([before, sorted(set(sys.modules) - start)]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     before, after = (set(x) for x in json.loads(out.stdout))
@@ -179,3 +186,38 @@ def test_a_coiled_pool_loads_no_sdk_at_all() -> None:
     loaded = set(json.loads(out.stdout))
     assert "pushpool.providers.coiled.backend" in loaded and "httpx" in loaded
     assert not _hits(loaded, ("coiled", "dask", "distributed", "modal", "boto3", "prefect"))
+
+
+# Google's function runtime: functions/gcp/main.py with a cloud-run pool's backend loaded through the registry and
+# run_v2's clients imported, as the first submit does. Stand-ins for the other clouds' SDKs are importable.
+NOT_ON_GCP = ("boto3", "botocore", "aws_lambda_powertools", "azure", "modal", "coiled", "grpclib", "dask", "prefect")
+ON_GCP = (
+    "from pushpool.prefect_api.models import WorkPool\n"
+    "from pushpool.settings import Settings\n"
+    "from pushpool.usecases.deps import Deps\n"
+    "deps = Deps.from_settings(Settings.of(prefect_api_url='http://127.0.0.1:9/api', pool_types=('cloud-run-v2:push',"
+    " 'cloud-run:push')))\n"
+    "deps.backend_for_pool(WorkPool(id='p', name='p', type='cloud-run-v2:push'))\n"
+    "from google.cloud import run_v2\n"
+)
+
+
+@pytest.mark.parametrize("target", ["submit", "monitor", "provision"])
+def test_the_gcp_functions_load_no_other_cloud(tmp_path: Path, target: str) -> None:
+    for package in ("boto3", "botocore", "aws_lambda_powertools", "azure", "modal", "coiled", "grpclib", "dask"):
+        (tmp_path / package).mkdir(exist_ok=True)
+        (tmp_path / package / "__init__.py").write_text("")
+    code = (
+        "import importlib.util, json, sys\n"
+        "before = set(sys.modules)\n"
+        f"spec = importlib.util.spec_from_file_location('main', {str(ROOT / 'functions' / 'gcp' / 'main.py')!r})\n"
+        "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+        f"assert callable(getattr(mod, {target!r}))\n" + ON_GCP + "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+    )
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), *site]), "PATH": "/usr/bin:/bin", "NO_GCE_CHECK": "True"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-1500:]
+    loaded = set(json.loads(out.stdout))
+    assert "pushpool.providers.cloudrun.backend" in loaded and "google.cloud.run_v2" in loaded
+    assert not _hits(loaded, (*NOT_ON_GCP, "pushpool.providers.ecs", "pushpool.providers.process"))

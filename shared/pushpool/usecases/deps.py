@@ -57,6 +57,15 @@ class Deps:
         deps.backend_options.setdefault("process", {}).setdefault(
             "root", settings.process_dir or settings.home / "jobs"
         )
+        google = {
+            "endpoint": settings.cloud_run_endpoint,
+            "logging_endpoint": settings.cloud_logging_endpoint,
+            "check_image_platform": settings.image_platform_check,
+        }
+        cloudrun = deps.backend_options.setdefault("cloudrun", {})
+        for key, value in google.items():
+            if value is not None:
+                cloudrun.setdefault(key, value)
         return deps
 
     def serves(self, pool: WorkPool) -> bool:

@@ -1,0 +1,57 @@
+"""pushpool's three functions on Google's function runtime (functions-framework), thin like the Lambda handlers:
+
+* ``submit`` (HTTP): Prefect's call-webhook automation (bearer token) or any signed client posts a flow-run event; the
+  run becomes a Cloud Run job.
+* ``provision`` (HTTP, for callers with the invoker role): create or update a push pool, its Webhook block and
+  automation; the body is the request ``{"name", "type", …}``.
+* ``monitor`` (CloudEvent): Cloud Scheduler publishes to a Pub/Sub topic; each message is one monitor tick.
+
+``functions-framework --source functions/gcp/main.py --target submit`` serves one of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import functions_framework
+from pushpool.entrypoints.gcp_functions import configure_logging, function_deps
+from pushpool.entrypoints.http import ProvisionRequest, handle_submit, parse_body, run_provision
+from pushpool.errors import PushpoolError
+from pushpool.usecases.monitor import tick
+
+configure_logging()
+log = logging.getLogger("pushpool.functions")
+JSON = {"Content-Type": "application/json"}
+
+
+@functions_framework.http
+def submit(request: Any) -> tuple[bytes, int, dict[str, str]]:
+    deps, auth = function_deps()
+    answer = handle_submit(deps, auth, dict(request.headers), request.get_data(), trigger="webhook")
+    log.info(
+        "submit answered",
+        extra={"status": answer.status, "outcome": answer.body.get("outcome"), "run": answer.body.get("flow_run_id")},
+    )
+    return answer.json_bytes(), answer.status, JSON
+
+
+@functions_framework.http
+def provision(request: Any) -> tuple[bytes, int, dict[str, str]]:
+    import json
+
+    deps, _ = function_deps()
+    try:
+        result = run_provision(deps, parse_body(ProvisionRequest, request.get_data()))
+    except PushpoolError as exc:
+        log.warning("provision refused", extra={"error": exc.one_line()})
+        return json.dumps({"ok": False, "error": exc.one_line()}).encode(), exc.http_status, JSON
+    log.info("provisioned", extra={"pool": result.get("pool"), "changed": result.get("changed")})
+    return json.dumps({"ok": True, **result}, default=str).encode(), 200, JSON
+
+
+@functions_framework.cloud_event
+def monitor(cloud_event: Any) -> None:
+    deps, _ = function_deps()
+    report = tick(deps)
+    log.info("monitor tick", extra={"event": cloud_event["id"], **report.as_dict()})

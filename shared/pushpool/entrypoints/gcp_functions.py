@@ -1,0 +1,56 @@
+"""What pushpool's functions on Google's function runtime (Cloud Run functions, ``functions/gcp/main.py``) share:
+dependencies built once per instance, and structured JSON logs that Cloud Logging reads (``severity``, ``message``
+and the fields given, one object per line on stdout).
+
+Secrets come from Secret Manager through the platform itself (``secret_environment_variables``: ``PREFECT_API_KEY``,
+``PUSHPOOL_WEBHOOK_TOKEN``), so no Google SDK is needed to read them and nothing here logs them. Cloud Run jobs are
+reached with the function's own identity (Application Default Credentials).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from functools import lru_cache
+from typing import Any
+
+from pushpool.entrypoints.auth import WebhookAuth
+from pushpool.settings import Settings
+from pushpool.usecases.deps import Deps
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+class CloudLoggingFormatter(logging.Formatter):
+    """One JSON object per record, with Cloud Logging's ``severity`` and the record's ``extra`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "severity": record.levelname,
+            "message": record.getMessage(),
+            "logging.googleapis.com/labels": {"logger": record.name},
+        }
+        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        if record.exc_info:
+            entry["message"] += "\n" + self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Structured logs on stdout for pushpool's loggers (once per instance)."""
+    logger = logging.getLogger("pushpool")
+    if any(isinstance(h.formatter, CloudLoggingFormatter) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(CloudLoggingFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+@lru_cache(maxsize=1)
+def function_deps() -> tuple[Deps, WebhookAuth]:
+    """Dependencies for this instance (settings from the environment, Prefect client, backends), built once."""
+    settings = Settings.from_env()
+    return Deps.from_settings(settings), WebhookAuth(settings.webhook_tokens, settings.webhook_signing_secrets)
