@@ -157,8 +157,8 @@ class CloudRunBackend(BackendBase):
                 )
             except exceptions.Conflict:  # 409 ALREADY_EXISTS: another submit of this attempt created it
                 return self._existing(jobs, name, keep)
-            try:
-                created = operation.result(timeout=self.ready_timeout)
+            try:  # polling the operation is retried too (a 503 there must not look like a failed job)
+                created = operation.result(timeout=self.ready_timeout, retry=retry)
             except exceptions.GoogleAPICallError:
                 # The job was not made ready (an image missing, a service account unknown): it must not stay behind.
                 try:
