@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer reliability-report soak bench compat compat-aci
+.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer build-gcp reliability-report soak bench compat compat-aci
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -81,9 +81,21 @@ $(VALIDATE_STAMP): pyproject.toml
 	$(VALIDATE_VENV)/bin/pip install --quiet "$$(sed -n 's/^validate = \["\(.*\)"\]$$/\1/p' pyproject.toml)"
 	touch $(VALIDATE_STAMP)
 
-validate: setup $(VALIDATE_STAMP)  ## cfn-lint on the AWS SAM template, checkov on the Azure ARM template (offline)
+validate: setup $(VALIDATE_STAMP)  ## cfn-lint on the AWS SAM template, checkov on the Azure ARM template and the GCP Terraform (offline)
 	$(BIN)/cfn-lint infra/template.yaml
 	$(VALIDATE_VENV)/bin/checkov -f infra/azure/azuredeploy.json --framework arm --compact --quiet --skip-download
+	$(VALIDATE_VENV)/bin/checkov -d infra/gcp --framework terraform --compact --quiet --skip-download
+
+GCP_BUILD := .gcp-build
+build-gcp: setup  ## the Google Cloud functions' source archive: main.py, pushpool and requirements.txt (infra/gcp)
+	rm -rf $(GCP_BUILD) && mkdir -p $(GCP_BUILD)/src
+	cp functions/gcp/main.py $(GCP_BUILD)/src/
+	cp -r shared/pushpool $(GCP_BUILD)/src/pushpool
+	find $(GCP_BUILD)/src -name __pycache__ -prune -exec rm -rf {} +
+	$(BIN)/python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+		print('\n'.join(p['dependencies'] + p['optional-dependencies']['gcp']))" > $(GCP_BUILD)/src/requirements.txt
+	cd $(GCP_BUILD)/src && $(abspath $(BIN))/python -m zipfile -c ../functions.zip .
+	@du -sh $(GCP_BUILD)/functions.zip
 
 LAYER := .aws-sam/build/SharedLayer
 build: setup  ## Lambda artefacts without Docker: the shared layer (arm64 wheels, AWS extra only) and the functions
@@ -100,4 +112,4 @@ build-SharedLayer:  ## called by `sam build` (BuildMethod: makefile)
 	pip install ".[aws]" -t "$(ARTIFACTS_DIR)/python"
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(VALIDATE_VENV) $(AZURE_WORKER_VENV) build *.egg-info shared/*.egg-info .pytest_cache .aws-sam
+	rm -rf $(VENV) $(BENCH_VENV) $(VALIDATE_VENV) $(AZURE_WORKER_VENV) $(GCP_BUILD) build *.egg-info shared/*.egg-info .pytest_cache .aws-sam
