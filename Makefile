@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer build-gcp reliability-report soak bench compat compat-aci
+.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer build-gcp reliability-report soak bench compat compat-aci compat-gcp
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -60,6 +60,18 @@ $(AZURE_WORKER_STAMP): pyproject.toml
 compat-aci: setup $(AZURE_WORKER_STAMP)  ## pushpool's ACI container groups vs Prefect's ACI worker's (docs/aci-compat.md)
 	PUSHPOOL_AZURE_WORKER_PYTHON=$(abspath $(AZURE_WORKER_VENV))/bin/python $(BIN)/python -m pytest -q tests/compat/test_aci_vs_worker.py
 
+# Prefect's Cloud Run v2 worker (prefect-gcp and its pins) in an environment of its own, for `make compat-gcp`.
+GCP_WORKER_VENV := .venv-compat-gcp
+GCP_WORKER_STAMP := $(GCP_WORKER_VENV)/.installed
+$(GCP_WORKER_STAMP):
+	$(PYTHON) -m venv $(GCP_WORKER_VENV)
+	$(GCP_WORKER_VENV)/bin/pip install --quiet --upgrade pip
+	$(GCP_WORKER_VENV)/bin/pip install --quiet 'prefect==3.8.8' 'fastapi<0.151' 'sqlalchemy>=2.0,<2.1' 'prefect-gcp==0.6.22'
+	touch $(GCP_WORKER_STAMP)
+
+compat-gcp: setup $(GCP_WORKER_STAMP)  ## pushpool's Cloud Run job bodies vs Prefect's cloud-run-v2 worker's (docs/cloudrun-compat.md)
+	PUSHPOOL_GCP_WORKER_PYTHON=$(abspath $(GCP_WORKER_VENV))/bin/python $(BIN)/python -m pytest -q tests/compat_gcp
+
 bench: $(BENCH_STAMP)  ## pushpool vs Prefect's ECS worker (moto + local Prefect): writes bench/results/<date>.md + PNG
 	$(BENCH_VENV)/bin/python bench/run.py
 
@@ -112,4 +124,4 @@ build-SharedLayer:  ## called by `sam build` (BuildMethod: makefile)
 	pip install ".[aws]" -t "$(ARTIFACTS_DIR)/python"
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(VALIDATE_VENV) $(AZURE_WORKER_VENV) $(GCP_BUILD) build *.egg-info shared/*.egg-info .pytest_cache .aws-sam
+	rm -rf $(VENV) $(BENCH_VENV) $(VALIDATE_VENV) $(AZURE_WORKER_VENV) $(GCP_WORKER_VENV) $(GCP_BUILD) build *.egg-info shared/*.egg-info .pytest_cache .aws-sam

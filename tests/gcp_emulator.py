@@ -306,7 +306,13 @@ class CloudRunEmulator:
             "uid": str(uuid.uuid4()),
             "etag": f'"{uuid.uuid4()}"',
             "createTime": _now(),
+            "updateTime": _now(),
+            "generation": "1",
+            "observedGeneration": "1",
+            "creator": "pushpool-test@pushpool-test.iam.gserviceaccount.com",
             "executionCount": 0,
+            "latestCreatedExecution": {},
+            "conditions": [],
             "__received": json.loads(json.dumps(body)),
         }
         image = containers[0]["image"]
@@ -364,6 +370,8 @@ class CloudRunEmulator:
             "uid": str(uuid.uuid4()),
             "job": name.rsplit("/", 1)[-1],
             "createTime": _now(),
+            "generation": "1",
+            "observedGeneration": "1",
             "taskCount": 1,
             "parallelism": 1,
             "runningCount": 0,

@@ -113,7 +113,7 @@ def test_defaults_make_a_job_that_runs_the_flow_for_a_day(
     env = _env(container)
     assert env["PREFECT__FLOW_RUN_ID"] == run_id and env["PREFECT_API_URL"] == prefect.api_url
     assert env["PREFECT_API_KEY"] == {"secretKeyRef": {"secret": "prefect-api-key", "version": "latest"}}
-    assert body["labels"]["prefect-io_flow-run-id"] == run_id
+    assert body["labels"]["prefect-io-flow-run-id"] == run_id
     assert body["template"]["labels"] == body["labels"]
 
 
@@ -156,7 +156,7 @@ def test_job_variables_reach_the_job(cr_deps, prefect: PrefectHelper, emulator: 
         {"name": "cloudsql", "cloudSqlInstance": {"instances": ["pushpool-test:us-central1:db"]}}
     ]
     assert container["volumeMounts"] == [{"name": "cloudsql", "mountPath": "/cloudsql"}]
-    assert body["labels"]["team"] == "data_eng"
+    assert body["labels"]["team"] == "data-eng"
     assert KEY not in str(emulator.bodies)
 
 

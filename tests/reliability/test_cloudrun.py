@@ -42,7 +42,7 @@ def cr_deps(prefect_api, tmp_path, emulator: CloudRunEmulator):
 def _jobs_and_executions(emulator: CloudRunEmulator, runs: list[str], prefect: PrefectHelper) -> dict[str, int]:
     """Executions per run, counted on the Cloud Run side (by the job's run-id label)."""
     with emulator.lock:
-        labels = [(j["labels"].get("prefect-io_flow-run-id"), j["executionCount"]) for j in emulator.jobs.values()]
+        labels = [(j["labels"].get("prefect-io-flow-run-id"), j["executionCount"]) for j in emulator.jobs.values()]
     return {r: sum(count for run, count in labels if run == r) for r in runs}
 
 

@@ -95,7 +95,9 @@ COMMON_REASONS: Mapping[str, str] = MappingProxyType(
 DEADLINE_EXCEEDED = 4  # google.rpc.Code of a task attempt that hit the task timeout
 
 _EXECUTION = re.compile(r"^projects/([^/]+)/locations/([^/]+)/jobs/([^/]+)/executions/([^/#]+)$")
-_LABEL_KEY = re.compile(r"[^a-z0-9_-]")
+_LABEL_UNSAFE = re.compile(r"[^a-z0-9_-]")
+_LEADING = re.compile(r"^[^a-z]+")
+MAX_LABELS = 64  # Cloud Run's limit
 
 
 class CloudRunBackend(BackendBase):
@@ -538,8 +540,8 @@ def job_body(spec: JobSpec, config: CloudRunJobConfig) -> dict[str, Any]:
         container["volumeMounts"] = [*container.get("volumeMounts", []), {"name": "cloudsql", "mountPath": "/cloudsql"}]
     task["timeout"] = f"{config.task_timeout_seconds}s"
     task["maxRetries"] = int(task.get("maxRetries") or 0)
-    labels = {**body.get("labels", {}), **{_label_key(k): _label_value(v) for k, v in spec.labels.items()}}
-    labels = {k: v for k, v in labels.items() if k}
+    ours = {_label_key(k): _label_value(v) for k, v in spec.labels.items() if _label_key(k)}
+    labels = dict(list({**ours, **body.get("labels", {})}.items())[:MAX_LABELS])  # the template's own labels win
     body["labels"] = labels
     execution_template["labels"] = labels
     body.setdefault("client", "prefect")
@@ -547,14 +549,14 @@ def job_body(spec: JobSpec, config: CloudRunJobConfig) -> dict[str, Any]:
 
 
 def _label_key(key: str) -> str:
-    """A Google label key (lowercase letters, digits, ``_``, ``-``; ≤ 63; starting with a letter), as Prefect's."""
-    text = _LABEL_KEY.sub("_", key.lower().replace("/", "_").replace(".", "-"))
-    text = text.lstrip("_-0123456789")
-    return text[:63]
+    """A Google label key as Prefect's Cloud Run worker makes one: lowercase, every character other than a letter,
+    digit, ``_`` or ``-`` a hyphen, starting with a letter, ≤ 63 characters (``prefect.io/flow-run-id`` →
+    ``prefect-io-flow-run-id``)."""
+    return _LEADING.sub("", _LABEL_UNSAFE.sub("-", key.lower()))[:63]
 
 
 def _label_value(value: Any) -> str:
-    return _LABEL_KEY.sub("_", str(value).lower())[:63]
+    return _LABEL_UNSAFE.sub("-", str(value).lower())[:63]
 
 
 def _handle(execution: str, keep: bool) -> JobHandle:

@@ -1,0 +1,282 @@
+"""Differential test (issue 15): for a table of realistic job-variable sets, the Job body pushpool sends to Cloud Run
+is compared with the one Prefect's cloud-run-v2 worker (prefect-gcp 0.6.22) sends for the same flow run, both received
+by the same local Cloud Run Admin API (tests/gcp_emulator.py; each body checked against Google's run.v2 discovery
+document on the way in).
+
+The worker runs in its own environment (``.venv-compat-gcp``) through ``worker_driver.py``; ``make compat-gcp`` runs
+this. Each case makes two pools with the same defaults — one of type ``cloud-run-v2`` on the worker's own default
+template, one of type ``cloud-run-v2:push`` on pushpool's — and one deployment (the case's job variables). Both
+dispatch the same run. What may differ is listed once, with its reason, in ``INTENDED`` (docs/cloudrun-compat.md
+shows the same table; a test keeps the two in step): each entry normalises exactly that difference away; anything else
+that differs fails the case.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from google.auth.credentials import AnonymousCredentials
+from pushpool.providers import base_job_template
+from pushpool.usecases.submit import submit_run
+
+from tests.gcp_emulator import CloudRunEmulator
+from tests.helpers import PrefectHelper, make_deps
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "cloudrun-compat.md"
+PROJECT = "pushpool-test"
+KEY = "pnu_compat_gcp_key_do_not_log"
+
+
+@dataclass(frozen=True)
+class Intended:
+    id: str
+    what: str
+    why: str
+    normalise: Callable[[dict, dict, dict], None] = field(repr=False, compare=False)  # (ours, theirs, case)
+
+
+def _task(body: dict) -> dict:
+    return body["template"]["template"]
+
+
+def _timeout(ours: dict, theirs: dict, case: dict) -> None:
+    if "timeout" not in case:  # the worker's 600 s default; pushpool's follows max_run_time_seconds
+        assert _task(theirs)["timeout"] == "600s" and _task(ours)["timeout"] == "86400s"
+        _task(ours)["timeout"] = _task(theirs)["timeout"]
+
+
+WORKER_LABELS = ("worker-name", "version", "deployment-updated", "flow-name", "flow-id")
+WORKER_ENV = {"PREFECT_HOME", "PREFECT_SERVER_EPHEMERAL_ENABLED", "PREFECT__FLOW_NAME", "PREFECT__WORKER_NAME"}
+
+
+def _label_holders(body: dict) -> list[dict]:
+    return [body.get("labels", {}), body["template"].get("labels", {})]
+
+
+def _worker_labels(ours: dict, theirs: dict, case: dict) -> None:
+    for labels in _label_holders(theirs):
+        for name in WORKER_LABELS:
+            labels.pop(f"prefect-io-{name}", None)
+
+
+def _drop_env(body: dict, names: set[str]) -> None:
+    container = _task(body)["containers"][0]
+    container["env"] = [e for e in container.get("env", []) if e["name"] not in names]
+
+
+def _worker_env(ours: dict, theirs: dict, case: dict) -> None:
+    _drop_env(theirs, WORKER_ENV)
+
+
+def _two_pools(ours: dict, theirs: dict) -> None:
+    """Not a difference: the test dispatches one run through two pools (the worker's and pushpool's)."""
+    for body in (ours, theirs):
+        for labels in _label_holders(body):
+            labels.pop("prefect-io-work-pool-name", None)
+            labels.pop("prefect-io-work-pool-id", None)
+        container = _task(body)["containers"][0]
+        container["env"] = sorted(container.get("env", []), key=lambda e: e["name"])
+
+
+INTENDED = (
+    Intended(
+        "timeout",
+        "task `timeout` is `max_run_time_seconds` (86400 s) when `timeout` is unset; the worker sends 600 s",
+        "a flow longer than 10 minutes would be killed by Cloud Run (Prefect's users hit it; issue 15)",
+        _timeout,
+    ),
+    Intended(
+        "worker-labels",
+        "no `prefect-io-worker-name`, `-version`, `-deployment-updated`, `-flow-name`, `-flow-id` labels",
+        "there is no worker; the flow's name would cost one more Prefect read per run",
+        _worker_labels,
+    ),
+    Intended(
+        "worker-env",
+        "no `PREFECT_HOME`, `PREFECT_SERVER_EPHEMERAL_ENABLED`, `PREFECT__FLOW_NAME`, `PREFECT__WORKER_NAME`",
+        "the worker copies its own process settings into the job (its PREFECT_HOME path too); the job needs none",
+        _worker_env,
+    ),
+)
+
+CASES = {
+    "defaults": {},
+    "image-and-size": {"image": "us-docker.pkg.dev/pushpool-test/flows/app:2", "cpu": "2000m", "memory": "2Gi"},
+    "env-and-args": {"env": {"TEAM": "data", "EMPTY": ""}, "args": ["--verbose"]},
+    "secrets": {"env_from_secrets": {"DB_PASSWORD": {"secret": "db", "version": "3"}}},
+    "networking": {
+        "vpc_connector_name": "projects/pushpool-test/locations/us-central1/connectors/c1",
+        "service_account_name": "runner@pushpool-test.iam.gserviceaccount.com",
+    },
+    "limits": {"timeout": 3600, "max_retries": 2, "launch_stage": "GA"},
+    "cloudsql": {"cloudsql_instances": ["pushpool-test:us-central1:db"]},
+    "region-and-labels": {"region": "europe-west1", "labels": {"team": "data"}},
+}
+
+
+def _key_info(token_uri: str) -> dict:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return {
+        "type": "service_account",
+        "project_id": PROJECT,
+        "private_key_id": uuid.uuid4().hex,
+        "private_key": pem,
+        "client_email": f"compat@{PROJECT}.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": token_uri,
+    }
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    found = CloudRunEmulator().start()
+    yield found
+    found.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(prefect_api: str, emulator: CloudRunEmulator, tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("gcp-worker")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_API_URL": prefect_api,
+        "PREFECT_API_KEY": KEY,
+        "PUSHPOOL_CLOUD_RUN_ENDPOINT": emulator.endpoint,
+        "NO_GCE_CHECK": "True",
+    }
+    process = subprocess.Popen(
+        [os.environ["PUSHPOOL_GCP_WORKER_PYTHON"], str(Path(__file__).with_name("worker_driver.py"))],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+    def ask(request: dict) -> dict:
+        process.stdin.write(json.dumps(request) + "\n")
+        process.stdin.flush()
+        while True:
+            line = process.stdout.readline()
+            assert line, "the worker driver ended"
+            if line.startswith('{"ok"'):
+                return json.loads(line)
+
+    yield ask
+    process.stdin.close()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="module")
+def block_id(worker, emulator: CloudRunEmulator) -> str:
+    answer = worker(
+        {
+            "block": {"service_account_info": _key_info(f"{emulator.endpoint}/token"), "project": PROJECT},
+            "name": f"compat-{uuid.uuid4().hex[:8]}",
+        }
+    )
+    assert answer["ok"], answer
+    return answer["id"]
+
+
+def _pool(prefect: PrefectHelper, template: dict, type_name: str, block: str) -> str:
+    template = copy.deepcopy(template)
+    props = template["variables"]["properties"]
+    props["credentials"]["default"] = {"$ref": {"block_document_id": block}}
+    props["prefect_api_key_secret"]["default"] = {"secret": "prefect-api-key", "version": "latest"}
+    name = prefect.unique("compat-gcp")
+    prefect.create_pool(name, type_name, base_job_template=template)
+    return name
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_pushpool_sends_what_the_worker_sends(
+    case: str, worker, block_id: str, emulator: CloudRunEmulator, prefect: PrefectHelper, prefect_api: str, tmp_path
+) -> None:
+    variables = CASES[case]
+    theirs_pool = _pool(prefect, worker({"template": True})["template"], "cloud-run-v2", block_id)
+    ours_pool = _pool(prefect, base_job_template("cloud-run-v2:push"), "cloud-run-v2:push", block_id)
+    run_id = prefect.create_run(prefect.create_deployment(ours_pool, job_variables=variables))
+
+    answer = worker({"pool": theirs_pool, "run_id": run_id})
+    assert answer["ok"], answer
+    region = variables.get("region", "us-central1")
+    theirs = emulator.received(f"projects/{PROJECT}/locations/{region}/jobs/{answer['identifier']}")
+
+    deps = make_deps(prefect_api, tmp_path, prefect_api_key=KEY)
+    deps.backend_options["cloudrun"] = {
+        "credentials": AnonymousCredentials(),
+        "endpoint": emulator.endpoint,
+        "check_image_platform": False,
+        "retry_initial": 0.01,
+    }
+    try:
+        client = deps.orchestrator
+        outcome = submit_run(deps, client.read_flow_run(run_id), client.read_work_pool(ours_pool), trigger="compat")
+    finally:
+        deps.orchestrator.close()
+    assert outcome.outcome == "submitted", outcome
+    ours = emulator.received(outcome.job_id.split("/executions/")[0])
+
+    for intended in INTENDED:
+        intended.normalise(ours, theirs, variables)
+    _two_pools(ours, theirs)
+    assert _differences(_canonical(ours), _canonical(theirs)) == []
+    assert KEY not in json.dumps(ours) and KEY not in json.dumps(theirs)
+
+
+def _differences(ours: Any, theirs: Any, path: str = "") -> list[str]:
+    """Where the two bodies differ, one line per place: ``path: pushpool's != the worker's``."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        return [
+            d for k in sorted(set(ours) | set(theirs)) for d in _differences(ours.get(k), theirs.get(k), f"{path}.{k}")
+        ]
+    if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
+        return [
+            d for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) for d in _differences(a, b, f"{path}[{i}]")
+        ]
+    return [] if ours == theirs else [f"{path}: {ours!r} != {theirs!r}"]
+
+
+def _canonical(value: Any) -> Any:
+    """Numbers as the client sends them (enum-encoding=int, int64 as text) compare equal to their JSON forms."""
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, list) and value and all(isinstance(v, dict) and "name" in v for v in value):
+        return {v["name"]: _canonical(v) for v in value}  # env entries, volumes: by name (order is not meaning)
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if value == "GA":
+        return 4
+    if value == "BETA":
+        return 3
+    return value
+
+
+def test_the_document_lists_every_intended_difference() -> None:
+    text = DOC.read_text()
+    listed = re.findall(r"^\| `([a-z-]+)` \|", text, flags=re.M)
+    assert listed == [i.id for i in INTENDED]
