@@ -118,6 +118,7 @@ def make_deps(api_url: str, tmp: Path, **overrides: Any) -> Deps:
         exit_grace_seconds=2,
         cancel_grace_seconds=3,
         process_dir=tmp / "jobs",
+        image_platform_check=False,  # tests reach no image registry (test_image_platform.py runs its own)
     )
     settings = settings.replace(**overrides)
     return Deps.from_settings(settings)

@@ -82,3 +82,39 @@ def test_the_run_of_an_arm64_only_image_is_crashed_at_once(
     state = prefect.read_run(run_id)["state"]
     assert state["type"] == "CRASHED" and "has no linux/amd64 variant" in state["message"]
     assert not any(image in str(body) for _, _, body in emulator.bodies)
+
+
+@pytest.mark.parametrize(
+    ("platforms", "architecture", "refused"),
+    [
+        (["linux/arm64"], None, True),  # Fargate's default X86_64
+        (["linux/arm64"], "ARM64", False),
+        (["linux/amd64"], "ARM64", True),
+        (["linux/amd64", "linux/arm64/v8"], None, False),
+    ],
+)
+def test_ecs_checks_the_image_against_the_tasks_runtime_platform(
+    registry: ImageRegistry, aws: dict, platforms: list, architecture: str | None, refused: bool
+) -> None:
+    import dataclasses
+    import uuid
+
+    from pushpool.providers.ecs.backend import EcsBackend
+
+    from tests.contract.test_ecs_backend import EcsDriver
+
+    image = registry.add_index(f"flows/ecs-{uuid.uuid4().hex[:6]}", "1", platforms)
+    spec = EcsDriver(aws, aws["cluster"]).spec()
+    definition = {"containerDefinitions": [{"name": "prefect", "image": image, "memoryReservation": 512}]}
+    if architecture:
+        definition["runtimePlatform"] = {"cpuArchitecture": architecture, "operatingSystemFamily": "LINUX"}
+    spec = dataclasses.replace(spec, config=spec.config.model_copy(update={"task_definition": definition}))
+    backend = EcsBackend(check_image_platform=True)
+    families = set(aws["ecs"].list_task_definition_families()["families"])
+    if refused:
+        with pytest.raises(BackendError) as caught:
+            backend.submit(spec)
+        assert image in caught.value.one_line() and "has no linux/" in caught.value.one_line()
+        assert set(aws["ecs"].list_task_definition_families()["families"]) == families  # nothing registered
+    else:
+        assert backend.submit(spec).id

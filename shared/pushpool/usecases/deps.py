@@ -66,6 +66,7 @@ class Deps:
         for key, value in google.items():
             if value is not None:
                 cloudrun.setdefault(key, value)
+        deps.backend_options.setdefault("ecs", {}).setdefault("check_image_platform", settings.image_platform_check)
         return deps
 
     def serves(self, pool: WorkPool) -> bool:

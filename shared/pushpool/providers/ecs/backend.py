@@ -88,13 +88,18 @@ class EcsBackend(BackendBase):
         region: str | None = None,
         max_attempts: int = 5,
         failure_retries: int = 3,
+        check_image_platform: bool = False,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        from pushpool.providers.image_platform import ImagePlatforms
+
         self._session = session
         self.region = region
         self.max_attempts = max_attempts
         self.failure_retries = failure_retries
         self.sleep = sleep
+        # The image's platforms are read from its registry before the task (on by PUSHPOOL_IMAGE_PLATFORM_CHECK).
+        self.image_platforms = ImagePlatforms() if check_image_platform else None
         self._clients: dict[tuple[str, str | None, str], Any] = {}
         self._known_definitions: dict[str, str] = {}
         # Sessions of aws_credentials blocks, by a digest of the block (never the block itself): (session, expiry).
@@ -242,6 +247,7 @@ class EcsBackend(BackendBase):
         else:
             definition = self._task_definition(spec, ecs.meta.region_name)
         container = config.container_name or _orchestration_container(definition) or DEFAULT_CONTAINER
+        self._check_platform(definition, container)  # before anything is registered or started
         if request.get("taskDefinition"):
             _check_named_definition(spec, definition, container)
         else:
@@ -310,6 +316,28 @@ class EcsBackend(BackendBase):
         tags = [{"key": _tag(t["key"]), "value": _tag(t["value"])} for t in tags if _tag(t["key"])]
         request["tags"] = tags[:50]
         return {k: v for k, v in request.items() if v not in (None, "", [], {})}, registration
+
+    def _check_platform(self, definition: Mapping[str, Any], container: str) -> None:
+        """Refuse a task whose image has no variant for the definition's ``runtimePlatform`` (X86_64 unless it says
+        ARM64), before it is registered or started; an image whose registry cannot be read is not judged."""
+        from pushpool.providers.image_platform import missing_platform
+
+        if self.image_platforms is None:
+            return
+        found = next((c for c in definition.get("containerDefinitions") or [] if c.get("name") == container), None)
+        image = (found or {}).get("image")
+        if not image:
+            return
+        arch = str((definition.get("runtimePlatform") or {}).get("cpuArchitecture") or "X86_64").upper()
+        wanted = "linux/arm64" if arch == "ARM64" else "linux/amd64"
+        offered = self.image_platforms.platforms(str(image))
+        if missing_platform(offered, wanted):
+            raise BackendError(
+                f"image {image} has no {wanted} variant (it has {', '.join(sorted(offered or ()))}), and the task "
+                f'runs on {arch}: build it with platform="{wanted}" (docker build --platform {wanted}), or set the '
+                f"task definition's runtimePlatform.cpuArchitecture to match the image",
+                backend=NAME,
+            )
 
     def _check_secrets(self, spec: JobSpec, config: EcsJobConfig) -> None:
         refs = {
