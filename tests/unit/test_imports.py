@@ -212,7 +212,9 @@ def test_the_gcp_functions_load_no_other_cloud(tmp_path: Path, target: str) -> N
         "before = set(sys.modules)\n"
         f"spec = importlib.util.spec_from_file_location('main', {str(ROOT / 'functions' / 'gcp' / 'main.py')!r})\n"
         "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
-        f"assert callable(getattr(mod, {target!r}))\n" + ON_GCP + "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+        f"assert callable(getattr(mod, {target!r}))\n"
+        + ON_GCP
+        + "print(json.dumps(sorted(set(sys.modules) - before)))\n"
     )
     site = [p for p in sys.path if p.endswith("site-packages")]
     env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), *site]), "PATH": "/usr/bin:/bin", "NO_GCE_CHECK": "True"}
