@@ -27,6 +27,12 @@ def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["PREFECT_HOME"] = str(home)
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ["PUSHPOOL_HOME"] = str(home / "pushpool")
+    # A monitor (serve) ticking over the shared server also meets Cloud Run pools other tests left runs in: with no
+    # credentials injected, Application Default Credentials must not probe Google's metadata server, nor read the image
+    # platforms from a registry.
+    os.environ["NO_GCE_CHECK"] = "True"
+    os.environ["GOOGLE_APPLICATION_CREDENTIALS"] = str(home / "no-google-credentials.json")
+    os.environ["PUSHPOOL_IMAGE_PLATFORM_CHECK"] = "false"
     return home
 
 
