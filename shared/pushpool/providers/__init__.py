@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
