@@ -20,7 +20,8 @@ class PrefectHelper:
     def __init__(self, api_url: str, flows_dir: Path) -> None:
         self.api_url = api_url
         self.flows_dir = flows_dir
-        self.http = httpx.Client(base_url=api_url, timeout=30)
+        # SQLite's lock can stall the shared server for tens of seconds when many pools are swept at once.
+        self.http = httpx.Client(base_url=api_url, timeout=90)
 
     def close(self) -> None:
         self.http.close()

@@ -188,6 +188,9 @@ class Server:
             stop_serving(self.deps, self.last_tick.served)
 
     def _monitor_loop(self) -> None:
+        # The first tick comes one interval after start, not at once: serve's start-up stays cheap for a large
+        # Prefect server (a tick reads and heartbeats every pool), and the event stream and webhook act meanwhile.
+        self.stopping.wait(self.monitor_interval)
         while not self.stopping.is_set():
             try:
                 started = time.time()
