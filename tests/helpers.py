@@ -27,7 +27,8 @@ class PrefectHelper:
         self.http.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        for attempt in range(30):  # SQLite answers "database is locked" as 503: retry
+        # SQLite answers "database is locked" as 503: retry, for up to about a minute (the shared server can stall).
+        for attempt in range(240):
             try:
                 response = self.http.request(method, path, **kwargs)
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError):
@@ -38,7 +39,7 @@ class PrefectHelper:
                 continue
             if response.status_code != 503:
                 return response
-            time.sleep(0.1)
+            time.sleep(0.1 if attempt < 30 else 0.25)
         return response
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:

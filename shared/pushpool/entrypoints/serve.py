@@ -183,7 +183,7 @@ class Server:
         self.pool.shutdown(wait=True, cancel_futures=True)
         for thread in self._threads:
             if thread.name == "pushpool-monitor":
-                thread.join(timeout=30)  # its tick ends before the pools are marked as no longer served
+                thread.join(timeout=10)  # its tick ends before the pools are marked as no longer served
         if self.last_tick is not None:  # the pools its ticks heartbeated into
             stop_serving(self.deps, self.last_tick.served)
 
