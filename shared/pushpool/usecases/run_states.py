@@ -9,6 +9,7 @@ from pushpool.clock import Clock
 from pushpool.errors import ObjectNotFoundError
 from pushpool.prefect_api.client import PrefectClient
 from pushpool.prefect_api.models import FlowRun, OrchestrationResult, SetStateStatus, StateType
+from pushpool.usecases.punctual import due_time
 
 log = logging.getLogger("pushpool")
 
@@ -21,7 +22,7 @@ def keep_place(run: FlowRun) -> dict[str, str] | None:
     Prefect stamps a Scheduled state proposed without a time with *now* and hands runs out in order of that time: a
     run given back (a lost claim race, a recovery) would otherwise go behind every run that became due after it.
     """
-    due = run.next_scheduled_start_time or run.expected_start_time
+    due = due_time(run)
     return {"scheduled_time": due.isoformat()} if due is not None else None
 
 

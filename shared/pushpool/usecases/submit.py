@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pushpool.errors import BackendError, ObjectNotFoundError, OrchestratorUnavailableError, TemplateError
-from pushpool.prefect_api.models import FlowRun, StateType, WorkPool, WorkQueue
+from pushpool.prefect_api.models import FlowRun, StateType, WorkPool
 from pushpool.providers.base import Backend, JobHandle
 from pushpool.usecases import admission
 from pushpool.usecases.deps import Deps
@@ -93,7 +93,7 @@ class Reads:
     def start(cls, deps: Deps, run: FlowRun) -> Reads:
         client = deps.orchestrator
         queue = (
-            _PREFETCH.submit(_read_queue, deps, run.work_pool_name, run.work_queue_name)
+            _PREFETCH.submit(deps.pool_reads.queue, run.work_pool_name, run.work_queue_name)
             if run.work_pool_name and run.work_queue_name
             else None
         )
@@ -221,10 +221,6 @@ def submit_run(
         return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, "run was cancelled while its job started", handle.id)
     latency = (deps.clock.now() - due).total_seconds() if due is not None else None
     return SubmitOutcome(run.id, SubmitOutcome.SUBMITTED, f"job {handle.id}", handle.id, latency)
-
-
-def _read_queue(deps: Deps, pool_name: str, queue_name: str) -> WorkQueue | None:
-    return deps.pool_reads.queue(pool_name, queue_name)
 
 
 def _release(deps: Deps, run: FlowRun, why: str) -> SubmitOutcome:
