@@ -89,6 +89,9 @@ def local_token(home: Path) -> str:
     return token
 
 
+SERVE_HEARTBEAT_SECONDS = 30.0  # Prefect's worker heartbeats every 30 s (PREFECT_WORKER_HEARTBEAT_SECONDS)
+
+
 def local_settings(port: int | None = None) -> Settings:
     """Settings from the environment, completed with local defaults (token file, port, job directory)."""
     settings = Settings.from_env()
@@ -428,6 +431,8 @@ def cmd_serve(
     from pushpool.entrypoints.serve import SUBMIT_PATH, Server, ServeRecord, record_serve, remove_record
 
     settings = local_settings(port)
+    if not os.environ.get("PUSHPOOL_HEARTBEAT_INTERVAL"):  # a heartbeat is a write that Prefect follows with more
+        settings = settings.replace(heartbeat_interval_seconds=SERVE_HEARTBEAT_SECONDS)
     if not settings.submit_url:
         local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         settings = settings.replace(submit_url=f"http://{local}:{settings.port}{SUBMIT_PATH}")

@@ -126,8 +126,10 @@ class Server:
         monitor_interval: float = 5.0,
         event_stream: bool = True,
     ) -> None:
-        # The pools show Ready in Prefect while this serve's monitor ticks (its heartbeat interval is the tick's).
-        deps.settings = deps.settings.replace(heartbeat_interval_seconds=max(1.0, monitor_interval))
+        # The pools show Ready in Prefect while this serve's monitor ticks; its heartbeats are never meant to come more
+        # often than its ticks (``pushpool serve`` sets 30 s, as Prefect's worker heartbeats, unless told otherwise).
+        interval = max(1.0, monitor_interval, deps.settings.heartbeat_interval_seconds)
+        deps.settings = deps.settings.replace(heartbeat_interval_seconds=interval)
         self.deps = deps
         self.auth = WebhookAuth(deps.settings.webhook_tokens, deps.settings.webhook_signing_secrets)
         self.monitor_interval = monitor_interval

@@ -31,6 +31,7 @@ class Deps:
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     pool_types: tuple[str, ...] = ()  # empty: settings.pool_types, else every installed type (__post_init__)
     trigger: DelayedTrigger | None = None  # the runtime's delayed delivery (None: the monitor's sweep alone)
+    heartbeats: dict[str, float] = field(default_factory=dict, repr=False)  # pool -> when this process last beat
     _backends: dict[str, Backend] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     pool_reads: PoolReads = field(init=False, repr=False)  # pools and queues shared briefly by the event path
