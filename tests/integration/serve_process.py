@@ -45,14 +45,16 @@ class ServeProcess:
         return self.process.returncode
 
 
-def start_serve(env: dict[str, str], home: Path, *args: str, port: int | None = None) -> ServeProcess:
-    """``pushpool serve`` with only the webhook as a trigger (no event stream, no monitor tick during a test), once
-    ``/health`` answers."""
+def start_serve(
+    env: dict[str, str], home: Path, *args: str, port: int | None = None, event_stream: bool = False
+) -> ServeProcess:
+    """``pushpool serve`` with only the webhook as a trigger (no event stream unless asked, no monitor tick during a
+    test), once ``/health`` answers."""
     port = port or localserver.free_port()
     home.mkdir(parents=True, exist_ok=True)
     log_path = home.parent / f"serve-{port}.log"
     cmd = [sys.executable, "-m", "pushpool.entrypoints.cli", "serve", "--port", str(port)]
-    cmd += ["--no-event-stream", "--monitor-interval", "3600", *args]
+    cmd += [*([] if event_stream else ["--no-event-stream"]), "--monitor-interval", "3600", *args]
     log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(
         cmd, env={**env, "PUSHPOOL_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL

@@ -76,14 +76,52 @@ def test_create_points_the_webhook_at_the_running_serve(
 ) -> None:
     """serve listens on a port that is not the default one; `work-pool create` without --port finds it."""
     pool = prefect.unique("found")
-    created = pushpool("work-pool", "create", pool, "--type", "process:push", env=env)
+    created = pushpool("work-pool", "create", pool, "--type", "process:push", "--events", "webhook", env=env)
     assert created.returncode == 0, created.stderr
     assert webhook_url(prefect, pool) == f"{serve.address}/submit"
+    assert [a["enabled"] for a in automations(prefect, pool)] == [True]
     # Prefect's automation calls that serve: the run is submitted through the webhook alone (no monitor tick).
     run_id = prefect.create_run(prefect.create_deployment(pool, "flows.py:hello"))
     run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90)
     assert run["state"]["type"] == "COMPLETED"
     assert f'"flow_run_id": "{run_id}"' in serve.log()
+
+
+def test_for_a_serve_reading_the_event_stream_the_automation_stays_disabled(
+    env: dict[str, str], home: Path, prefect: PrefectHelper
+) -> None:
+    """Issue 14, item 5: each firing of an automation costs Prefect's database several writes; serve's event stream
+    delivers the same events at no cost, so by default the automation is kept, pointed at serve, but disabled."""
+    serve = start_serve(env, home, event_stream=True)
+    try:
+        _serve_through_the_stream(serve, env, prefect)
+    finally:
+        serve.stop()
+
+
+def _serve_through_the_stream(serve: ServeProcess, env: dict[str, str], prefect: PrefectHelper) -> None:
+    pool = prefect.unique("stream")
+    created = pushpool("work-pool", "create", pool, "--type", "process:push", env=env)
+    assert created.returncode == 0, created.stderr
+    assert "disabled: serve's event stream delivers the events" in created.stdout
+    (automation,) = automations(prefect, pool)
+    assert automation["enabled"] is False and "pushpool:events=stream" in automation["tags"]
+    assert webhook_url(prefect, pool) == f"{serve.address}/submit"
+    listed = json.loads(pushpool("work-pool", "ls", "--output", "json", env=env).stdout)
+    assert [p["automation"] for p in listed if p["name"] == pool] == ["event stream"]
+    run_id = prefect.create_run(prefect.create_deployment(pool, "flows.py:hello"))
+    run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90)
+    assert run["state"]["type"] == "COMPLETED"
+    # Prefect records no firing of the disabled automation: the stream alone triggered the run.
+    automation_events = prefect.json(
+        "POST",
+        "/events/filter",
+        json={"filter": {"any_resource": {"id": [f"prefect.automation.{automation['id']}"]}}, "limit": 10},
+    )["events"]
+    assert [e["event"] for e in automation_events if e["event"] != "prefect.automation.created"] == []
+    again = pushpool("work-pool", "create", pool, "--type", "process:push", "--events", "webhook", env=env)
+    assert again.returncode == 0, again.stderr
+    assert [a["enabled"] for a in automations(prefect, pool)] == [True]
 
 
 def test_a_port_that_is_not_the_running_serves_is_refused(

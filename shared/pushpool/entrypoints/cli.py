@@ -40,6 +40,11 @@ if TYPE_CHECKING:
     from pushpool.providers.provisioning import Step
 
 
+class Events(str, enum.Enum):
+    webhook = "webhook"
+    stream = "stream"
+
+
 class Credentials(str, enum.Enum):
     role = "role"
     access_key = "access-key"
@@ -113,12 +118,21 @@ def submit_url_for(settings: Settings, *, submit_url: str | None, port: int | No
         ConfigurationError: ``--port`` is not where the running serve listens, or several serves run and no
             ``--port`` says which (nothing changed).
     """
+    return submit_target(settings, submit_url=submit_url, port=port, events=None)[0]
+
+
+def submit_target(
+    settings: Settings, *, submit_url: str | None, port: int | None, events: str | None
+) -> tuple[str, str]:
+    """The submit URL (:func:`submit_url_for`) and how the pool's events reach pushpool: ``events`` when given; else
+    ``stream`` when the URL is a running serve's that reads Prefect's event stream (its automation is then kept
+    disabled: see ``usecases/provision.py``), else ``webhook``."""
     from pushpool.entrypoints.serve import SUBMIT_PATH, running_serves
 
     if submit_url:
-        return submit_url
+        return submit_url, events or "webhook"
     if settings.submit_url:
-        return settings.submit_url
+        return settings.submit_url, events or "webhook"
     serves = running_serves(settings.home, settings.prefect_api_url)
     if port is not None:
         serves = [s for s in serves if s.port == port] or serves
@@ -134,13 +148,13 @@ def submit_url_for(settings: Settings, *, submit_url: str | None, port: int | No
             f"several pushpool serve processes run under {settings.home} (ports {ports}): choose one with --port"
         )
     if serves:
-        return serves[0].submit_url
+        return serves[0].submit_url, events or ("stream" if serves[0].event_stream else "webhook")
     url = f"http://127.0.0.1:{port or settings.port}{SUBMIT_PATH}"
     _warn(
         f"no pushpool serve is running under {settings.home} for {settings.prefect_api_url}: the webhook will call "
         f"{url} — start `pushpool serve --port {port or settings.port}` (or give --submit-url)"
     )
-    return url
+    return url, events or "webhook"
 
 
 def _deps(settings: Settings):
@@ -451,6 +465,7 @@ def cmd_serve(
             address=server.address,
             submit_url=settings.submit_url or "",
             prefect_api_url=settings.prefect_api_url,
+            event_stream=not no_event_stream,
         ),
     )
     done = threading.Event()
@@ -487,6 +502,15 @@ def cmd_pool_create(
     yes: YesOption = False,
     region: RegionOption = None,
     credentials: CredentialsOption = Credentials.role,
+    events: Annotated[
+        Events | None,
+        typer.Option(
+            "--events",
+            help="how Prefect's flow-run events reach pushpool: webhook (the automation calls submit) or stream "
+            "(pushpool serve reads Prefect's event stream; the automation stays disabled, sparing Prefect's "
+            "database). Default: stream for a running serve that reads the stream, else webhook",
+        ),
+    ] = None,
 ) -> None:
     """Create or update a push pool, its Webhook block and automation."""
     from pushpool.usecases.provision import provision_pool
@@ -507,13 +531,22 @@ def cmd_pool_create(
         return
     settings = local_settings(port)
     deps = _deps(settings)
+    target: list[tuple[str, str]] = []  # found once the input is known to be valid (the lookup may warn)
+
+    def url() -> str:
+        target.append(
+            submit_target(settings, submit_url=submit_url, port=port, events=events.value if events else None)
+        )
+        return target[0][0]
+
     result = provision_pool(
         deps,
         name=name,
         type_name=pool_type,
-        submit_url=lambda: submit_url_for(settings, submit_url=submit_url, port=port),
+        submit_url=url,
         concurrency_limit=concurrency_limit,
         dry_run=dry_run,
+        events=lambda: target[0][1],
     )
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))

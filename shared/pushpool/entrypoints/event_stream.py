@@ -1,8 +1,9 @@
 """Prefect's event stream (``/api/events/out``) as a trigger for ``pushpool serve``.
 
 Faster than the automation webhook (events arrive in tens of milliseconds, versus 200–300 ms for the webhook, and
-cost the server nothing), but it needs a long-lived process, so it exists only in ``serve``. It is a trigger, not
-a guarantee: the monitor's sweep still catches anything missed while disconnected.
+cost the server nothing), but it needs a long-lived process, so it exists only in ``serve``. A reconnection asks
+Prefect to replay what happened since the last event received (less :data:`REPLAY_MARGIN`; serve acts on each event
+id once), so a dropped connection loses no event; the monitor's sweep remains the guarantee.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ log = logging.getLogger("pushpool.entrypoints.event_stream")
 SUBMIT_EVENTS = frozenset({"Scheduled", "Late", "AwaitingRetry"})
 FINAL_EVENTS = frozenset({"Completed", "Failed", "Crashed", "Cancelled"})
 POOL_EVENT_PREFIXES = ("prefect.work-pool.", "prefect.work-queue.")
+REPLAY_MARGIN = dt.timedelta(seconds=5)  # events are stored by their `occurred`, which may lag a little
+# Prefect stores events in batches (its persister flushes every 5 s): what happened just before a reconnection is not
+# yet in the replay, so the gap is read once more through the REST API this long after.
+CATCH_UP_DELAY = 7.0
 
 
 class RunEvent(NamedTuple):
@@ -103,6 +108,8 @@ class EventStream(threading.Thread):
         self.on_event = on_event
         self.stopping = threading.Event()
         self.connected = threading.Event()
+        self.connection: Any = None
+        self.last_occurred: dt.datetime | None = None  # of the last event received: where a reconnection replays from
 
     def stop(self) -> None:
         self.stopping.set()
@@ -126,24 +133,69 @@ class EventStream(threading.Thread):
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 15.0)
 
+    def _catch_up_later(self, since: dt.datetime, until: dt.datetime) -> None:
+        def catch_up() -> None:
+            from pushpool.prefect_api.client import PrefectClient
+
+            event_filter = {
+                "occurred": {"since": since.isoformat(), "until": (until + REPLAY_MARGIN).isoformat()},
+                "event": {"prefix": ["prefect.flow-run."]},
+            }
+            settings = self.settings
+            try:
+                with PrefectClient(
+                    settings.prefect_api_url,
+                    api_key=settings.prefect_api_key,
+                    auth_string=settings.prefect_api_auth_string,
+                ) as client:
+                    events = client.read_events(event_filter)
+            except Exception as exc:  # noqa: BLE001 - the monitor's sweep still covers the gap
+                log.warning("could not read the events missed while disconnected: %s", exc)
+                return
+            for event in events:
+                hit = classify(event, self.pool_types)
+                if hit is not None and not self.stopping.is_set():
+                    self.on_event(hit)
+
+        timer = threading.Timer(CATCH_UP_DELAY, catch_up)
+        timer.daemon = True
+        timer.start()
+
+    def _note(self, event: dict[str, Any]) -> None:
+        try:
+            occurred = dt.datetime.fromisoformat(str(event["occurred"]).replace("Z", "+00:00"))
+        except (KeyError, ValueError):
+            return
+        if self.last_occurred is None or occurred > self.last_occurred:
+            self.last_occurred = occurred
+
     def _listen(self) -> None:
         from websockets.sync.client import connect
 
         with connect(self._url(), subprotocols=["prefect"], open_timeout=10, close_timeout=2) as ws:  # type: ignore[list-item]
+            self.connection = ws  # closing it drops the subscription (tests)
             token = self.settings.prefect_api_key or self.settings.prefect_api_auth_string
             ws.send(json.dumps({"type": "auth", "token": token}))
             reply = json.loads(ws.recv(timeout=10))
             if reply.get("type") != "auth_success":
                 raise ConnectionError("event stream authentication failed")
             now = dt.datetime.now(dt.timezone.utc)
+            replay = self.last_occurred is not None
+            since = self.last_occurred - REPLAY_MARGIN if self.last_occurred is not None else now
             event_filter = {
                 # Without a future `until` the server delivers nothing live.
-                "occurred": {"since": now.isoformat(), "until": (now + dt.timedelta(days=365)).isoformat()},
+                "occurred": {"since": since.isoformat(), "until": (now + dt.timedelta(days=365)).isoformat()},
                 "event": {"prefix": ["prefect.flow-run.", *POOL_EVENT_PREFIXES]},
             }
-            ws.send(json.dumps({"type": "filter", "filter": event_filter, "backfill": False}))
+            ws.send(json.dumps({"type": "filter", "filter": event_filter, "backfill": replay}))
+            if self.last_occurred is None:  # a reconnection replays from the first subscription at least
+                self.last_occurred = now
+            else:
+                self._catch_up_later(since, now)
             self.connected.set()
-            log.info("subscribed to Prefect's event stream")
+            log.info(
+                "subscribed to Prefect's event stream%s", f" (replaying from {since.isoformat()})" if replay else ""
+            )
             while not self.stopping.is_set():
                 try:
                     raw = ws.recv(timeout=1)
@@ -152,6 +204,7 @@ class EventStream(threading.Thread):
                 message = json.loads(raw)
                 if message.get("type") != "event":
                     continue
+                self._note(message.get("event") or {})
                 hit = classify(message.get("event") or {}, self.pool_types)
                 if hit is not None:
                     self.on_event(hit)

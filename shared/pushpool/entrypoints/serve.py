@@ -54,6 +54,7 @@ class ServeRecord:
     address: str  # e.g. http://127.0.0.1:4280
     submit_url: str  # what Prefect's Webhook block should call
     prefect_api_url: str
+    event_stream: bool = True  # it reads Prefect's event stream: new pools' automations can stay disabled
 
 
 def _records_dir(home: Path) -> Path:

@@ -418,6 +418,20 @@ class PrefectClient:
     def delete_block_document(self, block_document_id: str) -> None:
         self._json("DELETE", f"/block_documents/{block_document_id}")
 
+    # -- events -------------------------------------------------------------------------------------------------
+
+    def read_events(self, event_filter: dict[str, Any], *, max_pages: int = 20) -> list[dict[str, Any]]:
+        """Stored events matching ``event_filter`` (Prefect's EventFilter), oldest pages first as Prefect gives them."""
+        page = self._json("POST", "/events/filter", json={"filter": event_filter, "limit": 50})
+        found = list(page.get("events") or [])
+        for _ in range(max_pages - 1):
+            next_page = page.get("next_page")
+            if not next_page:
+                break
+            page = self._json("GET", "/events/filter/next", params={"page-token": _page_token(next_page)})
+            found.extend(page.get("events") or [])
+        return found
+
     # -- automations --------------------------------------------------------------------------------------------
 
     def read_automations(self) -> list[dict[str, Any]]:
@@ -441,3 +455,9 @@ class PrefectClient:
 
     def delete_automation(self, automation_id: str) -> None:
         self._json("DELETE", f"/automations/{automation_id}")
+
+
+def _page_token(next_page: str) -> str:
+    from urllib.parse import parse_qs, urlparse
+
+    return parse_qs(urlparse(next_page).query).get("page-token", [""])[0]

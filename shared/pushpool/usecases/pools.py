@@ -20,7 +20,7 @@ from pushpool.prefect_api.models import BlockDocument, WorkPool
 from pushpool.providers import provider_for_pool_type
 from pushpool.providers.provisioning import DELETE, UPDATE, Provisioner, Step, apply, render_plan
 from pushpool.usecases.deps import Deps
-from pushpool.usecases.provision import AUTOMATION_TAG, TYPE_TAG, validate_pool_name
+from pushpool.usecases.provision import AUTOMATION_TAG, STREAM_TAG, TYPE_TAG, validate_pool_name
 from pushpool.usecases.provision_infra import Confirm, InfraResult, Progress
 
 ProvisionerFor = Callable[[str], Provisioner]
@@ -208,11 +208,14 @@ def delete_pool(
 def _automation_state(automation: dict[str, Any] | None) -> str:
     if automation is None:
         return "missing"
-    return "enabled" if automation.get("enabled") else "disabled"
+    if automation.get("enabled"):
+        return "enabled"
+    return "event stream" if STREAM_TAG in (automation.get("tags") or []) else "disabled"
 
 
 def list_pools(deps: Deps) -> list[dict[str, Any]]:
-    """The push pools, each with its automation's state (``enabled``, ``disabled`` or ``missing``), then what deleted
+    """The push pools, each with its automation's state (``enabled``, ``disabled``, ``missing``, or ``event stream``:
+    disabled because a serve reads the pool's events from Prefect's event stream), then what deleted
     pools left behind (``leftover``: an automation with no pool; remove it with :func:`delete_pool`)."""
     client = deps.orchestrator
     automations = {str(a["name"])[len("pushpool-") :]: a for a in client.read_automations() if _is_pushpools(a)}
