@@ -85,7 +85,8 @@ class StorageQueueEmulator:
     def sent(self, queue: str) -> list[dict[str, Any]]:
         """What Put Message received on ``queue``: text, visibility timeout, ttl (every message, read or not)."""
         with self.lock:
-            return [dict(m) for m in self.queues.get(queue, [])] + [dict(m) for m in self._gone.get(queue, [])]
+            every = [*self.queues.get(queue, []), *self._gone.get(queue, [])]
+            return [dict(m) for m in sorted(every, key=lambda m: m["inserted"])]
 
     # -- the service ---------------------------------------------------------------------------------------------
 

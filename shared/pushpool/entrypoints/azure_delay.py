@@ -13,14 +13,15 @@ Storage queues do not deduplicate: arming the same run twice may deliver twice, 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from pushpool.errors import ConfigurationError
-from pushpool.providers.aci.azure import azure_errors
+from pushpool.errors import ConfigurationError, PushpoolError
+from pushpool.providers.aci.azure import translate_azure_error
 
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600  # Azure Storage's longest visibility timeout
 EXPIRY_AFTER_SECONDS = 24 * 3600  # an unread message expires a day after its time (the monitor covered the run)
@@ -59,7 +60,7 @@ class StorageQueueTrigger:
         if self._client is None:
             from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
-            with azure_errors():
+            with queue_errors():
                 credential = self._credential
                 if credential is None:
                     from azure.identity import DefaultAzureCredential
@@ -78,5 +79,23 @@ class StorageQueueTrigger:
         a second early and submit waits out the rest (``http.handle_delayed_run``), instead of up to a second late."""
         delay = max(0, min(MAX_VISIBILITY_SECONDS, math.floor((at - self._now()).total_seconds())))
         body = json.dumps({"flow_run_id": run_id, "at": at.isoformat()})  # read back as http.FlowRunEvent
-        with azure_errors():
+        with queue_errors():
             self.client.send_message(body, visibility_timeout=delay, time_to_live=delay + EXPIRY_AFTER_SECONDS)
+
+
+@contextlib.contextmanager
+def queue_errors() -> Iterator[None]:
+    """The Storage boundary: azure-core's exceptions leave as pushpool errors (as the ACI provider translates them),
+    named by Storage's error code (``QueueNotFound``, ``AuthorizationPermissionMismatch`` …), never by message text."""
+    try:
+        yield
+    except PushpoolError:
+        raise
+    except Exception as exc:
+        translated = translate_azure_error(exc)
+        if translated is None:
+            raise
+        code = getattr(exc, "error_code", None)
+        if code:
+            translated = type(translated)(f"Storage queue: {code}: {translated.message}", backend=translated.backend)
+        raise translated from exc
