@@ -1,6 +1,7 @@
 """pushpool on Azure Functions (Python v2 programming model): submit (HTTP, Prefect's call-webhook automation with
 its bearer token, checked here), monitor (a timer tick), provision (HTTP, function key at admin level, then the same
-bearer token). Thin: pushpool.entrypoints.http does the work; this file only adapts the requests.
+bearer token), delayed (a queue trigger on the delay queue: a scheduled run's trigger firing at its time,
+``pushpool.usecases.punctual``). Thin: pushpool.entrypoints.http does the work; this file only adapts the requests.
 
 The route is anonymous at the Functions level because Prefect's Webhook block cannot add a function key header of
 its own: the handler checks the bearer token (or a Standard Webhooks signature), like the Lambda function URL.
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import azure.functions as func
 from pushpool.entrypoints.azure_functions import azure_deps, log_event
-from pushpool.entrypoints.http import handle_monitor, handle_provision, handle_submit
+from pushpool.entrypoints.http import handle_delayed_run, handle_monitor, handle_provision, handle_submit
+from pushpool.errors import InvalidRequestError
 
 app = func.FunctionApp()
 
@@ -45,6 +47,20 @@ def monitor(timer: func.TimerRequest) -> None:
         late=timer.past_due,
         **{k: v for k, v in answer.body.items() if k in ("pools", "errors")},
     )
+
+
+@app.function_name("delayed")
+@app.queue_trigger(arg_name="message", queue_name="%PUSHPOOL_DELAY_QUEUE_NAME%", connection="PushpoolDelayQueue")
+def delayed(message: func.QueueMessage) -> None:
+    """One delay-queue message (shown at its run's time): submit the run if it is due. A malformed or stale message
+    is dropped; a transient failure raises, so the host delivers it again (then to the poison queue, host.json)."""
+    deps, _ = azure_deps()
+    try:
+        answer = handle_delayed_run(deps, message.get_body())
+    except InvalidRequestError as exc:
+        log_event("delayed trigger dropped", error=exc.one_line(), dequeue_count=message.dequeue_count)
+        return
+    log_event("delayed trigger", outcome=answer.get("outcome"), run=answer.get("flow_run_id"))
 
 
 @app.function_name("provision")

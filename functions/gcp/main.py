@@ -4,6 +4,8 @@
   run becomes a Cloud Run job.
 * ``provision`` (HTTP, for callers with the invoker role): create or update a push pool, its Webhook block and
   automation; the body is the request ``{"name", "type", …}``.
+* ``delayed`` (HTTP, IAM-only: invoked by Cloud Tasks with the tasks' service account's OIDC token): a scheduled run's
+  trigger firing at its time (``pushpool.usecases.punctual``); submit acts only if the run is still Scheduled and due.
 * ``monitor`` (CloudEvent): Cloud Scheduler publishes to a Pub/Sub topic; each message is one monitor tick.
 
 ``functions-framework --source functions/gcp/main.py --target submit`` serves one of them.
@@ -16,8 +18,8 @@ from typing import Any
 
 import functions_framework
 from pushpool.entrypoints.gcp_functions import configure_logging, function_deps
-from pushpool.entrypoints.http import ProvisionRequest, handle_submit, parse_body, run_provision
-from pushpool.errors import PushpoolError
+from pushpool.entrypoints.http import ProvisionRequest, handle_delayed_run, handle_submit, parse_body, run_provision
+from pushpool.errors import InvalidRequestError, PushpoolError
 from pushpool.usecases.monitor import tick
 
 configure_logging()
@@ -34,6 +36,25 @@ def submit(request: Any) -> tuple[bytes, int, dict[str, str]]:
         extra={"status": answer.status, "outcome": answer.body.get("outcome"), "run": answer.body.get("flow_run_id")},
     )
     return answer.json_bytes(), answer.status, JSON
+
+
+@functions_framework.http
+def delayed(request: Any) -> tuple[bytes, int, dict[str, str]]:
+    """One Cloud Tasks task: 2xx ends it; any other answer makes Cloud Tasks retry it (the queue's retry config), so
+    a malformed or stale task is answered 200 and dropped, and only a transient failure answers 5xx."""
+    import json
+
+    deps, _ = function_deps()
+    try:
+        answer = handle_delayed_run(deps, request.get_data())
+    except InvalidRequestError as exc:
+        log.warning("delayed trigger dropped", extra={"error": exc.one_line()})
+        return json.dumps({"outcome": "dropped", "error": exc.one_line()}).encode(), 200, JSON
+    except PushpoolError as exc:
+        log.warning("delayed trigger failed; Cloud Tasks will retry it", extra={"error": exc.one_line()})
+        return json.dumps({"error": exc.one_line()}).encode(), max(500, exc.http_status), JSON
+    log.info("delayed trigger", extra={"outcome": answer.get("outcome"), "run": answer.get("flow_run_id")})
+    return json.dumps(answer, default=str).encode(), 200, JSON
 
 
 @functions_framework.http

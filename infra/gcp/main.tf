@@ -212,7 +212,7 @@ resource "google_cloudfunctions2_function" "function" {
     timeout_seconds       = each.key == "monitor" ? 300 : 60
     max_instance_count    = each.key == "submit" ? 20 : 1
     ingress_settings      = each.key == "monitor" ? "ALLOW_INTERNAL_ONLY" : "ALLOW_ALL"
-    environment_variables = local.environment
+    environment_variables = contains(local.arming, each.key) ? merge(local.environment, local.delay_environment) : local.environment # tasks.tf
     secret_environment_variables {
       key        = "PREFECT_API_KEY"
       project_id = var.project

@@ -61,7 +61,13 @@ class Settings(BaseSettings):
         default=None, validation_alias=_env("PUSHPOOL_WEBHOOK_TOKEN_SECRET_ARN")
     )
     # On AWS, the SQS queue that delivers delayed triggers to submit (scheduled runs on time; usecases/punctual.py).
+    # On Azure, the Storage queue that does the same (a queue-triggered function calls submit's delayed path).
     delay_queue_url: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_DELAY_QUEUE_URL"))
+    # On Google Cloud, the Cloud Tasks queue (projects/<p>/locations/<l>/queues/<q>) whose HTTP tasks call the
+    # `delayed` function (its URL) at a run's time, with an OIDC token of the tasks' service account.
+    tasks_queue: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_TASKS_QUEUE"))
+    tasks_url: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_TASKS_URL"))
+    tasks_service_account: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_TASKS_SERVICE_ACCOUNT"))
     # Where Prefect's automation should send flow-run events (the submit function's URL).
     submit_url: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_SUBMIT_URL"))
     # Monitor policy, in seconds.
@@ -96,12 +102,21 @@ class Settings(BaseSettings):
     # whether an image's platforms are read from its registry before its job is created.
     cloud_run_endpoint: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_CLOUD_RUN_ENDPOINT"))
     cloud_logging_endpoint: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_CLOUD_LOGGING_ENDPOINT"))
+    cloud_tasks_endpoint: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_CLOUD_TASKS_ENDPOINT"))
     image_platform_check: bool = Field(default=True, validation_alias=_env("PUSHPOOL_IMAGE_PLATFORM_CHECK"))
 
     home: Path = Field(default_factory=lambda: Path.home() / ".pushpool", validation_alias=_env("PUSHPOOL_HOME"))
     port: int = Field(default=4280, ge=1, le=65535, validation_alias=_env("PUSHPOOL_PORT"))
 
-    @field_validator("prefect_api_url", "job_api_url", "submit_url", "cloud_run_endpoint", "cloud_logging_endpoint")
+    @field_validator(
+        "prefect_api_url",
+        "job_api_url",
+        "submit_url",
+        "cloud_run_endpoint",
+        "cloud_logging_endpoint",
+        "cloud_tasks_endpoint",
+        "tasks_url",
+    )
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
         if url is None:

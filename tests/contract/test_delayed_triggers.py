@@ -1,5 +1,8 @@
 """One contract for every ``punctual.DelayedTrigger``: serve's TimerTrigger (real threads), AWS's SqsTrigger (moto
-over HTTP, read the way Lambda's event source mapping reads the queue) and the recording double the use-case tests
+over HTTP, read the way Lambda's event source mapping reads the queue), Google's CloudTasksTrigger (the real
+tasks_v2 client against tests/cloudtasks_emulator.py, which POSTs each task to a local HTTP target at its time),
+Azure's StorageQueueTrigger (the real azure-storage-queue client over TLS against tests/storage_queue_emulator.py,
+read the way the Functions host's queue listener reads it) and the recording double the use-case tests
 use. A trigger delivers each armed run once, soon after its time (or at most ``early_seconds`` before it, which submit
 waits out), in time order."""
 
@@ -15,6 +18,8 @@ from typing import Protocol
 import boto3
 import pytest
 from pushpool.entrypoints.aws_delay import SqsTrigger
+from pushpool.entrypoints.azure_delay import StorageQueueTrigger
+from pushpool.entrypoints.gcp_delay import CloudTasksTrigger
 from pushpool.entrypoints.timers import TimerTrigger
 from pushpool.usecases.punctual import DelayedTrigger
 
@@ -72,6 +77,66 @@ class SqsDriver:
         self.sqs.delete_queue(QueueUrl=self.url)
 
 
+class CloudTasksDriver:
+    """Cloud Tasks delivers over HTTP: the target is a local sink that records each POST."""
+
+    def __init__(self) -> None:
+        from google.auth.credentials import AnonymousCredentials
+
+        from tests.cloudtasks_emulator import CloudTasksEmulator, Sink
+
+        self.emulator, self.sink = CloudTasksEmulator().start(), Sink()
+        queue = self.emulator.add_queue("pushpool-test", "us-central1", "pushpool-delay")
+        self.trigger = CloudTasksTrigger(
+            queue,
+            self.sink.url,
+            "pushpool-tasks@pushpool-test.iam.gserviceaccount.com",
+            endpoint=self.emulator.endpoint,
+            credentials=AnonymousCredentials(),
+        )
+
+    def deliveries(self, count: int, timeout: float) -> list[tuple[str, dt.datetime]]:
+        deadline = time.monotonic() + timeout
+        while len(self.sink.received) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return [(body["flow_run_id"], when) for body, _, when in list(self.sink.received)]
+
+    def close(self) -> None:
+        self.emulator.stop()
+        self.sink.stop()
+
+
+class StorageQueueDriver:
+    """Read the way the Functions host's queue listener reads the queue (base64 messages, deleted once handled)."""
+
+    def __init__(self, workdir) -> None:
+        from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+
+        from tests.arm_emulator import FakeCredential
+        from tests.storage_queue_emulator import StorageQueueEmulator
+
+        self.emulator = StorageQueueEmulator(workdir).start()
+        url = self.emulator.add_queue("pushpool-delay")
+        options = {"connection_verify": str(self.emulator.cert)}
+        self.trigger = StorageQueueTrigger(url, credential=FakeCredential(), client_options=options)
+        self.host = QueueClient.from_queue_url(
+            url, credential=FakeCredential(), message_decode_policy=TextBase64DecodePolicy(), **options
+        )
+        self.seen: list[tuple[str, dt.datetime]] = []
+
+    def deliveries(self, count: int, timeout: float) -> list[tuple[str, dt.datetime]]:
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < count and time.monotonic() < deadline:
+            for message in self.host.receive_messages(messages_per_page=32, visibility_timeout=30):
+                self.seen.append((json.loads(message.content)["flow_run_id"], now()))
+                self.host.delete_message(message)
+            time.sleep(0.05)
+        return list(self.seen)
+
+    def close(self) -> None:
+        self.emulator.stop()
+
+
 class RecordingDriver:
     """The double delivers what is due when asked (the use-case tests ask with their FixedClock's time)."""
 
@@ -90,11 +155,16 @@ class RecordingDriver:
         pass
 
 
-@pytest.fixture(params=["timer", "sqs", "recording"])
+@pytest.fixture(params=["timer", "sqs", "cloudtasks", "storagequeue", "recording"])
 def driver(request: pytest.FixtureRequest) -> Driver:
+    made: Driver
     if request.param == "sqs":
         request.getfixturevalue("moto_endpoint")
-        made: Driver = SqsDriver()
+        made = SqsDriver()
+    elif request.param == "cloudtasks":
+        made = CloudTasksDriver()
+    elif request.param == "storagequeue":
+        made = StorageQueueDriver(request.getfixturevalue("tmp_path"))
     else:
         made = TimerDriver() if request.param == "timer" else RecordingDriver()
     yield made

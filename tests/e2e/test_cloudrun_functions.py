@@ -75,8 +75,10 @@ def _signed_by(authorizations: list[str | None]) -> set[str]:
 class Function:
     """``functions-framework --target <name>`` on 127.0.0.1, as a process of its own."""
 
-    def __init__(self, target: str, env: dict[str, str], log: Path, signature: str = "http") -> None:
-        self.port = localserver.free_port()
+    def __init__(
+        self, target: str, env: dict[str, str], log: Path, signature: str = "http", port: int | None = None
+    ) -> None:
+        self.port = port or localserver.free_port()
         self.log = log
         self.process = subprocess.Popen(
             [

@@ -135,6 +135,7 @@ def test_the_azure_submit_function_loads_no_other_cloud_sdk(tmp_path: Path) -> N
         + "from pushpool.prefect_api.models import WorkPool\n"
         + "deps, _ = azure_deps()\n"
         + "deps.backend_for_pool(WorkPool(id='p', name='p', type='azure-container-instance:push'))\n"
+        + "deps.trigger.client\n"  # the delay queue's client, as the first arming builds it
         + "print(json.dumps(sorted(set(sys.modules) - before)))\n"
     )
     env = {
@@ -142,11 +143,12 @@ def test_the_azure_submit_function_loads_no_other_cloud_sdk(tmp_path: Path) -> N
         "PATH": "/usr/bin:/bin",
         "PREFECT_API_URL": "http://127.0.0.1:9/api",
         "PUSHPOOL_POOL_TYPES": "azure-container-instance:push",
+        "PUSHPOOL_DELAY_QUEUE_URL": "https://pushpoolst.queue.core.windows.net/pushpool-delay",
     }
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-1500:]
     loaded = set(json.loads(out.stdout))
-    assert {"azure.functions", "pushpool.providers.aci.backend"} <= loaded
+    assert {"azure.functions", "pushpool.providers.aci.backend", "azure.storage.queue"} <= loaded
     forbidden = ("boto3", "botocore", "aws_lambda_powertools", "google", "modal", "coiled", "grpclib", "dask")
     assert not _hits(loaded, forbidden + CLI_MODULES + NOT_ON_AWS + ("pushpool.providers.ecs",))
 
@@ -199,10 +201,14 @@ ON_GCP = (
     " 'cloud-run:push')))\n"
     "deps.backend_for_pool(WorkPool(id='p', name='p', type='cloud-run-v2:push'))\n"
     "from google.cloud import run_v2\n"
+    "from google.auth.credentials import AnonymousCredentials\n"
+    "from pushpool.entrypoints.gcp_delay import CloudTasksTrigger\n"  # the delay queue's client, as arming builds it
+    "CloudTasksTrigger('projects/pushpool-test/locations/us-central1/queues/q', 'https://x.example/delayed',"
+    " 'tasks@pushpool-test.iam.gserviceaccount.com', credentials=AnonymousCredentials()).client\n"
 )
 
 
-@pytest.mark.parametrize("target", ["submit", "monitor", "provision"])
+@pytest.mark.parametrize("target", ["submit", "monitor", "provision", "delayed"])
 def test_the_gcp_functions_load_no_other_cloud(tmp_path: Path, target: str) -> None:
     for package in ("boto3", "botocore", "aws_lambda_powertools", "azure", "modal", "coiled", "grpclib", "dask"):
         (tmp_path / package).mkdir(exist_ok=True)
@@ -222,4 +228,5 @@ def test_the_gcp_functions_load_no_other_cloud(tmp_path: Path, target: str) -> N
     assert out.returncode == 0, out.stderr[-1500:]
     loaded = set(json.loads(out.stdout))
     assert "pushpool.providers.cloudrun.backend" in loaded and "google.cloud.run_v2" in loaded
+    assert "google.cloud.tasks_v2" in loaded
     assert not _hits(loaded, (*NOT_ON_GCP, "pushpool.providers.ecs", "pushpool.providers.process"))

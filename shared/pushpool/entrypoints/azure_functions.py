@@ -6,6 +6,8 @@ Secrets: the Prefect key and the webhook token arrive as app settings whose valu
 worker starts — so they are plain environment variables here (``PREFECT_API_KEY``, ``PUSHPOOL_WEBHOOK_TOKEN``) and
 pushpool needs no Key Vault SDK. The container groups are created with the app's managed identity
 (``DefaultAzureCredential``), whose role is scoped to the pool's resource group (infra/azure, the provisioner).
+Scheduled runs are dispatched on time through the delay queue (``PUSHPOOL_DELAY_QUEUE_URL``, an Azure Storage queue:
+``azure_delay.StorageQueueTrigger``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ log = logging.getLogger("pushpool.azure")
 def azure_deps() -> tuple[Deps, WebhookAuth]:
     """Dependencies for this warm worker (settings, Prefect client, the ACI backend), built once."""
     settings = Settings.from_env()
-    return Deps.from_settings(settings), WebhookAuth(settings.webhook_tokens, settings.webhook_signing_secrets)
+    deps = Deps.from_settings(settings)
+    if settings.delay_queue_url:  # scheduled runs: a message per run, invisible until its time, then `delayed`
+        from pushpool.entrypoints.azure_delay import StorageQueueTrigger
+
+        deps.trigger = StorageQueueTrigger(settings.delay_queue_url)
+    return deps, WebhookAuth(settings.webhook_tokens, settings.webhook_signing_secrets)
 
 
 def log_event(message: str, **fields: Any) -> None:

@@ -2,6 +2,9 @@
 dependencies built once per instance, and structured JSON logs that Cloud Logging reads (``severity``, ``message``
 and the fields given, one object per line on stdout).
 
+Scheduled runs are dispatched on time by a Cloud Tasks task each (``gcp_delay.CloudTasksTrigger``, when
+``PUSHPOOL_TASKS_QUEUE`` is set), delivered to the ``delayed`` function.
+
 Secrets come from Secret Manager through the platform itself (``secret_environment_variables``: ``PREFECT_API_KEY``,
 ``PUSHPOOL_WEBHOOK_TOKEN``), so no Google SDK is needed to read them and nothing here logs them. Cloud Run jobs are
 reached with the function's own identity (Application Default Credentials).
@@ -13,11 +16,15 @@ import json
 import logging
 import sys
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pushpool.entrypoints.auth import WebhookAuth
+from pushpool.errors import ConfigurationError
 from pushpool.settings import Settings
 from pushpool.usecases.deps import Deps
+
+if TYPE_CHECKING:
+    from pushpool.usecases.punctual import DelayedTrigger
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -51,6 +58,35 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 @lru_cache(maxsize=1)
 def function_deps() -> tuple[Deps, WebhookAuth]:
-    """Dependencies for this instance (settings from the environment, Prefect client, backends), built once."""
+    """Dependencies for this instance (settings from the environment, Prefect client, backends), built once.
+
+    Raises:
+        ConfigurationError: the delay queue configured in part (``PUSHPOOL_TASKS_*``: all three or none).
+    """
     settings = Settings.from_env()
-    return Deps.from_settings(settings), WebhookAuth(settings.webhook_tokens, settings.webhook_signing_secrets)
+    deps = Deps.from_settings(settings)
+    deps.trigger = tasks_trigger(settings)
+    return deps, WebhookAuth(settings.webhook_tokens, settings.webhook_signing_secrets)
+
+
+def tasks_trigger(settings: Settings) -> DelayedTrigger | None:
+    """Scheduled runs: a Cloud Tasks task per run, delivered to the ``delayed`` function at its time (None: the
+    monitor's sweep alone)."""
+    parts = {
+        "PUSHPOOL_TASKS_QUEUE": settings.tasks_queue,
+        "PUSHPOOL_TASKS_URL": settings.tasks_url,
+        "PUSHPOOL_TASKS_SERVICE_ACCOUNT": settings.tasks_service_account,
+    }
+    if not any(parts.values()):
+        return None
+    missing = [name for name, value in parts.items() if not value]
+    if missing:
+        raise ConfigurationError(f"the Cloud Tasks delay queue is configured in part: set {', '.join(missing)} too")
+    from pushpool.entrypoints.gcp_delay import CloudTasksTrigger
+
+    return CloudTasksTrigger(
+        str(settings.tasks_queue),
+        str(settings.tasks_url),
+        str(settings.tasks_service_account),
+        endpoint=settings.cloud_tasks_endpoint,
+    )
