@@ -44,6 +44,25 @@ _STATUS = {
 }
 
 
+def service_account_info(project: str, token_uri: str, email: str | None = None) -> dict[str, Any]:
+    """A service-account key file's contents (a real RSA key) whose ``token_uri`` is ``token_uri``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return {
+        "type": "service_account",
+        "project_id": project,
+        "private_key_id": uuid.uuid4().hex,
+        "private_key": pem.decode(),
+        "client_email": email or f"pushpool-test@{project}.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": token_uri,
+    }
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

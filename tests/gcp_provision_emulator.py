@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import googleapiclient
 
-from tests.gcp_emulator import ApiError, schema_errors
+from tests.gcp_emulator import ApiError, schema_errors, service_account_info
 
 _DOCS = os.path.join(os.path.dirname(googleapiclient.__file__), "discovery_cache", "documents")
 DOCS = {
@@ -286,24 +286,8 @@ class ProvisionEmulator:
         self, project: str, email: str, *, query: Any, body: Any
     ) -> tuple[int, Any]:
         self._projects_serviceAccounts_get(project, email, query=query, body=body)
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-
-        key_id = uuid.uuid4().hex
-        pem = (
-            rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-            .decode()
-        )
-        info = {
-            "type": "service_account",
-            "project_id": project,
-            "private_key_id": key_id,
-            "private_key": pem,
-            "client_email": email,
-            "client_id": self.accounts[email]["uniqueId"],
-            "token_uri": f"{self.endpoint}/token",
-        }
+        info = service_account_info(project, f"{self.endpoint}/token", email)
+        key_id = info["private_key_id"]
         name = f"projects/{project}/serviceAccounts/{email}/keys/{key_id}"
         self.keys.setdefault(email, []).append(name)
         data = base64.b64encode(json.dumps(info).encode()).decode()

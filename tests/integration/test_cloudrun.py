@@ -8,7 +8,9 @@ completes.
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -19,7 +21,7 @@ from pushpool.providers import base_job_template
 from pushpool.providers.base import JobHandle, JobState
 from pushpool.usecases.submit import submit_run
 
-from tests.gcp_emulator import CloudRunEmulator
+from tests.gcp_emulator import CloudRunEmulator, service_account_info
 from tests.helpers import PrefectHelper, make_deps, pool_tick
 
 pytestmark = pytest.mark.integration
@@ -83,6 +85,11 @@ def _submit(deps, run_id: str):
 
 def _received(emulator: CloudRunEmulator, job_id: str) -> dict:
     return emulator.received(job_id.split("/executions/")[0].removesuffix("#keep"))
+
+
+def _jwt_issuer(authorization: str) -> str:
+    payload = authorization.removeprefix("Bearer ").split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["iss"]
 
 
 def _env(container: dict) -> dict:
@@ -198,6 +205,40 @@ def test_google_refusals_crash_the_run_with_googles_message(
     state = prefect.read_run(run_id)["state"]
     assert state["type"] == "CRASHED" and fragment in state["message"], state["message"]
     assert "Traceback" not in state["message"] and KEY not in state["message"]
+
+
+def test_a_credentials_block_of_another_project_is_refused_before_any_call(
+    cr_deps, prefect: PrefectHelper, emulator: CloudRunEmulator
+) -> None:
+    """pushpool watches, cancels and cleans up every job with its own identity in the job's project: a block of
+    another project would make a job it could never watch, so it is refused, naming both projects."""
+    block = {"service_account_info": service_account_info("other-project", f"{emulator.endpoint}/token")}
+    pool = make_pool(prefect, credentials={**block, "project": "other-project"})
+    run_id = prefect.create_run(prefect.create_deployment(pool))
+    before = len(emulator.requests)
+    assert _submit(cr_deps, run_id).outcome == "crashed"
+    message = prefect.read_run(run_id)["state"]["message"]
+    assert "block is of project other-project" in message and f"go to project {PROJECT}" in message
+    assert len(emulator.requests) == before
+
+
+def test_a_credentials_block_of_the_pools_project_signs_submit_and_pushpool_watches_the_job(
+    cr_deps, prefect: PrefectHelper, emulator: CloudRunEmulator
+) -> None:
+    block = {"service_account_info": service_account_info(PROJECT, f"{emulator.endpoint}/token"), "project": PROJECT}
+    pool = make_pool(prefect, credentials=block)
+    run_id = prefect.create_run(prefect.create_deployment(pool))
+    before = len(emulator.authorizations)
+    outcome = _submit(cr_deps, run_id)
+    assert outcome.outcome == "submitted", outcome
+    signed = [a for a in emulator.authorizations[before:] if a]
+    assert len(signed) == len(emulator.authorizations[before:]) == 3  # CreateJob, its operation, RunJob
+    issuers = {_jwt_issuer(a) for a in signed}  # a self-signed JWT of the block's key
+    assert issuers == {block["service_account_info"]["client_email"]}
+    before = len(emulator.authorizations)
+    handle = JobHandle("cloudrun", outcome.job_id)
+    assert cr_deps.backend("cloudrun").status([handle])[handle.id].state is JobState.RUNNING
+    assert emulator.authorizations[before:] == [None]  # one List, with pushpool's own (here anonymous) identity
 
 
 # -- status, crash, cancel, cleanup, timeout, throttling -----------------------------------------------------------

@@ -17,6 +17,7 @@ from pushpool.providers.cloudrun.provisioner import ROLES, SERVICES, CloudRunPro
 from pushpool.providers.provisioning import CREATE, DELETE, EXISTS, ProvisioningError
 from pushpool.usecases.provision_infra import deprovision, provision_infra
 
+from tests.gcp_emulator import service_account_info
 from tests.gcp_provision_emulator import ProvisionEmulator
 from tests.helpers import PrefectHelper
 
@@ -215,25 +216,7 @@ def test_project_and_region_come_from_the_flags_then_the_environment_then_the_cr
     assert provisioner(project=None, environ={"CLOUDSDK_CORE_PROJECT": "sdk-project"}).project == "sdk-project"
 
     key = tmp_path / "key.json"  # a key file's own project, found by Application Default Credentials
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    key.write_text(
-        json.dumps(
-            {
-                "type": "service_account",
-                "project_id": "key-project",
-                "private_key_id": "1",
-                "private_key": pem.decode(),
-                "client_email": "x@key-project.iam.gserviceaccount.com",
-                "client_id": "1",
-                "token_uri": "http://127.0.0.1:9/token",
-            }
-        )
-    )
+    key.write_text(json.dumps(service_account_info("key-project", "http://127.0.0.1:9/token")))
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
     found = provisioner(project=None, credential=None)
     found._google_credential()

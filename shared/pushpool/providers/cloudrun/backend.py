@@ -20,6 +20,11 @@
   ``#keep`` when the job is to be kept.
 * Credentials: the function's own identity (Application Default Credentials), unless the backend is given credentials;
   a ``gcp-credentials`` block in the pool's ``credentials`` signs submit and find (its service account info or file).
+  Status, cancel, cleanup and logs use pushpool's own identity (one List per project and region answers every run of
+  every pool, whatever block made its job), so a block is accepted only for the project pushpool watches: a block of
+  another project than the job's is refused before anything is sent, naming both (as ECS refuses a block of another
+  AWS account). Signing every call with the run's block would need the block per handle in the monitor, and one List
+  per block instead of per location.
 """
 
 from __future__ import annotations
@@ -145,9 +150,9 @@ class CloudRunBackend(BackendBase):
 
         config = _config(spec)
         job = self._job_message(spec, config)  # refused here (plaintext secret, bad body) before any call
-        self._check_platform(job.template.template.containers[0].image)
         identity = self._identity(config)
-        project = self._project_of(config)
+        project = self._project_of(config)  # a block of another project: refused before any call
+        self._check_platform(job.template.template.containers[0].image)
         jobs = self._client("jobs", identity)
         name = f"projects/{project}/locations/{config.region}/jobs/{job_id(spec)}"
         keep = config.keep_job
@@ -448,17 +453,34 @@ class CloudRunBackend(BackendBase):
         return key
 
     def _project_of(self, config: CloudRunJobConfig) -> str:
-        if config.project or config.credentials_project:
-            return str(config.project or config.credentials_project)
-        if self._project is None:
+        """Where the job goes: the pool's ``project``, else pushpool's own project, else the block's.
+
+        Raises:
+            BackendError: the ``credentials`` block is of another project than the job's — pushpool follows, cancels,
+                cleans up and reads the logs of every job with its own identity, in the job's project, so a job made
+                elsewhere with the block's key could never be watched; or no project at all.
+        """
+        block = config.credentials_project if self._identity(config) else None
+        project = config.project
+        if not project and self._project is None:  # pushpool's own project (where it watches), when it has one
             self._own_credentials()
-        if not self._project:
+        project = project or self._project or block
+        if block and project and block != project:
+            whose = "the pool's `project`" if config.project else "pushpool's own project"
+            raise BackendError(
+                f"the pool's gcp-credentials block is of project {block}, but the pool's jobs go to project {project} "
+                f"({whose}), "
+                "where pushpool follows, cancels and deletes them with its own identity: it would make a job it could "
+                f"not watch. Give the block a key for project {project}, or run this pool's jobs where pushpool runs",
+                backend=NAME,
+            )
+        if not project:
             raise BackendError(
                 "no Google Cloud project: set the pool's `project` variable (or the gcp-credentials block's project, "
                 "or GOOGLE_CLOUD_PROJECT where pushpool runs)",
                 backend=NAME,
             )
-        return self._project
+        return project
 
     def _client(self, kind: str, identity: str = "") -> Any:
         key = (kind, identity)
