@@ -318,6 +318,45 @@ def test_throttling_is_retried_then_the_run_crashes_with_googles_reason(
     assert "still failing after retries" in message and "503: Injected by the test" in message
 
 
+def test_a_job_that_never_ran_is_deleted_once_its_run_is_final_with_one_list_per_location(
+    cr_deps, prefect: PrefectHelper, cr_pool: str, emulator: CloudRunEmulator
+) -> None:
+    """RunJob fails after CreateJob worked: the run is Crashed and its attempt never retried, and the job (no
+    execution) would count against Cloud Run's 1,000 jobs per region for ever. The monitor deletes it, from one
+    ListJobs per location — while the run is in flight the job is left to its submit."""
+    from pushpool.usecases.monitor import TickReport
+    from pushpool.usecases.unstarted import sweep_unstarted
+
+    cr_deps.backend_options["cloudrun"].update(retry_timeout=0.3, unstarted_grace_seconds=0.0)
+    run_id = prefect.create_run(prefect.create_deployment(cr_pool))
+    emulator.refuse_runs = 10_000
+    try:
+        assert _submit(cr_deps, run_id).outcome == "crashed"
+    finally:
+        emulator.refuse_runs = 0
+    [job] = [n for n, j in emulator.jobs.items() if j["labels"].get("prefect-io-flow-run-id") == run_id]
+    assert emulator.jobs[job]["executionCount"] == 0
+
+    pools = [cr_deps.orchestrator.read_work_pool(cr_pool)]
+    prefect.set_state(run_id, "RUNNING", force=True)  # in flight: its submit may yet run the job
+    sweep_unstarted(cr_deps, pools, report := TickReport())
+    assert job in emulator.jobs and report.errors == []
+
+    kept_pool = make_pool(prefect, keep_job=True)  # a job that ran, kept after its run ended: not unstarted
+    kept_run = prefect.create_run(prefect.create_deployment(kept_pool))
+    kept = _submit(cr_deps, kept_run).job_id.removesuffix("#keep")
+    emulator.exit(kept, 0, [])
+
+    prefect.set_state(run_id, "CRASHED", force=True)
+    prefect.set_state(kept_run, "CRASHED", force=True)
+    before = len(emulator.requests)
+    report = pool_tick(cr_deps, cr_pool)
+    assert job not in emulator.jobs and report.reconciled["delete-unstarted"] >= 1, report
+    assert kept.split("/executions/")[0] in emulator.jobs
+    lists = [p for m, p in emulator.requests[before:] if m == "GET" and p.endswith("/jobs")]
+    assert lists == [f"/v2/projects/{PROJECT}/locations/us-central1/jobs"]  # one per location, not per run
+
+
 def test_status_of_many_runs_is_one_call_per_location(
     cr_deps, prefect: PrefectHelper, cr_pool: str, emulator: CloudRunEmulator
 ) -> None:

@@ -13,7 +13,9 @@
 * ``status`` lists every execution of a location in one call (``jobs/-``), page by page, and looks up individually only
   what the list did not hold; a failed execution's exit code comes from its task (one more call, once).
 * Cleanup deletes the job (and with it its executions) once its execution ended, unless ``keep_job``: Cloud Run allows
-  1,000 jobs per region.
+  1,000 jobs per region. A job that never started (its submit failed between CreateJob and RunJob) is found by
+  ``unstarted_jobs`` (one ListJobs per location of the pools, each tick) and deleted by the monitor once its run is
+  final or gone (``usecases/unstarted.py``), with the listed etag so a job run meanwhile is left alone.
 * 429/5xx are retried with google-api-core's retry (exponential backoff with jitter), then surface as
   BackendUnavailableError with Google's reason.
 * The handle id is the execution's resource name (``projects/<p>/locations/<r>/jobs/<job>/executions/<e>``), with
@@ -42,7 +44,15 @@ from types import MappingProxyType
 from typing import Any
 
 from pushpool.errors import BackendError
-from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
+from pushpool.providers.base import (
+    BackendBase,
+    JobHandle,
+    JobSpec,
+    JobState,
+    JobStatus,
+    UnstartedJob,
+    describe_exit,
+)
 from pushpool.providers.cloudrun.config import CloudRunJobConfig, SecretKeySelector
 from pushpool.providers.cloudrun.gcp import NAME, google_errors, retry_policy, status_code
 
@@ -122,6 +132,7 @@ class CloudRunBackend(BackendBase):
         retry_timeout: float = 60.0,
         ready_timeout: float = 300.0,
         check_image_platform: bool = True,
+        unstarted_grace_seconds: float = 900.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         from pushpool.providers.image_platform import ImagePlatforms
@@ -133,6 +144,7 @@ class CloudRunBackend(BackendBase):
         self.retry_initial = retry_initial
         self.retry_timeout = retry_timeout
         self.ready_timeout = ready_timeout
+        self.unstarted_grace_seconds = unstarted_grace_seconds  # a submitter may still be between CreateJob and RunJob
         self.sleep = sleep
         self.image_platforms = ImagePlatforms() if check_image_platform else None
         self._clients: dict[tuple[str, str], Any] = {}
@@ -272,6 +284,50 @@ class CloudRunBackend(BackendBase):
             try:
                 self._client("jobs").delete_job(name=job, retry=self._retry())
             except exceptions.NotFound:
+                return
+
+    # -- jobs that never started (SweepsUnstartedJobs) ---------------------------------------------------------------
+
+    def unstarted_jobs(self, templates: Sequence[Mapping[str, Any]]) -> list[UnstartedJob]:
+        """pushpool's jobs with no execution, older than ``unstarted_grace_seconds``, in the locations the pools'
+        defaults name (``project``, else pushpool's own; ``region``): one ListJobs per location (page by page)."""
+        locations: set[tuple[str, str]] = set()
+        for template in templates:
+            props = (template.get("variables") or {}).get("properties") or {}
+            project = (props.get("project") or {}).get("default") or self._own_project()
+            region = (props.get("region") or {}).get("default") or "us-central1"
+            locations.add((str(project), str(region)))
+        found: list[UnstartedJob] = []
+        now = time.time()
+        for project, region in sorted(locations):
+            parent = f"projects/{project}/locations/{region}"
+            with google_errors(f"listing the jobs of {parent}"):
+                pager = self._client("jobs").list_jobs(
+                    request={"parent": parent, "page_size": LIST_PAGE_SIZE}, retry=self._retry()
+                )
+                for job in pager:
+                    run_id = job.labels.get("prefect-io-flow-run-id")
+                    created = _time(job.create_time)
+                    if (
+                        not job.name.rsplit("/", 1)[-1].startswith("pushpool-")
+                        or not run_id
+                        or job.execution_count
+                        or job.latest_created_execution.name
+                        or created is None
+                        or now - created.timestamp() < self.unstarted_grace_seconds
+                    ):
+                        continue
+                    found.append(UnstartedJob(NAME, job.name, run_id, job.etag))
+        return found
+
+    def delete_unstarted(self, job: UnstartedJob) -> None:
+        """Delete the job if it is as listed (its etag): a job run meanwhile is left to the run's own cleanup."""
+        from google.api_core import exceptions
+
+        with google_errors(f"deleting {job.ref}"):
+            try:
+                self._client("jobs").delete_job(request={"name": job.ref, "etag": job.version}, retry=self._retry())
+            except (exceptions.NotFound, exceptions.Conflict, exceptions.Aborted, exceptions.FailedPrecondition):
                 return
 
     # -- submit helpers ------------------------------------------------------------------------------------------
@@ -451,6 +507,17 @@ class CloudRunBackend(BackendBase):
                 raise BackendError(f"the pool's gcp-credentials block is unusable: {exc}", backend=NAME) from None
             self._block_credentials[key] = made
         return key
+
+    def _own_project(self) -> str:
+        if self._project is None:
+            self._own_credentials()
+        if not self._project:
+            raise BackendError(
+                "no Google Cloud project: set the pool's `project` variable (or GOOGLE_CLOUD_PROJECT where pushpool "
+                "runs)",
+                backend=NAME,
+            )
+        return self._project
 
     def _project_of(self, config: CloudRunJobConfig) -> str:
         """Where the job goes: the pool's ``project``, else pushpool's own project, else the block's.
