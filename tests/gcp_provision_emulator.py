@@ -98,6 +98,8 @@ class ProvisionEmulator:
         self.bodies: list[Any] = []
         self.answers: list[str] = []  # every response body sent, to check secrets never appear elsewhere
         self.policy_conflicts = 0  # setIamPolicy calls to answer 409 ABORTED (a concurrent change meanwhile)
+        self.iam_lag = 0  # setIamPolicy calls that do not yet know a service account just created (400)
+        self._unseen: dict[str, int] = {}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -266,6 +268,7 @@ class ProvisionEmulator:
         email = f"{account_id}@{project}.iam.gserviceaccount.com"
         if email in self.accounts:
             raise ApiError(409, f"Service account {account_id} already exists within project projects/{project}.")
+        self._unseen[email] = self.iam_lag
         self.accounts[email] = {
             **account,
             "name": f"projects/{project}/serviceAccounts/{email}",

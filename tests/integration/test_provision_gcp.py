@@ -145,6 +145,22 @@ def test_an_iam_policy_changed_meanwhile_is_read_again_and_retried(
         prefect.request("DELETE", f"/work_pools/{pool}")
 
 
+def test_a_new_service_account_not_yet_known_to_iam_is_waited_for(
+    deps, prefect: PrefectHelper, provisioner, google: ProvisionEmulator
+) -> None:
+    """IAM is eventually consistent: a service account just created may be refused as a member for a while (400)."""
+    pool = prefect.unique("gcp-lag")
+    email = f"{resource_id(pool, 30)}@{PROJECT}.iam.gserviceaccount.com"
+    google.iam_lag = 3
+    try:
+        provision_infra(deps, provisioner(), pool=pool, type_name="cloud-run-v2:push")
+        assert all(f"serviceAccount:{email}" in google.members(PROJECT, role) for role in ROLES)
+    finally:
+        google.iam_lag = 0
+        deprovision(deps, provisioner(), pool=pool)
+        prefect.request("DELETE", f"/work_pools/{pool}")
+
+
 def test_credentials_key_makes_one_key_never_again_while_the_block_exists_and_never_shows_it(
     deps, prefect: PrefectHelper, provisioner, google: ProvisionEmulator, caplog, capsys
 ) -> None:

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 SERVICES = ("run.googleapis.com", "artifactregistry.googleapis.com")
 ROLES = ("roles/run.developer", "roles/iam.serviceAccountUser")
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+SETTLE_ATTEMPTS = 10  # setIamPolicy tries while a new service account is not yet known to IAM (~85 s at 2 s)
 PROJECT_VARIABLES = ("GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT", "GCLOUD_PROJECT")
 REGION_VARIABLES = ("CLOUDSDK_RUN_REGION", "GOOGLE_CLOUD_REGION", "CLOUDSDK_COMPUTE_REGION")
 CREDENTIALS_BLOCK_TYPE = "gcp-credentials"
@@ -169,8 +170,9 @@ class CloudRunProvisioner:
         enabled = self._enabled()
         steps = [self._service_step(service, service in enabled) for service in SERVICES]
         steps.append(self._repository_step(pool, readable="artifactregistry.googleapis.com" in enabled))
-        steps.append(self._service_account_step(pool))
-        steps.append(self._bindings_step(pool))
+        account = self._read_account(self._email(pool))
+        steps.append(self._service_account_step(pool, account))
+        steps.append(self._bindings_step(pool, new_account=account is None))
         return steps
 
     def credential_steps(self, pool: str, prefect: PrefectClient) -> list[Step]:
@@ -258,9 +260,8 @@ class CloudRunProvisioner:
 
         return Step("Artifact Registry repository", repo, EXISTS if found else CREATE, registry, run=run)
 
-    def _service_account_step(self, pool: str) -> Step:
+    def _service_account_step(self, pool: str, found: dict[str, Any] | None) -> Step:
         email = self._email(pool)
-        found = self._read_account(email)
         if found is not None and not self._ours(found, pool):
             raise BackendError(
                 f"service account {email} exists and is not pushpool's for pool {pool}", backend="cloudrun"
@@ -287,7 +288,8 @@ class CloudRunProvisioner:
 
         return Step("service account", email, EXISTS if found else CREATE, "what the pool's jobs run as", run=run)
 
-    def _bindings_step(self, pool: str) -> Step:
+    def _bindings_step(self, pool: str, *, new_account: bool) -> Step:
+        """``new_account``: made by this run's step before, so perhaps not yet known to IAM."""
         email = self._email(pool)
         member = f"serviceAccount:{email}"
         policy = self._policy()
@@ -295,7 +297,7 @@ class CloudRunProvisioner:
 
         def run() -> dict[str, Any]:
             if missing:
-                self._modify_policy(lambda bindings: _add_member(bindings, member))
+                self._modify_policy(lambda bindings: _add_member(bindings, member), new_member=new_account)
             return {}
 
         detail = f"{email} on project {self.project}"
@@ -445,13 +447,15 @@ class CloudRunProvisioner:
         body = {"options": {"requestedPolicyVersion": 3}}
         return self._call(api.projects().getIamPolicy(resource=self.project, body=body))  # type: ignore[no-any-return]
 
-    def _modify_policy(self, change: Callable[[list[dict[str, Any]]], None]) -> None:
+    def _modify_policy(self, change: Callable[[list[dict[str, Any]]], None], *, new_member: bool = False) -> None:
         """Read-modify-write of the project's IAM policy with its etag; a concurrent change (409 ABORTED) is read
-        again and the change made again on it."""
+        again and the change made again on it. ``new_member``: the member is a service account just created, which
+        IAM may not know for a while (400 INVALID_ARGUMENT): tried again, with backoff, up to ``SETTLE_ATTEMPTS``."""
         from googleapiclient.errors import HttpError
 
         api = self._api("cloudresourcemanager", "v1")
-        for attempt in range(1, self.policy_attempts + 1):
+        conflicts = unsettled = 0
+        while True:
             policy = self._policy()
             bindings = policy.setdefault("bindings", [])
             change(bindings)
@@ -461,14 +465,19 @@ class CloudRunProvisioner:
                 self._call(api.projects().setIamPolicy(resource=self.project, body={"policy": policy}))
                 return
             except HttpError as exc:
+                if new_member and http_status(exc) == 400 and unsettled < SETTLE_ATTEMPTS:
+                    unsettled += 1
+                    self.sleep(min(self.interval * 2**unsettled, 10.0))
+                    continue
                 if http_status(exc) != 409 and google_status(exc) != "ABORTED":
                     raise
-                if attempt == self.policy_attempts:
+                conflicts += 1
+                if conflicts == self.policy_attempts:
                     raise ProvisioningError(
                         f"the IAM policy of project {self.project} kept changing meanwhile "
                         f"({self.policy_attempts} attempts): run again"
                     ) from None
-                self.sleep(min(0.5 * 2**attempt, 8.0))
+                self.sleep(min(0.5 * 2**conflicts, 8.0))
 
     # -- names ---------------------------------------------------------------------------------------------------
 
