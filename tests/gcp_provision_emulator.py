@@ -322,11 +322,12 @@ class ProvisionEmulator:
                 raise ApiError(400, f"Invalid binding {binding!r}")
             for member in binding["members"]:
                 email = member.split(":", 1)[-1]
-                if (
-                    member.startswith("serviceAccount:")
-                    and email.endswith(".iam.gserviceaccount.com")
-                    and email not in self.accounts
-                ):
+                if not (member.startswith("serviceAccount:") and email.endswith(".iam.gserviceaccount.com")):
+                    continue
+                unseen = self._unseen.get(email, 0) > 0  # created, but not yet known to IAM
+                if unseen:
+                    self._unseen[email] -= 1
+                if email not in self.accounts or unseen:
                     raise ApiError(400, f"Service account {email} does not exist.")
         self.policies[project] = {**policy, "etag": base64.b64encode(uuid.uuid4().bytes[:8]).decode()}
         return 200, copy.deepcopy(self.policies[project])
