@@ -91,6 +91,7 @@ BLOCK = TokenBlock(
     BLOCK_SCHEMA,
     "credentials",
     "the service account key could not be made",
+    "a new key of the pool's service account, made once (never while this block exists)",
 )
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
