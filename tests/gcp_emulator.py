@@ -44,6 +44,25 @@ _STATUS = {
 }
 
 
+def service_account_info(project: str, token_uri: str, email: str | None = None) -> dict[str, Any]:
+    """A service-account key file's contents (a real RSA key) whose ``token_uri`` is ``token_uri``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return {
+        "type": "service_account",
+        "project_id": project,
+        "private_key_id": uuid.uuid4().hex,
+        "private_key": pem.decode(),
+        "client_email": email or f"pushpool-test@{project}.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": token_uri,
+    }
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -134,6 +153,7 @@ class CloudRunEmulator:
         self.service_accounts = {"runner@pushpool-test.iam.gserviceaccount.com"}
         self.secrets = {"prefect-api-key", "db"}
         self.auto_start = True
+        self.refuse_runs = 0  # RunJob calls to answer 503
         self.run_conflicts = 0  # runs refused for a stale etag
         self.authorizations: list[str | None] = []  # the Authorization header of every request
         self.access_token = f"ya29.local-{uuid.uuid4().hex}"  # what /token issues for a service-account key
@@ -241,6 +261,8 @@ class CloudRunEmulator:
                 return self._operation(f"{base}/operations/{rest[1]}")
             if rest == ["jobs"] and method == "POST":
                 return self._create_job(base, query.get("jobId", [""])[0], body)
+            if rest == ["jobs"] and method == "GET":
+                return self._list_jobs(base, query)
             if len(rest) == 2 and rest[0] == "jobs":
                 job, _, action = rest[1].partition(":")
                 name = f"{base}/jobs/{job}"
@@ -249,7 +271,7 @@ class CloudRunEmulator:
                 if not action and method == "GET":
                     return 200, self._job(name)
                 if not action and method == "DELETE":
-                    return self._delete_job(name)
+                    return self._delete_job(name, query.get("etag", [""])[0])
             if len(rest) == 3 and rest[0] == "jobs" and rest[2] == "executions" and method == "GET":
                 return self._list_executions(base, rest[1], query)
             if len(rest) == 4 and rest[0] == "jobs" and rest[2] == "executions":
@@ -359,6 +381,9 @@ class CloudRunEmulator:
         assert job is not None
         if (job.get("terminalCondition") or {}).get("state") != "CONDITION_SUCCEEDED":
             raise ApiError(412, f"Job {name} is not ready")
+        if self.refuse_runs > 0:  # RunJob failing while CreateJob worked: a job that never starts
+            self.refuse_runs -= 1
+            raise ApiError(503, "Injected by the test: RunJob unavailable")
         if (body or {}).get("etag") and body["etag"] != job["etag"]:
             self.run_conflicts += 1
             raise ApiError(409, "The etag does not match: the job was changed meanwhile (ABORTED)")
@@ -399,8 +424,19 @@ class CloudRunEmulator:
         metadata = {"@type": "type.googleapis.com/google.cloud.run.v2.Execution", **data}
         return 200, self._new_operation(base, metadata, metadata)
 
-    def _delete_job(self, name: str) -> tuple[int, Any]:
+    def _list_jobs(self, base: str, query: Mapping[str, list[str]]) -> tuple[int, Any]:
+        names = sorted(n for n in self.jobs if n.startswith(base + "/jobs/"))
+        size = int(query.get("pageSize", ["100"])[0] or 100)
+        start = int(query.get("pageToken", ["0"])[0] or 0)
+        answer: dict[str, Any] = {"jobs": [self._public(self.jobs[n]) for n in names[start : start + size]]}
+        if start + size < len(names):
+            answer["nextPageToken"] = str(start + size)
+        return 200, answer
+
+    def _delete_job(self, name: str, etag: str = "") -> tuple[int, Any]:
         job = self._job(name)
+        if etag and etag != job["etag"]:
+            raise ApiError(409, f"The etag of job {name} does not match: it was changed meanwhile (ABORTED)")
         self.jobs.pop(name)
         for execution in [e for e in self.executions if e.startswith(name + "/executions/")]:
             del self.executions[execution]

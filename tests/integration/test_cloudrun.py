@@ -8,7 +8,9 @@ completes.
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -19,7 +21,7 @@ from pushpool.providers import base_job_template
 from pushpool.providers.base import JobHandle, JobState
 from pushpool.usecases.submit import submit_run
 
-from tests.gcp_emulator import CloudRunEmulator
+from tests.gcp_emulator import CloudRunEmulator, service_account_info
 from tests.helpers import PrefectHelper, make_deps, pool_tick
 
 pytestmark = pytest.mark.integration
@@ -83,6 +85,11 @@ def _submit(deps, run_id: str):
 
 def _received(emulator: CloudRunEmulator, job_id: str) -> dict:
     return emulator.received(job_id.split("/executions/")[0].removesuffix("#keep"))
+
+
+def _jwt_issuer(authorization: str) -> str:
+    payload = authorization.removeprefix("Bearer ").split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["iss"]
 
 
 def _env(container: dict) -> dict:
@@ -200,6 +207,40 @@ def test_google_refusals_crash_the_run_with_googles_message(
     assert "Traceback" not in state["message"] and KEY not in state["message"]
 
 
+def test_a_credentials_block_of_another_project_is_refused_before_any_call(
+    cr_deps, prefect: PrefectHelper, emulator: CloudRunEmulator
+) -> None:
+    """pushpool watches, cancels and cleans up every job with its own identity in the job's project: a block of
+    another project would make a job it could never watch, so it is refused, naming both projects."""
+    block = {"service_account_info": service_account_info("other-project", f"{emulator.endpoint}/token")}
+    pool = make_pool(prefect, credentials={**block, "project": "other-project"})
+    run_id = prefect.create_run(prefect.create_deployment(pool))
+    before = len(emulator.requests)
+    assert _submit(cr_deps, run_id).outcome == "crashed"
+    message = prefect.read_run(run_id)["state"]["message"]
+    assert "block is of project other-project" in message and f"go to project {PROJECT}" in message
+    assert len(emulator.requests) == before
+
+
+def test_a_credentials_block_of_the_pools_project_signs_submit_and_pushpool_watches_the_job(
+    cr_deps, prefect: PrefectHelper, emulator: CloudRunEmulator
+) -> None:
+    block = {"service_account_info": service_account_info(PROJECT, f"{emulator.endpoint}/token"), "project": PROJECT}
+    pool = make_pool(prefect, credentials=block)
+    run_id = prefect.create_run(prefect.create_deployment(pool))
+    before = len(emulator.authorizations)
+    outcome = _submit(cr_deps, run_id)
+    assert outcome.outcome == "submitted", outcome
+    signed = [a for a in emulator.authorizations[before:] if a]
+    assert len(signed) == len(emulator.authorizations[before:]) == 3  # CreateJob, its operation, RunJob
+    issuers = {_jwt_issuer(a) for a in signed}  # a self-signed JWT of the block's key
+    assert issuers == {block["service_account_info"]["client_email"]}
+    before = len(emulator.authorizations)
+    handle = JobHandle("cloudrun", outcome.job_id)
+    assert cr_deps.backend("cloudrun").status([handle])[handle.id].state is JobState.RUNNING
+    assert emulator.authorizations[before:] == [None]  # one List, with pushpool's own (here anonymous) identity
+
+
 # -- status, crash, cancel, cleanup, timeout, throttling -----------------------------------------------------------
 
 
@@ -275,6 +316,45 @@ def test_throttling_is_retried_then_the_run_crashes_with_googles_reason(
     assert outcome.outcome == "crashed"
     message = prefect.read_run(other)["state"]["message"]
     assert "still failing after retries" in message and "503: Injected by the test" in message
+
+
+def test_a_job_that_never_ran_is_deleted_once_its_run_is_final_with_one_list_per_location(
+    cr_deps, prefect: PrefectHelper, cr_pool: str, emulator: CloudRunEmulator
+) -> None:
+    """RunJob fails after CreateJob worked: the run is Crashed and its attempt never retried, and the job (no
+    execution) would count against Cloud Run's 1,000 jobs per region for ever. The monitor deletes it, from one
+    ListJobs per location — while the run is in flight the job is left to its submit."""
+    from pushpool.usecases.monitor import TickReport
+    from pushpool.usecases.unstarted import sweep_unstarted
+
+    cr_deps.backend_options["cloudrun"].update(retry_timeout=0.3, unstarted_grace_seconds=0.0)
+    run_id = prefect.create_run(prefect.create_deployment(cr_pool))
+    emulator.refuse_runs = 10_000
+    try:
+        assert _submit(cr_deps, run_id).outcome == "crashed"
+    finally:
+        emulator.refuse_runs = 0
+    [job] = [n for n, j in emulator.jobs.items() if j["labels"].get("prefect-io-flow-run-id") == run_id]
+    assert emulator.jobs[job]["executionCount"] == 0
+
+    pools = [cr_deps.orchestrator.read_work_pool(cr_pool)]
+    prefect.set_state(run_id, "RUNNING", force=True)  # in flight: its submit may yet run the job
+    sweep_unstarted(cr_deps, pools, report := TickReport())
+    assert job in emulator.jobs and report.errors == []
+
+    kept_pool = make_pool(prefect, keep_job=True)  # a job that ran, kept after its run ended: not unstarted
+    kept_run = prefect.create_run(prefect.create_deployment(kept_pool))
+    kept = _submit(cr_deps, kept_run).job_id.removesuffix("#keep")
+    emulator.exit(kept, 0, [])
+
+    prefect.set_state(run_id, "CRASHED", force=True)
+    prefect.set_state(kept_run, "CRASHED", force=True)
+    before = len(emulator.requests)
+    report = pool_tick(cr_deps, cr_pool)
+    assert job not in emulator.jobs and report.reconciled["delete-unstarted"] >= 1, report
+    assert kept.split("/executions/")[0] in emulator.jobs
+    lists = [p for m, p in emulator.requests[before:] if m == "GET" and p.endswith("/jobs")]
+    assert lists == [f"/v2/projects/{PROJECT}/locations/us-central1/jobs"]  # one per location, not per run
 
 
 def test_status_of_many_runs_is_one_call_per_location(

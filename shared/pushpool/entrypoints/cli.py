@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pushpool.errors import ConfigurationError, OrchestratorError, PushpoolError
+from pushpool.errors import ConfigurationError, InvalidRequestError, OrchestratorError, PushpoolError
 from pushpool.settings import Settings
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ class Events(str, enum.Enum):
 class Credentials(str, enum.Enum):
     role = "role"
     access_key = "access-key"
+    key = "key"
 
 
 try:  # the `cli` extra
@@ -76,7 +77,15 @@ else:
         Credentials,
         typer.Option(
             help="role: the deployed functions use their own IAM role (default); access-key: create an IAM user and "
-            "store one access key in an aws-credentials block",
+            "store one access key in an aws-credentials block (ecs:push); key: store one service-account key in a "
+            "gcp-credentials block (cloud-run pools)",
+        ),
+    ]
+    ProjectOption = Annotated[
+        str | None,
+        typer.Option(
+            help="Google Cloud project (cloud-run pools)",
+            show_default="GOOGLE_CLOUD_PROJECT / CLOUDSDK_CORE_PROJECT, else the credentials' project",
         ),
     ]
 
@@ -341,12 +350,18 @@ class InfraOptions:
     region: str | None = None
     credentials: str = Credentials.role.value
     json: bool = False
+    project: str | None = None
 
 
 def _provisioner(options: InfraOptions, type_name: str):
     from pushpool.providers import provider_for_pool_type
 
-    return provider_for_pool_type(type_name).create_provisioner(region=options.region, credentials=options.credentials)
+    provider = provider_for_pool_type(type_name)
+    if options.project is None:
+        return provider.create_provisioner(region=options.region, credentials=options.credentials)
+    if provider.name != "cloudrun":
+        raise InvalidRequestError(f"--project is for cloud-run pools, not {type_name}")
+    return provider.create_provisioner(region=options.region, credentials=options.credentials, project=options.project)
 
 
 def _print_infra(result: Any, options: InfraOptions) -> None:
@@ -511,12 +526,13 @@ def cmd_pool_create(
             "database). Default: stream for a running serve that reads the stream, else webhook",
         ),
     ] = None,
+    project: ProjectOption = None,
 ) -> None:
     """Create or update a push pool, its Webhook block and automation."""
     from pushpool.usecases.provision import provision_pool
 
     if with_infra:
-        options = InfraOptions(yes=yes, region=region, credentials=credentials.value, json=as_json)
+        options = InfraOptions(yes=yes, region=region, credentials=credentials.value, json=as_json, project=project)
         _exit(
             _provision_infra(
                 name,
@@ -562,9 +578,10 @@ def cmd_provision_infra(
     yes: YesOption = False,
     region: RegionOption = None,
     credentials: CredentialsOption = Credentials.role,
+    project: ProjectOption = None,
 ) -> None:
     """Create the cloud resources of an existing push pool."""
-    options = InfraOptions(yes=yes, region=region, credentials=credentials.value, json=as_json)
+    options = InfraOptions(yes=yes, region=region, credentials=credentials.value, json=as_json, project=project)
     _exit(_provision_infra(name, type_name=None, submit_url=submit_url, port=port, options=options))
 
 
@@ -577,12 +594,13 @@ def cmd_deprovision(
     yes: YesOption = False,
     region: RegionOption = None,
     credentials: CredentialsOption = Credentials.role,
+    project: ProjectOption = None,
 ) -> None:
     """Remove the cloud resources created for a pool (by tag)."""
     from pushpool.usecases.pools import pool_type as type_of
     from pushpool.usecases.provision_infra import deprovision
 
-    options = InfraOptions(yes=yes, region=region, credentials=credentials.value, json=as_json)
+    options = InfraOptions(yes=yes, region=region, credentials=credentials.value, json=as_json, project=project)
     deps = _deps(local_settings())
     type_name = type_of(deps, name, pool_type)
     session = _InfraSession(
@@ -618,6 +636,7 @@ def cmd_pool_delete(
     yes: YesOption = False,
     region: RegionOption = None,
     credentials: CredentialsOption = Credentials.role,
+    project: ProjectOption = None,
     output: OutputOption = None,
 ) -> None:
     """Delete a push pool and everything pushpool made for it: its automation, its Webhook block and its cloud
@@ -626,7 +645,7 @@ def cmd_pool_delete(
     from pushpool.usecases.pools import delete_pool
 
     as_json = _output_json(output)
-    options = InfraOptions(yes=yes, region=region, credentials=credentials.value, json=as_json)
+    options = InfraOptions(yes=yes, region=region, credentials=credentials.value, json=as_json, project=project)
     deps = _deps(local_settings())
     session = _InfraSession(
         f"Delete work pool {name!r} and everything listed?",

@@ -137,6 +137,7 @@ PROVIDERS: tuple[Provider, ...] = (
         },
         backend="pushpool.providers.cloudrun.backend:CloudRunBackend",
         config="pushpool.providers.cloudrun.config:CloudRunJobConfig",
+        provisioner="pushpool.providers.cloudrun.provisioner:CloudRunProvisioner",
         extra="gcp",
         sdk=("google.cloud.run_v2",),
     ),

@@ -176,6 +176,29 @@ class Backend(Protocol):
     def cleanup(self, handle: JobHandle) -> None: ...
 
 
+@dataclass(frozen=True)
+class UnstartedJob:
+    """A job a backend made for an attempt of a run that never started (no execution, e.g. its submitter failed
+    between creating and running it): the monitor deletes it once the run is final or gone."""
+
+    backend: str
+    ref: str  # the backend's own reference (a Cloud Run job's resource name)
+    run_id: str
+    version: str = ""  # what the backend saw when it listed the job (an etag): deleted only if still so
+
+
+@runtime_checkable
+class SweepsUnstartedJobs(Protocol):
+    """What a backend whose jobs outlive a failed submit implements (Cloud Run: 1,000 jobs per region)."""
+
+    def unstarted_jobs(self, templates: Sequence[Mapping[str, Any]]) -> list[UnstartedJob]:
+        """pushpool's jobs that never started, where the pools (by their base job templates) put jobs: one list
+        call per location, never one per run."""
+
+    def delete_unstarted(self, job: UnstartedJob) -> None:
+        """Delete one of them (already gone is success)."""
+
+
 class BackendBase:
     """Defaults a backend may inherit: ten minutes to start, nothing kept after a job ends (nothing to clean up)."""
 

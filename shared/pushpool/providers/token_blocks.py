@@ -24,6 +24,7 @@ class TokenBlock:
     schema: Mapping[str, Any]  # the block schema's fields (with secret_fields)
     variable: str  # the pool variable that takes the block's $ref
     missing: str  # what to tell the user when there is no local token
+    stores: str = "the local token, stored once"  # what the plan says the block will hold
 
     def name(self, pool: str) -> str:
         return f"{pool}-{self.slug}"
@@ -61,7 +62,7 @@ class TokenBlock:
                 ).id
             return {self.variable: {"$ref": {"block_document_id": block_id}}}
 
-        detail = "reused" if existing else "the local token, stored once"
+        detail = "reused" if existing else self.stores
         found.append(Step("credentials block", self.name(pool), EXISTS if existing else CREATE, detail, store))
         return found
 

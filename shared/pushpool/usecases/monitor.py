@@ -26,6 +26,7 @@ from pushpool.usecases.heartbeat import heartbeat
 from pushpool.usecases.punctual import arm, dispatch_time, lead_seconds, look_ahead_seconds
 from pushpool.usecases.reconcile import policy_from, reconcile_run
 from pushpool.usecases.submit import Reads, SubmitOutcome, submit_run
+from pushpool.usecases.unstarted import sweep_unstarted
 
 log = logging.getLogger("pushpool.usecases.monitor")
 
@@ -80,6 +81,7 @@ def tick(deps: Deps, *, pools: list[WorkPool] | None = None) -> TickReport:
         except Exception as exc:
             log.exception("reconciliation failed")
             report.errors.append(f"reconcile: {_describe(exc)}")
+        sweep_unstarted(deps, pools, report)  # jobs of failed submits that never started (reports its own errors)
     return report
 
 

@@ -13,13 +13,20 @@
 * ``status`` lists every execution of a location in one call (``jobs/-``), page by page, and looks up individually only
   what the list did not hold; a failed execution's exit code comes from its task (one more call, once).
 * Cleanup deletes the job (and with it its executions) once its execution ended, unless ``keep_job``: Cloud Run allows
-  1,000 jobs per region.
+  1,000 jobs per region. A job that never started (its submit failed between CreateJob and RunJob) is found by
+  ``unstarted_jobs`` (one ListJobs per location of the pools, each tick) and deleted by the monitor once its run is
+  final or gone (``usecases/unstarted.py``), with the listed etag so a job run meanwhile is left alone.
 * 429/5xx are retried with google-api-core's retry (exponential backoff with jitter), then surface as
   BackendUnavailableError with Google's reason.
 * The handle id is the execution's resource name (``projects/<p>/locations/<r>/jobs/<job>/executions/<e>``), with
   ``#keep`` when the job is to be kept.
 * Credentials: the function's own identity (Application Default Credentials), unless the backend is given credentials;
   a ``gcp-credentials`` block in the pool's ``credentials`` signs submit and find (its service account info or file).
+  Status, cancel, cleanup and logs use pushpool's own identity (one List per project and region answers every run of
+  every pool, whatever block made its job), so a block is accepted only for the project pushpool watches: a block of
+  another project than the job's is refused before anything is sent, naming both (as ECS refuses a block of another
+  AWS account). Signing every call with the run's block would need the block per handle in the monitor, and one List
+  per block instead of per location.
 """
 
 from __future__ import annotations
@@ -37,7 +44,15 @@ from types import MappingProxyType
 from typing import Any
 
 from pushpool.errors import BackendError
-from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
+from pushpool.providers.base import (
+    BackendBase,
+    JobHandle,
+    JobSpec,
+    JobState,
+    JobStatus,
+    UnstartedJob,
+    describe_exit,
+)
 from pushpool.providers.cloudrun.config import CloudRunJobConfig, SecretKeySelector
 from pushpool.providers.cloudrun.gcp import NAME, google_errors, retry_policy, status_code
 
@@ -117,6 +132,7 @@ class CloudRunBackend(BackendBase):
         retry_timeout: float = 60.0,
         ready_timeout: float = 300.0,
         check_image_platform: bool = True,
+        unstarted_grace_seconds: float = 900.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         from pushpool.providers.image_platform import ImagePlatforms
@@ -128,6 +144,7 @@ class CloudRunBackend(BackendBase):
         self.retry_initial = retry_initial
         self.retry_timeout = retry_timeout
         self.ready_timeout = ready_timeout
+        self.unstarted_grace_seconds = unstarted_grace_seconds  # a submitter may still be between CreateJob and RunJob
         self.sleep = sleep
         self.image_platforms = ImagePlatforms() if check_image_platform else None
         self._clients: dict[tuple[str, str], Any] = {}
@@ -145,9 +162,9 @@ class CloudRunBackend(BackendBase):
 
         config = _config(spec)
         job = self._job_message(spec, config)  # refused here (plaintext secret, bad body) before any call
-        self._check_platform(job.template.template.containers[0].image)
         identity = self._identity(config)
-        project = self._project_of(config)
+        project = self._project_of(config)  # a block of another project: refused before any call
+        self._check_platform(job.template.template.containers[0].image)
         jobs = self._client("jobs", identity)
         name = f"projects/{project}/locations/{config.region}/jobs/{job_id(spec)}"
         keep = config.keep_job
@@ -267,6 +284,50 @@ class CloudRunBackend(BackendBase):
             try:
                 self._client("jobs").delete_job(name=job, retry=self._retry())
             except exceptions.NotFound:
+                return
+
+    # -- jobs that never started (SweepsUnstartedJobs) ---------------------------------------------------------------
+
+    def unstarted_jobs(self, templates: Sequence[Mapping[str, Any]]) -> list[UnstartedJob]:
+        """pushpool's jobs with no execution, older than ``unstarted_grace_seconds``, in the locations the pools'
+        defaults name (``project``, else pushpool's own; ``region``): one ListJobs per location (page by page)."""
+        locations: set[tuple[str, str]] = set()
+        for template in templates:
+            props = (template.get("variables") or {}).get("properties") or {}
+            project = (props.get("project") or {}).get("default") or self._own_project()
+            region = (props.get("region") or {}).get("default") or "us-central1"
+            locations.add((str(project), str(region)))
+        found: list[UnstartedJob] = []
+        now = time.time()
+        for project, region in sorted(locations):
+            parent = f"projects/{project}/locations/{region}"
+            with google_errors(f"listing the jobs of {parent}"):
+                pager = self._client("jobs").list_jobs(
+                    request={"parent": parent, "page_size": LIST_PAGE_SIZE}, retry=self._retry()
+                )
+                for job in pager:
+                    run_id = job.labels.get("prefect-io-flow-run-id")
+                    created = _time(job.create_time)
+                    if (
+                        not job.name.rsplit("/", 1)[-1].startswith("pushpool-")
+                        or not run_id
+                        or job.execution_count
+                        or job.latest_created_execution.name
+                        or created is None
+                        or now - created.timestamp() < self.unstarted_grace_seconds
+                    ):
+                        continue
+                    found.append(UnstartedJob(NAME, job.name, run_id, job.etag))
+        return found
+
+    def delete_unstarted(self, job: UnstartedJob) -> None:
+        """Delete the job if it is as listed (its etag): a job run meanwhile is left to the run's own cleanup."""
+        from google.api_core import exceptions
+
+        with google_errors(f"deleting {job.ref}"):
+            try:
+                self._client("jobs").delete_job(request={"name": job.ref, "etag": job.version}, retry=self._retry())
+            except (exceptions.NotFound, exceptions.Conflict, exceptions.Aborted, exceptions.FailedPrecondition):
                 return
 
     # -- submit helpers ------------------------------------------------------------------------------------------
@@ -447,18 +508,46 @@ class CloudRunBackend(BackendBase):
             self._block_credentials[key] = made
         return key
 
-    def _project_of(self, config: CloudRunJobConfig) -> str:
-        if config.project or config.credentials_project:
-            return str(config.project or config.credentials_project)
+    def _own_project(self) -> str:
         if self._project is None:
             self._own_credentials()
         if not self._project:
+            raise BackendError(
+                "no Google Cloud project: set the pool's `project` variable (or GOOGLE_CLOUD_PROJECT where pushpool "
+                "runs)",
+                backend=NAME,
+            )
+        return self._project
+
+    def _project_of(self, config: CloudRunJobConfig) -> str:
+        """Where the job goes: the pool's ``project``, else pushpool's own project, else the block's.
+
+        Raises:
+            BackendError: the ``credentials`` block is of another project than the job's — pushpool follows, cancels,
+                cleans up and reads the logs of every job with its own identity, in the job's project, so a job made
+                elsewhere with the block's key could never be watched; or no project at all.
+        """
+        block = config.credentials_project if self._identity(config) else None
+        project = config.project
+        if not project and self._project is None:  # pushpool's own project (where it watches), when it has one
+            self._own_credentials()
+        project = project or self._project or block
+        if block and project and block != project:
+            whose = "the pool's `project`" if config.project else "pushpool's own project"
+            raise BackendError(
+                f"the pool's gcp-credentials block is of project {block}, but the pool's jobs go to project {project} "
+                f"({whose}), "
+                "where pushpool follows, cancels and deletes them with its own identity: it would make a job it could "
+                f"not watch. Give the block a key for project {project}, or run this pool's jobs where pushpool runs",
+                backend=NAME,
+            )
+        if not project:
             raise BackendError(
                 "no Google Cloud project: set the pool's `project` variable (or the gcp-credentials block's project, "
                 "or GOOGLE_CLOUD_PROJECT where pushpool runs)",
                 backend=NAME,
             )
-        return self._project
+        return project
 
     def _client(self, kind: str, identity: str = "") -> Any:
         key = (kind, identity)

@@ -4,6 +4,7 @@ by status code and exception type (never by message text); and the retry policy 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -89,3 +90,50 @@ def retry_policy(*, initial: float, timeout: float) -> Any:
         multiplier=2.0,
         timeout=timeout,
     )
+
+
+# -- the discovery clients of the provisioner (google-api-python-client) ---------------------------------------------
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a google-api-python-client ``HttpError``; None for anything else."""
+    from googleapiclient.errors import HttpError
+
+    return int(exc.resp.status) if isinstance(exc, HttpError) else None
+
+
+def google_status(exc: BaseException) -> str:
+    """Google's canonical status of an ``HttpError`` (``ABORTED``, ``NOT_FOUND`` …) from its JSON error body."""
+    from googleapiclient.errors import HttpError
+
+    if not isinstance(exc, HttpError):
+        return ""
+    try:
+        body = json.loads(exc.content or b"{}")
+    except ValueError:
+        return ""
+    error = body.get("error") if isinstance(body, dict) else None
+    return str(error.get("status", "")) if isinstance(error, dict) else ""
+
+
+@contextlib.contextmanager
+def api_errors(context: str = "") -> Iterator[None]:
+    """The provisioner's boundary: discovery-client and google-auth exceptions leave as pushpool errors."""
+    from googleapiclient.errors import HttpError
+
+    prefix = f"{context}: " if context else ""
+    try:
+        yield
+    except PushpoolError:
+        raise
+    except HttpError as exc:
+        code = http_status(exc) or 0
+        why = f"{code}: {exc._get_reason()}"  # Google's message (the error body's), without the request URL
+        if code in RETRIED_CODES:
+            raise BackendUnavailableError(f"{prefix}Google is unavailable: {why}", backend=NAME) from exc
+        raise BackendError(f"{prefix}{why}", backend=NAME) from exc
+    except Exception as exc:
+        translated = translate_google_error(exc, context)
+        if translated is None:
+            raise
+        raise translated from exc

@@ -1,0 +1,532 @@
+"""The Cloud Run provisioner: what a ``cloud-run-v2:push`` / ``cloud-run:push`` pool needs in a Google Cloud project,
+made with Google's discovery clients (google-api-python-client: Service Usage, Artifact Registry, IAM, Resource
+Manager) — no gcloud CLI.
+
+Resources (a second run finds them all and changes nothing):
+
+======================================  ===================================  ================================
+resource                                name                                 pool variable it fills
+======================================  ===================================  ================================
+APIs ``run.googleapis.com`` and          enabled with Service Usage          ``project``, ``region``
+``artifactregistry.googleapis.com``      (never disabled by deprovision:
+                                         other things may use them)
+Artifact Registry Docker repository      ``pushpool-<pool>`` in the region   (printed: ``<region>-docker.pkg.dev/
+                                         (labels ``pushpool-pool``,           <project>/<repo>``, the image
+                                         description names the pool)         namespace)
+service account (what jobs run as)       ``pushpool-<pool>@<project>…``       ``service_account_name``
+                                         (its description names the pool)
+project IAM bindings                     ``roles/run.developer`` and          —
+                                         ``roles/iam.serviceAccountUser``
+                                         for that service account
+service-account key + ``gcp-credentials``  ``<pool>-gcp-credentials``          ``credentials`` (``$ref``)
+block (only with ``--credentials key``)  (made once: never while it exists)
+======================================  ===================================  ================================
+
+The project IAM policy is read, modified and written back with its ``etag`` (version 3, conditions kept); a write
+that meets a concurrent change (409 / ``ABORTED``) is read and tried again. Deprovision removes only what carries the
+pool's mark: the repository and the service account whose description names the pool, that account's members in the
+two roles, and the pool's credentials block.
+
+Project: ``--project``, else ``GOOGLE_CLOUD_PROJECT`` / ``CLOUDSDK_CORE_PROJECT`` / ``GCLOUD_PROJECT``, else the
+credentials' own project (said in the plan's header). Region: ``--region``, else ``CLOUDSDK_RUN_REGION`` /
+``GOOGLE_CLOUD_REGION`` / ``CLOUDSDK_COMPUTE_REGION``. Neither is guessed: missing → one line, before any call.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+from pushpool.errors import BackendError, ConfigurationError, InvalidRequestError
+from pushpool.providers.cloudrun.gcp import api_errors, google_status, http_status
+from pushpool.providers.provisioning import CREATE, DELETE, EXISTS, Marker, ProvisioningError, Step, wait_until
+from pushpool.providers.token_blocks import TokenBlock
+
+if TYPE_CHECKING:
+    from pushpool.prefect_api.client import PrefectClient
+
+SERVICES = ("run.googleapis.com", "artifactregistry.googleapis.com")
+ROLES = ("roles/run.developer", "roles/iam.serviceAccountUser")
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+SETTLE_ATTEMPTS = 10  # setIamPolicy tries while a new service account is not yet known to IAM (~85 s at 2 s)
+PROJECT_VARIABLES = ("GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT", "GCLOUD_PROJECT")
+REGION_VARIABLES = ("CLOUDSDK_RUN_REGION", "GOOGLE_CLOUD_REGION", "CLOUDSDK_COMPUTE_REGION")
+CREDENTIALS_BLOCK_TYPE = "gcp-credentials"
+# prefect-gcp's GcpCredentials block schema (its fields as the cloud-run templates' definitions name them).
+BLOCK_SCHEMA: dict[str, Any] = {
+    "title": "GcpCredentials",
+    "description": "A Google Cloud service account key (or file): what cloud-run push pools sign their calls with.",
+    "type": "object",
+    "properties": {
+        "service_account_file": {
+            "title": "Service Account File",
+            "description": "Path to the service account JSON keyfile.",
+            "anyOf": [{"type": "string", "format": "path"}, {"type": "null"}],
+        },
+        "service_account_info": {
+            "title": "Service Account Info",
+            "description": "The contents of the keyfile as a dict.",
+            "anyOf": [{"type": "object", "additionalProperties": True}, {"type": "null"}],
+        },
+        "project": {
+            "title": "Project",
+            "description": "The GCP project.",
+            "anyOf": [{"type": "string"}, {"type": "null"}],
+        },
+    },
+    "block_type_slug": CREDENTIALS_BLOCK_TYPE,
+    "secret_fields": ["service_account_info.*"],
+    "block_schema_references": {},
+}
+BLOCK = TokenBlock(
+    CREDENTIALS_BLOCK_TYPE,
+    "GCP Credentials",
+    BLOCK_SCHEMA,
+    "credentials",
+    "the service account key could not be made",
+    "a new key of the pool's service account, made once (never while this block exists)",
+)
+_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
+_POOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def resource_id(pool: str, limit: int) -> str:
+    """``pushpool-<pool>`` as a Google resource id (lowercase letters, digits, ``-``; starts with a letter, ends with a
+    letter or digit) of at most ``limit`` characters; a pool name that had to be changed or shortened gets a digest of
+    itself, so two pools never share one."""
+    slug = re.sub(r"[^a-z0-9]+", "-", pool.lower()).strip("-")
+    name = f"pushpool-{slug}"
+    if slug == pool and len(name) <= limit:
+        return name
+    digest = hashlib.sha256(pool.encode()).hexdigest()[:6]
+    return f"{name[: limit - 7].rstrip('-')}-{digest}"
+
+
+class CloudRunProvisioner:
+    def __init__(
+        self,
+        *,
+        region: str | None = None,
+        credentials: str = "role",
+        project: str | None = None,
+        credential: Any = None,
+        endpoint: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        interval: float = 2.0,
+        timeout: float = 300.0,
+        retries: int = 3,
+        policy_attempts: int = 5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """``credential``/``endpoint``: Google credentials and one API root for every service (tests); by default
+        Application Default Credentials and Google's endpoints."""
+        if credentials not in ("role", "key"):
+            raise InvalidRequestError(
+                f"--credentials {credentials} is not available for Cloud Run pools: 'role' (the functions' own "
+                "identity) or 'key' (a service-account key stored once in a gcp-credentials block)"
+            )
+        env = os.environ if environ is None else environ
+        self.credentials = credentials
+        self.project, self.project_source = _first(project, "--project", env, PROJECT_VARIABLES)
+        self.region, self.region_source = _first(region, "--region", env, REGION_VARIABLES)
+        self._credential = credential
+        self.endpoint = endpoint
+        self.interval, self.timeout, self.retries = interval, timeout, retries
+        self.policy_attempts = policy_attempts
+        self.sleep = sleep
+        self._apis: dict[str, Any] = {}
+
+    # -- the Provisioner Protocol ------------------------------------------------------------------------------
+
+    def check_access(self) -> str:
+        """Where pools go and as whom; one clear line (nothing sent) when the project, region or credentials lack."""
+        credential = self._google_credential()  # no credentials → ConfigurationError, nothing sent
+        if not self.project:
+            raise ConfigurationError(
+                "no Google Cloud project: pass --project or set GOOGLE_CLOUD_PROJECT (nothing was changed)"
+            )
+        if not self.region:
+            raise ConfigurationError(
+                "no Cloud Run region: pass --region or set CLOUDSDK_RUN_REGION (nothing was changed)"
+            )
+        if not _PROJECT.match(self.project):
+            raise InvalidRequestError(f"{self.project!r} ({self.project_source}) is not a Google Cloud project id")
+        if not _REGION.match(self.region):
+            raise InvalidRequestError(f"{self.region!r} ({self.region_source}) is not a Google Cloud region")
+        with api_errors(f"reading project {self.project}"):
+            self._call(self._api("cloudresourcemanager", "v1").projects().get(projectId=self.project))
+        who = getattr(credential, "service_account_email", None) or "Application Default Credentials"
+        return f"project {self.project} ({self.project_source}), region {self.region} ({self.region_source}), as {who}"
+
+    def plan(self, pool: str) -> list[Step]:
+        self._check_pool(pool)
+        enabled = self._enabled()
+        steps = [self._service_step(service, service in enabled) for service in SERVICES]
+        steps.append(self._repository_step(pool, readable="artifactregistry.googleapis.com" in enabled))
+        account = self._read_account(self._email(pool))
+        steps.append(self._service_account_step(pool, account))
+        steps.append(self._bindings_step(pool, new_account=account is None))
+        return steps
+
+    def credential_steps(self, pool: str, prefect: PrefectClient) -> list[Step]:
+        if self.credentials != "key":
+            return []  # the functions sign with their own identity: nothing to store
+        return BLOCK.steps(pool, prefect, lambda: self._new_key(pool))
+
+    def deprovision_plan(self, pool: str, prefect: PrefectClient) -> list[Step]:
+        self._check_pool(pool)
+        steps = list(BLOCK.deletions(pool, prefect))
+        email = self._email(pool)
+        account = self._read_account(email)
+        if account is not None and self._ours(account, pool):
+            policy = self._policy()
+            if any(f"serviceAccount:{email}" in b.get("members", []) for b in policy.get("bindings", [])):
+                steps.append(Step("IAM bindings", ", ".join(ROLES), DELETE, email, self._unbind(email)))
+            steps.append(Step("service account", email, DELETE, "with its keys", self._delete_account(email)))
+        repository = self._repository_name(pool)
+        found = self._read_repository(repository) if "artifactregistry.googleapis.com" in self._enabled() else None
+        if found is not None and self._ours(found, pool):
+            steps.append(
+                Step(
+                    "Artifact Registry repository",
+                    repository.rsplit("/", 1)[-1],
+                    DELETE,
+                    "with the images in it",
+                    self._delete_repository(repository),
+                )
+            )
+        return steps
+
+    def errors(self) -> AbstractContextManager[None]:
+        return api_errors()
+
+    def notes(self, defaults: dict[str, Any]) -> list[str]:
+        registry = defaults.get("_registry")
+        notes = [f"push images to {registry}/<image>:<tag> (image namespace {registry})"] if registry else []
+        if self.credentials == "role":
+            notes.append(
+                f"the functions use their own identity: it needs roles/run.developer in project {self.project} and "
+                f"roles/iam.serviceAccountUser on {defaults.get('service_account_name', 'the pool service account')}"
+            )
+        return notes
+
+    # -- steps -------------------------------------------------------------------------------------------------
+
+    def _service_step(self, service: str, enabled: bool) -> Step:
+        def run() -> dict[str, Any]:
+            if not enabled:
+                api = self._api("serviceusage", "v1")
+                name = f"projects/{self.project}/services/{service}"
+                operation = self._call(api.services().enable(name=name, body={}))
+                self._wait(operation, lambda op: api.operations().get(name=op), f"enabling {service}")
+            return {"project": self.project, "region": self.region}
+
+        return Step("Google API", service, EXISTS if enabled else CREATE, "enabled with Service Usage", run=run)
+
+    def _repository_step(self, pool: str, *, readable: bool) -> Step:
+        name = self._repository_name(pool)
+        found = self._read_repository(name) if readable else None
+        if found is not None and not self._ours(found, pool):
+            raise BackendError(
+                f"Artifact Registry repository {name} exists and is not pushpool's for pool {pool}", backend="cloudrun"
+            )
+        repo = name.rsplit("/", 1)[-1]
+        registry = f"{self.region}-docker.pkg.dev/{self.project}/{repo}"
+
+        def run() -> dict[str, Any]:
+            if found is None:
+                api = self._api("artifactregistry", "v1")
+                locations = api.projects().locations()
+                operation = self._call(
+                    locations.repositories().create(
+                        parent=f"projects/{self.project}/locations/{self.region}",
+                        repositoryId=repo,
+                        body={
+                            "format": "DOCKER",
+                            "description": Marker(pool).description(),
+                            "labels": Marker(pool).labels(),
+                        },
+                    )
+                )
+                self._wait(operation, lambda op: locations.operations().get(name=op), f"creating {name}")
+            return {"_registry": registry}
+
+        return Step("Artifact Registry repository", repo, EXISTS if found else CREATE, registry, run=run)
+
+    def _service_account_step(self, pool: str, found: dict[str, Any] | None) -> Step:
+        email = self._email(pool)
+        if found is not None and not self._ours(found, pool):
+            raise BackendError(
+                f"service account {email} exists and is not pushpool's for pool {pool}", backend="cloudrun"
+            )
+
+        def run() -> dict[str, Any]:
+            if found is None:
+                self._call(
+                    self._api("iam", "v1")
+                    .projects()
+                    .serviceAccounts()
+                    .create(
+                        name=f"projects/{self.project}",
+                        body={
+                            "accountId": email.split("@", 1)[0],
+                            "serviceAccount": {
+                                "displayName": f"pushpool {pool}"[:100],
+                                "description": Marker(pool).description(),
+                            },
+                        },
+                    )
+                )
+            return {"service_account_name": email}
+
+        return Step("service account", email, EXISTS if found else CREATE, "what the pool's jobs run as", run=run)
+
+    def _bindings_step(self, pool: str, *, new_account: bool) -> Step:
+        """``new_account``: made by this run's step before, so perhaps not yet known to IAM."""
+        email = self._email(pool)
+        member = f"serviceAccount:{email}"
+        policy = self._policy()
+        missing = [role for role in ROLES if member not in _members(policy, role)]
+
+        def run() -> dict[str, Any]:
+            if missing:
+                self._modify_policy(lambda bindings: _add_member(bindings, member), new_member=new_account)
+            return {}
+
+        detail = f"{email} on project {self.project}"
+        return Step("IAM bindings", ", ".join(missing or ROLES), CREATE if missing else EXISTS, detail, run=run)
+
+    # -- deprovision -------------------------------------------------------------------------------------------
+
+    def _unbind(self, email: str) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            self._modify_policy(lambda bindings: _remove_member(bindings, f"serviceAccount:{email}"))
+            return {}
+
+        return run
+
+    def _delete_account(self, email: str) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            accounts = self._api("iam", "v1").projects().serviceAccounts()
+            self._call_absent(accounts.delete(name=f"projects/{self.project}/serviceAccounts/{email}"))
+            return {}
+
+        return run
+
+    def _delete_repository(self, name: str) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            locations = self._api("artifactregistry", "v1").projects().locations()
+            operation = self._call_absent(locations.repositories().delete(name=name))
+            if operation:
+                self._wait(operation, lambda op: locations.operations().get(name=op), f"deleting {name}")
+            return {}
+
+        return run
+
+    # -- the key (only with --credentials key, only when the block is missing) ------------------------------
+
+    def _new_key(self, pool: str) -> dict[str, Any]:
+        """A new key of the pool's service account, as the block's data. Never logged, never returned elsewhere."""
+        email = self._email(pool)
+        keys = self._api("iam", "v1").projects().serviceAccounts().keys()
+        with api_errors(f"creating a key for {email}"):
+            key = self._call(
+                keys.create(
+                    name=f"projects/{self.project}/serviceAccounts/{email}",
+                    body={"privateKeyType": "TYPE_GOOGLE_CREDENTIALS_FILE", "keyAlgorithm": "KEY_ALG_RSA_2048"},
+                )
+            )
+        try:
+            info = json.loads(base64.b64decode(key["privateKeyData"]))
+        except (KeyError, ValueError, TypeError):
+            raise ProvisioningError(f"Google answered a key for {email} that is not a key file") from None
+        return {"service_account_info": info, "project": self.project}
+
+    # -- Google ------------------------------------------------------------------------------------------------
+
+    def _google_credential(self) -> Any:
+        if self._credential is None:
+            import google.auth
+            from google.auth import exceptions as auth_exceptions
+
+            try:
+                self._credential, found = google.auth.default(scopes=SCOPES)
+            except auth_exceptions.DefaultCredentialsError:
+                raise ConfigurationError(
+                    "no Google credentials: run `gcloud auth application-default login` or set "
+                    "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file (nothing was changed)"
+                ) from None
+            if not self.project and found:
+                self.project, self.project_source = str(found), "the credentials' project"
+        return self._credential
+
+    def _api(self, name: str, version: str) -> Any:
+        if name not in self._apis:
+            from googleapiclient.discovery import build
+
+            options = {"api_endpoint": self.endpoint} if self.endpoint else None
+            self._apis[name] = build(
+                name,
+                version,
+                credentials=self._google_credential(),
+                client_options=options,
+                static_discovery=True,  # the discovery document shipped with the library: no fetch
+                cache_discovery=False,
+            )
+        return self._apis[name]
+
+    def _call(self, request: Any) -> Any:
+        """Execute a request; 429 and 5xx are retried by the library (exponential backoff)."""
+        return request.execute(num_retries=self.retries)
+
+    def _call_absent(self, request: Any) -> Any:
+        """Execute; a resource already gone (404) is success (None)."""
+        from googleapiclient.errors import HttpError
+
+        try:
+            return self._call(request)
+        except HttpError as exc:
+            if http_status(exc) == 404:
+                return None
+            raise
+
+    def _wait(self, operation: Mapping[str, Any], get: Callable[[str], Any], what: str) -> None:
+        """Follow a long-running operation until done; its error leaves as the step's failure."""
+        state = dict(operation)
+
+        def done() -> bool:
+            if not state.get("done"):
+                state.update(self._call(get(str(state["name"]))))
+            return bool(state.get("done"))
+
+        wait_until(done, what=what, timeout=self.timeout, interval=self.interval, sleep=self.sleep)
+        if state.get("error"):
+            error = state["error"]
+            raise BackendError(f"{what}: {error.get('code')}: {error.get('message', '')}", backend="cloudrun")
+
+    def _enabled(self) -> set[str]:
+        api = self._api("serviceusage", "v1")
+        answer = self._call(
+            api.services().batchGet(
+                parent=f"projects/{self.project}", names=[f"projects/{self.project}/services/{s}" for s in SERVICES]
+            )
+        )
+        return {
+            str(s.get("config", {}).get("name") or s["name"].rsplit("/", 1)[-1])
+            for s in answer.get("services", [])
+            if s.get("state") == "ENABLED"
+        }
+
+    def _read_repository(self, name: str) -> dict[str, Any] | None:
+        repositories = self._api("artifactregistry", "v1").projects().locations().repositories()
+        return self._read(repositories.get(name=name))
+
+    def _read_account(self, email: str) -> dict[str, Any] | None:
+        accounts = self._api("iam", "v1").projects().serviceAccounts()
+        return self._read(accounts.get(name=f"projects/{self.project}/serviceAccounts/{email}"))
+
+    def _read(self, request: Any) -> dict[str, Any] | None:
+        from googleapiclient.errors import HttpError
+
+        try:
+            return self._call(request)  # type: ignore[no-any-return]
+        except HttpError as exc:
+            if http_status(exc) == 404:
+                return None
+            raise
+
+    def _policy(self) -> dict[str, Any]:
+        api = self._api("cloudresourcemanager", "v1")
+        body = {"options": {"requestedPolicyVersion": 3}}
+        return self._call(api.projects().getIamPolicy(resource=self.project, body=body))  # type: ignore[no-any-return]
+
+    def _modify_policy(self, change: Callable[[list[dict[str, Any]]], None], *, new_member: bool = False) -> None:
+        """Read-modify-write of the project's IAM policy with its etag; a concurrent change (409 ABORTED) is read
+        again and the change made again on it. ``new_member``: the member is a service account just created, which
+        IAM may not know for a while (400 INVALID_ARGUMENT): tried again, with backoff, up to ``SETTLE_ATTEMPTS``."""
+        from googleapiclient.errors import HttpError
+
+        api = self._api("cloudresourcemanager", "v1")
+        conflicts = unsettled = 0
+        while True:
+            policy = self._policy()
+            bindings = policy.setdefault("bindings", [])
+            change(bindings)
+            policy["bindings"] = [b for b in bindings if b.get("members")]
+            policy["version"] = 3  # conditional bindings are kept as read
+            try:
+                self._call(api.projects().setIamPolicy(resource=self.project, body={"policy": policy}))
+                return
+            except HttpError as exc:
+                if new_member and http_status(exc) == 400 and unsettled < SETTLE_ATTEMPTS:
+                    unsettled += 1
+                    self.sleep(min(self.interval * 2**unsettled, 10.0))
+                    continue
+                if http_status(exc) != 409 and google_status(exc) != "ABORTED":
+                    raise
+                conflicts += 1
+                if conflicts == self.policy_attempts:
+                    raise ProvisioningError(
+                        f"the IAM policy of project {self.project} kept changing meanwhile "
+                        f"({self.policy_attempts} attempts): run again"
+                    ) from None
+                self.sleep(min(0.5 * 2**conflicts, 8.0))
+
+    # -- names ---------------------------------------------------------------------------------------------------
+
+    def _check_pool(self, pool: str) -> None:
+        if not _POOL.match(pool):
+            raise InvalidRequestError(
+                f"pool name {pool!r} cannot name Google resources (letters, digits, '-', '_', '.')"
+            )
+
+    def _email(self, pool: str) -> str:
+        return f"{resource_id(pool, 30)}@{self.project}.iam.gserviceaccount.com"
+
+    def _repository_name(self, pool: str) -> str:
+        return f"projects/{self.project}/locations/{self.region}/repositories/{resource_id(pool, 63)}"
+
+    @staticmethod
+    def _ours(resource: Mapping[str, Any], pool: str) -> bool:
+        return resource.get("description") == Marker(pool).description()
+
+
+def _first(given: str | None, flag: str, env: Mapping[str, str], names: tuple[str, ...]) -> tuple[str | None, str]:
+    if given:
+        return given, flag
+    for name in names:
+        if env.get(name):
+            return env[name], name
+    return None, ""
+
+
+def _members(policy: Mapping[str, Any], role: str) -> set[str]:
+    return {
+        m
+        for b in policy.get("bindings", [])
+        if b.get("role") == role and not b.get("condition")
+        for m in b.get("members", [])
+    }
+
+
+def _add_member(bindings: list[dict[str, Any]], member: str) -> None:
+    for role in ROLES:
+        binding = next((b for b in bindings if b.get("role") == role and not b.get("condition")), None)
+        if binding is None:
+            bindings.append({"role": role, "members": [member]})
+        elif member not in binding.setdefault("members", []):
+            binding["members"].append(member)
+
+
+def _remove_member(bindings: list[dict[str, Any]], member: str) -> None:
+    for binding in bindings:
+        if binding.get("role") in ROLES and not binding.get("condition") and member in binding.get("members", []):
+            binding["members"].remove(member)
