@@ -62,12 +62,14 @@ class Bed:
         self.rng = random.Random(seed)
         self.seed = seed
 
-    def _pushpool_pool(self, name: str, *, webhook_url: str | None, token: str) -> str:
+    def _pushpool_pool(self, name: str, *, webhook_url: str | None, token: str, events: str = "webhook") -> str:
+        """A pool provisioned as ``pushpool work-pool create`` does; ``events="stream"`` for a serve reading Prefect's
+        event stream (its default: the automation stays disabled)."""
         template = harness.pushpool_template(self.net)
         if webhook_url:
             settings = Settings.of(prefect_api_url=self.api_url, webhook_tokens=(token,), submit_url=webhook_url)
             deps = Deps.from_settings(settings)
-            provision_pool(deps, name=name, type_name="ecs:push")
+            provision_pool(deps, name=name, type_name="ecs:push", events=events)
             deps.orchestrator.close()
             self.api.call("PATCH", f"/work_pools/{name}", json={"base_job_template": template})
         else:
@@ -205,7 +207,7 @@ def burst(bed: Bed, pg: harness.Postgres, actor: str, runs: int, timeout: float)
         child = harness.serve(
             bed.api_url, bed.moto, bed.work / "logs", event_stream=True, monitor_interval=5.0, token=token
         )
-        deployment = bed._pushpool_pool(name, webhook_url=child.extra["url"] + "/submit", token=token)
+        deployment = bed._pushpool_pool(name, webhook_url=child.extra["url"] + "/submit", token=token, events="stream")
     else:
         template = harness.worker_template(bed.net, sys.executable)
         bed.api.call("POST", "/work_pools/", json={"name": name, "type": "ecs", "base_job_template": template})

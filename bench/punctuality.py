@@ -357,7 +357,9 @@ def measure_not_due(bed: Bed, result: Result, *, not_due_runs: int, step) -> Non
     step(f"not-due cost: {not_due_runs} scheduled runs, pushpool serve")
     serve = harness.serve(bed.api_url, bed.moto, logs, event_stream=True, monitor_interval=5.0, token=token)
     try:
-        deployment = bed._pushpool_pool("bench-nd-serve", webhook_url=serve.extra["url"] + "/submit", token=token)
+        deployment = bed._pushpool_pool(
+            "bench-nd-serve", webhook_url=serve.extra["url"] + "/submit", token=token, events="stream"
+        )
         time.sleep(SETTLE)  # the automation is loaded; the event stream connects
         result.not_due.append(not_due(bed, "pushpool serve (defaults)", deployment, not_due_runs))
     finally:
@@ -403,7 +405,9 @@ def measure_punctuality(bed: Bed, result: Result, *, spread: int, burst: int, st
             actors["serve"] = harness.serve(
                 bed.api_url, bed.moto, logs, event_stream=True, monitor_interval=5.0, token=token
             )
-            bed._pushpool_pool("bench-pt-serve", webhook_url=actors["serve"].extra["url"] + "/submit", token=token)
+            bed._pushpool_pool(
+                "bench-pt-serve", webhook_url=actors["serve"].extra["url"] + "/submit", token=token, events="stream"
+            )
 
         _stage(bed, [(serve_target, serve_dep), (worker_target, worker_dep)], spread, burst, rate, start_stage_1, 14)
         serve = actors.pop("serve")
