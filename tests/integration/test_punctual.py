@@ -166,3 +166,31 @@ def test_a_burst_of_triggered_runs_never_exceeds_the_limit(deps, fired: Fired, p
     assert states.count("PENDING") + states.count("SCHEDULED") == len(runs)
     assert states.count("PENDING") >= 1  # the limit was used, not left idle
     _stop_jobs(deps, prefect, runs)
+
+
+def test_a_burst_of_timers_in_serve_is_dispatched_by_one_monitor_sweep(deps, prefect: PrefectHelper, pool: str) -> None:
+    """Issue 14, goal "200 runs the same second within 10 s": timers that fire together (8 or more) wake serve's
+    monitor for one sweep (3 calls per run, one listing) instead of submitting each run on its own (5 calls)."""
+    from pushpool.entrypoints.serve import BURST_SWEEP_RUNS, Server
+    from pushpool.localserver import free_port
+    from pushpool.usecases.submit import SubmitOutcome
+
+    server = Server(deps, port=free_port(), monitor_interval=3600, event_stream=False)  # no tick of its own
+    server.start()
+    run_ids: list[str] = []
+    try:
+        dep = prefect.create_deployment(pool, job_variables={"command": "sleep 30"})
+        due = _now() + dt.timedelta(seconds=LEAD + 3)
+        run_ids = [_scheduled(prefect, dep, due) for _ in range(BURST_SWEEP_RUNS + 2)]
+        for run_id in run_ids:  # their Scheduled events: each arms a timer for due - LEAD
+            assert "(trigger armed)" in handle_run_event(deps, run_id, trigger="webhook")["detail"]
+        assert len(server.timers.pending()) == len(run_ids)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(prefect.read_run(r)["infrastructure_pid"] for r in run_ids):
+            time.sleep(0.2)
+        assert all(prefect.read_run(r)["infrastructure_pid"] for r in run_ids)
+        assert server.last_tick is not None, "no monitor sweep ran: each timer submitted its run on its own"
+        assert server.last_tick.dispatched[SubmitOutcome.SUBMITTED] == len(run_ids)
+    finally:
+        server.stop()
+        _stop_jobs(deps, prefect, run_ids)

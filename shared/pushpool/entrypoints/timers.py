@@ -1,7 +1,8 @@
 """``TimerTrigger``: delayed delivery inside ``pushpool serve`` (the ``punctual.DelayedTrigger`` of one process).
 
 One thread sleeps until the earliest armed time — a timed wait on a condition, woken early only when an earlier
-time is armed — then hands the run to ``fire`` (which calls submit). No polling. Armed times live in memory only: a
+time is armed — then hands the run to ``fire`` (which calls submit), or every run whose time has come at once to
+``fire_many`` when given (serve turns a burst into one monitor sweep). No polling. Armed times live in memory only: a
 serve that restarts has lost them, and its monitor's first ticks re-arm the runs due soon (its sweep dispatches any
 that became due meanwhile).
 """
@@ -21,8 +22,15 @@ class TimerTrigger:
     max_delay_seconds: float | None = None  # a timer can wait for any time
     early_seconds = 0.0
 
-    def __init__(self, fire: Callable[[str], None], *, now: Callable[[], dt.datetime] | None = None) -> None:
+    def __init__(
+        self,
+        fire: Callable[[str], None],
+        *,
+        now: Callable[[], dt.datetime] | None = None,
+        fire_many: Callable[[list[str]], None] | None = None,
+    ) -> None:
         self._fire = fire
+        self._fire_many = fire_many
         self._now = now or (lambda: dt.datetime.now(dt.timezone.utc))
         self._heap: list[tuple[dt.datetime, str]] = []
         self._armed: dict[str, dt.datetime] = {}  # run id -> the time it is armed for (an older entry is stale)
@@ -59,16 +67,24 @@ class TimerTrigger:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                run_id = self._next_due()
-                if run_id is None:
+                run_ids = self._next_due()
+                if not run_ids:
                     return
-            try:
-                self._fire(run_id)
-            except Exception:  # one failed delivery must not stop the others (the monitor covers it)
-                log.exception("timer for run %s failed", run_id)
+            if self._fire_many is not None:
+                try:
+                    self._fire_many(run_ids)
+                except Exception:  # the monitor covers them
+                    log.exception("timers for %d runs failed", len(run_ids))
+                continue
+            for run_id in run_ids:
+                try:
+                    self._fire(run_id)
+                except Exception:  # one failed delivery must not stop the others (the monitor covers it)
+                    log.exception("timer for run %s failed", run_id)
 
-    def _next_due(self) -> str | None:
-        """Wait (holding the condition) until an armed time has come; its run id, or None once stopped."""
+    def _next_due(self) -> list[str]:
+        """Wait (holding the condition) until an armed time has come; the run ids whose time has come (all of them),
+        or [] once stopped."""
         while not self._stopped:
             if not self._heap:
                 self._cond.wait()
@@ -81,7 +97,11 @@ class TimerTrigger:
             if wait > 0:
                 self._cond.wait(timeout=wait)
                 continue
-            heapq.heappop(self._heap)
-            del self._armed[run_id]
-            return run_id
-        return None
+            due, now = [], self._now()
+            while self._heap and self._heap[0][0] <= now:
+                at, run_id = heapq.heappop(self._heap)
+                if self._armed.get(run_id) == at:
+                    del self._armed[run_id]
+                    due.append(run_id)
+            return due
+        return []
