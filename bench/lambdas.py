@@ -201,6 +201,7 @@ class Functions:
                 emit(
                     "delayed",
                     flow_run_id=body.get("flow_run_id"),
+                    work_pool=body.get("work_pool"),  # a pool trigger: the invocation swept the pool
                     at=body.get("at"),
                     sent_at=int((m.get("Attributes") or {}).get("SentTimestamp", 0)) / 1000,
                     received_at=received,

@@ -309,25 +309,35 @@ def _lambda_shares(target: Target, lambdas: Lambdas) -> None:
     """Which path submitted each run (a delayed message whose invocation was running when RunTask accepted the
     job, else the monitor or the webhook), and the queue's and the function's shares of the lateness."""
     rounding, queue, wait, own = {}, {}, {}, {}
+    swept = 0
     for line in lambdas.lines("delayed"):
-        run_id = line.get("flow_run_id")
-        accepted = target.accepted.get(run_id)
-        if accepted is None or not line["invoked_at"] - 0.05 <= accepted <= line["done_at"] + 0.05:
-            continue
-        due = target.due[run_id]
-        if line.get("sent_at"):  # SqsTrigger delays by whole seconds, rounded up: visible at sent + ceil(due − sent)
-            visible = line["sent_at"] + max(0, math.ceil(due - line["sent_at"]))
-            rounding[run_id] = visible - due
-            queue[run_id] = line["received_at"] - visible
-        wait[run_id] = line["invoked_at"] - line["received_at"]
-        own[run_id] = accepted - line["invoked_at"]
+        if line.get("work_pool"):  # a pool trigger: every run whose job was accepted while it swept the pool
+            run_ids = [r for r in target.runs if r not in own and r in target.accepted]
+        else:
+            run_ids = [line.get("flow_run_id")]
+        for run_id in run_ids:
+            accepted = target.accepted.get(run_id)
+            if accepted is None or not line["invoked_at"] - 0.05 <= accepted <= line["done_at"] + 0.05:
+                continue
+            swept += bool(line.get("work_pool"))
+            due = target.due[run_id]
+            if line.get(
+                "sent_at"
+            ):  # SqsTrigger delays whole seconds, rounded down; visible at sent + floor(due − sent)
+                visible = line["sent_at"] + max(0, math.floor(due - line["sent_at"]))
+                rounding[run_id] = visible - due
+                queue[run_id] = line["received_at"] - visible
+            wait[run_id] = line["invoked_at"] - line["received_at"]
+            own[run_id] = accepted - line["invoked_at"]
     ticks = sum(
         int((line.get("report") or {}).get("dispatched", {}).get("submitted", 0)) for line in lambdas.lines("tick")
     )
     webhook = sum(1 for line in lambdas.lines("webhook") if line.get("outcome") == "submitted")
-    target.paths.update({"delay queue": len(queue), "monitor tick": ticks, "webhook": webhook})
+    target.paths.update(
+        {"delay queue": len(own) - swept, "delay queue, pool sweep": swept, "monitor tick": ticks, "webhook": webhook}
+    )
     target.shares = {
-        "message visible − due (DelaySeconds rounded up to whole seconds)": rounding,
+        "message visible − due (DelaySeconds rounded down: up to 1 s early, waited out)": rounding,
         "message visible → received (moto long poll: wakes once a second)": queue,
         "received → invoked (batch wait)": wait,
         "invoked → RunTask (submit)": own,

@@ -172,3 +172,15 @@ class RecordingTrigger:
             for _, run_id in due:
                 del self.armed[run_id]
         return [run_id for _, run_id in due]
+
+
+class PoolRecordingTrigger(RecordingTrigger):
+    """A RecordingTrigger that also arms pool sweeps (``punctual.PoolTrigger``), as SqsTrigger does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool_calls: list[tuple[str, dt.datetime]] = []
+
+    def arm_pool(self, pool_name: str, at: dt.datetime) -> None:
+        with self._lock:
+            self.pool_calls.append((pool_name, at))

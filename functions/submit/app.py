@@ -68,7 +68,10 @@ def delayed_run(record: dict[str, Any]) -> bool:
     except Exception:
         logger.exception("delayed trigger failed; SQS will deliver it again")
         return False
-    logger.info("delayed trigger", extra={"outcome": answer.get("outcome"), "run": answer.get("flow_run_id")})
+    logger.info(
+        "delayed trigger",
+        extra={"outcome": answer.get("outcome"), "run": answer.get("flow_run_id"), "pool": answer.get("work_pool")},
+    )
     if answer.get("outcome") in _OUTCOME_METRICS:
         metrics.add_metric(name=_OUTCOME_METRICS[answer["outcome"]], unit=MetricUnit.Count, value=1)
     return True

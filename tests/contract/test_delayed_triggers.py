@@ -69,7 +69,8 @@ class SqsDriver:
         while len(self.seen) < count and time.monotonic() < deadline:
             answer = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
             for message in answer.get("Messages", []):
-                self.seen.append((json.loads(message["Body"])["flow_run_id"], now()))
+                body = json.loads(message["Body"])
+                self.seen.append((body.get("flow_run_id") or f"pool:{body['work_pool']}", now()))
                 self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
         return list(self.seen)
 
@@ -227,3 +228,20 @@ def test_concurrent_arming_loses_nothing(driver: Driver) -> None:
         thread.join()
     seen = driver.deliveries(len(runs), timeout=15)
     assert sorted(run for run, _ in seen) == sorted(runs)
+
+
+def test_a_pool_trigger_delivers_one_sweep_at_its_time(moto_endpoint: str) -> None:
+    """The triggers that offer ``arm_pool`` (``punctual.PoolTrigger``: SQS) deliver "sweep this pool" like a run."""
+    from pushpool.usecases.punctual import PoolTrigger
+
+    driver = SqsDriver()
+    try:
+        assert isinstance(driver.trigger, PoolTrigger)
+        at = now() + dt.timedelta(seconds=1.5)
+        driver.trigger.arm_pool("nightly-pool", at)
+        (delivered,) = driver.deliveries(1, timeout=10)
+        assert delivered[0] == "pool:nightly-pool"
+        assert at - dt.timedelta(seconds=driver.trigger.early_seconds + 0.05) <= delivered[1]
+        assert delivered[1] <= at + dt.timedelta(seconds=LATE)
+    finally:
+        driver.close()

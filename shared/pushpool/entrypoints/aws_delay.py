@@ -1,6 +1,7 @@
 """``SqsTrigger``: delayed delivery on AWS (the ``punctual.DelayedTrigger`` of the Lambda functions).
 
-Arming sends one message ``{"flow_run_id", "at"}`` to the delay queue (``PUSHPOOL_DELAY_QUEUE_URL``) with
+Arming sends one message ``{"flow_run_id", "at"}`` (or ``{"work_pool", "at"}``: sweep the pool, for a burst of runs
+due at once) to the delay queue (``PUSHPOOL_DELAY_QUEUE_URL``) with
 ``DelaySeconds`` up to SQS's 900 s; the queue invokes submit (``functions/submit/app.py``, SQS records), which
 re-reads the run and acts only if it is still Scheduled and due. A run further ahead is armed later by the monitor's
 look-ahead. Nothing waits or polls on pushpool's side (Lambda's event source mapping reads the queue).
@@ -40,9 +41,17 @@ class SqsTrigger:
     def arm(self, run_id: str, at: dt.datetime) -> None:
         """Send the run's message, delayed until ``at`` rounded *down* to the second (at most 900 s): it arrives up to
         a second early and submit waits out the rest (``http.handle_delayed_run``), instead of up to a second late."""
+        self._send({"flow_run_id": run_id, "at": at.isoformat()}, at)  # read back as http.FlowRunEvent
+
+    def arm_pool(self, pool_name: str, at: dt.datetime) -> None:
+        """Send one message that sweeps ``pool_name`` at ``at`` (``punctual.arm_pool``)."""
+        self._send({"work_pool": pool_name, "at": at.isoformat()}, at)  # read back as http.PoolSweep
+
+    def _send(self, message: dict[str, str], at: dt.datetime) -> None:
         delay = math.floor((at - self._now()).total_seconds())
-        body = json.dumps({"flow_run_id": run_id, "at": at.isoformat()})  # read back as http.FlowRunEvent
         with aws_errors():
             self.client.send_message(
-                QueueUrl=self.queue_url, MessageBody=body, DelaySeconds=max(0, min(SQS_MAX_DELAY_SECONDS, delay))
+                QueueUrl=self.queue_url,
+                MessageBody=json.dumps(message),
+                DelaySeconds=max(0, min(SQS_MAX_DELAY_SECONDS, delay)),
             )

@@ -27,7 +27,7 @@ from pushpool.errors import (
 )
 from pushpool.prefect_api.models import FlowRun, StateType, WorkPool
 from pushpool.usecases.deps import Deps
-from pushpool.usecases.monitor import tick
+from pushpool.usecases.monitor import sweep_pool, tick
 from pushpool.usecases.provision import provision_pool
 from pushpool.usecases.punctual import arm
 from pushpool.usecases.reconcile import reconcile_one
@@ -135,12 +135,33 @@ def handle_submit(
         return _error(exc)
 
 
+class PoolSweep(BaseModel):
+    """A pool trigger's message (``punctual.arm_pool``): sweep ``work_pool`` at ``at``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    work_pool: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    at: dt.datetime
+
+
 def handle_delayed_run(deps: Deps, body: bytes) -> dict[str, Any]:
-    """A delayed trigger fired (``punctual``): its message names the run; submit acts only if it is due now.
+    """A delayed trigger fired (``punctual``): its message names the run, and submit acts only if it is due now; or
+    it names a pool (a burst of runs due at once), and the pool is swept as a monitor tick would.
 
     Raises:
         InvalidRequestError: a malformed message, or a run that no longer exists (nothing to do).
     """
+    try:
+        sweep = json.loads(body) if len(body) <= MAX_BODY_BYTES else None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        sweep = None
+    if isinstance(sweep, dict) and "work_pool" in sweep:
+        order = parse_body(PoolSweep, body)
+        early = (order.at - deps.clock.now()).total_seconds()
+        if early > EARLY_DELIVERY_SECONDS:  # not its time (a clock far off): the monitor's ticks cover the runs
+            return {"work_pool": order.work_pool, "outcome": "not-due", "detail": f"due in {early:.1f} s"}
+        deps.clock.sleep(max(0.0, early))  # up to a second early (whole-second delays, rounded down): wait it out
+        return sweep_pool(deps, order.work_pool)
     event = parse_body(FlowRunEvent, body)
     answer = handle_run_event(deps, event.flow_run_id, trigger="delayed", arm_trigger=False)
     at = answer.get("dispatch_at")

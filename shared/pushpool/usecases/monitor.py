@@ -17,13 +17,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from pushpool.errors import PushpoolError
+from pushpool.errors import ObjectNotFoundError, PushpoolError, UnsupportedPoolError
 from pushpool.prefect_api.client import PAGE_SIZE
 from pushpool.prefect_api.models import IN_FLIGHT_STATES, TERMINAL_STATES, Deployment, FlowRun, WorkPool
 from pushpool.providers.base import Backend, JobHandle, JobStatus
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.heartbeat import heartbeat
-from pushpool.usecases.punctual import arm, dispatch_time, lead_seconds, look_ahead_seconds
+from pushpool.usecases.punctual import GROUP_RUNS, arm, arm_pool, dispatch_time, lead_seconds, look_ahead_seconds
 from pushpool.usecases.reconcile import policy_from, reconcile_run
 from pushpool.usecases.submit import Reads, SubmitOutcome, submit_run
 from pushpool.usecases.unstarted import sweep_unstarted
@@ -89,19 +89,22 @@ def _describe(exc: Exception) -> str:
     return exc.one_line() if isinstance(exc, PushpoolError) else f"unexpected {type(exc).__name__}"
 
 
-def dispatch_due(deps: Deps, pool: WorkPool, report: TickReport) -> None:
+def dispatch_due(deps: Deps, pool: WorkPool, report: TickReport, *, arm_ahead: bool = True) -> None:
     """Submit the pool's due runs, as Prefect's ``get_scheduled_flow_runs`` hands them out (limits applied).
 
     Up to ``dispatch_concurrency`` runs are submitted at once, page after page while pages come back full, so a
     backlog drains in one tick. In a pool with a concurrency limit they go one at a time: concurrent claimers over
     a limit all give their slots back (submit.py, step 4), and one at a time always makes progress.
+
+    ``arm_ahead``: also arm triggers for the runs due within the look-ahead (a sweep set off by a pool trigger
+    leaves that to the ticks).
     """
     if pool.is_paused:
         return
     now = deps.clock.now()
     lead = lead_seconds(deps, pool, deps.backend_for_pool(pool))
     # Runs whose job is due now are dispatched; those due within the look-ahead get a trigger armed for their time.
-    before = now + dt.timedelta(seconds=lead + look_ahead_seconds(deps))
+    before = now + dt.timedelta(seconds=lead + (look_ahead_seconds(deps) if arm_ahead else 0.0))
     full = threading.Event()  # a limit was reached: the rest wait for the next tick
     workers = 1 if pool.concurrency_limit is not None else deps.settings.dispatch_concurrency
     shared = TickReads(deps, pool)
@@ -112,13 +115,20 @@ def dispatch_due(deps: Deps, pool: WorkPool, report: TickReport) -> None:
             except PushpoolError as exc:
                 report.errors.append(f"pool {pool.name}: {exc.one_line()}")
                 return
-            due = []
+            due, ahead = [], {}
             for run in listed:
                 at = dispatch_time(run, lead)
                 if at is None or at <= now:
                     due.append(run)
-                elif arm(deps, run.id, at):  # from the listing alone: the trigger re-reads the run when it fires
-                    report.dispatched[ARMED] += 1
+                else:
+                    ahead.setdefault(at, []).append(run.id)
+            for at, run_ids in ahead.items():
+                if len(run_ids) >= GROUP_RUNS and arm_pool(deps, pool.name, at):  # a burst: one trigger sweeps them
+                    report.dispatched[ARMED] += len(run_ids)
+                    continue
+                for run_id in run_ids:  # from the listing alone: the trigger re-reads the run when it fires
+                    if arm(deps, run_id, at):
+                        report.dispatched[ARMED] += 1
             results = list(executor.map(lambda run: _dispatch_one(deps, pool, run, full, shared), due))
             for outcome, error in results:
                 if error is not None:
@@ -127,6 +137,28 @@ def dispatch_due(deps: Deps, pool: WorkPool, report: TickReport) -> None:
                     report.dispatched[outcome] += 1
             if full.is_set() or len(listed) < PAGE_SIZE or (SubmitOutcome.SUBMITTED, None) not in results:
                 return
+
+
+def sweep_pool(deps: Deps, pool_name: str) -> dict[str, Any]:
+    """What a pool trigger does when it fires (``punctual.arm_pool``): dispatch the pool's due runs as a tick does.
+
+    Raises:
+        UnsupportedPoolError: a pool that no longer exists, or that this deployment does not serve (nothing to do).
+    """
+    try:
+        pool = deps.orchestrator.read_work_pool(pool_name)
+    except ObjectNotFoundError:
+        raise UnsupportedPoolError(f"work pool {pool_name!r} does not exist") from None
+    if not deps.serves(pool):
+        raise UnsupportedPoolError(f"work pool {pool_name!r} (type {pool.type!r}) is not served here")
+    report = TickReport()
+    dispatch_due(deps, pool, report, arm_ahead=False)
+    return {
+        "work_pool": pool_name,
+        "outcome": "swept",
+        "dispatched": dict(report.dispatched),
+        "errors": report.errors[:20],
+    }
 
 
 class TickReads:

@@ -7,6 +7,11 @@ When the trigger fires, submit re-reads the run and acts only if it is still Sch
 cancelled or deleted meanwhile makes the trigger a no-op, and a run rescheduled later arms a new one. Nothing is
 stored by pushpool; a lost trigger costs at most one monitor tick, whose sweep stays the guarantee.
 
+Many runs of one pool due at the same instant (a schedule's burst), learned from the monitor's listing, get one
+trigger for the pool instead (``arm_pool``, where the runtime's trigger offers it: SQS): when it fires, submit sweeps
+the pool as a monitor tick does — one listing, then 3 calls per run instead of 5 — rather than 200 deliveries each
+reading its run. A lost pool trigger also costs at most one tick.
+
 The lead (``lead_seconds``): ``PUSHPOOL_DISPATCH_LEAD`` for every pool if set, else the pool's own
 (``dispatch_lead_seconds`` in its base job template's variables, as a default), else the provider's
 (``Backend.dispatch_lead_seconds``: about the time from a job accepted to the flow running).
@@ -42,6 +47,16 @@ class DelayedTrigger(Protocol):
     early_seconds: float
 
     def arm(self, run_id: str, at: dt.datetime) -> None: ...
+
+
+GROUP_RUNS = 8  # runs of one pool due at the same instant from which they share one pool trigger
+
+
+@runtime_checkable
+class PoolTrigger(Protocol):
+    """A DelayedTrigger that can also deliver "sweep pool ``pool_name``" at ``at`` (one message for many runs)."""
+
+    def arm_pool(self, pool_name: str, at: dt.datetime) -> None: ...
 
 
 def lead_seconds(deps: Deps, pool: WorkPool, backend: Backend) -> float:
@@ -81,6 +96,23 @@ def arm(deps: Deps, run_id: str, at: dt.datetime) -> bool:
         trigger.arm(run_id, at)
     except PushpoolError as exc:
         log.warning("run %s: could not arm its trigger (%s); the monitor will dispatch it", run_id, exc.one_line())
+        return False
+    return True
+
+
+def arm_pool(deps: Deps, pool_name: str, at: dt.datetime) -> bool:
+    """Arm one trigger that sweeps ``pool_name`` at ``at``; False when the runtime's trigger cannot (the runs are then
+    armed one by one), when ``at`` is beyond its reach, or when arming failed (logged; the monitor covers it)."""
+    trigger = deps.trigger
+    if not isinstance(trigger, PoolTrigger):
+        return False
+    delay = (at - deps.clock.now()).total_seconds()
+    if trigger.max_delay_seconds is not None and delay > trigger.max_delay_seconds:  # type: ignore[attr-defined]
+        return False
+    try:
+        trigger.arm_pool(pool_name, at)
+    except PushpoolError as exc:
+        log.warning("pool %s: could not arm its sweep (%s); its runs are armed one by one", pool_name, exc.one_line())
         return False
     return True
 

@@ -16,7 +16,7 @@ from pushpool.usecases.punctual import lead_seconds
 from pushpool.usecases.submit import SubmitOutcome, submit_run
 
 from tests.fake_prefect import FakePrefect
-from tests.fakes import LatencyBackend, RecordingTrigger
+from tests.fakes import LatencyBackend, PoolRecordingTrigger, RecordingTrigger
 from tests.unit.usecases.support import POOL, ready_run
 
 S = dt.timedelta(seconds=1)
@@ -151,3 +151,50 @@ def test_a_delayed_message_that_arrives_early_is_waited_out_not_armed_again(
     answer = handle_delayed_run(deps, json.dumps({"flow_run_id": moved.id}).encode())
     assert answer["outcome"] == SubmitOutcome.DEFERRED and "(trigger armed)" in answer["detail"]
     assert trigger.calls == [(moved.id, clock.now() + (600 - LEAD) * S)]
+
+
+def test_a_burst_due_at_one_instant_gets_one_pool_trigger_whose_sweep_submits_them_all(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock
+) -> None:
+    """Runs of one pool due at the same instant (8 or more) share one trigger that sweeps the pool when it fires:
+    on AWS one SQS message instead of 200, and a sweep's 3 calls per run instead of 5."""
+    import json
+
+    from pushpool.entrypoints.http import handle_delayed_run
+    from pushpool.usecases.punctual import GROUP_RUNS
+
+    deps.trigger = trigger = PoolRecordingTrigger()
+    deployment = fake.add_deployment(POOL)
+    now = clock.now()
+    burst = [fake.add_run(deployment, scheduled_at=now + 90 * S) for _ in range(GROUP_RUNS)]
+    alone = fake.add_run(deployment, scheduled_at=now + 91 * S)
+    few = [fake.add_run(deployment, scheduled_at=now + 100 * S) for _ in range(GROUP_RUNS - 1)]
+    report = tick(deps)
+    assert report.errors == [] and report.dispatched == {ARMED: 2 * GROUP_RUNS}
+    at = now + (90 - LEAD) * S
+    assert trigger.pool_calls == [(POOL, at)]
+    assert sorted(run_id for run_id, _ in trigger.calls) == sorted([alone, *few])  # the rest one by one
+
+    clock.advance((at - now).total_seconds() - 0.5)  # delivered half a second early: waited out, then swept
+    answer = handle_delayed_run(deps, json.dumps({"work_pool": POOL, "at": at.isoformat()}).encode())
+    assert answer["outcome"] == "swept" and answer["dispatched"] == {SubmitOutcome.SUBMITTED: GROUP_RUNS}
+    assert all(fake.run(r).state_type is StateType.PENDING for r in burst)
+    assert fake.run(alone).state_type is StateType.SCHEDULED  # not due yet: its own trigger starts it
+    assert not trigger.armed.keys() - {alone, *few}  # the sweep armed nothing more
+
+
+def test_a_pool_sweep_message_that_is_malformed_or_names_an_unknown_pool_changes_nothing(
+    deps: Deps, fake: FakePrefect, clock: FixedClock
+) -> None:
+    import json
+
+    from pushpool.entrypoints.http import handle_delayed_run
+    from pushpool.errors import InvalidRequestError
+
+    at = clock.now().isoformat()
+    for body in ({"work_pool": "no such pool", "at": at}, {"work_pool": POOL}, {"work_pool": POOL, "at": "soon"}):
+        with pytest.raises(InvalidRequestError):
+            handle_delayed_run(deps, json.dumps(body).encode())
+    with pytest.raises(InvalidRequestError):  # a pool that does not exist (ObjectNotFoundError): dropped
+        handle_delayed_run(deps, json.dumps({"work_pool": "gone", "at": at}).encode())
+    assert fake.calls_by_method["propose_state"] == 0
