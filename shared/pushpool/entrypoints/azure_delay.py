@@ -77,8 +77,15 @@ class StorageQueueTrigger:
     def arm(self, run_id: str, at: dt.datetime) -> None:
         """Put the run's message, invisible until ``at`` rounded *down* to the second (at most 7 days): it shows up to
         a second early and submit waits out the rest (``http.handle_delayed_run``), instead of up to a second late."""
+        self._put({"flow_run_id": run_id, "at": at.isoformat()}, at)  # read back as http.FlowRunEvent
+
+    def arm_pool(self, pool_name: str, at: dt.datetime) -> None:
+        """Put one message that sweeps ``pool_name`` at ``at`` (``punctual.arm_pool``)."""
+        self._put({"work_pool": pool_name, "at": at.isoformat()}, at)  # read back as http.PoolSweep
+
+    def _put(self, message: dict[str, str], at: dt.datetime) -> None:
         delay = max(0, min(MAX_VISIBILITY_SECONDS, math.floor((at - self._now()).total_seconds())))
-        body = json.dumps({"flow_run_id": run_id, "at": at.isoformat()})  # read back as http.FlowRunEvent
+        body = json.dumps(message)
         with queue_errors():
             self.client.send_message(body, visibility_timeout=delay, time_to_live=delay + EXPIRY_AFTER_SECONDS)
 

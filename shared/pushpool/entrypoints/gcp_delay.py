@@ -17,6 +17,7 @@ rescheduled to another time gets a task of its own.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 from typing import Any
@@ -77,13 +78,14 @@ class CloudTasksTrigger:
                 )
         return self._client
 
-    def task(self, run_id: str, at: dt.datetime) -> dict[str, Any]:
-        """The Task resource armed for ``run_id`` at ``at``."""
+    def task(self, run_id: str, at: dt.datetime, *, pool_name: str | None = None) -> dict[str, Any]:
+        """The Task resource armed for ``run_id`` at ``at`` (or, with ``pool_name``, the pool's sweep at ``at``)."""
         from google.protobuf import timestamp_pb2
 
         when = timestamp_pb2.Timestamp()
         when.FromDatetime(at.astimezone(dt.timezone.utc))
-        body = json.dumps({"flow_run_id": run_id, "at": at.isoformat()})  # read back as http.FlowRunEvent
+        message = {"work_pool": pool_name} if pool_name else {"flow_run_id": run_id}
+        body = json.dumps({**message, "at": at.isoformat()})  # read back as http.FlowRunEvent / http.PoolSweep
         return {
             "name": f"{self.queue}/tasks/{task_id(run_id, at)}",
             "schedule_time": when,
@@ -98,11 +100,20 @@ class CloudTasksTrigger:
 
     def arm(self, run_id: str, at: dt.datetime) -> None:
         """Create the run's task for ``at`` (one call); a task of that name already there is the same arming."""
+        self._create(self.task(run_id, at))
+
+    def arm_pool(self, pool_name: str, at: dt.datetime) -> None:
+        """Create one task that sweeps ``pool_name`` at ``at`` (``punctual.arm_pool``), named by the pool's digest
+        and the time, so that arming the same burst again is refused as ALREADY_EXISTS."""
+        digest = hashlib.sha256(pool_name.encode()).hexdigest()[:32]
+        self._create(self.task(f"pool-{digest}", at, pool_name=pool_name))
+
+    def _create(self, task: dict[str, Any]) -> None:
         from google.api_core import exceptions
 
         with google_errors("arming the delay queue (Cloud Tasks)"):
             try:
-                self.client.create_task(parent=self.queue, task=self.task(run_id, at))
+                self.client.create_task(parent=self.queue, task=task)
             except exceptions.Conflict as exc:  # over REST every 409 is a Conflict: ALREADY_EXISTS or ABORTED
                 if not already_exists(exc):
                     raise
