@@ -1,6 +1,7 @@
 """The ``pushpool`` command: ``serve``, ``work-pool create | ls | inspect | delete | provision-infra | deprovision``,
-``status``, ``logs <flow-run>`` and ``monitor``, on typer with rich output, like Prefect's own CLI (the same verbs,
-tables, ``--output json``). Each command calls one use-case; pushpool's errors become one ``pushpool: error:`` line.
+``status``, ``logs <flow-run>``, ``usage`` and ``monitor``, on typer with rich output, like Prefect's own CLI (the
+same verbs, tables, ``--output json``). Each command calls one use-case; pushpool's errors become one
+``pushpool: error:`` line.
 
 ``work-pool create`` points the pool's webhook at the ``pushpool serve`` that runs under ``PUSHPOOL_HOME`` (serve
 records its address there): :func:`submit_url_for`.
@@ -505,7 +506,7 @@ def cmd_serve(
 
 def cmd_pool_create(
     name: Annotated[str, typer.Argument(help="the work pool's name")],
-    pool_type: Annotated[str, typer.Option("--type", help="pool type, e.g. process:push")],
+    pool_type: Annotated[str, typer.Option("--type", help="pool type, e.g. process:push or prefect:managed")],
     concurrency_limit: Annotated[int | None, typer.Option(help="the pool's concurrency limit")] = None,
     submit_url: SubmitUrlOption = None,
     port: PortOption = None,
@@ -847,6 +848,19 @@ def _age(seconds: float) -> str:
     return str(dt.timedelta(seconds=int(seconds)))
 
 
+def cmd_usage(output: OutputOption = None) -> None:
+    """Managed execution: compute hours used and left this month, runs in flight and managed pools, against the
+    workspace's limits."""
+    from pushpool.usecases.usage import usage
+
+    as_json = _output_json(output)
+    found = usage(_deps(local_settings()))
+    if as_json:
+        print(json.dumps(found.as_dict(), indent=2))
+    else:
+        _say(found.summary())
+
+
 def cmd_monitor() -> None:
     """Run one monitor tick and print its report."""
     from pushpool.usecases.monitor import tick
@@ -906,6 +920,9 @@ def build_app() -> typer.Typer:
 
     app.command("status", help="In-flight runs of push pools with their jobs and ages.")(cmd_status)
     app.command("monitor", help="Run one monitor tick and print its report.")(cmd_monitor)
+    app.command("usage", help="Managed execution: compute hours, runs in flight and pools against the limits.")(
+        cmd_usage
+    )
     app.command("logs", help="A flow run's state history, its job's output and its logs.")(cmd_logs)
     return app
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pushpool.errors import BackendError, ObjectNotFoundError, PushpoolError, TemplateError
+from pushpool.managed import is_managed
 from pushpool.prefect_api.models import Deployment, FlowRun, StateType, WorkPool
 from pushpool.providers.base import Backend, JobHandle, JobState, JobStatus
 from pushpool.usecases.deps import Deps
@@ -317,6 +318,8 @@ def _deployment(deps: Deps, run: FlowRun, cache: dict[str, Deployment | None]) -
 
 
 def _max_run_time(deps: Deps, pool: WorkPool, run: FlowRun, cache: dict[str, Deployment | None]) -> int:
+    if is_managed(pool.type):
+        return int(deps.settings.tier.max_run_time_seconds)
     try:
         deployment = _deployment(deps, run, cache)
     except PushpoolError:
