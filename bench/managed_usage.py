@@ -40,7 +40,7 @@ def seed(prefect: PrefectHelper, pool: str, runs: int) -> None:
         prefect.set_state(run_id, "RUNNING", force=True)
         prefect.set_state(run_id, "COMPLETED", force=True)
 
-    with ThreadPoolExecutor(max_workers=4) as pool_:
+    with ThreadPoolExecutor(max_workers=1) as pool_:
         list(pool_.map(one, range(runs)))
 
 
