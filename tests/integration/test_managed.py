@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import http.server
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -259,6 +260,20 @@ def test_second_managed_pool_refused_and_one_made_behind_our_back_not_served(
     first = managed_pool(prefect, deps)
     with pytest.raises(InvalidRequestError, match="allows 1 managed work pool"):
         provision_pool(deps, name=prefect.unique("managed"), type_name=MANAGED_POOL_TYPE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PUSHPOOL_"))}
+    env.update({"PREFECT_API_URL": prefect.api_url, "PUSHPOOL_HOME": str(tmp_path / "pp")})
+    cli = [sys.executable, "-m", "pushpool.entrypoints.cli"]
+    refused = subprocess.run(
+        [*cli, "work-pool", "create", "another", "--type", MANAGED_POOL_TYPE, "--submit-url", "http://127.0.0.1:9/s"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "free tier" in refused.stderr and "allows 1 managed work pool" in refused.stderr
+    shown = subprocess.run([*cli, "usage", "-o", "json"], env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["pools"] == [first] and json.loads(shown.stdout)["compute_hours_limit"] == 10
     assert [p.name for p in deps.orchestrator.filter_work_pools() if p.type == MANAGED_POOL_TYPE] == [first]
 
     sneaky = prefect.unique("sneaky")
