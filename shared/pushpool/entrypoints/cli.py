@@ -82,6 +82,14 @@ else:
             "gcp-credentials block (cloud-run pools)",
         ),
     ]
+    StaticIpsOption = Annotated[
+        bool,
+        typer.Option(
+            "--static-ips",
+            help="ECS: run tasks in private subnets behind a NAT gateway with an Elastic IP (a static outbound "
+            "address: the pool managed runs use)",
+        ),
+    ]
     ProjectOption = Annotated[
         str | None,
         typer.Option(
@@ -352,12 +360,17 @@ class InfraOptions:
     credentials: str = Credentials.role.value
     json: bool = False
     project: str | None = None
+    static_ips: bool = False
 
 
 def _provisioner(options: InfraOptions, type_name: str):
     from pushpool.providers import provider_for_pool_type
 
     provider = provider_for_pool_type(type_name)
+    if options.static_ips:  # providers/ecs/managed_network.py
+        if provider.name != "ecs":
+            raise InvalidRequestError(f"--static-ips is for ecs:push pools, not {type_name}")
+        return provider.create_provisioner(region=options.region, credentials=options.credentials, static_ips=True)
     if options.project is None:
         return provider.create_provisioner(region=options.region, credentials=options.credentials)
     if provider.name != "cloudrun":
@@ -528,12 +541,15 @@ def cmd_pool_create(
         ),
     ] = None,
     project: ProjectOption = None,
+    static_ips: StaticIpsOption = False,
 ) -> None:
     """Create or update a push pool, its Webhook block and automation."""
     from pushpool.usecases.provision import provision_pool
 
     if with_infra:
-        options = InfraOptions(yes=yes, region=region, credentials=credentials.value, json=as_json, project=project)
+        options = InfraOptions(
+            yes=yes, region=region, credentials=credentials.value, json=as_json, project=project, static_ips=static_ips
+        )
         _exit(
             _provision_infra(
                 name,
@@ -580,9 +596,12 @@ def cmd_provision_infra(
     region: RegionOption = None,
     credentials: CredentialsOption = Credentials.role,
     project: ProjectOption = None,
+    static_ips: StaticIpsOption = False,
 ) -> None:
     """Create the cloud resources of an existing push pool."""
-    options = InfraOptions(yes=yes, region=region, credentials=credentials.value, json=as_json, project=project)
+    options = InfraOptions(
+        yes=yes, region=region, credentials=credentials.value, json=as_json, project=project, static_ips=static_ips
+    )
     _exit(_provision_infra(name, type_name=None, submit_url=submit_url, port=port, options=options))
 
 
