@@ -446,3 +446,44 @@ def test_a_credential_pushpool_reads_from_a_secret_is_granted_not_copied(
     assert value not in json.dumps(result.as_dict(), default=str)
     deprovision(deps, EcsProvisioner(settings=settings), pool=pool)
     assert sm.describe_secret(SecretId=arn)["ARN"] == arn  # not ours: kept
+
+
+def test_static_ips_nat_gateway_and_elastic_ip_made_once_reported_and_removed(deps, prefect: PrefectHelper) -> None:
+    """Issue 18, item 4: managed runs on ECS leave through one NAT gateway holding one Elastic IP."""
+    region = "ap-southeast-2"
+    drop_default_vpc(region)
+    pool = prefect.unique("static")
+    result = provision_infra(deps, EcsProvisioner(region=region, static_ips=True), pool=pool, type_name="ecs:push")
+    plan = {s.resource: s.action for s in result.plan}
+    assert plan["Elastic IP"] == plan["NAT gateway"] == plan["private subnets"] == "create"
+    ec2 = boto3.client("ec2", region_name=region)
+    tag = [{"Name": f"tag:{TAG_KEY}", "Values": [pool]}]
+    addresses = ec2.describe_addresses(Filters=tag)["Addresses"]
+    gateways = [g for g in ec2.describe_nat_gateways(Filters=tag)["NatGateways"] if g["State"] != "deleted"]
+    assert len(addresses) == 1 and len(gateways) == 1
+    assert gateways[0]["NatGatewayAddresses"][0]["AllocationId"] == addresses[0]["AllocationId"]
+    ip = addresses[0]["PublicIp"]
+    assert any(ip in note and "static outbound IP" in note for note in result.notes)
+    assert EcsProvisioner(region=region).static_addresses(pool) == [ip]
+
+    # Tasks run in the private subnets, whose only route out is the NAT gateway; no public address.
+    network = prefect.json("GET", f"/work_pools/{pool}")["base_job_template"]["variables"]["properties"][
+        "network_configuration"
+    ]["default"]
+    assert network["assignPublicIp"] == "DISABLED" and len(network["subnets"]) == 3
+    tables = ec2.describe_route_tables(Filters=[{"Name": "association.subnet-id", "Values": network["subnets"]}])
+    routes = [r for t in tables["RouteTables"] for r in t["Routes"] if r.get("DestinationCidrBlock") == "0.0.0.0/0"]
+    assert routes and all(r.get("NatGatewayId") == gateways[0]["NatGatewayId"] for r in routes)
+
+    # Idempotent: a second run creates nothing and reports the same address.
+    session, calls = counted_session(region)
+    again = provision_infra(deps, EcsProvisioner(session=session, static_ips=True), pool=pool, type_name="ecs:push")
+    assert {s.action for s in again.plan} == {"exists"}
+    assert writes(calls) == {}
+    assert any(ip in note for note in again.notes)
+
+    removed = deprovision(deps, EcsProvisioner(region=region), pool=pool)
+    assert removed.applied
+    assert ec2.describe_addresses(Filters=tag)["Addresses"] == []
+    assert [g for g in ec2.describe_nat_gateways(Filters=tag)["NatGateways"] if g["State"] != "deleted"] == []
+    assert tagged_anywhere(pool, region) == []
