@@ -114,6 +114,8 @@ class Settings(BaseSettings):
         default="prefecthq/prefect:3-latest", min_length=1, validation_alias=_env("PUSHPOOL_MANAGED_IMAGE")
     )
     managed_workspace: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_MANAGED_WORKSPACE"))
+    # A pool of the managed backend's type whose template (provisioned cluster, network, roles) managed runs use.
+    managed_template_pool: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_MANAGED_TEMPLATE_POOL"))
     managed_tier: str = Field(default="free", min_length=1, validation_alias=_env("PUSHPOOL_MANAGED_TIER"))
     managed_tiers: dict[str, Any] = Field(default_factory=dict, validation_alias=_env("PUSHPOOL_MANAGED_TIERS"))
 

@@ -873,7 +873,7 @@ def cmd_usage(output: OutputOption = None) -> None:
     from pushpool.usecases.usage import usage
 
     as_json = _output_json(output)
-    found = usage(_deps(local_settings()))
+    found = usage(_deps(local_settings()), addresses=True)
     if as_json:
         print(json.dumps(found.as_dict(), indent=2))
     else:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pushpool.errors import ObjectNotFoundError, TemplateError
+from pushpool.errors import ConfigurationError, ObjectNotFoundError, TemplateError
 from pushpool.managed import is_managed
 from pushpool.managed.job import BOOTSTRAP, managed_job
 from pushpool.managed.job import base_job_template as managed_template
@@ -100,23 +100,38 @@ def max_run_time_seconds(config: Mapping[str, Any]) -> int:
 
 
 def managed_job_variables(
-    settings: Settings, deployment: Deployment | None, values: Mapping[str, Any]
+    settings: Settings, deployment: Deployment | None, values: Mapping[str, Any], *, client: PrefectClient | None = None
 ) -> tuple[dict[str, Any], dict[str, Any], Provider]:
-    """A managed run's job as the operator's provider runs it: that provider's template and the variables for it
-    (the bootstrap, the user's env, the operator's image, the tier's memory and maximum run time).
+    """A managed run's job as the operator's provider runs it: that provider's template — the one of the operator's
+    pool ``PUSHPOOL_MANAGED_TEMPLATE_POOL`` (its provisioned cluster, network, roles), else the provider's own — and
+    the variables for it (the bootstrap, the user's env, the operator's image, the tier's memory and run time).
 
     Raises:
         JobRefusedError: job variables a managed pool does not take, or no pull step that fetches the code.
-        ConfigurationError: the operator's provider cannot run managed pools.
+        ConfigurationError: the operator's provider cannot run managed pools, or its template pool is not usable.
     """
     job = managed_job(values, deployment.pull_steps if deployment is not None else None)
     provider = managed_provider(settings.managed_backend)
+    template = provider.template(provider.pool_types[0])
+    if settings.managed_template_pool and client is not None:
+        try:
+            carrier = client.read_work_pool(settings.managed_template_pool)
+        except ObjectNotFoundError:
+            raise ConfigurationError(
+                f"PUSHPOOL_MANAGED_TEMPLATE_POOL: work pool {settings.managed_template_pool!r} does not exist"
+            ) from None
+        if carrier.type not in provider.pool_types:
+            raise ConfigurationError(
+                f"PUSHPOOL_MANAGED_TEMPLATE_POOL: pool {carrier.name!r} is of type {carrier.type!r}, not one of "
+                f"the {provider.name} provider's ({', '.join(provider.pool_types)})"
+            )
+        template = carrier.base_job_template if carrier.base_job_template.get("job_configuration") else template
     tier = settings.tier
     variables = provider.managed_variables(
         bootstrap=BOOTSTRAP, env=job.job_env(), image=settings.managed_image, memory_mb=tier.memory_mb
     )
     variables["max_run_time_seconds"] = tier.max_run_time_seconds
-    return provider.template(provider.pool_types[0]), variables, provider
+    return template, variables, provider
 
 
 def effective_max_run_time(pool: WorkPool, deployment: Deployment | None, run: FlowRun) -> int:
@@ -150,7 +165,7 @@ def build_job_spec(
     values = merge_job_variables(deployment.job_variables if deployment else None, run.job_variables)
     template, provider = pool_template(pool), None
     if is_managed(pool.type):  # the operator's provider runs it, with the operator's image and the tier's limits
-        template, values, provider = managed_job_variables(settings, deployment, values)
+        template, values, provider = managed_job_variables(settings, deployment, values, client=client)
     rendered = render_job_configuration(
         template, values, resolver=OrchestratorResolver(client), environ=template_environ(environ)
     )

@@ -23,9 +23,11 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pushpool.errors import PushpoolError
 from pushpool.managed import MANAGED_POOL_TYPE
 from pushpool.managed.tiers import Tier, month_window
 from pushpool.prefect_api.models import IN_FLIGHT_STATES, WorkPool
+from pushpool.providers import managed_provider
 from pushpool.usecases.deps import Deps
 
 log = logging.getLogger("pushpool.usecases.usage")
@@ -50,6 +52,8 @@ class Usage:
     pools_not_served: list[str] = field(default_factory=list)  # over the pool limit: created behind pushpool's back
     memory_mb: int = 0
     max_run_time_seconds: int = 0
+    # Where managed runs' traffic comes from (ECS with --static-ips): the addresses users allow in their firewalls.
+    static_outbound_ips: list[str] | None = None
 
     @property
     def compute_hours_left(self) -> float:
@@ -77,6 +81,11 @@ class Usage:
                 + not_served,
                 f"  per run         {self.memory_mb} MiB of memory, at most {self.max_run_time_seconds / 3600:g} h",
             ]
+            + (
+                [f"  outbound IPs    {', '.join(self.static_outbound_ips)} (allow these in your firewalls)"]
+                if self.static_outbound_ips
+                else []
+            )
         )
 
 
@@ -133,8 +142,28 @@ def served_and_refused(tier: Tier, pools: list[WorkPool]) -> tuple[list[WorkPool
     return pools[: tier.pools], pools[tier.pools :]
 
 
-def usage(deps: Deps, *, pools: list[WorkPool] | None = None) -> Usage:
-    """The workspace's usage now (``pools``: all pools, if the caller has read them already)."""
+def static_outbound_ips(deps: Deps) -> list[str] | None:
+    """The static outbound addresses of managed runs: asked of the managed provider's provisioner for the operator's
+    template pool (ECS provisioned with ``--static-ips``); None when there are none to tell. One cloud read: the CLI
+    asks, the monitor's tick does not."""
+    name = deps.settings.managed_template_pool
+    if not name:
+        return None
+    provider = managed_provider(deps.settings.managed_backend)
+    if provider.provisioner is None:
+        return None
+    try:
+        provisioner = provider.create_provisioner()
+        addresses = getattr(provisioner, "static_addresses", None)
+        return list(addresses(name)) if addresses is not None else None
+    except PushpoolError as exc:  # no credentials or region here: the rest of the usage still stands
+        log.warning("static outbound IP addresses unknown: %s", exc.one_line())
+        return None
+
+
+def usage(deps: Deps, *, pools: list[WorkPool] | None = None, addresses: bool = False) -> Usage:
+    """The workspace's usage now (``pools``: all pools, if the caller has read them already; ``addresses``: also the
+    static outbound IP addresses, a read of the cloud)."""
     tier, now = deps.settings.tier, deps.clock.now()
     served, refused = served_and_refused(tier, managed_pools(deps, pools))
     return Usage(
@@ -150,6 +179,7 @@ def usage(deps: Deps, *, pools: list[WorkPool] | None = None) -> Usage:
         pools_not_served=[p.name for p in refused],
         memory_mb=tier.memory_mb,
         max_run_time_seconds=tier.max_run_time_seconds,
+        static_outbound_ips=static_outbound_ips(deps) if addresses else None,
     )
 
 
