@@ -550,6 +550,11 @@ class FakePrefect:
                 raise ObjectNotFoundError(f"not found: GET /variables/name/{name}", status_code=404)
             return copy.deepcopy(self.variables[name])
 
+    def write_variable(self, name: str, value: Any) -> None:
+        with self._lock:
+            self._call("write_variable")
+            self.variables[name] = copy.deepcopy(value)
+
     # -- work pools and queues ---------------------------------------------------------------------------------------
 
     def read_work_pool(self, name: str) -> WorkPool:
