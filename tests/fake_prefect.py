@@ -543,12 +543,24 @@ class FakePrefect:
                 raise ObjectNotFoundError(f"not found: GET /flows/{flow_id}", status_code=404)
             return flow.model_copy()
 
+    def read_events(self, event_filter: dict[str, Any], *, max_pages: int = 20) -> list[dict[str, Any]]:
+        """Prefect's stored events: the fake stores none (only serve's event stream reads them, against the real
+        server: tests/integration/test_event_stream.py)."""
+        with self._lock:
+            self._call("read_events")
+            return []
+
     def read_variable(self, name: str) -> Any:
         with self._lock:
             self._call("read_variable")
             if name not in self.variables:
                 raise ObjectNotFoundError(f"not found: GET /variables/name/{name}", status_code=404)
             return copy.deepcopy(self.variables[name])
+
+    def write_variable(self, name: str, value: Any) -> None:
+        with self._lock:
+            self._call("write_variable")
+            self.variables[name] = copy.deepcopy(value)
 
     # -- work pools and queues ---------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ answers with (``http_status``) and whether retrying the same call later can succ
     │   └── UnsupportedPoolError         422  the run's pool is not a push pool, or its type is unknown
     ├── ConfigurationError               500  pushpool itself is mis-configured (missing URL, bad setting)
     ├── TemplateError                    422  a job template or job variables that do not render
+    │   └── JobRefusedError              422  a managed run's job variables or code source are not allowed
     ├── OrchestratorError                502  the Prefect API answered with an error
     │   ├── OrchestratorUnavailableError 503  unreachable, timed out, 429/502/503 after retries (retryable)
     │   ├── OrchestratorAuthError        502  Prefect refused our credentials (401/403)
@@ -65,6 +66,10 @@ class ConfigurationError(PushpoolError):
 
 class TemplateError(PushpoolError):
     http_status = 422
+
+
+class JobRefusedError(TemplateError):
+    """A managed run pushpool will not start as asked (an ``image``, bad ``pip_packages``, no code to pull)."""
 
 
 class OrchestratorError(PushpoolError):

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -105,6 +106,19 @@ class Settings(BaseSettings):
     cloud_tasks_endpoint: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_CLOUD_TASKS_ENDPOINT"))
     image_platform_check: bool = Field(default=True, validation_alias=_env("PUSHPOOL_IMAGE_PLATFORM_CHECK"))
 
+    # Managed execution (prefect:managed pools; pushpool/managed): the provider that runs them, the image their jobs
+    # use, the workspace (default: this Prefect API's, i.e. the server) and its tier, and changes to the tiers (JSON:
+    # {"free": {"compute_hours": 20}, "team": {"concurrent_runs": 3, "pools": 2, "compute_hours": 50}}).
+    managed_backend: str = Field(default="process", min_length=1, validation_alias=_env("PUSHPOOL_MANAGED_BACKEND"))
+    managed_image: str = Field(
+        default="prefecthq/prefect:3-latest", min_length=1, validation_alias=_env("PUSHPOOL_MANAGED_IMAGE")
+    )
+    managed_workspace: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_MANAGED_WORKSPACE"))
+    # A pool of the managed backend's type whose template (provisioned cluster, network, roles) managed runs use.
+    managed_template_pool: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_MANAGED_TEMPLATE_POOL"))
+    managed_tier: str = Field(default="free", min_length=1, validation_alias=_env("PUSHPOOL_MANAGED_TIER"))
+    managed_tiers: dict[str, Any] = Field(default_factory=dict, validation_alias=_env("PUSHPOOL_MANAGED_TIERS"))
+
     home: Path = Field(default_factory=lambda: Path.home() / ".pushpool", validation_alias=_env("PUSHPOOL_HOME"))
     port: int = Field(default=4280, ge=1, le=65535, validation_alias=_env("PUSHPOOL_PORT"))
 
@@ -126,6 +140,16 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL such as http://127.0.0.1:4200/api")
         return url.strip().rstrip("/")
 
+    @field_validator("managed_tiers", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not JSON: {exc}") from None
+        return value
+
     @field_validator("pool_types", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
@@ -143,6 +167,35 @@ class Settings(BaseSettings):
             found = tuple(v.strip() for v in (self.webhook_secret, self.webhook_secret_previous) if v and v.strip())
             object.__setattr__(self, "webhook_signing_secrets", found)
         return self
+
+    @model_validator(mode="after")
+    def _known_tier(self) -> Settings:
+        from pushpool.managed.tiers import tiers_from
+
+        tiers = tiers_from(self.managed_tiers)
+        if self.managed_tier not in tiers:
+            raise ConfigurationError(
+                f"PUSHPOOL_MANAGED_TIER: no tier {self.managed_tier!r} (tiers: {', '.join(tiers)})"
+            )
+        return self
+
+    @property
+    def tier(self):
+        """The managed tier of this deployment's workspace."""
+        from pushpool.managed.tiers import tiers_from
+
+        return tiers_from(self.managed_tiers)[self.managed_tier]
+
+    @property
+    def workspace(self) -> str:
+        """The managed workspace: ``PUSHPOOL_MANAGED_WORKSPACE``, else the Prefect API's (Cloud's
+        ``…/workspaces/<id>``, else the server's host and port)."""
+        if self.managed_workspace:
+            return self.managed_workspace
+        path = urlparse(self.prefect_api_url).path.strip("/").split("/")
+        if "workspaces" in path and path.index("workspaces") + 1 < len(path):
+            return path[path.index("workspaces") + 1]
+        return urlparse(self.prefect_api_url).netloc
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -754,12 +754,16 @@ class OrchestrationContract:
             env.client.heartbeat_worker(f"oc-missing-{uuid.uuid4().hex[:8]}", "pushpool", 5)
 
     def test_variables(self, env: Env) -> None:
-        """read_variable returns the value; an unknown variable is ObjectNotFoundError."""
+        """read_variable returns the value; an unknown variable is ObjectNotFoundError; write_variable creates or
+        updates one."""
         name = f"oc_{uuid.uuid4().hex[:8]}"
         env.variable(name, {"a": [1, 2]})
         assert env.client.read_variable(name) == {"a": [1, 2]}
         with pytest.raises(ObjectNotFoundError):
             env.client.read_variable(f"{name}_missing")
+        env.client.write_variable(f"{name}_written", {"hours": 1.5})  # created
+        env.client.write_variable(f"{name}_written", {"hours": 2})  # updated
+        assert env.client.read_variable(f"{name}_written") == {"hours": 2}
 
     # -- blocks and automations -------------------------------------------------------------------------------------
 

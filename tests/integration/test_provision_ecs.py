@@ -446,3 +446,89 @@ def test_a_credential_pushpool_reads_from_a_secret_is_granted_not_copied(
     assert value not in json.dumps(result.as_dict(), default=str)
     deprovision(deps, EcsProvisioner(settings=settings), pool=pool)
     assert sm.describe_secret(SecretId=arn)["ARN"] == arn  # not ours: kept
+
+
+def test_static_ips_nat_gateway_and_elastic_ip_made_once_reported_and_removed(deps, prefect: PrefectHelper) -> None:
+    """Issue 18, item 4: managed runs on ECS leave through one NAT gateway holding one Elastic IP."""
+    region = "us-east-1"  # the ECS backend's region (the environment's): the managed run below goes there
+    pool = prefect.unique("static")
+    result = provision_infra(deps, EcsProvisioner(region=region, static_ips=True), pool=pool, type_name="ecs:push")
+    plan = {s.resource: s.action for s in result.plan}
+    assert plan["Elastic IP"] == plan["NAT gateway"] == plan["private subnets"] == "create"
+    ec2 = boto3.client("ec2", region_name=region)
+    tag = [{"Name": f"tag:{TAG_KEY}", "Values": [pool]}]
+    addresses = ec2.describe_addresses(Filters=tag)["Addresses"]
+    gateways = [g for g in ec2.describe_nat_gateways(Filters=tag)["NatGateways"] if g["State"] != "deleted"]
+    assert len(addresses) == 1 and len(gateways) == 1
+    assert gateways[0]["NatGatewayAddresses"][0]["AllocationId"] == addresses[0]["AllocationId"]
+    ip = addresses[0]["PublicIp"]
+    assert any(ip in note and "static outbound IP" in note for note in result.notes)
+    assert EcsProvisioner(region=region).static_addresses(pool) == [ip]
+
+    # Tasks run in the private subnets, whose only route out is the NAT gateway; no public address.
+    network = prefect.json("GET", f"/work_pools/{pool}")["base_job_template"]["variables"]["properties"][
+        "network_configuration"
+    ]["default"]
+    assert network["assignPublicIp"] == "DISABLED" and len(network["subnets"]) == 3
+    tables = ec2.describe_route_tables(Filters=[{"Name": "association.subnet-id", "Values": network["subnets"]}])
+    routes = [r for t in tables["RouteTables"] for r in t["Routes"] if r.get("DestinationCidrBlock") == "0.0.0.0/0"]
+    assert routes and all(r.get("NatGatewayId") == gateways[0]["NatGatewayId"] for r in routes)
+
+    # Idempotent: a second run creates nothing and reports the same address.
+    session, calls = counted_session(region)
+    again = provision_infra(deps, EcsProvisioner(session=session, static_ips=True), pool=pool, type_name="ecs:push")
+    assert {s.action for s in again.plan} == {"exists"}
+    assert writes(calls) == {}
+    assert any(ip in note for note in again.notes)
+
+    managed_run_on_ecs(deps, prefect, pool, region, ip)
+
+    removed = deprovision(deps, EcsProvisioner(region=region), pool=pool)
+    assert removed.applied
+    assert ec2.describe_addresses(Filters=tag)["Addresses"] == []
+    assert [g for g in ec2.describe_nat_gateways(Filters=tag)["NatGateways"] if g["State"] != "deleted"] == []
+    assert tagged_anywhere(pool, region) == []
+
+
+def managed_run_on_ecs(deps, prefect: PrefectHelper, carrier: str, region: str, ip: str) -> None:
+    """A managed run with the ECS backend goes out as a task of the operator's pool ``carrier``: its image, the tier's
+    memory, the private subnets with no public address; ``pushpool usage`` shows the static address."""
+    from pushpool.managed import MANAGED_POOL_TYPE
+    from pushpool.usecases.deps import Deps
+    from pushpool.usecases.usage import usage
+
+    template = prefect.json("GET", f"/work_pools/{carrier}")["base_job_template"]
+    template["job_configuration"]["task_definition"]["containerDefinitions"][0]["memoryReservation"] = 512  # moto
+    prefect.json("PATCH", f"/work_pools/{carrier}", json={"base_job_template": template})
+    for found in prefect.json("POST", "/work_pools/filter", json={}):  # the workspace is the shared server
+        if found["type"] == MANAGED_POOL_TYPE:
+            prefect.request("DELETE", f"/work_pools/{found['name']}")
+    settings = deps.settings.replace(managed_backend="ecs", managed_template_pool=carrier)
+    managed = Deps.from_settings(settings)
+    pool = prefect.unique("managed-ecs")
+    prefect.create_pool(pool, MANAGED_POOL_TYPE, base_job_template={})
+    try:
+        pull = [{"prefect.deployments.steps.git_clone": {"repository": "https://example.com/flows.git"}}]
+        deployment = prefect.create_deployment(pool, "flows.py:hello", pull_steps=pull)
+        run_id = prefect.create_run(deployment, job_variables={"pip_packages": ["pandas"], "env": {"A": "1"}})
+        client = managed.orchestrator
+        outcome = submit_run(managed, client.read_flow_run(run_id), client.read_work_pool(pool))
+        assert outcome.outcome == "submitted", outcome
+        cluster, arn = outcome.job_id.split("::")
+        ecs = boto3.client("ecs", region_name=region)
+        task = ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]
+        definition = ecs.describe_task_definition(taskDefinition=task["taskDefinitionArn"])["taskDefinition"]
+        assert definition["containerDefinitions"][0]["image"] == "prefecthq/prefect:3-latest"
+        assert str(definition["memory"]) == "2048"
+        override = task["overrides"]["containerOverrides"][0]
+        assert override["command"][:2] == ["python", "-c"]
+        assert {"name": "PUSHPOOL_PIP_PACKAGES", "value": '["pandas"]'} in override["environment"]
+        subnets = {d["value"] for a in task["attachments"] for d in a["details"] if d["name"] == "subnetId"}
+        ec2 = boto3.client("ec2", region_name=region)
+        private = ec2.describe_subnets(SubnetIds=list(subnets))["Subnets"]
+        assert private and all({"Key": "pushpool:egress", "Value": "private"} in s["Tags"] for s in private)
+        ecs.stop_task(cluster=cluster, task=arn)
+        assert usage(managed, addresses=True).static_outbound_ips == [ip]
+    finally:
+        prefect.request("DELETE", f"/work_pools/{pool}")
+        managed.orchestrator.close()

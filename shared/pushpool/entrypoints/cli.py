@@ -1,6 +1,7 @@
 """The ``pushpool`` command: ``serve``, ``work-pool create | ls | inspect | delete | provision-infra | deprovision``,
-``status``, ``logs <flow-run>`` and ``monitor``, on typer with rich output, like Prefect's own CLI (the same verbs,
-tables, ``--output json``). Each command calls one use-case; pushpool's errors become one ``pushpool: error:`` line.
+``status``, ``logs <flow-run>``, ``usage`` and ``monitor``, on typer with rich output, like Prefect's own CLI (the
+same verbs, tables, ``--output json``). Each command calls one use-case; pushpool's errors become one
+``pushpool: error:`` line.
 
 ``work-pool create`` points the pool's webhook at the ``pushpool serve`` that runs under ``PUSHPOOL_HOME`` (serve
 records its address there): :func:`submit_url_for`.
@@ -79,6 +80,14 @@ else:
             help="role: the deployed functions use their own IAM role (default); access-key: create an IAM user and "
             "store one access key in an aws-credentials block (ecs:push); key: store one service-account key in a "
             "gcp-credentials block (cloud-run pools)",
+        ),
+    ]
+    StaticIpsOption = Annotated[
+        bool,
+        typer.Option(
+            "--static-ips",
+            help="ECS: run tasks in private subnets behind a NAT gateway with an Elastic IP (a static outbound "
+            "address: the pool managed runs use)",
         ),
     ]
     ProjectOption = Annotated[
@@ -351,12 +360,17 @@ class InfraOptions:
     credentials: str = Credentials.role.value
     json: bool = False
     project: str | None = None
+    static_ips: bool = False
 
 
 def _provisioner(options: InfraOptions, type_name: str):
     from pushpool.providers import provider_for_pool_type
 
     provider = provider_for_pool_type(type_name)
+    if options.static_ips:  # providers/ecs/managed_network.py
+        if provider.name != "ecs":
+            raise InvalidRequestError(f"--static-ips is for ecs:push pools, not {type_name}")
+        return provider.create_provisioner(region=options.region, credentials=options.credentials, static_ips=True)
     if options.project is None:
         return provider.create_provisioner(region=options.region, credentials=options.credentials)
     if provider.name != "cloudrun":
@@ -505,7 +519,7 @@ def cmd_serve(
 
 def cmd_pool_create(
     name: Annotated[str, typer.Argument(help="the work pool's name")],
-    pool_type: Annotated[str, typer.Option("--type", help="pool type, e.g. process:push")],
+    pool_type: Annotated[str, typer.Option("--type", help="pool type, e.g. process:push or prefect:managed")],
     concurrency_limit: Annotated[int | None, typer.Option(help="the pool's concurrency limit")] = None,
     submit_url: SubmitUrlOption = None,
     port: PortOption = None,
@@ -527,12 +541,15 @@ def cmd_pool_create(
         ),
     ] = None,
     project: ProjectOption = None,
+    static_ips: StaticIpsOption = False,
 ) -> None:
     """Create or update a push pool, its Webhook block and automation."""
     from pushpool.usecases.provision import provision_pool
 
     if with_infra:
-        options = InfraOptions(yes=yes, region=region, credentials=credentials.value, json=as_json, project=project)
+        options = InfraOptions(
+            yes=yes, region=region, credentials=credentials.value, json=as_json, project=project, static_ips=static_ips
+        )
         _exit(
             _provision_infra(
                 name,
@@ -579,9 +596,12 @@ def cmd_provision_infra(
     region: RegionOption = None,
     credentials: CredentialsOption = Credentials.role,
     project: ProjectOption = None,
+    static_ips: StaticIpsOption = False,
 ) -> None:
     """Create the cloud resources of an existing push pool."""
-    options = InfraOptions(yes=yes, region=region, credentials=credentials.value, json=as_json, project=project)
+    options = InfraOptions(
+        yes=yes, region=region, credentials=credentials.value, json=as_json, project=project, static_ips=static_ips
+    )
     _exit(_provision_infra(name, type_name=None, submit_url=submit_url, port=port, options=options))
 
 
@@ -847,6 +867,19 @@ def _age(seconds: float) -> str:
     return str(dt.timedelta(seconds=int(seconds)))
 
 
+def cmd_usage(output: OutputOption = None) -> None:
+    """Managed execution: compute hours used and left this month, runs in flight and managed pools, against the
+    workspace's limits."""
+    from pushpool.usecases.usage import usage
+
+    as_json = _output_json(output)
+    found = usage(_deps(local_settings()), addresses=True)
+    if as_json:
+        print(json.dumps(found.as_dict(), indent=2))
+    else:
+        _say(found.summary())
+
+
 def cmd_monitor() -> None:
     """Run one monitor tick and print its report."""
     from pushpool.usecases.monitor import tick
@@ -906,6 +939,9 @@ def build_app() -> typer.Typer:
 
     app.command("status", help="In-flight runs of push pools with their jobs and ages.")(cmd_status)
     app.command("monitor", help="Run one monitor tick and print its report.")(cmd_monitor)
+    app.command("usage", help="Managed execution: compute hours, runs in flight and pools against the limits.")(
+        cmd_usage
+    )
     app.command("logs", help="A flow run's state history, its job's output and its logs.")(cmd_logs)
     return app
 

@@ -318,6 +318,17 @@ class PrefectClient:
 
     # -- work pools and queues ----------------------------------------------------------------------------------
 
+    def write_variable(self, name: str, value: Any) -> None:
+        """Create or update the variable ``name`` (a JSON value)."""
+        try:
+            self._json("PATCH", f"/variables/name/{quote(name, safe='')}", json={"value": value})
+        except ObjectNotFoundError:
+            try:
+                self._json("POST", "/variables/", json={"name": name, "value": value})
+            except OrchestratorError as exc:
+                if exc.status_code != 409:  # created meanwhile: the next write updates it
+                    raise
+
     def read_work_pool(self, name: str) -> WorkPool:
         return WorkPool.model_validate(self._json("GET", f"/work_pools/{name}"))
 

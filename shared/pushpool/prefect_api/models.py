@@ -97,6 +97,7 @@ class WorkPool(_ApiModel):
     concurrency_limit: int | None = None
     default_queue_id: str | None = None
     description: str | None = None
+    created: dt.datetime | None = None
     status: str | None = None  # READY, NOT_READY or PAUSED (informational: shown by the UI, never used to schedule)
 
 
@@ -118,6 +119,7 @@ class Deployment(_ApiModel):
     work_queue_name: str | None = None
     concurrency_limit: int | None = None
     updated: dt.datetime | None = None
+    pull_steps: list[Any] | None = None
 
 
 class Flow(_ApiModel):

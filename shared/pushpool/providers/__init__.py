@@ -22,6 +22,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from pushpool.errors import ConfigurationError, UnsupportedPoolError
+from pushpool.managed import MANAGED_POOL_TYPE, is_managed
 
 if TYPE_CHECKING:
     from pushpool.providers.base import Backend, JobConfig
@@ -44,6 +45,9 @@ class Provider:
     provisioner: str | None = None  # the Provisioner class, where the provider has cloud resources to set up
     extra: str | None = None  # ``pip install 'pushpool[<extra>]'`` installs its SDK
     sdk: tuple[str, ...] = ()  # top-level modules that must be importable for the provider to work
+    # The function giving this provider's job variables for a managed run (``prefect:managed`` pools, which the
+    # operator may have any provider with one serve): ``managed(bootstrap=, env=, image=, memory_mb=) -> dict``.
+    managed: str | None = None
 
     @property
     def pool_types(self) -> tuple[str, ...]:
@@ -64,6 +68,16 @@ class Provider:
 
     def template(self, pool_type: str) -> dict[str, Any]:
         return _load(self.templates[pool_type])()  # type: ignore[no-any-return]
+
+    def managed_variables(self, **job: Any) -> dict[str, Any]:
+        """Job variables of this provider's template for a managed run (see :attr:`managed`).
+
+        Raises:
+            ConfigurationError: the provider cannot serve managed pools.
+        """
+        if self.managed is None:
+            raise ConfigurationError(f"PUSHPOOL_MANAGED_BACKEND: the {self.name} provider cannot run managed pools")
+        return _load(self.managed)(**job)  # type: ignore[no-any-return]
 
     def config_model(self) -> type[JobConfig]:
         return _load(self.config)  # type: ignore[no-any-return]
@@ -94,6 +108,7 @@ PROVIDERS: tuple[Provider, ...] = (
         templates={"process:push": "pushpool.providers.process.template:base_job_template"},
         backend="pushpool.providers.process.backend:ProcessBackend",
         config="pushpool.providers.process.config:ProcessJobConfig",
+        managed="pushpool.providers.process.template:managed_variables",
     ),
     Provider(
         name="ecs",
@@ -101,6 +116,7 @@ PROVIDERS: tuple[Provider, ...] = (
         backend="pushpool.providers.ecs.backend:EcsBackend",
         config="pushpool.providers.ecs.config:EcsJobConfig",
         provisioner="pushpool.providers.ecs.provisioner:EcsProvisioner",
+        managed="pushpool.providers.ecs.template:managed_variables",
         extra="aws",
         sdk=("boto3",),
     ),
@@ -175,18 +191,44 @@ def base_job_template(pool_type: str) -> dict[str, Any]:
     return provider_for_pool_type(pool_type).template(pool_type)
 
 
-def installed_pool_types() -> tuple[str, ...]:
-    """The pool types whose provider SDKs are installed here (what a deployment serves by default)."""
-    return tuple(t for p in PROVIDERS if p.installed for t in p.pool_types)
+def installed_pool_types(managed_backend: str | None = None) -> tuple[str, ...]:
+    """The pool types whose provider SDKs are installed here (what a deployment serves by default), with
+    ``prefect:managed`` when ``managed_backend`` names an installed provider that can run it."""
+    found = tuple(t for p in PROVIDERS if p.installed for t in p.pool_types)
+    if managed_backend:
+        provider = next((p for p in PROVIDERS if p.name == managed_backend), None)
+        if provider is not None and provider.managed and provider.installed:
+            found += (MANAGED_POOL_TYPE,)
+    return found
 
 
-def check_served(pool_types: tuple[str, ...]) -> tuple[str, ...]:
-    """Validate a deployment's configured pool types: each known and its SDK installed.
+def managed_provider(name: str) -> Provider:
+    """The provider the operator chose to run ``prefect:managed`` pools (``PUSHPOOL_MANAGED_BACKEND``).
+
+    Raises:
+        ConfigurationError: no such provider, or one that cannot run managed pools.
+    """
+    try:
+        provider = provider_named(name)
+    except UnsupportedPoolError as exc:
+        raise ConfigurationError(f"PUSHPOOL_MANAGED_BACKEND: {exc.one_line()}") from None
+    if provider.managed is None:
+        able = ", ".join(p.name for p in PROVIDERS if p.managed)
+        raise ConfigurationError(f"PUSHPOOL_MANAGED_BACKEND: the {name} provider cannot run managed pools ({able} can)")
+    return provider
+
+
+def check_served(pool_types: tuple[str, ...], *, managed_backend: str | None = None) -> tuple[str, ...]:
+    """Validate a deployment's configured pool types: each known and its SDK installed (``prefect:managed``: the
+    provider chosen to run it, ``managed_backend``).
 
     Raises:
         ConfigurationError: an unknown type, or one whose SDK is missing (named with the extra to install).
     """
     for pool_type in pool_types:
+        if is_managed(pool_type):
+            managed_provider(managed_backend or "process").require_installed()
+            continue
         try:
             provider = provider_for_pool_type(pool_type)
         except UnsupportedPoolError as exc:

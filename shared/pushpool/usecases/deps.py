@@ -12,9 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 from pushpool.clock import Clock, SystemClock
 from pushpool.errors import UnsupportedPoolError
+from pushpool.managed import is_managed
 from pushpool.prefect_api.client import PrefectClient
 from pushpool.prefect_api.models import WorkPool
-from pushpool.providers import Provider, check_served, installed_pool_types, provider_for_pool_type, provider_named
+from pushpool.providers import (
+    Provider,
+    check_served,
+    installed_pool_types,
+    managed_provider,
+    provider_for_pool_type,
+    provider_named,
+)
 from pushpool.providers.base import Backend
 from pushpool.settings import Settings
 from pushpool.usecases.pool_reads import PoolReads
@@ -37,7 +45,10 @@ class Deps:
     pool_reads: PoolReads = field(init=False, repr=False)  # pools and queues shared briefly by the event path
 
     def __post_init__(self) -> None:
-        self.pool_types = check_served(self.pool_types or self.settings.pool_types or installed_pool_types())
+        backend = self.settings.managed_backend
+        self.pool_types = check_served(
+            self.pool_types or self.settings.pool_types or installed_pool_types(backend), managed_backend=backend
+        )
         self.pool_reads = PoolReads(
             self.orchestrator, self.settings.read_cache_seconds, timer=lambda: self.clock.now().timestamp()
         )
@@ -79,7 +90,11 @@ class Deps:
         Raises:
             UnsupportedPoolError: not a push type, unknown, or not served here (nothing is changed).
         """
-        provider = provider_for_pool_type(pool_type)
+        provider = (
+            managed_provider(self.settings.managed_backend)
+            if is_managed(pool_type)
+            else provider_for_pool_type(pool_type)
+        )
         if pool_type not in self.pool_types:
             raise UnsupportedPoolError(
                 f"pool type {pool_type!r} is not served by this deployment (serves: {', '.join(self.pool_types)})"

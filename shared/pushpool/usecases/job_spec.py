@@ -15,10 +15,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pushpool.errors import ObjectNotFoundError, TemplateError
+from pushpool.errors import ConfigurationError, ObjectNotFoundError, TemplateError
+from pushpool.managed import is_managed
+from pushpool.managed.job import BOOTSTRAP, managed_job
+from pushpool.managed.job import base_job_template as managed_template
 from pushpool.prefect_api.client import PrefectClient
 from pushpool.prefect_api.models import Deployment, FlowRun, WorkPool
-from pushpool.providers import provider_for_pool_type
+from pushpool.providers import Provider, managed_provider, provider_for_pool_type
 from pushpool.providers.base import DEFAULT_COMMAND, JobConfig, JobSpec
 from pushpool.settings import Settings
 from pushpool.templates.common import DEFAULT_MAX_RUN_TIME_SECONDS
@@ -63,16 +66,18 @@ def pool_template(pool: WorkPool) -> dict[str, Any]:
     """The pool's base job template, or pushpool's default for its type when the pool has none."""
     if pool.base_job_template.get("job_configuration"):
         return pool.base_job_template
+    if is_managed(pool.type):
+        return managed_template()
     return provider_for_pool_type(pool.type).template(pool.type)
 
 
-def typed_config(pool: WorkPool, rendered: Mapping[str, Any]) -> JobConfig:
-    """The rendered configuration validated into the provider's model.
+def typed_config(pool: WorkPool, rendered: Mapping[str, Any], provider: Provider | None = None) -> JobConfig:
+    """The rendered configuration validated into the provider's model (``provider``: the pool type's by default).
 
     Raises:
         TemplateError: a field of the wrong type, named (the run is crashed with this message).
     """
-    model = provider_for_pool_type(pool.type).config_model()
+    model = (provider or provider_for_pool_type(pool.type)).config_model()
     try:
         return model.model_validate(dict(rendered))
     except ValidationError as exc:
@@ -92,6 +97,41 @@ def max_run_time_seconds(config: Mapping[str, Any]) -> int:
         raise TemplateError(
             f"max_run_time_seconds must be a whole number of seconds, at least 1, got {value!r}"
         ) from None
+
+
+def managed_job_variables(
+    settings: Settings, deployment: Deployment | None, values: Mapping[str, Any], *, client: PrefectClient | None = None
+) -> tuple[dict[str, Any], dict[str, Any], Provider]:
+    """A managed run's job as the operator's provider runs it: that provider's template — the one of the operator's
+    pool ``PUSHPOOL_MANAGED_TEMPLATE_POOL`` (its provisioned cluster, network, roles), else the provider's own — and
+    the variables for it (the bootstrap, the user's env, the operator's image, the tier's memory and run time).
+
+    Raises:
+        JobRefusedError: job variables a managed pool does not take, or no pull step that fetches the code.
+        ConfigurationError: the operator's provider cannot run managed pools, or its template pool is not usable.
+    """
+    job = managed_job(values, deployment.pull_steps if deployment is not None else None)
+    provider = managed_provider(settings.managed_backend)
+    template = provider.template(provider.pool_types[0])
+    if settings.managed_template_pool and client is not None:
+        try:
+            carrier = client.read_work_pool(settings.managed_template_pool)
+        except ObjectNotFoundError:
+            raise ConfigurationError(
+                f"PUSHPOOL_MANAGED_TEMPLATE_POOL: work pool {settings.managed_template_pool!r} does not exist"
+            ) from None
+        if carrier.type not in provider.pool_types:
+            raise ConfigurationError(
+                f"PUSHPOOL_MANAGED_TEMPLATE_POOL: pool {carrier.name!r} is of type {carrier.type!r}, not one of "
+                f"the {provider.name} provider's ({', '.join(provider.pool_types)})"
+            )
+        template = carrier.base_job_template if carrier.base_job_template.get("job_configuration") else template
+    tier = settings.tier
+    variables = provider.managed_variables(
+        bootstrap=BOOTSTRAP, env=job.job_env(), image=settings.managed_image, memory_mb=tier.memory_mb
+    )
+    variables["max_run_time_seconds"] = tier.max_run_time_seconds
+    return template, variables, provider
 
 
 def effective_max_run_time(pool: WorkPool, deployment: Deployment | None, run: FlowRun) -> int:
@@ -123,10 +163,13 @@ def build_job_spec(
         OrchestratorError: a block or variable could not be read (transient: the caller may retry).
     """
     values = merge_job_variables(deployment.job_variables if deployment else None, run.job_variables)
+    template, provider = pool_template(pool), None
+    if is_managed(pool.type):  # the operator's provider runs it, with the operator's image and the tier's limits
+        template, values, provider = managed_job_variables(settings, deployment, values, client=client)
     rendered = render_job_configuration(
-        pool_template(pool), values, resolver=OrchestratorResolver(client), environ=template_environ(environ)
+        template, values, resolver=OrchestratorResolver(client), environ=template_environ(environ)
     )
-    config = typed_config(pool, rendered)
+    config = typed_config(pool, rendered, provider)
     env: dict[str, str | None] = {
         "PREFECT_API_URL": settings.api_url_for_jobs,
         "PREFECT__FLOW_RUN_ID": run.id,

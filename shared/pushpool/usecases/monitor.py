@@ -18,15 +18,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pushpool.errors import ObjectNotFoundError, PushpoolError, UnsupportedPoolError
+from pushpool.managed import is_managed
 from pushpool.prefect_api.client import PAGE_SIZE
 from pushpool.prefect_api.models import IN_FLIGHT_STATES, TERMINAL_STATES, Deployment, FlowRun, WorkPool
 from pushpool.providers.base import Backend, JobHandle, JobStatus
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.heartbeat import heartbeat
+from pushpool.usecases.managed import mark_pools
 from pushpool.usecases.punctual import GROUP_RUNS, arm, arm_pool, dispatch_time, lead_seconds, look_ahead_seconds
 from pushpool.usecases.reconcile import policy_from, reconcile_run
 from pushpool.usecases.submit import Reads, SubmitOutcome, submit_run
 from pushpool.usecases.unstarted import sweep_unstarted
+from pushpool.usecases.usage import publish, usage
 
 log = logging.getLogger("pushpool.usecases.monitor")
 
@@ -44,14 +47,21 @@ class TickReport:
     dispatched: Counter = field(default_factory=Counter)
     reconciled: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. managed pools not served (over the pool limit)
+    managed: dict | None = None  # the managed workspace's usage (usecases/usage.py), when it has pools served
 
     def as_dict(self) -> dict:
-        return {
+        found = {
             "pools": self.pools,
             "dispatched": dict(self.dispatched),
             "reconciled": dict(self.reconciled),
             "errors": self.errors,
         }
+        if self.notes:
+            found["notes"] = self.notes
+        if self.managed is not None:
+            found["managed"] = self.managed
+        return found
 
 
 def push_pools(deps: Deps) -> list[WorkPool]:
@@ -65,7 +75,19 @@ def tick(deps: Deps, *, pools: list[WorkPool] | None = None) -> TickReport:
     An error in one pool or one backend is reported and never stops the tick for the others.
     """
     report = TickReport()
-    pools = push_pools(deps) if pools is None else [p for p in pools if deps.serves(p)]
+    every = deps.orchestrator.filter_work_pools() if pools is None else None
+    pools = [p for p in (every if every is not None else pools or []) if deps.serves(p)]
+    if any(is_managed(p.type) for p in pools):  # managed pools over the workspace's pool limit are not served
+        try:
+            every = every if every is not None else deps.orchestrator.filter_work_pools()
+            kept, notes = mark_pools(deps, every)
+            names = {p.name for p in kept}
+            pools = [p for p in pools if p.name in names]
+            report.notes.extend(notes)
+        except Exception as exc:
+            log.exception("managed pools could not be read")
+            report.errors.append(f"managed pools: {_describe(exc)}")
+            pools = [p for p in pools if not is_managed(p.type)]
     report.pools = len(pools)
     report.served = [p.name for p in pools]
     report.errors.extend(heartbeat(deps, pools))  # the pools show Ready in Prefect while the monitor ticks
@@ -82,6 +104,14 @@ def tick(deps: Deps, *, pools: list[WorkPool] | None = None) -> TickReport:
             log.exception("reconciliation failed")
             report.errors.append(f"reconcile: {_describe(exc)}")
         sweep_unstarted(deps, pools, report)  # jobs of failed submits that never started (reports its own errors)
+    if any(is_managed(p.type) for p in pools):
+        try:
+            found = usage(deps, pools=every)
+            report.managed = found.as_dict()
+            publish(deps, found)
+        except Exception as exc:
+            log.exception("managed usage could not be computed")
+            report.errors.append(f"managed usage: {_describe(exc)}")
     return report
 
 
@@ -106,7 +136,8 @@ def dispatch_due(deps: Deps, pool: WorkPool, report: TickReport, *, arm_ahead: b
     # Runs whose job is due now are dispatched; those due within the look-ahead get a trigger armed for their time.
     before = now + dt.timedelta(seconds=lead + (look_ahead_seconds(deps) if arm_ahead else 0.0))
     full = threading.Event()  # a limit was reached: the rest wait for the next tick
-    workers = 1 if pool.concurrency_limit is not None else deps.settings.dispatch_concurrency
+    limited = pool.concurrency_limit is not None or is_managed(pool.type)  # managed: the workspace's limit
+    workers = 1 if limited else deps.settings.dispatch_concurrency
     shared = TickReads(deps, pool)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pushpool-dispatch") as executor:
         for _ in range(MAX_DISPATCH_PAGES):

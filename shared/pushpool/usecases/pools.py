@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pushpool.errors import InvalidRequestError, ObjectNotFoundError, UnsupportedPoolError
+from pushpool.managed import is_managed
 from pushpool.prefect_api.models import BlockDocument, WorkPool
 from pushpool.providers import provider_for_pool_type
 from pushpool.providers.provisioning import DELETE, UPDATE, Provisioner, Step, apply, render_plan
@@ -76,6 +77,11 @@ def pool_parts(deps: Deps, name: str) -> PoolParts:
     return PoolParts(name, pool, block, client.find_automations(f"pushpool-{name}"))
 
 
+def _pushpools(pool_type: str) -> bool:
+    """A type of pool pushpool runs: a push pool, or a managed one."""
+    return pool_type.endswith(":push") or is_managed(pool_type)
+
+
 def pool_type(deps: Deps, name: str, given: str | None = None) -> str:
     """The type of pool ``name``: ``given``, else the pool's, else what its automation recorded.
 
@@ -128,7 +134,7 @@ def delete_pool(
     validate_pool_name(pool)
     client = deps.orchestrator
     parts = pool_parts(deps, pool)
-    if parts.pool is not None and not parts.pool.type.endswith(":push"):
+    if parts.pool is not None and not _pushpools(parts.pool.type):
         raise UnsupportedPoolError(
             f"work pool {pool!r} is of type {parts.pool.type!r}, not a push pool: delete it with "
             f"`prefect work-pool delete {pool}`"
@@ -137,7 +143,7 @@ def delete_pool(
     provisioner = None
     notes: list[str] = []
     cloud: list[Step] = []
-    if kind is not None and provider_for_pool_type(kind).provisioner is not None:
+    if kind is not None and not is_managed(kind) and provider_for_pool_type(kind).provisioner is not None:
         if keep_infra:
             notes.append(
                 f"cloud resources kept: remove them with `pushpool work-pool deprovision {pool} --type {kind}`"
@@ -221,7 +227,7 @@ def list_pools(deps: Deps) -> list[dict[str, Any]]:
     automations = {str(a["name"])[len("pushpool-") :]: a for a in client.read_automations() if _is_pushpools(a)}
     rows: list[dict[str, Any]] = []
     for pool in sorted(client.filter_work_pools(), key=lambda p: p.name):
-        if not pool.type.endswith(":push"):
+        if not _pushpools(pool.type):
             continue
         rows.append(
             {
@@ -297,6 +303,6 @@ def runs_in_flight(deps: Deps, pool: str | None = None) -> list[dict[str, Any]]:
             found = deps.orchestrator.read_work_pool(pool)
         except ObjectNotFoundError:
             raise InvalidRequestError(f"work pool {pool!r} does not exist") from None
-        if not found.type.endswith(":push"):
+        if not _pushpools(found.type):
             raise UnsupportedPoolError(f"work pool {pool!r} is of type {found.type!r}, not a push pool")
     return in_flight(deps, pool=pool)

@@ -28,8 +28,11 @@ from pushpool.errors import (
     OrchestratorError,
     UnsupportedPoolError,
 )
+from pushpool.managed import is_managed
+from pushpool.managed.job import base_job_template as managed_template
 from pushpool.providers import POOL_TYPES, Provider, provider_for_pool_type
 from pushpool.usecases.deps import Deps
+from pushpool.usecases.managed import check_pool_limit
 
 TRIGGER_EVENTS = (
     "prefect.flow-run.Scheduled",
@@ -128,11 +131,13 @@ def provision_pool(
     ``pushpool serve`` there); without one, ``settings.submit_url`` is used.
 
     Raises:
-        InvalidRequestError: a bad name, an unknown type, or an existing pool of another type (nothing changed).
+        InvalidRequestError: a bad name, an unknown type, an existing pool of another type, or a managed pool over the
+            workspace's pool limit (nothing changed).
         ConfigurationError: no submit URL or webhook token to give Prefect (nothing changed).
     """
     validate_pool_name(name)
-    provider = push_provider(type_name)
+    managed = is_managed(type_name)
+    provider = None if managed else push_provider(type_name)
     if concurrency_limit is not None and (not isinstance(concurrency_limit, int) or concurrency_limit < 0):
         raise InvalidRequestError(f"concurrency limit must be a whole number ≥ 0, got {concurrency_limit!r}")
     url = (submit_url() if callable(submit_url) else submit_url) or deps.settings.submit_url
@@ -143,8 +148,10 @@ def provision_pool(
         raise ConfigurationError("no submit URL: set PUSHPOOL_SUBMIT_URL (where Prefect should call pushpool's submit)")
     if not deps.settings.webhook_tokens:
         raise ConfigurationError("PUSHPOOL_WEBHOOK_TOKEN is not set: Prefect needs it to authenticate to submit")
+    if managed:  # the workspace's tier allows so many managed pools: one more is refused, nothing changed
+        check_pool_limit(deps, name)
     result = ProvisionResult(pool=name, dry_run=dry_run)
-    template = provider.template(type_name)
+    template = managed_template() if provider is None else provider.template(type_name)
     if defaults:
         from pushpool.providers.provisioning import with_defaults
 

@@ -20,6 +20,9 @@ Running                            alive past ``max_run_time_seconds`` → Crash
 Pending                            job still not started after ``start_timeout`` → Crashed, stop job
 Cancelled                          job alive → stop it
 Completed/Failed/Crashed           job still alive ``exit_grace`` after the run ended → stop it (zombie)
+Crashed by Prefect's runner        job ended → a new Crashed state whose message has the job's last lines (Prefect
+  ("Process exited with status     says only the exit code; git's error, a traceback are in the output), then
+  code: N")                        cleanup
 any final state                    job ended (not yet cleaned up) → clean it up (delete what the provider keeps)
 any                                job UNKNOWN (another host, unmapped status) → nothing
 =================================  ======================================================================
@@ -31,15 +34,24 @@ import dataclasses
 import datetime as dt
 import enum
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from pushpool.errors import BackendError, ObjectNotFoundError, PushpoolError, TemplateError
+from pushpool.managed import is_managed
 from pushpool.prefect_api.models import Deployment, FlowRun, StateType, WorkPool
 from pushpool.providers.base import Backend, JobHandle, JobState, JobStatus
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.job_spec import build_job_spec, effective_max_run_time
-from pushpool.usecases.run_states import attach_logs, crash_message, crash_run, finish_cancellation, keep_place
+from pushpool.usecases.run_states import (
+    MAX_MESSAGE,
+    attach_logs,
+    crash_message,
+    crash_run,
+    finish_cancellation,
+    keep_place,
+)
 
 log = logging.getLogger("pushpool.usecases.monitor")
 
@@ -56,6 +68,7 @@ class Action(str, enum.Enum):
     CANCEL = "cancel"
     STOP = "stop"
     CLEANUP = "cleanup"  # the run is final and its job ended: delete what the provider keeps of it
+    EXPLAIN = "explain"  # Prefect crashed the run with a bare exit code: add the job's last lines to its state
 
 
 @dataclass(frozen=True)
@@ -122,6 +135,8 @@ def decide(
         if alive and _age(run.end_time or since, now) > policy.exit_grace_seconds:
             return Decision(Action.STOP, f"run is {run.state_name} but its job is still running")
         if not alive and job is not JobState.MISSING:
+            if state is StateType.CRASHED and job in (JobState.FAILED, JobState.SUCCEEDED) and _bare_exit(run):
+                return Decision(Action.EXPLAIN, (run.state.message or "") if run.state else "", with_logs=True)
             return Decision(Action.CLEANUP, f"run is {run.state_name} and its job ended")
         return Decision(Action.NONE)
     if state is StateType.CANCELLING:
@@ -194,17 +209,32 @@ def apply(deps: Deps, backend: Backend, run: FlowRun, decision: Decision, handle
         finish_cancellation(client, run.id, decision.reason)
     elif action is Action.STOP and handle is not None:
         _stop(deps, backend, handle)
+    elif action is Action.EXPLAIN:
+        lines = _logs(backend, handle, lines=200)
+        errors = [line for line in lines if _ERROR_LINE.match(line)][-8:]
+        # A new Crashed state (forced: the run is final) whose message says what went wrong, in the job's words.
+        message = f"Crashed by Prefect's runner ({decision.reason.rstrip('.')})."
+        if errors:
+            message += " Errors in the job's output:\n" + "\n".join(line[:500] for line in errors)
+        else:
+            message = crash_message(message, lines)
+        client.propose_state(run.id, StateType.CRASHED, force=True, message=message[:MAX_MESSAGE])
+        attach_logs(client, deps.clock, run.id, "Last lines of the job's output (from pushpool):", lines[-50:])
     elif action is Action.CLEANUP and handle is not None:
         backend.cleanup(handle)
         log.debug("run %s: job %s cleaned up", run.id, handle.id)
     return action.value
 
 
-def _logs(backend: Backend, handle: JobHandle | None) -> list[str]:
+# The last line of a Python traceback, git's and pip's errors.
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception)\b.*:|fatal: |ERROR: )")
+
+
+def _logs(backend: Backend, handle: JobHandle | None, *, lines: int = 50) -> list[str]:
     if handle is None:
         return []
     try:
-        return backend.logs(handle, lines=50)
+        return backend.logs(handle, lines=lines)
     except BackendError as exc:
         log.info("no job output for %s: %s", handle.id, exc.one_line())
         return []
@@ -296,6 +326,15 @@ def claim_attempt(deps: Deps, run: FlowRun) -> str | None:
     return str(claims[-1]["id"]) if claims else None
 
 
+BARE_EXIT = "Process exited with status code"  # Prefect's runner's message when its flow process failed
+
+
+def _bare_exit(run: FlowRun) -> bool:
+    """Crashed by Prefect's own runner (``prefect flow-run execute``) with only an exit code, e.g. when the
+    deployment's pull step failed: the reason (git's message, a traceback) is in the job's output only."""
+    return bool(run.state and (run.state.message or "").startswith(BARE_EXIT))
+
+
 def _worth_a_lookup(run: FlowRun, now: dt.datetime, policy: Policy) -> bool:
     """A run without a pid is looked up by run id only when it matters (cancelling, or stuck past the timeout)."""
     if run.state_type is StateType.CANCELLING:
@@ -317,6 +356,8 @@ def _deployment(deps: Deps, run: FlowRun, cache: dict[str, Deployment | None]) -
 
 
 def _max_run_time(deps: Deps, pool: WorkPool, run: FlowRun, cache: dict[str, Deployment | None]) -> int:
+    if is_managed(pool.type):
+        return int(deps.settings.tier.max_run_time_seconds)
     try:
         deployment = _deployment(deps, run, cache)
     except PushpoolError:

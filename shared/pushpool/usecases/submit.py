@@ -7,7 +7,8 @@ Order of work, and why:
    scheduled time minus the pool's lead) gets a trigger armed for that time (``punctual``), and the monitor's
    sweep stays the guarantee.
 2. Pool and queue pause flags and concurrency limits are checked (``admission``: Prefect enforces them only inside
-   ``get_scheduled_flow_runs``; the webhook path must not bypass them).
+   ``get_scheduled_flow_runs``; the webhook path must not bypass them); for a managed pool also the workspace's pool
+   limit (a pool over it is not served) and its concurrency limit (``managed``).
 3. Propose PENDING without force. ACCEPT = this invocation owns the run; ABORT or a REJECT to another state =
    someone else owns it or the server decided otherwise (deployment concurrency): do nothing.
 4. Concurrency is re-checked after the claim: a claimer that then sees more in-flight runs than the limit gives its
@@ -15,8 +16,10 @@ Order of work, and why:
    without starting anything. Each claimer counts after its own claim
    is committed, so of any set of concurrent claimers at most ``limit`` can see themselves within it — the limit
    holds under any race (when two claim at once both may yield; the monitor dispatches them one at a time).
-5. Render the job into the provider's typed configuration. A template that does not render, or a field of the wrong
-   type, crashes the run with the reason (never left Pending).
+   A managed run is then Cancelled, with the reason, if its workspace has used up the month's compute hours.
+5. Render the job into the provider's typed configuration (a managed run: the operator's provider, image and limits;
+   job variables a managed pool does not take are refused, the run crashed with the reason, nothing started). A
+   template that does not render, or a field of the wrong type, crashes the run with the reason (never left Pending).
 6. Submit to the backend (idempotent per attempt: the run plus its claim), record ``infrastructure_pid``, then
    propose the ``InfrastructurePending`` progress state; its answer doubles as the re-read: a run that became
    Cancelling or Cancelled meanwhile gets its job stopped at once.
@@ -30,10 +33,17 @@ import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from pushpool.errors import BackendError, ObjectNotFoundError, OrchestratorUnavailableError, TemplateError
+from pushpool.errors import (
+    BackendError,
+    JobRefusedError,
+    ObjectNotFoundError,
+    OrchestratorUnavailableError,
+    TemplateError,
+)
+from pushpool.managed import is_managed
 from pushpool.prefect_api.models import FlowRun, StateType, WorkPool
 from pushpool.providers.base import Backend, JobHandle
-from pushpool.usecases import admission
+from pushpool.usecases import admission, managed
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.job_spec import build_job_spec
 from pushpool.usecases.punctual import arm, dispatch_time, due_time, lead_seconds
@@ -70,6 +80,7 @@ class SubmitOutcome:
     CRASHED = "crashed"
     CANCELLED = "cancelled"
     RELEASED = "released"  # given back to Scheduled after a transient failure
+    NOT_SERVED = "not-served"  # a managed pool over its workspace's pool limit: nothing changed
 
     def as_dict(self) -> dict[str, str | float | None]:
         return {
@@ -151,7 +162,12 @@ def submit_run(
     why_paused = admission.paused(pool, queue)
     if why_paused:
         return SubmitOutcome(run.id, SubmitOutcome.PAUSED, why_paused)
-    limits = admission.limits(pool, queue)
+    limits: list = admission.limits(pool, queue)
+    if is_managed(pool.type):
+        why_not = managed.not_served(deps, pool)
+        if why_not:
+            return SubmitOutcome(run.id, SubmitOutcome.NOT_SERVED, why_not)
+        limits.append(managed.workspace_limit(deps))
     over = admission.full(client, limits, claimed=False)
     if over is not None:
         return SubmitOutcome(run.id, SubmitOutcome.WAITING, f"{over.describe()} concurrency limit reached")
@@ -181,6 +197,15 @@ def submit_run(
         # Never start a job over the limit; a run left Pending here is recovered by the monitor.
         return SubmitOutcome(run.id, SubmitOutcome.WAITING, why)
 
+    if is_managed(pool.type):
+        try:
+            refusal = managed.quota_refusal(deps)
+        except OrchestratorUnavailableError:
+            return _release(deps, run, "Prefect API unavailable while computing the workspace's compute hours")
+        if refusal:
+            client.propose_state(run.id, StateType.CANCELLED, message=refusal)
+            return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, refusal)
+
     try:
         deployment = reads.deployment.result() if reads.deployment is not None else None
     except ObjectNotFoundError:
@@ -198,6 +223,9 @@ def submit_run(
         spec = build_job_spec(
             settings=deps.settings, client=client, run=run, pool=pool, deployment=deployment, attempt=attempt
         )
+    except JobRefusedError as exc:
+        crash_run(client, run.id, f"pushpool refused to start this run: {exc.one_line()}")
+        return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"refused: {exc.one_line()}")
     except TemplateError as exc:
         crash_run(client, run.id, f"pushpool could not render the job template: {exc.one_line()}")
         return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"template error: {exc.one_line()}")

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from pushpool.errors import BackendError, InvalidRequestError, ObjectNotFoundError
 from pushpool.providers.ecs.aws import aws_error_code
 from pushpool.providers.ecs.aws import aws_errors as _aws
+from pushpool.providers.ecs.managed_network import StaticEgress
 from pushpool.providers.provisioning import CREATE, DELETE, EXISTS, UPDATE, Marker, Step, wait_until
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class EcsProvisioner:
         credentials: str = "role",
         wait_timeout: float = 300,
         settings: Settings | None = None,
+        static_ips: bool = False,
     ) -> None:
         """``settings``: where pushpool's own Prefect credential is found (default: the environment, as ``pushpool
         serve`` and the functions read it)."""
@@ -92,6 +94,8 @@ class EcsProvisioner:
             self.session = session or boto3.session.Session(region_name=region)
         self.credentials = credentials
         self.wait_timeout = wait_timeout
+        self.static_ips = static_ips  # private subnets behind a NAT gateway with an Elastic IP (managed_network.py)
+        self._network: dict[str, Any] = {}  # what the network steps learn while they apply (VPC, subnets, group)
         self._settings = settings
         self._clients: dict[str, Any] = {}
         if not self.session.region_name:
@@ -125,6 +129,7 @@ class EcsProvisioner:
                 self._role_step(pool),
                 self._cluster_step(pool),
                 *self._network_steps(pool),
+                *(self._egress(pool).steps(self._network) if self.static_ips else []),
                 self._ecr_step(pool),
                 self._logs_step(pool),
                 *self._prefect_secret_steps(pool),
@@ -140,9 +145,20 @@ class EcsProvisioner:
         return _aws()
 
     def notes(self, defaults: dict[str, Any]) -> list[str]:
+        found = []
+        if "_static_ips" in defaults:
+            found.append(f"static outbound IP addresses (to allow in firewalls): {', '.join(defaults['_static_ips'])}")
         if "_repository" in defaults:
-            return [f"image namespace: push flow images to {defaults['_repository']}"]
-        return []
+            found.append(f"image namespace: push flow images to {defaults['_repository']}")
+        return found
+
+    def _egress(self, pool: str) -> StaticEgress:
+        return StaticEgress(self.client("ec2"), pool, self._tags(pool), wait_timeout=self.wait_timeout)
+
+    def static_addresses(self, pool: str) -> list[str]:
+        """The static outbound addresses of the pool's tasks (none unless provisioned with ``static_ips``)."""
+        with _aws():
+            return self._egress(pool).addresses()
 
     # -- the Prefect credential, by secret reference ------------------------------------------------------------
 
@@ -344,7 +360,8 @@ class EcsProvisioner:
         if vpc_id and not subnets and not ours:
             vpc_id = None  # a default VPC without subnets is not usable
         steps: list[Step] = []
-        state: dict[str, Any] = {"vpc_id": vpc_id, "subnets": subnets}
+        state = self._network
+        state.update({"vpc_id": vpc_id, "subnets": subnets})
         if vpc_id is None:
             cidr = self._free_cidr()
             steps.append(
@@ -386,6 +403,7 @@ class EcsProvisioner:
                         VpcId=state["vpc_id"],
                         TagSpecifications=[{"ResourceType": "security-group", "Tags": self._tags(pool)}],
                     )["GroupId"]
+            state["security_group"] = sg
             return {
                 "network_configuration": {
                     "subnets": state["subnets"],
@@ -639,6 +657,7 @@ class EcsProvisioner:
                         )
                     )
             ec2 = self.client("ec2")
+            steps += self._egress(pool).deprovision_steps()  # before the VPC: its NAT gateway holds a subnet
             for group in ec2.describe_security_groups(Filters=[{"Name": f"tag:{TAG_KEY}", "Values": [pool]}]).get(
                 "SecurityGroups", []
             ):

@@ -2,7 +2,7 @@
 
 A job lives in ``<root>/<run id>_<attempt>/``::
 
-    command.json  argv and working directory (no environment: secrets stay out of files)
+    command.json  argv, working directory and memory limit (no environment: secrets stay out of files)
     job.json      the supervisor's pid, host, start time
     child.json    the command's pid
     output.log    stdout and stderr
@@ -86,7 +86,10 @@ class ProcessBackend(BackendBase):
             working_dir = spec.config.working_dir if isinstance(spec.config, ProcessJobConfig) else None
             if working_dir and not Path(working_dir).is_dir():  # the process could not start: say why, not "127"
                 raise BackendError(f"working directory {working_dir!r} does not exist", backend=NAME)
-            _write_json(jobdir / "command.json", {"argv": argv, "cwd": str(working_dir or jobdir)})
+            memory = spec.config.memory_limit_mb if isinstance(spec.config, ProcessJobConfig) else None
+            _write_json(
+                jobdir / "command.json", {"argv": argv, "cwd": str(working_dir or jobdir), "memory_limit_mb": memory}
+            )
             with open(jobdir / "output.log", "ab") as out:
                 proc = subprocess.Popen(
                     [self.python, "-m", "pushpool.providers.process.supervisor", str(jobdir)],

@@ -15,3 +15,8 @@ class ProcessJobConfig(JobConfig):
     working_dir: str | None = Field(
         default=None, description="directory the flow-run process starts in (the job's own directory by default)"
     )
+    memory_limit_mb: int | None = Field(
+        default=None,
+        ge=16,
+        description="memory (MiB, resident, all the job's processes together) above which the job is killed",
+    )

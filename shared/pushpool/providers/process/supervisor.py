@@ -3,7 +3,14 @@
 Started detached (its own session) by the process backend as ``python -m pushpool.providers.process.supervisor JOBDIR``.
 Reads ``JOBDIR/command.json``, runs the command with the inherited environment, writes ``JOBDIR/child.json`` with
 the child's pid, waits, and writes ``JOBDIR/exit.json`` atomically (with ``error``, the reason, when the command could
-not start). SIGTERM/SIGINT are forwarded to the child. Standard library only: this is on the path of every job start.
+not start or was killed for its memory). SIGTERM/SIGINT are forwarded to the child. Standard library only: this is on
+the path of every job start.
+
+``memory_limit_mb`` (managed runs: the tier's memory) is enforced on the command and every process it starts (pip,
+Prefect's engine, the flow's subprocesses): a watcher sums their resident memory (``/proc``) every 100 ms and kills
+them all with SIGKILL when the sum goes over the limit, recording ``exceeded its memory limit`` as the error. (An
+address-space rlimit would not do: Python turns it into a MemoryError the flow may catch, and Prefect would report the
+run Failed, not Crashed; it also counts reserved, unused address space.)
 """
 
 from __future__ import annotations
@@ -13,7 +20,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+
+WATCH_INTERVAL = 0.1
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _write_json(path: str, data: dict) -> None:
@@ -43,9 +54,69 @@ def main(jobdir: str) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    over: list[str] = []
+    limit = spec.get("memory_limit_mb")
+    if limit:
+        threading.Thread(target=_watch_memory, args=(child, int(limit), over), daemon=True).start()
     code = child.wait()
-    _write_json(os.path.join(jobdir, "exit.json"), {"exit_code": code, "finished_at": time.time()})
+    ended = {"exit_code": code, "finished_at": time.time()}
+    if over:
+        ended["error"] = over[0]
+    _write_json(os.path.join(jobdir, "exit.json"), ended)
     return 0 if code == 0 else 1
+
+
+def _children() -> dict[int, list[int]]:
+    """Every process's children, from /proc (parent pid → child pids)."""
+    found: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rfind(b")") + 2 :].split()[1])
+        found.setdefault(ppid, []).append(int(entry))
+    return found
+
+
+def _tree(root: int) -> list[int]:
+    children, pids, todo = _children(), [], [root]
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        todo.extend(children.get(pid, ()))
+    return pids
+
+
+def _resident_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _watch_memory(child: subprocess.Popen, limit_mb: int, over: list[str]) -> None:
+    """Kill the command's whole process tree when together it is resident in more than ``limit_mb`` MiB."""
+    if not os.path.isdir("/proc"):
+        print("pushpool: no /proc on this machine: the memory limit is not enforced", file=sys.stderr, flush=True)
+        return
+    while child.poll() is None:
+        pids = _tree(child.pid)
+        used = sum(_resident_bytes(pid) for pid in pids)
+        if used > limit_mb * 1024 * 1024:
+            over.append(f"exceeded its memory limit of {limit_mb} MiB ({used // (1024 * 1024)} MiB in use); killed")
+            print(f"pushpool: the job {over[0]}", file=sys.stderr, flush=True)
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            return
+        time.sleep(WATCH_INTERVAL)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import sys
 from typing import Any
 
 from pushpool.providers.process.config import DISPATCH_LEAD_SECONDS
@@ -16,6 +19,7 @@ def base_job_template() -> dict[str, Any]:
             "labels": "{{ labels }}",
             "name": "{{ name }}",
             "working_dir": "{{ working_dir }}",
+            "memory_limit_mb": "{{ memory_limit_mb }}",
             "max_run_time_seconds": "{{ max_run_time_seconds }}",
         },
         "variables": {
@@ -51,7 +55,27 @@ def base_job_template() -> dict[str, Any]:
                     "title": "Working Directory",
                     "description": "Directory the flow run process starts in; by default the job's own directory.",
                 },
+                "memory_limit_mb": {
+                    "anyOf": [{"type": "integer", "minimum": 16}, {"type": "null"}],
+                    "default": None,
+                    "title": "Memory Limit (MiB)",
+                    "description": "The job (all its processes) is stopped, and the run crashed, when it uses more "
+                    "memory than this; no limit by default.",
+                },
                 **push_variables(dispatch_lead_seconds=DISPATCH_LEAD_SECONDS),
             },
         },
+    }
+
+
+def managed_variables(*, bootstrap: str, env: dict[str, Any], image: str, memory_mb: int) -> dict[str, Any]:
+    """Job variables for a managed run on this machine: the bootstrap run by this interpreter, with its directory
+    first on PATH (``prefect`` comes from the same environment), and the tier's memory as the job's limit. There is no
+    image on this backend: ``image`` is not used."""
+    bindir = os.path.dirname(sys.executable)
+    path = os.pathsep.join(p for p in (bindir, os.environ.get("PATH", "")) if p)
+    return {
+        "command": shlex.join([sys.executable, "-c", bootstrap]),
+        "env": {**env, "PATH": path},
+        "memory_limit_mb": memory_mb,
     }

@@ -1,0 +1,129 @@
+"""managed: the limits of managed execution on every path a run can start by (submit, the monitor's dispatch).
+
+* **pools**: a workspace serves as many managed pools as its tier allows — the oldest first. ``pushpool work-pool
+  create`` refuses one more (``usecases/provision.py`` asks :func:`check_pool_limit`); a pool created behind
+  pushpool's back over the REST API is not served: its runs are left Scheduled, it gets no heartbeat, and its
+  description says why (:func:`mark_pools`) until a pool is deleted and it moves within the limit.
+* **concurrency**: managed runs in flight across the workspace's pools count against the tier's limit
+  (:class:`WorkspaceLimit`, one more limit for ``admission.full``): a run over it waits, Scheduled and untouched, and
+  the monitor starts it in the first tick after a slot frees (one at a time in managed pools).
+* **compute hours**: checked after the claim (:func:`quota_refusal`); with the month's hours used up the run is
+  Cancelled with the reason (nothing ran; the limit resets on the 1st, UTC). A run that is already running when the
+  line is crossed is *left to finish* — within the tier's maximum run time — and all of its time counts: stopping
+  flows half-way loses work users cannot get back, while the overrun is bounded (concurrency × run time) and visible
+  in ``pushpool usage``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pushpool.errors import InvalidRequestError
+from pushpool.managed import MANAGED_POOL_TYPE
+from pushpool.managed.tiers import month_window
+from pushpool.prefect_api.models import IN_FLIGHT_STATES, WorkPool
+from pushpool.usecases.deps import Deps
+from pushpool.usecases.usage import compute_seconds, managed_pools, served_and_refused
+
+log = logging.getLogger("pushpool.usecases.managed")
+
+NOTE = "[pushpool] "  # the first line of a description pushpool wrote on a pool it does not serve
+
+
+@dataclass(frozen=True)
+class WorkspaceLimit:
+    """The tier's concurrency limit, over the managed runs of every managed pool (an ``admission`` limit)."""
+
+    workspace: str
+    tier: str
+    limit: int
+
+    def describe(self) -> str:
+        return f"managed workspace {self.workspace!r} ({self.tier} tier: {self.limit} concurrent runs)"
+
+    def in_flight_filter(self) -> dict[str, Any]:
+        return {
+            "flow_runs": {"state": {"type": {"any_": [s.value for s in IN_FLIGHT_STATES]}}},
+            "work_pools": {"type": {"any_": [MANAGED_POOL_TYPE]}},
+        }
+
+
+def workspace_limit(deps: Deps) -> WorkspaceLimit:
+    tier = deps.settings.tier
+    return WorkspaceLimit(deps.settings.workspace, tier.name, tier.concurrent_runs)
+
+
+def _over_limit_reason(deps: Deps, served: list[WorkPool]) -> str:
+    tier = deps.settings.tier
+    names = ", ".join(p.name for p in served) or "none"
+    return (
+        f"pushpool does not serve this pool: the {tier.name} tier of workspace {deps.settings.workspace!r} allows "
+        f"{tier.pools} managed work pool(s) (served: {names}); delete one to have this one served"
+    )
+
+
+def not_served(deps: Deps, pool: WorkPool) -> str | None:
+    """Why ``pool`` (a managed pool) is not served — it is over the workspace's pool limit — or None."""
+    served, refused = served_and_refused(deps.settings.tier, managed_pools(deps))
+    if any(p.name == pool.name for p in refused):
+        return _over_limit_reason(deps, served)
+    return None
+
+
+def mark_pools(deps: Deps, pools: list[WorkPool]) -> tuple[list[WorkPool], list[str]]:
+    """Of ``pools`` (every pool, as read), those this deployment serves, and one note per managed pool over the limit
+    (its description now says why; a pool back within the limit loses that note)."""
+    served, refused = served_and_refused(deps.settings.tier, managed_pools(deps, pools))
+    refused_names = {p.name for p in refused}
+    notes = []
+    why = _over_limit_reason(deps, served)
+    for pool in refused:
+        notes.append(f"pool {pool.name}: {why}")
+        description = NOTE + why
+        if pool.description != description:
+            _describe(deps, pool, description)
+    for pool in served:
+        if (pool.description or "").startswith(NOTE):
+            _describe(deps, pool, "")
+    return [p for p in pools if p.name not in refused_names], notes
+
+
+def _describe(deps: Deps, pool: WorkPool, description: str) -> None:
+    try:
+        deps.orchestrator.update_work_pool(pool.name, {"description": description})
+    except Exception as exc:  # noqa: BLE001 - the description is a message to users; serving goes on without it
+        log.warning("could not update the description of pool %s: %s", pool.name, type(exc).__name__)
+
+
+def check_pool_limit(deps: Deps, name: str) -> None:
+    """Refuse to create one more managed pool than the workspace's tier allows (an existing pool ``name`` is fine).
+
+    Raises:
+        InvalidRequestError: the limit is reached (nothing changed).
+    """
+    pools = managed_pools(deps)
+    if any(p.name == name for p in pools):
+        return
+    tier = deps.settings.tier
+    if len(pools) >= tier.pools:
+        names = ", ".join(p.name for p in pools)
+        raise InvalidRequestError(
+            f"the {tier.name} tier of workspace {deps.settings.workspace!r} allows {tier.pools} managed work pool(s), "
+            f"and it has {len(pools)} ({names}): delete one first, or ask the operator for another tier"
+        )
+
+
+def quota_refusal(deps: Deps) -> str | None:
+    """Why a managed run may not start now — the month's compute hours are used up — or None."""
+    tier, now = deps.settings.tier, deps.clock.now()
+    used = compute_seconds(deps, now=now) / 3600
+    if used < tier.compute_hours:
+        return None
+    _, next_month = month_window(now)
+    return (
+        f"pushpool did not start this run: workspace {deps.settings.workspace!r} has used {used:.2f} of the "
+        f"{tier.compute_hours:g} compute hours its {tier.name} tier allows in {now:%Y-%m} (UTC); managed runs start "
+        f"again on {next_month:%Y-%m-%d} (UTC)"
+    )

@@ -1,0 +1,194 @@
+"""usage: what a workspace's managed runs have used — compute hours this month (UTC), runs in flight against the
+concurrency limit, managed pools against the pool limit — from the orchestration API's own run history.
+
+Compute hours are the sum, over the workspace's managed runs, of the part of each run's start → end (now, for a run
+still going) that falls in the calendar month of the clock (UTC). Two filtered reads give the runs: those that ended
+this month and those that started and have not ended; both are paged 200 at a time (``bench/managed_usage.py``
+measures one computation over 1,000 runs). A run that crosses the line while running is left to finish (see
+``usecases/managed.py``): its whole time counts, so a month can end a little over its hours.
+
+Example:
+    >>> import datetime as dt
+    >>> start = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+    >>> seconds_in_window([(start - dt.timedelta(hours=1), start + dt.timedelta(hours=2))], start,
+    ...                   start + dt.timedelta(days=31), now=start + dt.timedelta(hours=3))
+    7200.0
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pushpool.errors import PushpoolError
+from pushpool.managed import MANAGED_POOL_TYPE
+from pushpool.managed.tiers import Tier, month_window
+from pushpool.prefect_api.models import IN_FLIGHT_STATES, WorkPool
+from pushpool.providers import managed_provider
+from pushpool.usecases.deps import Deps
+
+log = logging.getLogger("pushpool.usecases.usage")
+
+USAGE_VARIABLE = "pushpool_managed_usage"  # a Prefect variable: users see their usage in Prefect's own UI
+_MANAGED = {"work_pools": {"type": {"any_": [MANAGED_POOL_TYPE]}}}
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One workspace's managed usage at one moment."""
+
+    workspace: str
+    tier: str
+    month: str  # YYYY-MM, UTC
+    compute_hours_used: float
+    compute_hours_limit: float
+    runs_in_flight: int
+    concurrency_limit: int
+    pools: list[str]  # the managed pools pushpool serves (oldest first)
+    pool_limit: int
+    pools_not_served: list[str] = field(default_factory=list)  # over the pool limit: created behind pushpool's back
+    memory_mb: int = 0
+    max_run_time_seconds: int = 0
+    # Where managed runs' traffic comes from (ECS with --static-ips): the addresses users allow in their firewalls.
+    static_outbound_ips: list[str] | None = None
+
+    @property
+    def compute_hours_left(self) -> float:
+        return max(0.0, self.compute_hours_limit - self.compute_hours_used)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.compute_hours_used >= self.compute_hours_limit
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "compute_hours_left": round(self.compute_hours_left, 4)}
+
+    def summary(self) -> str:
+        not_served = (
+            f" (not served, over the limit: {', '.join(self.pools_not_served)})" if self.pools_not_served else ""
+        )
+        return "\n".join(
+            [
+                f"workspace {self.workspace} — {self.tier} tier — {self.month} (UTC)",
+                f"  compute hours   {self.compute_hours_used:.2f} used of {self.compute_hours_limit:g}, "
+                f"{self.compute_hours_left:.2f} left",
+                f"  runs in flight  {self.runs_in_flight} of {self.concurrency_limit}",
+                f"  managed pools   {len(self.pools)} of {self.pool_limit}"
+                + (f": {', '.join(self.pools)}" if self.pools else "")
+                + not_served,
+                f"  per run         {self.memory_mb} MiB of memory, at most {self.max_run_time_seconds / 3600:g} h",
+            ]
+            + (
+                [f"  outbound IPs    {', '.join(self.static_outbound_ips)} (allow these in your firewalls)"]
+                if self.static_outbound_ips
+                else []
+            )
+        )
+
+
+def seconds_in_window(
+    spans: Iterable[tuple[dt.datetime | None, dt.datetime | None]],
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    now: dt.datetime,
+) -> float:
+    """The seconds of ``spans`` (run start → run end, None: still going, i.e. until ``now``) inside [start, end)."""
+    total = 0.0
+    for began, ended in spans:
+        if began is None:
+            continue
+        stop = min(ended or now, end, now)
+        total += max(0.0, (stop - max(began, start)).total_seconds())
+    return total
+
+
+def compute_seconds(deps: Deps, *, now: dt.datetime | None = None) -> float:
+    """Seconds of managed runs in the calendar month of ``now`` (the clock's by default), from Prefect's run history."""
+    now = now or deps.clock.now()
+    start, end = month_window(now)
+    client = deps.orchestrator
+    ended = client.filter_flow_runs(
+        {**_MANAGED, "flow_runs": {"end_time": {"after_": start.isoformat()}}, "sort": "ID_DESC"}
+    )
+    going = client.filter_flow_runs(
+        {**_MANAGED, "flow_runs": {"end_time": {"is_null_": True}, "start_time": {"before_": now.isoformat()}}}
+    )
+    seen: dict[str, tuple[dt.datetime | None, dt.datetime | None]] = {}
+    for run in [*ended, *going]:
+        seen[run.id] = (run.start_time, run.end_time)
+    return seconds_in_window(seen.values(), start, end, now=now)
+
+
+def runs_in_flight(deps: Deps) -> int:
+    """Managed runs of the workspace holding (or about to hold) a job."""
+    body = {**_MANAGED, "flow_runs": {"state": {"type": {"any_": [s.value for s in IN_FLIGHT_STATES]}}}}
+    return deps.orchestrator.count_flow_runs(body)
+
+
+def managed_pools(deps: Deps, pools: list[WorkPool] | None = None) -> list[WorkPool]:
+    """The workspace's managed pools, oldest first (the order in which the pool limit serves them)."""
+    pools = deps.orchestrator.filter_work_pools() if pools is None else pools
+    found = [p for p in pools if p.type == MANAGED_POOL_TYPE]
+    far = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+    return sorted(found, key=lambda p: (p.created or far, p.name))
+
+
+def served_and_refused(tier: Tier, pools: list[WorkPool]) -> tuple[list[WorkPool], list[WorkPool]]:
+    """The managed pools within the tier's pool limit (the oldest) and those over it (``pools`` oldest first)."""
+    return pools[: tier.pools], pools[tier.pools :]
+
+
+def static_outbound_ips(deps: Deps) -> list[str] | None:
+    """The static outbound addresses of managed runs: asked of the managed provider's provisioner for the operator's
+    template pool (ECS provisioned with ``--static-ips``); None when there are none to tell. One cloud read: the CLI
+    asks, the monitor's tick does not."""
+    name = deps.settings.managed_template_pool
+    if not name:
+        return None
+    provider = managed_provider(deps.settings.managed_backend)
+    if provider.provisioner is None:
+        return None
+    try:
+        provisioner = provider.create_provisioner()
+        addresses = getattr(provisioner, "static_addresses", None)
+        return list(addresses(name)) if addresses is not None else None
+    except PushpoolError as exc:  # no credentials or region here: the rest of the usage still stands
+        log.warning("static outbound IP addresses unknown: %s", exc.one_line())
+        return None
+
+
+def usage(deps: Deps, *, pools: list[WorkPool] | None = None, addresses: bool = False) -> Usage:
+    """The workspace's usage now (``pools``: all pools, if the caller has read them already; ``addresses``: also the
+    static outbound IP addresses, a read of the cloud)."""
+    tier, now = deps.settings.tier, deps.clock.now()
+    served, refused = served_and_refused(tier, managed_pools(deps, pools))
+    return Usage(
+        workspace=deps.settings.workspace,
+        tier=tier.name,
+        month=f"{now.astimezone(dt.timezone.utc):%Y-%m}",
+        compute_hours_used=round(compute_seconds(deps, now=now) / 3600, 6),
+        compute_hours_limit=tier.compute_hours,
+        runs_in_flight=runs_in_flight(deps),
+        concurrency_limit=tier.concurrent_runs,
+        pools=[p.name for p in served],
+        pool_limit=tier.pools,
+        pools_not_served=[p.name for p in refused],
+        memory_mb=tier.memory_mb,
+        max_run_time_seconds=tier.max_run_time_seconds,
+        static_outbound_ips=static_outbound_ips(deps) if addresses else None,
+    )
+
+
+def publish(deps: Deps, found: Usage) -> None:
+    """Write the usage into the Prefect variable ``pushpool_managed_usage`` (best effort: a report, not a state)."""
+    value = {k: v for k, v in found.as_dict().items() if k not in ("memory_mb", "max_run_time_seconds")}
+    value["compute_hours_used"] = round(found.compute_hours_used, 2)
+    value["compute_hours_left"] = round(found.compute_hours_left, 2)
+    try:
+        deps.orchestrator.write_variable(USAGE_VARIABLE, value)
+    except Exception as exc:  # noqa: BLE001 - the variable is a courtesy to users; never fail the tick for it
+        log.warning("could not write the usage variable: %s", type(exc).__name__)

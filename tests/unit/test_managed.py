@@ -1,0 +1,154 @@
+"""Managed execution without a server: tiers, the month, compute seconds, job-variable refusals, the bootstrap, the
+providers' managed variables and the process supervisor's memory limit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shlex
+import signal
+import sys
+
+import pytest
+from pushpool.errors import ConfigurationError, JobRefusedError
+from pushpool.managed.job import BOOTSTRAP, PIP_PACKAGES_ENV, managed_job
+from pushpool.managed.tiers import DEFAULT_TIERS, month_window, tiers_from
+from pushpool.providers import installed_pool_types, managed_provider, provider_named
+from pushpool.providers.process import supervisor
+from pushpool.settings import Settings
+from pushpool.usecases.usage import seconds_in_window
+
+UTC = dt.timezone.utc
+GIT = [{"prefect.deployments.steps.git_clone": {"repository": "https://example.com/x.git"}}]
+
+
+def test_default_tiers_are_the_seed_pages() -> None:
+    free, pro = DEFAULT_TIERS["free"], DEFAULT_TIERS["pro"]
+    assert (free.concurrent_runs, free.pools, free.compute_hours) == (1, 1, 10)
+    assert (pro.concurrent_runs, pro.pools, pro.compute_hours) == (10, 5, 250)
+    assert free.memory_mb == pro.memory_mb == 2048 and free.max_run_time_seconds == 24 * 3600
+
+
+def test_operator_changes_and_adds_tiers() -> None:
+    tiers = tiers_from({"free": {"compute_hours": 20}, "team": {"concurrent_runs": 3, "pools": 2, "compute_hours": 50}})
+    assert tiers["free"].compute_hours == 20 and tiers["free"].pools == 1
+    assert tiers["team"].memory_mb == 2048
+    with pytest.raises(ConfigurationError, match="tier 'free': pools"):
+        tiers_from({"free": {"pools": -1}})
+    with pytest.raises(ConfigurationError, match="tier 'x'"):
+        tiers_from({"x": {"pools": 1}})  # a new tier names all its limits
+
+
+def test_settings_pick_the_tier_and_the_workspace() -> None:
+    env = {"PREFECT_API_URL": "http://127.0.0.1:4200/api"}
+    assert Settings.from_env(env).tier.name == "free"
+    assert Settings.from_env(env).workspace == "127.0.0.1:4200"
+    cloud = {"PREFECT_API_URL": "https://api.prefect.cloud/api/accounts/a1/workspaces/w1"}
+    assert Settings.from_env(cloud).workspace == "w1"
+    tiers = {**env, "PUSHPOOL_MANAGED_TIERS": '{"pro": {"pools": 7}}', "PUSHPOOL_MANAGED_TIER": "pro"}
+    assert Settings.from_env(tiers).tier.pools == 7
+    with pytest.raises(ConfigurationError, match="PUSHPOOL_MANAGED_TIER: no tier 'gold'"):
+        Settings.from_env({**env, "PUSHPOOL_MANAGED_TIER": "gold"})
+    with pytest.raises(ConfigurationError, match="PUSHPOOL_MANAGED_TIERS"):
+        Settings.from_env({**env, "PUSHPOOL_MANAGED_TIERS": "{not json"})
+
+
+def test_month_window_is_the_utc_calendar_month() -> None:
+    start, end = month_window(dt.datetime(2026, 12, 31, 23, 30, tzinfo=UTC))
+    assert (start, end) == (dt.datetime(2026, 12, 1, tzinfo=UTC), dt.datetime(2027, 1, 1, tzinfo=UTC))
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    assert month_window(dt.datetime(2027, 1, 1, 1, 0, tzinfo=plus_two))[0].month == 12  # still December in UTC
+
+
+def test_compute_seconds_count_only_the_part_in_the_month() -> None:
+    start, end = month_window(dt.datetime(2026, 12, 15, tzinfo=UTC))
+    now = dt.datetime(2026, 12, 15, 12, tzinfo=UTC)
+    hour = dt.timedelta(hours=1)
+    spans = [
+        (start - 2 * hour, start + hour),  # began last month: one hour counts
+        (now - 3 * hour, now - hour),  # two hours
+        (now - hour / 2, None),  # still running: until now
+        (None, None),  # never started
+        (start - 5 * hour, start - hour),  # last month only
+    ]
+    assert seconds_in_window(spans, start, end, now=now) == pytest.approx(3.5 * 3600)
+
+
+@pytest.mark.parametrize(
+    ("values", "steps", "message"),
+    [
+        ({"image": "python:3.12"}, GIT, "'image' job variable is not allowed"),
+        ({"cpu": 2}, GIT, "'cpu' are not available on managed pools"),
+        ({"pip_packages": "pandas"}, GIT, "must be a list of requirement strings"),
+        ({"pip_packages": [{"name": "pandas"}]}, GIT, "must be a list of requirement strings"),
+        ({"pip_packages": ["pandas && curl evil"]}, GIT, "shell metacharacters ('&')"),
+        ({"pip_packages": ["x$(id)"]}, GIT, "shell metacharacters"),
+        ({"pip_packages": ["pandas; python_version<'3'"]}, GIT, "shell metacharacters"),
+        ({"pip_packages": ["-r", "/etc/passwd"]}, GIT, "pip options are not allowed"),
+        ({"pip_packages": [""]}, GIT, "is not a requirement"),
+        ({"env": ["A=1"]}, GIT, "env must be an object"),
+        ({}, None, "has no such pull step"),
+        ({}, [{"prefect.deployments.steps.set_working_directory": {"directory": "/srv"}}], "it has: prefect."),
+    ],
+)
+def test_bad_job_variables_are_refused(values, steps, message) -> None:
+    with pytest.raises(JobRefusedError, match=message.replace("(", r"\(").replace(")", r"\)").replace("$", r"\$")):
+        managed_job(values, steps)
+
+
+def test_good_job_variables() -> None:
+    job = managed_job({"pip_packages": ["pandas>=2,<3", "prefect-aws[s3] == 0.7.*"], "env": {"N": 3}}, GIT)
+    assert job.pip_packages == ("pandas>=2,<3", "prefect-aws[s3] == 0.7.*")
+    env = job.job_env()
+    assert env["N"] == "3" and json.loads(env[PIP_PACKAGES_ENV]) == list(job.pip_packages)
+    for step in ("prefect_aws.deployments.steps.pull_from_s3", "prefect.deployments.steps.pull_with_block"):
+        assert managed_job({"image": None}, [{step: {}}]).pip_packages == ()
+    # the user cannot replace the bootstrap's input
+    assert managed_job({"env": {PIP_PACKAGES_ENV: '["evil"]'}}, GIT).job_env()[PIP_PACKAGES_ENV] == "[]"
+
+
+def test_bootstrap_is_valid_python_that_never_uses_a_shell() -> None:
+    compile(BOOTSTRAP, "<bootstrap>", "exec")
+    assert "shell=True" not in BOOTSTRAP and "os.system" not in BOOTSTRAP and "--target" in BOOTSTRAP
+
+
+def test_providers_give_their_managed_job_variables() -> None:
+    process = managed_provider("process").managed_variables(
+        bootstrap=BOOTSTRAP, env={"A": "1"}, image="img", memory_mb=2048
+    )
+    assert shlex.split(process["command"])[:2] == [sys.executable, "-c"]
+    assert process["memory_limit_mb"] == 2048 and process["env"]["A"] == "1"
+    ecs = provider_named("ecs").managed_variables(bootstrap=BOOTSTRAP, env={}, image="img:1", memory_mb=2048)
+    assert (ecs["image"], ecs["memory"], ecs["cpu"]) == ("img:1", 2048, 256)
+    assert shlex.split(ecs["command"])[:2] == ["python", "-c"]
+    with pytest.raises(ConfigurationError, match="cannot run managed pools"):
+        managed_provider("modal")
+    assert "prefect:managed" in installed_pool_types("process")
+    assert "prefect:managed" not in installed_pool_types(None)
+
+
+@pytest.fixture
+def handlers():
+    """The supervisor installs SIGTERM/SIGINT handlers (it is a process of its own): give pytest its own back."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def test_supervisor_kills_a_job_over_its_memory_limit(tmp_path, handlers) -> None:
+    hog = "import time; data = b'x' * (300 << 20); time.sleep(10)"
+    (tmp_path / "command.json").write_text(
+        json.dumps({"argv": [sys.executable, "-c", hog], "cwd": str(tmp_path), "memory_limit_mb": 100})
+    )
+    assert supervisor.main(str(tmp_path)) == 1
+    ended = json.loads((tmp_path / "exit.json").read_text())
+    assert ended["exit_code"] == -9 and "exceeded its memory limit of 100 MiB" in ended["error"]
+
+
+def test_supervisor_leaves_a_job_within_its_limit_alone(tmp_path, handlers) -> None:
+    (tmp_path / "command.json").write_text(
+        json.dumps({"argv": [sys.executable, "-c", "print(1)"], "cwd": str(tmp_path), "memory_limit_mb": 500})
+    )
+    assert supervisor.main(str(tmp_path)) == 0
+    assert "error" not in json.loads((tmp_path / "exit.json").read_text())
