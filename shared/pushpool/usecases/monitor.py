@@ -182,14 +182,28 @@ def sweep_pool(deps: Deps, pool_name: str) -> dict[str, Any]:
         raise UnsupportedPoolError(f"work pool {pool_name!r} does not exist") from None
     if not deps.serves(pool):
         raise UnsupportedPoolError(f"work pool {pool_name!r} (type {pool.type!r}) is not served here")
-    report = TickReport()
-    dispatch_due(deps, pool, report, arm_ahead=False)
+    key = (deps.settings.prefect_api_url, pool_name)
+    with _SWEEPING_LOCK:  # two ticks may have armed the same burst: its two messages arrive together
+        if key in _SWEEPING:
+            return {"work_pool": pool_name, "outcome": "duplicate", "detail": "this pool is being swept here already"}
+        _SWEEPING.add(key)
+    try:
+        report = TickReport()
+        dispatch_due(deps, pool, report, arm_ahead=False)
+    finally:
+        with _SWEEPING_LOCK:
+            _SWEEPING.discard(key)
     return {
         "work_pool": pool_name,
         "outcome": "swept",
         "dispatched": dict(report.dispatched),
         "errors": report.errors[:20],
     }
+
+
+# The pools being swept in this process: a second sweep of one at the same time would only race the first's claims.
+_SWEEPING: set[tuple[str, str]] = set()
+_SWEEPING_LOCK = threading.Lock()
 
 
 class TickReads:

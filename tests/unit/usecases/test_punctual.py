@@ -198,3 +198,31 @@ def test_a_pool_sweep_message_that_is_malformed_or_names_an_unknown_pool_changes
     with pytest.raises(InvalidRequestError):  # a pool that does not exist (ObjectNotFoundError): dropped
         handle_delayed_run(deps, json.dumps({"work_pool": "gone", "at": at}).encode())
     assert fake.calls_by_method["propose_state"] == 0
+
+
+def test_a_second_sweep_of_a_pool_being_swept_in_this_process_does_nothing(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock
+) -> None:
+    """Two ticks may arm the same burst; its two messages arrive together (one SQS batch): the second does not race
+    the first's claims."""
+    import threading
+
+    from pushpool.usecases.monitor import sweep_pool
+
+    deployment = fake.add_deployment(POOL)
+    runs = [fake.add_run(deployment, scheduled_at=clock.now()) for _ in range(4)]
+    backend.latency = 0.3  # the first sweep is still submitting when the second arrives
+    answers: list[dict] = []
+    first = threading.Thread(target=lambda: answers.append(sweep_pool(deps, POOL)))
+    first.start()
+    import time
+
+    waited = time.monotonic()
+    while backend.calls["submit"] == 0 and time.monotonic() - waited < 10:
+        time.sleep(0.01)
+    second = sweep_pool(deps, POOL)
+    first.join(10)
+    assert second["outcome"] == "duplicate"
+    assert answers[0]["dispatched"] == {SubmitOutcome.SUBMITTED: 4}
+    assert all(fake.run(r).state_type is StateType.PENDING for r in runs)
+    assert sweep_pool(deps, POOL)["outcome"] == "swept"  # once done, the pool can be swept again
