@@ -175,7 +175,8 @@ def test_a_burst_of_timers_in_serve_is_dispatched_by_one_monitor_sweep(deps, pre
     from pushpool.localserver import free_port
     from pushpool.usecases.submit import SubmitOutcome
 
-    server = Server(deps, port=free_port(), monitor_interval=3600, event_stream=False)  # no tick of its own
+    # No tick of its own; its sweeps look at this pool only (the shared server has hundreds of other tests' pools).
+    server = Server(deps, port=free_port(), monitor_interval=3600, event_stream=False, pool_names=[pool])
     server.start()
     run_ids: list[str] = []
     try:
@@ -186,7 +187,9 @@ def test_a_burst_of_timers_in_serve_is_dispatched_by_one_monitor_sweep(deps, pre
             assert "(trigger armed)" in handle_run_event(deps, run_id, trigger="webhook")["detail"]
         assert len(server.timers.pending()) == len(run_ids)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not all(prefect.read_run(r)["infrastructure_pid"] for r in run_ids):
+        while time.monotonic() < deadline and not (
+            server.last_tick is not None and all(prefect.read_run(r)["infrastructure_pid"] for r in run_ids)
+        ):
             time.sleep(0.2)
         assert all(prefect.read_run(r)["infrastructure_pid"] for r in run_ids)
         assert server.last_tick is not None, "no monitor sweep ran: each timer submitted its run on its own"

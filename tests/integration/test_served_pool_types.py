@@ -48,7 +48,8 @@ def test_by_default_only_types_whose_sdk_is_installed_are_served(
 ) -> None:
     deps = make_deps(prefect_api, tmp_path)
     assert "ecs:push" not in deps.pool_types and "process:push" in deps.pool_types
-    assert deps.pool_types == providers.installed_pool_types()
+    assert deps.pool_types == providers.installed_pool_types(deps.settings.managed_backend)
+    assert "prefect:managed" in deps.pool_types  # its operator-chosen backend (process) is installed
     ecs_pool, process_pool = prefect.unique("no-sdk-ecs"), prefect.unique("no-sdk-proc")
     ecs_run = _due_run(prefect, ecs_pool, type_name="ecs:push")
     process_run = _due_run(prefect, process_pool)

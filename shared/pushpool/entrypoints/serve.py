@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +34,7 @@ from pushpool.entrypoints.http import (
 )
 from pushpool.entrypoints.timers import TimerTrigger
 from pushpool.errors import PushpoolError
+from pushpool.prefect_api.models import WorkPool
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.heartbeat import stop_serving
 from pushpool.usecases.monitor import TickReport, dispatch_due, tick
@@ -127,7 +129,9 @@ class Server:
         port: int = 4280,
         monitor_interval: float = 5.0,
         event_stream: bool = True,
+        pool_names: Collection[str] | None = None,
     ) -> None:
+        """``pool_names``: serve only these pools' ticks (None: every pool of a type it serves)."""
         # The pools show Ready in Prefect while this serve's monitor ticks; its heartbeats are never meant to come more
         # often than its ticks (``pushpool serve`` sets 30 s, as Prefect's worker heartbeats, unless told otherwise).
         interval = max(1.0, monitor_interval, deps.settings.heartbeat_interval_seconds)
@@ -135,6 +139,7 @@ class Server:
         self.deps = deps
         self.auth = WebhookAuth(deps.settings.webhook_tokens, deps.settings.webhook_signing_secrets)
         self.monitor_interval = monitor_interval
+        self.pool_names = tuple(pool_names) if pool_names is not None else None
         self.stopping = threading.Event()
         # Events, webhooks and timers are handled here: as many at once as the monitor dispatches, twice over (200 runs
         # due in one second waited behind 4 threads: 27 s at p95 in `make bench`).
@@ -201,7 +206,7 @@ class Server:
             self._sweep.clear()
             try:
                 started = time.time()
-                self.last_tick = tick(self.deps)
+                self.last_tick = tick(self.deps, pools=self._pools())
                 report = self.last_tick.as_dict()
                 if report["dispatched"] or report["errors"] or any(k != "none" for k in report["reconciled"]):
                     log.info("monitor tick: %s", json.dumps({**report, "started_at": started}))
@@ -210,6 +215,11 @@ class Server:
             except Exception:
                 log.exception("monitor tick crashed")
             self._sweep.wait(self.monitor_interval)
+
+    def _pools(self) -> list[WorkPool] | None:
+        if self.pool_names is None:
+            return None
+        return [self.deps.orchestrator.read_work_pool(name) for name in self.pool_names]
 
     def _on_event(self, event: RunEvent) -> None:
         if event.kind == "pool-changed":  # paused, resumed or updated: the runs after it read it again
