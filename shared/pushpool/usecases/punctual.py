@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pushpool.errors import PushpoolError
@@ -87,32 +88,36 @@ def arm(deps: Deps, run_id: str, at: dt.datetime) -> bool:
     """Arm the runtime's trigger for ``run_id`` at ``at``; False when there is none or ``at`` is beyond its reach
     (the monitor's look-ahead arms it later). A failure to arm is logged and costs at most one monitor tick."""
     trigger = deps.trigger
-    if trigger is None:
+    if trigger is None or not _within_reach(deps, trigger, at):
         return False
-    delay = (at - deps.clock.now()).total_seconds()
-    if trigger.max_delay_seconds is not None and delay > trigger.max_delay_seconds:
-        return False
-    try:
-        trigger.arm(run_id, at)
-    except PushpoolError as exc:
-        log.warning("run %s: could not arm its trigger (%s); the monitor will dispatch it", run_id, exc.one_line())
-        return False
-    return True
+    return _armed(
+        lambda: trigger.arm(run_id, at), f"run {run_id}: could not arm its trigger", "the monitor will dispatch it"
+    )
 
 
 def arm_pool(deps: Deps, pool_name: str, at: dt.datetime) -> bool:
     """Arm one trigger that sweeps ``pool_name`` at ``at``; False when the runtime's trigger cannot (the runs are then
     armed one by one), when ``at`` is beyond its reach, or when arming failed (logged; the monitor covers it)."""
     trigger = deps.trigger
-    if not isinstance(trigger, PoolTrigger):
+    if not isinstance(trigger, PoolTrigger) or not _within_reach(deps, trigger, at):
         return False
-    delay = (at - deps.clock.now()).total_seconds()
-    if trigger.max_delay_seconds is not None and delay > trigger.max_delay_seconds:  # type: ignore[attr-defined]
-        return False
+    return _armed(
+        lambda: trigger.arm_pool(pool_name, at),
+        f"pool {pool_name}: could not arm its sweep",
+        "its runs are armed one by one",
+    )
+
+
+def _within_reach(deps: Deps, trigger: object, at: dt.datetime) -> bool:
+    limit = getattr(trigger, "max_delay_seconds", None)
+    return limit is None or (at - deps.clock.now()).total_seconds() <= limit
+
+
+def _armed(arming: Callable[[], None], failure: str, fallback: str) -> bool:
     try:
-        trigger.arm_pool(pool_name, at)
+        arming()
     except PushpoolError as exc:
-        log.warning("pool %s: could not arm its sweep (%s); its runs are armed one by one", pool_name, exc.one_line())
+        log.warning("%s (%s); %s", failure, exc.one_line(), fallback)
         return False
     return True
 
