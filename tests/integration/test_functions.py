@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,14 @@ def env(monkeypatch: pytest.MonkeyPatch, prefect_api: str, tmp_path: Path, moto_
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "pushpool-test")
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "pushpool")
     aws_lambda.lambda_deps.cache_clear()
+    # Powertools' Logger (service "pushpool") gives the "pushpool" logger a handler on the sys.stdout of the moment:
+    # in Lambda that is wanted; here it is this test's capture, closed after it, and every later test's pushpool log
+    # line would meet a closed file ("--- Logging error ---" in CI's output). Put the logger back as it was.
+    pushpool_log = logging.getLogger("pushpool")
+    saved = {**vars(pushpool_log), "handlers": pushpool_log.handlers[:]}
     yield
+    vars(pushpool_log).clear()
+    vars(pushpool_log).update(saved)
     aws_lambda.lambda_deps.cache_clear()
 
 

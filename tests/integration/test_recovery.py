@@ -13,7 +13,7 @@ from tests.helpers import PrefectHelper, pool_tick, skip_ahead
 pytestmark = pytest.mark.integration
 
 
-def _claimed_run(deps, prefect: PrefectHelper, pool: str, command: str = "sleep 30") -> str:
+def _claimed_run(deps, prefect: PrefectHelper, pool: str, command: str = "sleep 600") -> str:
     run_id = prefect.create_run(prefect.create_deployment(pool, job_variables={"command": command}))
     assert deps.orchestrator.propose_state(run_id, StateType.PENDING).accepted
     return run_id
@@ -54,13 +54,15 @@ def test_died_after_the_claim_run_is_rescheduled_and_dispatched_again(deps, pref
 
 def test_died_between_job_and_pid_the_job_is_adopted_not_duplicated(deps, prefect: PrefectHelper, pool: str) -> None:
     run_id = _claimed_run(deps, prefect, pool)
-    handle = _start_job(deps, run_id)
-    _past_timeout(deps)
-    assert pool_tick(deps, pool).reconciled["adopt"] == 1
-    assert prefect.read_run(run_id)["infrastructure_pid"] == handle.id
-    assert prefect.state(run_id)[0] == "PENDING"
-    assert deps.backend("process").status([handle])[handle.id].state is JobState.RUNNING
-    deps.backend("process").cancel(handle, grace_seconds=1)
+    handle = _start_job(deps, run_id)  # sleeps 600 s: a stalled SQLite (up to 60 s) cannot let it end by itself
+    try:
+        _past_timeout(deps)
+        assert pool_tick(deps, pool).reconciled["adopt"] == 1
+        assert prefect.read_run(run_id)["infrastructure_pid"] == handle.id
+        assert prefect.state(run_id)[0] == "PENDING"
+        assert deps.backend("process").status([handle])[handle.id].state is JobState.RUNNING
+    finally:
+        deps.backend("process").cancel(handle, grace_seconds=1)
 
 
 def test_died_after_pid_before_progress_state_the_run_goes_on(deps, prefect: PrefectHelper, pool: str) -> None:
