@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     max_recoveries: int = Field(default=3, ge=0, validation_alias=_env("PUSHPOOL_MAX_RECOVERIES"))
     # Due runs the monitor submits at once (a backlog after an outage or a burst); 1 in pools with a limit.
     dispatch_concurrency: int = Field(default=8, ge=1, validation_alias=_env("PUSHPOOL_DISPATCH_CONCURRENCY"))
+    # Pools a monitor tick dispatches at once, so that a slow backend or pool holds back only its own runs
+    # (managed pools share the workspace's limit and go one after another; see usecases/monitor.py).
+    pool_concurrency: int = Field(default=4, ge=1, le=64, validation_alias=_env("PUSHPOOL_POOL_CONCURRENCY"))
     # The monitor heartbeats into every pool it serves as this worker, so Prefect shows the pool Ready; the interval
     # is how often the monitor ticks (Prefect marks the worker offline after three intervals without a tick).
     worker_name: str = Field(default="pushpool", min_length=1, validation_alias=_env("PUSHPOOL_WORKER_NAME"))

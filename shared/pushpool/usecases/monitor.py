@@ -91,12 +91,7 @@ def tick(deps: Deps, *, pools: list[WorkPool] | None = None) -> TickReport:
     report.pools = len(pools)
     report.served = [p.name for p in pools]
     report.errors.extend(heartbeat(deps, pools))  # the pools show Ready in Prefect while the monitor ticks
-    for pool in pools:
-        try:
-            dispatch_due(deps, pool, report)
-        except Exception as exc:
-            log.exception("dispatch of pool %s failed", pool.name)
-            report.errors.append(f"pool {pool.name}: {_describe(exc)}")
+    dispatch_pools(deps, pools, report)
     if pools:
         try:
             reconcile_runs(deps, pools, report)
@@ -117,6 +112,37 @@ def tick(deps: Deps, *, pools: list[WorkPool] | None = None) -> TickReport:
 
 def _describe(exc: Exception) -> str:
     return exc.one_line() if isinstance(exc, PushpoolError) else f"unexpected {type(exc).__name__}"
+
+
+def dispatch_pools(deps: Deps, pools: list[WorkPool], report: TickReport) -> None:
+    """Dispatch every pool's due runs, up to ``pool_concurrency`` lanes at once, so that a slow backend or a pool
+    whose listing stalls holds back only its own runs. Each pool is a lane of its own, except the managed pools: they
+    share one lane, one pool after another, because the workspace's concurrency limit spans them and claimers over a
+    limit at the same time all give their slots back (``admission``) — two managed pools dispatched together could
+    keep doing so tick after tick, and one at a time always makes progress.
+    """
+    managed = [p for p in pools if is_managed(p.type)]
+    lanes = [[p] for p in pools if not is_managed(p.type)] + ([managed] if managed else [])
+
+    def run_lane(lane: list[WorkPool]) -> TickReport:
+        own = TickReport()  # one per lane: merged below, in the pools' order
+        for pool in lane:
+            try:
+                dispatch_due(deps, pool, own)
+            except Exception as exc:
+                log.exception("dispatch of pool %s failed", pool.name)
+                own.errors.append(f"pool {pool.name}: {_describe(exc)}")
+        return own
+
+    workers = min(len(lanes), deps.settings.pool_concurrency)
+    if workers <= 1:
+        results = [run_lane(lane) for lane in lanes]
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pushpool-pools") as executor:
+            results = list(executor.map(run_lane, lanes))
+    for own in results:
+        report.dispatched.update(own.dispatched)
+        report.errors.extend(own.errors)
 
 
 def dispatch_due(deps: Deps, pool: WorkPool, report: TickReport, *, arm_ahead: bool = True) -> None:

@@ -6,12 +6,18 @@ Time moves only through the FixedClock shared by the fake and the use-cases.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from collections import Counter
 
+import pytest
 from pushpool.clock import FixedClock
+from pushpool.managed import MANAGED_POOL_TYPE
 from pushpool.prefect_api.client import PAGE_SIZE
 from pushpool.prefect_api.models import StateType, WorkPool
+from pushpool.providers import base_job_template
 from pushpool.providers.base import JobHandle, JobState
+from pushpool.usecases import monitor
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.monitor import tick
 from pushpool.usecases.reconcile import RECOVERIES_LABEL
@@ -82,6 +88,67 @@ def test_a_paused_pool_is_not_dispatched(
     assert clean_tick(deps) == Counter()
     assert fake.run(run.id).state_type is StateType.SCHEDULED
     assert backend.jobs == {}
+
+
+class _HeldBackend(LatencyBackend):
+    """Holds the submits of ``held`` runs until a run of another pool has been submitted (or 10 s have passed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: set[str] = set()
+        self.other_submitted = threading.Event()
+        self.waited_for_the_other: list[bool] = []
+
+    def submit(self, spec):  # type: ignore[no-untyped-def]
+        if spec.run_id in self.held:
+            self.waited_for_the_other.append(self.other_submitted.wait(timeout=10))
+        else:
+            self.other_submitted.set()
+        return super().submit(spec)
+
+
+def test_a_slow_pool_does_not_hold_back_the_other_pools(fake: FakePrefect, settings, clock: FixedClock) -> None:
+    """Pools are dispatched side by side: while one pool's backend call hangs, another pool's due run gets its job."""
+    backend = _HeldBackend()
+    deps = Deps(settings=settings, orchestrator=fake, clock=clock)  # type: ignore[arg-type]
+    deps._backends["process"] = backend
+    slow = fake.add_pool("slow", "process:push", base_job_template=base_job_template("process:push"))
+    quick = fake.add_pool("quick", "process:push", base_job_template=base_job_template("process:push"))
+    held = fake.add_run(fake.add_deployment("slow"), scheduled_at=clock.now())
+    other = fake.add_run(fake.add_deployment("quick"), scheduled_at=clock.now())
+    backend.held.add(held)
+    report = tick(deps, pools=[slow, quick])  # the slow pool first: one after another, quick would wait for it
+    assert report.errors == []
+    assert report.dispatched == Counter({SubmitOutcome.SUBMITTED: 2})
+    assert backend.waited_for_the_other == [True]
+    assert {fake.run(r).state_name for r in (held, other)} == {"InfrastructurePending"}
+
+
+def test_managed_pools_are_dispatched_one_after_another(deps: Deps, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The managed pools share the workspace's limit: never two of them dispatching at once (claimers over a limit at
+    the same time would all give their slots back); the other pools go side by side."""
+    active: Counter = Counter()
+    most: Counter = Counter()
+    lock = threading.Lock()
+
+    def dispatch_due(deps, pool, report, **_):  # type: ignore[no-untyped-def]
+        kind = "managed" if pool.type == MANAGED_POOL_TYPE else "other"
+        with lock:
+            active[kind] += 1
+            most[kind] = max(most[kind], active[kind])
+        time.sleep(0.2)  # long enough for lanes run side by side to overlap
+        with lock:
+            active[kind] -= 1
+        report.dispatched[pool.name] += 1
+
+    monkeypatch.setattr(monitor, "dispatch_due", dispatch_due)
+    pools = [WorkPool(id=f"m{i}", name=f"m{i}", type=MANAGED_POOL_TYPE) for i in range(3)]
+    pools += [WorkPool(id=f"p{i}", name=f"p{i}", type="process:push") for i in range(2)]
+    report = monitor.TickReport()
+    monitor.dispatch_pools(deps, pools, report)
+    assert report.dispatched == Counter({p.name: 1 for p in pools})
+    assert most["managed"] == 1
+    assert most["other"] == 2
 
 
 # -- reconcile ---------------------------------------------------------------------------------------------------------
