@@ -101,7 +101,7 @@ def cost_lines(submit_seconds: float, cold_seconds: float, tick_seconds: float) 
     ]
 
 
-def plot(phases: list, path: Path) -> None:
+def plot(phases: list, path: Path, database: str = "SQLite") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,7 +113,7 @@ def plot(phases: list, path: Path) -> None:
     ax.set_yticks(range(1, len(phases) + 1), [p.name for p in phases], fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("flow run created → ECS RunTask accepted (seconds, log scale; whiskers p1–p99)")
-    ax.set_title("Dispatch latency on one machine: same Prefect server (SQLite), same moto server")
+    ax.set_title(f"Dispatch latency on one machine: same Prefect server ({database}), same moto server")
     ax.grid(True, axis="x", which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
