@@ -11,6 +11,7 @@ import sys
 
 import pytest
 from pushpool.errors import ConfigurationError, JobRefusedError
+from pushpool.managed.description import NOTE, addresses_in, addresses_line, with_lines
 from pushpool.managed.job import BOOTSTRAP, PIP_PACKAGES_ENV, managed_job
 from pushpool.managed.tiers import DEFAULT_TIERS, month_window, tiers_from
 from pushpool.providers import installed_pool_types, managed_provider, provider_named
@@ -27,6 +28,21 @@ def test_default_tiers_are_the_seed_pages() -> None:
     assert (free.concurrent_runs, free.pools, free.compute_hours) == (1, 1, 10)
     assert (pro.concurrent_runs, pro.pools, pro.compute_hours) == (10, 5, 250)
     assert free.memory_mb == pro.memory_mb == 2048 and free.max_run_time_seconds == 24 * 3600
+
+
+def test_description_keeps_the_users_text_and_replaces_only_pushpools_lines() -> None:
+    mine = "Team A's flows.\nAsk #data for access."
+    first = with_lines(mine, [addresses_line(["203.0.113.7"])])
+    assert (
+        first == f"{mine}\n\n{NOTE}static outbound IP addresses of managed runs (allow these in your firewalls): "
+        "203.0.113.7"
+    )
+    assert addresses_in(first) == ["203.0.113.7"]
+    changed = with_lines(first, [addresses_line(["203.0.113.8", "2001:db8::1"])])
+    assert changed.startswith(mine + "\n\n") and addresses_in(changed) == ["203.0.113.8", "2001:db8::1"]
+    assert with_lines(changed, [addresses_line(["203.0.113.8", "2001:db8::1"])]) == changed  # stable: no rewrite
+    assert with_lines(changed, []) == mine and with_lines(None, []) == ""
+    assert addresses_in(f"{mine}\n{addresses_line(['not-an-ip', '198.51.100.1'])}") == ["198.51.100.1"]
 
 
 def test_operator_changes_and_adds_tiers() -> None:

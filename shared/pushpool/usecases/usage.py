@@ -25,6 +25,7 @@ from typing import Any
 
 from pushpool.errors import PushpoolError
 from pushpool.managed import MANAGED_POOL_TYPE
+from pushpool.managed.description import addresses_in
 from pushpool.managed.tiers import Tier, month_window
 from pushpool.prefect_api.models import IN_FLIGHT_STATES, WorkPool
 from pushpool.providers import managed_provider
@@ -52,7 +53,8 @@ class Usage:
     pools_not_served: list[str] = field(default_factory=list)  # over the pool limit: created behind pushpool's back
     memory_mb: int = 0
     max_run_time_seconds: int = 0
-    # Where managed runs' traffic comes from (ECS with --static-ips): the addresses users allow in their firewalls.
+    # Where managed runs' traffic comes from (ECS with --static-ips): the addresses users allow in their firewalls (the
+    # monitor's report and the managed pools' descriptions carry them too).
     static_outbound_ips: list[str] | None = None
 
     @property
@@ -161,10 +163,19 @@ def static_outbound_ips(deps: Deps) -> list[str] | None:
         return None
 
 
+def recorded_static_ips(deps: Deps, pools: list[WorkPool]) -> list[str] | None:
+    """The static outbound addresses recorded on the operator's template pool (``pools``: every pool, as read) by its
+    provisioning (``managed/description.py``); None when there are none. No read: the monitor's tick uses these."""
+    name = deps.settings.managed_template_pool
+    found = next((addresses_in(p.description) for p in pools if name and p.name == name), None)
+    return found or None
+
+
 def usage(deps: Deps, *, pools: list[WorkPool] | None = None, addresses: bool = False) -> Usage:
-    """The workspace's usage now (``pools``: all pools, if the caller has read them already; ``addresses``: also the
-    static outbound IP addresses, a read of the cloud)."""
+    """The workspace's usage now (``pools``: all pools, if the caller has read them already; ``addresses``: the static
+    outbound IP addresses as the cloud has them, a read of the cloud — else those recorded on the template pool)."""
     tier, now = deps.settings.tier, deps.clock.now()
+    pools = deps.orchestrator.filter_work_pools() if pools is None else pools
     served, refused = served_and_refused(tier, managed_pools(deps, pools))
     return Usage(
         workspace=deps.settings.workspace,
@@ -179,7 +190,7 @@ def usage(deps: Deps, *, pools: list[WorkPool] | None = None, addresses: bool = 
         pools_not_served=[p.name for p in refused],
         memory_mb=tier.memory_mb,
         max_run_time_seconds=tier.max_run_time_seconds,
-        static_outbound_ips=static_outbound_ips(deps) if addresses else None,
+        static_outbound_ips=static_outbound_ips(deps) if addresses else recorded_static_ips(deps, pools),
     )
 
 
