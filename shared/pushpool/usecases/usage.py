@@ -2,10 +2,14 @@
 concurrency limit, managed pools against the pool limit — from the orchestration API's own run history.
 
 Compute hours are the sum, over the workspace's managed runs, of the part of each run's start → end (now, for a run
-still going) that falls in the calendar month of the clock (UTC). Two filtered reads give the runs: those that ended
-this month and those that started and have not ended; both are paged 200 at a time (``bench/managed_usage.py``
-measures one computation over 1,000 runs). A run that crosses the line while running is left to finish (see
-``usecases/managed.py``): its whole time counts, so a month can end a little over its hours.
+still going) that falls in the calendar month of the clock (UTC). The runs are those pushpool tagged
+``pushpool:managed`` when it started them (``usecases/submit.py``): a tag is the run's own, so deleting (and
+recreating) a managed pool does not take its runs out of the count, as a filter on the pool would. Two filtered reads
+give them: those that ended this month and those that started and have not ended; both are paged 200 at a time. The
+month's finished runs are then kept for a few minutes (``usecases/finished_runs.py``: meanwhile only what ended since
+and what is going are read; ``bench/managed_usage.py`` measures both paths). A run that crosses the line while
+running is left to finish (see ``usecases/managed.py``): its whole time counts, so a month can end a little over its
+hours.
 
 Example:
     >>> import datetime as dt
@@ -24,17 +28,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pushpool.errors import PushpoolError
-from pushpool.managed import MANAGED_POOL_TYPE
+from pushpool.managed import MANAGED_POOL_TYPE, MANAGED_TAG
 from pushpool.managed.description import addresses_in
 from pushpool.managed.tiers import Tier, month_window
 from pushpool.prefect_api.models import IN_FLIGHT_STATES, WorkPool
 from pushpool.providers import managed_provider
 from pushpool.usecases.deps import Deps
+from pushpool.usecases.finished_runs import Span
 
 log = logging.getLogger("pushpool.usecases.usage")
 
 USAGE_VARIABLE = "pushpool_managed_usage"  # a Prefect variable: users see their usage in Prefect's own UI
 _MANAGED = {"work_pools": {"type": {"any_": [MANAGED_POOL_TYPE]}}}
+_TAGGED = {"tags": {"all_": [MANAGED_TAG]}}
 
 
 @dataclass(frozen=True)
@@ -109,20 +115,32 @@ def seconds_in_window(
 
 
 def compute_seconds(deps: Deps, *, now: dt.datetime | None = None) -> float:
-    """Seconds of managed runs in the calendar month of ``now`` (the clock's by default), from Prefect's run history."""
+    """Seconds of managed runs in the calendar month of ``now`` (the clock's by default), from Prefect's run history:
+    the runs pushpool tagged :data:`MANAGED_TAG` when it started them (still counted once their pool is deleted).
+
+    The month's finished runs are kept for a few minutes (``usecases/finished_runs.py``, which says what that can let
+    through); meanwhile only the runs that ended since and those still going are read."""
     now = now or deps.clock.now()
     start, end = month_window(now)
+    kept = deps.finished_runs.get(start, now)
+    since = kept.fresh_since() if kept is not None else start
+    fresh = _spans(deps, since, now)
+    if kept is None:
+        deps.finished_runs.put(start, now, fresh)
+    spans = {**kept.spans, **fresh} if kept is not None else fresh
+    return seconds_in_window(spans.values(), start, end, now=now)
+
+
+def _spans(deps: Deps, since: dt.datetime, now: dt.datetime) -> dict[str, Span]:
+    """Managed runs that ended at or after ``since`` and those started and not ended: run id → (start, end)."""
     client = deps.orchestrator
     ended = client.filter_flow_runs(
-        {**_MANAGED, "flow_runs": {"end_time": {"after_": start.isoformat()}}, "sort": "ID_DESC"}
+        {"flow_runs": {**_TAGGED, "end_time": {"after_": since.isoformat()}}, "sort": "ID_DESC"}
     )
     going = client.filter_flow_runs(
-        {**_MANAGED, "flow_runs": {"end_time": {"is_null_": True}, "start_time": {"before_": now.isoformat()}}}
+        {"flow_runs": {**_TAGGED, "end_time": {"is_null_": True}, "start_time": {"before_": now.isoformat()}}}
     )
-    seen: dict[str, tuple[dt.datetime | None, dt.datetime | None]] = {}
-    for run in [*ended, *going]:
-        seen[run.id] = (run.start_time, run.end_time)
-    return seconds_in_window(seen.values(), start, end, now=now)
+    return {run.id: (run.start_time, run.end_time) for run in [*ended, *going]}
 
 
 def runs_in_flight(deps: Deps) -> int:
