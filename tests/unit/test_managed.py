@@ -42,6 +42,7 @@ def test_description_keeps_the_users_text_and_replaces_only_pushpools_lines() ->
     assert changed.startswith(mine + "\n\n") and addresses_in(changed) == ["203.0.113.8", "2001:db8::1"]
     assert with_lines(changed, [addresses_line(["203.0.113.8", "2001:db8::1"])]) == changed  # stable: no rewrite
     assert with_lines(changed, []) == mine and with_lines(None, []) == ""
+    assert with_lines("  spaced as I like\n", []) == "  spaced as I like\n"  # nothing of ours: left as it is
     assert addresses_in(f"{mine}\n{addresses_line(['not-an-ip', '198.51.100.1'])}") == ["198.51.100.1"]
 
 

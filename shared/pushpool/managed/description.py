@@ -29,7 +29,10 @@ def user_text(description: str | None) -> str:
 
 
 def with_lines(description: str | None, lines: Sequence[str]) -> str:
-    """``description`` with pushpool's lines replaced by ``lines`` (the user's text kept, first)."""
+    """``description`` with pushpool's lines replaced by ``lines`` (the user's text kept, first; a description with no
+    pushpool line, given none, is returned as it is)."""
+    if not lines and not any(line.startswith(NOTE) for line in (description or "").splitlines()):
+        return description or ""
     user = user_text(description)
     ours = "\n".join(lines)
     return f"{user}\n\n{ours}" if user and ours else user or ours
