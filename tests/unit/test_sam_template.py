@@ -118,6 +118,7 @@ NOT_PASSED = {
     "PUSHPOOL_READ_CACHE_SECONDS": "code default",
     "PUSHPOOL_MAX_RECOVERIES": "monitor policy, code default",
     "PUSHPOOL_DISPATCH_CONCURRENCY": "code default",
+    "PUSHPOOL_POOL_CONCURRENCY": "the monitor's pools dispatched at once, code default",
     "PUSHPOOL_WORKER_NAME": "code default",
 }
 # Settings only some functions use: passed to those (and checked there) alone.
