@@ -17,6 +17,7 @@ from pushpool.managed.tiers import DEFAULT_TIERS, month_window, tiers_from
 from pushpool.providers import installed_pool_types, managed_provider, provider_named
 from pushpool.providers.process import supervisor
 from pushpool.settings import Settings
+from pushpool.usecases.finished_runs import OVERLAP_SECONDS, TTL_SECONDS, FinishedRuns
 from pushpool.usecases.usage import seconds_in_window
 
 UTC = dt.timezone.utc
@@ -169,3 +170,19 @@ def test_supervisor_leaves_a_job_within_its_limit_alone(tmp_path, handlers) -> N
     )
     assert supervisor.main(str(tmp_path)) == 0
     assert "error" not in json.loads((tmp_path / "exit.json").read_text())
+
+
+def test_finished_runs_are_kept_for_the_ttl_within_their_month_and_only_finished() -> None:
+    month = dt.datetime(2026, 12, 1, tzinfo=UTC)
+    read_at = month + dt.timedelta(days=3)
+    kept = FinishedRuns()
+    ended, going = (read_at - dt.timedelta(hours=2), read_at - dt.timedelta(hours=1)), (read_at, None)
+    kept.put(month, read_at, {"a": ended, "b": going})
+    found = kept.get(month, read_at + dt.timedelta(seconds=TTL_SECONDS))
+    assert found is not None and found.spans == {"a": ended}  # a run still going is read fresh every time
+    assert found.fresh_since() == read_at - dt.timedelta(seconds=OVERLAP_SECONDS)
+    assert kept.get(month, read_at + dt.timedelta(seconds=TTL_SECONDS + 1)) is None  # too old: read in full
+    assert kept.get(month, read_at - dt.timedelta(seconds=1)) is None  # a clock that went back: read in full
+    assert kept.get(dt.datetime(2027, 1, 1, tzinfo=UTC), read_at) is None  # another month
+    kept.put(month, month + dt.timedelta(seconds=10), {})
+    assert kept.get(month, month + dt.timedelta(seconds=20)).fresh_since() == month  # never before the month
