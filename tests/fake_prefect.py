@@ -483,6 +483,11 @@ class FakePrefect:
             self._call("set_infrastructure_pid")
             self._run(run_id, f"PATCH /flow_runs/{run_id}").infrastructure_pid = pid
 
+    def set_flow_run_tags(self, run_id: str, tags: list[str]) -> None:
+        with self._lock:
+            self._call("set_flow_run_tags")
+            self._run(run_id, f"PATCH /flow_runs/{run_id}").tags = list(tags)
+
     def update_flow_run_labels(self, run_id: str, labels: dict[str, Any]) -> None:
         with self._lock:
             self._call("update_flow_run_labels")

@@ -489,6 +489,15 @@ class OrchestrationContract:
         assert (labels["a"], labels["b"]) == ("3", "2")
         assert labels["prefect.deployment.id"] == deployment
 
+    def test_tags_are_replaced_and_nothing_else_changes(self, env: Env) -> None:
+        """set_flow_run_tags: the run's tags become those given; its pid and state stay (PATCH sets only tags)."""
+        run = self.claimed(env)
+        env.client.set_infrastructure_pid(run, "job-7")
+        env.client.set_flow_run_tags(run, ["a", "pushpool:managed"])
+        read = env.client.read_flow_run(run)
+        assert read.tags == ["a", "pushpool:managed"]
+        assert read.infrastructure_pid == "job-7" and read.state.type is StateType.PENDING
+
     def test_infrastructure_pid_is_written(self, env: Env) -> None:
         """set_infrastructure_pid is what a read shows afterwards."""
         run = self.claimed(env)

@@ -198,13 +198,16 @@ def test_provision_handler_plans_and_applies_infrastructure(env, prefect: Prefec
 def test_the_deployed_monitor_leaves_pools_of_types_it_does_not_serve_alone(
     env, prefect: PrefectHelper, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """infra/template.yaml configures the AWS functions for ecs:push only: a due process:push run is not theirs."""
+    """infra/template.yaml configures the AWS functions for ecs:push (and prefect:managed, when asked) only: a due
+    process:push run is not theirs."""
     from cfnlint.decode import cfn_yaml
 
     template = cfn_yaml.load(str(ROOT / "infra" / "template.yaml"))
-    monkeypatch.setenv(
-        "PUSHPOOL_POOL_TYPES", template["Globals"]["Function"]["Environment"]["Variables"]["PUSHPOOL_POOL_TYPES"]
-    )
+    pool_types = template["Globals"]["Function"]["Environment"]["Variables"]["PUSHPOOL_POOL_TYPES"]
+    condition, served_with_managed, served = pool_types["Fn::If"]  # ServeManagedPools (default false) adds managed
+    assert condition == "ServesManagedPools" and template["Parameters"]["ServeManagedPools"]["Default"] == "false"
+    assert "process:push" not in served_with_managed
+    monkeypatch.setenv("PUSHPOOL_POOL_TYPES", served)
     pool = prefect.unique("not-lambdas")
     prefect.create_pool(pool)
     run_id = prefect.create_run(prefect.create_deployment(pool, job_variables={"command": "true"}))

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import pytest
 from pushpool.errors import InvalidRequestError
-from pushpool.managed import MANAGED_POOL_TYPE
+from pushpool.managed import MANAGED_POOL_TYPE, MANAGED_TAG
+from pushpool.usecases.finished_runs import OVERLAP_SECONDS, TTL_SECONDS
 from pushpool.usecases.managed import NOTE, quota_refusal
 from pushpool.usecases.monitor import tick
 from pushpool.usecases.provision import provision_pool
-from pushpool.usecases.usage import USAGE_VARIABLE, usage
+from pushpool.usecases.usage import USAGE_VARIABLE, compute_seconds, usage
 
 from tests.helpers import PrefectHelper, make_deps, skip_ahead
 
@@ -302,7 +303,7 @@ def test_compute_hours_used_up_new_runs_not_started_with_the_reason(
     deps = managed_deps(prefect, tmp_path, compute_hours=0.0003)  # a little over one second
     pool = managed_pool(prefect, deps)
     deployment = git_deployment(prefect, pool, repo, "managed_flows.py:hello")
-    seeded = prefect.create_run(deployment)  # history: a run that ran for two seconds this month
+    seeded = prefect.create_run(deployment, tags=[MANAGED_TAG])  # history: a run pushpool ran for two seconds
     prefect.set_state(seeded, "RUNNING", force=True)
     time.sleep(2)
     prefect.set_state(seeded, "COMPLETED", force=True)
@@ -320,6 +321,71 @@ def test_compute_hours_used_up_new_runs_not_started_with_the_reason(
     next_month = (now.replace(day=1) + dt.timedelta(days=32)).replace(day=1, hour=0, minute=5)
     skip_ahead(deps, (next_month - now).total_seconds())
     assert usage(deps).compute_hours_used == 0 and quota_refusal(deps) is None
+
+
+def test_runs_of_a_deleted_pool_still_count(prefect: PrefectHelper, tmp_path: Path, workspace, repo: str) -> None:
+    """Deleting a managed pool (and making another) does not give its compute hours back: the runs pushpool started
+    carry the tag compute hours count, which Prefect keeps when it unlinks them from the deleted pool."""
+    deps = managed_deps(prefect, tmp_path)
+    pool = managed_pool(prefect, deps)
+    run_id = prefect.create_run(git_deployment(prefect, pool, repo, "managed_flows.py:hello"))
+    run_until_final(deps, prefect, pool, [run_id])
+    run = prefect.read_run(run_id)
+    assert run["state"]["type"] == "COMPLETED" and MANAGED_TAG in run["tags"]
+    ran = _seconds(run, "end_time") - _seconds(run, "start_time")
+    before = compute_seconds(managed_deps(prefect, tmp_path))  # fresh deps: nothing kept from earlier readings
+    assert before >= ran > 0
+
+    prefect.request("DELETE", f"/work_pools/{pool}")
+    assert prefect.read_run(run_id)["work_queue_id"] is None  # Prefect no longer ties the run to a pool
+    again = managed_deps(prefect, tmp_path)
+    managed_pool(prefect, again)  # a new pool in its place: the workspace's hours are the same
+    assert compute_seconds(again) >= before
+
+
+def test_finished_runs_are_kept_a_few_minutes_and_the_count_stays_exact(
+    prefect: PrefectHelper, tmp_path: Path, workspace
+) -> None:
+    """The submit path's compute-hours check reads the month's finished runs once per TTL: meanwhile two small reads
+    (what ended since, what is going) give the same count as a full reading; a run deleted in between stays counted
+    until the TTL runs out (what usecases/finished_runs.py documents)."""
+    deps = managed_deps(prefect, tmp_path)
+    pool = managed_pool(prefect, deps)
+    deployment = prefect.create_deployment(pool, "flows.py:hello")
+
+    def ran(seconds: float) -> str:
+        run_id = prefect.create_run(deployment, tags=[MANAGED_TAG])
+        prefect.set_state(run_id, "RUNNING", force=True)
+        time.sleep(seconds)
+        prefect.set_state(run_id, "COMPLETED", force=True)
+        return run_id
+
+    deleted = ran(1.0)
+    compute_seconds(deps)  # the full reading, kept
+    ran(1.0)  # ends after it: must count at once
+    sent: list[dict] = []
+    deps.orchestrator._http.event_hooks["request"].append(
+        lambda request: sent.append(json.loads(request.content or b"{}"))
+    )
+    now = deps.clock.now()
+    exact = pytest.approx(compute_seconds(managed_deps(prefect, tmp_path), now=now), abs=1e-6)  # summed in any order
+    assert compute_seconds(deps, now=now) == exact
+    assert len(sent) == 2  # what ended since the reading and what is going; not the month's
+    month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    since = dt.datetime.fromisoformat(sent[0]["flow_runs"]["end_time"]["after_"])
+    assert since > month or now - month < dt.timedelta(seconds=OVERLAP_SECONDS + 60)
+
+    run = prefect.read_run(deleted)
+    seconds = _seconds(run, "end_time") - _seconds(run, "start_time")
+    prefect.request("DELETE", f"/flow_runs/{deleted}")
+    now = deps.clock.now()
+    kept = compute_seconds(deps, now=now) - compute_seconds(managed_deps(prefect, tmp_path), now=now)
+    assert kept == pytest.approx(seconds, abs=0.01)  # within the TTL the deleted run still counts
+    skip_ahead(deps, TTL_SECONDS + 1)
+    later = deps.clock.now()
+    assert compute_seconds(deps, now=later) == pytest.approx(
+        compute_seconds(managed_deps(prefect, tmp_path), now=later), abs=1e-6
+    )
 
 
 def test_run_over_its_memory_limit_crashes_saying_so(

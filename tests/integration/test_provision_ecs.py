@@ -13,8 +13,10 @@ from pathlib import Path
 import boto3
 import pytest
 from pushpool.errors import PushpoolError
+from pushpool.managed.description import addresses_line
 from pushpool.providers.ecs.provisioner import TAG_KEY, EcsProvisioner
 from pushpool.providers.provisioning import ProvisioningError
+from pushpool.usecases.monitor import tick
 from pushpool.usecases.provision_infra import deprovision, provision_infra
 from pushpool.usecases.submit import submit_run
 
@@ -464,6 +466,10 @@ def test_static_ips_nat_gateway_and_elastic_ip_made_once_reported_and_removed(de
     ip = addresses[0]["PublicIp"]
     assert any(ip in note and "static outbound IP" in note for note in result.notes)
     assert EcsProvisioner(region=region).static_addresses(pool) == [ip]
+    # Recorded in the pool's description (Prefect's UI), where the monitor finds them for the managed pools.
+    assert prefect.json("GET", f"/work_pools/{pool}")["description"] == addresses_line([ip])
+    own = "Operator's pool for managed runs"  # the operator's own text: kept, never rewritten
+    prefect.json("PATCH", f"/work_pools/{pool}", json={"description": f"{own}\n\n{addresses_line([ip])}"})
 
     # Tasks run in the private subnets, whose only route out is the NAT gateway; no public address.
     network = prefect.json("GET", f"/work_pools/{pool}")["base_job_template"]["variables"]["properties"][
@@ -476,10 +482,13 @@ def test_static_ips_nat_gateway_and_elastic_ip_made_once_reported_and_removed(de
 
     # Idempotent: a second run creates nothing and reports the same address.
     session, calls = counted_session(region)
+    described = spy_descriptions(deps)
     again = provision_infra(deps, EcsProvisioner(session=session, static_ips=True), pool=pool, type_name="ecs:push")
     assert {s.action for s in again.plan} == {"exists"}
     assert writes(calls) == {}
     assert any(ip in note for note in again.notes)
+    assert described == []  # the description already said so: not written again
+    assert prefect.json("GET", f"/work_pools/{pool}")["description"] == f"{own}\n\n{addresses_line([ip])}"
 
     managed_run_on_ecs(deps, prefect, pool, region, ip)
 
@@ -488,6 +497,21 @@ def test_static_ips_nat_gateway_and_elastic_ip_made_once_reported_and_removed(de
     assert ec2.describe_addresses(Filters=tag)["Addresses"] == []
     assert [g for g in ec2.describe_nat_gateways(Filters=tag)["NatGateways"] if g["State"] != "deleted"] == []
     assert tagged_anywhere(pool, region) == []
+    assert prefect.json("GET", f"/work_pools/{pool}")["description"] == own  # the addresses line went with them
+
+
+def spy_descriptions(deps) -> list[str]:
+    """The descriptions ``deps`` writes into pools from now on."""
+    written: list[str] = []
+    update = deps.orchestrator.update_work_pool
+
+    def spy(name: str, body: dict) -> None:
+        if "description" in body:
+            written.append(body["description"])
+        update(name, body)
+
+    deps.orchestrator.update_work_pool = spy
+    return written
 
 
 def managed_run_on_ecs(deps, prefect: PrefectHelper, carrier: str, region: str, ip: str) -> None:
@@ -506,8 +530,17 @@ def managed_run_on_ecs(deps, prefect: PrefectHelper, carrier: str, region: str, 
     settings = deps.settings.replace(managed_backend="ecs", managed_template_pool=carrier)
     managed = Deps.from_settings(settings)
     pool = prefect.unique("managed-ecs")
-    prefect.create_pool(pool, MANAGED_POOL_TYPE, base_job_template={})
+    prefect.create_pool(pool, MANAGED_POOL_TYPE, base_job_template={}, description="Team A's flows")
     try:
+        # The monitor copies the addresses recorded on the template pool onto the managed pool's description (the
+        # user's text kept) and into its usage report; a second tick writes nothing.
+        report = tick(managed, pools=[managed.orchestrator.read_work_pool(pool)])
+        assert report.managed["static_outbound_ips"] == [ip], report.as_dict()
+        description = prefect.json("GET", f"/work_pools/{pool}")["description"]
+        assert description == f"Team A's flows\n\n{addresses_line([ip])}"
+        described = spy_descriptions(managed)
+        tick(managed, pools=[managed.orchestrator.read_work_pool(pool)])
+        assert described == [] and prefect.json("GET", f"/work_pools/{pool}")["description"] == description
         pull = [{"prefect.deployments.steps.git_clone": {"repository": "https://example.com/flows.git"}}]
         deployment = prefect.create_deployment(pool, "flows.py:hello", pull_steps=pull)
         run_id = prefect.create_run(deployment, job_variables={"pip_packages": ["pandas"], "env": {"A": "1"}})

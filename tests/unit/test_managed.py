@@ -11,11 +11,13 @@ import sys
 
 import pytest
 from pushpool.errors import ConfigurationError, JobRefusedError
+from pushpool.managed.description import NOTE, addresses_in, addresses_line, with_lines
 from pushpool.managed.job import BOOTSTRAP, PIP_PACKAGES_ENV, managed_job
 from pushpool.managed.tiers import DEFAULT_TIERS, month_window, tiers_from
 from pushpool.providers import installed_pool_types, managed_provider, provider_named
 from pushpool.providers.process import supervisor
 from pushpool.settings import Settings
+from pushpool.usecases.finished_runs import OVERLAP_SECONDS, TTL_SECONDS, FinishedRuns
 from pushpool.usecases.usage import seconds_in_window
 
 UTC = dt.timezone.utc
@@ -27,6 +29,22 @@ def test_default_tiers_are_the_seed_pages() -> None:
     assert (free.concurrent_runs, free.pools, free.compute_hours) == (1, 1, 10)
     assert (pro.concurrent_runs, pro.pools, pro.compute_hours) == (10, 5, 250)
     assert free.memory_mb == pro.memory_mb == 2048 and free.max_run_time_seconds == 24 * 3600
+
+
+def test_description_keeps_the_users_text_and_replaces_only_pushpools_lines() -> None:
+    mine = "Team A's flows.\nAsk #data for access."
+    first = with_lines(mine, [addresses_line(["203.0.113.7"])])
+    assert (
+        first == f"{mine}\n\n{NOTE}static outbound IP addresses of managed runs (allow these in your firewalls): "
+        "203.0.113.7"
+    )
+    assert addresses_in(first) == ["203.0.113.7"]
+    changed = with_lines(first, [addresses_line(["203.0.113.8", "2001:db8::1"])])
+    assert changed.startswith(mine + "\n\n") and addresses_in(changed) == ["203.0.113.8", "2001:db8::1"]
+    assert with_lines(changed, [addresses_line(["203.0.113.8", "2001:db8::1"])]) == changed  # stable: no rewrite
+    assert with_lines(changed, []) == mine and with_lines(None, []) == ""
+    assert with_lines("  spaced as I like\n", []) == "  spaced as I like\n"  # nothing of ours: left as it is
+    assert addresses_in(f"{mine}\n{addresses_line(['not-an-ip', '198.51.100.1'])}") == ["198.51.100.1"]
 
 
 def test_operator_changes_and_adds_tiers() -> None:
@@ -152,3 +170,19 @@ def test_supervisor_leaves_a_job_within_its_limit_alone(tmp_path, handlers) -> N
     )
     assert supervisor.main(str(tmp_path)) == 0
     assert "error" not in json.loads((tmp_path / "exit.json").read_text())
+
+
+def test_finished_runs_are_kept_for_the_ttl_within_their_month_and_only_finished() -> None:
+    month = dt.datetime(2026, 12, 1, tzinfo=UTC)
+    read_at = month + dt.timedelta(days=3)
+    kept = FinishedRuns()
+    ended, going = (read_at - dt.timedelta(hours=2), read_at - dt.timedelta(hours=1)), (read_at, None)
+    kept.put(month, read_at, {"a": ended, "b": going})
+    found = kept.get(month, read_at + dt.timedelta(seconds=TTL_SECONDS))
+    assert found is not None and found.spans == {"a": ended}  # a run still going is read fresh every time
+    assert found.fresh_since() == read_at - dt.timedelta(seconds=OVERLAP_SECONDS)
+    assert kept.get(month, read_at + dt.timedelta(seconds=TTL_SECONDS + 1)) is None  # too old: read in full
+    assert kept.get(month, read_at - dt.timedelta(seconds=1)) is None  # a clock that went back: read in full
+    assert kept.get(dt.datetime(2027, 1, 1, tzinfo=UTC), read_at) is None  # another month
+    kept.put(month, month + dt.timedelta(seconds=10), {})
+    assert kept.get(month, month + dt.timedelta(seconds=20)).fresh_since() == month  # never before the month

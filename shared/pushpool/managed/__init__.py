@@ -14,6 +14,9 @@ Example:
 from __future__ import annotations
 
 MANAGED_POOL_TYPE = "prefect:managed"
+# The tag pushpool puts on a managed run before starting its job: compute hours count the runs with it, which stay
+# tagged when their pool is deleted (Prefect then unlinks them from the pool).
+MANAGED_TAG = "pushpool:managed"
 
 
 def is_managed(pool_type: str | None) -> bool:

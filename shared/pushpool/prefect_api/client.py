@@ -280,6 +280,10 @@ class PrefectClient:
     def set_infrastructure_pid(self, run_id: str, pid: str) -> None:
         self._json("PATCH", f"/flow_runs/{run_id}", json={"infrastructure_pid": pid})
 
+    def set_flow_run_tags(self, run_id: str, tags: list[str]) -> None:
+        """Replace the run's tags (Prefect's PATCH sets only the fields given)."""
+        self._json("PATCH", f"/flow_runs/{run_id}", json={"tags": tags})
+
     def update_flow_run_labels(self, run_id: str, labels: dict[str, Any]) -> None:
         self._json("PATCH", f"/flow_runs/{run_id}/labels", json=labels)
 

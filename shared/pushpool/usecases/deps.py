@@ -25,6 +25,7 @@ from pushpool.providers import (
 )
 from pushpool.providers.base import Backend
 from pushpool.settings import Settings
+from pushpool.usecases.finished_runs import FinishedRuns
 from pushpool.usecases.pool_reads import PoolReads
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class Deps:
     _backends: dict[str, Backend] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     pool_reads: PoolReads = field(init=False, repr=False)  # pools and queues shared briefly by the event path
+    finished_runs: FinishedRuns = field(default_factory=FinishedRuns, repr=False)  # the month's, for compute hours
 
     def __post_init__(self) -> None:
         backend = self.settings.managed_backend

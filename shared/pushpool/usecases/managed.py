@@ -3,7 +3,10 @@
 * **pools**: a workspace serves as many managed pools as its tier allows — the oldest first. ``pushpool work-pool
   create`` refuses one more (``usecases/provision.py`` asks :func:`check_pool_limit`); a pool created behind
   pushpool's back over the REST API is not served: its runs are left Scheduled, it gets no heartbeat, and its
-  description says why (:func:`mark_pools`) until a pool is deleted and it moves within the limit.
+  description says why (:func:`mark_pools`) until a pool is deleted and it moves within the limit. The served pools'
+  descriptions carry the static outbound IP addresses of managed runs, when the operator's template pool has them
+  (ECS with ``--static-ips``). pushpool writes only its own ``[pushpool] `` lines (``managed/description.py``), and
+  only when they differ: the user's text stays.
 * **concurrency**: managed runs in flight across the workspace's pools count against the tier's limit
   (:class:`WorkspaceLimit`, one more limit for ``admission.full``): a run over it waits, Scheduled and untouched, and
   the monitor starts it in the first tick after a slot frees (one at a time in managed pools).
@@ -22,14 +25,13 @@ from typing import Any
 
 from pushpool.errors import InvalidRequestError
 from pushpool.managed import MANAGED_POOL_TYPE
+from pushpool.managed.description import NOTE, addresses_line, with_lines
 from pushpool.managed.tiers import month_window
 from pushpool.prefect_api.models import IN_FLIGHT_STATES, WorkPool
 from pushpool.usecases.deps import Deps
-from pushpool.usecases.usage import compute_seconds, managed_pools, served_and_refused
+from pushpool.usecases.usage import compute_seconds, managed_pools, recorded_static_ips, served_and_refused
 
 log = logging.getLogger("pushpool.usecases.managed")
-
-NOTE = "[pushpool] "  # the first line of a description pushpool wrote on a pool it does not serve
 
 
 @dataclass(frozen=True)
@@ -74,23 +76,26 @@ def not_served(deps: Deps, pool: WorkPool) -> str | None:
 
 def mark_pools(deps: Deps, pools: list[WorkPool]) -> tuple[list[WorkPool], list[str]]:
     """Of ``pools`` (every pool, as read), those this deployment serves, and one note per managed pool over the limit
-    (its description now says why; a pool back within the limit loses that note)."""
+    (its description now says why; a pool back within the limit loses that note, and shows the static outbound IP
+    addresses recorded on the template pool, if any)."""
     served, refused = served_and_refused(deps.settings.tier, managed_pools(deps, pools))
     refused_names = {p.name for p in refused}
     notes = []
     why = _over_limit_reason(deps, served)
+    addresses = recorded_static_ips(deps, pools)
     for pool in refused:
         notes.append(f"pool {pool.name}: {why}")
-        description = NOTE + why
-        if pool.description != description:
-            _describe(deps, pool, description)
+        _describe(deps, pool, [NOTE + why])
     for pool in served:
-        if (pool.description or "").startswith(NOTE):
-            _describe(deps, pool, "")
+        _describe(deps, pool, [addresses_line(addresses)] if addresses else [])
     return [p for p in pools if p.name not in refused_names], notes
 
 
-def _describe(deps: Deps, pool: WorkPool, description: str) -> None:
+def _describe(deps: Deps, pool: WorkPool, lines: list[str]) -> None:
+    """Make pushpool's lines of the pool's description ``lines`` (a write only when they differ)."""
+    description = with_lines(pool.description, lines)
+    if description == (pool.description or ""):
+        return
     try:
         deps.orchestrator.update_work_pool(pool.name, {"description": description})
     except Exception as exc:  # noqa: BLE001 - the description is a message to users; serving goes on without it

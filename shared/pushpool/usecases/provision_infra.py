@@ -6,6 +6,11 @@ error boundary), runs the provider's credential steps, creates or updates the po
 its Webhook block and automation, and verifies by planning again (everything must now exist). After a partial failure
 the same command resumes: planning finds what was created. ``deprovision`` removes exactly what carries the pool's
 marker, and the credentials the provider stored.
+
+Static outbound IP addresses (ECS ``--static-ips``) are recorded in the pool's description, a ``[pushpool] `` line
+(``managed/description.py``): when the pool is the operator's template pool of managed runs, the monitor copies them
+onto the managed pools' descriptions and into its usage report without reading the cloud. Deprovisioning removes the
+line.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pushpool.errors import OrchestratorError
+from pushpool.errors import ObjectNotFoundError, OrchestratorError
+from pushpool.managed.description import addresses_line, with_lines
 from pushpool.providers.provisioning import EXISTS, Outcome, Provisioner, ProvisioningError, Step, apply, render_plan
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.provision import ProvisionResult, provision_pool, validate_pool_name
@@ -87,6 +93,7 @@ def provision_infra(
             concurrency_limit=concurrency_limit,
             defaults=defaults,
         )
+        record_addresses(deps, pool, outcome.defaults.get("_static_ips") or [])
     except OrchestratorError as exc:
         raise ProvisioningError(f"the Prefect side failed: {exc.one_line()}", created=outcome.created) from exc
     with provisioner.errors():
@@ -122,4 +129,18 @@ def deprovision(
         result.notes.append("cancelled: nothing was changed")
         return result
     result.outcome, result.applied = apply(steps, boundary=provisioner.errors, progress=progress), True
+    try:
+        record_addresses(deps, pool, [])
+    except ObjectNotFoundError:
+        pass  # the pool is gone already: nothing to say
+    except OrchestratorError as exc:  # the cloud side is gone; the description is a message, not a resource
+        result.notes.append(f"the pool's description may still list static addresses: {exc.one_line()}")
     return result
+
+
+def record_addresses(deps: Deps, pool: str, addresses: list[str]) -> None:
+    """Make the pool's description tell its static outbound addresses (none: no such line); written only on change."""
+    found = deps.orchestrator.read_work_pool(pool).description
+    description = with_lines(found, [addresses_line(addresses)] if addresses else [])
+    if description != (found or ""):
+        deps.orchestrator.update_work_pool(pool, {"description": description})

@@ -16,7 +16,8 @@ Order of work, and why:
    without starting anything. Each claimer counts after its own claim
    is committed, so of any set of concurrent claimers at most ``limit`` can see themselves within it — the limit
    holds under any race (when two claim at once both may yield; the monitor dispatches them one at a time).
-   A managed run is then Cancelled, with the reason, if its workspace has used up the month's compute hours.
+   A managed run is then Cancelled, with the reason, if its workspace has used up the month's compute hours;
+   otherwise it is tagged ``pushpool:managed`` (what compute hours count: the tag outlives the run's pool).
 5. Render the job into the provider's typed configuration (a managed run: the operator's provider, image and limits;
    job variables a managed pool does not take are refused, the run crashed with the reason, nothing started). A
    template that does not render, or a field of the wrong type, crashes the run with the reason (never left Pending).
@@ -40,7 +41,7 @@ from pushpool.errors import (
     OrchestratorUnavailableError,
     TemplateError,
 )
-from pushpool.managed import is_managed
+from pushpool.managed import MANAGED_TAG, is_managed
 from pushpool.prefect_api.models import FlowRun, StateType, WorkPool
 from pushpool.providers.base import Backend, JobHandle
 from pushpool.usecases import admission, managed
@@ -205,6 +206,11 @@ def submit_run(
         if refusal:
             client.propose_state(run.id, StateType.CANCELLED, message=refusal)
             return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, refusal)
+        if MANAGED_TAG not in run.tags:  # compute hours count the tagged runs, whatever becomes of their pool
+            try:
+                client.set_flow_run_tags(run.id, [*run.tags, MANAGED_TAG])
+            except OrchestratorUnavailableError:
+                return _release(deps, run, "Prefect API unavailable while tagging the managed run")
 
     try:
         deployment = reads.deployment.result() if reads.deployment is not None else None

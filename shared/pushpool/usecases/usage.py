@@ -2,10 +2,14 @@
 concurrency limit, managed pools against the pool limit — from the orchestration API's own run history.
 
 Compute hours are the sum, over the workspace's managed runs, of the part of each run's start → end (now, for a run
-still going) that falls in the calendar month of the clock (UTC). Two filtered reads give the runs: those that ended
-this month and those that started and have not ended; both are paged 200 at a time (``bench/managed_usage.py``
-measures one computation over 1,000 runs). A run that crosses the line while running is left to finish (see
-``usecases/managed.py``): its whole time counts, so a month can end a little over its hours.
+still going) that falls in the calendar month of the clock (UTC). The runs are those pushpool tagged
+``pushpool:managed`` when it started them (``usecases/submit.py``): a tag is the run's own, so deleting (and
+recreating) a managed pool does not take its runs out of the count, as a filter on the pool would. Two filtered reads
+give them: those that ended this month and those that started and have not ended; both are paged 200 at a time. The
+month's finished runs are then kept for a few minutes (``usecases/finished_runs.py``: meanwhile only what ended since
+and what is going are read; ``bench/managed_usage.py`` measures both paths). A run that crosses the line while
+running is left to finish (see ``usecases/managed.py``): its whole time counts, so a month can end a little over its
+hours.
 
 Example:
     >>> import datetime as dt
@@ -24,16 +28,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pushpool.errors import PushpoolError
-from pushpool.managed import MANAGED_POOL_TYPE
+from pushpool.managed import MANAGED_POOL_TYPE, MANAGED_TAG
+from pushpool.managed.description import addresses_in
 from pushpool.managed.tiers import Tier, month_window
 from pushpool.prefect_api.models import IN_FLIGHT_STATES, WorkPool
 from pushpool.providers import managed_provider
 from pushpool.usecases.deps import Deps
+from pushpool.usecases.finished_runs import Span
 
 log = logging.getLogger("pushpool.usecases.usage")
 
 USAGE_VARIABLE = "pushpool_managed_usage"  # a Prefect variable: users see their usage in Prefect's own UI
 _MANAGED = {"work_pools": {"type": {"any_": [MANAGED_POOL_TYPE]}}}
+_TAGGED = {"tags": {"all_": [MANAGED_TAG]}}
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,8 @@ class Usage:
     pools_not_served: list[str] = field(default_factory=list)  # over the pool limit: created behind pushpool's back
     memory_mb: int = 0
     max_run_time_seconds: int = 0
-    # Where managed runs' traffic comes from (ECS with --static-ips): the addresses users allow in their firewalls.
+    # Where managed runs' traffic comes from (ECS with --static-ips): the addresses users allow in their firewalls (the
+    # monitor's report and the managed pools' descriptions carry them too).
     static_outbound_ips: list[str] | None = None
 
     @property
@@ -107,20 +115,32 @@ def seconds_in_window(
 
 
 def compute_seconds(deps: Deps, *, now: dt.datetime | None = None) -> float:
-    """Seconds of managed runs in the calendar month of ``now`` (the clock's by default), from Prefect's run history."""
+    """Seconds of managed runs in the calendar month of ``now`` (the clock's by default), from Prefect's run history:
+    the runs pushpool tagged :data:`MANAGED_TAG` when it started them (still counted once their pool is deleted).
+
+    The month's finished runs are kept for a few minutes (``usecases/finished_runs.py``, which says what that can let
+    through); meanwhile only the runs that ended since and those still going are read."""
     now = now or deps.clock.now()
     start, end = month_window(now)
+    kept = deps.finished_runs.get(start, now)
+    since = kept.fresh_since() if kept is not None else start
+    fresh = _spans(deps, since, now)
+    if kept is None:
+        deps.finished_runs.put(start, now, fresh)
+    spans = {**kept.spans, **fresh} if kept is not None else fresh
+    return seconds_in_window(spans.values(), start, end, now=now)
+
+
+def _spans(deps: Deps, since: dt.datetime, now: dt.datetime) -> dict[str, Span]:
+    """Managed runs that ended at or after ``since`` and those started and not ended: run id → (start, end)."""
     client = deps.orchestrator
     ended = client.filter_flow_runs(
-        {**_MANAGED, "flow_runs": {"end_time": {"after_": start.isoformat()}}, "sort": "ID_DESC"}
+        {"flow_runs": {**_TAGGED, "end_time": {"after_": since.isoformat()}}, "sort": "ID_DESC"}
     )
     going = client.filter_flow_runs(
-        {**_MANAGED, "flow_runs": {"end_time": {"is_null_": True}, "start_time": {"before_": now.isoformat()}}}
+        {"flow_runs": {**_TAGGED, "end_time": {"is_null_": True}, "start_time": {"before_": now.isoformat()}}}
     )
-    seen: dict[str, tuple[dt.datetime | None, dt.datetime | None]] = {}
-    for run in [*ended, *going]:
-        seen[run.id] = (run.start_time, run.end_time)
-    return seconds_in_window(seen.values(), start, end, now=now)
+    return {run.id: (run.start_time, run.end_time) for run in [*ended, *going]}
 
 
 def runs_in_flight(deps: Deps) -> int:
@@ -161,10 +181,19 @@ def static_outbound_ips(deps: Deps) -> list[str] | None:
         return None
 
 
+def recorded_static_ips(deps: Deps, pools: list[WorkPool]) -> list[str] | None:
+    """The static outbound addresses recorded on the operator's template pool (``pools``: every pool, as read) by its
+    provisioning (``managed/description.py``); None when there are none. No read: the monitor's tick uses these."""
+    name = deps.settings.managed_template_pool
+    found = next((addresses_in(p.description) for p in pools if name and p.name == name), None)
+    return found or None
+
+
 def usage(deps: Deps, *, pools: list[WorkPool] | None = None, addresses: bool = False) -> Usage:
-    """The workspace's usage now (``pools``: all pools, if the caller has read them already; ``addresses``: also the
-    static outbound IP addresses, a read of the cloud)."""
+    """The workspace's usage now (``pools``: all pools, if the caller has read them already; ``addresses``: the static
+    outbound IP addresses as the cloud has them, a read of the cloud — else those recorded on the template pool)."""
     tier, now = deps.settings.tier, deps.clock.now()
+    pools = deps.orchestrator.filter_work_pools() if pools is None else pools
     served, refused = served_and_refused(tier, managed_pools(deps, pools))
     return Usage(
         workspace=deps.settings.workspace,
@@ -179,7 +208,7 @@ def usage(deps: Deps, *, pools: list[WorkPool] | None = None, addresses: bool = 
         pools_not_served=[p.name for p in refused],
         memory_mb=tier.memory_mb,
         max_run_time_seconds=tier.max_run_time_seconds,
-        static_outbound_ips=static_outbound_ips(deps) if addresses else None,
+        static_outbound_ips=static_outbound_ips(deps) if addresses else recorded_static_ips(deps, pools),
     )
 
 
