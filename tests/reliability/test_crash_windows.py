@@ -17,7 +17,8 @@ WINDOWS = ["after the claim", "after the job, before the pid", "after the pid, b
 
 
 def _die_at(deps, prefect: PrefectHelper, pool: str, window: str) -> str:
-    run_id = prefect.create_run(prefect.create_deployment(pool, job_variables={"command": "sleep 30"}))
+    # 600 s, stopped at the end: a job that ended during a slow tick (SQLite stalls up to 60 s) would read as lost.
+    run_id = prefect.create_run(prefect.create_deployment(pool, job_variables={"command": "sleep 600"}))
     client = deps.orchestrator
     claim = client.propose_state(run_id, StateType.PENDING)
     assert claim.accepted
