@@ -113,6 +113,8 @@ _EXECUTION = re.compile(r"^projects/([^/]+)/locations/([^/]+)/jobs/([^/]+)/execu
 _LABEL_UNSAFE = re.compile(r"[^a-z0-9_-]")
 _LEADING = re.compile(r"^[^a-z]+")
 MAX_LABELS = 64  # Cloud Run's limit
+# Google's registries (Artifact Registry, Container Registry): the only hosts that receive a Google access token.
+_GOOGLE_REGISTRY = re.compile(r"^(?:[a-z0-9-]+-docker\.pkg\.dev|(?:[a-z]+\.)?gcr\.io)$")
 
 
 class CloudRunBackend(BackendBase):
@@ -133,6 +135,7 @@ class CloudRunBackend(BackendBase):
         ready_timeout: float = 300.0,
         check_image_platform: bool = True,
         unstarted_grace_seconds: float = 900.0,
+        registry_client: Callable[[], Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         from pushpool.providers.image_platform import ImagePlatforms
@@ -146,10 +149,14 @@ class CloudRunBackend(BackendBase):
         self.ready_timeout = ready_timeout
         self.unstarted_grace_seconds = unstarted_grace_seconds  # a submitter may still be between CreateJob and RunJob
         self.sleep = sleep
-        self.image_platforms = ImagePlatforms() if check_image_platform else None
+        # A private Artifact Registry / Container Registry image is read with a Google access token of the job's
+        # identity (_registry_credentials). registry_client: how the registries are reached (an httpx.Client factory;
+        # tests route registry hosts to 127.0.0.1).
+        self.image_platforms = ImagePlatforms(client=registry_client) if check_image_platform else None
         self._clients: dict[tuple[str, str], Any] = {}
         self._block_credentials: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._token_lock = threading.Lock()
 
     @classmethod
     def from_options(cls, **options: Any) -> CloudRunBackend:
@@ -164,7 +171,7 @@ class CloudRunBackend(BackendBase):
         job = self._job_message(spec, config)  # refused here (plaintext secret, bad body) before any call
         identity = self._identity(config)
         project = self._project_of(config)  # a block of another project: refused before any call
-        self._check_platform(job.template.template.containers[0].image)
+        self._check_platform(job.template.template.containers[0].image, identity)
         jobs = self._client("jobs", identity)
         name = f"projects/{project}/locations/{config.region}/jobs/{job_id(spec)}"
         keep = config.keep_job
@@ -380,14 +387,18 @@ class CloudRunBackend(BackendBase):
         except (json_format.ParseError, ValueError, TypeError) as exc:  # they name the offending field
             raise BackendError(f"the job body is not a Cloud Run v2 Job: {exc}", backend=NAME) from None
 
-    def _check_platform(self, image: str) -> None:
+    def _check_platform(self, image: str, identity: str = "") -> None:
         """Refuse an image with no ``linux/amd64`` variant (Cloud Run runs no other) before the job exists; an image
-        whose registry cannot be read is not judged (logged by ImagePlatforms)."""
+        whose registry cannot be read is not judged (logged by ImagePlatforms). A private Artifact Registry or
+        Container Registry image is read with the job's Google credentials (and only those hosts ever receive them).
+        """
         from pushpool.providers.image_platform import missing_platform
 
         if self.image_platforms is None:
             return
-        offered = self.image_platforms.platforms(image)
+        offered = self.image_platforms.platforms(
+            image, credentials=lambda host: self._registry_credentials(host, identity)
+        )
         if missing_platform(offered, PLATFORM):
             raise BackendError(
                 f"image {image} has no {PLATFORM} variant (it has {', '.join(sorted(offered or ()))}), and Cloud Run "
@@ -486,6 +497,26 @@ class CloudRunBackend(BackendBase):
                     self._credentials, found = google.auth.default(scopes=SCOPES)
                 self._project = self._project or found
             return self._credentials
+
+    def _registry_credentials(self, host: str, identity: str = "") -> tuple[str, str] | None:
+        """``("oauth2accesstoken", access token)`` for an Artifact Registry (``<location>-docker.pkg.dev``) or Container
+        Registry (``gcr.io``, ``<region>.gcr.io``) host, as Docker's credential helper gives them: the credentials that
+        sign the job (the pool's gcp-credentials block, else pushpool's own), refreshed when no longer valid; None for
+        any other host: a Google token never goes to another registry (nor when the credentials have no token).
+
+        Raises:
+            Exception: the credentials cannot be found or refreshed; the caller logs it and reads anonymously.
+        """
+        if not _GOOGLE_REGISTRY.match(host):
+            return None
+        credentials = self._block_credentials[identity] if identity else self._own_credentials()
+        with self._token_lock:  # one refresh at a time (not under _lock: a refresh is a network call)
+            if not credentials.valid:
+                from google.auth.transport.requests import Request
+
+                credentials.refresh(Request())
+            token = credentials.token
+        return ("oauth2accesstoken", str(token)) if token else None
 
     def _identity(self, config: CloudRunJobConfig) -> str:
         """The key of the credentials that sign this job's submit and find: "" for pushpool's own, else a digest of the

@@ -22,12 +22,14 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime as dt
 import hashlib
 import json
 import re
 import shlex
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -73,6 +75,8 @@ INFRASTRUCTURE_STOPS: Mapping[str, str] = MappingProxyType(
 JUDGED_BY_EXIT_CODE = frozenset({"TaskFailedToStart", "EssentialContainerExited", "UserInitiated"})
 _RETRYABLE_FAILURES = ("RESOURCE:", "AGENT", "Capacity", "capacity")
 _SLUG = re.compile(r"[^A-Za-z0-9_-]+")
+# A private ECR registry (docker pull's host): the only hosts that receive an ECR token.
+_ECR_HOST = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
 _TAG = re.compile(r"[^A-Za-z0-9_./=+:@ -]+")
 
 
@@ -89,6 +93,7 @@ class EcsBackend(BackendBase):
         max_attempts: int = 5,
         failure_retries: int = 3,
         check_image_platform: bool = False,
+        registry_client: Callable[[], Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         from pushpool.providers.image_platform import ImagePlatforms
@@ -98,8 +103,12 @@ class EcsBackend(BackendBase):
         self.max_attempts = max_attempts
         self.failure_retries = failure_retries
         self.sleep = sleep
-        # The image's platforms are read from its registry before the task (on by PUSHPOOL_IMAGE_PLATFORM_CHECK).
-        self.image_platforms = ImagePlatforms() if check_image_platform else None
+        # The image's platforms are read from its registry before the task (on by PUSHPOOL_IMAGE_PLATFORM_CHECK); a
+        # private ECR image with an ECR token of the job's identity (_ecr_credentials). registry_client: how the
+        # registries are reached (an httpx.Client factory; tests route registry hosts to 127.0.0.1).
+        self.image_platforms = ImagePlatforms(client=registry_client) if check_image_platform else None
+        self._ecr_tokens: dict[tuple[str, str], tuple[tuple[str, str], dt.datetime]] = {}
+        self._ecr_lock = threading.Lock()
         self._clients: dict[tuple[str, str | None, str], Any] = {}
         self._known_definitions: dict[str, str] = {}
         # Sessions of aws_credentials blocks, by a digest of the block (never the block itself): (session, expiry).
@@ -247,7 +256,7 @@ class EcsBackend(BackendBase):
         else:
             definition = self._task_definition(spec, ecs.meta.region_name)
         container = config.container_name or _orchestration_container(definition) or DEFAULT_CONTAINER
-        self._check_platform(definition, container)  # before anything is registered or started
+        self._check_platform(definition, container, identity)  # before anything is registered or started
         if request.get("taskDefinition"):
             _check_named_definition(spec, definition, container)
         else:
@@ -317,9 +326,10 @@ class EcsBackend(BackendBase):
         request["tags"] = tags[:50]
         return {k: v for k, v in request.items() if v not in (None, "", [], {})}, registration
 
-    def _check_platform(self, definition: Mapping[str, Any], container: str) -> None:
+    def _check_platform(self, definition: Mapping[str, Any], container: str, identity: str = "") -> None:
         """Refuse a task whose image has no variant for the definition's ``runtimePlatform`` (X86_64 unless it says
-        ARM64), before it is registered or started; an image whose registry cannot be read is not judged."""
+        ARM64), before it is registered or started; an image whose registry cannot be read is not judged. A private
+        ECR image is read with an ECR token of the job's identity (and only an ECR host ever receives it)."""
         from pushpool.providers.image_platform import missing_platform
 
         if self.image_platforms is None:
@@ -330,7 +340,9 @@ class EcsBackend(BackendBase):
             return
         arch = str((definition.get("runtimePlatform") or {}).get("cpuArchitecture") or "X86_64").upper()
         wanted = "linux/arm64" if arch == "ARM64" else "linux/amd64"
-        offered = self.image_platforms.platforms(str(image))
+        offered = self.image_platforms.platforms(
+            str(image), credentials=lambda host: self._ecr_credentials(host, identity)
+        )
         if missing_platform(offered, wanted):
             raise BackendError(
                 f"image {image} has no {wanted} variant (it has {', '.join(sorted(offered or ()))}), and the task "
@@ -338,6 +350,35 @@ class EcsBackend(BackendBase):
                 f"task definition's runtimePlatform.cpuArchitecture to match the image",
                 backend=NAME,
             )
+
+    def _ecr_credentials(self, host: str, identity: str = "") -> tuple[str, str] | None:
+        """``("AWS", password)`` for an ECR registry host (``<account>.dkr.ecr.<region>.amazonaws.com``), from
+        ``GetAuthorizationToken`` in the host's region with the job's identity, kept until 10 minutes before it
+        expires (12 hours); None for any other host: AWS credentials never go to another registry.
+
+        Raises:
+            BackendError: no token (AccessDenied, no credentials …); the caller logs it and reads anonymously.
+        """
+        match = _ECR_HOST.match(host)
+        if match is None:
+            return None
+        key = (identity, match.group("region"))
+        now = dt.datetime.now(dt.timezone.utc)
+        with self._ecr_lock:
+            known = self._ecr_tokens.get(key)
+            if known is not None and known[1] - now > dt.timedelta(minutes=10):
+                return known[0]
+        with aws_errors():
+            data = self._client("ecr", key[1], identity).get_authorization_token()["authorizationData"][0]
+        user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
+        expires = data.get("expiresAt")
+        if not isinstance(expires, dt.datetime):
+            expires = now + dt.timedelta(hours=1)
+        elif expires.tzinfo is None:
+            expires = expires.replace(tzinfo=dt.timezone.utc)
+        with self._ecr_lock:
+            self._ecr_tokens[key] = ((user, password), expires)
+        return user, password
 
     def _check_secrets(self, spec: JobSpec, config: EcsJobConfig) -> None:
         refs = {
