@@ -7,7 +7,8 @@ credentials of that registry, on a ``Bearer`` challenge with a token from the ch
 credentials when there are any, else anonymously, as Docker Hub gives anonymous pull tokens). The credentials come
 from a hook, ``credentials(host) -> (user, password) | None``, that each backend gives for its own registries only
 (ECS: an ECR token for ``<account>.dkr.ecr.<region>.amazonaws.com``; Cloud Run: a Google access token for
-``*-docker.pkg.dev`` and ``gcr.io``): no other host ever receives them, nor a realm over plain HTTP.
+``*-docker.pkg.dev`` and ``gcr.io``): no other host ever receives them, nor a realm on another host or over plain
+HTTP.
 
 Answers are cached per image reference for a short time. A registry that cannot be read (private without usable
 credentials, credentials refused, unreachable, an unknown answer) gives ``None``: it is logged — never with a
@@ -150,8 +151,9 @@ def _authorization(
 ) -> str | None:
     """The ``Authorization`` header answering the registry's challenge, or None (no way in: not judged).
 
-    ``Basic``: the registry's own credentials. ``Bearer``: a token from the realm, asked with the credentials of the
-    realm's host (only over HTTPS, or to a local host) when the hook has any, else anonymously."""
+    ``Basic``: the registry's own credentials. ``Bearer``: a token from the realm, asked with the registry's
+    credentials when the hook has any and the realm is on the registry's own host over HTTPS (or local), else
+    anonymously."""
     scheme = challenge.split(" ", 1)[0].lower()
     if scheme == "basic":
         found = _credentials_of(credentials, registry, image)
@@ -163,8 +165,10 @@ def _authorization(
         return None
     realm = urlsplit(fields["realm"])
     found = None
-    if realm.scheme == "https" or (realm.hostname or "") in _LOCAL:
-        found = _credentials_of(credentials, realm.netloc, image)
+    # Credentials only to the registry's own realm (Artifact Registry's and gcr.io's are on the registry's host), over
+    # HTTPS: a realm elsewhere could relay them, or hand a token for another repository to a foreign registry.
+    if realm.netloc == registry and (realm.scheme == "https" or (realm.hostname or "") in _LOCAL):
+        found = _credentials_of(credentials, registry, image)
     params = {k: v for k, v in fields.items() if k in ("service", "scope")}
     headers = {"Authorization": _basic(found)} if found else {}
     answer = http.get(fields["realm"], params=params, headers=headers)
