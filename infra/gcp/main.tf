@@ -76,6 +76,25 @@ resource "google_service_account_iam_member" "act_as_jobs" {
   member             = "serviceAccount:${google_service_account.function[each.key].email}"
 }
 
+# The image-architecture pre-flight (submit, and monitor when it dispatches) reads a private image's manifest with the
+# function's own token: read access to the jobs' image repositories only, never to the project's every repository.
+resource "google_artifact_registry_repository_iam_member" "read_images" {
+  for_each = {
+    for pair in setproduct(["submit", "monitor"], var.image_repositories) :
+    "${pair[0]}:${coalesce(pair[1].project, var.project)}/${pair[1].location}/${pair[1].repository}" => {
+      function = pair[0]
+      project  = coalesce(pair[1].project, var.project)
+      location = pair[1].location
+      name     = pair[1].repository
+    }
+  }
+  project    = each.value.project
+  location   = each.value.location
+  repository = each.value.name
+  role       = "roles/artifactregistry.reader"
+  member     = "serviceAccount:${google_service_account.function[each.value.function].email}"
+}
+
 # The monitor writes a crashed run's last log lines to Prefect.
 resource "google_project_iam_member" "monitor_logs" {
   project = var.project

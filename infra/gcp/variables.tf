@@ -31,3 +31,13 @@ variable "kms_key" {
   type        = string
   default     = null
 }
+
+variable "image_repositories" {
+  description = "The Artifact Registry Docker repositories of the jobs' images (location and repository id; project: var.project unless given). submit and monitor get roles/artifactregistry.reader on each, so the image-architecture pre-flight reads private images with their own token; an image elsewhere is read anonymously or not judged."
+  type = list(object({
+    location   = string
+    repository = string
+    project    = optional(string)
+  }))
+  default = []
+}

@@ -8,6 +8,7 @@ own secrets at start. A permission the code never needs, or a call the policy do
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import json
@@ -23,6 +24,7 @@ from pushpool.providers.ecs.provisioner import EcsProvisioner
 from pushpool.usecases.provision_infra import provision_infra
 
 from tests.helpers import SECRET_ARN, PrefectHelper, make_deps
+from tests.image_registry import ImageRegistry
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +33,7 @@ TAGGING = {"ecs": "ecs:TagResource", "ecr": "ecr:TagResource", "logs": "logs:Tag
 IAM_TAGGING = {"CreateRole": "iam:TagRole", "CreateUser": "iam:TagUser", "CreatePolicy": "iam:TagPolicy"}
 # Every function reads its own secrets (the webhook token, the Prefect key) through Powertools Parameters at start.
 READS_ITS_SECRETS = {"secretsmanager:GetSecretValue"}
+ECR_HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 
 
 def recording_session(region: str = "us-east-1") -> tuple[boto3.session.Session, set[str]]:
@@ -91,12 +94,33 @@ def _spec(deps, prefect: PrefectHelper, pool: str, **variables):
     )
 
 
+def _ecr_image(session: boto3.session.Session) -> tuple[ImageRegistry, str]:
+    """A private ECR image (one manifest: its platform is read from its config blob) on the local registry, which
+    demands moto's GetAuthorizationToken answer, as ECR does."""
+    token = session.client("ecr").get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    registry = ImageRegistry()
+    registry.protect("flows/private", "basic", *base64.b64decode(token).decode().split(":", 1))
+    return registry, registry.add_single("flows/private", "1", "amd64", host=ECR_HOST)
+
+
+def _registry_reads(registry: ImageRegistry) -> set[str]:
+    """What ECR checks when its registry API is read with a token: the manifest (BatchGetImage), a blob
+    (GetDownloadUrlForLayer) — the pull permissions of the token's principal."""
+    reads = {"manifests": "ecr:BatchGetImage", "blobs": "ecr:GetDownloadUrlForLayer"}
+    return {reads[path.split("/")[-2]] for host, path, auth in registry.seen if host == ECR_HOST and auth}
+
+
 def _backend_paths(deps, prefect: PrefectHelper, ecs_pool: str, aws: dict, *, monitor: bool) -> set[str]:
-    """The ECS calls of submit's paths (a new attempt, a retried one, a network looked up, a cancel while starting)
-    and, for the monitor, also status, log tails and look-ups of jobs whose pid was never written."""
+    """The ECS calls of submit's paths (a new attempt, a retried one, a network looked up, a cancel while starting,
+    the image's platforms read from a private ECR repository) and, for the monitor, also status, log tails and
+    look-ups of jobs whose pid was never written."""
     session, calls = recording_session()
-    backend = EcsBackend(session=session, max_attempts=1)
-    spec = _spec(deps, prefect, ecs_pool, execution_role_arn="arn:aws:iam::123456789012:role/exec")
+    registry, image = _ecr_image(session)
+    calls.clear()  # the test's own token above is not a call of the code
+    backend = EcsBackend(
+        session=session, max_attempts=1, check_image_platform=True, registry_client=registry.routed_client()
+    )
+    spec = _spec(deps, prefect, ecs_pool, execution_role_arn="arn:aws:iam::123456789012:role/exec", image=image)
     handle = backend.submit(dataclasses.replace(spec, new_attempt=True))
     backend.submit(spec)  # a retried submit finds its task
     no_network = _spec(deps, prefect, ecs_pool, network_configuration=None)
@@ -129,7 +153,10 @@ def _backend_paths(deps, prefect: PrefectHelper, ecs_pool: str, aws: dict, *, mo
         backend.status([handle, logged_handle, JobHandle("ecs", "x::arn:aws:ecs:us-east-1:1:task/x/y")])
         backend.logs(logged_handle)
         backend.find(spec)
-    return calls
+    registry.stop()
+    reads = _registry_reads(registry)
+    assert reads == {"ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"}  # the pre-flight read the private image
+    return calls | reads
 
 
 def test_submit_is_granted_exactly_what_it_calls(deps, prefect: PrefectHelper, ecs_pool: str, aws: dict) -> None:

@@ -42,3 +42,21 @@ def test_the_delayed_function_is_internal_only_and_gets_no_webhook_token() -> No
     assert 'ingress_settings      = "ALLOW_INTERNAL_ONLY"' in delayed
     assert 'entry_point = "delayed"' in delayed
     assert "webhook_token" not in delayed
+
+
+def test_images_are_readable_in_the_listed_repositories_only_by_the_functions_that_submit() -> None:
+    """The image-architecture pre-flight reads private images: ``artifactregistry.reader`` on each repository of
+    ``image_repositories`` for submit and monitor, never on the project."""
+    main = (INFRA / "main.tf").read_text()
+    found = re.search(
+        r'^resource "google_artifact_registry_repository_iam_member" "read_images" \{\n(.*?)^\}', main, re.S | re.M
+    )
+    assert found, "read_images is missing"
+    body = found.group(1)
+    assert 'role       = "roles/artifactregistry.reader"' in body
+    assert 'setproduct(["submit", "monitor"], var.image_repositories)' in body
+    assert "google_service_account.function[each.value.function].email" in body
+    every = "".join(p.read_text() for p in INFRA.glob("*.tf"))
+    project_roles = re.findall(r'resource "google_project_iam_member"[^}]*?role\s*=\s*"([^"]+)"', every, re.S)
+    assert not [r for r in project_roles if "artifactregistry" in r]
+    assert 'variable "image_repositories"' in (INFRA / "variables.tf").read_text()

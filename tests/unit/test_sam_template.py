@@ -18,10 +18,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra" / "template.yaml"
 FUNCTIONS = ["SubmitFunction", "MonitorFunction", "ProvisionFunction"]
-# Actions AWS does not scope to a resource: read-only listings and descriptions, the caller's identity, and task
-# definition registration (its ARN does not exist before the call).
+# Actions AWS does not scope to a resource: read-only listings and descriptions, the caller's identity, task
+# definition registration (its ARN does not exist before the call) and the ECR registry token (GetAuthorizationToken).
 UNSCOPED = re.compile(
-    r"^(ec2:Describe\w+|sts:GetCallerIdentity|ecs:RegisterTaskDefinition|ecs:DescribeTaskDefinition)$"
+    r"^(ec2:Describe\w+|sts:GetCallerIdentity|ecs:RegisterTaskDefinition|ecs:DescribeTaskDefinition"
+    r"|ecr:GetAuthorizationToken)$"
 )
 
 
