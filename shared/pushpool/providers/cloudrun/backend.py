@@ -27,6 +27,9 @@
   another project than the job's is refused before anything is sent, naming both (as ECS refuses a block of another
   AWS account). Signing every call with the run's block would need the block per handle in the monitor, and one List
   per block instead of per location.
+* The image pre-flight reads a private Artifact Registry / Container Registry image with the credentials that sign
+  the job: their access token as ``oauth2accesstoken`` to the registry's token realm; only Google's registry hosts get
+  it.
 """
 
 from __future__ import annotations

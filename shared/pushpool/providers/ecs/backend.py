@@ -18,6 +18,8 @@
 * AWS credentials: the default chain (the function's IAM role), or the ``aws_credentials`` block's own keys, profile
   or role for submit and find. The monitor follows tasks with pushpool's own identity, so a block naming another
   account is refused (clearly, before anything is sent) instead of starting a task pushpool could never watch.
+* The image pre-flight (``check_image_platform``) reads a private ECR image with an ECR token of the job's identity
+  (``GetAuthorizationToken`` in the image's region, kept until 10 minutes before it expires); only ECR hosts get it.
 """
 
 from __future__ import annotations
