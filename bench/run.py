@@ -4,7 +4,9 @@ Writes ``bench/results/<date>.md``, ``bench/results/<date>-latency.png`` and ``<
 headline table. Asserts nothing. Options: --runs N (per dispatch mode, default 100), --interval S (mean pause after
 each run creation, 0.15), --spread N (punctuality: runs 1-3 s apart, 60), --same-second N (punctuality: runs due the
 same second, 200), --not-due N (runs created not yet due, 50), --burst N (1000), --scale N (10000),
---skip SECTION[,SECTION] (cold,dispatch,punctuality,burst,scale), --keep (leave the servers' and actors' logs).
+--latency S (fake backend per call in the scale tick, 0.05), --dispatch-db postgres|sqlite (sections 1-2; postgres
+when installed), --skip SECTION[,SECTION] (cold,dispatch,punctuality,burst,scale), --keep (leave the servers' and
+actors' logs), --out DIR.
 """
 
 from __future__ import annotations
@@ -209,8 +211,10 @@ def write_report(out_dir, date, args, phases, colds, bursts, ticks, punct, md, h
         f"# pushpool benchmarks — {date}",
         "",
         f"Machine: {platform.platform()}, Python {platform.python_version()}, "
-        f"{__import__('os').cpu_count()} cores. Everything on 127.0.0.1: one Prefect 3.8.8 server, one moto 5.2.5 "
-        "server (in the bench process; RunTask is timestamped there since moto returns no `createdAt`), "
+        f"{__import__('os').cpu_count()} cores. Everything on 127.0.0.1: Prefect 3.8.8 servers (one per group of "
+        f"sections: SQLite for 3, 8{' and 1-2' if args.dispatch_db == 'sqlite' else ''}, PostgreSQL 15 for the "
+        "others), one moto 5.2.5 server (in the bench process; "
+        "RunTask is timestamped there since moto returns no `createdAt`), "
         "prefect-aws 0.7.12. Made by `make bench` "
         f"(`bench/run.py --runs {args.runs} --interval {args.interval} --spread {args.spread} "
         f"--same-second {args.same_second} --not-due {args.not_due} --burst {args.burst} --scale {args.scale} "

@@ -123,7 +123,8 @@ def _armed(arming: Callable[[], None], failure: str, fallback: str) -> bool:
 
 
 def look_ahead_seconds(deps: Deps) -> float:
-    """How far past now the monitor arms triggers: two ticks, within what the trigger can deliver."""
+    """How far past now the monitor arms triggers: two heartbeat intervals (two ticks on AWS; 60 s in serve, whose
+    ticks are 5 s), within what the trigger can deliver."""
     if deps.trigger is None:
         return 0.0
     ahead = 2 * deps.settings.heartbeat_interval_seconds
