@@ -47,6 +47,7 @@ from pushpool.usecases.job_spec import build_job_spec, effective_max_run_time
 from pushpool.usecases.run_states import (
     MAX_MESSAGE,
     attach_logs,
+    claim_attempt,
     crash_message,
     crash_run,
     finish_cancellation,
@@ -289,7 +290,7 @@ def find_job(
     a deployment that sends its jobs to another cluster, region, project or resource group is searched there. A run
     whose configuration no longer renders cannot have had a job started from it: none is found.
     """
-    attempt = claim_attempt(deps, run)
+    attempt = claim_attempt(deps.orchestrator, run)
     if attempt is None:
         return None
     try:
@@ -315,15 +316,6 @@ def reconcile_one(deps: Deps, run: FlowRun, pool: WorkPool) -> dict[str, Any]:
         status = backend.status([JobHandle(backend.name, run.infrastructure_pid)]).get(run.infrastructure_pid)
     action = reconcile_run(deps, backend, pool, run, status, now=deps.clock.now(), policy=policy_from(deps), cache={})
     return {"flow_run_id": run.id, "outcome": "reconciled", "detail": action, "job_id": run.infrastructure_pid}
-
-
-def claim_attempt(deps: Deps, run: FlowRun) -> str | None:
-    """The id of the Pending state that claimed the run's current attempt (the jobs' idempotency key)."""
-    if run.state is not None and run.state.type is StateType.PENDING and run.state.name == "Pending":
-        return run.state.id
-    history = sorted(deps.orchestrator.read_flow_run_states(run.id), key=lambda s: s.get("timestamp") or "")
-    claims = [s for s in history if s.get("type") == "PENDING" and s.get("name") == "Pending"]
-    return str(claims[-1]["id"]) if claims else None
 
 
 BARE_EXIT = "Process exited with status code"  # Prefect's runner's message when its flow process failed

@@ -70,3 +70,13 @@ def crash_message(reason: str, lines: Sequence[str], *, keep: int = 15) -> str:
     if not tail:
         return reason
     return reason + "\nLast lines of the job's output:\n" + "\n".join(tail)
+
+
+def claim_attempt(client: PrefectClient, run: FlowRun) -> str | None:
+    """The id of the Pending state that claimed the run's current attempt (the jobs' idempotency key): the run's
+    state when it is that claim, else the latest claim in its history (one more read)."""
+    if run.state is not None and run.state.type is StateType.PENDING and run.state.name == "Pending":
+        return run.state.id
+    history = sorted(client.read_flow_run_states(run.id), key=lambda s: s.get("timestamp") or "")
+    claims = [s for s in history if s.get("type") == "PENDING" and s.get("name") == "Pending"]
+    return str(claims[-1]["id"]) if claims else None

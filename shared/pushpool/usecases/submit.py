@@ -42,13 +42,14 @@ from pushpool.errors import (
     TemplateError,
 )
 from pushpool.managed import MANAGED_TAG, is_managed
+from pushpool.prefect_api.client import PrefectClient
 from pushpool.prefect_api.models import FlowRun, StateType, WorkPool
 from pushpool.providers.base import Backend, JobHandle
 from pushpool.usecases import admission, managed
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.job_spec import build_job_spec
 from pushpool.usecases.punctual import arm, dispatch_time, due_time, lead_seconds
-from pushpool.usecases.run_states import crash_run, finish_cancellation, keep_place
+from pushpool.usecases.run_states import claim_attempt, crash_run, finish_cancellation, keep_place
 
 log = logging.getLogger("pushpool.usecases.submit")
 
@@ -178,6 +179,7 @@ def submit_run(
         return SubmitOutcome(run.id, SubmitOutcome.NOT_CLAIMED, f"{claim.status.value}: {claim.reason}".strip(": "))
     log.info("claimed run %s (%s) via %s", run.id, run.name, trigger)
     attempt = claim.state.id if claim.state is not None and claim.state.id else run.id
+    claimed_at = deps.clock.now()
 
     try:
         over = admission.full(client, limits, claimed=True)
@@ -244,6 +246,11 @@ def submit_run(
         crash_run(client, run.id, f"Failed to submit flow run to infrastructure ({exc.backend}): {exc.one_line()}")
         return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"backend error: {exc.one_line()}")
     log.info("run %s: job %s submitted to %s", run.id, handle.id, backend.name)
+    if _slow(deps, claimed_at) and _claim_lost(client, run.id, attempt):
+        _stop(deps, backend, handle, run)
+        why = "the claim was given away while this submit was slow (the monitor recovered the run); its job was stopped"
+        log.warning("run %s: %s", run.id, why)
+        return SubmitOutcome(run.id, SubmitOutcome.NOT_CLAIMED, why, handle.id)
 
     client.set_infrastructure_pid(run.id, handle.id)
     progress = client.propose_state(run.id, StateType.PENDING, name=PROGRESS_STATE)
@@ -255,6 +262,26 @@ def submit_run(
         return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, "run was cancelled while its job started", handle.id)
     latency = (deps.clock.now() - due).total_seconds() if due is not None else None
     return SubmitOutcome(run.id, SubmitOutcome.SUBMITTED, f"job {handle.id}", handle.id, latency)
+
+
+def _slow(deps: Deps, claimed_at: dt.datetime) -> bool:
+    """Whether this submit took long enough since its claim that the monitor may have recovered the run meanwhile
+    (it does so only past ``pending_timeout``; half of it leaves room for the clocks and the calls in flight)."""
+    return (deps.clock.now() - claimed_at).total_seconds() > deps.settings.pending_timeout_seconds / 2
+
+
+def _claim_lost(client: PrefectClient, run_id: str, attempt: str) -> bool:
+    """Whether the run's current claim is no longer this submit's (the run was rescheduled, and maybe claimed again).
+
+    The fence against a submitter that stalled (Prefect's SQLite can stall a call for a minute) past the monitor's
+    pending timeout: the monitor found no job, gave the run back to Scheduled, and another claim may have its own job
+    by now — a job made late for the old claim would run the flow a second time. A job made before the monitor
+    looked is found by it (adopted), never recovered. One read, only for slow submits."""
+    try:
+        current = client.read_flow_run(run_id)
+        return claim_attempt(client, current) != attempt
+    except OrchestratorUnavailableError:
+        return False  # cannot tell: go on; the monitor's adopt/recover rules still apply
 
 
 def _release(deps: Deps, run: FlowRun, why: str) -> SubmitOutcome:

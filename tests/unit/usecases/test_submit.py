@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from pushpool.clock import FixedClock
 from pushpool.prefect_api.models import StateType, WorkPool
 from pushpool.providers.base import JobSpec, JobState
 from pushpool.usecases.deps import Deps
@@ -243,3 +244,52 @@ def test_a_run_that_is_not_scheduled_is_not_ready(
     assert outcome.outcome == SubmitOutcome.NOT_READY
     assert backend.calls["submit"] == 0
     assert len(fake.history(run.id)) == 2
+
+
+class SlowSubmit(LatencyBackend):
+    """A submit that takes longer than the pending timeout; ``recover``: meanwhile the monitor gave the run back to
+    Scheduled and another submitter claimed it again (as when Prefect's SQLite stalls a call for a minute)."""
+
+    def __init__(self, fake: FakePrefect, clock: FixedClock, seconds: float, recover: bool) -> None:
+        super().__init__()
+        self.fake, self.clock, self.seconds, self.recover = fake, clock, seconds, recover
+
+    def submit(self, spec: JobSpec):  # type: ignore[no-untyped-def]
+        self.clock.advance(self.seconds)
+        if self.recover:
+            self.fake.force_state(spec.run_id, StateType.SCHEDULED, message="pushpool: the run was Pending with no job")
+            self.fake.force_state(spec.run_id, StateType.PENDING, name="Pending")  # the next claim
+        return super().submit(spec)
+
+
+def test_a_submit_that_outlived_its_claim_stops_its_late_job(
+    deps: Deps, fake: FakePrefect, pool: WorkPool, clock: FixedClock
+) -> None:
+    """The fence: a submit slower than the pending timeout whose claim was recovered and claimed again meanwhile
+    stops the job it made late, and writes no pid over the new claim's: one job runs the flow, not two."""
+    backend = SlowSubmit(fake, clock, deps.settings.pending_timeout_seconds + 1, recover=True)
+    deps._backends["process"] = backend
+    run = ready_run(fake)
+    outcome = submit_run(deps, run, pool)
+    assert outcome.outcome == SubmitOutcome.NOT_CLAIMED
+    ((job),) = backend.jobs.values()
+    assert job.state is JobState.STOPPED
+    after = fake.run(run.id)
+    assert after.infrastructure_pid is None
+    assert (after.state_type, after.state_name) == (StateType.PENDING, "Pending")  # the new claim, untouched
+
+
+@pytest.mark.parametrize("seconds", [0.0, 1e6])
+def test_a_slow_submit_that_still_holds_its_claim_goes_on(
+    deps: Deps, fake: FakePrefect, pool: WorkPool, clock: FixedClock, seconds: float
+) -> None:
+    """Slow or not, a submit whose claim is still the run's own starts its job as usual; only a slow one pays the
+    one read that checks it."""
+    backend = SlowSubmit(fake, clock, seconds, recover=False)
+    deps._backends["process"] = backend
+    run = ready_run(fake)
+    reads = fake.calls_by_method["read_flow_run"]
+    outcome = submit_run(deps, run, pool)
+    assert outcome.outcome == SubmitOutcome.SUBMITTED
+    assert fake.run(run.id).infrastructure_pid == outcome.job_id
+    assert fake.calls_by_method["read_flow_run"] - reads == (1 if seconds else 0)
