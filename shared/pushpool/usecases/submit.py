@@ -24,6 +24,14 @@ Order of work, and why:
 6. Submit to the backend (idempotent per attempt: the run plus its claim), record ``infrastructure_pid``, then
    propose the ``InfrastructurePending`` progress state; its answer doubles as the re-read: a run that became
    Cancelling or Cancelled meanwhile gets its job stopped at once.
+
+Fences for a slow submit (a call stalled past half the shorter of ``pending_timeout`` and ``exit_grace``: Prefect's
+SQLite can stall a call for a minute), one read each, paid only when slow: after the claim, a claim that landed on a
+run that had ended meanwhile (Prefect accepts Pending after Crashed) gives the final state back and starts nothing;
+after the job is made, a claim that the monitor recovered meanwhile (and maybe another submitter claimed again) gets
+the late job stopped and writes no pid. A submit that stalls after these checks is what the monitor's adopt rule and
+its re-read before a recovery cover. The monitor's runs are as fresh as its listing; only the time since
+``submit_run`` was called counts.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from pushpool.errors import (
 )
 from pushpool.managed import MANAGED_TAG, is_managed
 from pushpool.prefect_api.client import PrefectClient
-from pushpool.prefect_api.models import FlowRun, StateType, WorkPool
+from pushpool.prefect_api.models import TERMINAL_STATES, FlowRun, StateType, WorkPool
 from pushpool.providers.base import Backend, JobHandle
 from pushpool.usecases import admission, managed
 from pushpool.usecases.deps import Deps
@@ -150,6 +158,7 @@ def submit_run(
         ConfigurationError: the pool's provider cannot be loaded here, e.g. its SDK is missing (nothing changed).
         OrchestratorError: Prefect could not be read before the claim (nothing changed).
     """
+    entered_at = deps.clock.now()  # the run was read before this: how stale a claim may be (see _claimed_from_final)
     backend = deps.backend_for_pool(pool)  # before anything changes: a provider that cannot load claims nothing
     client = deps.orchestrator
     waiting = not_ready(deps, run, lead_seconds(deps, pool, backend))
@@ -179,6 +188,10 @@ def submit_run(
         return SubmitOutcome(run.id, SubmitOutcome.NOT_CLAIMED, f"{claim.status.value}: {claim.reason}".strip(": "))
     log.info("claimed run %s (%s) via %s", run.id, run.name, trigger)
     attempt = claim.state.id if claim.state is not None and claim.state.id else run.id
+    if _slow(deps, entered_at) and _claimed_from_final(client, run.id, attempt):
+        why = "the run had ended before this slow claim landed (Prefect accepts Pending after Crashed); given back"
+        log.warning("run %s: %s", run.id, why)
+        return SubmitOutcome(run.id, SubmitOutcome.NOT_CLAIMED, why)
     claimed_at = deps.clock.now()
 
     try:
@@ -264,10 +277,40 @@ def submit_run(
     return SubmitOutcome(run.id, SubmitOutcome.SUBMITTED, f"job {handle.id}", handle.id, latency)
 
 
-def _slow(deps: Deps, claimed_at: dt.datetime) -> bool:
-    """Whether this submit took long enough since its claim that the monitor may have recovered the run meanwhile
-    (it does so only past ``pending_timeout``; half of it leaves room for the clocks and the calls in flight)."""
-    return (deps.clock.now() - claimed_at).total_seconds() > deps.settings.pending_timeout_seconds / 2
+def _slow(deps: Deps, since: dt.datetime) -> bool:
+    """Whether this submit has taken long enough since ``since`` that the monitor may have acted on the run meanwhile
+    (recovered it, past ``pending_timeout``; crashed it, past ``exit_grace``): half the shorter of the two leaves
+    room for the clocks and the calls in flight. Only a slow submit pays the reads of the fences below."""
+    window = min(deps.settings.pending_timeout_seconds, deps.settings.exit_grace_seconds) / 2
+    return (deps.clock.now() - since).total_seconds() > window
+
+
+def _claimed_from_final(client: PrefectClient, run_id: str, attempt: str) -> bool:
+    """Whether this submit's claim landed on a run that had ended meanwhile — and if so, give the run its final
+    state back. The run was read Scheduled, but a slow submit (a stalled call) may claim it after another claim's job
+    ran and the run ended: Prefect accepts Pending after Crashed or Failed, and a second job would run the flow again.
+    One read of the run's states, only for slow submits."""
+    try:
+        history = sorted(client.read_flow_run_states(run_id), key=lambda s: s.get("timestamp") or "")
+    except OrchestratorUnavailableError:
+        return False  # cannot tell: go on (the claim was accepted from whatever state Prefect allows)
+    ids = [str(s.get("id")) for s in history]
+    if attempt not in ids or ids.index(attempt) == 0:
+        return False
+    before = history[ids.index(attempt) - 1]
+    if before.get("type") not in TERMINAL_TYPES:
+        return False  # from Scheduled (or Late, AwaitingRetry …): a claim like any other
+    client.propose_state(
+        run_id,
+        StateType(before["type"]),
+        name=before.get("name"),
+        message=before.get("message") or "pushpool: a stale claim was given back",
+        force=True,
+    )
+    return True
+
+
+TERMINAL_TYPES = tuple(state.value for state in TERMINAL_STATES)
 
 
 def _claim_lost(client: PrefectClient, run_id: str, attempt: str) -> bool:

@@ -293,3 +293,31 @@ def test_a_slow_submit_that_still_holds_its_claim_goes_on(
     assert outcome.outcome == SubmitOutcome.SUBMITTED
     assert fake.run(run.id).infrastructure_pid == outcome.job_id
     assert fake.calls_by_method["read_flow_run"] - reads == (1 if seconds else 0)
+
+
+def test_a_slow_claim_that_lands_on_an_ended_run_gives_it_back(
+    deps: Deps,
+    fake: FakePrefect,
+    backend: LatencyBackend,
+    pool: WorkPool,
+    clock: FixedClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run was read Scheduled; before this submit's (stalled) claim landed, another claim's job ran and the run
+    Crashed. Prefect accepts Pending after Crashed: the submit sees it, puts the Crashed state back, starts nothing."""
+    run = ready_run(fake)  # the submitter's view: Scheduled
+    fake.force_state(run.id, StateType.PENDING, name="Pending")  # another submitter's claim, its job, then …
+    fake.force_state(run.id, StateType.CRASHED, message="Flow run infrastructure exited cleanly")
+    propose = fake.propose_state
+
+    def stalled(*args, **kwargs):  # type: ignore[no-untyped-def]  # the claim's call waits on Prefect's database lock
+        clock.advance(deps.settings.exit_grace_seconds + 1)
+        return propose(*args, **kwargs)
+
+    monkeypatch.setattr(fake, "propose_state", stalled)
+    outcome = submit_run(deps, run, pool)
+    assert outcome.outcome == SubmitOutcome.NOT_CLAIMED
+    assert backend.calls["submit"] == 0
+    after = fake.run(run.id)
+    assert after.state_type is StateType.CRASHED
+    assert after.state.message == "Flow run infrastructure exited cleanly"
