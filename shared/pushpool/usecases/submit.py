@@ -68,6 +68,7 @@ _PREFETCH = ThreadPoolExecutor(max_workers=16, thread_name_prefix="pushpool-pref
 
 PROGRESS_STATE = "InfrastructurePending"
 WAITING_STATE = "AwaitingConcurrencySlot"
+TERMINAL_TYPES = frozenset(state.value for state in TERMINAL_STATES)  # as the states API gives them
 
 
 @dataclass(frozen=True)
@@ -308,9 +309,6 @@ def _claimed_from_final(client: PrefectClient, run_id: str, attempt: str) -> boo
         force=True,
     )
     return True
-
-
-TERMINAL_TYPES = tuple(state.value for state in TERMINAL_STATES)
 
 
 def _claim_lost(client: PrefectClient, run_id: str, attempt: str) -> bool:

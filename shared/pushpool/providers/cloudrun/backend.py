@@ -512,7 +512,7 @@ class CloudRunBackend(BackendBase):
         """
         if not _GOOGLE_REGISTRY.match(host):
             return None
-        credentials = self._block_credentials[identity] if identity else self._own_credentials()
+        credentials = self._credentials_of(identity)
         with self._token_lock:  # one refresh at a time (not under _lock: a refresh is a network call)
             if not credentials.valid:
                 from google.auth.transport.requests import Request
@@ -520,6 +520,10 @@ class CloudRunBackend(BackendBase):
                 credentials.refresh(Request())
             token = credentials.token
         return ("oauth2accesstoken", str(token)) if token else None
+
+    def _credentials_of(self, identity: str) -> Any:
+        """The credentials an identity key stands for (``_identity``): a block's, or pushpool's own for ""."""
+        return self._block_credentials[identity] if identity else self._own_credentials()
 
     def _identity(self, config: CloudRunJobConfig) -> str:
         """The key of the credentials that sign this job's submit and find: "" for pushpool's own, else a digest of the
@@ -589,7 +593,7 @@ class CloudRunBackend(BackendBase):
             from google.api_core.client_options import ClientOptions
             from google.cloud import run_v2
 
-            credentials = self._block_credentials[identity] if identity else self._own_credentials()
+            credentials = self._credentials_of(identity)
             cls = {"jobs": run_v2.JobsClient, "executions": run_v2.ExecutionsClient, "tasks": run_v2.TasksClient}[kind]
             options = ClientOptions(api_endpoint=self.endpoint) if self.endpoint else None
             self._clients[key] = cls(credentials=credentials, transport="rest", client_options=options)
