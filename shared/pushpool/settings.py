@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     # Pool and queue reads shared between runs of the event path for this long (usecases/pool_reads.py; 0: off).
     read_cache_seconds: float = Field(default=2.0, ge=0, le=60, validation_alias=_env("PUSHPOOL_READ_CACHE_SECONDS"))
     max_recoveries: int = Field(default=3, ge=0, validation_alias=_env("PUSHPOOL_MAX_RECOVERIES"))
+    # A transient backend error at submit (throttled, 5xx, no capacity) gives the run back to Scheduled with backoff,
+    # keeping its idempotency key, this many times and for this long since its first attempt; then it is Crashed with
+    # every attempt's error (usecases/submit.py). 0 retries: crash at once.
+    transient_retries: int = Field(default=5, ge=0, validation_alias=_env("PUSHPOOL_TRANSIENT_RETRIES"))
+    transient_retry_seconds: float = Field(
+        default=900.0, ge=0, validation_alias=_env("PUSHPOOL_TRANSIENT_RETRY_SECONDS")
+    )
     # Due runs the monitor submits at once (a backlog after an outage or a burst); 1 in pools with a limit.
     dispatch_concurrency: int = Field(default=8, ge=1, validation_alias=_env("PUSHPOOL_DISPATCH_CONCURRENCY"))
     # Pools a monitor tick dispatches at once, so that a slow backend or pool holds back only its own runs

@@ -1,0 +1,225 @@
+"""A transient backend error at submit gives the run back to Scheduled with backoff, under the same idempotency key,
+and crashes it only past the bound (issue 23, item 2). Against FakePrefect and a LatencyBackend that fails on cue."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+from pushpool.clock import FixedClock
+from pushpool.errors import BackendError, BackendUnavailableError, QuotaExceededError
+from pushpool.prefect_api.models import StateType, WorkPool
+from pushpool.providers.base import JobSpec
+from pushpool.usecases.deps import Deps
+from pushpool.usecases.monitor import tick
+from pushpool.usecases.run_states import ATTEMPT_LABEL, BACKOFF_STATE
+from pushpool.usecases.submit import SubmitOutcome, submit_run
+
+from tests.fake_prefect import FakePrefect
+from tests.fakes import LatencyBackend
+from tests.unit.usecases.support import ready_run
+
+LEAD = 3.0  # the process:push template's dispatch lead: a run is tried this long before its scheduled time
+
+
+class Flaky(LatencyBackend):
+    """Fails the next submits with ``errors`` (None: succeeds). ``accepted``: the cloud made the job before the
+    error reached us (a timeout after acceptance). A submit with ``new_attempt`` does not look for an earlier job of
+    its key (the contract lets a backend rely on its API's token then): a kept key sent as new would double the job."""
+
+    def __init__(self, errors: list[BackendError | None], *, accepted: bool = False) -> None:
+        super().__init__()
+        self.errors, self.accepted = list(errors), accepted
+        self.specs: list[JobSpec] = []
+
+    def submit(self, spec: JobSpec):  # type: ignore[no-untyped-def]
+        self.specs.append(spec)
+        error = self.errors.pop(0) if self.errors else None
+        if error is not None and not self.accepted:
+            raise error
+        if spec.new_attempt:
+            self._by_attempt.pop((spec.run_id, spec.attempt), None)
+        handle = super().submit(spec)
+        if error is not None:
+            raise error
+        return handle
+
+
+def throttled(what: str = "429 Too Many Requests", retry_after: float | None = None) -> BackendUnavailableError:
+    return BackendUnavailableError(f"Cloud Run throttled ({what})", backend="fake", retry_after=retry_after)
+
+
+def use(deps: Deps, backend: LatencyBackend) -> LatencyBackend:
+    deps._backends["process"] = backend
+    return backend
+
+
+def again(deps: Deps, fake: FakePrefect, clock: FixedClock, pool: WorkPool, run_id: str) -> SubmitOutcome:
+    """Let the run's backoff pass and submit it again, as the monitor's sweep or its armed trigger does."""
+    run = fake.read_flow_run(run_id)
+    assert (run.state_type, run.state_name) == (StateType.SCHEDULED, BACKOFF_STATE)
+    clock.advance((run.next_scheduled_start_time - clock.now()).total_seconds())
+    return submit_run(deps, fake.read_flow_run(run_id), pool)
+
+
+def test_a_throttled_submit_gives_the_run_back_and_its_retry_makes_one_job(
+    deps: Deps, fake: FakePrefect, pool: WorkPool, clock: FixedClock
+) -> None:
+    """A 429 gives the run back, saying why and when, backed off; not before then, the retry makes exactly one job,
+    under the first claim's key."""
+    backend = use(deps, Flaky([throttled()]))
+    run = ready_run(fake)
+    started = clock.now()
+    outcome = submit_run(deps, run, pool)
+    assert outcome.outcome == SubmitOutcome.RELEASED
+    after = fake.run(run.id)
+    assert (after.state_type, after.state_name) == (StateType.SCHEDULED, BACKOFF_STATE)
+    assert re.fullmatch(
+        r"pushpool: Cloud Run throttled \(429 Too Many Requests\); retry 1 of 5 at \d\d:\d\d:\d\d UTC",
+        after.state.message,
+    )
+    waited = (after.next_scheduled_start_time - started).total_seconds() - LEAD
+    assert 5.0 <= waited <= 10.0  # the first backoff: 10 s with jitter, never under half
+    assert outcome.dispatch_at == started + dt.timedelta(seconds=waited)
+    assert after.infrastructure_pid is None and backend.jobs == {}
+    first_claim = fake.runs[run.id].history[1]
+    assert after.labels[ATTEMPT_LABEL] == first_claim.id
+
+    assert submit_run(deps, fake.read_flow_run(run.id), pool).outcome == SubmitOutcome.DEFERRED  # no hammering
+    assert len(backend.specs) == 1
+
+    outcome = again(deps, fake, clock, pool, run.id)
+    assert outcome.outcome == SubmitOutcome.SUBMITTED
+    ((job_id, job),) = backend.jobs.items()
+    assert outcome.job_id == job_id == fake.run(run.id).infrastructure_pid
+    assert job.spec is not None and job.spec.attempt == first_claim.id
+    assert fake.history(run.id) == [
+        ("SCHEDULED", "Scheduled"),
+        ("PENDING", "Pending"),
+        ("SCHEDULED", BACKOFF_STATE),
+        ("PENDING", "Pending"),
+        ("PENDING", "InfrastructurePending"),
+    ]
+
+
+def test_a_timeout_after_the_cloud_accepted_the_job_is_found_by_the_retry_not_doubled(
+    deps: Deps, fake: FakePrefect, pool: WorkPool, clock: FixedClock
+) -> None:
+    """The first submit's job exists although its answer was lost: the retry keeps the key, does not call it new,
+    and finds that job. One job runs the flow."""
+    backend = use(deps, Flaky([throttled("read timed out")], accepted=True))
+    run = ready_run(fake)
+    assert submit_run(deps, run, pool).outcome == SubmitOutcome.RELEASED
+    ((first_job),) = backend.jobs
+    outcome = again(deps, fake, clock, pool, run.id)
+    assert outcome.outcome == SubmitOutcome.SUBMITTED
+    assert list(backend.jobs) == [first_job] == [outcome.job_id]
+    assert [spec.new_attempt for spec in backend.specs] == [True, False]
+    assert backend.specs[0].attempt == backend.specs[1].attempt
+
+
+def test_after_the_bound_the_run_is_crashed_with_every_attempts_error(
+    deps: Deps, fake: FakePrefect, pool: WorkPool, clock: FixedClock
+) -> None:
+    """Five give-backs (PUSHPOOL_TRANSIENT_RETRIES), each saying which retry it is; the sixth failure crashes the run
+    with the whole story, one line per attempt. No job was made."""
+    backend = use(deps, Flaky([throttled(f"503 number {i}") for i in range(1, 7)]))
+    run = ready_run(fake)
+    assert submit_run(deps, run, pool).outcome == SubmitOutcome.RELEASED
+    for retry in range(2, 6):
+        assert fake.run(run.id).state.message.split("; ")[-1].startswith(f"retry {retry - 1} of 5 at ")
+        assert again(deps, fake, clock, pool, run.id).outcome == SubmitOutcome.RELEASED
+    outcome = again(deps, fake, clock, pool, run.id)
+    assert outcome.outcome == SubmitOutcome.CRASHED
+    after = fake.run(run.id)
+    assert after.state_type is StateType.CRASHED
+    message = after.state.message
+    assert message.startswith("Failed to submit flow run to infrastructure (fake): still failing after 6 attempts")
+    story = message.split("Attempts:\n", 1)[1].splitlines()
+    assert len(story) == 6
+    for number, line in enumerate(story, 1):
+        assert re.fullmatch(rf"{number}\. \d\d:\d\d:\d\d UTC: Cloud Run throttled \(503 number {number}\)", line)
+    assert backend.jobs == {} and len(backend.specs) == 6
+    assert len({spec.attempt for spec in backend.specs}) == 1  # one key throughout
+
+
+def test_the_time_bound_crashes_the_run_even_with_retries_left(
+    deps: Deps, fake: FakePrefect, pool: WorkPool, clock: FixedClock
+) -> None:
+    """Past PUSHPOOL_TRANSIENT_RETRY_SECONDS since the first attempt, the next transient failure crashes the run."""
+    deps.settings = deps.settings.replace(transient_retry_seconds=5)
+    use(deps, Flaky([throttled("first"), throttled("second")]))
+    run = ready_run(fake)
+    assert submit_run(deps, run, pool).outcome == SubmitOutcome.RELEASED
+    assert again(deps, fake, clock, pool, run.id).outcome == SubmitOutcome.CRASHED  # 5-10 s later
+    story = fake.run(run.id).state.message.split("Attempts:\n", 1)[1].splitlines()
+    assert [line.split(": ", 1)[1] for line in story] == ["Cloud Run throttled (first)", "Cloud Run throttled (second)"]
+
+
+@pytest.mark.parametrize("error", [throttled(), QuotaExceededError("no capacity in the region", backend="fake")])
+def test_every_retryable_error_is_retried(deps: Deps, fake: FakePrefect, pool: WorkPool, error: BackendError) -> None:
+    use(deps, Flaky([error]))
+    run = ready_run(fake)
+    assert submit_run(deps, run, pool).outcome == SubmitOutcome.RELEASED
+    assert fake.run(run.id).state_name == BACKOFF_STATE
+
+
+def test_a_non_retryable_backend_error_still_crashes_the_run_at_once(
+    deps: Deps, fake: FakePrefect, pool: WorkPool
+) -> None:
+    """A refusal that retrying cannot fix (a bad image, a denied permission) crashes on the first attempt."""
+    use(deps, Flaky([BackendError("ClientException: no such image", backend="fake")]))
+    run = ready_run(fake)
+    outcome = submit_run(deps, run, pool)
+    assert outcome.outcome == SubmitOutcome.CRASHED
+    after = fake.run(run.id)
+    assert after.state.message == "Failed to submit flow run to infrastructure (fake): ClientException: no such image"
+    assert fake.history(run.id) == [("SCHEDULED", "Scheduled"), ("PENDING", "Pending"), ("CRASHED", "Crashed")]
+    assert ATTEMPT_LABEL not in after.labels
+
+
+def test_retry_after_is_honoured(deps: Deps, fake: FakePrefect, pool: WorkPool, clock: FixedClock) -> None:
+    use(deps, Flaky([throttled(retry_after=120)]))
+    run = ready_run(fake)
+    started = clock.now()
+    assert submit_run(deps, run, pool).outcome == SubmitOutcome.RELEASED
+    assert fake.run(run.id).next_scheduled_start_time == started + dt.timedelta(seconds=120 + LEAD)
+
+
+def test_the_flows_own_retry_is_a_new_attempt_with_a_new_key(
+    deps: Deps, fake: FakePrefect, pool: WorkPool, clock: FixedClock
+) -> None:
+    """The kept key lasts only while nothing ran: after the job ran the flow and the flow asked for a retry
+    (AwaitingRetry), the next claim is a new attempt with its own key and gets its own job."""
+    backend = use(deps, Flaky([throttled()]))
+    run = ready_run(fake)
+    submit_run(deps, run, pool)
+    first = again(deps, fake, clock, pool, run.id)
+    assert first.outcome == SubmitOutcome.SUBMITTED
+    fake.force_state(run.id, StateType.RUNNING)
+    fake.force_state(run.id, StateType.SCHEDULED, name="AwaitingRetry")
+    second = submit_run(deps, fake.read_flow_run(run.id), pool)
+    assert second.outcome == SubmitOutcome.SUBMITTED
+    assert second.job_id != first.job_id and len(backend.jobs) == 2
+    new_claim = [s for s in fake.runs[run.id].history if s.name == "Pending"][-1]
+    assert backend.specs[-1].attempt == new_claim.id and backend.specs[-1].new_attempt
+
+
+def test_the_monitor_adopts_the_job_of_the_kept_key(
+    deps: Deps, fake: FakePrefect, pool: WorkPool, clock: FixedClock
+) -> None:
+    """The first submit's job was accepted after all; the retry's submitter died after its claim. The monitor looks
+    under the kept key, finds that job and adopts it, rather than rescheduling the run for a second job."""
+    backend = use(deps, Flaky([throttled("read timed out")], accepted=True))
+    run = ready_run(fake)
+    assert submit_run(deps, run, pool).outcome == SubmitOutcome.RELEASED
+    ((job_id),) = backend.jobs
+    clock.advance((fake.run(run.id).next_scheduled_start_time - clock.now()).total_seconds())
+    assert fake.propose_state(run.id, StateType.PENDING).accepted  # the retry's claim; its submitter died
+    clock.advance(deps.settings.pending_timeout_seconds + 1)
+    report = tick(deps)
+    assert report.errors == []
+    assert report.reconciled["adopt"] == 1
+    assert fake.run(run.id).infrastructure_pid == job_id
+    assert list(backend.jobs) == [job_id]
