@@ -21,7 +21,7 @@ from pushpool.errors import ObjectNotFoundError, PushpoolError, UnsupportedPoolE
 from pushpool.managed import is_managed
 from pushpool.prefect_api.client import PAGE_SIZE
 from pushpool.prefect_api.models import IN_FLIGHT_STATES, TERMINAL_STATES, Deployment, FlowRun, WorkPool
-from pushpool.providers.base import Backend, JobHandle, JobStatus
+from pushpool.providers.base import Backend, JobHandle, JobState, JobStatus
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.heartbeat import heartbeat
 from pushpool.usecases.managed import mark_pools
@@ -340,14 +340,16 @@ def reconcile_runs(deps: Deps, pools: list[WorkPool], report: TickReport) -> Non
         handles = [JobHandle(backend_name, r.infrastructure_pid) for r in backend_runs if r.infrastructure_pid]
         try:
             statuses: dict[str, JobStatus] = backend.status(handles) if handles else {}
-        except Exception as exc:
+        except Exception as exc:  # the runs with a job wait for the next tick; those without one go on
             log.exception("status of %s jobs failed", backend_name)
             report.errors.append(f"backend {backend_name}: {_describe(exc)}")
-            continue
+            statuses = {}
         for run in backend_runs:
             try:
                 pool = by_name[run.work_pool_name or ""]
-                status = statuses.get(run.infrastructure_pid) if run.infrastructure_pid else None
+                status = None  # no pid: judged by its state alone
+                if run.infrastructure_pid:  # a job no status came back for (a failed call) is unknown, never missing
+                    status = statuses.get(run.infrastructure_pid) or JobStatus(JobState.UNKNOWN, reason="no status")
                 action = reconcile_run(deps, backend, pool, run, status, now=now, policy=policy, cache=deployments)
                 report.reconciled[action] += 1
             except Exception as exc:

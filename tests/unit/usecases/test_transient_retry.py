@@ -10,7 +10,7 @@ import pytest
 from pushpool.clock import FixedClock
 from pushpool.errors import BackendError, BackendUnavailableError, QuotaExceededError
 from pushpool.prefect_api.models import StateType, WorkPool
-from pushpool.providers.base import JobSpec
+from pushpool.providers.base import JobHandle, JobSpec
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.monitor import tick
 from pushpool.usecases.run_states import ATTEMPT_LABEL, BACKOFF_STATE
@@ -223,3 +223,60 @@ def test_the_monitor_adopts_the_job_of_the_kept_key(
     assert report.reconciled["adopt"] == 1
     assert fake.run(run.id).infrastructure_pid == job_id
     assert list(backend.jobs) == [job_id]
+
+
+# -- the monitor's own calls -------------------------------------------------------------------------------------------
+
+
+class ThrottledStatus(LatencyBackend):
+    """Answers ``status`` only for the jobs not in ``throttled`` (a region or batch whose call was throttled gets no
+    answer); ``everything``: the whole call fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.throttled: set[str] = set()
+        self.everything = False
+
+    def status(self, handles):  # type: ignore[no-untyped-def]
+        if self.everything:
+            raise throttled("DescribeTasks: ThrottlingException")
+        return super().status([h for h in handles if h.id not in self.throttled])
+
+
+def test_a_throttled_status_leaves_its_runs_alone_and_the_others_are_reconciled(
+    deps: Deps, fake: FakePrefect, pool: WorkPool, clock: FixedClock
+) -> None:
+    """A job no status came back for is unknown, never gone: its Running run is not crashed as "no job behind it";
+    the failed job of another run crashes that run as usual."""
+    backend = use(deps, ThrottledStatus())
+    quiet, failing = ready_run(fake), ready_run(fake)
+    for run in (quiet, failing):
+        assert submit_run(deps, run, pool).outcome == SubmitOutcome.SUBMITTED
+        fake.force_state(run.id, StateType.RUNNING)
+    backend.throttled.add(fake.run(quiet.id).infrastructure_pid)
+    backend.exit(JobHandle("fake", fake.run(failing.id).infrastructure_pid), 1, ["boom"])
+    clock.advance(deps.settings.pending_timeout_seconds + deps.settings.exit_grace_seconds + 1)
+    report = tick(deps)
+    assert report.errors == []
+    assert fake.run(quiet.id).state_type is StateType.RUNNING
+    assert fake.run(failing.id).state_type is StateType.CRASHED
+
+
+def test_a_failed_status_call_still_lets_the_runs_without_a_job_be_reconciled(
+    deps: Deps, fake: FakePrefect, pool: WorkPool, clock: FixedClock
+) -> None:
+    """The backend's whole status call fails (throttled): its runs with a job wait for the next tick, untouched; a
+    Cancelling run without a job is still Cancelled and a Pending one without a job still recovered."""
+    backend = use(deps, ThrottledStatus())
+    running, cancelling, stuck = ready_run(fake), ready_run(fake), ready_run(fake)
+    assert submit_run(deps, running, pool).outcome == SubmitOutcome.SUBMITTED
+    fake.force_state(running.id, StateType.RUNNING)
+    fake.force_state(cancelling.id, StateType.CANCELLING)
+    assert fake.propose_state(stuck.id, StateType.PENDING).accepted  # its submitter died before making a job
+    backend.everything = True
+    clock.advance(deps.settings.pending_timeout_seconds + 1)
+    report = tick(deps)
+    assert report.errors == ["backend fake: Cloud Run throttled (DescribeTasks: ThrottlingException)"]
+    assert fake.run(running.id).state_type is StateType.RUNNING
+    assert fake.run(cancelling.id).state_type is StateType.CANCELLED
+    assert fake.run(stuck.id).state_type is StateType.SCHEDULED
