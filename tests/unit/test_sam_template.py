@@ -118,6 +118,8 @@ NOT_PASSED = {
     "PUSHPOOL_DISPATCH_LEAD": "each pool's template default",
     "PUSHPOOL_READ_CACHE_SECONDS": "code default",
     "PUSHPOOL_MAX_RECOVERIES": "monitor policy, code default",
+    "PUSHPOOL_TRANSIENT_RETRIES": "submit's bound on transient backend errors, code default",
+    "PUSHPOOL_TRANSIENT_RETRY_SECONDS": "submit's bound on transient backend errors, code default",
     "PUSHPOOL_DISPATCH_CONCURRENCY": "code default",
     "PUSHPOOL_POOL_CONCURRENCY": "the monitor's pools dispatched at once, code default",
     "PUSHPOOL_WORKER_NAME": "code default",

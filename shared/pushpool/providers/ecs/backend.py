@@ -175,10 +175,10 @@ class EcsBackend(BackendBase):
                 continue
             by_target.setdefault((cluster, _arn_region(arn)), []).append((handle.id, arn))
         for (cluster, region), items in by_target.items():
-            ecs = self._client("ecs", region)
             for start in range(0, len(items), DESCRIBE_BATCH):
                 batch = items[start : start + DESCRIBE_BATCH]
-                try:
+                try:  # a region whose client cannot be made, or a throttled call, concerns its own tasks only
+                    ecs = self._client("ecs", region)
                     with aws_errors():
                         answer = ecs.describe_tasks(cluster=cluster, tasks=[arn for _, arn in batch])
                 except BackendError as exc:  # concerns this batch only: the others are still answered

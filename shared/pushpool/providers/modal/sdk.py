@@ -36,6 +36,7 @@ def modal_errors() -> Iterator[None]:
 
 def translate_modal_error(exc: Exception) -> BackendError | None:
     import modal.exception as me
+    from grpclib import GRPCError, Status
 
     reason = str(exc).strip() or type(exc).__name__
     if isinstance(exc, me.AuthError | me.PermissionDeniedError):
@@ -44,10 +45,18 @@ def translate_modal_error(exc: Exception) -> BackendError | None:
         return JobNotFoundError(f"not found on Modal: {reason}", backend=NAME)
     if isinstance(exc, me.ResourceExhaustedError):
         return QuotaExceededError(f"Modal has no capacity for the sandbox: {reason}", backend=NAME)
-    if isinstance(exc, me.ServiceError | me.InternalError | me.ConnectionError | me.ClientClosed):
+    # ServiceError: gRPC UNAVAILABLE, DEADLINE_EXCEEDED, UNKNOWN, CANCELLED; TimeoutError: the SDK's own retries of
+    # those ran out of time (RetryTimeoutError) or a call timed out.
+    if isinstance(exc, me.ServiceError | me.InternalError | me.ConnectionError | me.ClientClosed | me.TimeoutError):
         return BackendUnavailableError(f"Modal is unavailable: {reason}", backend=NAME)
     if isinstance(exc, me.Error):  # InvalidError (a bad GPU type, region …), ImageBuildError, AlreadyExistsError …
         return BackendError(f"Modal: {reason}", backend=NAME)
+    if isinstance(exc, GRPCError):  # a status the SDK did not wrap (its own stub calls, as sdk.py's look-ups make)
+        if exc.status is Status.RESOURCE_EXHAUSTED:
+            return QuotaExceededError(f"Modal has no capacity: {reason}", backend=NAME)
+        if exc.status in (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.INTERNAL, Status.UNKNOWN):
+            return BackendUnavailableError(f"Modal is unavailable ({exc.status.name}): {reason}", backend=NAME)
+        return BackendError(f"Modal ({exc.status.name}): {reason}", backend=NAME)
     if isinstance(exc, OSError | TimeoutError):
         return BackendUnavailableError(f"cannot reach Modal: {reason}", backend=NAME)
     return None
