@@ -8,9 +8,10 @@ Rules every backend keeps (checked by tests/contract, which every backend and ev
 
 * ``submit`` is idempotent per attempt (``spec.run_id`` + ``spec.attempt``): a second call — also a concurrent one —
   finds the first job and returns the same handle. The attempt is the id of the Pending state that claimed the run,
-  so a run scheduled again (a retry) gets a new job, while a retried submit of the same claim never does. A spec with
-  ``new_attempt`` comes straight from the claim that created the attempt (no job can exist for it yet): a backend may
-  skip looking for an earlier job and rely on its API's own idempotency token.
+  so a run scheduled again (a retry) gets a new job, while a retried submit of the same claim never does; a run given
+  back after a transient backend error keeps its first claim's attempt (usecases/run_states.py ``Episode``). A spec
+  with ``new_attempt`` comes straight from the claim that created the attempt (no job can exist for it yet): a backend
+  may skip looking for an earlier job and rely on its API's own idempotency token.
 * ``find(spec)`` returns the handle of that attempt's job, looking where the run's own configuration put it (its
   cluster, region, project, resource group, workspace …), or ``None`` — also when that place does not exist.
 * ``status`` answers for many handles at once, per handle: a job that no longer exists is ``MISSING``; a handle the
@@ -121,7 +122,7 @@ class JobSpec:
     """One attempt of one flow run, rendered: everything a backend needs to start, find or judge its job."""
 
     run_id: str
-    attempt: str  # the id of the Pending state that claimed the run: the idempotency key of this job
+    attempt: str  # the id of the Pending state that claimed the attempt: the idempotency key of this job
     pool_name: str
     name: str
     command: tuple[str, ...]  # argv

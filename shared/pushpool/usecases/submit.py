@@ -66,7 +66,7 @@ from pushpool.errors import (
 from pushpool.managed import MANAGED_TAG, is_managed
 from pushpool.prefect_api.client import PrefectClient
 from pushpool.prefect_api.models import TERMINAL_STATES, FlowRun, StateType, WorkPool
-from pushpool.providers.base import Backend, JobHandle
+from pushpool.providers.base import Backend, JobHandle, JobSpec
 from pushpool.usecases import admission, managed
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.job_spec import build_job_spec
@@ -290,10 +290,15 @@ def submit_run(
         # A key this claim made itself cannot have a job yet; a kept one may (an earlier submit's, accepted after all).
         handle = backend.submit(dataclasses.replace(spec, new_attempt=attempt == claim_id))
     except BackendError as exc:
-        if exc.retryable:
+        if not exc.retryable:
+            crash_run(client, run.id, f"Failed to submit flow run to infrastructure ({exc.backend}): {exc.one_line()}")
+            return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"backend error: {exc.one_line()}")
+        # At the bound, a job the cloud accepted after all (a timeout after acceptance) is taken, not left running
+        # under a Crashed run; before it, the next retry finds it.
+        found = _made_after_all(backend, spec) if _bound_reached(deps, episode) else None
+        if found is None:
             return _retry_later(deps, run, exc, episode, lead_seconds(deps, pool, backend))
-        crash_run(client, run.id, f"Failed to submit flow run to infrastructure ({exc.backend}): {exc.one_line()}")
-        return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"backend error: {exc.one_line()}")
+        handle = found
     log.info("run %s: job %s submitted to %s", run.id, handle.id, backend.name)
     if _slow(deps, claimed_at) and _claim_lost(client, run.id, attempt):
         _stop(deps, backend, handle, run)
@@ -376,9 +381,8 @@ def _retry_later(deps: Deps, run: FlowRun, exc: BackendError, episode: Episode, 
     client, settings, now = deps.orchestrator, deps.settings, deps.clock.now()
     error = exc.one_line()[:300]
     number = len(episode.given_back) + 1  # this attempt's number, and the give-back it would be
-    first_at = episode.first_at or now
-    spent = (now - first_at).total_seconds()
-    if number > settings.transient_retries or spent >= settings.transient_retry_seconds:
+    spent = (now - (episode.first_at or now)).total_seconds()
+    if _bound_reached(deps, episode):
         lines = [f"{i}. {_hms(state_time(s))}: {_error_of(s)}" for i, s in enumerate(episode.given_back, 1)]
         lines.append(f"{number}. {_hms(now)}: {error}")
         message = (
@@ -415,6 +419,22 @@ def _retry_later(deps: Deps, run: FlowRun, exc: BackendError, episode: Episode, 
     log.warning("run %s: %s", run.id, why)
     arm(deps, run.id, retry_at)
     return SubmitOutcome(run.id, SubmitOutcome.RELEASED, why, dispatch_at=retry_at)
+
+
+def _bound_reached(deps: Deps, episode: Episode) -> bool:
+    """Whether a transient failure now ends the episode: ``transient_retries`` give-backs made already, or
+    ``transient_retry_seconds`` spent since its first attempt."""
+    spent = (deps.clock.now() - (episode.first_at or deps.clock.now())).total_seconds()
+    settings = deps.settings
+    return len(episode.given_back) >= settings.transient_retries or spent >= settings.transient_retry_seconds
+
+
+def _made_after_all(backend: Backend, spec: JobSpec) -> JobHandle | None:
+    """The attempt's job if the cloud made it although the call failed; None when none is found or cannot be."""
+    try:
+        return backend.find(spec)
+    except BackendError:
+        return None
 
 
 def _hms(moment: dt.datetime | None) -> str:

@@ -144,6 +144,24 @@ def test_after_the_bound_the_run_is_crashed_with_every_attempts_error(
     assert len({spec.attempt for spec in backend.specs}) == 1  # one key throughout
 
 
+def test_at_the_bound_a_job_the_cloud_made_after_all_is_taken_not_left_under_a_crashed_run(
+    deps: Deps, fake: FakePrefect, pool: WorkPool, clock: FixedClock
+) -> None:
+    """Every answer was lost although the cloud made the job at the first call: at the bound the job is found and
+    becomes the run's, rather than running the flow under a run Crashed for want of a job."""
+    backend = use(deps, Flaky([throttled("read timed out")] * 6, accepted=True))
+    run = ready_run(fake)
+    assert submit_run(deps, run, pool).outcome == SubmitOutcome.RELEASED
+    for _ in range(4):
+        assert again(deps, fake, clock, pool, run.id).outcome == SubmitOutcome.RELEASED
+    outcome = again(deps, fake, clock, pool, run.id)
+    assert outcome.outcome == SubmitOutcome.SUBMITTED
+    ((job_id),) = backend.jobs
+    after = fake.run(run.id)
+    assert outcome.job_id == job_id == after.infrastructure_pid
+    assert (after.state_type, after.state_name) == (StateType.PENDING, "InfrastructurePending")
+
+
 def test_the_time_bound_crashes_the_run_even_with_retries_left(
     deps: Deps, fake: FakePrefect, pool: WorkPool, clock: FixedClock
 ) -> None:
