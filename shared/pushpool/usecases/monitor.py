@@ -291,8 +291,10 @@ def _dispatch_one(
         if reads.queue is not None and reads.queue.result() is not None:
             run = run.model_copy(update={"work_pool_name": pool.name, "work_queue_name": reads.queue.result().name})
         outcome = submit_run(deps, run, pool, trigger="monitor", reads=reads)
-    except PushpoolError as exc:
-        return None, f"run {run.id}: {exc.one_line()}"
+    except Exception as exc:  # one run's failure, expected or not, never holds back the pool's other runs
+        if not isinstance(exc, PushpoolError):
+            log.exception("dispatch of run %s failed", run.id)
+        return None, f"run {run.id}: {_describe(exc)}"
     if outcome.outcome == SubmitOutcome.WAITING:
         full.set()
     return outcome.outcome, None

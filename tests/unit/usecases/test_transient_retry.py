@@ -9,6 +9,7 @@ import re
 import pytest
 from pushpool.clock import FixedClock
 from pushpool.errors import BackendError, BackendUnavailableError, QuotaExceededError
+from pushpool.prefect_api.client import PAGE_SIZE
 from pushpool.prefect_api.models import StateType, WorkPool
 from pushpool.providers.base import JobHandle, JobSpec
 from pushpool.usecases.deps import Deps
@@ -18,7 +19,7 @@ from pushpool.usecases.submit import SubmitOutcome, submit_run
 
 from tests.fake_prefect import FakePrefect
 from tests.fakes import LatencyBackend
-from tests.unit.usecases.support import ready_run
+from tests.unit.usecases.support import POOL, ready_run
 
 LEAD = 3.0  # the process:push template's dispatch lead: a run is tried this long before its scheduled time
 
@@ -298,3 +299,29 @@ def test_a_failed_status_call_still_lets_the_runs_without_a_job_be_reconciled(
     assert fake.run(running.id).state_type is StateType.RUNNING
     assert fake.run(cancelling.id).state_type is StateType.CANCELLED
     assert fake.run(stuck.id).state_type is StateType.SCHEDULED
+
+
+class BrokenFor(LatencyBackend):
+    """Raises an exception nobody translated (a bug, an SDK error the boundary does not know) for one run."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def submit(self, spec: JobSpec):  # type: ignore[no-untyped-def]
+        if spec.run_id == self.run_id:
+            raise RuntimeError("an SDK error nobody translated")
+        return super().submit(spec)
+
+
+def test_one_runs_unexpected_failure_does_not_hold_back_the_pools_other_runs(
+    deps: Deps, fake: FakePrefect, pool: WorkPool, clock: FixedClock
+) -> None:
+    """The failing run is reported; every other due run, also those on the listing's next page, gets its job."""
+    deployment = fake.add_deployment(POOL)
+    runs = [fake.add_run(deployment, scheduled_at=clock.now() - dt.timedelta(seconds=i)) for i in range(PAGE_SIZE + 5)]
+    broken = runs[-1]  # the oldest: on the first page
+    backend = use(deps, BrokenFor(broken))
+    report = tick(deps)
+    assert report.errors == [f"run {broken}: unexpected RuntimeError"]
+    assert sorted(job.spec.run_id for job in backend.jobs.values()) == sorted(r for r in runs if r != broken)
