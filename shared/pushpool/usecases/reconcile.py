@@ -312,8 +312,9 @@ def reconcile_one(deps: Deps, run: FlowRun, pool: WorkPool) -> dict[str, Any]:
     """Reconcile a single run now (the webhook's fast path for Cancelling runs)."""
     backend = deps.backend_for_pool(pool)
     status = None
-    if run.infrastructure_pid:
-        status = backend.status([JobHandle(backend.name, run.infrastructure_pid)]).get(run.infrastructure_pid)
+    if run.infrastructure_pid:  # no answer for its job (a failed call) is unknown, never "no job"
+        answer = backend.status([JobHandle(backend.name, run.infrastructure_pid)]).get(run.infrastructure_pid)
+        status = answer or JobStatus(JobState.UNKNOWN, reason="no status")
     action = reconcile_run(deps, backend, pool, run, status, now=deps.clock.now(), policy=policy_from(deps), cache={})
     return {"flow_run_id": run.id, "outcome": "reconciled", "detail": action, "job_id": run.infrastructure_pid}
 

@@ -11,9 +11,10 @@ from pushpool.clock import FixedClock
 from pushpool.errors import BackendError, BackendUnavailableError, QuotaExceededError
 from pushpool.prefect_api.client import PAGE_SIZE
 from pushpool.prefect_api.models import StateType, WorkPool
-from pushpool.providers.base import JobHandle, JobSpec
+from pushpool.providers.base import JobHandle, JobSpec, JobState
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.monitor import tick
+from pushpool.usecases.reconcile import reconcile_one
 from pushpool.usecases.run_states import ATTEMPT_LABEL, BACKOFF_STATE
 from pushpool.usecases.submit import SubmitOutcome, submit_run
 
@@ -325,3 +326,22 @@ def test_one_runs_unexpected_failure_does_not_hold_back_the_pools_other_runs(
     report = tick(deps)
     assert report.errors == [f"run {broken}: unexpected RuntimeError"]
     assert sorted(job.spec.run_id for job in backend.jobs.values()) == sorted(r for r in runs if r != broken)
+
+
+def test_the_webhooks_fast_path_leaves_a_cancelling_run_alone_when_its_jobs_status_is_throttled(
+    deps: Deps, fake: FakePrefect, pool: WorkPool
+) -> None:
+    """reconcile_one (a Cancelling event): no status for the job is not "no job", so the run is not marked Cancelled
+    while its job may still run; the next look stops the job first."""
+    backend = use(deps, ThrottledStatus())
+    run = ready_run(fake)
+    job_id = submit_run(deps, run, pool).job_id
+    fake.force_state(run.id, StateType.RUNNING)
+    assert fake.propose_state(run.id, StateType.CANCELLING).accepted
+    backend.throttled.add(job_id)
+    assert reconcile_one(deps, fake.read_flow_run(run.id), pool)["detail"] == "none"
+    assert fake.run(run.id).state_type is StateType.CANCELLING
+    backend.throttled.clear()
+    assert reconcile_one(deps, fake.read_flow_run(run.id), pool)["detail"] == "stop-and-cancel"
+    assert fake.run(run.id).state_type is StateType.CANCELLED
+    assert backend.jobs[job_id].state is JobState.STOPPED
