@@ -16,7 +16,9 @@ a job it cannot see. Submission is idempotent per attempt: a lock file serialise
 
 Every process of a job carries ``PUSHPOOL_JOB_ID=<run id>_<attempt>`` in its environment. Prefect's engine starts in
 a session of its own and outlives a killed parent, so process groups and parent links are not enough: a job is alive
-while any process carrying its marker is, and stopping a job signals all of them (found with psutil).
+while any process carrying its marker is, and stopping a job signals all of them (found with psutil). A job whose
+command died abnormally (the supervisor stops the rest) or whose supervisor died (``status`` stops the rest) is ended
+as a whole: no orphaned engine goes on running the flow of a job that reads as ended.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import psutil
 from pushpool.errors import BackendError, JobNotFoundError
 from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
 from pushpool.providers.process.config import DISPATCH_LEAD_SECONDS, ProcessJobConfig
+from pushpool.providers.process.supervisor import stop_job_processes
 
 NAME = "process"
 MARKER = "PUSHPOOL_JOB_ID"
@@ -246,10 +249,16 @@ class ProcessBackend(BackendBase):
         started = _timestamp(job.get("started_at"))
         alive = processes.get(jobdir.name, [])
         extra = {"pid": job.get("pid"), "dir": str(jobdir), "processes": alive}
-        ended = _read_json(jobdir / "exit.json")
+        ended = _read_json(jobdir / "exit.json")  # read after the processes were listed: see _orphaned
         stopped = (jobdir / "stopped").exists()
+        if alive and ended is None and job.get("pid") not in alive:
+            ended = _orphaned(jobdir, job.get("pid"))
+            alive = []
         if alive:  # the command may have exited while processes it started (the engine) still run
             return JobStatus(JobState.RUNNING, None, "", started, None, extra)
+        if ended is not None and ended.get("exit_code") is None:
+            finished = _timestamp(ended.get("finished_at"))
+            return JobStatus(JobState.FAILED, None, f"process {ended.get('error')}", started, finished, extra)
         if ended is not None:
             code = int(ended["exit_code"])
             finished = _timestamp(ended.get("finished_at"))
@@ -261,6 +270,26 @@ class ProcessBackend(BackendBase):
         if stopped:
             return JobStatus(JobState.STOPPED, None, "process was stopped", started, None, extra)
         return JobStatus(JobState.MISSING, None, "process disappeared without recording an exit code", started)
+
+
+def _orphaned(jobdir: Path, supervisor: Any) -> dict[str, Any]:
+    """A job whose supervisor died (``kill -9``, the OOM killer) without recording how its command ended, while other
+    processes of it live on: nothing supervises them any more, and their run would read as running until the flow
+    body ends. Stop them and record the end as the supervisor would have (no exit code: it is unknown).
+
+    The supervisor writes ``exit.json`` before it exits, and the processes were listed before ``exit.json`` was read,
+    so a supervisor missing from that list with no ``exit.json`` did not end normally.
+    """
+    count = stop_job_processes(jobdir.name)
+    ended = {
+        "exit_code": None,
+        "finished_at": time.time(),
+        "error": f"supervisor (pid {supervisor}) died without recording how the job's command ended; "
+        f"{count} remaining process{'es' if count != 1 else ''} of the job stopped",
+    }
+    with contextlib.suppress(OSError):
+        _write_json(jobdir / "exit.json", ended)
+    return ended
 
 
 def _key(run_id: str, attempt: str) -> str:
