@@ -9,7 +9,8 @@ bundles) and the names the operator lists in ``PUSHPOOL_JOB_ENV_PASSTHROUGH``. W
 job's spec.
 
 Two places read it: the ``process`` backend (the environment its jobs start with) and template rendering
-(``{{ $NAME }}`` placeholders, which a deployment author can write in the ``env`` job variable of any backend).
+(``{{ $NAME }}`` placeholders, for every backend: in a pool's template, and in a deployment's ``env`` job variable
+when the pool's template gives ``env`` defaults — Prefect merges it into them before rendering).
 
 Example:
     >>> job_environ(environ={"PATH": "/bin", "AWS_SECRET_ACCESS_KEY": "s", "LC_ALL": "C", "PIP_INDEX_URL": "u"})

@@ -58,9 +58,9 @@ def dump_env(path: str) -> None:
     with open(path, "w") as fh:
         json.dump(dict(os.environ), fh)
 """
-# Placeholders asking for the operator's variables by name. A deployment's `env` job variable is not rendered again
-# (Prefect's rule too), so they reach a managed job as written; in a pool's template (anyone who may edit the pool)
-# they are rendered — from the allowlisted environment, where these names are not.
+# Placeholders asking for the operator's variables by name, in the deployment's `env`. On a pool whose template gives
+# `env` defaults they are rendered (Prefect's rule: the deployment's env is merged into the defaults, then rendered) —
+# from the allowlisted environment, where these names are not; otherwise (the managed pool) they stay as written.
 STEAL = {"STOLEN_AWS": "{{ $AWS_SECRET_ACCESS_KEY }}", "STOLEN_AZ": "x{{ $AZURE_STORAGE_CONNECTION_STRING }}x"}
 
 
@@ -107,12 +107,10 @@ def _assert_nothing_of_the_operator(seen: dict[str, str], run_id: str) -> None:
     assert seen["PREFECT__FLOW_RUN_ID"] == run_id and seen["MINE"] == "1"  # the job's own, with its own env
 
 
-def _hostile_template() -> dict:
-    """process:push's template with the placeholders in its own `env` (which the deployment's env is merged into)."""
+def _template_with_env_defaults() -> dict:
+    """process:push's template with an operator's `env` default, as many pools have."""
     template = base_job_template("process:push")
-    template["job_configuration"]["env"] = dict(STEAL)
-    for name in ("$AWS_SECRET_ACCESS_KEY", "$AZURE_STORAGE_CONNECTION_STRING"):  # declared: Prefect accepts them
-        template["variables"]["properties"][name] = {"type": "string"}
+    template["variables"]["properties"]["env"]["default"] = {"TEAM": "data"}
     return template
 
 
@@ -138,11 +136,11 @@ def test_a_job_never_sees_the_operators_environment(
     else:
         deps = make_deps(prefect.api_url, tmp_path)
         pool = prefect.unique("hostile-process")
-        prefect.create_pool(pool, base_job_template=_hostile_template())
+        prefect.create_pool(pool, base_job_template=_template_with_env_defaults())
         pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(flows_repo)}}]
-        env = {"MINE": "1"}
+        env = {**STEAL, "MINE": "1"}
         dep = prefect.create_deployment(pool, "hostile_flows.py:dump_env", job_variables={"env": env}, pull_steps=pull)
-        rendered = {"STOLEN_AWS": "", "STOLEN_AZ": "xx"}  # found nothing
+        rendered = {"STOLEN_AWS": "", "STOLEN_AZ": "xx"}  # rendered, and found nothing
     try:
         run_id = prefect.create_run(dep, parameters={"path": str(dump)})
         run = _run_to_the_end(deps, prefect, pool, run_id)
@@ -150,6 +148,7 @@ def test_a_job_never_sees_the_operators_environment(
         seen = json.loads(dump.read_text())
         _assert_nothing_of_the_operator(seen, run_id)
         assert {k: seen[k] for k in STEAL} == rendered
+        assert kind == "managed" or seen["TEAM"] == "data"
     finally:
         deps.orchestrator.close()
         if kind == "managed":

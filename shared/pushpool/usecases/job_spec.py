@@ -2,9 +2,10 @@
 
 What the job receives (design.md rule 7): ``PREFECT_API_URL``, ``PREFECT__FLOW_RUN_ID``, attribution variables and
 the job's own ``env``; the Prefect credential travels separately in ``secret_env`` so each backend can deliver it by
-secret reference. ``{{ $NAME }}`` placeholders (which a deployment author can write in the ``env`` job variable) read
-only the environment a job may see (``pushpool/job_environment.py``: an allowlist plus the operator's
-``PUSHPOOL_JOB_ENV_PASSTHROUGH``): pushpool's own secrets and the operator's credentials never reach a job this way.
+secret reference. ``{{ $NAME }}`` placeholders (a deployment author's too: its ``env`` is rendered when the pool gives
+``env`` defaults) read only the environment a job may see (``pushpool/job_environment.py``: an allowlist plus the
+operator's ``PUSHPOOL_JOB_ENV_PASSTHROUGH``): pushpool's own secrets and the operator's credentials never reach a job
+this way.
 """
 
 from __future__ import annotations
