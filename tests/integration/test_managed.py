@@ -126,8 +126,8 @@ def package_index(tmp_path_factory: pytest.TempPathFactory):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/simple"
     saved = {k: os.environ.get(k) for k in ("PIP_INDEX_URL", "PIP_CONFIG_FILE", "PIP_EXTRA_INDEX_URL")}
-    # Jobs of the process backend inherit this environment: pip reads the local index only (no config file, no
-    # extra index), so it never reaches PyPI.
+    # The operator passes these to jobs (PUSHPOOL_JOB_ENV_PASSTHROUGH, managed_deps): pip reads the local index only
+    # (no config file, no extra index), so it never reaches PyPI.
     os.environ.update({"PIP_INDEX_URL": url, "PIP_CONFIG_FILE": os.devnull})
     os.environ.pop("PIP_EXTRA_INDEX_URL", None)
     yield {"url": url, "requests": requests}
@@ -159,7 +159,13 @@ def managed_deps(prefect: PrefectHelper, tmp_path: Path, **tier: float):
     """Deps serving prefect:managed with the process backend, in a tier called ``test`` (the free tier's limits
     unless changed)."""
     fields = {"concurrent_runs": 1, "pools": 1, "compute_hours": 10, **tier}
-    return make_deps(prefect.api_url, tmp_path, managed_tiers={"test": fields}, managed_tier="test")
+    return make_deps(
+        prefect.api_url,
+        tmp_path,
+        managed_tiers={"test": fields},
+        managed_tier="test",
+        job_env_passthrough=("PIP_INDEX_URL", "PIP_CONFIG_FILE"),  # the package index fixture's
+    )
 
 
 def managed_pool(prefect: PrefectHelper, deps) -> str:

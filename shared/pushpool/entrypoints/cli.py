@@ -99,9 +99,13 @@ else:
     ]
 
 
-def local_token(home: Path) -> str:
-    """The webhook token of this machine's ``pushpool serve``, created (mode 0600) on first use."""
-    path = home / "webhook-token"
+WEBHOOK_TOKEN_FILE = "webhook-token"  # submit's token: provision writes it to the pool's Webhook block in Prefect
+ADMIN_TOKEN_FILE = "admin-token"  # serve's /provision and /monitor: never written anywhere else
+
+
+def local_token(home: Path, name: str = WEBHOOK_TOKEN_FILE) -> str:
+    """A token of this machine's ``pushpool serve`` kept in ``<home>/<name>``, created (mode 0600) on first use."""
+    path = home / name
     if path.exists():
         return path.read_text().strip()
     home.mkdir(parents=True, exist_ok=True)
@@ -466,14 +470,19 @@ def cmd_serve(
 
     Prefect's automations call [bold]POST http://<host>:<port>/submit[/] (the pool's Webhook block holds that URL
     and a bearer token); the monitor runs every --monitor-interval seconds; Prefect's event stream is a faster
-    trigger. State lives in [bold]PUSHPOOL_HOME[/] (default ~/.pushpool): the webhook token in
-    <home>/webhook-token (created, mode 0600, on first use, unless PUSHPOOL_WEBHOOK_TOKEN is set), the process jobs
-    in <home>/jobs (PUSHPOOL_PROCESS_DIR), and where this serve listens in <home>/serve/, so that
-    `pushpool work-pool create` points new pools at it. Stop it with Ctrl-C or SIGTERM.
+    trigger. [bold]POST /provision[/] and [bold]POST /monitor[/] take the admin token only (Authorization: Bearer),
+    never the webhook token, which Prefect's API users can read in the Webhook block. State lives in
+    [bold]PUSHPOOL_HOME[/] (default ~/.pushpool): the webhook token in <home>/webhook-token and the admin token in
+    <home>/admin-token (each created, mode 0600, on first use, unless PUSHPOOL_WEBHOOK_TOKEN / PUSHPOOL_ADMIN_TOKEN
+    is set; the admin token is never stored in Prefect), the process jobs in <home>/jobs (PUSHPOOL_PROCESS_DIR), and
+    where this serve listens in <home>/serve/, so that `pushpool work-pool create` points new pools at it. Stop it
+    with Ctrl-C or SIGTERM.
     """
     from pushpool.entrypoints.serve import SUBMIT_PATH, Server, ServeRecord, record_serve, remove_record
 
     settings = local_settings(port)
+    if not settings.admin_token:
+        settings = settings.replace(admin_token=local_token(settings.home, ADMIN_TOKEN_FILE))
     if not os.environ.get("PUSHPOOL_HEARTBEAT_INTERVAL"):  # a heartbeat is a write that Prefect follows with more
         settings = settings.replace(heartbeat_interval_seconds=SERVE_HEARTBEAT_SECONDS)
     if not settings.submit_url:

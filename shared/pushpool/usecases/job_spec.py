@@ -2,20 +2,21 @@
 
 What the job receives (design.md rule 7): ``PREFECT_API_URL``, ``PREFECT__FLOW_RUN_ID``, attribution variables and
 the job's own ``env``; the Prefect credential travels separately in ``secret_env`` so each backend can deliver it by
-secret reference. ``{{ $NAME }}`` placeholders read only a filtered environment: pushpool's own secrets and
-credentials are never available to a template.
+secret reference. ``{{ $NAME }}`` placeholders (a deployment author's too: its ``env`` is rendered when the pool gives
+``env`` defaults) read only the environment a job may see (``pushpool/job_environment.py``: an allowlist plus the
+operator's ``PUSHPOOL_JOB_ENV_PASSTHROUGH``): pushpool's own secrets and the operator's credentials never reach a job
+this way.
 """
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from pushpool.errors import ConfigurationError, ObjectNotFoundError, TemplateError
+from pushpool.job_environment import job_environ
 from pushpool.managed import is_managed
 from pushpool.managed.job import BOOTSTRAP, managed_job
 from pushpool.managed.job import base_job_template as managed_template
@@ -27,13 +28,10 @@ from pushpool.settings import Settings
 from pushpool.templates.common import DEFAULT_MAX_RUN_TIME_SECONDS
 from pushpool.templates.render import NOTSET, apply_values, merge_job_variables, render_job_configuration
 
-_SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|API_KEY|AUTH_STRING|ACCESS_KEY)", re.I)
 
-
-def template_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment ``{{ $NAME }}`` placeholders may read: no ``PUSHPOOL_*`` and nothing secret-looking."""
-    env = os.environ if environ is None else environ
-    return {k: v for k, v in env.items() if not k.startswith("PUSHPOOL_") and not _SECRET_NAME.search(k)}
+def template_environ(environ: Mapping[str, str] | None = None, passthrough: Iterable[str] = ()) -> dict[str, str]:
+    """The environment ``{{ $NAME }}`` placeholders may read: what a job may see of ``environ`` (an allowlist)."""
+    return job_environ(passthrough, environ)
 
 
 class OrchestratorResolver:
@@ -167,7 +165,10 @@ def build_job_spec(
     if is_managed(pool.type):  # the operator's provider runs it, with the operator's image and the tier's limits
         template, values, provider = managed_job_variables(settings, deployment, values, client=client)
     rendered = render_job_configuration(
-        template, values, resolver=OrchestratorResolver(client), environ=template_environ(environ)
+        template,
+        values,
+        resolver=OrchestratorResolver(client),
+        environ=template_environ(environ, settings.job_env_passthrough),
     )
     config = typed_config(pool, rendered, provider)
     env: dict[str, str | None] = {

@@ -14,6 +14,12 @@ path): a monitor on another host, or one keeping its jobs in another directory, 
 a job it cannot see. Submission is idempotent per attempt: a lock file serialises submits and an existing
 ``job.json`` is returned. ``cleanup`` removes a finished job's directory.
 
+A job's environment is an allowlist (``pushpool/job_environment.py``): what ``prefect flow-run execute`` needs to
+start on this machine (``PATH``, ``HOME``, locale, ``TMPDIR``, the Python environment, CA bundles, ``PREFECT_HOME``)
+and the operator's ``PUSHPOOL_JOB_ENV_PASSTHROUGH`` names, then the job's spec (``PREFECT_API_URL``, the run's ids,
+the job's ``env``, the Prefect credential). Nothing else of pushpool's environment (cloud keys, database URLs,
+pushpool's own settings) reaches it — unlike Prefect's process worker, which passes its whole environment on.
+
 Every process of a job carries ``PUSHPOOL_JOB_ID=<run id>_<attempt>`` in its environment. Prefect's engine starts in
 a session of its own and outlives a killed parent, so process groups and parent links are not enough: a job is alive
 while any process carrying its marker is, and stopping a job signals all of them (found with psutil). A job whose
@@ -43,14 +49,13 @@ from typing import Any
 import psutil
 
 from pushpool.errors import BackendError, JobNotFoundError
+from pushpool.job_environment import job_environ
 from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
 from pushpool.providers.process.config import DISPATCH_LEAD_SECONDS, ProcessJobConfig
 from pushpool.providers.process.supervisor import stop_job_processes
 
 NAME = "process"
 MARKER = "PUSHPOOL_JOB_ID"
-# Variables of the serving process that jobs must not inherit (pushpool's own secrets and settings).
-_PRIVATE_PREFIXES = ("PUSHPOOL_",)
 
 
 def default_root() -> Path:
@@ -66,15 +71,26 @@ class ProcessBackend(BackendBase):
     keeps_finished_jobs = True  # the job directory, until cleanup
     dispatch_lead_seconds = DISPATCH_LEAD_SECONDS
 
-    def __init__(self, root: Path | str, *, host: str | None = None, python: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        host: str | None = None,
+        python: str | None = None,
+        env_passthrough: Sequence[str] = (),
+    ) -> None:
+        """``env_passthrough``: this process's variables that jobs also get (``PUSHPOOL_JOB_ENV_PASSTHROUGH``)."""
         self.root = Path(root).resolve()
+        self.env_passthrough = tuple(env_passthrough)
         self.host = host or socket.gethostname()
         self.python = python or sys.executable
         self.root_tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
 
     @classmethod
-    def from_options(cls, *, root: Path | str | None = None, **_: Any) -> ProcessBackend:
-        return cls(root or default_root())
+    def from_options(
+        cls, *, root: Path | str | None = None, env_passthrough: Sequence[str] = (), **_: Any
+    ) -> ProcessBackend:
+        return cls(root or default_root(), env_passthrough=env_passthrough)
 
     # -- the Protocol ------------------------------------------------------------------------------------------
 
@@ -235,7 +251,8 @@ class ProcessBackend(BackendBase):
         return argv
 
     def _environment(self, spec: JobSpec) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
+        """The job's environment: the allowlisted part of this process's, then the job's own (see the module)."""
+        env = job_environ(self.env_passthrough)
         env.update(spec.env)
         env.update(spec.secret_env)
         env[MARKER] = _key(spec.run_id, spec.attempt)
