@@ -233,7 +233,7 @@ def test_a_run_past_its_maximum_run_time_is_crashed_and_its_job_stopped(
     assert clean_tick(deps)["crash-and-stop"] == 1
     after = fake.run(run_id)
     assert after.state_type is StateType.CRASHED
-    assert after.state.message == "Flow run exceeded the maximum run time of 60 s; pushpool stopped its job."
+    assert after.state.message.startswith("Flow run exceeded the maximum run time of 60 s (counted from when its job")
     assert backend.jobs[handle.id].state is JobState.STOPPED
 
 
@@ -340,5 +340,6 @@ def test_a_dispatched_run_costs_its_claim_its_pid_and_its_progress_state(
     assert per_run == {"propose_state": 40, "set_infrastructure_pid": 20}  # the claim and InfrastructurePending
     assert fake.calls_by_method["read_flow_run"] == 0
     assert fake.calls_by_method["read_work_queues"] == 1 and fake.calls_by_method["read_work_queue"] == 0
-    assert fake.calls_by_method["read_deployment"] == 2
+    # Each deployment once by the dispatch, once by the reconciliation (the in-flight runs' maximum run time).
+    assert fake.calls_by_method["read_deployment"] == 4
     assert {fake.run(r).state_name for r in runs} == {"InfrastructurePending"}
