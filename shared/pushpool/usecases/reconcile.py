@@ -60,6 +60,7 @@ from pushpool.usecases.run_states import (
     finish_cancellation,
     keep_place,
 )
+from pushpool.usecases.usage import record_job_time
 
 log = logging.getLogger("pushpool.usecases.monitor")
 
@@ -297,6 +298,8 @@ def reconcile_run(
     decision = decide(
         run, status, now=now, policy=policy, max_run_time_seconds=max_run, found_job=found, claimed_at=claimed
     )
+    if status is not None and is_managed(pool.type):  # before a cleanup removes what the job's times come from
+        record_job_time(deps, run, status)
     if decision.action is Action.CLEANUP and not backend.keeps_finished_jobs:
         decision = Decision(Action.NONE)  # its finished jobs expire by themselves
     return apply(deps, backend, run, decision, handle)
