@@ -44,6 +44,7 @@ class LatencyBackend(BackendBase):
     def __init__(self, latency: float = 0.0, batch: int = 100, clock: Any = None) -> None:
         self.latency, self.batch = latency, batch
         self.clock = clock  # anything with now() (the use-case tests' FixedClock); the wall clock by default
+        self.acceptance_time = True  # False: status gives no times, as Coiled's (the monitor counts from the claim)
         self.calls: Counter = Counter()
         self.jobs: dict[str, FakeJob] = {}
         self._by_attempt: dict[tuple[str, str], str] = {}
@@ -149,6 +150,8 @@ class LatencyBackend(BackendBase):
             return JobStatus(JobState.MISSING, reason="no such job")
         # A fake job starts the moment it is accepted.
         times = {"accepted_at": job.accepted_at, "started_at": job.accepted_at, "finished_at": job.finished_at}
+        if not self.acceptance_time:
+            times = {}
         if job.state is JobState.STOPPED:
             return JobStatus(JobState.STOPPED, exit_code=job.exit_code, reason="stopped", **times)
         if job.state is JobState.FAILED:

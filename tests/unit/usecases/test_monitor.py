@@ -237,6 +237,24 @@ def test_a_run_past_its_maximum_run_time_is_crashed_and_its_job_stopped(
     assert backend.jobs[handle.id].state is JobState.STOPPED
 
 
+def test_without_an_acceptance_time_from_the_provider_the_maximum_run_time_counts_from_the_claim(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock
+) -> None:
+    """Issue 23, item 1: a provider that says nothing of when it accepted a job (Coiled): the monitor reads the run's
+    claim, which precedes the job, so a flow that went Running late is still stopped on the job's time."""
+    backend.acceptance_time = False
+    run_id, handle = submitted(deps, fake, pool, max_run_time_seconds=60)
+    clock.advance(50)  # the job bootstraps for 50 s before the engine starts
+    assert fake.propose_state(run_id, StateType.RUNNING).accepted
+    assert backend.status([handle])[handle.id].accepted_at is None
+    clock.advance(9)
+    assert clean_tick(deps)["crash-and-stop"] == 0
+    clock.advance(2)  # 61 s after the claim, 11 s after the flow's start
+    assert clean_tick(deps)["crash-and-stop"] == 1
+    assert fake.run(run_id).state_type is StateType.CRASHED
+    assert backend.jobs[handle.id].state is JobState.STOPPED
+
+
 def test_a_pending_run_without_a_job_is_rescheduled_then_crashed_after_three_recoveries(
     deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock
 ) -> None:
