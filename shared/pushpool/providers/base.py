@@ -16,6 +16,13 @@ Rules every backend keeps (checked by tests/contract, which every backend and ev
 * ``status`` answers for many handles at once, per handle: a job that no longer exists is ``MISSING``; a handle the
   backend cannot judge (another host's, a failed look-up) is ``UNKNOWN`` with the reason. One bad handle never hides
   the others, and ``status`` does not raise for a provider error that concerns only some handles.
+* A job's clock (what the monitor's time limits count from, design rule 9): ``accepted_at`` is when the provider
+  accepted the job (ECS ``createdAt``, a Cloud Run execution's ``createTime``, a Modal sandbox's ``created_at``, the
+  process backend's job record; ACI has none, so the time pushpool asked for the group, tagged on it at creation),
+  for an alive job at least; ``None`` where the provider keeps no such time (Coiled): the monitor then counts from
+  the run's claim (its Pending state), which precedes every acceptance. ``PENDING`` means, in the provider's own terms,
+  that the container or sandbox has not started (an image pull, provisioning, Modal still scheduling the sandbox onto
+  a worker); ``started_at`` is when it started and ``finished_at`` when it ended, where the provider says.
 * ``cancel`` stops the job (gracefully, then forcibly after ``grace_seconds`` where the provider has a grace period);
   a job already gone counts as stopped.
 * ``logs`` returns the last lines of the job's output (possibly none), never raising for a finished job.
@@ -151,9 +158,10 @@ class JobStatus:
     state: JobState
     exit_code: int | None = None
     reason: str = ""
-    started_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None  # the container / sandbox / process started
     finished_at: dt.datetime | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    accepted_at: dt.datetime | None = None  # the provider accepted the job (see the module docstring)
 
 
 @runtime_checkable

@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import hashlib
 import json
 import re
@@ -44,6 +45,9 @@ DEFAULT_CONTAINER = "prefect"
 GROUP_TYPE = "microsoft.containerinstance/containergroups"
 KEEP_TAG = "pushpool-keep"  # set on groups created with keep_container_group: cleanup leaves them
 RUN_TAG, ATTEMPT_TAG = "pushpool-flow-run-id", "pushpool-attempt"
+# When pushpool asked ARM for the group (ISO 8601, UTC): ACI's model has no creation time, and a job's clock starts
+# when the provider accepted it (providers/base.py); the group is created once per attempt (a conditional PUT).
+SUBMITTED_TAG = "pushpool-submitted-at"
 
 # Every provisioning state ACI documents (ContainerGroupProvisioningState in the 2024+ API descriptions).
 PROVISIONING_STATES: Mapping[str, JobState] = MappingProxyType(
@@ -457,9 +461,16 @@ def group_body(spec: JobSpec, location: str) -> dict[str, Any]:
 
     tags = {_tag_name(k): str(v)[:256] for k, v in (body.get("tags") or {}).items() if v is not None}
     tags.update({_tag_name(k): str(v)[:256] for k, v in spec.labels.items() if v is not None})
-    tags.update({RUN_TAG: spec.run_id, ATTEMPT_TAG: spec.attempt[:256]})
+    ours = {
+        RUN_TAG: spec.run_id,
+        ATTEMPT_TAG: spec.attempt[:256],
+        SUBMITTED_TAG: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     if config.keep_container_group:
-        tags[KEEP_TAG] = "true"
+        ours[KEEP_TAG] = "true"
+    for name in (RUN_TAG, ATTEMPT_TAG, SUBMITTED_TAG, KEEP_TAG):  # a label of one of our names never stands in for it
+        tags.pop(name, None)
+    tags.update(ours)
     body["tags"] = dict(list(tags.items())[-50:])  # ARM allows 50 tags; ours come last and are kept
     return body
 
@@ -470,15 +481,23 @@ def to_status(group: Any) -> JobStatus:
     extra = {"provisioningState": provisioning, "id": group.id}
     state = PROVISIONING_STATES.get(provisioning)
     events = _events(group)
+    accepted = _accepted_at(group)
     if state is None:
-        return JobStatus(JobState.UNKNOWN, reason=f"unmapped ACI provisioning state {provisioning!r}", extra=extra)
+        return JobStatus(
+            JobState.UNKNOWN,
+            reason=f"unmapped ACI provisioning state {provisioning!r}",
+            extra=extra,
+            accepted_at=accepted,
+        )
     if state is JobState.MISSING:
-        return JobStatus(JobState.MISSING, reason="container group is being deleted", extra=extra)
+        return JobStatus(JobState.MISSING, reason="container group is being deleted", extra=extra, accepted_at=accepted)
     if state is JobState.UNKNOWN:
-        return JobStatus(JobState.UNKNOWN, reason=f"ACI provisioning state {provisioning}", extra=extra)
+        return JobStatus(
+            JobState.UNKNOWN, reason=f"ACI provisioning state {provisioning}", extra=extra, accepted_at=accepted
+        )
     if state is JobState.FAILED:
         why = f"container group provisioning {provisioning.lower()}" + (f": {events}" if events else "")
-        return JobStatus(JobState.FAILED, reason=why, extra=extra)
+        return JobStatus(JobState.FAILED, reason=why, extra=extra, accepted_at=accepted)
     container = _main_container(group.containers or [])
     view = getattr(container, "instance_view", None)
     current = getattr(view, "current_state", None)
@@ -488,34 +507,44 @@ def to_status(group: Any) -> JobStatus:
     finished = getattr(current, "finish_time", None)
     if group_state == "Stopped":
         code = getattr(current, "exit_code", None)
-        return JobStatus(JobState.STOPPED, code, "container group stopped", started, finished, extra)
+        return JobStatus(JobState.STOPPED, code, "container group stopped", started, finished, extra, accepted)
     if current is None or not current.state:
         if state is JobState.PENDING:
-            return JobStatus(JobState.PENDING, extra=extra)
+            return JobStatus(JobState.PENDING, extra=extra, accepted_at=accepted)
         mapped = GROUP_STATES.get(group_state)
         if mapped in (JobState.PENDING, JobState.RUNNING):
-            return JobStatus(mapped, extra=extra)
-        return JobStatus(JobState.UNKNOWN, reason=f"no instance view (group state {group_state!r})", extra=extra)
+            return JobStatus(mapped, extra=extra, accepted_at=accepted)
+        return JobStatus(
+            JobState.UNKNOWN,
+            reason=f"no instance view (group state {group_state!r})",
+            extra=extra,
+            accepted_at=accepted,
+        )
     container_state = CONTAINER_STATES.get(str(current.state))
     detail = str(current.detail_status or "")
     extra["containerState"] = str(current.state)
     if container_state is None:
-        return JobStatus(JobState.UNKNOWN, reason=f"unmapped ACI container state {current.state!r}", extra=extra)
+        return JobStatus(
+            JobState.UNKNOWN,
+            reason=f"unmapped ACI container state {current.state!r}",
+            extra=extra,
+            accepted_at=accepted,
+        )
     if container_state is JobState.PENDING:
         if detail in START_FAILURES:
             why = f"the container cannot start ({detail})" + (f": {events}" if events else "")
-            return JobStatus(JobState.FAILED, reason=why, extra=extra)
-        return JobStatus(JobState.PENDING, extra=extra)
+            return JobStatus(JobState.FAILED, reason=why, extra=extra, accepted_at=accepted)
+        return JobStatus(JobState.PENDING, extra=extra, accepted_at=accepted)
     if container_state is JobState.RUNNING:
-        return JobStatus(JobState.RUNNING, started_at=started, extra=extra)
+        return JobStatus(JobState.RUNNING, started_at=started, extra=extra, accepted_at=accepted)
     code = current.exit_code
     if code is None:
         why = f"container terminated without an exit code ({detail or 'no detail'})"
-        return JobStatus(JobState.FAILED, None, why, started, finished, extra)
+        return JobStatus(JobState.FAILED, None, why, started, finished, extra, accepted)
     if code == 0:
-        return JobStatus(JobState.SUCCEEDED, 0, "container exited with code 0", started, finished, extra)
+        return JobStatus(JobState.SUCCEEDED, 0, "container exited with code 0", started, finished, extra, accepted)
     why = f"container exited with {describe_exit(int(code))}" + (f" ({detail})" if detail else "")
-    return JobStatus(JobState.FAILED, int(code), why, started, finished, extra)
+    return JobStatus(JobState.FAILED, int(code), why, started, finished, extra, accepted)
 
 
 def missing_required(model: Any, path: str = "") -> list[str]:
@@ -546,6 +575,30 @@ def _events(group: Any) -> str:
             if str(getattr(event, "type", "")) != "Normal" and event.message:
                 found.append(str(event.message).strip())
     return "; ".join(found[-3:])
+
+
+def _accepted_at(group: Any) -> dt.datetime | None:
+    """When ACI accepted the group: the time pushpool tagged on it when it asked for it, bounded by the earliest time
+    the group shows (its events, its container's start), so that no tag can put the job's clock later than that."""
+    found = []
+    try:
+        tagged = dt.datetime.fromisoformat(str((group.tags or {}).get(SUBMITTED_TAG, "")))
+        found.append(tagged if tagged.tzinfo else tagged.replace(tzinfo=dt.timezone.utc))
+    except ValueError:
+        pass
+    container = _main_container(group.containers or [])
+    view = getattr(container, "instance_view", None)
+    for events in (
+        getattr(group.instance_view, "events", None) if group.instance_view else None,
+        getattr(view, "events", None),
+    ):
+        found += [
+            e.first_timestamp for e in events or [] if isinstance(getattr(e, "first_timestamp", None), dt.datetime)
+        ]
+    for state in (getattr(view, "current_state", None), getattr(view, "previous_state", None)):
+        if isinstance(getattr(state, "start_time", None), dt.datetime):
+            found.append(state.start_time)
+    return min(found) if found else None
 
 
 def _main_container(containers: Sequence[Any]) -> Any:

@@ -263,6 +263,7 @@ class ProcessBackend(BackendBase):
         job = _read_json(jobdir / "job.json")
         if job is None:
             return JobStatus(JobState.MISSING, reason="no such job")
+        # The job record is written when the supervisor was spawned: the job was accepted and started then.
         started = _timestamp(job.get("started_at"))
         alive = processes.get(jobdir.name, [])
         extra = {"pid": job.get("pid"), "dir": str(jobdir), "processes": alive}
@@ -272,21 +273,25 @@ class ProcessBackend(BackendBase):
             ended = _orphaned(jobdir, job.get("pid"))
             alive = []
         if alive:  # the command may have exited while processes it started (the engine) still run
-            return JobStatus(JobState.RUNNING, None, "", started, None, extra)
+            return JobStatus(JobState.RUNNING, None, "", started, None, extra, accepted_at=started)
         if ended is not None and ended.get("exit_code") is None:
             finished = _timestamp(ended.get("finished_at"))
-            return JobStatus(JobState.FAILED, None, f"process {ended.get('error')}", started, finished, extra)
+            reason = f"process {ended.get('error')}"
+            return JobStatus(JobState.FAILED, None, reason, started, finished, extra, accepted_at=started)
         if ended is not None:
             code = int(ended["exit_code"])
             finished = _timestamp(ended.get("finished_at"))
             if code == 0:
-                return JobStatus(JobState.SUCCEEDED, 0, "exited with code 0", started, finished, extra)
+                return JobStatus(
+                    JobState.SUCCEEDED, 0, "exited with code 0", started, finished, extra, accepted_at=started
+                )
             state = JobState.STOPPED if stopped else JobState.FAILED
             reason = f"process {ended['error']}" if ended.get("error") else f"process ended with {describe_exit(code)}"
-            return JobStatus(state, code, reason, started, finished, extra)
+            return JobStatus(state, code, reason, started, finished, extra, accepted_at=started)
         if stopped:
-            return JobStatus(JobState.STOPPED, None, "process was stopped", started, None, extra)
-        return JobStatus(JobState.MISSING, None, "process disappeared without recording an exit code", started)
+            return JobStatus(JobState.STOPPED, None, "process was stopped", started, None, extra, accepted_at=started)
+        why = "process disappeared without recording an exit code"
+        return JobStatus(JobState.MISSING, None, why, started, accepted_at=started)
 
 
 def _orphaned(jobdir: Path, supervisor: Any) -> dict[str, Any]:
