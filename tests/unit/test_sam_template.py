@@ -110,6 +110,8 @@ NOT_PASSED = {
     "PUSHPOOL_PROCESS_DIR": "the process backend (pushpool serve)",
     "PUSHPOOL_HOME": "the CLI and pushpool serve",
     "PUSHPOOL_PORT": "pushpool serve",
+    "PUSHPOOL_ADMIN_TOKEN": "pushpool serve's /provision and /monitor (the functions are authorized by IAM)",
+    "PUSHPOOL_JOB_ENV_PASSTHROUGH": "the process backend (pushpool serve): ECS tasks never inherit the function's env",
     # Tuning whose code default is the deployed value (an operator adds it to the function's environment).
     "PUSHPOOL_JOB_API_URL": "default: PREFECT_API_URL, which tasks reach too",
     "PUSHPOOL_PENDING_TIMEOUT": "monitor policy, code default",
