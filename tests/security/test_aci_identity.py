@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -217,3 +220,31 @@ def test_the_operators_identities_are_given_as_asked(aci_deps, prefect: PrefectH
     body = arm.group(outcome.job_id).body
     assert body["identity"]["userAssignedIdentities"] == {AZ_IDENTITY: {}}
     assert KEY not in json.dumps({**body, "properties": {**body["properties"], "containers": []}})
+
+
+def test_the_operator_sets_the_allowlist_with_the_cli(prefect_api: str, tmp_path: Path, prefect: PrefectHelper) -> None:
+    """`pushpool work-pool create --allowed-identity` (repeatable) stores the list; a malformed id or another pool type
+    is refused and nothing is created."""
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PUSHPOOL_"))}
+    env = {**keep, "PREFECT_API_URL": prefect_api, "PUSHPOOL_HOME": str(tmp_path / "pp")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "pushpool.entrypoints.cli", "work-pool", "create", *args]
+        command += ["--submit-url", "http://127.0.0.1:9/submit"]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+    name = prefect.unique("aci-cli")
+    aci = ("--type", "azure-container-instance:push")
+    for refused, fragment in (
+        (cli(name, *aci, "--allowed-identity", AZ_IDENTITY + "/"), "not a user-assigned identity's resource id"),
+        (cli(name, "--type", "process:push", "--allowed-identity", AZ_IDENTITY), "azure-container-instance:push"),
+    ):
+        assert refused.returncode != 0 and fragment in refused.stderr, refused.stderr
+        assert prefect.request("GET", f"/work_pools/{name}").status_code == 404  # nothing was created
+    try:
+        created = cli(name, *aci, "--allowed-identity", AZ_IDENTITY, "--allowed-identity", OTHER_POOL)
+        assert created.returncode == 0, created.stderr
+        configuration = prefect.json("GET", f"/work_pools/{name}")["base_job_template"]["job_configuration"]
+        assert configuration["allowed_identities"] == [AZ_IDENTITY, OTHER_POOL]
+    finally:
+        prefect.request("DELETE", f"/work_pools/{name}")
