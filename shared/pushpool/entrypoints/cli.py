@@ -90,6 +90,15 @@ else:
             "address: the pool managed runs use)",
         ),
     ]
+    AllowedIdentityOption = Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-identity",
+            help="ACI: a user-assigned identity (ARM resource id) the pool's jobs may have; repeat for more. Only "
+            "these (and, with --provision-infra, the pool's own) may be named by `identities` or "
+            "`image_registry.identity`; without any, no job may have an identity",
+        ),
+    ]
     ProjectOption = Annotated[
         str | None,
         typer.Option(
@@ -407,6 +416,7 @@ def _provision_infra(
     options: InfraOptions,
     concurrency_limit: int | None = None,
     plan_only: bool = False,
+    settings_of_pool: dict | None = None,
 ) -> int:
     from pushpool.usecases.provision_infra import provision_infra
 
@@ -429,6 +439,7 @@ def _provision_infra(
             confirm=session.confirm,
             progress=session.progress,
             plan_only=plan_only,
+            settings=settings_of_pool,
         )
     _print_infra(result, options)
     if plan_only:
@@ -437,6 +448,27 @@ def _provision_infra(
         _say(render_plan(f"Plan for work pool {name} (--dry-run: nothing was changed):", result.plan))
         return 0
     return 0 if result.applied else 1
+
+
+def _allowed_identities(pool_type: str, identities: list[str] | None) -> dict | None:
+    """The operator's identity allowlist of an ACI pool (stored as a literal of its job configuration), checked here:
+    a malformed id or another pool type is refused before anything changes."""
+    if not identities:
+        return None
+    from pushpool.providers import provider_for_pool_type
+
+    if provider_for_pool_type(pool_type).name != "aci":
+        raise InvalidRequestError(f"--allowed-identity is for azure-container-instance:push pools, not {pool_type}")
+    from pushpool.providers.aci.config import identity_key
+
+    for identity in identities:
+        if identity_key(identity) is None:
+            raise InvalidRequestError(
+                f"--allowed-identity {identity!r} is not a user-assigned identity's resource id (/subscriptions/<id>/"
+                "resourceGroups/<group>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>); nothing "
+                "was changed"
+            )
+    return {"allowed_identities": list(dict.fromkeys(identities))}
 
 
 def _show_version(value: bool) -> None:
@@ -551,10 +583,12 @@ def cmd_pool_create(
     ] = None,
     project: ProjectOption = None,
     static_ips: StaticIpsOption = False,
+    allowed_identity: AllowedIdentityOption = None,
 ) -> None:
     """Create or update a push pool, its Webhook block and automation."""
     from pushpool.usecases.provision import provision_pool
 
+    pool_settings = _allowed_identities(pool_type, allowed_identity)
     if with_infra:
         options = InfraOptions(
             yes=yes, region=region, credentials=credentials.value, json=as_json, project=project, static_ips=static_ips
@@ -568,6 +602,7 @@ def cmd_pool_create(
                 options=options,
                 concurrency_limit=concurrency_limit,
                 plan_only=dry_run,
+                settings_of_pool=pool_settings,
             )
         )
         return
@@ -589,6 +624,7 @@ def cmd_pool_create(
         concurrency_limit=concurrency_limit,
         dry_run=dry_run,
         events=lambda: target[0][1],
+        defaults=pool_settings,
     )
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))

@@ -33,9 +33,11 @@ Rules every backend keeps (checked by tests/contract, which every backend and ev
   the monitor gives up on it.
 * ``dispatch_lead_seconds``: how long before a run's scheduled time its job is started by default (about the time
   from a job accepted to the flow running), so that a scheduled flow starts on time; a pool may set its own.
-* Secret delivery is the provider's: ``spec.secret_env`` (the Prefect credential) goes by secret reference where the
-  provider has one (ECS ``secrets``, Cloud Run ``secretKeyRef``, ACI ``secureValue``) and never into plaintext
-  overrides, files or logs; a provider refuses the job rather than send it in plaintext.
+* Secret delivery is the provider's: ``spec.secret_env`` (the Prefect credential, pushpool's or one the job's ``env``
+  gave: :data:`PREFECT_CREDENTIALS`) goes by secret reference where the provider has one (ECS ``secrets``, Cloud Run
+  ``secretKeyRef``, ACI ``secureValue``) and never into plaintext overrides, files or logs; a provider refuses the job
+  rather than send it in plaintext. Where the provider has a per-value secret mark (ACI), ``env`` values whose names
+  look secret (:func:`is_secret_name`) carry it too.
 * Failures surface only as :mod:`pushpool.errors` (``BackendError`` and its subclasses), translated at the boundary.
 """
 
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +56,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pushpool.templates.common import DEFAULT_MAX_RUN_TIME_SECONDS
 
 DEFAULT_COMMAND = ("prefect", "flow-run", "execute")
+# The environment variables that are Prefect's API credential: wherever they come from (pushpool's settings or the
+# job's own ``env``), they travel in ``JobSpec.secret_env``, never as a plain value.
+PREFECT_CREDENTIALS = ("PREFECT_API_KEY", "PREFECT_API_AUTH_STRING")
+_SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|API_KEY|AUTH_STRING|ACCESS_KEY)", re.I)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable's name says it holds a secret (``DB_PASSWORD``, ``GITHUB_TOKEN`` …).
+
+    Example:
+        >>> is_secret_name("DB_PASSWORD"), is_secret_name("TEAM")
+        (True, False)
+    """
+    return bool(_SECRET_NAME.search(name))
 
 
 class JobState(str, enum.Enum):
@@ -93,6 +110,11 @@ class JobConfig(BaseModel):
     max_run_time_seconds: int = Field(
         default=DEFAULT_MAX_RUN_TIME_SECONDS, ge=1, description="the monitor stops the job after this long"
     )
+
+    # Fields only the pool's operator sets: literal values of the base job template's ``job_configuration`` (never a
+    # ``{{ placeholder }}``, so no job variable can fill or widen them; job_spec refuses a template that tries), kept
+    # when provision brings the template up to date.
+    operator_fields: ClassVar[frozenset[str]] = frozenset()
 
     @field_validator("command", mode="before")
     @classmethod

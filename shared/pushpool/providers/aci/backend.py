@@ -9,7 +9,16 @@
   customised one; its ``[parameters(...)]``, ``[resourceGroup().location]`` … are evaluated here, since there is no ARM
   deployment), with the run's image, command (``entrypoint`` + command), environment, registry, identities, subnets
   and DNS added as Prefect's ACI worker adds them. It is validated with the SDK's own models before anything is sent.
-* The Prefect credential goes as a ``secureValue`` environment variable (ARM never returns it), never as ``value``.
+* The Prefect credential goes as a ``secureValue`` environment variable (ARM never returns it), never as ``value`` —
+  also one the job's ``env`` gives, and every variable whose name looks secret (``*_TOKEN``, ``*PASSWORD*`` …).
+  Prefect's worker marks only ``PREFECT_API_KEY`` (docs/aci-compat.md).
+* Identities: a group may have only the user-assigned identities its pool's operator allowed
+  (``job_configuration.allowed_identities``, a literal no job variable reaches; none by default). Every identity the
+  group would name — ``identities``, ``image_registry.identity``, or the ``arm_template``'s own — is compared with
+  that list (ARM ids are case-insensitive: compared lower-cased, and only well-formed ids); one that is not on it
+  refuses the job before any call to Azure, naming the variable. Without this a deployment author could give a
+  container any identity pushpool's own may assign — pushpool's own included (infra/azure keeps that one
+  unassignable too).
 * State: the provisioning state, the group's instance view and the container's current state and exit code
   (``PROVISIONING_STATES``, ``GROUP_STATES``, ``CONTAINER_STATES``; a test keeps them complete). ``status`` lists each
   resource group once (existence and provisioning state of all its groups); ARM's list carries no instance view, so
@@ -37,8 +46,16 @@ from typing import Any
 
 from pushpool.errors import BackendError, JobNotFoundError
 from pushpool.providers.aci.azure import NAME, arm_error_code, arm_status, azure_errors
-from pushpool.providers.aci.config import AciJobConfig
-from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
+from pushpool.providers.aci.config import AciJobConfig, identity_key
+from pushpool.providers.base import (
+    BackendBase,
+    JobHandle,
+    JobSpec,
+    JobState,
+    JobStatus,
+    describe_exit,
+    is_secret_name,
+)
 
 DEFAULT_IMAGE = "prefecthq/prefect:3-latest"
 DEFAULT_CONTAINER = "prefect"
@@ -140,6 +157,7 @@ class AciBackend(BackendBase):
 
     def submit(self, spec: JobSpec) -> JobHandle:
         config = _config(spec)
+        check_identities(spec)  # before any call to Azure: a refused identity creates nothing
         name = group_name(spec)
         handle = JobHandle(NAME, resource_id(config.subscription_id, config.resource_group_name, name))
         client = self._client(config.subscription_id, config.aci_credentials)
@@ -429,8 +447,10 @@ def group_body(spec: JobSpec, location: str) -> dict[str, Any]:
         requests["gpu"] = {"count": config.gpu_count, **({"sku": config.gpu_sku} if config.gpu_sku else {})}
     ours = set(spec.env) | set(spec.secret_env)
     unset = {k for k, v in config.env.items() if v is None}
-    environment = [dict(e) for e in props.get("environmentVariables") or [] if e.get("name") not in ours | unset]
-    environment += [{"name": k, "value": str(v)} for k, v in sorted(spec.env.items())]
+    environment = [
+        _secured(dict(e)) for e in props.get("environmentVariables") or [] if e.get("name") not in ours | unset
+    ]
+    environment += [_secured({"name": k, "value": str(v)}) for k, v in sorted(spec.env.items())]
     environment += [{"name": k, "secureValue": v} for k, v in sorted(spec.secret_env.items())]
     props["environmentVariables"] = environment
 
@@ -454,6 +474,7 @@ def group_body(spec: JobSpec, location: str) -> dict[str, Any]:
         ] + [credential]
     if identities:
         body["identity"] = {"type": "UserAssigned", "userAssignedIdentities": {i: {} for i in identities}}
+    check_identities(spec, body)
     if config.subnet_ids:
         properties["subnetIds"] = [{"id": s} for s in config.subnet_ids]
     if config.dns_servers:
@@ -473,6 +494,56 @@ def group_body(spec: JobSpec, location: str) -> dict[str, Any]:
     tags.update(ours)
     body["tags"] = dict(list(tags.items())[-50:])  # ARM allows 50 tags; ours come last and are kept
     return body
+
+
+def check_identities(spec: JobSpec, body: Mapping[str, Any] | None = None) -> None:
+    """Refuse a job whose group would have a user-assigned identity its pool's operator did not allow.
+
+    Checked: ``identities`` and ``image_registry.identity`` (job variables), and — given the group's ``body`` — every
+    identity it names (``identity.userAssignedIdentities``, ``imageRegistryCredentials[].identity``,
+    ``encryptionProperties.identity``: the ``arm_template``'s own included). An id that is not a well-formed
+    user-assigned identity id is refused too (ARM would resolve spellings pushpool's comparison might not).
+
+    Raises:
+        BackendError: naming the variable and the identity (its name and resource group; never a secret).
+    """
+    config = _config(spec)
+    allowed = {identity_key(i) for i in config.allowed_identities}
+    named: list[tuple[str, Any]] = [("identities", i) for i in config.identities or []]
+    registry = config.image_registry or {}
+    if registry.get("identity"):
+        named.append(("image_registry.identity", registry["identity"]))
+    if body is not None:
+        properties = body.get("properties") or {}
+        named += [
+            ("arm_template identity", i) for i in ((body.get("identity") or {}).get("userAssignedIdentities") or {})
+        ]
+        named += [
+            ("arm_template imageRegistryCredentials", c.get("identity"))
+            for c in properties.get("imageRegistryCredentials") or []
+            if isinstance(c, Mapping) and c.get("identity")
+        ]
+        encryption = properties.get("encryptionProperties") or {}
+        if isinstance(encryption, Mapping) and encryption.get("identity"):
+            named.append(("arm_template encryptionProperties.identity", encryption["identity"]))
+    for variable, identity in named:
+        key = identity_key(identity)
+        if key is None:
+            raise BackendError(
+                f"{variable}: not a user-assigned identity's resource id (/subscriptions/<subscription id>/"
+                "resourceGroups/<group>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>); "
+                "nothing was created",
+                backend=NAME,
+            )
+        if key not in allowed:
+            rg, name = key.split("/")[4], key.rsplit("/", 1)[-1]
+            raise BackendError(
+                f"{variable}: identity {name!r} (resource group {rg!r}) is not allowed for pool {spec.pool_name!r}; "
+                f"its operator allows {len(allowed)} identit{'y' if len(allowed) == 1 else 'ies'} "
+                "(job_configuration.allowed_identities: `pushpool work-pool create --allowed-identity <id>`); "
+                "nothing was created",
+                backend=NAME,
+            )
 
 
 def to_status(group: Any) -> JobStatus:
@@ -599,6 +670,13 @@ def _accepted_at(group: Any) -> dt.datetime | None:
         if isinstance(getattr(state, "start_time", None), dt.datetime):
             found.append(state.start_time)
     return min(found) if found else None
+
+
+def _secured(variable: dict[str, Any]) -> dict[str, Any]:
+    """An environment variable whose name looks secret as a ``secureValue`` (ARM never returns it), not a ``value``."""
+    if "value" in variable and is_secret_name(str(variable.get("name", ""))):
+        variable["secureValue"] = variable.pop("value")
+    return variable
 
 
 def _main_container(containers: Sequence[Any]) -> Any:

@@ -306,8 +306,11 @@ class EcsBackend(BackendBase):
             environment = override.get("environment") or []
             if isinstance(environment, dict):
                 environment = [{"name": k, "value": v} for k, v in environment.items()]
+            # A credential goes by its secret reference only: the template's {{ env }} would repeat it in plaintext.
             override["environment"] = [
-                {"name": e["name"], "value": str(e["value"])} for e in environment if e.get("value") is not None
+                {"name": e["name"], "value": str(e["value"])}
+                for e in environment
+                if e.get("value") is not None and e.get("name") not in spec.secret_env
             ]
         main["command"] = list(spec.command)
         main["environment"] = [e for e in main["environment"] if e["name"] not in spec.env] + [
