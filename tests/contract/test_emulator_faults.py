@@ -146,18 +146,21 @@ def test_cloud_run_backend_translates_throttling_5xx_and_the_jobs_quota(cloud_ru
     with cloud_run.lock:
         existing = sum(1 for n in cloud_run.jobs if n.startswith(PARENT + "/jobs/"))
     run_faults.limit(existing)  # Cloud Run's jobs-per-region quota, reached
+    spec = make_spec()
     with pytest.raises(exceptions.TooManyRequests) as caught:
         _jobs_client(cloud_run).create_job(
-            parent=PARENT, job_id=f"quota-{uuid.uuid4().hex[:8]}", job=backend._job_message(make_spec(), make_spec().config),
+            parent=PARENT,
+            job_id=f"quota-{uuid.uuid4().hex[:8]}",
+            job=backend._job_message(spec, spec.config),
             retry=None,
-        )  # fmt: skip
+        )
     assert caught.value.reason == "RESOURCE_QUOTA_EXCEEDED"
     with pytest.raises(QuotaExceededError) as quota:
         backend.submit(make_spec())
     assert "quota" in quota.value.one_line().lower()
 
 
-# -- Azure Resource Manager: ACI (tests/arm_emulator.py) ----------------------------------------------------------------
+# -- Azure Resource Manager: ACI (tests/arm_emulator.py) ---------------------------------------------------------------
 
 
 @pytest.fixture
@@ -246,7 +249,7 @@ def test_aci_backend_translates_throttling_5xx_and_the_group_quota(arm, arm_faul
     assert "ContainerGroupQuotaReached" in caught.value.one_line()
 
 
-# -- Modal: gRPC (tests/modal_emulator.py) -------------------------------------------------------------------------------
+# -- Modal: gRPC (tests/modal_emulator.py) -----------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -299,7 +302,7 @@ def test_modal_backend_translates_bad_days_and_the_concurrency_quota(modal_serve
     assert backend.find(spec) == first
 
 
-# -- Coiled: REST (tests/coiled_emulator.py), called with httpx by pushpool's CoiledApi ----------------------------------
+# -- Coiled: REST (tests/coiled_emulator.py), called with httpx by pushpool's CoiledApi --------------------------------
 
 
 @pytest.fixture

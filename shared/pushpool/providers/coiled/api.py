@@ -2,7 +2,7 @@
 
 The server is ``DASK_COILED__SERVER`` (the coiled SDK's own setting; https://cloud.coiled.io by default) and the token
 goes as ``Authorization: ApiToken <token>``, as the SDK sends it. HTTP errors leave as pushpool errors by status code:
-401/403 a refused token, 404 not found, 429/500/502-504 and transport errors retried (three attempts, jittered backoff), then
+401/403 a refused token, 404 not found, 429/5xx and transport errors retried (three attempts, jittered backoff), then
 BackendUnavailableError. The token never appears in an error.
 """
 
