@@ -104,6 +104,7 @@ class Faults:
         with self._lock:
             self._rules.clear()
             self._polls.clear()
+            self.injected.clear()
             self.lro_polls, self.list_delay, self.quota = 0, 0.0, None
 
     def count(self, kind: str | None = None) -> int:

@@ -281,12 +281,19 @@ def test_modal_backend_translates_bad_days_and_the_concurrency_quota(modal_serve
     from tests.contract.test_modal_backend import ModalDriver
 
     driver, backend = ModalDriver(modal_server), ModalBackend()
+    backend.throttle_waits = (0.01, 0.01)
     app = f"pushpool-faults-{uuid.uuid4().hex[:8]}"
     spec = driver.spec()
     spec = dataclasses.replace(spec, config=spec.config.model_copy(update={"app_name": app}))
-    modal_faults.fail_next("SandboxCreate*", "throttle")
+    modal_faults.fail_next("SandboxCreate*", "throttle", times=2)  # the SDK does not retry it: the backend does
+    throttled = dataclasses.replace(spec, attempt=str(uuid.uuid4()))
+    assert backend.submit(throttled).id and driver.jobs_of(throttled) == 1
+    backend.cancel(backend.find(throttled), grace_seconds=1)
+    modal_faults.fail_next("SandboxCreate*", "throttle", times=100)
     with pytest.raises(QuotaExceededError):
         backend.submit(spec)
+    assert modal_faults.count("throttle") == 2 + 3, modal_faults.injected  # bounded: three tries
+    modal_faults.clear()
     modal_faults.fail_next("SandboxCreate*", "unavailable", times=100)
     with pytest.raises(BackendUnavailableError):
         backend.submit(spec)

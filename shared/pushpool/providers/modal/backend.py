@@ -8,6 +8,8 @@
   so a later, separate invocation finds it running **or finished** (``find``; a name only finds running ones).
 * The Prefect credential goes as an ephemeral Modal Secret (``Secret.from_dict``), never in the command or tags;
   the pool's ``secrets`` are Modal secrets by name.
+* Throttled (RESOURCE_EXHAUSTED, which the SDK does not retry, unlike UNAVAILABLE): the create is tried again after
+  ``throttle_waits`` (jittered), as the other providers' SDKs retry their 429s; then QuotaExceededError.
 * The handle id is the sandbox id; status reads its result (exit code, terminated, timed out, failed to start);
   cancel terminates it; logs are its output's last lines (Modal keeps them with the app).
 * Credentials: the pool's ``modal_credentials`` block (``token_id``/``token_secret``) for submit and find, else the
@@ -18,7 +20,9 @@
 from __future__ import annotations
 
 import hashlib
+import random
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -67,6 +71,7 @@ class ModalBackend(BackendBase):
     name = NAME
     start_timeout_seconds = 300.0  # image builds (pip_packages) and GPU capacity can take minutes
     dispatch_lead_seconds = DISPATCH_LEAD_SECONDS
+    throttle_waits: tuple[float, ...] = (0.5, 1.0)  # seconds before each retry of a throttled create
 
     def __init__(self) -> None:
         self._clients: dict[str, Any] = {}  # by token id (never the secret); "" = the SDK's own configuration
@@ -98,7 +103,8 @@ class ModalBackend(BackendBase):
             if spec.secret_env:
                 secrets.append(modal.Secret.from_dict(dict(spec.secret_env)))
             try:
-                sandbox = modal.Sandbox.create(
+                sandbox = self._throttled(
+                    modal.Sandbox.create,
                     *spec.command,
                     app=app,
                     name=sandbox_name(spec.run_id, spec.attempt),
@@ -119,6 +125,17 @@ class ModalBackend(BackendBase):
                     raise
                 return JobHandle(NAME, found)
         return JobHandle(NAME, sandbox.object_id)
+
+    def _throttled(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """``call``, tried again after each of ``throttle_waits`` while Modal answers RESOURCE_EXHAUSTED."""
+        import modal
+
+        for wait in self.throttle_waits:
+            try:
+                return call(*args, **kwargs)
+            except modal.exception.ResourceExhaustedError:
+                time.sleep(wait * random.uniform(0.5, 1.0))  # jittered
+        return call(*args, **kwargs)
 
     def find(self, spec: JobSpec) -> JobHandle | None:
         import modal
