@@ -76,6 +76,19 @@ def test_ecs_backend_translates_aws_bad_days_to_retryable_errors(aws_faults: Fau
     assert caught.value.retryable and caught.value.backend == "ecs"
 
 
+def test_ecs_tasks_show_in_list_tasks_late(aws_faults: Faults, aws: dict) -> None:
+    from pushpool.providers.ecs.backend import EcsBackend
+
+    from tests.contract.test_ecs_backend import EcsDriver
+
+    spec = EcsDriver(aws, aws["cluster"]).spec()
+    handle = EcsBackend().submit(spec)
+    aws_faults.list_after(3600)
+    assert EcsBackend().find(spec) is None  # started, not listed yet (ListTasks is eventually consistent)
+    aws_faults.list_after(0)
+    assert EcsBackend().find(spec) == handle
+
+
 # -- Google: Cloud Run Admin API v2 (tests/gcp_emulator.py) ------------------------------------------------------------
 
 
