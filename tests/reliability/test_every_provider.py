@@ -1,4 +1,5 @@
-"""The reliability scenarios on every provider: the same table (throttling, 5xx, a job that vanishes) run against each
+"""The reliability scenarios on every provider: the same table (throttling, 5xx, a job that vanishes, a job that never
+starts, submit dying before the pid while the provider's lists lag) run against each
 backend through its emulator's bad days (tests/faults.py) — moto server for ECS, the local ARM endpoint for ACI, the
 Cloud Run Admin API, the Modal control plane, the Coiled API — and the process backend where a scenario applies to it
 (it has no remote API to throttle). The real Prefect server, the real SDK clients, pushpool's submit and monitor.
@@ -21,7 +22,7 @@ from pushpool.usecases.submit import submit_run
 
 from tests.conftest import AZ_RG, AZ_SUB
 from tests.faults import Faults
-from tests.helpers import SECRET_ARN, PrefectHelper, make_deps, pool_tick
+from tests.helpers import SECRET_ARN, PrefectHelper, make_deps, pool_tick, skip_ahead
 
 pytestmark = pytest.mark.integration
 KEY = "pnu_every_provider_key"
@@ -41,6 +42,7 @@ class Cloud:
     jobs_of: Callable[[str], int]  # a run's jobs, counted on the provider's side
     vanish: Callable[[str], None]  # a job (by its handle id) disappears without a trace
     job_variables: dict
+    hold: Callable[[str], None] | None = None  # keep a job from starting (None: the provider shows no pending state)
 
 
 def _ecs(request, prefect: PrefectHelper, deps) -> Cloud:
@@ -58,9 +60,13 @@ def _ecs(request, prefect: PrefectHelper, deps) -> Cloud:
         cluster, arn = job_id.split("::")
         del tasks[cluster][arn]
 
+    def hold(job_id: str) -> None:
+        cluster, arn = job_id.split("::")
+        tasks[cluster][arn].last_status = "PROVISIONING"
+
     assert MotoServer.instance is not None
     return Cloud("ecs", deps, pool, MotoServer.instance.bad_days, "RunTask", "DescribeTasks", jobs_of, vanish,
-                 {"prefect_api_key_secret_arn": SECRET_ARN})  # fmt: skip
+                 {"prefect_api_key_secret_arn": SECRET_ARN}, hold)  # fmt: skip
 
 
 def _aci(request, prefect: PrefectHelper, deps) -> Cloud:
@@ -75,8 +81,18 @@ def _aci(request, prefect: PrefectHelper, deps) -> Cloud:
     def jobs_of(run_id: str) -> int:
         return sum(1 for g in list(arm.groups.values()) if g.body["tags"].get("pushpool-flow-run-id") == run_id)
 
-    return Cloud("aci", deps, pool, arm.bad_days, "PUT */containerGroups/*", "GET */containerGroups*", jobs_of,
-                 arm.vanish, {})  # fmt: skip
+    return Cloud(
+        "aci",
+        deps,
+        pool,
+        arm.bad_days,
+        "PUT */containerGroups/*",
+        "GET */containerGroups*",
+        jobs_of,
+        arm.vanish,
+        {},
+        lambda _: None,
+    )  # fmt: skip  (a group stays Creating until the test starts it)
 
 
 def _cloudrun(request, prefect: PrefectHelper, deps) -> Cloud:
@@ -90,8 +106,14 @@ def _cloudrun(request, prefect: PrefectHelper, deps) -> Cloud:
             jobs = list(emulator.jobs.values())
         return sum(j["executionCount"] for j in jobs if j["labels"].get("prefect-io-flow-run-id") == run_id)
 
+    def hold(execution: str) -> None:
+        with emulator.lock:
+            data = emulator.executions[execution]["json"]
+            data.pop("startTime", None)
+            data["runningCount"] = 0
+
     return Cloud("cloudrun", deps, make_pool(prefect), emulator.bad_days, "POST */jobs", "GET */executions*",
-                 jobs_of, emulator.vanish, {})  # fmt: skip
+                 jobs_of, emulator.vanish, {}, hold)  # fmt: skip
 
 
 def _modal(request, prefect: PrefectHelper, deps) -> Cloud:
@@ -115,8 +137,18 @@ def _coiled(request, prefect: PrefectHelper, deps) -> Cloud:
         clusters = [c for c in list(server.clusters.values()) if c.body.get("tags", {}).get("pushpool-run") == run_id]
         return sum(1 for j in list(server.jobs.values()) if j.cluster_id in {c.id for c in clusters})
 
-    return Cloud("coiled", deps, pool, server.bad_days, "POST /api/v2/jobs/compressed", "GET /api/v2/jobs/cluster/*",
-                 jobs_of, lambda job_id: server.vanish(int(job_id.split("/")[1])), {})  # fmt: skip
+    return Cloud(
+        "coiled",
+        deps,
+        pool,
+        server.bad_days,
+        "POST /api/v2/jobs/compressed",
+        "GET /api/v2/jobs/cluster/*",
+        jobs_of,
+        lambda job_id: server.vanish(int(job_id.split("/")[1])),
+        {},
+        lambda _: None,
+    )  # fmt: skip  (a job stays pending while the emulator runs no commands)
 
 
 def _process(request, prefect: PrefectHelper, deps) -> Cloud:
@@ -236,3 +268,68 @@ def test_a_vanished_job_crashes_its_run(cloud: Cloud, prefect: PrefectHelper, re
         longest_repair=time.monotonic() - started,
     )
     assert right, run["state"]
+
+
+def test_a_job_that_never_starts_is_crashed_and_stopped(cloud: Cloud, prefect: PrefectHelper, report) -> None:
+    from pushpool.providers.base import JobHandle
+
+    if cloud.hold is None:
+        pytest.skip(f"{cloud.name}: a job shows no pending state (running once created)")
+    run_id, outcome = _submit(cloud, prefect)
+    assert outcome.outcome == "submitted", outcome
+    cloud.hold(outcome.job_id)
+    started = time.monotonic()
+    skip_ahead(cloud.deps, 3600)  # past every provider's start timeout
+    pool_tick(cloud.deps, cloud.pool)
+    state = prefect.read_run(run_id)["state"]
+    backend = cloud.deps.backend(cloud.name)
+    job = backend.status([JobHandle(backend.name, outcome.job_id)])[outcome.job_id].state
+    right = state["type"] == "CRASHED" and "did not start" in (state["message"] or "") and not job.is_alive
+    report.add(
+        "a job never starts",
+        provider=cloud.name,
+        runs=1,
+        faults=1,
+        stuck=int(not right),
+        longest_repair=time.monotonic() - started,
+    )
+    assert right, (state, job)
+
+
+def test_submit_dies_before_the_pid_while_lists_lag(cloud: Cloud, prefect: PrefectHelper, report) -> None:
+    """The job exists, its pid was never written, and the provider's lists show it only a second later: the monitor
+    does nothing rash within the pending timeout, then adopts the job — one job, never a second."""
+    from pushpool.prefect_api.models import StateType
+    from pushpool.usecases.job_spec import build_job_spec
+
+    if cloud.faults is None:
+        pytest.skip(f"{cloud.name}: a local job directory has no lag")
+    client = cloud.deps.orchestrator
+    run_id = prefect.create_run(prefect.create_deployment(cloud.pool, job_variables=cloud.job_variables))
+    claim = client.propose_state(run_id, StateType.PENDING)
+    run = client.read_flow_run(run_id)
+    spec = build_job_spec(settings=cloud.deps.settings, client=client, run=run, pool=client.read_work_pool(cloud.pool),
+                          deployment=client.read_deployment(run.deployment_id), attempt=claim.state.id)  # fmt: skip
+    cloud.faults.list_after(1.0)
+    handle = cloud.deps.backend(cloud.name).submit(spec)
+    started = time.monotonic()
+    pool_tick(cloud.deps, cloud.pool)  # within the pending timeout: the job is not listed yet, nothing is done
+    early = prefect.read_run(run_id)
+    time.sleep(max(0.0, 1.1 - (time.monotonic() - started)))
+    skip_ahead(cloud.deps, cloud.deps.settings.pending_timeout_seconds + 0.2)
+    pool_tick(cloud.deps, cloud.pool)
+    after = prefect.read_run(run_id)
+    report.add(
+        "submit dies before the pid, lists lag 1 s",
+        provider=cloud.name,
+        runs=1,
+        faults=1,
+        lost=int(after["infrastructure_pid"] != handle.id),
+        duplicated=int(cloud.jobs_of(run_id) > 1),
+        stuck=int(early["state_type"] != "PENDING" or after["state_type"] != "PENDING"),
+        longest_repair=time.monotonic() - started,
+    )
+    _stop(cloud, prefect, [run_id])
+    assert early["state_type"] == "PENDING" and not early["infrastructure_pid"], early["state"]
+    assert after["infrastructure_pid"] == handle.id and after["state_type"] == "PENDING", after["state"]
+    assert cloud.jobs_of(run_id) == 1
