@@ -415,6 +415,11 @@ def test_storage_queue_server_busy_reaches_the_trigger_as_a_retryable_error(tmp_
         with pytest.raises(HttpResponseError) as caught:
             trigger.client.send_message("x")
         assert caught.value.status_code == 503 and caught.value.error_code == "ServerBusy"
+        retried = {"connection_verify": str(driver.emulator.cert), "retry_total": 1, "initial_backoff": 0,
+                   "increment_base": 0, "random_jitter_range": 0}  # fmt: skip
+        driver.emulator.bad_days.fail_next("POST *", "throttle")
+        StorageQueueTrigger(url, credential=FakeCredential(), client_options=retried).client.send_message("y")
+        assert driver.emulator.bad_days.count() == 2  # ServerBusy, retried by the storage SDK's ExponentialRetry
         driver.emulator.bad_days.fail_next("POST *", "throttle")
         with pytest.raises(BackendUnavailableError) as translated:
             trigger.arm(str(uuid.uuid4()), dt.datetime.now(dt.timezone.utc))
