@@ -333,3 +333,43 @@ def test_submit_dies_before_the_pid_while_lists_lag(cloud: Cloud, prefect: Prefe
     assert early["state_type"] == "PENDING" and not early["infrastructure_pid"], early["state"]
     assert after["infrastructure_pid"] == handle.id and after["state_type"] == "PENDING", after["state"]
     assert cloud.jobs_of(run_id) == 1
+
+
+def test_cancel_and_max_run_time_act_within_one_tick(cloud: Cloud, prefect: PrefectHelper, report) -> None:
+    from pushpool.providers.base import JobHandle
+
+    def submitted(**variables) -> tuple[str, str]:
+        job_variables = {**cloud.job_variables, **variables}
+        run_id = prefect.create_run(prefect.create_deployment(cloud.pool, job_variables=job_variables))
+        client = cloud.deps.orchestrator
+        outcome = submit_run(cloud.deps, client.read_flow_run(run_id), client.read_work_pool(cloud.pool), trigger="t")
+        assert outcome.outcome == "submitted", outcome
+        return run_id, outcome.job_id
+
+    extra = {"command": "sleep 60"} if cloud.name == "process" else {}
+    (pending, pending_job), (running, running_job) = submitted(**extra), submitted(**extra)
+    overdue, overdue_job = submitted(max_run_time_seconds=1, **extra)
+    prefect.set_state(running, "RUNNING")
+    prefect.set_state(overdue, "RUNNING")
+    skip_ahead(cloud.deps, 1.5)  # the overdue run is past its maximum run time
+    prefect.set_state(pending, "CANCELLING")
+    prefect.set_state(running, "CANCELLING")
+    started = time.monotonic()
+    pool_tick(cloud.deps, cloud.pool)  # one tick
+    took = time.monotonic() - started
+    expected = {pending: "CANCELLED", running: "CANCELLED", overdue: "CRASHED"}
+    jobs = {pending: pending_job, running: running_job, overdue: overdue_job}
+    backend = cloud.deps.backend(cloud.name)
+    wrong = {r: prefect.state(r) for r, t in expected.items() if prefect.state(r)[0] != t}
+    alive = [r for r, j in jobs.items() if backend.status([JobHandle(backend.name, j)])[j].state.is_alive]
+    report.add(
+        "cancel Pending/Running, max run time: one tick",
+        provider=cloud.name,
+        runs=3,
+        faults=3,
+        lost=len(alive),
+        stuck=len(wrong),
+        longest_repair=took,
+    )
+    assert wrong == {} and alive == [], (wrong, alive)
+    assert "maximum run time of 1 s" in prefect.read_run(overdue)["state"]["message"]
