@@ -373,3 +373,60 @@ def test_cancel_and_max_run_time_act_within_one_tick(cloud: Cloud, prefect: Pref
     )
     assert wrong == {} and alive == [], (wrong, alive)
     assert "maximum run time of 1 s" in prefect.read_run(overdue)["state"]["message"]
+
+
+def test_duplicate_storm_with_throttled_creates(cloud: Cloud, prefect: PrefectHelper, report, scale: int) -> None:
+    """N runs × M concurrent webhook deliveries racing the monitor's dispatch, the provider throttling the first
+    creates: exactly one job and one claim per run."""
+    import json
+    import random
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pushpool.entrypoints.auth import WebhookAuth
+    from pushpool.entrypoints.http import handle_submit
+
+    runs_n, dup_m = 4 * scale, 4
+    extra = {"command": "sleep 60"} if cloud.name == "process" else {}
+    dep = prefect.create_deployment(cloud.pool, job_variables={**cloud.job_variables, **extra})
+    runs = [prefect.create_run(dep) for _ in range(runs_n)]
+    auth, headers = WebhookAuth(cloud.deps.settings.webhook_tokens), {"Authorization": "Bearer test-token"}
+    deliveries = [r for r in runs for _ in range(dup_m)]
+    random.Random(23).shuffle(deliveries)
+    if cloud.faults is not None:
+        cloud.faults.fail_next(cloud.create, "throttle", times=3)
+    stop = threading.Event()
+
+    def monitor_loop() -> None:
+        while not stop.is_set():
+            pool_tick(cloud.deps, cloud.pool)
+
+    monitor = threading.Thread(target=monitor_loop)
+    monitor.start()
+    try:
+        with ThreadPoolExecutor(max_workers=6) as pool_ex:
+            answers = list(
+                pool_ex.map(
+                    lambda r: handle_submit(
+                        cloud.deps, auth, headers, json.dumps({"flow_run_id": r}).encode(), trigger="storm"
+                    ),
+                    deliveries,
+                )
+            )
+    finally:
+        stop.set()
+        monitor.join()
+    jobs = {r: cloud.jobs_of(r) for r in runs}
+    claims = {r: sum(1 for s in prefect.states(r) if s == ("PENDING", "Pending")) for r in runs}
+    report.add(
+        "duplicate storm, first creates throttled" if cloud.faults is not None else "duplicate storm (short)",
+        provider=cloud.name,
+        runs=runs_n,
+        faults=len(deliveries) - runs_n + (cloud.faults.count() if cloud.faults is not None else 0),
+        lost=sum(n == 0 for n in jobs.values()),
+        duplicated=sum(n > 1 for n in jobs.values()),
+        stuck=sum(c != 1 for c in claims.values()),
+    )
+    _stop(cloud, prefect, runs)
+    assert all(a.status == 200 for a in answers), [a.body for a in answers if a.status != 200][:3]
+    assert set(jobs.values()) == {1} and set(claims.values()) == {1}, (jobs, claims)
