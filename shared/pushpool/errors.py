@@ -5,7 +5,9 @@ answers with (``http_status``) and whether retrying the same call later can succ
 
     PushpoolError                        base; http_status 500
     ├── InvalidRequestError              400  bad input: malformed body, missing run id, unknown run …
-    │   ├── UnauthorizedError            401  missing or wrong webhook token / signature
+    │   ├── UnauthorizedError            401  missing or wrong webhook token / signature / admin token
+    │   ├── ForbiddenError               403  a valid credential that does not authorize this (the webhook token on
+    │   │                                     serve's /provision or /monitor)
     │   ├── RequestTooLargeError         413  body over the limit, refused before parsing
     │   └── UnsupportedPoolError         422  the run's pool is not a push pool, or its type is unknown
     ├── ConfigurationError               500  pushpool itself is mis-configured (missing URL, bad setting)
@@ -50,6 +52,10 @@ class InvalidRequestError(PushpoolError):
 
 class UnauthorizedError(InvalidRequestError):
     http_status = 401
+
+
+class ForbiddenError(InvalidRequestError):
+    http_status = 403
 
 
 class RequestTooLargeError(InvalidRequestError):

@@ -53,6 +53,14 @@ class Settings(BaseSettings):
         default=None, repr=False, exclude=True, validation_alias="PUSHPOOL_WEBHOOK_SECRET_PREVIOUS"
     )
     webhook_tokens: tuple[str, ...] = Field(default=(), repr=False, validation_alias="webhook_tokens")
+    # `pushpool serve`'s /provision and /monitor: the admin token (never the webhook token, which Prefect stores in a
+    # block its API users can read). The CLI reads it from <home>/admin-token (created on first use) when unset.
+    admin_token: str | None = Field(default=None, repr=False, exclude=True, validation_alias="PUSHPOOL_ADMIN_TOKEN")
+    # Variables of pushpool's environment that jobs also get, beyond what they need to start (pushpool/job_environment:
+    # an allowlist; a comma-separated list of names).
+    job_env_passthrough: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), validation_alias=_env("PUSHPOOL_JOB_ENV_PASSTHROUGH")
+    )
     webhook_signing_secrets: tuple[str, ...] = Field(default=(), repr=False, validation_alias="webhook_signing_secrets")
     # On AWS, the Prefect key and the webhook token come from Secrets Manager or SSM by these references.
     prefect_api_key_secret_arn: str | None = Field(
@@ -153,12 +161,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"not JSON: {exc}") from None
         return value
 
-    @field_validator("pool_types", mode="before")
+    @field_validator("pool_types", "job_env_passthrough", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
+
+    @field_validator("job_env_passthrough")
+    @classmethod
+    def _variable_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from pushpool.job_environment import check_passthrough
+
+        return check_passthrough(value)
 
     @model_validator(mode="after")
     def _gather_secrets(self) -> Settings:
@@ -238,7 +253,7 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> tuple[str, ...]:
         """Every secret value pushpool holds (for redaction checks)."""
-        values = [self.prefect_api_key, self.prefect_api_auth_string, *self.webhook_tokens]
+        values = [self.prefect_api_key, self.prefect_api_auth_string, self.admin_token, *self.webhook_tokens]
         values += list(self.webhook_signing_secrets)
         return tuple(v for v in values if v)
 

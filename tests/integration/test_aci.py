@@ -30,8 +30,10 @@ def aci_deps(prefect_api: str, tmp_path: Path, aci_options: dict):
     deps.orchestrator.close()
 
 
-def _template(**defaults) -> dict:
+def _template(allowed: list[str] | None = None, **defaults) -> dict:
+    """The pool's template; its operator allows the test identity (``allowed``: these instead)."""
     template = copy.deepcopy(base_job_template("azure-container-instance:push"))
+    template["job_configuration"]["allowed_identities"] = [AZ_IDENTITY] if allowed is None else allowed
     props = template["variables"]["properties"]
     props["subscription_id"]["default"] = AZ_SUB
     props["resource_group_name"]["default"] = AZ_RG
@@ -142,7 +144,7 @@ def test_an_operators_customised_arm_template_is_the_group_that_is_created(
     ("variables", "fragment"),
     [
         ({"resource_group_name": "rg-missing"}, "ResourceGroupNotFound"),
-        ({"identities": [f"{AZ_IDENTITIES}/nobody"]}, "InvalidIdentity"),
+        ({"identities": [f"{AZ_IDENTITIES}/nobody"]}, "identities: identity 'nobody'"),
         ({"image_registry": {"registry_url": "other.azurecr.io", "identity": AZ_IDENTITY}}, "InaccessibleImage"),
         ({"resource_group_name": "bad/name"}, "not a valid Azure resource group name"),
         ({"subscription_id": "my-subscription"}, "not an Azure subscription id"),

@@ -8,6 +8,7 @@ again). print_report.py prints one table per provider.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -53,10 +54,12 @@ def report() -> Report:
     collected = Report()
     yield collected
     REPORT.parent.mkdir(parents=True, exist_ok=True)
-    existing = json.loads(REPORT.read_text()) if REPORT.exists() else []
-    names = {(r["scenario"], r["provider"]) for r in collected.rows}
-    kept = [r for r in existing if (r["scenario"], r.get("provider", "process")) not in names]
-    REPORT.write_text(json.dumps(kept + collected.rows, indent=1))
+    with open(REPORT.with_suffix(".lock"), "w") as lock:  # pytest-xdist: every worker adds its rows at its end
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        existing = json.loads(REPORT.read_text()) if REPORT.exists() else []
+        names = {(r["scenario"], r["provider"]) for r in collected.rows}
+        kept = [r for r in existing if (r["scenario"], r.get("provider", "process")) not in names]
+        REPORT.write_text(json.dumps(kept + collected.rows, indent=1))
 
 
 @pytest.fixture(scope="session")

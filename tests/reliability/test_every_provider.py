@@ -125,7 +125,11 @@ def _modal(request, prefect: PrefectHelper, deps) -> Cloud:
     def jobs_of(run_id: str) -> int:
         return sum(1 for s in list(server.sandboxes.values()) if s.tags.get("pushpool-run") == run_id)
 
-    return Cloud("modal", deps, pool, server.bad_days, "SandboxCreate*", "Sandbox[!C]*", jobs_of, server.vanish, {})
+    def hold(sandbox_id: str) -> None:  # no worker took it: Modal is still scheduling it (no task)
+        server.sandboxes[sandbox_id].scheduled_at = None
+
+    return Cloud("modal", deps, pool, server.bad_days, "SandboxCreate*", "Sandbox[!C]*", jobs_of, server.vanish, {},
+                 hold)  # fmt: skip
 
 
 def _coiled(request, prefect: PrefectHelper, deps) -> Cloud:
