@@ -236,13 +236,14 @@ def test_arm_operations_stay_in_progress_and_groups_show_in_lists_late(
         image="flows:1",
         resources=models.ResourceRequirements(requests=models.ResourceRequests(memory_in_gb=1, cpu=1)),
     )
-    group = models.ContainerGroup(location="westeurope", os_type="Linux", containers=[container])
+    group = models.ContainerGroup(location="westeurope", os_type="Linux", containers=[container], tags={"test": "lro"})
     polls = arm.count("operation")
     client.container_groups.begin_create_or_update(AZ_RG, name, group, polling_interval=0).result()
     assert arm.count("operation") - polls == 4  # InProgress three times, then Succeeded
     assert name not in [g.name for g in client.container_groups.list_by_resource_group(AZ_RG)]
     arm_faults.list_after(0)
     assert name in [g.name for g in client.container_groups.list_by_resource_group(AZ_RG)]
+    client.container_groups.begin_delete(AZ_RG, name).result()  # the emulator is the session's: leave it as found
 
 
 def test_aci_backend_translates_throttling_5xx_and_the_group_quota(arm, arm_faults: Faults, aci_options: dict) -> None:

@@ -79,7 +79,7 @@ def _aci(request, prefect: PrefectHelper, deps) -> Cloud:
     prefect.create_pool(pool, "azure-container-instance:push", base_job_template=template)
 
     def jobs_of(run_id: str) -> int:
-        return sum(1 for g in list(arm.groups.values()) if g.body["tags"].get("pushpool-flow-run-id") == run_id)
+        return sum(1 for g in list(arm.groups.values()) if g.body.get("tags", {}).get("pushpool-flow-run-id") == run_id)
 
     return Cloud(
         "aci",
