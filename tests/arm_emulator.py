@@ -22,7 +22,9 @@ What it mimics from ARM and ACI as documented (and where that is an assumption, 
 * the list of a resource group carries no instance views (Azure/azure-sdk-for-python#27068): only GET does;
 * GET never returns ``secureValue``; stop deallocates (group state ``Stopped``, no container instance view); delete
   answers 200; logs are a capped tail (``tail``);
-* faults on the test's command: the next N matching requests answer 429 (``Retry-After``) or 5xx.
+* faults on the test's command: the next N matching requests answer 429 (``Retry-After``) or 5xx; and the cloud's
+  bad days of tests/faults.py (``bad_days``): throttling, 5xx, operations in progress for K polls, groups listed late,
+  a container-group quota per subscription.
 
 Groups move through their states only on the test's command (``start``, ``exit``, ``fail_provisioning``, ``vanish``).
 """
@@ -41,6 +43,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.faults import Faults, arm_answer
 
 TOKEN = "fake-arm-token"
 _GROUP_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$|^[a-z0-9]$")
@@ -148,6 +152,7 @@ class ArmEmulator:
         self.restarts = 0
         self.requests: list[tuple[str, str]] = []  # (method, route)
         self.faults: list[list[Any]] = []  # [method, route, status, code, times]
+        self.bad_days = Faults()  # operations: "METHOD /path" (tests/faults.py)
         self.page_size = page_size
         self.operations: dict[str, int] = {}
         self.resources: dict[str, dict[str, Any]] = {}  # other ARM resources, by lowercased id
@@ -241,6 +246,8 @@ class ArmEmulator:
                     fault[4] -= 1
                     extra = {"Retry-After": "0"} if fault[2] == 429 else {}
                     return fault[2], extra, _error(fault[3], f"injected {fault[2]}")
+            if bad := self.bad_days.check(f"{method} {parts.path}"):
+                return arm_answer(bad)
         if headers.get("authorization") != f"Bearer {TOKEN}":
             return 401, {}, _error("AuthenticationFailed", "missing or invalid bearer token")
         if route == "resource":
@@ -317,7 +324,11 @@ class ArmEmulator:
     def _list(self, a, headers, body, query):
         if (a["sub"], a["rg"].lower()) not in self.resource_groups:
             return 404, {}, _error("ResourceGroupNotFound", f"Resource group '{a['rg']}' could not be found.")
-        mine = [(k, g) for k, g in sorted(self.groups.items()) if k[:2] == (a["sub"], a["rg"].lower())]
+        mine = [
+            (k, g)
+            for k, g in sorted(self.groups.items())
+            if k[:2] == (a["sub"], a["rg"].lower()) and self.bad_days.listed(_epoch(g.created))
+        ]
         start = int(query.get("$skiptoken", 0))
         page = mine[start : start + self.page_size]
         answer: dict[str, Any] = {"value": [self._view(k, g, listed=True) for k, g in page]}
@@ -376,14 +387,16 @@ class ArmEmulator:
                         "registry credential.",
                     ),
                 )
-        if self.quota is not None and sum(1 for k in self.groups if k[0] == sub) >= self.quota:
+        count = sum(1 for k in self.groups if k[0] == sub)
+        limit = self.quota if self.quota is not None else self.bad_days.quota
+        if (self.quota is not None and count >= self.quota) or self.bad_days.over_quota(count):
             return (
                 409,
                 {},
                 _error(
                     "ContainerGroupQuotaReached",
                     f"Resource type 'Microsoft.ContainerInstance/containerGroups' container group quota "
-                    f"'StandardCores' exceeded in region. Limit: '{self.quota}'.",
+                    f"'StandardCores' exceeded in region. Limit: '{limit}'.",
                 ),
             )
         return None
@@ -479,7 +492,7 @@ class ArmEmulator:
         if polls is None:
             return 404, {}, _error("OperationNotFound", "no such operation")
         self.operations[a["op"]] = polls + 1
-        return 200, {}, {"status": "InProgress" if polls == 0 else "Succeeded"}
+        return 200, {}, {"status": "InProgress" if polls < max(1, self.bad_days.lro_polls) else "Succeeded"}
 
     def _view(self, key: tuple[str, str, str], group: Group, *, listed: bool = False) -> dict[str, Any]:
         sub, _, name = key
@@ -578,6 +591,10 @@ def _error(code: str, message: str) -> dict[str, Any]:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+def _epoch(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso).timestamp()
 
 
 def _handler(emulator: ArmEmulator) -> type[BaseHTTPRequestHandler]:

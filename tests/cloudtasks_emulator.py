@@ -10,6 +10,7 @@ and be ``[A-Za-z0-9_-]{1,500}``; a name already used (a task pending, or dispatc
 is 409 ALREADY_EXISTS; ``scheduleTime`` at most 30 days ahead; an unknown queue is 404; an OIDC service account the
 caller may not act as is 403. Dispatch waits on a condition until the earliest time (no polling); a target answering
 non-2xx is retried (``max_attempts``), as a queue's retry config does. ``dispatches`` records what was delivered.
+``bad_days`` (tests/faults.py) makes calls fail as Google spells it (429 RESOURCE_EXHAUSTED, 503 UNAVAILABLE).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from urllib.parse import parse_qs, urlsplit
 import googleapiclient
 import httpx
 
-from tests.gcp_emulator import _STATUS, ApiError, request_schema, schema_errors
+from tests.faults import Faults, google_error
+from tests.gcp_emulator import ApiError, request_schema, schema_errors
 
 _DOCS = os.path.join(os.path.dirname(googleapiclient.__file__), "discovery_cache", "documents")
 TASKS = json.load(open(os.path.join(_DOCS, "cloudtasks.v2.json")))  # noqa: SIM115
@@ -85,6 +87,7 @@ class CloudTasksEmulator:
         self.bodies: list[Any] = []  # every CreateTaskRequest body
         self.dispatches: list[dict[str, Any]] = []  # {"task", "at", "scheduled", "status", "attempt"}
         self.authorizations: list[str | None] = []
+        self.bad_days = Faults()  # operations: "METHOD /v2/path" (tests/faults.py)
         self.access_token = f"ya29.local-{uuid.uuid4().hex}"
         self._heap: list[tuple[dt.datetime, str]] = []
         self._cond = threading.Condition(self.lock)
@@ -126,6 +129,8 @@ class CloudTasksEmulator:
     def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         with self.lock:
             self.requests.append((method, path))
+        if bad := self.bad_days.check(f"{method} {path}"):
+            raise ApiError(*google_error(bad))
         found = re.fullmatch(r"/v2/(projects/[^/]+/locations/[^/]+/queues/[^/]+)/tasks", path)
         if method != "POST" or not found:
             raise ApiError(404, f"no such method: {method} {path}")
@@ -261,10 +266,7 @@ class CloudTasksEmulator:
                         raise ApiError(400, "Invalid JSON payload received.") from None
                     code, answer = emulator.handle(self.command, url.path, body)
                 except ApiError as exc:
-                    code = exc.code
-                    answer = {
-                        "error": {"code": exc.code, "message": exc.message, "status": _STATUS.get(exc.code, "UNKNOWN")}
-                    }
+                    code, answer = exc.code, exc.body()
                 self._send(code, answer)
 
             do_GET = do_POST = do_DELETE = do_PATCH = _serve

@@ -10,6 +10,9 @@ Unknown workspaces and VM types are refused as Coiled refuses them (404, 400 wit
 
 A job either stays as it is until a test drives it (``run_commands=False``), or its command runs on this machine
 with the environment it was sent (``env_vars`` and ``secret_env_vars``) when its cluster is created.
+
+``bad_days`` (tests/faults.py) answers the cloud's bad days on ``"METHOD /path"``: 429 with ``Retry-After``, 503, 500;
+a cluster found by name only some time after its creation.
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from tests.faults import Faults, coiled_answer
 
 VM_TYPES = {"t3.medium", "t3.large", "t3.xlarge", "m6i.xlarge", "g5.xlarge", "t4g.medium"}
 
@@ -48,6 +54,7 @@ class FakeCluster:
     workspace: str
     body: dict[str, Any]
     state: str = "running"
+    created: float = field(default_factory=time.time)
 
 
 class CoiledEmulator:
@@ -60,6 +67,7 @@ class CoiledEmulator:
         self.clusters: dict[int, FakeCluster] = {}
         self.requests: list[tuple[str, str, Any]] = []  # method, path, body
         self.faults: dict[str, list[int]] = {}  # path prefix -> statuses to answer next
+        self.bad_days = Faults()  # operations: "METHOD /path" (tests/faults.py)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -75,9 +83,11 @@ class CoiledEmulator:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                status, answer = emulator.answer(self.command, self.path, dict(self.headers), raw)
+                status, answer, *headers = emulator.answer(self.command, self.path, dict(self.headers), raw)
                 payload = json.dumps(answer).encode()
                 self.send_response(status)
+                for key, value in (headers[0] if headers else {}).items():
+                    self.send_header(key, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
@@ -141,7 +151,7 @@ class CoiledEmulator:
 
     # -- the API ---------------------------------------------------------------------------------------------------
 
-    def answer(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, Any]:
+    def answer(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> tuple[Any, ...]:
         url = urlparse(path)
         body: Any = None
         if raw:
@@ -150,6 +160,9 @@ class CoiledEmulator:
         for prefix, statuses in self.faults.items():
             if url.path.startswith(prefix) and statuses:
                 return statuses.pop(0), {"message": "injected fault"}
+        if bad := self.bad_days.check(f"{method} {url.path}"):
+            status, extra, detail = coiled_answer(bad)
+            return status, detail, extra
         if headers.get("Authorization") != f"ApiToken {self.token}":
             return 401, {"detail": "Invalid token."}
         parts = [p for p in url.path.split("/") if p]
@@ -170,7 +183,11 @@ class CoiledEmulator:
             if method == "POST" and len(parts) == 5:
                 return self._create_cluster(workspace, body)
             if parts[5:6] == ["name"]:
-                found = [c for c in self.clusters.values() if c.workspace == workspace and c.body["name"] == parts[6]]
+                found = [
+                    c
+                    for c in self.clusters.values()
+                    if c.workspace == workspace and c.body["name"] == parts[6] and self.bad_days.listed(c.created)
+                ]
                 if not found:
                     return 404, {"message": f"Cluster {parts[6]} not found"}
                 return 200, {"id": max(found, key=lambda c: c.id).id, "name": parts[6]}

@@ -14,6 +14,12 @@
   latest ACTIVE revision (moto: the latest, whatever its status), and ``RunTask`` refuses an INACTIVE revision with
   ``ClientException`` "TaskDefinition is inactive" (moto starts the task).
 
+``AwsFaults`` answers AWS's bad days in front of moto (which has no throttling of its own): the calls a test names
+(``bad_days``, tests/faults.py; operations are the JSON protocol's action, ``"RunTask"``, else ``"METHOD /path"``) get
+``ThrottlingException`` / ``ServiceUnavailableException`` / ``ServerException`` as AWS's JSON protocol spells them, over
+the real HTTP path: botocore parses and retries them as it would AWS's. With ``bad_days.list_after(D)`` a task
+started by RunTask shows in ListTasks only D seconds later (ECS's list APIs are eventually consistent).
+
 ``RequestLog`` records every JSON-protocol request (ECS, Logs, Secrets Manager …) the server answers, with the access
 key id it was signed with: what a client *sent*, for tests that compare two clients (pushpool and Prefect's worker)
 or check whose identity signed a call. ``MotoServer.instance`` is the running server.
@@ -29,6 +35,8 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
+
+from tests.faults import Faults, aws_answer
 
 RUN_TASK = "AmazonEC2ContainerServiceV20141113.RunTask"
 
@@ -71,6 +79,56 @@ class ClientTokenIdempotency:
                 self.answers[token] = answer
             status, headers, payload = self.answers[token]
         start_response(status, headers)
+        return [payload]
+
+
+class AwsFaults:
+    """WSGI middleware: a call ``faults`` names is answered with AWS's error (JSON protocol) and never reaches moto;
+    RunTask's tasks are hidden from ListTasks for ``faults.list_delay`` seconds."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], faults: Faults) -> None:
+        self.app, self.faults = app, faults
+        self.started: dict[str, float] = {}  # task ARN -> when RunTask answered it
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        target = environ.get("HTTP_X_AMZ_TARGET")
+        operation = target.rpartition(".")[2] if target else f"{environ['REQUEST_METHOD']} {environ.get('PATH_INFO')}"
+        bad = self.faults.check(operation)
+        if bad is None and operation in ("RunTask", "ListTasks"):
+            return self._lagging(operation, environ, start_response)
+        if bad is None:
+            return self.app(environ, start_response)
+        status, headers, body = aws_answer(bad)
+        payload = json.dumps(body).encode()
+        reason = {400: "Bad Request", 500: "Internal Server Error", 503: "Service Unavailable"}[status]
+        start_response(
+            f"{status} {reason}",
+            [
+                *headers.items(),
+                ("Content-Type", "application/x-amz-json-1.1"),
+                ("Content-Length", str(len(payload))),
+                ("x-amzn-RequestId", "00000000-0000-0000-0000-000000000000"),
+            ],
+        )
+        return [payload]
+
+    def _lagging(self, operation: str, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[..., None]:
+            captured.update(status=status, headers=headers)
+            return lambda _data: None
+
+        payload = b"".join(self.app(environ, capture))
+        if captured["status"].startswith("200"):
+            answer = json.loads(payload or b"{}")
+            if operation == "RunTask":
+                self.started.update({t["taskArn"]: self.faults.clock() for t in answer.get("tasks", [])})
+            else:
+                shown = [a for a in answer.get("taskArns", []) if self.faults.listed(self.started.get(a, 0.0))]
+                payload = json.dumps({**answer, "taskArns": shown}).encode()
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        start_response(captured["status"], [*headers, ("Content-Length", str(len(payload)))])
         return [payload]
 
 
@@ -138,7 +196,8 @@ class MotoServer:
                 return
 
         self.app = ClientTokenIdempotency(DomainDispatcherApplication(create_backend_app))
-        self.requests = RequestLog(self.app)
+        self.bad_days = Faults()
+        self.requests = RequestLog(AwsFaults(self.app, self.bad_days))
         self._server = make_server("127.0.0.1", port, self.requests, True, request_handler=QuietHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
         self.url = f"http://127.0.0.1:{port}"

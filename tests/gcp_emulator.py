@@ -5,7 +5,9 @@ Request checking comes from Google, not from us: every request body is validated
 in the ``run.v2`` (``logging.v2``) discovery document that google-api-python-client ships — unknown fields, wrong
 types, values outside an enum are refused with 400 INVALID_ARGUMENT, as Google would. Resource names follow Google's
 rules (job ids, project ids, known regions). Executions move only when the test says so (``exit``, ``vanish``, …);
-``fail_next`` injects 429/5xx answers; ``requests`` records every call (method, path) for counting. ``/token``
+``fail_next`` injects 429/5xx answers, and ``bad_days`` (tests/faults.py) the cloud's bad days: throttling and 5xx as
+Google spells them, operations ``done: false`` for K polls, jobs and executions listed late, a jobs-per-region quota
+(Cloud Run's 1,000); ``requests`` records every call (method, path) for counting. ``/token``
 issues access tokens for a service-account key file whose ``token_uri`` points here (Application Default
 Credentials without Google).
 """
@@ -25,6 +27,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import googleapiclient
+
+from tests.faults import Faults, google_error, google_quota
 
 _DOCS = os.path.join(os.path.dirname(googleapiclient.__file__), "discovery_cache", "documents")
 RUN = json.load(open(os.path.join(_DOCS, "run.v2.json")))  # noqa: SIM115
@@ -67,10 +71,24 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _epoch(resource: Mapping[str, Any]) -> float:
+    """A job's or execution's ``createTime`` in epoch seconds."""
+    return (
+        dt.datetime.strptime(resource["createTime"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        .replace(tzinfo=dt.timezone.utc)
+        .timestamp()
+    )
+
+
 class ApiError(Exception):
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.details = code, message, details or []
+
+    def body(self) -> dict[str, Any]:
+        """Google's error body (``GoogleRpcStatus`` with the HTTP code and its canonical status)."""
+        error = {"code": self.code, "message": self.message, "status": _STATUS.get(self.code, "UNKNOWN")}
+        return {"error": {**error, "details": self.details} if self.details else error}
 
 
 # -- validation against Google's discovery documents ---------------------------------------------------------------
@@ -158,6 +176,7 @@ class CloudRunEmulator:
         self.authorizations: list[str | None] = []  # the Authorization header of every request
         self.access_token = f"ya29.local-{uuid.uuid4().hex}"  # what /token issues for a service-account key
         self._faults: list[int] = []
+        self.bad_days = Faults()  # operations: "METHOD /v2/path" (tests/faults.py)
         self._ids = itertools.count(1)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -244,6 +263,8 @@ class CloudRunEmulator:
             if self._faults:
                 code = self._faults.pop(0)
                 raise ApiError(code, "Injected by the test: try again later")
+            if bad := self.bad_days.check(f"{method} {path}"):
+                raise ApiError(*google_error(bad))
         if path == "/v2/entries:list" and method == "POST":
             return self._entries(body)
         parts = path.strip("/").split("/")
@@ -303,6 +324,8 @@ class CloudRunEmulator:
     def _operation(self, name: str) -> tuple[int, Any]:
         if name not in self.operations:
             raise ApiError(404, f"Operation {name} not found")
+        if self.bad_days.still_running(name):
+            return 200, {"name": name, "done": False, "metadata": self.operations[name]["metadata"]}
         return 200, self.operations[name]
 
     def _create_job(self, base: str, job_id: str, body: Any) -> tuple[int, Any]:
@@ -316,6 +339,8 @@ class CloudRunEmulator:
         name = f"{base}/jobs/{job_id}"
         if name in self.jobs:
             raise ApiError(409, f"Resource '{job_id}' already exists.")
+        if self.bad_days.over_quota(sum(1 for n in self.jobs if n.startswith(base + "/jobs/"))):
+            raise ApiError(*google_quota(self.bad_days.quota or 0, f"jobs in {base}"))
         containers = (((body or {}).get("template") or {}).get("template") or {}).get("containers") or []
         if not containers or not containers[0].get("image"):
             raise ApiError(400, "spec.template.spec.containers[0].image: Required")
@@ -425,7 +450,9 @@ class CloudRunEmulator:
         return 200, self._new_operation(base, metadata, metadata)
 
     def _list_jobs(self, base: str, query: Mapping[str, list[str]]) -> tuple[int, Any]:
-        names = sorted(n for n in self.jobs if n.startswith(base + "/jobs/"))
+        names = sorted(
+            n for n in self.jobs if n.startswith(base + "/jobs/") and self.bad_days.listed(_epoch(self.jobs[n]))
+        )
         size = int(query.get("pageSize", ["100"])[0] or 100)
         start = int(query.get("pageToken", ["0"])[0] or 0)
         answer: dict[str, Any] = {"jobs": [self._public(self.jobs[n]) for n in names[start : start + size]]}
@@ -453,7 +480,11 @@ class CloudRunEmulator:
         prefix = f"{base}/jobs/" + ("" if job == "-" else f"{job}/executions/")
         if job != "-" and f"{base}/jobs/{job}" not in self.jobs:
             self._job(f"{base}/jobs/{job}")
-        names = sorted(n for n in self.executions if n.startswith(prefix))
+        names = sorted(
+            n
+            for n in self.executions
+            if n.startswith(prefix) and self.bad_days.listed(_epoch(self.executions[n]["json"]))
+        )
         size = int(query.get("pageSize", ["100"])[0] or 100)
         start = int(query.get("pageToken", ["0"])[0] or 0)
         page = names[start : start + size]
@@ -523,10 +554,7 @@ class CloudRunEmulator:
                         raise ApiError(400, "Invalid JSON payload received.") from None
                     code, answer = emulator.handle(self.command, url.path, parse_qs(url.query), body)
                 except ApiError as exc:
-                    code = exc.code
-                    answer = {
-                        "error": {"code": exc.code, "message": exc.message, "status": _STATUS.get(exc.code, "UNKNOWN")}
-                    }
+                    code, answer = exc.code, exc.body()
                 data = json.dumps(answer).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")

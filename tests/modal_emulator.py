@@ -11,7 +11,9 @@ flow from exactly what the SDK sent.
 Modal's behaviour it keeps: a sandbox name is unique among an app's *running* sandboxes (ALREADY_EXISTS), listing
 returns running sandboxes unless ``include_finished``, tags filter by containment, a terminated sandbox's result is
 TERMINATED, the token is checked on every call (UNAUTHENTICATED), an image that does not exist fails its build.
-``faults`` makes the next calls of an RPC fail with a gRPC status (UNAVAILABLE: a transport failure).
+``faults`` makes the next calls of an RPC fail with a gRPC status (UNAVAILABLE: a transport failure); ``bad_days``
+(tests/faults.py) the cloud's bad days by RPC name: throttling (RESOURCE_EXHAUSTED), UNAVAILABLE, INTERNAL, sandboxes
+listed late, a concurrency quota (running sandboxes per app: RESOURCE_EXHAUSTED).
 
 Scheduling: Modal accepts a sandbox (``created_at``) and then schedules it onto a worker, which gives it a task; until
 then (no capacity, a GPU to wait for) it has no task, its result is still unset (the SDK sees it as running), and
@@ -41,6 +43,8 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 from modal_proto import api_grpc, api_pb2
+
+from tests.faults import Faults, grpc_status
 
 GR = api_pb2.GenericResult
 MISSING_IMAGE_MARK = "no-such-image"
@@ -99,6 +103,7 @@ class ModalEmulator:
         self.requests: list[tuple[str, Any]] = []
         self.unimplemented: list[str] = []
         self.faults: dict[str, list[Status]] = {}
+        self.bad_days = Faults()  # operations: RPC names (tests/faults.py)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -200,6 +205,10 @@ class ModalEmulator:
             name = definition.name
             if name and any(s.app_id == app_id and s.name == name and s.running for s in self.sandboxes.values()):
                 raise GRPCError(Status.ALREADY_EXISTS, f"Sandbox with name '{name}' already exists")
+            if self.bad_days.over_quota(sum(1 for s in self.sandboxes.values() if s.app_id == app_id and s.running)):
+                raise GRPCError(
+                    Status.RESOURCE_EXHAUSTED, f"Concurrency limit reached: at most {self.bad_days.quota} sandboxes"
+                )
             env: dict[str, str] = {}
             for secret_id in definition.secret_ids:
                 env.update(self._ephemeral.get(secret_id, {}))
@@ -296,6 +305,7 @@ class ModalEmulator:
                 and (request.include_finished or s.running)
                 and all(s.tags.get(k) == v for k, v in wanted.items())
                 and (not request.before_timestamp or s.created_at < request.before_timestamp)
+                and self.bad_days.listed(s.created_at)
             ),
             key=lambda s: s.created_at,
             reverse=True,
@@ -407,6 +417,8 @@ class _Handlers:
             pending = emulator.faults.get(method)
             if pending:
                 raise GRPCError(pending.pop(0), f"injected fault on {method}")
+            if bad := emulator.bad_days.check(method):
+                raise GRPCError(grpc_status(bad), f"{bad.kind} on {method}, try again later")
             answer = emulator.answer(method, request, dict(stream.metadata or {}))
             if answer is None:
                 emulator.unimplemented.append(method)

@@ -7,6 +7,7 @@ Message — with the service's rules from its REST reference: ``x-ms-version`` a
 403), ``visibilitytimeout`` 0…7 days and below ``messagettl`` (-1: never expires), a message of at most 64 KiB, an
 unknown queue 404 ``QueueNotFound``, a wrong pop receipt 404 ``MessageNotFound``; errors as Storage's XML with
 ``x-ms-error-code``. A message is invisible until its visibility timeout ends, then handed out by Get Messages.
+``bad_days`` (tests/faults.py) answers the service's bad days: 503 ``ServerBusy`` (Storage's throttling), 500.
 ``requests`` records every call (method, path, query) for counting.
 """
 
@@ -24,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 from xml.etree import ElementTree
 
 from tests.arm_emulator import self_signed_certificate
+from tests.faults import Faults, storage_answer
 
 ACCOUNT = "pushpooltest"
 MAX_VISIBILITY = 7 * 24 * 3600
@@ -57,6 +59,7 @@ class StorageQueueEmulator:
         self._gone: dict[str, list[dict[str, Any]]] = {}  # queue -> deleted messages
         self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
         self.authorizations: list[str | None] = []
+        self.bad_days = Faults()  # operations: "METHOD /account/queue/messages" (tests/faults.py)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -96,6 +99,8 @@ class StorageQueueEmulator:
         with self.lock:
             self.requests.append((method, path, query))
             self.authorizations.append(headers.get("Authorization"))
+        if bad := self.bad_days.check(f"{method} {path}"):
+            raise StorageError(*storage_answer(bad))
         if not headers.get("x-ms-version"):
             raise StorageError(
                 400,

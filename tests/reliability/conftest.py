@@ -1,8 +1,9 @@
 """Reliability scenarios record what they saw; `make reliability-report` prints the table.
 
-Each scenario adds a row: scenario, runs, faults injected, lost (a run left Pending/Running/Cancelling with no live
-job), duplicated (a run that got more than one job for one claim), stuck (not in the expected state at the end) and
-the longest repair (seconds from the fault to the run being right again).
+Each scenario adds a row: scenario, the provider it ran on (``process`` unless said), runs, faults injected, lost (a
+run left Pending/Running/Cancelling with no live job), duplicated (a run that got more than one job for one claim),
+stuck (not in the expected state at the end) and the longest repair (seconds from the fault to the run being right
+again). print_report.py prints one table per provider.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Report:
         self,
         scenario: str,
         *,
+        provider: str = "process",
         runs: int,
         faults: int,
         lost: int = 0,
@@ -36,6 +38,7 @@ class Report:
         self.rows.append(
             {
                 "scenario": scenario,
+                "provider": provider,
                 "runs": runs,
                 "faults": faults,
                 "lost": lost,
@@ -54,8 +57,9 @@ def report() -> Report:
     with open(REPORT.with_suffix(".lock"), "w") as lock:  # pytest-xdist: every worker adds its rows at its end
         fcntl.flock(lock, fcntl.LOCK_EX)
         existing = json.loads(REPORT.read_text()) if REPORT.exists() else []
-        names = {r["scenario"] for r in collected.rows}
-        REPORT.write_text(json.dumps([r for r in existing if r["scenario"] not in names] + collected.rows, indent=1))
+        names = {(r["scenario"], r["provider"]) for r in collected.rows}
+        kept = [r for r in existing if (r["scenario"], r.get("provider", "process")) not in names]
+        REPORT.write_text(json.dumps(kept + collected.rows, indent=1))
 
 
 @pytest.fixture(scope="session")

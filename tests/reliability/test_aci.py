@@ -1,5 +1,6 @@
 """The reliability scenarios for ACI pools, against the local ARM endpoint over TLS: a duplicate storm (webhook
-deliveries and monitor dispatch racing), ARM throttling and 5xx on every call kind, and a group that vanishes."""
+deliveries and monitor dispatch racing), ARM throttling and 5xx on every call kind (a group that vanishes:
+test_every_provider.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import json
 import logging
 import random
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -85,7 +85,8 @@ def test_duplicate_storm_makes_one_group_per_run_and_restarts_none(
     per_run = {r: _groups_of(arm, r) for r in runs}
     claims = {r: sum(1 for s in prefect.states(r) if s == ("PENDING", "Pending")) for r in runs}
     report.add(
-        "ACI duplicate storm (webhook × monitor, 3 throttled PUTs)",
+        "duplicate storm (webhook × monitor, 3 throttled PUTs)",
+        provider="aci",
         runs=runs_n,
         faults=len(deliveries) - runs_n + 3,
         lost=sum(n == 0 for n in per_run.values()),
@@ -117,26 +118,10 @@ def test_arm_faults_on_every_call_kind_are_absorbed(
         arm.faults.clear()
     assert report_.errors == []
     report.add(
-        f"ACI ARM {status} on GET/PUT/list",
+        f"ARM {status} on GET/PUT/list",
+        provider="aci",
         runs=len(runs),
         faults=8,
         duplicated=sum(_groups_of(arm, r) > 1 for r in runs),
     )
     assert all(_groups_of(arm, r) == 1 for r in runs)
-
-
-def test_a_vanished_group_crashes_its_run(aci_deps, prefect: PrefectHelper, aci_pool: str, arm, report) -> None:
-    run_id = prefect.create_run(prefect.create_deployment(aci_pool))
-    outcome = submit_run(
-        aci_deps,
-        aci_deps.orchestrator.read_flow_run(run_id),
-        aci_deps.orchestrator.read_work_pool(aci_pool),
-        trigger="t",
-    )
-    arm.start_container(outcome.job_id)
-    prefect.set_state(run_id, "RUNNING")
-    arm.vanish(outcome.job_id)
-    started = time.monotonic()
-    run = prefect.wait_for(run_id, {"CRASHED"}, timeout=20, tick=lambda: pool_tick(aci_deps, aci_pool))
-    report.add("ACI group vanishes", runs=1, faults=1, longest_repair=time.monotonic() - started)
-    assert "disappeared" in run["state"]["message"]

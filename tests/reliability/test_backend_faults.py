@@ -89,7 +89,8 @@ def test_transient_faults_are_retried_within_budget(
     started = time.monotonic()
     run_id, outcome = _run(ecs_deps, prefect, ecs_pool)
     report.add(
-        f"ECS {kind}, then success",
+        f"{kind}, then success (botocore hook)",
+        provider="ecs",
         runs=1,
         faults=2,
         stuck=int(outcome.outcome != "submitted"),
@@ -114,7 +115,7 @@ def test_exhausted_budget_gives_the_run_back_with_the_reason(
     right = (state["type"], state["name"]) == ("SCHEDULED", "AwaitingInfrastructure") and (
         "Rate exceeded" in state["message"] or "Capacity" in state["message"]
     )
-    report.add(f"ECS {kind}, budget spent", runs=1, faults=seen["run_task"], stuck=int(not right))
+    report.add(f"{kind}, budget spent", provider="ecs", runs=1, faults=seen["run_task"], stuck=int(not right))
     assert outcome.outcome == "released" and right, state
     assert 2 <= seen["run_task"] <= 10  # bounded
     assert prefect.read_run(run_id)["run_count"] == 0  # the flow's own retries were not consumed
@@ -139,7 +140,9 @@ def test_task_that_never_starts_or_vanishes(ecs_deps, prefect: PrefectHelper, ec
         and states[gone]["type"] == "CRASHED"
         and "disappeared" in states[gone]["message"]
     )
-    report.add("ECS task never starts / vanishes", runs=2, faults=2, stuck=int(not right), longest_repair=repaired)
+    report.add(
+        "task never starts / vanishes", provider="ecs", runs=2, faults=2, stuck=int(not right), longest_repair=repaired
+    )
     assert right, states
     stopped = boto3.client("ecs").describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]
     assert stopped["desiredStatus"] == "STOPPED"

@@ -99,7 +99,8 @@ def test_duplicate_storm_on_cloud_run(
     pids = {r: prefect.read_run(r).get("infrastructure_pid") for r in runs}
     claims = {r: sum(1 for s in prefect.states(r) if s == ("PENDING", "Pending")) for r in runs}
     report.add(
-        "cloud run: duplicate storm" + (" with 429/5xx on every other call" if faults else ""),
+        "duplicate storm" + (" with 429/5xx on every other call" if faults else ""),
+        provider="cloudrun",
         runs=runs_n,
         faults=runs_n * (dup_m - 1) + (len(emulator.requests) // 2 if faults else 0),
         lost=sum(not pids[r] for r in runs),
@@ -136,5 +137,7 @@ def test_submit_dying_between_create_and_run_leaves_one_execution(
     again = backend.submit(spec)
     assert handle == again and backend.find(spec) == handle
     executions = emulator.jobs[f"{parent}/jobs/{job_id(spec)}"]["executionCount"]
-    report.add("cloud run: submit died between CreateJob and RunJob", runs=1, faults=1, duplicated=executions - 1)
+    report.add(
+        "submit died between CreateJob and RunJob", provider="cloudrun", runs=1, faults=1, duplicated=executions - 1
+    )
     assert executions == 1

@@ -88,7 +88,8 @@ def test_duplicate_storm(deps, prefect: PrefectHelper, emulated, report, scale: 
     duplicated, lost = sum(n > 1 for n in counts.values()), sum(n == 0 for n in counts.values())
     claims = {r: sum(1 for s in prefect.states(r) if s == ("PENDING", "Pending")) for r in runs}
     report.add(
-        f"duplicate storm ({type_name})",
+        "duplicate storm",
+        provider=type_name.split(":")[0],
         runs=runs_n,
         faults=len(deliveries) - runs_n,
         lost=lost,
@@ -120,7 +121,8 @@ def test_submit_dies_between_the_job_and_its_pid(deps, prefect: PrefectHelper, e
     adopted = [prefect.read_run(r)["infrastructure_pid"] for r in runs]
     alive = [bool(pid) and backend.status([JobHandle(backend.name, pid)])[pid].state.is_alive for pid in adopted]
     report.add(
-        f"submit dies after the job, before the pid ({type_name})",
+        "submit dies after the job, before the pid",
+        provider=type_name.split(":")[0],
         runs=len(runs),
         faults=len(runs),
         lost=sum(not a for a in alive),

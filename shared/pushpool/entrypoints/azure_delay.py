@@ -103,6 +103,7 @@ def queue_errors() -> Iterator[None]:
         if translated is None:
             raise
         code = getattr(exc, "error_code", None)
+        code = getattr(code, "value", code)  # a StorageErrorCode: its wire name (ServerBusy), not the enum's repr
         if code:
             translated = type(translated)(f"Storage queue: {code}: {translated.message}", backend=translated.backend)
         raise translated from exc

@@ -1,5 +1,9 @@
 """The Google boundary of the Cloud Run provider: google-api-core and google-auth exceptions leave as pushpool errors,
-by status code and exception type (never by message text); and the retry policy for 429/5xx (google-api-core's)."""
+by status code and exception type (never by message text); and the retry policy for 429/5xx (google-api-core's).
+
+A 429 is RESOURCE_EXHAUSTED, which Google answers both for a rate limit and for a quota: the ``ErrorInfo`` reason tells
+them apart (``google/api/error_reason.proto``: ``RATE_LIMIT_EXCEEDED`` or ``RESOURCE_QUOTA_EXCEEDED``, e.g. Cloud
+Run's jobs per region), so a quota leaves as QuotaExceededError and a rate limit as BackendUnavailableError."""
 
 from __future__ import annotations
 
@@ -9,10 +13,17 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from pushpool.errors import BackendError, BackendUnavailableError, PushpoolError, retry_after_seconds
+from pushpool.errors import (
+    BackendError,
+    BackendUnavailableError,
+    PushpoolError,
+    QuotaExceededError,
+    retry_after_seconds,
+)
 
 NAME = "cloudrun"
 RETRIED_CODES = frozenset({429, 500, 502, 503, 504})
+QUOTA_REASONS = frozenset({"RESOURCE_QUOTA_EXCEEDED"})  # ErrorInfo reasons of a quota (not a rate) refusal
 _REQUEST = re.compile(r"^[A-Z]+ https?://\S+: ")
 
 
@@ -49,11 +60,19 @@ def translate_google_error(exc: Exception, context: str = "") -> BackendError | 
     if isinstance(exc, exceptions.RetryError):
         cause = exc.cause
         why = _message(cause) if isinstance(cause, exceptions.GoogleAPICallError) else str(cause or exc)
+        if _quota(cause):
+            return QuotaExceededError(
+                f"{prefix}Google quota exceeded: {why}", backend=NAME, retry_after=_retry_after(cause)
+            )
         return BackendUnavailableError(
             f"{prefix}Cloud Run still failing after retries: {why}", backend=NAME, retry_after=_retry_after(cause)
         )
     if isinstance(exc, exceptions.GoogleAPICallError):
         code = status_code(exc) or 0
+        if _quota(exc):
+            return QuotaExceededError(
+                f"{prefix}Google quota exceeded: {_message(exc)}", backend=NAME, retry_after=_retry_after(exc)
+            )
         if code in RETRIED_CODES:  # 429 RESOURCE_EXHAUSTED, 503 UNAVAILABLE, 504 DEADLINE_EXCEEDED, 500, 502
             return BackendUnavailableError(
                 f"{prefix}Google is unavailable: {_message(exc)}", backend=NAME, retry_after=_retry_after(exc)
@@ -78,6 +97,11 @@ def _retry_after(exc: Any) -> float | None:
     """The ``Retry-After`` of the HTTP answer behind a google-api-core error (REST transport), if it had one."""
     headers = getattr(getattr(exc, "response", None), "headers", None)
     return retry_after_seconds(headers.get("Retry-After")) if headers is not None else None
+
+
+def _quota(exc: BaseException | None) -> bool:
+    """Whether Google refused for a quota (429 RESOURCE_EXHAUSTED whose ErrorInfo reason names a quota)."""
+    return status_code(exc) == 429 and getattr(exc, "reason", None) in QUOTA_REASONS
 
 
 def _message(exc: Any) -> str:

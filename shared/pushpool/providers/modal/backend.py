@@ -8,6 +8,8 @@
   so a later, separate invocation finds it running **or finished** (``find``; a name only finds running ones).
 * The Prefect credential goes as an ephemeral Modal Secret (``Secret.from_dict``), never in the command or tags;
   the pool's ``secrets`` are Modal secrets by name.
+* Throttled (RESOURCE_EXHAUSTED, which the SDK does not retry, unlike UNAVAILABLE): the create is tried again after
+  ``throttle_waits`` (jittered), as the other providers' SDKs retry their 429s; then QuotaExceededError.
 * The handle id is the sandbox id; status reads its result (exit code, terminated, timed out, failed to start), and
   tells a sandbox Modal is still scheduling (no task yet: PENDING, so the start timeout applies) from one running,
   with when Modal accepted it (``created_at``); cancel terminates it; logs are its output's last lines (Modal keeps
@@ -22,7 +24,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import random
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -82,6 +86,7 @@ class ModalBackend(BackendBase):
     name = NAME
     start_timeout_seconds = 300.0  # image builds (pip_packages) and GPU capacity can take minutes
     dispatch_lead_seconds = DISPATCH_LEAD_SECONDS
+    throttle_waits: tuple[float, ...] = (0.5, 1.0)  # seconds before each retry of a throttled create
 
     def __init__(self) -> None:
         self._clients: dict[str, Any] = {}  # by token id (never the secret); "" = the SDK's own configuration
@@ -113,7 +118,8 @@ class ModalBackend(BackendBase):
             if spec.secret_env:
                 secrets.append(modal.Secret.from_dict(dict(spec.secret_env)))
             try:
-                sandbox = modal.Sandbox.create(
+                sandbox = self._throttled(
+                    modal.Sandbox.create,
                     *spec.command,
                     app=app,
                     name=sandbox_name(spec.run_id, spec.attempt),
@@ -134,6 +140,17 @@ class ModalBackend(BackendBase):
                     raise
                 return JobHandle(NAME, found)
         return JobHandle(NAME, sandbox.object_id)
+
+    def _throttled(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """``call``, tried again after each of ``throttle_waits`` while Modal answers RESOURCE_EXHAUSTED."""
+        import modal
+
+        for wait in self.throttle_waits:
+            try:
+                return call(*args, **kwargs)
+            except modal.exception.ResourceExhaustedError:
+                time.sleep(wait * random.uniform(0.5, 1.0))  # jittered
+        return call(*args, **kwargs)
 
     def find(self, spec: JobSpec) -> JobHandle | None:
         import modal

@@ -1,0 +1,436 @@
+"""The reliability scenarios on every provider: the same table (throttling, 5xx, a job that vanishes, a job that never
+starts, submit dying before the pid while the provider's lists lag) run against each
+backend through its emulator's bad days (tests/faults.py) — moto server for ECS, the local ARM endpoint for ACI, the
+Cloud Run Admin API, the Modal control plane, the Coiled API — and the process backend where a scenario applies to it
+(it has no remote API to throttle). The real Prefect server, the real SDK clients, pushpool's submit and monitor.
+
+Each scenario records a row per provider (``report.add(..., provider=...)``): lost (a run left with no job), duplicated
+(more than one job for a run) and stuck (not in the state the scenario ends in) — all zero.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pushpool.providers import base_job_template
+from pushpool.usecases.submit import submit_run
+
+from tests.conftest import AZ_RG, AZ_SUB
+from tests.faults import Faults
+from tests.helpers import SECRET_ARN, PrefectHelper, make_deps, pool_tick, skip_ahead
+
+pytestmark = pytest.mark.integration
+KEY = "pnu_every_provider_key"
+PROVIDERS = ["ecs", "aci", "cloudrun", "modal", "coiled", "process"]
+
+
+@dataclass
+class Cloud:
+    """One provider as the scenarios drive it."""
+
+    name: str
+    deps: object
+    pool: str
+    faults: Faults | None  # None: no remote API (the process backend)
+    create: str  # the fault pattern of the call that creates a job
+    status: str  # the fault pattern of the monitor's status reads
+    jobs_of: Callable[[str], int]  # a run's jobs, counted on the provider's side
+    vanish: Callable[[str], None]  # a job (by its handle id) disappears without a trace
+    job_variables: dict
+    hold: Callable[[str], None] | None = None  # keep a job from starting (None: the provider shows no pending state)
+
+
+def _ecs(request, prefect: PrefectHelper, deps) -> Cloud:
+    from moto.backends import get_backend
+
+    from tests.emulators import MotoServer
+
+    pool = request.getfixturevalue("ecs_pool")
+    tasks = get_backend("ecs")["123456789012"]["us-east-1"].tasks
+
+    def jobs_of(run_id: str) -> int:
+        return sum(1 for c in list(tasks.values()) for t in list(c.values()) if (t.started_by or "").startswith(run_id))
+
+    def vanish(job_id: str) -> None:
+        cluster, arn = job_id.split("::")
+        del tasks[cluster][arn]
+
+    def hold(job_id: str) -> None:
+        cluster, arn = job_id.split("::")
+        tasks[cluster][arn].last_status = "PROVISIONING"
+
+    assert MotoServer.instance is not None
+    return Cloud("ecs", deps, pool, MotoServer.instance.bad_days, "RunTask", "DescribeTasks", jobs_of, vanish,
+                 {"prefect_api_key_secret_arn": SECRET_ARN}, hold)  # fmt: skip
+
+
+def _aci(request, prefect: PrefectHelper, deps) -> Cloud:
+    arm = request.getfixturevalue("arm")
+    deps.backend_options["aci"] = request.getfixturevalue("aci_options")
+    template = copy.deepcopy(base_job_template("azure-container-instance:push"))
+    template["variables"]["properties"]["subscription_id"]["default"] = AZ_SUB
+    template["variables"]["properties"]["resource_group_name"]["default"] = AZ_RG
+    pool = prefect.unique("aci-every")
+    prefect.create_pool(pool, "azure-container-instance:push", base_job_template=template)
+
+    def jobs_of(run_id: str) -> int:
+        return sum(1 for g in list(arm.groups.values()) if g.body.get("tags", {}).get("pushpool-flow-run-id") == run_id)
+
+    return Cloud(
+        "aci",
+        deps,
+        pool,
+        arm.bad_days,
+        "PUT */containerGroups/*",
+        "GET */containerGroups*",
+        jobs_of,
+        arm.vanish,
+        {},
+        lambda _: None,
+    )  # fmt: skip  (a group stays Creating until the test starts it)
+
+
+def _cloudrun(request, prefect: PrefectHelper, deps) -> Cloud:
+    from tests.integration.test_cloudrun import backend_options, make_pool
+
+    emulator = request.getfixturevalue("cloud_run")
+    deps.backend_options["cloudrun"] = backend_options(emulator, retry_timeout=30.0)
+
+    def jobs_of(run_id: str) -> int:
+        with emulator.lock:
+            jobs = list(emulator.jobs.values())
+        return sum(j["executionCount"] for j in jobs if j["labels"].get("prefect-io-flow-run-id") == run_id)
+
+    def hold(execution: str) -> None:
+        with emulator.lock:
+            data = emulator.executions[execution]["json"]
+            data.pop("startTime", None)
+            data["runningCount"] = 0
+
+    return Cloud("cloudrun", deps, make_pool(prefect), emulator.bad_days, "POST */jobs", "GET */executions*",
+                 jobs_of, emulator.vanish, {}, hold)  # fmt: skip
+
+
+def _modal(request, prefect: PrefectHelper, deps) -> Cloud:
+    pytest.importorskip("modal")
+    server = request.getfixturevalue("modal_server")
+    pool = prefect.unique("modal-every")
+    prefect.create_pool(pool, "modal:push")
+
+    def jobs_of(run_id: str) -> int:
+        return sum(1 for s in list(server.sandboxes.values()) if s.tags.get("pushpool-run") == run_id)
+
+    def hold(sandbox_id: str) -> None:  # no worker took it: Modal is still scheduling it (no task)
+        server.sandboxes[sandbox_id].scheduled_at = None
+
+    return Cloud("modal", deps, pool, server.bad_days, "SandboxCreate*", "Sandbox[!C]*", jobs_of, server.vanish, {},
+                 hold)  # fmt: skip
+
+
+def _coiled(request, prefect: PrefectHelper, deps) -> Cloud:
+    server = request.getfixturevalue("coiled_server")
+    pool = prefect.unique("coiled-every")
+    prefect.create_pool(pool, "coiled:push")
+
+    def jobs_of(run_id: str) -> int:
+        clusters = [c for c in list(server.clusters.values()) if c.body.get("tags", {}).get("pushpool-run") == run_id]
+        return sum(1 for j in list(server.jobs.values()) if j.cluster_id in {c.id for c in clusters})
+
+    return Cloud(
+        "coiled",
+        deps,
+        pool,
+        server.bad_days,
+        "POST /api/v2/jobs/compressed",
+        "GET /api/v2/jobs/cluster/*",
+        jobs_of,
+        lambda job_id: server.vanish(int(job_id.split("/")[1])),
+        {},
+        lambda _: None,
+    )  # fmt: skip  (a job stays pending while the emulator runs no commands)
+
+
+def _process(request, prefect: PrefectHelper, deps) -> Cloud:
+    from pushpool.providers.base import JobHandle
+
+    from tests.contract.test_process_backend import ProcessDriver
+
+    pool = prefect.unique("pp-every")
+    prefect.create_pool(pool)
+    backend = deps.backend("process")
+    driver = ProcessDriver(backend, request.getfixturevalue("tmp_path") / "ctl")
+
+    def jobs_of(run_id: str) -> int:
+        return sum(1 for p in backend.root.iterdir() if p.name.startswith(run_id) and (p / "job.json").exists())
+
+    def vanish(job_id: str) -> None:
+        driver.vanish(JobHandle("process", job_id))
+
+    return Cloud("process", deps, pool, None, "", "", jobs_of, vanish, {})
+
+
+@pytest.fixture(scope="module")
+def cloud_run():
+    from tests.gcp_emulator import CloudRunEmulator
+
+    found = CloudRunEmulator().start()
+    yield found
+    found.stop()
+
+
+@pytest.fixture(params=PROVIDERS)
+def cloud(request, prefect_api: str, prefect: PrefectHelper, tmp_path: Path):
+    deps = make_deps(prefect_api, tmp_path, prefect_api_key=KEY)
+    made = {"ecs": _ecs, "aci": _aci, "cloudrun": _cloudrun, "modal": _modal, "coiled": _coiled,
+            "process": _process}[request.param](request, prefect, deps)  # fmt: skip
+    for server in ("modal_server", "coiled_server"):
+        if made.name == server.split("_")[0]:
+            request.getfixturevalue(server).run_commands = False  # the job stays as it is until the test drives it
+    yield made
+    if made.faults is not None:
+        made.faults.clear()
+    for server in ("modal_server", "coiled_server"):
+        if made.name == server.split("_")[0]:
+            request.getfixturevalue(server).run_commands = True
+    deps.orchestrator.close()
+
+
+def _submit(cloud: Cloud, prefect: PrefectHelper, entrypoint: str = "flows.py:sleeper"):
+    run_id = prefect.create_run(
+        prefect.create_deployment(cloud.pool, entrypoint, job_variables=cloud.job_variables, parameters={"seconds": 60})
+    )
+    client = cloud.deps.orchestrator
+    return run_id, submit_run(cloud.deps, client.read_flow_run(run_id), client.read_work_pool(cloud.pool), trigger="t")
+
+
+def _stop(cloud: Cloud, prefect: PrefectHelper, runs: list[str]) -> None:
+    from pushpool.providers.base import JobHandle
+
+    backend = cloud.deps.backend(cloud.name)
+    for run_id in runs:
+        pid = prefect.read_run(run_id)["infrastructure_pid"]
+        if pid:
+            try:
+                backend.cancel(JobHandle(backend.name, pid), grace_seconds=1)
+            except Exception:  # noqa: BLE001 - gone already (a vanished job)
+                pass
+
+
+@pytest.mark.parametrize("kind", ["throttle", "unavailable"], ids=["throttling", "5xx"])
+def test_throttling_and_5xx_on_create_and_status_reads_are_absorbed(
+    cloud: Cloud, prefect: PrefectHelper, report, kind: str, scale: int
+) -> None:
+    if cloud.faults is None:
+        pytest.skip(f"{cloud.name}: no remote API to throttle or fail")
+    runs, outcomes, started = [], [], time.monotonic()
+    for _ in range(2 * scale):
+        cloud.faults.fail_next(cloud.create, kind, times=2)  # twice per job: the SDK's (or pushpool's) retries
+        run_id, outcome = _submit(cloud, prefect)
+        runs.append(run_id)
+        outcomes.append(outcome.outcome)
+    cloud.faults.fail_next(cloud.status, kind, times=2)
+    tick = pool_tick(cloud.deps, cloud.pool)
+    repaired = time.monotonic() - started
+    pids = {r: prefect.read_run(r)["infrastructure_pid"] for r in runs}
+    jobs = {r: cloud.jobs_of(r) for r in runs}
+    states = {r: prefect.state(r)[0] for r in runs}
+    injected = cloud.faults.count(kind)
+    report.add(
+        f"{'throttling' if kind == 'throttle' else '5xx'} ×2 on each create and on status reads",
+        provider=cloud.name,
+        runs=len(runs),
+        faults=injected,
+        lost=sum(not pids[r] or jobs[r] == 0 for r in runs),
+        duplicated=sum(n > 1 for n in jobs.values()),
+        stuck=sum(s != "PENDING" for s in states.values()) + len(tick.errors),
+        longest_repair=repaired,
+    )
+    _stop(cloud, prefect, runs)
+    assert outcomes == ["submitted"] * len(runs), outcomes
+    assert set(jobs.values()) == {1} and all(pids.values()) and set(states.values()) == {"PENDING"}, (jobs, states)
+    assert tick.errors == [] and injected >= 2 * len(runs) + 2
+
+
+def test_a_vanished_job_crashes_its_run(cloud: Cloud, prefect: PrefectHelper, report) -> None:
+    run_id, outcome = _submit(cloud, prefect)
+    assert outcome.outcome == "submitted", outcome
+    cloud.vanish(outcome.job_id)
+    started = time.monotonic()
+    run = prefect.wait_for(run_id, {"CRASHED"}, timeout=20, tick=lambda: pool_tick(cloud.deps, cloud.pool))
+    right = run["state"]["type"] == "CRASHED" and "disappeared" in (run["state"]["message"] or "")
+    report.add(
+        "a job vanishes",
+        provider=cloud.name,
+        runs=1,
+        faults=1,
+        stuck=int(not right),
+        longest_repair=time.monotonic() - started,
+    )
+    assert right, run["state"]
+
+
+def test_a_job_that_never_starts_is_crashed_and_stopped(cloud: Cloud, prefect: PrefectHelper, report) -> None:
+    from pushpool.providers.base import JobHandle
+
+    if cloud.hold is None:
+        pytest.skip(f"{cloud.name}: a job shows no pending state (running once created)")
+    run_id, outcome = _submit(cloud, prefect)
+    assert outcome.outcome == "submitted", outcome
+    cloud.hold(outcome.job_id)
+    started = time.monotonic()
+    skip_ahead(cloud.deps, 3600)  # past every provider's start timeout
+    pool_tick(cloud.deps, cloud.pool)
+    state = prefect.read_run(run_id)["state"]
+    backend = cloud.deps.backend(cloud.name)
+    job = backend.status([JobHandle(backend.name, outcome.job_id)])[outcome.job_id].state
+    right = state["type"] == "CRASHED" and "did not start" in (state["message"] or "") and not job.is_alive
+    report.add(
+        "a job never starts",
+        provider=cloud.name,
+        runs=1,
+        faults=1,
+        stuck=int(not right),
+        longest_repair=time.monotonic() - started,
+    )
+    assert right, (state, job)
+
+
+def test_submit_dies_before_the_pid_while_lists_lag(cloud: Cloud, prefect: PrefectHelper, report) -> None:
+    """The job exists, its pid was never written, and the provider's lists show it only a second later: the monitor
+    does nothing rash within the pending timeout, then adopts the job — one job, never a second."""
+    from pushpool.prefect_api.models import StateType
+    from pushpool.usecases.job_spec import build_job_spec
+
+    if cloud.faults is None:
+        pytest.skip(f"{cloud.name}: a local job directory has no lag")
+    client = cloud.deps.orchestrator
+    run_id = prefect.create_run(prefect.create_deployment(cloud.pool, job_variables=cloud.job_variables))
+    claim = client.propose_state(run_id, StateType.PENDING)
+    run = client.read_flow_run(run_id)
+    spec = build_job_spec(settings=cloud.deps.settings, client=client, run=run, pool=client.read_work_pool(cloud.pool),
+                          deployment=client.read_deployment(run.deployment_id), attempt=claim.state.id)  # fmt: skip
+    cloud.faults.list_after(1.0)
+    handle = cloud.deps.backend(cloud.name).submit(spec)
+    started = time.monotonic()
+    pool_tick(cloud.deps, cloud.pool)  # within the pending timeout: the job is not listed yet, nothing is done
+    early = prefect.read_run(run_id)
+    time.sleep(max(0.0, 1.1 - (time.monotonic() - started)))
+    skip_ahead(cloud.deps, cloud.deps.settings.pending_timeout_seconds + 0.2)
+    pool_tick(cloud.deps, cloud.pool)
+    after = prefect.read_run(run_id)
+    report.add(
+        "submit dies before the pid, lists lag 1 s",
+        provider=cloud.name,
+        runs=1,
+        faults=1,
+        lost=int(after["infrastructure_pid"] != handle.id),
+        duplicated=int(cloud.jobs_of(run_id) > 1),
+        stuck=int(early["state_type"] != "PENDING" or after["state_type"] != "PENDING"),
+        longest_repair=time.monotonic() - started,
+    )
+    _stop(cloud, prefect, [run_id])
+    assert early["state_type"] == "PENDING" and not early["infrastructure_pid"], early["state"]
+    assert after["infrastructure_pid"] == handle.id and after["state_type"] == "PENDING", after["state"]
+    assert cloud.jobs_of(run_id) == 1
+
+
+def test_cancel_and_max_run_time_act_within_one_tick(cloud: Cloud, prefect: PrefectHelper, report) -> None:
+    from pushpool.providers.base import JobHandle
+
+    def submitted(**variables) -> tuple[str, str]:
+        job_variables = {**cloud.job_variables, **variables}
+        run_id = prefect.create_run(prefect.create_deployment(cloud.pool, job_variables=job_variables))
+        client = cloud.deps.orchestrator
+        outcome = submit_run(cloud.deps, client.read_flow_run(run_id), client.read_work_pool(cloud.pool), trigger="t")
+        assert outcome.outcome == "submitted", outcome
+        return run_id, outcome.job_id
+
+    extra = {"command": "sleep 60"} if cloud.name == "process" else {}
+    (pending, pending_job), (running, running_job) = submitted(**extra), submitted(**extra)
+    overdue, overdue_job = submitted(max_run_time_seconds=1, **extra)
+    prefect.set_state(running, "RUNNING")
+    prefect.set_state(overdue, "RUNNING")
+    skip_ahead(cloud.deps, 1.5)  # the overdue run is past its maximum run time
+    prefect.set_state(pending, "CANCELLING")
+    prefect.set_state(running, "CANCELLING")
+    started = time.monotonic()
+    pool_tick(cloud.deps, cloud.pool)  # one tick
+    took = time.monotonic() - started
+    expected = {pending: "CANCELLED", running: "CANCELLED", overdue: "CRASHED"}
+    jobs = {pending: pending_job, running: running_job, overdue: overdue_job}
+    backend = cloud.deps.backend(cloud.name)
+    wrong = {r: prefect.state(r) for r, t in expected.items() if prefect.state(r)[0] != t}
+    alive = [r for r, j in jobs.items() if backend.status([JobHandle(backend.name, j)])[j].state.is_alive]
+    report.add(
+        "cancel Pending/Running, max run time: one tick",
+        provider=cloud.name,
+        runs=3,
+        faults=3,
+        lost=len(alive),
+        stuck=len(wrong),
+        longest_repair=took,
+    )
+    assert wrong == {} and alive == [], (wrong, alive)
+    assert "maximum run time of 1 s" in prefect.read_run(overdue)["state"]["message"]
+
+
+def test_duplicate_storm_with_throttled_creates(cloud: Cloud, prefect: PrefectHelper, report, scale: int) -> None:
+    """N runs × M concurrent webhook deliveries racing the monitor's dispatch, the provider throttling the first
+    creates: exactly one job and one claim per run."""
+    import json
+    import random
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pushpool.entrypoints.auth import WebhookAuth
+    from pushpool.entrypoints.http import handle_submit
+
+    runs_n, dup_m = 4 * scale, 4
+    extra = {"command": "sleep 60"} if cloud.name == "process" else {}
+    dep = prefect.create_deployment(cloud.pool, job_variables={**cloud.job_variables, **extra})
+    runs = [prefect.create_run(dep) for _ in range(runs_n)]
+    auth, headers = WebhookAuth(cloud.deps.settings.webhook_tokens), {"Authorization": "Bearer test-token"}
+    deliveries = [r for r in runs for _ in range(dup_m)]
+    random.Random(23).shuffle(deliveries)
+    if cloud.faults is not None:
+        cloud.faults.fail_next(cloud.create, "throttle", times=3)
+    stop = threading.Event()
+
+    def monitor_loop() -> None:
+        while not stop.is_set():
+            pool_tick(cloud.deps, cloud.pool)
+
+    monitor = threading.Thread(target=monitor_loop)
+    monitor.start()
+    try:
+        with ThreadPoolExecutor(max_workers=6) as pool_ex:
+            answers = list(
+                pool_ex.map(
+                    lambda r: handle_submit(
+                        cloud.deps, auth, headers, json.dumps({"flow_run_id": r}).encode(), trigger="storm"
+                    ),
+                    deliveries,
+                )
+            )
+    finally:
+        stop.set()
+        monitor.join()
+    jobs = {r: cloud.jobs_of(r) for r in runs}
+    claims = {r: sum(1 for s in prefect.states(r) if s == ("PENDING", "Pending")) for r in runs}
+    report.add(
+        "duplicate storm, first creates throttled" if cloud.faults is not None else "duplicate storm (short)",
+        provider=cloud.name,
+        runs=runs_n,
+        faults=len(deliveries) - runs_n + (cloud.faults.count() if cloud.faults is not None else 0),
+        lost=sum(n == 0 for n in jobs.values()),
+        duplicated=sum(n > 1 for n in jobs.values()),
+        stuck=sum(c != 1 for c in claims.values()),
+    )
+    _stop(cloud, prefect, runs)
+    assert all(a.status == 200 for a in answers), [a.body for a in answers if a.status != 200][:3]
+    assert set(jobs.values()) == {1} and set(claims.values()) == {1}, (jobs, claims)
