@@ -22,6 +22,8 @@ _SUBSCRIPTION = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a
 
 
 class AciJobConfig(JobConfig):
+    credential_fields = ("aci_credentials",)  # the pool's only: job variables may not change it
+
     image: str | None = Field(default=None, description="the container image (Prefect's image by default)")
     resource_group_name: str = Field(description="the resource group the container groups are created in")
     subscription_id: str = Field(repr=False, description="the Azure subscription")

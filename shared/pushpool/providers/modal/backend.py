@@ -10,9 +10,10 @@
   the pool's ``secrets`` are Modal secrets by name.
 * The handle id is the sandbox id; status reads its result (exit code, terminated, timed out, failed to start);
   cancel terminates it; logs are its output's last lines (Modal keeps them with the app).
-* Credentials: the pool's ``modal_credentials`` block (``token_id``/``token_secret``) for submit and find, else the
-  SDK's own configuration (``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET`` or ``~/.modal.toml``). The monitor follows
-  sandboxes with the last credentials this process used, else its own configuration.
+* Credentials: the pool's ``modal_credentials`` block (``token_id``/``token_secret``), else the SDK's own
+  configuration (``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET`` or ``~/.modal.toml``), on every call: submit and find with
+  the spec's, status, cancel and logs with the handle's (the job's pool's, which the monitor puts in the handle), so a
+  sandbox is never asked about with another pool's token — Modal answers NOT_FOUND for another workspace's sandbox.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
+
+from pydantic import ValidationError
 
 from pushpool.errors import BackendError, JobNotFoundError
 from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
@@ -69,8 +72,7 @@ class ModalBackend(BackendBase):
     dispatch_lead_seconds = DISPATCH_LEAD_SECONDS
 
     def __init__(self) -> None:
-        self._clients: dict[str, Any] = {}  # by token id (never the secret); "" = the SDK's own configuration
-        self._last: str = ""
+        self._clients: dict[str, Any] = {}  # by a digest of the token (never the token); "" = the SDK's own
         self._lock = threading.Lock()
 
     @classmethod
@@ -90,7 +92,7 @@ class ModalBackend(BackendBase):
             if not spec.new_attempt:
                 found = find_sandbox(client, app.app_id, wanted)
                 if found is not None:
-                    return JobHandle(NAME, found)
+                    return spec.handle(NAME, found)
             image = modal.Image.from_registry(config.image)
             if config.pip_packages:
                 image = image.pip_install(*config.pip_packages)
@@ -117,8 +119,8 @@ class ModalBackend(BackendBase):
                 found = find_sandbox(client, app.app_id, wanted)
                 if found is None:
                     raise
-                return JobHandle(NAME, found)
-        return JobHandle(NAME, sandbox.object_id)
+                return spec.handle(NAME, found)
+        return spec.handle(NAME, sandbox.object_id)
 
     def find(self, spec: JobSpec) -> JobHandle | None:
         import modal
@@ -131,7 +133,7 @@ class ModalBackend(BackendBase):
                 found = find_sandbox(client, app.app_id, tags(spec.run_id, spec.attempt, spec.pool_name))
         except JobNotFoundError:
             return None  # no such app: no sandbox of this attempt can be in it
-        return JobHandle(NAME, found) if found else None
+        return spec.handle(NAME, found) if found else None
 
     def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
         out: dict[str, JobStatus] = {}
@@ -141,7 +143,7 @@ class ModalBackend(BackendBase):
                 continue
             try:
                 with modal_errors():
-                    result = sandbox_result(self._client(None), handle.id)
+                    result = sandbox_result(self._client(_of(handle)), handle.id)
             except JobNotFoundError as exc:
                 out[handle.id] = JobStatus(JobState.MISSING, reason=exc.one_line())
             except BackendError as exc:  # concerns this handle only
@@ -157,7 +159,7 @@ class ModalBackend(BackendBase):
             return  # never a sandbox: nothing to stop
         try:
             with modal_errors():
-                modal.Sandbox.from_id(handle.id, client=self._client(None)).terminate()
+                modal.Sandbox.from_id(handle.id, client=self._client(_of(handle))).terminate()
         except JobNotFoundError:
             return  # already gone
 
@@ -168,7 +170,7 @@ class ModalBackend(BackendBase):
             return []
         try:
             with modal_errors():
-                sandbox = modal.Sandbox.from_id(handle.id, client=self._client(None))
+                sandbox = modal.Sandbox.from_id(handle.id, client=self._client(_of(handle)))
                 text = "".join(entry.message for entry in sandbox.logs.tail(min(lines, 1000)))
         except JobNotFoundError:
             return []
@@ -176,26 +178,21 @@ class ModalBackend(BackendBase):
 
     # -- helpers ---------------------------------------------------------------------------------------------------
 
-    def _client(self, config: ModalJobConfig | None) -> Any:
-        """The Modal client for ``config``'s credentials block, else the last used, else the SDK's configuration."""
+    def _client(self, config: ModalJobConfig) -> Any:
+        """The Modal client for ``config``'s credentials block, else the SDK's own configuration (never another's)."""
         import modal
 
-        if config is None:
-            key, token = self._last, None
-        else:
-            try:
-                token = config.token()
-            except ValueError as exc:
-                raise BackendError(f"the pool's modal_credentials block: {exc}", backend=NAME) from None
-            key = token[0] if token else ""
+        try:
+            token = config.token()
+        except ValueError as exc:
+            raise BackendError(f"the pool's modal_credentials block: {exc}", backend=NAME) from None
+        key = hashlib.sha256("\n".join(token).encode()).hexdigest() if token else ""
         with self._lock:
             client = self._clients.get(key)
             if client is None:
                 with modal_errors():
                     client = modal.Client.from_credentials(*token) if token else modal.Client.from_env()
                 self._clients[key] = client
-            if config is not None:
-                self._last = key
         return client
 
 
@@ -203,6 +200,14 @@ def _config(spec: JobSpec) -> ModalJobConfig:
     if not isinstance(spec.config, ModalJobConfig):
         raise BackendError(f"not a Modal job configuration: {type(spec.config).__name__}", backend=NAME)
     return spec.config
+
+
+def _of(handle: JobHandle) -> ModalJobConfig:
+    """The credentials a handle carries (its pool's), as a configuration; none: the SDK's own configuration."""
+    try:
+        return ModalJobConfig.model_validate(dict(handle.credentials or {}))
+    except ValidationError:
+        raise BackendError("the handle's modal_credentials are not a modal-credentials block", backend=NAME) from None
 
 
 def _to_status(result: Any) -> JobStatus:
