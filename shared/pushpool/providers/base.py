@@ -210,15 +210,20 @@ class UnstartedJob:
     ref: str  # the backend's own reference (a Cloud Run job's resource name)
     run_id: str
     version: str = ""  # what the backend saw when it listed the job (an etag): deleted only if still so
+    # the credentials of the pool it was listed for (never shown): deleting it is signed with them
+    credentials: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @runtime_checkable
 class SweepsUnstartedJobs(Protocol):
     """What a backend whose jobs outlive a failed submit implements (Cloud Run: 1,000 jobs per region)."""
 
-    def unstarted_jobs(self, templates: Sequence[Mapping[str, Any]]) -> list[UnstartedJob]:
+    def unstarted_jobs(
+        self, templates: Sequence[Mapping[str, Any]], credentials: Sequence[Mapping[str, Any] | None] = ()
+    ) -> list[UnstartedJob]:
         """pushpool's jobs that never started, where the pools (by their base job templates) put jobs: one list
-        call per location, never one per run."""
+        call per location and identity, never one per run. ``credentials``: each template's pool's (as in
+        ``JobHandle.credentials``), which sign its listing and the deletes of what it finds."""
 
     def delete_unstarted(self, job: UnstartedJob) -> None:
         """Delete one of them (already gone is success)."""
