@@ -225,10 +225,14 @@ class CoiledEmulator:
             self.users[token] = (username, set(workspaces) | {username})
             self.workspaces |= set(workspaces) | {username}
 
-    def tokens_for(self, fragment: str) -> set[str | None]:
-        """The tokens of the calls whose path holds ``fragment`` (a cluster id, a workspace)."""
+    def tokens_for_cluster(self, cluster_id: int | str) -> set[str | None]:
+        """The tokens of the calls about a cluster (its jobs, logs, stop: ``/cluster/<id>``, ``/id/<id>``)."""
         with self._lock:
-            return {token for _, path, token in self.callers if fragment in path}
+            return {
+                token
+                for _, path, token in self.callers
+                if any(a in ("cluster", "id") and b == str(cluster_id) for a, b in itertools.pairwise(path.split("/")))
+            }
 
     def _caller(self, method: str, path: str, headers: dict[str, str]) -> tuple[str, set[str]] | None:
         """The caller (username and workspaces) of an ``Authorization: ApiToken`` header; None: 401."""

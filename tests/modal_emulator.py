@@ -186,15 +186,17 @@ class ModalEmulator:
             self.workspace_apps.setdefault(name, {})
 
     def tokens_about(self, object_id: str) -> set[str]:
-        """The token ids of the calls that asked about a sandbox or an app."""
+        """The token ids of the calls that asked about a sandbox (by its id or its task's: logs) or an app."""
         with self._lock:
-            return {token for _, token, subject in self.callers if subject == object_id}
+            sandbox = self.sandboxes.get(object_id)
+            subjects = {object_id, sandbox.task_id if sandbox else object_id}
+            return {token for _, token, subject in self.callers if subject in subjects}
 
     def _caller(self, method: str, request: Any, metadata: Any) -> str:
         """The caller's workspace; UNAUTHENTICATED for a token Modal does not know (every call carries it)."""
         token = (metadata.get("x-modal-token-id"), metadata.get("x-modal-token-secret"))
         subject = ""
-        for name in ("sandbox_id", "app_id"):
+        for name in ("sandbox_id", "task_id", "app_id"):
             try:
                 subject = subject or str(getattr(request, name))
             except AttributeError:

@@ -1,0 +1,259 @@
+"""Credentials per pool, on every call (design.md rule 8; issue 22 item 2).
+
+Two pools on two tokens is the normal case after provisioning. Every call about a job — submit, find, status, cancel,
+logs, cleanup — must be signed with the credentials of the job's own pool, also by a monitor in a fresh process that
+never saw the submit, and a deployment author may not pick another pool's credentials. The emulators serve several
+accounts and record which token made each call, and answer a wrong token as the real service does (Modal: NOT_FOUND
+for another workspace's sandbox; Coiled: 403/404; ARM: 403 AuthorizationFailed): asked with the wrong token, a live
+job would read as missing and its run would be crashed while the job runs on.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pushpool.errors import TemplateError
+from pushpool.providers import base_job_template
+from pushpool.providers.token_blocks import TokenBlock
+from pushpool.usecases.job_spec import build_job_spec
+from pushpool.usecases.monitor import tick
+from pushpool.usecases.run_logs import run_logs
+from pushpool.usecases.submit import submit_run
+
+from tests.helpers import PrefectHelper, make_deps
+
+pytestmark = pytest.mark.integration
+
+MODAL_A = ("ak-poolcredsa000000000000", "as-poolcredsa000000000000")
+MODAL_B = ("ak-poolcredsb000000000000", "as-poolcredsb000000000000")
+COILED_A, COILED_B = "pool-creds-token-a-0000", "pool-creds-token-b-0000"
+REFUSED = "job variables may not change"
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------------
+
+
+def _pool(prefect: PrefectHelper, pool_type: str, **defaults: Any) -> str:
+    """A pool of ``pool_type`` on pushpool's template with variable ``defaults`` (where the operator puts a block)."""
+    template = copy.deepcopy(base_job_template(pool_type))
+    for key, value in defaults.items():
+        template["variables"]["properties"][key]["default"] = value
+    name = prefect.unique("creds")
+    prefect.create_pool(name, pool_type, base_job_template=template)
+    return name
+
+
+def _block(deps, block: TokenBlock, data: dict[str, str]) -> dict[str, Any]:
+    """A credentials block stored as provisioning stores it (the type registered when missing); its ``$ref``."""
+    ref: dict[str, Any] = {}
+    for step in block.steps(PrefectHelper.unique("creds"), deps.orchestrator, lambda: data):
+        ref.update(step.run() if step.run else {})
+    return ref[block.variable]
+
+
+def _modal(token: tuple[str, str]) -> dict[str, str]:
+    return {"token_id": token[0], "token_secret": token[1]}
+
+
+def _submit(deps, run_id: str):
+    client = deps.orchestrator
+    run = client.read_flow_run(run_id)
+    return submit_run(deps, run, client.read_work_pool(run.work_pool_name), trigger="test")
+
+
+def _running(deps, prefect: PrefectHelper, pool: str, **variables: Any) -> tuple[str, str]:
+    """A run of ``pool`` submitted by ``deps`` and marked Running (its job is alive): (run id, job id)."""
+    run_id = prefect.create_run(prefect.create_deployment(pool, job_variables=variables))
+    outcome = _submit(deps, run_id)
+    assert outcome.outcome == "submitted", outcome
+    prefect.set_state(run_id, "RUNNING", force=True)
+    return run_id, str(outcome.job_id)
+
+
+def _tick(deps, *pools: str):
+    return tick(deps, pools=[deps.orchestrator.read_work_pool(p) for p in pools])
+
+
+@pytest.fixture
+def fresh(prefect_api: str, tmp_path: Path):
+    """Monitors in new processes: new Deps (new backends) that never saw a submit."""
+    made = []
+
+    def make(**backend_options: Any):
+        deps = make_deps(prefect_api, tmp_path / f"fresh-{len(made)}")
+        deps.backend_options.update(copy.deepcopy(backend_options))
+        made.append(deps)
+        return deps
+
+    yield make
+    for deps in made:
+        deps.orchestrator.close()
+
+
+# -- a hostile deployment author may not choose credentials -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def modal_workspaces(modal_server):
+    modal_server.add_workspace(MODAL_A, "pool-creds-a")
+    modal_server.add_workspace(MODAL_B, "pool-creds-b")
+    return modal_server
+
+
+@pytest.mark.parametrize("where", ["deployment", "flow-run"])
+def test_a_deployment_author_cannot_sign_their_job_with_another_pools_block(
+    deps, prefect: PrefectHelper, modal_workspaces, where: str
+) -> None:
+    """Pool B's deployment (or its flow run) names pool A's credentials block by id: the run is crashed with the
+    reason, and nothing at all is asked of Modal with pool A's token — nor is any sandbox made."""
+    from pushpool.providers.modal.provisioner import BLOCK
+
+    server = modal_workspaces
+    block_a = _block(deps, BLOCK, _modal(MODAL_A))
+    _pool(prefect, "modal:push", modal_credentials=block_a)
+    pool_b = _pool(prefect, "modal:push", modal_credentials=_block(deps, BLOCK, _modal(MODAL_B)))
+    hostile = {"modal_credentials": block_a, "command": "sleep 60"}
+    if where == "deployment":
+        run_id = prefect.create_run(prefect.create_deployment(pool_b, job_variables=hostile))
+    else:
+        run_id = prefect.create_run(prefect.create_deployment(pool_b), job_variables=hostile)
+    mark = len(server.callers)
+    assert _submit(deps, run_id).outcome == "crashed"
+    state = prefect.read_run(run_id)["state"]
+    assert state["type"] == "CRASHED" and REFUSED in state["message"] and "'modal_credentials'" in state["message"]
+    assert MODAL_A[1] not in state["message"] and MODAL_A[0] not in state["message"]
+    assert server.callers[mark:] == []  # nothing was asked of Modal, with any token
+    assert not [s for s in server.sandboxes.values() if s.tags.get("pushpool-run") == run_id]
+
+
+CREDENTIALS = {  # pool type -> (its credentials variable, the pool's block, another block, defaults it needs)
+    "modal:push": ("modal_credentials", _modal(MODAL_A), _modal(MODAL_B), {}),
+    "coiled:push": ("credentials", {"api_token": COILED_A}, {"api_token": COILED_B}, {}),
+    "ecs:push": ("aws_credentials", {"aws_access_key_id": "AKIAPOOLA", "aws_secret_access_key": "pool-a-secret"},
+                 {"aws_access_key_id": "AKIAPOOLB", "aws_secret_access_key": "pool-b-secret"}, {}),
+    "cloud-run-v2:push": ("credentials", {"service_account_info": {"client_email": "a@p.iam.gserviceaccount.com"}},
+                          {"service_account_info": {"client_email": "b@p.iam.gserviceaccount.com"}}, {}),
+    "azure-container-instance:push": (
+        "aci_credentials", {"client_id": "app-a", "tenant_id": "tenant-a", "client_secret": "pool-a-secret"},
+        {"client_id": "app-b", "tenant_id": "tenant-b", "client_secret": "pool-b-secret"},
+        {"subscription_id": "00000000-0000-0000-0000-0000000000a1", "resource_group_name": "rg"},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("pool_type", sorted(CREDENTIALS))
+@pytest.mark.parametrize("how", ["another-block", "a-block-where-the-pool-has-none", "a-dotted-field"])
+def test_every_provider_refuses_job_variables_that_change_the_pools_credentials(
+    deps, prefect: PrefectHelper, pool_type: str, how: str
+) -> None:
+    """Whatever the provider and however the job variables touch it (a whole block, a block where the pool uses
+    pushpool's own identity, one field of the block), the job's credentials stay the pool's: the job is refused, the
+    field is named, no value is shown. The pool's own block repeated in a deployment is no change, and is accepted."""
+    variable, own, other, needed = CREDENTIALS[pool_type]
+    pool = _pool(prefect, pool_type, **needed, **({} if how == "a-block-where-the-pool-has-none" else {variable: own}))
+    key, value = next(iter(other.items()))
+    hostile = {f"{variable}.{key}": value} if how == "a-dotted-field" else {variable: other}
+    client = deps.orchestrator
+
+    def spec(job_variables: dict) -> Any:
+        deployment = client.read_deployment(prefect.create_deployment(pool, job_variables=job_variables))
+        run = client.read_flow_run(prefect.create_run(deployment.id))
+        return build_job_spec(
+            settings=deps.settings, client=client, run=run, pool=client.read_work_pool(pool), deployment=deployment,
+            attempt="a",
+        )  # fmt: skip
+
+    with pytest.raises(TemplateError) as refused:
+        spec(hostile)
+    message = str(refused.value)
+    assert REFUSED in message and repr(variable) in message
+    assert all(str(v) not in message for block in (own, other) for v in block.values())
+    if how != "a-block-where-the-pool-has-none":
+        assert spec({variable: own}).credentials == {variable: own}  # the pool's own block, repeated: accepted
+
+
+# -- two pools, two tokens: a fresh monitor follows each job with its own pool's token ---------------------------------
+
+
+def test_modal_jobs_of_two_pools_are_followed_cancelled_and_read_with_their_own_pools_token(
+    deps, fresh, prefect: PrefectHelper, modal_workspaces
+) -> None:
+    """Pool A's sandbox runs in workspace A, pool B's in workspace B; B's token was used last. The submitting process
+    and a monitor in a new process both see both jobs alive (Modal answers NOT_FOUND to the other workspace's token: a
+    run would be crashed); logs and cancel reach A's sandbox; every call about a sandbox carries its own pool's token.
+    """
+    from pushpool.providers.modal.provisioner import BLOCK
+
+    server = modal_workspaces
+    pool_a = _pool(prefect, "modal:push", modal_credentials=_block(deps, BLOCK, _modal(MODAL_A)))
+    pool_b = _pool(prefect, "modal:push", modal_credentials=_block(deps, BLOCK, _modal(MODAL_B)))
+    run_a, sandbox_a = _running(deps, prefect, pool_a, command="sh -c 'echo output-of-pool-a; sleep 60'")
+    run_b, sandbox_b = _running(deps, prefect, pool_b, command="sleep 60")  # B's token is the last used
+    assert server.sandboxes[sandbox_a].workspace == "pool-creds-a"
+    assert server.sandboxes[sandbox_b].workspace == "pool-creds-b"
+
+    for monitor in (deps, fresh(), fresh()):  # the same process, then new ones
+        report = _tick(monitor, pool_a, pool_b)
+        assert not report.errors, report.errors
+        assert prefect.state(run_a)[0] == prefect.state(run_b)[0] == "RUNNING"
+
+    logs = run_logs(fresh(), run_a, lines=20)
+    assert "output-of-pool-a" in logs["job_output"], logs
+
+    prefect.set_state(run_a, "CANCELLING")
+    assert _tick(fresh(), pool_a).reconciled["stop-and-cancel"] == 1
+    assert prefect.state(run_a)[0] == "CANCELLED"
+    assert server.sandboxes[sandbox_a].result.status == server.sandboxes[sandbox_a].result.GENERIC_STATUS_TERMINATED
+    assert server.tokens_about(sandbox_a) == {MODAL_A[0]}
+    assert server.tokens_about(sandbox_b) == {MODAL_B[0]}
+
+    prefect.set_state(run_b, "CANCELLING")
+    _tick(fresh(), pool_b)
+    assert prefect.state(run_b)[0] == "CANCELLED"
+    assert server.tokens_about(sandbox_b) == {MODAL_B[0]}
+
+
+@pytest.fixture(scope="module")
+def coiled_accounts(coiled_server):
+    coiled_server.add_account(COILED_A, "pool-creds-a", {"pool-creds-a"})
+    coiled_server.add_account(COILED_B, "pool-creds-b", {"pool-creds-b"})
+    return coiled_server
+
+
+def test_coiled_jobs_of_two_pools_are_followed_cancelled_and_read_with_their_own_pools_token(
+    deps, fresh, prefect: PrefectHelper, coiled_accounts
+) -> None:
+    """As for Modal: each job's status, logs and cancel are asked with its own pool's token (Coiled answers 403/404
+    to another account's), by the submitting process (B's token last) and by monitors in new processes."""
+    from pushpool.providers.coiled.provisioner import BLOCK
+
+    server = coiled_accounts
+    pool_a = _pool(prefect, "coiled:push", credentials=_block(deps, BLOCK, {"api_token": COILED_A}))
+    pool_b = _pool(prefect, "coiled:push", credentials=_block(deps, BLOCK, {"api_token": COILED_B}))
+    run_a, job_a = _running(deps, prefect, pool_a, command="sh -c 'echo output-of-pool-a; sleep 60'")
+    run_b, job_b = _running(deps, prefect, pool_b, command="sleep 60")
+    assert job_a.startswith("pool-creds-a/") and job_b.startswith("pool-creds-b/")
+    cluster_a, cluster_b = job_a.split("/")[1], job_b.split("/")[1]
+
+    for monitor in (deps, fresh(), fresh()):
+        report = _tick(monitor, pool_a, pool_b)
+        assert not report.errors, report.errors
+        assert prefect.state(run_a)[0] == prefect.state(run_b)[0] == "RUNNING"
+
+    logs = run_logs(fresh(), run_a, lines=20)
+    assert "output-of-pool-a" in logs["job_output"], logs
+
+    prefect.set_state(run_a, "CANCELLING")
+    assert _tick(fresh(), pool_a).reconciled["stop-and-cancel"] == 1
+    assert prefect.state(run_a)[0] == "CANCELLED"
+    assert server.clusters[int(cluster_a)].state == "stopped"
+    assert server.tokens_for_cluster(cluster_a) == {COILED_A}
+    assert server.tokens_for_cluster(cluster_b) == {COILED_B}
+
+    prefect.set_state(run_b, "CANCELLING")
+    _tick(fresh(), pool_b)
+    assert prefect.state(run_b)[0] == "CANCELLED"
+    assert server.tokens_for_cluster(cluster_b) == {COILED_B}
