@@ -257,3 +257,48 @@ def test_coiled_jobs_of_two_pools_are_followed_cancelled_and_read_with_their_own
     _tick(fresh(), pool_b)
     assert prefect.state(run_b)[0] == "CANCELLED"
     assert server.tokens_for_cluster(cluster_b) == {COILED_B}
+
+
+ARM_A, ARM_B = "pool-creds-principal-a-token", "pool-creds-principal-b-token"
+SUB_A, SUB_B = "00000000-0000-0000-0000-00000000c0a1", "00000000-0000-0000-0000-00000000c0b2"
+ACI_A = {"client_id": "pool-creds-app-a", "tenant_id": "tenant-a", "client_secret": "pool-a-secret"}
+ACI_B = {"client_id": "pool-creds-app-b", "tenant_id": "tenant-b", "client_secret": "pool-b-secret"}
+
+
+def test_aci_groups_of_two_pools_in_two_subscriptions_are_followed_with_their_own_pools_principal(
+    fresh, prefect: PrefectHelper, aci_options: dict, arm
+) -> None:
+    """Each pool's service principal reaches only its own subscription (ARM: 403 AuthorizationFailed elsewhere);
+    pushpool's own identity could reach both, but no call about a pool's group is made with it: status, logs and
+    cancel, by the submitting process and by monitors in new processes, are signed with the group's pool's block."""
+    from tests.arm_emulator import FakeCredential
+
+    arm.add_resource_group(SUB_A, "rg-a")
+    arm.add_resource_group(SUB_B, "rg-b")
+    arm.add_account(ARM_A, {SUB_A})
+    arm.add_account(ARM_B, {SUB_B})
+    principals = {ACI_A["client_id"]: FakeCredential(ARM_A), ACI_B["client_id"]: FakeCredential(ARM_B)}
+    options = {"aci": {**aci_options, "block_credential": principals}}
+    kind = "azure-container-instance:push"
+    pool_a = _pool(prefect, kind, subscription_id=SUB_A, resource_group_name="rg-a", aci_credentials=ACI_A)
+    pool_b = _pool(prefect, kind, subscription_id=SUB_B, resource_group_name="rg-b", aci_credentials=ACI_B)
+    submitter = fresh(**options)
+    mark = len(arm.callers)
+    run_a, group_a = _running(submitter, prefect, pool_a)
+    run_b, group_b = _running(submitter, prefect, pool_b)  # B's principal is the last used
+    arm.start_container(group_a)
+    arm.start_container(group_b)
+
+    for monitor in (submitter, fresh(**options), fresh(**options)):
+        report = _tick(monitor, pool_a, pool_b)
+        assert not report.errors, report.errors
+        assert prefect.state(run_a)[0] == prefect.state(run_b)[0] == "RUNNING"
+    run_logs(fresh(**options), run_a, lines=20)
+    prefect.set_state(run_a, "CANCELLING")
+    assert _tick(fresh(**options), pool_a).reconciled["stop-and-cancel"] == 1
+    assert prefect.state(run_a)[0] == "CANCELLED"
+
+    calls = arm.callers[mark:]
+    assert {route for _, route, sub, _ in calls if sub == SUB_A} >= {"put", "list", "get", "logs", "stop"}
+    assert {token for _, _, sub, token in calls if sub == SUB_A} == {ARM_A}
+    assert {token for _, _, sub, token in calls if sub == SUB_B} == {ARM_B}
