@@ -8,10 +8,17 @@ rules (job ids, project ids, known regions). Executions move only when the test 
 ``fail_next`` injects 429/5xx answers; ``requests`` records every call (method, path) for counting. ``/token``
 issues access tokens for a service-account key file whose ``token_uri`` points here (Application Default
 Credentials without Google).
+
+Accounts (``add_account``): once any is added, every call must be signed by a known service account — a self-signed JWT
+of its key (what the run_v2 REST clients send) or an access token ``/token`` issued for it — else 401 UNAUTHENTICATED,
+and may touch only the projects that account was given, else 403 PERMISSION_DENIED (Google's answer for a resource
+in a project the caller has no role in). Without accounts every call is accepted, as before. ``callers`` records
+which account signed each call (None: anonymous or unknown).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import itertools
 import json
@@ -37,6 +44,8 @@ _STATUS = {
     400: "INVALID_ARGUMENT",
     404: "NOT_FOUND",
     409: "ALREADY_EXISTS",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
     412: "FAILED_PRECONDITION",
     429: "RESOURCE_EXHAUSTED",
     500: "INTERNAL",
@@ -157,6 +166,9 @@ class CloudRunEmulator:
         self.run_conflicts = 0  # runs refused for a stale etag
         self.authorizations: list[str | None] = []  # the Authorization header of every request
         self.access_token = f"ya29.local-{uuid.uuid4().hex}"  # what /token issues for a service-account key
+        self.accounts: dict[str, set[str]] = {}  # service-account email -> the projects it may touch
+        self._issued: dict[str, str] = {}  # access token -> the account it was issued to
+        self.callers: list[tuple[str, str, str | None]] = []  # (method, path, account) of each API call
         self._faults: list[int] = []
         self._ids = itertools.count(1)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -237,13 +249,16 @@ class CloudRunEmulator:
 
     # -- the API -------------------------------------------------------------------------------------------------------
 
-    def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], body: Any, authorization: str | None = None
+    ) -> tuple[int, Any]:
         with self.lock:
             self.requests.append((method, path))
             self.bodies.append((method, path, body))
             if self._faults:
                 code = self._faults.pop(0)
                 raise ApiError(code, "Injected by the test: try again later")
+        self._authorize(method, path, body, authorization)
         if path == "/v2/entries:list" and method == "POST":
             return self._entries(body)
         parts = path.strip("/").split("/")
@@ -285,6 +300,65 @@ class CloudRunEmulator:
                 entry = self._execution(f"{base}/jobs/{rest[1]}/executions/{rest[3]}")
                 return 200, {"tasks": [entry["task"]]}
         raise ApiError(404, f"Method not found: {method} {path}")
+
+    # -- accounts: who may touch which project -------------------------------------------------------------------
+
+    def add_account(self, email: str, projects: set[str]) -> None:
+        """A service account that may touch only ``projects`` (and from now on, every call must be signed)."""
+        with self.lock:
+            self.accounts[email] = set(projects)
+
+    def accounts_for(self, fragment: str) -> set[str | None]:
+        """The accounts that signed the calls whose path (or logging filter) holds ``fragment``."""
+        with self.lock:
+            return {account for _, path, account in self.callers if fragment in path}
+
+    def _account_of(self, authorization: str | None) -> str | None:
+        token = (authorization or "").removeprefix("Bearer ")
+        if token in self._issued:
+            return self._issued[token]
+        parts = token.split(".")
+        if len(parts) != 3:
+            return None
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except ValueError:
+            return None
+        return str(claims.get("iss") or "") or None
+
+    def _authorize(self, method: str, path: str, body: Any, authorization: str | None) -> None:
+        account = self._account_of(authorization)
+        if path == "/v2/entries:list":
+            names = (body or {}).get("resourceNames") or [] if isinstance(body, dict) else []
+            projects = [str(n).split("/")[1] for n in names if str(n).startswith("projects/")]
+            where = path + " " + " ".join(names) + " " + str((body or {}).get("filter", ""))
+        else:
+            parts = path.strip("/").split("/")
+            projects = [parts[2]] if len(parts) > 2 and parts[1] == "projects" else []
+            where = path
+        with self.lock:
+            self.callers.append((method, where, account))
+            if not self.accounts:
+                return
+            allowed = self.accounts.get(account or "")
+        if allowed is None:
+            raise ApiError(401, "Request had invalid authentication credentials.")
+        for project in projects:
+            if project not in allowed:
+                raise ApiError(
+                    403, f"Permission denied on resource project {project} (or it may not exist) for {account}."
+                )
+
+    def issue_token(self, form: Mapping[str, list[str]]) -> str:
+        """The access token ``/token`` issues for a key's JWT-bearer assertion (its account's, once accounts exist)."""
+        assertion = form.get("assertion", [""])[0]
+        account = self._account_of(f"Bearer {assertion}")
+        with self.lock:
+            if account is None or account not in self.accounts:
+                return self.access_token
+            token = f"ya29.local-{uuid.uuid4().hex}"
+            self._issued[token] = account
+            return token
 
     def _check(self, doc: Mapping[str, Any], schema: str, body: Any) -> None:
         errors = schema_errors(doc, schema, body if body is not None else {})
@@ -506,9 +580,11 @@ class CloudRunEmulator:
                 with emulator.lock:
                     emulator.authorizations.append(self.headers.get("Authorization"))
                 if url.path == "/token" and self.command == "POST":  # OAuth 2.0 JWT bearer grant of a key file
-                    grant = parse_qs(raw.decode()).get("grant_type", [""])[0]
+                    form = parse_qs(raw.decode())
+                    grant = form.get("grant_type", [""])[0]
                     ok = grant == "urn:ietf:params:oauth:grant-type:jwt-bearer"
-                    answer = {"access_token": emulator.access_token, "expires_in": 3600, "token_type": "Bearer"}
+                    token = emulator.issue_token(form)
+                    answer = {"access_token": token, "expires_in": 3600, "token_type": "Bearer"}
                     data = json.dumps(answer if ok else {"error": "unsupported_grant_type"}).encode()
                     self.send_response(200 if ok else 400)
                     self.send_header("Content-Type", "application/json")
@@ -521,7 +597,9 @@ class CloudRunEmulator:
                         body = json.loads(raw) if raw else None
                     except ValueError:
                         raise ApiError(400, "Invalid JSON payload received.") from None
-                    code, answer = emulator.handle(self.command, url.path, parse_qs(url.query), body)
+                    code, answer = emulator.handle(
+                        self.command, url.path, parse_qs(url.query), body, self.headers.get("Authorization")
+                    )
                 except ApiError as exc:
                     code = exc.code
                     answer = {

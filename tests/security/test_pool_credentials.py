@@ -302,3 +302,85 @@ def test_aci_groups_of_two_pools_in_two_subscriptions_are_followed_with_their_ow
     assert {route for _, route, sub, _ in calls if sub == SUB_A} >= {"put", "list", "get", "logs", "stop"}
     assert {token for _, _, sub, token in calls if sub == SUB_A} == {ARM_A}
     assert {token for _, _, sub, token in calls if sub == SUB_B} == {ARM_B}
+
+
+PROJECT_A, PROJECT_B = "pool-creds-a", "pool-creds-b"
+
+
+@pytest.fixture(scope="module")
+def google():
+    """A Cloud Run emulator of its own with accounts: pushpool's own service account reaches both projects, each pool's
+    only its own (Google: 403 PERMISSION_DENIED elsewhere, 401 for an unknown signer)."""
+    from tests.gcp_emulator import CloudRunEmulator, service_account_info
+
+    emulator = CloudRunEmulator().start()
+    keys = {
+        who: service_account_info(project, f"{emulator.endpoint}/token", f"{who}@{project}.iam.gserviceaccount.com")
+        for who, project in (("own", PROJECT_A), ("pool-a", PROJECT_A), ("pool-b", PROJECT_B))
+    }
+    emulator.add_account(keys["own"]["client_email"], {PROJECT_A, PROJECT_B})
+    emulator.add_account(keys["pool-a"]["client_email"], {PROJECT_A})
+    emulator.add_account(keys["pool-b"]["client_email"], {PROJECT_B})
+    yield emulator, keys
+    emulator.stop()
+
+
+def test_cloud_run_jobs_of_two_pools_in_two_projects_are_followed_with_their_own_pools_service_account(
+    fresh, prefect: PrefectHelper, google
+) -> None:
+    """Status, the unstarted-job sweep, logs, cancel and cleanup of each pool's job are signed with its pool's
+    gcp-credentials block — by the submitting process and by monitors in new processes — never by pushpool's own
+    service account (which could reach both projects) nor by the other pool's."""
+    from google.oauth2 import service_account
+    from pushpool.providers.cloudrun.backend import SCOPES
+
+    emulator, keys = google
+    own = service_account.Credentials.from_service_account_info(keys["own"], scopes=SCOPES)
+    options = {
+        "cloudrun": {
+            "credentials": own,
+            "project": PROJECT_A,
+            "endpoint": emulator.endpoint,
+            "logging_endpoint": emulator.endpoint,
+            "retry_initial": 0.01,
+            "retry_timeout": 5.0,
+            "ready_timeout": 10.0,
+            "check_image_platform": False,
+        }
+    }
+    secret = {"secret": "prefect-api-key", "version": "latest"}
+    pools = {
+        who: _pool(
+            prefect,
+            "cloud-run-v2:push",
+            project=project,
+            prefect_api_key_secret=secret,
+            credentials={"service_account_info": keys[who], "project": project},
+        )
+        for who, project in (("pool-a", PROJECT_A), ("pool-b", PROJECT_B))
+    }
+    submitter = fresh(**options)
+    submitter.settings = submitter.settings.replace(prefect_api_key="pnu_pool_creds_key")
+    mark = len(emulator.callers)
+    run_a, execution_a = _running(submitter, prefect, pools["pool-a"])
+    run_b, execution_b = _running(submitter, prefect, pools["pool-b"])  # B's account is the last used
+    emulator.set_running(execution_a)
+    emulator.set_running(execution_b)
+
+    for monitor in (submitter, fresh(**options), fresh(**options)):
+        report = _tick(monitor, *pools.values())
+        assert not report.errors, report.errors
+        assert prefect.state(run_a)[0] == prefect.state(run_b)[0] == "RUNNING"
+    run_logs(fresh(**options), run_a, lines=20)
+    prefect.set_state(run_a, "CANCELLING")
+    assert _tick(fresh(**options), pools["pool-a"]).reconciled["stop-and-cancel"] == 1
+    assert prefect.state(run_a)[0] == "CANCELLED"
+    _tick(fresh(**options), pools["pool-a"])  # the run is final and its job ended: cleaned up
+    assert execution_a not in emulator.executions
+
+    calls = emulator.callers[mark:]
+    about_a = [(method, where) for method, where, _ in calls if PROJECT_A in where]
+    assert {m for m, w in about_a if ":cancel" in w} and {m for m, w in about_a if "entries:list" in w}
+    assert {m for m, w in about_a if m == "DELETE"} and {m for m, w in about_a if w.endswith("/jobs/-/executions")}
+    assert {account for _, where, account in calls if PROJECT_A in where} == {keys["pool-a"]["client_email"]}
+    assert {account for _, where, account in calls if PROJECT_B in where} == {keys["pool-b"]["client_email"]}
