@@ -384,3 +384,68 @@ def test_cloud_run_jobs_of_two_pools_in_two_projects_are_followed_with_their_own
     assert {m for m, w in about_a if m == "DELETE"} and {m for m, w in about_a if w.endswith("/jobs/-/executions")}
     assert {account for _, where, account in calls if PROJECT_A in where} == {keys["pool-a"]["client_email"]}
     assert {account for _, where, account in calls if PROJECT_B in where} == {keys["pool-b"]["client_email"]}
+
+
+def _ecs_pool(prefect: PrefectHelper, aws: dict, **defaults: Any) -> str:
+    """An ecs:push pool on the session's moto cluster and network (as tests/integration/test_ecs_parity.py's)."""
+    template = copy.deepcopy(base_job_template("ecs:push"))
+    props = template["variables"]["properties"]
+    props["cluster"]["default"] = aws["cluster"]
+    props["network_configuration"]["default"] = {
+        "subnets": aws["subnets"],
+        "securityGroups": [aws["security_group"]],
+        "assignPublicIp": "ENABLED",
+    }
+    template["job_configuration"]["task_definition"]["containerDefinitions"][0]["memoryReservation"] = 512  # moto
+    for key, value in defaults.items():
+        props[key]["default"] = value
+    name = prefect.unique("creds")
+    prefect.create_pool(name, "ecs:push", base_job_template=template)
+    return name
+
+
+def test_ecs_tasks_of_two_pools_are_followed_and_stopped_with_their_own_pools_keys(
+    deps, fresh, prefect: PrefectHelper, aws: dict
+) -> None:
+    """Two pools, each with an aws-credentials block of its own IAM user: every DescribeTasks and StopTask about a
+    pool's task — by the submitting process (the other pool's keys last) and by monitors in new processes — is signed
+    with that pool's keys, never pushpool's own identity nor the other pool's."""
+    import boto3
+
+    from tests.emulators import MotoServer
+    from tests.helpers import SECRET_ARN
+
+    iam = boto3.client("iam")
+    keys = {}
+    for who in ("a", "b"):
+        user = PrefectHelper.unique(f"pool-creds-{who}")
+        iam.create_user(UserName=user)
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        keys[who] = {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"],
+                     "region_name": "us-east-1"}  # fmt: skip
+    pool_a = _ecs_pool(prefect, aws, aws_credentials=keys["a"], prefect_api_key_secret_arn=SECRET_ARN)
+    pool_b = _ecs_pool(prefect, aws, aws_credentials=keys["b"], prefect_api_key_secret_arn=SECRET_ARN)
+    assert MotoServer.instance is not None
+    log = MotoServer.instance.requests
+    mark = log.mark()
+    run_a, task_a = _running(deps, prefect, pool_a)
+    run_b, task_b = _running(deps, prefect, pool_b)  # B's keys are the last used
+
+    for monitor in (deps, fresh(), fresh()):
+        report = _tick(monitor, pool_a, pool_b)
+        assert not report.errors, report.errors
+        assert prefect.state(run_a)[0] == prefect.state(run_b)[0] == "RUNNING"
+    prefect.set_state(run_a, "CANCELLING")
+    assert _tick(fresh(), pool_a).reconciled["stop-and-cancel"] == 1
+
+    signers: dict[str, set[str | None]] = {task_a: set(), task_b: set()}
+    for entry in log.since(mark):
+        if entry["action"] in ("DescribeTasks", "StopTask"):
+            body = entry["body"] or {}
+            for arn in [*(body.get("tasks") or []), body.get("task")]:
+                for handle, found in signers.items():
+                    if arn and handle.endswith(str(arn)):
+                        found.add(entry["key_id"])
+    assert signers[task_a] == {keys["a"]["aws_access_key_id"]}
+    assert signers[task_b] == {keys["b"]["aws_access_key_id"]}
+    assert "StopTask" in {e["action"] for e in log.since(mark) if e["key_id"] == keys["a"]["aws_access_key_id"]}
