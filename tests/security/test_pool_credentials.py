@@ -449,3 +449,172 @@ def test_ecs_tasks_of_two_pools_are_followed_and_stopped_with_their_own_pools_ke
     assert signers[task_a] == {keys["a"]["aws_access_key_id"]}
     assert signers[task_b] == {keys["b"]["aws_access_key_id"]}
     assert "StopTask" in {e["action"] for e in log.since(mark) if e["key_id"] == keys["a"]["aws_access_key_id"]}
+
+
+# -- the emulators answer a call made with the wrong credentials as the real service does ------------------------------
+
+
+def test_modal_answers_an_unknown_token_unauthenticated_and_another_workspaces_sandbox_not_found(
+    deps, prefect: PrefectHelper, modal_workspaces
+) -> None:
+    from pushpool.providers.base import JobHandle, JobState
+    from pushpool.providers.modal.backend import ModalBackend
+
+    pool = _pool(prefect, "modal:push", modal_credentials=_modal(MODAL_A))
+    _, sandbox = _running(deps, prefect, pool, command="sleep 30")
+    backend = ModalBackend()  # a fresh one
+    with_b = JobHandle("modal", sandbox, {"modal_credentials": _modal(MODAL_B)})
+    with_unknown = JobHandle("modal", sandbox, {"modal_credentials": _modal(("ak-unknown00000", "as-unknown00000"))})
+    assert backend.status([with_b])[sandbox].state is JobState.MISSING  # NOT_FOUND: why the wrong token crashes runs
+    unknown = backend.status([with_unknown])[sandbox]
+    assert unknown.state is JobState.UNKNOWN and "refused the credentials" in unknown.reason
+    assert backend.status([JobHandle("modal", sandbox, {"modal_credentials": _modal(MODAL_A)})])[sandbox].state.is_alive
+    backend.cancel(JobHandle("modal", sandbox, {"modal_credentials": _modal(MODAL_A)}))
+
+
+def test_coiled_answers_an_unknown_token_401_another_workspace_403_and_its_cluster_404(coiled_accounts) -> None:
+    from pushpool.errors import BackendError, JobNotFoundError
+    from pushpool.providers.coiled.api import CoiledApi
+
+    server = coiled_accounts
+    api_a, api_b = CoiledApi(COILED_A, server=server.url), CoiledApi(COILED_B, server=server.url)
+    job = api_a.create_job({"user_command": "true", "workspace": "pool-creds-a"})
+    cluster, _ = api_a.create_cluster("pool-creds-a", {"name": PrefectHelper.unique("c"), "batch_job_ids": [job]})
+    assert api_a.jobs_of_cluster(cluster)
+    with pytest.raises(JobNotFoundError):
+        api_b.jobs_of_cluster(cluster)  # 404: not among B's workspaces' clusters
+    with pytest.raises(BackendError, match=r"refused the API token \(403\)"):
+        api_b.cluster_by_name("pool-creds-a", "anything")
+    with pytest.raises(BackendError, match=r"refused the API token \(401\)"):
+        CoiledApi("no-such-token", server=server.url, attempts=1).account()
+    api_a.stop_cluster("pool-creds-a", cluster, "test over")
+
+
+def test_arm_answers_an_unknown_token_401_and_another_subscription_403(aci_options: dict, arm) -> None:
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+    from azure.mgmt.containerinstance import ContainerInstanceManagementClient
+
+    from tests.arm_emulator import FakeCredential
+
+    arm.add_account(ARM_A, {SUB_A})
+    arm.add_resource_group(SUB_B, "rg-b")
+
+    def groups(token: str, subscription: str) -> list:
+        client = ContainerInstanceManagementClient(
+            FakeCredential(token), subscription, base_url=arm.url, connection_verify=aci_options["connection_verify"]
+        )
+        return list(client.container_groups.list_by_resource_group("rg-b"))
+
+    with pytest.raises(HttpResponseError) as denied:
+        groups(ARM_A, SUB_B)
+    assert denied.value.status_code == 403 and denied.value.error.code == "AuthorizationFailed"
+    with pytest.raises(ClientAuthenticationError) as unknown:
+        groups("no-such-token", SUB_B)
+    assert unknown.value.status_code == 401
+    assert groups(FakeCredential().token, SUB_B) == []  # pushpool's own identity reaches every subscription
+
+
+def test_google_answers_an_unknown_signer_401_and_another_project_403(google) -> None:
+    from google.api_core import exceptions
+    from google.cloud import run_v2
+    from google.oauth2 import service_account
+    from pushpool.providers.cloudrun.backend import SCOPES
+
+    from tests.gcp_emulator import service_account_info
+
+    emulator, keys = google
+    stranger = service_account_info(
+        PROJECT_A, f"{emulator.endpoint}/token", "stranger@pool-creds-a.iam.gserviceaccount.com"
+    )
+
+    def jobs(key: dict, project: str) -> list:
+        credentials = service_account.Credentials.from_service_account_info(key, scopes=SCOPES)
+        client = run_v2.JobsClient(
+            credentials=credentials, transport="rest", client_options={"api_endpoint": emulator.endpoint}
+        )
+        return list(client.list_jobs(parent=f"projects/{project}/locations/us-central1"))
+
+    with pytest.raises(exceptions.Forbidden):  # 403 PERMISSION_DENIED
+        jobs(keys["pool-a"], PROJECT_B)
+    with pytest.raises(exceptions.Unauthorized):  # 401 UNAUTHENTICATED
+        jobs(stranger, PROJECT_A)
+    jobs(keys["pool-a"], PROJECT_A)
+
+
+def test_cloud_tasks_answers_an_unknown_signer_401_and_another_project_403() -> None:
+    from google.oauth2 import service_account
+    from pushpool.entrypoints.gcp_delay import CloudTasksTrigger
+    from pushpool.errors import BackendError
+
+    from tests.cloudtasks_emulator import CloudTasksEmulator
+    from tests.gcp_emulator import service_account_info
+
+    emulator = CloudTasksEmulator().start()
+    try:
+        keys = {
+            who: service_account_info(
+                PROJECT_A, f"{emulator.endpoint}/token", f"{who}@{PROJECT_A}.iam.gserviceaccount.com"
+            )
+            for who in ("queuer", "stranger")
+        }
+        emulator.add_account(keys["queuer"]["client_email"], {PROJECT_A})
+        queue_a = emulator.add_queue(PROJECT_A, "us-central1", "q")
+        queue_b = emulator.add_queue(PROJECT_B, "us-central1", "q")
+
+        def arm(who: str, queue: str) -> None:
+            credentials = service_account.Credentials.from_service_account_info(
+                keys[who], scopes=["https://www.googleapis.com/auth/cloud-platform"]
+            )
+            trigger = CloudTasksTrigger(
+                queue, "https://x.example/delayed", keys["queuer"]["client_email"], endpoint=emulator.endpoint,
+                credentials=credentials,
+            )  # fmt: skip
+            trigger.arm("3f1c0a52-7d3e-4a4b-9a57-1d2f3e4a5b6c", _now())
+
+        with pytest.raises(BackendError, match="403"):
+            arm("queuer", queue_b)
+        with pytest.raises(BackendError, match="401"):
+            arm("stranger", queue_a)
+        assert not emulator.tasks
+        arm("queuer", queue_a)
+        assert len(emulator.tasks) == 1
+        assert {account for _, _, account in emulator.callers} == {
+            keys["queuer"]["client_email"],
+            keys["stranger"]["client_email"],
+        }
+    finally:
+        emulator.stop()
+
+
+def test_storage_queue_answers_an_unknown_token_401_and_a_queue_not_granted_403(tmp_path: Path) -> None:
+    from pushpool.entrypoints.azure_delay import StorageQueueTrigger
+    from pushpool.errors import BackendError
+
+    from tests.arm_emulator import FakeCredential
+    from tests.storage_queue_emulator import StorageQueueEmulator
+
+    emulator = StorageQueueEmulator(tmp_path).start()
+    try:
+        mine, other = emulator.add_queue("queue-a"), emulator.add_queue("queue-b")
+        emulator.add_identity("identity-a-token", {"queue-a"})
+        options = {"connection_verify": str(emulator.cert)}
+
+        def arm(token: str, url: str) -> None:
+            trigger = StorageQueueTrigger(url, credential=FakeCredential(token), client_options=options)
+            trigger.arm("3f1c0a52-7d3e-4a4b-9a57-1d2f3e4a5b6c", _now())
+
+        with pytest.raises(BackendError, match="AuthorizationPermissionMismatch"):
+            arm("identity-a-token", other)
+        with pytest.raises(BackendError, match="InvalidAuthenticationInfo"):
+            arm("no-such-token", mine)
+        assert emulator.sent("queue-a") == emulator.sent("queue-b") == []
+        arm("identity-a-token", mine)
+        assert len(emulator.sent("queue-a")) == 1
+    finally:
+        emulator.stop()
+
+
+def _now():
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc)
