@@ -132,12 +132,16 @@ class CloudTasksEmulator:
         """A service account that may touch only ``projects`` (and from now on, every call must be signed)."""
         self.google_accounts.add(email, projects)
 
-    def handle(self, method: str, path: str, body: Any, authorization: str | None = None) -> tuple[int, Any]:
+    def _authorize(self, method: str, path: str, authorization: str | None) -> None:
+        """Google's answer to a call its signer may not make (see ``GoogleAccounts``); records the signer."""
+        with self.lock:
+            self.callers.append((method, path, self.google_accounts.account_of(authorization)))
+        self.google_accounts.check([path.split("/")[3]] if path.startswith("/v2/projects/") else [], authorization)
+
+    def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         with self.lock:
             self.requests.append((method, path))
-            self.callers.append((method, path, self.google_accounts.account_of(authorization)))
         found = re.fullmatch(r"/v2/(projects/[^/]+/locations/[^/]+/queues/[^/]+)/tasks", path)
-        self.google_accounts.check([path.split("/")[3]] if path.startswith("/v2/projects/") else [], authorization)
         if method != "POST" or not found:
             raise ApiError(404, f"no such method: {method} {path}")
         errors = schema_errors(TASKS, request_schema(TASKS, "projects", "locations", "queues", "tasks", "create"), body)
@@ -269,7 +273,8 @@ class CloudTasksEmulator:
                         body = json.loads(raw) if raw else {}
                     except ValueError:
                         raise ApiError(400, "Invalid JSON payload received.") from None
-                    code, answer = emulator.handle(self.command, url.path, body, self.headers.get("Authorization"))
+                    emulator._authorize(self.command, url.path, self.headers.get("Authorization"))
+                    code, answer = emulator.handle(self.command, url.path, body)
                 except ApiError as exc:
                     code = exc.code
                     answer = {

@@ -307,16 +307,13 @@ class CloudRunEmulator:
 
     # -- the API -------------------------------------------------------------------------------------------------------
 
-    def handle(
-        self, method: str, path: str, query: dict[str, list[str]], body: Any, authorization: str | None = None
-    ) -> tuple[int, Any]:
+    def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
         with self.lock:
             self.requests.append((method, path))
             self.bodies.append((method, path, body))
             if self._faults:
                 code = self._faults.pop(0)
                 raise ApiError(code, "Injected by the test: try again later")
-        self._authorize(method, path, body, authorization)
         if path == "/v2/entries:list" and method == "POST":
             return self._entries(body)
         parts = path.strip("/").split("/")
@@ -620,9 +617,8 @@ class CloudRunEmulator:
                         body = json.loads(raw) if raw else None
                     except ValueError:
                         raise ApiError(400, "Invalid JSON payload received.") from None
-                    code, answer = emulator.handle(
-                        self.command, url.path, parse_qs(url.query), body, self.headers.get("Authorization")
-                    )
+                    emulator._authorize(self.command, url.path, body, self.headers.get("Authorization"))
+                    code, answer = emulator.handle(self.command, url.path, parse_qs(url.query), body)
                 except ApiError as exc:
                     code = exc.code
                     answer = {
