@@ -618,3 +618,24 @@ def _now():
     import datetime as dt
 
     return dt.datetime.now(dt.timezone.utc)
+
+
+def test_a_pool_whose_credentials_cannot_be_read_has_its_jobs_left_alone_not_asked_with_other_credentials(
+    deps, fresh, prefect: PrefectHelper, modal_workspaces
+) -> None:
+    """Pool A's block is gone (deleted, or Prefect cannot read it now): the monitor reports it and leaves the pool's
+    runs as they are this tick — asked with pushpool's own token instead, the live sandbox would read as missing and
+    its run would be crashed."""
+    from pushpool.providers.modal.provisioner import BLOCK
+
+    server = modal_workspaces
+    block = _block(deps, BLOCK, _modal(MODAL_A))
+    pool = _pool(prefect, "modal:push", modal_credentials=block)
+    run_id, sandbox = _running(deps, prefect, pool, command="sleep 60")
+    deps.orchestrator.delete_block_document(block["$ref"]["block_document_id"])
+    asked = len(server.callers)
+    report = _tick(fresh(), pool)
+    assert any(run_id in error and "block not found" in error for error in report.errors), report.errors
+    assert prefect.state(run_id)[0] == "RUNNING"
+    assert [c for c in server.callers[asked:] if c[2] == sandbox] == []  # never asked about, with any token
+    server._terminate(sandbox, "pool-creds-a")
