@@ -3,11 +3,11 @@
 Starts its own Prefect server (SQLite, as in the tests; or pass an API URL), makes one ``prefect:managed`` pool with
 RUNS runs that ran this month (Scheduled → Running → Completed, forced), then times, REPEAT times each:
 
-* ``usage()`` — what the monitor adds to a tick when managed pools are served (two paged run reads, one count, the
+* ``usage()`` — what the monitor adds to a tick when managed pools are served (three paged run reads, one count, the
   pools' read), with the month read in full, and
 * ``quota_refusal()`` — what submit adds to each managed run after its claim: with the month read in full (a cold
-  process, or the finished runs kept longer than ``usecases/finished_runs.py``'s TTL), and with them kept (two small
-  reads: what ended since the reading, what is going).
+  process, or the finished runs kept longer than ``usecases/finished_runs.py``'s TTL), and with them kept (three
+  small reads: what ended since the reading, what is going, what is Pending).
 
 The runs are tagged as pushpool tags the runs it starts (``pushpool:managed``: what compute hours count), and the
 clock is then moved six minutes on, as if they had ended that long ago (most of a month's runs did).

@@ -147,6 +147,7 @@ class MotoServer:
         hold_tasks_still()
         _stop_task_like_aws()
         _inactive_definitions_like_aws()
+        _task_times_like_aws()
         self._thread.start()
         MotoServer.instance = self
         return self
@@ -178,6 +179,32 @@ def _stop_task_like_aws() -> None:
         return task
 
     stop_task._like_aws = True  # type: ignore[attr-defined]
+    models.EC2ContainerServiceBackend.stop_task = stop_task
+
+
+def _task_times_like_aws() -> None:
+    """A task has ``createdAt`` (ECS accepted it) and, once its containers run, ``startedAt``, as in AWS; moto's tasks
+    carry neither. moto starts a task RUNNING at once, so both are its creation time; StopTask sets ``stoppedAt``."""
+    import datetime as dt
+
+    from moto.ecs import models
+
+    task_class = models.Task
+    if getattr(task_class.__init__, "_like_aws", False):
+        return
+    init, stop = task_class.__init__, models.EC2ContainerServiceBackend.stop_task
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.created_at = self.started_at = dt.datetime.now(dt.timezone.utc)
+
+    def stop_task(self: Any, cluster_str: str, task_str: str, reason: str) -> Any:
+        task = stop(self, cluster_str, task_str, reason)
+        task.stopped_at = getattr(task, "stopped_at", None) or dt.datetime.now(dt.timezone.utc)
+        return task
+
+    __init__._like_aws = True  # type: ignore[attr-defined]
+    task_class.__init__ = __init__
     models.EC2ContainerServiceBackend.stop_task = stop_task
 
 

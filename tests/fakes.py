@@ -18,6 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pushpool.errors import BackendError
 from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
@@ -31,6 +32,8 @@ class FakeJob:
     state: JobState = JobState.RUNNING
     exit_code: int | None = None
     output: list[str] = field(default_factory=list)
+    accepted_at: dt.datetime | None = None  # when the fake "provider" accepted the job (its clock)
+    finished_at: dt.datetime | None = None
 
 
 class LatencyBackend(BackendBase):
@@ -38,8 +41,10 @@ class LatencyBackend(BackendBase):
     start_timeout_seconds = 30.0
     keeps_finished_jobs = True
 
-    def __init__(self, latency: float = 0.0, batch: int = 100) -> None:
+    def __init__(self, latency: float = 0.0, batch: int = 100, clock: Any = None) -> None:
         self.latency, self.batch = latency, batch
+        self.clock = clock  # anything with now() (the use-case tests' FixedClock); the wall clock by default
+        self.acceptance_time = True  # False: status gives no times, as Coiled's (the monitor counts from the claim)
         self.calls: Counter = Counter()
         self.jobs: dict[str, FakeJob] = {}
         self._by_attempt: dict[tuple[str, str], str] = {}
@@ -71,7 +76,7 @@ class LatencyBackend(BackendBase):
                     "env": dict(spec.env),
                     "labels": dict(spec.labels),
                 }
-                self.jobs[job_id] = FakeJob(spec, time.monotonic(), sent=json.dumps(kept))
+                self.jobs[job_id] = FakeJob(spec, time.monotonic(), sent=json.dumps(kept), accepted_at=self._now())
                 self._by_attempt[key] = job_id
             return JobHandle(self.name, self._by_attempt[key])
 
@@ -92,7 +97,7 @@ class LatencyBackend(BackendBase):
         self._call("cancel")
         job = self.jobs.get(handle.id)
         if job is not None and job.state.is_alive:
-            job.state, job.exit_code = JobState.STOPPED, 143
+            job.state, job.exit_code, job.finished_at = JobState.STOPPED, 143, self._now()
 
     def logs(self, handle: JobHandle, *, lines: int = 50) -> list[str]:
         self._call("logs")
@@ -111,7 +116,7 @@ class LatencyBackend(BackendBase):
         """A long-running job created without a call (the scale bench's 10,000 in-flight runs)."""
         with self._lock:
             job_id = job_id or f"fake-{uuid.uuid4()}"
-            self.jobs[job_id] = FakeJob(None, time.monotonic())
+            self.jobs[job_id] = FakeJob(None, time.monotonic(), accepted_at=self._now())
             self._by_attempt[(run_id, attempt)] = job_id
             return JobHandle(self.name, job_id)
 
@@ -119,6 +124,7 @@ class LatencyBackend(BackendBase):
         job = self.jobs[handle.id]
         job.output.extend(lines)
         job.state, job.exit_code = (JobState.SUCCEEDED if code == 0 else JobState.FAILED), code
+        job.finished_at = self._now()
 
     def vanish(self, handle: JobHandle) -> None:
         self.jobs.pop(handle.id, None)
@@ -135,17 +141,23 @@ class LatencyBackend(BackendBase):
             )
         )
 
+    def _now(self) -> dt.datetime:
+        return self.clock.now() if self.clock is not None else dt.datetime.now(dt.timezone.utc)
+
     def _status(self, job_id: str) -> JobStatus:
         job = self.jobs.get(job_id)
         if job is None:
             return JobStatus(JobState.MISSING, reason="no such job")
+        # A fake job starts the moment it is accepted.
+        times = {"accepted_at": job.accepted_at, "started_at": job.accepted_at, "finished_at": job.finished_at}
+        if not self.acceptance_time:
+            times = {}
         if job.state is JobState.STOPPED:
-            return JobStatus(JobState.STOPPED, exit_code=job.exit_code, reason="stopped")
+            return JobStatus(JobState.STOPPED, exit_code=job.exit_code, reason="stopped", **times)
         if job.state is JobState.FAILED:
-            return JobStatus(
-                JobState.FAILED, exit_code=job.exit_code, reason=f"ended with {describe_exit(job.exit_code or 0)}"
-            )
-        return JobStatus(job.state, exit_code=job.exit_code)
+            reason = f"ended with {describe_exit(job.exit_code or 0)}"
+            return JobStatus(JobState.FAILED, exit_code=job.exit_code, reason=reason, **times)
+        return JobStatus(job.state, exit_code=job.exit_code, **times)
 
 
 class RecordingTrigger:

@@ -115,6 +115,7 @@ def make_deps(api_url: str, tmp: Path, **overrides: Any) -> Deps:
     settings = Settings.of(
         prefect_api_url=api_url,
         webhook_tokens=("test-token",),
+        admin_token="test-admin-token",  # serve's /provision and /monitor
         submit_url="http://127.0.0.1:9/submit",
         pending_timeout_seconds=3,
         exit_grace_seconds=2,

@@ -15,6 +15,13 @@ Workspaces: each token is one workspace's (``token`` the default one's; ``add_wo
 sandboxes belong to the workspace that made them; another workspace's app or sandbox is NOT_FOUND, as Modal answers
 for an object id it does not show the caller. ``callers`` records which token made each call and about what.
 ``faults`` makes the next calls of an RPC fail with a gRPC status (UNAVAILABLE: a transport failure).
+
+Scheduling: Modal accepts a sandbox (``created_at``) and then schedules it onto a worker, which gives it a task; until
+then (no capacity, a GPU to wait for) it has no task, its result is still unset (the SDK sees it as running), and
+``SandboxGetTaskId`` answers no task id ("not scheduled yet", as the SDK reads it), with the result once it ended.
+With ``hold_scheduling`` new sandboxes wait so until a test calls ``schedule``; by default they are scheduled at once.
+A scheduled sandbox's listing carries its task (``task_info``: id, ``enqueued_at``, ``started_at``); its command (with
+``run_commands``) starts when it is scheduled.
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ class FakeSandbox:
     definition: Any  # api_pb2.Sandbox, as the SDK sent it
     env: dict[str, str]  # env and secrets, resolved as the container would see them
     created_at: float
+    scheduled_at: float | None = None  # when a worker took it (its task started); None while Modal schedules it
     workspace: str = "default"
     result: Any = None  # api_pb2.GenericResult once finished
     output: list[str] = field(default_factory=list)
@@ -83,9 +91,10 @@ class FakeSandbox:
 
 
 class ModalEmulator:
-    def __init__(self, *, token: tuple[str, str], run_commands: bool = False) -> None:
+    def __init__(self, *, token: tuple[str, str], run_commands: bool = False, hold_scheduling: bool = False) -> None:
         self.token = token
         self.run_commands = run_commands
+        self.hold_scheduling = hold_scheduling  # new sandboxes wait for capacity until ``schedule``
         self.workspaces: dict[tuple[str, str], str] = {token: "default"}  # token -> its workspace
         self.workspace_apps: dict[str, dict[str, str]] = {"default": {}}  # workspace -> app name -> id
         self.apps: dict[str, str] = self.workspace_apps["default"]  # the default workspace's: name -> id
@@ -149,6 +158,16 @@ class ModalEmulator:
     def fail(self, sandbox_id: str, status: int, exception: str) -> None:
         with self._lock:
             self.sandboxes[sandbox_id].result = GR(status=status, exception=exception)
+
+    def schedule(self, sandbox_id: str) -> None:
+        """A worker takes the sandbox (capacity was found): it gets its task and its command starts."""
+        with self._lock:
+            sandbox = self.sandboxes[sandbox_id]
+            if sandbox.scheduled_at is not None or sandbox.result is not None:
+                return
+            sandbox.scheduled_at = time.time()
+        if self.run_commands:
+            self._run(sandbox)
 
     def vanish(self, sandbox_id: str) -> None:
         with self._lock:
@@ -247,8 +266,10 @@ class ModalEmulator:
                 created_at=time.time() + number * 1e-6,
                 workspace=workspace,
             )
+            if not self.hold_scheduling:
+                sandbox.scheduled_at = sandbox.created_at
             self.sandboxes[sandbox.id] = sandbox
-        if self.run_commands:
+        if self.run_commands and sandbox.scheduled_at is not None:
             self._run(sandbox)
         return sandbox
 
@@ -333,7 +354,7 @@ class ModalEmulator:
                     app_id=s.app_id,
                     name=s.name,
                     tags=[api_pb2.SandboxTag(tag_name=k, tag_value=v) for k, v in s.tags.items()],
-                    task_info=api_pb2.TaskInfo(id=s.task_id, result=s.result),
+                    task_info=_task_info(s),
                     metadata=api_pb2.SandboxHandleMetadata(app_id=s.app_id),
                 )
                 for s in found
@@ -388,10 +409,13 @@ class ModalEmulator:
             if method == "SandboxCreate":
                 return api_pb2.SandboxCreateResponse(sandbox_id=sandbox.id, metadata=metadata_out)
             return api_pb2.SandboxCreateV2Response(
-                sandbox_id=sandbox.id, task_id=sandbox.task_id, metadata=metadata_out
+                sandbox_id=sandbox.id, task_id=sandbox.task_id if sandbox.scheduled_at else None, metadata=metadata_out
             )
         if method in ("SandboxGetTaskId", "SandboxGetTaskIdV2"):
-            return api_pb2.SandboxGetTaskIdResponse(task_id=self._get(request.sandbox_id, workspace).task_id)
+            sandbox = self._get(request.sandbox_id, workspace)
+            if sandbox.scheduled_at is None:  # not scheduled yet (or ended before it was): no task
+                return api_pb2.SandboxGetTaskIdResponse(task_result=sandbox.result)
+            return api_pb2.SandboxGetTaskIdResponse(task_id=sandbox.task_id)
         if method in ("SandboxWait", "SandboxWaitV2"):
             sandbox = self._get(request.sandbox_id, workspace)
             return api_pb2.SandboxWaitResponse(
@@ -444,6 +468,15 @@ class _Handlers:
 
     def __mapping__(self) -> Any:
         return api_grpc.ModalClientBase.__mapping__(self)  # type: ignore[arg-type]
+
+
+def _task_info(sandbox: FakeSandbox) -> Any:
+    """A sandbox's task as its listing shows it: none (only the result, if any) until it is scheduled."""
+    if sandbox.scheduled_at is None:
+        return api_pb2.TaskInfo(result=sandbox.result)
+    return api_pb2.TaskInfo(
+        id=sandbox.task_id, enqueued_at=sandbox.created_at, started_at=sandbox.scheduled_at, result=sandbox.result
+    )
 
 
 def _path() -> str:

@@ -1,6 +1,7 @@
 """pushpool on Azure Functions (Python v2 programming model): submit (HTTP, Prefect's call-webhook automation with
-its bearer token, checked here), monitor (a timer tick), provision (HTTP, function key at admin level, then the same
-bearer token), delayed (a queue trigger on the delay queue: a scheduled run's trigger firing at its time,
+its bearer token, checked here), monitor (a timer tick), provision (HTTP, the host's admin-level key, which the
+Functions host checks; the webhook token is not asked for: Prefect's API users can read it, so it authorizes submit
+only), delayed (a queue trigger on the delay queue: a scheduled run's trigger firing at its time,
 ``pushpool.usecases.punctual``). Thin: pushpool.entrypoints.http does the work; this file only adapts the requests.
 
 The route is anonymous at the Functions level because Prefect's Webhook block cannot add a function key header of
@@ -66,7 +67,7 @@ def delayed(message: func.QueueMessage) -> None:
 @app.function_name("provision")
 @app.route(route="provision", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
 def provision(req: func.HttpRequest) -> func.HttpResponse:
-    deps, auth = azure_deps()
-    answer = handle_provision(deps, auth, dict(req.headers), req.get_body() or b"")
+    deps, _ = azure_deps()  # the caller was authorized by the host (AuthLevel.ADMIN)
+    answer = handle_provision(deps, req.get_body() or b"")
     log_event("provision answered", status=answer.status, error=answer.body.get("error"))
     return _answer(answer)

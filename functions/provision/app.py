@@ -22,6 +22,7 @@ tracer = Tracer()
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
+        aws_lambda.check_provision_request(event)  # no IAM users or access keys from the stack's role
         deps, _ = aws_lambda.lambda_deps()
         result = run_provision(deps, parse_body(ProvisionRequest, json.dumps(event).encode()))
         logger.info("provisioned", extra={"pool": result.get("pool"), "changed": result.get("changed")})

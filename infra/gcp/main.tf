@@ -61,11 +61,34 @@ resource "google_service_account" "jobs" {
   display_name = "pushpool's Cloud Run jobs (the flows): reads the Prefect API key only"
 }
 
-# submit and monitor create, run, cancel and delete Cloud Run jobs that run as pushpool-jobs.
-resource "google_project_iam_member" "run_developer" {
+# submit and monitor create, run, follow, cancel and delete Cloud Run jobs that run as pushpool-jobs: a custom role with
+# exactly the Cloud Run Admin API v2 calls of shared/pushpool/providers/cloudrun/backend.py (tests/unit/
+# test_infra_policies.py holds the two together), not roles/run.developer, which also deploys, updates and deletes
+# every Cloud Run service of the project. Cloud Run jobs take no IAM Conditions (no resource.name), so the role holds
+# on every job of the project: to keep pushpool from other teams' jobs, give it a project of its own.
+resource "google_project_iam_custom_role" "jobs" {
+  project     = var.project
+  role_id     = "pushpoolJobs"
+  title       = "pushpool jobs"
+  description = "pushpool submit and monitor: create, run, follow, cancel and delete the Cloud Run jobs of flow runs"
+  permissions = [
+    "run.executions.cancel",
+    "run.executions.get",
+    "run.executions.list",
+    "run.jobs.create",
+    "run.jobs.delete",
+    "run.jobs.get",
+    "run.jobs.list",
+    "run.jobs.run",
+    "run.operations.get",
+    "run.tasks.list",
+  ]
+}
+
+resource "google_project_iam_member" "run_jobs" {
   for_each = toset(["submit", "monitor"])
   project  = var.project
-  role     = "roles/run.developer"
+  role     = google_project_iam_custom_role.jobs.id
   member   = "serviceAccount:${google_service_account.function[each.key].email}"
 }
 

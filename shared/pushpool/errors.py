@@ -5,7 +5,9 @@ answers with (``http_status``) and whether retrying the same call later can succ
 
     PushpoolError                        base; http_status 500
     ├── InvalidRequestError              400  bad input: malformed body, missing run id, unknown run …
-    │   ├── UnauthorizedError            401  missing or wrong webhook token / signature
+    │   ├── UnauthorizedError            401  missing or wrong webhook token / signature / admin token
+    │   ├── ForbiddenError               403  a valid credential that does not authorize this (the webhook token on
+    │   │                                     serve's /provision or /monitor)
     │   ├── RequestTooLargeError         413  body over the limit, refused before parsing
     │   └── UnsupportedPoolError         422  the run's pool is not a push pool, or its type is unknown
     ├── ConfigurationError               500  pushpool itself is mis-configured (missing URL, bad setting)
@@ -15,13 +17,15 @@ answers with (``http_status``) and whether retrying the same call later can succ
     │   ├── OrchestratorUnavailableError 503  unreachable, timed out, 429/502/503 after retries (retryable)
     │   ├── OrchestratorAuthError        502  Prefect refused our credentials (401/403)
     │   └── ObjectNotFoundError          404  the object does not exist
-    └── BackendError                     502  the compute backend failed (carries ``backend``)
+    └── BackendError                     502  the compute backend failed (carries ``backend``, ``retry_after``)
         ├── BackendUnavailableError      503  throttled, 5xx, timeout (retryable)
         ├── QuotaExceededError           503  capacity or quota (retryable later)
         └── JobNotFoundError             404  the job is gone: cancel treats it as done, monitor as crashed
 
 Adapters translate their SDK's exceptions into this tree at the boundary (``raise … from exc``); nothing
-above the adapters inspects an SDK exception or an error message.
+above the adapters inspects an SDK exception or an error message. A retryable backend error at submit gives the run
+back to Scheduled with backoff (usecases/submit.py), never crashes it at once; ``retry_after`` carries the cloud's own
+``Retry-After`` (seconds) where it sent one.
 """
 
 from __future__ import annotations
@@ -50,6 +54,10 @@ class InvalidRequestError(PushpoolError):
 
 class UnauthorizedError(InvalidRequestError):
     http_status = 401
+
+
+class ForbiddenError(InvalidRequestError):
+    http_status = 403
 
 
 class RequestTooLargeError(InvalidRequestError):
@@ -96,9 +104,19 @@ class ObjectNotFoundError(OrchestratorError):
 class BackendError(PushpoolError):
     http_status = 502
 
-    def __init__(self, message: str, *, backend: str) -> None:
+    def __init__(self, message: str, *, backend: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.backend = backend
+        self.retry_after = retry_after  # seconds the cloud asked to wait (Retry-After), when it said
+
+
+def retry_after_seconds(value: object) -> float | None:
+    """A ``Retry-After`` header's delay in seconds (delta-seconds; an HTTP date or junk: None), at most a day."""
+    try:
+        seconds = float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return min(seconds, 86400.0) if seconds >= 0 else None
 
 
 class BackendUnavailableError(BackendError):

@@ -53,6 +53,14 @@ class Settings(BaseSettings):
         default=None, repr=False, exclude=True, validation_alias="PUSHPOOL_WEBHOOK_SECRET_PREVIOUS"
     )
     webhook_tokens: tuple[str, ...] = Field(default=(), repr=False, validation_alias="webhook_tokens")
+    # `pushpool serve`'s /provision and /monitor: the admin token (never the webhook token, which Prefect stores in a
+    # block its API users can read). The CLI reads it from <home>/admin-token (created on first use) when unset.
+    admin_token: str | None = Field(default=None, repr=False, exclude=True, validation_alias="PUSHPOOL_ADMIN_TOKEN")
+    # Variables of pushpool's environment that jobs also get, beyond what they need to start (pushpool/job_environment:
+    # an allowlist; a comma-separated list of names).
+    job_env_passthrough: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), validation_alias=_env("PUSHPOOL_JOB_ENV_PASSTHROUGH")
+    )
     webhook_signing_secrets: tuple[str, ...] = Field(default=(), repr=False, validation_alias="webhook_signing_secrets")
     # On AWS, the Prefect key and the webhook token come from Secrets Manager or SSM by these references.
     prefect_api_key_secret_arn: str | None = Field(
@@ -86,6 +94,13 @@ class Settings(BaseSettings):
     # Pool and queue reads shared between runs of the event path for this long (usecases/pool_reads.py; 0: off).
     read_cache_seconds: float = Field(default=2.0, ge=0, le=60, validation_alias=_env("PUSHPOOL_READ_CACHE_SECONDS"))
     max_recoveries: int = Field(default=3, ge=0, validation_alias=_env("PUSHPOOL_MAX_RECOVERIES"))
+    # A transient backend error at submit (throttled, 5xx, no capacity) gives the run back to Scheduled with backoff,
+    # keeping its idempotency key, this many times and for this long since its first attempt; then it is Crashed with
+    # every attempt's error (usecases/submit.py). 0 retries: crash at once.
+    transient_retries: int = Field(default=5, ge=0, validation_alias=_env("PUSHPOOL_TRANSIENT_RETRIES"))
+    transient_retry_seconds: float = Field(
+        default=900.0, ge=0, validation_alias=_env("PUSHPOOL_TRANSIENT_RETRY_SECONDS")
+    )
     # Due runs the monitor submits at once (a backlog after an outage or a burst); 1 in pools with a limit.
     dispatch_concurrency: int = Field(default=8, ge=1, validation_alias=_env("PUSHPOOL_DISPATCH_CONCURRENCY"))
     # Pools a monitor tick dispatches at once, so that a slow backend or pool holds back only its own runs
@@ -153,12 +168,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"not JSON: {exc}") from None
         return value
 
-    @field_validator("pool_types", mode="before")
+    @field_validator("pool_types", "job_env_passthrough", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
+
+    @field_validator("job_env_passthrough")
+    @classmethod
+    def _variable_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from pushpool.job_environment import check_passthrough
+
+        return check_passthrough(value)
 
     @model_validator(mode="after")
     def _gather_secrets(self) -> Settings:
@@ -238,7 +260,7 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> tuple[str, ...]:
         """Every secret value pushpool holds (for redaction checks)."""
-        values = [self.prefect_api_key, self.prefect_api_auth_string, *self.webhook_tokens]
+        values = [self.prefect_api_key, self.prefect_api_auth_string, self.admin_token, *self.webhook_tokens]
         values += list(self.webhook_signing_secrets)
         return tuple(v for v in values if v)
 

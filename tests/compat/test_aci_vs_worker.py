@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from pushpool.providers import base_job_template
+from pushpool.providers.base import is_secret_name
 from pushpool.usecases.submit import submit_run
 
 from tests.conftest import AZ_IDENTITY, AZ_REGISTRY, AZ_RG, AZ_SUB
@@ -91,6 +92,16 @@ def _registry_identity(ours: dict, theirs: dict) -> None:
             del ours["identity"]
 
 
+def _secret_env(ours: dict, theirs: dict) -> None:
+    """Names that look secret: a ``secureValue`` on pushpool's side, a ``value`` on the worker's (after
+    ``_environment``, entries are name and kind)."""
+    theirs_env = theirs["properties"]["containers"][0]["properties"]["environmentVariables"]
+    plain = {e["name"] for e in theirs_env if e["kind"] == "value"}
+    for e in ours["properties"]["containers"][0]["properties"]["environmentVariables"]:
+        if e["kind"] == "secureValue" and e["name"] in plain and is_secret_name(e["name"]):
+            e["kind"] = "value"
+
+
 def _gpu(ours: dict, theirs: dict) -> None:
     requests = ours["properties"]["containers"][0]["properties"]["resources"]["requests"]
     if "gpu" not in theirs["properties"]["containers"][0]["properties"]["resources"]["requests"]:
@@ -129,6 +140,15 @@ INTENDED: list[tuple[str, str, str, Any]] = [
         "(PREFECT_HOME, PREFECT_SERVER_*) and adds PREFECT__FLOW_NAME and PREFECT__WORKER_NAME; pushpool has no "
         "worker process whose settings would mean anything in the container",
         _environment,
+    ),
+    (
+        "secret-env",
+        "environment variables that hold credentials",
+        "the worker sends only PREFECT_API_KEY as a secureValue (its ENV_SECRETS); pushpool also sends "
+        "PREFECT_API_AUTH_STRING and every variable whose name looks secret (*SECRET*, *TOKEN*, *PASSWORD*, "
+        "*CREDENTIAL*, *API_KEY* …) as a secureValue, which ARM never returns to a reader of the group; the container "
+        "gets the same values",
+        _secret_env,
     ),
     (
         "default-image",
@@ -179,6 +199,17 @@ def _cases() -> list[tuple[str, dict]]:
             },
         ),
         ("entrypoint-command", {"entrypoint": "/usr/bin/env", "command": "python -m prefect.engine"}),
+        (
+            "secret-env",
+            {
+                "env": {
+                    "PREFECT_API_KEY": "pnu_from_the_jobs_env",
+                    "PREFECT_API_AUTH_STRING": "admin:pass",
+                    "DB_PASSWORD": "pw",
+                    "TEAM": "data",
+                }
+            },
+        ),
     ]
 
 
@@ -216,6 +247,7 @@ def _pools(prefect: PrefectHelper, worker) -> tuple[str, str]:
     for template in (theirs, ours):
         for key, value in defaults.items():
             template["variables"]["properties"][key]["default"] = value
+    ours["job_configuration"]["allowed_identities"] = [AZ_IDENTITY]  # the operator's list (the worker has none)
     names = prefect.unique("aci-worker"), prefect.unique("aci-push")
     prefect.create_pool(names[0], "azure-container-instance", base_job_template=theirs)
     prefect.create_pool(names[1], "azure-container-instance:push", base_job_template=ours)

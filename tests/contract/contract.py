@@ -9,6 +9,7 @@ contract checks what the adapter reports, finds, stops and cleans up. No check a
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -56,6 +57,9 @@ class BackendContract:
     """Subclasses define ``backend`` and ``driver`` fixtures; ``registered`` says whether a provider entry names it."""
 
     registered = True
+    # The provider tells when it accepted a job (JobStatus.accepted_at); Coiled does not: the monitor counts from the
+    # run's claim then (usecases/reconcile.py).
+    acceptance_time = True
 
     def wait(self, backend: Backend, handle: JobHandle, predicate, timeout: float = 20.0) -> JobState:
         deadline = time.monotonic() + timeout
@@ -129,6 +133,28 @@ class BackendContract:
         assert statuses[unknown.id].state is JobState.MISSING
         assert statuses[malformed.id].state in (JobState.MISSING, JobState.UNKNOWN) and statuses[malformed.id].reason
         backend.cancel(running, grace_seconds=1)
+
+    def test_status_says_when_the_provider_accepted_the_job(self, backend: Backend, driver: JobDriver) -> None:
+        """The job's clock (design rule 9): the monitor's limits count from when the provider accepted the job."""
+        slack = dt.timedelta(seconds=5)  # the emulators' and this process's clocks are this machine's
+        before = dt.datetime.now(dt.timezone.utc) - slack
+        handle = backend.submit(driver.spec())
+        status = backend.status([handle])[handle.id]
+        after = dt.datetime.now(dt.timezone.utc) + slack
+        assert status.state.is_alive
+        if not self.acceptance_time:
+            assert status.accepted_at is None
+        else:
+            assert status.accepted_at is not None and before <= status.accepted_at <= after
+            if status.started_at is not None:
+                assert status.accepted_at <= status.started_at + slack
+        driver.exit(handle, 3, ["bye"])
+        assert self.final(backend, handle) is JobState.FAILED
+        ended = backend.status([handle])[handle.id]
+        if ended.accepted_at is not None:  # required of a live job only (the limits concern live jobs)
+            assert before <= ended.accepted_at <= after
+        if ended.started_at is not None and ended.finished_at is not None:
+            assert ended.started_at <= ended.finished_at + slack
 
     # -- cancel, logs, cleanup ---------------------------------------------------------------------------------------
 

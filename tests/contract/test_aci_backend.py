@@ -59,7 +59,8 @@ class AciDriver:
     def refused_spec(self) -> JobSpec:
         spec = self.spec()
         missing = f"{AZ_IDENTITIES}/gone"
-        return dataclasses.replace(spec, config=spec.config.model_copy(update={"identities": [missing]}))
+        update = {"identities": [missing], "allowed_identities": [missing]}  # allowed here: Azure refuses it
+        return dataclasses.replace(spec, config=spec.config.model_copy(update=update))
 
     def sent(self, handle: JobHandle) -> str:
         """What ACI holds of the group and gives back (its secureValues are never returned)."""

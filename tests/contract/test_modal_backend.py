@@ -109,15 +109,77 @@ def test_every_sandbox_result_status_is_mapped() -> None:
     assert set(STATE_MAP) == set(api_pb2.GenericResult.GenericStatus.keys())
 
 
+@pytest.fixture
+def scheduling(driven):
+    """The emulator holding new sandboxes in Modal's scheduling phase (no worker has capacity) until ``schedule``."""
+    driven.hold_scheduling = True
+    yield driven
+    driven.hold_scheduling = False
+
+
+def test_a_sandbox_modal_is_still_scheduling_is_pending_until_a_worker_takes_it(scheduling) -> None:
+    """Modal's SDK sees a sandbox waiting for a GPU as running (no result yet); pushpool reports it PENDING, so the
+    start timeout applies to it, with when Modal accepted it."""
+    backend, driver = ModalBackend(), ModalDriver(scheduling)
+    handle = backend.submit(driver.spec())
+    waiting = backend.status([handle])[handle.id]
+    assert waiting.state is JobState.PENDING and "scheduling" in waiting.reason
+    accepted = scheduling.sandboxes[handle.id].created_at
+    assert waiting.accepted_at is not None and abs(waiting.accepted_at.timestamp() - accepted) < 0.01
+    assert waiting.started_at is None
+    scheduling.schedule(handle.id)
+    running = backend.status([handle])[handle.id]
+    assert running.state is JobState.RUNNING and running.accepted_at == waiting.accepted_at
+    assert running.started_at is not None and running.started_at >= running.accepted_at
+    backend.cancel(handle)
+
+
+def test_the_monitor_gives_up_on_a_sandbox_still_scheduling_past_the_start_timeout(scheduling) -> None:
+    """Through the real SDK and the emulator: a run whose sandbox never got a worker is crashed and the sandbox
+    terminated once the start timeout has passed since Modal accepted it (not before)."""
+    import datetime as dt
+
+    from pushpool.prefect_api.models import FlowRun, State, StateType
+    from pushpool.usecases.reconcile import Action, Policy, decide
+
+    backend, driver = ModalBackend(), ModalDriver(scheduling)
+    handle = backend.submit(driver.spec())
+    status = backend.status([handle])[handle.id]
+    assert status.accepted_at is not None
+    policy = Policy(pending_timeout_seconds=60, exit_grace_seconds=30, max_recoveries=3)
+    policy = dataclasses.replace(policy, start_timeout_seconds=backend.start_timeout_seconds)
+    claimed = status.accepted_at - dt.timedelta(seconds=1)
+    run = FlowRun(
+        id="r", state=State(type=StateType.PENDING, name="Pending", timestamp=claimed), infrastructure_pid=handle.id
+    )
+    soon = status.accepted_at + dt.timedelta(seconds=backend.start_timeout_seconds - 1)
+    assert decide(run, status, now=soon, policy=policy, max_run_time_seconds=86_400).action is Action.NONE
+    late = status.accepted_at + dt.timedelta(seconds=backend.start_timeout_seconds + 1)
+    decision = decide(run, status, now=late, policy=policy, max_run_time_seconds=86_400)
+    assert decision.action is Action.CRASH_AND_STOP and "scheduling" in decision.reason
+    backend.cancel(handle)  # what the monitor does with CRASH_AND_STOP: the sandbox is terminated, never scheduled
+    stopped = backend.status([handle])[handle.id]
+    assert stopped.state is JobState.STOPPED
+    assert scheduling.sandboxes[handle.id].scheduled_at is None
+
+
 def test_calls_per_run(driven) -> None:
-    """Steady state: a submit straight after the claim is three RPCs (the app, the image, the sandbox); each tick one
-    per run. The first submit of a process adds EnvironmentGetOrCreate and AuthTokenGet (cached by the SDK)."""
+    """Steady state: a submit straight after the claim is three RPCs (the app, the image, the sandbox); each tick two
+    per live run (its result; whether it has a task yet) and one per app (the running sandboxes' times). The first
+    submit of a process adds EnvironmentGetOrCreate and AuthTokenGet (cached by the SDK)."""
     backend, driver, modal_server = ModalBackend(), ModalDriver(driven), driven
     backend.submit(dataclasses.replace(driver.spec(), new_attempt=True))
     before = len(modal_server.calls)
     handle = backend.submit(dataclasses.replace(driver.spec(), new_attempt=True))
     assert modal_server.calls[before:] == ["AppGetOrCreate", "ImageGetOrCreate", "SandboxCreateV2"]
     before = len(modal_server.calls)
-    backend.status([handle])
-    assert modal_server.calls[before:] == ["SandboxWaitV2"]
+    second = backend.submit(dataclasses.replace(driver.spec(), new_attempt=True))
+    before = len(modal_server.calls)
+    backend.status([handle, second])
+    per_run = ["SandboxWaitV2", "SandboxGetTaskIdV2"]
+    assert modal_server.calls[before:] == per_run + per_run + ["SandboxListV2"]
+    driver.exit(second, 0, [])
+    before = len(modal_server.calls)
+    backend.status([second])
+    assert modal_server.calls[before:] == ["SandboxWaitV2"]  # a finished sandbox: its result only
     backend.cancel(handle)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import signal
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -150,3 +151,39 @@ class TestProcessBackend(BackendContract):
         status = backend.status([handle])[handle.id]
         assert status.exit_code == 127
         assert f"cannot start {str(script)!r}: Permission denied" in status.reason, status.reason
+
+    def test_a_job_gets_an_allowlisted_environment_never_the_operators(
+        self, driver: ProcessDriver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The job sees what it needs to start (PATH, HOME, locale …), the operator's passthrough names, its own env
+        and the credential pushpool gives it — not the operator's cloud keys, database URL or pushpool settings, and
+        not a variable merely because its name looks harmless (an allowlist, not a denylist)."""
+        operator = {
+            "AWS_SECRET_ACCESS_KEY": "aws-operator-secret",
+            "AZURE_STORAGE_CONNECTION_STRING": "azure-operator-secret",
+            "DATABASE_URL": "postgres://u:operator-secret@db/x",
+            "PUSHPOOL_ADMIN_TOKEN": "admin-operator-secret",
+            "PIP_INDEX_URL": "http://127.0.0.1:1/simple",
+            "LC_TIME": "C",
+        }
+        for name, value in operator.items():
+            monkeypatch.setenv(name, value)
+        backend = ProcessBackend(tmp_path / "jobs", env_passthrough=("PIP_INDEX_URL",))
+        dump = tmp_path / "env.json"
+        spec = dataclasses.replace(
+            driver.spec(),
+            command=(sys.executable, "-c", f"import json, os; json.dump(dict(os.environ), open({str(dump)!r}, 'w'))"),
+            env={"MINE": "1"},
+        )
+        handle = backend.submit(spec)
+        assert self.final(backend, handle) is JobState.SUCCEEDED, backend.logs(handle)
+        seen = json.loads(dump.read_text())
+        assert not [value for value in seen.values() if "operator-secret" in value]
+        assert {k: seen[k] for k in ("PIP_INDEX_URL", "LC_TIME", "MINE", "PREFECT_API_KEY")} == {
+            "PIP_INDEX_URL": "http://127.0.0.1:1/simple",
+            "LC_TIME": "C",
+            "MINE": "1",
+            "PREFECT_API_KEY": SECRET,
+        }
+        assert seen["PATH"] == os.environ["PATH"] and seen["HOME"] == os.environ["HOME"]
+        assert set(seen) - {"PIP_INDEX_URL", "LC_TIME", "MINE", "PREFECT_API_KEY", MARKER} <= set(os.environ)

@@ -30,8 +30,10 @@ def aci_deps(prefect_api: str, tmp_path: Path, aci_options: dict):
     deps.orchestrator.close()
 
 
-def _template(**defaults) -> dict:
+def _template(allowed: list[str] | None = None, **defaults) -> dict:
+    """The pool's template; its operator allows the test identity (``allowed``: these instead)."""
     template = copy.deepcopy(base_job_template("azure-container-instance:push"))
+    template["job_configuration"]["allowed_identities"] = [AZ_IDENTITY] if allowed is None else allowed
     props = template["variables"]["properties"]
     props["subscription_id"]["default"] = AZ_SUB
     props["resource_group_name"]["default"] = AZ_RG
@@ -142,7 +144,7 @@ def test_an_operators_customised_arm_template_is_the_group_that_is_created(
     ("variables", "fragment"),
     [
         ({"resource_group_name": "rg-missing"}, "ResourceGroupNotFound"),
-        ({"identities": [f"{AZ_IDENTITIES}/nobody"]}, "InvalidIdentity"),
+        ({"identities": [f"{AZ_IDENTITIES}/nobody"]}, "identities: identity 'nobody'"),
         ({"image_registry": {"registry_url": "other.azurecr.io", "identity": AZ_IDENTITY}}, "InaccessibleImage"),
         ({"resource_group_name": "bad/name"}, "not a valid Azure resource group name"),
         ({"subscription_id": "my-subscription"}, "not an Azure subscription id"),
@@ -196,15 +198,16 @@ def test_an_arm_template_pushpool_cannot_send_crashes_the_run_naming_what(
     assert arm.count("put") == puts  # refused before anything was sent
 
 
-def test_quota_exceeded_crashes_the_run(aci_deps, prefect: PrefectHelper, aci_pool, arm) -> None:
+def test_quota_exceeded_gives_the_run_back_with_the_reason(aci_deps, prefect: PrefectHelper, aci_pool, arm) -> None:
+    """No capacity may pass: the run waits (Scheduled, saying why), it is not crashed on the first refusal."""
     arm.quota = 0
     try:
         run_id = _run(prefect, aci_pool())
-        assert _submit(aci_deps, run_id).outcome == "crashed"
+        assert _submit(aci_deps, run_id).outcome == "released"
     finally:
         arm.quota = None
     state = prefect.read_run(run_id)["state"]
-    assert state["type"] == "CRASHED" and "ContainerGroupQuotaReached" in state["message"]
+    assert state["name"] == "AwaitingInfrastructure" and "ContainerGroupQuotaReached" in state["message"]
 
 
 @pytest.mark.parametrize(("status", "code"), [(429, "TooManyRequests"), (503, "ServiceUnavailable")])
@@ -221,16 +224,17 @@ def test_arm_throttling_and_unavailability_are_retried(
     assert sum(1 for g in arm.groups.values() if g.body["tags"]["pushpool-flow-run-id"] == run_id) == 1
 
 
-def test_arm_unavailable_past_the_retries_crashes_the_run_with_the_reason(
+def test_arm_unavailable_past_the_retries_gives_the_run_back_with_the_reason(
     aci_deps, prefect: PrefectHelper, aci_pool, arm
 ) -> None:
     run_id = _run(prefect, aci_pool())
     arm.fail_next("PUT", "put", 503, "ServiceUnavailable", times=10)
     try:
-        assert _submit(aci_deps, run_id).outcome == "crashed"
+        assert _submit(aci_deps, run_id).outcome == "released"
     finally:
         arm.faults.clear()
     state = prefect.read_run(run_id)["state"]
+    assert state["name"] == "AwaitingInfrastructure"
     assert "503" in state["message"] and "ServiceUnavailable" in state["message"]
 
 

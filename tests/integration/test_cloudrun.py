@@ -292,7 +292,7 @@ def test_a_finished_runs_job_is_deleted_unless_kept(
     assert emulator.count("DELETE", job) == (0 if keep_job else 1)
 
 
-def test_throttling_is_retried_then_the_run_crashes_with_googles_reason(
+def test_throttling_is_retried_then_the_run_is_given_back_with_googles_reason(
     cr_deps, prefect: PrefectHelper, cr_pool: str, emulator: CloudRunEmulator
 ) -> None:
     cr_deps.backend_options["cloudrun"]["retry_timeout"] = 0.5
@@ -313,9 +313,10 @@ def test_throttling_is_retried_then_the_run_crashes_with_googles_reason(
         with emulator.lock:
             emulator._faults.clear()
     assert status.state is JobState.UNKNOWN and "503" in status.reason  # never MISSING: the run is not crashed for it
-    assert outcome.outcome == "crashed"
-    message = prefect.read_run(other)["state"]["message"]
-    assert "still failing after retries" in message and "503: Injected by the test" in message
+    assert outcome.outcome == "released"  # not crashed on the first blink: back to Scheduled, saying why
+    state = prefect.read_run(other)["state"]
+    assert state["name"] == "AwaitingInfrastructure"
+    assert "still failing after retries" in state["message"] and "503: Injected by the test" in state["message"]
 
 
 def test_a_job_that_never_ran_is_deleted_once_its_run_is_final_with_one_list_per_location(

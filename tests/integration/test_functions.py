@@ -193,6 +193,11 @@ def test_provision_handler_plans_and_applies_infrastructure(env, prefect: Prefec
     assert {s["action"] for s in again["plan"]} == {"exists"} and again["created"] == []
     bad = provision.lambda_handler({**request, "name": "no good"}, Context())
     assert bad["ok"] is False and "invalid work pool name" in bad["error"]
+    # No IAM user or access key from the stack's role (it holds no iam:CreateUser / iam:CreateAccessKey).
+    keys = provision.lambda_handler({**request, "name": f"{pool}-k", "credentials": "access-key"}, Context())
+    assert keys["ok"] is False and keys["status"] == 400 and "--credentials access-key" in keys["error"]
+    assert not [u for u in boto3.client("iam").list_users()["Users"] if u["UserName"] == f"pushpool-{pool}-k"]
+    assert prefect.request("GET", f"/work_pools/{pool}-k").status_code == 404
 
 
 def test_the_deployed_monitor_leaves_pools_of_types_it_does_not_serve_alone(

@@ -65,7 +65,7 @@ def granted(function: str) -> set[str]:
         for statement in policy["Statement"]:
             branches = statement["Fn::If"][1:] if "Fn::If" in statement else [statement]
             for branch in branches:
-                if isinstance(branch, dict) and "Action" in branch:
+                if isinstance(branch, dict) and "Action" in branch and branch["Effect"] == "Allow":  # Denies narrow
                     action = branch["Action"]
                     actions.update(action if isinstance(action, list) else [action])
     return actions
@@ -173,8 +173,14 @@ def test_provision_is_granted_exactly_what_provisioning_calls_and_nothing_that_d
     deps, prefect: PrefectHelper
 ) -> None:
     """Every provisioning path the Lambda can take (fresh account, default VPC, the Prefect key's secret granted to
-    the execution role, access-key mode with a stale policy at IAM's five-version limit); deprovisioning is not one
-    of them, so no Delete* but the policy-version rotation."""
+    the execution role, an execution role made before the permissions boundary); deprovisioning is not one of them,
+    so no Delete*, and neither is access-key mode (the deployed provision refuses it: no IAM user, policy or key)."""
+    boundary = boto3.client("iam").create_policy(
+        PolicyName=prefect.unique("pushpool-boundary"),
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ecr:*", "Resource": "*"}]}
+        ),
+    )["Policy"]["Arn"]
     calls: set[str] = set()
     for region in ("us-west-1", "us-west-2"):
         if region == "us-west-2":
@@ -182,32 +188,24 @@ def test_provision_is_granted_exactly_what_provisioning_calls_and_nothing_that_d
 
             drop_default_vpc(region)
         session, recorded = recording_session(region)
-        provision_infra(deps, EcsProvisioner(session=session), pool=prefect.unique("lp"), type_name="ecs:push")
+        provisioner = EcsProvisioner(session=session, permissions_boundary=boundary)
+        provision_infra(deps, provisioner, pool=prefect.unique("lp"), type_name="ecs:push")
         calls |= recorded
     # The stack reads its Prefect key from a secret: provisioning grants the pool's execution role exactly that one.
     stack_secret = boto3.client("secretsmanager").create_secret(Name=prefect.unique("lp-key"), SecretString="pnu_lp")
     stack = deps.settings.replace(prefect_api_key=None, prefect_api_key_secret_arn=stack_secret["ARN"])
     session, recorded = recording_session()
+    provisioner = EcsProvisioner(session=session, settings=stack, permissions_boundary=boundary)
+    provision_infra(deps, provisioner, pool=prefect.unique("lp-secret"), type_name="ecs:push")
+    calls |= recorded
+    # A pool provisioned before the boundary: its execution role is given the boundary, then kept up to date.
+    pool = prefect.unique("lp-old")
+    provision_infra(deps, EcsProvisioner(), pool=pool, type_name="ecs:push")
+    session, recorded = recording_session()
     provision_infra(
-        deps, EcsProvisioner(session=session, settings=stack), pool=prefect.unique("lp-secret"), type_name="ecs:push"
+        deps, EcsProvisioner(session=session, permissions_boundary=boundary), pool=pool, type_name="ecs:push"
     )
     calls |= recorded
-    pool = prefect.unique("lp-keys")
-    session, recorded = recording_session()
-    provision_infra(deps, EcsProvisioner(session=session, credentials="access-key"), pool=pool, type_name="ecs:push")
-    calls |= recorded
-    iam = boto3.client("iam")
-    stale = json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*"}]}
-    )
-    for version in range(4):  # IAM's limit is five versions: the update must rotate one out
-        iam.create_policy_version(
-            PolicyArn=f"arn:aws:iam::123456789012:policy/pushpool-{pool}-policy",
-            PolicyDocument=stale,
-            SetAsDefault=version == 3,
-        )
-    session, recorded = recording_session()
-    provision_infra(deps, EcsProvisioner(session=session, credentials="access-key"), pool=pool, type_name="ecs:push")
-    calls |= recorded
+    assert "iam:PutRolePermissionsBoundary" in calls
     assert granted("ProvisionFunction") == calls | READS_ITS_SECRETS
-    assert not [a for a in granted("ProvisionFunction") if ":Delete" in a and a != "iam:DeletePolicyVersion"]
+    assert not [a for a in granted("ProvisionFunction") if ":Delete" in a]

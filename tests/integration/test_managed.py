@@ -23,11 +23,12 @@ from pathlib import Path
 import pytest
 from pushpool.errors import InvalidRequestError
 from pushpool.managed import MANAGED_POOL_TYPE, MANAGED_TAG
+from pushpool.prefect_api.models import FlowRun
 from pushpool.usecases.finished_runs import OVERLAP_SECONDS, TTL_SECONDS
 from pushpool.usecases.managed import NOTE, quota_refusal
 from pushpool.usecases.monitor import tick
 from pushpool.usecases.provision import provision_pool
-from pushpool.usecases.usage import USAGE_VARIABLE, compute_seconds, usage
+from pushpool.usecases.usage import JOB_TIME_LABEL, USAGE_VARIABLE, compute_seconds, run_spans, usage
 
 from tests.helpers import PrefectHelper, make_deps, skip_ahead
 
@@ -126,8 +127,8 @@ def package_index(tmp_path_factory: pytest.TempPathFactory):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/simple"
     saved = {k: os.environ.get(k) for k in ("PIP_INDEX_URL", "PIP_CONFIG_FILE", "PIP_EXTRA_INDEX_URL")}
-    # Jobs of the process backend inherit this environment: pip reads the local index only (no config file, no
-    # extra index), so it never reaches PyPI.
+    # The operator passes these to jobs (PUSHPOOL_JOB_ENV_PASSTHROUGH, managed_deps): pip reads the local index only
+    # (no config file, no extra index), so it never reaches PyPI.
     os.environ.update({"PIP_INDEX_URL": url, "PIP_CONFIG_FILE": os.devnull})
     os.environ.pop("PIP_EXTRA_INDEX_URL", None)
     yield {"url": url, "requests": requests}
@@ -159,7 +160,13 @@ def managed_deps(prefect: PrefectHelper, tmp_path: Path, **tier: float):
     """Deps serving prefect:managed with the process backend, in a tier called ``test`` (the free tier's limits
     unless changed)."""
     fields = {"concurrent_runs": 1, "pools": 1, "compute_hours": 10, **tier}
-    return make_deps(prefect.api_url, tmp_path, managed_tiers={"test": fields}, managed_tier="test")
+    return make_deps(
+        prefect.api_url,
+        tmp_path,
+        managed_tiers={"test": fields},
+        managed_tier="test",
+        job_env_passthrough=("PIP_INDEX_URL", "PIP_CONFIG_FILE"),  # the package index fixture's
+    )
 
 
 def managed_pool(prefect: PrefectHelper, deps) -> str:
@@ -343,6 +350,30 @@ def test_runs_of_a_deleted_pool_still_count(prefect: PrefectHelper, tmp_path: Pa
     assert compute_seconds(again) >= before
 
 
+def test_compute_hours_count_the_job_from_its_start_to_its_end(
+    prefect: PrefectHelper, tmp_path: Path, workspace, repo: str
+) -> None:
+    """Issue 23, item 1: what the operator pays for is the job, bootstrap included (the git clone, the engine's start),
+    not the flow's Running state: the monitor records the job's start and end on the run, and usage counts them."""
+    deps = managed_deps(prefect, tmp_path)
+    pool = managed_pool(prefect, deps)
+    run_id = prefect.create_run(git_deployment(prefect, pool, repo, "managed_flows.py:hello"))
+    run_until_final(deps, prefect, pool, [run_id])
+    deadline = time.monotonic() + 30
+    while True:  # the engine's process ends a moment after the run: a tick then records the job's end
+        tick(deps, pools=[deps.orchestrator.read_work_pool(pool)])
+        run = prefect.read_run(run_id)
+        recorded = [v for k, v in run["labels"].items() if k.startswith(JOB_TIME_LABEL)]
+        if (recorded and not recorded[0].endswith("/")) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(recorded) == 1 and recorded[0].count("/") == 1
+    began, ended = (dt.datetime.fromisoformat(t) for t in recorded[0].split("/"))
+    assert began.timestamp() < _seconds(run, "start_time")  # the job began before the flow ran (the bootstrap)
+    assert ended.timestamp() >= _seconds(run, "end_time") - 1  # and ended after it (to the second)
+    assert run_spans(FlowRun.model_validate(run)) == ((began, ended),)
+
+
 def test_finished_runs_are_kept_a_few_minutes_and_the_count_stays_exact(
     prefect: PrefectHelper, tmp_path: Path, workspace
 ) -> None:
@@ -370,7 +401,7 @@ def test_finished_runs_are_kept_a_few_minutes_and_the_count_stays_exact(
     now = deps.clock.now()
     exact = pytest.approx(compute_seconds(managed_deps(prefect, tmp_path), now=now), abs=1e-6)  # summed in any order
     assert compute_seconds(deps, now=now) == exact
-    assert len(sent) == 2  # what ended since the reading and what is going; not the month's
+    assert len(sent) == 3  # what ended since the reading, what is going and what is Pending; not the month's
     month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     since = dt.datetime.fromisoformat(sent[0]["flow_runs"]["end_time"]["after_"])
     assert since > month or now - month < dt.timedelta(seconds=OVERLAP_SECONDS + 60)

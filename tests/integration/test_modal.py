@@ -208,7 +208,7 @@ def test_automation_webhook_to_serve_to_modal_completes_the_flow(
         http = httpx.Client(base_url=server.address, timeout=30)
         pool = prefect.unique("modal-hooked")
         answer = http.post("/provision", json={"name": pool, "type": "modal:push"},
-                           headers={"Authorization": "Bearer test-token"})  # fmt: skip
+                           headers={"Authorization": "Bearer test-admin-token"})  # fmt: skip
         assert answer.status_code == 200, answer.text
         run_id = prefect.create_run(prefect.create_deployment(pool))
         started = time.monotonic()

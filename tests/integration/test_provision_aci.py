@@ -66,6 +66,9 @@ def test_provision_least_privilege_idempotent_and_reversible(
         assert variables["resource_group_name"]["default"] == rg
         identity = variables["identities"]["default"][0]
         assert identity.endswith(f"/userAssignedIdentities/pushpool-{pool}-groups")
+        # The pool's own identity is the one its jobs may have: a literal of the job configuration, not a variable.
+        configuration = prefect.json("GET", f"/work_pools/{pool}")["base_job_template"]["job_configuration"]
+        assert configuration["allowed_identities"] == [identity] and "allowed_identities" not in variables
         registry = variables["image_registry"]["default"]
         assert registry["identity"] == identity and registry["registry_url"].endswith(".azurecr.io")
         assert any(registry["registry_url"] in note for note in first.notes)
@@ -73,6 +76,19 @@ def test_provision_least_privilege_idempotent_and_reversible(
         puts = len(arm.puts)
         second = provision_infra(aci_deps, provisioner(), pool=pool, type_name="azure-container-instance:push")
         assert {s.action for s in second.plan} == {EXISTS} and len(arm.puts) == puts  # nothing changed
+
+        # The operator allows one more identity (--allowed-identity): it joins the pool's own.
+        extra = f"/subscriptions/{AZ_SUB}/resourceGroups/shared/providers/Microsoft.ManagedIdentity/"
+        extra += "userAssignedIdentities/etl"
+        provision_infra(
+            aci_deps,
+            provisioner(),
+            pool=pool,
+            type_name="azure-container-instance:push",
+            settings={"allowed_identities": [extra]},
+        )
+        configuration = prefect.json("GET", f"/work_pools/{pool}")["base_job_template"]["job_configuration"]
+        assert configuration["allowed_identities"] == [identity, extra]
 
         # A run on the provisioned pool: its group pulls from the registry with the identity granted AcrPull.
         dep = prefect.create_deployment(pool, job_variables={"image": f"{registry['registry_url']}/flows:1"})

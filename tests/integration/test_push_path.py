@@ -121,6 +121,32 @@ def test_maximum_run_time_stops_job_and_crashes_run(deps, prefect: PrefectHelper
     assert _job_state(deps, run) is not JobState.RUNNING
 
 
+def test_a_job_that_hangs_before_the_engine_starts_is_stopped_at_its_maximum_run_time(
+    deps, prefect: PrefectHelper, pool: str
+) -> None:
+    """Issue 23, item 1: a job that never reaches the flow engine (a pull step that hangs, a package install) keeps
+    its run Pending; the maximum run time counts from the job all the same. The run is Crashed with the reason, the
+    job's whole process tree is stopped, and its directory cleaned up."""
+    from pushpool.providers.process.backend import _job_processes
+
+    hang = "sh -c 'sleep 300 & sleep 300'"  # a step that hangs, with a child process of its own
+    dep = prefect.create_deployment(pool, job_variables={"command": hang, "max_run_time_seconds": 3})
+    run_id = prefect.create_run(dep)
+    assert _submit(deps, run_id).body["outcome"] == "submitted"
+    started = time.monotonic()
+    deadline = started + 10
+    while len([p for k, pids in _job_processes().items() if k.startswith(run_id) for p in pids]) < 3:
+        assert time.monotonic() < deadline, "the job's processes did not start"
+        time.sleep(0.1)  # the supervisor, sh and its background sleep (and the foreground one)
+    run = prefect.wait_for(run_id, {"CRASHED"}, timeout=30, tick=lambda: pool_tick(deps, pool))
+    assert time.monotonic() - started >= 2.5  # not before its time
+    assert "maximum run time of 3 s" in run["state"]["message"] and "Pending" in run["state"]["message"]
+    assert ("RUNNING", "Running") not in prefect.states(run_id)  # the flow never ran: the job's clock did it
+    assert not [k for k in _job_processes() if k.startswith(run_id)]  # the whole tree is gone
+    pool_tick(deps, pool)  # the run is final and its job ended: the job's directory is removed
+    assert not [d for d in os.listdir(deps.settings.process_dir) if d.startswith(run_id)]
+
+
 def test_duplicate_webhook_deliveries_start_exactly_one_process(deps, prefect: PrefectHelper, pool: str) -> None:
     dep = prefect.create_deployment(pool, job_variables={"command": "sleep 5"})
     run_id = prefect.create_run(dep)

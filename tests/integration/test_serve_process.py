@@ -11,6 +11,7 @@ import struct
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.helpers import PrefectHelper
@@ -38,6 +39,27 @@ def test_serve_says_where_once_records_it_and_logs_its_stop_on_sigterm(env: dict
     assert "received SIGTERM: stopping" in log and log.rstrip().endswith("pushpool serve stopped"), log
     assert not record.exists()
     assert (home / "webhook-token").read_text().strip() not in log
+
+
+def test_serve_keeps_an_admin_token_of_its_own_for_provision_and_monitor(env: dict[str, str], tmp_path: Path) -> None:
+    """`pushpool serve` makes <home>/admin-token (0600, unlike the webhook token, never in its log): /provision takes it
+    and refuses the webhook token with 403; `work-pool create` needs neither (it provisions in its own process)."""
+    home = tmp_path / "pp"
+    serve = start_serve(env, home)
+    try:
+        admin, webhook = (home / "admin-token").read_text().strip(), serve.token
+        assert admin and admin != webhook
+        assert (home / "admin-token").stat().st_mode & 0o777 == 0o600
+        body = {"name": f"admin-{os.getpid()}-{time.time_ns()}", "type": "process:push", "dry_run": True}
+        with httpx.Client(base_url=serve.address, timeout=60) as http:
+            refused = http.post("/provision", json=body, headers={"Authorization": f"Bearer {webhook}"})
+            assert refused.status_code == 403 and "admin token" in refused.json()["error"], refused.text
+            planned = http.post("/provision", json=body, headers={"Authorization": f"Bearer {admin}"})
+            assert planned.status_code == 200, planned.text
+            assert {step["action"] for step in planned.json()["steps"]} == {"would create"}  # a dry run
+    finally:
+        serve.stop()
+    assert admin not in serve.log() and "provision and monitor: POST with the admin token" in serve.log()
 
 
 def hang_up_after_sending(address: tuple[str, int], request: bytes) -> None:

@@ -33,15 +33,16 @@ def served(prefect_api: str, tmp_path: Path):
 
 
 AUTH = {"Authorization": "Bearer test-token"}
+ADMIN = {"Authorization": "Bearer test-admin-token"}  # /provision and /monitor: never the webhook token
 
 
 def test_provision_then_automation_webhook_submits_the_run(served, prefect: PrefectHelper) -> None:
     _, http = served
     pool = prefect.unique("hooked")
-    first = http.post("/provision", json={"name": pool, "type": "process:push"}, headers=AUTH)
+    first = http.post("/provision", json={"name": pool, "type": "process:push"}, headers=ADMIN)
     assert first.status_code == 200, first.text
     assert [s["action"] for s in first.json()["steps"]] == ["created", "created", "created"]
-    second = http.post("/provision", json={"name": pool, "type": "process:push"}, headers=AUTH).json()
+    second = http.post("/provision", json={"name": pool, "type": "process:push"}, headers=ADMIN).json()
     assert second["changed"] is False
     assert [s["action"] for s in second["steps"]] == ["unchanged"] * 3
 
@@ -55,11 +56,11 @@ def test_provision_then_automation_webhook_submits_the_run(served, prefect: Pref
 def test_provision_of_an_existing_pool_keeps_operator_defaults(served, prefect: PrefectHelper) -> None:
     _, http = served
     pool = prefect.unique("kept")
-    assert http.post("/provision", json={"name": pool, "type": "process:push"}, headers=AUTH).status_code == 200
+    assert http.post("/provision", json={"name": pool, "type": "process:push"}, headers=ADMIN).status_code == 200
     template = prefect.json("GET", f"/work_pools/{pool}")["base_job_template"]
     template["variables"]["properties"]["max_run_time_seconds"]["default"] = 600
     prefect.json("PATCH", f"/work_pools/{pool}", json={"base_job_template": template})
-    again = http.post("/provision", json={"name": pool, "type": "process:push"}, headers=AUTH).json()
+    again = http.post("/provision", json={"name": pool, "type": "process:push"}, headers=ADMIN).json()
     assert again["changed"] is False
     kept = prefect.json("GET", f"/work_pools/{pool}")["base_job_template"]
     assert kept["variables"]["properties"]["max_run_time_seconds"]["default"] == 600
@@ -156,7 +157,7 @@ def test_with_both_triggers_each_event_is_acted_on_once(
     try:
         http = httpx.Client(base_url=server.address, timeout=30)
         pool = prefect.unique("twice")
-        assert http.post("/provision", json={"name": pool, "type": "process:push"}, headers=AUTH).status_code == 200
+        assert http.post("/provision", json={"name": pool, "type": "process:push"}, headers=ADMIN).status_code == 200
         assert server.events is not None and server.events.connected.wait(15)
         run_id = prefect.create_run(prefect.create_deployment(pool, "flows.py:hello"))
         run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90)

@@ -7,6 +7,7 @@ the longest repair (seconds from the fault to the run being right again).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -50,9 +51,11 @@ def report() -> Report:
     collected = Report()
     yield collected
     REPORT.parent.mkdir(parents=True, exist_ok=True)
-    existing = json.loads(REPORT.read_text()) if REPORT.exists() else []
-    names = {r["scenario"] for r in collected.rows}
-    REPORT.write_text(json.dumps([r for r in existing if r["scenario"] not in names] + collected.rows, indent=1))
+    with open(REPORT.with_suffix(".lock"), "w") as lock:  # pytest-xdist: every worker adds its rows at its end
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        existing = json.loads(REPORT.read_text()) if REPORT.exists() else []
+        names = {r["scenario"] for r in collected.rows}
+        REPORT.write_text(json.dumps([r for r in existing if r["scenario"] not in names] + collected.rows, indent=1))
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,10 @@
-"""Webhook authentication: token mode (what Prefect's Webhook block sends) and signature mode."""
+"""Webhook authentication: token mode (what Prefect's Webhook block sends) and signature mode; serve's admin token."""
 
 from __future__ import annotations
 
 import pytest
-from pushpool.entrypoints.auth import WebhookAuth, sign
-from pushpool.errors import UnauthorizedError
+from pushpool.entrypoints.auth import AdminAuth, WebhookAuth, sign
+from pushpool.errors import ConfigurationError, ForbiddenError, UnauthorizedError
 
 BODY = b'{"flow_run_id": "x"}'
 NOW = 1_800_000_000
@@ -72,3 +72,47 @@ def test_replayed_requests_are_refused() -> None:
 def test_nothing_configured_refuses_everything() -> None:
     with pytest.raises(UnauthorizedError):
         WebhookAuth([], []).verify({"Authorization": "Bearer x"}, BODY)
+
+
+# -- the admin token (serve's /provision and /monitor) ----------------------------------------------------------------
+
+
+def admin() -> AdminAuth:
+    return AdminAuth(["adm-secret"], webhook=auth())
+
+
+def test_the_admin_token_is_accepted() -> None:
+    admin().verify({"authorization": "Bearer adm-secret"})
+
+
+@pytest.mark.parametrize("token", ["current-token", "previous-token"])
+def test_the_webhook_token_is_forbidden_with_what_to_send_instead(token: str) -> None:
+    with pytest.raises(ForbiddenError) as err:
+        admin().verify({"Authorization": f"Bearer {token}"})
+    assert err.value.http_status == 403
+    assert "webhook token authorizes submit only" in err.value.message
+    assert "<PUSHPOOL_HOME>/admin-token" in err.value.message and token not in err.value.message
+
+
+def test_a_webhook_signature_is_forbidden() -> None:
+    with pytest.raises(ForbiddenError, match="signature authorizes submit only"):
+        admin().verify(signed("plain-secret-two"))
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic YWRtLXNlY3JldA=="}, {"X": "adm-secret"}]
+)
+def test_missing_or_wrong_admin_tokens_are_refused(headers: dict[str, str]) -> None:
+    with pytest.raises(UnauthorizedError) as err:
+        admin().verify(headers)
+    assert err.value.http_status == 401 and "adm-secret" not in err.value.message
+
+
+def test_no_admin_token_refuses_everyone_even_the_webhook_token() -> None:
+    with pytest.raises(ForbiddenError, match="no admin token is configured"):
+        AdminAuth([], webhook=auth()).verify({"Authorization": "Bearer current-token"})
+
+
+def test_an_admin_token_equal_to_the_webhook_token_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="must differ from the webhook token"):
+        AdminAuth(["previous-token"], webhook=auth())

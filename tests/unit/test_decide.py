@@ -55,7 +55,7 @@ CASES = [
     # pending/running with a job
     ("pending, job pending", run(StateType.PENDING), job(JobState.PENDING), False, Action.NONE),
     ("pending, job never starts", run(StateType.PENDING, age=601), job(JobState.PENDING), False, Action.CRASH_AND_STOP),
-    ("pending, job running long", run(StateType.PENDING, age=601), job(JobState.RUNNING), False, Action.NONE),
+    ("pending, job running a while", run(StateType.PENDING, age=90), job(JobState.RUNNING), False, Action.NONE),
     ("running, job running", run(StateType.RUNNING, started_ago=10), job(JobState.RUNNING), False, Action.NONE),
     ("running past max", run(StateType.RUNNING, started_ago=101), job(JobState.RUNNING), False, Action.CRASH_AND_STOP),
     ("running, job failed", run(StateType.RUNNING), job(JobState.FAILED, code=137), False, Action.CRASH),
@@ -161,3 +161,54 @@ def test_crash_messages_say_why() -> None:
         max_run_time_seconds=100,
     )
     assert "exit code 137" in d.reason and d.with_logs
+
+
+# -- the job's clock (issue 23.1): limits count from when the provider accepted the job, whatever the run says ------
+
+
+def ago(seconds: float) -> dt.datetime:
+    return NOW - dt.timedelta(seconds=seconds)
+
+
+def test_a_pending_run_whose_job_runs_past_the_max_run_time_is_crashed_and_its_job_stopped() -> None:
+    # A pull step that hangs, a managed run's package install: the flow never reaches Running.
+    status = JobStatus(JobState.RUNNING, accepted_at=ago(101), started_at=ago(100))
+    d = decide(run(StateType.PENDING, age=101), status, now=NOW, policy=POLICY, max_run_time_seconds=100)
+    assert d.action is Action.CRASH_AND_STOP
+    assert "maximum run time of 100 s" in d.reason and "Pending" in d.reason
+    fresh = JobStatus(JobState.RUNNING, accepted_at=ago(99), started_at=ago(98))
+    assert decide(run(StateType.PENDING, age=99), fresh, now=NOW, policy=POLICY, max_run_time_seconds=100).action is (
+        Action.NONE
+    )
+
+
+def test_a_running_run_is_timed_out_from_its_jobs_acceptance_not_from_the_flows_start() -> None:
+    status = JobStatus(JobState.RUNNING, accepted_at=ago(150), started_at=ago(140))
+    flow = run(StateType.RUNNING, age=10, started_ago=10)  # the flow went Running 10 s ago, its job began 150 s ago
+    d = decide(flow, status, now=NOW, policy=POLICY, max_run_time_seconds=100)
+    assert d.action is Action.CRASH_AND_STOP and "maximum run time of 100 s" in d.reason
+
+
+def test_without_an_acceptance_time_the_claim_is_the_clock() -> None:
+    flow = run(StateType.RUNNING, age=10, started_ago=10)
+    status = JobStatus(JobState.RUNNING)  # Coiled: no acceptance time from the provider
+    assert decide(flow, status, now=NOW, policy=POLICY, max_run_time_seconds=100).action is Action.NONE
+    d = decide(flow, status, now=NOW, policy=POLICY, max_run_time_seconds=100, claimed_at=ago(101))
+    assert d.action is Action.CRASH_AND_STOP
+    # A Pending run's own state is its claim.
+    assert decide(run(StateType.PENDING, age=101), status, now=NOW, policy=POLICY, max_run_time_seconds=100).action is (
+        Action.CRASH_AND_STOP
+    )
+
+
+def test_a_job_still_scheduling_past_the_start_timeout_is_crashed_and_stopped() -> None:
+    # Modal: a sandbox waiting for a GPU is PENDING (scheduling) until a worker takes it.
+    scheduling = JobStatus(JobState.PENDING, reason="the sandbox is being scheduled", accepted_at=ago(601))
+    d = decide(run(StateType.PENDING, age=601), scheduling, now=NOW, policy=POLICY, max_run_time_seconds=10_000)
+    assert d.action is Action.CRASH_AND_STOP
+    assert "did not start within 600 s" in d.reason and "being scheduled" in d.reason
+    # Counted from the job's acceptance: a claim long ago whose job was accepted recently is not timed out.
+    recent = JobStatus(JobState.PENDING, accepted_at=ago(30))
+    assert decide(
+        run(StateType.PENDING, age=601), recent, now=NOW, policy=POLICY, max_run_time_seconds=10_000
+    ).action is (Action.NONE)

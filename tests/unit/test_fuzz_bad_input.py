@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pushpool.clock import FixedClock
-from pushpool.entrypoints.auth import WebhookAuth
-from pushpool.entrypoints.http import handle_provision, handle_submit
+from pushpool.entrypoints.auth import AdminAuth, WebhookAuth
+from pushpool.entrypoints.http import handle_admin, handle_submit
 from pushpool.prefect_api.client import PrefectClient
 from pushpool.settings import Settings
 from pushpool.usecases.deps import Deps
@@ -43,6 +43,7 @@ def _deps() -> Deps:
 
 DEPS, AUTH = _deps(), WebhookAuth(["t"])
 HEADERS = {"Authorization": "Bearer t"}
+ADMIN, ADMIN_HEADERS = AdminAuth(["a"], webhook=AUTH), {"Authorization": "Bearer a"}
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
@@ -166,7 +167,7 @@ def _is_json_object(body: bytes) -> bool:
 @given(body=invalid_provision_bodies)
 def test_provision_answers_4xx_for_bad_requests_and_changes_nothing(body: bytes) -> None:
     WRITES.clear()
-    response = handle_provision(DEPS, AUTH, HEADERS, body)
+    response = handle_admin(DEPS, ADMIN, "/provision", ADMIN_HEADERS, body)
     assert 400 <= response.status < 500, (response.status, response.body)
     assert "error" in response.body and "\n" not in response.body["error"]
     assert WRITES == []
@@ -177,7 +178,7 @@ def test_deeply_nested_bodies_get_a_4xx_with_a_reason(depth: int) -> None:
     for body in (_nested(depth).encode(), ('{"flow_run_id": ' + _nested(depth) + "}").encode()):
         for answer in (
             handle_submit(DEPS, AUTH, HEADERS, body, trigger="fuzz"),
-            handle_provision(DEPS, AUTH, HEADERS, body),
+            handle_admin(DEPS, ADMIN, "/provision", ADMIN_HEADERS, body),
         ):
             assert 400 <= answer.status < 500 and answer.body["error"], answer
 

@@ -14,11 +14,13 @@ from pushpool.errors import ConfigurationError, JobRefusedError
 from pushpool.managed.description import NOTE, addresses_in, addresses_line, with_lines
 from pushpool.managed.job import BOOTSTRAP, PIP_PACKAGES_ENV, managed_job
 from pushpool.managed.tiers import DEFAULT_TIERS, month_window, tiers_from
+from pushpool.prefect_api.models import FlowRun, State, StateType
 from pushpool.providers import installed_pool_types, managed_provider, provider_named
+from pushpool.providers.base import JobState, JobStatus
 from pushpool.providers.process import supervisor
 from pushpool.settings import Settings
 from pushpool.usecases.finished_runs import OVERLAP_SECONDS, TTL_SECONDS, FinishedRuns
-from pushpool.usecases.usage import seconds_in_window
+from pushpool.usecases.usage import job_time_labels, run_spans, seconds_in_window
 
 UTC = dt.timezone.utc
 GIT = [{"prefect.deployments.steps.git_clone": {"repository": "https://example.com/x.git"}}]
@@ -177,12 +179,75 @@ def test_finished_runs_are_kept_for_the_ttl_within_their_month_and_only_finished
     read_at = month + dt.timedelta(days=3)
     kept = FinishedRuns()
     ended, going = (read_at - dt.timedelta(hours=2), read_at - dt.timedelta(hours=1)), (read_at, None)
-    kept.put(month, read_at, {"a": ended, "b": going})
+    kept.put(month, read_at, {"a": (ended,), "b": (going,), "c": (ended, going)})
     found = kept.get(month, read_at + dt.timedelta(seconds=TTL_SECONDS))
-    assert found is not None and found.spans == {"a": ended}  # a run still going is read fresh every time
+    assert found is not None and found.spans == {"a": (ended,)}  # a run with a job still going is read fresh
     assert found.fresh_since() == read_at - dt.timedelta(seconds=OVERLAP_SECONDS)
     assert kept.get(month, read_at + dt.timedelta(seconds=TTL_SECONDS + 1)) is None  # too old: read in full
     assert kept.get(month, read_at - dt.timedelta(seconds=1)) is None  # a clock that went back: read in full
     assert kept.get(dt.datetime(2027, 1, 1, tzinfo=UTC), read_at) is None  # another month
     kept.put(month, month + dt.timedelta(seconds=10), {})
     assert kept.get(month, month + dt.timedelta(seconds=20)).fresh_since() == month  # never before the month
+
+
+# -- compute hours count from a job's start to its end (issue 23, item 1) --------------------------------------------
+
+T0 = dt.datetime(2026, 12, 10, 8, 0, tzinfo=UTC)
+MINUTE = dt.timedelta(minutes=1)
+
+
+def _managed_run(*, state: StateType, start: float | None, end: float | None, labels: dict | None = None) -> FlowRun:
+    at = lambda minutes: None if minutes is None else T0 + minutes * MINUTE  # noqa: E731
+    return FlowRun(
+        id="r",
+        state=State(type=state, name=state.value.title(), timestamp=at(end) or T0),
+        infrastructure_pid="host::tag::r_attempt-2",
+        start_time=at(start),
+        end_time=at(end),
+        labels=labels or {},
+    )
+
+
+def _minutes(run: FlowRun, *, now_minutes: float = 600) -> float:
+    start, end = month_window(T0)
+    return seconds_in_window(run_spans(run), start, end, now=T0 + now_minutes * MINUTE) / 60
+
+
+def test_the_monitor_records_a_jobs_start_then_its_end_on_the_run() -> None:
+    run = _managed_run(state=StateType.PENDING, start=None, end=None)
+    running = JobStatus(JobState.RUNNING, started_at=T0, accepted_at=T0)
+    labels = job_time_labels(run, running)
+    ((key, value),) = labels.items()
+    assert key.startswith("pushpool.io/job-time.") and value == "2026-12-10T08:00:00+00:00/"
+    assert job_time_labels(run.model_copy(update={"labels": labels}), running) == {}  # nothing new: no write
+    ended = JobStatus(JobState.FAILED, 1, "x", started_at=T0, finished_at=T0 + 30 * MINUTE)
+    assert job_time_labels(run.model_copy(update={"labels": labels}), ended) == {
+        key: "2026-12-10T08:00:00+00:00/2026-12-10T08:30:00+00:00"
+    }
+    assert job_time_labels(run, JobStatus(JobState.PENDING, accepted_at=T0)) == {}  # not started: nothing to count
+
+
+def test_compute_hours_count_the_jobs_not_the_flows_running_state() -> None:
+    # A managed run: its job installed packages for 10 minutes before the flow went Running at minute 10; the first
+    # attempt failed at minute 20, the run waited 60 minutes to retry, its second job ran from minute 80 to 100.
+    flow_only = _managed_run(state=StateType.COMPLETED, start=10, end=100)
+    assert _minutes(flow_only) == pytest.approx(90)  # no job times recorded: the flow's start → end, as before
+    first = "2026-12-10T08:00:00+00:00/2026-12-10T08:20:00+00:00"
+    second = "2026-12-10T09:20:00+00:00/2026-12-10T09:40:00+00:00"
+    jobs = {"pushpool.io/job-time.a": first, "pushpool.io/job-time.b": second}
+    with_jobs = _managed_run(state=StateType.COMPLETED, start=10, end=100, labels=jobs)
+    assert _minutes(with_jobs) == pytest.approx(40)  # the bootstrap counts, the retry's wait does not
+
+
+def test_a_job_still_bootstrapping_counts_before_the_flow_runs_and_overlaps_count_once() -> None:
+    installing = _managed_run(
+        state=StateType.PENDING, start=None, end=None, labels={"pushpool.io/job-time.a": "2026-12-10T08:00:00+00:00/"}
+    )
+    assert _minutes(installing, now_minutes=25) == pytest.approx(25)  # Pending, its job running for 25 minutes
+    # An earlier job whose end the monitor never saw ends with the run; it is not counted twice beside the next one.
+    unseen_end = {
+        "pushpool.io/job-time.a": "2026-12-10T08:00:00+00:00/",
+        "pushpool.io/job-time.b": "2026-12-10T08:30:00+00:00/2026-12-10T08:50:00+00:00",
+    }
+    crashed = _managed_run(state=StateType.CRASHED, start=None, end=60, labels=unseen_end)
+    assert _minutes(crashed) == pytest.approx(60)

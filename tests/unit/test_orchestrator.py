@@ -105,3 +105,42 @@ def test_wait_is_honoured_within_the_budget() -> None:
     assert clock.monotonic() == 2
     answers[:] = [httpx.Response(200, json={"status": "WAIT", "details": {"delay_seconds": 600}})]
     assert client.propose_state("r", StateType.RUNNING, max_wait_seconds=5).status is SetStateStatus.WAIT
+
+
+# What Prefect 3.8.8 answers to POST /automations/ with a field it does not know (recorded from a real server; an
+# older server answers so to a field newer ones accept). ``input`` and ``request_body`` echo what was sent.
+_REFUSED = {
+    "exception_message": "Invalid request received.",
+    "exception_detail": [
+        {
+            "type": "missing",
+            "loc": ["body", "trigger", "EventTrigger", "posture"],
+            "msg": "Field required",
+            "input": {"type": "event"},
+        },
+        {
+            "type": "literal_error",
+            "loc": ["body", "trigger", "function-after[validate_require(), CompoundTrigger]", "type"],
+            "msg": "Input should be 'compound'",
+            "input": "event",
+        },
+        {
+            "type": "extra_forbidden",
+            "loc": ["body", "secret_field"],
+            "msg": "Extra inputs are not permitted",
+            "input": "hunter2",
+        },
+    ],
+    "request_body": {"secret_field": "hunter2"},
+}
+
+
+def test_a_422_names_the_refused_fields_and_never_the_values_sent() -> None:
+    client, _ = client_for([httpx.Response(422, json=_REFUSED)])
+    with pytest.raises(OrchestratorError) as refused:
+        client.read_flow_run("r")
+    text = refused.value.one_line()
+    assert "HTTP 422: Invalid request received. (secret_field: Extra inputs are not permitted;" in text
+    assert "trigger.EventTrigger.posture: Field required" in text
+    assert "trigger.type: Input should be 'compound'" in text  # the union branch's name is dropped
+    assert "hunter2" not in text and "function-after" not in text

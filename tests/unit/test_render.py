@@ -34,18 +34,21 @@ def test_env_placeholders_read_only_the_given_environment() -> None:
     assert apply_values("{{ $HOME }}", {}, {}) == ""
 
 
-def test_template_environment_hides_secrets() -> None:
-    env = template_environ(
-        {
-            "HOME": "/h",
-            "PUSHPOOL_WEBHOOK_TOKEN": "t",
-            "PREFECT_API_KEY": "k",
-            "AWS_SECRET_ACCESS_KEY": "s",
-            "DB_PASSWORD": "p",
-            "REGION": "eu",
-        }
-    )
-    assert env == {"HOME": "/h", "REGION": "eu"}
+def test_template_environment_is_an_allowlist() -> None:
+    """`{{ $NAME }}` reads what a job may see: the allowlist and the operator's passthrough, nothing else — not even a
+    variable whose name does not look secret (a denylist of names would miss AZURE_STORAGE_CONNECTION_STRING)."""
+    environ = {
+        "HOME": "/h",
+        "LC_ALL": "C",
+        "PUSHPOOL_WEBHOOK_TOKEN": "t",
+        "PREFECT_API_KEY": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AZURE_STORAGE_CONNECTION_STRING": "c",
+        "DATABASE_URL": "postgres://u:p@db/x",
+        "REGION": "eu",
+    }
+    assert template_environ(environ) == {"HOME": "/h", "LC_ALL": "C"}
+    assert template_environ(environ, ("REGION",)) == {"HOME": "/h", "LC_ALL": "C", "REGION": "eu"}
 
 
 def test_bad_templates_raise_template_errors() -> None:

@@ -2,7 +2,8 @@
 
 What each function is granted is checked against what its code calls in tests/integration/test_least_privilege.py;
 here, that every statement is scoped: a ``Resource: "*"`` only where AWS cannot scope the action (reads, identity,
-task definitions) or where a condition narrows it.
+task definitions) or where a condition narrows it. tests/unit/test_infra_policies.py is the stricter check (account-wide
+ARNs, IAM conditions).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def test_every_statement_is_scoped_to_resources(name: str) -> None:
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         assert all("*" not in action for action in actions), (name, actions)
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-        if "*" in resources and "Condition" not in statement:
+        if "*" in resources and "Condition" not in statement and statement["Effect"] == "Allow":  # a Deny narrows
             assert all(UNSCOPED.match(a) for a in actions), (name, statement.get("Sid"), actions)
         if "iam:PassRole" in actions:
             assert statement["Condition"]["StringEquals"]["iam:PassedToService"] == "ecs-tasks.amazonaws.com"
@@ -109,6 +110,8 @@ NOT_PASSED = {
     "PUSHPOOL_PROCESS_DIR": "the process backend (pushpool serve)",
     "PUSHPOOL_HOME": "the CLI and pushpool serve",
     "PUSHPOOL_PORT": "pushpool serve",
+    "PUSHPOOL_ADMIN_TOKEN": "pushpool serve's /provision and /monitor (the functions are authorized by IAM)",
+    "PUSHPOOL_JOB_ENV_PASSTHROUGH": "the process backend (pushpool serve): ECS tasks never inherit the function's env",
     # Tuning whose code default is the deployed value (an operator adds it to the function's environment).
     "PUSHPOOL_JOB_API_URL": "default: PREFECT_API_URL, which tasks reach too",
     "PUSHPOOL_PENDING_TIMEOUT": "monitor policy, code default",
@@ -118,6 +121,8 @@ NOT_PASSED = {
     "PUSHPOOL_DISPATCH_LEAD": "each pool's template default",
     "PUSHPOOL_READ_CACHE_SECONDS": "code default",
     "PUSHPOOL_MAX_RECOVERIES": "monitor policy, code default",
+    "PUSHPOOL_TRANSIENT_RETRIES": "submit's bound on transient backend errors, code default",
+    "PUSHPOOL_TRANSIENT_RETRY_SECONDS": "submit's bound on transient backend errors, code default",
     "PUSHPOOL_DISPATCH_CONCURRENCY": "code default",
     "PUSHPOOL_POOL_CONCURRENCY": "the monitor's pools dispatched at once, code default",
     "PUSHPOOL_WORKER_NAME": "code default",

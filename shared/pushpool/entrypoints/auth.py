@@ -1,4 +1,5 @@
-"""Webhook authentication for submit, shared by every deployment target.
+"""Webhook authentication for submit, shared by every deployment target; and the admin token of ``pushpool serve``'s
+``/provision`` and ``/monitor`` (:class:`AdminAuth`).
 
 Prefect's ``call-webhook`` action can only send the static headers stored in its Webhook block, so two modes:
 
@@ -10,6 +11,12 @@ Prefect's ``call-webhook`` action can only send the static headers stored in its
   (remembered in this process; a stateless function refuses replays per warm instance).
 
 Comparisons are constant-time. Nothing about the secrets appears in errors.
+
+The webhook token authorizes submit only. Prefect keeps it in the pool's Webhook block, which every user of the
+Prefect API can read, so it cannot also authorize provisioning (creating pools, automations and cloud resources) or a
+monitor tick: serve asks for an admin token there (``<PUSHPOOL_HOME>/admin-token``, or ``PUSHPOOL_ADMIN_TOKEN``), which
+pushpool never writes to Prefect. The cloud functions' provision is authorized by the platform instead (IAM on AWS and
+Google, the admin-level function key on Azure).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from cachetools import TTLCache
 from standardwebhooks import Webhook
 
-from pushpool.errors import UnauthorizedError
+from pushpool.errors import ConfigurationError, ForbiddenError, UnauthorizedError
 
 TOLERANCE_SECONDS = 300
 
@@ -124,3 +131,54 @@ class WebhookAuth:
         if not self.replays.check_and_add(msg_id, now):
             raise UnauthorizedError("replayed webhook (id already seen)")
         return "signature"
+
+
+ADMIN_HINT = (
+    "send the admin token (<PUSHPOOL_HOME>/admin-token on serve's machine, or PUSHPOOL_ADMIN_TOKEN) as "
+    "'Authorization: Bearer <token>', or run `pushpool work-pool create` there"
+)
+
+
+class AdminAuth:
+    """Who may call ``pushpool serve``'s ``/provision`` and ``/monitor``: a bearer admin token, never the webhook's
+    token or signature (which answer 403, saying what to send), and nobody when no admin token is configured."""
+
+    def __init__(self, tokens: Sequence[str], *, webhook: WebhookAuth | None = None) -> None:
+        """``webhook``: submit's credentials, recognised only to refuse them with a clear reason.
+
+        Raises:
+            ConfigurationError: an admin token that is also a webhook token (Prefect would hold it).
+        """
+        self.tokens = [t.encode() for t in tokens if t]
+        self.webhook_tokens = list(webhook.tokens) if webhook is not None else []
+        if any(hmac.compare_digest(a, w) for a in self.tokens for w in self.webhook_tokens):
+            raise ConfigurationError(
+                "the admin token must differ from the webhook token: Prefect's Webhook block holds the webhook token"
+            )
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.tokens)
+
+    def verify(self, headers: Mapping[str, str]) -> None:
+        """Pass when ``headers`` carry an admin token.
+
+        Raises:
+            UnauthorizedError: missing or wrong credentials (401).
+            ForbiddenError: the webhook token or a webhook signature (403), or no admin token configured.
+        """
+        lower = {k.lower(): v for k, v in headers.items()}
+        if not self.tokens:
+            raise ForbiddenError("provisioning over HTTP is off here: no admin token is configured")
+        auth = lower.get("authorization", "")
+        if auth:
+            scheme, _, presented = auth.partition(" ")
+            given = presented.strip().encode() if scheme.lower() == "bearer" else b""
+            if given and any(hmac.compare_digest(given, t) for t in self.tokens):
+                return
+            if given and any(hmac.compare_digest(given, t) for t in self.webhook_tokens):
+                raise ForbiddenError(f"the webhook token authorizes submit only: {ADMIN_HINT}")
+            raise UnauthorizedError(f"invalid admin token: {ADMIN_HINT}")
+        if "webhook-signature" in lower:
+            raise ForbiddenError(f"a webhook signature authorizes submit only: {ADMIN_HINT}")
+        raise UnauthorizedError(f"missing credentials: {ADMIN_HINT}")

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pushpool.entrypoints.auth import WebhookAuth
-from pushpool.errors import ConfigurationError
+from pushpool.errors import ConfigurationError, InvalidRequestError
 from pushpool.settings import Settings
 from pushpool.usecases.deps import Deps
 
@@ -82,6 +82,24 @@ def lambda_deps() -> tuple[Deps, WebhookAuth]:
 
         deps.trigger = SqsTrigger(settings.delay_queue_url)
     return deps, WebhookAuth(settings.webhook_tokens, settings.webhook_signing_secrets)
+
+
+def check_provision_request(event: Mapping[str, Any]) -> None:
+    """The deployed provision function makes no IAM users and no access keys: its functions run tasks with their own
+    role, so a long-lived key would only widen what a leaked block can do, and the stack's provision role holds no
+    iam:CreateUser / iam:CreateAccessKey (infra/template.yaml). Access-key mode stays with the CLI, run by an operator
+    with their own credentials.
+
+    Raises:
+        InvalidRequestError: ``credentials`` other than ``role``.
+    """
+    credentials = event.get("credentials", "role")
+    if credentials != "role":
+        raise InvalidRequestError(
+            f"credentials {credentials!r} is not offered by the deployed provision function: its functions use their "
+            "own IAM role (credentials 'role'); to make an IAM user and access key for pushpool outside AWS, run "
+            "`pushpool work-pool create … --provision-infra --credentials access-key` with your own credentials"
+        )
 
 
 class EcsTaskDetail(BaseModel):

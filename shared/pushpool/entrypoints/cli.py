@@ -90,6 +90,15 @@ else:
             "address: the pool managed runs use)",
         ),
     ]
+    AllowedIdentityOption = Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-identity",
+            help="ACI: a user-assigned identity (ARM resource id) the pool's jobs may have; repeat for more. Only "
+            "these (and, with --provision-infra, the pool's own) may be named by `identities` or "
+            "`image_registry.identity`; without any, no job may have an identity",
+        ),
+    ]
     ProjectOption = Annotated[
         str | None,
         typer.Option(
@@ -99,9 +108,13 @@ else:
     ]
 
 
-def local_token(home: Path) -> str:
-    """The webhook token of this machine's ``pushpool serve``, created (mode 0600) on first use."""
-    path = home / "webhook-token"
+WEBHOOK_TOKEN_FILE = "webhook-token"  # submit's token: provision writes it to the pool's Webhook block in Prefect
+ADMIN_TOKEN_FILE = "admin-token"  # serve's /provision and /monitor: never written anywhere else
+
+
+def local_token(home: Path, name: str = WEBHOOK_TOKEN_FILE) -> str:
+    """A token of this machine's ``pushpool serve`` kept in ``<home>/<name>``, created (mode 0600) on first use."""
+    path = home / name
     if path.exists():
         return path.read_text().strip()
     home.mkdir(parents=True, exist_ok=True)
@@ -403,6 +416,7 @@ def _provision_infra(
     options: InfraOptions,
     concurrency_limit: int | None = None,
     plan_only: bool = False,
+    settings_of_pool: dict | None = None,
 ) -> int:
     from pushpool.usecases.provision_infra import provision_infra
 
@@ -425,6 +439,7 @@ def _provision_infra(
             confirm=session.confirm,
             progress=session.progress,
             plan_only=plan_only,
+            settings=settings_of_pool,
         )
     _print_infra(result, options)
     if plan_only:
@@ -433,6 +448,27 @@ def _provision_infra(
         _say(render_plan(f"Plan for work pool {name} (--dry-run: nothing was changed):", result.plan))
         return 0
     return 0 if result.applied else 1
+
+
+def _allowed_identities(pool_type: str, identities: list[str] | None) -> dict | None:
+    """The operator's identity allowlist of an ACI pool (stored as a literal of its job configuration), checked here:
+    a malformed id or another pool type is refused before anything changes."""
+    if not identities:
+        return None
+    from pushpool.providers import provider_for_pool_type
+
+    if provider_for_pool_type(pool_type).name != "aci":
+        raise InvalidRequestError(f"--allowed-identity is for azure-container-instance:push pools, not {pool_type}")
+    from pushpool.providers.aci.config import identity_key
+
+    for identity in identities:
+        if identity_key(identity) is None:
+            raise InvalidRequestError(
+                f"--allowed-identity {identity!r} is not a user-assigned identity's resource id (/subscriptions/<id>/"
+                "resourceGroups/<group>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>); nothing "
+                "was changed"
+            )
+    return {"allowed_identities": list(dict.fromkeys(identities))}
 
 
 def _show_version(value: bool) -> None:
@@ -466,14 +502,19 @@ def cmd_serve(
 
     Prefect's automations call [bold]POST http://<host>:<port>/submit[/] (the pool's Webhook block holds that URL
     and a bearer token); the monitor runs every --monitor-interval seconds; Prefect's event stream is a faster
-    trigger. State lives in [bold]PUSHPOOL_HOME[/] (default ~/.pushpool): the webhook token in
-    <home>/webhook-token (created, mode 0600, on first use, unless PUSHPOOL_WEBHOOK_TOKEN is set), the process jobs
-    in <home>/jobs (PUSHPOOL_PROCESS_DIR), and where this serve listens in <home>/serve/, so that
-    `pushpool work-pool create` points new pools at it. Stop it with Ctrl-C or SIGTERM.
+    trigger. [bold]POST /provision[/] and [bold]POST /monitor[/] take the admin token only (Authorization: Bearer),
+    never the webhook token, which Prefect's API users can read in the Webhook block. State lives in
+    [bold]PUSHPOOL_HOME[/] (default ~/.pushpool): the webhook token in <home>/webhook-token and the admin token in
+    <home>/admin-token (each created, mode 0600, on first use, unless PUSHPOOL_WEBHOOK_TOKEN / PUSHPOOL_ADMIN_TOKEN
+    is set; the admin token is never stored in Prefect), the process jobs in <home>/jobs (PUSHPOOL_PROCESS_DIR), and
+    where this serve listens in <home>/serve/, so that `pushpool work-pool create` points new pools at it. Stop it
+    with Ctrl-C or SIGTERM.
     """
     from pushpool.entrypoints.serve import SUBMIT_PATH, Server, ServeRecord, record_serve, remove_record
 
     settings = local_settings(port)
+    if not settings.admin_token:
+        settings = settings.replace(admin_token=local_token(settings.home, ADMIN_TOKEN_FILE))
     if not os.environ.get("PUSHPOOL_HEARTBEAT_INTERVAL"):  # a heartbeat is a write that Prefect follows with more
         settings = settings.replace(heartbeat_interval_seconds=SERVE_HEARTBEAT_SECONDS)
     if not settings.submit_url:
@@ -542,10 +583,12 @@ def cmd_pool_create(
     ] = None,
     project: ProjectOption = None,
     static_ips: StaticIpsOption = False,
+    allowed_identity: AllowedIdentityOption = None,
 ) -> None:
     """Create or update a push pool, its Webhook block and automation."""
     from pushpool.usecases.provision import provision_pool
 
+    pool_settings = _allowed_identities(pool_type, allowed_identity)
     if with_infra:
         options = InfraOptions(
             yes=yes, region=region, credentials=credentials.value, json=as_json, project=project, static_ips=static_ips
@@ -559,6 +602,7 @@ def cmd_pool_create(
                 options=options,
                 concurrency_limit=concurrency_limit,
                 plan_only=dry_run,
+                settings_of_pool=pool_settings,
             )
         )
         return
@@ -580,6 +624,7 @@ def cmd_pool_create(
         concurrency_limit=concurrency_limit,
         dry_run=dry_run,
         events=lambda: target[0][1],
+        defaults=pool_settings,
     )
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))

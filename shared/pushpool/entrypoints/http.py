@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pushpool.entrypoints.auth import WebhookAuth
+from pushpool.entrypoints.auth import AdminAuth, WebhookAuth
 from pushpool.entrypoints.event_stream import SeenEvents
 from pushpool.errors import (
     InvalidRequestError,
@@ -253,16 +253,29 @@ def run_provision(deps: Deps, req: ProvisionRequest) -> dict[str, Any]:
     return result.as_dict()
 
 
-def handle_provision(deps: Deps, auth: WebhookAuth, headers: Mapping[str, str], body: bytes) -> Response:
+def handle_provision(deps: Deps, body: bytes) -> Response:
+    """A provision request from an operator. Its entry point has authorized the caller as one — IAM (AWS, Google),
+    the admin-level function key (Azure), the admin token (serve: :func:`handle_admin`) — never by the webhook's
+    credential, which Prefect's API users can read."""
     try:
-        auth.verify(headers, body)
         return Response(200, run_provision(deps, parse_body(ProvisionRequest, body)))
     except PushpoolError as exc:
         return _error(exc)
 
 
 def handle_monitor(deps: Deps) -> Response:
+    """One monitor tick (a timer, or an operator authorized by its entry point, as for provision)."""
     try:
         return Response(200, tick(deps).as_dict())
     except PushpoolError as exc:
         return _error(exc)
+
+
+def handle_admin(deps: Deps, admin: AdminAuth, path: str, headers: Mapping[str, str], body: bytes) -> Response:
+    """``/provision`` or ``/monitor`` over HTTP (``pushpool serve``): the admin token first — the webhook token gets
+    403 and nothing is read or changed."""
+    try:
+        admin.verify(headers)
+    except PushpoolError as exc:
+        return _error(exc)
+    return handle_provision(deps, body) if path == "/provision" else handle_monitor(deps)

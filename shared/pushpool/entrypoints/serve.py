@@ -1,6 +1,11 @@
 """``pushpool serve``: submit and provision over HTTP on loopback, the monitor on a timer, and Prefect's event
 stream as a faster trigger — the three functions in one process, for a local Prefect server.
 
+``POST /submit`` takes the webhook token (or a webhook signature); ``POST /provision`` and ``POST /monitor`` take
+only the admin token (``AdminAuth``: the webhook token is in Prefect's Webhook block, readable by Prefect's API users;
+it gets 403). Without an admin token they are refused. ``pushpool work-pool create`` provisions in its own process
+and needs neither.
+
 A running serve records where it listens in ``<PUSHPOOL_HOME>/serve/<port>.json`` (its pid, its submit URL and the
 Prefect API it serves; removed when it stops), so that ``pushpool work-pool create`` points the pool's webhook at the
 serve that actually runs: :func:`record_serve`, :func:`running_serves`.
@@ -21,14 +26,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from pushpool.entrypoints.auth import WebhookAuth
+from pushpool.entrypoints.auth import AdminAuth, WebhookAuth
 from pushpool.entrypoints.event_stream import EventStream, RunEvent, SeenEvents
 from pushpool.entrypoints.http import (
     DUPLICATE,
     MAX_BODY_BYTES,
     Response,
-    handle_monitor,
-    handle_provision,
+    handle_admin,
     handle_run_event,
     handle_submit,
 )
@@ -138,6 +142,8 @@ class Server:
         deps.settings = deps.settings.replace(heartbeat_interval_seconds=interval)
         self.deps = deps
         self.auth = WebhookAuth(deps.settings.webhook_tokens, deps.settings.webhook_signing_secrets)
+        admin = deps.settings.admin_token
+        self.admin = AdminAuth([admin] if admin else [], webhook=self.auth)
         self.monitor_interval = monitor_interval
         self.pool_names = tuple(pool_names) if pool_names is not None else None
         self.stopping = threading.Event()
@@ -174,10 +180,12 @@ class Server:
         if self.events is not None:
             self.events.start()
         log.info(
-            "pushpool serving on %s (submit: POST %s%s; monitor every %.1f s; event stream %s) for Prefect API %s",
+            "pushpool serving on %s (submit: POST %s%s; provision and monitor: %s; monitor every %.1f s; "
+            "event stream %s) for Prefect API %s",
             self.address,
             self.address,
             SUBMIT_PATH,
+            "POST with the admin token" if self.admin.configured else "off (no admin token)",
             self.monitor_interval,
             "on" if self.events is not None else "off",
             self.deps.settings.prefect_api_url,
@@ -325,14 +333,10 @@ class Server:
                         log.info("submit: %s", json.dumps({**response.body, "received_at": received}))
                     else:
                         log.info("submit refused (%d): %s", response.status, response.body.get("error"))
-                elif self.path == "/provision":
-                    response = handle_provision(server.deps, server.auth, headers, body)
-                elif self.path == "/monitor":
-                    try:
-                        server.auth.verify(headers, body)
-                        response = handle_monitor(server.deps)
-                    except PushpoolError as exc:
-                        response = Response(exc.http_status, {"error": exc.one_line()})
+                elif self.path in ("/provision", "/monitor"):
+                    response = handle_admin(server.deps, server.admin, self.path, headers, body)
+                    if response.status in (401, 403):
+                        log.warning("%s refused (%d): %s", self.path, response.status, response.body.get("error"))
                 else:
                     response = Response(404, {"error": "not found"})
                 try:

@@ -176,6 +176,9 @@ class PrefectClient:
         except ValueError:
             return response.text[:300]
         if isinstance(body, dict):
+            refused = _refused_fields(body.get("exception_detail"))
+            if refused:  # a 422: which fields the server refused, and why (never the values sent)
+                return f"{body.get('exception_message') or 'Invalid request'} {refused}"[:800]
             detail = body.get("detail") or body.get("exception_message") or body
             return str(detail)[:500]
         return str(body)[:500]
@@ -476,3 +479,23 @@ def _page_token(next_page: str) -> str:
     from urllib.parse import parse_qs, urlparse
 
     return parse_qs(urlparse(next_page).query).get("page-token", [""])[0]
+
+
+def _refused_fields(errors: Any, *, most: int = 6) -> str:
+    """Prefect's 422 ``exception_detail`` (pydantic's errors) as ``field: reason`` items: what the server refused.
+
+    Only each error's location and message are kept — never its ``input`` (the value sent, which may be a secret: a
+    Webhook block's token) nor the echoed ``request_body``. A refused unknown field (``extra_forbidden``, what an older
+    server says of a field it does not know) comes first; the names of the union branches Prefect tried are dropped.
+    """
+    if not isinstance(errors, list):
+        return ""
+    items = sorted((e for e in errors if isinstance(e, dict)), key=lambda e: e.get("type") != "extra_forbidden")
+    seen: list[str] = []
+    for error in items:
+        loc = [str(part) for part in error.get("loc") or () if part != "body" and "[" not in str(part)]
+        text = f"{'.'.join(loc) or '(body)'}: {' '.join(str(error.get('msg') or error.get('type') or '').split())}"
+        if text not in seen:
+            seen.append(text)
+    more = f" (+{len(seen) - most} more)" if len(seen) > most else ""
+    return "(" + "; ".join(seen[:most]) + more + ")" if seen else ""

@@ -8,14 +8,22 @@ Rules every backend keeps (checked by tests/contract, which every backend and ev
 
 * ``submit`` is idempotent per attempt (``spec.run_id`` + ``spec.attempt``): a second call — also a concurrent one —
   finds the first job and returns the same handle. The attempt is the id of the Pending state that claimed the run,
-  so a run scheduled again (a retry) gets a new job, while a retried submit of the same claim never does. A spec with
-  ``new_attempt`` comes straight from the claim that created the attempt (no job can exist for it yet): a backend may
-  skip looking for an earlier job and rely on its API's own idempotency token.
+  so a run scheduled again (a retry) gets a new job, while a retried submit of the same claim never does; a run given
+  back after a transient backend error keeps its first claim's attempt (usecases/run_states.py ``Episode``). A spec
+  with ``new_attempt`` comes straight from the claim that created the attempt (no job can exist for it yet): a backend
+  may skip looking for an earlier job and rely on its API's own idempotency token.
 * ``find(spec)`` returns the handle of that attempt's job, looking where the run's own configuration put it (its
   cluster, region, project, resource group, workspace …), or ``None`` — also when that place does not exist.
 * ``status`` answers for many handles at once, per handle: a job that no longer exists is ``MISSING``; a handle the
   backend cannot judge (another host's, a failed look-up) is ``UNKNOWN`` with the reason. One bad handle never hides
   the others, and ``status`` does not raise for a provider error that concerns only some handles.
+* A job's clock (what the monitor's time limits count from, design rule 9): ``accepted_at`` is when the provider
+  accepted the job (ECS ``createdAt``, a Cloud Run execution's ``createTime``, a Modal sandbox's ``created_at``, the
+  process backend's job record; ACI has none, so the time pushpool asked for the group, tagged on it at creation),
+  for an alive job at least; ``None`` where the provider keeps no such time (Coiled): the monitor then counts from
+  the run's claim (its Pending state), which precedes every acceptance. ``PENDING`` means, in the provider's own terms,
+  that the container or sandbox has not started (an image pull, provisioning, Modal still scheduling the sandbox onto
+  a worker); ``started_at`` is when it started and ``finished_at`` when it ended, where the provider says.
 * ``cancel`` stops the job (gracefully, then forcibly after ``grace_seconds`` where the provider has a grace period);
   a job already gone counts as stopped.
 * ``logs`` returns the last lines of the job's output (possibly none), never raising for a finished job.
@@ -26,9 +34,11 @@ Rules every backend keeps (checked by tests/contract, which every backend and ev
   the monitor gives up on it.
 * ``dispatch_lead_seconds``: how long before a run's scheduled time its job is started by default (about the time
   from a job accepted to the flow running), so that a scheduled flow starts on time; a pool may set its own.
-* Secret delivery is the provider's: ``spec.secret_env`` (the Prefect credential) goes by secret reference where the
-  provider has one (ECS ``secrets``, Cloud Run ``secretKeyRef``, ACI ``secureValue``) and never into plaintext
-  overrides, files or logs; a provider refuses the job rather than send it in plaintext.
+* Secret delivery is the provider's: ``spec.secret_env`` (the Prefect credential, pushpool's or one the job's ``env``
+  gave: :data:`PREFECT_CREDENTIALS`) goes by secret reference where the provider has one (ECS ``secrets``, Cloud Run
+  ``secretKeyRef``, ACI ``secureValue``) and never into plaintext overrides, files or logs; a provider refuses the job
+  rather than send it in plaintext. Where the provider has a per-value secret mark (ACI), ``env`` values whose names
+  look secret (:func:`is_secret_name`) carry it too.
 * Failures surface only as :mod:`pushpool.errors` (``BackendError`` and its subclasses), translated at the boundary.
 * Credentials per pool, on every call (design.md rule 8): a job's provider credentials are its pool's (the fields its
   config model names in ``credential_fields``). ``submit`` and ``find`` sign with the spec's and return a handle
@@ -41,6 +51,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +62,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pushpool.templates.common import DEFAULT_MAX_RUN_TIME_SECONDS
 
 DEFAULT_COMMAND = ("prefect", "flow-run", "execute")
+# The environment variables that are Prefect's API credential: wherever they come from (pushpool's settings or the
+# job's own ``env``), they travel in ``JobSpec.secret_env``, never as a plain value.
+PREFECT_CREDENTIALS = ("PREFECT_API_KEY", "PREFECT_API_AUTH_STRING")
+_SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|API_KEY|AUTH_STRING|ACCESS_KEY)", re.I)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable's name says it holds a secret (``DB_PASSWORD``, ``GITHUB_TOKEN`` …).
+
+    Example:
+        >>> is_secret_name("DB_PASSWORD"), is_secret_name("TEAM")
+        (True, False)
+    """
+    return bool(_SECRET_NAME.search(name))
 
 
 class JobState(str, enum.Enum):
@@ -96,6 +121,11 @@ class JobConfig(BaseModel):
         default=DEFAULT_MAX_RUN_TIME_SECONDS, ge=1, description="the monitor stops the job after this long"
     )
 
+    # Fields only the pool's operator sets: literal values of the base job template's ``job_configuration`` (never a
+    # ``{{ placeholder }}``, so no job variable can fill or widen them; job_spec refuses a template that tries), kept
+    # when provision brings the template up to date.
+    operator_fields: ClassVar[frozenset[str]] = frozenset()
+
     @field_validator("command", mode="before")
     @classmethod
     def _argv(cls, value: Any) -> Any:
@@ -130,7 +160,7 @@ class JobSpec:
     """One attempt of one flow run, rendered: everything a backend needs to start, find or judge its job."""
 
     run_id: str
-    attempt: str  # the id of the Pending state that claimed the run: the idempotency key of this job
+    attempt: str  # the id of the Pending state that claimed the attempt: the idempotency key of this job
     pool_name: str
     name: str
     command: tuple[str, ...]  # argv
@@ -176,9 +206,10 @@ class JobStatus:
     state: JobState
     exit_code: int | None = None
     reason: str = ""
-    started_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None  # the container / sandbox / process started
     finished_at: dt.datetime | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    accepted_at: dt.datetime | None = None  # the provider accepted the job (see the module docstring)
 
 
 @runtime_checkable

@@ -14,6 +14,7 @@ a GCP service-account key, an ACI service principal — the generic code only ru
 from __future__ import annotations
 
 import copy
+import json
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -175,10 +176,15 @@ def wait_until(
 
 
 def with_defaults(template: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """``template`` with ``variables.properties.<name>.default`` set from ``defaults``."""
+    """``template`` with ``variables.properties.<name>.default`` set from ``defaults``; a name that is no variable but
+    a literal (placeholder-free) key of ``job_configuration`` — an operator-only setting such as ACI's
+    ``allowed_identities`` — is set there instead."""
     updated = copy.deepcopy(template)
     properties = updated.setdefault("variables", {}).setdefault("properties", {})
+    config = updated.get("job_configuration") or {}
     for name, value in defaults.items():
         if name in properties:
             properties[name]["default"] = value
+        elif name in config and "{{" not in json.dumps(config[name], default=str):
+            config[name] = copy.deepcopy(value)
     return updated

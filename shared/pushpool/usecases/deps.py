@@ -68,9 +68,9 @@ class Deps:
             auth_string=settings.prefect_api_auth_string,
         )
         deps = cls(settings=settings, orchestrator=client, **kwargs)
-        deps.backend_options.setdefault("process", {}).setdefault(
-            "root", settings.process_dir or settings.home / "jobs"
-        )
+        process = deps.backend_options.setdefault("process", {})
+        process.setdefault("root", settings.process_dir or settings.home / "jobs")
+        process.setdefault("env_passthrough", settings.job_env_passthrough)
         google = {
             "endpoint": settings.cloud_run_endpoint,
             "logging_endpoint": settings.cloud_logging_endpoint,

@@ -2,9 +2,10 @@
 
 Computing a workspace's compute hours reads every managed run that ended this month: 7 paged API calls and about a
 quarter of a second for 1,000 runs (``bench/managed_usage.py``), and submit does it for every managed run. Finished
-runs do not change, so their spans (start, end) are kept here for :data:`TTL_SECONDS`; meanwhile a computation reads
-only the runs that ended since the spans were read (less an overlap of :data:`OVERLAP_SECONDS`) and the runs still
-going — two small reads. Runs are matched by id, the fresh reading wins.
+runs do not change, so their spans (each job's start → end, ``usecases/usage.py``) are kept here for
+:data:`TTL_SECONDS`; meanwhile a computation reads only the runs that ended since the spans were read (less an overlap
+of :data:`OVERLAP_SECONDS`) and the runs still going or Pending — small reads. Runs are matched by id, the fresh
+reading wins: the monitor records a job's end on its run within a tick of it, well inside the overlap.
 
 What this can let through, at most for :data:`TTL_SECONDS` (then the month is read again in full):
 
@@ -23,6 +24,7 @@ import threading
 from dataclasses import dataclass, field
 
 Span = tuple[dt.datetime | None, dt.datetime | None]
+Spans = tuple[Span, ...]  # a run's: one per job it had (or the flow's own start → end)
 
 TTL_SECONDS = 300.0  # how long finished runs are kept before the month is read again in full
 OVERLAP_SECONDS = 300.0  # the fresh read goes back this far before the kept read (clock skew, commit lag)
@@ -30,11 +32,11 @@ OVERLAP_SECONDS = 300.0  # the fresh read goes back this far before the kept rea
 
 @dataclass(frozen=True)
 class Finished:
-    """The finished runs of the month starting ``month`` as read at ``read_at``: run id → (start, end)."""
+    """The finished runs of the month starting ``month`` as read at ``read_at``: run id → its spans."""
 
     month: dt.datetime
     read_at: dt.datetime
-    spans: dict[str, Span]
+    spans: dict[str, Spans]
 
     def fresh_since(self) -> dt.datetime:
         """From when runs must be read again: those that ended since this reading (with the overlap)."""
@@ -58,8 +60,8 @@ class FinishedRuns:
         age = (now - kept.read_at).total_seconds()
         return kept if 0 <= age <= self.ttl_seconds else None
 
-    def put(self, month: dt.datetime, read_at: dt.datetime, spans: dict[str, Span]) -> None:
-        finished = {run: span for run, span in spans.items() if span[1] is not None}
+    def put(self, month: dt.datetime, read_at: dt.datetime, spans: dict[str, Spans]) -> None:
+        finished = {run: own for run, own in spans.items() if own and all(end is not None for _, end in own)}
         with self._lock:
             self._kept = Finished(month, read_at, finished)
 

@@ -1,39 +1,43 @@
 """From a flow run to a :class:`JobSpec`: merge job variables, render the pool's template, add what the job needs.
 
 What the job receives (design.md rule 7): ``PREFECT_API_URL``, ``PREFECT__FLOW_RUN_ID``, attribution variables and
-the job's own ``env``; the Prefect credential travels separately in ``secret_env`` so each backend can deliver it by
-secret reference. ``{{ $NAME }}`` placeholders read only a filtered environment: pushpool's own secrets and
-credentials are never available to a template.
+the job's own ``env``; the Prefect credential — pushpool's, or one the job's ``env`` names (``PREFECT_API_KEY``,
+``PREFECT_API_AUTH_STRING``) — travels separately in ``secret_env`` so each backend delivers it by secret reference or
+refuses the job. ``{{ $NAME }}`` placeholders (a deployment author's too: its ``env`` is rendered when the pool gives
+``env`` defaults) read only the environment a job may see (``pushpool/job_environment.py``: an allowlist plus the
+operator's ``PUSHPOOL_JOB_ENV_PASSTHROUGH``): pushpool's own secrets and the operator's credentials never reach a job
+this way. A provider's operator-only fields (``JobConfig.operator_fields``, e.g. ACI's ``allowed_identities``) must be
+literal in the pool's template: no job variable may reach them.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from pushpool.errors import ConfigurationError, ObjectNotFoundError, PushpoolError, TemplateError
+from pushpool.job_environment import job_environ
 from pushpool.managed import is_managed
 from pushpool.managed.job import BOOTSTRAP, managed_job
 from pushpool.managed.job import base_job_template as managed_template
 from pushpool.prefect_api.client import PrefectClient
 from pushpool.prefect_api.models import Deployment, FlowRun, WorkPool
 from pushpool.providers import Provider, managed_provider, provider_for_pool_type
-from pushpool.providers.base import DEFAULT_COMMAND, JobConfig, JobHandle, JobSpec
+from pushpool.providers.base import DEFAULT_COMMAND, PREFECT_CREDENTIALS, JobConfig, JobHandle, JobSpec
 from pushpool.settings import Settings
 from pushpool.templates.common import DEFAULT_MAX_RUN_TIME_SECONDS
 from pushpool.templates.render import NOTSET, apply_values, merge_job_variables, render_job_configuration
 
-_SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|API_KEY|AUTH_STRING|ACCESS_KEY)", re.I)
+_PLACEHOLDER = re.compile(r"{{.*?}}", re.DOTALL)
 
 
-def template_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment ``{{ $NAME }}`` placeholders may read: no ``PUSHPOOL_*`` and nothing secret-looking."""
-    env = os.environ if environ is None else environ
-    return {k: v for k, v in env.items() if not k.startswith("PUSHPOOL_") and not _SECRET_NAME.search(k)}
+def template_environ(environ: Mapping[str, str] | None = None, passthrough: Iterable[str] = ()) -> dict[str, str]:
+    """The environment ``{{ $NAME }}`` placeholders may read: what a job may see of ``environ`` (an allowlist)."""
+    return job_environ(passthrough, environ)
 
 
 class OrchestratorResolver:
@@ -86,6 +90,22 @@ def typed_config(pool: WorkPool, rendered: Mapping[str, Any], provider: Provider
         # The value itself is never quoted: it may have come from a Secret block.
         got = type(first.get("input")).__name__
         raise TemplateError(f"{where}: {first.get('msg', 'invalid value')} (got a value of type {got})") from None
+
+
+def check_operator_fields(template: Mapping[str, Any], model: type[JobConfig]) -> None:
+    """Refuse a template whose operator-only fields are (or hold) a ``{{ placeholder }}``: a job variable, a Prefect
+    variable or a block would then decide what only the pool's operator may (e.g. which identities a job may have).
+
+    Raises:
+        TemplateError: naming the field.
+    """
+    config = template.get("job_configuration") or {}
+    for name in sorted(model.operator_fields):
+        if name in config and _PLACEHOLDER.search(json.dumps(config[name], default=str)):
+            raise TemplateError(
+                f"job_configuration.{name} is the pool operator's setting and must be a literal value in the base job "
+                "template, not a placeholder (job variables may not set it)"
+            )
 
 
 def max_run_time_seconds(config: Mapping[str, Any]) -> int:
@@ -162,7 +182,12 @@ def pool_credentials(
     fields = (provider or provider_for_pool_type(pool.type)).config_model().credential_fields
     if not fields:
         return None
-    return _own_credentials(template, fields, resolver or OrchestratorResolver(client), template_environ())
+    return _own_credentials(
+        template,
+        fields,
+        resolver or OrchestratorResolver(client),
+        template_environ(passthrough=settings.job_env_passthrough),
+    )
 
 
 def _own_credentials(
@@ -231,9 +256,10 @@ def build_job_spec(
     template, provider = pool_template(pool), None
     if is_managed(pool.type):  # the operator's provider runs it, with the operator's image and the tier's limits
         template, values, provider = managed_job_variables(settings, deployment, values, client=client)
-    resolver, environ = OrchestratorResolver(client), template_environ(environ)
-    rendered = render_job_configuration(template, values, resolver=resolver, environ=environ)
     model = (provider or provider_for_pool_type(pool.type)).config_model()
+    check_operator_fields(template, model)
+    resolver, environ = OrchestratorResolver(client), template_environ(environ, settings.job_env_passthrough)
+    rendered = render_job_configuration(template, values, resolver=resolver, environ=environ)
     _check_credentials(template, rendered, model, resolver, environ)
     config = typed_config(pool, rendered, provider)
     env: dict[str, str | None] = {
@@ -247,6 +273,10 @@ def build_job_spec(
         env["PREFECT__DEPLOYMENT_NAME"] = deployment.name
     env.update(config.env)
     secret_env: dict[str, str] = {}
+    for credential in PREFECT_CREDENTIALS:  # the job's own credential is a secret too: never sent as a plain value
+        value = env.pop(credential, None)
+        if value is not None:
+            secret_env[credential] = value
     if settings.prefect_api_key and "PREFECT_API_KEY" not in config.env:
         secret_env["PREFECT_API_KEY"] = settings.prefect_api_key
     elif settings.prefect_api_auth_string and "PREFECT_API_AUTH_STRING" not in config.env:

@@ -21,7 +21,7 @@ from pushpool.errors import ObjectNotFoundError, PushpoolError, UnsupportedPoolE
 from pushpool.managed import is_managed
 from pushpool.prefect_api.client import PAGE_SIZE
 from pushpool.prefect_api.models import IN_FLIGHT_STATES, TERMINAL_STATES, Deployment, FlowRun, WorkPool
-from pushpool.providers.base import Backend, JobHandle, JobStatus
+from pushpool.providers.base import Backend, JobHandle, JobState, JobStatus
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.heartbeat import heartbeat
 from pushpool.usecases.job_spec import PoolCredentials
@@ -292,8 +292,10 @@ def _dispatch_one(
         if reads.queue is not None and reads.queue.result() is not None:
             run = run.model_copy(update={"work_pool_name": pool.name, "work_queue_name": reads.queue.result().name})
         outcome = submit_run(deps, run, pool, trigger="monitor", reads=reads)
-    except PushpoolError as exc:
-        return None, f"run {run.id}: {exc.one_line()}"
+    except Exception as exc:  # one run's failure, expected or not, never holds back the pool's other runs
+        if not isinstance(exc, PushpoolError):
+            log.exception("dispatch of run %s failed", run.id)
+        return None, f"run {run.id}: {_describe(exc)}"
     if outcome.outcome == SubmitOutcome.WAITING:
         full.set()
     return outcome.outcome, None
@@ -345,14 +347,16 @@ def reconcile_runs(deps: Deps, pools: list[WorkPool], report: TickReport) -> Non
         handles = [handle for _, handle in backend_runs if handle is not None]
         try:
             statuses: dict[str, JobStatus] = backend.status(handles) if handles else {}
-        except Exception as exc:
+        except Exception as exc:  # the runs with a job wait for the next tick; those without one go on
             log.exception("status of %s jobs failed", backend_name)
             report.errors.append(f"backend {backend_name}: {_describe(exc)}")
-            continue
+            statuses = {}
         for run, handle in backend_runs:
             try:
                 pool = by_name[run.work_pool_name or ""]
-                status = statuses.get(handle.id) if handle is not None else None
+                status = None  # no pid: judged by its state alone
+                if handle is not None:  # a job no status came back for (a failed call) is unknown, never missing
+                    status = statuses.get(handle.id) or JobStatus(JobState.UNKNOWN, reason="no status")
                 action = reconcile_run(
                     deps, backend, pool, run, status, now=now, policy=policy, cache=deployments, handle=handle
                 )

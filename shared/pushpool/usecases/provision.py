@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,7 +185,10 @@ def _ensure_pool(
         return
     if pool.type != type_name:
         raise InvalidRequestError(f"work pool {name!r} exists with type {pool.type!r}, not {type_name!r}")
-    desired = _keep_defaults(template, pool.base_job_template, keep_out=override)
+    operator_fields = (
+        provider_for_pool_type(type_name).config_model().operator_fields if not is_managed(type_name) else ()
+    )
+    desired = _keep_defaults(template, pool.base_job_template, keep_out=override, operator_fields=operator_fields)
     update: dict[str, Any] = {}
     if desired != pool.base_job_template:
         update["base_job_template"] = desired
@@ -199,13 +202,23 @@ def _ensure_pool(
     result.steps.append(Change("work pool", name, "would update" if dry_run else "updated", ", ".join(sorted(update))))
 
 
-def _keep_defaults(template: dict[str, Any], existing: dict[str, Any], keep_out: set[str] = frozenset()) -> dict:  # type: ignore[assignment]
-    """``template`` with the variable defaults already set on the existing pool carried over (except ``keep_out``)."""
+def _keep_defaults(
+    template: dict[str, Any],
+    existing: dict[str, Any],
+    keep_out: set[str] = frozenset(),  # type: ignore[assignment]
+    operator_fields: Collection[str] = (),
+) -> dict:  # type: ignore[type-arg]
+    """``template`` with the variable defaults already set on the existing pool carried over (except ``keep_out``),
+    and the operator's own ``job_configuration`` settings (``operator_fields``, e.g. ACI's ``allowed_identities``)."""
     desired = copy.deepcopy(template)
     old = (existing.get("variables") or {}).get("properties") or {}
     for var, spec in (desired.get("variables") or {}).get("properties", {}).items():
         if var in old and "default" in old[var] and var not in keep_out:
             spec["default"] = old[var]["default"]
+    old_config, config = existing.get("job_configuration") or {}, desired.get("job_configuration") or {}
+    for name in operator_fields:
+        if name in old_config and name in config and name not in keep_out:
+            config[name] = copy.deepcopy(old_config[name])
     return desired
 
 

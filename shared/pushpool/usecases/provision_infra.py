@@ -62,8 +62,12 @@ def provision_infra(
     confirm: Confirm | None = None,
     progress: Progress | None = None,
     plan_only: bool = False,
+    settings: dict[str, Any] | None = None,
 ) -> InfraResult:
     """Plan, confirm, apply and verify the cloud side of ``pool``, then its Prefect side.
+
+    ``settings``: the operator's own template settings (e.g. ACI's ``allowed_identities``), added to what the
+    provisioner made (a list joins the provisioned one).
 
     Raises:
         InvalidRequestError: a pool name the cloud cannot use (nothing changed).
@@ -83,6 +87,9 @@ def provision_infra(
         return result
     outcome = apply(steps, boundary=provisioner.errors, progress=progress)
     defaults = {k: v for k, v in outcome.defaults.items() if not k.startswith("_")}
+    for key, value in (settings or {}).items():
+        made = defaults.get(key)
+        defaults[key] = [*made, *(v for v in value if v not in made)] if isinstance(made, list) else value
     result.outcome, result.applied = outcome, True
     try:
         result.prefect = provision_pool(

@@ -16,8 +16,11 @@ Cancelling, no pid, no job         Cancelled
 Cancelling                         job alive → stop it, then Cancelled; job ended → Cancelled
 Pending/Running                    job failed / stopped / vanished → Crashed with the reason and last lines
 Pending/Running                    job exited 0 but the run is not final after ``exit_grace`` → Crashed
-Running                            alive past ``max_run_time_seconds`` → Crashed (message says so), stop job
-Pending                            job still not started after ``start_timeout`` → Crashed, stop job
+Pending/Running                    job alive past ``max_run_time_seconds`` counted from when the provider accepted
+                                   it (not from the flow's Running state: a pull step that hangs, a package install
+                                   count) → Crashed (message says so), stop job
+Pending/Running                    job still not started (the provider's PENDING: image pull, provisioning, Modal
+                                   scheduling) ``start_timeout`` after it was accepted → Crashed, stop job
 Cancelled                          job alive → stop it
 Completed/Failed/Crashed           job still alive ``exit_grace`` after the run ended → stop it (zombie)
 Crashed by Prefect's runner        job ended → a new Crashed state whose message has the job's last lines (Prefect
@@ -26,6 +29,10 @@ Crashed by Prefect's runner        job ended → a new Crashed state whose messa
 any final state                    job ended (not yet cleaned up) → clean it up (delete what the provider keeps)
 any                                job UNKNOWN (another host, unmapped status) → nothing
 =================================  ======================================================================
+
+A job's clock (design rule 9) is the provider's ``accepted_at``; where a provider keeps none, the run's claim (the
+Pending state that started the attempt), which precedes the job's acceptance, so a limit is never counted from later
+than the job began; failing both, the job's ``started_at`` and then the flow's start.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from pushpool.usecases.run_states import (
     finish_cancellation,
     keep_place,
 )
+from pushpool.usecases.usage import record_job_time
 
 log = logging.getLogger("pushpool.usecases.monitor")
 
@@ -99,10 +107,13 @@ def decide(
     policy: Policy,
     max_run_time_seconds: int,
     found_job: bool = False,
+    claimed_at: dt.datetime | None = None,
 ) -> Decision:
     """What to do with ``run`` given its job's ``status`` (None when the run has no pid).
 
-    ``found_job`` says whether a lookup by run id found a job for a run without a pid.
+    ``found_job`` says whether a lookup by run id found a job for a run without a pid. ``claimed_at``: when the run's
+    current attempt was claimed (its Pending state), for a job whose provider gives no acceptance time (a Pending
+    run's own state is its claim).
     """
     state = run.state_type
     since = run.state.timestamp if run.state else None
@@ -148,16 +159,21 @@ def decide(
         return Decision(Action.NONE)
 
     if alive:
-        if state is StateType.PENDING and job is JobState.PENDING and _age(since, now) > policy.start_timeout_seconds:
+        accepted = status.accepted_at or claimed_at or (since if state is StateType.PENDING else None)
+        if job is JobState.PENDING and _age(accepted, now) > policy.start_timeout_seconds:
             return Decision(
                 Action.CRASH_AND_STOP,
-                f"The job did not start within {policy.start_timeout_seconds:.0f} s "
+                f"The job did not start within {policy.start_timeout_seconds:.0f} s of being accepted "
                 f"({status.reason or 'still pending'}); pushpool stopped it.",
             )
-        if state is StateType.RUNNING and _age(run.start_time, now) > max_run_time_seconds:
+        if (
+            max_run_time_seconds > 0
+            and _age(accepted or status.started_at or run.start_time, now) > max_run_time_seconds
+        ):
             return Decision(
                 Action.CRASH_AND_STOP,
-                f"Flow run exceeded the maximum run time of {max_run_time_seconds} s; pushpool stopped its job.",
+                f"Flow run exceeded the maximum run time of {max_run_time_seconds} s (counted from when its job was "
+                f"accepted; the run was {run.state_name or state.value}); pushpool stopped its job.",
             )
         return Decision(Action.NONE)
     if job is JobState.SUCCEEDED:
@@ -280,8 +296,16 @@ def reconcile_run(
     if handle is None and _worth_a_lookup(run, now, policy):
         handle = find_job(deps, backend, pool, run, cache)
         found = handle is not None
-    max_run = _max_run_time(deps, pool, run, cache) if run.state_type is StateType.RUNNING else 0
-    decision = decide(run, status, now=now, policy=policy, max_run_time_seconds=max_run, found_job=found)
+    max_run, claimed = 0, None
+    if status is not None and status.state.is_alive and run.state_type in (StateType.PENDING, StateType.RUNNING):
+        max_run = _max_run_time(deps, pool, run, cache)
+        if status.accepted_at is None and run.state_type is StateType.RUNNING:
+            claimed = _claimed_at(deps, run)  # a provider without an acceptance time: one read of the run's states
+    decision = decide(
+        run, status, now=now, policy=policy, max_run_time_seconds=max_run, found_job=found, claimed_at=claimed
+    )
+    if status is not None and is_managed(pool.type):  # before a cleanup removes what the job's times come from
+        record_job_time(deps, run, status)
     if decision.action is Action.CLEANUP and not backend.keeps_finished_jobs:
         decision = Decision(Action.NONE)  # its finished jobs expire by themselves
     return apply(deps, backend, run, decision, handle)
@@ -318,9 +342,9 @@ def reconcile_one(deps: Deps, run: FlowRun, pool: WorkPool) -> dict[str, Any]:
     """Reconcile a single run now (the webhook's fast path for Cancelling runs)."""
     backend = deps.backend_for_pool(pool)
     status, handle = None, None
-    if run.infrastructure_pid:
+    if run.infrastructure_pid:  # no answer for its job (a failed call) is unknown, never "no job"
         handle = PoolCredentials(deps.settings, deps.orchestrator).handle(backend.name, pool, run.infrastructure_pid)
-        status = backend.status([handle]).get(handle.id)
+        status = backend.status([handle]).get(handle.id) or JobStatus(JobState.UNKNOWN, reason="no status")
     action = reconcile_run(
         deps, backend, pool, run, status, now=deps.clock.now(), policy=policy_from(deps), cache={}, handle=handle
     )
@@ -354,6 +378,29 @@ def _deployment(deps: Deps, run: FlowRun, cache: dict[str, Deployment | None]) -
         except ObjectNotFoundError:
             cache[run.deployment_id] = None
     return cache[run.deployment_id]
+
+
+def _claimed_at(deps: Deps, run: FlowRun) -> dt.datetime | None:
+    """When the run's current attempt was claimed: the latest Pending state named "Pending" (pushpool's claim) in its
+    history; None when it has none or the read fails (the monitor then counts from the flow's start)."""
+    try:
+        history = deps.orchestrator.read_flow_run_states(run.id)
+    except PushpoolError as exc:
+        log.info("run %s: its states could not be read (%s)", run.id, exc.one_line())
+        return None
+    claims = [s.get("timestamp") for s in history if s.get("type") == "PENDING" and s.get("name") == "Pending"]
+    found = [_parse_time(t) for t in claims if t]
+    return max((t for t in found if t is not None), default=None)
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value
+    try:
+        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
 def _max_run_time(deps: Deps, pool: WorkPool, run: FlowRun, cache: dict[str, Deployment | None]) -> int:

@@ -23,7 +23,20 @@ Order of work, and why:
    template that does not render, or a field of the wrong type, crashes the run with the reason (never left Pending).
 6. Submit to the backend (idempotent per attempt: the run plus its claim), record ``infrastructure_pid``, then
    propose the ``InfrastructurePending`` progress state; its answer doubles as the re-read: a run that became
-   Cancelling or Cancelled meanwhile gets its job stopped at once.
+   Cancelling or Cancelled meanwhile gets its job stopped at once. A non-retryable backend error crashes the run with
+   the reason. A retryable one (throttled, 5xx, a timeout, no capacity: ``BackendError.retryable``) gives the run
+   back instead (see below).
+
+Transient backend errors (Prefect never retries a Crashed run, so crashing on a cloud's brief 429 or 503 loses the
+run). The run is given back to Scheduled, in a state of its own (``AwaitingInfrastructure``, whose message says what
+failed and when it is retried) at ``now + backoff``: exponential with jitter, capped, at least the cloud's
+``Retry-After``, never before the time it was scheduled for. Backing off moves the run behind runs that became due
+meanwhile, as Prefect's own AwaitingRetry and AwaitingConcurrencySlot do: keeping its first place (``keep_place``)
+would put a run the cloud refuses at the head of the queue on every tick, and Prefect marks such an overdue run Late,
+dropping the message. Its key is kept: the next claim submits under the first claim's attempt (``Episode``, the run's
+``pushpool.io/attempt`` label), so a job the cloud accepted after all (a timeout after acceptance) is found, not
+doubled. After ``transient_retries`` give-backs, or ``transient_retry_seconds`` after the first attempt, the run is
+Crashed with every attempt's error, one line each.
 
 Fences for a slow submit (a call stalled past half the shorter of ``pending_timeout`` and ``exit_grace``: Prefect's
 SQLite can stall a call for a minute), one read each, paid only when slow: after the claim, a claim that landed on a
@@ -39,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import random
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -52,12 +66,22 @@ from pushpool.errors import (
 from pushpool.managed import MANAGED_TAG, is_managed
 from pushpool.prefect_api.client import PrefectClient
 from pushpool.prefect_api.models import TERMINAL_STATES, FlowRun, StateType, WorkPool
-from pushpool.providers.base import Backend, JobHandle
+from pushpool.providers.base import Backend, JobHandle, JobSpec
 from pushpool.usecases import admission, managed
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.job_spec import build_job_spec
 from pushpool.usecases.punctual import arm, dispatch_time, due_time, lead_seconds
-from pushpool.usecases.run_states import claim_attempt, crash_run, finish_cancellation, keep_place
+from pushpool.usecases.run_states import (
+    ATTEMPT_LABEL,
+    BACKOFF_STATE,
+    Episode,
+    claim_attempt,
+    crash_run,
+    episode_of,
+    finish_cancellation,
+    keep_place,
+    state_time,
+)
 
 log = logging.getLogger("pushpool.usecases.submit")
 
@@ -69,6 +93,9 @@ _PREFETCH = ThreadPoolExecutor(max_workers=16, thread_name_prefix="pushpool-pref
 PROGRESS_STATE = "InfrastructurePending"
 WAITING_STATE = "AwaitingConcurrencySlot"
 TERMINAL_TYPES = frozenset(state.value for state in TERMINAL_STATES)  # as the states API gives them
+BACKOFF_BASE_SECONDS = 10.0  # the first transient give-back waits 5-10 s, doubling to at most BACKOFF_CAP_SECONDS
+BACKOFF_CAP_SECONDS = 300.0
+_JITTER = random.Random()
 
 
 @dataclass(frozen=True)
@@ -188,12 +215,17 @@ def submit_run(
     if not claim.accepted:
         return SubmitOutcome(run.id, SubmitOutcome.NOT_CLAIMED, f"{claim.status.value}: {claim.reason}".strip(": "))
     log.info("claimed run %s (%s) via %s", run.id, run.name, trigger)
-    attempt = claim.state.id if claim.state is not None and claim.state.id else run.id
-    if _slow(deps, entered_at) and _claimed_from_final(client, run.id, attempt):
+    claim_id = claim.state.id if claim.state is not None and claim.state.id else run.id
+    if _slow(deps, entered_at) and _claimed_from_final(client, run.id, claim_id):
         why = "the run had ended before this slow claim landed (Prefect accepts Pending after Crashed); given back"
         log.warning("run %s: %s", run.id, why)
         return SubmitOutcome(run.id, SubmitOutcome.NOT_CLAIMED, why)
     claimed_at = deps.clock.now()
+    try:
+        episode = _episode(client, run, claim_id)
+    except OrchestratorUnavailableError:
+        return _release(deps, run, "Prefect API unavailable while reading the run's earlier attempts")
+    attempt = episode.key
 
     try:
         over = admission.full(client, limits, claimed=True)
@@ -255,10 +287,18 @@ def submit_run(
         return _release(deps, run, "Prefect API unavailable while rendering the job")
 
     try:
-        handle = backend.submit(dataclasses.replace(spec, new_attempt=True))  # this invocation's own claim
+        # A key this claim made itself cannot have a job yet; a kept one may (an earlier submit's, accepted after all).
+        handle = backend.submit(dataclasses.replace(spec, new_attempt=attempt == claim_id))
     except BackendError as exc:
-        crash_run(client, run.id, f"Failed to submit flow run to infrastructure ({exc.backend}): {exc.one_line()}")
-        return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"backend error: {exc.one_line()}")
+        if not exc.retryable:
+            crash_run(client, run.id, f"Failed to submit flow run to infrastructure ({exc.backend}): {exc.one_line()}")
+            return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"backend error: {exc.one_line()}")
+        # At the bound, a job the cloud accepted after all (a timeout after acceptance) is taken, not left running
+        # under a Crashed run; before it, the next retry finds it.
+        found = _made_after_all(backend, spec) if _bound_reached(deps, episode) else None
+        if found is None:
+            return _retry_later(deps, run, exc, episode, lead_seconds(deps, pool, backend))
+        handle = found
     log.info("run %s: job %s submitted to %s", run.id, handle.id, backend.name)
     if _slow(deps, claimed_at) and _claim_lost(client, run.id, attempt):
         _stop(deps, backend, handle, run)
@@ -323,6 +363,88 @@ def _claim_lost(client: PrefectClient, run_id: str, attempt: str) -> bool:
         return claim_attempt(client, current) != attempt
     except OrchestratorUnavailableError:
         return False  # cannot tell: go on; the monitor's adopt/recover rules still apply
+
+
+def _episode(client: PrefectClient, run: FlowRun, claim_id: str) -> Episode:
+    """The attempt this claim belongs to. Only a run that has met a transient backend error (its attempt label) pays
+    the one read of its states; any other claim is a new attempt keyed by itself."""
+    kept = run.labels.get(ATTEMPT_LABEL)
+    if not kept:
+        return Episode(claim_id)
+    history = sorted(client.read_flow_run_states(run.id), key=lambda s: s.get("timestamp") or "")
+    return episode_of(history, claim_id, str(kept))
+
+
+def _retry_later(deps: Deps, run: FlowRun, exc: BackendError, episode: Episode, lead: float) -> SubmitOutcome:
+    """Give the run back after the transient backend error ``exc``, to be claimed again at ``now + backoff`` under
+    the same key; or, past the bound, crash it with every attempt's error."""
+    client, settings, now = deps.orchestrator, deps.settings, deps.clock.now()
+    error = exc.one_line()[:300]
+    number = len(episode.given_back) + 1  # this attempt's number, and the give-back it would be
+    spent = (now - (episode.first_at or now)).total_seconds()
+    if _bound_reached(deps, episode):
+        lines = [f"{i}. {_hms(state_time(s))}: {_error_of(s)}" for i, s in enumerate(episode.given_back, 1)]
+        lines.append(f"{number}. {_hms(now)}: {error}")
+        message = (
+            f"Failed to submit flow run to infrastructure ({exc.backend}): still failing after {number} attempts in "
+            f"{spent:.0f} s (at most {settings.transient_retries} retries within {settings.transient_retry_seconds:.0f}"
+            " s). Attempts:\n" + "\n".join(lines)
+        )
+        crash_run(client, run.id, message)
+        return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"backend error after {number} attempts: {error}")
+
+    delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (number - 1))
+    delay = max(delay / 2 + _JITTER.uniform(0, delay / 2), exc.retry_after or 0.0)
+    retry_at = now + dt.timedelta(seconds=min(delay, settings.transient_retry_seconds))
+    # The job is started ``lead`` before the scheduled time: scheduled for retry_at + lead, it is tried at retry_at.
+    scheduled = max(retry_at + dt.timedelta(seconds=lead), due_time(run) or now)
+    why = f"pushpool: {error}; retry {number} of {settings.transient_retries} at {_hms(retry_at)}"
+    try:
+        if run.labels.get(ATTEMPT_LABEL) != episode.key:  # before the give-back: the next claim must find the key
+            client.update_flow_run_labels(run.id, {ATTEMPT_LABEL: episode.key})
+        released = client.propose_state(
+            run.id,
+            StateType.SCHEDULED,
+            name=BACKOFF_STATE,
+            message=why,
+            state_details={"scheduled_time": scheduled.isoformat()},
+        )
+    except OrchestratorUnavailableError:
+        # Left Pending: the monitor looks for the job under this claim's key (found: adopted) or recovers the run.
+        log.warning("run %s: %s; Prefect unavailable, left Pending for the monitor", run.id, why)
+        return SubmitOutcome(run.id, SubmitOutcome.RELEASED, f"{why} (left Pending: Prefect unavailable)")
+    if not released.accepted and released.state is not None and released.state.type is StateType.CANCELLING:
+        finish_cancellation(client, run.id, "Cancelled by pushpool before its job was started.")
+        return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, why)
+    log.warning("run %s: %s", run.id, why)
+    arm(deps, run.id, retry_at)
+    return SubmitOutcome(run.id, SubmitOutcome.RELEASED, why, dispatch_at=retry_at)
+
+
+def _bound_reached(deps: Deps, episode: Episode) -> bool:
+    """Whether a transient failure now ends the episode: ``transient_retries`` give-backs made already, or
+    ``transient_retry_seconds`` spent since its first attempt."""
+    spent = (deps.clock.now() - (episode.first_at or deps.clock.now())).total_seconds()
+    settings = deps.settings
+    return len(episode.given_back) >= settings.transient_retries or spent >= settings.transient_retry_seconds
+
+
+def _made_after_all(backend: Backend, spec: JobSpec) -> JobHandle | None:
+    """The attempt's job if the cloud made it although the call failed; None when none is found or cannot be."""
+    try:
+        return backend.find(spec)
+    except BackendError:
+        return None
+
+
+def _hms(moment: dt.datetime | None) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%H:%M:%S UTC") if moment is not None else "?"
+
+
+def _error_of(state: dict) -> str:
+    """The error a give-back's message records (``pushpool: <error>; retry n of N at …``)."""
+    message = str(state.get("message") or "")
+    return message.removeprefix("pushpool: ").rsplit("; retry ", 1)[0][:300]
 
 
 def _release(deps: Deps, run: FlowRun, why: str) -> SubmitOutcome:

@@ -1,11 +1,16 @@
 """usage: what a workspace's managed runs have used — compute hours this month (UTC), runs in flight against the
 concurrency limit, managed pools against the pool limit — from the orchestration API's own run history.
 
-Compute hours are the sum, over the workspace's managed runs, of the part of each run's start → end (now, for a run
-still going) that falls in the calendar month of the clock (UTC). The runs are those pushpool tagged
-``pushpool:managed`` when it started them (``usecases/submit.py``): a tag is the run's own, so deleting (and
-recreating) a managed pool does not take its runs out of the count, as a filter on the pool would. Two filtered reads
-give them: those that ended this month and those that started and have not ended; both are paged 200 at a time. The
+Compute hours are what the operator pays for: the sum, over the workspace's managed runs, of the part of each run's
+jobs' start → end (now, for a job still going) that falls in the calendar month of the clock (UTC). A job's times are
+recorded on its run by the monitor, which sees them in the job's status (``record_job_time``: a label
+``pushpool.io/job-time.<job>`` = ``<start>/<end>``, ISO 8601, the end empty while it runs); a job's package install and
+pull steps count, the waits between a run's retries (no job) do not. A run with no such label (its job's times never
+seen: no monitor ran while the job was visible) counts from the flow's start to its end, as before. The runs are those
+pushpool tagged ``pushpool:managed`` when it started them (``usecases/submit.py``): a tag is the run's own, so deleting
+(and recreating) a managed pool does not take its runs out of the count, as a filter on the pool would. Three filtered
+reads give them: those that ended this month, those that started and have not ended, and those Pending (a job
+bootstrapping before the flow starts); all are paged 200 at a time. The
 month's finished runs are then kept for a few minutes (``usecases/finished_runs.py``: meanwhile only what ended since
 and what is going are read; ``bench/managed_usage.py`` measures both paths). A run that crosses the line while
 running is left to finish (see ``usecases/managed.py``): its whole time counts, so a month can end a little over its
@@ -22,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -31,14 +37,16 @@ from pushpool.errors import PushpoolError
 from pushpool.managed import MANAGED_POOL_TYPE, MANAGED_TAG
 from pushpool.managed.description import addresses_in
 from pushpool.managed.tiers import Tier, month_window
-from pushpool.prefect_api.models import IN_FLIGHT_STATES, WorkPool
+from pushpool.prefect_api.models import IN_FLIGHT_STATES, FlowRun, StateType, WorkPool
 from pushpool.providers import managed_provider
+from pushpool.providers.base import JobStatus
 from pushpool.usecases.deps import Deps
-from pushpool.usecases.finished_runs import Span
+from pushpool.usecases.finished_runs import Span, Spans
 
 log = logging.getLogger("pushpool.usecases.usage")
 
 USAGE_VARIABLE = "pushpool_managed_usage"  # a Prefect variable: users see their usage in Prefect's own UI
+JOB_TIME_LABEL = "pushpool.io/job-time."  # + a digest of the job's id (infrastructure_pid): "<start>/<end>"
 _MANAGED = {"work_pools": {"type": {"any_": [MANAGED_POOL_TYPE]}}}
 _TAGGED = {"tags": {"all_": [MANAGED_TAG]}}
 
@@ -128,11 +136,12 @@ def compute_seconds(deps: Deps, *, now: dt.datetime | None = None) -> float:
     if kept is None:
         deps.finished_runs.put(start, now, fresh)
     spans = {**kept.spans, **fresh} if kept is not None else fresh
-    return seconds_in_window(spans.values(), start, end, now=now)
+    return seconds_in_window((span for own in spans.values() for span in own), start, end, now=now)
 
 
-def _spans(deps: Deps, since: dt.datetime, now: dt.datetime) -> dict[str, Span]:
-    """Managed runs that ended at or after ``since`` and those started and not ended: run id → (start, end)."""
+def _spans(deps: Deps, since: dt.datetime, now: dt.datetime) -> dict[str, Spans]:
+    """Managed runs that ended at or after ``since``, those started and not ended, and those Pending (a job may be
+    installing packages before the flow starts): run id → its spans (:func:`run_spans`)."""
     client = deps.orchestrator
     ended = client.filter_flow_runs(
         {"flow_runs": {**_TAGGED, "end_time": {"after_": since.isoformat()}}, "sort": "ID_DESC"}
@@ -140,7 +149,73 @@ def _spans(deps: Deps, since: dt.datetime, now: dt.datetime) -> dict[str, Span]:
     going = client.filter_flow_runs(
         {"flow_runs": {**_TAGGED, "end_time": {"is_null_": True}, "start_time": {"before_": now.isoformat()}}}
     )
-    return {run.id: (run.start_time, run.end_time) for run in [*ended, *going]}
+    pending = client.filter_flow_runs(
+        {
+            "flow_runs": {
+                **_TAGGED,
+                "end_time": {"is_null_": True},
+                "state": {"type": {"any_": [StateType.PENDING.value]}},
+            }
+        }
+    )
+    return {run.id: run_spans(run) for run in [*ended, *going, *pending]}
+
+
+def run_spans(run: FlowRun) -> Spans:
+    """The run's compute spans: its jobs' start → end as the monitor recorded them (a job whose end it did not see
+    ends with the run), merged where they overlap so no second counts twice; else the flow's own start → end."""
+    jobs = []
+    for key, value in run.labels.items():
+        if key.startswith(JOB_TIME_LABEL) and isinstance(value, str):
+            began, _, ended = value.partition("/")
+            start, end = _time(began), _time(ended)
+            if start is not None:
+                jobs.append((start, end or run.end_time))
+    if not jobs:
+        return ((run.start_time, run.end_time),)
+    merged: list[Span] = []
+    for start, end in sorted(jobs, key=lambda span: span[0]):
+        last = merged[-1] if merged else None
+        if last is not None and (last[1] is None or start <= last[1]):  # overlaps the previous one: one span
+            merged[-1] = (last[0], None if last[1] is None or end is None else max(last[1], end))
+        else:
+            merged.append((start, end))
+    return tuple(merged)
+
+
+def job_time_labels(run: FlowRun, status: JobStatus) -> dict[str, str]:
+    """The label recording the times of the run's current job (its ``infrastructure_pid``), when ``status`` says more
+    than the run's labels already do; empty when there is nothing (new) to record."""
+    if not run.infrastructure_pid or status.started_at is None:
+        return {}
+    key = JOB_TIME_LABEL + hashlib.sha256(run.infrastructure_pid.encode()).hexdigest()[:16]
+    ended = status.finished_at if not status.state.is_alive else None
+    value = f"{_iso(status.started_at)}/{_iso(ended) if ended else ''}"
+    return {} if run.labels.get(key) == value else {key: value}
+
+
+def record_job_time(deps: Deps, run: FlowRun, status: JobStatus) -> None:
+    """Write the run's current job's times on the run (the monitor, for managed runs; best effort: without them the
+    flow's own start → end counts)."""
+    labels = job_time_labels(run, status)
+    if not labels:
+        return
+    try:
+        deps.orchestrator.update_flow_run_labels(run.id, labels)
+    except PushpoolError as exc:
+        log.warning("run %s: its job's times could not be recorded: %s", run.id, exc.one_line())
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _time(text: str) -> dt.datetime | None:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def runs_in_flight(deps: Deps) -> int:

@@ -25,8 +25,8 @@ def fake(clock: FixedClock) -> FakePrefect:
 
 
 @pytest.fixture
-def backend() -> LatencyBackend:
-    return LatencyBackend()
+def backend(clock: FixedClock) -> LatencyBackend:
+    return LatencyBackend(clock=clock)
 
 
 @pytest.fixture

@@ -233,7 +233,25 @@ def test_a_run_past_its_maximum_run_time_is_crashed_and_its_job_stopped(
     assert clean_tick(deps)["crash-and-stop"] == 1
     after = fake.run(run_id)
     assert after.state_type is StateType.CRASHED
-    assert after.state.message == "Flow run exceeded the maximum run time of 60 s; pushpool stopped its job."
+    assert after.state.message.startswith("Flow run exceeded the maximum run time of 60 s (counted from when its job")
+    assert backend.jobs[handle.id].state is JobState.STOPPED
+
+
+def test_without_an_acceptance_time_from_the_provider_the_maximum_run_time_counts_from_the_claim(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock
+) -> None:
+    """Issue 23, item 1: a provider that says nothing of when it accepted a job (Coiled): the monitor reads the run's
+    claim, which precedes the job, so a flow that went Running late is still stopped on the job's time."""
+    backend.acceptance_time = False
+    run_id, handle = submitted(deps, fake, pool, max_run_time_seconds=60)
+    clock.advance(50)  # the job bootstraps for 50 s before the engine starts
+    assert fake.propose_state(run_id, StateType.RUNNING).accepted
+    assert backend.status([handle])[handle.id].accepted_at is None
+    clock.advance(9)
+    assert clean_tick(deps)["crash-and-stop"] == 0
+    clock.advance(2)  # 61 s after the claim, 11 s after the flow's start
+    assert clean_tick(deps)["crash-and-stop"] == 1
+    assert fake.run(run_id).state_type is StateType.CRASHED
     assert backend.jobs[handle.id].state is JobState.STOPPED
 
 
@@ -340,5 +358,6 @@ def test_a_dispatched_run_costs_its_claim_its_pid_and_its_progress_state(
     assert per_run == {"propose_state": 40, "set_infrastructure_pid": 20}  # the claim and InfrastructurePending
     assert fake.calls_by_method["read_flow_run"] == 0
     assert fake.calls_by_method["read_work_queues"] == 1 and fake.calls_by_method["read_work_queue"] == 0
-    assert fake.calls_by_method["read_deployment"] == 2
+    # Each deployment once by the dispatch, once by the reconciliation (the in-flight runs' maximum run time).
+    assert fake.calls_by_method["read_deployment"] == 4
     assert {fake.run(r).state_name for r in runs} == {"InfrastructurePending"}

@@ -91,3 +91,27 @@ def test_a_webhook_block_created_concurrently_is_used(deps: Deps, fake: FakePref
     assert len([b for b in fake.blocks.values() if b["name"] == AUTOMATION]) == 1
     (automation,) = fake.find_automations(AUTOMATION)
     assert automation["actions"][0]["block_document_id"] == other.id
+
+
+ALLOWED = (
+    "/subscriptions/00000000-0000-0000-0000-0000000000a1/resourceGroups/jobs/providers/"
+    "Microsoft.ManagedIdentity/userAssignedIdentities/etl"
+)
+
+
+def test_the_operators_identity_allowlist_is_a_literal_of_the_job_configuration_and_is_kept(
+    deps: Deps, fake: FakePrefect
+) -> None:
+    """`--allowed-identity` stores the list in the pool's job_configuration (no variable: job variables cannot reach
+    it); provisioning again without it keeps the list, with another list replaces it."""
+    aci = "azure-container-instance:push"
+    provision_pool(deps, name=NAME, type_name=aci, defaults={"allowed_identities": [ALLOWED]})
+    template = fake.read_work_pool(NAME).base_job_template
+    assert template["job_configuration"]["allowed_identities"] == [ALLOWED]
+    assert "allowed_identities" not in template["variables"]["properties"]
+
+    assert not provision_pool(deps, name=NAME, type_name=aci).changed
+    assert fake.read_work_pool(NAME).base_job_template["job_configuration"]["allowed_identities"] == [ALLOWED]
+
+    provision_pool(deps, name=NAME, type_name=aci, defaults={"allowed_identities": []})
+    assert fake.read_work_pool(NAME).base_job_template["job_configuration"]["allowed_identities"] == []

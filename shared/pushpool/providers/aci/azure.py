@@ -6,7 +6,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from pushpool.errors import BackendError, BackendUnavailableError, PushpoolError, QuotaExceededError
+from pushpool.errors import (
+    BackendError,
+    BackendUnavailableError,
+    PushpoolError,
+    QuotaExceededError,
+    retry_after_seconds,
+)
 
 NAME = "aci"
 # ARM error codes of ACI quota and capacity refusals (retryable later; the run is crashed with Azure's message).
@@ -55,12 +61,18 @@ def translate_azure_error(exc: Exception) -> BackendError | None:
     if isinstance(exc, HttpResponseError):
         status, code = exc.status_code or 0, arm_error_code(exc)
         message = arm_message(exc)
+        headers = getattr(exc.response, "headers", None) or {}
+        wait = retry_after_seconds(headers.get("Retry-After"))
         if status == 429:
-            return BackendUnavailableError(f"Azure throttled the request (429): {message}", backend=NAME)
+            return BackendUnavailableError(
+                f"Azure throttled the request (429): {message}", backend=NAME, retry_after=wait
+            )
         if code in QUOTA_CODES:
             return QuotaExceededError(message, backend=NAME)
         if status >= 500:
-            return BackendUnavailableError(f"Azure is unavailable ({status}): {message}", backend=NAME)
+            return BackendUnavailableError(
+                f"Azure is unavailable ({status}): {message}", backend=NAME, retry_after=wait
+            )
         return BackendError(message, backend=NAME)
     if isinstance(exc, ServiceRequestError | ServiceResponseError):
         return BackendUnavailableError(f"cannot reach Azure: {_first_line(exc)}", backend=NAME)

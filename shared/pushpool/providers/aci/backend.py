@@ -9,7 +9,16 @@
   customised one; its ``[parameters(...)]``, ``[resourceGroup().location]`` … are evaluated here, since there is no ARM
   deployment), with the run's image, command (``entrypoint`` + command), environment, registry, identities, subnets
   and DNS added as Prefect's ACI worker adds them. It is validated with the SDK's own models before anything is sent.
-* The Prefect credential goes as a ``secureValue`` environment variable (ARM never returns it), never as ``value``.
+* The Prefect credential goes as a ``secureValue`` environment variable (ARM never returns it), never as ``value`` —
+  also one the job's ``env`` gives, and every variable whose name looks secret (``*_TOKEN``, ``*PASSWORD*`` …).
+  Prefect's worker marks only ``PREFECT_API_KEY`` (docs/aci-compat.md).
+* Identities: a group may have only the user-assigned identities its pool's operator allowed
+  (``job_configuration.allowed_identities``, a literal no job variable reaches; none by default). Every identity the
+  group would name — ``identities``, ``image_registry.identity``, or the ``arm_template``'s own — is compared with
+  that list (ARM ids are case-insensitive: compared lower-cased, and only well-formed ids); one that is not on it
+  refuses the job before any call to Azure, naming the variable. Without this a deployment author could give a
+  container any identity pushpool's own may assign — pushpool's own included (infra/azure keeps that one
+  unassignable too).
 * State: the provisioning state, the group's instance view and the container's current state and exit code
   (``PROVISIONING_STATES``, ``GROUP_STATES``, ``CONTAINER_STATES``; a test keeps them complete). ``status`` lists each
   resource group once (existence and provisioning state of all its groups); ARM's list carries no instance view, so
@@ -27,6 +36,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import hashlib
 import json
 import re
@@ -37,14 +47,25 @@ from typing import Any
 
 from pushpool.errors import BackendError, JobNotFoundError
 from pushpool.providers.aci.azure import NAME, arm_error_code, arm_status, azure_errors
-from pushpool.providers.aci.config import AciJobConfig
-from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
+from pushpool.providers.aci.config import AciJobConfig, identity_key
+from pushpool.providers.base import (
+    BackendBase,
+    JobHandle,
+    JobSpec,
+    JobState,
+    JobStatus,
+    describe_exit,
+    is_secret_name,
+)
 
 DEFAULT_IMAGE = "prefecthq/prefect:3-latest"
 DEFAULT_CONTAINER = "prefect"
 GROUP_TYPE = "microsoft.containerinstance/containergroups"
 KEEP_TAG = "pushpool-keep"  # set on groups created with keep_container_group: cleanup leaves them
 RUN_TAG, ATTEMPT_TAG = "pushpool-flow-run-id", "pushpool-attempt"
+# When pushpool asked ARM for the group (ISO 8601, UTC): ACI's model has no creation time, and a job's clock starts
+# when the provider accepted it (providers/base.py); the group is created once per attempt (a conditional PUT).
+SUBMITTED_TAG = "pushpool-submitted-at"
 
 # Every provisioning state ACI documents (ContainerGroupProvisioningState in the 2024+ API descriptions).
 PROVISIONING_STATES: Mapping[str, JobState] = MappingProxyType(
@@ -138,6 +159,7 @@ class AciBackend(BackendBase):
 
     def submit(self, spec: JobSpec) -> JobHandle:
         config = _config(spec)
+        check_identities(spec)  # before any call to Azure: a refused identity creates nothing
         name = group_name(spec)
         handle = spec.handle(NAME, resource_id(config.subscription_id, config.resource_group_name, name))
         client = self._client(config.subscription_id, config.aci_credentials)
@@ -432,8 +454,10 @@ def group_body(spec: JobSpec, location: str) -> dict[str, Any]:
         requests["gpu"] = {"count": config.gpu_count, **({"sku": config.gpu_sku} if config.gpu_sku else {})}
     ours = set(spec.env) | set(spec.secret_env)
     unset = {k for k, v in config.env.items() if v is None}
-    environment = [dict(e) for e in props.get("environmentVariables") or [] if e.get("name") not in ours | unset]
-    environment += [{"name": k, "value": str(v)} for k, v in sorted(spec.env.items())]
+    environment = [
+        _secured(dict(e)) for e in props.get("environmentVariables") or [] if e.get("name") not in ours | unset
+    ]
+    environment += [_secured({"name": k, "value": str(v)}) for k, v in sorted(spec.env.items())]
     environment += [{"name": k, "secureValue": v} for k, v in sorted(spec.secret_env.items())]
     props["environmentVariables"] = environment
 
@@ -457,6 +481,7 @@ def group_body(spec: JobSpec, location: str) -> dict[str, Any]:
         ] + [credential]
     if identities:
         body["identity"] = {"type": "UserAssigned", "userAssignedIdentities": {i: {} for i in identities}}
+    check_identities(spec, body)
     if config.subnet_ids:
         properties["subnetIds"] = [{"id": s} for s in config.subnet_ids]
     if config.dns_servers:
@@ -464,11 +489,68 @@ def group_body(spec: JobSpec, location: str) -> dict[str, Any]:
 
     tags = {_tag_name(k): str(v)[:256] for k, v in (body.get("tags") or {}).items() if v is not None}
     tags.update({_tag_name(k): str(v)[:256] for k, v in spec.labels.items() if v is not None})
-    tags.update({RUN_TAG: spec.run_id, ATTEMPT_TAG: spec.attempt[:256]})
+    ours = {
+        RUN_TAG: spec.run_id,
+        ATTEMPT_TAG: spec.attempt[:256],
+        SUBMITTED_TAG: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     if config.keep_container_group:
-        tags[KEEP_TAG] = "true"
+        ours[KEEP_TAG] = "true"
+    for name in (RUN_TAG, ATTEMPT_TAG, SUBMITTED_TAG, KEEP_TAG):  # a label of one of our names never stands in for it
+        tags.pop(name, None)
+    tags.update(ours)
     body["tags"] = dict(list(tags.items())[-50:])  # ARM allows 50 tags; ours come last and are kept
     return body
+
+
+def check_identities(spec: JobSpec, body: Mapping[str, Any] | None = None) -> None:
+    """Refuse a job whose group would have a user-assigned identity its pool's operator did not allow.
+
+    Checked: ``identities`` and ``image_registry.identity`` (job variables), and — given the group's ``body`` — every
+    identity it names (``identity.userAssignedIdentities``, ``imageRegistryCredentials[].identity``,
+    ``encryptionProperties.identity``: the ``arm_template``'s own included). An id that is not a well-formed
+    user-assigned identity id is refused too (ARM would resolve spellings pushpool's comparison might not).
+
+    Raises:
+        BackendError: naming the variable and the identity (its name and resource group; never a secret).
+    """
+    config = _config(spec)
+    allowed = {identity_key(i) for i in config.allowed_identities}
+    named: list[tuple[str, Any]] = [("identities", i) for i in config.identities or []]
+    registry = config.image_registry or {}
+    if registry.get("identity"):
+        named.append(("image_registry.identity", registry["identity"]))
+    if body is not None:
+        properties = body.get("properties") or {}
+        named += [
+            ("arm_template identity", i) for i in ((body.get("identity") or {}).get("userAssignedIdentities") or {})
+        ]
+        named += [
+            ("arm_template imageRegistryCredentials", c.get("identity"))
+            for c in properties.get("imageRegistryCredentials") or []
+            if isinstance(c, Mapping) and c.get("identity")
+        ]
+        encryption = properties.get("encryptionProperties") or {}
+        if isinstance(encryption, Mapping) and encryption.get("identity"):
+            named.append(("arm_template encryptionProperties.identity", encryption["identity"]))
+    for variable, identity in named:
+        key = identity_key(identity)
+        if key is None:
+            raise BackendError(
+                f"{variable}: not a user-assigned identity's resource id (/subscriptions/<subscription id>/"
+                "resourceGroups/<group>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>); "
+                "nothing was created",
+                backend=NAME,
+            )
+        if key not in allowed:
+            rg, name = key.split("/")[4], key.rsplit("/", 1)[-1]
+            raise BackendError(
+                f"{variable}: identity {name!r} (resource group {rg!r}) is not allowed for pool {spec.pool_name!r}; "
+                f"its operator allows {len(allowed)} identit{'y' if len(allowed) == 1 else 'ies'} "
+                "(job_configuration.allowed_identities: `pushpool work-pool create --allowed-identity <id>`); "
+                "nothing was created",
+                backend=NAME,
+            )
 
 
 def to_status(group: Any) -> JobStatus:
@@ -477,15 +559,23 @@ def to_status(group: Any) -> JobStatus:
     extra = {"provisioningState": provisioning, "id": group.id}
     state = PROVISIONING_STATES.get(provisioning)
     events = _events(group)
+    accepted = _accepted_at(group)
     if state is None:
-        return JobStatus(JobState.UNKNOWN, reason=f"unmapped ACI provisioning state {provisioning!r}", extra=extra)
+        return JobStatus(
+            JobState.UNKNOWN,
+            reason=f"unmapped ACI provisioning state {provisioning!r}",
+            extra=extra,
+            accepted_at=accepted,
+        )
     if state is JobState.MISSING:
-        return JobStatus(JobState.MISSING, reason="container group is being deleted", extra=extra)
+        return JobStatus(JobState.MISSING, reason="container group is being deleted", extra=extra, accepted_at=accepted)
     if state is JobState.UNKNOWN:
-        return JobStatus(JobState.UNKNOWN, reason=f"ACI provisioning state {provisioning}", extra=extra)
+        return JobStatus(
+            JobState.UNKNOWN, reason=f"ACI provisioning state {provisioning}", extra=extra, accepted_at=accepted
+        )
     if state is JobState.FAILED:
         why = f"container group provisioning {provisioning.lower()}" + (f": {events}" if events else "")
-        return JobStatus(JobState.FAILED, reason=why, extra=extra)
+        return JobStatus(JobState.FAILED, reason=why, extra=extra, accepted_at=accepted)
     container = _main_container(group.containers or [])
     view = getattr(container, "instance_view", None)
     current = getattr(view, "current_state", None)
@@ -495,34 +585,44 @@ def to_status(group: Any) -> JobStatus:
     finished = getattr(current, "finish_time", None)
     if group_state == "Stopped":
         code = getattr(current, "exit_code", None)
-        return JobStatus(JobState.STOPPED, code, "container group stopped", started, finished, extra)
+        return JobStatus(JobState.STOPPED, code, "container group stopped", started, finished, extra, accepted)
     if current is None or not current.state:
         if state is JobState.PENDING:
-            return JobStatus(JobState.PENDING, extra=extra)
+            return JobStatus(JobState.PENDING, extra=extra, accepted_at=accepted)
         mapped = GROUP_STATES.get(group_state)
         if mapped in (JobState.PENDING, JobState.RUNNING):
-            return JobStatus(mapped, extra=extra)
-        return JobStatus(JobState.UNKNOWN, reason=f"no instance view (group state {group_state!r})", extra=extra)
+            return JobStatus(mapped, extra=extra, accepted_at=accepted)
+        return JobStatus(
+            JobState.UNKNOWN,
+            reason=f"no instance view (group state {group_state!r})",
+            extra=extra,
+            accepted_at=accepted,
+        )
     container_state = CONTAINER_STATES.get(str(current.state))
     detail = str(current.detail_status or "")
     extra["containerState"] = str(current.state)
     if container_state is None:
-        return JobStatus(JobState.UNKNOWN, reason=f"unmapped ACI container state {current.state!r}", extra=extra)
+        return JobStatus(
+            JobState.UNKNOWN,
+            reason=f"unmapped ACI container state {current.state!r}",
+            extra=extra,
+            accepted_at=accepted,
+        )
     if container_state is JobState.PENDING:
         if detail in START_FAILURES:
             why = f"the container cannot start ({detail})" + (f": {events}" if events else "")
-            return JobStatus(JobState.FAILED, reason=why, extra=extra)
-        return JobStatus(JobState.PENDING, extra=extra)
+            return JobStatus(JobState.FAILED, reason=why, extra=extra, accepted_at=accepted)
+        return JobStatus(JobState.PENDING, extra=extra, accepted_at=accepted)
     if container_state is JobState.RUNNING:
-        return JobStatus(JobState.RUNNING, started_at=started, extra=extra)
+        return JobStatus(JobState.RUNNING, started_at=started, extra=extra, accepted_at=accepted)
     code = current.exit_code
     if code is None:
         why = f"container terminated without an exit code ({detail or 'no detail'})"
-        return JobStatus(JobState.FAILED, None, why, started, finished, extra)
+        return JobStatus(JobState.FAILED, None, why, started, finished, extra, accepted)
     if code == 0:
-        return JobStatus(JobState.SUCCEEDED, 0, "container exited with code 0", started, finished, extra)
+        return JobStatus(JobState.SUCCEEDED, 0, "container exited with code 0", started, finished, extra, accepted)
     why = f"container exited with {describe_exit(int(code))}" + (f" ({detail})" if detail else "")
-    return JobStatus(JobState.FAILED, int(code), why, started, finished, extra)
+    return JobStatus(JobState.FAILED, int(code), why, started, finished, extra, accepted)
 
 
 def missing_required(model: Any, path: str = "") -> list[str]:
@@ -553,6 +653,37 @@ def _events(group: Any) -> str:
             if str(getattr(event, "type", "")) != "Normal" and event.message:
                 found.append(str(event.message).strip())
     return "; ".join(found[-3:])
+
+
+def _accepted_at(group: Any) -> dt.datetime | None:
+    """When ACI accepted the group: the time pushpool tagged on it when it asked for it, bounded by the earliest time
+    the group shows (its events, its container's start), so that no tag can put the job's clock later than that."""
+    found = []
+    try:
+        tagged = dt.datetime.fromisoformat(str((group.tags or {}).get(SUBMITTED_TAG, "")))
+        found.append(tagged if tagged.tzinfo else tagged.replace(tzinfo=dt.timezone.utc))
+    except ValueError:
+        pass
+    container = _main_container(group.containers or [])
+    view = getattr(container, "instance_view", None)
+    for events in (
+        getattr(group.instance_view, "events", None) if group.instance_view else None,
+        getattr(view, "events", None),
+    ):
+        found += [
+            e.first_timestamp for e in events or [] if isinstance(getattr(e, "first_timestamp", None), dt.datetime)
+        ]
+    for state in (getattr(view, "current_state", None), getattr(view, "previous_state", None)):
+        if isinstance(getattr(state, "start_time", None), dt.datetime):
+            found.append(state.start_time)
+    return min(found) if found else None
+
+
+def _secured(variable: dict[str, Any]) -> dict[str, Any]:
+    """An environment variable whose name looks secret as a ``secureValue`` (ARM never returns it), not a ``value``."""
+    if "value" in variable and is_secret_name(str(variable.get("name", ""))):
+        variable["secureValue"] = variable.pop("value")
+    return variable
 
 
 def _main_container(containers: Sequence[Any]) -> Any:

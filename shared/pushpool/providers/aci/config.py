@@ -4,12 +4,17 @@ template, plus push's own.
 Where a job goes (subscription, resource group) is read from here, both by submit and by the monitor's look-up of a
 job whose ``infrastructure_pid`` was never written — so a deployment that overrides ``resource_group_name`` is
 searched in its own resource group.
+
+``allowed_identities`` is the pool operator's list of the user-assigned identities its jobs may have: a literal of the
+base job template's ``job_configuration`` (not a variable; job_spec refuses a placeholder there), written by
+``pushpool work-pool create --allowed-identity`` and by the provisioner (the pool's own identity). Empty: no job may
+have an identity.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
@@ -19,10 +24,33 @@ from pushpool.providers.base import JobConfig
 # parentheses, not ending in a period.
 _RESOURCE_GROUP = re.compile(r"^[-\w.()]{0,89}[-\w()]$")
 _SUBSCRIPTION = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# A user-assigned identity's ARM id, exactly (ASCII only: no look-alike letters, no spaces, no trailing "/").
+_IDENTITY = re.compile(
+    r"^/subscriptions/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/resourcegroups/[-\w.()]{0,89}[-\w()]"
+    r"/providers/microsoft\.managedidentity/userassignedidentities/[a-z0-9][-\w]{2,127}$",
+    re.IGNORECASE | re.ASCII,
+)
+
+
+def identity_key(identity: Any) -> str | None:
+    """A user-assigned identity's ARM id in the one form pushpool compares (ARM ids are case-insensitive: lower case),
+    or None when ``identity`` is not such an id.
+
+    Example:
+        >>> identity_key("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/RG/providers/"
+        ...              "Microsoft.ManagedIdentity/userAssignedIdentities/Jobs")
+        '/subscriptions/00000000-0000-0000-0000-000000000001/resourcegroups/rg/providers/microsoft.managedidentity/userassignedidentities/jobs'
+        >>> identity_key("/subscriptions/x/../jobs") is None
+        True
+    """
+    if not isinstance(identity, str) or not _IDENTITY.match(identity):
+        return None
+    return identity.lower()
 
 
 class AciJobConfig(JobConfig):
     credential_fields = ("aci_credentials",)  # the pool's only: job variables may not change it
+    operator_fields: ClassVar[frozenset[str]] = frozenset({"allowed_identities"})
 
     image: str | None = Field(default=None, description="the container image (Prefect's image by default)")
     resource_group_name: str = Field(description="the resource group the container groups are created in")
@@ -47,6 +75,23 @@ class AciJobConfig(JobConfig):
     arm_template: dict[str, Any] = Field(default_factory=dict, description="ARM template with one container group")
     keep_container_group: bool = Field(default=False, description="keep the finished group (no cleanup)")
     location: str | None = Field(default=None, description="Azure region (default: the resource group's)")
+    allowed_identities: list[str] = Field(
+        default_factory=list, description="the operator's: the only user-assigned identities a group may have"
+    )
+
+    @field_validator("allowed_identities", mode="before")
+    @classmethod
+    def _allowed(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return []
+        if isinstance(value, list):
+            for i, identity in enumerate(value):
+                if identity_key(identity) is None:
+                    raise ValueError(
+                        f"entry {i} is not a user-assigned identity's resource id (/subscriptions/<subscription id>/"
+                        "resourceGroups/<group>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>)"
+                    )
+        return value
 
     @field_validator("resource_group_name")
     @classmethod

@@ -9,7 +9,8 @@ resource                                 name                                poo
 =======================================  ==================================  ==============================
 resource group                           ``pushpool-<pool>``                 ``resource_group_name``,
                                                                              ``subscription_id``, ``location``
-user-assigned identity (for the groups)  ``pushpool-<pool>-groups``          ``identities``
+user-assigned identity (for the groups)  ``pushpool-<pool>-groups``          ``identities``,
+                                                                             ``allowed_identities`` (literal)
 container registry (Basic)               ``pushpool<pool, letters+digits>``  ``image_registry`` (login
                                                                              server + the identity)
 role assignment ``AcrPull``              the identity on the registry only
@@ -51,15 +52,19 @@ API = {
     "Microsoft.Authorization": "2022-04-01",
 }
 # What the functions do with ACI (providers/aci/backend.py), and nothing else.
-SUBMITTER_ACTIONS = (
+ACI_ACTIONS = (
     "Microsoft.Resources/subscriptions/resourceGroups/read",
     "Microsoft.ContainerInstance/containerGroups/read",
     "Microsoft.ContainerInstance/containerGroups/write",
     "Microsoft.ContainerInstance/containerGroups/delete",
     "Microsoft.ContainerInstance/containerGroups/stop/action",
     "Microsoft.ContainerInstance/containerGroups/containers/logs/read",
-    "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
 )
+# Giving a container group a user-assigned identity needs this on the identity. In a pool's own resource group (made
+# and tagged here, holding only the pool's identity) it is granted with the ACI actions; infra/azure grants it only on
+# the jobs' identity, never at the scope of the functions' own (which would let a job run as pushpool).
+ASSIGN_IDENTITY = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"
+SUBMITTER_ACTIONS = (*ACI_ACTIONS, ASSIGN_IDENTITY)
 _POOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$")
 
 
@@ -189,7 +194,13 @@ class AciProvisioner:
             body = found or self._put(
                 path, API["Microsoft.ManagedIdentity"], {"location": self.location, "tags": {TAG: pool}}
             )
-            return {"identities": [path], "_identity_principal": body["properties"]["principalId"]}
+            # The pool's own identity is the one its jobs may have (plus any the operator allows with
+            # --allowed-identity); the functions' identity lives elsewhere and is never on the list.
+            return {
+                "identities": [path],
+                "allowed_identities": [path],
+                "_identity_principal": body["properties"]["principalId"],
+            }
 
         return Step("managed identity", f"pushpool-{pool}-groups", EXISTS if found else CREATE, run=run)
 

@@ -455,24 +455,27 @@ class CloudRunBackend(BackendBase):
         reason_name = _state_name(completed.execution_reason) if completed else "EXECUTION_REASON_UNDEFINED"
         started = _time(execution.start_time)
         finished = _time(execution.completion_time)
+        accepted = _time(execution.create_time)  # Cloud Run accepted the execution; start_time: its task started
         extra = {"execution": execution.name, "logUri": execution.log_uri, "condition": state_name}
         if reason_name not in EXECUTION_REASONS or state_name not in CONDITION_STATES:
             why = f"unmapped Cloud Run condition {state_name}/{reason_name}"
-            return JobStatus(JobState.UNKNOWN, reason=why, extra=extra)
+            return JobStatus(JobState.UNKNOWN, reason=why, extra=extra, accepted_at=accepted)
         final = CONDITION_STATES[state_name]
         by_reason = EXECUTION_REASONS[reason_name]
         if by_reason is JobState.STOPPED or (final is not None and execution.cancelled_count > 0):
-            return JobStatus(JobState.STOPPED, None, "Cloud Run execution cancelled", started, finished, extra)
+            return JobStatus(
+                JobState.STOPPED, None, "Cloud Run execution cancelled", started, finished, extra, accepted
+            )
         if by_reason is JobState.MISSING:
             return JobStatus(JobState.MISSING, reason="Cloud Run execution deleted", extra=extra)
         if final is JobState.SUCCEEDED:
-            return JobStatus(JobState.SUCCEEDED, 0, "Cloud Run execution succeeded", started, finished, extra)
+            return JobStatus(JobState.SUCCEEDED, 0, "Cloud Run execution succeeded", started, finished, extra, accepted)
         if final is JobState.FAILED or by_reason is JobState.FAILED:
             code, why = self._failure(execution, completed, identity)
-            return JobStatus(JobState.FAILED, code, why, started, finished, extra)
+            return JobStatus(JobState.FAILED, code, why, started, finished, extra, accepted)
         if by_reason is JobState.RUNNING or execution.running_count > 0 or started is not None:
-            return JobStatus(JobState.RUNNING, started_at=started, extra=extra)
-        return JobStatus(JobState.PENDING, extra=extra)
+            return JobStatus(JobState.RUNNING, started_at=started, extra=extra, accepted_at=accepted)
+        return JobStatus(JobState.PENDING, extra=extra, accepted_at=accepted)
 
     def _failure(self, execution: Any, completed: Any, identity: str = "") -> tuple[int | None, str]:
         """A failed execution's exit code and reason: its failed task's last attempt, the condition, the log link."""

@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from pushpool.errors import BackendError, BackendUnavailableError, PushpoolError
+from pushpool.errors import BackendError, BackendUnavailableError, PushpoolError, retry_after_seconds
 
 NAME = "cloudrun"
 RETRIED_CODES = frozenset({429, 500, 502, 503, 504})
@@ -41,6 +41,7 @@ def status_code(exc: BaseException | None) -> int | None:
 
 
 def translate_google_error(exc: Exception, context: str = "") -> BackendError | None:
+    import requests
     from google.api_core import exceptions
     from google.auth import exceptions as auth_exceptions
 
@@ -48,12 +49,18 @@ def translate_google_error(exc: Exception, context: str = "") -> BackendError | 
     if isinstance(exc, exceptions.RetryError):
         cause = exc.cause
         why = _message(cause) if isinstance(cause, exceptions.GoogleAPICallError) else str(cause or exc)
-        return BackendUnavailableError(f"{prefix}Cloud Run still failing after retries: {why}", backend=NAME)
+        return BackendUnavailableError(
+            f"{prefix}Cloud Run still failing after retries: {why}", backend=NAME, retry_after=_retry_after(cause)
+        )
     if isinstance(exc, exceptions.GoogleAPICallError):
         code = status_code(exc) or 0
-        if code in RETRIED_CODES:
-            return BackendUnavailableError(f"{prefix}Google is unavailable: {_message(exc)}", backend=NAME)
+        if code in RETRIED_CODES:  # 429 RESOURCE_EXHAUSTED, 503 UNAVAILABLE, 504 DEADLINE_EXCEEDED, 500, 502
+            return BackendUnavailableError(
+                f"{prefix}Google is unavailable: {_message(exc)}", backend=NAME, retry_after=_retry_after(exc)
+            )
         return BackendError(f"{prefix}{_message(exc)}", backend=NAME)
+    if isinstance(exc, requests.ConnectionError | requests.Timeout):  # the REST transport's own: not api-core's
+        return BackendUnavailableError(f"{prefix}cannot reach Google: {type(exc).__name__}", backend=NAME)
     if isinstance(exc, auth_exceptions.DefaultCredentialsError):
         return BackendError(
             f"{prefix}no Google credentials: run with a service account (Application Default Credentials) or name a "
@@ -65,6 +72,12 @@ def translate_google_error(exc: Exception, context: str = "") -> BackendError | 
     if isinstance(exc, auth_exceptions.GoogleAuthError):
         return BackendError(f"{prefix}Google refused pushpool's credentials: {exc}", backend=NAME)
     return None
+
+
+def _retry_after(exc: Any) -> float | None:
+    """The ``Retry-After`` of the HTTP answer behind a google-api-core error (REST transport), if it had one."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    return retry_after_seconds(headers.get("Retry-After")) if headers is not None else None
 
 
 def _message(exc: Any) -> str:

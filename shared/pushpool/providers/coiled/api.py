@@ -2,8 +2,8 @@
 
 The server is ``DASK_COILED__SERVER`` (the coiled SDK's own setting; https://cloud.coiled.io by default) and the token
 goes as ``Authorization: ApiToken <token>``, as the SDK sends it. HTTP errors leave as pushpool errors by status code:
-401/403 a refused token, 404 not found, 429/5xx and transport errors retried (three attempts, jittered backoff), then
-BackendUnavailableError. The token never appears in an error.
+401/403 a refused token, 404 not found, 429/5xx (but 501) and transport errors retried (three attempts, jittered
+backoff), then BackendUnavailableError (with Coiled's ``Retry-After``). The token never appears in an error.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from pushpool.errors import BackendError, BackendUnavailableError, JobNotFoundError
+from pushpool.errors import BackendError, BackendUnavailableError, JobNotFoundError, retry_after_seconds
 
 NAME = "coiled"
 DEFAULT_SERVER = "https://cloud.coiled.io"
-_RETRYABLE = {429, 502, 503, 504}
+NOT_RETRYABLE_5XX = {501}  # Not Implemented: asking again cannot help
 
 
 class _Retry(Exception):
@@ -69,9 +69,11 @@ class CoiledApi:
         if response.status_code < 400:
             return response.json() if response.content else None
         reason = _message(response)
-        if response.status_code in _RETRYABLE:
+        code = response.status_code
+        if code == 429 or (code >= 500 and code not in NOT_RETRYABLE_5XX):
+            wait = retry_after_seconds(response.headers.get("Retry-After"))
             raise _Retry(
-                BackendUnavailableError(f"Coiled is unavailable ({response.status_code}): {reason}", backend=NAME)
+                BackendUnavailableError(f"Coiled is unavailable ({code}): {reason}", backend=NAME, retry_after=wait)
             )
         if response.status_code in (401, 403):
             raise BackendError(f"Coiled refused the API token ({response.status_code}): {reason}", backend=NAME)

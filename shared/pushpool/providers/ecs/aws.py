@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from pushpool.errors import BackendError, BackendUnavailableError, PushpoolError
+from pushpool.errors import BackendError, BackendUnavailableError, PushpoolError, retry_after_seconds
 
 NAME = "ecs"
 _THROTTLING = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
@@ -31,24 +31,30 @@ def translate_aws_error(exc: Exception) -> BackendError | None:
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
-        EndpointConnectionError,
+        HTTPClientError,
         NoCredentialsError,
         NoRegionError,
     )
+    from botocore.exceptions import ConnectionError as AwsConnectionError
 
     if isinstance(exc, ClientError):
         code = aws_error_code(exc)
         message = exc.response.get("Error", {}).get("Message") or code
-        if code in _THROTTLING:
-            return BackendUnavailableError(f"AWS throttled the request ({code}): {message}", backend=NAME)
-        if code in _UNAVAILABLE or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
-            return BackendUnavailableError(f"AWS is unavailable ({code}): {message}", backend=NAME)
+        metadata = exc.response.get("ResponseMetadata", {})
+        status = int(metadata.get("HTTPStatusCode", 0) or 0)
+        wait = retry_after_seconds((metadata.get("HTTPHeaders") or {}).get("retry-after"))
+        if code in _THROTTLING or status == 429:
+            return BackendUnavailableError(
+                f"AWS throttled the request ({code or status}): {message}", backend=NAME, retry_after=wait
+            )
+        if code in _UNAVAILABLE or status >= 500:
+            return BackendUnavailableError(f"AWS is unavailable ({code}): {message}", backend=NAME, retry_after=wait)
         return BackendError(f"{code}: {message}", backend=NAME)
     if isinstance(exc, NoCredentialsError):
         return BackendError("no AWS credentials available to pushpool", backend=NAME)
     if isinstance(exc, NoRegionError):
         return BackendError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or name one", backend=NAME)
-    if isinstance(exc, EndpointConnectionError):
+    if isinstance(exc, AwsConnectionError | HTTPClientError):  # cannot connect, or timed out / cut off mid-answer
         return BackendUnavailableError(f"cannot reach AWS: {exc}", backend=NAME)
     if isinstance(exc, BotoCoreError):
         return BackendError(f"AWS client error: {exc}", backend=NAME)

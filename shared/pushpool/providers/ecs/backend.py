@@ -181,10 +181,10 @@ class EcsBackend(BackendBase):
                 continue
             by_target.setdefault((identity, cluster, _arn_region(arn)), []).append((handle.id, arn))
         for (identity, cluster, region), items in by_target.items():
-            ecs = self._client("ecs", region, identity)
             for start in range(0, len(items), DESCRIBE_BATCH):
                 batch = items[start : start + DESCRIBE_BATCH]
-                try:
+                try:  # a region whose client cannot be made, or a throttled call, concerns its own tasks only
+                    ecs = self._client("ecs", region, identity)
                     with aws_errors():
                         answer = ecs.describe_tasks(cluster=cluster, tasks=[arn for _, arn in batch])
                 except BackendError as exc:  # concerns this batch only: the others are still answered
@@ -313,8 +313,11 @@ class EcsBackend(BackendBase):
             environment = override.get("environment") or []
             if isinstance(environment, dict):
                 environment = [{"name": k, "value": v} for k, v in environment.items()]
+            # A credential goes by its secret reference only: the template's {{ env }} would repeat it in plaintext.
             override["environment"] = [
-                {"name": e["name"], "value": str(e["value"])} for e in environment if e.get("value") is not None
+                {"name": e["name"], "value": str(e["value"])}
+                for e in environment
+                if e.get("value") is not None and e.get("name") not in spec.secret_env
             ]
         main["command"] = list(spec.command)
         main["environment"] = [e for e in main["environment"] if e["name"] not in spec.env] + [
@@ -678,11 +681,12 @@ def _to_status(task: Mapping[str, Any]) -> JobStatus:
     last = str(task.get("lastStatus", ""))
     state = STATE_MAP.get(last, JobState.UNKNOWN)
     started, finished = task.get("startedAt"), task.get("stoppedAt")
+    accepted = task.get("createdAt")  # ECS accepted the task (RunTask); startedAt: its containers started
     extra = {"lastStatus": last, "stopCode": task.get("stopCode"), "taskArn": task.get("taskArn")}
     if state is JobState.UNKNOWN:
-        return JobStatus(JobState.UNKNOWN, reason=f"unmapped ECS status {last!r}", extra=extra)
+        return JobStatus(JobState.UNKNOWN, reason=f"unmapped ECS status {last!r}", extra=extra, accepted_at=accepted)
     if last != "STOPPED":
-        return JobStatus(state, started_at=started, extra=extra)
+        return JobStatus(state, started_at=started, extra=extra, accepted_at=accepted)
     stop_code = task.get("stopCode") or ""
     reason = str(task.get("stoppedReason") or "")
     container = _main_container(task.get("containers") or [], None) or {}
@@ -690,18 +694,20 @@ def _to_status(task: Mapping[str, Any]) -> JobStatus:
     detail = str(container.get("reason") or "")
     if stop_code == "TaskFailedToStart" or (code is None and stop_code != "UserInitiated"):
         why = "; ".join(p for p in (reason, detail) if p) or "the task failed to start"
-        return JobStatus(JobState.FAILED, None, f"ECS task failed to start: {why}", started, finished, extra)
+        return JobStatus(JobState.FAILED, None, f"ECS task failed to start: {why}", started, finished, extra, accepted)
     if stop_code in INFRASTRUCTURE_STOPS:  # AWS stopped it, whatever the container's exit code says
         why = f"{INFRASTRUCTURE_STOPS[stop_code]}: {reason}" if reason else INFRASTRUCTURE_STOPS[stop_code]
-        return JobStatus(JobState.FAILED, code, why, started, finished, extra)
+        return JobStatus(JobState.FAILED, code, why, started, finished, extra, accepted)
     if stop_code == "UserInitiated" and code in (None, 0, 143, 137):
-        return JobStatus(JobState.STOPPED, code, f"ECS task stopped: {reason or 'stopped'}", started, finished, extra)
+        return JobStatus(
+            JobState.STOPPED, code, f"ECS task stopped: {reason or 'stopped'}", started, finished, extra, accepted
+        )
     if code == 0:
-        return JobStatus(JobState.SUCCEEDED, 0, "container exited with code 0", started, finished, extra)
+        return JobStatus(JobState.SUCCEEDED, 0, "container exited with code 0", started, finished, extra, accepted)
     why = f"container exited with {describe_exit(int(code))}" + (f": {detail}" if detail else "")
     if reason:
         why += f" ({reason})"
-    return JobStatus(JobState.FAILED, int(code), why, started, finished, extra)
+    return JobStatus(JobState.FAILED, int(code), why, started, finished, extra, accepted)
 
 
 class _Registration(NamedTuple):

@@ -28,12 +28,19 @@ by secret reference: it is stored once in the pool's own secret (or, where pushp
 ``PUSHPOOL_PREFECT_API_KEY_SECRET_ARN``, the deployed stack — that secret is used as it is), the execution role is
 granted ``secretsmanager:GetSecretValue`` on exactly that secret, and the pool's variable names its ARN.
 Existing resources are reused ("already exists"); a second run makes no create calls.
+
+Permissions boundary: with ``permissions_boundary`` (default: ``PUSHPOOL_PERMISSIONS_BOUNDARY_ARN``, which the AWS
+stack sets on its provision function) every role and user made here carries that managed policy as its permissions
+boundary, and an existing execution role without it is given it (an update in the plan). The stack's provision role
+may create roles, attach policies and write inline policies only with that boundary in place (infra/template.yaml),
+so what the provisioner makes can never hold more than the boundary allows, whatever is attached to it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -58,6 +65,7 @@ SECRET_SUFFIX = {
     "prefect_api_key_secret_arn": "prefect-api-key",
     "prefect_api_auth_string_secret_arn": "prefect-auth-string",
 }
+BOUNDARY_VARIABLE = "PUSHPOOL_PERMISSIONS_BOUNDARY_ARN"  # the stack's provision function has it
 TRUST = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}],
@@ -83,9 +91,11 @@ class EcsProvisioner:
         wait_timeout: float = 300,
         settings: Settings | None = None,
         static_ips: bool = False,
+        permissions_boundary: str | None = None,
     ) -> None:
         """``settings``: where pushpool's own Prefect credential is found (default: the environment, as ``pushpool
-        serve`` and the functions read it)."""
+        serve`` and the functions read it). ``permissions_boundary``: the managed policy ARN every role and user made
+        here carries (default: ``PUSHPOOL_PERMISSIONS_BOUNDARY_ARN``; none when unset)."""
         import boto3
 
         if credentials not in ("role", "access-key"):
@@ -97,6 +107,7 @@ class EcsProvisioner:
         self.static_ips = static_ips  # private subnets behind a NAT gateway with an Elastic IP (managed_network.py)
         self._network: dict[str, Any] = {}  # what the network steps learn while they apply (VPC, subnets, group)
         self._settings = settings
+        self.permissions_boundary = permissions_boundary or os.environ.get(BOUNDARY_VARIABLE) or None
         self._clients: dict[str, Any] = {}
         if not self.session.region_name:
             raise InvalidRequestError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or pass --region")
@@ -298,18 +309,26 @@ class EcsProvisioner:
 
         return [Step("credentials block", name, DELETE, "", delete)]
 
+    def _boundary(self) -> dict[str, str]:
+        """The ``PermissionsBoundary`` argument of CreateRole / CreateUser (nothing without a boundary)."""
+        return {"PermissionsBoundary": self.permissions_boundary} if self.permissions_boundary else {}
+
     def _role_step(self, pool: str) -> Step:
         iam, name = self.client("iam"), f"pushpool-{pool}-exec"
         try:
-            arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+            role = iam.get_role(RoleName=name)["Role"]
+            arn = role["Arn"]
+            bounded = (role.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn")
         except Exception as exc:
             if aws_error_code(exc) != "NoSuchEntity":
                 raise
-            arn = None
+            arn, bounded = None, None
         attached = arn is not None and any(
             p["PolicyArn"] == EXECUTION_POLICY
             for p in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]
         )
+        # A role made before the boundary existed gets it first: the stack's role may attach nothing without it.
+        unbounded = arn is not None and bool(self.permissions_boundary) and bounded != self.permissions_boundary
 
         def run() -> dict[str, Any]:
             nonlocal arn
@@ -320,13 +339,19 @@ class EcsProvisioner:
                         AssumeRolePolicyDocument=json.dumps(TRUST),
                         Description=f"pushpool: ECS task execution for pool {pool}",
                         Tags=self._tags(pool),
+                        **self._boundary(),
                     )["Role"]["Arn"]
+                elif unbounded:
+                    iam.put_role_permissions_boundary(RoleName=name, PermissionsBoundary=self.permissions_boundary)
                 if not attached:
                     iam.attach_role_policy(RoleName=name, PolicyArn=EXECUTION_POLICY)
             return {"execution_role_arn": arn}
 
-        action = CREATE if arn is None else (UPDATE if not attached else EXISTS)
-        return Step("IAM role", name, action, "task execution, AmazonECSTaskExecutionRolePolicy", run)
+        action = CREATE if arn is None else (UPDATE if not attached or unbounded else EXISTS)
+        detail = "task execution, AmazonECSTaskExecutionRolePolicy"
+        if self.permissions_boundary:
+            detail += ", permissions boundary " + self.permissions_boundary.rsplit("/", 1)[-1]
+        return Step("IAM role", name, action, detail, run)
 
     def _cluster_step(self, pool: str) -> Step:
         ecs, name = self.client("ecs"), f"pushpool-{pool}"
@@ -593,7 +618,7 @@ class EcsProvisioner:
         def run_user() -> dict[str, Any]:
             with _aws():
                 if not user_exists:
-                    iam.create_user(UserName=name, Tags=self._tags(pool))
+                    iam.create_user(UserName=name, Tags=self._tags(pool), **self._boundary())
             return {}
 
         def run_policy() -> dict[str, Any]:

@@ -8,8 +8,10 @@
   so a later, separate invocation finds it running **or finished** (``find``; a name only finds running ones).
 * The Prefect credential goes as an ephemeral Modal Secret (``Secret.from_dict``), never in the command or tags;
   the pool's ``secrets`` are Modal secrets by name.
-* The handle id is the sandbox id; status reads its result (exit code, terminated, timed out, failed to start);
-  cancel terminates it; logs are its output's last lines (Modal keeps them with the app).
+* The handle id is the sandbox id; status reads its result (exit code, terminated, timed out, failed to start), and
+  tells a sandbox Modal is still scheduling (no task yet: PENDING, so the start timeout applies) from one running,
+  with when Modal accepted it (``created_at``); cancel terminates it; logs are its output's last lines (Modal keeps
+  them with the app).
 * Credentials: the pool's ``modal_credentials`` block (``token_id``/``token_secret``), else the SDK's own
   configuration (``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET`` or ``~/.modal.toml``), on every call: submit and find with
   the spec's, status, cancel and logs with the handle's (the job's pool's, which the monitor puts in the handle), so a
@@ -18,6 +20,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import hashlib
 import threading
 from collections.abc import Mapping, Sequence
@@ -29,12 +33,20 @@ from pydantic import ValidationError
 from pushpool.errors import BackendError, JobNotFoundError
 from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
 from pushpool.providers.modal.config import DISPATCH_LEAD_SECONDS, ModalJobConfig
-from pushpool.providers.modal.sdk import NAME, find_sandbox, modal_errors, sandbox_result, tags
+from pushpool.providers.modal.sdk import (
+    NAME,
+    find_sandbox,
+    modal_errors,
+    running_sandboxes,
+    sandbox_scheduled,
+    sandbox_wait,
+    tags,
+)
 
 # Every GenericResult status a sandbox can end with (modal_proto), and what it means for the job.
 STATE_MAP: Mapping[str, JobState] = MappingProxyType(
     {
-        "GENERIC_STATUS_UNSPECIFIED": JobState.RUNNING,  # no result yet: scheduled or running
+        "GENERIC_STATUS_UNSPECIFIED": JobState.RUNNING,  # no result yet: scheduling (PENDING, see status) or running
         "GENERIC_STATUS_SUCCESS": JobState.SUCCEEDED,  # refined by the exit code
         "GENERIC_STATUS_FAILURE": JobState.FAILED,
         "GENERIC_STATUS_TERMINATED": JobState.STOPPED,
@@ -59,6 +71,9 @@ REASONS: Mapping[str, str] = MappingProxyType(
         "GENERIC_STATUS_KERNEL_OOM_KILL": "killed: out of memory",
     }
 )
+
+
+SCHEDULING = "Modal is still scheduling the sandbox (no worker has taken it yet: waiting for capacity or a GPU)"
 
 
 def sandbox_name(run_id: str, attempt: str) -> str:
@@ -136,20 +151,43 @@ class ModalBackend(BackendBase):
         return spec.handle(NAME, found) if found else None
 
     def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
+        """Each sandbox's result; a live one is PENDING while Modal schedules it (no task yet: waiting for capacity,
+        a GPU), RUNNING once it has a task. The live ones' times (``created_at``: Modal accepted the sandbox; its
+        task's ``started_at``) come from one listing of each app's running sandboxes."""
         out: dict[str, JobStatus] = {}
+        alive: dict[str, tuple[Any, list[str]]] = {}  # app id -> the client of its pool's token, its live sandboxes
         for handle in handles:
             if not handle.id.startswith("sb"):
                 out[handle.id] = JobStatus(JobState.MISSING, reason=f"not a Modal sandbox id: {handle.id!r}")
                 continue
             try:
                 with modal_errors():
-                    result = sandbox_result(self._client(_of(handle)), handle.id)
+                    client = self._client(_of(handle))
+                    result, app_id = sandbox_wait(client, handle.id)
+                    status = _to_status(result)
+                    if status.state is JobState.RUNNING and not sandbox_scheduled(client, handle.id):
+                        status = JobStatus(JobState.PENDING, reason=SCHEDULING)
             except JobNotFoundError as exc:
                 out[handle.id] = JobStatus(JobState.MISSING, reason=exc.one_line())
             except BackendError as exc:  # concerns this handle only
                 out[handle.id] = JobStatus(JobState.UNKNOWN, reason=exc.one_line())
             else:
-                out[handle.id] = _to_status(result)
+                out[handle.id] = status
+                if status.state.is_alive:
+                    alive.setdefault(app_id, (client, []))[1].append(handle.id)
+        for app_id, (client, ids) in alive.items():
+            try:
+                with modal_errors():
+                    running = running_sandboxes(client, app_id, ids)
+            except BackendError:  # the states stand; without times the monitor counts from the run's claim
+                continue
+            for sandbox_id in ids:
+                info = running.get(sandbox_id)
+                if info is not None:
+                    started = _time(info.task_info.started_at) if out[sandbox_id].state is JobState.RUNNING else None
+                    out[sandbox_id] = dataclasses.replace(
+                        out[sandbox_id], accepted_at=_time(info.created_at), started_at=started
+                    )
         return out
 
     def cancel(self, handle: JobHandle, *, grace_seconds: float = 10.0) -> None:
@@ -225,3 +263,8 @@ def _to_status(result: Any) -> JobStatus:
     parts = [describe_exit(code) if code is not None else "", REASONS.get(status, ""), result.exception.strip()]
     reason = "; ".join(p for p in parts if p) or status
     return JobStatus(state, exit_code=code, reason=reason if state is not JobState.SUCCEEDED else "exit code 0")
+
+
+def _time(seconds: float) -> dt.datetime | None:
+    """A Modal timestamp (seconds since the epoch; 0 when unset)."""
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc) if seconds else None

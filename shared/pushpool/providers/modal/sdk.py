@@ -4,14 +4,16 @@
 ``modal`` 1.6.4's ``Sandbox.list`` asks only for running sandboxes (``include_finished=True``) and
 ``Sandbox.from_id`` keeps the sandbox's result private. A later, separate invocation must find an attempt's sandbox
 after it finished too, and tell "terminated" from "exited 137", so both are asked here with the SDK's own client and
-messages (``SandboxListV2`` with ``include_finished``, ``SandboxWaitV2`` with ``timeout=0``). They depend on the
+messages (``SandboxListV2`` with ``include_finished``, ``SandboxWaitV2`` with ``timeout=0``). The monitor also needs
+to know a sandbox that Modal is still scheduling (no task yet: ``SandboxGetTaskId``) and when Modal accepted it
+(``SandboxInfo.created_at``), which ``Sandbox`` does not expose either. They depend on the
 pinned SDK version (pyproject.toml), which tests/contract/test_modal_backend.py runs against the local server.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from pushpool.errors import BackendError, BackendUnavailableError, JobNotFoundError, PushpoolError, QuotaExceededError
@@ -36,6 +38,7 @@ def modal_errors() -> Iterator[None]:
 
 def translate_modal_error(exc: Exception) -> BackendError | None:
     import modal.exception as me
+    from grpclib import GRPCError, Status
 
     reason = str(exc).strip() or type(exc).__name__
     if isinstance(exc, me.AuthError | me.PermissionDeniedError):
@@ -44,10 +47,18 @@ def translate_modal_error(exc: Exception) -> BackendError | None:
         return JobNotFoundError(f"not found on Modal: {reason}", backend=NAME)
     if isinstance(exc, me.ResourceExhaustedError):
         return QuotaExceededError(f"Modal has no capacity for the sandbox: {reason}", backend=NAME)
-    if isinstance(exc, me.ServiceError | me.InternalError | me.ConnectionError | me.ClientClosed):
+    # ServiceError: gRPC UNAVAILABLE, DEADLINE_EXCEEDED, UNKNOWN, CANCELLED; TimeoutError: the SDK's own retries of
+    # those ran out of time (RetryTimeoutError) or a call timed out.
+    if isinstance(exc, me.ServiceError | me.InternalError | me.ConnectionError | me.ClientClosed | me.TimeoutError):
         return BackendUnavailableError(f"Modal is unavailable: {reason}", backend=NAME)
     if isinstance(exc, me.Error):  # InvalidError (a bad GPU type, region …), ImageBuildError, AlreadyExistsError …
         return BackendError(f"Modal: {reason}", backend=NAME)
+    if isinstance(exc, GRPCError):  # a status the SDK did not wrap (its own stub calls, as sdk.py's look-ups make)
+        if exc.status is Status.RESOURCE_EXHAUSTED:
+            return QuotaExceededError(f"Modal has no capacity: {reason}", backend=NAME)
+        if exc.status in (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.INTERNAL, Status.UNKNOWN):
+            return BackendUnavailableError(f"Modal is unavailable ({exc.status.name}): {reason}", backend=NAME)
+        return BackendError(f"Modal ({exc.status.name}): {reason}", backend=NAME)
     if isinstance(exc, OSError | TimeoutError):
         return BackendUnavailableError(f"cannot reach Modal: {reason}", backend=NAME)
     return None
@@ -86,14 +97,58 @@ def find_sandbox(client: Any, app_id: str, wanted: Mapping[str, str]) -> str | N
     return ids[0] if ids else None
 
 
-def sandbox_result(client: Any, sandbox_id: str) -> Any:
-    """The sandbox's ``GenericResult`` (status UNSPECIFIED while it runs). Raises NotFoundError when it is unknown."""
+def sandbox_wait(client: Any, sandbox_id: str) -> tuple[Any, str]:
+    """The sandbox's ``GenericResult`` (status UNSPECIFIED while it runs) and its app's id (``SandboxWait`` with
+    ``timeout=0``, as ``from_id`` asks). Raises NotFoundError when it is unknown."""
     from modal._utils.async_utils import synchronizer
 
-    async def ask(client: Any) -> Any:
+    async def ask(client: Any) -> tuple[Any, str]:
         from modal.sandbox._sandbox import impl_class_for_sandbox_id
 
         answer = await impl_class_for_sandbox_id(sandbox_id).lookup_by_id(client, sandbox_id)
-        return answer.result
+        return answer.result, answer.metadata.app_id
 
-    return synchronizer.create_blocking(ask)(client)
+    return synchronizer.create_blocking(ask)(client)  # type: ignore[no-any-return]
+
+
+def sandbox_scheduled(client: Any, sandbox_id: str) -> bool:
+    """Whether Modal has scheduled the sandbox onto a worker (it has a task): a sandbox waiting for capacity (a GPU)
+    has none yet. One ``SandboxGetTaskId``, the call the SDK makes for this ("the task ID of the Sandbox, or an empty
+    string if it is not scheduled yet")."""
+    from modal._utils.async_utils import synchronizer
+
+    async def ask(client: Any) -> bool:
+        from modal.exception import ExecutionError
+        from modal.sandbox._sandbox import impl_class_for_sandbox_id
+
+        impl = impl_class_for_sandbox_id(sandbox_id)(client, sandbox_id)
+        try:
+            return bool(await impl.resolve_task_id_for_logs())
+        except ExecutionError:  # "Sandbox task_id is not available yet."
+            return False
+
+    return synchronizer.create_blocking(ask)(client)  # type: ignore[no-any-return]
+
+
+def running_sandboxes(client: Any, app_id: str, wanted: Collection[str]) -> dict[str, Any]:
+    """The ``wanted`` sandboxes among the app's running ones (``SandboxInfo``: ``created_at``, when Modal accepted
+    each, and its task's ``started_at``) by id: ``SandboxListV2`` pages, newest first, until all are found."""
+    from modal._utils.async_utils import synchronizer
+
+    async def ask(client: Any) -> dict[str, Any]:
+        from modal.sandbox._impl_v2 import auth_metadata
+        from modal_proto import api_pb2
+
+        found: dict[str, Any] = {}
+        before = None
+        while True:
+            request = api_pb2.SandboxListRequest(app_id=app_id, before_timestamp=before, include_finished=False)
+            answer = await client._stub.SandboxListV2(request, metadata=await auth_metadata(client))
+            if not answer.sandboxes:
+                return found
+            found.update((s.id, s) for s in answer.sandboxes if s.id in wanted)
+            if len(found) == len(set(wanted)):
+                return found
+            before = answer.sandboxes[-1].created_at
+
+    return synchronizer.create_blocking(ask)(client)  # type: ignore[no-any-return]

@@ -14,9 +14,17 @@ path): a monitor on another host, or one keeping its jobs in another directory, 
 a job it cannot see. Submission is idempotent per attempt: a lock file serialises submits and an existing
 ``job.json`` is returned. ``cleanup`` removes a finished job's directory.
 
+A job's environment is an allowlist (``pushpool/job_environment.py``): what ``prefect flow-run execute`` needs to
+start on this machine (``PATH``, ``HOME``, locale, ``TMPDIR``, the Python environment, CA bundles, ``PREFECT_HOME``)
+and the operator's ``PUSHPOOL_JOB_ENV_PASSTHROUGH`` names, then the job's spec (``PREFECT_API_URL``, the run's ids,
+the job's ``env``, the Prefect credential). Nothing else of pushpool's environment (cloud keys, database URLs,
+pushpool's own settings) reaches it — unlike Prefect's process worker, which passes its whole environment on.
+
 Every process of a job carries ``PUSHPOOL_JOB_ID=<run id>_<attempt>`` in its environment. Prefect's engine starts in
 a session of its own and outlives a killed parent, so process groups and parent links are not enough: a job is alive
-while any process carrying its marker is, and stopping a job signals all of them (found with psutil).
+while any process carrying its marker is, and stopping a job signals all of them (found with psutil). A job whose
+command died abnormally (the supervisor stops the rest) or whose supervisor died (``status`` stops the rest) is ended
+as a whole: no orphaned engine goes on running the flow of a job that reads as ended.
 """
 
 from __future__ import annotations
@@ -41,13 +49,13 @@ from typing import Any
 import psutil
 
 from pushpool.errors import BackendError, JobNotFoundError
+from pushpool.job_environment import job_environ
 from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
 from pushpool.providers.process.config import DISPATCH_LEAD_SECONDS, ProcessJobConfig
+from pushpool.providers.process.supervisor import stop_job_processes
 
 NAME = "process"
 MARKER = "PUSHPOOL_JOB_ID"
-# Variables of the serving process that jobs must not inherit (pushpool's own secrets and settings).
-_PRIVATE_PREFIXES = ("PUSHPOOL_",)
 
 
 def default_root() -> Path:
@@ -63,15 +71,26 @@ class ProcessBackend(BackendBase):
     keeps_finished_jobs = True  # the job directory, until cleanup
     dispatch_lead_seconds = DISPATCH_LEAD_SECONDS
 
-    def __init__(self, root: Path | str, *, host: str | None = None, python: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        host: str | None = None,
+        python: str | None = None,
+        env_passthrough: Sequence[str] = (),
+    ) -> None:
+        """``env_passthrough``: this process's variables that jobs also get (``PUSHPOOL_JOB_ENV_PASSTHROUGH``)."""
         self.root = Path(root).resolve()
+        self.env_passthrough = tuple(env_passthrough)
         self.host = host or socket.gethostname()
         self.python = python or sys.executable
         self.root_tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
 
     @classmethod
-    def from_options(cls, *, root: Path | str | None = None, **_: Any) -> ProcessBackend:
-        return cls(root or default_root())
+    def from_options(
+        cls, *, root: Path | str | None = None, env_passthrough: Sequence[str] = (), **_: Any
+    ) -> ProcessBackend:
+        return cls(root or default_root(), env_passthrough=env_passthrough)
 
     # -- the Protocol ------------------------------------------------------------------------------------------
 
@@ -232,7 +251,8 @@ class ProcessBackend(BackendBase):
         return argv
 
     def _environment(self, spec: JobSpec) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
+        """The job's environment: the allowlisted part of this process's, then the job's own (see the module)."""
+        env = job_environ(self.env_passthrough)
         env.update(spec.env)
         env.update(spec.secret_env)
         env[MARKER] = _key(spec.run_id, spec.attempt)
@@ -243,24 +263,55 @@ class ProcessBackend(BackendBase):
         job = _read_json(jobdir / "job.json")
         if job is None:
             return JobStatus(JobState.MISSING, reason="no such job")
+        # The job record is written when the supervisor was spawned: the job was accepted and started then.
         started = _timestamp(job.get("started_at"))
         alive = processes.get(jobdir.name, [])
         extra = {"pid": job.get("pid"), "dir": str(jobdir), "processes": alive}
-        ended = _read_json(jobdir / "exit.json")
+        ended = _read_json(jobdir / "exit.json")  # read after the processes were listed: see _orphaned
         stopped = (jobdir / "stopped").exists()
+        if alive and ended is None and job.get("pid") not in alive:
+            ended = _orphaned(jobdir, job.get("pid"))
+            alive = []
         if alive:  # the command may have exited while processes it started (the engine) still run
-            return JobStatus(JobState.RUNNING, None, "", started, None, extra)
+            return JobStatus(JobState.RUNNING, None, "", started, None, extra, accepted_at=started)
+        if ended is not None and ended.get("exit_code") is None:
+            finished = _timestamp(ended.get("finished_at"))
+            reason = f"process {ended.get('error')}"
+            return JobStatus(JobState.FAILED, None, reason, started, finished, extra, accepted_at=started)
         if ended is not None:
             code = int(ended["exit_code"])
             finished = _timestamp(ended.get("finished_at"))
             if code == 0:
-                return JobStatus(JobState.SUCCEEDED, 0, "exited with code 0", started, finished, extra)
+                return JobStatus(
+                    JobState.SUCCEEDED, 0, "exited with code 0", started, finished, extra, accepted_at=started
+                )
             state = JobState.STOPPED if stopped else JobState.FAILED
             reason = f"process {ended['error']}" if ended.get("error") else f"process ended with {describe_exit(code)}"
-            return JobStatus(state, code, reason, started, finished, extra)
+            return JobStatus(state, code, reason, started, finished, extra, accepted_at=started)
         if stopped:
-            return JobStatus(JobState.STOPPED, None, "process was stopped", started, None, extra)
-        return JobStatus(JobState.MISSING, None, "process disappeared without recording an exit code", started)
+            return JobStatus(JobState.STOPPED, None, "process was stopped", started, None, extra, accepted_at=started)
+        why = "process disappeared without recording an exit code"
+        return JobStatus(JobState.MISSING, None, why, started, accepted_at=started)
+
+
+def _orphaned(jobdir: Path, supervisor: Any) -> dict[str, Any]:
+    """A job whose supervisor died (``kill -9``, the OOM killer) without recording how its command ended, while other
+    processes of it live on: nothing supervises them any more, and their run would read as running until the flow
+    body ends. Stop them and record the end as the supervisor would have (no exit code: it is unknown).
+
+    The supervisor writes ``exit.json`` before it exits, and the processes were listed before ``exit.json`` was read,
+    so a supervisor missing from that list with no ``exit.json`` did not end normally.
+    """
+    count = stop_job_processes(jobdir.name)
+    ended = {
+        "exit_code": None,
+        "finished_at": time.time(),
+        "error": f"supervisor (pid {supervisor}) died without recording how the job's command ended; "
+        f"{count} remaining process{'es' if count != 1 else ''} of the job stopped",
+    }
+    with contextlib.suppress(OSError):
+        _write_json(jobdir / "exit.json", ended)
+    return ended
 
 
 def _key(run_id: str, attempt: str) -> str:

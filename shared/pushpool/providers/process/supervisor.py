@@ -6,6 +6,11 @@ the child's pid, waits, and writes ``JOBDIR/exit.json`` atomically (with ``error
 not start or was killed for its memory). SIGTERM/SIGINT are forwarded to the child. Standard library only: this is on
 the path of every job start.
 
+A command that ends abnormally (a non-zero code, a signal: ``kill -9`` of ``prefect flow-run execute``) takes the rest
+of its job with it: Prefect's engine runs in a session of its own and would otherwise go on, orphaned, running the
+flow of a job that reads as ended. Every other process carrying the job's marker (``PUSHPOOL_JOB_ID``) is killed before
+``exit.json`` is written, and the error says so. (A supervisor killed itself is seen by the backend's ``status``.)
+
 ``memory_limit_mb`` (managed runs: the tier's memory) is enforced on the command and every process it starts (pip,
 Prefect's engine, the flow's subprocesses): a watcher sums their resident memory (``/proc``) every 100 ms and kills
 them all with SIGKILL when the sum goes over the limit, recording ``exceeded its memory limit`` as the error. (An
@@ -59,11 +64,52 @@ def main(jobdir: str) -> int:
     if limit:
         threading.Thread(target=_watch_memory, args=(child, int(limit), over), daemon=True).start()
     code = child.wait()
-    ended = {"exit_code": code, "finished_at": time.time()}
+    ended: dict = {"exit_code": code, "finished_at": time.time()}
     if over:
         ended["error"] = over[0]
+    elif code != 0:
+        stopped = stop_job_processes(os.environ.get(MARKER, ""))
+        if stopped:
+            how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
+            ended["error"] = (
+                f"command {how}; {stopped} remaining process{'es' if stopped > 1 else ''} of the job "
+                "(Prefect's engine) stopped"
+            )
+            print(f"pushpool: the job's {ended['error']}", file=sys.stderr, flush=True)
     _write_json(os.path.join(jobdir, "exit.json"), ended)
     return 0 if code == 0 else 1
+
+
+MARKER = "PUSHPOOL_JOB_ID"  # the same name as the backend's (not imported: standard library only here)
+
+
+def stop_job_processes(key: str) -> int:
+    """SIGKILL every live process (but this one) whose environment carries ``PUSHPOOL_JOB_ID=<key>``; their number."""
+    if not key or not os.path.isdir("/proc"):
+        return 0
+    wanted, me, killed = f"{MARKER}={key}".encode(), os.getpid(), 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if wanted not in fh.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":  # a zombie: already dead
+                    continue
+            os.kill(int(entry), signal.SIGKILL)
+            killed += 1
+        except (OSError, IndexError):  # gone meanwhile, or not ours to read
+            continue
+    return killed
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"signal {number} ({signal.Signals(number).name})"
+    except ValueError:
+        return f"signal {number}"
 
 
 def _children() -> dict[int, list[int]]:
