@@ -6,7 +6,9 @@ credential object (no network, no IMDS) and ``connection_verify=<this server's s
 
 What the endpoint checks, and from where:
 
-* every request carries ``Authorization: Bearer <the fake credential's token>`` (else 401, as ARM);
+* every request carries ``Authorization: Bearer <a known token>`` (else 401 ``InvalidAuthenticationToken``, as ARM),
+  and a token reaches only its own subscriptions (else 403 ``AuthorizationFailed``): ``TOKEN`` reaches every
+  subscription unless ``add_account`` gives accounts their own; ``callers`` records which token made each call;
 * ``api-version`` is the one the SDK was generated for (``ContainerInstanceManagementClient``'s configuration);
 * every PUT body is deserialised with the SDK's own models (generated from Azure's published API description,
   ``containerInstance.json`` 2023-05-01): a value of the wrong type, a field the API does not define (dropped by the
@@ -102,22 +104,24 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
 
 
 class FakeCredential:
-    """A TokenCredential that never leaves the process (no IMDS, no login endpoint); counts its calls."""
+    """A TokenCredential that never leaves the process (no IMDS, no login endpoint); counts its calls. ``token``: the
+    bearer token it issues (an account of the emulator: ``ArmEmulator.add_account``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, token: str = TOKEN) -> None:
         self.calls = 0
+        self.token = token
 
     def get_token(self, *scopes: str, **kwargs: Any) -> Any:
         from azure.core.credentials import AccessToken
 
         self.calls += 1
-        return AccessToken(TOKEN, int(dt.datetime.now().timestamp()) + 3600)
+        return AccessToken(self.token, int(dt.datetime.now().timestamp()) + 3600)
 
     def get_token_info(self, *scopes: str, options: Any = None) -> Any:
         from azure.core.credentials import AccessTokenInfo
 
         self.calls += 1
-        return AccessTokenInfo(TOKEN, int(dt.datetime.now().timestamp()) + 3600)
+        return AccessTokenInfo(self.token, int(dt.datetime.now().timestamp()) + 3600)
 
 
 @dataclass
@@ -158,6 +162,8 @@ class ArmEmulator:
         self.resources: dict[str, dict[str, Any]] = {}  # other ARM resources, by lowercased id
         self.puts: list[str] = []  # their PUTs, in order
         self.deployed: list[tuple[str, dict[str, Any]]] = []  # groups created by ARM deployments (name, body)
+        self.accounts: dict[str, set[str] | None] = {TOKEN: None}  # token -> its subscriptions (None: every one)
+        self.callers: list[tuple[str, str, str, str | None]] = []  # (method, route, subscription, token) of each call
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.cert, key)
@@ -248,8 +254,9 @@ class ArmEmulator:
                     return fault[2], extra, _error(fault[3], f"injected {fault[2]}")
             if bad := self.bad_days.check(f"{method} {parts.path}"):
                 return arm_answer(bad)
-        if headers.get("authorization") != f"Bearer {TOKEN}":
-            return 401, {}, _error("AuthenticationFailed", "missing or invalid bearer token")
+        refused = self._authorize(method, route, parts.path, headers)
+        if refused is not None:
+            return refused
         if route == "resource":
             with self.lock:
                 return self._resource(method, parts.path, query, body)
@@ -259,6 +266,45 @@ class ArmEmulator:
         args = {k.lower(): v for k, v in match.groupdict().items()}
         with self.lock:
             return getattr(self, f"_{route}")(args, headers, body, query)
+
+    # -- accounts: who may call what ---------------------------------------------------------------------------------
+
+    def add_account(self, token: str, subscriptions: set[str]) -> None:
+        """A token (a service principal's) that reaches only ``subscriptions``."""
+        with self.lock:
+            self.accounts[token] = set(subscriptions)
+
+    def tokens_for(self, subscription: str | None = None, route: str | None = None) -> set[str | None]:
+        """The tokens that made calls (about ``subscription``, on ``route``)."""
+        with self.lock:
+            return {
+                t
+                for _, r, sub, t in self.callers
+                if (subscription is None or sub == subscription) and (route is None or r == route)
+            }
+
+    def _authorize(self, method: str, route: str, path: str, headers: dict[str, str]) -> tuple[int, dict, Any] | None:
+        """ARM's answer to a call its token may not make: 401 for an unknown token, 403 for another's subscription."""
+        auth = headers.get("authorization") or ""
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
+        found = re.match(r"^/subscriptions/([^/]+)", path, re.I)
+        subscription = found.group(1) if found else ""
+        with self.lock:
+            self.callers.append((method, route, subscription, token))
+            if token is None or token not in self.accounts:
+                return 401, {}, _error("InvalidAuthenticationToken", "The access token is invalid.")
+            allowed = self.accounts[token]
+        if allowed is not None and subscription not in allowed:
+            return (
+                403,
+                {},
+                _error(
+                    "AuthorizationFailed",
+                    "The client does not have authorization to perform action over scope "
+                    f"'/subscriptions/{subscription}' or the scope is invalid.",
+                ),
+            )
+        return None
 
     def _resource_group(self, a, headers, body, query):
         location = self.resource_groups.get((a["sub"], a["rg"].lower()))

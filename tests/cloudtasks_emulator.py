@@ -11,6 +11,9 @@ is 409 ALREADY_EXISTS; ``scheduleTime`` at most 30 days ahead; an unknown queue 
 caller may not act as is 403. Dispatch waits on a condition until the earliest time (no polling); a target answering
 non-2xx is retried (``max_attempts``), as a queue's retry config does. ``dispatches`` records what was delivered.
 ``bad_days`` (tests/faults.py) makes calls fail as Google spells it (429 RESOURCE_EXHAUSTED, 503 UNAVAILABLE).
+Accounts (``add_account``, tests/gcp_emulator.py's ``GoogleAccounts``): once any is added, a call must be signed by a
+known service account (401 UNAUTHENTICATED) that may touch the queue's project (403 PERMISSION_DENIED); ``callers``
+records which account signed each call.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import googleapiclient
 import httpx
 
 from tests.faults import Faults, google_error
-from tests.gcp_emulator import ApiError, request_schema, schema_errors
+from tests.gcp_emulator import ApiError, GoogleAccounts, request_schema, schema_errors
 
 _DOCS = os.path.join(os.path.dirname(googleapiclient.__file__), "discovery_cache", "documents")
 TASKS = json.load(open(os.path.join(_DOCS, "cloudtasks.v2.json")))  # noqa: SIM115
@@ -89,6 +92,8 @@ class CloudTasksEmulator:
         self.authorizations: list[str | None] = []
         self.bad_days = Faults()  # operations: "METHOD /v2/path" (tests/faults.py)
         self.access_token = f"ya29.local-{uuid.uuid4().hex}"
+        self.google_accounts = GoogleAccounts(self.access_token)
+        self.callers: list[tuple[str, str, str | None]] = []  # (method, path, account) of each API call
         self._heap: list[tuple[dt.datetime, str]] = []
         self._cond = threading.Condition(self.lock)
         self._stopped = False
@@ -125,6 +130,16 @@ class CloudTasksEmulator:
             return sum(1 for m, p in self.requests if m == method and fragment in p)
 
     # -- the API -----------------------------------------------------------------------------------------------------
+
+    def add_account(self, email: str, projects: set[str]) -> None:
+        """A service account that may touch only ``projects`` (and from now on, every call must be signed)."""
+        self.google_accounts.add(email, projects)
+
+    def _authorize(self, method: str, path: str, authorization: str | None) -> None:
+        """Google's answer to a call its signer may not make (see ``GoogleAccounts``); records the signer."""
+        with self.lock:
+            self.callers.append((method, path, self.google_accounts.account_of(authorization)))
+        self.google_accounts.check([path.split("/")[3]] if path.startswith("/v2/projects/") else [], authorization)
 
     def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         with self.lock:
@@ -251,19 +266,19 @@ class CloudTasksEmulator:
                 with emulator.lock:
                     emulator.authorizations.append(self.headers.get("Authorization"))
                 if url.path == "/token" and self.command == "POST":  # OAuth 2.0 JWT bearer grant of a key file
-                    grant = parse_qs(raw.decode()).get("grant_type", [""])[0]
-                    if grant != "urn:ietf:params:oauth:grant-type:jwt-bearer":
+                    form = parse_qs(raw.decode())
+                    if form.get("grant_type", [""])[0] != "urn:ietf:params:oauth:grant-type:jwt-bearer":
                         self._send(400, {"error": "unsupported_grant_type"})
                     else:
-                        self._send(
-                            200, {"access_token": emulator.access_token, "expires_in": 3600, "token_type": "Bearer"}
-                        )
+                        token = emulator.google_accounts.issue(form)
+                        self._send(200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"})
                     return
                 try:
                     try:
                         body = json.loads(raw) if raw else {}
                     except ValueError:
                         raise ApiError(400, "Invalid JSON payload received.") from None
+                    emulator._authorize(self.command, url.path, self.headers.get("Authorization"))
                     code, answer = emulator.handle(self.command, url.path, body)
                 except ApiError as exc:
                     code, answer = exc.code, exc.body()

@@ -8,6 +8,12 @@ only once a cluster names it in ``batch_job_ids``; task states ``pending``/``ass
 with an exit code; stopping a cluster (DELETE) stops its job; logs are lines tagged ``__BATCH <job>.<task>__``.
 Unknown workspaces and VM types are refused as Coiled refuses them (404, 400 with a message).
 
+Accounts: each token is one user's (``token``/``account`` the default one, a member of ``account`` and
+``other-workspace``; ``add_account`` adds others). A workspace the token's user is not a member of is 403 (Django REST
+framework's "You do not have permission"), a cluster of such a workspace asked for by id is 404 (the user's
+querysets hold only their workspaces' clusters) — an assumption from Coiled's REST framework, not from its
+documentation. ``callers`` records which token made each call.
+
 A job either stays as it is until a test drives it (``run_commands=False``), or its command runs on this machine
 with the environment it was sent (``env_vars`` and ``secret_env_vars``) when its cluster is created.
 
@@ -61,7 +67,9 @@ class CoiledEmulator:
     def __init__(self, *, token: str, account: str = "pushpool-tests", run_commands: bool = False) -> None:
         self.token = token
         self.account = account
-        self.workspaces = {account, "other-workspace"}
+        self.workspaces = {account, "other-workspace"}  # every workspace Coiled knows
+        self.users: dict[str, tuple[str, set[str]]] = {token: (account, {account, "other-workspace"})}
+        self.callers: list[tuple[str, str, str | None]] = []  # (method, path, token) of each call
         self.run_commands = run_commands
         self.jobs: dict[int, FakeJob] = {}
         self.clusters: dict[int, FakeCluster] = {}
@@ -163,15 +171,19 @@ class CoiledEmulator:
         if bad := self.bad_days.check(f"{method} {url.path}"):
             status, extra, detail = coiled_answer(bad)
             return status, detail, extra
-        if headers.get("Authorization") != f"ApiToken {self.token}":
+        user = self._caller(method, url.path, headers)
+        if user is None:
             return 401, {"detail": "Invalid token."}
+        username, member_of = user
         parts = [p for p in url.path.split("/") if p]
         query = parse_qs(url.query)
         if url.path == "/api/v2/user/me":
-            return 200, {"username": self.account}
+            return 200, {"username": username}
         if method == "POST" and url.path == "/api/v2/jobs/compressed":
             if body.get("workspace") not in self.workspaces:
                 return 404, {"message": f"Workspace '{body.get('workspace')}' not found"}
+            if body.get("workspace") not in member_of:
+                return 403, {"detail": "You do not have permission to perform this action."}
             with self._lock:
                 job = FakeJob(next(self._ids), body)
                 self.jobs[job.id] = job
@@ -180,6 +192,8 @@ class CoiledEmulator:
             workspace = parts[4]
             if workspace not in self.workspaces:
                 return 404, {"message": f"Workspace '{workspace}' not found"}
+            if workspace not in member_of:
+                return 403, {"detail": "You do not have permission to perform this action."}
             if method == "POST" and len(parts) == 5:
                 return self._create_cluster(workspace, body)
             if parts[5:6] == ["name"]:
@@ -193,7 +207,7 @@ class CoiledEmulator:
                 return 200, {"id": max(found, key=lambda c: c.id).id, "name": parts[6]}
             if parts[5:6] == ["id"]:
                 cluster = self.clusters.get(int(parts[6]))
-                if cluster is None:
+                if cluster is None or cluster.workspace != workspace:
                     return 404, {"message": f"Cluster {parts[6]} not found"}
                 if method == "DELETE":
                     self._stop_cluster(cluster)
@@ -205,7 +219,7 @@ class CoiledEmulator:
                     return 200, {"events": [{"message": line} for line in (job.output if job else [])]}
         if parts[:4] == ["api", "v2", "jobs", "cluster"]:
             cluster = self.clusters.get(int(parts[4]))
-            if cluster is None:
+            if cluster is None or cluster.workspace not in member_of:
                 return 404, {"message": f"Cluster {parts[4]} not found"}
             return 200, [
                 {
@@ -219,6 +233,31 @@ class CoiledEmulator:
                 if j.cluster_id == cluster.id
             ]
         return 404, {"message": f"no such endpoint: {method} {url.path}"}
+
+    # -- accounts: who may see what ----------------------------------------------------------------------------------
+
+    def add_account(self, token: str, username: str, workspaces: set[str]) -> None:
+        """Another user (token) and the workspaces they are a member of (created if new)."""
+        with self._lock:
+            self.users[token] = (username, set(workspaces) | {username})
+            self.workspaces |= set(workspaces) | {username}
+
+    def tokens_for_cluster(self, cluster_id: int | str) -> set[str | None]:
+        """The tokens of the calls about a cluster (its jobs, logs, stop: ``/cluster/<id>``, ``/id/<id>``)."""
+        with self._lock:
+            return {
+                token
+                for _, path, token in self.callers
+                if any(a in ("cluster", "id") and b == str(cluster_id) for a, b in itertools.pairwise(path.split("/")))
+            }
+
+    def _caller(self, method: str, path: str, headers: dict[str, str]) -> tuple[str, set[str]] | None:
+        """The caller (username and workspaces) of an ``Authorization: ApiToken`` header; None: 401."""
+        auth = headers.get("Authorization") or ""
+        token = auth.removeprefix("ApiToken ") if auth.startswith("ApiToken ") else None
+        with self._lock:
+            self.callers.append((method, path, token))
+            return self.users.get(token) if token is not None else None
 
     def _create_cluster(self, workspace: str, body: dict[str, Any]) -> tuple[int, Any]:
         for vm in body.get("scheduler_instance_types") or []:

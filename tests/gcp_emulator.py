@@ -10,10 +10,17 @@ Google spells them, operations ``done: false`` for K polls, jobs and executions 
 (Cloud Run's 1,000); ``requests`` records every call (method, path) for counting. ``/token``
 issues access tokens for a service-account key file whose ``token_uri`` points here (Application Default
 Credentials without Google).
+
+Accounts (``add_account``): once any is added, every call must be signed by a known service account — a self-signed JWT
+of its key (what the run_v2 REST clients send) or an access token ``/token`` issued for it — else 401 UNAUTHENTICATED,
+and may touch only the projects that account was given, else 403 PERMISSION_DENIED (Google's answer for a resource
+in a project the caller has no role in). Without accounts every call is accepted, as before. ``callers`` records
+which account signed each call (None: anonymous or unknown).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import itertools
 import json
@@ -41,6 +48,8 @@ _STATUS = {
     400: "INVALID_ARGUMENT",
     404: "NOT_FOUND",
     409: "ALREADY_EXISTS",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
     412: "FAILED_PRECONDITION",
     429: "RESOURCE_EXHAUSTED",
     500: "INTERNAL",
@@ -156,6 +165,65 @@ def request_schema(doc: Mapping[str, Any], *path: str) -> str:
     return str(_method(doc, *path)["request"]["$ref"])
 
 
+# -- who may call: service accounts and their projects ----------------------------------------------------------------
+
+
+class GoogleAccounts:
+    """Service accounts and the projects each may touch, as Google's IAM answers for them (shared by the Google
+    emulators). Until one is added, every call is accepted. Then a call must be signed by a known account — a
+    self-signed JWT of its key (what the Cloud client libraries send over REST) or an access token ``/token`` issued for
+    it — else 401 UNAUTHENTICATED, and may touch only its account's projects, else 403 PERMISSION_DENIED (Google's
+    answer for a resource in a project the caller has no role in, whether or not it exists)."""
+
+    def __init__(self, default_token: str) -> None:
+        self.lock = threading.Lock()
+        self.default_token = default_token  # what /token issues for a key of no known account
+        self.projects: dict[str, set[str]] = {}  # service-account email -> the projects it may touch
+        self._issued: dict[str, str] = {}  # access token -> the account it was issued to
+
+    def add(self, email: str, projects: set[str]) -> None:
+        with self.lock:
+            self.projects[email] = set(projects)
+
+    def account_of(self, authorization: str | None) -> str | None:
+        """The account that signed a call (its ``Authorization`` header), or None."""
+        token = (authorization or "").removeprefix("Bearer ")
+        with self.lock:
+            if token in self._issued:
+                return self._issued[token]
+        parts = token.split(".")
+        if len(parts) != 3:
+            return None
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except ValueError:
+            return None
+        return str(claims.get("iss") or "") or None if isinstance(claims, dict) else None
+
+    def check(self, projects: list[str], authorization: str | None) -> None:
+        """Raises the ApiError Google answers a call about ``projects`` signed so."""
+        account = self.account_of(authorization)
+        with self.lock:
+            if not self.projects:
+                return
+            allowed = self.projects.get(account or "")
+        if allowed is None:
+            raise ApiError(401, "Request had invalid authentication credentials.")
+        for project in projects:
+            if project not in allowed:
+                raise ApiError(403, f"Permission denied on resource project {project} (or it may not exist).")
+
+    def issue(self, form: Mapping[str, list[str]]) -> str:
+        """The access token ``/token`` issues for a key's JWT-bearer assertion (its account's, once accounts exist)."""
+        account = self.account_of(f"Bearer {form.get('assertion', [''])[0]}")
+        with self.lock:
+            if account is None or account not in self.projects:
+                return self.default_token
+            token = f"ya29.local-{uuid.uuid4().hex}"
+            self._issued[token] = account
+            return token
+
+
 # -- the emulator ----------------------------------------------------------------------------------------------------
 
 
@@ -175,6 +243,8 @@ class CloudRunEmulator:
         self.run_conflicts = 0  # runs refused for a stale etag
         self.authorizations: list[str | None] = []  # the Authorization header of every request
         self.access_token = f"ya29.local-{uuid.uuid4().hex}"  # what /token issues for a service-account key
+        self.google_accounts = GoogleAccounts(self.access_token)
+        self.callers: list[tuple[str, str, str | None]] = []  # (method, path, account) of each API call
         self._faults: list[int] = []
         self.bad_days = Faults()  # operations: "METHOD /v2/path" (tests/faults.py)
         self._ids = itertools.count(1)
@@ -306,6 +376,30 @@ class CloudRunEmulator:
                 entry = self._execution(f"{base}/jobs/{rest[1]}/executions/{rest[3]}")
                 return 200, {"tasks": [entry["task"]]}
         raise ApiError(404, f"Method not found: {method} {path}")
+
+    # -- accounts: who may touch which project -------------------------------------------------------------------
+
+    def add_account(self, email: str, projects: set[str]) -> None:
+        """A service account that may touch only ``projects`` (and from now on, every call must be signed)."""
+        self.google_accounts.add(email, projects)
+
+    def accounts_for(self, fragment: str) -> set[str | None]:
+        """The accounts that signed the calls whose path (or logging filter) holds ``fragment``."""
+        with self.lock:
+            return {account for _, path, account in self.callers if fragment in path}
+
+    def _authorize(self, method: str, path: str, body: Any, authorization: str | None) -> None:
+        if path == "/v2/entries:list":
+            names = ((body or {}).get("resourceNames") or []) if isinstance(body, dict) else []
+            projects = [str(n).split("/")[1] for n in names if str(n).startswith("projects/")]
+            where = path + " " + " ".join(names) + " " + str((body or {}).get("filter", ""))
+        else:
+            parts = path.strip("/").split("/")
+            projects = [parts[2]] if len(parts) > 2 and parts[1] == "projects" else []
+            where = path
+        with self.lock:
+            self.callers.append((method, where, self.google_accounts.account_of(authorization)))
+        self.google_accounts.check(projects, authorization)
 
     def _check(self, doc: Mapping[str, Any], schema: str, body: Any) -> None:
         errors = schema_errors(doc, schema, body if body is not None else {})
@@ -537,9 +631,11 @@ class CloudRunEmulator:
                 with emulator.lock:
                     emulator.authorizations.append(self.headers.get("Authorization"))
                 if url.path == "/token" and self.command == "POST":  # OAuth 2.0 JWT bearer grant of a key file
-                    grant = parse_qs(raw.decode()).get("grant_type", [""])[0]
+                    form = parse_qs(raw.decode())
+                    grant = form.get("grant_type", [""])[0]
                     ok = grant == "urn:ietf:params:oauth:grant-type:jwt-bearer"
-                    answer = {"access_token": emulator.access_token, "expires_in": 3600, "token_type": "Bearer"}
+                    token = emulator.google_accounts.issue(form)
+                    answer = {"access_token": token, "expires_in": 3600, "token_type": "Bearer"}
                     data = json.dumps(answer if ok else {"error": "unsupported_grant_type"}).encode()
                     self.send_response(200 if ok else 400)
                     self.send_header("Content-Type", "application/json")
@@ -552,6 +648,7 @@ class CloudRunEmulator:
                         body = json.loads(raw) if raw else None
                     except ValueError:
                         raise ApiError(400, "Invalid JSON payload received.") from None
+                    emulator._authorize(self.command, url.path, body, self.headers.get("Authorization"))
                     code, answer = emulator.handle(self.command, url.path, parse_qs(url.query), body)
                 except ApiError as exc:
                     code, answer = exc.code, exc.body()

@@ -11,6 +11,9 @@ flow from exactly what the SDK sent.
 Modal's behaviour it keeps: a sandbox name is unique among an app's *running* sandboxes (ALREADY_EXISTS), listing
 returns running sandboxes unless ``include_finished``, tags filter by containment, a terminated sandbox's result is
 TERMINATED, the token is checked on every call (UNAUTHENTICATED), an image that does not exist fails its build.
+Workspaces: each token is one workspace's (``token`` the default one's; ``add_workspace`` adds others) and apps and
+sandboxes belong to the workspace that made them; another workspace's app or sandbox is NOT_FOUND, as Modal answers
+for an object id it does not show the caller. ``callers`` records which token made each call and about what.
 ``faults`` makes the next calls of an RPC fail with a gRPC status (UNAVAILABLE: a transport failure); ``bad_days``
 (tests/faults.py) the cloud's bad days by RPC name: throttling (RESOURCE_EXHAUSTED), UNAVAILABLE, INTERNAL, sandboxes
 listed late, a concurrency quota (running sandboxes per app: RESOURCE_EXHAUSTED).
@@ -81,6 +84,7 @@ class FakeSandbox:
     env: dict[str, str]  # env and secrets, resolved as the container would see them
     created_at: float
     scheduled_at: float | None = None  # when a worker took it (its task started); None while Modal schedules it
+    workspace: str = "default"
     result: Any = None  # api_pb2.GenericResult once finished
     output: list[str] = field(default_factory=list)
     process: subprocess.Popen[str] | None = None
@@ -95,7 +99,11 @@ class ModalEmulator:
         self.token = token
         self.run_commands = run_commands
         self.hold_scheduling = hold_scheduling  # new sandboxes wait for capacity until ``schedule``
-        self.apps: dict[str, str] = {}  # name -> id
+        self.workspaces: dict[tuple[str, str], str] = {token: "default"}  # token -> its workspace
+        self.workspace_apps: dict[str, dict[str, str]] = {"default": {}}  # workspace -> app name -> id
+        self.apps: dict[str, str] = self.workspace_apps["default"]  # the default workspace's: name -> id
+        self.app_owner: dict[str, str] = {}  # app id -> workspace
+        self.callers: list[tuple[str, str, str]] = []  # (method, token id, the sandbox or app asked about)
         self.named_secrets: dict[str, dict[str, str]] = {}
         self._ephemeral: dict[str, dict[str, str]] = {}
         self.sandboxes: dict[str, FakeSandbox] = {}
@@ -193,15 +201,49 @@ class ModalEmulator:
 
     # -- the control plane ---------------------------------------------------------------------------------------------
 
-    def _new_sandbox(self, method: str, request: Any) -> FakeSandbox:
+    # -- workspaces: who may see what -------------------------------------------------------------------------------
+
+    def add_workspace(self, token: tuple[str, str], name: str) -> None:
+        """Another workspace and its token: its apps and sandboxes are its own."""
+        with self._lock:
+            self.workspaces[token] = name
+            self.workspace_apps.setdefault(name, {})
+
+    def tokens_about(self, object_id: str) -> set[str]:
+        """The token ids of the calls that asked about a sandbox (by its id or its task's: logs) or an app."""
+        with self._lock:
+            sandbox = self.sandboxes.get(object_id)
+            subjects = {object_id, sandbox.task_id if sandbox else object_id}
+            return {token for _, token, subject in self.callers if subject in subjects}
+
+    def _caller(self, method: str, request: Any, metadata: Any) -> str:
+        """The caller's workspace; UNAUTHENTICATED for a token Modal does not know (every call carries it)."""
+        token = (metadata.get("x-modal-token-id"), metadata.get("x-modal-token-secret"))
+        subject = ""
+        for name in ("sandbox_id", "task_id", "app_id"):
+            try:
+                subject = subject or str(getattr(request, name))
+            except AttributeError:
+                continue
+        with self._lock:
+            self.callers.append((method, str(token[0]), subject))
+            workspace = self.workspaces.get(token)  # type: ignore[arg-type]
+        if workspace is None:
+            raise GRPCError(Status.UNAUTHENTICATED, "Token is invalid or expired")
+        return workspace
+
+    def _own_app(self, app_id: str, workspace: str) -> None:
+        if self.app_owner.get(app_id) != workspace:
+            raise GRPCError(Status.NOT_FOUND, f"App {app_id} not found")
+
+    def _new_sandbox(self, method: str, request: Any, workspace: str = "default") -> FakeSandbox:
         definition = request.definition
         gpu = definition.resources.gpu_config.gpu_type
         if gpu and gpu.upper() not in GPU_TYPES:
             raise GRPCError(Status.INVALID_ARGUMENT, f"Unknown GPU type: '{gpu}'. Valid types: {sorted(GPU_TYPES)}")
         with self._lock:
             app_id = request.app_id
-            if app_id not in self.apps.values():
-                raise GRPCError(Status.NOT_FOUND, f"App {app_id} not found")
+            self._own_app(app_id, workspace)
             name = definition.name
             if name and any(s.app_id == app_id and s.name == name and s.running for s in self.sandboxes.values()):
                 raise GRPCError(Status.ALREADY_EXISTS, f"Sandbox with name '{name}' already exists")
@@ -231,6 +273,7 @@ class ModalEmulator:
                 definition=definition,
                 env=env,
                 created_at=time.time() + number * 1e-6,
+                workspace=workspace,
             )
             if not self.hold_scheduling:
                 sandbox.scheduled_at = sandbox.created_at
@@ -279,29 +322,32 @@ class ModalEmulator:
         sandbox._reader_thread = thread  # type: ignore[attr-defined]
         return thread
 
-    def _terminate(self, sandbox_id: str) -> None:
+    def _terminate(self, sandbox_id: str, workspace: str = "default") -> None:
         with self._lock:
             sandbox = self.sandboxes.get(sandbox_id)
-            if sandbox is None:
+            if sandbox is None or sandbox.workspace != workspace:
                 raise GRPCError(Status.NOT_FOUND, f"Sandbox {sandbox_id} not found")
             if sandbox.result is None:
                 sandbox.result = GR(status=GR.GENERIC_STATUS_TERMINATED, exception="Sandbox terminated")
         if sandbox.process and sandbox.process.poll() is None:
             sandbox.process.terminate()
 
-    def _get(self, sandbox_id: str) -> FakeSandbox:
+    def _get(self, sandbox_id: str, workspace: str = "default") -> FakeSandbox:
         sandbox = self.sandboxes.get(sandbox_id)
-        if sandbox is None:
+        if sandbox is None or sandbox.workspace != workspace:
             raise GRPCError(Status.NOT_FOUND, f"Sandbox {sandbox_id} not found")
         return sandbox
 
-    def _list(self, request: Any) -> Any:
+    def _list(self, request: Any, workspace: str = "default") -> Any:
         wanted = {t.tag_name: t.tag_value for t in request.tags}
+        if request.app_id:
+            self._own_app(request.app_id, workspace)
         found = sorted(
             (
                 s
                 for s in list(self.sandboxes.values())
-                if (not request.app_id or s.app_id == request.app_id)
+                if s.workspace == workspace
+                and (not request.app_id or s.app_id == request.app_id)
                 and (request.include_finished or s.running)
                 and all(s.tags.get(k) == v for k, v in wanted.items())
                 and (not request.before_timestamp or s.created_at < request.before_timestamp)
@@ -326,18 +372,18 @@ class ModalEmulator:
         )
 
     def answer(self, method: str, request: Any, metadata: Any) -> Any:
-        token = (metadata.get("x-modal-token-id"), metadata.get("x-modal-token-secret"))
-        if token != self.token:  # every call carries the token (gRPC metadata)
-            raise GRPCError(Status.UNAUTHENTICATED, "Token is invalid or expired")
+        workspace = self._caller(method, request, metadata)
         if method == "ClientHello":
             return api_pb2.ClientHelloResponse()
         if method == "AppGetOrCreate":
             with self._lock:
-                if request.app_name not in self.apps:
+                apps = self.workspace_apps[workspace]
+                if request.app_name not in apps:
                     if request.object_creation_type != api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING:
                         raise GRPCError(Status.NOT_FOUND, f"App '{request.app_name}' not found")
-                    self.apps[request.app_name] = f"ap-{next(self._ids):08d}"
-                return api_pb2.AppGetOrCreateResponse(app_id=self.apps[request.app_name])
+                    apps[request.app_name] = f"ap-{next(self._ids):08d}"
+                    self.app_owner[apps[request.app_name]] = workspace
+                return api_pb2.AppGetOrCreateResponse(app_id=apps[request.app_name])
         if method == "EnvironmentGetOrCreate":
             settings = api_pb2.EnvironmentSettings(image_builder_version="2025.06")
             return api_pb2.EnvironmentGetOrCreateResponse(
@@ -368,7 +414,7 @@ class ModalEmulator:
             done = GR(status=GR.GENERIC_STATUS_SUCCESS)
             return api_pb2.ImageGetOrCreateResponse(image_id=f"im-{next(self._ids):08d}", result=done)
         if method in ("SandboxCreate", "SandboxCreateV2"):
-            sandbox = self._new_sandbox(method, request)
+            sandbox = self._new_sandbox(method, request, workspace)
             metadata_out = api_pb2.SandboxHandleMetadata(app_id=sandbox.app_id)
             if method == "SandboxCreate":
                 return api_pb2.SandboxCreateResponse(sandbox_id=sandbox.id, metadata=metadata_out)
@@ -376,22 +422,25 @@ class ModalEmulator:
                 sandbox_id=sandbox.id, task_id=sandbox.task_id if sandbox.scheduled_at else None, metadata=metadata_out
             )
         if method in ("SandboxGetTaskId", "SandboxGetTaskIdV2"):
-            sandbox = self._get(request.sandbox_id)
+            sandbox = self._get(request.sandbox_id, workspace)
             if sandbox.scheduled_at is None:  # not scheduled yet (or ended before it was): no task
                 return api_pb2.SandboxGetTaskIdResponse(task_result=sandbox.result)
             return api_pb2.SandboxGetTaskIdResponse(task_id=sandbox.task_id)
         if method in ("SandboxWait", "SandboxWaitV2"):
-            sandbox = self._get(request.sandbox_id)
+            sandbox = self._get(request.sandbox_id, workspace)
             return api_pb2.SandboxWaitResponse(
                 result=sandbox.result, metadata=api_pb2.SandboxHandleMetadata(app_id=sandbox.app_id)
             )
         if method in ("SandboxList", "SandboxListV2"):
-            return self._list(request)
+            return self._list(request, workspace)
         if method in ("SandboxTerminate", "SandboxTerminateV2"):
-            self._terminate(request.sandbox_id)
+            self._terminate(request.sandbox_id, workspace)
             return api_pb2.SandboxTerminateResponse()
         if method == "AppFetchLogs":
-            sandbox = next((s for s in list(self.sandboxes.values()) if s.task_id == request.task_id), None)
+            sandbox = next(
+                (s for s in list(self.sandboxes.values()) if s.task_id == request.task_id and s.workspace == workspace),
+                None,
+            )
             lines = sandbox.output[-request.limit :] if sandbox and request.limit else []
             items = [
                 api_pb2.TaskLogs(

@@ -4,7 +4,8 @@ tokens over https only, so the production auth policy stays in the path).
 
 It implements what pushpool and the Functions host's queue listener use — Put Message, Get Messages, Delete
 Message — with the service's rules from its REST reference: ``x-ms-version`` and a bearer token required (else 401/
-403), ``visibilitytimeout`` 0…7 days and below ``messagettl`` (-1: never expires), a message of at most 64 KiB, an
+403; ``add_identity`` scopes tokens to queues: 401 InvalidAuthenticationInfo / 403 AuthorizationPermissionMismatch),
+``visibilitytimeout`` 0…7 days and below ``messagettl`` (-1: never expires), a message of at most 64 KiB, an
 unknown queue 404 ``QueueNotFound``, a wrong pop receipt 404 ``MessageNotFound``; errors as Storage's XML with
 ``x-ms-error-code``. A message is invisible until its visibility timeout ends, then handed out by Get Messages.
 ``bad_days`` (tests/faults.py) answers the service's bad days: 503 ``ServerBusy`` (Storage's throttling), 500.
@@ -60,6 +61,8 @@ class StorageQueueEmulator:
         self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
         self.authorizations: list[str | None] = []
         self.bad_days = Faults()  # operations: "METHOD /account/queue/messages" (tests/faults.py)
+        self.identities: dict[str, set[str]] = {}  # bearer token -> the queues its role assignment covers
+        self.callers: list[tuple[str, str, str | None]] = []  # (method, queue, token) of each call
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -114,6 +117,7 @@ class StorageQueueEmulator:
         if len(parts) < 3 or parts[0] != ACCOUNT or parts[2] != "messages":
             raise StorageError(400, "InvalidUri", f"The requested URI does not represent any resource: {path}")
         queue = parts[1]
+        self._authorize(method, queue, auth.removeprefix("Bearer "))
         with self.lock:
             if queue not in self.queues:
                 raise StorageError(404, "QueueNotFound", "The specified queue does not exist.")
@@ -124,6 +128,29 @@ class StorageQueueEmulator:
         if method == "DELETE" and len(parts) == 4:
             return self._delete(queue, parts[3], query)
         raise StorageError(405, "UnsupportedHttpVerb", f"{method} is not supported here")
+
+    # -- identities: who may use which queue ----------------------------------------------------------------------
+
+    def add_identity(self, token: str, queues: set[str]) -> None:
+        """An identity (its bearer token) with a queue data role on ``queues`` only; once any is added, a call with
+        an unknown token is 401 and one on a queue its role does not cover is 403, as Azure Storage answers."""
+        with self.lock:
+            self.identities[token] = set(queues)
+
+    def _authorize(self, method: str, queue: str, token: str) -> None:
+        with self.lock:
+            self.callers.append((method, queue, token))
+            if not self.identities:
+                return
+            allowed = self.identities.get(token)
+        if allowed is None:
+            raise StorageError(401, "InvalidAuthenticationInfo", "Server failed to authenticate the request.")
+        if queue not in allowed:
+            raise StorageError(
+                403,
+                "AuthorizationPermissionMismatch",
+                "This request is not authorized to perform this operation using this permission.",
+            )
 
     def _put(self, queue: str, query: dict[str, list[str]], body: bytes) -> tuple[int, bytes]:
         visibility = _int(query, "visibilitytimeout", 0)

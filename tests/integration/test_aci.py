@@ -369,26 +369,33 @@ def test_arm_calls_per_submit_and_per_monitor_tick(aci_deps, prefect: PrefectHel
     assert tick.count("get") == 2  # the two provisioned groups; the two still creating are judged from the list
 
 
-def test_an_aci_credentials_block_creates_the_group_and_pushpools_identity_follows_it(
+def test_an_aci_credentials_block_creates_the_group_and_the_monitor_follows_it_with_the_block(
     prefect_api: str, tmp_path: Path, aci_options: dict, prefect: PrefectHelper, aci_pool, arm
 ) -> None:
     from tests.arm_emulator import FakeCredential
 
-    block_credential = FakeCredential()
+    block_credential = FakeCredential(token="block-principal-token")
+    arm.add_account(block_credential.token, {AZ_SUB})
     deps = make_deps(prefect_api, tmp_path)
     deps.backend_options["aci"] = {**aci_options, "block_credential": block_credential}
     try:
         block = {"client_id": "app-id", "tenant_id": "tenant-id", "client_secret": "s3cr3t-never-logged"}
-        run_id = _run(prefect, aci_pool(), aci_credentials=block)
+        pool = aci_pool(_template(aci_credentials=block))  # the pool's block: job variables may not choose one
+        run_id = _run(prefect, pool)
         outcome = _submit(deps, run_id)
         assert outcome.outcome == "submitted", outcome
-        assert block_credential.calls >= 1  # the block's service principal made the group
-        own = aci_options["credential"].calls
-        deps.backend("aci").status([JobHandle("aci", outcome.job_id)])
-        assert aci_options["credential"].calls > own  # the monitor follows it with pushpool's own identity
+        assert arm.tokens_for(AZ_SUB, "put") >= {block_credential.token}  # the block's service principal made it
+        before = len(arm.callers)
+        arm.start_container(outcome.job_id)
+        fresh = make_deps(prefect_api, tmp_path / "fresh")  # a monitor in a new process, that never saw the submit
+        fresh.backend_options["aci"] = {**aci_options, "block_credential": FakeCredential(block_credential.token)}
+        pool_tick(fresh, pool)
+        fresh.orchestrator.close()
+        followed = {(route, token) for _, route, _, token in arm.callers[before:]}
+        assert followed and {token for _, token in followed} == {block_credential.token}, followed
         assert "s3cr3t-never-logged" not in json.dumps(arm.group(outcome.job_id).body)
 
-        partial = _run(prefect, aci_pool(), aci_credentials={"client_id": "app-id"})
+        partial = _run(prefect, aci_pool(_template(aci_credentials={"client_id": "app-id"})))
         assert _submit(deps, partial).outcome == "crashed"
         assert "client_id, tenant_id and client_secret" in prefect.read_run(partial)["state"]["message"]
     finally:

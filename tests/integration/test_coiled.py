@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from pushpool import localserver
+from pushpool.providers import base_job_template
 from pushpool.providers.base import JobHandle
 
 from tests.helpers import PrefectHelper, make_deps, pool_tick, skip_ahead
@@ -121,6 +122,12 @@ def test_the_maximum_run_time_stops_the_job_and_crashes_the_run(
 def test_bad_input_crashes_the_run_with_coiled_s_message(
     coiled_deps, prefect: PrefectHelper, coiled_pool: str, variables: dict, fragment: str
 ) -> None:
+    variables = dict(variables)
+    if "credentials" in variables:  # the pool's block: a deployment may not choose credentials
+        template = base_job_template("coiled:push")
+        template["variables"]["properties"]["credentials"]["default"] = variables.pop("credentials")
+        coiled_pool = prefect.unique("coiled")
+        prefect.create_pool(coiled_pool, "coiled:push", base_job_template=template)
     run_id = prefect.create_run(prefect.create_deployment(coiled_pool, job_variables=variables))
     assert _submit(coiled_deps, run_id).outcome == "crashed"
     state = prefect.read_run(run_id)["state"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from pushpool import localserver
+from pushpool.providers import base_job_template
 from pushpool.providers.base import JobHandle
 
 from tests.helpers import PrefectHelper, make_deps, pool_tick, skip_ahead
@@ -155,13 +156,17 @@ def test_bad_input_crashes_the_run_with_modal_s_message(
 
 
 def test_a_malformed_or_refused_token_in_the_block_crashes_the_run_naming_the_block(
-    modal_deps, prefect: PrefectHelper, modal_pool: str
+    modal_deps, prefect: PrefectHelper
 ) -> None:
     for block, fragment in (
         ({"token_id": "ak-x", "token_secret": "not-a-secret-value"}, "modal_credentials block"),
         ({"token_id": "ak-expired", "token_secret": "as-expired-secret-value"}, "Modal refused the credentials"),
     ):
-        run_id = prefect.create_run(prefect.create_deployment(modal_pool, job_variables={"modal_credentials": block}))
+        template = base_job_template("modal:push")  # the pool's block: a deployment may not choose credentials
+        template["variables"]["properties"]["modal_credentials"]["default"] = block
+        pool = prefect.unique("modal")
+        prefect.create_pool(pool, "modal:push", base_job_template=template)
+        run_id = prefect.create_run(prefect.create_deployment(pool))
         assert _submit(modal_deps, run_id).outcome == "crashed"
         message = prefect.read_run(run_id)["state"]["message"]
         assert fragment in message and block["token_secret"] not in message

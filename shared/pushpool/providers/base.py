@@ -40,6 +40,11 @@ Rules every backend keeps (checked by tests/contract, which every backend and ev
   rather than send it in plaintext. Where the provider has a per-value secret mark (ACI), ``env`` values whose names
   look secret (:func:`is_secret_name`) carry it too.
 * Failures surface only as :mod:`pushpool.errors` (``BackendError`` and its subclasses), translated at the boundary.
+* Credentials per pool, on every call (design.md rule 8): a job's provider credentials are its pool's (the fields its
+  config model names in ``credential_fields``). ``submit`` and ``find`` sign with the spec's and return a handle
+  carrying them (``JobHandle.credentials``); ``status``, ``cancel``, ``logs`` and ``cleanup`` sign each handle's calls
+  with the handle's, and a handle without any with pushpool's own configuration — never with whatever credentials
+  the process used last. The monitor, which may never have seen the submit, puts the pool's into the handle.
 """
 
 from __future__ import annotations
@@ -101,6 +106,10 @@ class JobConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+    # The fields that hold the provider credentials the job's calls are signed with (a credentials block): they come
+    # from the work pool only (usecases/job_spec.py refuses a job whose job variables change them).
+    credential_fields: ClassVar[tuple[str, ...]] = ()
 
     command: tuple[str, ...] | None = Field(
         default=None, description="argv of the flow-run process; a string is split like a shell (shlex)"
@@ -167,13 +176,29 @@ class JobSpec:
     def max_run_time_seconds(self) -> int:
         return self.config.max_run_time_seconds
 
+    @property
+    def credentials(self) -> Mapping[str, Any] | None:
+        """The configuration's credential fields (the pool's), or None when its provider has none."""
+        fields = type(self.config).credential_fields
+        return {name: getattr(self.config, name) for name in fields} if fields else None
+
+    def handle(self, backend: str, job_id: str) -> JobHandle:
+        """The handle of this spec's job, carrying its credentials."""
+        return JobHandle(backend, job_id, self.credentials)
+
 
 @dataclass(frozen=True)
 class JobHandle:
-    """An opaque reference to a job; ``id`` is what pushpool stores as the run's ``infrastructure_pid``."""
+    """An opaque reference to a job; ``id`` is what pushpool stores as the run's ``infrastructure_pid``.
+
+    ``credentials``: the job's pool's credential fields (``JobConfig.credential_fields`` → rendered block data), which
+    sign every call about the job; None means pushpool's own configuration. Never persisted, never shown (no repr),
+    not part of equality: two handles of one job are equal whoever holds them.
+    """
 
     backend: str
     id: str
+    credentials: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -216,15 +241,20 @@ class UnstartedJob:
     ref: str  # the backend's own reference (a Cloud Run job's resource name)
     run_id: str
     version: str = ""  # what the backend saw when it listed the job (an etag): deleted only if still so
+    # the credentials of the pool it was listed for (never shown): deleting it is signed with them
+    credentials: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @runtime_checkable
 class SweepsUnstartedJobs(Protocol):
     """What a backend whose jobs outlive a failed submit implements (Cloud Run: 1,000 jobs per region)."""
 
-    def unstarted_jobs(self, templates: Sequence[Mapping[str, Any]]) -> list[UnstartedJob]:
+    def unstarted_jobs(
+        self, templates: Sequence[Mapping[str, Any]], credentials: Sequence[Mapping[str, Any] | None] = ()
+    ) -> list[UnstartedJob]:
         """pushpool's jobs that never started, where the pools (by their base job templates) put jobs: one list
-        call per location, never one per run."""
+        call per location and identity, never one per run. ``credentials``: each template's pool's (as in
+        ``JobHandle.credentials``), which sign its listing and the deletes of what it finds."""
 
     def delete_unstarted(self, job: UnstartedJob) -> None:
         """Delete one of them (already gone is success)."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pushpool.errors import PushpoolError
 from pushpool.prefect_api.models import IN_FLIGHT_STATES
 from pushpool.providers.base import JobHandle
 from pushpool.usecases.deps import Deps
+from pushpool.usecases.job_spec import PoolCredentials
 from pushpool.usecases.monitor import push_pools
 
 
@@ -26,15 +28,25 @@ def in_flight(deps: Deps, *, pool: str | None = None) -> list[dict[str, Any]]:
     )
     now = deps.clock.now()
     handles: dict[str, list[JobHandle]] = {}
+    credentials = PoolCredentials(deps.settings, deps.orchestrator)  # each job asked with its pool's credentials
+    job_states: dict[str, str] = {}
     for run in runs:
         if run.infrastructure_pid:
-            name = deps.provider(by_name[run.work_pool_name or ""].type).name
-            handles.setdefault(name, []).append(JobHandle(name, run.infrastructure_pid))
-    job_states = {
-        job_id: status.state.value
-        for name, batch in handles.items()
-        for job_id, status in deps.backend(name).status(batch).items()
-    }
+            pool = by_name[run.work_pool_name or ""]
+            name = deps.provider(pool.type).name
+            try:
+                handle = credentials.handle(name, pool, run.infrastructure_pid)
+            except PushpoolError as exc:
+                job_states[run.infrastructure_pid] = f"UNKNOWN ({exc.one_line()})"
+                continue
+            handles.setdefault(name, []).append(handle)
+    job_states.update(
+        {
+            job_id: status.state.value
+            for name, batch in handles.items()
+            for job_id, status in deps.backend(name).status(batch).items()
+        }
+    )
     rows = []
     for run in runs:
         job_state = job_states.get(run.infrastructure_pid or "", "-")

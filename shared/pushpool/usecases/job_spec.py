@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pushpool.errors import ConfigurationError, ObjectNotFoundError, TemplateError
+from pushpool.errors import ConfigurationError, ObjectNotFoundError, PushpoolError, TemplateError
 from pushpool.job_environment import job_environ
 from pushpool.managed import is_managed
 from pushpool.managed.job import BOOTSTRAP, managed_job
@@ -27,7 +27,7 @@ from pushpool.managed.job import base_job_template as managed_template
 from pushpool.prefect_api.client import PrefectClient
 from pushpool.prefect_api.models import Deployment, FlowRun, WorkPool
 from pushpool.providers import Provider, managed_provider, provider_for_pool_type
-from pushpool.providers.base import DEFAULT_COMMAND, PREFECT_CREDENTIALS, JobConfig, JobSpec
+from pushpool.providers.base import DEFAULT_COMMAND, PREFECT_CREDENTIALS, JobConfig, JobHandle, JobSpec
 from pushpool.settings import Settings
 from pushpool.templates.common import DEFAULT_MAX_RUN_TIME_SECONDS
 from pushpool.templates.render import NOTSET, apply_values, merge_job_variables, render_job_configuration
@@ -131,6 +131,21 @@ def managed_job_variables(
         ConfigurationError: the operator's provider cannot run managed pools, or its template pool is not usable.
     """
     job = managed_job(values, deployment.pull_steps if deployment is not None else None)
+    template, provider = managed_provider_template(settings, client)
+    tier = settings.tier
+    variables = provider.managed_variables(
+        bootstrap=BOOTSTRAP, env=job.job_env(), image=settings.managed_image, memory_mb=tier.memory_mb
+    )
+    variables["max_run_time_seconds"] = tier.max_run_time_seconds
+    return template, variables, provider
+
+
+def managed_provider_template(settings: Settings, client: PrefectClient | None) -> tuple[dict[str, Any], Provider]:
+    """The template managed runs render (see :func:`managed_job_variables`) and the provider that runs them.
+
+    Raises:
+        ConfigurationError: the operator's provider cannot run managed pools, or its template pool is not usable.
+    """
     provider = managed_provider(settings.managed_backend)
     template = provider.template(provider.pool_types[0])
     if settings.managed_template_pool and client is not None:
@@ -146,12 +161,67 @@ def managed_job_variables(
                 f"the {provider.name} provider's ({', '.join(provider.pool_types)})"
             )
         template = carrier.base_job_template if carrier.base_job_template.get("job_configuration") else template
-    tier = settings.tier
-    variables = provider.managed_variables(
-        bootstrap=BOOTSTRAP, env=job.job_env(), image=settings.managed_image, memory_mb=tier.memory_mb
+    return template, provider
+
+
+def pool_credentials(
+    settings: Settings, client: PrefectClient, pool: WorkPool, *, resolver: OrchestratorResolver | None = None
+) -> dict[str, Any] | None:
+    """The provider credentials of the pool's jobs (its config model's ``credential_fields``), or None when its
+    provider has none: the pool's template rendered with the pool's own defaults, blocks resolved — what every job of
+    the pool is signed with (:func:`build_job_spec` refuses a job whose job variables would change them), so the
+    monitor can sign every call about a job with its pool's credentials without the run's job variables.
+
+    Raises:
+        TemplateError: the pool's template does not render (e.g. its credentials block was deleted).
+        OrchestratorError: a block could not be read (transient).
+    """
+    template, provider = pool_template(pool), None
+    if is_managed(pool.type):
+        template, provider = managed_provider_template(settings, client)
+    fields = (provider or provider_for_pool_type(pool.type)).config_model().credential_fields
+    if not fields:
+        return None
+    return _own_credentials(
+        template,
+        fields,
+        resolver or OrchestratorResolver(client),
+        template_environ(passthrough=settings.job_env_passthrough),
     )
-    variables["max_run_time_seconds"] = tier.max_run_time_seconds
-    return template, variables, provider
+
+
+def _own_credentials(
+    template: Mapping[str, Any], fields: tuple[str, ...], resolver: OrchestratorResolver, environ: Mapping[str, str]
+) -> dict[str, Any]:
+    rendered = render_job_configuration(template, {}, resolver=resolver, environ=environ)
+    return {name: rendered.get(name) for name in fields}
+
+
+def _check_credentials(
+    template: Mapping[str, Any],
+    rendered: Mapping[str, Any],
+    model: type[JobConfig],
+    resolver: OrchestratorResolver,
+    environ: Mapping[str, str],
+) -> None:
+    """A job's credentials are its pool's: job variables (a deployment's, a flow run's) that change a credentials
+    field are refused — a deployment author may not sign their job with another pool's block, or any block the pool's
+    operator did not give the pool (design.md rule 8).
+
+    Raises:
+        TemplateError: the field named, never its value.
+    """
+    fields = model.credential_fields
+    if not fields:
+        return
+    own = _own_credentials(template, fields, resolver, environ)
+    for name in fields:
+        if rendered.get(name) != own[name]:
+            raise TemplateError(
+                f"job variables may not change {name!r}: a job is signed with its work pool's own credentials (the "
+                "pool's base job template); remove it from the deployment's or flow run's job variables, or run the "
+                "deployment in a pool whose operator set the credentials it needs"
+            )
 
 
 def effective_max_run_time(pool: WorkPool, deployment: Deployment | None, run: FlowRun) -> int:
@@ -186,13 +256,11 @@ def build_job_spec(
     template, provider = pool_template(pool), None
     if is_managed(pool.type):  # the operator's provider runs it, with the operator's image and the tier's limits
         template, values, provider = managed_job_variables(settings, deployment, values, client=client)
-    check_operator_fields(template, (provider or provider_for_pool_type(pool.type)).config_model())
-    rendered = render_job_configuration(
-        template,
-        values,
-        resolver=OrchestratorResolver(client),
-        environ=template_environ(environ, settings.job_env_passthrough),
-    )
+    model = (provider or provider_for_pool_type(pool.type)).config_model()
+    check_operator_fields(template, model)
+    resolver, environ = OrchestratorResolver(client), template_environ(environ, settings.job_env_passthrough)
+    rendered = render_job_configuration(template, values, resolver=resolver, environ=environ)
+    _check_credentials(template, rendered, model, resolver, environ)
     config = typed_config(pool, rendered, provider)
     env: dict[str, str | None] = {
         "PREFECT_API_URL": settings.api_url_for_jobs,
@@ -241,3 +309,40 @@ def build_job_spec(
         config=config,
         secret_env=secret_env,
     )
+
+
+class PoolCredentials:
+    """Handles of jobs carrying their pool's credentials (:func:`pool_credentials`), each pool rendered once: one per
+    monitor tick or CLI call, so a monitor that never saw the submit signs every call about a job with its pool's
+    credentials, never with another pool's nor with whatever the process used last.
+    """
+
+    def __init__(self, settings: Settings, client: PrefectClient) -> None:
+        self.settings, self.client = settings, client
+        self._resolver = OrchestratorResolver(client)  # a block shared by pools is read once
+        self._found: dict[str, dict[str, Any] | PushpoolError | None] = {}
+
+    def of(self, pool: WorkPool) -> dict[str, Any] | None:
+        """The pool's credentials (None: pushpool's own configuration).
+
+        Raises:
+            PushpoolError: they cannot be rendered (remembered: the pool's other runs are not tried again).
+        """
+        if pool.name not in self._found:
+            try:
+                self._found[pool.name] = pool_credentials(self.settings, self.client, pool, resolver=self._resolver)
+            except PushpoolError as exc:
+                self._found[pool.name] = exc
+        found = self._found[pool.name]
+        if isinstance(found, PushpoolError):
+            raise found
+        return found
+
+    def handle(self, backend: str, pool: WorkPool, job_id: str) -> JobHandle:
+        """The handle of a job of ``pool``, carrying the pool's credentials.
+
+        Raises:
+            PushpoolError: the pool's credentials cannot be rendered: the job is not to be asked about now (asking
+                with other credentials would find it missing).
+        """
+        return JobHandle(backend, job_id, self.of(pool))

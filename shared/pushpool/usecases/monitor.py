@@ -24,6 +24,7 @@ from pushpool.prefect_api.models import IN_FLIGHT_STATES, TERMINAL_STATES, Deplo
 from pushpool.providers.base import Backend, JobHandle, JobState, JobStatus
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.heartbeat import heartbeat
+from pushpool.usecases.job_spec import PoolCredentials
 from pushpool.usecases.managed import mark_pools
 from pushpool.usecases.punctual import GROUP_RUNS, arm, arm_pool, dispatch_time, lead_seconds, look_ahead_seconds
 from pushpool.usecases.reconcile import policy_from, reconcile_run
@@ -326,33 +327,39 @@ def reconcile_runs(deps: Deps, pools: list[WorkPool], report: TickReport) -> Non
     policy = policy_from(deps)
     deployments: dict[str, Deployment | None] = {}
 
-    # Batch status per backend; a backend that fails to load or to answer is reported, the others go on.
-    by_backend: dict[str, tuple[Backend, list[FlowRun]]] = {}
+    # Every call about a job is signed with its pool's credentials (rendered once per pool): a pool whose credentials
+    # cannot be rendered now has its runs left alone this tick (asked with other credentials, a live job would read
+    # as missing). Status is batched per backend; the backend groups the handles by their credentials.
+    credentials = PoolCredentials(deps.settings, client)
+    by_backend: dict[str, tuple[Backend, list[tuple[FlowRun, JobHandle | None]]]] = {}
     for run in runs:
         pool = by_name.get(run.work_pool_name or "")
         if pool is None:
             continue
         try:
             backend = deps.backend_for_pool(pool)
+            handle = credentials.handle(backend.name, pool, run.infrastructure_pid) if run.infrastructure_pid else None
         except PushpoolError as exc:
             report.errors.append(f"run {run.id}: {exc.one_line()}")
             continue
-        by_backend.setdefault(backend.name, (backend, []))[1].append(run)
+        by_backend.setdefault(backend.name, (backend, []))[1].append((run, handle))
     for backend_name, (backend, backend_runs) in by_backend.items():
-        handles = [JobHandle(backend_name, r.infrastructure_pid) for r in backend_runs if r.infrastructure_pid]
+        handles = [handle for _, handle in backend_runs if handle is not None]
         try:
             statuses: dict[str, JobStatus] = backend.status(handles) if handles else {}
         except Exception as exc:  # the runs with a job wait for the next tick; those without one go on
             log.exception("status of %s jobs failed", backend_name)
             report.errors.append(f"backend {backend_name}: {_describe(exc)}")
             statuses = {}
-        for run in backend_runs:
+        for run, handle in backend_runs:
             try:
                 pool = by_name[run.work_pool_name or ""]
                 status = None  # no pid: judged by its state alone
-                if run.infrastructure_pid:  # a job no status came back for (a failed call) is unknown, never missing
-                    status = statuses.get(run.infrastructure_pid) or JobStatus(JobState.UNKNOWN, reason="no status")
-                action = reconcile_run(deps, backend, pool, run, status, now=now, policy=policy, cache=deployments)
+                if handle is not None:  # a job no status came back for (a failed call) is unknown, never missing
+                    status = statuses.get(handle.id) or JobStatus(JobState.UNKNOWN, reason="no status")
+                action = reconcile_run(
+                    deps, backend, pool, run, status, now=now, policy=policy, cache=deployments, handle=handle
+                )
                 report.reconciled[action] += 1
             except Exception as exc:
                 if not isinstance(exc, PushpoolError):

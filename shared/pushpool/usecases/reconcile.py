@@ -50,7 +50,7 @@ from pushpool.managed import is_managed
 from pushpool.prefect_api.models import Deployment, FlowRun, StateType, WorkPool
 from pushpool.providers.base import Backend, JobHandle, JobState, JobStatus
 from pushpool.usecases.deps import Deps
-from pushpool.usecases.job_spec import build_job_spec, effective_max_run_time
+from pushpool.usecases.job_spec import PoolCredentials, build_job_spec, effective_max_run_time
 from pushpool.usecases.run_states import (
     MAX_MESSAGE,
     attach_logs,
@@ -281,11 +281,17 @@ def reconcile_run(
     now: dt.datetime,
     policy: Policy,
     cache: dict[str, Deployment | None],
+    handle: JobHandle | None = None,
 ) -> str:
-    """Decide and act for one run whose job status (None: no pid) is already known."""
+    """Decide and act for one run whose job status (None: no pid) is already known.
+
+    ``handle``: the run's job (its ``infrastructure_pid``) with its pool's credentials (``PoolCredentials``); rendered
+    here when not given.
+    """
     if deps.settings.start_timeout_seconds is None:
         policy = dataclasses.replace(policy, start_timeout_seconds=backend.start_timeout_seconds)
-    handle = JobHandle(backend.name, run.infrastructure_pid) if run.infrastructure_pid else None
+    if handle is None and run.infrastructure_pid:
+        handle = PoolCredentials(deps.settings, deps.orchestrator).handle(backend.name, pool, run.infrastructure_pid)
     found = False
     if handle is None and _worth_a_lookup(run, now, policy):
         handle = find_job(deps, backend, pool, run, cache)
@@ -335,11 +341,13 @@ def find_job(
 def reconcile_one(deps: Deps, run: FlowRun, pool: WorkPool) -> dict[str, Any]:
     """Reconcile a single run now (the webhook's fast path for Cancelling runs)."""
     backend = deps.backend_for_pool(pool)
-    status = None
+    status, handle = None, None
     if run.infrastructure_pid:  # no answer for its job (a failed call) is unknown, never "no job"
-        answer = backend.status([JobHandle(backend.name, run.infrastructure_pid)]).get(run.infrastructure_pid)
-        status = answer or JobStatus(JobState.UNKNOWN, reason="no status")
-    action = reconcile_run(deps, backend, pool, run, status, now=deps.clock.now(), policy=policy_from(deps), cache={})
+        handle = PoolCredentials(deps.settings, deps.orchestrator).handle(backend.name, pool, run.infrastructure_pid)
+        status = backend.status([handle]).get(handle.id) or JobStatus(JobState.UNKNOWN, reason="no status")
+    action = reconcile_run(
+        deps, backend, pool, run, status, now=deps.clock.now(), policy=policy_from(deps), cache={}, handle=handle
+    )
     return {"flow_run_id": run.id, "outcome": "reconciled", "detail": action, "job_id": run.infrastructure_pid}
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from pushpool.errors import InvalidRequestError, ObjectNotFoundError, PushpoolError
 from pushpool.prefect_api.models import FlowRun
-from pushpool.providers.base import JobHandle
 from pushpool.usecases.deps import Deps
+from pushpool.usecases.job_spec import PoolCredentials
 
 
 def find_run(deps: Deps, ref: str) -> FlowRun:
@@ -56,8 +56,10 @@ def run_logs(deps: Deps, ref: str, *, lines: int = 200) -> dict[str, Any]:
         note = "the run has no work pool"
     else:
         try:
-            backend = deps.backend_for_pool(client.read_work_pool(run.work_pool_name))
-            job_output = backend.logs(JobHandle(backend.name, run.infrastructure_pid), lines=lines)
+            pool = client.read_work_pool(run.work_pool_name)
+            backend = deps.backend_for_pool(pool)
+            handle = PoolCredentials(deps.settings, client).handle(backend.name, pool, run.infrastructure_pid)
+            job_output = backend.logs(handle, lines=lines)
         except PushpoolError as exc:
             note = exc.one_line()
         else:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pushpool.errors import PushpoolError
 from pushpool.prefect_api.models import TERMINAL_STATES
 from pushpool.providers.base import SweepsUnstartedJobs
+from pushpool.usecases.job_spec import PoolCredentials
 
 if TYPE_CHECKING:
     from pushpool.prefect_api.models import WorkPool
@@ -28,17 +29,22 @@ DELETED = "delete-unstarted"
 
 def sweep_unstarted(deps: Deps, pools: Sequence[WorkPool], report: TickReport) -> None:
     """Delete the unstarted jobs of final or deleted runs; a failing backend is reported, the others go on."""
-    by_backend: dict[str, tuple[Any, list[Mapping[str, Any]]]] = {}
+    by_backend: dict[str, tuple[Any, list[Mapping[str, Any]], list[Mapping[str, Any] | None]]] = {}
+    credentials = PoolCredentials(deps.settings, deps.orchestrator)  # each pool's jobs listed with its credentials
     for pool in pools:
         try:
             backend = deps.backend_for_pool(pool)
+            if not isinstance(backend, SweepsUnstartedJobs):
+                continue
+            own = credentials.of(pool)
         except PushpoolError:
             continue  # reported by the reconciliation already
-        if isinstance(backend, SweepsUnstartedJobs):
-            by_backend.setdefault(backend.name, (backend, []))[1].append(pool.base_job_template)
-    for name, (backend, templates) in by_backend.items():
+        templates, pool_credentials = by_backend.setdefault(backend.name, (backend, [], []))[1:]
+        templates.append(pool.base_job_template)
+        pool_credentials.append(own)
+    for name, (backend, templates, pool_credentials) in by_backend.items():
         try:
-            jobs = backend.unstarted_jobs(templates)
+            jobs = backend.unstarted_jobs(templates, pool_credentials)
             if not jobs:
                 continue
             ids = sorted({job.run_id for job in jobs})

@@ -29,7 +29,8 @@
 * ARM 429 (with ``Retry-After``) and 5xx are retried by azure-core's retry policy; then the error surfaces as a
   BackendError with Azure's code and message.
 * Credentials: pushpool's own (``DefaultAzureCredential``: the function's managed identity), or the pool's
-  ``aci_credentials`` block (a service principal) for submit and find. The monitor follows groups with its own identity.
+  ``aci_credentials`` block (a service principal), on every call: submit and find with the spec's, status, cancel,
+  logs and cleanup with the handle's (the job's pool's, which the monitor puts in the handle), never another pool's.
 """
 
 from __future__ import annotations
@@ -136,7 +137,8 @@ class AciBackend(BackendBase):
         block_credential: Any = None,
     ) -> None:
         self._credential = credential
-        self._block_credential = block_credential  # tests: what an aci_credentials block resolves to
+        # tests: what an aci_credentials block resolves to (one credential, or one per client_id)
+        self._block_credential = block_credential
         self.base_url = base_url
         self.connection_verify = connection_verify
         self.retry = {
@@ -159,7 +161,7 @@ class AciBackend(BackendBase):
         config = _config(spec)
         check_identities(spec)  # before any call to Azure: a refused identity creates nothing
         name = group_name(spec)
-        handle = JobHandle(NAME, resource_id(config.subscription_id, config.resource_group_name, name))
+        handle = spec.handle(NAME, resource_id(config.subscription_id, config.resource_group_name, name))
         client = self._client(config.subscription_id, config.aci_credentials)
         with self._lock(handle.id), azure_errors():
             if self._get(client, config.resource_group_name, name) is not None:
@@ -189,21 +191,24 @@ class AciBackend(BackendBase):
             found = self._get(client, config.resource_group_name, name)
         if found is None:
             return None
-        return JobHandle(NAME, resource_id(config.subscription_id, config.resource_group_name, name))
+        return spec.handle(NAME, resource_id(config.subscription_id, config.resource_group_name, name))
 
     def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
         out: dict[str, JobStatus] = {}
-        by_group: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        by_group: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
+        blocks: dict[str, Mapping[str, Any] | None] = {}
         for handle in handles:
             try:
                 sub, rg, name = parse_handle(handle.id)
             except JobNotFoundError as exc:
                 out[handle.id] = JobStatus(JobState.MISSING, reason=exc.one_line())
                 continue
-            by_group.setdefault((sub, rg), []).append((handle.id, name))
-        for (sub, rg), items in by_group.items():
+            block = _block_of(handle)
+            blocks[_block_key(block)] = block
+            by_group.setdefault((_block_key(block), sub, rg), []).append((handle.id, name))
+        for (identity, sub, rg), items in by_group.items():
             try:
-                client = self._client(sub, None)
+                client = self._client(sub, blocks[identity])
                 with azure_errors():
                     listed = {g.name.lower(): g for g in client.container_groups.list_by_resource_group(rg)}
             except BackendError as exc:
@@ -236,7 +241,7 @@ class AciBackend(BackendBase):
             sub, rg, name = parse_handle(handle.id)
         except JobNotFoundError:
             return  # never a group of ours: nothing to stop
-        client = self._client(sub, None)
+        client = self._client(sub, _block_of(handle))
         try:
             with azure_errors():
                 client.container_groups.stop(rg, name)  # ACI has no grace period: the container is stopped
@@ -252,7 +257,7 @@ class AciBackend(BackendBase):
             sub, rg, name = parse_handle(handle.id)
         except JobNotFoundError:
             return []
-        client = self._client(sub, None)
+        client = self._client(sub, _block_of(handle))
         try:
             with azure_errors():
                 group = self._get(client, rg, name)
@@ -271,7 +276,7 @@ class AciBackend(BackendBase):
             sub, rg, name = parse_handle(handle.id)
         except JobNotFoundError:
             return
-        client = self._client(sub, None)
+        client = self._client(sub, _block_of(handle))
         try:
             with azure_errors():
                 group = self._get(client, rg, name)
@@ -387,6 +392,8 @@ class AciBackend(BackendBase):
                 "pushpool's own identity)",
                 backend=NAME,
             )
+        if isinstance(self._block_credential, Mapping):
+            return self._block_credential[block.get("client_id")]
         if self._block_credential is not None:
             return self._block_credential
         from azure.identity import ClientSecretCredential
@@ -791,6 +798,12 @@ def _block_key(block: Mapping[str, Any] | None) -> str:
         return ""
     fields = {k: block.get(k) for k in ("client_id", "tenant_id", "client_secret", "credential_kwargs")}
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _block_of(handle: JobHandle) -> Mapping[str, Any] | None:
+    """The ``aci_credentials`` block a handle carries (its pool's); None: pushpool's own identity."""
+    block = (handle.credentials or {}).get("aci_credentials")
+    return block if isinstance(block, Mapping) else None
 
 
 def _config(spec: JobSpec) -> AciJobConfig:

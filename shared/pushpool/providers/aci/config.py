@@ -49,6 +49,7 @@ def identity_key(identity: Any) -> str | None:
 
 
 class AciJobConfig(JobConfig):
+    credential_fields = ("aci_credentials",)  # the pool's only: job variables may not change it
     operator_fields: ClassVar[frozenset[str]] = frozenset({"allowed_identities"})
 
     image: str | None = Field(default=None, description="the container image (Prefect's image by default)")

@@ -21,12 +21,11 @@
 * The handle id is the execution's resource name (``projects/<p>/locations/<r>/jobs/<job>/executions/<e>``), with
   ``#keep`` when the job is to be kept.
 * Credentials: the function's own identity (Application Default Credentials), unless the backend is given credentials;
-  a ``gcp-credentials`` block in the pool's ``credentials`` signs submit and find (its service account info or file).
-  Status, cancel, cleanup and logs use pushpool's own identity (one List per project and region answers every run of
-  every pool, whatever block made its job), so a block is accepted only for the project pushpool watches: a block of
-  another project than the job's is refused before anything is sent, naming both (as ECS refuses a block of another
-  AWS account). Signing every call with the run's block would need the block per handle in the monitor, and one List
-  per block instead of per location.
+  a ``gcp-credentials`` block in the pool's ``credentials`` (its service account info or file) signs every call about
+  the pool's jobs: submit and find with the spec's, status, cancel, cleanup and logs with the handle's (the job's
+  pool's, which the monitor puts in the handle), the sweep of unstarted jobs with each pool's. Status lists once per
+  identity, project and region. A block of another project than the job's is refused before anything is sent, naming
+  both (as ECS refuses a block of another AWS account): a pool's jobs go to its block's own project.
 * The image pre-flight reads a private Artifact Registry / Container Registry image with the credentials that sign
   the job: their access token as ``oauth2accesstoken`` to the registry's token realm; only Google's registry hosts get
   it.
@@ -172,7 +171,7 @@ class CloudRunBackend(BackendBase):
 
         config = _config(spec)
         job = self._job_message(spec, config)  # refused here (plaintext secret, bad body) before any call
-        identity = self._identity(config)
+        identity = self._identity(config.credentials)
         project = self._project_of(config)  # a block of another project: refused before any call
         self._check_platform(job.template.template.containers[0].image, identity)
         jobs = self._client("jobs", identity)
@@ -185,7 +184,7 @@ class CloudRunBackend(BackendBase):
                     parent=name.rsplit("/jobs/", 1)[0], job=job, job_id=job_id(spec), retry=retry
                 )
             except exceptions.Conflict:  # 409 ALREADY_EXISTS: another submit of this attempt created it
-                return self._existing(jobs, name, keep)
+                return spec.handle(NAME, self._existing(jobs, name, keep).id)
             try:  # polling the operation is retried too (a 503 there must not look like a failed job)
                 created = operation.result(timeout=self.ready_timeout, retry=retry)
             except exceptions.GoogleAPICallError:
@@ -195,13 +194,13 @@ class CloudRunBackend(BackendBase):
                 except exceptions.GoogleAPICallError:
                     pass
                 raise
-            return self._run(jobs, name, created.etag, keep)
+            return spec.handle(NAME, self._run(jobs, name, created.etag, keep).id)
 
     def find(self, spec: JobSpec) -> JobHandle | None:
         from google.api_core import exceptions
 
         config = _config(spec)
-        jobs = self._client("jobs", self._identity(config))
+        jobs = self._client("jobs", self._identity(config.credentials))
         name = f"projects/{self._project_of(config)}/locations/{config.region}/jobs/{job_id(spec)}"
         with google_errors(f"Cloud Run job {name}"):
             try:
@@ -209,21 +208,26 @@ class CloudRunBackend(BackendBase):
             except (exceptions.NotFound, exceptions.PermissionDenied):
                 return None  # no such job, or no such project or location: no job of this attempt
         execution = job.latest_created_execution.name
-        return _handle(execution, config.keep_job) if execution else None
+        return spec.handle(NAME, _handle(execution, config.keep_job).id) if execution else None
 
     def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
         out: dict[str, JobStatus] = {}
-        by_location: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        by_location: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
         for handle in handles:
             execution = _execution_name(handle.id)
             if execution is None:
                 out[handle.id] = JobStatus(JobState.UNKNOWN, reason=f"not a Cloud Run execution: {handle.id!r}")
                 continue
-            project, location = _EXECUTION.match(execution).groups()[:2]  # type: ignore[union-attr]
-            by_location.setdefault((project, location), []).append((handle.id, execution))
-        for (project, location), items in by_location.items():
             try:
-                listed = self._executions_of(project, location)
+                identity = self._handle_identity(handle)
+            except BackendError as exc:  # its pool's credentials are unusable: this handle cannot be judged now
+                out[handle.id] = JobStatus(JobState.UNKNOWN, reason=exc.one_line())
+                continue
+            project, location = _EXECUTION.match(execution).groups()[:2]  # type: ignore[union-attr]
+            by_location.setdefault((identity, project, location), []).append((handle.id, execution))
+        for (identity, project, location), items in by_location.items():
+            try:
+                listed = self._executions_of(project, location, identity)
             except BackendError as exc:  # concerns this location only: the others are still answered
                 gone = status_code(exc.__cause__) == 404
                 failed = JobStatus(JobState.MISSING if gone else JobState.UNKNOWN, reason=exc.one_line())
@@ -233,9 +237,11 @@ class CloudRunBackend(BackendBase):
                 found = listed.get(execution)
                 try:
                     if found is None:  # not in the list: ask for it alone before calling it gone
-                        found = self._get_execution(execution)
+                        found = self._get_execution(execution, identity)
                     out[handle_id] = (
-                        self._to_status(found) if found else JobStatus(JobState.MISSING, reason="execution not found")
+                        self._to_status(found, identity)
+                        if found
+                        else JobStatus(JobState.MISSING, reason="execution not found")
                     )
                 except BackendError as exc:
                     out[handle_id] = JobStatus(JobState.UNKNOWN, reason=exc.one_line())
@@ -247,9 +253,10 @@ class CloudRunBackend(BackendBase):
         execution = _execution_name(handle.id)
         if execution is None:
             return  # never one of ours: nothing to stop
+        identity = self._handle_identity(handle)
         try:
             with google_errors(f"cancelling {execution}"):
-                self._client("executions").cancel_execution(name=execution, retry=self._retry())
+                self._client("executions", identity).cancel_execution(name=execution, retry=self._retry())
         except BackendError as exc:
             if isinstance(exc.__cause__, exceptions.NotFound):
                 return
@@ -258,7 +265,7 @@ class CloudRunBackend(BackendBase):
             raise
 
     def logs(self, handle: JobHandle, *, lines: int = 50) -> list[str]:
-        """The execution's last ``lines`` lines from Cloud Logging (entries:list over REST, pushpool's identity)."""
+        """The execution's last ``lines`` lines from Cloud Logging (entries:list over REST, the handle's identity)."""
         execution = _execution_name(handle.id)
         if lines <= 0 or execution is None:
             return []
@@ -273,7 +280,8 @@ class CloudRunBackend(BackendBase):
             "pageSize": lines,
         }
         with google_errors(f"reading the logs of {execution}"):
-            answer = self._session().post(f"{self.logging_endpoint}/v2/entries:list", json=body, timeout=30)
+            session = self._session(self._handle_identity(handle))
+            answer = session.post(f"{self.logging_endpoint}/v2/entries:list", json=body, timeout=30)
         if answer.status_code == 404:
             return []
         if answer.status_code >= 400:
@@ -292,27 +300,36 @@ class CloudRunBackend(BackendBase):
         job = execution.rsplit("/executions/", 1)[0]
         with google_errors(f"deleting {job}"):
             try:
-                self._client("jobs").delete_job(name=job, retry=self._retry())
+                self._client("jobs", self._handle_identity(handle)).delete_job(name=job, retry=self._retry())
             except exceptions.NotFound:
                 return
 
     # -- jobs that never started (SweepsUnstartedJobs) ---------------------------------------------------------------
 
-    def unstarted_jobs(self, templates: Sequence[Mapping[str, Any]]) -> list[UnstartedJob]:
+    def unstarted_jobs(
+        self, templates: Sequence[Mapping[str, Any]], credentials: Sequence[Mapping[str, Any] | None] = ()
+    ) -> list[UnstartedJob]:
         """pushpool's jobs with no execution, older than ``unstarted_grace_seconds``, in the locations the pools'
-        defaults name (``project``, else pushpool's own; ``region``): one ListJobs per location (page by page)."""
-        locations: set[tuple[str, str]] = set()
-        for template in templates:
+        defaults name (``project``, else the block's, else pushpool's own; ``region``): one ListJobs per location and
+        identity (page by page), signed with the pool's credentials (``credentials``, one per template)."""
+        locations: dict[tuple[str, str, str], Mapping[str, Any] | None] = {}
+        for index, template in enumerate(templates):
+            pool_credentials = credentials[index] if index < len(credentials) else None
+            identity = self._identity((pool_credentials or {}).get("credentials"))
             props = (template.get("variables") or {}).get("properties") or {}
-            project = (props.get("project") or {}).get("default") or self._own_project()
+            where = {"project": (props.get("project") or {}).get("default"), **(pool_credentials or {})}
+            try:
+                project = self._project_of(CloudRunJobConfig.model_validate(where))  # where submit puts its jobs
+            except BackendError:
+                continue  # a pool whose jobs submit refuses (a block of another project) has none
             region = (props.get("region") or {}).get("default") or "us-central1"
-            locations.add((str(project), str(region)))
+            locations[(identity, project, str(region))] = pool_credentials
         found: list[UnstartedJob] = []
         now = time.time()
-        for project, region in sorted(locations):
+        for (identity, project, region), pool_credentials in sorted(locations.items(), key=lambda item: item[0]):
             parent = f"projects/{project}/locations/{region}"
             with google_errors(f"listing the jobs of {parent}"):
-                pager = self._client("jobs").list_jobs(
+                pager = self._client("jobs", identity).list_jobs(
                     request={"parent": parent, "page_size": LIST_PAGE_SIZE}, retry=self._retry()
                 )
                 for job in pager:
@@ -327,16 +344,18 @@ class CloudRunBackend(BackendBase):
                         or now - created.timestamp() < self.unstarted_grace_seconds
                     ):
                         continue
-                    found.append(UnstartedJob(NAME, job.name, run_id, job.etag))
+                    found.append(UnstartedJob(NAME, job.name, run_id, job.etag, pool_credentials))
         return found
 
     def delete_unstarted(self, job: UnstartedJob) -> None:
         """Delete the job if it is as listed (its etag): a job run meanwhile is left to the run's own cleanup."""
         from google.api_core import exceptions
 
+        identity = self._identity((job.credentials or {}).get("credentials"))
         with google_errors(f"deleting {job.ref}"):
             try:
-                self._client("jobs").delete_job(request={"name": job.ref, "etag": job.version}, retry=self._retry())
+                jobs = self._client("jobs", identity)
+                jobs.delete_job(request={"name": job.ref, "etag": job.version}, retry=self._retry())
             except (exceptions.NotFound, exceptions.Conflict, exceptions.Aborted, exceptions.FailedPrecondition):
                 return
 
@@ -412,25 +431,25 @@ class CloudRunBackend(BackendBase):
 
     # -- status helpers ------------------------------------------------------------------------------------------
 
-    def _executions_of(self, project: str, location: str) -> dict[str, Any]:
+    def _executions_of(self, project: str, location: str, identity: str = "") -> dict[str, Any]:
         """Every execution of the location by name: one call per page of ``jobs/-``."""
         with google_errors(f"listing the executions of projects/{project}/locations/{location}"):
-            pager = self._client("executions").list_executions(
+            pager = self._client("executions", identity).list_executions(
                 request={"parent": f"projects/{project}/locations/{location}/jobs/-", "page_size": LIST_PAGE_SIZE},
                 retry=self._retry(),
             )
             return {execution.name: execution for execution in pager}
 
-    def _get_execution(self, name: str) -> Any:
+    def _get_execution(self, name: str, identity: str = "") -> Any:
         from google.api_core import exceptions
 
         with google_errors(f"reading {name}"):
             try:
-                return self._client("executions").get_execution(name=name, retry=self._retry())
+                return self._client("executions", identity).get_execution(name=name, retry=self._retry())
             except exceptions.NotFound:
                 return None
 
-    def _to_status(self, execution: Any) -> JobStatus:
+    def _to_status(self, execution: Any, identity: str = "") -> JobStatus:
         completed = next((c for c in execution.conditions if c.type_ == "Completed"), None)
         state_name = _state_name(completed.state) if completed else "STATE_UNSPECIFIED"
         reason_name = _state_name(completed.execution_reason) if completed else "EXECUTION_REASON_UNDEFINED"
@@ -452,19 +471,19 @@ class CloudRunBackend(BackendBase):
         if final is JobState.SUCCEEDED:
             return JobStatus(JobState.SUCCEEDED, 0, "Cloud Run execution succeeded", started, finished, extra, accepted)
         if final is JobState.FAILED or by_reason is JobState.FAILED:
-            code, why = self._failure(execution, completed)
+            code, why = self._failure(execution, completed, identity)
             return JobStatus(JobState.FAILED, code, why, started, finished, extra, accepted)
         if by_reason is JobState.RUNNING or execution.running_count > 0 or started is not None:
             return JobStatus(JobState.RUNNING, started_at=started, extra=extra, accepted_at=accepted)
         return JobStatus(JobState.PENDING, extra=extra, accepted_at=accepted)
 
-    def _failure(self, execution: Any, completed: Any) -> tuple[int | None, str]:
+    def _failure(self, execution: Any, completed: Any, identity: str = "") -> tuple[int | None, str]:
         """A failed execution's exit code and reason: its failed task's last attempt, the condition, the log link."""
         code: int | None = None
         why = ""
         try:
             with google_errors(f"listing the tasks of {execution.name}"):
-                tasks = list(self._client("tasks").list_tasks(parent=execution.name, retry=self._retry()))
+                tasks = list(self._client("tasks", identity).list_tasks(parent=execution.name, retry=self._retry()))
         except BackendError:
             tasks = []
         for task in tasks:
@@ -528,10 +547,18 @@ class CloudRunBackend(BackendBase):
         """The credentials an identity key stands for (``_identity``): a block's, or pushpool's own for ""."""
         return self._block_credentials[identity] if identity else self._own_credentials()
 
-    def _identity(self, config: CloudRunJobConfig) -> str:
-        """The key of the credentials that sign this job's submit and find: "" for pushpool's own, else a digest of the
-        ``credentials`` block's service account."""
-        block = config.credentials if isinstance(config.credentials, Mapping) else {}
+    def _handle_identity(self, handle: JobHandle) -> str:
+        """The identity that signs the calls about a handle's job: its pool's ``credentials`` (the handle's)."""
+        return self._identity((handle.credentials or {}).get("credentials"))
+
+    def _identity(self, credentials: Any) -> str:
+        """The key of the credentials that sign a job's calls: "" for pushpool's own, else a digest of the pool's
+        ``credentials`` block's service account.
+
+        Raises:
+            BackendError: the block's key is unusable.
+        """
+        block = credentials if isinstance(credentials, Mapping) else {}
         info, file = block.get("service_account_info"), block.get("service_account_file")
         if not info and not file:
             return ""
@@ -568,7 +595,7 @@ class CloudRunBackend(BackendBase):
                 cleans up and reads the logs of every job with its own identity, in the job's project, so a job made
                 elsewhere with the block's key could never be watched; or no project at all.
         """
-        block = config.credentials_project if self._identity(config) else None
+        block = config.credentials_project if self._identity(config.credentials) else None
         project = config.project
         if not project and self._project is None:  # pushpool's own project (where it watches), when it has one
             self._own_credentials()
@@ -578,8 +605,8 @@ class CloudRunBackend(BackendBase):
             raise BackendError(
                 f"the pool's gcp-credentials block is of project {block}, but the pool's jobs go to project {project} "
                 f"({whose}), "
-                "where pushpool follows, cancels and deletes them with its own identity: it would make a job it could "
-                f"not watch. Give the block a key for project {project}, or run this pool's jobs where pushpool runs",
+                "and a pool's jobs go to its block's own project. Give the block a key for project "
+                f"{project}, or set the pool's `project` to {block}",
                 backend=NAME,
             )
         if not project:
@@ -602,12 +629,12 @@ class CloudRunBackend(BackendBase):
             self._clients[key] = cls(credentials=credentials, transport="rest", client_options=options)
         return self._clients[key]
 
-    def _session(self) -> Any:
-        if ("logging", "") not in self._clients:
+    def _session(self, identity: str = "") -> Any:
+        if ("logging", identity) not in self._clients:
             from google.auth.transport.requests import AuthorizedSession
 
-            self._clients[("logging", "")] = AuthorizedSession(self._own_credentials())
-        return self._clients[("logging", "")]
+            self._clients[("logging", identity)] = AuthorizedSession(self._credentials_of(identity))
+        return self._clients[("logging", identity)]
 
 
 def job_id(spec: JobSpec) -> str:

@@ -33,6 +33,8 @@ class SecretKeySelector(BaseModel):
 
 
 class CloudRunJobConfig(JobConfig):
+    credential_fields = ("credentials",)  # the pool's only: job variables may not change it
+
     credentials: dict[str, Any] | None = Field(
         default=None, repr=False, description="gcp-credentials block data: service_account_info/file, project"
     )

@@ -14,6 +14,9 @@ also scans the local Python environment for package sync. pushpool needs six cal
   name. Within one process, concurrent submits of an attempt are serialised.
 * The handle id is ``<workspace>/<cluster id>/<job id>``; status reads the job's task (state and exit code) and the
   cluster's state; cancel stops the cluster (which prefect-coiled's worker cannot do); logs are the job's lines.
+* Credentials: the pool's ``credentials`` block (``api_token``), else ``DASK_COILED__TOKEN``, on every call: submit
+  and find with the spec's, status, cancel and logs with the handle's (the job's pool's, which the monitor puts in the
+  handle) — never the token this process used last, which may be another pool's.
 * ``cpu``, ``memory``, ``gpu`` and ``arm`` are resolved to VM types by the coiled SDK on the client side; pushpool
   sends VM types, so a job giving those without ``vm_types`` is refused with that reason.
 """
@@ -26,6 +29,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
+
+from pydantic import ValidationError
 
 from pushpool.errors import BackendError, JobNotFoundError
 from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
@@ -57,7 +62,6 @@ class CoiledBackend(BackendBase):
 
     def __init__(self) -> None:
         self._apis: dict[str, CoiledApi] = {}  # by a digest of the token (never the token)
-        self._last = ""
         self._lock = threading.Lock()
         self._attempt_locks: dict[str, threading.Lock] = {}
         self._submitted: set[str] = set()  # cluster names this process created
@@ -82,7 +86,7 @@ class CoiledBackend(BackendBase):
             if not spec.new_attempt or name in self._submitted:
                 found = self._find(api, workspace, name)
                 if found is not None:
-                    return found
+                    return spec.handle(NAME, found.id)
             api.account()  # the token first, as the SDK does
             job_id = api.create_job(self._job_spec(spec, config, workspace))
             cluster_id, existing = api.create_cluster(workspace, self._cluster(spec, config, name, job_id))
@@ -90,17 +94,18 @@ class CoiledBackend(BackendBase):
             if existing:  # another process created this attempt's cluster meanwhile: that one runs
                 found = self._find(api, workspace, name)
                 if found is not None:
-                    return found
-        return JobHandle(NAME, f"{workspace}/{cluster_id}/{job_id}")
+                    return spec.handle(NAME, found.id)
+        return spec.handle(NAME, f"{workspace}/{cluster_id}/{job_id}")
 
     def find(self, spec: JobSpec) -> JobHandle | None:
         config = _config(spec)
         api = self._api(config)
         workspace = config.workspace or os.environ.get("DASK_COILED__WORKSPACE") or api.account()
         try:
-            return self._find(api, workspace, cluster_name(spec.run_id, spec.attempt))
+            found = self._find(api, workspace, cluster_name(spec.run_id, spec.attempt))
         except JobNotFoundError:
             return None  # no such workspace
+        return spec.handle(NAME, found.id) if found else None
 
     def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
         out: dict[str, JobStatus] = {}
@@ -111,7 +116,7 @@ class CoiledBackend(BackendBase):
                 out[handle.id] = JobStatus(JobState.MISSING, reason=str(exc))
                 continue
             try:
-                jobs = self._api(None).jobs_of_cluster(cluster_id)
+                jobs = self._api(_of(handle)).jobs_of_cluster(cluster_id)
             except JobNotFoundError as exc:
                 out[handle.id] = JobStatus(JobState.MISSING, reason=exc.one_line())
                 continue
@@ -128,7 +133,8 @@ class CoiledBackend(BackendBase):
         except ValueError:
             return
         try:
-            self._api(None).stop_cluster(workspace, cluster_id, "Stopped by pushpool: the flow run was cancelled")
+            api = self._api(_of(handle))
+            api.stop_cluster(workspace, cluster_id, "Stopped by pushpool: the flow run was cancelled")
         except JobNotFoundError:
             return
 
@@ -137,7 +143,7 @@ class CoiledBackend(BackendBase):
             return []
         try:
             workspace, cluster_id, job_id = _parse(handle.id)
-            return self._api(None).logs(workspace, cluster_id, job_id)[-lines:]
+            return self._api(_of(handle)).logs(workspace, cluster_id, job_id)[-lines:]
         except (ValueError, JobNotFoundError):
             return []
 
@@ -188,30 +194,23 @@ class CoiledBackend(BackendBase):
         body.update(config.additional_coiled_options)
         return {k: v for k, v in body.items() if v is not None}
 
-    def _api(self, config: CoiledJobConfig | None) -> CoiledApi:
-        if config is None:
-            key, token = self._last, None
-        else:
-            try:
-                token = config.api_token()
-            except ValueError as exc:
-                raise BackendError(f"the pool's credentials block: {exc}", backend=NAME) from None
-            token = token or os.environ.get("DASK_COILED__TOKEN")
-            if not token:
-                raise BackendError(
-                    "no Coiled API token: set the pool's credentials block, or DASK_COILED__TOKEN (`coiled login`)",
-                    backend=NAME,
-                )
-            key = hashlib.sha256(token.encode()).hexdigest()
+    def _api(self, config: CoiledJobConfig) -> CoiledApi:
+        """The API client of ``config``'s credentials block, else of ``DASK_COILED__TOKEN`` (never another's)."""
+        try:
+            token = config.api_token()
+        except ValueError as exc:
+            raise BackendError(f"the pool's credentials block: {exc}", backend=NAME) from None
+        token = token or os.environ.get("DASK_COILED__TOKEN")
+        if not token:
+            raise BackendError(
+                "no Coiled API token: set the pool's credentials block, or DASK_COILED__TOKEN (`coiled login`)",
+                backend=NAME,
+            )
+        key = hashlib.sha256(token.encode()).hexdigest()
         with self._lock:
             api = self._apis.get(key)
             if api is None:
-                token = token or os.environ.get("DASK_COILED__TOKEN")
-                if not token:
-                    raise BackendError("no Coiled API token for the monitor: set DASK_COILED__TOKEN", backend=NAME)
                 api = self._apis[key] = CoiledApi(token)
-            if config is not None:
-                self._last = key
         return api
 
 
@@ -219,6 +218,14 @@ def _config(spec: JobSpec) -> CoiledJobConfig:
     if not isinstance(spec.config, CoiledJobConfig):
         raise BackendError(f"not a Coiled job configuration: {type(spec.config).__name__}", backend=NAME)
     return spec.config
+
+
+def _of(handle: JobHandle) -> CoiledJobConfig:
+    """The credentials a handle carries (its pool's), as a configuration; none: ``DASK_COILED__TOKEN``."""
+    try:
+        return CoiledJobConfig.model_validate(dict(handle.credentials or {}))
+    except ValidationError:
+        raise BackendError("the handle's credentials are not a coiled-credentials block", backend=NAME) from None
 
 
 def _parse(handle_id: str) -> tuple[str, int, int]:

@@ -18,6 +18,8 @@ DISPATCH_LEAD_SECONDS = 120.0  # a Coiled VM boots in about two minutes
 
 
 class CoiledJobConfig(JobConfig):
+    credential_fields = ("credentials",)  # the pool's only: job variables may not change it
+
     credentials: dict[str, Any] | None = Field(default=None, repr=False, description="coiled-credentials block")
     workspace: str | None = Field(default=None, description="Coiled workspace")
     software: str | None = Field(default=None, description="Coiled software environment (instead of an image)")

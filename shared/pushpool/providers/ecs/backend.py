@@ -15,9 +15,10 @@
 * The request is built as Prefect's ECS worker builds it (docs/ecs-compat.md lists the intended differences): the
   rendered ``task_run_request`` is the base and pushpool only adds to it; a ``task_definition_arn`` is used as it is,
   its own container (``container_name``, else ``prefect``, else the first) running the flow.
-* AWS credentials: the default chain (the function's IAM role), or the ``aws_credentials`` block's own keys, profile
-  or role for submit and find. The monitor follows tasks with pushpool's own identity, so a block naming another
-  account is refused (clearly, before anything is sent) instead of starting a task pushpool could never watch.
+* AWS credentials: the default chain (the function's IAM role), or the pool's ``aws_credentials`` block's own keys,
+  profile or role, on every call: submit and find with the spec's, status, cancel and logs with the handle's (the
+  job's pool's, which the monitor puts in the handle), never another pool's. A block naming another account than
+  pushpool's is refused (clearly, before anything is sent): pushpool serves pools of its own account only.
 * The image pre-flight (``check_image_platform``) reads a private ECR image with an ECR token of the job's identity
   (``GetAuthorizationToken`` in the image's region, kept until 10 minutes before it expires); only ECR hosts get it.
 """
@@ -128,7 +129,7 @@ class EcsBackend(BackendBase):
         cluster = config.target_cluster
         region = config.region or self.region
         self._check_secrets(spec, config)  # before anything is looked up, registered or started
-        identity = self._identity(config, region)
+        identity = self._identity(config.aws_credentials, region)
         ecs = self._client("ecs", region, identity)
         with aws_errors():
             # A retry of this attempt finds its task. Straight after the claim there is none to find (one ListTasks
@@ -136,7 +137,7 @@ class EcsBackend(BackendBase):
             if not spec.new_attempt:
                 found = self._find(ecs, cluster, started_by(spec.run_id, spec.attempt), stopped_too=False)
                 if found is not None:
-                    return found
+                    return spec.handle(NAME, found.id)
             request, registration = self._run_task_request(spec, cluster, ecs, identity)
             try:
                 task = self._run_task(ecs, request)
@@ -150,35 +151,40 @@ class EcsBackend(BackendBase):
                 if not registered:
                     raise
                 task = self._run_task(ecs, {**request, "taskDefinition": reference})
-        return JobHandle(NAME, f"{cluster}::{task['taskArn']}")
+        return spec.handle(NAME, f"{cluster}::{task['taskArn']}")
 
     def find(self, spec: JobSpec) -> JobHandle | None:
         config = _config(spec)
         region = config.region or self.region
-        ecs = self._client("ecs", region, self._identity(config, region))
+        ecs = self._client("ecs", region, self._identity(config.aws_credentials, region))
         try:
             with aws_errors():
-                return self._find(ecs, config.target_cluster, started_by(spec.run_id, spec.attempt))
+                found = self._find(ecs, config.target_cluster, started_by(spec.run_id, spec.attempt))
+                return spec.handle(NAME, found.id) if found else None
         except BackendError as exc:
             if isinstance(exc.__cause__, Exception) and aws_error_code(exc.__cause__) == "ClusterNotFoundException":
                 return None  # no such cluster: no task of this attempt can be in it
             raise
 
     def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
-        by_target: dict[tuple[str, str | None], list[tuple[str, str]]] = {}
+        by_target: dict[tuple[str, str, str | None], list[tuple[str, str]]] = {}
         out: dict[str, JobStatus] = {}
         for handle in handles:
             try:
                 cluster, arn = _parse(handle.id)
+                identity = self._handle_identity(handle, _arn_region(arn))
             except JobNotFoundError as exc:
                 out[handle.id] = JobStatus(JobState.MISSING, reason=exc.one_line())
                 continue
-            by_target.setdefault((cluster, _arn_region(arn)), []).append((handle.id, arn))
-        for (cluster, region), items in by_target.items():
+            except BackendError as exc:  # its pool's credentials do not work: this handle cannot be judged now
+                out[handle.id] = JobStatus(JobState.UNKNOWN, reason=exc.one_line())
+                continue
+            by_target.setdefault((identity, cluster, _arn_region(arn)), []).append((handle.id, arn))
+        for (identity, cluster, region), items in by_target.items():
             for start in range(0, len(items), DESCRIBE_BATCH):
                 batch = items[start : start + DESCRIBE_BATCH]
                 try:  # a region whose client cannot be made, or a throttled call, concerns its own tasks only
-                    ecs = self._client("ecs", region)
+                    ecs = self._client("ecs", region, identity)
                     with aws_errors():
                         answer = ecs.describe_tasks(cluster=cluster, tasks=[arn for _, arn in batch])
                 except BackendError as exc:  # concerns this batch only: the others are still answered
@@ -196,7 +202,7 @@ class EcsBackend(BackendBase):
 
     def cancel(self, handle: JobHandle, *, grace_seconds: float = 10.0) -> None:
         cluster, arn = _parse(handle.id)
-        ecs = self._client("ecs", _arn_region(arn))
+        ecs = self._client("ecs", _arn_region(arn), self._handle_identity(handle, _arn_region(arn)))
         try:
             with aws_errors():
                 ecs.stop_task(cluster=cluster, task=arn, reason="Stopped by pushpool")
@@ -212,7 +218,8 @@ class EcsBackend(BackendBase):
             return []
         cluster, arn = _parse(handle.id)
         region = _arn_region(arn)
-        ecs = self._client("ecs", region)
+        identity = self._handle_identity(handle, region)
+        ecs = self._client("ecs", region, identity)
         with aws_errors():
             tasks = ecs.describe_tasks(cluster=cluster, tasks=[arn]).get("tasks", [])
             if not tasks:
@@ -223,7 +230,7 @@ class EcsBackend(BackendBase):
             if not options.get("awslogs-group") or not options.get("awslogs-stream-prefix"):
                 return []
             stream = f"{options['awslogs-stream-prefix']}/{container['name']}/{arn.rsplit('/', 1)[-1]}"
-            logs = self._client("logs", options.get("awslogs-region") or region)
+            logs = self._client("logs", options.get("awslogs-region") or region, identity)
             try:
                 events = logs.get_log_events(
                     logGroupName=options["awslogs-group"], logStreamName=stream, limit=lines, startFromHead=False
@@ -539,14 +546,18 @@ class EcsBackend(BackendBase):
 
     # -- credentials -------------------------------------------------------------------------------------------
 
-    def _identity(self, config: EcsJobConfig, region: str | None) -> str:
-        """The key of the session that signs this job's calls: "" for pushpool's own, else a digest of the
-        ``aws_credentials`` block (keys, profile or role), whose account must be the one pushpool watches.
+    def _handle_identity(self, handle: JobHandle, region: str | None) -> str:
+        """The identity that signs the calls about a handle's job: its pool's ``aws_credentials`` (the handle's)."""
+        return self._identity((handle.credentials or {}).get("aws_credentials"), region)
+
+    def _identity(self, aws_credentials: Any, region: str | None) -> str:
+        """The key of the session that signs a job's calls: "" for pushpool's own, else a digest of the pool's
+        ``aws_credentials`` block (keys, profile or role), whose account must be pushpool's.
 
         Raises:
             BackendError: the block names another account, or its credentials do not work.
         """
-        block = config.aws_credentials if isinstance(config.aws_credentials, Mapping) else {}
+        block = aws_credentials if isinstance(aws_credentials, Mapping) else {}
         if not any(block.get(k) for k in _IDENTITY_FIELDS):
             return ""
         fields = {k: block.get(k) for k in (*_IDENTITY_FIELDS, "assume_role_kwargs", "region_name")}
@@ -596,9 +607,9 @@ class EcsBackend(BackendBase):
         if account != self._own_account:
             raise BackendError(
                 f"the pool's aws_credentials block names AWS account {account or '(unreadable)'} ({source}), but "
-                f"pushpool runs in account {self._own_account} and follows tasks there with its own identity: it "
-                f"would start a task it can never watch or stop. Run pushpool in account {account} for this pool, or "
-                f"give the block credentials of account {self._own_account}",
+                f"pushpool runs in account {self._own_account} and serves pools of its own account only (the Prefect "
+                f"credential's secret and the tasks' definitions are kept there). Run pushpool in account {account} "
+                f"for this pool, or give the block credentials of account {self._own_account}",
                 backend=NAME,
             )
 

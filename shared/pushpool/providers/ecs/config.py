@@ -15,6 +15,8 @@ from pushpool.providers.base import JobConfig
 
 
 class EcsJobConfig(JobConfig):
+    credential_fields = ("aws_credentials",)  # the pool's only: job variables may not change it
+
     aws_credentials: dict[str, Any] | None = Field(
         default=None, repr=False, description="aws-credentials block data: region, keys/role"
     )

@@ -14,9 +14,10 @@
   tells a sandbox Modal is still scheduling (no task yet: PENDING, so the start timeout applies) from one running,
   with when Modal accepted it (``created_at``); cancel terminates it; logs are its output's last lines (Modal keeps
   them with the app).
-* Credentials: the pool's ``modal_credentials`` block (``token_id``/``token_secret``) for submit and find, else the
-  SDK's own configuration (``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET`` or ``~/.modal.toml``). The monitor follows
-  sandboxes with the last credentials this process used, else its own configuration.
+* Credentials: the pool's ``modal_credentials`` block (``token_id``/``token_secret``), else the SDK's own
+  configuration (``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET`` or ``~/.modal.toml``), on every call: submit and find with
+  the spec's, status, cancel and logs with the handle's (the job's pool's, which the monitor puts in the handle), so a
+  sandbox is never asked about with another pool's token — Modal answers NOT_FOUND for another workspace's sandbox.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import time
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
+
+from pydantic import ValidationError
 
 from pushpool.errors import BackendError, JobNotFoundError
 from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
@@ -89,8 +92,7 @@ class ModalBackend(BackendBase):
     throttle_waits: tuple[float, ...] = (0.5, 1.0)  # seconds before each retry of a throttled create
 
     def __init__(self) -> None:
-        self._clients: dict[str, Any] = {}  # by token id (never the secret); "" = the SDK's own configuration
-        self._last: str = ""
+        self._clients: dict[str, Any] = {}  # by a digest of the token (never the token); "" = the SDK's own
         self._lock = threading.Lock()
 
     @classmethod
@@ -110,7 +112,7 @@ class ModalBackend(BackendBase):
             if not spec.new_attempt:
                 found = find_sandbox(client, app.app_id, wanted)
                 if found is not None:
-                    return JobHandle(NAME, found)
+                    return spec.handle(NAME, found)
             image = modal.Image.from_registry(config.image)
             if config.pip_packages:
                 image = image.pip_install(*config.pip_packages)
@@ -138,8 +140,8 @@ class ModalBackend(BackendBase):
                 found = find_sandbox(client, app.app_id, wanted)
                 if found is None:
                     raise
-                return JobHandle(NAME, found)
-        return JobHandle(NAME, sandbox.object_id)
+                return spec.handle(NAME, found)
+        return spec.handle(NAME, sandbox.object_id)
 
     def _throttled(self, call: Any, *args: Any, **kwargs: Any) -> Any:
         """``call``, tried again after each of ``throttle_waits`` while Modal answers RESOURCE_EXHAUSTED."""
@@ -163,21 +165,21 @@ class ModalBackend(BackendBase):
                 found = find_sandbox(client, app.app_id, tags(spec.run_id, spec.attempt, spec.pool_name))
         except JobNotFoundError:
             return None  # no such app: no sandbox of this attempt can be in it
-        return JobHandle(NAME, found) if found else None
+        return spec.handle(NAME, found) if found else None
 
     def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
         """Each sandbox's result; a live one is PENDING while Modal schedules it (no task yet: waiting for capacity,
         a GPU), RUNNING once it has a task. The live ones' times (``created_at``: Modal accepted the sandbox; its
         task's ``started_at``) come from one listing of each app's running sandboxes."""
         out: dict[str, JobStatus] = {}
-        alive: dict[str, list[str]] = {}  # app id -> live sandboxes
+        alive: dict[str, tuple[Any, list[str]]] = {}  # app id -> the client of its pool's token, its live sandboxes
         for handle in handles:
             if not handle.id.startswith("sb"):
                 out[handle.id] = JobStatus(JobState.MISSING, reason=f"not a Modal sandbox id: {handle.id!r}")
                 continue
             try:
                 with modal_errors():
-                    client = self._client(None)
+                    client = self._client(_of(handle))
                     result, app_id = sandbox_wait(client, handle.id)
                     status = _to_status(result)
                     if status.state is JobState.RUNNING and not sandbox_scheduled(client, handle.id):
@@ -189,11 +191,11 @@ class ModalBackend(BackendBase):
             else:
                 out[handle.id] = status
                 if status.state.is_alive:
-                    alive.setdefault(app_id, []).append(handle.id)
-        for app_id, ids in alive.items():
+                    alive.setdefault(app_id, (client, []))[1].append(handle.id)
+        for app_id, (client, ids) in alive.items():
             try:
                 with modal_errors():
-                    running = running_sandboxes(self._client(None), app_id, ids)
+                    running = running_sandboxes(client, app_id, ids)
             except BackendError:  # the states stand; without times the monitor counts from the run's claim
                 continue
             for sandbox_id in ids:
@@ -212,7 +214,7 @@ class ModalBackend(BackendBase):
             return  # never a sandbox: nothing to stop
         try:
             with modal_errors():
-                modal.Sandbox.from_id(handle.id, client=self._client(None)).terminate()
+                modal.Sandbox.from_id(handle.id, client=self._client(_of(handle))).terminate()
         except JobNotFoundError:
             return  # already gone
 
@@ -223,7 +225,7 @@ class ModalBackend(BackendBase):
             return []
         try:
             with modal_errors():
-                sandbox = modal.Sandbox.from_id(handle.id, client=self._client(None))
+                sandbox = modal.Sandbox.from_id(handle.id, client=self._client(_of(handle)))
                 text = "".join(entry.message for entry in sandbox.logs.tail(min(lines, 1000)))
         except JobNotFoundError:
             return []
@@ -231,26 +233,21 @@ class ModalBackend(BackendBase):
 
     # -- helpers ---------------------------------------------------------------------------------------------------
 
-    def _client(self, config: ModalJobConfig | None) -> Any:
-        """The Modal client for ``config``'s credentials block, else the last used, else the SDK's configuration."""
+    def _client(self, config: ModalJobConfig) -> Any:
+        """The Modal client for ``config``'s credentials block, else the SDK's own configuration (never another's)."""
         import modal
 
-        if config is None:
-            key, token = self._last, None
-        else:
-            try:
-                token = config.token()
-            except ValueError as exc:
-                raise BackendError(f"the pool's modal_credentials block: {exc}", backend=NAME) from None
-            key = token[0] if token else ""
+        try:
+            token = config.token()
+        except ValueError as exc:
+            raise BackendError(f"the pool's modal_credentials block: {exc}", backend=NAME) from None
+        key = hashlib.sha256("\n".join(token).encode()).hexdigest() if token else ""
         with self._lock:
             client = self._clients.get(key)
             if client is None:
                 with modal_errors():
                     client = modal.Client.from_credentials(*token) if token else modal.Client.from_env()
                 self._clients[key] = client
-            if config is not None:
-                self._last = key
         return client
 
 
@@ -258,6 +255,14 @@ def _config(spec: JobSpec) -> ModalJobConfig:
     if not isinstance(spec.config, ModalJobConfig):
         raise BackendError(f"not a Modal job configuration: {type(spec.config).__name__}", backend=NAME)
     return spec.config
+
+
+def _of(handle: JobHandle) -> ModalJobConfig:
+    """The credentials a handle carries (its pool's), as a configuration; none: the SDK's own configuration."""
+    try:
+        return ModalJobConfig.model_validate(dict(handle.credentials or {}))
+    except ValidationError:
+        raise BackendError("the handle's modal_credentials are not a modal-credentials block", backend=NAME) from None
 
 
 def _to_status(result: Any) -> JobStatus:

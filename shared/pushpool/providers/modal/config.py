@@ -21,6 +21,8 @@ DISPATCH_LEAD_SECONDS = 10.0  # a sandbox on a cached image runs its command a f
 
 
 class ModalJobConfig(JobConfig):
+    credential_fields = ("modal_credentials",)  # the pool's only: job variables may not change it
+
     modal_credentials: dict[str, Any] | None = Field(
         default=None, repr=False, description="modal-credentials block data: token_id, token_secret"
     )
