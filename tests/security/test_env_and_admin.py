@@ -180,11 +180,23 @@ def _webhook_token_from_prefect(prefect: PrefectHelper, pool: str) -> str:
     return token
 
 
-def _everything(prefect: PrefectHelper) -> tuple[set[str], set[str], set[str]]:
-    pools = {p["name"] for p in prefect.json("POST", "/work_pools/filter", json={})}
-    blocks = {b["id"] for b in prefect.json("POST", "/block_documents/filter", json={})}
-    automations = {a["id"] for a in prefect.json("POST", "/automations/filter", json={})}
-    return pools, blocks, automations
+def _traces(prefect: PrefectHelper, *names: str) -> dict[str, tuple]:
+    """What provisioning makes or changes for these pools: the pool (as Prefect stores it), its Webhook block and its
+    automations — read by name, so other tests' objects on the shared server (and its listings' page size) do not
+    matter."""
+    found: dict[str, tuple] = {}
+    for name in names:
+        pool = prefect.request("GET", f"/work_pools/{name}")
+        block = prefect.request("GET", f"/block_types/slug/webhook/block_documents/name/pushpool-{name}")
+        automations = prefect.json(
+            "POST", "/automations/filter", json={"automations": {"name": {"any_": [f"pushpool-{name}"]}}}
+        )
+        found[name] = (
+            pool.json() if pool.status_code == 200 else pool.status_code,
+            block.json().get("id") if block.status_code == 200 else block.status_code,
+            sorted((a["id"], a["updated"]) for a in automations),
+        )
+    return found
 
 
 def test_the_webhook_token_read_from_prefect_cannot_provision_or_tick(
@@ -202,8 +214,9 @@ def test_the_webhook_token_read_from_prefect_cannot_provision_or_tick(
     quiet = prefect.unique("quiet")  # no automation: only a monitor tick would start its run
     prefect.create_pool(quiet)
     due = prefect.create_run(prefect.create_deployment(quiet))
-    before = _everything(prefect)
     new = prefect.unique("stolen")
+    before = _traces(prefect, existing, quiet, new)
+    assert before[new] == (404, 404, [])
     attempts = [
         ("/provision", {"name": new, "type": "process:push"}),
         ("/provision", {"name": new, "type": "ecs:push", "provision_infra": True}),
@@ -217,7 +230,7 @@ def test_the_webhook_token_read_from_prefect_cannot_provision_or_tick(
         assert "webhook token authorizes submit only" in error and "admin token" in error, error
         assert token not in answer.text
     time.sleep(0.5)
-    assert _everything(prefect) == before
+    assert _traces(prefect, existing, quiet, new) == before
     assert provisioners == []
     assert prefect.json("GET", f"/work_pools/{existing}")["concurrency_limit"] is None
     assert prefect.states(due) == [("SCHEDULED", "Scheduled")]  # no tick dispatched it
@@ -229,4 +242,4 @@ def test_the_webhook_token_read_from_prefect_cannot_provision_or_tick(
     assert prefect.state(due)[0] != "SCHEDULED"
     made = http.post("/provision", json={"name": new, "type": "process:push"}, headers=admin)
     assert made.status_code == 200, made.text
-    assert new in _everything(prefect)[0]
+    assert _traces(prefect, new)[new][0] != 404
