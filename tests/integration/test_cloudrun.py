@@ -329,6 +329,8 @@ def test_a_job_that_never_ran_is_deleted_once_its_run_is_final_with_one_list_per
     from pushpool.usecases.unstarted import sweep_unstarted
 
     cr_deps.backend_options["cloudrun"].update(retry_timeout=0.3, unstarted_grace_seconds=0.0)
+    # A 503 is transient: submit would give the run back for a retry; with no retries left it is Crashed at once.
+    cr_deps.settings = cr_deps.settings.model_copy(update={"transient_retries": 0})
     run_id = prefect.create_run(prefect.create_deployment(cr_pool))
     emulator.refuse_runs = 10_000
     try:

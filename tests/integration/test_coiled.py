@@ -135,7 +135,7 @@ def test_bad_input_crashes_the_run_with_coiled_s_message(
     assert "expired-token" not in state["message"] and "two words" not in state["message"]
 
 
-def test_transport_errors_are_retried_then_crash_the_run(
+def test_transport_errors_are_retried_then_the_run_is_given_back_with_backoff(
     coiled_deps, prefect: PrefectHelper, coiled_pool: str, coiled_server
 ) -> None:
     dep = prefect.create_deployment(coiled_pool, job_variables={"command": "true"})
@@ -145,10 +145,12 @@ def test_transport_errors_are_retried_then_crash_the_run(
     coiled_server.faults["/api/v2/jobs/compressed"] = [503] * 10  # Coiled stays down
     run_id = prefect.create_run(dep)
     try:
-        assert _submit(coiled_deps, run_id).outcome == "crashed"
+        assert _submit(coiled_deps, run_id).outcome == "released"  # a transient error: retried later, not crashed
     finally:
         coiled_server.faults.pop("/api/v2/jobs/compressed")
-    assert "Coiled is unavailable (503)" in prefect.read_run(run_id)["state"]["message"]
+    state = prefect.read_run(run_id)["state"]
+    assert (state["type"], state["name"]) == ("SCHEDULED", "AwaitingInfrastructure"), state
+    assert "Coiled is unavailable (503)" in state["message"] and "retry 1 of 5" in state["message"], state["message"]
 
 
 def test_automation_webhook_to_serve_to_coiled_completes_the_flow(
