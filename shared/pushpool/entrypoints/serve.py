@@ -356,6 +356,8 @@ class Server:
                 if code == 501:
                     reason = f"method {self.command!r} is not supported: {_ROUTES_HINT}"
                 self.close_connection = True
+                if self.request_version == "HTTP/0.9":  # an unparsed request line: answer with a status line anyway
+                    self.request_version = "HTTP/1.1"
                 try:
                     self._send(Response(code, {"error": reason}))
                 except OSError:
