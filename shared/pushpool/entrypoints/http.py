@@ -76,7 +76,7 @@ class ProvisionRequest(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     type: str = Field(min_length=1, max_length=100)
     submit_url: str | None = Field(default=None, max_length=2000)
-    concurrency_limit: int | None = Field(default=None, ge=0)
+    concurrency_limit: int | None = Field(default=None, ge=0, strict=True)  # a JSON integer, not "5" or "-0"
     dry_run: bool = False
     provision_infra: bool = False  # also create the cloud resources (plan_only: show the plan, change nothing)
     plan_only: bool = False
