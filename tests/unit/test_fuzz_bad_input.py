@@ -206,6 +206,14 @@ def test_provision_answers_4xx_for_bad_requests_and_changes_nothing(body: bytes)
     assert WRITES == []
 
 
+@pytest.mark.parametrize("limit", ["-0", " 5", "5", 1.0, True])
+def test_a_concurrency_limit_that_is_not_a_json_integer_is_400(limit: object) -> None:
+    WRITES.clear()
+    response = handle_admin(DEPS, ADMIN, "/provision", ADMIN_HEADERS, _with(concurrency_limit=limit))
+    assert response.status == 400 and response.body["error"].startswith("concurrency_limit:"), response.body
+    assert WRITES == []
+
+
 @pytest.mark.parametrize("depth", [1_000, 32_000])
 def test_deeply_nested_bodies_get_a_4xx_with_a_reason(depth: int) -> None:
     for body in (_nested(depth).encode(), ('{"flow_run_id": ' + _nested(depth) + "}").encode()):
