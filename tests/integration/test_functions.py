@@ -146,6 +146,15 @@ def test_provision_submit_and_monitor_handlers(env, prefect: PrefectHelper, caps
     run_id = prefect.create_run(prefect.create_deployment(pool, job_variables={"command": "sleep 20"}))
     assert submit.lambda_handler(url_event({"flow_run_id": run_id}, token="nope"), Context())["statusCode"] == 401
     assert submit.lambda_handler(url_event({"flow_run_id": "x"}), Context())["statusCode"] == 400
+    # The HTTP rules of serve hold here (issue 28 item 3): a body not declared JSON is 415, an unknown run 404.
+    plain = url_event({"flow_run_id": run_id})
+    plain["headers"]["content-type"] = "text/plain"
+    refused = submit.lambda_handler(plain, Context())
+    assert (
+        refused["statusCode"] == 415 and "send Content-Type: application/json" in json.loads(refused["body"])["error"]
+    )
+    unknown = submit.lambda_handler(url_event({"flow_run_id": "00000000-0000-4000-8000-000000000000"}), Context())
+    assert unknown["statusCode"] == 404 and "unknown flow run" in json.loads(unknown["body"])["error"]
     old = submit.lambda_handler(url_event({"flow_run_id": run_id}, token="old"), Context())  # rotation
     assert old["statusCode"] == 200, old
     assert json.loads(old["body"])["outcome"] == "submitted"
