@@ -975,8 +975,9 @@ def _age(seconds: float) -> str:
 
 
 def cmd_usage(output: OutputOption = None) -> None:
-    """Managed execution: compute hours used and left this month, runs in flight and managed pools, against the
-    workspace's limits."""
+    """Managed execution (prefect:managed pools): compute hours used and left this month (UTC), runs in flight and
+    managed pools, against the limits of the workspace's tier — this pushpool's own settings (PUSHPOOL_MANAGED_TIER,
+    PUSHPOOL_MANAGED_TIERS), set by whoever runs it."""
     from pushpool.usecases.usage import usage
 
     as_json = _output_json(output)
@@ -1059,7 +1060,10 @@ def build_app() -> typer.Typer:
     app.command("status", cls=_Command, help="In-flight runs of push pools with their jobs and ages.")(cmd_status)
     app.command("monitor", cls=_Command, help="Run one monitor tick and print its report.")(cmd_monitor)
     app.command(
-        "usage", cls=_Command, help="Managed execution: compute hours, runs in flight and pools against the limits."
+        "usage",
+        cls=_Command,
+        help="Managed execution (prefect:managed pools): compute hours, runs in flight and pools against the limits "
+        "this pushpool is set to (PUSHPOOL_MANAGED_TIER, PUSHPOOL_MANAGED_TIERS).",
     )(cmd_usage)
     app.command("logs", cls=_Command, help="A flow run's state history, its job's output and its logs.")(cmd_logs)
     return app
