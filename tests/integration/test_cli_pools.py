@@ -315,7 +315,9 @@ def test_logs_show_the_state_history_and_the_jobs_output(
     assert history[:3] == ["Scheduled", "Pending", "InfrastructurePending"]
     section = out[out.index("State history:") : out.index("Job output:")].splitlines()[1:]
     assert [line.split()[2] for line in section] == history  # the state history, in order
-    assert run["infrastructure_pid"] in out
+    # Issue 28 item 5: the job on a line of its own, saying which backend its id belongs to.
+    assert f"Job: {run['infrastructure_pid']} (process backend)" in out.splitlines()
+    assert run["infrastructure_pid"] not in out.splitlines()[0]
     assert "hello logs-test from pid" in out  # the job's own output, read from its backend
     as_json = json.loads(pushpool("logs", run_id, "--output", "json", env=env).stdout)
     assert [s["name"] for s in as_json["states"]] == history
@@ -324,6 +326,11 @@ def test_logs_show_the_state_history_and_the_jobs_output(
     assert by_name.returncode == 0 and run_id in by_name.stdout
     unknown = pushpool("logs", "00000000-0000-4000-8000-000000000000", env=env)
     assert unknown.returncode == 2 and "no flow run" in unknown.stderr
+    idle = prefect.unique("idle")
+    prefect.create_pool(idle)  # no automation: the run below gets no job
+    waiting = pushpool("logs", prefect.create_run(prefect.create_deployment(idle)), env=env).stdout
+    assert "Job: none started" in waiting.splitlines()
+    assert "  note: no job was started for this run" in waiting.splitlines() and "((" not in waiting
 
 
 def test_version_help_and_clear_errors(env: dict[str, str], prefect: PrefectHelper) -> None:

@@ -925,10 +925,11 @@ def cmd_logs(
         print(json.dumps(found, indent=2, default=str))
         return
     _say(
-        f"Flow run {found['name']} ({found['id']}) — pool {found['pool'] or '-'}, state {found['state']}, "
-        f"job {found['job_id'] or '-'}",
-        style="bold",
+        f"Flow run {found['name']} ({found['id']}) — pool {found['pool'] or '-'}, state {found['state']}", style="bold"
     )
+    job = found["job_id"]
+    backend = found.get("job_backend")
+    _say(f"Job: {job} ({backend} backend)" if job and backend else f"Job: {job or 'none started'}")
     _say("State history:", style="bold")
     for state in found["states"]:
         message = f"  {state['message']}" if state["message"] else ""
@@ -937,7 +938,7 @@ def cmd_logs(
     for line in found["job_output"]:
         _say(f"  {line}")
     if found["job_note"]:
-        _say(f"  ({found['job_note']})", style="dim")
+        _say(f"  note: {found['job_note']}", style="dim")  # not in parentheses: the note may hold some
     _say("Logs:", style="bold")
     for record in found["logs"]:
         level = logging.getLevelName(record["level"]) if isinstance(record["level"], int) else record["level"]
