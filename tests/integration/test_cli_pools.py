@@ -349,6 +349,15 @@ def test_version_help_and_clear_errors(env: dict[str, str], prefect: PrefectHelp
     assert hybrid.returncode == 2 and "did you mean --type process:push?" in hybrid.stderr
     dry = pushpool("work-pool", "create", prefect.unique("dry"), "--type", "process:push", "--dry-run", env=env)
     assert dry.returncode == 0 and dry.stdout.splitlines()[-1] == "dry run: nothing was changed"
+    # -o/--output json as on every command (issue 28 item 5), and --json, its alias scripts may use, alike.
+    name = prefect.unique("dryjson")
+    answers = [
+        pushpool("work-pool", "create", name, "--type", "process:push", "--dry-run", *flag, env=env)
+        for flag in (("-o", "json"), ("--output", "json"), ("--json",))
+    ]
+    assert all(a.returncode == 0 for a in answers), [a.stderr for a in answers]
+    assert json.loads(answers[0].stdout) == json.loads(answers[1].stdout) == json.loads(answers[2].stdout)
+    assert {step["action"] for step in json.loads(answers[0].stdout)["steps"]} == {"would create"}
 
 
 def test_delete_on_a_terminal_shows_the_plan_and_asks(env: dict[str, str], prefect: PrefectHelper) -> None:
