@@ -292,3 +292,25 @@ def test_the_lambda_handlers_serve_modal_and_coiled_pools_when_configured_to(
         assert answer["outcome"] == "submitted", answer
         run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)
         assert run["state"]["type"] == "COMPLETED", (type_name, run["state"])
+
+
+def test_the_google_submit_function_answers_405_to_other_methods(monkeypatch: pytest.MonkeyPatch) -> None:
+    """functions-framework passes every method to the function: submit answers as pushpool serve does (issue 28
+    item 3), before it reads its settings."""
+    import flask
+
+    pushpool_log = logging.getLogger("pushpool")  # main.py sets up Cloud Logging's handler on it: put it back after
+    saved = {**vars(pushpool_log), "handlers": pushpool_log.handlers[:]}
+    spec = importlib.util.spec_from_file_location("fn_gcp_main", ROOT / "functions" / "gcp" / "main.py")
+    main = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(main)
+    finally:
+        vars(pushpool_log).clear()
+        vars(pushpool_log).update(saved)
+    monkeypatch.setattr(main, "function_deps", lambda: pytest.fail("settings read for a refused method"))
+    for method in ("GET", "PUT", "DELETE"):
+        with flask.Flask("t").test_request_context("/", method=method):
+            body, status, headers = main.submit(flask.request)
+        assert status == 405 and headers["Allow"] == "POST" and headers["Content-Type"] == "application/json"
+        assert json.loads(body) == {"error": f"{method} is not allowed on submit: use POST"}
