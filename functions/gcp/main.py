@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -29,6 +30,9 @@ JSON = {"Content-Type": "application/json"}
 
 @functions_framework.http
 def submit(request: Any) -> tuple[bytes, int, dict[str, str]]:
+    if request.method != "POST":  # the runtime passes every method on: the same answer as pushpool serve's
+        refused = {"error": f"{request.method} is not allowed on submit: use POST"}
+        return json.dumps(refused).encode(), 405, {**JSON, "Allow": "POST"}
     deps, auth = function_deps()
     answer = handle_submit(deps, auth, dict(request.headers), request.get_data(), trigger="webhook")
     log.info(
@@ -42,7 +46,6 @@ def submit(request: Any) -> tuple[bytes, int, dict[str, str]]:
 def delayed(request: Any) -> tuple[bytes, int, dict[str, str]]:
     """One Cloud Tasks task: 2xx ends it; any other answer makes Cloud Tasks retry it (the queue's retry config), so
     a malformed or stale task is answered 200 and dropped, and only a transient failure answers 5xx."""
-    import json
 
     deps, _ = function_deps()
     try:
@@ -59,7 +62,6 @@ def delayed(request: Any) -> tuple[bytes, int, dict[str, str]]:
 
 @functions_framework.http
 def provision(request: Any) -> tuple[bytes, int, dict[str, str]]:
-    import json
 
     deps, _ = function_deps()
     try:

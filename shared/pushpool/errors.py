@@ -4,11 +4,17 @@ Errors are grouped by how a caller should react, and each class carries the HTTP
 answers with (``http_status``) and whether retrying the same call later can succeed (``retryable``)::
 
     PushpoolError                        base; http_status 500
-    ├── InvalidRequestError              400  bad input: malformed body, missing run id, unknown run …
+    ├── InvalidRequestError              400  bad input: malformed body, missing or malformed run id …
     │   ├── UnauthorizedError            401  missing or wrong webhook token / signature / admin token
     │   ├── ForbiddenError               403  a valid credential that does not authorize this (the webhook token on
     │   │                                     serve's /provision or /monitor)
+    │   ├── UnknownObjectError           404  the request names something that does not exist (an unknown run id,
+    │   │                                     an unknown path)
+    │   ├── MethodNotAllowedError        405  a method the path does not answer (carries ``allowed``)
+    │   ├── LengthRequiredError          411  a body of unknown length (a Transfer-Encoding other than chunked)
     │   ├── RequestTooLargeError         413  body over the limit, refused before parsing
+    │   ├── UnsupportedMediaTypeError    415  a body that is not declared as JSON (``Content-Type: text/plain``)
+    │   ├── HeadersTooLargeError         431  a header line or the number of headers over the limit
     │   └── UnsupportedPoolError         422  the run's pool is not a push pool, or its type is unknown
     ├── ConfigurationError               500  pushpool itself is mis-configured (missing URL, bad setting)
     ├── TemplateError                    422  a job template or job variables that do not render
@@ -60,8 +66,34 @@ class ForbiddenError(InvalidRequestError):
     http_status = 403
 
 
+class UnknownObjectError(InvalidRequestError):
+    """The request names what does not exist: an unknown flow run (not an error of Prefect's API: of the caller)."""
+
+    http_status = 404
+
+
+class MethodNotAllowedError(InvalidRequestError):
+    http_status = 405
+
+    def __init__(self, message: str, *, allowed: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.allowed = allowed  # the methods the path answers: the ``Allow`` header
+
+
+class LengthRequiredError(InvalidRequestError):
+    http_status = 411
+
+
 class RequestTooLargeError(InvalidRequestError):
     http_status = 413
+
+
+class UnsupportedMediaTypeError(InvalidRequestError):
+    http_status = 415
+
+
+class HeadersTooLargeError(InvalidRequestError):
+    http_status = 431
 
 
 class UnsupportedPoolError(InvalidRequestError):

@@ -137,3 +137,20 @@ def test_a_wrong_token_is_refused_before_anything_happens(env: Bridge, functions
     answer = _post(functions["submit"], "submit", {"id": "x"}, token="wrong")
     assert answer.status_code == 401
     assert len(arm.requests) == before
+
+
+def test_a_body_not_declared_json_is_415_and_an_unknown_run_404(env: Bridge, functions: dict, arm) -> None:
+    """serve's HTTP rules hold on Azure too (issue 28 item 3), and nothing reaches ARM."""
+    before = len(arm.requests)
+    body = json.dumps({"flow_run_id": "00000000-0000-4000-8000-000000000000"}).encode()
+    for content_type, status, fragment in (
+        ("text/plain", 415, "send Content-Type: application/json"),
+        ("application/json; charset=utf-8", 404, "unknown flow run"),
+    ):
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": content_type}
+        answer = functions["submit"](
+            func.HttpRequest("POST", "http://localhost/api/submit", headers=headers, body=body)
+        )
+        assert answer.status_code == status and fragment in json.loads(answer.get_body())["error"]
+        assert answer.mimetype == "application/json"
+    assert len(arm.requests) == before

@@ -157,19 +157,20 @@ def test_help_lists_every_command_and_option(tmp_path: Path) -> None:
     pools = pushpool("work-pool", "-h", env=env)
     for command in ("create", "provision-infra", "deprovision", "delete", "ls", "inspect"):
         assert command in pools.stdout, command
+    # -o/--output everywhere a result is printed (Prefect's convention); --json, kept for scripts, is not shown.
     options = {
         ("serve",): ("--host", "--port", "--monitor-interval", "--no-event-stream"),
         ("work-pool", "create"): (
-            *("--type", "--concurrency-limit", "--submit-url", "--port", "--dry-run", "--json", "--provision-infra"),
+            *("--type", "--concurrency-limit", "--submit-url", "--port", "--dry-run", "--output", "--provision-infra"),
             *("--yes", "--region", "--credentials", "role|access-key"),
         ),
-        ("work-pool", "provision-infra"): ("--submit-url", "--port", "--json", "--yes", "--region", "--credentials"),
-        ("work-pool", "deprovision"): ("--type", "--json", "--yes", "--region", "--credentials"),
-        ("work-pool", "delete"): ("--type", "--keep-infra", "--dry-run", "--yes", "--region", "--credentials"),
+        ("work-pool", "provision-infra"): ("--submit-url", "--port", "--output", "--yes", "--region", "--credentials"),
+        ("work-pool", "deprovision"): ("--type", "--output", "--yes", "--region"),
+        ("work-pool", "delete"): ("--type", "--keep-infra", "--dry-run", "--yes", "--region", "--output"),
         ("work-pool", "ls"): ("--output",),
         ("work-pool", "inspect"): ("--output",),
         ("logs",): ("--lines", "--output"),
-        ("status",): ("--pool", "--json", "--output"),
+        ("status",): ("--pool", "--output"),
     }
     for command, names in options.items():
         shown = pushpool(*command, "--help", env=env)
@@ -178,6 +179,8 @@ def test_help_lists_every_command_and_option(tmp_path: Path) -> None:
             assert name in shown.stdout, (command, name)
         if "--yes" in names:
             assert re.search(r"(?<!-)-y\b", shown.stdout), command
+        if "--output" in names:
+            assert re.search(r"(?<!-)-o\b", shown.stdout) and "--json" not in shown.stdout, command
 
 
 def test_main_returns_the_exit_code(

@@ -315,7 +315,9 @@ def test_logs_show_the_state_history_and_the_jobs_output(
     assert history[:3] == ["Scheduled", "Pending", "InfrastructurePending"]
     section = out[out.index("State history:") : out.index("Job output:")].splitlines()[1:]
     assert [line.split()[2] for line in section] == history  # the state history, in order
-    assert run["infrastructure_pid"] in out
+    # Issue 28 item 5: the job on a line of its own, saying which backend its id belongs to.
+    assert f"Job: {run['infrastructure_pid']} (process backend)" in out.splitlines()
+    assert run["infrastructure_pid"] not in out.splitlines()[0]
     assert "hello logs-test from pid" in out  # the job's own output, read from its backend
     as_json = json.loads(pushpool("logs", run_id, "--output", "json", env=env).stdout)
     assert [s["name"] for s in as_json["states"]] == history
@@ -324,6 +326,11 @@ def test_logs_show_the_state_history_and_the_jobs_output(
     assert by_name.returncode == 0 and run_id in by_name.stdout
     unknown = pushpool("logs", "00000000-0000-4000-8000-000000000000", env=env)
     assert unknown.returncode == 2 and "no flow run" in unknown.stderr
+    idle = prefect.unique("idle")
+    prefect.create_pool(idle)  # no automation: the run below gets no job
+    waiting = pushpool("logs", prefect.create_run(prefect.create_deployment(idle)), env=env).stdout
+    assert "Job: none started" in waiting.splitlines()
+    assert "  note: no job was started for this run" in waiting.splitlines() and "((" not in waiting
 
 
 def test_version_help_and_clear_errors(env: dict[str, str], prefect: PrefectHelper) -> None:
@@ -342,6 +349,15 @@ def test_version_help_and_clear_errors(env: dict[str, str], prefect: PrefectHelp
     assert hybrid.returncode == 2 and "did you mean --type process:push?" in hybrid.stderr
     dry = pushpool("work-pool", "create", prefect.unique("dry"), "--type", "process:push", "--dry-run", env=env)
     assert dry.returncode == 0 and dry.stdout.splitlines()[-1] == "dry run: nothing was changed"
+    # -o/--output json as on every command (issue 28 item 5), and --json, its alias scripts may use, alike.
+    name = prefect.unique("dryjson")
+    answers = [
+        pushpool("work-pool", "create", name, "--type", "process:push", "--dry-run", *flag, env=env)
+        for flag in (("-o", "json"), ("--output", "json"), ("--json",))
+    ]
+    assert all(a.returncode == 0 for a in answers), [a.stderr for a in answers]
+    assert json.loads(answers[0].stdout) == json.loads(answers[1].stdout) == json.loads(answers[2].stdout)
+    assert {step["action"] for step in json.loads(answers[0].stdout)["steps"]} == {"would create"}
 
 
 def test_delete_on_a_terminal_shows_the_plan_and_asks(env: dict[str, str], prefect: PrefectHelper) -> None:

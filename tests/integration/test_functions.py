@@ -146,6 +146,15 @@ def test_provision_submit_and_monitor_handlers(env, prefect: PrefectHelper, caps
     run_id = prefect.create_run(prefect.create_deployment(pool, job_variables={"command": "sleep 20"}))
     assert submit.lambda_handler(url_event({"flow_run_id": run_id}, token="nope"), Context())["statusCode"] == 401
     assert submit.lambda_handler(url_event({"flow_run_id": "x"}), Context())["statusCode"] == 400
+    # The HTTP rules of serve hold here (issue 28 item 3): a body not declared JSON is 415, an unknown run 404.
+    plain = url_event({"flow_run_id": run_id})
+    plain["headers"]["content-type"] = "text/plain"
+    refused = submit.lambda_handler(plain, Context())
+    assert (
+        refused["statusCode"] == 415 and "send Content-Type: application/json" in json.loads(refused["body"])["error"]
+    )
+    unknown = submit.lambda_handler(url_event({"flow_run_id": "00000000-0000-4000-8000-000000000000"}), Context())
+    assert unknown["statusCode"] == 404 and "unknown flow run" in json.loads(unknown["body"])["error"]
     old = submit.lambda_handler(url_event({"flow_run_id": run_id}, token="old"), Context())  # rotation
     assert old["statusCode"] == 200, old
     assert json.loads(old["body"])["outcome"] == "submitted"
@@ -283,3 +292,25 @@ def test_the_lambda_handlers_serve_modal_and_coiled_pools_when_configured_to(
         assert answer["outcome"] == "submitted", answer
         run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)
         assert run["state"]["type"] == "COMPLETED", (type_name, run["state"])
+
+
+def test_the_google_submit_function_answers_405_to_other_methods(monkeypatch: pytest.MonkeyPatch) -> None:
+    """functions-framework passes every method to the function: submit answers as pushpool serve does (issue 28
+    item 3), before it reads its settings."""
+    import flask
+
+    pushpool_log = logging.getLogger("pushpool")  # main.py sets up Cloud Logging's handler on it: put it back after
+    saved = {**vars(pushpool_log), "handlers": pushpool_log.handlers[:]}
+    spec = importlib.util.spec_from_file_location("fn_gcp_main", ROOT / "functions" / "gcp" / "main.py")
+    main = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(main)
+    finally:
+        vars(pushpool_log).clear()
+        vars(pushpool_log).update(saved)
+    monkeypatch.setattr(main, "function_deps", lambda: pytest.fail("settings read for a refused method"))
+    for method in ("GET", "PUT", "DELETE"):
+        with flask.Flask("t").test_request_context("/", method=method):
+            body, status, headers = main.submit(flask.request)
+        assert status == 405 and headers["Allow"] == "POST" and headers["Content-Type"] == "application/json"
+        assert json.loads(body) == {"error": f"{method} is not allowed on submit: use POST"}

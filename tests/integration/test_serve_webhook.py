@@ -73,7 +73,7 @@ def test_provision_of_an_existing_pool_keeps_operator_defaults(served, prefect: 
         (b"[]", 400, "JSON object"),
         (b"{}", 400, "flow_run_id"),
         (b'{"flow_run_id": "nope"}', 400, "UUID"),
-        (b'{"flow_run_id": "00000000-0000-4000-8000-000000000000"}', 400, "unknown flow run"),
+        (b'{"flow_run_id": "00000000-0000-4000-8000-000000000000"}', 404, "unknown flow run"),
         (b"", 400, "empty body"),
     ],
 )
@@ -218,3 +218,146 @@ def test_a_pool_paused_moments_after_a_run_holds_for_the_next_one(
     finally:
         server.stop()
         deps.orchestrator.close()
+
+
+# -- the HTTP surface: every answer JSON with the right status (issue 28 item 3) ---------------------------------------
+
+UNKNOWN_RUN = b'{"flow_run_id": "00000000-0000-4000-8000-000000000000"}'
+
+
+def raw_request(server: Server, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` as it is on its own connection; the answer's status, headers (lower-case) and body."""
+    import socket
+
+    host, port = server.httpd.server_address[:2]
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def assert_json_error(status: int, headers: dict[str, str], body: bytes, expected: int, fragment: str) -> None:
+    assert status == expected, body
+    assert headers["content-type"] == "application/json"
+    assert fragment in json.loads(body)["error"], body
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "fragment"),
+    [
+        ("GET", "/submit", 405, "GET is not allowed on /submit: use POST"),
+        ("PUT", "/submit", 405, "use POST"),
+        ("DELETE", "/provision", 405, "use POST"),
+        ("PATCH", "/monitor", 405, "use POST"),
+        ("POST", "/health", 405, "use GET"),
+        ("GET", "/nope", 404, "no such path '/nope'"),
+        ("POST", "/submit/extra", 404, "POST /submit"),
+        ("BREW", "/submit", 501, "method 'BREW' is not supported"),
+    ],
+)
+def test_other_methods_and_paths_get_a_json_404_405_or_501(
+    served, method: str, path: str, status: int, fragment: str
+) -> None:
+    _, http = served
+    response = http.request(method, path, headers=AUTH)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert fragment in response.json()["error"]
+    if status == 405:
+        assert response.headers["allow"] == ("GET, HEAD" if path == "/health" else "POST")
+
+
+def test_health_answers_get_and_head(served) -> None:
+    _, http = served
+    assert http.get("/health").json() == {"ok": True}
+    head = http.head("/health")
+    assert head.status_code == 200 and head.content == b""
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status", "fragment"),
+    [
+        ("text/plain", 415, "Content-Type text/plain is not accepted: send Content-Type: application/json"),
+        ("application/x-www-form-urlencoded", 415, "send Content-Type: application/json"),
+        ("application/jsonp", 415, "not accepted"),
+        ("application/json", 404, "unknown flow run"),
+        ("application/json; charset=utf-8", 404, "unknown flow run"),
+        ("Application/JSON;charset=UTF-8", 404, "unknown flow run"),
+        (None, 404, "unknown flow run"),  # no Content-Type: read as JSON
+    ],
+)
+def test_submit_accepts_json_bodies_only(served, content_type: str | None, status: int, fragment: str) -> None:
+    server, _ = served
+    head = "POST /submit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-token\r\n"
+    head += f"Content-Length: {len(UNKNOWN_RUN)}\r\n"
+    head += f"Content-Type: {content_type}\r\n" if content_type else ""
+    assert_json_error(*raw_request(server, head.encode() + b"\r\n" + UNKNOWN_RUN), status, fragment)
+
+
+def test_provision_refuses_a_body_not_declared_json(served) -> None:
+    _, http = served
+    response = http.post(
+        "/provision", content=b'{"name": "x", "type": "process:push"}', headers={**ADMIN, "Content-Type": "text/plain"}
+    )
+    assert response.status_code == 415 and "application/json" in response.json()["error"]
+
+
+def test_a_chunked_submit_is_read_and_the_run_submitted(served, prefect: PrefectHelper) -> None:
+    server, _ = served
+    pool = prefect.unique("chunked")
+    prefect.create_pool(pool)
+    run_id = prefect.create_run(prefect.create_deployment(pool, "flows.py:hello"))
+    body = json.dumps({"flow_run_id": run_id}).encode()
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:10], body[10:]))
+    request = (
+        b"POST /submit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-token\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+    )
+    status, _, answer = raw_request(server, request)
+    assert status == 200, answer
+    assert json.loads(answer)["outcome"] == "submitted"
+    assert prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90)["state"]["type"] == "COMPLETED"
+
+
+@pytest.mark.parametrize(
+    ("framing", "status", "fragment"),
+    [
+        (b"Transfer-Encoding: chunked\r\n\r\n" + b"zz\r\n{}\r\n0\r\n\r\n", 400, "malformed chunked body"),
+        (b"Transfer-Encoding: chunked\r\n\r\n" + b"20000\r\n" + b" " * 100, 413, "over the 65536-byte limit"),
+        (b"Transfer-Encoding: gzip\r\n\r\n" + b"xx", 411, "send the body with Content-Length"),
+        (b"Transfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 400, "send one of them"),
+        (b"Content-Length: ten\r\n\r\n", 400, "is not a number of bytes"),
+        (b"Content-Length: 99999999\r\n\r\n{}", 413, "over the 65536-byte limit"),
+    ],
+)
+def test_bodies_of_bad_framing_get_a_json_reason(served, framing: bytes, status: int, fragment: str) -> None:
+    server, _ = served
+    head = b"POST /submit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-token\r\nContent-Type: application/json\r\n"
+    status_, headers, body = raw_request(server, head + framing)
+    assert_json_error(status_, headers, body, status, fragment)
+    assert headers["connection"] == "close"  # the rest of what was sent is not read as another request
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "fragment"),
+    [
+        (b"X-Big: " + b"a" * 70_000 + b"\r\n", 431, "request headers too large"),
+        (b"".join(b"X-%d: 1\r\n" % i for i in range(150)), 431, "send fewer or smaller headers"),
+    ],
+)
+def test_oversized_headers_get_a_json_431(served, extra: bytes, status: int, fragment: str) -> None:
+    server, _ = served
+    request = b"POST /submit HTTP/1.1\r\nHost: x\r\n" + extra + b"Content-Length: 0\r\n\r\n"
+    assert_json_error(*raw_request(server, request), status, fragment)
+
+
+def test_a_malformed_request_line_gets_json(served) -> None:
+    server, _ = served
+    status, headers, body = raw_request(server, b"POST /submit HTTP/1.1 extra\r\nHost: x\r\n\r\n")
+    assert_json_error(status, headers, body, 400, "malformed HTTP request")

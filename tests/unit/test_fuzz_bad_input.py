@@ -85,6 +85,39 @@ def test_unauthenticated_bodies_are_401(body: bytes, headers: dict[str, str]) ->
     assert WRITES == []
 
 
+# The Content-Type of a submit (issue 28 item 3): application/json with any parameters, in any case, or none; any
+# other media type is 415 with what to send, before the body is parsed, and changes nothing.
+media_types = st.one_of(
+    st.sampled_from(["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", "application/jsonx"]),
+    st.from_regex(r"[a-z]{1,12}/[a-z0-9.+-]{1,20}", fullmatch=True).filter(lambda m: m != "application/json"),
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(body=bodies, media_type=media_types, params=st.sampled_from(["", "; charset=utf-8", ";charset=latin-1"]))
+def test_bodies_not_declared_json_are_415(body: bytes, media_type: str, params: str) -> None:
+    WRITES.clear()
+    response = handle_submit(DEPS, AUTH, {**HEADERS, "Content-Type": media_type + params}, body, trigger="fuzz")
+    assert response.status == 415, (response.status, response.body)
+    assert response.body["error"].endswith("send Content-Type: application/json")
+    assert WRITES == []
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "application/json", "application/json; charset=utf-8", "APPLICATION/JSON;charset=UTF-8"]
+)
+def test_json_bodies_are_read_and_an_unknown_run_is_404(content_type: str | None) -> None:
+    WRITES.clear()
+    headers = {**HEADERS, "content-type": content_type} if content_type else HEADERS
+    body = b'{"flow_run_id": "00000000-0000-4000-8000-000000000000"}'
+    response = handle_submit(DEPS, AUTH, headers, body, trigger="fuzz")
+    assert (response.status, response.body) == (
+        404,
+        {"error": "unknown flow run 00000000-0000-4000-8000-000000000000"},
+    )
+    assert WRITES == []
+
+
 # What a provision request is, as the README documents it (not as the product's validators decide): a JSON object
 # with "name" (letters, digits, "-", "_", ".", at most 100, not starting with "prefect") and "type" (a pool type this
 # build knows), and optionally concurrency_limit (an integer >= 0), the booleans dry_run, provision_infra and
@@ -170,6 +203,14 @@ def test_provision_answers_4xx_for_bad_requests_and_changes_nothing(body: bytes)
     response = handle_admin(DEPS, ADMIN, "/provision", ADMIN_HEADERS, body)
     assert 400 <= response.status < 500, (response.status, response.body)
     assert "error" in response.body and "\n" not in response.body["error"]
+    assert WRITES == []
+
+
+@pytest.mark.parametrize("limit", ["-0", " 5", "5", 1.0, True])
+def test_a_concurrency_limit_that_is_not_a_json_integer_is_400(limit: object) -> None:
+    WRITES.clear()
+    response = handle_admin(DEPS, ADMIN, "/provision", ADMIN_HEADERS, _with(concurrency_limit=limit))
+    assert response.status == 400 and response.body["error"].startswith("concurrency_limit:"), response.body
     assert WRITES == []
 
 

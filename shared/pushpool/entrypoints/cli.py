@@ -68,9 +68,14 @@ else:
         ),
     ]
     SubmitUrlOption = Annotated[str | None, typer.Option(help="where Prefect should call submit")]
-    JsonOption = Annotated[bool, typer.Option("--json", help="print the result as JSON (as --output json)")]
+    # Prefect's convention: `-o/--output json` on every command that prints a result. `--json` is kept, hidden, on
+    # the commands that had it (scripts may use it): the same as `--output json`.
+    JsonOption = Annotated[bool, typer.Option("--json", hidden=True, help="the same as --output json")]
     OutputOption = Annotated[
-        str | None, typer.Option("--output", "-o", help="output format; currently supports: json", show_default=False)
+        str | None,
+        typer.Option(
+            "--output", "-o", metavar="FORMAT", help="output format; currently supports: json", show_default=False
+        ),
     ]
     YesOption = Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")]
     RegionOption = Annotated[str | None, typer.Option(help="cloud region (default: the SDK's own configuration)")]
@@ -81,6 +86,11 @@ else:
             "store one access key in an aws-credentials block (ecs:push); key: store one service-account key in a "
             "gcp-credentials block (cloud-run pools)",
         ),
+    ]
+    # Deleting finds what pushpool made by its tags (an IAM user or a credentials block included): the mode a pool was
+    # made with does not matter there. Still accepted (hidden), as scripts may pass it.
+    DeleteCredentialsOption = Annotated[
+        Credentials, typer.Option("--credentials", hidden=True, help="ignored: deletion finds what pushpool made")
     ]
     StaticIpsOption = Annotated[
         bool,
@@ -106,6 +116,52 @@ else:
             show_default="GOOGLE_CLOUD_PROJECT / CLOUDSDK_CORE_PROJECT, else the credentials' project",
         ),
     ]
+
+
+def _reflow(text: str) -> str:
+    """A docstring's paragraphs each on one line: rich help keeps a paragraph's line breaks (``serve --help`` broke
+    its lines mid-sentence where the source did), and wraps the lines to the terminal itself."""
+    import inspect
+
+    return "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(text).split("\n\n"))
+
+
+if _MISSING_EXTRA is None:
+    import click
+    from typer.core import TyperArgument, TyperCommand, TyperGroup
+
+    def _usage_name(param: Any) -> str:
+        """An argument as Prefect's CLI shows it in a usage line: ``NAME``, ``[NAME]`` when optional."""
+        name = (param.metavar or param.name or "").upper() + ("..." if param.nargs != 1 else "")
+        return name if param.required else f"[{name}]"
+
+    class _HelpConventions:
+        """Help as Prefect's CLI shows it: flags without a value placeholder (typer shows ``--dry-run <bool>``),
+        arguments in usage lines as ``NAME`` (typer shows ``{name}``)."""
+
+        def get_params(self, ctx: click.Context) -> list[Any]:
+            params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+            for param in params:
+                if getattr(param, "is_flag", False) and param.metavar is None:
+                    param.metavar = ""  # a flag takes no value: nothing after its name in help
+            return params
+
+        def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+            pieces: list[str] = [self.options_metavar] if self.options_metavar else []  # type: ignore[attr-defined]
+            for param in self.get_params(ctx):
+                if isinstance(param, (TyperArgument, click.Argument)):
+                    pieces.append(_usage_name(param))
+            return pieces
+
+    class _Command(_HelpConventions, TyperCommand):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if self.help:
+                self.help = _reflow(self.help)
+
+    class _Group(_HelpConventions, TyperGroup):
+        def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+            return [*super().collect_usage_pieces(ctx), self.subcommand_metavar]
 
 
 WEBHOOK_TOKEN_FILE = "webhook-token"  # submit's token: provision writes it to the pool's Webhook block in Prefect
@@ -565,6 +621,7 @@ def cmd_pool_create(
     submit_url: SubmitUrlOption = None,
     port: PortOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would change, change nothing")] = False,
+    output: OutputOption = None,
     as_json: JsonOption = False,
     with_infra: Annotated[
         bool, typer.Option("--provision-infra", help="also create the cloud resources it needs")
@@ -588,6 +645,7 @@ def cmd_pool_create(
     """Create or update a push pool, its Webhook block and automation."""
     from pushpool.usecases.provision import provision_pool
 
+    as_json = _output_json(output, as_json)
     pool_settings = _allowed_identities(pool_type, allowed_identity)
     if with_infra:
         options = InfraOptions(
@@ -636,6 +694,7 @@ def cmd_provision_infra(
     name: Annotated[str, typer.Argument(help="the work pool's name")],
     submit_url: SubmitUrlOption = None,
     port: PortOption = None,
+    output: OutputOption = None,
     as_json: JsonOption = False,
     yes: YesOption = False,
     region: RegionOption = None,
@@ -644,6 +703,7 @@ def cmd_provision_infra(
     static_ips: StaticIpsOption = False,
 ) -> None:
     """Create the cloud resources of an existing push pool."""
+    as_json = _output_json(output, as_json)
     options = InfraOptions(
         yes=yes, region=region, credentials=credentials.value, json=as_json, project=project, static_ips=static_ips
     )
@@ -655,16 +715,18 @@ def cmd_deprovision(
     pool_type: Annotated[
         str | None, typer.Option("--type", help="pool type, when the pool no longer exists in Prefect")
     ] = None,
+    output: OutputOption = None,
     as_json: JsonOption = False,
     yes: YesOption = False,
     region: RegionOption = None,
-    credentials: CredentialsOption = Credentials.role,
+    credentials: DeleteCredentialsOption = Credentials.role,
     project: ProjectOption = None,
 ) -> None:
     """Remove the cloud resources created for a pool (by tag)."""
     from pushpool.usecases.pools import pool_type as type_of
     from pushpool.usecases.provision_infra import deprovision
 
+    as_json = _output_json(output, as_json)
     options = InfraOptions(yes=yes, region=region, credentials=credentials.value, json=as_json, project=project)
     deps = _deps(local_settings())
     type_name = type_of(deps, name, pool_type)
@@ -700,7 +762,7 @@ def cmd_pool_delete(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would be deleted, delete nothing")] = False,
     yes: YesOption = False,
     region: RegionOption = None,
-    credentials: CredentialsOption = Credentials.role,
+    credentials: DeleteCredentialsOption = Credentials.role,
     project: ProjectOption = None,
     output: OutputOption = None,
 ) -> None:
@@ -863,10 +925,11 @@ def cmd_logs(
         print(json.dumps(found, indent=2, default=str))
         return
     _say(
-        f"Flow run {found['name']} ({found['id']}) — pool {found['pool'] or '-'}, state {found['state']}, "
-        f"job {found['job_id'] or '-'}",
-        style="bold",
+        f"Flow run {found['name']} ({found['id']}) — pool {found['pool'] or '-'}, state {found['state']}", style="bold"
     )
+    job = found["job_id"]
+    backend = found.get("job_backend")
+    _say(f"Job: {job} ({backend} backend)" if job and backend else f"Job: {job or 'none started'}")
     _say("State history:", style="bold")
     for state in found["states"]:
         message = f"  {state['message']}" if state["message"] else ""
@@ -875,7 +938,7 @@ def cmd_logs(
     for line in found["job_output"]:
         _say(f"  {line}")
     if found["job_note"]:
-        _say(f"  ({found['job_note']})", style="dim")
+        _say(f"  note: {found['job_note']}", style="dim")  # not in parentheses: the note may hold some
     _say("Logs:", style="bold")
     for record in found["logs"]:
         level = logging.getLevelName(record["level"]) if isinstance(record["level"], int) else record["level"]
@@ -913,8 +976,9 @@ def _age(seconds: float) -> str:
 
 
 def cmd_usage(output: OutputOption = None) -> None:
-    """Managed execution: compute hours used and left this month, runs in flight and managed pools, against the
-    workspace's limits."""
+    """Managed execution (prefect:managed pools): compute hours used and left this month (UTC), runs in flight and
+    managed pools, against the limits of the workspace's tier — this pushpool's own settings (PUSHPOOL_MANAGED_TIER,
+    PUSHPOOL_MANAGED_TIERS), set by whoever runs it."""
     from pushpool.usecases.usage import usage
 
     as_json = _output_json(output)
@@ -969,25 +1033,40 @@ def build_app() -> typer.Typer:
         rich_markup_mode="rich",
         pretty_exceptions_enable=False,
         context_settings=settings,
+        cls=_Group,
     )
     app.callback()(cmd_root)
-    app.command("serve")(cmd_serve)  # its help is its docstring: the submit path, the token file, PUSHPOOL_HOME
+    # serve's help is its docstring: the submit path, the token file, PUSHPOOL_HOME
+    app.command("serve", cls=_Command)(cmd_serve)
 
-    pools = typer.Typer(help="Manage push work pools.", rich_markup_mode="rich")
-    pools.command("create", help="Create or update a push pool, its Webhook block and automation.")(cmd_pool_create)
-    pools.command("provision-infra", help="Create the cloud resources of an existing push pool.")(cmd_provision_infra)
-    pools.command("deprovision", help="Remove the cloud resources created for a pool (by tag).")(cmd_deprovision)
-    pools.command("delete", help="Delete a push pool and everything pushpool made for it.")(cmd_pool_delete)
-    pools.command("ls", help="List push pools (and what deleted ones left behind).")(cmd_pool_ls)
-    pools.command("inspect", help="Show a push pool, its Webhook block and its automation.")(cmd_pool_inspect)
+    pools = typer.Typer(help="Manage push work pools.", rich_markup_mode="rich", cls=_Group)
+    pools.command("create", cls=_Command, help="Create or update a push pool, its Webhook block and automation.")(
+        cmd_pool_create
+    )
+    pools.command("provision-infra", cls=_Command, help="Create the cloud resources of an existing push pool.")(
+        cmd_provision_infra
+    )
+    pools.command("deprovision", cls=_Command, help="Remove the cloud resources created for a pool (by tag).")(
+        cmd_deprovision
+    )
+    pools.command("delete", cls=_Command, help="Delete a push pool and everything pushpool made for it.")(
+        cmd_pool_delete
+    )
+    pools.command("ls", cls=_Command, help="List push pools (and what deleted ones left behind).")(cmd_pool_ls)
+    pools.command("inspect", cls=_Command, help="Show a push pool, its Webhook block and its automation.")(
+        cmd_pool_inspect
+    )
     app.add_typer(pools, name="work-pool")
 
-    app.command("status", help="In-flight runs of push pools with their jobs and ages.")(cmd_status)
-    app.command("monitor", help="Run one monitor tick and print its report.")(cmd_monitor)
-    app.command("usage", help="Managed execution: compute hours, runs in flight and pools against the limits.")(
-        cmd_usage
-    )
-    app.command("logs", help="A flow run's state history, its job's output and its logs.")(cmd_logs)
+    app.command("status", cls=_Command, help="In-flight runs of push pools with their jobs and ages.")(cmd_status)
+    app.command("monitor", cls=_Command, help="Run one monitor tick and print its report.")(cmd_monitor)
+    app.command(
+        "usage",
+        cls=_Command,
+        help="Managed execution (prefect:managed pools): compute hours, runs in flight and pools against the limits "
+        "this pushpool is set to (PUSHPOOL_MANAGED_TIER, PUSHPOOL_MANAGED_TIERS).",
+    )(cmd_usage)
+    app.command("logs", cls=_Command, help="A flow run's state history, its job's output and its logs.")(cmd_logs)
     return app
 
 

@@ -1,7 +1,8 @@
 """HTTP-shaped entry points: request bytes in, (status, JSON) out. Used by ``pushpool serve`` and the functions.
 
 Every answer is one JSON object; errors are ``{"error": "<one line>"}`` with the status from the error taxonomy.
-Bad input changes nothing: the body is authenticated, size-checked and validated before any state is touched.
+Bad input changes nothing: the body is authenticated, size-checked, its ``Content-Type`` checked (JSON or none:
+:func:`check_content_type`) and validated before any state is touched. An unknown flow run is 404.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pushpool.errors import (
     ObjectNotFoundError,
     PushpoolError,
     RequestTooLargeError,
+    UnknownObjectError,
+    UnsupportedMediaTypeError,
     UnsupportedPoolError,
 )
 from pushpool.prefect_api.models import FlowRun, StateType, WorkPool
@@ -73,12 +76,32 @@ class ProvisionRequest(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     type: str = Field(min_length=1, max_length=100)
     submit_url: str | None = Field(default=None, max_length=2000)
-    concurrency_limit: int | None = Field(default=None, ge=0)
+    concurrency_limit: int | None = Field(default=None, ge=0, strict=True)  # a JSON integer, not "5" or "-0"
     dry_run: bool = False
     provision_infra: bool = False  # also create the cloud resources (plan_only: show the plan, change nothing)
     plan_only: bool = False
     credentials: Literal["role", "access-key"] = "role"
     region: str | None = Field(default=None, max_length=40)
+
+
+JSON_MEDIA_TYPE = "application/json"
+
+
+def check_content_type(headers: Mapping[str, str]) -> None:
+    """A body is JSON: ``Content-Type: application/json`` (with parameters, e.g. ``; charset=utf-8``), or no
+    Content-Type at all (a client that sends none is read as JSON: Prefect's Webhook blocks made by provision send
+    application/json).
+
+    Raises:
+        UnsupportedMediaTypeError: any other media type (``text/plain``, a form), with what to send instead.
+    """
+    given = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+    if given is None:
+        return
+    media_type = given.split(";", 1)[0].strip().lower()
+    if media_type != JSON_MEDIA_TYPE:
+        shown = " ".join(given.split())[:80] or "(empty)"
+        raise UnsupportedMediaTypeError(f"Content-Type {shown} is not accepted: send Content-Type: {JSON_MEDIA_TYPE}")
 
 
 def parse_body(model: type[BaseModel], body: bytes) -> Any:
@@ -123,6 +146,7 @@ def handle_submit(
         if len(body) > MAX_BODY_BYTES:
             raise RequestTooLargeError(f"body of {len(body)} bytes is over the {MAX_BODY_BYTES}-byte limit")
         auth.verify(headers, body)
+        check_content_type(headers)
         event = parse_body(FlowRunEvent, body)
         if seen is not None and not seen.first(event.event_id):
             return Response(200, {"flow_run_id": event.flow_run_id, "outcome": DUPLICATE, "detail": "event handled"})
@@ -181,7 +205,7 @@ def handle_run_event(deps: Deps, run_id: str, *, trigger: str, arm_trigger: bool
     """Act on a run we were told about: submit it if it is ready, reconcile it if it is being cancelled.
 
     Raises:
-        InvalidRequestError: the run does not exist.
+        UnknownObjectError: the run does not exist (404).
         UnsupportedPoolError: the run's pool is not a push pool pushpool serves.
     """
     run = _read_run(deps, run_id)
@@ -197,7 +221,7 @@ def handle_job_event(deps: Deps, run_id: str) -> dict[str, Any]:
     """A job of ``run_id`` changed state (an ECS Task State Change, say): reconcile that run now, whatever its state.
 
     Raises:
-        InvalidRequestError: the run does not exist.
+        UnknownObjectError: the run does not exist (404).
         UnsupportedPoolError: the run's pool is not a push pool this deployment serves.
     """
     run = _read_run(deps, run_id)
@@ -212,7 +236,7 @@ def _read_run(deps: Deps, run_id: str) -> FlowRun:
     try:
         run = deps.orchestrator.read_flow_run(run_id)
     except ObjectNotFoundError:
-        raise InvalidRequestError(f"unknown flow run {run_id}") from None
+        raise UnknownObjectError(f"unknown flow run {run_id}") from None
     if not run.work_pool_name:
         raise UnsupportedPoolError(f"flow run {run_id} has no work pool")
     return run
@@ -276,6 +300,7 @@ def handle_admin(deps: Deps, admin: AdminAuth, path: str, headers: Mapping[str, 
     403 and nothing is read or changed."""
     try:
         admin.verify(headers)
+        check_content_type(headers)
     except PushpoolError as exc:
         return _error(exc)
     return handle_provision(deps, body) if path == "/provision" else handle_monitor(deps)

@@ -19,12 +19,13 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pushpool.entrypoints.auth import AdminAuth, WebhookAuth
 from pushpool.entrypoints.event_stream import EventStream, RunEvent, SeenEvents
@@ -37,7 +38,14 @@ from pushpool.entrypoints.http import (
     handle_submit,
 )
 from pushpool.entrypoints.timers import TimerTrigger
-from pushpool.errors import PushpoolError
+from pushpool.errors import (
+    InvalidRequestError,
+    LengthRequiredError,
+    MethodNotAllowedError,
+    PushpoolError,
+    RequestTooLargeError,
+    UnknownObjectError,
+)
 from pushpool.prefect_api.models import WorkPool
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.heartbeat import stop_serving
@@ -46,6 +54,27 @@ from pushpool.usecases.monitor import TickReport, dispatch_due, tick
 log = logging.getLogger("pushpool.serve")
 
 SUBMIT_PATH = "/submit"
+# The methods each path answers: any other method is 405 (with Allow), any other path 404, both as JSON.
+_ROUTES: dict[str, tuple[str, ...]] = {
+    "/health": ("GET", "HEAD"),
+    SUBMIT_PATH: ("POST",),
+    "/provision": ("POST",),
+    "/monitor": ("POST",),
+}
+_ROUTES_HINT = "pushpool serve answers POST /submit, POST /provision, POST /monitor and GET /health"
+SUBMIT_BODY_HINT = '{"flow_run_id": "<uuid>"} as application/json'
+MAX_CHUNK_LINE = 1024  # a chunk-size line (with extensions) or a trailer line
+MAX_TRAILERS = 32
+# What http.server answers on its own, said as what to do (the request never reached a handler).
+_PROTOCOL_ERRORS = {
+    400: "malformed HTTP request",
+    414: "request line too long: shorten the URL",
+    431: "request headers too large (at most 100 headers of at most 65,536 bytes each): send fewer or smaller headers",
+    505: "HTTP version not supported: use HTTP/1.1",
+}
+# Connections waiting to be accepted: a burst of callers (Prefect's automations firing together, or 50 clients at
+# once) waits here instead of being reset. socketserver's default of 5 reset connections under a burst of 50.
+LISTEN_BACKLOG = 1024
 BURST_SWEEP_RUNS = 8  # timers firing together from which serve sweeps its pools instead of submitting each run
 
 
@@ -115,6 +144,8 @@ def running_serves(home: Path, prefect_api_url: str) -> list[ServeRecord]:
 
 
 class _HTTPServer(ThreadingHTTPServer):
+    request_queue_size = LISTEN_BACKLOG
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A caller that hangs up (while we read its request) is one line, not a traceback on stderr."""
         error = sys.exc_info()[1]
@@ -294,35 +325,137 @@ class Server:
             def log_message(self, fmt: str, *args: Any) -> None:  # quiet; we log outcomes ourselves
                 return
 
-            def _send(self, response: Response) -> None:
+            def _send(self, response: Response, headers: Mapping[str, str] | None = None) -> None:
                 payload = response.json_bytes()
                 self.send_response(response.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                if self.close_connection:
+                    self.send_header("Connection", "close")
                 self.end_headers()
-                self.wfile.write(payload)
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
 
-            def _body(self) -> bytes | None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_BODY_BYTES:
+            def _refuse(self, exc: PushpoolError, *, close: bool = False) -> None:
+                """An error answer; ``close``: the request's body was not read (or cannot be), so the connection
+                ends after the answer."""
+                if close:
                     self.close_connection = True
-                    self._send(Response(413, {"error": f"body over the {MAX_BODY_BYTES}-byte limit"}))
-                    return None
+                allowed = getattr(exc, "allowed", ())
+                self._send(
+                    Response(exc.http_status, {"error": exc.one_line()}),
+                    {"Allow": ", ".join(allowed)} if allowed else None,
+                )
+
+            def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+                """What http.server answers itself (a malformed request line, headers over its limits, an unknown
+                method): JSON like every other answer, and the connection closed (the request was not read)."""
+                reason = _PROTOCOL_ERRORS.get(code) or f"{message or 'bad request'}"
+                if code == 501:
+                    reason = f"method {self.command!r} is not supported: {_ROUTES_HINT}"
+                self.close_connection = True
+                if self.request_version == "HTTP/0.9":  # an unparsed request line: answer with a status line anyway
+                    self.request_version = "HTTP/1.1"
+                try:
+                    self._send(Response(code, {"error": reason}))
+                except OSError:
+                    pass
+
+            def _body(self) -> bytes:
+                """The request body: by Content-Length, or chunked.
+
+                Raises:
+                    InvalidRequestError: a malformed Content-Length or chunk.
+                    LengthRequiredError: a Transfer-Encoding other than chunked.
+                    RequestTooLargeError: over MAX_BODY_BYTES (found before reading past it).
+                """
+                encoding = (self.headers.get("Transfer-Encoding") or "").strip().lower()
+                if encoding:
+                    if encoding != "chunked":
+                        raise LengthRequiredError(
+                            f"Transfer-Encoding {encoding[:40]!r} is not accepted: send the body with Content-Length "
+                            "or Transfer-Encoding: chunked"
+                        )
+                    if self.headers.get("Content-Length") is not None:  # ambiguous framing (request smuggling)
+                        raise InvalidRequestError("both Content-Length and Transfer-Encoding: send one of them")
+                    return self._chunked()
+                raw = (self.headers.get("Content-Length") or "0").strip()
+                if not raw.isdigit():
+                    raise InvalidRequestError(f"Content-Length {raw[:40]!r} is not a number of bytes")
+                length = int(raw)
+                if length > MAX_BODY_BYTES:
+                    raise RequestTooLargeError(f"body of {length} bytes is over the {MAX_BODY_BYTES}-byte limit")
                 return self.rfile.read(length) if length else b""
 
-            def do_GET(self) -> None:
-                if self.path == "/health":
-                    self._send(Response(200, {"ok": True}))
-                else:
-                    self._send(Response(404, {"error": "not found"}))
+            def _chunked(self) -> bytes:
+                body = bytearray()
+                while True:
+                    line = self.rfile.readline(MAX_CHUNK_LINE + 1)
+                    size_text = line.split(b";", 1)[0].strip()
+                    try:
+                        size = int(size_text, 16)
+                    except ValueError:
+                        size = -1
+                    if len(line) > MAX_CHUNK_LINE or size < 0 or not line.endswith(b"\n"):
+                        raise InvalidRequestError("malformed chunked body: a chunk size line is not hexadecimal")
+                    if len(body) + size > MAX_BODY_BYTES:
+                        raise RequestTooLargeError(f"chunked body over the {MAX_BODY_BYTES}-byte limit")
+                    if size == 0:
+                        break
+                    chunk = self.rfile.read(size)
+                    if len(chunk) < size or self.rfile.readline(MAX_CHUNK_LINE + 1).strip():
+                        raise InvalidRequestError("malformed chunked body: a chunk is shorter than its size")
+                    body += chunk
+                for _ in range(MAX_TRAILERS):  # trailers (ignored) up to the blank line that ends the body
+                    if not self.rfile.readline(MAX_CHUNK_LINE + 1).strip():
+                        return bytes(body)
+                raise InvalidRequestError("malformed chunked body: too many trailer lines")
 
-            def do_POST(self) -> None:
+            def _route(self) -> str | None:
+                """The path (its query ignored) if this method may be used on it.
+
+                Raises:
+                    UnknownObjectError: an unknown path (404).
+                    MethodNotAllowedError: a known path, another method (405, with ``Allow``).
+                """
+                path = urlsplit(self.path).path
+                allowed = _ROUTES.get(path)
+                if allowed is None:
+                    raise UnknownObjectError(f"no such path {path[:100]!r}: {_ROUTES_HINT}")
+                if self.command not in allowed:
+                    hint = f" (body: {SUBMIT_BODY_HINT})" if path == SUBMIT_PATH else ""
+                    raise MethodNotAllowedError(
+                        f"{self.command} is not allowed on {path}: use {' or '.join(allowed)}{hint}", allowed=allowed
+                    )
+                return path
+
+            def do_GET(self) -> None:
+                self._handle()
+
+            do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = do_GET
+            do_POST = do_GET
+
+            def _handle(self) -> None:
                 received = time.time()  # logged with the outcome: trigger received → job accepted is measurable
-                body = self._body()
-                if body is None:
+                try:
+                    path = self._route()
+                except PushpoolError as exc:  # the body (if any) is left unread: the connection closes
+                    self._refuse(
+                        exc, close=bool(self.headers.get("Content-Length") or self.headers.get("Transfer-Encoding"))
+                    )
+                    return
+                if path == "/health":
+                    self._send(Response(200, {"ok": True}))
+                    return
+                try:
+                    body = self._body()
+                except PushpoolError as exc:
+                    self._refuse(exc, close=True)
                     return
                 headers = dict(self.headers.items())
-                if self.path == "/submit":
+                if path == SUBMIT_PATH:
                     response = handle_submit(
                         server.deps, server.auth, headers, body, trigger="webhook", seen=server.seen
                     )
@@ -333,12 +466,10 @@ class Server:
                         log.info("submit: %s", json.dumps({**response.body, "received_at": received}))
                     else:
                         log.info("submit refused (%d): %s", response.status, response.body.get("error"))
-                elif self.path in ("/provision", "/monitor"):
-                    response = handle_admin(server.deps, server.admin, self.path, headers, body)
-                    if response.status in (401, 403):
-                        log.warning("%s refused (%d): %s", self.path, response.status, response.body.get("error"))
                 else:
-                    response = Response(404, {"error": "not found"})
+                    response = handle_admin(server.deps, server.admin, path, headers, body)
+                    if response.status in (401, 403):
+                        log.warning("%s refused (%d): %s", path, response.status, response.body.get("error"))
                 try:
                     self._send(response)
                 except (BrokenPipeError, ConnectionResetError):
@@ -347,7 +478,7 @@ class Server:
                     done = {k: response.body[k] for k in ("flow_run_id", "outcome", "error") if k in response.body}
                     log.info(
                         "%s: the caller hung up before the answer; handled all the same: %s",
-                        self.path.lstrip("/"),
+                        path.lstrip("/"),
                         json.dumps({"status": response.status, **done}),
                     )
 

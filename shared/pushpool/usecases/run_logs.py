@@ -50,6 +50,7 @@ def run_logs(deps: Deps, ref: str, *, lines: int = 200) -> dict[str, Any]:
     states = sorted(client.read_flow_run_states(run.id), key=lambda s: str(s.get("timestamp")))
     job_output: list[str] = []
     note = ""
+    backend_name: str | None = None
     if not run.infrastructure_pid:
         note = "no job was started for this run"
     elif not run.work_pool_name:
@@ -59,6 +60,7 @@ def run_logs(deps: Deps, ref: str, *, lines: int = 200) -> dict[str, Any]:
             pool = client.read_work_pool(run.work_pool_name)
             backend = deps.backend_for_pool(pool)
             handle = PoolCredentials(deps.settings, client).handle(backend.name, pool, run.infrastructure_pid)
+            backend_name = backend.name
             job_output = backend.logs(handle, lines=lines)
         except PushpoolError as exc:
             note = exc.one_line()
@@ -72,6 +74,7 @@ def run_logs(deps: Deps, ref: str, *, lines: int = 200) -> dict[str, Any]:
         "pool": run.work_pool_name,
         "state": run.state_name,
         "job_id": run.infrastructure_pid,
+        "job_backend": backend_name,  # which backend runs the job: what its id means (e.g. process, ecs)
         "states": [
             {
                 "timestamp": s.get("timestamp"),

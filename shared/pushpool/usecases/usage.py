@@ -88,7 +88,9 @@ class Usage:
         )
         return "\n".join(
             [
-                f"workspace {self.workspace} — {self.tier} tier — {self.month} (UTC)",
+                f"Managed execution (prefect:managed pools) of workspace {self.workspace}, {self.month} (UTC)",
+                f"  limits          tier {self.tier!r}: this pushpool's settings, set by whoever runs it "
+                "(PUSHPOOL_MANAGED_TIER, PUSHPOOL_MANAGED_TIERS)",
                 f"  compute hours   {self.compute_hours_used:.2f} used of {self.compute_hours_limit:g}, "
                 f"{self.compute_hours_left:.2f} left",
                 f"  runs in flight  {self.runs_in_flight} of {self.concurrency_limit}",
