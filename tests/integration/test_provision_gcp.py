@@ -171,7 +171,10 @@ def test_a_pool_bound_project_wide_by_an_earlier_version_loses_those_bindings(
         ]
         again = provision_infra(deps, provisioner(), pool=pool, type_name="cloud-run-v2:push")
         (step,) = [s for s in again.plan if s.action == UPDATE]
-        assert step.resource == "IAM bindings" and "remove roles/run.developer" in step.detail
+        assert (
+            step.resource == "IAM bindings"
+            and "remove roles/run.developer, roles/iam.serviceAccountUser" in step.detail
+        )
         assert _project_roles_of(google, email) == set()
         assert all("user:dev@example.com" in google.members(PROJECT, role) for role in LEGACY_ROLES)
         assert {
@@ -322,4 +325,21 @@ def test_the_cli_provisions_a_cloud_run_pool(
         assert cli.main(["work-pool", "create", "x", "--type", "ecs:push", "--provision-infra", "--project", "p"]) == 2
         assert "--project is for cloud-run pools" in capsys.readouterr().err
     finally:
+        prefect.request("DELETE", f"/work_pools/{pool}")
+
+
+def test_a_key_pool_provisioned_again_in_role_mode_loses_its_job_role(
+    deps, prefect: PrefectHelper, provisioner, google: ProvisionEmulator
+) -> None:
+    """In role mode pushpool's own identity makes the calls: the pool's account keeps no project role."""
+    pool = prefect.unique("gcp-switch")
+    email = f"{resource_id(pool, 30)}@{PROJECT}.iam.gserviceaccount.com"
+    try:
+        provision_infra(deps, provisioner(credentials="key"), pool=pool, type_name="cloud-run-v2:push")
+        assert _project_roles_of(google, email) == {JOB_ROLE}
+        again = provision_infra(deps, provisioner(), pool=pool, type_name="cloud-run-v2:push")
+        assert [(s.resource, s.action) for s in again.plan if s.action != EXISTS] == [("IAM bindings", UPDATE)]
+        assert _project_roles_of(google, email) == set()
+    finally:
+        deprovision(deps, provisioner(credentials="key"), pool=pool)
         prefect.request("DELETE", f"/work_pools/{pool}")

@@ -353,8 +353,9 @@ class CloudRunProvisioner:
         deleted it (a deleted custom role keeps its id for weeks), its permissions set again if they differ."""
         name = self._job_role_name()
         found = self._read_role(name)
+        held = sorted((found or {}).get("includedPermissions", []))
         action = CREATE if found is None or found.get("deleted") else EXISTS
-        if action == EXISTS and sorted(found.get("includedPermissions", [])) != sorted(JOB_PERMISSIONS):  # type: ignore[union-attr]
+        if action == EXISTS and held != sorted(JOB_PERMISSIONS):
             action = UPDATE
 
         def run() -> dict[str, Any]:
@@ -377,27 +378,28 @@ class CloudRunProvisioner:
         return Step("custom role", name, action, f"{len(JOB_PERMISSIONS)} Cloud Run job permissions", run=run)
 
     def _bindings_step(self, pool: str, *, new_account: bool) -> Step | None:
-        """The account's project bindings: the custom job role in key mode, none in role mode; a binding to a legacy
-        project-wide role (run.developer, serviceAccountUser) is removed. None when there is nothing to say."""
+        """The account's project bindings: the custom job role in key mode, none in role mode; any other binding of
+        the account pushpool ever made (the legacy project-wide run.developer and serviceAccountUser; the job role of
+        a pool now in role mode) is removed. None when there is nothing to say."""
         email = self._email(pool)
         member = f"serviceAccount:{email}"
         policy = self._policy()
         wanted = [self._job_role_name()] if self.credentials == "key" else []
         missing = [role for role in wanted if member not in _members(policy, role)]
-        legacy = [role for role in LEGACY_ROLES if member in _members(policy, role)]
+        legacy = [role for role in self._project_roles() if role not in wanted and member in _members(policy, role)]
         if not wanted and not legacy:
             return None
 
         def run() -> dict[str, Any]:
             if missing or legacy:
                 self._modify_policy(
-                    lambda bindings: _set_member(bindings, member, add=wanted, remove=LEGACY_ROLES),
+                    lambda bindings: _set_member(bindings, member, add=wanted, remove=self._project_roles()),
                     new_member=new_account and bool(missing),
                 )
             return {}
 
         if legacy:
-            detail = f"{email} on project {self.project}: remove {', '.join(legacy)} (project-wide)"
+            detail = f"{email} on project {self.project}: remove {', '.join(legacy)}"
             return Step("IAM bindings", ", ".join(wanted) or "none", UPDATE, detail, run=run)
         action = CREATE if missing else EXISTS
         return Step("IAM bindings", ", ".join(wanted), action, f"{email} on project {self.project}", run=run)
