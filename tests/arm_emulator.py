@@ -351,7 +351,7 @@ class ArmEmulator:
         created = {"id": path, "name": path.rsplit("/", 1)[-1], **data}
         properties = created.setdefault("properties", {})
         headers: dict[str, str] = {}
-        if "/microsoft.managedidentity/" in key:
+        if re.search(r"/microsoft\.managedidentity/userassignedidentities/[^/]+$", key):  # not what is scoped to one
             properties.update(principalId=str(uuid.uuid4()), clientId=str(uuid.uuid4()))
         if "/microsoft.containerregistry/registries/" in key:
             properties.update(loginServer=f"{created['name']}.azurecr.io", provisioningState="Succeeded")

@@ -7,7 +7,10 @@ cloudresourcemanager v1); query parameters must be ones the method declares (req
 is validated against the method's request schema (tests/gcp_emulator.py's ``schema_errors``: unknown fields, wrong
 types, enum values) — a body Google would refuse is refused with 400 INVALID_ARGUMENT. Google's own rules on top:
 account and repository ids, a disabled API answers 403 SERVICE_DISABLED, ``setIamPolicy`` with a stale etag answers 409
-ABORTED, a member that is not an existing service account 400. ``requests`` records (method id, HTTP method, path).
+ABORTED, a member that is not an existing service account 400, a role that is neither predefined (``roles/``) nor an
+existing, undeleted custom role of the project 400. A service account has its own IAM policy (resource-level, read
+and written like the project's, gone with the account); a deleted custom role stays readable (``deleted``) and can be
+undeleted, and its id cannot be used again meanwhile. ``requests`` records (method id, HTTP method, path).
 """
 
 from __future__ import annotations
@@ -45,14 +48,20 @@ IMPLEMENTED = (
     "iam.projects.serviceAccounts.create",
     "iam.projects.serviceAccounts.delete",
     "iam.projects.serviceAccounts.keys.create",
+    "iam.projects.serviceAccounts.getIamPolicy",
+    "iam.projects.serviceAccounts.setIamPolicy",
+    "iam.projects.roles.get",
+    "iam.projects.roles.create",
+    "iam.projects.roles.patch",
+    "iam.projects.roles.delete",
+    "iam.projects.roles.undelete",
     "cloudresourcemanager.projects.get",
     "cloudresourcemanager.projects.getIamPolicy",
     "cloudresourcemanager.projects.setIamPolicy",
 )
-READ_ONLY = frozenset(
-    {m for m in IMPLEMENTED if m.endswith((".get", ".batchGet"))} | {"cloudresourcemanager.projects.getIamPolicy"}
-)
+READ_ONLY = frozenset({m for m in IMPLEMENTED if m.endswith((".get", ".batchGet", ".getIamPolicy"))})
 REGIONS = frozenset({"us-central1", "us-east1", "europe-west1", "asia-east1"})
+_ROLE_ID = re.compile(r"^[A-Za-z0-9_.]{3,64}$")
 _ACCOUNT_ID = re.compile(r"^[a-z](?:[-a-z0-9]{4,28}[a-z0-9])$")
 _REPOSITORY_ID = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 _STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS"}
@@ -86,6 +95,8 @@ class ProvisionEmulator:
         self.repositories: dict[str, dict[str, Any]] = {}
         self.accounts: dict[str, dict[str, Any]] = {}  # email -> ServiceAccount
         self.keys: dict[str, list[str]] = {}  # email -> key names
+        self.account_policies: dict[str, dict[str, Any]] = {}  # email -> the service account's own IAM policy
+        self.roles: dict[str, dict[str, Any]] = {}  # projects/<p>/roles/<id> -> Role (custom roles)
         self.policies: dict[str, dict[str, Any]] = {
             project: {
                 "version": 1,
@@ -122,6 +133,12 @@ class ProvisionEmulator:
     def members(self, project: str, role: str) -> list[str]:
         with self.lock:
             return [m for b in self.policies[project]["bindings"] if b["role"] == role for m in b["members"]]
+
+    def account_members(self, email: str, role: str) -> list[str]:
+        """The members of ``role`` in the service account ``email``'s own IAM policy."""
+        with self.lock:
+            policy = self.account_policies.get(email, {})
+            return [m for b in policy.get("bindings", []) if b["role"] == role for m in b["members"]]
 
     # -- the API -------------------------------------------------------------------------------------------------------
 
@@ -283,7 +300,82 @@ class ProvisionEmulator:
         self._projects_serviceAccounts_get(project, email, query=query, body=body)
         del self.accounts[email]
         self.keys.pop(email, None)
+        self.account_policies.pop(email, None)
         return 200, {}
+
+    def _projects_serviceAccounts_getIamPolicy(
+        self, project: str, email: str, *, query: Any, body: Any
+    ) -> tuple[int, Any]:
+        self._projects_serviceAccounts_get(project, email, query=query, body=body)
+        policy = self.account_policies.setdefault(email, {"version": 1, "etag": "ACAB"})
+        return 200, copy.deepcopy(policy)
+
+    def _projects_serviceAccounts_setIamPolicy(
+        self, project: str, email: str, *, query: Any, body: Any
+    ) -> tuple[int, Any]:
+        self._projects_serviceAccounts_get(project, email, query=query, body=body)
+        current = self.account_policies.setdefault(email, {"version": 1, "etag": "ACAB"})
+        policy = body.get("policy") or {}
+        if policy.get("etag") != current["etag"]:
+            raise ApiError(
+                409, "There were concurrent policy changes. Please retry the whole read-modify-write (ABORTED)"
+            )
+        self._check_bindings(project, policy)
+        self.account_policies[email] = {**policy, "etag": base64.b64encode(uuid.uuid4().bytes[:8]).decode()}
+        return 200, copy.deepcopy(self.account_policies[email])
+
+    def _projects_roles_get(self, project: str, role: str, *, query: Any, body: Any) -> tuple[int, Any]:
+        self._project(project)
+        name = f"projects/{project}/roles/{role}"
+        if name not in self.roles:
+            raise ApiError(404, f"The role named {name} was not found.")
+        return 200, copy.deepcopy(self.roles[name])
+
+    def _projects_roles_create(self, project: str, *, query: Any, body: Any) -> tuple[int, Any]:
+        self._project(project)
+        role_id = body.get("roleId", "")
+        if not _ROLE_ID.match(role_id):
+            raise ApiError(400, f"Invalid role id {role_id!r}")
+        name = f"projects/{project}/roles/{role_id}"
+        if name in self.roles:  # also while deleted: the id is taken until the role is purged
+            raise ApiError(409, f"A role named {role_id} in projects/{project} already exists.")
+        role = body.get("role") or {}
+        self._check_permissions(role)
+        self.roles[name] = {**role, "name": name, "etag": "BwW0"}
+        return 200, copy.deepcopy(self.roles[name])
+
+    def _projects_roles_patch(self, project: str, role: str, *, query: Any, body: Any) -> tuple[int, Any]:
+        self._projects_roles_get(project, role, query=query, body=body)
+        name = f"projects/{project}/roles/{role}"
+        if self.roles[name].get("deleted"):
+            raise ApiError(400, f"You can't update a deleted role: {name}")
+        self._check_permissions(body)
+        fields = (query.get("updateMask") or [""])[0].split(",")
+        self.roles[name].update({k: v for k, v in body.items() if k in fields})
+        self.roles[name]["etag"] = base64.b64encode(uuid.uuid4().bytes[:4]).decode()
+        return 200, copy.deepcopy(self.roles[name])
+
+    def _projects_roles_delete(self, project: str, role: str, *, query: Any, body: Any) -> tuple[int, Any]:
+        self._projects_roles_get(project, role, query=query, body=body)
+        name = f"projects/{project}/roles/{role}"
+        if self.roles[name].get("deleted"):
+            raise ApiError(400, f"The role {name} is already deleted.")
+        self.roles[name]["deleted"] = True
+        return 200, copy.deepcopy(self.roles[name])
+
+    def _projects_roles_undelete(self, project: str, role: str, *, query: Any, body: Any) -> tuple[int, Any]:
+        self._projects_roles_get(project, role, query=query, body=body)
+        name = f"projects/{project}/roles/{role}"
+        if not self.roles[name].get("deleted"):
+            raise ApiError(400, f"The role {name} is not deleted.")
+        self.roles[name].pop("deleted")
+        return 200, copy.deepcopy(self.roles[name])
+
+    @staticmethod
+    def _check_permissions(role: Mapping[str, Any]) -> None:
+        for permission in role.get("includedPermissions", []):
+            if not re.match(r"^[a-z]+\.[a-zA-Z]+\.[a-zA-Z]+$", permission):
+                raise ApiError(400, f"Permission {permission} is not valid.")
 
     def _projects_serviceAccounts_keys_create(
         self, project: str, email: str, *, query: Any, body: Any
@@ -317,8 +409,17 @@ class ProvisionEmulator:
             raise ApiError(
                 409, "There were concurrent policy changes. Please retry the whole read-modify-write (ABORTED)"
             )
+        self._check_bindings(project, policy)
+        self.policies[project] = {**policy, "etag": base64.b64encode(uuid.uuid4().bytes[:8]).decode()}
+        return 200, copy.deepcopy(self.policies[project])
+
+    def _check_bindings(self, project: str, policy: Mapping[str, Any]) -> None:
         for binding in policy.get("bindings", []):
-            if not binding.get("role", "").startswith("roles/") or not binding.get("members"):
+            role = binding.get("role", "")
+            custom = role.startswith(f"projects/{project}/roles/")
+            if custom and (role not in self.roles or self.roles[role].get("deleted")):
+                raise ApiError(400, f"Role {role} does not exist or is deleted.")
+            if not (role.startswith("roles/") or custom) or not binding.get("members"):
                 raise ApiError(400, f"Invalid binding {binding!r}")
             for member in binding["members"]:
                 email = member.split(":", 1)[-1]
@@ -329,8 +430,6 @@ class ProvisionEmulator:
                     self._unseen[email] -= 1
                 if email not in self.accounts or unseen:
                     raise ApiError(400, f"Service account {email} does not exist.")
-        self.policies[project] = {**policy, "etag": base64.b64encode(uuid.uuid4().bytes[:8]).decode()}
-        return 200, copy.deepcopy(self.policies[project])
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         emulator = self

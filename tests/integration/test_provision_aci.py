@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 from pushpool.errors import ConfigurationError, InvalidRequestError
-from pushpool.providers.aci.provisioner import SUBMITTER_ACTIONS, AciProvisioner
-from pushpool.providers.provisioning import CREATE, EXISTS
+from pushpool.providers.aci.provisioner import ASSIGN_IDENTITY, ASSIGNER_ACTIONS, SUBMITTER_ACTIONS, AciProvisioner
+from pushpool.providers.provisioning import CREATE, EXISTS, UPDATE
 from pushpool.usecases.provision_infra import deprovision, provision_infra
 from pushpool.usecases.submit import submit_run
 
@@ -52,14 +52,25 @@ def test_provision_least_privilege_idempotent_and_reversible(
         assert first.applied and {s.action for s in first.plan} == {CREATE}
         rg = f"pushpool-{pool}"
         scope = f"/subscriptions/{AZ_SUB}/resourcegroups/{rg}"
-        role = next(v for k, v in arm.resources.items() if "/roledefinitions/" in k)
-        assert role["properties"]["assignableScopes"] == [scope]  # not the subscription
-        assert role["properties"]["permissions"][0]["actions"] == list(SUBMITTER_ACTIONS)
-        assert not any("*" in action for action in SUBMITTER_ACTIONS)
+        roles = {v["properties"]["roleName"]: v for k, v in arm.resources.items() if "/roledefinitions/" in k}
+        submitter, assigner = roles[f"pushpool-{pool}-submitter"], roles[f"pushpool-{pool}-assigner"]
+        assert submitter["properties"]["assignableScopes"] == [scope]  # not the subscription
+        assert assigner["properties"]["assignableScopes"] == [scope]
+        assert submitter["properties"]["permissions"][0]["actions"] == list(SUBMITTER_ACTIONS)
+        assert assigner["properties"]["permissions"][0]["actions"] == [ASSIGN_IDENTITY] == list(ASSIGNER_ACTIONS)
+        assert ASSIGN_IDENTITY not in SUBMITTER_ACTIONS  # never at the resource group's scope
+        assert not any("*" in action for action in (*SUBMITTER_ACTIONS, *ASSIGNER_ACTIONS))
         assignments = {k: v for k, v in arm.resources.items() if "/roleassignments/" in k}
-        assert len(assignments) == 2 and all(k.startswith(scope.lower() + "/") for k in assignments)
-        functions = next(v for v in assignments.values() if v["properties"]["principalId"] == PRINCIPAL)
-        assert functions["properties"]["roleDefinitionId"].lower() == role["id"].lower()
+        assert len(assignments) == 3 and all(k.startswith(scope.lower() + "/") for k in assignments)
+        functions = {
+            v["properties"]["roleDefinitionId"].lower(): k
+            for k, v in assignments.items()
+            if v["properties"]["principalId"] == PRINCIPAL
+        }
+        identity_id = f"{scope}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/pushpool-{pool}-groups"
+        assert functions[submitter["id"].lower()].startswith(f"{scope.lower()}/providers/microsoft.authorization/")
+        assert functions[assigner["id"].lower()].startswith(f"{identity_id.lower()}/providers/microsoft.authorization/")
+        assert len(functions) == 2
 
         variables = prefect.json("GET", f"/work_pools/{pool}")["base_job_template"]["variables"]["properties"]
         assert variables["subscription_id"]["default"] == AZ_SUB
@@ -104,7 +115,7 @@ def test_provision_least_privilege_idempotent_and_reversible(
         removed = deprovision(aci_deps, provisioner(), pool=pool)
         assert removed.applied and removed.plan[-1].resource == "resource group"
         assert not any(rg.lower() in k for k in arm.resources)
-        assert [s.action for s in provisioner().plan(pool)] == [CREATE] * 6  # all gone
+        assert [s.action for s in provisioner().plan(pool)] == [CREATE] * 8  # all gone
     finally:
         prefect.request("DELETE", f"/work_pools/{pool}")
 
@@ -129,3 +140,29 @@ def test_a_resource_group_that_is_not_pushpools_is_refused(provisioner, arm) -> 
 
     with pytest.raises(BackendError, match="is not pushpool's"):
         provisioner().plan("theirs")
+
+
+def test_a_pool_provisioned_with_assign_at_the_group_scope_is_narrowed(
+    aci_deps, prefect: PrefectHelper, provisioner, arm
+) -> None:
+    """A pool made by an earlier version: its submitter role held ``assign/action`` at the resource group's scope.
+    Provisioning again writes the role without it and assigns ``assign/action`` on the identity alone."""
+    pool = prefect.unique("aci-old")
+    try:
+        provision_infra(aci_deps, provisioner(), pool=pool, type_name="azure-container-instance:push")
+        key, role = next(
+            (k, v)
+            for k, v in arm.resources.items()
+            if "/roledefinitions/" in k and v["properties"]["roleName"] == f"pushpool-{pool}-submitter"
+        )
+        role["properties"]["permissions"][0]["actions"].append(ASSIGN_IDENTITY)  # as the earlier version made it
+        again = provision_infra(aci_deps, provisioner(), pool=pool, type_name="azure-container-instance:push")
+        assert [s.name for s in again.plan if s.action == UPDATE] == [f"pushpool-{pool}-submitter"]
+        assert ASSIGN_IDENTITY not in arm.resources[key]["properties"]["permissions"][0]["actions"]
+        assert {
+            s.action
+            for s in provision_infra(aci_deps, provisioner(), pool=pool, type_name="azure-container-instance:push").plan
+        } == {EXISTS}
+    finally:
+        deprovision(aci_deps, provisioner(), pool=pool)
+        prefect.request("DELETE", f"/work_pools/{pool}")

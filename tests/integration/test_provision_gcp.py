@@ -13,8 +13,16 @@ from pathlib import Path
 import pytest
 from google.auth.credentials import AnonymousCredentials
 from pushpool.errors import ConfigurationError, InvalidRequestError
-from pushpool.providers.cloudrun.provisioner import ROLES, SERVICES, CloudRunProvisioner, resource_id
-from pushpool.providers.provisioning import CREATE, DELETE, EXISTS, ProvisioningError
+from pushpool.providers.cloudrun.provisioner import (
+    ACT_AS_ROLE,
+    JOB_PERMISSIONS,
+    JOB_ROLE_ID,
+    LEGACY_ROLES,
+    SERVICES,
+    CloudRunProvisioner,
+    resource_id,
+)
+from pushpool.providers.provisioning import CREATE, DELETE, EXISTS, UPDATE, ProvisioningError
 from pushpool.usecases.provision_infra import deprovision, provision_infra
 
 from tests.gcp_emulator import service_account_info
@@ -24,6 +32,12 @@ from tests.helpers import PrefectHelper
 pytestmark = pytest.mark.integration
 PROJECT = "pushpool-test"
 REGION = "us-central1"
+JOB_ROLE = f"projects/{PROJECT}/roles/{JOB_ROLE_ID}"
+
+
+def _project_roles_of(google: ProvisionEmulator, email: str) -> set[str]:
+    """Every project role whose bindings name the service account."""
+    return {b["role"] for b in google.policies[PROJECT]["bindings"] if f"serviceAccount:{email}" in b["members"]}
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +86,8 @@ def test_provision_creates_once_a_second_run_changes_nothing_deprovision_removes
         repo = google.repositories[repository]
         assert repo["format"] == "DOCKER" and repo["labels"]["pushpool-pool"] and pool in repo["description"]
         assert pool in google.accounts[email]["description"]
-        for role in ROLES:
-            assert f"serviceAccount:{email}" in google.members(PROJECT, role)
+        # Role mode: pushpool's functions identity makes the calls; the account the flows run as holds nothing.
+        assert _project_roles_of(google, email) == set() and not google.account_members(email, ACT_AS_ROLE)
         assert google.members(PROJECT, "roles/owner") == ["user:owner@example.com"]  # the rest of the policy kept
         assert not google.keys  # role mode: no key
         variables = _variables(prefect, pool)
@@ -92,13 +106,11 @@ def test_provision_creates_once_a_second_run_changes_nothing_deprovision_removes
         print(f"provision: {calls_first} Google calls the first time, {calls_second} the second (all reads)")
 
         removed = deprovision(deps, provisioner(), pool=pool)
-        assert removed.applied and [s.action for s in removed.plan] == [DELETE] * 3
+        assert removed.applied and [s.action for s in removed.plan] == [DELETE] * 2
         assert repository not in google.repositories and email not in google.accounts
-        for role in ROLES:
-            assert f"serviceAccount:{email}" not in google.members(PROJECT, role)
         assert google.members(PROJECT, "roles/run.developer") == ["user:dev@example.com"]  # not pushpool's: kept
         assert {(PROJECT, s) for s in SERVICES} <= google.enabled  # APIs are never disabled
-        assert [s.action for s in provisioner().plan(pool)][2:] == [CREATE] * 3
+        assert [s.action for s in provisioner().plan(pool)][2:] == [CREATE] * 2
         assert deprovision(deps, provisioner(), pool=pool).plan == []  # nothing marked is left
     finally:
         prefect.request("DELETE", f"/work_pools/{pool}")
@@ -131,16 +143,48 @@ def test_an_iam_policy_changed_meanwhile_is_read_again_and_retried(
     try:
         google.policy_conflicts = 2
         sets = google.mutations().count("cloudresourcemanager.projects.setIamPolicy")
-        provision_infra(deps, provisioner(), pool=pool, type_name="cloud-run-v2:push")
+        provision_infra(deps, provisioner(credentials="key"), pool=pool, type_name="cloud-run-v2:push")
         assert google.mutations().count("cloudresourcemanager.projects.setIamPolicy") - sets == 3
-        assert all(f"serviceAccount:{email}" in google.members(PROJECT, role) for role in ROLES)
+        assert _project_roles_of(google, email) == {JOB_ROLE}
 
         google.policy_conflicts = 10  # more than the provisioner's attempts: a clear failure, nothing half-written
         with pytest.raises(ProvisioningError, match="kept changing meanwhile"):
-            deprovision(deps, provisioner(policy_attempts=3), pool=pool)
-        assert all(f"serviceAccount:{email}" in google.members(PROJECT, role) for role in ROLES)
+            deprovision(deps, provisioner(credentials="key", policy_attempts=3), pool=pool)
+        assert _project_roles_of(google, email) == {JOB_ROLE}
     finally:
         google.policy_conflicts = 0
+        deprovision(deps, provisioner(credentials="key"), pool=pool)
+        prefect.request("DELETE", f"/work_pools/{pool}")
+
+
+def test_a_pool_bound_project_wide_by_an_earlier_version_loses_those_bindings(
+    deps, prefect: PrefectHelper, provisioner, google: ProvisionEmulator
+) -> None:
+    """Earlier versions bound the pool's account to run.developer and serviceAccountUser on the whole project:
+    provisioning again removes exactly those two members (others in the roles stay), and says so in the plan."""
+    pool = prefect.unique("gcp-legacy")
+    email = f"{resource_id(pool, 30)}@{PROJECT}.iam.gserviceaccount.com"
+    try:
+        provision_infra(deps, provisioner(), pool=pool, type_name="cloud-run-v2:push")
+        google.policies[PROJECT]["bindings"] += [
+            {"role": role, "members": [f"serviceAccount:{email}", "user:dev@example.com"]} for role in LEGACY_ROLES
+        ]
+        again = provision_infra(deps, provisioner(), pool=pool, type_name="cloud-run-v2:push")
+        (step,) = [s for s in again.plan if s.action == UPDATE]
+        assert (
+            step.resource == "IAM bindings"
+            and "remove roles/run.developer, roles/iam.serviceAccountUser" in step.detail
+        )
+        assert _project_roles_of(google, email) == set()
+        assert all("user:dev@example.com" in google.members(PROJECT, role) for role in LEGACY_ROLES)
+        assert {
+            s.action for s in provision_infra(deps, provisioner(), pool=pool, type_name="cloud-run-v2:push").plan
+        } == {EXISTS}
+    finally:
+        for binding in google.policies[PROJECT]["bindings"]:
+            if binding["role"] in LEGACY_ROLES and "user:dev@example.com" in binding["members"]:
+                binding["members"].remove("user:dev@example.com")
+        google.policies[PROJECT]["bindings"] = [b for b in google.policies[PROJECT]["bindings"] if b["members"]]
         deprovision(deps, provisioner(), pool=pool)
         prefect.request("DELETE", f"/work_pools/{pool}")
 
@@ -153,11 +197,12 @@ def test_a_new_service_account_not_yet_known_to_iam_is_waited_for(
     email = f"{resource_id(pool, 30)}@{PROJECT}.iam.gserviceaccount.com"
     google.iam_lag = 3
     try:
-        provision_infra(deps, provisioner(), pool=pool, type_name="cloud-run-v2:push")
-        assert all(f"serviceAccount:{email}" in google.members(PROJECT, role) for role in ROLES)
+        provision_infra(deps, provisioner(credentials="key"), pool=pool, type_name="cloud-run-v2:push")
+        assert _project_roles_of(google, email) == {JOB_ROLE}
+        assert google.account_members(email, ACT_AS_ROLE) == [f"serviceAccount:{email}"]
     finally:
         google.iam_lag = 0
-        deprovision(deps, provisioner(), pool=pool)
+        deprovision(deps, provisioner(credentials="key"), pool=pool)
         prefect.request("DELETE", f"/work_pools/{pool}")
 
 
@@ -171,6 +216,11 @@ def test_credentials_key_makes_one_key_never_again_while_the_block_exists_and_ne
         first = provision_infra(deps, provisioner(credentials="key"), pool=pool, type_name="cloud-run:push")
         assert (first.plan[-1].resource, first.plan[-1].action) == ("credentials block", CREATE)
         assert len(google.keys[email]) == 1
+        # The key signs the pool's Cloud Run calls: the job operations in a custom role at the project, and actAs on
+        # the account itself only (so its jobs run as it, and as no other account).
+        assert _project_roles_of(google, email) == {JOB_ROLE}
+        assert google.roles[JOB_ROLE]["includedPermissions"] == list(JOB_PERMISSIONS)
+        assert google.account_members(email, ACT_AS_ROLE) == [f"serviceAccount:{email}"]
         block_id = _variables(prefect, pool)["credentials"]["default"]["$ref"]["block_document_id"]
         stored = prefect.json("GET", f"/block_documents/{block_id}", params={"include_secrets": "true"})["data"]
         assert stored["service_account_info"]["client_email"] == email and stored["project"] == PROJECT
@@ -190,7 +240,16 @@ def test_credentials_key_makes_one_key_never_again_while_the_block_exists_and_ne
 
         removed = deprovision(deps, provisioner(credentials="key"), pool=pool)
         assert removed.plan[0].resource == "credentials block" and email not in google.accounts
-        assert email not in google.keys
+        assert email not in google.keys and email not in google.account_policies
+        assert _project_roles_of(google, email) == set()
+        assert google.roles[JOB_ROLE]["deleted"] is True  # the last pool that used it
+        assert deprovision(deps, provisioner(credentials="key"), pool=pool).plan == []
+
+        # Provisioned again: the deleted role (whose id Google keeps) is brought back.
+        third = provision_infra(deps, provisioner(credentials="key"), pool=pool, type_name="cloud-run:push")
+        assert ("custom role", CREATE) in [(s.resource, s.action) for s in third.plan]
+        assert not google.roles[JOB_ROLE].get("deleted") and _project_roles_of(google, email) == {JOB_ROLE}
+        deprovision(deps, provisioner(credentials="key"), pool=pool)
     finally:
         prefect.request("DELETE", f"/work_pools/{pool}")
 
@@ -266,4 +325,21 @@ def test_the_cli_provisions_a_cloud_run_pool(
         assert cli.main(["work-pool", "create", "x", "--type", "ecs:push", "--provision-infra", "--project", "p"]) == 2
         assert "--project is for cloud-run pools" in capsys.readouterr().err
     finally:
+        prefect.request("DELETE", f"/work_pools/{pool}")
+
+
+def test_a_key_pool_provisioned_again_in_role_mode_loses_its_job_role(
+    deps, prefect: PrefectHelper, provisioner, google: ProvisionEmulator
+) -> None:
+    """In role mode pushpool's own identity makes the calls: the pool's account keeps no project role."""
+    pool = prefect.unique("gcp-switch")
+    email = f"{resource_id(pool, 30)}@{PROJECT}.iam.gserviceaccount.com"
+    try:
+        provision_infra(deps, provisioner(credentials="key"), pool=pool, type_name="cloud-run-v2:push")
+        assert _project_roles_of(google, email) == {JOB_ROLE}
+        again = provision_infra(deps, provisioner(), pool=pool, type_name="cloud-run-v2:push")
+        assert [(s.resource, s.action) for s in again.plan if s.action != EXISTS] == [("IAM bindings", UPDATE)]
+        assert _project_roles_of(google, email) == set()
+    finally:
+        deprovision(deps, provisioner(credentials="key"), pool=pool)
         prefect.request("DELETE", f"/work_pools/{pool}")

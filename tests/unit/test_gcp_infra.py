@@ -60,3 +60,14 @@ def test_images_are_readable_in_the_listed_repositories_only_by_the_functions_th
     project_roles = re.findall(r'resource "google_project_iam_member"[^}]*?role\s*=\s*"([^"]+)"', every, re.S)
     assert not [r for r in project_roles if "artifactregistry" in r]
     assert 'variable "image_repositories"' in (INFRA / "variables.tf").read_text()
+
+
+def test_a_key_mode_pools_job_role_is_the_functions_job_role() -> None:
+    """A Cloud Run pool provisioned with ``--credentials key`` signs the same calls as the functions (infra/gcp's
+    ``pushpoolJobs``): its custom role holds exactly those permissions, no more (providers/cloudrun/provisioner.py)."""
+    from pushpool.providers.cloudrun.provisioner import JOB_PERMISSIONS
+
+    main = (INFRA / "main.tf").read_text()
+    found = re.search(r'role_id\s*=\s*"pushpoolJobs".*?permissions\s*=\s*\[(.*?)\]', main, re.S)
+    assert found, "infra/gcp/main.tf has no pushpoolJobs role"
+    assert sorted(JOB_PERMISSIONS) == sorted(re.findall(r'"([^"]+)"', found.group(1)))

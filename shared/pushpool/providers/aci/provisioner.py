@@ -17,15 +17,22 @@ role assignment ``AcrPull``              the identity on the registry only
 custom role ``pushpool-<pool>-submitter``  assignable in the resource group
                                          only: exactly the ACI operations
                                          pushpool makes
-role assignment of that role             to ``PUSHPOOL_AZURE_PRINCIPAL_ID``
-                                         (the functions' managed identity)
-                                         at the resource group's scope
+custom role ``pushpool-<pool>-assigner``   ``assign/action`` and nothing else
+                                         (assignable in the resource group:
+                                         Azure takes no resource as an
+                                         assignable scope)
+role assignments of those roles          to ``PUSHPOOL_AZURE_PRINCIPAL_ID``
+                                         (the functions' managed identity):
+                                         submitter at the resource group's
+                                         scope, assigner at the identity's
 =======================================  ==================================  ==============================
 
 Prefect's ``--provision-infra`` gives a service principal ``Contributor`` on the resource group
-(Prefect issue #13102 asks for less); here the functions get a role with the ACI operations they make and
-``assign/action`` on the one identity, scoped to the one resource group. Client secrets (an app registration through
-Microsoft Graph) are not made: ``credentials`` other than ``role`` are refused.
+(Prefect issue #13102 asks for less); here the functions get a role with the ACI operations they make, scoped to the
+one resource group, and ``assign/action`` on the pool's one identity (a role assignment whose scope is that
+identity's resource id): never at a resource group's scope, where it would cover any identity put there later.
+Client secrets (an app registration through Microsoft Graph) are not made: ``credentials`` other than ``role`` are
+refused.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from pushpool.errors import BackendError, ConfigurationError, InvalidRequestError
 from pushpool.providers.aci.azure import NAME, arm_status, azure_errors
-from pushpool.providers.provisioning import CREATE, DELETE, EXISTS, Marker, Step, wait_until
+from pushpool.providers.provisioning import CREATE, DELETE, EXISTS, UPDATE, Marker, Step, wait_until
 
 if TYPE_CHECKING:
     from pushpool.prefect_api.client import PrefectClient
@@ -60,11 +67,13 @@ ACI_ACTIONS = (
     "Microsoft.ContainerInstance/containerGroups/stop/action",
     "Microsoft.ContainerInstance/containerGroups/containers/logs/read",
 )
-# Giving a container group a user-assigned identity needs this on the identity. In a pool's own resource group (made
-# and tagged here, holding only the pool's identity) it is granted with the ACI actions; infra/azure grants it only on
-# the jobs' identity, never at the scope of the functions' own (which would let a job run as pushpool).
+# Giving a container group a user-assigned identity needs this on the identity. It is granted on the pool's own
+# identity alone (the assignment's scope is the identity's resource id), as infra/azure grants it only on the jobs'
+# identity: at a resource group's scope it would cover every identity there, now or later.
 ASSIGN_IDENTITY = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"
-SUBMITTER_ACTIONS = (*ACI_ACTIONS, ASSIGN_IDENTITY)
+SUBMITTER_ACTIONS = ACI_ACTIONS
+ASSIGNER_ACTIONS = (ASSIGN_IDENTITY,)
+ROLES = {"submitter": SUBMITTER_ACTIONS, "assigner": ASSIGNER_ACTIONS}
 _POOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$")
 
 
@@ -115,9 +124,10 @@ class AciProvisioner:
         rg = f"pushpool-{pool}"
         steps = [self._resource_group_step(pool, rg), self._identity_step(pool, rg), self._registry_step(pool, rg)]
         steps.append(self._assignment_step(pool, rg, "AcrPull", "the groups' identity may pull from the registry only"))
-        steps.append(self._role_step(pool, rg))
+        steps += [self._role_step(pool, rg, kind) for kind in ROLES]
         if self.principal_id:
             steps.append(self._assignment_step(pool, rg, "submitter", "the functions' identity, this group only"))
+            steps.append(self._assignment_step(pool, rg, "assigner", "the functions' identity, this identity only"))
         return steps
 
     def credential_steps(self, pool: str, prefect: PrefectClient) -> list[Step]:
@@ -126,20 +136,21 @@ class AciProvisioner:
     def deprovision_plan(self, pool: str, prefect: PrefectClient) -> list[Step]:
         rg = f"pushpool-{pool}"
         steps = []
-        for kind in ("submitter", "AcrPull"):
+        for kind in ("submitter", "assigner", "AcrPull"):
             path = self._assignment_path(pool, rg, kind)
             if self._get(path, API["Microsoft.Authorization"]) is not None:
                 steps.append(Step("role assignment", kind, DELETE, run=self._deleter(path, "Microsoft.Authorization")))
-        role = self._role_path(pool, rg)
-        if self._get(role, API["Microsoft.Authorization"]) is not None:
-            steps.append(
-                Step(
-                    "custom role",
-                    f"pushpool-{pool}-submitter",
-                    DELETE,
-                    run=self._deleter(role, "Microsoft.Authorization"),
+        for kind in ROLES:
+            role = self._role_path(pool, rg, kind)
+            if self._get(role, API["Microsoft.Authorization"]) is not None:
+                steps.append(
+                    Step(
+                        "custom role",
+                        f"pushpool-{pool}-{kind}",
+                        DELETE,
+                        run=self._deleter(role, "Microsoft.Authorization"),
+                    )
                 )
-            )
         group = self._get(self._rg_path(rg), API["resourcegroups"])
         if group is not None and (group.get("tags") or {}).get(TAG) == pool:
             steps.append(
@@ -162,7 +173,9 @@ class AciProvisioner:
         if not self.principal_id:
             notes.append(
                 f"assign the custom role pushpool-<pool>-submitter to the functions' managed identity at scope "
-                f"{defaults.get('_rg_scope', 'the resource group')} (or set PUSHPOOL_AZURE_PRINCIPAL_ID and run again)"
+                f"{defaults.get('_rg_scope', 'the resource group')} and pushpool-<pool>-assigner at scope "
+                f"{(defaults.get('identities') or ['the pool identity'])[0]} (or set PUSHPOOL_AZURE_PRINCIPAL_ID and "
+                "run again)"
             )
         return notes
 
@@ -227,32 +240,32 @@ class AciProvisioner:
 
         return Step("container registry", name, EXISTS if found else CREATE, "Basic", run=run)
 
-    def _role_step(self, pool: str, rg: str) -> Step:
-        path = self._role_path(pool, rg)
+    def _role_step(self, pool: str, rg: str, kind: str) -> Step:
+        """The custom role ``kind``: ``submitter`` (the ACI actions) or ``assigner`` (``assign/action`` alone, assigned
+        on the pool's identity only), both assignable in the pool's resource group. A role of an earlier version whose
+        actions differ (the submitter once held ``assign/action`` at the group's scope) is written again."""
+        path = self._role_path(pool, rg, kind)
         api = API["Microsoft.Authorization"]
         found = self._get(path, api)
         scope = self._rg_path(rg)
+        properties = {
+            "roleName": f"pushpool-{pool}-{kind}",
+            "description": Marker(pool).description(),
+            "type": "CustomRole",
+            "permissions": [{"actions": list(ROLES[kind]), "notActions": []}],
+            "assignableScopes": [scope],
+        }
+        held = (found or {}).get("properties") or {}
+        current = found is not None and all(held.get(k) == properties[k] for k in ("permissions", "assignableScopes"))
 
         def run() -> dict[str, Any]:
-            if found is None:
-                self._put(
-                    path,
-                    api,
-                    {
-                        "properties": {
-                            "roleName": f"pushpool-{pool}-submitter",
-                            "description": Marker(pool).description(),
-                            "type": "CustomRole",
-                            "permissions": [{"actions": list(SUBMITTER_ACTIONS), "notActions": []}],
-                            "assignableScopes": [scope],
-                        }
-                    },
-                )
-            return {"_role_definition": path}
+            if not current:
+                self._put(path, api, {"properties": properties})
+            return {f"_{kind}_role": path}
 
-        return Step(
-            "custom role", f"pushpool-{pool}-submitter", EXISTS if found else CREATE, "resource group scope", run=run
-        )
+        action = EXISTS if current else UPDATE if found else CREATE
+        where = "the ACI operations pushpool makes" if kind == "submitter" else "assign/action, nothing else"
+        return Step("custom role", f"pushpool-{pool}-{kind}", action, where, run=run)
 
     def _assignment_step(self, pool: str, rg: str, kind: str, detail: str) -> Step:
         path = self._assignment_path(pool, rg, kind)
@@ -267,7 +280,7 @@ class AciProvisioner:
                     )
                     role, principal = f"{definitions}/{ACR_PULL}", self._identity_principal(pool, rg)
                 else:
-                    role, principal = self._role_path(pool, rg), self.principal_id
+                    role, principal = self._role_path(pool, rg, kind), self.principal_id
                 kind_of = "ServicePrincipal"
                 self._put(
                     path,
@@ -288,14 +301,19 @@ class AciProvisioner:
     # -- ARM ---------------------------------------------------------------------------------------------------
 
     def _identity_principal(self, pool: str, rg: str) -> str:
-        path = f"{self._rg_path(rg)}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/pushpool-{pool}-groups"
-        return str(self._get(path, API["Microsoft.ManagedIdentity"])["properties"]["principalId"])
+        return str(
+            self._get(self._identity_path(pool, rg), API["Microsoft.ManagedIdentity"])["properties"]["principalId"]
+        )
+
+    def _identity_path(self, pool: str, rg: str) -> str:
+        return f"{self._rg_path(rg)}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/pushpool-{pool}-groups"
 
     def _rg_path(self, rg: str) -> str:
         return f"/subscriptions/{self.subscription}/resourcegroups/{rg}"
 
-    def _role_path(self, pool: str, rg: str) -> str:
-        name = uuid.uuid5(uuid.NAMESPACE_URL, f"pushpool:{self.subscription}:{rg}:{pool}:role")
+    def _role_path(self, pool: str, rg: str, kind: str = "submitter") -> str:
+        suffix = "role" if kind == "submitter" else f"role:{kind}"  # the submitter role keeps its earlier name
+        name = uuid.uuid5(uuid.NAMESPACE_URL, f"pushpool:{self.subscription}:{rg}:{pool}:{suffix}")
         return f"{self._rg_path(rg)}/providers/Microsoft.Authorization/roleDefinitions/{name}"
 
     def _assignment_path(self, pool: str, rg: str, kind: str) -> str:
@@ -304,6 +322,8 @@ class AciProvisioner:
         scope = self._rg_path(rg)
         if kind == "AcrPull":
             scope += f"/providers/Microsoft.ContainerRegistry/registries/{registry}"
+        elif kind == "assigner":
+            scope = self._identity_path(pool, rg)
         return f"{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"
 
     def _pipeline(self) -> Any:

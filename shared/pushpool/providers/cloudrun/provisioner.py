@@ -15,17 +15,36 @@ Artifact Registry Docker repository      ``pushpool-<pool>`` in the region   (pr
                                          description names the pool)         namespace)
 service account (what jobs run as)       ``pushpool-<pool>@<project>…``       ``service_account_name``
                                          (its description names the pool)
-project IAM bindings                     ``roles/run.developer`` and          —
-                                         ``roles/iam.serviceAccountUser``
-                                         for that service account
+custom role (only with                   ``projects/<project>/roles/           —
+``--credentials key``)                   pushpoolCloudRunJobs``: the Cloud
+                                         Run calls pushpool makes, nothing
+                                         else (shared by the project's pools)
+project IAM binding (only with key)      that role for the service account     —
+service-account IAM binding (only with   ``roles/iam.serviceAccountUser`` on   —
+key)                                     the pool's account itself, for itself
 service-account key + ``gcp-credentials``  ``<pool>-gcp-credentials``          ``credentials`` (``$ref``)
 block (only with ``--credentials key``)  (made once: never while it exists)
 ======================================  ===================================  ================================
 
-The project IAM policy is read, modified and written back with its ``etag`` (version 3, conditions kept); a write
-that meets a concurrent change (409 / ``ABORTED``) is read and tried again. Deprovision removes only what carries the
-pool's mark: the repository and the service account whose description names the pool, that account's members in the
-two roles, and the pool's credentials block.
+What the pool's service account (the identity its flows run as) holds, and why:
+
+* ``--credentials role`` (the default): nothing. pushpool's own functions identity makes every Cloud Run call (it
+  needs ``roles/run.developer`` and ``roles/iam.serviceAccountUser`` on the pool's account: said in the notes).
+* ``--credentials key``: the pool's key signs pushpool's Cloud Run calls, so the account needs the job operations.
+  ``iam.serviceAccounts.actAs`` (to create a job that runs as the account) is granted on the account itself, never on
+  the project: a flow can act as no other service account. The Cloud Run operations go in a custom role at the
+  project (Cloud Run has no IAM Conditions on resource names, and a job made per attempt cannot hold a grant before
+  it exists): create, get, list, run and delete jobs, get, list and cancel executions, list tasks, read operations.
+  Not ``roles/run.developer``: no ``run.jobs.update`` / ``runWithOverrides`` (which would let a flow change what
+  another pool's job runs, as that job's account), no services, no IAM. What remains on other jobs of the project
+  (run, delete, cancel) is what Google does not let be narrowed.
+
+Earlier versions bound the account to ``roles/run.developer`` and ``roles/iam.serviceAccountUser`` on the whole
+project (``LEGACY_ROLES``): provisioning again removes those bindings. The project IAM policy is read, modified and
+written back with its ``etag`` (version 3, conditions kept); a write that meets a concurrent change (409 /
+``ABORTED``) is read and tried again. Deprovision removes only what carries the pool's mark: the repository and the
+service account (with its own IAM policy) whose description names the pool, that account's members in the project
+roles above, the custom role once no member is left in it, and the pool's credentials block.
 
 Project: ``--project``, else ``GOOGLE_CLOUD_PROJECT`` / ``CLOUDSDK_CORE_PROJECT`` / ``GCLOUD_PROJECT``, else the
 credentials' own project (said in the plan's header). Region: ``--region``, else ``CLOUDSDK_RUN_REGION`` /
@@ -40,20 +59,45 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from pushpool.errors import BackendError, ConfigurationError, InvalidRequestError
 from pushpool.providers.cloudrun.gcp import api_errors, google_status, http_status
-from pushpool.providers.provisioning import CREATE, DELETE, EXISTS, Marker, ProvisioningError, Step, wait_until
+from pushpool.providers.provisioning import (
+    CREATE,
+    DELETE,
+    EXISTS,
+    UPDATE,
+    Marker,
+    ProvisioningError,
+    Step,
+    wait_until,
+)
 from pushpool.providers.token_blocks import TokenBlock
 
 if TYPE_CHECKING:
     from pushpool.prefect_api.client import PrefectClient
 
 SERVICES = ("run.googleapis.com", "artifactregistry.googleapis.com")
-ROLES = ("roles/run.developer", "roles/iam.serviceAccountUser")
+# What earlier versions granted the pool's account on the whole project: removed when found.
+LEGACY_ROLES = ("roles/run.developer", "roles/iam.serviceAccountUser")
+ACT_AS_ROLE = "roles/iam.serviceAccountUser"  # on the pool's account itself (key mode): create jobs that run as it
+JOB_ROLE_ID = "pushpoolCloudRunJobs"
+# The Cloud Run calls the backend makes with a pool's key (providers/cloudrun/backend.py), and nothing else.
+JOB_PERMISSIONS = (
+    "run.jobs.create",
+    "run.jobs.get",
+    "run.jobs.list",
+    "run.jobs.run",
+    "run.jobs.delete",
+    "run.executions.get",
+    "run.executions.list",
+    "run.executions.cancel",
+    "run.tasks.list",
+    "run.operations.get",
+)
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 SETTLE_ATTEMPTS = 10  # setIamPolicy tries while a new service account is not yet known to IAM (~85 s at 2 s)
 PROJECT_VARIABLES = ("GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT", "GCLOUD_PROJECT")
@@ -173,7 +217,13 @@ class CloudRunProvisioner:
         steps.append(self._repository_step(pool, readable="artifactregistry.googleapis.com" in enabled))
         account = self._read_account(self._email(pool))
         steps.append(self._service_account_step(pool, account))
-        steps.append(self._bindings_step(pool, new_account=account is None))
+        if self.credentials == "key":
+            steps.append(self._job_role_step())
+        bindings = self._bindings_step(pool, new_account=account is None)
+        if bindings is not None:
+            steps.append(bindings)
+        if self.credentials == "key":
+            steps.append(self._act_as_step(pool, new_account=account is None))
         return steps
 
     def credential_steps(self, pool: str, prefect: PrefectClient) -> list[Step]:
@@ -187,10 +237,18 @@ class CloudRunProvisioner:
         email = self._email(pool)
         account = self._read_account(email)
         if account is not None and self._ours(account, pool):
+            member = f"serviceAccount:{email}"
             policy = self._policy()
-            if any(f"serviceAccount:{email}" in b.get("members", []) for b in policy.get("bindings", [])):
-                steps.append(Step("IAM bindings", ", ".join(ROLES), DELETE, email, self._unbind(email)))
-            steps.append(Step("service account", email, DELETE, "with its keys", self._delete_account(email)))
+            held = [r for r in self._project_roles() if member in _members(policy, r)]
+            if held:
+                steps.append(Step("IAM bindings", ", ".join(held), DELETE, email, self._unbind(email)))
+            job_role = self._job_role_name()
+            role = self._read_role(job_role) if job_role in held and _members(policy, job_role) == {member} else None
+            if role is not None and not role.get("deleted"):  # the last pool using the role
+                steps.append(Step("custom role", job_role, DELETE, "no pool uses it now", self._delete_role()))
+            steps.append(
+                Step("service account", email, DELETE, "with its keys and IAM policy", self._delete_account(email))
+            )
         repository = self._repository_name(pool)
         found = self._read_repository(repository) if "artifactregistry.googleapis.com" in self._enabled() else None
         if found is not None and self._ours(found, pool):
@@ -214,7 +272,8 @@ class CloudRunProvisioner:
         if self.credentials == "role":
             notes.append(
                 f"the functions use their own identity: it needs roles/run.developer in project {self.project} and "
-                f"roles/iam.serviceAccountUser on {defaults.get('service_account_name', 'the pool service account')}"
+                f"roles/iam.serviceAccountUser on {defaults.get('service_account_name', 'the pool service account')} "
+                "(the pool's service account itself is given no role)"
             )
         return notes
 
@@ -289,26 +348,90 @@ class CloudRunProvisioner:
 
         return Step("service account", email, EXISTS if found else CREATE, "what the pool's jobs run as", run=run)
 
-    def _bindings_step(self, pool: str, *, new_account: bool) -> Step:
-        """``new_account``: made by this run's step before, so perhaps not yet known to IAM."""
+    def _job_role_step(self) -> Step:
+        """The project's custom role of Cloud Run job operations (key mode): made once, brought back if a deprovision
+        deleted it (a deleted custom role keeps its id for weeks), its permissions set again if they differ."""
+        name = self._job_role_name()
+        found = self._read_role(name)
+        held = sorted((found or {}).get("includedPermissions", []))
+        action = CREATE if found is None or found.get("deleted") else EXISTS
+        if action == EXISTS and held != sorted(JOB_PERMISSIONS):
+            action = UPDATE
+
+        def run() -> dict[str, Any]:
+            roles = self._api("iam", "v1").projects().roles()
+            body = {
+                "title": "pushpool Cloud Run jobs",
+                "description": "pushpool: the Cloud Run job operations a pool's key makes, nothing else",
+                "includedPermissions": list(JOB_PERMISSIONS),
+                "stage": "GA",
+            }
+            if found is None:
+                self._call(roles.create(parent=f"projects/{self.project}", body={"roleId": JOB_ROLE_ID, "role": body}))
+            elif found.get("deleted"):
+                self._call(roles.undelete(name=name, body={"etag": found.get("etag")}))
+            if action == UPDATE or (found or {}).get("deleted"):
+                mask = "includedPermissions,title,description,stage"
+                self._call(roles.patch(name=name, updateMask=mask, body=body))
+            return {}
+
+        return Step("custom role", name, action, f"{len(JOB_PERMISSIONS)} Cloud Run job permissions", run=run)
+
+    def _bindings_step(self, pool: str, *, new_account: bool) -> Step | None:
+        """The account's project bindings: the custom job role in key mode, none in role mode; any other binding of
+        the account pushpool ever made (the legacy project-wide run.developer and serviceAccountUser; the job role of
+        a pool now in role mode) is removed. None when there is nothing to say."""
         email = self._email(pool)
         member = f"serviceAccount:{email}"
         policy = self._policy()
-        missing = [role for role in ROLES if member not in _members(policy, role)]
+        wanted = [self._job_role_name()] if self.credentials == "key" else []
+        missing = [role for role in wanted if member not in _members(policy, role)]
+        legacy = [role for role in self._project_roles() if role not in wanted and member in _members(policy, role)]
+        if not wanted and not legacy:
+            return None
 
         def run() -> dict[str, Any]:
-            if missing:
-                self._modify_policy(lambda bindings: _add_member(bindings, member), new_member=new_account)
+            if missing or legacy:
+                self._modify_policy(
+                    lambda bindings: _set_member(bindings, member, add=wanted, remove=self._project_roles()),
+                    new_member=new_account and bool(missing),
+                )
             return {}
 
-        detail = f"{email} on project {self.project}"
-        return Step("IAM bindings", ", ".join(missing or ROLES), CREATE if missing else EXISTS, detail, run=run)
+        if legacy:
+            detail = f"{email} on project {self.project}: remove {', '.join(legacy)}"
+            return Step("IAM bindings", ", ".join(wanted) or "none", UPDATE, detail, run=run)
+        action = CREATE if missing else EXISTS
+        return Step("IAM bindings", ", ".join(wanted), action, f"{email} on project {self.project}", run=run)
+
+    def _act_as_step(self, pool: str, *, new_account: bool) -> Step:
+        """``roles/iam.serviceAccountUser`` on the pool's account itself, for itself (key mode): the key may create
+        jobs that run as this account, and as no other."""
+        email = self._email(pool)
+        member = f"serviceAccount:{email}"
+        held = not new_account and member in _members(self._account_policy(email), ACT_AS_ROLE)
+
+        def run() -> dict[str, Any]:
+            if not held:
+                self._grant_on_account(email, member, new_account=new_account)
+            return {}
+
+        detail = f"{email} on itself only (not the project)"
+        return Step("service-account IAM binding", ACT_AS_ROLE, EXISTS if held else CREATE, detail, run=run)
 
     # -- deprovision -------------------------------------------------------------------------------------------
 
     def _unbind(self, email: str) -> Callable[[], dict[str, Any]]:
         def run() -> dict[str, Any]:
-            self._modify_policy(lambda bindings: _remove_member(bindings, f"serviceAccount:{email}"))
+            member = f"serviceAccount:{email}"
+            self._modify_policy(lambda bindings: _set_member(bindings, member, remove=self._project_roles()))
+            return {}
+
+        return run
+
+    def _delete_role(self) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            self._call_absent(self._api("iam", "v1").projects().roles().delete(name=self._job_role_name()))
             return {}
 
         return run
@@ -443,6 +566,45 @@ class CloudRunProvisioner:
                 return None
             raise
 
+    def _read_role(self, name: str) -> dict[str, Any] | None:
+        return self._read(self._api("iam", "v1").projects().roles().get(name=name))
+
+    def _account_policy(self, email: str) -> dict[str, Any]:
+        accounts = self._api("iam", "v1").projects().serviceAccounts()
+        resource = f"projects/{self.project}/serviceAccounts/{email}"
+        return self._call(accounts.getIamPolicy(resource=resource))  # type: ignore[no-any-return]
+
+    def _grant_on_account(self, email: str, member: str, *, new_account: bool) -> None:
+        """Read-modify-write of the account's own IAM policy (with its etag): ``member`` in ``ACT_AS_ROLE``. A new
+        account may be unknown to IAM for a while (404/400): tried again, with backoff, up to ``SETTLE_ATTEMPTS``;
+        a concurrent change (409 ABORTED) is read again, up to ``policy_attempts``."""
+        from googleapiclient.errors import HttpError
+
+        accounts = self._api("iam", "v1").projects().serviceAccounts()
+        resource = f"projects/{self.project}/serviceAccounts/{email}"
+        conflicts = unsettled = 0
+        while True:
+            try:
+                policy = self._account_policy(email)
+                bindings = policy.setdefault("bindings", [])
+                _set_member(bindings, member, add=[ACT_AS_ROLE])
+                self._call(accounts.setIamPolicy(resource=resource, body={"policy": policy}))
+                return
+            except HttpError as exc:
+                if new_account and http_status(exc) in (400, 404) and unsettled < SETTLE_ATTEMPTS:
+                    unsettled += 1
+                    self.sleep(min(self.interval * 2**unsettled, 10.0))
+                    continue
+                if http_status(exc) != 409 and google_status(exc) != "ABORTED":
+                    raise
+                conflicts += 1
+                if conflicts == self.policy_attempts:
+                    raise ProvisioningError(
+                        f"the IAM policy of {email} kept changing meanwhile ({self.policy_attempts} attempts): "
+                        "run again"
+                    ) from None
+                self.sleep(min(0.5 * 2**conflicts, 8.0))
+
     def _policy(self) -> dict[str, Any]:
         api = self._api("cloudresourcemanager", "v1")
         body = {"options": {"requestedPolicyVersion": 3}}
@@ -488,6 +650,13 @@ class CloudRunProvisioner:
                 f"pool name {pool!r} cannot name Google resources (letters, digits, '-', '_', '.')"
             )
 
+    def _job_role_name(self) -> str:
+        return f"projects/{self.project}/roles/{JOB_ROLE_ID}"
+
+    def _project_roles(self) -> tuple[str, ...]:
+        """Every project role pushpool ever bound a pool's account to (what deprovision removes)."""
+        return (*LEGACY_ROLES, self._job_role_name())
+
     def _email(self, pool: str) -> str:
         return f"{resource_id(pool, 30)}@{self.project}.iam.gserviceaccount.com"
 
@@ -517,16 +686,18 @@ def _members(policy: Mapping[str, Any], role: str) -> set[str]:
     }
 
 
-def _add_member(bindings: list[dict[str, Any]], member: str) -> None:
-    for role in ROLES:
+def _set_member(
+    bindings: list[dict[str, Any]], member: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()
+) -> None:
+    """``member`` in the unconditional bindings of the roles ``add``, and out of those of ``remove`` (not in ``add``);
+    conditional bindings and every other member are kept as they are."""
+    for role in add:
         binding = next((b for b in bindings if b.get("role") == role and not b.get("condition")), None)
         if binding is None:
             bindings.append({"role": role, "members": [member]})
         elif member not in binding.setdefault("members", []):
             binding["members"].append(member)
-
-
-def _remove_member(bindings: list[dict[str, Any]], member: str) -> None:
     for binding in bindings:
-        if binding.get("role") in ROLES and not binding.get("condition") and member in binding.get("members", []):
+        role = binding.get("role")
+        if role in remove and role not in add and not binding.get("condition") and member in binding.get("members", []):
             binding["members"].remove(member)
