@@ -1,0 +1,126 @@
+"""The push path end to end against Prefect servers of other releases (issue 25): ``make compat-prefect``.
+
+Each server runs from an environment of its own built with the dependencies of its release date
+(``.venv-prefect-<version>``, see the Makefile); ``PUSHPOOL_PREFECT_COMPAT`` names them as ``version=python`` pairs.
+Per server: ``work-pool create`` (the pool, its Webhook block and its automation — the 422 of issue 25 on 3.0–3.4.6),
+a run through the automation's webhook, a failing run, a scheduled run, a cancel, a run through ``pushpool serve``'s
+event stream, and the pool Ready while the monitor ticks. A server whose environment is missing is skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from pushpool import localserver
+from pushpool.entrypoints.serve import Server
+from pushpool.usecases.pools import list_pools
+from pushpool.usecases.provision import provision_pool
+
+from tests.helpers import PrefectHelper, make_deps, pool_tick
+
+pytestmark = pytest.mark.integration
+
+FLOWS = Path(__file__).resolve().parents[1] / "flows"
+ADMIN = {"Authorization": "Bearer test-admin-token"}
+VERSIONS = ("3.0.11", "3.4.25", "3.9.1")
+
+
+def _pythons() -> dict[str, str]:
+    pairs = (p.split("=", 1) for p in os.environ.get("PUSHPOOL_PREFECT_COMPAT", "").split() if "=" in p)
+    return dict(pairs)
+
+
+def _python_for(version: str) -> str:
+    python = _pythons().get(version) or str(Path(__file__).resolve().parents[2] / f".venv-prefect-{version}/bin/python")
+    if not Path(python).exists():
+        pytest.skip(f"no Prefect {version} environment at {python}: `make compat-prefect` builds it")
+    return python
+
+
+@pytest.fixture(params=VERSIONS)
+def server(request: pytest.FixtureRequest, tmp_path: Path):
+    version = request.param
+    started = localserver.start(
+        tmp_path / "prefect",
+        python=_python_for(version),
+        extra_env={
+            "PREFECT_SERVER_SERVICES_FOREMAN_ENABLED": "true",
+            "PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS": "1",
+        },
+    )
+    yield version, started
+    started.stop()
+
+
+def _served(api_url: str, tmp: Path, *, stream: bool) -> Server:
+    port = localserver.free_port()
+    deps = make_deps(api_url, tmp / ("stream" if stream else "hook"), submit_url=f"http://127.0.0.1:{port}/submit")
+    served = Server(deps, port=port, monitor_interval=3600, event_stream=stream)
+    served.stopping.set() if not stream else None  # the webhook serve: no monitor thread during the test
+    served.start()
+    return served
+
+
+def test_the_push_path_on_each_server_version(server, tmp_path: Path) -> None:
+    version, prefect_server = server
+    prefect = PrefectHelper(prefect_server.api_url, FLOWS)
+    hooked = _served(prefect_server.api_url, tmp_path, stream=False)
+    try:
+        assert hooked.deps.orchestrator.server_dialect().name == version
+        http = httpx.Client(base_url=hooked.address, timeout=60)
+        pool = prefect.unique("hooked")
+        first = http.post("/provision", json={"name": pool, "type": "process:push"}, headers=ADMIN)
+        assert first.status_code == 200, first.text
+        assert [s["action"] for s in first.json()["steps"]] == ["created"] * 3
+        again = http.post("/provision", json={"name": pool, "type": "process:push"}, headers=ADMIN).json()
+        assert [s["action"] for s in again["steps"]] == ["unchanged"] * 3  # the tags read back on every server
+        (row,) = [r for r in list_pools(hooked.deps) if r["name"] == pool]
+        assert row["automation"] == "enabled", row
+
+        # The webhook path: the automation calls submit for each run.
+        dep = prefect.create_deployment(pool, "flows.py:hello")
+        done = prefect.create_run(dep)
+        failing = prefect.create_run(prefect.create_deployment(pool, "flows.py:fail"))
+        later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=5)
+        scheduled = prefect.create_run(
+            dep, state={"type": "SCHEDULED", "state_details": {"scheduled_time": later.isoformat()}}
+        )
+        sleeper = prefect.create_run(prefect.create_deployment(pool, "flows.py:sleeper"))
+        assert prefect.wait_for(done, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)["state"]["type"] == "COMPLETED"
+        assert prefect.wait_for(failing, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)["state"]["type"] == "FAILED"
+        run = prefect.wait_for(scheduled, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)
+        assert run["state"]["type"] == "COMPLETED"
+        assert dt.datetime.fromisoformat(run["start_time"].replace("Z", "+00:00")) >= later
+        prefect.wait_for(sleeper, {"RUNNING"}, timeout=120)
+        prefect.set_state(sleeper, "CANCELLING", name="Cancelling")
+        assert prefect.wait_for(sleeper, {"CANCELLED", "CRASHED", "FAILED"}, timeout=60)["state"]["type"] == "CANCELLED"
+
+        # Ready while the monitor ticks (Prefect's foreman judges the heartbeats).
+        deadline = time.monotonic() + 30
+        while prefect.json("GET", f"/work_pools/{pool}")["status"] != "READY" and time.monotonic() < deadline:
+            assert pool_tick(hooked.deps, pool).errors == []
+            time.sleep(1)
+        assert prefect.json("GET", f"/work_pools/{pool}")["status"] == "READY"
+    finally:
+        hooked.stop()
+        hooked.deps.orchestrator.close()
+
+    # The event-stream path: serve reads the events, the automation is kept disabled.
+    streamed = _served(prefect_server.api_url, tmp_path, stream=True)
+    try:
+        pool = prefect.unique("streamed")
+        made = provision_pool(streamed.deps, name=pool, type_name="process:push", events="stream")
+        assert [s.action for s in made.steps] == ["created"] * 3
+        (row,) = [r for r in list_pools(streamed.deps) if r["name"] == pool]
+        assert row["automation"] == "event stream", row
+        run_id = prefect.create_run(prefect.create_deployment(pool, "flows.py:hello"))
+        assert prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)["state"]["type"] == "COMPLETED"
+    finally:
+        streamed.stop()
+        streamed.deps.orchestrator.close()
+        prefect.close()
