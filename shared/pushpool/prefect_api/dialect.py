@@ -16,9 +16,11 @@ Each row of :data:`FEATURES` was measured (a real server of the release before a
 * ``webhook_json_payload`` (3.4.2): before it, a ``call-webhook`` action posts the rendered payload as a JSON string
   (``"{\"flow_run_id\": …}"``); submit reads the object inside (``entrypoints/http.parse_body``).
 * ``bulk_set_state`` (3.6.16): ``POST /flow_runs/bulk_set_state``; pushpool does not use it (one call per run).
-* ``pending_substates`` (3.6.22): Prefect's own worker names its Pending sub-states from then on. pushpool's
-  ``InfrastructurePending`` is a Pending → Pending proposal, which every 3.x server measured (3.0.11, 3.2.15, 3.4.25)
-  accepts; the row is informational.
+* ``pending_substates`` (3.6.22): Pending → Pending transitions (Prefect's ``Submitting``/``InfrastructurePending``).
+  Older servers (measured: 3.0.11, 3.4.25) answer pushpool's ``InfrastructurePending`` proposal ABORT "cannot
+  transition to a PENDING state" and keep the run Pending. That is harmless: submit reads only the state the answer
+  carries (a run cancelled meanwhile comes back Cancelling/Cancelled on every version); the sub-state is just not
+  recorded in the run's history.
 
 The User-Agent: pushpool sends ``pushpool/<version> (Prefect server <version>)`` — honest, and not ``prefect/X.Y.Z``:
 the server gives clients that do not claim a Prefect version (below 3.4.11, or none) the older behaviour, e.g.
