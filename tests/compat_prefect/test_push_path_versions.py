@@ -27,7 +27,9 @@ pytestmark = pytest.mark.integration
 
 FLOWS = Path(__file__).resolve().parents[1] / "flows"
 ADMIN = {"Authorization": "Bearer test-admin-token"}
-VERSIONS = ("3.0.11", "3.4.25", "3.9.1")
+VERSIONS = tuple(  # the Makefile's (PREFECT_COMPAT), or another list: PUSHPOOL_PREFECT_COMPAT="3.2.15=<python> …"
+    p.split("=", 1)[0] for p in os.environ.get("PUSHPOOL_PREFECT_COMPAT", "").split() if "=" in p
+) or ("3.0.11", "3.4.25", "3.9.1")
 
 
 def _pythons() -> dict[str, str]:
