@@ -75,11 +75,6 @@ def start(
         **(extra_env or {}),
     }
     env.pop("PREFECT_API_URL", None)
-    if python:
-        # A server of another release (`make compat-prefect`): 3.0's automation actions (call-webhook) reach the API
-        # through Prefect's client, which without PREFECT_API_URL starts a temporary server of its own on the same
-        # SQLite database ("database is locked") and never calls the webhook. Operators of 3.0 servers set it too.
-        env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
     log = open(home / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(
         [python or sys.executable, "-c", _CLI, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
