@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer build-gcp reliability-report soak bench compat compat-aci compat-gcp
+.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer build-gcp reliability-report soak bench compat compat-aci compat-gcp compat-prefect
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -72,6 +72,28 @@ $(GCP_WORKER_STAMP):
 compat-gcp: setup $(GCP_WORKER_STAMP)  ## pushpool's Cloud Run job bodies vs Prefect's cloud-run-v2 worker's (docs/cloudrun-compat.md)
 	PUSHPOOL_GCP_WORKER_PYTHON=$(abspath $(GCP_WORKER_VENV))/bin/python $(BIN)/python -m pytest -q tests/compat_gcp
 
+# Prefect servers of other releases, for `make compat-prefect`: each in an environment of its own with the dependency
+# versions of its release date (uv's --exclude-newer: an old Prefect with today's fastapi/SQLAlchemy does not start).
+# uv itself comes from the package index into a small tool environment.
+UV_VENV := .venv-uv
+UV := $(UV_VENV)/bin/uv
+$(UV):
+	$(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/pip install --quiet 'uv==0.9.9'
+# version:date -- the day after the version's upload to the package index.
+PREFECT_COMPAT := 3.0.11:2024-10-26 3.4.25:2025-10-24 3.9.1:2026-10-31
+PREFECT_COMPAT_STAMPS := $(foreach vd,$(PREFECT_COMPAT),.venv-prefect-$(word 1,$(subst :, ,$(vd)))/.installed)
+.venv-prefect-%/.installed: | $(UV)
+	rm -rf .venv-prefect-$*
+	$(UV) venv --quiet --python $(PYTHON) .venv-prefect-$*
+	$(UV) pip install --quiet --python .venv-prefect-$*/bin/python \
+		--exclude-newer "$(word 2,$(subst :, ,$(filter $*:%,$(PREFECT_COMPAT))))T00:00:00Z" 'prefect==$*'
+	touch $@
+
+compat-prefect: setup $(PREFECT_COMPAT_STAMPS)  ## the push path end to end against Prefect 3.0.11, 3.4.25 and 3.9.1 servers
+	PUSHPOOL_PREFECT_COMPAT="$(foreach vd,$(PREFECT_COMPAT),$(word 1,$(subst :, ,$(vd)))=$(abspath .venv-prefect-$(word 1,$(subst :, ,$(vd))))/bin/python)" \
+		$(BIN)/python -m pytest -q tests/compat_prefect
+
 bench: $(BENCH_STAMP)  ## pushpool vs Prefect's ECS worker (moto + local Prefect): writes bench/results/<date>.md + PNG
 	$(BENCH_VENV)/bin/python bench/run.py
 
@@ -124,4 +146,4 @@ build-SharedLayer:  ## called by `sam build` (BuildMethod: makefile)
 	pip install ".[aws]" -t "$(ARTIFACTS_DIR)/python"
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(VALIDATE_VENV) $(AZURE_WORKER_VENV) $(GCP_WORKER_VENV) $(GCP_BUILD) build *.egg-info shared/*.egg-info .pytest_cache .aws-sam
+	rm -rf $(VENV) $(BENCH_VENV) $(VALIDATE_VENV) $(AZURE_WORKER_VENV) $(GCP_WORKER_VENV) $(UV_VENV) .venv-prefect-* $(GCP_BUILD) build *.egg-info shared/*.egg-info .pytest_cache .aws-sam

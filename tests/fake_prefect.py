@@ -47,6 +47,7 @@ from typing import Any
 from pushpool.clock import Clock, FixedClock, new_id
 from pushpool.errors import ObjectNotFoundError, OrchestratorAuthError, OrchestratorError, OrchestratorUnavailableError
 from pushpool.prefect_api.client import PAGE_SIZE
+from pushpool.prefect_api.dialect import ServerDialect
 from pushpool.prefect_api.models import (
     TERMINAL_STATES,
     BlockDocument,
@@ -198,6 +199,7 @@ class FakePrefect:
         self.block_types: dict[str, dict[str, Any]] = {}  # slug -> {"id", "schema_id", "secret_fields"}
         self.blocks: dict[str, dict[str, Any]] = {}  # id -> {"name", "data", "block_type_id", "block_schema_id"}
         self.automations: dict[str, dict[str, Any]] = {}
+        self.server_version = "3.8.8"
         self.workers: dict[tuple[str, str], int] = {}  # (pool, worker name) -> heartbeat interval
         self._lock = threading.RLock()
         self._faults: dict[str, list[Exception]] = {}
@@ -482,6 +484,10 @@ class FakePrefect:
         with self._lock:
             self._call("set_infrastructure_pid")
             self._run(run_id, f"PATCH /flow_runs/{run_id}").infrastructure_pid = pid
+
+    def server_dialect(self) -> ServerDialect:
+        """The fake speaks the pinned server's dialect (``server_version``, settable)."""
+        return ServerDialect.of(self.server_version)
 
     def set_flow_run_tags(self, run_id: str, tags: list[str]) -> None:
         with self._lock:

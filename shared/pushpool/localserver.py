@@ -1,7 +1,8 @@
 """Start and stop a local Prefect server (SQLite, its own PREFECT_HOME) for the demo, tests and benchmarks.
 
-Runs ``python -m prefect server start`` as a child process bound to 127.0.0.1 and stops it by its pid. The
-``prefect`` package must be installed in the interpreter given (the ``dev`` extra); pushpool never imports it.
+Runs ``prefect server start`` as a child process bound to 127.0.0.1 and stops it by its pid. The
+``prefect`` package must be installed in the interpreter given (the ``dev`` extra, or another environment's python:
+``make compat-prefect`` starts servers of other Prefect releases that way); pushpool never imports it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+# Prefect's command line, as its ``prefect`` script runs it (3.0 has no ``python -m prefect``).
+_CLI = "import sys; sys.argv[0] = 'prefect'; from prefect.cli import app; app()"
 
 
 def free_port() -> int:
@@ -73,7 +77,7 @@ def start(
     env.pop("PREFECT_API_URL", None)
     log = open(home / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(
-        [python or sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        [python or sys.executable, "-c", _CLI, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

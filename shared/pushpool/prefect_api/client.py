@@ -5,6 +5,8 @@ Every call goes through :meth:`PrefectClient._request`, which
 * authenticates with ``Authorization: Bearer <PREFECT_API_KEY>`` or ``Basic base64(<PREFECT_API_AUTH_STRING>)``;
 * retries 429/502/503/504 answers and connection errors with capped exponential backoff and full jitter,
   honouring ``Retry-After`` (SQLite-backed servers answer "database is locked" as 503);
+* speaks the dialect of the server's version (:mod:`pushpool.prefect_api.dialect`, read once, when a request shape
+  differs between versions): automation tags, flow-run labels;
 * translates failures into :mod:`pushpool.errors` (404 → ObjectNotFoundError, 401/403 → OrchestratorAuthError,
   exhausted retries → OrchestratorUnavailableError). Messages never carry headers or credentials.
 
@@ -28,6 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from pushpool import __version__
 from pushpool.clock import Clock, SystemClock, new_id
 from pushpool.errors import (
     ObjectNotFoundError,
@@ -35,6 +38,7 @@ from pushpool.errors import (
     OrchestratorError,
     OrchestratorUnavailableError,
 )
+from pushpool.prefect_api.dialect import ServerDialect, labels_from_tags, labels_to_tags
 from pushpool.prefect_api.models import (
     BlockDocument,
     Deployment,
@@ -99,7 +103,9 @@ class PrefectClient:
         clock: Clock | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
-        headers = {"Accept": "application/json", "User-Agent": "pushpool"}
+        # Honest: pushpool, not ``prefect/X.Y.Z`` — a client that claims no Prefect version gets the server's behaviour
+        # for clients that keep no leases (pushpool renews none), on every server version (see dialect.py).
+        headers = {"Accept": "application/json", "User-Agent": f"pushpool/{__version__}"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         elif auth_string:
@@ -110,6 +116,7 @@ class PrefectClient:
         self.backoff_max = backoff_max
         self.clock = clock or SystemClock()
         self.calls = 0  # HTTP requests made (attempts included); read by benchmarks and tests
+        self._dialect: ServerDialect | None = None
 
     # -- plumbing -----------------------------------------------------------------------------------------
 
@@ -213,10 +220,16 @@ class PrefectClient:
         # /health is unauthenticated on some servers: make one authenticated read as well.
         self._json("POST", "/work_pools/filter", json={"limit": 1})
 
+    def server_dialect(self) -> ServerDialect:
+        """The server's version and what its requests look like (``GET /admin/version``, read once per client)."""
+        if self._dialect is None:
+            self._dialect = ServerDialect.of(str(self._json("GET", "/admin/version")))
+        return self._dialect
+
     # -- flow runs ------------------------------------------------------------------------------------------
 
     def read_flow_run(self, run_id: str) -> FlowRun:
-        return FlowRun.model_validate(self._json("GET", f"/flow_runs/{run_id}"))
+        return _flow_run(self._json("GET", f"/flow_runs/{run_id}"))
 
     def filter_flow_runs(self, body: dict[str, Any], *, limit: int | None = None) -> Iterator[FlowRun]:
         """All runs matching ``body`` (a ``/flow_runs/filter`` body), paging 200 at a time."""
@@ -228,7 +241,7 @@ class PrefectClient:
                 return
             page = self._json("POST", "/flow_runs/filter", json={**body, "limit": page_size, "offset": offset})
             for item in page:
-                yield FlowRun.model_validate(item)
+                yield _flow_run(item)
             seen += len(page)
             if len(page) < page_size:
                 return
@@ -288,7 +301,12 @@ class PrefectClient:
         self._json("PATCH", f"/flow_runs/{run_id}", json={"tags": tags})
 
     def update_flow_run_labels(self, run_id: str, labels: dict[str, Any]) -> None:
-        self._json("PATCH", f"/flow_runs/{run_id}/labels", json=labels)
+        """Merge ``labels`` into the run's labels; a server without labels (3.0) keeps them as ``key=value`` tags."""
+        if self.server_dialect().has("flow_run_labels"):
+            self._json("PATCH", f"/flow_runs/{run_id}/labels", json=labels)
+            return
+        tags = list(self._json("GET", f"/flow_runs/{run_id}").get("tags") or [])
+        self.set_flow_run_tags(run_id, labels_to_tags(tags, labels))
 
     def read_flow_run_states(self, run_id: str) -> list[dict[str, Any]]:
         return list(self._json("GET", "/flow_run_states/", params={"flow_run_id": run_id}))
@@ -390,7 +408,7 @@ class PrefectClient:
         if work_queue_names:
             body["work_queue_names"] = work_queue_names
         data = self._json("POST", f"/work_pools/{pool_name}/get_scheduled_flow_runs", json=body)
-        return [FlowRun.model_validate(item["flow_run"]) for item in data]
+        return [_flow_run(item["flow_run"]) for item in data]
 
     # -- blocks ----------------------------------------------------------------------------------------------
 
@@ -457,22 +475,34 @@ class PrefectClient:
         found: list[dict[str, Any]] = []
         while True:
             page = self._json("POST", "/automations/filter", json={"limit": PAGE_SIZE, "offset": len(found)})
-            found.extend(page)
+            found.extend(_automation(a) for a in page)
             if len(page) < PAGE_SIZE:
                 return found
 
     def find_automations(self, name: str) -> list[dict[str, Any]]:
         data = self._json("POST", "/automations/filter", json={"automations": {"name": {"any_": [name]}}, "limit": 50})
-        return [a for a in data if a.get("name") == name]
+        return [_automation(a) for a in data if a.get("name") == name]
 
     def create_automation(self, body: dict[str, Any]) -> str:
-        return str(self._json("POST", "/automations/", json=body)["id"])
+        return str(self._json("POST", "/automations/", json=self.server_dialect().automation_out(body))["id"])
 
     def replace_automation(self, automation_id: str, body: dict[str, Any]) -> None:
-        self._json("PUT", f"/automations/{automation_id}", json=body)
+        self._json("PUT", f"/automations/{automation_id}", json=self.server_dialect().automation_out(body))
 
     def delete_automation(self, automation_id: str) -> None:
         self._json("DELETE", f"/automations/{automation_id}")
+
+
+def _flow_run(item: dict[str, Any]) -> FlowRun:
+    """A run as the server gave it; a server without labels (3.0) gives none: pushpool's are kept in its tags."""
+    if isinstance(item, dict) and "labels" not in item:
+        item = {**item, "labels": labels_from_tags(list(item.get("tags") or []))}
+    return FlowRun.model_validate(item)
+
+
+def _automation(item: dict[str, Any]) -> dict[str, Any]:
+    """An automation with ``tags`` on every server (before 3.4.7 they are kept in its description)."""
+    return ServerDialect.automation_in(item)  # type: ignore[arg-type]
 
 
 def _page_token(next_page: str) -> str:

@@ -149,6 +149,9 @@ def provision_pool(
     if not deps.settings.webhook_tokens:
         raise ConfigurationError("PUSHPOOL_WEBHOOK_TOKEN is not set: Prefect needs it to authenticate to submit")
     if managed:  # the workspace's tier allows so many managed pools: one more is refused, nothing changed
+        # Compute hours are counted from the runs' pushpool.io/job-time labels: a server without labels (3.0) would
+        # keep them as run tags, which whoever creates a run can set. Refused, naming the server and the upgrade.
+        deps.orchestrator.server_dialect().require("flow_run_labels")
         check_pool_limit(deps, name)
     result = ProvisionResult(pool=name, dry_run=dry_run)
     template = managed_template() if provider is None else provider.template(type_name)

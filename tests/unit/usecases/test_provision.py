@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 from pushpool.errors import ObjectNotFoundError
 from pushpool.providers import base_job_template
 from pushpool.usecases.deps import Deps
@@ -115,3 +116,16 @@ def test_the_operators_identity_allowlist_is_a_literal_of_the_job_configuration_
 
     provision_pool(deps, name=NAME, type_name=aci, defaults={"allowed_identities": []})
     assert fake.read_work_pool(NAME).base_job_template["job_configuration"]["allowed_identities"] == []
+
+
+def test_a_managed_pool_is_refused_on_a_server_without_labels(deps: Deps, fake: FakePrefect) -> None:
+    """Issue 25: managed compute hours live in run labels (3.1+); on 3.0 the refusal names the server and the upgrade,
+    and nothing is changed."""
+    from pushpool.managed import MANAGED_POOL_TYPE
+    from pushpool.prefect_api.dialect import UnsupportedServerError
+
+    fake.server_version = "3.0.11"
+    before = snapshot(fake)
+    with pytest.raises(UnsupportedServerError, match=r"3\.0\.11: flow-run labels .* needs Prefect 3\.1\.0 or newer"):
+        provision_pool(deps, name=NAME, type_name=MANAGED_POOL_TYPE)
+    assert snapshot(fake) == before
