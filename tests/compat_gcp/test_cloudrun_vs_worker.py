@@ -112,6 +112,12 @@ INTENDED = (
         "the worker copies its own process settings into the job (its PREFECT_HOME path too); the job needs none",
         _worker_env,
     ),
+    Intended(
+        "credentials",
+        "the `credentials` block comes from the work pool only: job variables that change it crash the run",
+        "a deployment author could sign their job with another pool's service account (docs/security.md)",
+        lambda ours, theirs, case: None,  # no case sets credentials in a deployment: the bodies are the same
+    ),
 )
 
 CASES = {
