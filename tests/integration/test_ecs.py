@@ -327,8 +327,11 @@ def test_task_transitions_through_the_state_manager(
         # Exit 0 but the run is still Pending: after the grace period the monitor crashes it.
         run = prefect.wait_for(run_id, {"CRASHED"}, timeout=20, tick=lambda: pool_tick(ecs_deps, ecs_pool))
         assert "exited cleanly" in run["state"]["message"]
-    finally:
-        httpx.post(f"{moto_endpoint}/moto-api/state-manager/unset-transition", json={"model_name": "ecs::task"})
+    finally:  # back to the session's rule (tests/emulators.py): tasks keep their state; "unset" would let every
+        # later test's tasks run on to STOPPED as they are described
+        from tests.emulators import hold_tasks_still
+
+        hold_tasks_still()
 
 
 def test_a_task_in_the_deployments_own_cluster_is_adopted_after_submit_died(

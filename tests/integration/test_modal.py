@@ -167,7 +167,7 @@ def test_a_malformed_or_refused_token_in_the_block_crashes_the_run_naming_the_bl
         pool = prefect.unique("modal")
         prefect.create_pool(pool, "modal:push", base_job_template=template)
         run_id = prefect.create_run(prefect.create_deployment(pool))
-        assert _submit(modal_deps, run_id).outcome == "released"  # a transient error: retried later, not crashed
+        assert _submit(modal_deps, run_id).outcome == "crashed"  # refused credentials are not a transient error
         message = prefect.read_run(run_id)["state"]["message"]
         assert fragment in message and block["token_secret"] not in message
 

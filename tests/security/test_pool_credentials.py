@@ -11,6 +11,7 @@ job would read as missing and its run would be crashed while the job runs on.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -379,12 +380,16 @@ def test_cloud_run_jobs_of_two_pools_in_two_projects_are_followed_with_their_own
     assert execution_a not in emulator.executions
 
     calls = emulator.callers[mark:]
-    about_a = [(method, where) for method, where, _ in calls if PROJECT_A in where]
+
+    def of(project: str, where: str) -> bool:  # by the path's project segment (a job's name may contain the other's)
+        return re.search(rf"projects/{re.escape(project)}(/|\s|$)", where) is not None
+
+    about_a = [(method, where) for method, where, _ in calls if of(PROJECT_A, where)]
     assert {m for m, w in about_a if ":cancel" in w} and {m for m, w in about_a if "entries:list" in w}
     assert {m for m, w in about_a if m == "DELETE"} and {m for m, w in about_a if w.endswith("/jobs/-/executions")}
     for project, who in ((PROJECT_A, "pool-a"), (PROJECT_B, "pool-b")):
-        others = [call for call in calls if project in call[1] and call[2] != keys[who]["client_email"]]
-        assert others == [] and any(project in where for _, where, _ in calls), others
+        others = [call for call in calls if of(project, call[1]) and call[2] != keys[who]["client_email"]]
+        assert others == [] and any(of(project, where) for _, where, _ in calls), others
 
 
 def _ecs_pool(prefect: PrefectHelper, aws: dict, **defaults: Any) -> str:

@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -296,20 +296,29 @@ def handle_provision(deps: Deps, body: bytes) -> Response:
         return _error(exc)
 
 
-def handle_monitor(deps: Deps) -> Response:
-    """One monitor tick (a timer, or an operator authorized by its entry point, as for provision)."""
+def handle_monitor(deps: Deps, pools: list[WorkPool] | None = None) -> Response:
+    """One monitor tick (a timer, or an operator authorized by its entry point, as for provision) over ``pools``
+    (None: every pool this deployment serves)."""
     try:
-        return Response(200, tick(deps).as_dict())
+        return Response(200, tick(deps, pools=pools).as_dict())
     except PushpoolError as exc:
         return _error(exc)
 
 
-def handle_admin(deps: Deps, admin: AdminAuth, path: str, headers: Mapping[str, str], body: bytes) -> Response:
+def handle_admin(
+    deps: Deps,
+    admin: AdminAuth,
+    path: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    pools: Callable[[], list[WorkPool] | None] = lambda: None,
+) -> Response:
     """``/provision`` or ``/monitor`` over HTTP (``pushpool serve``): the admin token first — the webhook token gets
-    403 and nothing is read or changed."""
+    403 and nothing is read or changed. ``pools``: the pools a tick covers (serve's own ``pool_names``)."""
     try:
         admin.verify(headers)
         check_content_type(headers)
     except PushpoolError as exc:
         return _error(exc)
-    return handle_provision(deps, body) if path == "/provision" else handle_monitor(deps)
+    return handle_provision(deps, body) if path == "/provision" else handle_monitor(deps, pools())

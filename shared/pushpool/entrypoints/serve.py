@@ -467,7 +467,7 @@ class Server:
                     else:
                         log.info("submit refused (%d): %s", response.status, response.body.get("error"))
                 else:
-                    response = handle_admin(server.deps, server.admin, path, headers, body)
+                    response = handle_admin(server.deps, server.admin, path, headers, body, pools=server._pools)
                     if response.status in (401, 403):
                         log.warning("%s refused (%d): %s", path, response.status, response.body.get("error"))
                 try:
