@@ -38,6 +38,8 @@ def _pythons() -> dict[str, str]:
 
 
 def _python_for(version: str) -> str:
+    if not _pythons():  # like the other compat suites: run by its own target, never inside `make test`'s session
+        pytest.skip("run by `make compat-prefect` (PUSHPOOL_PREFECT_COMPAT names each server's python)")
     python = _pythons().get(version) or str(Path(__file__).resolve().parents[2] / f".venv-prefect-{version}/bin/python")
     if not Path(python).exists():
         pytest.skip(f"no Prefect {version} environment at {python}: `make compat-prefect` builds it")
