@@ -149,11 +149,23 @@ def _delete_managed_pools(prefect: PrefectHelper) -> None:
             prefect.request("DELETE", f"/work_pools/{pool['name']}")
 
 
+def _end_managed_runs(prefect: PrefectHelper) -> None:
+    """Managed runs other tests left in flight (Pending or Running: their jobs' spans are open) would count towards
+    this test's compute hours up to its clock, whatever month it skips to: they end here, as a new workspace has
+    none."""
+    body = {"flow_runs": {"tags": {"all_": [MANAGED_TAG]}, "end_time": {"is_null_": True}}}
+    for run in prefect.json("POST", "/flow_runs/filter", json=body):
+        if run["state"] and run["state"]["type"] not in FINAL:
+            prefect.set_state(run["id"], "CANCELLED", force=True)
+
+
 @pytest.fixture
 def workspace(prefect: PrefectHelper):
     _delete_managed_pools(prefect)
+    _end_managed_runs(prefect)
     yield
     _delete_managed_pools(prefect)
+    _end_managed_runs(prefect)
 
 
 def managed_deps(prefect: PrefectHelper, tmp_path: Path, **tier: float):
