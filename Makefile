@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer build-gcp reliability-report soak bench compat compat-aci compat-gcp compat-prefect
+.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer build-gcp reliability-report soak bench compat compat-aci compat-gcp compat-prefect docs
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,6 +26,14 @@ $(BENCH_STAMP): pyproject.toml
 	$(BENCH_VENV)/bin/pip install --quiet --target $(BENCH_VENV)/layer '.[aws]'
 	rm -rf $(BENCH_VENV)/layer/pushpool $(BENCH_VENV)/layer/bin
 	touch $(BENCH_STAMP)
+
+DOCS_VENV := .venv-docs
+DOCS_STAMP := $(DOCS_VENV)/.installed
+$(DOCS_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/pip install --quiet --upgrade pip
+	$(DOCS_VENV)/bin/pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
 
 setup: $(STAMP)  ## create .venv with pushpool, the test tools and a Prefect server (prefect==3.8.8)
 
@@ -93,6 +101,9 @@ PREFECT_COMPAT_STAMPS := $(foreach vd,$(PREFECT_COMPAT),.venv-prefect-$(word 1,$
 compat-prefect: setup $(PREFECT_COMPAT_STAMPS)  ## the push path end to end against Prefect 3.0.11, 3.4.25 and 3.9.1 servers
 	PUSHPOOL_PREFECT_COMPAT="$(foreach vd,$(PREFECT_COMPAT),$(word 1,$(subst :, ,$(vd)))=$(abspath .venv-prefect-$(word 1,$(subst :, ,$(vd))))/bin/python)" \
 		$(BIN)/python -m pytest -q tests/compat_prefect
+
+docs: $(DOCS_STAMP)  ## build the documentation site (mkdocs, strict: broken links fail) into build/site
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict
 
 bench: $(BENCH_STAMP)  ## pushpool vs Prefect's ECS worker (moto + local Prefect): writes bench/results/<date>.md + PNG
 	$(BENCH_VENV)/bin/python bench/run.py
