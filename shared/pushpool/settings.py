@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -116,11 +117,8 @@ class Settings(BaseSettings):
     pool_types: Annotated[tuple[str, ...], NoDecode] = Field(  # a comma-separated list, not JSON
         default=(), validation_alias=_env("PUSHPOOL_POOL_TYPES")
     )
-    # `pushpool serve` and the CLI: the local state directory (webhook token, jobs) and serve's port.
-    # Google Cloud (cloud-run pools): the Cloud Run Admin API and Cloud Logging endpoints (default: Google's own), and
-    # whether an image's platforms are read from its registry before its job is created.
-    cloud_run_endpoint: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_CLOUD_RUN_ENDPOINT"))
-    cloud_logging_endpoint: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_CLOUD_LOGGING_ENDPOINT"))
+    # Google Cloud: the Cloud Tasks endpoint of punctual dispatch's delay queue (entrypoints/gcp_delay.py), and
+    # whether an image's platforms are read from its registry before its job is created (ECS, Cloud Run).
     cloud_tasks_endpoint: str | None = Field(default=None, validation_alias=_env("PUSHPOOL_CLOUD_TASKS_ENDPOINT"))
     image_platform_check: bool = Field(default=True, validation_alias=_env("PUSHPOOL_IMAGE_PLATFORM_CHECK"))
 
@@ -137,6 +135,12 @@ class Settings(BaseSettings):
     managed_tier: str = Field(default="free", min_length=1, validation_alias=_env("PUSHPOOL_MANAGED_TIER"))
     managed_tiers: dict[str, Any] = Field(default_factory=dict, validation_alias=_env("PUSHPOOL_MANAGED_TIERS"))
 
+    # The variables of particular providers (any PUSHPOOL_* no field above names, e.g. PUSHPOOL_CLOUD_RUN_ENDPOINT):
+    # read here like every other setting, and validated by the provider's own model (``providers/<name>/options.py``,
+    # named in the registry) when its backend is built: a provider's settings live in its folder.
+    provider_environ: dict[str, str] = Field(default_factory=dict)
+
+    # `pushpool serve` and the CLI: the local state directory (webhook token, jobs) and serve's port.
     home: Path = Field(default_factory=lambda: Path.home() / ".pushpool", validation_alias=_env("PUSHPOOL_HOME"))
     port: int = Field(default=4280, ge=1, le=65535, validation_alias=_env("PUSHPOOL_PORT"))
 
@@ -144,8 +148,6 @@ class Settings(BaseSettings):
         "prefect_api_url",
         "job_api_url",
         "submit_url",
-        "cloud_run_endpoint",
-        "cloud_logging_endpoint",
         "cloud_tasks_endpoint",
         "tasks_url",
     )
@@ -229,10 +231,12 @@ class Settings(BaseSettings):
         Raises:
             ConfigurationError: a missing ``PREFECT_API_URL`` or a malformed value, naming the variable.
         """
+        source = os.environ if environ is None else environ
+        declared = _declared_variables()
+        others = {k: v for k, v in source.items() if k.startswith("PUSHPOOL_") and k not in declared and v != ""}
         try:
-            if environ is None:
-                return cls()
-            return _of({k: v for k, v in environ.items() if v != ""})
+            settings = cls() if environ is None else _of({k: v for k, v in environ.items() if v != ""})
+            return settings.replace(provider_environ=others) if others else settings
         except ValidationError as exc:
             raise _configuration_error(exc) from None
 
@@ -284,6 +288,18 @@ def _variable(field: str) -> str:
     if isinstance(alias, AliasChoices):
         return str(alias.choices[0])
     return str(alias or field)
+
+
+def _declared_variables() -> set[str]:
+    """Every environment variable a field of :class:`Settings` reads."""
+    found: set[str] = set()
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            found.update(str(choice) for choice in alias.choices)
+        else:
+            found.add(str(alias))
+    return found
 
 
 class _Given(Settings):

@@ -21,7 +21,7 @@ from pushpool.entrypoints.aws_delay import SqsTrigger
 from pushpool.entrypoints.azure_delay import StorageQueueTrigger
 from pushpool.entrypoints.gcp_delay import CloudTasksTrigger
 from pushpool.entrypoints.timers import TimerTrigger
-from pushpool.usecases.punctual import DelayedTrigger
+from pushpool.usecases.triggers import DelayedTrigger
 
 from tests.fakes import RecordingTrigger
 

@@ -325,7 +325,7 @@ def test_a_job_that_never_ran_is_deleted_once_its_run_is_final_with_one_list_per
     """RunJob fails after CreateJob worked: the run is Crashed and its attempt never retried, and the job (no
     execution) would count against Cloud Run's 1,000 jobs per region for ever. The monitor deletes it, from one
     ListJobs per location — while the run is in flight the job is left to its submit."""
-    from pushpool.usecases.monitor import TickReport
+    from pushpool.usecases.tick_report import TickReport
     from pushpool.usecases.unstarted import sweep_unstarted
 
     cr_deps.backend_options["cloudrun"].update(retry_timeout=0.3, unstarted_grace_seconds=0.0)

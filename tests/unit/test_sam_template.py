@@ -143,12 +143,21 @@ def _environment(function: str) -> dict:
 
 
 def _setting_variables() -> dict[str, object]:
-    """Environment variable → the code's default, for every setting (shared/pushpool/settings.py)."""
+    """Environment variable → the code's default, for every setting (shared/pushpool/settings.py, and each
+    provider's own settings model, named in the registry)."""
+    from pushpool.providers import PROVIDERS, _load
     from pushpool.settings import Settings, _variable
 
-    return {
-        _variable(name): field.get_default(call_default_factory=True) for name, field in Settings.model_fields.items()
+    found = {
+        _variable(name): field.get_default(call_default_factory=True)
+        for name, field in Settings.model_fields.items()
+        if name != "provider_environ"  # the providers' variables, listed below
     }
+    for provider in PROVIDERS:
+        if provider.settings is not None:
+            model = _load(provider.settings)
+            found.update({field.alias: field.get_default() for field in model.model_fields.values()})
+    return found
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)

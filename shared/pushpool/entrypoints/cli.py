@@ -433,18 +433,16 @@ class InfraOptions:
 
 
 def _provisioner(options: InfraOptions, type_name: str):
-    from pushpool.providers import provider_for_pool_type
+    from pushpool.providers import PROVIDERS, provider_for_pool_type
 
     provider = provider_for_pool_type(type_name)
-    if options.static_ips:  # providers/ecs/managed_network.py
-        if provider.name != "ecs":
-            raise InvalidRequestError(f"--static-ips is for ecs:push pools, not {type_name}")
-        return provider.create_provisioner(region=options.region, credentials=options.credentials, static_ips=True)
-    if options.project is None:
-        return provider.create_provisioner(region=options.region, credentials=options.credentials)
-    if provider.name != "cloudrun":
-        raise InvalidRequestError(f"--project is for cloud-run pools, not {type_name}")
-    return provider.create_provisioner(region=options.region, credentials=options.credentials, project=options.project)
+    extras = {"static_ips": options.static_ips, "project": options.project}  # the options some provisioners take
+    given = {name: value for name, value in extras.items() if value}
+    for name in given:
+        if name not in provider.provisioner_options:
+            able = [t for p in PROVIDERS if name in p.provisioner_options for t in p.pool_types]
+            raise InvalidRequestError(f"--{name.replace('_', '-')} is for {', '.join(able)} pools, not {type_name}")
+    return provider.create_provisioner(region=options.region, credentials=options.credentials, **given)
 
 
 def _print_infra(result: Any, options: InfraOptions) -> None:
@@ -507,24 +505,17 @@ def _provision_infra(
 
 
 def _allowed_identities(pool_type: str, identities: list[str] | None) -> dict | None:
-    """The operator's identity allowlist of an ACI pool (stored as a literal of its job configuration), checked here:
-    a malformed id or another pool type is refused before anything changes."""
+    """The operator's identity allowlist of a pool (stored as a literal of its job configuration), checked by its
+    provider: a malformed id, or a pool type without the setting, is refused before anything changes."""
     if not identities:
         return None
-    from pushpool.providers import provider_for_pool_type
+    from pushpool.providers import PROVIDERS, provider_for_pool_type
 
-    if provider_for_pool_type(pool_type).name != "aci":
-        raise InvalidRequestError(f"--allowed-identity is for azure-container-instance:push pools, not {pool_type}")
-    from pushpool.providers.aci.config import identity_key
-
-    for identity in identities:
-        if identity_key(identity) is None:
-            raise InvalidRequestError(
-                f"--allowed-identity {identity!r} is not a user-assigned identity's resource id (/subscriptions/<id>/"
-                "resourceGroups/<group>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>); nothing "
-                "was changed"
-            )
-    return {"allowed_identities": list(dict.fromkeys(identities))}
+    provider = provider_for_pool_type(pool_type)
+    if provider.pool_settings is None:
+        able = [t for p in PROVIDERS if p.pool_settings is not None for t in p.pool_types]
+        raise InvalidRequestError(f"--allowed-identity is for {', '.join(able)} pools, not {pool_type}")
+    return provider.pool_settings_literals(allowed_identities=identities)
 
 
 def _show_version(value: bool) -> None:

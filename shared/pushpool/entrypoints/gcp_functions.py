@@ -24,7 +24,7 @@ from pushpool.settings import Settings
 from pushpool.usecases.deps import Deps
 
 if TYPE_CHECKING:
-    from pushpool.usecases.punctual import DelayedTrigger
+    from pushpool.usecases.triggers import DelayedTrigger
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 

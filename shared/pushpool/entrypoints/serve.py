@@ -49,7 +49,8 @@ from pushpool.errors import (
 from pushpool.prefect_api.models import WorkPool
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.heartbeat import stop_serving
-from pushpool.usecases.monitor import TickReport, dispatch_due, tick
+from pushpool.usecases.monitor import dispatch_due, tick
+from pushpool.usecases.tick_report import TickReport
 
 log = logging.getLogger("pushpool.serve")
 

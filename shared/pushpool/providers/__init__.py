@@ -21,12 +21,15 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from pushpool.errors import ConfigurationError, UnsupportedPoolError
+from pydantic import ValidationError
+
+from pushpool.errors import ConfigurationError, InvalidRequestError, UnsupportedPoolError
 from pushpool.managed import MANAGED_POOL_TYPE, is_managed
 
 if TYPE_CHECKING:
     from pushpool.providers.base import Backend, JobConfig
     from pushpool.providers.provisioning import Provisioner
+    from pushpool.settings import Settings
 
 
 def _load(target: str) -> Any:
@@ -48,6 +51,16 @@ class Provider:
     # The function giving this provider's job variables for a managed run (``prefect:managed`` pools, which the
     # operator may have any provider with one serve): ``managed(bootstrap=, env=, image=, memory_mb=) -> dict``.
     managed: str | None = None
+    # The provider's own settings: a pydantic model of its environment variables (``PUSHPOOL_...``, read by
+    # ``settings.py`` into ``Settings.provider_environ``), and the function giving its backend's options from the
+    # settings: ``options(settings) -> dict`` (``Deps`` passes them to ``create_backend``).
+    settings: str | None = None
+    options: str | None = None
+    # What ``pushpool work-pool create`` may pass its provisioner besides region and credentials (``--project``,
+    # ``--static-ips``), and the function that turns the CLI's operator-only pool settings (``--allowed-identity``) into
+    # literals of the pool's job configuration: ``pool_settings(**values) -> dict`` (raises InvalidRequestError).
+    provisioner_options: tuple[str, ...] = ()
+    pool_settings: str | None = None
 
     @property
     def pool_types(self) -> tuple[str, ...]:
@@ -79,6 +92,40 @@ class Provider:
             raise ConfigurationError(f"PUSHPOOL_MANAGED_BACKEND: the {self.name} provider cannot run managed pools")
         return _load(self.managed)(**job)  # type: ignore[no-any-return]
 
+    def own_settings(self, settings: Settings) -> Any:
+        """This provider's settings (its model, validated from ``settings.provider_environ``); None without a model.
+
+        Raises:
+            ConfigurationError: a malformed value, naming its variable.
+        """
+        if self.settings is None:
+            return None
+        model = _load(self.settings)
+        try:
+            return model.model_validate(settings.provider_environ)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            variable = ".".join(str(part) for part in first.get("loc", ())) or self.name
+            message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+            raise ConfigurationError(f"{variable}: {message} (got {first.get('input')!r})") from None
+
+    def backend_options(self, settings: Settings) -> dict[str, Any]:
+        """The options this provider's backend is built with, from ``settings`` (empty without an ``options``)."""
+        return dict(_load(self.options)(settings)) if self.options is not None else {}
+
+    def pool_settings_literals(self, **values: Any) -> dict[str, Any]:
+        """The operator's settings of a pool of this provider, as literals of its job configuration.
+
+        Raises:
+            InvalidRequestError: an option this provider does not have, or a malformed value.
+        """
+        given = {k: v for k, v in values.items() if v}
+        if not given:
+            return {}
+        if self.pool_settings is None:
+            raise InvalidRequestError(f"{', '.join(given)}: not a setting of {', '.join(self.pool_types)} pools")
+        return dict(_load(self.pool_settings)(**given))
+
     def config_model(self) -> type[JobConfig]:
         return _load(self.config)  # type: ignore[no-any-return]
 
@@ -109,6 +156,7 @@ PROVIDERS: tuple[Provider, ...] = (
         backend="pushpool.providers.process.backend:ProcessBackend",
         config="pushpool.providers.process.config:ProcessJobConfig",
         managed="pushpool.providers.process.template:managed_variables",
+        options="pushpool.providers.process.options:backend_options",
     ),
     Provider(
         name="ecs",
@@ -117,6 +165,8 @@ PROVIDERS: tuple[Provider, ...] = (
         config="pushpool.providers.ecs.config:EcsJobConfig",
         provisioner="pushpool.providers.ecs.provisioner:EcsProvisioner",
         managed="pushpool.providers.ecs.template:managed_variables",
+        options="pushpool.providers.ecs.options:backend_options",
+        provisioner_options=("static_ips",),
         extra="aws",
         sdk=("boto3",),
     ),
@@ -126,6 +176,7 @@ PROVIDERS: tuple[Provider, ...] = (
         backend="pushpool.providers.aci.backend:AciBackend",
         config="pushpool.providers.aci.config:AciJobConfig",
         provisioner="pushpool.providers.aci.provisioner:AciProvisioner",
+        pool_settings="pushpool.providers.aci.config:operator_settings",
         extra="azure",
         sdk=("azure.mgmt.containerinstance", "azure.identity"),
     ),
@@ -154,6 +205,9 @@ PROVIDERS: tuple[Provider, ...] = (
         backend="pushpool.providers.cloudrun.backend:CloudRunBackend",
         config="pushpool.providers.cloudrun.config:CloudRunJobConfig",
         provisioner="pushpool.providers.cloudrun.provisioner:CloudRunProvisioner",
+        settings="pushpool.providers.cloudrun.options:CloudRunSettings",
+        options="pushpool.providers.cloudrun.options:backend_options",
+        provisioner_options=("project",),
         extra="gcp",
         sdk=("google.cloud.run_v2",),
     ),

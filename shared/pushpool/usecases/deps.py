@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pushpool.clock import Clock, SystemClock
 from pushpool.errors import UnsupportedPoolError
@@ -27,9 +27,7 @@ from pushpool.providers.base import Backend
 from pushpool.settings import Settings
 from pushpool.usecases.finished_runs import FinishedRuns
 from pushpool.usecases.pool_reads import PoolReads
-
-if TYPE_CHECKING:
-    from pushpool.usecases.punctual import DelayedTrigger
+from pushpool.usecases.triggers import DelayedTrigger
 
 
 @dataclass
@@ -68,19 +66,11 @@ class Deps:
             auth_string=settings.prefect_api_auth_string,
         )
         deps = cls(settings=settings, orchestrator=client, **kwargs)
-        process = deps.backend_options.setdefault("process", {})
-        process.setdefault("root", settings.process_dir or settings.home / "jobs")
-        process.setdefault("env_passthrough", settings.job_env_passthrough)
-        google = {
-            "endpoint": settings.cloud_run_endpoint,
-            "logging_endpoint": settings.cloud_logging_endpoint,
-            "check_image_platform": settings.image_platform_check,
-        }
-        cloudrun = deps.backend_options.setdefault("cloudrun", {})
-        for key, value in google.items():
-            if value is not None:
-                cloudrun.setdefault(key, value)
-        deps.backend_options.setdefault("ecs", {}).setdefault("check_image_platform", settings.image_platform_check)
+        served = {deps.provider(pool_type).name: deps.provider(pool_type) for pool_type in deps.pool_types}
+        for provider in served.values():  # each provider's own options, from its own settings
+            given = deps.backend_options.setdefault(provider.name, {})
+            for key, value in provider.backend_options(settings).items():
+                given.setdefault(key, value)
         return deps
 
     def serves(self, pool: WorkPool) -> bool:

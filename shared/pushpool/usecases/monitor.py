@@ -11,10 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from pushpool.errors import ObjectNotFoundError, PushpoolError, UnsupportedPoolError
@@ -29,6 +27,7 @@ from pushpool.usecases.managed import mark_pools
 from pushpool.usecases.punctual import GROUP_RUNS, arm, arm_pool, dispatch_time, lead_seconds, look_ahead_seconds
 from pushpool.usecases.reconcile import policy_from, reconcile_run
 from pushpool.usecases.submit import Reads, SubmitOutcome, submit_run
+from pushpool.usecases.tick_report import TickReport
 from pushpool.usecases.unstarted import sweep_unstarted
 from pushpool.usecases.usage import publish, usage
 
@@ -39,30 +38,6 @@ ZOMBIE_WINDOW = dt.timedelta(hours=1)
 # Pages of due runs (200 each) one tick dispatches at most; the next tick goes on.
 MAX_DISPATCH_PAGES = 10
 ARMED = "armed"  # a run due within the look-ahead: its trigger is armed for its time
-
-
-@dataclass
-class TickReport:
-    pools: int = 0
-    served: list[str] = field(default_factory=list)  # the names of the pools this tick served (and heartbeated into)
-    dispatched: Counter = field(default_factory=Counter)
-    reconciled: Counter = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # e.g. managed pools not served (over the pool limit)
-    managed: dict | None = None  # the managed workspace's usage (usecases/usage.py), when it has pools served
-
-    def as_dict(self) -> dict:
-        found = {
-            "pools": self.pools,
-            "dispatched": dict(self.dispatched),
-            "reconciled": dict(self.reconciled),
-            "errors": self.errors,
-        }
-        if self.notes:
-            found["notes"] = self.notes
-        if self.managed is not None:
-            found["managed"] = self.managed
-        return found
 
 
 def push_pools(deps: Deps) -> list[WorkPool]:

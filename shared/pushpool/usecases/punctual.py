@@ -22,9 +22,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 from pushpool.errors import PushpoolError
+from pushpool.usecases.triggers import PoolTrigger
 
 if TYPE_CHECKING:
     from pushpool.prefect_api.models import FlowRun, WorkPool
@@ -34,30 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pushpool.usecases.punctual")
 
 
-@runtime_checkable
-class DelayedTrigger(Protocol):
-    """A runtime's delayed delivery: calls submit for ``run_id`` at ``at`` (once; soon after, or up to
-    ``early_seconds`` before it, which submit waits out).
-
-    ``max_delay_seconds``: the longest delay it can deliver (None: any). Arming the same run again for the same time
-    may deliver twice (submit is idempotent); arming it for a new time supersedes nothing: the stale delivery finds
-    the run not due and re-arms.
-    """
-
-    max_delay_seconds: float | None
-    early_seconds: float
-
-    def arm(self, run_id: str, at: dt.datetime) -> None: ...
-
-
 GROUP_RUNS = 8  # runs of one pool due at the same instant from which they share one pool trigger
-
-
-@runtime_checkable
-class PoolTrigger(Protocol):
-    """A DelayedTrigger that can also deliver "sweep pool ``pool_name``" at ``at`` (one message for many runs)."""
-
-    def arm_pool(self, pool_name: str, at: dt.datetime) -> None: ...
 
 
 def lead_seconds(deps: Deps, pool: WorkPool, backend: Backend) -> float:

@@ -21,7 +21,7 @@ from pushpool.usecases.job_spec import PoolCredentials
 if TYPE_CHECKING:
     from pushpool.prefect_api.models import WorkPool
     from pushpool.usecases.deps import Deps
-    from pushpool.usecases.monitor import TickReport
+    from pushpool.usecases.tick_report import TickReport
 
 log = logging.getLogger("pushpool.usecases.unstarted")
 DELETED = "delete-unstarted"

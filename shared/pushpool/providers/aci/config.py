@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
+from pushpool.errors import InvalidRequestError
 from pushpool.providers.base import JobConfig
 
 # Azure's rule for resource group names: 1-90 characters, letters, digits, underscores, hyphens, periods and
@@ -46,6 +47,23 @@ def identity_key(identity: Any) -> str | None:
     if not isinstance(identity, str) or not _IDENTITY.match(identity):
         return None
     return identity.lower()
+
+
+def operator_settings(*, allowed_identities: list[str]) -> dict[str, Any]:
+    """The operator's settings of an ACI pool (``work-pool create --allowed-identity``), as literals of its job
+    configuration: the identities its jobs may use, each checked to be a user-assigned identity's ARM id.
+
+    Raises:
+        InvalidRequestError: a malformed id (nothing is changed).
+    """
+    for identity in allowed_identities:
+        if identity_key(identity) is None:
+            raise InvalidRequestError(
+                f"--allowed-identity {identity!r} is not a user-assigned identity's resource id (/subscriptions/<id>/"
+                "resourceGroups/<group>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>); nothing "
+                "was changed"
+            )
+    return {"allowed_identities": list(dict.fromkeys(allowed_identities))}
 
 
 class AciJobConfig(JobConfig):
