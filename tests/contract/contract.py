@@ -16,7 +16,7 @@ from typing import Protocol
 
 import pytest
 from pushpool.errors import BackendError, PushpoolError
-from pushpool.providers import PROVIDERS
+from pushpool import providers
 from pushpool.providers.base import Backend, JobConfig, JobHandle, JobSpec, JobState
 
 SECRET = "pnu_contract_secret_0123456789"
@@ -79,7 +79,7 @@ class BackendContract:
         assert isinstance(driver.spec().config, JobConfig)
         assert backend.start_timeout_seconds > 0
         if self.registered:
-            provider = next(p for p in PROVIDERS if p.name == backend.name)
+            provider = next(p for p in providers.PROVIDERS if p.name == backend.name)
             assert type(backend) is type(provider.create_backend())
             assert type(driver.spec().config) is provider.config_model()
 

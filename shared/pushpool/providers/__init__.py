@@ -32,6 +32,11 @@ if TYPE_CHECKING:
     from pushpool.settings import Settings
 
 
+def load(target: str) -> Any:
+    """The attribute a registry entry names (``"module:attribute"``), imported now."""
+    return _load(target)
+
+
 def _load(target: str) -> Any:
     module_name, _, attribute = target.partition(":")
     return getattr(importlib.import_module(module_name), attribute)
@@ -213,8 +218,42 @@ PROVIDERS: tuple[Provider, ...] = (
     ),
 )
 
+# Pool types no provider of their own runs: they wrap the provider the operator chose (``prefect:managed``: the one
+# PUSHPOOL_MANAGED_BACKEND names). Each names its hooks (a ``usecases/pool_kind.py`` PoolKind).
+WRAPPERS: dict[str, str] = {MANAGED_POOL_TYPE: "pushpool.usecases.managed:ManagedKind"}
+
 _BY_POOL_TYPE: dict[str, Provider] = {t: p for p in PROVIDERS for t in p.pool_types}
 POOL_TYPES: tuple[str, ...] = tuple(_BY_POOL_TYPE)
+
+
+def known_pool_types() -> tuple[str, ...]:
+    """Every push pool type the registry knows now (:data:`POOL_TYPES` with those :func:`register` added)."""
+    return tuple(_BY_POOL_TYPE)
+
+
+def register(provider: Provider) -> None:
+    """Add ``provider`` to the registry at run time (a provider kept outside this package, e.g. a plugin or a test's):
+    the same as one more entry in :data:`PROVIDERS`.
+
+    Raises:
+        ConfigurationError: its name or one of its pool types is taken.
+    """
+    global PROVIDERS, POOL_TYPES
+    taken = [t for t in provider.pool_types if t in _BY_POOL_TYPE or t in WRAPPERS]
+    if any(p.name == provider.name for p in PROVIDERS) or taken:
+        raise ConfigurationError(f"provider {provider.name!r} or its pool types {taken} are already registered")
+    PROVIDERS = (*PROVIDERS, provider)
+    _BY_POOL_TYPE.update({t: provider for t in provider.pool_types})
+    POOL_TYPES = tuple(_BY_POOL_TYPE)
+
+
+def unregister(name: str) -> None:
+    """Take a provider :func:`register` added out of the registry again."""
+    global PROVIDERS, POOL_TYPES
+    PROVIDERS = tuple(p for p in PROVIDERS if p.name != name)
+    for pool_type in [t for t, p in _BY_POOL_TYPE.items() if p.name == name]:
+        del _BY_POOL_TYPE[pool_type]
+    POOL_TYPES = tuple(_BY_POOL_TYPE)
 
 
 def provider_for_pool_type(pool_type: str) -> Provider:
@@ -270,6 +309,17 @@ def managed_provider(name: str) -> Provider:
         able = ", ".join(p.name for p in PROVIDERS if p.managed)
         raise ConfigurationError(f"PUSHPOOL_MANAGED_BACKEND: the {name} provider cannot run managed pools ({able} can)")
     return provider
+
+
+def provider_running(pool_type: str, *, managed_backend: str) -> Provider:
+    """The provider whose backend runs pools of ``pool_type``: its own, or for a wrapping type (:data:`WRAPPERS`) the
+    one the operator chose (``managed_backend``).
+
+    Raises:
+        UnsupportedPoolError: not a push pool type, or unknown.
+        ConfigurationError: the operator's choice cannot run the wrapping type.
+    """
+    return managed_provider(managed_backend) if is_managed(pool_type) else provider_for_pool_type(pool_type)
 
 
 def check_served(pool_types: tuple[str, ...], *, managed_backend: str | None = None) -> tuple[str, ...]:

@@ -12,16 +12,14 @@ from typing import Any
 
 from pushpool.clock import Clock, SystemClock
 from pushpool.errors import UnsupportedPoolError
-from pushpool.managed import is_managed
 from pushpool.prefect_api.client import PrefectClient
 from pushpool.prefect_api.models import WorkPool
 from pushpool.providers import (
     Provider,
     check_served,
     installed_pool_types,
-    managed_provider,
-    provider_for_pool_type,
     provider_named,
+    provider_running,
 )
 from pushpool.providers.base import Backend
 from pushpool.settings import Settings
@@ -82,11 +80,7 @@ class Deps:
         Raises:
             UnsupportedPoolError: not a push type, unknown, or not served here (nothing is changed).
         """
-        provider = (
-            managed_provider(self.settings.managed_backend)
-            if is_managed(pool_type)
-            else provider_for_pool_type(pool_type)
-        )
+        provider = provider_running(pool_type, managed_backend=self.settings.managed_backend)
         if pool_type not in self.pool_types:
             raise UnsupportedPoolError(
                 f"pool type {pool_type!r} is not served by this deployment (serves: {', '.join(self.pool_types)})"

@@ -19,18 +19,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pushpool.errors import ConfigurationError, ObjectNotFoundError, PushpoolError, TemplateError
+from pushpool.errors import ObjectNotFoundError, PushpoolError, TemplateError
 from pushpool.job_environment import job_environ
-from pushpool.managed import is_managed
-from pushpool.managed.job import BOOTSTRAP, managed_job
-from pushpool.managed.job import base_job_template as managed_template
 from pushpool.prefect_api.client import PrefectClient
 from pushpool.prefect_api.models import Deployment, FlowRun, WorkPool
-from pushpool.providers import Provider, managed_provider, provider_for_pool_type
+from pushpool.providers import Provider, provider_for_pool_type
 from pushpool.providers.base import DEFAULT_COMMAND, PREFECT_CREDENTIALS, JobConfig, JobHandle, JobSpec
 from pushpool.settings import Settings
 from pushpool.templates.common import DEFAULT_MAX_RUN_TIME_SECONDS
 from pushpool.templates.render import NOTSET, apply_values, merge_job_variables, render_job_configuration
+from pushpool.usecases.pool_kind import pool_kind
 
 _PLACEHOLDER = re.compile(r"{{.*?}}", re.DOTALL)
 
@@ -70,9 +68,7 @@ def pool_template(pool: WorkPool) -> dict[str, Any]:
     """The pool's base job template, or pushpool's default for its type when the pool has none."""
     if pool.base_job_template.get("job_configuration"):
         return pool.base_job_template
-    if is_managed(pool.type):
-        return managed_template()
-    return provider_for_pool_type(pool.type).template(pool.type)
+    return pool_kind(pool.type).template(pool.type)
 
 
 def typed_config(pool: WorkPool, rendered: Mapping[str, Any], provider: Provider | None = None) -> JobConfig:
@@ -119,51 +115,6 @@ def max_run_time_seconds(config: Mapping[str, Any]) -> int:
         ) from None
 
 
-def managed_job_variables(
-    settings: Settings, deployment: Deployment | None, values: Mapping[str, Any], *, client: PrefectClient | None = None
-) -> tuple[dict[str, Any], dict[str, Any], Provider]:
-    """A managed run's job as the operator's provider runs it: that provider's template — the one of the operator's
-    pool ``PUSHPOOL_MANAGED_TEMPLATE_POOL`` (its provisioned cluster, network, roles), else the provider's own — and
-    the variables for it (the bootstrap, the user's env, the operator's image, the tier's memory and run time).
-
-    Raises:
-        JobRefusedError: job variables a managed pool does not take, or no pull step that fetches the code.
-        ConfigurationError: the operator's provider cannot run managed pools, or its template pool is not usable.
-    """
-    job = managed_job(values, deployment.pull_steps if deployment is not None else None)
-    template, provider = managed_provider_template(settings, client)
-    tier = settings.tier
-    variables = provider.managed_variables(
-        bootstrap=BOOTSTRAP, env=job.job_env(), image=settings.managed_image, memory_mb=tier.memory_mb
-    )
-    variables["max_run_time_seconds"] = tier.max_run_time_seconds
-    return template, variables, provider
-
-
-def managed_provider_template(settings: Settings, client: PrefectClient | None) -> tuple[dict[str, Any], Provider]:
-    """The template managed runs render (see :func:`managed_job_variables`) and the provider that runs them.
-
-    Raises:
-        ConfigurationError: the operator's provider cannot run managed pools, or its template pool is not usable.
-    """
-    provider = managed_provider(settings.managed_backend)
-    template = provider.template(provider.pool_types[0])
-    if settings.managed_template_pool and client is not None:
-        try:
-            carrier = client.read_work_pool(settings.managed_template_pool)
-        except ObjectNotFoundError:
-            raise ConfigurationError(
-                f"PUSHPOOL_MANAGED_TEMPLATE_POOL: work pool {settings.managed_template_pool!r} does not exist"
-            ) from None
-        if carrier.type not in provider.pool_types:
-            raise ConfigurationError(
-                f"PUSHPOOL_MANAGED_TEMPLATE_POOL: pool {carrier.name!r} is of type {carrier.type!r}, not one of "
-                f"the {provider.name} provider's ({', '.join(provider.pool_types)})"
-            )
-        template = carrier.base_job_template if carrier.base_job_template.get("job_configuration") else template
-    return template, provider
-
-
 def pool_credentials(
     settings: Settings, client: PrefectClient, pool: WorkPool, *, resolver: OrchestratorResolver | None = None
 ) -> dict[str, Any] | None:
@@ -176,10 +127,8 @@ def pool_credentials(
         TemplateError: the pool's template does not render (e.g. its credentials block was deleted).
         OrchestratorError: a block could not be read (transient).
     """
-    template, provider = pool_template(pool), None
-    if is_managed(pool.type):
-        template, provider = managed_provider_template(settings, client)
-    fields = (provider or provider_for_pool_type(pool.type)).config_model().credential_fields
+    template, provider = pool_kind(pool.type).credentials_template(settings, pool, pool_template(pool), client)
+    fields = provider.config_model().credential_fields
     if not fields:
         return None
     return _own_credentials(
@@ -253,10 +202,10 @@ def build_job_spec(
         OrchestratorError: a block or variable could not be read (transient: the caller may retry).
     """
     values = merge_job_variables(deployment.job_variables if deployment else None, run.job_variables)
-    template, provider = pool_template(pool), None
-    if is_managed(pool.type):  # the operator's provider runs it, with the operator's image and the tier's limits
-        template, values, provider = managed_job_variables(settings, deployment, values, client=client)
-    model = (provider or provider_for_pool_type(pool.type)).config_model()
+    # A wrapping pool type (prefect:managed) translates the job: the operator's provider runs it (usecases/pool_kind.py)
+    kind = pool_kind(pool.type)
+    template, values, provider = kind.job(settings, pool, pool_template(pool), deployment, values, client)
+    model = provider.config_model()
     check_operator_fields(template, model)
     resolver, environ = OrchestratorResolver(client), template_environ(environ, settings.job_env_passthrough)
     rendered = render_job_configuration(template, values, resolver=resolver, environ=environ)

@@ -16,20 +16,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from pushpool.errors import ObjectNotFoundError, PushpoolError, UnsupportedPoolError
-from pushpool.managed import is_managed
 from pushpool.prefect_api.client import PAGE_SIZE
 from pushpool.prefect_api.models import IN_FLIGHT_STATES, TERMINAL_STATES, Deployment, FlowRun, WorkPool
 from pushpool.providers.base import Backend, JobHandle, JobState, JobStatus
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.heartbeat import heartbeat
 from pushpool.usecases.job_spec import PoolCredentials
-from pushpool.usecases.managed import mark_pools
+from pushpool.usecases.pool_kind import kinds, pool_kind
 from pushpool.usecases.punctual import GROUP_RUNS, arm, arm_pool, dispatch_time, lead_seconds, look_ahead_seconds
 from pushpool.usecases.reconcile import policy_from, reconcile_run
 from pushpool.usecases.submit import Reads, SubmitOutcome, submit_run
 from pushpool.usecases.tick_report import TickReport
 from pushpool.usecases.unstarted import sweep_unstarted
-from pushpool.usecases.usage import publish, usage
 
 log = logging.getLogger("pushpool.usecases.monitor")
 
@@ -53,17 +51,17 @@ def tick(deps: Deps, *, pools: list[WorkPool] | None = None) -> TickReport:
     report = TickReport()
     every = deps.orchestrator.filter_work_pools() if pools is None else None
     pools = [p for p in (every if every is not None else pools or []) if deps.serves(p)]
-    if any(is_managed(p.type) for p in pools):  # managed pools over the workspace's pool limit are not served
+    for kind in kinds(pools):  # a wrapping type's pools it does not serve (managed: over the workspace's pool limit)
         try:
             every = every if every is not None else deps.orchestrator.filter_work_pools()
-            kept, notes = mark_pools(deps, every)
-            names = {p.name for p in kept}
-            pools = [p for p in pools if p.name in names]
+            pools, notes = kind.served(deps, pools, every)
             report.notes.extend(notes)
         except Exception as exc:
-            log.exception("managed pools could not be read")
-            report.errors.append(f"managed pools: {_describe(exc)}")
-            pools = [p for p in pools if not is_managed(p.type)]
+            log.exception("pools of %s could not be read", type(kind).__name__)
+            report.errors.append(
+                f"{', '.join(sorted({p.type for p in pools if pool_kind(p.type) is kind}))} pools: {_describe(exc)}"
+            )
+            pools = [p for p in pools if pool_kind(p.type) is not kind]
     report.pools = len(pools)
     report.served = [p.name for p in pools]
     report.errors.extend(heartbeat(deps, pools))  # the pools show Ready in Prefect while the monitor ticks
@@ -75,14 +73,14 @@ def tick(deps: Deps, *, pools: list[WorkPool] | None = None) -> TickReport:
             log.exception("reconciliation failed")
             report.errors.append(f"reconcile: {_describe(exc)}")
         sweep_unstarted(deps, pools, report)  # jobs of failed submits that never started (reports its own errors)
-    if any(is_managed(p.type) for p in pools):
+    for kind in kinds(pools):  # e.g. the managed workspace's usage, computed and published
         try:
-            found = usage(deps, pools=every)
-            report.managed = found.as_dict()
-            publish(deps, found)
+            kind.after_tick(deps, [p for p in pools if pool_kind(p.type) is kind], every, report)
         except Exception as exc:
-            log.exception("managed usage could not be computed")
-            report.errors.append(f"managed usage: {_describe(exc)}")
+            log.exception("the end of the tick for %s failed", type(kind).__name__)
+            report.errors.append(
+                f"{', '.join(sorted({p.type for p in pools if pool_kind(p.type) is kind}))} pools: {_describe(exc)}"
+            )
     return report
 
 
@@ -97,8 +95,8 @@ def dispatch_pools(deps: Deps, pools: list[WorkPool], report: TickReport) -> Non
     limit at the same time all give their slots back (``admission``) — two managed pools dispatched together could
     keep doing so tick after tick, and one at a time always makes progress.
     """
-    managed = [p for p in pools if is_managed(p.type)]
-    lanes = [[p] for p in pools if not is_managed(p.type)] + ([managed] if managed else [])
+    shared = [p for p in pools if pool_kind(p.type).shares_lane]
+    lanes = [[p] for p in pools if not pool_kind(p.type).shares_lane] + ([shared] if shared else [])
 
     def run_lane(lane: list[WorkPool]) -> TickReport:
         own = TickReport()  # one per lane: merged below, in the pools' order
@@ -138,7 +136,7 @@ def dispatch_due(deps: Deps, pool: WorkPool, report: TickReport, *, arm_ahead: b
     # Runs whose job is due now are dispatched; those due within the look-ahead get a trigger armed for their time.
     before = now + dt.timedelta(seconds=lead + (look_ahead_seconds(deps) if arm_ahead else 0.0))
     full = threading.Event()  # a limit was reached: the rest wait for the next tick
-    limited = pool.concurrency_limit is not None or is_managed(pool.type)  # managed: the workspace's limit
+    limited = pool.concurrency_limit is not None or pool_kind(pool.type).shares_lane  # managed: the workspace's
     workers = 1 if limited else deps.settings.dispatch_concurrency
     shared = TickReads(deps, pool)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pushpool-dispatch") as executor:

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pushpool.errors import InvalidRequestError, ObjectNotFoundError, UnsupportedPoolError
-from pushpool.managed import is_managed
 from pushpool.prefect_api.models import BlockDocument, WorkPool
-from pushpool.providers import provider_for_pool_type
+from pushpool.providers import WRAPPERS
 from pushpool.providers.provisioning import DELETE, UPDATE, Provisioner, Step, apply, render_plan
 from pushpool.usecases.deps import Deps
+from pushpool.usecases.pool_kind import pool_kind
 from pushpool.usecases.provision import AUTOMATION_TAG, STREAM_TAG, TYPE_TAG, validate_pool_name
 from pushpool.usecases.provision_infra import Confirm, InfraResult, Progress
 
@@ -79,7 +79,7 @@ def pool_parts(deps: Deps, name: str) -> PoolParts:
 
 def _pushpools(pool_type: str) -> bool:
     """A type of pool pushpool runs: a push pool, or a managed one."""
-    return pool_type.endswith(":push") or is_managed(pool_type)
+    return pool_type.endswith(":push") or pool_type in WRAPPERS
 
 
 def pool_type(deps: Deps, name: str, given: str | None = None) -> str:
@@ -143,7 +143,7 @@ def delete_pool(
     provisioner = None
     notes: list[str] = []
     cloud: list[Step] = []
-    if kind is not None and not is_managed(kind) and provider_for_pool_type(kind).provisioner is not None:
+    if kind is not None and pool_kind(kind).provisions_infra(kind):
         if keep_infra:
             notes.append(
                 f"cloud resources kept: remove them with `pushpool work-pool deprovision {pool} --type {kind}`"

@@ -28,11 +28,9 @@ from pushpool.errors import (
     OrchestratorError,
     UnsupportedPoolError,
 )
-from pushpool.managed import is_managed
-from pushpool.managed.job import base_job_template as managed_template
-from pushpool.providers import POOL_TYPES, Provider, provider_for_pool_type
+from pushpool.providers import WRAPPERS, Provider, known_pool_types, provider_for_pool_type
 from pushpool.usecases.deps import Deps
-from pushpool.usecases.managed import check_pool_limit
+from pushpool.usecases.pool_kind import pool_kind
 
 TRIGGER_EVENTS = (
     "prefect.flow-run.Scheduled",
@@ -107,7 +105,7 @@ def push_provider(type_name: str) -> Provider:
     Raises:
         UnsupportedPoolError: not a push pool type, or an unknown one.
     """
-    if isinstance(type_name, str) and not type_name.endswith(":push") and f"{type_name}:push" in POOL_TYPES:
+    if isinstance(type_name, str) and not type_name.endswith(":push") and f"{type_name}:push" in known_pool_types():
         raise UnsupportedPoolError(
             f"work pool type {type_name!r} is not a push pool type: did you mean --type {type_name}:push?"
         )
@@ -136,8 +134,9 @@ def provision_pool(
         ConfigurationError: no submit URL or webhook token to give Prefect (nothing changed).
     """
     validate_pool_name(name)
-    managed = is_managed(type_name)
-    provider = None if managed else push_provider(type_name)
+    kind = pool_kind(type_name)
+    if type_name not in WRAPPERS:
+        push_provider(type_name)  # an unknown or non-push type is refused here, before anything changes
     if concurrency_limit is not None and (not isinstance(concurrency_limit, int) or concurrency_limit < 0):
         raise InvalidRequestError(f"concurrency limit must be a whole number ≥ 0, got {concurrency_limit!r}")
     url = (submit_url() if callable(submit_url) else submit_url) or deps.settings.submit_url
@@ -148,13 +147,9 @@ def provision_pool(
         raise ConfigurationError("no submit URL: set PUSHPOOL_SUBMIT_URL (where Prefect should call pushpool's submit)")
     if not deps.settings.webhook_tokens:
         raise ConfigurationError("PUSHPOOL_WEBHOOK_TOKEN is not set: Prefect needs it to authenticate to submit")
-    if managed:  # the workspace's tier allows so many managed pools: one more is refused, nothing changed
-        # Compute hours are counted from the runs' pushpool.io/job-time labels: a server without labels (3.0) would
-        # keep them as run tags, which whoever creates a run can set. Refused, naming the server and the upgrade.
-        deps.orchestrator.server_dialect().require("flow_run_labels")
-        check_pool_limit(deps, name)
+    kind.before_provision(deps, name)  # e.g. the managed workspace's pool limit: one more is refused, nothing changed
     result = ProvisionResult(pool=name, dry_run=dry_run)
-    template = managed_template() if provider is None else provider.template(type_name)
+    template = kind.template(type_name)
     if defaults:
         from pushpool.providers.provisioning import with_defaults
 
@@ -188,9 +183,7 @@ def _ensure_pool(
         return
     if pool.type != type_name:
         raise InvalidRequestError(f"work pool {name!r} exists with type {pool.type!r}, not {type_name!r}")
-    operator_fields = (
-        provider_for_pool_type(type_name).config_model().operator_fields if not is_managed(type_name) else ()
-    )
+    operator_fields = pool_kind(type_name).operator_fields(type_name)
     desired = _keep_defaults(template, pool.base_job_template, keep_out=override, operator_fields=operator_fields)
     update: dict[str, Any] = {}
     if desired != pool.base_job_template:

@@ -46,11 +46,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pushpool.errors import BackendError, ObjectNotFoundError, PushpoolError, TemplateError
-from pushpool.managed import is_managed
 from pushpool.prefect_api.models import Deployment, FlowRun, StateType, WorkPool
 from pushpool.providers.base import Backend, JobHandle, JobState, JobStatus
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.job_spec import PoolCredentials, build_job_spec, effective_max_run_time
+from pushpool.usecases.pool_kind import pool_kind
 from pushpool.usecases.run_states import (
     MAX_MESSAGE,
     attach_logs,
@@ -60,7 +60,6 @@ from pushpool.usecases.run_states import (
     finish_cancellation,
     keep_place,
 )
-from pushpool.usecases.usage import record_job_time
 
 log = logging.getLogger("pushpool.usecases.monitor")
 
@@ -304,8 +303,8 @@ def reconcile_run(
     decision = decide(
         run, status, now=now, policy=policy, max_run_time_seconds=max_run, found_job=found, claimed_at=claimed
     )
-    if status is not None and is_managed(pool.type):  # before a cleanup removes what the job's times come from
-        record_job_time(deps, run, status)
+    if status is not None:  # before a cleanup removes what it reads (managed: the job's times)
+        pool_kind(pool.type).on_status(deps, run, status)
     if decision.action is Action.CLEANUP and not backend.keeps_finished_jobs:
         decision = Decision(Action.NONE)  # its finished jobs expire by themselves
     return apply(deps, backend, run, decision, handle)
@@ -404,8 +403,9 @@ def _parse_time(value: Any) -> dt.datetime | None:
 
 
 def _max_run_time(deps: Deps, pool: WorkPool, run: FlowRun, cache: dict[str, Deployment | None]) -> int:
-    if is_managed(pool.type):
-        return int(deps.settings.tier.max_run_time_seconds)
+    own = pool_kind(pool.type).max_run_time(deps, pool)  # managed: the tier's
+    if own is not None:
+        return own
     try:
         deployment = _deployment(deps, run, cache)
     except PushpoolError:

@@ -7,8 +7,9 @@ Order of work, and why:
    scheduled time minus the pool's lead) gets a trigger armed for that time (``punctual``), and the monitor's
    sweep stays the guarantee.
 2. Pool and queue pause flags and concurrency limits are checked (``admission``: Prefect enforces them only inside
-   ``get_scheduled_flow_runs``; the webhook path must not bypass them); for a managed pool also the workspace's pool
-   limit (a pool over it is not served) and its concurrency limit (``managed``).
+   ``get_scheduled_flow_runs``; the webhook path must not bypass them), and those of a wrapping pool type
+   (``usecases/pool_kind.py``; for a managed pool the workspace's pool limit — a pool over it is not served — and its
+   concurrency limit: ``usecases/managed.py``).
 3. Propose PENDING without force. ACCEPT = this invocation owns the run; ABORT or a REJECT to another state =
    someone else owns it or the server decided otherwise (deployment concurrency): do nothing.
 4. Concurrency is re-checked after the claim: a claimer that then sees more in-flight runs than the limit gives its
@@ -63,13 +64,13 @@ from pushpool.errors import (
     OrchestratorUnavailableError,
     TemplateError,
 )
-from pushpool.managed import MANAGED_TAG, is_managed
 from pushpool.prefect_api.client import PrefectClient
 from pushpool.prefect_api.models import TERMINAL_STATES, FlowRun, StateType, WorkPool
 from pushpool.providers.base import Backend, JobHandle, JobSpec
-from pushpool.usecases import admission, managed
+from pushpool.usecases import admission
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.job_spec import build_job_spec
+from pushpool.usecases.pool_kind import pool_kind
 from pushpool.usecases.punctual import arm, dispatch_time, due_time, lead_seconds
 from pushpool.usecases.run_states import (
     ATTEMPT_LABEL,
@@ -201,12 +202,11 @@ def submit_run(
     why_paused = admission.paused(pool, queue)
     if why_paused:
         return SubmitOutcome(run.id, SubmitOutcome.PAUSED, why_paused)
-    limits: list = admission.limits(pool, queue)
-    if is_managed(pool.type):
-        why_not = managed.not_served(deps, pool)
-        if why_not:
-            return SubmitOutcome(run.id, SubmitOutcome.NOT_SERVED, why_not)
-        limits.append(managed.workspace_limit(deps))
+    kind = pool_kind(pool.type)  # a wrapping pool type's own admission (prefect:managed: the workspace's limits)
+    why_not = kind.not_served(deps, pool)
+    if why_not:
+        return SubmitOutcome(run.id, SubmitOutcome.NOT_SERVED, why_not)
+    limits: list = [*admission.limits(pool, queue), *kind.limits(deps)]
     over = admission.full(client, limits, claimed=False)
     if over is not None:
         return SubmitOutcome(run.id, SubmitOutcome.WAITING, f"{over.describe()} concurrency limit reached")
@@ -246,19 +246,19 @@ def submit_run(
         # Never start a job over the limit; a run left Pending here is recovered by the monitor.
         return SubmitOutcome(run.id, SubmitOutcome.WAITING, why)
 
-    if is_managed(pool.type):
+    try:
+        refusal = kind.refusal(deps)  # e.g. the managed workspace's compute hours used up
+    except OrchestratorUnavailableError:
+        return _release(deps, run, "Prefect API unavailable while checking whether the run may start")
+    if refusal:
+        client.propose_state(run.id, StateType.CANCELLED, message=refusal)
+        return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, refusal)
+    tags = kind.tags(run)
+    if tags is not None:
         try:
-            refusal = managed.quota_refusal(deps)
+            client.set_flow_run_tags(run.id, tags)
         except OrchestratorUnavailableError:
-            return _release(deps, run, "Prefect API unavailable while computing the workspace's compute hours")
-        if refusal:
-            client.propose_state(run.id, StateType.CANCELLED, message=refusal)
-            return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, refusal)
-        if MANAGED_TAG not in run.tags:  # compute hours count the tagged runs, whatever becomes of their pool
-            try:
-                client.set_flow_run_tags(run.id, [*run.tags, MANAGED_TAG])
-            except OrchestratorUnavailableError:
-                return _release(deps, run, "Prefect API unavailable while tagging the managed run")
+            return _release(deps, run, "Prefect API unavailable while tagging the run")
 
     try:
         deployment = reads.deployment.result() if reads.deployment is not None else None

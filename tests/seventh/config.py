@@ -1,0 +1,11 @@
+"""The seventh provider's typed job configuration: the common fields and one of its own."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from pushpool.providers.base import JobConfig
+
+
+class SeventhJobConfig(JobConfig):
+    machine: str = Field(default="small", description="the machine size the job runs on")
