@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import pytest
-from pushpool.errors import BackendError, PushpoolError
 from pushpool import providers
+from pushpool.errors import BackendError, PushpoolError
 from pushpool.providers.base import Backend, JobConfig, JobHandle, JobSpec, JobState
 
 SECRET = "pnu_contract_secret_0123456789"

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-
 from pushpool.providers.base import JobConfig
+from pydantic import Field
 
 
 class SeventhJobConfig(JobConfig):
