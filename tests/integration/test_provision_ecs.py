@@ -323,12 +323,13 @@ def test_the_cli_prints_a_deprovision_failure_as_one_line(
     deps, prefect: PrefectHelper, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     from pushpool.entrypoints import cli
+    from pushpool.entrypoints.cli import pools as pool_commands
 
     region = "sa-east-1"
     pool = prefect.unique("cli-undeletable")
     provision_infra(deps, EcsProvisioner(region=region), pool=pool, type_name="ecs:push")
     session = failing_session(region, "DeleteCluster", "ClusterContainsTasksException", "The cluster has tasks")
-    monkeypatch.setattr(cli, "_provisioner", lambda args, type_name: EcsProvisioner(session=session))
+    monkeypatch.setattr(pool_commands, "_provisioner", lambda args, type_name: EcsProvisioner(session=session))
     monkeypatch.setenv("PREFECT_API_URL", deps.settings.prefect_api_url)
     code = cli.main(["work-pool", "deprovision", pool, "--yes"])
     err = capsys.readouterr().err

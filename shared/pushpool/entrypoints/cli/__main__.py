@@ -1,0 +1,7 @@
+"""``python -m pushpool.entrypoints.cli``: the ``pushpool`` command."""
+
+import sys
+
+from pushpool.entrypoints.cli import main
+
+sys.exit(main())
