@@ -3,7 +3,8 @@
 Each scenario adds a row: scenario, the provider it ran on (``process`` unless said), runs, faults injected, lost (a
 run left Pending/Running/Cancelling with no live job), duplicated (a run that got more than one job for one claim),
 stuck (not in the expected state at the end) and the longest repair (seconds from the fault to the run being right
-again). print_report.py prints one table per provider.
+again). A scenario that cannot apply to a provider records why instead (:meth:`Report.skip`). print_report.py prints
+one table per provider and a scenario × provider matrix.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class Report:
                 "longest_repair_s": round(longest_repair, 2),
             }
         )
+
+    def skip(self, scenario: str, *, provider: str, reason: str) -> None:
+        """``scenario`` cannot apply to ``provider``, for ``reason``: a row of the table that says so."""
+        self.rows.append({"scenario": scenario, "provider": provider, "skipped": reason})
 
 
 @pytest.fixture(scope="session")

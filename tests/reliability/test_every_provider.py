@@ -1,8 +1,10 @@
-"""The reliability scenarios on every provider: the same table (throttling, 5xx, a job that vanishes, a job that never
-starts, submit dying before the pid while the provider's lists lag) run against each
-backend through its emulator's bad days (tests/faults.py) — moto server for ECS, the local ARM endpoint for ACI, the
-Cloud Run Admin API, the Modal control plane, the Coiled API — and the process backend where a scenario applies to it
-(it has no remote API to throttle). The real Prefect server, the real SDK clients, pushpool's submit and monitor.
+"""The reliability scenarios on every provider: the same table — throttling, 5xx, a job that vanishes, a job that never
+starts, submit dying at each crash window (after the claim, after the job, after the pid) and before the pid while the
+provider's lists lag, a duplicate storm, a pool limit under a storm, cancel and the maximum run time within one tick,
+and the Prefect API gone in the middle of a tick — run against each backend through its emulator's bad days
+(tests/faults.py): moto server for ECS, the local ARM endpoint for ACI, the Cloud Run Admin API, the Modal control
+plane, the Coiled API, and the process backend (where a scenario cannot apply to it, its row says why: it has no remote
+API to throttle). The real Prefect server, the real SDK clients, pushpool's submit and monitor.
 
 Each scenario records a row per provider (``report.add(..., provider=...)``): lost (a run left with no job), duplicated
 (more than one job for a run) and stuck (not in the state the scenario ends in) — all zero.
@@ -183,9 +185,21 @@ def cloud_run():
     found.stop()
 
 
+@pytest.fixture(scope="module")
+def prefect_outage(prefect_api: str):
+    """The session's Prefect server behind a proxy a test takes down (tests/outage.py)."""
+    from tests.outage import OutageProxy
+
+    proxy = OutageProxy(prefect_api).up()
+    yield proxy
+    proxy.down()
+
+
 @pytest.fixture(params=PROVIDERS)
 def cloud(request, prefect_api: str, prefect: PrefectHelper, tmp_path: Path):
-    deps = make_deps(prefect_api, tmp_path, prefect_api_key=KEY)
+    # pushpool reaches Prefect through the outage proxy where the test takes Prefect away (the test itself never does)
+    api = request.getfixturevalue("prefect_outage").url if "prefect_outage" in request.fixturenames else prefect_api
+    deps = make_deps(api, tmp_path, prefect_api_key=KEY)
     made = {"ecs": _ecs, "aci": _aci, "cloudrun": _cloudrun, "modal": _modal, "coiled": _coiled,
             "process": _process}[request.param](request, prefect, deps)  # fmt: skip
     for server in ("modal_server", "coiled_server"):
@@ -198,6 +212,12 @@ def cloud(request, prefect_api: str, prefect: PrefectHelper, tmp_path: Path):
         if made.name == server.split("_")[0]:
             request.getfixturevalue(server).run_commands = True
     deps.orchestrator.close()
+
+
+def _skip(report, scenario: str, cloud: Cloud, reason: str) -> None:
+    """The scenario cannot apply to this provider: the report's table says why, and so does pytest."""
+    report.skip(scenario, provider=cloud.name, reason=reason)
+    pytest.skip(f"{cloud.name}: {reason}")
 
 
 def _submit(cloud: Cloud, prefect: PrefectHelper, entrypoint: str = "flows.py:sleeper"):
@@ -225,8 +245,9 @@ def _stop(cloud: Cloud, prefect: PrefectHelper, runs: list[str]) -> None:
 def test_throttling_and_5xx_on_create_and_status_reads_are_absorbed(
     cloud: Cloud, prefect: PrefectHelper, report, kind: str, scale: int
 ) -> None:
+    scenario = f"{'throttling' if kind == 'throttle' else '5xx'} ×2 on each create and on status reads"
     if cloud.faults is None:
-        pytest.skip(f"{cloud.name}: no remote API to throttle or fail")
+        _skip(report, scenario, cloud, "no remote API to throttle or fail")
     runs, outcomes, started = [], [], time.monotonic()
     for _ in range(2 * scale):
         cloud.faults.fail_next(cloud.create, kind, times=2)  # twice per job: the SDK's (or pushpool's) retries
@@ -241,7 +262,7 @@ def test_throttling_and_5xx_on_create_and_status_reads_are_absorbed(
     states = {r: prefect.state(r)[0] for r in runs}
     injected = cloud.faults.count(kind)
     report.add(
-        f"{'throttling' if kind == 'throttle' else '5xx'} ×2 on each create and on status reads",
+        scenario,
         provider=cloud.name,
         runs=len(runs),
         faults=injected,
@@ -278,7 +299,7 @@ def test_a_job_that_never_starts_is_crashed_and_stopped(cloud: Cloud, prefect: P
     from pushpool.providers.base import JobHandle
 
     if cloud.hold is None:
-        pytest.skip(f"{cloud.name}: a job shows no pending state (running once created)")
+        _skip(report, "a job never starts", cloud, "a job shows no pending state (running once created)")
     run_id, outcome = _submit(cloud, prefect)
     assert outcome.outcome == "submitted", outcome
     cloud.hold(outcome.job_id)
@@ -307,8 +328,10 @@ def test_submit_dies_before_the_pid_while_lists_lag(cloud: Cloud, prefect: Prefe
     from pushpool.usecases.job_spec import build_job_spec
 
     if cloud.faults is None:
-        pytest.skip(f"{cloud.name}: a local job directory has no lag")
+        _skip(report, "submit dies before the pid, lists lag 1 s", cloud, "a local job directory has no lag")
     client = cloud.deps.orchestrator
+    # Room for a slow create on a loaded machine: the first tick must come within the pending timeout of the claim.
+    cloud.deps.settings = cloud.deps.settings.replace(pending_timeout_seconds=30)
     run_id = prefect.create_run(prefect.create_deployment(cloud.pool, job_variables=cloud.job_variables))
     claim = client.propose_state(run_id, StateType.PENDING)
     run = client.read_flow_run(run_id)
@@ -379,47 +402,49 @@ def test_cancel_and_max_run_time_act_within_one_tick(cloud: Cloud, prefect: Pref
     assert "maximum run time of 1 s" in prefect.read_run(overdue)["state"]["message"]
 
 
-def test_duplicate_storm_with_throttled_creates(cloud: Cloud, prefect: PrefectHelper, report, scale: int) -> None:
-    """N runs × M concurrent webhook deliveries racing the monitor's dispatch, the provider throttling the first
-    creates: exactly one job and one claim per run."""
+def _storm(cloud: Cloud, deliveries: list[str]) -> list:
+    """Webhook deliveries of ``deliveries`` (run ids), six at a time, racing a monitor ticking the pool throughout."""
     import json
-    import random
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from pushpool.entrypoints.auth import WebhookAuth
     from pushpool.entrypoints.http import handle_submit
 
-    runs_n, dup_m = 4 * scale, 4
-    extra = {"command": "sleep 60"} if cloud.name == "process" else {}
-    dep = prefect.create_deployment(cloud.pool, job_variables={**cloud.job_variables, **extra})
-    runs = [prefect.create_run(dep) for _ in range(runs_n)]
     auth, headers = WebhookAuth(cloud.deps.settings.webhook_tokens), {"Authorization": "Bearer test-token"}
-    deliveries = [r for r in runs for _ in range(dup_m)]
-    random.Random(23).shuffle(deliveries)
-    if cloud.faults is not None:
-        cloud.faults.fail_next(cloud.create, "throttle", times=3)
     stop = threading.Event()
 
     def monitor_loop() -> None:
         while not stop.is_set():
             pool_tick(cloud.deps, cloud.pool)
 
+    def deliver(run_id: str):
+        return handle_submit(cloud.deps, auth, headers, json.dumps({"flow_run_id": run_id}).encode(), trigger="storm")
+
     monitor = threading.Thread(target=monitor_loop)
     monitor.start()
     try:
         with ThreadPoolExecutor(max_workers=6) as pool_ex:
-            answers = list(
-                pool_ex.map(
-                    lambda r: handle_submit(
-                        cloud.deps, auth, headers, json.dumps({"flow_run_id": r}).encode(), trigger="storm"
-                    ),
-                    deliveries,
-                )
-            )
+            return list(pool_ex.map(deliver, deliveries))
     finally:
         stop.set()
         monitor.join()
+
+
+def test_duplicate_storm_with_throttled_creates(cloud: Cloud, prefect: PrefectHelper, report, scale: int) -> None:
+    """N runs × M concurrent webhook deliveries racing the monitor's dispatch, the provider throttling the first
+    creates: exactly one job and one claim per run."""
+    import random
+
+    runs_n, dup_m = 4 * scale, 4
+    extra = {"command": "sleep 60"} if cloud.name == "process" else {}
+    dep = prefect.create_deployment(cloud.pool, job_variables={**cloud.job_variables, **extra})
+    runs = [prefect.create_run(dep) for _ in range(runs_n)]
+    deliveries = [r for r in runs for _ in range(dup_m)]
+    random.Random(23).shuffle(deliveries)
+    if cloud.faults is not None:
+        cloud.faults.fail_next(cloud.create, "throttle", times=3)
+    answers = _storm(cloud, deliveries)
     jobs = {r: cloud.jobs_of(r) for r in runs}
     claims = {r: sum(1 for s in prefect.states(r) if s == ("PENDING", "Pending")) for r in runs}
     report.add(
@@ -434,3 +459,184 @@ def test_duplicate_storm_with_throttled_creates(cloud: Cloud, prefect: PrefectHe
     _stop(cloud, prefect, runs)
     assert all(a.status == 200 for a in answers), [a.body for a in answers if a.status != 200][:3]
     assert set(jobs.values()) == {1} and set(claims.values()) == {1}, (jobs, claims)
+
+
+def _sleeping(cloud: Cloud) -> dict:
+    """Job variables of a job that runs until stopped (the clouds' emulators hold every job as it is)."""
+    return {**cloud.job_variables, **({"command": "sleep 600"} if cloud.name == "process" else {})}
+
+
+def test_pool_limit_holds_under_a_storm(cloud: Cloud, prefect: PrefectHelper, report, scale: int) -> None:
+    """A pool limit of 2 while webhook deliveries (3 per run) race the monitor, round after round as the flows of the
+    runs in flight finish: never more than 2 runs in flight with a job, one job per run, every run gets its turn."""
+    limit, runs_n = 2, 4 * scale
+    prefect.request("PATCH", f"/work_pools/{cloud.pool}", json={"concurrency_limit": limit})
+    dep = prefect.create_deployment(cloud.pool, job_variables=_sleeping(cloud))
+    runs = [prefect.create_run(dep) for _ in range(runs_n)]
+    peak, ran, started = 0, set(), time.monotonic()
+    for _ in range(runs_n):  # a round lets at least one run in, or nothing will
+        waiting = [r for r in runs if r not in ran]
+        answers = _storm(cloud, waiting * 3)
+        assert all(a.status == 200 for a in answers), [a.body for a in answers if a.status != 200][:3]
+        in_flight = {r for r in waiting if cloud.jobs_of(r) > 0}  # the clouds' jobs run until stopped: the peak
+        peak = max(peak, len(in_flight))
+        ran |= in_flight
+        if not in_flight or ran == set(runs):
+            break
+        for run_id in in_flight:  # their flows finish: their slots are free (the monitor stops the jobs left over)
+            prefect.set_state(run_id, "COMPLETED", force=True)
+    jobs = {r: cloud.jobs_of(r) for r in runs}
+    report.add(
+        f"pool limit {limit} under a storm (3 deliveries per run + monitor)",
+        provider=cloud.name,
+        runs=runs_n,
+        faults=2 * runs_n,
+        duplicated=max(0, peak - limit) + sum(n > 1 for n in jobs.values()),
+        stuck=runs_n - len(ran),
+        longest_repair=time.monotonic() - started,
+    )
+    _stop(cloud, prefect, runs)
+    assert 1 <= peak <= limit, peak
+    assert ran == set(runs) and set(jobs.values()) == {1}, jobs
+
+
+CRASH_WINDOWS = ["after the claim", "after the job, before the pid", "after the pid, before the progress state"]
+
+
+def test_submit_dies_at_each_crash_window(cloud: Cloud, prefect: PrefectHelper, report, scale: int) -> None:
+    """Submit dies after each of its steps (claim, job, pid): within two monitor ticks past the pending timeout every
+    run is Pending with exactly one live job — the claim alone given back and dispatched again, the job found and
+    adopted, the job with its pid left alone."""
+    from pushpool.prefect_api.models import StateType
+    from pushpool.providers.base import JobHandle
+    from pushpool.usecases.job_spec import build_job_spec
+
+    client, backend = cloud.deps.orchestrator, cloud.deps.backend(cloud.name)
+    dep = prefect.create_deployment(cloud.pool, job_variables=_sleeping(cloud))
+    runs: dict[str, list[str]] = {}
+    for window in CRASH_WINDOWS:
+        for _ in range(scale):
+            run_id = prefect.create_run(dep)
+            claim = client.propose_state(run_id, StateType.PENDING)
+            assert claim.accepted
+            if window != CRASH_WINDOWS[0]:
+                run = client.read_flow_run(run_id)
+                spec = build_job_spec(settings=cloud.deps.settings, client=client, run=run,
+                                      pool=client.read_work_pool(cloud.pool), deployment=client.read_deployment(dep),
+                                      attempt=claim.state.id)  # fmt: skip
+                handle = backend.submit(spec)
+                if window == CRASH_WINDOWS[2]:
+                    client.set_infrastructure_pid(run_id, handle.id)
+            runs.setdefault(window, []).append(run_id)
+    fault_at = time.monotonic()
+    skip_ahead(cloud.deps, cloud.deps.settings.pending_timeout_seconds + 0.2)
+    for _ in range(2):  # within two ticks
+        pool_tick(cloud.deps, cloud.pool)
+    repaired = time.monotonic() - fault_at
+    wrong = {}
+    for window, run_ids in runs.items():
+        lost = stuck = duplicated = 0
+        for run_id in run_ids:
+            run = prefect.read_run(run_id)
+            pid, state = run["infrastructure_pid"], run["state"]["type"]
+            alive = bool(pid) and backend.status([JobHandle(backend.name, pid)])[pid].state.is_alive
+            lost += state in ("PENDING", "RUNNING", "CANCELLING") and not alive
+            stuck += not (state == "PENDING" and alive)
+            duplicated += cloud.jobs_of(run_id) > 1
+            if not (state == "PENDING" and alive) or cloud.jobs_of(run_id) != 1:
+                wrong[run_id] = (window, run["state"], pid, cloud.jobs_of(run_id))
+        report.add(f"submit dies {window}", provider=cloud.name, runs=len(run_ids), faults=len(run_ids), lost=lost,
+                   duplicated=duplicated, stuck=stuck, longest_repair=repaired)  # fmt: skip
+    _stop(cloud, prefect, [r for run_ids in runs.values() for r in run_ids])
+    assert wrong == {}, wrong
+
+
+def test_prefect_api_gone_mid_tick(cloud: Cloud, prefect: PrefectHelper, prefect_outage, report) -> None:
+    """The Prefect API goes away twice in one monitor tick (connections cut, then refused) and comes back: first while
+    the tick's dispatch writes a new job's pid (the job exists, Prefect does not know it), then from when the tick has
+    read the runs in flight to the end of the tick (it acts on none of them). No wrong transition, no second job, and
+    the next two ticks finish what the first could not: the new job adopted, a cancellation finished, a claim whose
+    submitter died given back."""
+    from pushpool.errors import PushpoolError
+    from pushpool.prefect_api.models import StateType
+    from pushpool.providers.base import JobHandle
+    from pushpool.usecases.monitor import tick
+
+    deps, backend = cloud.deps, cloud.deps.backend(cloud.name)
+    client = deps.orchestrator
+    client.max_retries = 2  # a few quick retries against the outage, then the tick goes on
+    dep = prefect.create_deployment(cloud.pool, job_variables=_sleeping(cloud))
+    alive, cancelling, stale = (prefect.create_run(dep) for _ in range(3))
+    for run_id in (alive, cancelling):
+        assert submit_run(deps, client.read_flow_run(run_id), client.read_work_pool(cloud.pool)).outcome == "submitted"
+    prefect.set_state(cancelling, "CANCELLING")
+    assert client.propose_state(stale, StateType.PENDING).accepted  # a submitter that died after the claim
+    skip_ahead(deps, deps.settings.pending_timeout_seconds + 0.2)
+    due = prefect.create_run(dep)  # Scheduled, due: this tick dispatches it
+    pool = client.read_work_pool(cloud.pool)
+
+    seen, original, downs = {"reads": 0, "failed": 0, "pid": 0}, client._request, prefect_outage.downs
+
+    def going_away(method: str, path: str, **kwargs):
+        pid_write = (method, path) == ("PATCH", f"/flow_runs/{due}") and "infrastructure_pid" in (
+            kwargs.get("json") or {}
+        )
+        if (pid_write and seen["pid"] == 0) or seen["reads"] == 2:  # the pid write; the in-flight and ended runs read
+            prefect_outage.down()
+        try:
+            return original(method, path, **kwargs)
+        except PushpoolError:
+            seen["failed"] += 1
+            raise
+        finally:
+            seen["pid"] += pid_write
+            if pid_write and seen["reads"] < 2:
+                prefect_outage.up()  # back for the rest of the dispatch and the reconciliation's reads
+            if (method, path) == ("POST", "/flow_runs/filter"):
+                seen["reads"] += 1
+
+    client._request = going_away  # type: ignore[method-assign]
+    try:
+        during = tick(deps, pools=[pool])
+    except PushpoolError as exc:
+        during = exc
+    finally:
+        client._request = original  # type: ignore[method-assign]
+        downs = prefect_outage.downs - downs
+        if not prefect_outage.is_up:
+            prefect_outage.up()
+    back = time.monotonic()
+    for _ in range(2):
+        tick(deps, pools=[pool])
+    repaired = time.monotonic() - back
+    runs = {r: prefect.read_run(r) for r in (alive, cancelling, stale, due)}
+
+    def job_alive(run_id: str) -> bool:
+        pid = runs[run_id]["infrastructure_pid"]
+        return bool(pid) and backend.status([JobHandle(backend.name, pid)])[pid].state.is_alive
+
+    def pending_and_alive(run_id: str) -> bool:
+        return runs[run_id]["state"]["type"] == "PENDING" and job_alive(run_id)
+
+    right = {
+        "alive untouched": pending_and_alive(alive),
+        "cancelling finished, its job stopped": runs[cancelling]["state"]["type"] == "CANCELLED"
+        and not job_alive(cancelling),
+        "stale given back or dispatched again": runs[stale]["state"]["type"] == "SCHEDULED" or pending_and_alive(stale),
+        "due's job adopted": pending_and_alive(due),
+    }
+    jobs = {r: cloud.jobs_of(r) for r in runs}
+    report.add(
+        "Prefect API gone mid-tick (twice), back",
+        provider=cloud.name,
+        runs=len(runs),
+        faults=seen["failed"],
+        lost=sum(not pending_and_alive(r) for r in (alive, due)),
+        duplicated=sum(n > 1 for n in jobs.values()),
+        stuck=sum(not ok for ok in right.values()),
+        longest_repair=repaired,
+    )
+    _stop(cloud, prefect, list(runs))
+    assert downs == 2 and seen["pid"] == 1 and seen["failed"] >= 2, (seen, during)  # both outages hit the tick
+    assert all(right.values()), (right, during, {r: runs[r]["state"] for r in runs})
+    assert jobs[alive] == jobs[due] == 1 and max(jobs.values()) == 1, jobs  # (a stopped process job's dir is removed)

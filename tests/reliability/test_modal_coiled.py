@@ -1,23 +1,21 @@
 """The reliability scenarios for ``modal:push`` and ``coiled:push``: a duplicate storm (webhook deliveries and monitor
-dispatch racing) and submit dying between the job and its pid — against the local Modal and Coiled servers, which hold
-the jobs (nothing runs: the emulators leave every job running until it is stopped)."""
+dispatch racing, no throttling) — against the local Modal and Coiled servers, which hold the jobs (nothing runs: the
+emulators leave every job running until it is stopped). Submit dying between the job and its pid, and the rest of the
+table: test_every_provider.py."""
 
 from __future__ import annotations
 
 import json
 import random
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from pushpool.entrypoints.auth import WebhookAuth
 from pushpool.entrypoints.http import handle_submit
-from pushpool.prefect_api.models import StateType
 from pushpool.providers.base import JobHandle
-from pushpool.usecases.job_spec import build_job_spec
 
-from tests.helpers import PrefectHelper, pool_tick, skip_ahead
+from tests.helpers import PrefectHelper, pool_tick
 
 pytestmark = pytest.mark.integration
 
@@ -98,37 +96,3 @@ def test_duplicate_storm(deps, prefect: PrefectHelper, emulated, report, scale: 
     )
     _stop_all(deps, prefect, type_name, runs)
     assert duplicated == 0 and lost == 0 and set(claims.values()) == {1}
-
-
-def test_submit_dies_between_the_job_and_its_pid(deps, prefect: PrefectHelper, emulated, report) -> None:
-    """The job exists, its pid was never written: the monitor finds it where the run's configuration put it."""
-    type_name, pool, jobs_of = emulated
-    client = deps.orchestrator
-    runs = []
-    for _ in range(3):
-        run_id = prefect.create_run(prefect.create_deployment(pool))
-        claim = client.propose_state(run_id, StateType.PENDING)
-        run = client.read_flow_run(run_id)
-        spec = build_job_spec(settings=deps.settings, client=client, run=run, pool=client.read_work_pool(pool),
-                              deployment=client.read_deployment(run.deployment_id), attempt=claim.state.id)  # fmt: skip
-        deps.backend(type_name.split(":")[0]).submit(spec)
-        runs.append(run_id)
-    fault_at = time.monotonic()
-    skip_ahead(deps, deps.settings.pending_timeout_seconds + 0.2)
-    for _ in range(2):  # within two ticks
-        pool_tick(deps, pool)
-    backend = deps.backend(type_name.split(":")[0])
-    adopted = [prefect.read_run(r)["infrastructure_pid"] for r in runs]
-    alive = [bool(pid) and backend.status([JobHandle(backend.name, pid)])[pid].state.is_alive for pid in adopted]
-    report.add(
-        "submit dies after the job, before the pid",
-        provider=type_name.split(":")[0],
-        runs=len(runs),
-        faults=len(runs),
-        lost=sum(not a for a in alive),
-        duplicated=sum(jobs_of(r) > 1 for r in runs),
-        stuck=sum(prefect.state(r)[0] != "PENDING" for r in runs),
-        longest_repair=time.monotonic() - fault_at,
-    )
-    _stop_all(deps, prefect, type_name, runs)
-    assert all(alive) and all(jobs_of(r) == 1 for r in runs)
