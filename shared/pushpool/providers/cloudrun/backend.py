@@ -282,7 +282,8 @@ class CloudRunBackend(BackendBase):
         except BackendError as exc:
             if isinstance(exc.__cause__, exceptions.NotFound):
                 return
-            if self.status([handle])[handle.id].state.is_final:  # already ended (FAILED_PRECONDITION)
+            found = self._get_execution(execution, identity)  # one read of it, not a list of its region
+            if found is None or self._to_status(found, identity).state.is_final:  # ended (FAILED_PRECONDITION)
                 return
             raise
 
