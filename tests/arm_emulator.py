@@ -155,6 +155,7 @@ class ArmEmulator:
         self.quota: int | None = None  # groups per subscription
         self.restarts = 0
         self.requests: list[tuple[str, str]] = []  # (method, route)
+        self.paths: list[tuple[str, str]] = []  # (route, path) of each call, beside ``requests``: which group it read
         self.faults: list[list[Any]] = []  # [method, route, status, code, times]
         self.bad_days = Faults()  # operations: "METHOD /path" (tests/faults.py)
         self.page_size = page_size
@@ -247,6 +248,7 @@ class ArmEmulator:
             route = "resource"
         with self.lock:
             self.requests.append((method, route))
+            self.paths.append((route, parts.path))
             for fault in self.faults:
                 if fault[0] == method and fault[1] == route and fault[4] > 0:
                     fault[4] -= 1

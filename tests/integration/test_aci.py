@@ -5,6 +5,7 @@ command and environment ARM received, run here, so that the real flow completes.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import os
 import subprocess
@@ -400,3 +401,65 @@ def test_an_aci_credentials_block_creates_the_group_and_the_monitor_follows_it_w
         assert "client_id, tenant_id and client_secret" in prefect.read_run(partial)["state"]["message"]
     finally:
         deps.orchestrator.close()
+
+
+def test_a_ticks_calls_grow_with_the_resource_groups_and_the_groups_alive_not_with_every_group(
+    aci_deps, prefect: PrefectHelper, aci_pool, arm
+) -> None:
+    """Issue 23 item 3: a tick over 51 in-flight runs in one resource group is one list of it, one GET per group still
+    alive (ARM's list carries no instance view: the floor), and what the groups that changed need. A group seen ended
+    is not read again, one this process deleted is not looked for again; a group just created and not listed yet
+    (lag) is read alone — never declared gone on the list alone."""
+    rg = "rg-pushpool-tick"  # a resource group of this test's own: other tests' groups are not in its list
+    arm.add_resource_group(AZ_SUB, rg, "westeurope")
+    pool = aci_pool(_template(resource_group_name=rg))
+    runs = [_run(prefect, pool) for _ in range(51)]
+    jobs = [_submit(aci_deps, r).job_id for r in runs]
+    assert all(f"/resourceGroups/{rg}/" in j for j in jobs)
+    old = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)).isoformat()
+    for run_id, job in zip(runs, jobs, strict=True):
+        arm.start_container(job)
+        prefect.set_state(run_id, "RUNNING")
+        arm.group(job).created = old
+    late = jobs[50]
+    arm.group(late).created = dt.datetime.now(dt.timezone.utc).isoformat()  # created moments ago: not listed yet
+    failed, done, alive = jobs[:3], jobs[3:6], jobs[6:]
+    for job in failed:
+        arm.exit(job, 1, ["ModuleNotFoundError: No module named 'pandas'"])
+    for run_id, job in zip(runs[3:6], done, strict=True):
+        arm.exit(job, 0, ["done"])
+        prefect.set_state(run_id, "COMPLETED", force=True)
+
+    def reads(since: int) -> dict[str, int]:
+        """GETs of each group since ``since`` (by resource id), and the other calls by route."""
+        out: dict[str, int] = {}
+        for route, path in arm.paths[since:]:
+            key = next((j for j in jobs if j.lower() == path.lower()), route) if route == "get" else route
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    arm.bad_days.list_after(300)
+    try:
+        before = len(arm.paths)
+        report = pool_tick(aci_deps, pool)
+    finally:
+        arm.bad_days.clear()
+    calls = reads(before)
+    assert report.reconciled["crash"] == 3 and report.reconciled["cleanup"] == 3, report
+    assert calls.pop("list") == 1
+    assert calls.pop("logs") == 3 and calls.pop("delete") == 3
+    assert calls.pop(late) == 1 and prefect.state(runs[50])[0] == "RUNNING"  # read alone, not declared gone
+    # Each alive group once (the floor); a failed one also for its logs, a completed one also before its delete.
+    assert calls == {**{j: 1 for j in alive[:-1]}, **{j: 2 for j in failed + done}}
+
+    before = len(arm.paths)
+    report = pool_tick(aci_deps, pool)  # the crashed runs are final: their groups go; the deleted ones are not read
+    calls = reads(before)
+    assert report.reconciled["cleanup"] == 3, report
+    assert calls.pop("list") == 1 and calls.pop("delete") == 3
+    assert calls == {**{j: 1 for j in alive}, **{j: 1 for j in failed}}  # a failed group: its delete's GET only
+
+    before = len(arm.paths)
+    pool_tick(aci_deps, pool)  # nothing changed: the list, and the groups still alive
+    calls = reads(before)
+    assert calls.pop("list") == 1 and calls == {j: 1 for j in alive}

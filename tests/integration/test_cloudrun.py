@@ -375,6 +375,71 @@ def test_status_of_many_runs_is_one_call_per_location(
     assert emulator.requests[before:] == [("GET", f"/v2/projects/{PROJECT}/locations/us-central1/jobs/-/executions")]
 
 
+def _tick_calls(emulator: CloudRunEmulator, since: int) -> dict[str, int]:
+    """The Cloud Run (and Cloud Logging) calls made since ``since``, by kind."""
+    kinds: dict[str, int] = {}
+    for method, path in emulator.requests[since:]:
+        if method == "GET" and path.endswith("/jobs/-/executions"):
+            kind = "list executions"
+        elif method == "GET" and path.endswith("/jobs"):
+            kind = "list jobs"
+        elif method == "GET" and path.endswith("/tasks"):
+            kind = "list tasks"
+        elif method == "GET" and "/executions/" in path:
+            kind = "get execution"
+        elif method == "DELETE":
+            kind = "delete job"
+        elif path == "/v2/entries:list":
+            kind = "read logs"
+        else:
+            kind = f"{method} {path}"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
+@pytest.mark.parametrize("pool_type", ["cloud-run-v2:push", "cloud-run:push"])
+def test_a_ticks_calls_grow_with_the_locations_and_the_runs_that_changed_not_with_the_runs(
+    cr_deps, prefect: PrefectHelper, emulator: CloudRunEmulator, pool_type: str
+) -> None:
+    """Issue 23 item 3: a tick over 50 in-flight runs of one region is one list of the region's executions (and the
+    sweep's one list of its jobs), plus what the runs that changed need: a failed execution's tasks once (not on every
+    tick), its logs once, a finished job's delete — never a list of the region per finished job, never a read of a
+    job this process deleted."""
+    region = "asia-east1"  # a region of this test's own: other tests' executions do not share its list
+    pool = make_pool(prefect, pool_type, region=region)
+    dep = prefect.create_deployment(pool)
+    runs = [prefect.create_run(dep) for _ in range(50)]
+    jobs = [_submit(cr_deps, r).job_id for r in runs]
+    assert all(f"/locations/{region}/" in j for j in jobs)
+    for job in jobs[:3]:  # three fail: their runs are crashed (tasks and logs read), then their jobs deleted
+        emulator.exit(job, 1, ["ModuleNotFoundError: No module named 'pandas'"])
+    for run_id, job in zip(runs[3:6], jobs[3:6], strict=True):  # three completed: their jobs deleted at once
+        emulator.exit(job, 0, ["done"])
+        prefect.set_state(run_id, "COMPLETED", force=True)
+
+    before = len(emulator.requests)
+    report = pool_tick(cr_deps, pool)
+    assert report.reconciled["crash"] == 3 and report.reconciled["cleanup"] == 3, report
+    assert _tick_calls(emulator, before) == {
+        "list executions": 1,  # the region's executions, once for the 50 runs (and once, not per job, for cleanup)
+        "list jobs": 1,  # the sweep of jobs that never started: one per location
+        "list tasks": 3,  # the failed executions' exit codes
+        "read logs": 3,  # the crashed runs' last lines
+        "delete job": 3,  # the completed runs' jobs
+    }
+    assert all(prefect.state(r)[0] == "CRASHED" for r in runs[:3])
+
+    before = len(emulator.requests)
+    report = pool_tick(cr_deps, pool)  # the crashed runs are final now: their jobs go; the deleted ones are not read
+    assert report.reconciled["cleanup"] == 3, report
+    assert _tick_calls(emulator, before) == {"list executions": 1, "list jobs": 1, "delete job": 3}
+
+    before = len(emulator.requests)
+    pool_tick(cr_deps, pool)  # nothing changed: the lists alone
+    assert _tick_calls(emulator, before) == {"list executions": 1, "list jobs": 1}
+    assert [j for j in jobs if j.split("/executions/")[0] in emulator.jobs] == jobs[6:]
+
+
 # -- end to end ------------------------------------------------------------------------------------------------------
 
 

@@ -21,8 +21,13 @@
   unassignable too).
 * State: the provisioning state, the group's instance view and the container's current state and exit code
   (``PROVISIONING_STATES``, ``GROUP_STATES``, ``CONTAINER_STATES``; a test keeps them complete). ``status`` lists each
-  resource group once (existence and provisioning state of all its groups); ARM's list carries no instance view, so
-  each provisioned group is then read with one GET.
+  resource group once per identity (existence and provisioning state of all its groups, page by page). ARM's list
+  carries no instance view (Azure/azure-rest-api-specs#21280), so a provisioned group whose end this process has not
+  seen yet is then read with one GET — the floor on ARM: a running container's end shows nowhere else. A group seen
+  ended (succeeded, failed, stopped) is not read again while the list shows it unchanged, and one this process deleted
+  is not looked for again; a group missing from the list is read with one GET before it is called gone (a group
+  created moments ago may not be listed yet). What is kept (``pushpool.providers.memo``: bounded, per identity) is an
+  optimisation of a warm process; a cold one asks ARM again.
 * Cancel = stop (POST .../stop); logs = ``list_logs`` (the monitor reads them before it crashes a run; cleanup comes
   on a later tick, once the run is final); cleanup deletes a finished group unless it was created with
   ``keep_container_group``.
@@ -57,6 +62,7 @@ from pushpool.providers.base import (
     describe_exit,
     is_secret_name,
 )
+from pushpool.providers.memo import Memo
 
 DEFAULT_IMAGE = "prefecthq/prefect:3-latest"
 DEFAULT_CONTAINER = "prefect"
@@ -104,6 +110,7 @@ CONTAINER_STATES: Mapping[str, JobState] = MappingProxyType(
         "Terminated": JobState.FAILED,  # refined by the exit code
     }
 )
+ENDED = (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED)  # an ended group: nothing pushpool does restarts it
 # Detail statuses of a waiting container that mean it will never start.
 START_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CrashLoopBackOff"})
 
@@ -150,6 +157,9 @@ class AciBackend(BackendBase):
         self._locations: dict[tuple[str, str], str] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        # Keyed by (identity, resource id, lower-cased); see the module docstring.
+        self._ended = Memo()  # (listed provisioning state, status) of a group seen ended
+        self._deleted = Memo()  # groups this process deleted: MISSING without a call
 
     @classmethod
     def from_options(cls, **options: Any) -> AciBackend:
@@ -217,23 +227,34 @@ class AciBackend(BackendBase):
                 out.update({handle_id: failed for handle_id, _ in items})
                 continue
             for handle_id, name in items:
+                key = (identity, handle_id.lower())
                 summary = listed.get(name.lower())
-                if summary is None:
-                    out[handle_id] = JobStatus(JobState.MISSING, reason="container group not found")
+                provisioning = str(summary.provisioning_state or "") if summary is not None else ""
+                if summary is None and key in self._deleted:
+                    out[handle_id] = JobStatus(JobState.MISSING, reason="container group deleted (cleaned up)")
                     continue
-                provisioning = str(summary.provisioning_state or "")
-                if PROVISIONING_STATES.get(provisioning) in (JobState.PENDING, JobState.MISSING):
+                if summary is not None and PROVISIONING_STATES.get(provisioning) in (
+                    JobState.PENDING,
+                    JobState.MISSING,
+                ):
                     out[handle_id] = to_status(summary)  # no instance view needed (nor listed)
                     continue
-                try:
+                seen = self._ended.get(key) if summary is not None else None
+                if seen is not None and seen[0] == provisioning:
+                    out[handle_id] = seen[1]  # ended, and listed as it was then: no need to read it again
+                    continue
+                try:  # provisioned (the instance view says what the container does), or not listed (yet?)
                     with azure_errors():
                         group = self._get(client, rg, name)
                 except BackendError as exc:
                     out[handle_id] = JobStatus(JobState.UNKNOWN, reason=exc.one_line())
                     continue
-                out[handle_id] = (
-                    to_status(group) if group else JobStatus(JobState.MISSING, reason="container group not found")
-                )
+                if group is None:
+                    out[handle_id] = JobStatus(JobState.MISSING, reason="container group not found")
+                    continue
+                out[handle_id] = to_status(group)
+                if out[handle_id].state in ENDED:
+                    self._ended.put(key, (str(group.provisioning_state or ""), out[handle_id]))
         return out
 
     def cancel(self, handle: JobHandle, *, grace_seconds: float = 10.0) -> None:
@@ -280,15 +301,16 @@ class AciBackend(BackendBase):
         try:
             with azure_errors():
                 group = self._get(client, rg, name)
-                if group is None or (group.tags or {}).get(KEEP_TAG) == "true":
+                if group is not None and (group.tags or {}).get(KEEP_TAG) == "true":
                     return
-                if to_status(group).state.is_alive:
+                if group is not None and to_status(group).state.is_alive:
                     return  # never delete a live job
-                client.container_groups.begin_delete(rg, name, polling=False)
+                if group is not None:
+                    client.container_groups.begin_delete(rg, name, polling=False)
         except BackendError as exc:
-            if arm_status(exc.__cause__) == 404:
-                return
-            raise
+            if arm_status(exc.__cause__) != 404:
+                raise
+        self._deleted.put((_block_key(_block_of(handle)), handle.id.lower()), True)
 
     # -- the container group ------------------------------------------------------------------------------------
 

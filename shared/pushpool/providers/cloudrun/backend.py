@@ -11,11 +11,19 @@
   plaintext: pushpool refuses the job instead. The task timeout follows ``max_run_time_seconds`` unless ``timeout`` is
   set (Prefect's 600 s default would kill long flows); ``maxRetries`` is 0 unless set (retries are the flow's).
 * ``status`` lists every execution of a location in one call (``jobs/-``), page by page, and looks up individually only
-  what the list did not hold; a failed execution's exit code comes from its task (one more call, once).
+  what the list did not hold; a failed execution's exit code comes from its task (one more call, once: the answer is
+  kept, as an ended execution never changes). A tick's cost therefore grows with the locations and identities, not
+  with the runs: one list per location (per page of 500), plus a call for each execution that failed since the last
+  tick and each one missing from the list.
 * Cleanup deletes the job (and with it its executions) once its execution ended, unless ``keep_job``: Cloud Run allows
-  1,000 jobs per region. A job that never started (its submit failed between CreateJob and RunJob) is found by
-  ``unstarted_jobs`` (one ListJobs per location of the pools, each tick) and deleted by the monitor once its run is
-  final or gone (``usecases/unstarted.py``), with the listed etag so a job run meanwhile is left alone.
+  1,000 jobs per region. Whether it ended is what this process's ``status`` already saw (an ended execution stays
+  ended), else one GET of the execution — never a list of the region per job. A job deleted here is remembered as gone,
+  so the ended runs the monitor still watches cost no call either.
+* What is kept (``pushpool.providers.memo``: bounded, per identity, only what cannot change) is an optimisation of a
+  warm process; a cold one asks the API again.
+* A job that never started (its submit failed between CreateJob and RunJob) is found by ``unstarted_jobs`` (one
+  ListJobs per location of the pools, each tick) and deleted by the monitor once its run is final or gone
+  (``usecases/unstarted.py``), with the listed etag so a job run meanwhile is left alone.
 * 429/5xx are retried with google-api-core's retry (exponential backoff with jitter), then surface as
   BackendUnavailableError with Google's reason.
 * The handle id is the execution's resource name (``projects/<p>/locations/<r>/jobs/<job>/executions/<e>``), with
@@ -57,6 +65,7 @@ from pushpool.providers.base import (
 )
 from pushpool.providers.cloudrun.config import CloudRunJobConfig, SecretKeySelector
 from pushpool.providers.cloudrun.gcp import NAME, google_errors, retry_policy, status_code
+from pushpool.providers.memo import Memo
 
 DEFAULT_IMAGE = "docker.io/prefecthq/prefect:3-latest"
 LIST_PAGE_SIZE = 500
@@ -110,6 +119,7 @@ COMMON_REASONS: Mapping[str, str] = MappingProxyType(
     }
 )
 DEADLINE_EXCEEDED = 4  # google.rpc.Code of a task attempt that hit the task timeout
+ENDED = (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED)  # an execution in one of these never changes again
 
 _EXECUTION = re.compile(r"^projects/([^/]+)/locations/([^/]+)/jobs/([^/]+)/executions/([^/#]+)$")
 _LABEL_UNSAFE = re.compile(r"[^a-z0-9_-]")
@@ -159,6 +169,10 @@ class CloudRunBackend(BackendBase):
         self._block_credentials: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._token_lock = threading.Lock()
+        # Keyed by (identity, execution name); see the module docstring.
+        self._ended = Memo()  # the status of an execution seen ended (cleanup needs no read of its own)
+        self._failures = Memo()  # a failed execution's exit code and reason (its task list, read once)
+        self._deleted = Memo()  # executions whose job this process deleted: MISSING without a call
 
     @classmethod
     def from_options(cls, **options: Any) -> CloudRunBackend:
@@ -236,6 +250,11 @@ class CloudRunBackend(BackendBase):
             for handle_id, execution in items:
                 found = listed.get(execution)
                 try:
+                    if found is None and (identity, execution) in self._deleted:
+                        out[handle_id] = JobStatus(
+                            JobState.MISSING, reason="execution deleted (its job was cleaned up)"
+                        )
+                        continue
                     if found is None:  # not in the list: ask for it alone before calling it gone
                         found = self._get_execution(execution, identity)
                     out[handle_id] = (
@@ -245,6 +264,9 @@ class CloudRunBackend(BackendBase):
                     )
                 except BackendError as exc:
                     out[handle_id] = JobStatus(JobState.UNKNOWN, reason=exc.one_line())
+                    continue
+                if out[handle_id].state in ENDED:
+                    self._ended.put((identity, execution), out[handle_id])
         return out
 
     def cancel(self, handle: JobHandle, *, grace_seconds: float = 10.0) -> None:
@@ -260,7 +282,8 @@ class CloudRunBackend(BackendBase):
         except BackendError as exc:
             if isinstance(exc.__cause__, exceptions.NotFound):
                 return
-            if self.status([handle])[handle.id].state.is_final:  # already ended (FAILED_PRECONDITION)
+            found = self._get_execution(execution, identity)  # one read of it, not a list of its region
+            if found is None or self._to_status(found, identity).state.is_final:  # ended (FAILED_PRECONDITION)
                 return
             raise
 
@@ -295,14 +318,21 @@ class CloudRunBackend(BackendBase):
         execution = _execution_name(handle.id)
         if execution is None or handle.id.endswith(KEEP):
             return
-        if self.status([handle])[handle.id].state not in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED):
-            return  # alive (left alone), already gone, or unknown
+        identity = self._handle_identity(handle)
+        if (identity, execution) not in self._ended:  # not seen ended by this process: read it (one call, not a list)
+            try:
+                found = self._get_execution(execution, identity)
+                if found is None or self._to_status(found, identity).state not in ENDED:
+                    return  # alive (left alone), already gone, or unknown
+            except BackendError:
+                return  # cannot tell now: the next tick tries again
         job = execution.rsplit("/executions/", 1)[0]
         with google_errors(f"deleting {job}"):
             try:
-                self._client("jobs", self._handle_identity(handle)).delete_job(name=job, retry=self._retry())
+                self._client("jobs", identity).delete_job(name=job, retry=self._retry())
             except exceptions.NotFound:
-                return
+                pass
+        self._deleted.put((identity, execution), True)
 
     # -- jobs that never started (SweepsUnstartedJobs) ---------------------------------------------------------------
 
@@ -479,13 +509,17 @@ class CloudRunBackend(BackendBase):
 
     def _failure(self, execution: Any, completed: Any, identity: str = "") -> tuple[int | None, str]:
         """A failed execution's exit code and reason: its failed task's last attempt, the condition, the log link."""
+        known = self._failures.get((identity, execution.name))
+        if known is not None:  # an ended execution's tasks never change: read once
+            return known  # type: ignore[no-any-return]
         code: int | None = None
         why = ""
+        read = True
         try:
             with google_errors(f"listing the tasks of {execution.name}"):
                 tasks = list(self._client("tasks", identity).list_tasks(parent=execution.name, retry=self._retry()))
         except BackendError:
-            tasks = []
+            tasks, read = [], False  # asked again on the next tick
         for task in tasks:
             result = task.last_attempt_result
             if result.status.code == DEADLINE_EXCEEDED:  # killed at the task timeout (term_signal says how)
@@ -506,6 +540,8 @@ class CloudRunBackend(BackendBase):
         text = "Cloud Run execution failed: " + ("; ".join(parts) or "no reason given")
         if execution.log_uri:
             text += f" (logs: {execution.log_uri})"
+        if read:
+            self._failures.put((identity, execution.name), (code, text))
         return code, text
 
     # -- plumbing ----------------------------------------------------------------------------------------------------
