@@ -94,8 +94,9 @@ compat-prefect: setup $(PREFECT_COMPAT_STAMPS)  ## the push path end to end agai
 	PUSHPOOL_PREFECT_COMPAT="$(foreach vd,$(PREFECT_COMPAT),$(word 1,$(subst :, ,$(vd)))=$(abspath .venv-prefect-$(word 1,$(subst :, ,$(vd))))/bin/python)" \
 		$(BIN)/python -m pytest -q tests/compat_prefect
 
-bench: $(BENCH_STAMP)  ## pushpool vs Prefect's ECS worker (moto + local Prefect): writes bench/results/<date>.md + PNG
-	$(BENCH_VENV)/bin/python bench/run.py
+# The per-provider monitor ticks (section 5b) run in the test environment, which has every provider's SDK and emulator.
+bench: setup $(BENCH_STAMP)  ## pushpool vs Prefect's ECS worker (moto + local Prefect): writes bench/results/<date>.md + PNG
+	PUSHPOOL_BENCH_PROVIDERS_PYTHON=$(abspath $(VENV))/bin/python $(BENCH_VENV)/bin/python bench/run.py
 
 reliability-report: setup  ## run the reliability scenarios and print lost/duplicated/stuck per scenario
 	rm -f .reliability/report.json
