@@ -180,7 +180,7 @@ def test_a_tick_s_status_lists_the_workspace_and_reads_only_the_jobs_that_change
 
 def test_the_listing_pages_down_to_the_oldest_job_asked_about_only(driven, monkeypatch) -> None:
     """Pages of the listing (newest first) are asked until every job is found: 7 jobs, pages of 3, the oldest two
-    asked about: three pages; the newest only: one page."""
+    asked about: three pages; the newest two: one page. (One job asked about alone is read on its own.)"""
     from pushpool.providers.coiled import api
 
     monkeypatch.setattr(api, "PAGE", 3)
@@ -191,8 +191,11 @@ def test_the_listing_pages_down_to_the_oldest_job_asked_about_only(driven, monke
     assert all(s.state.is_alive for s in fresh.status(handles[:2]).values())
     assert _calls(driven, before) == ["list"] * 3
     before = len(driven.callers)
-    assert fresh.status(handles[-1:])[handles[-1].id].state.is_alive
+    assert all(s.state.is_alive for s in fresh.status(handles[-2:]).values())
     assert _calls(driven, before) == ["list"]
+    before = len(driven.callers)
+    assert fresh.status(handles[:1])[handles[0].id].state.is_alive
+    assert _calls(driven, before) == [f"/api/v2/jobs/cluster/{handles[0].id.split('/')[1]}"]
     for handle in handles:
         backend.cancel(handle)
 

@@ -115,6 +115,7 @@ class CoiledBackend(BackendBase):
         for every job it shows pending or running; a job is read on its own (its cluster's jobs: the task's exit code,
         the cluster's state) only when the listing shows it ended or in a state it does not know, or does not show it
         — MISSING only when that read says so (a job not listed yet right after its creation is never declared gone).
+        A job asked about alone is read on its own.
         """
         out: dict[str, JobStatus] = {}
         groups: dict[tuple[str, str], tuple[CoiledApi, list[tuple[str, int, int]]]] = {}
@@ -131,8 +132,10 @@ class CoiledBackend(BackendBase):
                 continue
             groups.setdefault((key, workspace), (api, []))[1].append((handle.id, cluster_id, job_id))
         for (_, workspace), (api, jobs) in groups.items():
+            listed: dict[int, dict[str, Any]] = {}
             try:
-                listed = api.workspace_jobs(workspace, {job_id for _, _, job_id in jobs})
+                if len(jobs) > 1:  # one job alone (the monitor's re-check of a run): its own read is one call
+                    listed = api.workspace_jobs(workspace, {job_id for _, _, job_id in jobs})
             except BackendError:  # each job is then read on its own
                 listed = {}
             for handle_id, cluster_id, job_id in jobs:

@@ -177,7 +177,8 @@ class ModalBackend(BackendBase):
         task's ``started_at``); one sandbox is read on its own only when no listing shows it — it finished, it is
         gone (MISSING only when the read says so: a sandbox not listed yet right after its creation is read, never
         declared gone), or its app was not listed yet (its read names the app, which is then listed for the others).
-        A warm process lists first the apps its last status call found the token's sandboxes in."""
+        A warm process lists first the apps its last status call found the token's sandboxes in, unless one sandbox is
+        asked about alone (read first: its app is listed only while it runs, for its times)."""
         out: dict[str, JobStatus] = {}
         by_token: dict[str, tuple[Any, list[str]]] = {}  # token digest -> its client, its sandboxes
         for handle in handles:
@@ -210,8 +211,8 @@ class ModalBackend(BackendBase):
             except BackendError:  # each sandbox is then read on its own
                 return
 
-        with self._lock:
-            known = list(self._apps.get(key, ()))
+        with self._lock:  # a sandbox asked about alone (the monitor's re-check of a run) is read first
+            known = list(self._apps.get(key, ())) if len(ids) > 1 else []
         for app_id in known:
             list_app(app_id)
         for number, sandbox_id in enumerate(ids):
