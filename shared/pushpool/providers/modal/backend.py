@@ -199,7 +199,7 @@ class ModalBackend(BackendBase):
 
     def _status_of_token(self, key: str, client: Any, ids: list[str]) -> dict[str, JobStatus]:
         out: dict[str, JobStatus] = {}
-        listed: dict[str, Any] = {}  # sandbox id -> its SandboxInfo, from the listings of running sandboxes
+        listed: dict[str, tuple[Any, str]] = {}  # sandbox id -> its SandboxInfo and app, from the apps' listings
         apps_listed: set[str] = set()
         apps_found: list[str] = []  # the apps this token's sandboxes are in (listed first by the next call)
 
@@ -207,20 +207,21 @@ class ModalBackend(BackendBase):
             apps_listed.add(app_id)
             try:
                 with modal_errors():
-                    listed.update(running_sandboxes(client, app_id, ids))
+                    found = running_sandboxes(client, app_id, ids)
             except BackendError:  # each sandbox is then read on its own
                 return
+            listed.update((sandbox_id, (info, app_id)) for sandbox_id, info in found.items())
 
         with self._lock:  # a sandbox asked about alone (the monitor's re-check of a run) is read first
             known = list(self._apps.get(key, ())) if len(ids) > 1 else []
         for app_id in known:
             list_app(app_id)
         for number, sandbox_id in enumerate(ids):
-            info = listed.get(sandbox_id)
+            info, app_id = listed.get(sandbox_id, (None, ""))
             if info is not None and _live(info):
                 out[sandbox_id] = _listed_status(info)
-                if info.app_id and info.app_id not in apps_found:
-                    apps_found.append(info.app_id)
+                if app_id not in apps_found:
+                    apps_found.append(app_id)
                 continue
             try:
                 with modal_errors():
@@ -231,7 +232,7 @@ class ModalBackend(BackendBase):
                     if app_id and app_id not in apps_listed and (status.state.is_alive or number + 1 < len(ids)):
                         list_app(app_id)  # the others of its app are answered by the listing
                     if status.state is JobState.RUNNING:
-                        info = listed.get(sandbox_id)
+                        info = listed.get(sandbox_id, (None, ""))[0]
                         if info is not None and _live(info):
                             status = _listed_status(info)
                         elif not sandbox_scheduled(client, sandbox_id):  # not listed (yet): its task tells
@@ -242,8 +243,9 @@ class ModalBackend(BackendBase):
                 out[sandbox_id] = JobStatus(JobState.UNKNOWN, reason=exc.one_line())
             else:
                 out[sandbox_id] = status
-        with self._lock:
-            self._apps[key] = apps_found
+        if len(ids) > 1:  # a re-check of one sandbox leaves what the last tick learnt
+            with self._lock:
+                self._apps[key] = apps_found
         return out
 
     def cancel(self, handle: JobHandle, *, grace_seconds: float = 10.0) -> None:
