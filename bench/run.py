@@ -4,9 +4,10 @@ Writes ``bench/results/<date>.md``, ``bench/results/<date>-latency.png`` and ``<
 headline table. Asserts nothing. Options: --runs N (per dispatch mode, default 100), --interval S (mean pause after
 each run creation, 0.15), --spread N (punctuality: runs 1-3 s apart, 60), --same-second N (punctuality: runs due the
 same second, 200), --not-due N (runs created not yet due, 50), --burst N (1000), --scale N (10000),
---latency S (fake backend per call in the scale tick, 0.05), --dispatch-db postgres|sqlite (sections 1-2; postgres
-when installed), --skip SECTION[,SECTION] (cold,dispatch,punctuality,burst,scale), --keep (leave the servers' and
-actors' logs), --out DIR.
+--latency S (fake backend per call in the scale tick, 0.05), --provider-scale N[,N] (in-flight runs per provider in
+the per-provider monitor tick, 100,1000), --dispatch-db postgres|sqlite (sections 1-2; postgres when installed),
+--skip SECTION[,SECTION] (cold,dispatch,punctuality,burst,scale,providers), --keep (leave the servers' and actors'
+logs), --out DIR.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=1000)
     parser.add_argument("--scale", type=int, default=10000)
     parser.add_argument("--latency", type=float, default=0.05, help="fake backend latency per call (s)")
+    parser.add_argument("--provider-scale", default="100,1000", help="in-flight runs per provider tick (N[,N])")
     parser.add_argument(
         "--dispatch-db",
         choices=("postgres", "sqlite"),
@@ -72,6 +74,7 @@ def main() -> None:
     colds: list[coldstart.ColdStart] = []
     bursts: list[dispatch.Burst] = []
     ticks: list[scale.Tick] = []
+    provider_ticks: list[scale.ProviderTick] = []
     punct = punctuality.Result()
     try:
         step("Prefect server (SQLite) and moto")
@@ -186,6 +189,23 @@ def main() -> None:
                         ids_file,
                     )
                 )
+        if "providers" not in skip:
+            for runs in [int(n) for n in args.provider_scale.split(",") if n.strip()]:
+                for provider in scale.PROVIDERS:
+                    step(f"monitor scale per provider: {provider}, {runs} in-flight runs on its emulator")
+                    provider_ticks.append(scale.provider_tick(provider, runs))
+                    row = provider_ticks[-1]
+                    if row.error:
+                        step(f"  failed: {row.error[-300:]}")
+                    else:
+                        step(
+                            "  "
+                            + "; ".join(
+                                f"tick {i + 1}: {t['seconds'] * 1000:.0f} ms, {t['calls']['list']} list, "
+                                f"{t['calls']['job']} per-job, {t['calls']['other']} other calls"
+                                for i, t in enumerate(row.ticks)
+                            )
+                        )
     finally:
         for server in (sqlite, pg_server, dpg_server):
             if server is not None:
@@ -196,7 +216,9 @@ def main() -> None:
         moto.stop()
 
     step("writing the report")
-    write_report(out_dir, date, args, phases, colds, bursts, ticks, punct, md, headline, time.monotonic() - began)
+    write_report(
+        out_dir, date, args, phases, colds, bursts, ticks, punct, md, headline, time.monotonic() - began, provider_ticks
+    )
     if args.keep:
         print(f"logs kept in {work}")
     else:
@@ -205,7 +227,9 @@ def main() -> None:
     print(f"\nreport: {out_dir / (date + '.md')}")
 
 
-def write_report(out_dir, date, args, phases, colds, bursts, ticks, punct, md, headline, elapsed) -> None:
+def write_report(
+    out_dir, date, args, phases, colds, bursts, ticks, punct, md, headline, elapsed, provider_ticks=()
+) -> None:
     worker_default = next((p for p in phases if "default" in p.name), None)
     md += [
         f"# pushpool benchmarks — {date}",
@@ -218,6 +242,7 @@ def write_report(out_dir, date, args, phases, colds, bursts, ticks, punct, md, h
         "prefect-aws 0.7.12. Made by `make bench` "
         f"(`bench/run.py --runs {args.runs} --interval {args.interval} --spread {args.spread} "
         f"--same-second {args.same_second} --not-due {args.not_due} --burst {args.burst} --scale {args.scale} "
+        f"--provider-scale {args.provider_scale} "
         f"--dispatch-db {args.dispatch_db}"
         f"{' --skip ' + args.skip if args.skip else ''}`) "
         f"in {elapsed / 60:.1f} minutes. Nothing here is asserted; figures vary with the machine's load.",
@@ -324,6 +349,24 @@ def write_report(out_dir, date, args, phases, colds, bursts, ticks, punct, md, h
                 f"| {t.rss_before_mb:.0f} → {t.peak_rss_mb:.0f} MB | {outcome} |"
             )
         md.append("")
+    if provider_ticks:
+        md += [
+            "## 5b. Monitor scale per provider: one tick over N in-flight runs on each provider's emulator",
+            "",
+            "Each provider's emulator from tests/ on 127.0.0.1 (ECS: moto server; Cloud Run: the Admin API emulator; "
+            "ACI: the ARM endpoint; Modal: the gRPC control plane; Coiled: the REST API; process: `sleep` on this "
+            "machine), reached by pushpool's backend through the provider's real SDK. The runs are submitted through "
+            "pushpool's submit use-case (8 at once) against the orchestration fake (tests/fake_prefect.py, held to a "
+            "real Prefect server by its contract suite) and set Running; every job is alive, so nothing changed: the "
+            "calls are the monitor's steady-state cost. Calls are counted where the emulator receives them, by kind: "
+            "*list* = one call about many jobs (a listing page, or ECS DescribeTasks of up to 100 tasks), *per-job* = "
+            "one call about one job, *other*. Tick 1 is a fresh process's first tick (a cold function's), tick 2 the "
+            "same process's next. The time is pushpool plus the emulator on this machine (no network latency), "
+            "the orchestration fake's share negligible.",
+            "",
+            *scale.provider_lines(list(provider_ticks)),
+            "",
+        ]
     if punct.targets or punct.not_due:
         md += punctuality.report_lines(punct)
         if punct.targets:
@@ -401,6 +444,13 @@ def write_report(out_dir, date, args, phases, colds, bursts, ticks, punct, md, h
         headline.append(
             f"| monitor tick, {t.runs} runs ({t.name}) | {t.seconds:.2f} s, peak {t.peak_rss_mb:.0f} MB | – |"
         )
+    for r in provider_ticks:
+        if not r.error and r.ticks:
+            c = r.ticks[0]["calls"]
+            headline.append(
+                f"| monitor tick, {r.in_flight} runs on {r.provider} (emulator, fresh process) "
+                f"| {r.ticks[0]['seconds'] * 1000:.0f} ms, {c['list']} list + {c['job']} per-job calls | – |"
+            )
     _ = by
     md[2:2] = ["## Headline", "", *headline, ""]
     (out_dir / f"{date}.md").write_text("\n".join(md) + "\n")

@@ -1,6 +1,8 @@
 """Monitor scale: one tick over many in-flight runs — real (Prefect on PostgreSQL + moto) and at 10,000 with the
 latency-injecting fake backend (tests/fakes.py). The 10,000 runs are written into PostgreSQL directly, copied from a
-real Running run made through the API (creating them one by one would take minutes here and measure Prefect)."""
+real Running run made through the API (creating them one by one would take minutes here and measure Prefect).
+Per provider (bench/provider_tick.py): a tick over N in-flight runs on every provider's emulator, its backend calls
+by kind (one call about many jobs: a listing or a batched describe; one about one job; other) and its wall time."""
 
 from __future__ import annotations
 
@@ -115,3 +117,78 @@ def seed_running_runs(api: harness.Api, pg: harness.Postgres, pool: str, templat
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
         fh.write("\n".join(ids))
     return fh.name
+
+
+# -- per provider: one tick over N in-flight runs on each provider's emulator (bench/provider_tick.py) ----------------
+
+PROVIDERS = ("process", "ecs", "cloudrun", "aci", "modal", "coiled")
+
+
+@dataclass
+class ProviderTick:
+    provider: str
+    runs: int
+    in_flight: int = 0
+    submit_seconds: float = 0.0
+    ticks: list = field(default_factory=list)  # [{"seconds", "calls": {"list", "job", "other", "by_call"}, "report"}]
+    error: str = ""
+
+
+def providers_python() -> str:
+    """The interpreter of the per-provider ticks: one with every provider's SDK (``make bench`` passes the test
+    environment's, ``PUSHPOOL_BENCH_PROVIDERS_PYTHON``; .venv-bench has the AWS SDK only)."""
+    return os.environ.get("PUSHPOOL_BENCH_PROVIDERS_PYTHON") or sys.executable
+
+
+def provider_tick(provider: str, runs: int, timeout: float = 1200.0) -> ProviderTick:
+    result = ProviderTick(provider, runs)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MODAL_", "DASK_COILED__"))}
+    env["PYTHONPATH"] = str(ROOT)
+    try:
+        out = subprocess.run(
+            [providers_python(), str(ROOT / "bench" / "provider_tick.py"), provider, str(runs)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        result.error = f"no answer within {timeout:.0f} s"
+        return result
+    try:
+        data = json.loads(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        result.error = (out.stderr or out.stdout)[-600:]
+        return result
+    result.in_flight, result.submit_seconds, result.ticks = data["in_flight"], data["submit_seconds"], data["ticks"]
+    return result
+
+
+def provider_lines(rows: list[ProviderTick]) -> list[str]:
+    """The report's per-provider table: each tick's backend calls by kind and its wall time, side by side."""
+
+    def calls(tick: dict) -> str:
+        c = tick["calls"]
+        return f"{c['list']} / {c['job']} / {c['other']}"
+
+    def detail(tick: dict) -> str:
+        return ", ".join(f"`{k}` {v}" for k, v in sorted(tick["calls"]["by_call"].items(), key=lambda kv: -kv[1])[:4])
+
+    lines = [
+        "| provider | in-flight runs | tick 1 (fresh process): time | list / per-job / other calls | tick 2 (warm): "
+        "time | list / per-job / other calls | tick 1's calls | outcome |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.error or len(r.ticks) < 2:
+            lines.append(f"| {r.provider} | {r.runs} | – | – | – | – | – | {r.error[-200:].replace(chr(10), ' ')} |")
+            continue
+        first, warm = r.ticks
+        outcome = json.dumps(first["report"].get("reconciled", {}))
+        if first["report"].get("errors"):
+            outcome += " errors: " + "; ".join(first["report"]["errors"])[:200]
+        lines.append(
+            f"| {r.provider} | {r.in_flight} | {first['seconds'] * 1000:.0f} ms | {calls(first)} "
+            f"| {warm['seconds'] * 1000:.0f} ms | {calls(warm)} | {detail(first)} | {outcome} |"
+        )
+    return lines

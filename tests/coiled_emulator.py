@@ -5,7 +5,8 @@
 Coiled's behaviour it keeps, as far as its client shows it: authentication first (``/api/v2/user/me``, 401 for an
 unknown token); a cluster name is unique while its cluster lives (a second create answers ``existing``); a job runs
 only once a cluster names it in ``batch_job_ids``; task states ``pending``/``assigned``/``running``/``done``/``error``
-with an exit code; stopping a cluster (DELETE) stops its job; logs are lines tagged ``__BATCH <job>.<task>__``.
+with an exit code; stopping a cluster (DELETE) stops its job; logs are lines tagged ``__BATCH <job>.<task>__``;
+a workspace's batch jobs are listed newest first in pages (``GET /api/v2/jobs/``, as ``coiled batch list`` asks).
 Unknown workspaces and VM types are refused as Coiled refuses them (404, 400 with a message).
 
 Accounts: each token is one user's (``token``/``account`` the default one, a member of ``account`` and
@@ -23,6 +24,7 @@ a cluster found by name only some time after its creation.
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import itertools
 import json
@@ -52,6 +54,7 @@ class FakeJob:
     output: list[str] = field(default_factory=list)
     process: subprocess.Popen[str] | None = None
     reader: threading.Thread | None = None
+    created: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -217,6 +220,8 @@ class CoiledEmulator:
                     job_id = int(pattern.removeprefix("__BATCH ").rstrip("."))
                     job = self.jobs.get(job_id)
                     return 200, {"events": [{"message": line} for line in (job.output if job else [])]}
+        if method == "GET" and url.path == "/api/v2/jobs/":
+            return self._list_jobs(query, member_of, username)
         if parts[:4] == ["api", "v2", "jobs", "cluster"]:
             cluster = self.clusters.get(int(parts[4]))
             if cluster is None or cluster.workspace not in member_of:
@@ -233,6 +238,47 @@ class CoiledEmulator:
                 if j.cluster_id == cluster.id
             ]
         return 404, {"message": f"no such endpoint: {method} {url.path}"}
+
+    def _list_jobs(self, query: dict[str, list[str]], member_of: set[str], username: str) -> tuple[int, Any]:
+        """``GET /api/v2/jobs/?workspace=&limit=&offset=`` as ``coiled batch list`` reads it: a page of the workspace's
+        batch jobs (all the caller's workspaces without one), newest first, ``{"items": [...], "count": n}``
+        (django-ninja's limit/offset pagination; the CLI reads ``items``), each job with the fields the CLI shows."""
+        workspace = (query.get("workspace") or [""])[0]
+        if workspace and workspace not in self.workspaces:
+            return 404, {"message": f"Workspace '{workspace}' not found"}
+        if workspace and workspace not in member_of:
+            return 403, {"detail": "You do not have permission to perform this action."}
+        limit = int((query.get("limit") or ["100"])[0] or 100)
+        offset = int((query.get("offset") or ["0"])[0] or 0)
+        with self._lock:
+            jobs = sorted(
+                (
+                    j
+                    for j in self.jobs.values()
+                    if (j.spec.get("workspace") == workspace if workspace else j.spec.get("workspace") in member_of)
+                    and self.bad_days.listed(j.created)
+                ),
+                key=lambda j: j.id,
+                reverse=True,
+            )
+            items = [
+                {
+                    "id": j.id,
+                    "cluster_id": j.cluster_id,
+                    "workspace_name": j.spec.get("workspace"),
+                    "user_name": username,
+                    "state": j.state,
+                    "n_tasks": 1,
+                    "n_tasks_succeeded": int(j.state == "done"),
+                    "n_tasks_failed": int(j.state == "error"),
+                    "created": _iso(j.created),
+                    "completed": None,
+                    "user_command": j.spec.get("user_command"),
+                    "approximate_cloud_total_cost": None,
+                }
+                for j in jobs[offset : offset + min(limit, 100)]
+            ]
+        return 200, {"items": items, "count": len(jobs)}
 
     # -- accounts: who may see what ----------------------------------------------------------------------------------
 
@@ -319,6 +365,10 @@ class CoiledEmulator:
 
         job.reader = threading.Thread(target=read, daemon=True)
         job.reader.start()
+
+
+def _iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat()
 
 
 def _path() -> str:

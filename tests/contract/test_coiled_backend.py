@@ -143,3 +143,96 @@ def test_concurrent_submits_from_the_claim_post_one_job(driven) -> None:
     with ThreadPoolExecutor(8) as pool:
         assert len(set(pool.map(lambda _: backend.submit(spec), range(8)))) == 1
     assert sum(1 for m, p, _ in driven.requests[before:] if p.endswith("/jobs/compressed")) == 1
+
+
+def _submitted(backend: CoiledBackend, spec: JobSpec, n: int) -> list[JobHandle]:
+    return [backend.submit(dataclasses.replace(spec, run_id=str(uuid.uuid4()), new_attempt=True)) for _ in range(n)]
+
+
+def _calls(server, before: int) -> list[str]:
+    """The calls since ``before``, by kind: the workspace's listing, or a job's own read (its cluster's jobs)."""
+    return ["list" if path == "/api/v2/jobs/" else path for _, path, _ in server.callers[before:]]
+
+
+@pytest.mark.parametrize("n", [5, 50])
+def test_a_tick_s_status_lists_the_workspace_and_reads_only_the_jobs_that_changed(driven, n: int) -> None:
+    """Over ``n`` in-flight jobs of one workspace, a fresh process's status makes one listing call, whatever ``n``
+    (all fit one page); after one finishes and one's cluster vanishes, only those two are read on their own."""
+    backend, driver = CoiledBackend(), CoiledDriver(driven)
+    handles = _submitted(backend, driver.spec(), n)
+    driven.jobs[CoiledDriver._job_id(handles[-1])].state = "running"
+    fresh = CoiledBackend()  # a monitor process that never saw the submits
+    before = len(driven.callers)
+    statuses = fresh.status(handles)
+    assert _calls(driven, before) == ["list"]
+    assert [statuses[h.id].state for h in handles] == [JobState.PENDING] * (n - 1) + [JobState.RUNNING]
+    driver.exit(handles[0], 3, ["boom"])
+    driver.vanish(handles[1])
+    before = len(driven.callers)
+    statuses = fresh.status(handles)
+    reads = [f"/api/v2/jobs/cluster/{h.id.split('/')[1]}" for h in handles[:2]]
+    assert _calls(driven, before) == ["list", *reads]
+    assert statuses[handles[0].id].exit_code == 3 and statuses[handles[1].id].state is JobState.MISSING
+    assert all(statuses[h.id].state.is_alive for h in handles[2:])
+    for handle in handles[2:]:
+        backend.cancel(handle)
+
+
+def test_the_listing_pages_down_to_the_oldest_job_asked_about_only(driven, monkeypatch) -> None:
+    """Pages of the listing (newest first) are asked until every job is found: 7 jobs, pages of 3, the oldest two
+    asked about: three pages; the newest two: one page. (One job asked about alone is read on its own.)"""
+    from pushpool.providers.coiled import api
+
+    monkeypatch.setattr(api, "PAGE", 3)
+    backend, driver = CoiledBackend(), CoiledDriver(driven)
+    handles = _submitted(backend, driver.spec(), 7)
+    fresh = CoiledBackend()
+    before = len(driven.callers)
+    assert all(s.state.is_alive for s in fresh.status(handles[:2]).values())
+    assert _calls(driven, before) == ["list"] * 3
+    before = len(driven.callers)
+    assert all(s.state.is_alive for s in fresh.status(handles[-2:]).values())
+    assert _calls(driven, before) == ["list"]
+    before = len(driven.callers)
+    assert fresh.status(handles[:1])[handles[0].id].state.is_alive
+    assert _calls(driven, before) == [f"/api/v2/jobs/cluster/{handles[0].id.split('/')[1]}"]
+    for handle in handles:
+        backend.cancel(handle)
+
+
+def test_a_job_not_listed_yet_is_read_never_declared_gone(driven) -> None:
+    """Coiled's listing may lag behind a create: a job it does not show is read on its own, never taken for gone."""
+    backend, driver = CoiledBackend(), CoiledDriver(driven)
+    handles = _submitted(backend, driver.spec(), 3)
+    driven.bad_days.list_delay = 3600.0
+    try:
+        before = len(driven.callers)
+        statuses = CoiledBackend().status(handles)
+    finally:
+        driven.bad_days.list_delay = 0.0
+    assert all(statuses[h.id].state is JobState.PENDING for h in handles), statuses
+    assert _calls(driven, before)[1:] == [f"/api/v2/jobs/cluster/{h.id.split('/')[1]}" for h in handles]
+    for handle in handles:
+        backend.cancel(handle)
+
+
+def test_two_tokens_are_never_mixed_in_one_call(driven) -> None:
+    """Handles of two accounts in one status call: each token lists its own workspace only (a listing of the other's
+    workspace would be refused, and its jobs read one by one)."""
+    other = "pushpool-tests-other-account-token"
+    driven.add_account(other, "other-user", {"other-user"})
+    backend, driver = CoiledBackend(), CoiledDriver(driven)
+    mine = _submitted(backend, driver.spec(), 2)
+    spec = driver.spec()
+    theirs = _submitted(
+        backend,
+        dataclasses.replace(spec, config=spec.config.model_copy(update={"credentials": {"api_token": other}})),
+        2,
+    )
+    before = len(driven.callers)
+    statuses = CoiledBackend().status([*mine, *theirs])
+    assert all(s.state is JobState.PENDING for s in statuses.values()) and len(statuses) == 4
+    calls = [(path, token) for _, path, token in driven.callers[before:]]
+    assert sorted(calls) == sorted([("/api/v2/jobs/", driven.token), ("/api/v2/jobs/", other)])  # one listing each
+    for handle in [*mine, *theirs]:
+        backend.cancel(handle)

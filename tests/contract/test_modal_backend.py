@@ -164,22 +164,97 @@ def test_the_monitor_gives_up_on_a_sandbox_still_scheduling_past_the_start_timeo
 
 
 def test_calls_per_run(driven) -> None:
-    """Steady state: a submit straight after the claim is three RPCs (the app, the image, the sandbox); each tick two
-    per live run (its result; whether it has a task yet) and one per app (the running sandboxes' times). The first
+    """Steady state: a submit straight after the claim is three RPCs (the app, the image, the sandbox); a status call
+    lists each app's running sandboxes once and reads on its own only a sandbox the listing does not show. The first
     submit of a process adds EnvironmentGetOrCreate and AuthTokenGet (cached by the SDK)."""
     backend, driver, modal_server = ModalBackend(), ModalDriver(driven), driven
     backend.submit(dataclasses.replace(driver.spec(), new_attempt=True))
     before = len(modal_server.calls)
     handle = backend.submit(dataclasses.replace(driver.spec(), new_attempt=True))
     assert modal_server.calls[before:] == ["AppGetOrCreate", "ImageGetOrCreate", "SandboxCreateV2"]
-    before = len(modal_server.calls)
     second = backend.submit(dataclasses.replace(driver.spec(), new_attempt=True))
     before = len(modal_server.calls)
-    backend.status([handle, second])
-    per_run = ["SandboxWaitV2", "SandboxGetTaskIdV2"]
-    assert modal_server.calls[before:] == per_run + per_run + ["SandboxListV2"]
+    backend.status([handle, second])  # a fresh process: one read names the app, whose listing answers for both
+    assert modal_server.calls[before:] == ["SandboxWaitV2", "SandboxListV2"]
+    before = len(modal_server.calls)
+    backend.status([handle, second])  # warm: the app it found them in last time
+    assert modal_server.calls[before:] == ["SandboxListV2"]
     driver.exit(second, 0, [])
     before = len(modal_server.calls)
-    backend.status([second])
-    assert modal_server.calls[before:] == ["SandboxWaitV2"]  # a finished sandbox: its result only
+    statuses = backend.status([handle, second])
+    # The listing pages on to its end (an empty page) for the one it misses, which is then read for its result.
+    assert modal_server.calls[before:] == ["SandboxListV2", "SandboxListV2", "SandboxWaitV2"]
+    assert statuses[second.id].state is JobState.SUCCEEDED and statuses[handle.id].state is JobState.RUNNING
     backend.cancel(handle)
+
+
+@pytest.mark.parametrize("n", [5, 50])
+def test_a_tick_s_status_lists_per_app_and_reads_only_the_sandboxes_that_changed(driven, n: int) -> None:
+    """Over ``n`` in-flight sandboxes of one app, a fresh process's status makes one read (it names the app) and one
+    listing of the app, whatever ``n``; after some finish or vanish, only those are read on their own. The times and
+    the scheduling state come from the listing."""
+    backend, driver, modal_server = ModalBackend(), ModalDriver(driven), driven
+    handles = [backend.submit(dataclasses.replace(driver.spec(), new_attempt=True)) for _ in range(n)]
+    modal_server.sandboxes[handles[-1].id].scheduled_at = None  # Modal is still scheduling this one
+    fresh = ModalBackend()  # a monitor process that never saw the submits
+    before = len(modal_server.calls)
+    statuses = fresh.status(handles)
+    assert modal_server.calls[before:] == ["SandboxWaitV2", "SandboxListV2"]
+    assert all(statuses[h.id].state is JobState.RUNNING for h in handles[:-1])
+    assert all(statuses[h.id].accepted_at is not None and statuses[h.id].started_at for h in handles[:-1])
+    assert statuses[handles[-1].id].state is JobState.PENDING and statuses[handles[-1].id].accepted_at
+    driver.exit(handles[0], 3, ["boom"])
+    driver.vanish(handles[1])
+    before = len(modal_server.callers)  # every call, also those answered NOT_FOUND
+    statuses = fresh.status(handles)
+    calls = [(method, subject) for method, _, subject in modal_server.callers[before:]]
+    app = modal_server.sandboxes[handles[2].id].app_id
+    listing = ("SandboxListV2", app)  # + the empty page that ends the listing: two are not in it
+    assert calls == [listing, listing, ("SandboxWaitV2", handles[0].id), ("SandboxWaitV2", handles[1].id)], calls
+    assert statuses[handles[0].id].exit_code == 3 and statuses[handles[1].id].state is JobState.MISSING
+    assert all(statuses[h.id].state is JobState.RUNNING for h in handles[2:-1])
+    for handle in handles[2:]:
+        backend.cancel(handle)
+
+
+def test_a_sandbox_not_listed_yet_is_read_never_declared_gone(driven) -> None:
+    """Modal's listing may lag behind a create: a sandbox it does not show is read on its own (running, with its
+    scheduling state from its task), never taken for gone."""
+    backend, driver, modal_server = ModalBackend(), ModalDriver(driven), driven
+    handles = [backend.submit(dataclasses.replace(driver.spec(), new_attempt=True)) for _ in range(3)]
+    modal_server.bad_days.list_delay = 3600.0  # nothing shows in listings yet
+    try:
+        before = len(modal_server.calls)
+        statuses = ModalBackend().status(handles)
+    finally:
+        modal_server.bad_days.list_delay = 0.0
+    assert all(statuses[h.id].state is JobState.RUNNING for h in handles), statuses
+    assert modal_server.calls[before:].count("SandboxWaitV2") == 3
+    for handle in handles:
+        backend.cancel(handle)
+
+
+def test_two_tokens_are_never_mixed_in_one_call(driven) -> None:
+    """Handles of two workspaces in one status call: each token lists and reads its own workspace's only."""
+    other = ("ak-other-workspace", "as-other-workspace")
+    driven.add_workspace(other, "other")
+    backend, driver = ModalBackend(), ModalDriver(driven)
+    mine = [backend.submit(dataclasses.replace(driver.spec(), new_attempt=True)) for _ in range(2)]
+    spec = driver.spec()
+    credentials = {"token_id": other[0], "token_secret": other[1]}
+    theirs = backend.submit(
+        dataclasses.replace(spec, config=spec.config.model_copy(update={"modal_credentials": credentials}))
+    )
+    before = len(driven.callers)
+    statuses = ModalBackend().status([*mine, theirs])
+    assert all(statuses[h.id].state is JobState.RUNNING for h in [*mine, theirs]), statuses
+    asked = driven.callers[before:]
+    assert {token for _, token, _ in asked} == {driven.token[0], other[0]}
+    for method, token, subject in asked:
+        owner = "other" if token == other[0] else "default"
+        if subject in driven.sandboxes:
+            assert driven.sandboxes[subject].workspace == owner, (method, subject)
+        elif subject.startswith("ap-"):
+            assert driven.app_owner[subject] == owner, (method, subject)
+    for handle in [*mine, theirs]:
+        backend.cancel(handle)

@@ -149,7 +149,7 @@ def _coiled(request, prefect: PrefectHelper, deps) -> Cloud:
         pool,
         server.bad_days,
         "POST /api/v2/jobs/compressed",
-        "GET /api/v2/jobs/cluster/*",
+        "GET /api/v2/jobs/*",  # the workspace's listing and a job's own read
         jobs_of,
         lambda job_id: server.vanish(int(job_id.split("/")[1])),
         {},

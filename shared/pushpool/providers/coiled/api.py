@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from collections.abc import Collection
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from pushpool.errors import BackendError, BackendUnavailableError, JobNotFoundEr
 NAME = "coiled"
 DEFAULT_SERVER = "https://cloud.coiled.io"
 NOT_RETRYABLE_5XX = {501}  # Not Implemented: asking again cannot help
+PAGE = 100  # jobs per page of a workspace's listing
 
 
 class _Retry(Exception):
@@ -108,6 +110,28 @@ class CoiledApi:
 
     def jobs_of_cluster(self, cluster_id: int) -> list[dict[str, Any]]:
         return list(self.request("GET", f"/api/v2/jobs/cluster/{cluster_id}") or [])
+
+    def workspace_jobs(self, workspace: str, wanted: Collection[int]) -> dict[int, dict[str, Any]]:
+        """The ``wanted`` jobs among the workspace's batch jobs by id, as ``coiled batch list`` lists them
+        (``GET /api/v2/jobs/?workspace=&limit=``: ``items``, newest first, and ``count``), page after page (``offset``)
+        until all are found, the list ends, or a page reaches jobs older than the oldest wanted (ids only grow)."""
+        found: dict[int, dict[str, Any]] = {}
+        missing, oldest, offset = set(wanted), min(wanted, default=0), 0
+        while missing:
+            params = {"workspace": workspace, "limit": PAGE, "offset": offset}
+            page = self.request("GET", "/api/v2/jobs/", params=params) or {}
+            items = [i for i in page.get("items") or [] if isinstance(i, dict) and str(i.get("id", "")).isdigit()]
+            for item in items:
+                if int(item["id"]) in missing:
+                    found[int(item["id"])] = item
+                    missing.discard(int(item["id"]))
+            listed = len(page.get("items") or [])
+            offset += listed
+            total = page.get("count")
+            ended = offset >= int(total) if isinstance(total, int) else listed < PAGE
+            if not items or ended or min(int(i["id"]) for i in items) < oldest:
+                break
+        return found
 
     def stop_cluster(self, workspace: str, cluster_id: int, reason: str) -> None:
         self.request("DELETE", f"/api/v2/clusters/account/{workspace}/id/{cluster_id}", params={"reason": reason})

@@ -3,7 +3,7 @@ one-VM cluster of its own — what ``coiled batch run`` does, through Coiled's R
 
 Why not the coiled SDK: it is 234 MB with dask, distributed and their dependencies (92 distributions here) and takes
 0.5–0.7 s to import on this machine, against httpx, which pushpool already has (~0.09 s); and ``coiled.batch.run``
-also scans the local Python environment for package sync. pushpool needs six calls, each a plain REST request.
+also scans the local Python environment for package sync. pushpool needs seven calls, each a plain REST request.
 
 * Submit: ``GET /api/v2/user/me`` (the token, and the default workspace: the token's account), then
   ``POST /api/v2/jobs/compressed`` (the command, ``env_vars``, the Prefect credential as ``secret_env_vars`` — never
@@ -12,8 +12,10 @@ also scans the local Python environment for package sync. pushpool needs six cal
 * Idempotent per attempt: the cluster's name is derived from the run and the attempt (Coiled answers ``existing``
   for a second create of one name) and its tags carry run, attempt and pool; a retried submit finds the cluster by
   name. Within one process, concurrent submits of an attempt are serialised.
-* The handle id is ``<workspace>/<cluster id>/<job id>``; status reads the job's task (state and exit code) and the
-  cluster's state; cancel stops the cluster (which prefect-coiled's worker cannot do); logs are the job's lines.
+* The handle id is ``<workspace>/<cluster id>/<job id>``; status lists the workspace's batch jobs once per token
+  (paged, as ``coiled batch list`` asks) and reads on its own only a job the listing does not show alive: its task
+  (state and exit code) and its cluster's state; cancel stops the cluster (which prefect-coiled's worker cannot do);
+  logs are the job's lines.
 * Credentials: the pool's ``credentials`` block (``api_token``), else ``DASK_COILED__TOKEN``, on every call: submit
   and find with the spec's, status, cancel and logs with the handle's (the job's pool's, which the monitor puts in the
   handle) — never the token this process used last, which may be another pool's.
@@ -108,24 +110,51 @@ class CoiledBackend(BackendBase):
         return spec.handle(NAME, found.id) if found else None
 
     def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
+        """Each job's state. The cost grows with workspaces, not runs: per token and workspace (never two tokens in one
+        call), one listing of the workspace's batch jobs (paged, newest first, down to the oldest asked about) answers
+        for every job it shows pending or running; a job is read on its own (its cluster's jobs: the task's exit code,
+        the cluster's state) only when the listing shows it ended or in a state it does not know, or does not show it
+        — MISSING only when that read says so (a job not listed yet right after its creation is never declared gone).
+        A job asked about alone is read on its own.
+        """
         out: dict[str, JobStatus] = {}
+        groups: dict[tuple[str, str], tuple[CoiledApi, list[tuple[str, int, int]]]] = {}
         for handle in handles:
             try:
-                _, cluster_id, job_id = _parse(handle.id)
+                workspace, cluster_id, job_id = _parse(handle.id)
             except ValueError as exc:
                 out[handle.id] = JobStatus(JobState.MISSING, reason=str(exc))
                 continue
             try:
-                jobs = self._api(_of(handle)).jobs_of_cluster(cluster_id)
-            except JobNotFoundError as exc:
-                out[handle.id] = JobStatus(JobState.MISSING, reason=exc.one_line())
-                continue
-            except BackendError as exc:
+                key, api = self._keyed_api(_of(handle))
+            except BackendError as exc:  # concerns this handle only
                 out[handle.id] = JobStatus(JobState.UNKNOWN, reason=exc.one_line())
                 continue
-            job = next((j for j in jobs if int(j.get("id", -1)) == job_id), None)
-            out[handle.id] = _to_status(job) if job else JobStatus(JobState.MISSING, reason="job not found")
+            groups.setdefault((key, workspace), (api, []))[1].append((handle.id, cluster_id, job_id))
+        for (_, workspace), (api, jobs) in groups.items():
+            listed: dict[int, dict[str, Any]] = {}
+            try:
+                if len(jobs) > 1:  # one job alone (the monitor's re-check of a run): its own read is one call
+                    listed = api.workspace_jobs(workspace, {job_id for _, _, job_id in jobs})
+            except BackendError:  # each job is then read on its own
+                listed = {}
+            for handle_id, cluster_id, job_id in jobs:
+                item = listed.get(job_id)
+                alive = _listed_alive(item, cluster_id) if item is not None else None
+                out[handle_id] = alive or self._read(api, cluster_id, job_id)
         return out
+
+    @staticmethod
+    def _read(api: CoiledApi, cluster_id: int, job_id: int) -> JobStatus:
+        """One job's state from its cluster's jobs (the task's state and exit code, the cluster's state)."""
+        try:
+            jobs = api.jobs_of_cluster(cluster_id)
+        except JobNotFoundError as exc:
+            return JobStatus(JobState.MISSING, reason=exc.one_line())
+        except BackendError as exc:
+            return JobStatus(JobState.UNKNOWN, reason=exc.one_line())
+        job = next((j for j in jobs if int(j.get("id", -1)) == job_id), None)
+        return _to_status(job) if job else JobStatus(JobState.MISSING, reason="job not found")
 
     def cancel(self, handle: JobHandle, *, grace_seconds: float = 10.0) -> None:
         try:
@@ -196,6 +225,10 @@ class CoiledBackend(BackendBase):
 
     def _api(self, config: CoiledJobConfig) -> CoiledApi:
         """The API client of ``config``'s credentials block, else of ``DASK_COILED__TOKEN`` (never another's)."""
+        return self._keyed_api(config)[1]
+
+    def _keyed_api(self, config: CoiledJobConfig) -> tuple[str, CoiledApi]:
+        """``_api`` and the digest of its token (what status groups the handles by)."""
         try:
             token = config.api_token()
         except ValueError as exc:
@@ -211,7 +244,7 @@ class CoiledBackend(BackendBase):
             api = self._apis.get(key)
             if api is None:
                 api = self._apis[key] = CoiledApi(token)
-        return api
+        return key, api
 
 
 def _config(spec: JobSpec) -> CoiledJobConfig:
@@ -233,6 +266,17 @@ def _parse(handle_id: str) -> tuple[str, int, int]:
     if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
         raise ValueError(f"not a Coiled job handle: {handle_id!r}")
     return parts[0], int(parts[1]), int(parts[2])
+
+
+def _listed_alive(item: Mapping[str, Any], cluster_id: int) -> JobStatus | None:
+    """A job as the workspace's listing shows it, when that says it is pending or running (one task, none ended);
+    None when only a read of the job can tell (ended, a state not known here, another cluster)."""
+    if str(item.get("cluster_id")) != str(cluster_id):
+        return None
+    if int(item.get("n_tasks_succeeded") or 0) or int(item.get("n_tasks_failed") or 0):
+        return None
+    state = STATE_MAP.get(str(item.get("state") or ""))
+    return JobStatus(state) if state is not None and state.is_alive else None
 
 
 def _to_status(job: Mapping[str, Any]) -> JobStatus:

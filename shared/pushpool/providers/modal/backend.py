@@ -10,10 +10,11 @@
   the pool's ``secrets`` are Modal secrets by name.
 * Throttled (RESOURCE_EXHAUSTED, which the SDK does not retry, unlike UNAVAILABLE): the create is tried again after
   ``throttle_waits`` (jittered), as the other providers' SDKs retry their 429s; then QuotaExceededError.
-* The handle id is the sandbox id; status reads its result (exit code, terminated, timed out, failed to start), and
-  tells a sandbox Modal is still scheduling (no task yet: PENDING, so the start timeout applies) from one running,
-  with when Modal accepted it (``created_at``); cancel terminates it; logs are its output's last lines (Modal keeps
-  them with the app).
+* The handle id is the sandbox id; status lists each app's running sandboxes once per token (paged), which tells a
+  sandbox Modal is still scheduling (no task yet: PENDING, so the start timeout applies) from one running, with when
+  Modal accepted it (``created_at``), and reads on its own only a sandbox no listing shows: its result (exit code,
+  terminated, timed out, failed to start) or that it is gone; cancel terminates it; logs are its output's last lines
+  (Modal keeps them with the app).
 * Credentials: the pool's ``modal_credentials`` block (``token_id``/``token_secret``), else the SDK's own
   configuration (``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET`` or ``~/.modal.toml``), on every call: submit and find with
   the spec's, status, cancel and logs with the handle's (the job's pool's, which the monitor puts in the handle), so a
@@ -22,7 +23,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import random
@@ -93,6 +93,7 @@ class ModalBackend(BackendBase):
 
     def __init__(self) -> None:
         self._clients: dict[str, Any] = {}  # by a digest of the token (never the token); "" = the SDK's own
+        self._apps: dict[str, list[str]] = {}  # by that digest: the apps its sandboxes were found in last time
         self._lock = threading.Lock()
 
     @classmethod
@@ -168,43 +169,83 @@ class ModalBackend(BackendBase):
         return spec.handle(NAME, found) if found else None
 
     def status(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
-        """Each sandbox's result; a live one is PENDING while Modal schedules it (no task yet: waiting for capacity,
-        a GPU), RUNNING once it has a task. The live ones' times (``created_at``: Modal accepted the sandbox; its
-        task's ``started_at``) come from one listing of each app's running sandboxes."""
+        """Each sandbox's state: PENDING while Modal schedules it (no task yet: waiting for capacity, a GPU), RUNNING
+        once it has a task, else its result.
+
+        The cost grows with apps, not runs: per token (never two tokens in one call), one listing of each app's running
+        sandboxes (paged) answers for every sandbox it shows, with its times (``created_at``: Modal accepted it; its
+        task's ``started_at``); one sandbox is read on its own only when no listing shows it — it finished, it is
+        gone (MISSING only when the read says so: a sandbox not listed yet right after its creation is read, never
+        declared gone), or its app was not listed yet (its read names the app, which is then listed for the others).
+        A warm process lists first the apps its last status call found the token's sandboxes in, unless one sandbox is
+        asked about alone (read first: its app is listed only while it runs, for its times)."""
         out: dict[str, JobStatus] = {}
-        alive: dict[str, tuple[Any, list[str]]] = {}  # app id -> the client of its pool's token, its live sandboxes
+        by_token: dict[str, tuple[Any, list[str]]] = {}  # token digest -> its client, its sandboxes
         for handle in handles:
             if not handle.id.startswith("sb"):
                 out[handle.id] = JobStatus(JobState.MISSING, reason=f"not a Modal sandbox id: {handle.id!r}")
                 continue
             try:
-                with modal_errors():
-                    client = self._client(_of(handle))
-                    result, app_id = sandbox_wait(client, handle.id)
-                    status = _to_status(result)
-                    if status.state is JobState.RUNNING and not sandbox_scheduled(client, handle.id):
-                        status = JobStatus(JobState.PENDING, reason=SCHEDULING)
-            except JobNotFoundError as exc:
-                out[handle.id] = JobStatus(JobState.MISSING, reason=exc.one_line())
+                key, client = self._keyed_client(_of(handle))
             except BackendError as exc:  # concerns this handle only
                 out[handle.id] = JobStatus(JobState.UNKNOWN, reason=exc.one_line())
-            else:
-                out[handle.id] = status
-                if status.state.is_alive:
-                    alive.setdefault(app_id, (client, []))[1].append(handle.id)
-        for app_id, (client, ids) in alive.items():
+                continue
+            ids = by_token.setdefault(key, (client, []))[1]
+            if handle.id not in ids:
+                ids.append(handle.id)
+        for key, (client, ids) in by_token.items():
+            out.update(self._status_of_token(key, client, ids))
+        return out
+
+    def _status_of_token(self, key: str, client: Any, ids: list[str]) -> dict[str, JobStatus]:
+        out: dict[str, JobStatus] = {}
+        listed: dict[str, tuple[Any, str]] = {}  # sandbox id -> its SandboxInfo and app, from the apps' listings
+        apps_listed: set[str] = set()
+        apps_found: list[str] = []  # the apps this token's sandboxes are in (listed first by the next call)
+
+        def list_app(app_id: str) -> None:
+            apps_listed.add(app_id)
             try:
                 with modal_errors():
-                    running = running_sandboxes(client, app_id, ids)
-            except BackendError:  # the states stand; without times the monitor counts from the run's claim
+                    found = running_sandboxes(client, app_id, ids)
+            except BackendError:  # each sandbox is then read on its own
+                return
+            listed.update((sandbox_id, (info, app_id)) for sandbox_id, info in found.items())
+
+        with self._lock:  # a sandbox asked about alone (the monitor's re-check of a run) is read first
+            known = list(self._apps.get(key, ())) if len(ids) > 1 else []
+        for app_id in known:
+            list_app(app_id)
+        for number, sandbox_id in enumerate(ids):
+            info, app_id = listed.get(sandbox_id, (None, ""))
+            if info is not None and _live(info):
+                out[sandbox_id] = _listed_status(info)
+                if app_id not in apps_found:
+                    apps_found.append(app_id)
                 continue
-            for sandbox_id in ids:
-                info = running.get(sandbox_id)
-                if info is not None:
-                    started = _time(info.task_info.started_at) if out[sandbox_id].state is JobState.RUNNING else None
-                    out[sandbox_id] = dataclasses.replace(
-                        out[sandbox_id], accepted_at=_time(info.created_at), started_at=started
-                    )
+            try:
+                with modal_errors():
+                    result, app_id = sandbox_wait(client, sandbox_id)
+                    status = _to_status(result)
+                    if app_id and app_id not in apps_found:
+                        apps_found.append(app_id)
+                    if app_id and app_id not in apps_listed and (status.state.is_alive or number + 1 < len(ids)):
+                        list_app(app_id)  # the others of its app are answered by the listing
+                    if status.state is JobState.RUNNING:
+                        info = listed.get(sandbox_id, (None, ""))[0]
+                        if info is not None and _live(info):
+                            status = _listed_status(info)
+                        elif not sandbox_scheduled(client, sandbox_id):  # not listed (yet): its task tells
+                            status = JobStatus(JobState.PENDING, reason=SCHEDULING)
+            except JobNotFoundError as exc:
+                out[sandbox_id] = JobStatus(JobState.MISSING, reason=exc.one_line())
+            except BackendError as exc:  # concerns this sandbox only
+                out[sandbox_id] = JobStatus(JobState.UNKNOWN, reason=exc.one_line())
+            else:
+                out[sandbox_id] = status
+        if len(ids) > 1:  # a re-check of one sandbox leaves what the last tick learnt
+            with self._lock:
+                self._apps[key] = apps_found
         return out
 
     def cancel(self, handle: JobHandle, *, grace_seconds: float = 10.0) -> None:
@@ -235,6 +276,10 @@ class ModalBackend(BackendBase):
 
     def _client(self, config: ModalJobConfig) -> Any:
         """The Modal client for ``config``'s credentials block, else the SDK's own configuration (never another's)."""
+        return self._keyed_client(config)[1]
+
+    def _keyed_client(self, config: ModalJobConfig) -> tuple[str, Any]:
+        """``_client`` and the digest of its token ("" for the SDK's own configuration), which keys what is cached."""
         import modal
 
         try:
@@ -248,7 +293,7 @@ class ModalBackend(BackendBase):
                 with modal_errors():
                     client = modal.Client.from_credentials(*token) if token else modal.Client.from_env()
                 self._clients[key] = client
-        return client
+        return key, client
 
 
 def _config(spec: JobSpec) -> ModalJobConfig:
@@ -263,6 +308,21 @@ def _of(handle: JobHandle) -> ModalJobConfig:
         return ModalJobConfig.model_validate(dict(handle.credentials or {}))
     except ValidationError:
         raise BackendError("the handle's modal_credentials are not a modal-credentials block", backend=NAME) from None
+
+
+def _live(info: Any) -> bool:
+    """Whether a listed sandbox is still running by its listing (no result yet)."""
+    from modal_proto import api_pb2
+
+    return bool(info.task_info.result.status == api_pb2.GenericResult.GENERIC_STATUS_UNSPECIFIED)
+
+
+def _listed_status(info: Any) -> JobStatus:
+    """A running sandbox as its listing shows it: PENDING until Modal gave it a task (scheduled it onto a worker)."""
+    accepted = _time(info.created_at)
+    if not (info.task_info.id or info.task_info.started_at):
+        return JobStatus(JobState.PENDING, reason=SCHEDULING, accepted_at=accepted)
+    return JobStatus(JobState.RUNNING, accepted_at=accepted, started_at=_time(info.task_info.started_at))
 
 
 def _to_status(result: Any) -> JobStatus:

@@ -6,8 +6,10 @@
 after it finished too, and tell "terminated" from "exited 137", so both are asked here with the SDK's own client and
 messages (``SandboxListV2`` with ``include_finished``, ``SandboxWaitV2`` with ``timeout=0``). The monitor also needs
 to know a sandbox that Modal is still scheduling (no task yet: ``SandboxGetTaskId``) and when Modal accepted it
-(``SandboxInfo.created_at``), which ``Sandbox`` does not expose either. They depend on the
-pinned SDK version (pyproject.toml), which tests/contract/test_modal_backend.py runs against the local server.
+(``SandboxInfo.created_at``), which ``Sandbox`` does not expose either. The monitor's status asks one listing of an
+app's running sandboxes for all of its runs there (``SandboxListV2``, paged) and reads one sandbox only when the
+listing does not show it (finished, gone, or not listed yet). They depend on the pinned SDK version
+(pyproject.toml), which tests/contract/test_modal_backend.py runs against the local server.
 """
 
 from __future__ import annotations
@@ -131,8 +133,10 @@ def sandbox_scheduled(client: Any, sandbox_id: str) -> bool:
 
 
 def running_sandboxes(client: Any, app_id: str, wanted: Collection[str]) -> dict[str, Any]:
-    """The ``wanted`` sandboxes among the app's running ones (``SandboxInfo``: ``created_at``, when Modal accepted
-    each, and its task's ``started_at``) by id: ``SandboxListV2`` pages, newest first, until all are found."""
+    """The app's running sandboxes (``SandboxInfo``: ``created_at``, when Modal accepted each; its task, none while
+    Modal schedules it) by id: ``SandboxListV2`` with ``include_finished=False``, as ``Sandbox.list`` asks, its pages
+    newest first, until every ``wanted`` one is found or the list ends. Raises NotFoundError for an app of another
+    workspace."""
     from modal._utils.async_utils import synchronizer
 
     async def ask(client: Any) -> dict[str, Any]:
@@ -140,14 +144,16 @@ def running_sandboxes(client: Any, app_id: str, wanted: Collection[str]) -> dict
         from modal_proto import api_pb2
 
         found: dict[str, Any] = {}
+        missing = set(wanted)
         before = None
         while True:
             request = api_pb2.SandboxListRequest(app_id=app_id, before_timestamp=before, include_finished=False)
             answer = await client._stub.SandboxListV2(request, metadata=await auth_metadata(client))
             if not answer.sandboxes:
                 return found
-            found.update((s.id, s) for s in answer.sandboxes if s.id in wanted)
-            if len(found) == len(set(wanted)):
+            found.update((s.id, s) for s in answer.sandboxes)
+            missing.difference_update(s.id for s in answer.sandboxes)
+            if not missing:
                 return found
             before = answer.sandboxes[-1].created_at
 
