@@ -37,7 +37,7 @@ JOB = {
     "max_retries": (INT,),
     "workspace": (STR,),
 }
-JOB_REQUIRED = ("user_command", "env_vars", "secret_env_vars", "workspace")
+JOB_REQUIRED = ("user_command", "workspace")
 
 CLUSTER = {
     "name": (STR,),
