@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer build-gcp reliability-report soak bench compat compat-aci compat-gcp compat-prefect docs
+.PHONY: help setup demo test test-unit lint fmt clean validate build build-SharedLayer build-gcp reliability-report soak bench compat compat-aci compat-gcp compat-prefect docs compat-coiled
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -102,6 +102,20 @@ compat-prefect: setup $(PREFECT_COMPAT_STAMPS)  ## the push path end to end agai
 	PUSHPOOL_PREFECT_COMPAT="$(foreach vd,$(PREFECT_COMPAT),$(word 1,$(subst :, ,$(vd)))=$(abspath .venv-prefect-$(word 1,$(subst :, ,$(vd))))/bin/python)" \
 		$(BIN)/python -m pytest -q tests/compat_prefect
 
+# Prefect's Coiled worker (prefect-coiled, which submits with the coiled SDK's batch API) in an environment of its own,
+# for `make compat-coiled`; the dependencies of coiled 1.135.6's release month (uv's --exclude-newer, as below).
+COILED_WORKER_VENV := .venv-compat-coiled
+COILED_WORKER_STAMP := $(COILED_WORKER_VENV)/.installed
+$(COILED_WORKER_STAMP): | $(UV)
+	rm -rf $(COILED_WORKER_VENV)
+	$(UV) venv --quiet --python $(PYTHON) $(COILED_WORKER_VENV)
+	$(UV) pip install --quiet --python $(COILED_WORKER_VENV)/bin/python --exclude-newer 2026-11-01T00:00:00Z \
+		'prefect==3.8.8' 'prefect-coiled==0.0.4' 'coiled==1.135.6'
+	touch $(COILED_WORKER_STAMP)
+
+compat-coiled: setup $(COILED_WORKER_STAMP)  ## pushpool's Coiled job and cluster requests vs prefect-coiled's worker's (docs/coiled-compat.md)
+	PUSHPOOL_COILED_WORKER_PYTHON=$(abspath $(COILED_WORKER_VENV))/bin/python $(BIN)/python -m pytest -q tests/compat_coiled
+
 docs: $(DOCS_STAMP)  ## build the documentation site (mkdocs, strict: broken links fail) into build/site
 	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict
 
@@ -158,4 +172,4 @@ build-SharedLayer:  ## called by `sam build` (BuildMethod: makefile)
 	pip install ".[aws]" -t "$(ARTIFACTS_DIR)/python"
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(VALIDATE_VENV) $(AZURE_WORKER_VENV) $(GCP_WORKER_VENV) $(UV_VENV) .venv-prefect-* $(GCP_BUILD) build *.egg-info shared/*.egg-info .pytest_cache .aws-sam
+	rm -rf $(VENV) $(BENCH_VENV) $(VALIDATE_VENV) $(AZURE_WORKER_VENV) $(GCP_WORKER_VENV) $(COILED_WORKER_VENV) $(UV_VENV) .venv-prefect-* $(GCP_BUILD) build *.egg-info shared/*.egg-info .pytest_cache .aws-sam

@@ -9,6 +9,12 @@ with an exit code; stopping a cluster (DELETE) stops its job; logs are lines tag
 a workspace's batch jobs are listed newest first in pages (``GET /api/v2/jobs/``, as ``coiled batch list`` asks).
 Unknown workspaces and VM types are refused as Coiled refuses them (404, 400 with a message).
 
+Every body is checked against Coiled's API as its SDK sends it (tests/coiled_api_schema.py): a field the SDK never
+sends, or a value of another type, is 400 and recorded in ``refused`` — so pushpool cannot agree with a fake on a body
+Coiled's client would not send. The other calls of the coiled SDK's batch path are answered too (memberships, the
+workspace's cloud, the VM type list the SDK chooses from, software environments, cluster details, a job's state,
+analytics), so prefect-coiled's worker runs against this server unchanged (tests/compat_coiled).
+
 Accounts: each token is one user's (``token``/``account`` the default one, a member of ``account`` and
 ``other-workspace``; ``add_account`` adds others). A workspace the token's user is not a member of is 403 (Django REST
 framework's "You do not have permission"), a cluster of such a workspace asked for by id is 404 (the user's
@@ -39,9 +45,34 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from tests import coiled_api_schema as schema
 from tests.faults import Faults, coiled_answer
 
-VM_TYPES = {"t3.medium", "t3.large", "t3.xlarge", "m6i.xlarge", "g5.xlarge", "t4g.medium"}
+# Coiled's VM type list (a few of each cloud): name -> (provider, cores, memory in MB as Coiled lists it, GPUs, arch).
+VM_CATALOGUE: dict[str, tuple[str, int, int, int, str]] = {
+    "t3.medium": ("aws", 2, 4096, 0, "x86_64"),
+    "t3.large": ("aws", 2, 8192, 0, "x86_64"),
+    "t3.xlarge": ("aws", 4, 16384, 0, "x86_64"),
+    "m5.xlarge": ("aws", 4, 16384, 0, "x86_64"),
+    "m6i.large": ("aws", 2, 8192, 0, "x86_64"),
+    "m6i.xlarge": ("aws", 4, 16384, 0, "x86_64"),
+    "m6i.2xlarge": ("aws", 8, 32768, 0, "x86_64"),
+    "m6i.4xlarge": ("aws", 16, 65536, 0, "x86_64"),
+    "r6i.xlarge": ("aws", 4, 32768, 0, "x86_64"),
+    "c6i.xlarge": ("aws", 4, 8192, 0, "x86_64"),
+    "g4dn.xlarge": ("aws", 4, 16384, 1, "x86_64"),
+    "g4dn.2xlarge": ("aws", 8, 32768, 1, "x86_64"),
+    "g5.xlarge": ("aws", 4, 16384, 1, "x86_64"),
+    "t4g.medium": ("aws", 2, 4096, 0, "arm64"),
+    "m6g.xlarge": ("aws", 4, 16384, 0, "arm64"),
+    "m7g.xlarge": ("aws", 4, 16384, 0, "arm64"),
+    "m7g.2xlarge": ("aws", 8, 32768, 0, "arm64"),
+    "e2-standard-4": ("gcp", 4, 16384, 0, "x86_64"),
+    "e2-standard-8": ("gcp", 8, 32768, 0, "x86_64"),
+    "n1-standard-4": ("gcp", 4, 15360, 0, "x86_64"),
+    "t2a-standard-4": ("gcp", 4, 16384, 0, "arm64"),
+}
+VM_TYPES = set(VM_CATALOGUE)
 
 
 @dataclass
@@ -79,6 +110,9 @@ class CoiledEmulator:
         self.requests: list[tuple[str, str, Any]] = []  # method, path, body
         self.faults: dict[str, list[int]] = {}  # path prefix -> statuses to answer next
         self.bad_days = Faults()  # operations: "METHOD /path" (tests/faults.py)
+        self.providers: dict[str, str] = {}  # workspace -> Coiled backend ("vm_aws" unless set)
+        self.software_environments: dict[tuple[str, str], dict[str, Any]] = {}
+        self.refused: list[tuple[str, list[str]]] = []  # (path, problems) of each body refused by the schema
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -166,7 +200,10 @@ class CoiledEmulator:
         url = urlparse(path)
         body: Any = None
         if raw:
-            body = json.loads(gzip.decompress(raw) if url.path.endswith("/compressed") else raw)
+            try:
+                body = json.loads(gzip.decompress(raw) if url.path.endswith("/compressed") else raw)
+            except (ValueError, OSError):
+                return 400, {"detail": "JSON parse error"}
         self.requests.append((method, url.path, body))
         for prefix, statuses in self.faults.items():
             if url.path.startswith(prefix) and statuses:
@@ -182,7 +219,49 @@ class CoiledEmulator:
         query = parse_qs(url.query)
         if url.path == "/api/v2/user/me":
             return 200, {"username": username}
+        if url.path == "/api/v2/user/me/memberships":
+            return 200, [
+                {"account": {"slug": w, "name": w}, "is_admin": False, "is_default_account": w == username}
+                for w in sorted(member_of)
+            ]
+        if method == "POST" and url.path == "/api/v2/interactions/interaction":
+            return 201, {}
+        if parts[:2] == ["api", "v1"] and parts[3:4] == ["backend_options"]:
+            if refused := self._workspace_refused(parts[2], member_of):
+                return refused
+            backend = self.providers.get(parts[2], "vm_aws")
+            return 200, {"backend": backend, "options": {"region_name": "us-east-1"}}
+        if url.path == "/api/v1/vm-types/":
+            return 200, {"results": _vm_types(query), "next": None}
+        if parts[:4] == ["api", "v2", "user", "workspace"] and parts[5:6] == ["dask-config-overrides"]:
+            return 200, {}
+        if url.path == "/api/v2/packages/":
+            return 200, []  # no package Coiled holds critical: package sync never halts here
+        if method == "POST" and url.path == "/api/v2/software-environment/approximate-packages":
+            return 200, [  # every package installable as it is installed locally
+                {"name": p.get("name"), "conda_name": p.get("conda_name"), "specifier": p.get("specifier") or "",
+                 "include": True, "note": None, "error": None, "channel_url": p.get("channel_url"),
+                 "client_version": None}
+                for p in (body or {}).get("packages") or []
+            ]  # fmt: skip
+        software = parts[:4] == ["api", "v2", "software-environment", "account"] and len(parts) >= 5
+        if software and (refused := self._workspace_refused(parts[4], member_of)):
+            return refused
+        if parts[:4] == ["api", "v2", "software-environment", "account"] and parts[5:6] == ["package-upload"]:
+            return 201, {"id": len(self.requests), "should_upload": False}  # as if Coiled had the wheel already
+        if parts[:4] == ["api", "v2", "software-environment", "account"] and method == "POST":
+            if problems := schema.software_environment_problems(body):
+                return self._refuse(url.path, problems)
+            self.software_environments[(parts[4], body["name"])] = body
+            return 201, {"id": len(self.software_environments), "name": body["name"], "latest_spec": None}
+        if method == "GET" and parts[:3] == ["api", "v2", "jobs"] and len(parts) == 4 and parts[3].isdigit():
+            job = self.jobs.get(int(parts[3]))
+            if job is None:
+                return 404, {"message": f"Job {parts[3]} not found"}
+            return 200, {"id": job.id, "state": job.state}
         if method == "POST" and url.path == "/api/v2/jobs/compressed":
+            if problems := schema.job_problems(body):
+                return self._refuse(url.path, problems)
             if body.get("workspace") not in self.workspaces:
                 return 404, {"message": f"Workspace '{body.get('workspace')}' not found"}
             if body.get("workspace") not in member_of:
@@ -215,6 +294,8 @@ class CoiledEmulator:
                 if method == "DELETE":
                     self._stop_cluster(cluster)
                     return 204, None
+                if method == "GET" and len(parts) == 7:
+                    return 200, {"id": cluster.id, "name": cluster.body["name"], "coiled_hosted": False}
                 if parts[7:8] == ["better-logs"]:
                     pattern = (query.get("filter_pattern") or [""])[0]
                     job_id = int(pattern.removeprefix("__BATCH ").rstrip("."))
@@ -305,10 +386,28 @@ class CoiledEmulator:
             self.callers.append((method, path, token))
             return self.users.get(token) if token is not None else None
 
+    def _workspace_refused(self, workspace: str, member_of: set[str]) -> tuple[int, Any] | None:
+        if workspace not in self.workspaces:
+            return 404, {"message": f"Workspace '{workspace}' not found"}
+        if workspace not in member_of:
+            return 403, {"detail": "You do not have permission to perform this action."}
+        return None
+
+    def _refuse(self, path: str, problems: list[str]) -> tuple[int, Any]:
+        with self._lock:
+            self.refused.append((path, problems))
+        return 400, {"message": "; ".join(problems)}
+
     def _create_cluster(self, workspace: str, body: dict[str, Any]) -> tuple[int, Any]:
-        for vm in body.get("scheduler_instance_types") or []:
-            if vm not in VM_TYPES:
+        if problems := schema.cluster_problems(body):
+            return self._refuse(f"/api/v2/clusters/account/{workspace}/", problems)
+        provider = self.providers.get(workspace, "vm_aws").removeprefix("vm_")
+        for vm in (body.get("scheduler_instance_types") or []) + (body.get("worker_instance_types") or []):
+            if VM_CATALOGUE.get(vm, ("",))[0] != provider:
                 return 400, {"message": f"VM type '{vm}' is not available in this workspace's region"}
+        env_name = body.get("env_name")
+        if env_name and body.get("extra_user_container") and (workspace, env_name) not in self.software_environments:
+            return 400, {"message": f"Software environment '{env_name}' not found"}
         with self._lock:
             same = [
                 c
@@ -369,6 +468,28 @@ class CoiledEmulator:
 
 def _iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat()
+
+
+def _vm_types(query: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """Coiled's VM type list filtered as ``/api/v1/vm-types/`` filters it (exact, ``__gte``/``__lte`` bounds)."""
+
+    def number(key: str) -> int | None:
+        return int(query[key][0]) if key in query else None
+
+    found = []
+    for name, (provider, cores, memory, gpus, arch) in VM_CATALOGUE.items():
+        if query.get("backend_type", [f"vm_{provider}"])[0] != f"vm_{provider}" or query.get("arch", [arch])[0] != arch:
+            continue
+        checks = [(cores, "cores"), (memory, "memory"), (gpus, "gpus")]
+        if any(
+            (number(k) is not None and value != number(k))
+            or (number(f"{k}__gte") is not None and value < number(f"{k}__gte"))
+            or (number(f"{k}__lte") is not None and value > number(f"{k}__lte"))
+            for value, k in checks
+        ):
+            continue
+        found.append({"name": name, "cores": cores, "memory": memory, "gpus": gpus, "arch": arch})
+    return found
 
 
 def _path() -> str:

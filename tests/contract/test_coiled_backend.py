@@ -92,12 +92,12 @@ class TestCoiledBackend(BackendContract):
         handle = backend.submit(dataclasses.replace(spec, config=config))
         sent = json.loads(driver.sent(handle))
         assert sent["job"]["user_command"] == "prefect flow-run execute" and sent["job"]["job_timeout_seconds"] == 600
-        assert sent["job"]["env_vars"] == {"PREFECT__FLOW_RUN_ID": "x"}
-        assert sent["job"]["secret_env_names"] == ["PREFECT_API_KEY"]  # as a secret, never plain
+        assert sent["job"]["env_vars"] == {}  # the whole environment is secret, as prefect-coiled's worker sends it
+        assert sent["job"]["secret_env_names"] == ["PREFECT_API_KEY", "PREFECT__FLOW_RUN_ID"]
         cluster = sent["cluster"]
-        assert cluster["extra_user_container"] == "ghcr.io/me/flows:1" and cluster["options"] == {
-            "region_name": "us-west-2"}  # fmt: skip
-        assert cluster["scheduler_instance_types"] == ["g5.xlarge"] and cluster["spot_policy"] == "on-demand"
+        options = {"region_name": "us-west-2", "multizone": True, "multizone_allow_cross_zone": True, "spot": False}
+        assert cluster["extra_user_container"] == "ghcr.io/me/flows:1" and cluster["options"] == options
+        assert cluster["scheduler_instance_types"] == ["g5.xlarge"] and "spot_policy" not in cluster
         assert cluster["tags"]["pushpool-run"] == spec.run_id and cluster["tags"]["flow-run-id"] == "x"
         assert handle.id.startswith("other-workspace/")
 
@@ -106,12 +106,22 @@ class TestCoiledBackend(BackendContract):
         backend.cancel(handle)
         assert backend.status([handle])[handle.id].state is JobState.STOPPED
 
-    def test_cpu_memory_without_vm_types_is_refused_with_the_reason(self, backend, driver) -> None:
+    def test_cpu_and_memory_choose_vm_types_as_the_coiled_sdk_does(self, backend, driver) -> None:
+        spec = driver.spec()
+        handle = backend.submit(dataclasses.replace(spec, config=CoiledJobConfig(cpu=8, memory="32 GiB")))
+        cluster = json.loads(driver.sent(handle))["cluster"]
+        assert cluster["scheduler_instance_types"] == cluster["worker_instance_types"] == ["m6i.2xlarge"]
+
+    def test_vm_types_with_cpu_or_an_unknown_option_is_refused_with_the_reason(self, backend, driver) -> None:
         from pushpool.errors import BackendError
 
         spec = driver.spec()
-        with pytest.raises(BackendError, match="give vm_types"):
-            backend.submit(dataclasses.replace(spec, config=CoiledJobConfig(cpu=4)))
+        with pytest.raises(BackendError, match="either vm_types or cpu/memory"):
+            backend.submit(dataclasses.replace(spec, config=CoiledJobConfig(cpu=4, vm_types=["t3.xlarge"])))
+        for option in ({"forward_aws_credentials": True}, {"cluster_kwargs": {"name": "x"}}, {"name": "x"}):
+            config = CoiledJobConfig(additional_coiled_options=option)
+            with pytest.raises(BackendError, match="not supported by coiled:push"):
+                backend.submit(dataclasses.replace(spec, config=config))
         assert driver.jobs_of(spec) == 0
 
 
@@ -120,13 +130,14 @@ def test_every_task_state_coiled_shows_is_mapped() -> None:
 
 
 def test_calls_per_run(driven) -> None:
-    """Steady state: a submit straight after the claim is two calls (the job, its cluster); each tick one per run."""
+    """Steady state: a submit straight after the claim is three calls (the image's software environment, as the SDK
+    makes it, the job, its cluster); each tick one per run."""
     backend, driver, coiled_server = CoiledBackend(), CoiledDriver(driven), driven
     backend.submit(dataclasses.replace(driver.spec(), new_attempt=True))  # the process's first: + GET /user/me
     before = len(coiled_server.requests)
     handle = backend.submit(dataclasses.replace(driver.spec(), new_attempt=True))
     assert [(m, p.split("/")[3]) for m, p, _ in coiled_server.requests[before:]] == [
-        ("POST", "jobs"), ("POST", "clusters")]  # fmt: skip
+        ("POST", "software-environment"), ("POST", "jobs"), ("POST", "clusters")]  # fmt: skip
     before = len(coiled_server.requests)
     backend.status([handle])
     assert len(coiled_server.requests) - before == 1

@@ -63,8 +63,9 @@ def test_a_flow_runs_to_completed_from_exactly_what_was_sent(
     assert run["state"]["type"] == "COMPLETED", run["state"]
     job = _job(coiled_server, run["infrastructure_pid"])
     assert job.spec["user_command"] == "prefect flow-run execute"
-    assert job.spec["env_vars"]["GREETING"] == "hi" and job.spec["env_vars"]["PREFECT__FLOW_RUN_ID"] == run_id
-    assert job.spec["secret_env_vars"] == {"PREFECT_API_KEY": KEY}  # the credential as a secret, never plain
+    secret = job.spec["secret_env_vars"]  # the whole environment as secrets, as prefect-coiled's worker sends it
+    assert secret["GREETING"] == "hi" and secret["PREFECT__FLOW_RUN_ID"] == run_id and secret["PREFECT_API_KEY"] == KEY
+    assert job.spec["env_vars"] == {}
     assert KEY not in coiled_server.sent(job.id) and KEY not in caplog.text
     cluster = coiled_server.clusters[job.cluster_id].body
     assert cluster["extra_user_container"] == "prefecthq/prefect:3-latest"
@@ -113,11 +114,12 @@ def test_the_maximum_run_time_stops_the_job_and_crashes_the_run(
     [
         ({"workspace": "no-such-workspace"}, "Workspace 'no-such-workspace' not found"),
         ({"vm_types": ["x9.nonexistent"]}, "VM type 'x9.nonexistent' is not available"),
-        ({"cpu": 4}, "give vm_types"),
+        ({"cpu": 4, "vm_types": ["t3.xlarge"]}, "either vm_types or cpu/memory"),
+        ({"additional_coiled_options": {"forward_aws_credentials": True}}, "not supported by coiled:push"),
         ({"credentials": {"api_token": "expired-token"}}, "Coiled refused the API token"),
         ({"credentials": {"api_token": "two words"}}, "credentials block"),
     ],
-    ids=["workspace", "vm-type", "cpu-without-vm-types", "expired-token", "malformed-token"],
+    ids=["workspace", "vm-type", "cpu-with-vm-types", "forward-aws-credentials", "expired-token", "malformed-token"],
 )
 def test_bad_input_crashes_the_run_with_coiled_s_message(
     coiled_deps, prefect: PrefectHelper, coiled_pool: str, variables: dict, fragment: str

@@ -38,6 +38,7 @@ class CoiledApi:
         self._http = httpx.Client(base_url=self.server, timeout=timeout, headers={"Authorization": f"ApiToken {token}"})
         self.attempts = attempts
         self._account: str | None = None
+        self._providers: dict[str, str] = {}
 
     def close(self) -> None:
         self._http.close()
@@ -97,6 +98,30 @@ class CoiledApi:
     def create_job(self, spec: dict[str, Any]) -> int:
         body = gzip.compress(json.dumps(spec).encode())
         return int(self.request("POST", "/api/v2/jobs/compressed", content=body)["id"])
+
+    def provider(self, workspace: str) -> str:
+        """The workspace's cloud (``aws``, ``gcp``, ``azure``), as ``Cloud.get_account_provider_name`` reads it."""
+        if workspace not in self._providers:
+            answer = self.request("GET", f"/api/v1/{workspace}/backend_options/") or {}
+            backend = str(answer.get("backend") or "")
+            if backend == "vm":
+                backend = str((answer.get("options") or {}).get("provider_name") or "")
+            self._providers[workspace] = backend.removeprefix("vm_")
+        return self._providers[workspace]
+
+    def vm_types(self, params: dict[str, Any]) -> list[str]:
+        """The names of Coiled's VM types matching ``params`` (``/api/v1/vm-types/``, every page)."""
+        names: list[str] = []
+        page = 1
+        while True:
+            answer = self.request("GET", "/api/v1/vm-types/", params={"page": page, **params}) or {}
+            names += [str(r["name"]) for r in answer.get("results") or []]
+            if not answer.get("next") or page >= 50:
+                return names
+            page += 1
+
+    def create_software_environment(self, workspace: str, body: dict[str, Any]) -> None:
+        self.request("POST", f"/api/v2/software-environment/account/{workspace}", json=body)
 
     def create_cluster(self, workspace: str, body: dict[str, Any]) -> tuple[int, bool]:
         answer = self.request("POST", f"/api/v2/clusters/account/{workspace}/", json=body)

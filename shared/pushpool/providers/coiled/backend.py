@@ -19,8 +19,9 @@ also scans the local Python environment for package sync. pushpool needs seven c
 * Credentials: the pool's ``credentials`` block (``api_token``), else ``DASK_COILED__TOKEN``, on every call: submit
   and find with the spec's, status, cancel and logs with the handle's (the job's pool's, which the monitor puts in the
   handle) — never the token this process used last, which may be another pool's.
-* ``cpu``, ``memory``, ``gpu`` and ``arm`` are resolved to VM types by the coiled SDK on the client side; pushpool
-  sends VM types, so a job giving those without ``vm_types`` is refused with that reason.
+* The job and its cluster are what ``coiled.batch.run`` sends for the same options (batch.py: VM types chosen from
+  ``cpu``/``memory``/``gpu``/``arm``, the image's software environment, ``additional_coiled_options``); where they
+  differ on purpose, docs/coiled-compat.md says why.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pydantic import ValidationError
 
 from pushpool.errors import BackendError, JobNotFoundError
 from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
+from pushpool.providers.coiled import batch
 from pushpool.providers.coiled.api import NAME, CoiledApi
 from pushpool.providers.coiled.config import DEFAULT_IMAGE, DISPATCH_LEAD_SECONDS, CoiledJobConfig
 
@@ -74,10 +76,9 @@ class CoiledBackend(BackendBase):
 
     def submit(self, spec: JobSpec) -> JobHandle:
         config = _config(spec)
-        if (config.cpu or config.memory or config.gpu or config.arm) and not config.vm_types:
-            raise BackendError(
-                "cpu, memory, gpu and arm are chosen as VM types: give vm_types (e.g. ['t3.xlarge'])", backend=NAME
-            )
+        options = batch.options_of(config.additional_coiled_options)
+        if (config.cpu or config.memory) and config.vm_types:
+            raise BackendError("give either vm_types or cpu/memory, not both (as the coiled SDK)", backend=NAME)
         api = self._api(config)
         workspace = config.workspace or os.environ.get("DASK_COILED__WORKSPACE") or api.account()
         name = cluster_name(spec.run_id, spec.attempt)
@@ -90,8 +91,13 @@ class CoiledBackend(BackendBase):
                 if found is not None:
                     return spec.handle(NAME, found.id)
             api.account()  # the token first, as the SDK does
-            job_id = api.create_job(self._job_spec(spec, config, workspace))
-            cluster_id, existing = api.create_cluster(workspace, self._cluster(spec, config, name, job_id))
+            provider = api.provider(workspace) if config.gpu or not config.vm_types else None
+            vms = self._vm_types(api, provider, config)
+            body = self._cluster(spec, config, name, vms, options, provider)
+            if body.get("extra_user_container") and not config.software:  # the SDK's environment for the image
+                api.create_software_environment(workspace, _software_environment(config, body))
+            job_id = api.create_job(self._job_spec(spec, config, workspace, options))
+            cluster_id, existing = api.create_cluster(workspace, {**body, "batch_job_ids": [job_id]})
             self._submitted.add(name)
             if existing:  # another process created this attempt's cluster meanwhile: that one runs
                 found = self._find(api, workspace, name)
@@ -186,41 +192,108 @@ class CoiledBackend(BackendBase):
         return JobHandle(NAME, f"{workspace}/{cluster_id}/{jobs[0]['id']}") if jobs else None
 
     @staticmethod
-    def _job_spec(spec: JobSpec, config: CoiledJobConfig, workspace: str) -> dict[str, Any]:
-        import shlex
-
+    def _job_spec(spec: JobSpec, config: CoiledJobConfig, workspace: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The job as ``_batch_run`` sends it; the whole environment is secret, as prefect-coiled's worker sends it."""
+        timeout = options.get("job_timeout")
         return {
-            "user_command": shlex.join(spec.command),
+            "user_command": batch.user_command(spec.command),
             "user_files": [],
             "task_array_ntasks": 1,
             "scheduler_task_array": [0],  # one task, on the cluster's one VM
-            "env_vars": dict(spec.env),
-            "secret_env_vars": dict(spec.secret_env),
-            "workdir": None,
-            "job_timeout_seconds": config.max_run_time_seconds,
+            "env_vars": batch.pairs(options.get("env"), "env"),
+            "secret_env_vars": {**spec.env, **spec.secret_env},
+            "wait_for_ready_cluster": False,
+            "workdir": None,  # prefect-coiled's jobs (a flow-run-id tag) keep the image's working directory
+            "pipe_to_files": False,
+            "host_setup": None,
+            "job_timeout_seconds": batch.parse_seconds(timeout) if timeout is not None else config.max_run_time_seconds,
             "run_in_container": True,
-            "max_retries": 0,
+            "max_retries": int(options.get("max_retries") or 0),
             "workspace": workspace,
         }
 
     @staticmethod
-    def _cluster(spec: JobSpec, config: CoiledJobConfig, name: str, job_id: int) -> dict[str, Any]:
-        labels = {k.removeprefix("prefect.io/"): v for k, v in spec.labels.items()}
-        tags = {**labels, TAG_RUN: spec.run_id, TAG_ATTEMPT: spec.attempt, TAG_POOL: spec.pool_name,
-                "coiled-cluster-type": "batch"}  # fmt: skip
+    def _vm_types(api: CoiledApi, provider: str | None, config: CoiledJobConfig) -> list[str]:
+        """The VM types the SDK would choose (``Cluster._get_cluster_vm_types_to_use`` for the one VM)."""
+        if config.vm_types or provider is None:
+            return list(config.vm_types)
+        gpus = 1 if config.gpu else 0
+        arm = bool(config.arm)
+        if not (config.cpu or config.memory or gpus):
+            found = batch.DEFAULT_VM_TYPES.get((provider, False, arm))
+            if found is None:
+                raise BackendError(f"no default VM type for {provider!r} (arm={arm}): give vm_types", backend=NAME)
+            return list(found)
+        names = api.vm_types(batch.vm_type_query(config.cpu, config.memory, gpus, provider, arm))
+        unbalanced = bool(config.cpu and config.memory)
+        chosen = batch.preferred(names, provider=provider, gpus=gpus, arm=arm, unbalanced=unbalanced)
+        if not chosen and not unbalanced:
+            chosen = batch.preferred(names, provider=provider, gpus=gpus, arm=arm, unbalanced=True)
+            if chosen:
+                raise BackendError(
+                    f"no balanced VM type has cpu={config.cpu} memory={config.memory}; unbalanced ones do "
+                    f"({', '.join(chosen[:5])}): give both cpu and memory, or vm_types",
+                    backend=NAME,
+                )
+        if not chosen:
+            raise BackendError(
+                f"no recommended VM type matches cpu={config.cpu} memory={config.memory} gpu={config.gpu} "
+                f"arm={arm} in this workspace's cloud ({provider}): give vm_types",
+                backend=NAME,
+            )
+        return chosen
+
+    @staticmethod
+    def _cluster(
+        spec: JobSpec,
+        config: CoiledJobConfig,
+        name: str,
+        vms: list[str],
+        options: Mapping[str, Any],
+        provider: str | None = None,
+    ) -> dict[str, Any]:
+        """The cluster as ``coiled.Cluster`` creates it for a one-task batch job (the task on the scheduler VM)."""
+        tags = {key.replace("prefect.io/", ""): value for key, value in spec.labels.items()}
+        tags |= {TAG_RUN: spec.run_id, TAG_ATTEMPT: spec.attempt, TAG_POOL: spec.pool_name,
+                 "coiled-cluster-type": "batch"}  # fmt: skip
+        image = None if config.software else (config.image or DEFAULT_IMAGE)
+        ignore_entrypoint = bool(options.get("ignore_container_entrypoint"))
+        disk = batch.disk_gib(options.get("disk_size"))
+        scheduler_vms = list(options.get("scheduler_vm_type") or vms)
+        backend: dict[str, Any] = {}
+        if config.region:
+            backend["region_name"] = config.region
+        if config.gpu and provider == "gcp":
+            backend |= batch.GCP_SCHEDULER_GPU
+        backend["multizone"] = True  # the SDK's use_best_zone (no zone is given)
+        if options.get("allow_cross_zone", True):
+            backend["multizone_allow_cross_zone"] = True
+        if options.get("spot_policy"):
+            backend |= batch.SPOT_POLICIES[options["spot_policy"]]
+        if config.gpu:  # the SDK's worker GPU count becomes a T4 accelerator on any cloud (CloudV2._create_cluster)
+            backend |= {"worker_accelerator_count": 1, "worker_accelerator_type": "nvidia-tesla-t4"}
         body: dict[str, Any] = {
             "name": name,
             "workers": 0,
-            "scheduler_instance_types": list(config.vm_types) or None,
+            "worker_instance_types": vms,
+            "scheduler_instance_types": scheduler_vms,
+            "worker_disk_size": disk,
+            "scheduler_disk_size": disk,
+            "scheduler_options": {"idle_timeout": "520 weeks", "worker_ttl": "520 weeks"},
+            "environ": {},
             "tags": tags,
-            "batch_job_ids": [job_id],
-            "env_name": config.software,
-            "extra_user_container": None if config.software else (config.image or DEFAULT_IMAGE),
+            "env_name": config.software
+            or (batch.container_senv_name(batch.DASK_CONTAINER, bool(config.arm)) if image else None),
+            "use_aws_creds_endpoint": False,
+            "extra_user_container": image,
+            "extra_user_container_ignore_entrypoint": ignore_entrypoint and bool(image),
+            "worker_options": {},
+            "private_to_creator": False,
+            "scheduler_sidecars": [],
             "cluster_timeout_seconds": config.max_run_time_seconds,
         }
-        if config.region:
-            body["options"] = {"region_name": config.region}
-        body.update(config.additional_coiled_options)
+        if backend:
+            body["options"] = backend
         return {k: v for k, v in body.items() if v is not None}
 
     def _api(self, config: CoiledJobConfig) -> CoiledApi:
@@ -245,6 +318,23 @@ class CoiledBackend(BackendBase):
             if api is None:
                 api = self._apis[key] = CoiledApi(token)
         return key, api
+
+
+def _software_environment(config: CoiledJobConfig, cluster: Mapping[str, Any]) -> dict[str, Any]:
+    """The software environment the SDK creates for a batch job's image: the dask container its scheduler runs."""
+    return {
+        "name": cluster["env_name"],
+        "container": batch.DASK_CONTAINER,
+        "force_rebuild": False,
+        "md5": hashlib.md5(b"null").hexdigest(),  # the SDK's digest of no package list
+        "use_entrypoint": True,
+        "gpu_enabled": False,
+        "architecture": "aarch64" if config.arm else "x86_64",
+        "region_name": config.region,
+        "enable_experimental_installer": True,
+        "lockfile_content": None,
+        "lockfile_name": None,
+    }
 
 
 def _config(spec: JobSpec) -> CoiledJobConfig:

@@ -49,13 +49,14 @@ def base_job_template() -> dict[str, Any]:
                     "description": "VM types the job may run on, e.g. t3.medium.",
                 },
                 "arm": _optional("boolean", "ARM", "Use ARM VMs (give ARM vm_types)."),
-                "cpu": _optional("integer", "CPU", "CPU cores: give vm_types instead (pushpool sends VM types)."),
-                "memory": _optional("string", "Memory", "Memory, e.g. '16 GiB': give vm_types instead."),
-                "gpu": _optional("boolean", "GPU", "A GPU VM: give GPU vm_types instead."),
+                "cpu": _optional("integer", "CPU", "CPU cores of the VM (Coiled chooses VM types, as its SDK does)."),
+                "memory": _optional("string", "Memory", "Memory of the VM, e.g. '16 GiB' (chooses VM types)."),
+                "gpu": _optional("boolean", "GPU", "A VM with an NVIDIA GPU."),
                 "additional_coiled_options": {
                     "type": "object",
                     "title": "Additional Coiled Options",
-                    "description": "Extra fields of the cluster create request.",
+                    "description": "coiled.batch.run arguments: spot_policy, allow_cross_zone, disk_size, job_timeout, "
+                    "max_retries, ignore_container_entrypoint, env, scheduler_vm_type.",
                 },
                 "env": {
                     "type": "object",
