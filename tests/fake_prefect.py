@@ -73,12 +73,15 @@ _FILTER_SCHEMA: dict[str, Any] = {
         "id": {"any_": "strings"},
         "state": {"type": {"any_": "state_types"}, "name": {"any_": "strings"}},
         "work_queue_name": {"any_": "strings"},
+        "deployment_id": {"any_": "strings"},
         "end_time": {"after_": "datetime", "before_": "datetime"},
+        "expected_start_time": {"after_": "datetime", "before_": "datetime"},
     },
     "work_pools": {"name": {"any_": "strings"}},
     "work_pool_queues": {"name": {"any_": "strings"}},
 }
 _SORTS = ("ID_DESC", "START_TIME_DESC")
+_DEPLOYMENT_FILTER_SCHEMA: dict[str, Any] = {"deployments": {"id": {"any_": "strings"}, "paused": {"eq_": "bool"}}}
 
 
 def _invalid(what: str, why: str) -> OrchestratorError:
@@ -172,6 +175,8 @@ class _Deployment:
     queue_column: str | None
     job_variables: dict[str, Any]
     updated: dt.datetime
+    paused: bool = False
+    schedules: list[dict[str, Any]] = field(default_factory=list)
 
 
 class FakePrefect:
@@ -274,7 +279,9 @@ class FakePrefect:
             self._check_filter(body, "POST /flow_runs/count", sortable=False)
             return len(self._select(body))
 
-    def _check_filter(self, body: Any, what: str, *, sortable: bool) -> None:
+    def _check_filter(
+        self, body: Any, what: str, *, sortable: bool, schema: dict[str, Any] = _FILTER_SCHEMA
+    ) -> None:
         if not isinstance(body, dict):
             raise _invalid(what, "the body must be an object")
         for key, value in body.items():
@@ -282,9 +289,9 @@ class FakePrefect:
                 if value not in _SORTS:
                     raise _invalid(what, f"sort {value!r} is unknown or not modelled by FakePrefect")
                 continue
-            if key not in _FILTER_SCHEMA:
+            if key not in schema:
                 raise _invalid(what, f"filter key {key!r} is unknown or not modelled by FakePrefect")
-            self._check_level(value, _FILTER_SCHEMA[key], key, what)
+            self._check_level(value, schema[key], key, what)
 
     def _check_level(self, value: Any, schema: Any, path: str, what: str) -> None:
         if isinstance(schema, dict):
@@ -304,6 +311,9 @@ class FakePrefect:
                 raise _invalid(what, f"{path} must be a list of strings")
             if schema == "state_types" and any(v not in StateType.__members__ for v in value):
                 raise _invalid(what, f"{path}: unknown state type in {value!r}")
+        elif schema == "bool":
+            if not isinstance(value, bool):
+                raise _invalid(what, f"{path} must be a boolean, got {value!r}")
         elif schema == "datetime":
             try:
                 _parse_time(value)
@@ -326,6 +336,13 @@ class FakePrefect:
             if not any_of(state.get("type"), run.state.type.value):
                 return False
             if not any_of(state.get("name"), run.state.name):
+                return False
+            if not any_of(runs_filter.get("deployment_id"), run.deployment_id):
+                return False
+            expected = runs_filter.get("expected_start_time") or {}
+            if expected.get("after_") is not None and run.expected_start_time < _parse_time(expected["after_"]):
+                return False
+            if expected.get("before_") is not None and run.expected_start_time > _parse_time(expected["before_"]):
                 return False
             queue_names = (runs_filter.get("work_queue_name") or {}).get("any_")
             if queue_names is not None and run.queue_column not in queue_names:
@@ -534,17 +551,39 @@ class FakePrefect:
             dep = self.deployments.get(str(deployment_id))
             if dep is None:
                 raise ObjectNotFoundError(f"not found: GET /deployments/{deployment_id}", status_code=404)
-            pool = self.pools.get(dep.pool)
-            default_queue = self._default_queue_name(pool) if pool else None
-            return Deployment(
-                id=dep.id,
-                name=dep.name,
-                flow_id=dep.flow_id,
-                job_variables=copy.deepcopy(dep.job_variables),
-                work_pool_name=dep.pool,
-                work_queue_name=dep.queue_column or default_queue,
-                updated=dep.updated,
-            )
+            return self._deployment_model(dep)
+
+    def _deployment_model(self, dep: _Deployment) -> Deployment:
+        pool = self.pools.get(dep.pool)
+        default_queue = self._default_queue_name(pool) if pool else None
+        return Deployment(
+            id=dep.id,
+            name=dep.name,
+            flow_id=dep.flow_id,
+            job_variables=copy.deepcopy(dep.job_variables),
+            work_pool_name=dep.pool,
+            work_queue_name=dep.queue_column or default_queue,
+            updated=dep.updated,
+            paused=dep.paused,
+            schedules=copy.deepcopy(dep.schedules),
+        )
+
+    def filter_deployments(self, body: dict[str, Any]) -> list[Deployment]:
+        """Deployments matching ``body`` (only ``deployments.id.any_`` and ``deployments.paused.eq_`` are modelled),
+        one counted request per page of 200."""
+        with self._lock:
+            self._call("filter_deployments", 0)
+            self._check_filter(body, "POST /deployments/filter", sortable=False, schema=_DEPLOYMENT_FILTER_SCHEMA)
+            spec = body.get("deployments") or {}
+            ids = (spec.get("id") or {}).get("any_")
+            paused = (spec.get("paused") or {}).get("eq_")
+            found = [
+                d
+                for d in self.deployments.values()
+                if (ids is None or d.id in ids) and (paused is None or d.paused == paused)
+            ]
+            self.calls += _pages(len(found), None)
+            return [self._deployment_model(d) for d in sorted(found, key=lambda d: d.name)]
 
     def read_flow(self, flow_id: str) -> Flow:
         with self._lock:
@@ -992,8 +1031,12 @@ class FakePrefect:
         job_variables: dict[str, Any] | None = None,
         work_queue_name: str | None = None,
         flow_name: str = "hello",
+        schedules: list[dict[str, Any]] | None = None,
+        paused: bool = False,
     ) -> str:
-        """A deployment of ``pool``; its runs go to ``work_queue_name`` or, when None, the pool's default queue."""
+        """A deployment of ``pool``; its runs go to ``work_queue_name`` or, when None, the pool's default queue.
+        ``schedules`` as the API takes them (``[{"schedule": {"interval": 60}, "active": True}]``): the fake has no
+        scheduler, so no run is made for them (what a server whose scheduler fails shows)."""
         with self._lock:
             if pool not in self.pools:
                 raise ValueError(f"no pool {pool!r}")
@@ -1007,6 +1050,10 @@ class FakePrefect:
                 queue_column=work_queue_name,
                 job_variables=copy.deepcopy(job_variables or {}),
                 updated=self._now(),
+                paused=paused,
+                schedules=[
+                    {"id": str(uuid.uuid4()), "active": True, **copy.deepcopy(s)} for s in schedules or []
+                ],
             )
             self.deployments[dep.id] = dep
             return dep.id

@@ -333,6 +333,15 @@ class PrefectClient:
     def read_deployment(self, deployment_id: str) -> Deployment:
         return Deployment.model_validate(self._json("GET", f"/deployments/{deployment_id}"))
 
+    def filter_deployments(self, body: dict[str, Any]) -> list[Deployment]:
+        """Every deployment matching ``body`` (a ``/deployments/filter`` body), paging 200 at a time."""
+        found: list[Deployment] = []
+        while True:
+            page = self._json("POST", "/deployments/filter", json={**body, "limit": PAGE_SIZE, "offset": len(found)})
+            found.extend(Deployment.model_validate(d) for d in page)
+            if len(page) < PAGE_SIZE:
+                return found
+
     def read_flow(self, flow_id: str) -> Flow:
         return Flow.model_validate(self._json("GET", f"/flows/{flow_id}"))
 
