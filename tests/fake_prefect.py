@@ -81,7 +81,10 @@ _FILTER_SCHEMA: dict[str, Any] = {
     "work_pool_queues": {"name": {"any_": "strings"}},
 }
 _SORTS = ("ID_DESC", "START_TIME_DESC")
-_DEPLOYMENT_FILTER_SCHEMA: dict[str, Any] = {"deployments": {"id": {"any_": "strings"}, "paused": {"eq_": "bool"}}}
+_DEPLOYMENT_FILTER_SCHEMA: dict[str, Any] = {
+    "deployments": {"id": {"any_": "strings"}, "paused": {"eq_": "bool"}},
+    "work_pools": {"name": {"any_": "strings"}},
+}
 
 
 def _invalid(what: str, why: str) -> OrchestratorError:
@@ -279,9 +282,7 @@ class FakePrefect:
             self._check_filter(body, "POST /flow_runs/count", sortable=False)
             return len(self._select(body))
 
-    def _check_filter(
-        self, body: Any, what: str, *, sortable: bool, schema: dict[str, Any] = _FILTER_SCHEMA
-    ) -> None:
+    def _check_filter(self, body: Any, what: str, *, sortable: bool, schema: dict[str, Any] = _FILTER_SCHEMA) -> None:
         if not isinstance(body, dict):
             raise _invalid(what, "the body must be an object")
         for key, value in body.items():
@@ -569,21 +570,71 @@ class FakePrefect:
         )
 
     def filter_deployments(self, body: dict[str, Any]) -> list[Deployment]:
-        """Deployments matching ``body`` (only ``deployments.id.any_`` and ``deployments.paused.eq_`` are modelled),
-        one counted request per page of 200."""
+        """Deployments matching ``body`` (``deployments.id.any_``, ``deployments.paused.eq_`` and
+        ``work_pools.name.any_`` are modelled), one counted request per page of 200."""
         with self._lock:
             self._call("filter_deployments", 0)
             self._check_filter(body, "POST /deployments/filter", sortable=False, schema=_DEPLOYMENT_FILTER_SCHEMA)
             spec = body.get("deployments") or {}
             ids = (spec.get("id") or {}).get("any_")
             paused = (spec.get("paused") or {}).get("eq_")
+            pools = ((body.get("work_pools") or {}).get("name") or {}).get("any_")
             found = [
                 d
                 for d in self.deployments.values()
-                if (ids is None or d.id in ids) and (paused is None or d.paused == paused)
+                if (ids is None or d.id in ids)
+                and (paused is None or d.paused == paused)
+                and (pools is None or d.pool in pools)
             ]
             self.calls += _pages(len(found), None)
             return [self._deployment_model(d) for d in sorted(found, key=lambda d: d.name)]
+
+    def create_flow(self, name: str) -> Flow:
+        with self._lock:
+            self._call("create_flow")
+            found = next((f for f in self.flows.values() if f.name == name), None)
+            if found is None:
+                found = Flow(id=str(uuid.uuid4()), name=name)
+                self.flows[found.id] = found
+            return found.model_copy()
+
+    def create_deployment(self, body: dict[str, Any]) -> Deployment:
+        """Only ``name``, ``flow_id``, ``work_pool_name``, ``work_queue_name``, ``job_variables``, ``paused`` and
+        ``schedules`` are kept; the server's upsert by flow and name is modelled."""
+        with self._lock:
+            self._call("create_deployment")
+            pool = body.get("work_pool_name")
+            if pool not in self.pools:
+                raise ObjectNotFoundError(f"not found: work pool {pool!r}", status_code=404)
+            if body.get("flow_id") not in self.flows:
+                raise ObjectNotFoundError(f"not found: flow {body.get('flow_id')!r}", status_code=404)
+            existing = next(
+                (d for d in self.deployments.values() if d.flow_id == body["flow_id"] and d.name == body.get("name")),
+                None,
+            )
+            dep = _Deployment(
+                id=existing.id if existing else str(uuid.uuid4()),
+                name=str(body.get("name")),
+                flow_id=str(body["flow_id"]),
+                pool=str(pool),
+                queue_column=body.get("work_queue_name"),
+                job_variables=copy.deepcopy(body.get("job_variables") or {}),
+                updated=self._now(),
+                paused=bool(body.get("paused", False)),
+                schedules=[{"id": str(uuid.uuid4()), "active": True, **s} for s in body.get("schedules") or []],
+            )
+            self.deployments[dep.id] = dep
+            return self._deployment_model(dep)
+
+    def create_flow_run(self, deployment_id: str, body: dict[str, Any]) -> FlowRun:
+        """A run of the deployment, Scheduled now (or at ``state.state_details.scheduled_time``)."""
+        with self._lock:
+            self._call("create_flow_run")
+            if deployment_id not in self.deployments:
+                raise ObjectNotFoundError(f"not found: deployment {deployment_id}", status_code=404)
+            at = ((body.get("state") or {}).get("state_details") or {}).get("scheduled_time")
+            run_id = self.add_run(deployment_id, scheduled_at=_parse_time(at) if at else None)
+            return self.runs[run_id].model(self.pools, self.queues)
 
     def read_flow(self, flow_id: str) -> Flow:
         with self._lock:
@@ -1051,9 +1102,7 @@ class FakePrefect:
                 job_variables=copy.deepcopy(job_variables or {}),
                 updated=self._now(),
                 paused=paused,
-                schedules=[
-                    {"id": str(uuid.uuid4()), "active": True, **copy.deepcopy(s)} for s in schedules or []
-                ],
+                schedules=[{"id": str(uuid.uuid4()), "active": True, **copy.deepcopy(s)} for s in schedules or []],
             )
             self.deployments[dep.id] = dep
             return dep.id
@@ -1062,6 +1111,8 @@ class FakePrefect:
         """Delete a deployment as the server does: its Scheduled runs go too, except AwaitingConcurrencySlot ones;
         other runs keep the dangling ``deployment_id``."""
         with self._lock:
+            if deployment_id not in self.deployments:
+                raise ObjectNotFoundError(f"not found: DELETE /deployments/{deployment_id}", status_code=404)
             del self.deployments[deployment_id]
             for run_id, run in list(self.runs.items()):
                 if (

@@ -48,6 +48,9 @@ class Provider:
     # The function giving this provider's job variables for a managed run (``prefect:managed`` pools, which the
     # operator may have any provider with one serve): ``managed(bootstrap=, env=, image=, memory_mb=) -> dict``.
     managed: str | None = None
+    # ``credentials_problem() -> (problem, fix) | None``: whether this machine has the provider's own credentials (what
+    # a pool with no credentials block uses), and what to do when not — ``pushpool doctor`` asks it. None: needs none.
+    credentials: str | None = None
 
     @property
     def pool_types(self) -> tuple[str, ...]:
@@ -78,6 +81,18 @@ class Provider:
         if self.managed is None:
             raise ConfigurationError(f"PUSHPOOL_MANAGED_BACKEND: the {self.name} provider cannot run managed pools")
         return _load(self.managed)(**job)  # type: ignore[no-any-return]
+
+    def credentials_problem(self) -> tuple[str, str] | None:
+        """None when this machine has the provider's own credentials (or it needs none); else (what is missing, what
+        to do).
+
+        Raises:
+            ConfigurationError: the provider's SDK is not installed.
+        """
+        if self.credentials is None:
+            return None
+        self.require_installed()
+        return _load(self.credentials)()  # type: ignore[no-any-return]
 
     def config_model(self) -> type[JobConfig]:
         return _load(self.config)  # type: ignore[no-any-return]
@@ -116,6 +131,7 @@ PROVIDERS: tuple[Provider, ...] = (
         backend="pushpool.providers.ecs.backend:EcsBackend",
         config="pushpool.providers.ecs.config:EcsJobConfig",
         provisioner="pushpool.providers.ecs.provisioner:EcsProvisioner",
+        credentials="pushpool.providers.ecs.credentials:credentials_problem",
         managed="pushpool.providers.ecs.template:managed_variables",
         extra="aws",
         sdk=("boto3",),
@@ -126,6 +142,7 @@ PROVIDERS: tuple[Provider, ...] = (
         backend="pushpool.providers.aci.backend:AciBackend",
         config="pushpool.providers.aci.config:AciJobConfig",
         provisioner="pushpool.providers.aci.provisioner:AciProvisioner",
+        credentials="pushpool.providers.aci.credentials:credentials_problem",
         extra="azure",
         sdk=("azure.mgmt.containerinstance", "azure.identity"),
     ),
@@ -135,6 +152,7 @@ PROVIDERS: tuple[Provider, ...] = (
         backend="pushpool.providers.modal.backend:ModalBackend",
         config="pushpool.providers.modal.config:ModalJobConfig",
         provisioner="pushpool.providers.modal.provisioner:ModalProvisioner",
+        credentials="pushpool.providers.modal.credentials:credentials_problem",
         extra="modal",
         sdk=("modal",),
     ),
@@ -144,6 +162,7 @@ PROVIDERS: tuple[Provider, ...] = (
         backend="pushpool.providers.coiled.backend:CoiledBackend",
         config="pushpool.providers.coiled.config:CoiledJobConfig",
         provisioner="pushpool.providers.coiled.provisioner:CoiledProvisioner",
+        credentials="pushpool.providers.coiled.credentials:credentials_problem",
     ),
     Provider(
         name="cloudrun",
@@ -154,6 +173,7 @@ PROVIDERS: tuple[Provider, ...] = (
         backend="pushpool.providers.cloudrun.backend:CloudRunBackend",
         config="pushpool.providers.cloudrun.config:CloudRunJobConfig",
         provisioner="pushpool.providers.cloudrun.provisioner:CloudRunProvisioner",
+        credentials="pushpool.providers.cloudrun.credentials:credentials_problem",
         extra="gcp",
         sdk=("google.cloud.run_v2",),
     ),
