@@ -1,7 +1,7 @@
 """The ``pushpool`` command: ``serve``, ``work-pool create | ls | inspect | delete | provision-infra | deprovision``,
-``status``, ``logs <flow-run>``, ``usage`` and ``monitor``, on typer with rich output, like Prefect's own CLI (the
-same verbs, tables, ``--output json``). Each command calls one use-case; pushpool's errors become one
-``pushpool: error:`` line.
+``status``, ``logs <flow-run>``, ``usage``, ``monitor`` and ``doctor`` (entrypoints/doctor.py), on typer with rich
+output, like Prefect's own CLI (the same verbs, tables, ``--output json``). Each command calls one use-case;
+pushpool's errors become one ``pushpool: error:`` line.
 
 ``work-pool create`` points the pool's webhook at the ``pushpool serve`` that runs under ``PUSHPOOL_HOME`` (serve
 records its address there): :func:`submit_url_for`.
@@ -1067,6 +1067,14 @@ def build_app() -> typer.Typer:
         "this pushpool is set to (PUSHPOOL_MANAGED_TIER, PUSHPOOL_MANAGED_TIERS).",
     )(cmd_usage)
     app.command("logs", cls=_Command, help="A flow run's state history, its job's output and its logs.")(cmd_logs)
+    from pushpool.entrypoints.doctor import cmd_doctor
+
+    app.command(
+        "doctor",
+        cls=_Command,
+        help="Check Prefect, the scheduler, serve, the token, the pools and the providers, and say what to do; "
+        "--canary POOL runs a tiny flow through POOL and times each stage.",
+    )(cmd_doctor)
     return app
 
 

@@ -169,17 +169,18 @@ def _version(text: str) -> tuple[int, int, int]:
 
 
 def scheduler_problem(
-    deps: Deps, *, pools: Collection[str] | None = None, grace_seconds: float = SCHEDULER_GRACE_SECONDS
+    deps: Deps, *, pools: Collection[str] | None = None, grace_seconds: float | None = None
 ) -> tuple[int, str | None]:
     """(deployments checked, the problem in one line or None): deployments with an active schedule, not paused and
-    unchanged for ``grace_seconds``, that have no Scheduled run in the future — Prefect's scheduler makes them ahead,
+    unchanged for ``grace_seconds`` (:data:`SCHEDULER_GRACE_SECONDS`), that have no Scheduled run in the future — Prefect's scheduler makes them ahead,
     so none means its scheduler service fails (or is off). ``pools``: only deployments of these pools."""
     client = deps.orchestrator
     now = deps.clock.now()
     body: dict[str, Any] = {"deployments": {"paused": {"eq_": False}}}
     if pools is not None:
         body["work_pools"] = {"name": {"any_": list(pools)}}
-    settled = now - dt.timedelta(seconds=grace_seconds)
+    grace = SCHEDULER_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    settled = now - dt.timedelta(seconds=grace)
     scheduled = [
         d
         for d in client.filter_deployments(body)
@@ -261,7 +262,7 @@ def diagnose(
     serves: Collection[ServeInfo] = (),
     versions: Mapping[str, str | None] | None = None,
     probe: Probe = http_probe,
-    scheduler_grace_seconds: float = SCHEDULER_GRACE_SECONDS,
+    scheduler_grace_seconds: float | None = None,
 ) -> Diagnosis:
     """Every check (see the module's docstring); ``pools``: only these pools (None: every push pool)."""
     result = Diagnosis()
