@@ -172,8 +172,9 @@ def scheduler_problem(
     deps: Deps, *, pools: Collection[str] | None = None, grace_seconds: float | None = None
 ) -> tuple[int, str | None]:
     """(deployments checked, the problem in one line or None): deployments with an active schedule, not paused and
-    unchanged for ``grace_seconds`` (:data:`SCHEDULER_GRACE_SECONDS`), that have no Scheduled run in the future — Prefect's scheduler makes them ahead,
-    so none means its scheduler service fails (or is off). ``pools``: only deployments of these pools."""
+    unchanged for ``grace_seconds`` (:data:`SCHEDULER_GRACE_SECONDS`), that have no Scheduled run in the future —
+    Prefect's scheduler makes them ahead, so none means its scheduler service fails (or is off). ``pools``: only
+    deployments of these pools."""
     client = deps.orchestrator
     now = deps.clock.now()
     body: dict[str, Any] = {"deployments": {"paused": {"eq_": False}}}
