@@ -207,6 +207,24 @@ def scheduler_problem(
     )
 
 
+def prefect_server_warnings(
+    deps: Deps, *, pools: Collection[str] | None = None, versions: Mapping[str, str | None] | None = None
+) -> list[str]:
+    """What ``pushpool serve`` says of its Prefect server, one line each: known-bad pins in this environment when the
+    server is local (it runs from there, most likely), and a failing scheduler (:func:`scheduler_problem`)."""
+    lines: list[str] = []
+    if _host_kind(deps.settings.prefect_api_url) == "loopback":
+        found = known_bad_pins(installed_versions() if versions is None else versions)
+        lines += [f"{problem} — {fix} where the Prefect server runs" for problem, fix in found]
+    try:
+        problem = scheduler_problem(deps, pools=pools)[1]
+    except OrchestratorError:
+        problem = None  # the monitor's own calls say when Prefect is away
+    if problem:
+        lines.append(f"{problem} — no scheduled run will start: {SCHEDULER_FIX}")
+    return lines
+
+
 SCHEDULER_FIX = (
     "read the Prefect server's log for scheduler errors; SQLAlchemy 2.1 causes this (pip install 'sqlalchemy<2.1' "
     "where the server runs); PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED must not be false"
