@@ -162,10 +162,12 @@ def run_canary(
         stage = result.stage(name)
         if stage.at is None and at is not None:
             stage.at, stage.note = at, note
+        elif stage.at is None and not stage.note:
+            stage.note = note  # passed, with no time to give: "none stored", "none reported"
         for stage in result.stages:
             if stage.name in seen:
                 continue
-            if stage.at is None and not stage.note.startswith("none"):
+            if stage.at is None and not stage.note:
                 break
             seen.add(stage.name)
             if report is not None:
@@ -229,11 +231,13 @@ def _watch(
                 reached("container started", status.started_at)
         running = _first(history, StateType.RUNNING)
         if running is not None:
-            if result.stage("container started").at is None and status is not None and status.state.is_final:
-                reached("container started", None, "none reported: the job had ended when it was looked at")
             reached("flow Running", running)
         if current.state_type in FINAL:
             ended = current
+            if result.stage("container started").at is None and current.infrastructure_pid:
+                status = _status(backend, handles, pool, current.infrastructure_pid) or status
+                started = status.started_at if status is not None else None
+                reached("container started", started, "" if started else "not reported by the provider")
             break
         if monotonic() >= deadline:
             break
