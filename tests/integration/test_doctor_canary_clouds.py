@@ -8,6 +8,8 @@ overrides, read back through the ECS API) on this machine, RUNNING while it runs
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import subprocess
 import sys
@@ -18,11 +20,103 @@ from pathlib import Path
 import pytest
 from pushpool import localserver
 from pushpool.entrypoints.serve import Server
+from pushpool.providers import base_job_template
 from pushpool.usecases.canary import STAGES, run_canary
 
+from tests.conftest import AZ_RG, AZ_SUB
 from tests.helpers import PrefectHelper, make_deps
 
 pytestmark = pytest.mark.integration
+
+
+def _play(command: list[str], env: dict[str, str]) -> int:
+    """A job's container, here: its command with its environment (this interpreter's ``prefect`` is the image's)."""
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])
+    try:
+        done = subprocess.run(
+            command, env={"PATH": path, "HOME": os.environ.get("HOME", "/tmp"), **env},
+            capture_output=True, check=False, timeout=300,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return 127
+    return done.returncode
+
+
+class Containers:
+    """Plays the container of each job an emulator holds (jobs there when it starts are other tests')."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def jobs(self) -> dict[str, object]:
+        raise NotImplementedError
+
+    def run(self, key: str, job: object) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Containers:
+        self.seen = set(self.jobs())
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            for key, job in self.jobs().items():
+                if key not in self.seen:
+                    self.seen.add(key)
+                    threading.Thread(target=self.run, args=(key, job), daemon=True).start()
+            time.sleep(0.1)
+
+
+class AciContainers(Containers):
+    """The ARM emulator's container groups: the group's first container (command, environment with its secure values
+    as ACI would give them), started, then exited with the command's code."""
+
+    def __init__(self, arm) -> None:
+        super().__init__()
+        self.arm = arm
+
+    def jobs(self) -> dict[str, object]:
+        with self.arm.lock:
+            groups = list(self.arm.groups.items())
+        kind = "providers/Microsoft.ContainerInstance/containerGroups"
+        return {f"/subscriptions/{sub}/resourceGroups/{g.rg}/{kind}/{name}": g for (sub, _, name), g in groups}
+
+    def run(self, key: str, job) -> None:
+        container = job.body["properties"]["containers"][0]["properties"]
+        env = {e["name"]: e.get("value", e.get("secureValue", "")) for e in container.get("environmentVariables") or []}
+        command = list(container.get("command") or [])
+        if command and command[0].endswith("entrypoint.sh"):  # the Prefect image's entrypoint: it execs the rest
+            command = command[1:]
+        self.arm.start_container(key)
+        self.arm.exit(key, _play(command, env), [])
+
+
+class CloudRunContainers(Containers):
+    """The Cloud Run emulator's executions: the job template's container (command and args; its plain env values —
+    a secret reference is not resolved), running, then exited with the command's code."""
+
+    def __init__(self, emulator) -> None:
+        super().__init__()
+        self.emulator = emulator
+
+    def jobs(self) -> dict[str, object]:
+        with self.emulator.lock:
+            return {name: entry["json"] for name, entry in self.emulator.executions.items()}
+
+    def run(self, key: str, job) -> None:
+        container = job["template"]["containers"][0]
+        env = {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
+        self.emulator.set_running(key)
+        code = _play([*(container.get("command") or []), *(container.get("args") or [])], env)
+        with contextlib.suppress(KeyError):  # the monitor may have stopped a job that outlived its run: gone
+            self.emulator.exit(key, code)
 
 
 class EcsContainers:
@@ -81,6 +175,19 @@ class EcsContainers:
 def _pool(request, prefect: PrefectHelper, cloud: str) -> str:
     if cloud == "ecs":
         return request.getfixturevalue("ecs_pool")
+    if cloud == "aci":
+        request.getfixturevalue("arm")
+        template = copy.deepcopy(base_job_template("azure-container-instance:push"))
+        template["variables"]["properties"]["subscription_id"]["default"] = AZ_SUB
+        template["variables"]["properties"]["resource_group_name"]["default"] = AZ_RG
+        name = prefect.unique("canary-aci")
+        prefect.create_pool(name, "azure-container-instance:push", base_job_template=template)
+        return name
+    if cloud == "cloudrun":
+        from tests.integration.test_cloudrun import make_pool
+
+        request.getfixturevalue("cloud_run")
+        return make_pool(prefect)
     if cloud == "modal":
         pytest.importorskip("modal")
         request.getfixturevalue("modal_server")
@@ -93,12 +200,42 @@ def _pool(request, prefect: PrefectHelper, cloud: str) -> str:
     return name
 
 
-@pytest.mark.parametrize("cloud", ["ecs", "modal", "coiled"])
+@pytest.fixture(scope="module")
+def cloud_run():
+    from tests.gcp_emulator import CloudRunEmulator
+
+    found = CloudRunEmulator().start()
+    yield found
+    found.stop()
+
+
+def _wire(request, cloud: str, deps) -> None:
+    """Point ``deps``' backend at the cloud's emulator, where the SDK is not pointed by the environment."""
+    if cloud == "aci":
+        deps.backend_options["aci"] = request.getfixturevalue("aci_options")
+    elif cloud == "cloudrun":
+        from tests.integration.test_cloudrun import backend_options
+
+        deps.backend_options["cloudrun"] = backend_options(request.getfixturevalue("cloud_run"))
+
+
+def _containers(request, cloud: str):
+    if cloud == "ecs":
+        return EcsContainers(request.getfixturevalue("aws"))
+    if cloud == "aci":
+        return AciContainers(request.getfixturevalue("arm"))
+    if cloud == "cloudrun":
+        return CloudRunContainers(request.getfixturevalue("cloud_run"))
+    return None  # Modal's and Coiled's emulators run the command themselves
+
+
+@pytest.mark.parametrize("cloud", ["ecs", "aci", "cloudrun", "modal", "coiled"])
 def test_the_canary_completes_on_a_cloud_pool(
     request, cloud: str, prefect_api: str, prefect: PrefectHelper, tmp_path: Path
 ) -> None:
     pool = _pool(request, prefect, cloud)
     deps = make_deps(prefect_api, tmp_path / "serve")
+    _wire(request, cloud, deps)
     server = Server(deps, port=localserver.free_port(), monitor_interval=2, event_stream=True, pool_names=[pool])
     server.start()
     reported: list[str] = []
@@ -109,7 +246,8 @@ def test_the_canary_completes_on_a_cloud_pool(
             reported.append(stage.name)
 
     canary_deps = make_deps(prefect_api, tmp_path / "canary")
-    containers = EcsContainers(request.getfixturevalue("aws")) if cloud == "ecs" else None
+    _wire(request, cloud, canary_deps)
+    containers = _containers(request, cloud)
     try:
         if containers is not None:
             with containers:
