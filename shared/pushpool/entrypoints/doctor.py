@@ -104,8 +104,14 @@ def _diagnose(pools: list[str] | None) -> tuple[Diagnosis, Any]:
 
 def _canary(deps: Any, pool: str, timeout: float, *, quiet: bool) -> CanaryResult | None:
     from pushpool.errors import PushpoolError
+    from pushpool.prefect_api.client import PrefectClient
     from pushpool.usecases.canary import CanaryResult, run_canary
 
+    settings = deps.settings
+    deps.orchestrator.close()  # the checks' client gives up fast; a run of minutes rides out a busy server's 503s
+    deps.orchestrator = PrefectClient(
+        settings.prefect_api_url, api_key=settings.prefect_api_key, auth_string=settings.prefect_api_auth_string
+    )
     if not quiet:
         _line(f"Canary: a run of pushpool-canary/canary-{pool} through pool {pool}", "bold")
     try:
