@@ -260,7 +260,11 @@ def test_the_canary_completes_on_a_cloud_pool(
         canary_deps.orchestrator.close()
     assert result.ok, (result.problem, result.as_dict())
     assert reported == list(STAGES)  # every stage, in order
-    seconds = [result.seconds(s) for s in ("run created", "claimed", "job accepted", "flow Running", "Completed")]
+    seconds = [result.seconds(s) for s in ("run created", "claimed", "flow Running", "Completed")]
     assert None not in seconds and seconds == sorted(seconds), result.as_dict()
+    # The provider's acceptance is on its clock (ACI: the time pushpool tagged on the group as it asked for it), the
+    # claim on Prefect's: only their order with the run's creation and the flow's start is certain.
+    accepted = result.seconds("job accepted")
+    assert accepted is not None and 0 <= accepted <= result.seconds("flow Running"), result.as_dict()
     assert prefect.state(result.run_id)[0] == "COMPLETED"
     print(cloud, {s["stage"]: s["seconds"] for s in result.as_dict()["stages"]})

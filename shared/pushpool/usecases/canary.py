@@ -10,8 +10,9 @@ run created        the Scheduled state Prefect wrote (the clock starts here)
 event received     Prefect's event bus received the run's ``prefect.flow-run.Scheduled`` event (what the event
                    stream and the automation react to; a server that stores no events shows none)
 claimed            pushpool's Pending proposal was accepted (the event reached submit, or the monitor's sweep)
-job accepted       the provider accepted the job (its ``accepted_at``; else the ``InfrastructurePending`` state,
-                   written once the job exists)
+job accepted       the provider accepted the job (its ``accepted_at``, on the provider's clock or, for ACI, the
+                   time pushpool asked: it may read a little before the claim's time on Prefect's clock; else the
+                   ``InfrastructurePending`` state, written once the job exists)
 container started  the provider says the job's container/process started (its ``started_at``)
 flow Running       the engine inside the job proposed Running
 Completed          the flow ended Completed
