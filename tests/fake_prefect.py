@@ -73,12 +73,18 @@ _FILTER_SCHEMA: dict[str, Any] = {
         "id": {"any_": "strings"},
         "state": {"type": {"any_": "state_types"}, "name": {"any_": "strings"}},
         "work_queue_name": {"any_": "strings"},
+        "deployment_id": {"any_": "strings"},
         "end_time": {"after_": "datetime", "before_": "datetime"},
+        "expected_start_time": {"after_": "datetime", "before_": "datetime"},
     },
     "work_pools": {"name": {"any_": "strings"}},
     "work_pool_queues": {"name": {"any_": "strings"}},
 }
 _SORTS = ("ID_DESC", "START_TIME_DESC")
+_DEPLOYMENT_FILTER_SCHEMA: dict[str, Any] = {
+    "deployments": {"id": {"any_": "strings"}, "paused": {"eq_": "bool"}},
+    "work_pools": {"name": {"any_": "strings"}},
+}
 
 
 def _invalid(what: str, why: str) -> OrchestratorError:
@@ -172,6 +178,8 @@ class _Deployment:
     queue_column: str | None
     job_variables: dict[str, Any]
     updated: dt.datetime
+    paused: bool = False
+    schedules: list[dict[str, Any]] = field(default_factory=list)
 
 
 class FakePrefect:
@@ -274,7 +282,7 @@ class FakePrefect:
             self._check_filter(body, "POST /flow_runs/count", sortable=False)
             return len(self._select(body))
 
-    def _check_filter(self, body: Any, what: str, *, sortable: bool) -> None:
+    def _check_filter(self, body: Any, what: str, *, sortable: bool, schema: dict[str, Any] = _FILTER_SCHEMA) -> None:
         if not isinstance(body, dict):
             raise _invalid(what, "the body must be an object")
         for key, value in body.items():
@@ -282,9 +290,9 @@ class FakePrefect:
                 if value not in _SORTS:
                     raise _invalid(what, f"sort {value!r} is unknown or not modelled by FakePrefect")
                 continue
-            if key not in _FILTER_SCHEMA:
+            if key not in schema:
                 raise _invalid(what, f"filter key {key!r} is unknown or not modelled by FakePrefect")
-            self._check_level(value, _FILTER_SCHEMA[key], key, what)
+            self._check_level(value, schema[key], key, what)
 
     def _check_level(self, value: Any, schema: Any, path: str, what: str) -> None:
         if isinstance(schema, dict):
@@ -304,6 +312,9 @@ class FakePrefect:
                 raise _invalid(what, f"{path} must be a list of strings")
             if schema == "state_types" and any(v not in StateType.__members__ for v in value):
                 raise _invalid(what, f"{path}: unknown state type in {value!r}")
+        elif schema == "bool":
+            if not isinstance(value, bool):
+                raise _invalid(what, f"{path} must be a boolean, got {value!r}")
         elif schema == "datetime":
             try:
                 _parse_time(value)
@@ -326,6 +337,13 @@ class FakePrefect:
             if not any_of(state.get("type"), run.state.type.value):
                 return False
             if not any_of(state.get("name"), run.state.name):
+                return False
+            if not any_of(runs_filter.get("deployment_id"), run.deployment_id):
+                return False
+            expected = runs_filter.get("expected_start_time") or {}
+            if expected.get("after_") is not None and run.expected_start_time < _parse_time(expected["after_"]):
+                return False
+            if expected.get("before_") is not None and run.expected_start_time > _parse_time(expected["before_"]):
                 return False
             queue_names = (runs_filter.get("work_queue_name") or {}).get("any_")
             if queue_names is not None and run.queue_column not in queue_names:
@@ -534,17 +552,89 @@ class FakePrefect:
             dep = self.deployments.get(str(deployment_id))
             if dep is None:
                 raise ObjectNotFoundError(f"not found: GET /deployments/{deployment_id}", status_code=404)
-            pool = self.pools.get(dep.pool)
-            default_queue = self._default_queue_name(pool) if pool else None
-            return Deployment(
-                id=dep.id,
-                name=dep.name,
-                flow_id=dep.flow_id,
-                job_variables=copy.deepcopy(dep.job_variables),
-                work_pool_name=dep.pool,
-                work_queue_name=dep.queue_column or default_queue,
-                updated=dep.updated,
+            return self._deployment_model(dep)
+
+    def _deployment_model(self, dep: _Deployment) -> Deployment:
+        pool = self.pools.get(dep.pool)
+        default_queue = self._default_queue_name(pool) if pool else None
+        return Deployment(
+            id=dep.id,
+            name=dep.name,
+            flow_id=dep.flow_id,
+            job_variables=copy.deepcopy(dep.job_variables),
+            work_pool_name=dep.pool,
+            work_queue_name=dep.queue_column or default_queue,
+            updated=dep.updated,
+            paused=dep.paused,
+            schedules=copy.deepcopy(dep.schedules),
+        )
+
+    def filter_deployments(self, body: dict[str, Any]) -> list[Deployment]:
+        """Deployments matching ``body`` (``deployments.id.any_``, ``deployments.paused.eq_`` and
+        ``work_pools.name.any_`` are modelled), one counted request per page of 200."""
+        with self._lock:
+            self._call("filter_deployments", 0)
+            self._check_filter(body, "POST /deployments/filter", sortable=False, schema=_DEPLOYMENT_FILTER_SCHEMA)
+            spec = body.get("deployments") or {}
+            ids = (spec.get("id") or {}).get("any_")
+            paused = (spec.get("paused") or {}).get("eq_")
+            pools = ((body.get("work_pools") or {}).get("name") or {}).get("any_")
+            found = [
+                d
+                for d in self.deployments.values()
+                if (ids is None or d.id in ids)
+                and (paused is None or d.paused == paused)
+                and (pools is None or d.pool in pools)
+            ]
+            self.calls += _pages(len(found), None)
+            return [self._deployment_model(d) for d in sorted(found, key=lambda d: d.name)]
+
+    def create_flow(self, name: str) -> Flow:
+        with self._lock:
+            self._call("create_flow")
+            found = next((f for f in self.flows.values() if f.name == name), None)
+            if found is None:
+                found = Flow(id=str(uuid.uuid4()), name=name)
+                self.flows[found.id] = found
+            return found.model_copy()
+
+    def create_deployment(self, body: dict[str, Any]) -> Deployment:
+        """Only ``name``, ``flow_id``, ``work_pool_name``, ``work_queue_name``, ``job_variables``, ``paused`` and
+        ``schedules`` are kept; the server's upsert by flow and name is modelled."""
+        with self._lock:
+            self._call("create_deployment")
+            pool = body.get("work_pool_name")
+            if pool not in self.pools:
+                raise ObjectNotFoundError(f"not found: work pool {pool!r}", status_code=404)
+            if body.get("flow_id") not in self.flows:
+                raise ObjectNotFoundError(f"not found: flow {body.get('flow_id')!r}", status_code=404)
+            existing = next(
+                (d for d in self.deployments.values() if d.flow_id == body["flow_id"] and d.name == body.get("name")),
+                None,
             )
+            dep = _Deployment(
+                id=existing.id if existing else str(uuid.uuid4()),
+                name=str(body.get("name")),
+                flow_id=str(body["flow_id"]),
+                pool=str(pool),
+                queue_column=body.get("work_queue_name"),
+                job_variables=copy.deepcopy(body.get("job_variables") or {}),
+                updated=self._now(),
+                paused=bool(body.get("paused", False)),
+                schedules=[{"id": str(uuid.uuid4()), "active": True, **s} for s in body.get("schedules") or []],
+            )
+            self.deployments[dep.id] = dep
+            return self._deployment_model(dep)
+
+    def create_flow_run(self, deployment_id: str, body: dict[str, Any]) -> FlowRun:
+        """A run of the deployment, Scheduled now (or at ``state.state_details.scheduled_time``)."""
+        with self._lock:
+            self._call("create_flow_run")
+            if deployment_id not in self.deployments:
+                raise ObjectNotFoundError(f"not found: deployment {deployment_id}", status_code=404)
+            at = ((body.get("state") or {}).get("state_details") or {}).get("scheduled_time")
+            run_id = self.add_run(deployment_id, scheduled_at=_parse_time(at) if at else None)
+            return self.runs[run_id].model(self.pools, self.queues)
 
     def read_flow(self, flow_id: str) -> Flow:
         with self._lock:
@@ -992,8 +1082,12 @@ class FakePrefect:
         job_variables: dict[str, Any] | None = None,
         work_queue_name: str | None = None,
         flow_name: str = "hello",
+        schedules: list[dict[str, Any]] | None = None,
+        paused: bool = False,
     ) -> str:
-        """A deployment of ``pool``; its runs go to ``work_queue_name`` or, when None, the pool's default queue."""
+        """A deployment of ``pool``; its runs go to ``work_queue_name`` or, when None, the pool's default queue.
+        ``schedules`` as the API takes them (``[{"schedule": {"interval": 60}, "active": True}]``): the fake has no
+        scheduler, so no run is made for them (what a server whose scheduler fails shows)."""
         with self._lock:
             if pool not in self.pools:
                 raise ValueError(f"no pool {pool!r}")
@@ -1007,6 +1101,8 @@ class FakePrefect:
                 queue_column=work_queue_name,
                 job_variables=copy.deepcopy(job_variables or {}),
                 updated=self._now(),
+                paused=paused,
+                schedules=[{"id": str(uuid.uuid4()), "active": True, **copy.deepcopy(s)} for s in schedules or []],
             )
             self.deployments[dep.id] = dep
             return dep.id
@@ -1015,6 +1111,8 @@ class FakePrefect:
         """Delete a deployment as the server does: its Scheduled runs go too, except AwaitingConcurrencySlot ones;
         other runs keep the dangling ``deployment_id``."""
         with self._lock:
+            if deployment_id not in self.deployments:
+                raise ObjectNotFoundError(f"not found: DELETE /deployments/{deployment_id}", status_code=404)
             del self.deployments[deployment_id]
             for run_id, run in list(self.runs.items()):
                 if (

@@ -96,6 +96,10 @@ class RealEnv:
     def delete_deployment(self, deployment_id: str) -> None:
         self.helper.request("DELETE", f"/deployments/{deployment_id}").raise_for_status()
 
+    def scheduled_deployment(self, pool: str, *, interval: float, paused: bool = False) -> str:
+        schedules = [{"schedule": {"interval": interval}, "active": True}]
+        return self.helper.create_deployment(pool, schedules=schedules, paused=paused)
+
     def run(
         self,
         deployment_id: str,
@@ -174,6 +178,9 @@ class FakeEnv:
 
     def delete_deployment(self, deployment_id: str) -> None:
         self.fake.delete_deployment(deployment_id)
+
+    def scheduled_deployment(self, pool: str, *, interval: float, paused: bool = False) -> str:
+        return self.fake.add_deployment(pool, schedules=[{"schedule": {"interval": interval}}], paused=paused)
 
     def run(
         self,
@@ -725,6 +732,53 @@ class OrchestrationContract:
             env.client.read_flow_run(scheduled)
         assert env.client.read_flow_run(waiting).deployment_id == deployment
         assert env.client.read_flow_run(pending).deployment_id == deployment
+
+    def test_deployments_filter_by_id_and_paused_with_their_schedules(self, env: Env) -> None:
+        """``/deployments/filter`` finds deployments by id and paused flag and gives each schedule with its ``active``
+        flag and its ``interval`` (seconds); runs filter by deployment and by expected start time."""
+        pool = env.pool()
+        active = env.scheduled_deployment(pool, interval=3600)
+        paused = env.scheduled_deployment(pool, interval=3600, paused=True)
+        plain = env.deployment(pool)
+        ids = {"id": {"any_": [active, paused, plain]}}
+        found = {d.id: d for d in env.client.filter_deployments({"deployments": ids})}
+        assert set(found) == {active, paused, plain}
+        assert (found[active].paused, found[paused].paused) == (False, True)
+        (schedule,) = found[active].schedules or []
+        assert schedule["active"] is True and float(schedule["schedule"]["interval"]) == 3600
+        assert found[plain].schedules == []
+        running = env.client.filter_deployments({"deployments": {**ids, "paused": {"eq_": False}}})
+        assert {d.id for d in running} == {active, plain}
+        other_pool = env.pool()
+        elsewhere = env.scheduled_deployment(other_pool, interval=3600)
+        in_pool = env.client.filter_deployments({"work_pools": {"name": {"any_": [other_pool]}}})
+        assert [d.id for d in in_pool] == [elsewhere]
+
+        now = env.now()
+        soon, later = env.run(plain, at=now + 60 * S), env.run(plain, at=now + 600 * S)
+        env.run(env.deployment(pool), at=now + 600 * S)  # another deployment's
+        after = {"deployment_id": {"any_": [plain]}, "expected_start_time": {"after_": (now + 120 * S).isoformat()}}
+        assert [r.id for r in env.client.filter_flow_runs({"flow_runs": after})] == [later]
+        before = {"deployment_id": {"any_": [plain]}, "expected_start_time": {"before_": (now + 120 * S).isoformat()}}
+        assert [r.id for r in env.client.filter_flow_runs({"flow_runs": before})] == [soon]
+
+    def test_a_deployment_made_through_the_client_runs_and_is_deleted(self, env: Env) -> None:
+        """A flow is upserted by name, a deployment by flow and name; a run of it is Scheduled now in the pool;
+        deleting the deployment deletes its Scheduled run; deleting it again is not found."""
+        pool = env.pool()
+        flow = env.client.create_flow("contract-canary")
+        assert env.client.create_flow("contract-canary").id == flow.id
+        body = {"name": f"canary-{pool}", "flow_id": flow.id, "work_pool_name": pool, "entrypoint": "x.py:f"}
+        deployment = env.client.create_deployment(body)
+        assert env.client.create_deployment(body).id == deployment.id
+        assert (deployment.work_pool_name, deployment.name) == (pool, f"canary-{pool}")
+        run = env.client.create_flow_run(deployment.id, {})
+        assert (run.state_type, run.deployment_id, run.work_pool_name) == (StateType.SCHEDULED, deployment.id, pool)
+        env.client.delete_deployment(deployment.id)
+        with pytest.raises(ObjectNotFoundError):
+            env.client.read_flow_run(run.id)
+        with pytest.raises(ObjectNotFoundError):
+            env.client.delete_deployment(deployment.id)
 
     def test_work_pool_create_read_update(self, env: Env) -> None:
         """A created pool has a default queue; a second create is a 409; an unknown update key a 422."""

@@ -76,6 +76,7 @@ _PROTOCOL_ERRORS = {
 # Connections waiting to be accepted: a burst of callers (Prefect's automations firing together, or 50 clients at
 # once) waits here instead of being reset. socketserver's default of 5 reset connections under a burst of 50.
 LISTEN_BACKLOG = 1024
+PREFECT_CHECK_SECONDS = 600.0  # how often serve looks for a failing scheduler (usecases/doctor.py)
 BURST_SWEEP_RUNS = 8  # timers firing together from which serve sweeps its pools instead of submitting each run
 
 
@@ -205,7 +206,8 @@ class Server:
     def start(self) -> None:
         http = threading.Thread(target=self.httpd.serve_forever, name="pushpool-http", daemon=True)
         monitor = threading.Thread(target=self._monitor_loop, name="pushpool-monitor", daemon=True)
-        self._threads = [http, monitor]
+        checks = threading.Thread(target=self._prefect_checks, name="pushpool-prefect-checks", daemon=True)
+        self._threads = [http, monitor, checks]
         for thread in self._threads:
             thread.start()
         self.timers.start()
@@ -255,6 +257,22 @@ class Server:
             except Exception:
                 log.exception("monitor tick crashed")
             self._sweep.wait(self.monitor_interval)
+
+    def _prefect_checks(self) -> None:
+        """Say, one line each, what is wrong with the Prefect server that pushpool cannot fix (a failing scheduler,
+        known-bad pins: usecases/doctor.py), at start and every PREFECT_CHECK_SECONDS; each line once."""
+        from pushpool.usecases.doctor import prefect_server_warnings
+
+        said: set[str] = set()
+        while not self.stopping.is_set():
+            try:
+                for line in prefect_server_warnings(self.deps, pools=self.pool_names):
+                    if line not in said:
+                        said.add(line)
+                        log.warning("Prefect server: %s", line)
+            except Exception:
+                log.exception("checking the Prefect server failed")
+            self.stopping.wait(PREFECT_CHECK_SECONDS)
 
     def _pools(self) -> list[WorkPool] | None:
         if self.pool_names is None:

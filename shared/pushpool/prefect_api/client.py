@@ -333,6 +333,31 @@ class PrefectClient:
     def read_deployment(self, deployment_id: str) -> Deployment:
         return Deployment.model_validate(self._json("GET", f"/deployments/{deployment_id}"))
 
+    def filter_deployments(self, body: dict[str, Any]) -> list[Deployment]:
+        """Every deployment matching ``body`` (a ``/deployments/filter`` body), paging 200 at a time."""
+        found: list[Deployment] = []
+        while True:
+            page = self._json("POST", "/deployments/filter", json={**body, "limit": PAGE_SIZE, "offset": len(found)})
+            found.extend(Deployment.model_validate(d) for d in page)
+            if len(page) < PAGE_SIZE:
+                return found
+
+    def create_flow(self, name: str) -> Flow:
+        """The flow called ``name`` (created, or the existing one: the server upserts by name)."""
+        return Flow.model_validate(self._json("POST", "/flows/", json={"name": name}))
+
+    def create_deployment(self, body: dict[str, Any]) -> Deployment:
+        """Create (or update: the server upserts by flow and name) a deployment from a ``POST /deployments/`` body."""
+        return Deployment.model_validate(self._json("POST", "/deployments/", json=body))
+
+    def delete_deployment(self, deployment_id: str) -> None:
+        """Delete a deployment (the server deletes its Scheduled runs with it)."""
+        self._json("DELETE", f"/deployments/{deployment_id}")
+
+    def create_flow_run(self, deployment_id: str, body: dict[str, Any]) -> FlowRun:
+        """A new run of the deployment (``POST /deployments/{id}/create_flow_run``; Scheduled now by default)."""
+        return _flow_run(self._json("POST", f"/deployments/{deployment_id}/create_flow_run", json=body))
+
     def read_flow(self, flow_id: str) -> Flow:
         return Flow.model_validate(self._json("GET", f"/flows/{flow_id}"))
 

@@ -120,6 +120,8 @@ class Deployment(_ApiModel):
     concurrency_limit: int | None = None
     updated: dt.datetime | None = None
     pull_steps: list[Any] | None = None
+    paused: bool | None = None
+    schedules: list[dict[str, Any]] | None = None  # each {"id", "active", "schedule": {interval | cron | rrule}}
 
 
 class Flow(_ApiModel):

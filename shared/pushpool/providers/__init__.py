@@ -66,6 +66,9 @@ class Provider:
     # literals of the pool's job configuration: ``pool_settings(**values) -> dict`` (raises InvalidRequestError).
     provisioner_options: tuple[str, ...] = ()
     pool_settings: str | None = None
+    # ``credentials_problem() -> (problem, fix) | None``: whether this machine has the provider's own credentials (what
+    # a pool with no credentials block uses), and what to do when not — ``pushpool doctor`` asks it. None: needs none.
+    credentials: str | None = None
 
     @property
     def pool_types(self) -> tuple[str, ...]:
@@ -131,6 +134,18 @@ class Provider:
             raise InvalidRequestError(f"{', '.join(given)}: not a setting of {', '.join(self.pool_types)} pools")
         return dict(_load(self.pool_settings)(**given))
 
+    def credentials_problem(self) -> tuple[str, str] | None:
+        """None when this machine has the provider's own credentials (or it needs none); else (what is missing, what
+        to do).
+
+        Raises:
+            ConfigurationError: the provider's SDK is not installed.
+        """
+        if self.credentials is None:
+            return None
+        self.require_installed()
+        return _load(self.credentials)()  # type: ignore[no-any-return]
+
     def config_model(self) -> type[JobConfig]:
         return _load(self.config)  # type: ignore[no-any-return]
 
@@ -169,6 +184,7 @@ PROVIDERS: tuple[Provider, ...] = (
         backend="pushpool.providers.ecs.backend:EcsBackend",
         config="pushpool.providers.ecs.config:EcsJobConfig",
         provisioner="pushpool.providers.ecs.provisioner:EcsProvisioner",
+        credentials="pushpool.providers.ecs.credentials:credentials_problem",
         managed="pushpool.providers.ecs.template:managed_variables",
         options="pushpool.providers.ecs.options:backend_options",
         provisioner_options=("static_ips",),
@@ -182,6 +198,7 @@ PROVIDERS: tuple[Provider, ...] = (
         config="pushpool.providers.aci.config:AciJobConfig",
         provisioner="pushpool.providers.aci.provisioner:AciProvisioner",
         pool_settings="pushpool.providers.aci.config:operator_settings",
+        credentials="pushpool.providers.aci.credentials:credentials_problem",
         extra="azure",
         sdk=("azure.mgmt.containerinstance", "azure.identity"),
     ),
@@ -191,6 +208,7 @@ PROVIDERS: tuple[Provider, ...] = (
         backend="pushpool.providers.modal.backend:ModalBackend",
         config="pushpool.providers.modal.config:ModalJobConfig",
         provisioner="pushpool.providers.modal.provisioner:ModalProvisioner",
+        credentials="pushpool.providers.modal.credentials:credentials_problem",
         extra="modal",
         sdk=("modal",),
     ),
@@ -200,6 +218,7 @@ PROVIDERS: tuple[Provider, ...] = (
         backend="pushpool.providers.coiled.backend:CoiledBackend",
         config="pushpool.providers.coiled.config:CoiledJobConfig",
         provisioner="pushpool.providers.coiled.provisioner:CoiledProvisioner",
+        credentials="pushpool.providers.coiled.credentials:credentials_problem",
     ),
     Provider(
         name="cloudrun",
@@ -213,6 +232,7 @@ PROVIDERS: tuple[Provider, ...] = (
         settings="pushpool.providers.cloudrun.options:CloudRunSettings",
         options="pushpool.providers.cloudrun.options:backend_options",
         provisioner_options=("project",),
+        credentials="pushpool.providers.cloudrun.credentials:credentials_problem",
         extra="gcp",
         sdk=("google.cloud.run_v2",),
     ),

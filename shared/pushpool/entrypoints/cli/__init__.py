@@ -1,7 +1,7 @@
 """The ``pushpool`` command: ``serve``, ``work-pool create | ls | inspect | delete | provision-infra | deprovision``,
-``status``, ``logs <flow-run>``, ``usage`` and ``monitor``, on typer with rich output, like Prefect's own CLI (the
-same verbs, tables, ``--output json``). Each command calls one use-case; pushpool's errors become one
-``pushpool: error:`` line.
+``status``, ``logs <flow-run>``, ``usage``, ``monitor`` and ``doctor``, on typer with rich output, like Prefect's own
+CLI (the same verbs, tables, ``--output json``). Each command calls one use-case; pushpool's errors become one
+``pushpool: error:`` line. One module per command group: ``serve.py``, ``pools.py``, ``runs.py``, ``doctor.py``.
 
 ``work-pool create`` points the pool's webhook at the ``pushpool serve`` that runs under ``PUSHPOOL_HOME`` (serve
 records its address there): :func:`submit_url_for`.
@@ -79,6 +79,7 @@ def _configure_logging(verbose: bool) -> None:
 def build_app() -> typer.Typer:
     """The typer application (requires the ``cli`` extra)."""
     from pushpool.entrypoints.cli.base import _Command, _Group
+    from pushpool.entrypoints.cli.doctor import cmd_doctor
     from pushpool.entrypoints.cli.pools import (
         cmd_deprovision,
         cmd_pool_create,
@@ -132,6 +133,12 @@ def build_app() -> typer.Typer:
         "this pushpool is set to (PUSHPOOL_MANAGED_TIER, PUSHPOOL_MANAGED_TIERS).",
     )(cmd_usage)
     app.command("logs", cls=_Command, help="A flow run's state history, its job's output and its logs.")(cmd_logs)
+    app.command(
+        "doctor",
+        cls=_Command,
+        help="Check Prefect, the scheduler, serve, the token, the pools and the providers, and say what to do; "
+        "--canary POOL runs a tiny flow through POOL and times each stage.",
+    )(cmd_doctor)
     return app
 
 
