@@ -80,6 +80,7 @@ else:
         list[str] | None,
         typer.Option(
             "--allowed-identity",
+            metavar="ID",
             help="ACI: a user-assigned identity (ARM resource id) the pool's jobs may have; repeat for more. Only "
             "these (and, with --provision-infra, the pool's own) may be named by `identities` or "
             "`image_registry.identity`; without any, no job may have an identity",

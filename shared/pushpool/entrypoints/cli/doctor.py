@@ -25,7 +25,7 @@ _MARK = {"ok": ("OK", "green"), "warn": ("WARN", "yellow"), "fail": ("FAIL", "re
 def cmd_doctor(
     pool: Annotated[
         list[str] | None,
-        typer.Option("--pool", help="check only this pool (repeat for more; default: every push pool)"),
+        typer.Option("--pool", metavar="NAME", help="check only this pool (repeat for more; default: every push pool)"),
     ] = None,
     canary: Annotated[
         str | None,
