@@ -242,9 +242,10 @@ _SWEEPING_LOCK = threading.Lock()
 
 class TickReads:
     """The reads a tick's dispatch of one pool shares between its runs: the pool's queues (one call) and each
-    deployment (one call each, on first use). A listed run then costs only its claim, its pid and its progress state.
+        deployment (one call each, on first use). A listed run then costs only its claim, its pid and its progress state
+    (with bulk claims, its pid and a share of the two bulk requests: ``bulk_dispatch``).
 
-    Pause flags and limits are as fresh as the tick (the claim is what decides: it is proposed to Prefect itself).
+        Pause flags and limits are as fresh as the tick (the claim is what decides: it is proposed to Prefect itself).
     """
 
     def __init__(self, deps: Deps, pool: WorkPool) -> None:
