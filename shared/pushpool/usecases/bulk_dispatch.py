@@ -27,6 +27,7 @@ What each claim keeps from the one-by-one path:
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
@@ -98,6 +99,7 @@ def dispatch(
         chunk = admitted[start : start + BULK_LIMIT]
         try:
             claims = client.propose_states([a.run.id for a in chunk], StateType.PENDING, from_states=CLAIM_FROM)
+            claimed_at = deps.clock.now()
         except Exception as exc:  # noqa: BLE001 - nothing started; a run left Pending is recovered by the monitor
             results.extend(_error(a.run, exc, describe) for a in chunk)
             continue
@@ -115,7 +117,7 @@ def dispatch(
             if given_back:
                 full.set()
                 results.extend(given_back)
-        chunks.append([executor.submit(_proceed, deps, one, claim, describe) for one, claim in accepted])
+        chunks.append([executor.submit(_proceed, deps, one, claim, claimed_at, describe) for one, claim in accepted])
 
     for futures in chunks:
         started: list[Started] = []
@@ -130,10 +132,14 @@ def dispatch(
 
 
 def _proceed(
-    deps: Deps, one: Admitted, claim: OrchestrationResult, describe: Callable[[Exception], str]
+    deps: Deps,
+    one: Admitted,
+    claim: OrchestrationResult,
+    claimed_at: dt.datetime,
+    describe: Callable[[Exception], str],
 ) -> Started | Result:
     try:
-        got = proceed(deps, one, claim, trigger="monitor", limits_counted=True)
+        got = proceed(deps, one, claim, trigger="monitor", limits_counted=True, claimed_at=claimed_at)
     except Exception as exc:  # noqa: BLE001 - reported per run, as monitor._dispatch_one does
         return _error(one.run, exc, describe)
     return got if isinstance(got, Started) else (got.outcome, None)

@@ -254,11 +254,19 @@ def admit(
 
 
 def proceed(
-    deps: Deps, admitted: Admitted, claim: OrchestrationResult, *, trigger: str, limits_counted: bool = False
+    deps: Deps,
+    admitted: Admitted,
+    claim: OrchestrationResult,
+    *,
+    trigger: str,
+    limits_counted: bool = False,
+    claimed_at: dt.datetime | None = None,
 ) -> Started | SubmitOutcome:
     """Steps 3–6 up to the recorded pid, given the answer to the run's Pending ``claim``: an outcome when the claim was
     refused (nothing changed) or the run ended otherwise, else the started job. ``limits_counted``: the limits were
-    re-counted after this claim already (a batch's claims are counted together: ``bulk_dispatch``)."""
+    re-counted after this claim already (a batch's claims are counted together: ``bulk_dispatch``). ``claimed_at``:
+    when the claim was answered, if not just now (a batch's runs wait for a free lane after their claims: the fence
+    against a claim the monitor recovered meanwhile counts from the claim, not from when its run's turn came)."""
     run, pool, backend, reads, limits = admitted.run, admitted.pool, admitted.backend, admitted.reads, admitted.limits
     client = deps.orchestrator
     if not claim.accepted:
@@ -269,7 +277,7 @@ def proceed(
         why = "the run had ended before this slow claim landed (Prefect accepts Pending after Crashed); given back"
         log.warning("run %s: %s", run.id, why)
         return SubmitOutcome(run.id, SubmitOutcome.NOT_CLAIMED, why)
-    claimed_at = deps.clock.now()
+    claimed_at = claimed_at or deps.clock.now()
     try:
         episode = _episode(client, run, claim_id)
     except OrchestratorUnavailableError:

@@ -194,3 +194,32 @@ def test_an_older_server_is_proposed_to_one_run_at_a_time(
     assert fake.calls_by_method["propose_states"] == 0
     assert fake.calls_by_method["propose_state"] == 8
     assert jobs_by_run(backend) == Counter({r: 1 for r in runs})
+
+
+def test_a_claim_recovered_while_its_run_waited_for_a_lane_gets_its_late_job_stopped(
+    settings, fake: FakePrefect, pool: WorkPool, clock: FixedClock
+) -> None:
+    """A batch's runs wait for a free lane after their claims. While the first one's submit stalls past the pending
+    timeout, the monitor recovers the second (Scheduled again) and another submitter claims it. When its turn comes,
+    the slow-submit fence counts from its claim, not from its turn: its late job is stopped and no pid written."""
+    first, second = due_runs(fake, clock, 2)
+
+    class Stalling(LatencyBackend):
+        def submit(self, spec):  # type: ignore[no-untyped-def]
+            if spec.run_id == first:
+                clock.advance(settings.pending_timeout_seconds + 1)
+                assert fake.propose_state(second, StateType.SCHEDULED).accepted  # the monitor's recovery
+                assert fake.propose_state(second, StateType.PENDING).accepted  # another submitter's claim
+            return super().submit(spec)
+
+    backend = Stalling(clock=clock)
+    deps = Deps(settings=settings.replace(dispatch_concurrency=1), orchestrator=fake, clock=clock)  # type: ignore[arg-type]
+    deps._backends["process"] = backend
+    report = TickReport()
+    dispatch_due(deps, pool, report)
+    assert report.errors == []
+    assert report.dispatched == Counter({SubmitOutcome.SUBMITTED: 1, SubmitOutcome.NOT_CLAIMED: 1})
+    late = next(job for job in backend.jobs.values() if job.spec.run_id == second)
+    assert late.state is JobState.STOPPED
+    assert fake.run(second).infrastructure_pid is None
+    assert fake.run(second).state_name == "Pending"  # the other submitter's claim, untouched
