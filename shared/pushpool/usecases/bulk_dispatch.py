@@ -97,9 +97,9 @@ def dispatch(
     chunks: list[list[Future]] = []
     for start in range(0, len(admitted), BULK_LIMIT):
         chunk = admitted[start : start + BULK_LIMIT]
+        claimed_at = deps.clock.now()  # no later than the claims: the fence for a slow submit errs on the safe side
         try:
             claims = client.propose_states([a.run.id for a in chunk], StateType.PENDING, from_states=CLAIM_FROM)
-            claimed_at = deps.clock.now()
         except Exception as exc:  # noqa: BLE001 - nothing started; a run left Pending is recovered by the monitor
             results.extend(_error(a.run, exc, describe) for a in chunk)
             continue
