@@ -29,6 +29,10 @@ against pool and queue limits, orders by queue priority then next scheduled star
 their state only its type, name and id; no pool name; the queue name only if stored); deleting a deployment deletes
 its Scheduled runs except those AwaitingConcurrencySlot.
 
+``propose_states`` is ``POST /flow_runs/bulk_set_state`` (3.6.16+; refused with the server's version below it, as
+``server_version`` says): the runs named whose state's type is listed are selected, then each is orchestrated as one
+``set_state`` (the rules above); runs not selected are untouched and absent from the answer.
+
 Not modelled (a test that needs them must use the real server): deployment concurrency limits and WAIT, events,
 flows other than by id, filters other than those in ``_FILTER_SCHEMA`` (they raise, as an unknown key does).
 """
@@ -46,7 +50,7 @@ from typing import Any
 
 from pushpool.clock import Clock, FixedClock, new_id
 from pushpool.errors import ObjectNotFoundError, OrchestratorAuthError, OrchestratorError, OrchestratorUnavailableError
-from pushpool.prefect_api.client import PAGE_SIZE
+from pushpool.prefect_api.client import BULK_LIMIT, PAGE_SIZE
 from pushpool.prefect_api.dialect import ServerDialect
 from pushpool.prefect_api.models import (
     TERMINAL_STATES,
@@ -497,6 +501,49 @@ class FakePrefect:
         if reason is not None:
             details["reason"] = reason
         return OrchestrationResult(status=status, state=state.model_copy(deep=True), details=details)
+
+    def propose_states(
+        self,
+        run_ids: list[str],
+        state_type: StateType,
+        *,
+        name: str | None = None,
+        message: str | None = None,
+        from_states: tuple[StateType, ...],
+    ) -> dict[str, OrchestrationResult]:
+        """``POST /flow_runs/bulk_set_state`` (3.6.16+), as the real server does it: the runs of ``run_ids`` whose
+        state's type is in ``from_states`` are selected first, then each gets ``set_state``'s orchestration on its own
+        (one counted request per 50 runs, one transition id per request); the others are untouched and not answered."""
+        self.server_dialect().require("bulk_set_state")
+        found: dict[str, OrchestrationResult] = {}
+        for start in range(0, len(run_ids), BULK_LIMIT):
+            chunk = [str(run_id) for run_id in run_ids[start : start + BULK_LIMIT]]
+            transition_id = new_id()
+            details = {"transition_id": transition_id}
+            body = {"flow_runs": {"id": {"any_": chunk}, "state": {"type": {"any_": [s.value for s in from_states]}}}}
+            with self._lock:
+                attempts = 1
+                self._call("propose_states")
+                if self._lost_answers:  # the answer was lost: the client sends the same body again
+                    self._lost_answers -= 1
+                    attempts = 2
+                    self._call("propose_states")
+                for _ in range(attempts):
+                    answers = {
+                        run.id: self._set_state(
+                            run.id, state_type, name=name, message=message, details=dict(details), force=False
+                        )
+                        for run in self._sort(self._select(body), "ID_DESC")[: len(chunk)]
+                    }
+            for run_id, result in answers.items():
+                if (
+                    result.status is SetStateStatus.REJECT
+                    and result.state is not None
+                    and result.state.state_details.get("transition_id") == transition_id
+                ):
+                    result = result.model_copy(update={"status": SetStateStatus.ACCEPT})
+                found[run_id] = result
+        return found
 
     def set_infrastructure_pid(self, run_id: str, pid: str) -> None:
         with self._lock:

@@ -15,7 +15,8 @@ import httpx
 import pytest
 from pushpool.clock import FixedClock
 from pushpool.errors import ObjectNotFoundError, OrchestratorError
-from pushpool.prefect_api.client import PrefectClient
+from pushpool.prefect_api.client import BULK_LIMIT, PrefectClient
+from pushpool.prefect_api.dialect import ServerDialect, UnsupportedServerError
 from pushpool.prefect_api.models import OrchestrationResult, SetStateStatus, StateType
 from pushpool.usecases.provision import automation_body
 
@@ -31,7 +32,8 @@ DUPLICATE = "This run has already made this state transition."
 
 
 class LosingTransport(httpx.BaseTransport):
-    """Forwards every request to the server, but loses the answer of the first ``set_state`` (a read timeout)."""
+    """Forwards every request to the server, but loses the answer of the first ``set_state`` or ``bulk_set_state`` (a
+    read timeout)."""
 
     def __init__(self) -> None:
         self.inner = httpx.HTTPTransport()
@@ -39,7 +41,7 @@ class LosingTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = self.inner.handle_request(request)
-        if self.lose and request.url.path.endswith("/set_state"):
+        if self.lose and request.url.path.endswith("set_state"):  # /flow_runs/{id}/set_state or bulk_set_state
             self.lose -= 1
             response.read()
             response.close()
@@ -138,6 +140,10 @@ class RealEnv:
     def history(self, run_id: str) -> list[tuple[str, str]]:
         return self.helper.states(run_id)
 
+    def speak_as(self, version: str) -> None:
+        """The client treats the server as ``version`` (what pushpool does on an older server)."""
+        self.client._dialect = ServerDialect.of(version)
+
     def variable(self, name: str, value: Any) -> None:
         self.helper.json("POST", "/variables/", json={"name": name, "value": value})
 
@@ -208,6 +214,9 @@ class FakeEnv:
 
     def history(self, run_id: str) -> list[tuple[str, str]]:
         return self.fake.history(run_id)
+
+    def speak_as(self, version: str) -> None:
+        self.fake.server_version = version
 
     def variable(self, name: str, value: Any) -> None:
         self.fake.set_variable(name, value)
@@ -504,6 +513,83 @@ class OrchestrationContract:
         read = env.client.read_flow_run(run)
         assert read.tags == ["a", "pushpool:managed"]
         assert read.infrastructure_pid == "job-7" and read.state.type is StateType.PENDING
+
+    # -- bulk claims (POST /flow_runs/bulk_set_state, 3.6.16+) ---------------------------------------------------------
+
+    CLAIM_FROM = (StateType.SCHEDULED, StateType.PENDING)
+
+    def test_a_bulk_claim_orchestrates_each_run_and_skips_runs_in_other_states(self, env: Env) -> None:
+        """Each named run in a listed state gets set_state's orchestration: a Scheduled run is claimed, another
+        claimer's Pending run ABORTed (untouched); a Completed run is not proposed to at all (set_state would accept
+        Pending after Completed), nor is a run not named."""
+        pool = env.pool()
+        deployment = env.deployment(pool)
+        free, taken, ended, other = (env.run(deployment) for _ in range(4))
+        first = env.client.propose_state(taken, StateType.PENDING)
+        for step in (StateType.PENDING, StateType.RUNNING, StateType.COMPLETED):
+            env.force(ended, step)
+        env.later()
+        answers = env.client.propose_states([free, taken, ended], StateType.PENDING, from_states=self.CLAIM_FROM)
+        assert set(answers) == {free, taken}
+        assert answers[free].status is SetStateStatus.ACCEPT
+        assert (answers[free].state.type, answers[free].state.name) == (StateType.PENDING, "Pending")
+        assert answers[taken].status is SetStateStatus.ABORT
+        assert answers[taken].reason == PENDING_ABORT.format("PENDING")
+        assert answers[taken].state.id == first.state.id
+        assert env.history(taken) == [("SCHEDULED", "Scheduled"), ("PENDING", "Pending")]
+        assert env.history(ended)[-1] == ("COMPLETED", "Completed") and len(env.history(ended)) == 4
+        assert env.history(other) == [("SCHEDULED", "Scheduled")]
+        assert env.client.propose_state(free, StateType.PENDING).status is SetStateStatus.ABORT  # claimed once
+
+    def test_a_bulk_progress_answer_carries_a_cancellation(self, env: Env) -> None:
+        """InfrastructurePending proposed in bulk: a claimed run takes it; a run cancelled meanwhile is REJECTed and
+        the answer shows its Cancelling state (the re-read after the pid)."""
+        going = self.claimed(env, pid="job-1")
+        stopping = self.claimed(env, pid="job-2")
+        assert env.client.propose_state(stopping, StateType.CANCELLING).accepted
+        from_states = (StateType.PENDING, StateType.CANCELLING, StateType.CANCELLED)
+        answers = env.client.propose_states(
+            [going, stopping], StateType.PENDING, name="InfrastructurePending", from_states=from_states
+        )
+        assert answers[going].status is SetStateStatus.ACCEPT
+        assert (answers[going].state.type, answers[going].state.name) == (StateType.PENDING, "InfrastructurePending")
+        assert answers[stopping].status is SetStateStatus.REJECT
+        assert answers[stopping].reason == CANCELLING_ONLY
+        assert answers[stopping].state.type is StateType.CANCELLING
+
+    def test_a_retried_bulk_claim_is_reported_accepted(self, env: Env) -> None:
+        """A bulk claim applied but whose answer was lost is sent again with the same transition id: the server
+        REJECTs it as a duplicate (the runs are Pending now, and listed), reported ACCEPT; one Pending state each."""
+        pool = env.pool()
+        deployment = env.deployment(pool)
+        runs = [env.run(deployment) for _ in range(3)]
+        client = env.client_losing_next_answer()
+        client.server_dialect()  # read once, before the counted calls
+        before = client.calls
+        answers = client.propose_states(runs, StateType.PENDING, from_states=self.CLAIM_FROM)
+        assert client.calls - before == 2
+        assert {run: answer.status for run, answer in answers.items()} == dict.fromkeys(runs, SetStateStatus.ACCEPT)
+        for run in runs:
+            assert env.history(run) == [("SCHEDULED", "Scheduled"), ("PENDING", "Pending")]
+
+    def test_a_bulk_claim_of_more_runs_than_one_request_takes_is_sent_in_parts(self, env: Env) -> None:
+        """The server takes at most 50 runs per request (limit ≤ 50): more are claimed in parts, every one."""
+        pool = env.pool()
+        deployment = env.deployment(pool)
+        runs = [env.run(deployment) for _ in range(BULK_LIMIT + 3)]
+        env.client.server_dialect()  # read once, before the counted calls
+        before = env.client.calls
+        answers = env.client.propose_states(runs, StateType.PENDING, from_states=self.CLAIM_FROM)
+        assert env.client.calls - before == 2
+        assert len(answers) == len(runs) and all(a.accepted for a in answers.values())
+
+    def test_bulk_claims_need_a_3_6_16_server(self, env: Env) -> None:
+        """Before 3.6.16 there is no bulk_set_state: refused with the version and what to upgrade to, nothing sent."""
+        _, _, run = self.scheduled(env)
+        env.speak_as("3.6.15")
+        with pytest.raises(UnsupportedServerError, match=r"3\.6\.15.*3\.6\.16"):
+            env.client.propose_states([run], StateType.PENDING, from_states=self.CLAIM_FROM)
+        assert env.history(run) == [("SCHEDULED", "Scheduled")]
 
     def test_infrastructure_pid_is_written(self, env: Env) -> None:
         """set_infrastructure_pid is what a read shows afterwards."""

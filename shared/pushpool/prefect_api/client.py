@@ -74,6 +74,7 @@ def _problem(state: RetryCallState) -> str:
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 PAGE_SIZE = 200  # the server's maximum `limit`
+BULK_LIMIT = 50  # the most runs one bulk_set_state request may name (the server's `limit`, le=50)
 
 
 class PrefectClient:
@@ -292,6 +293,55 @@ class PrefectClient:
                     waited += delay
                     continue
             return result
+
+    def propose_states(
+        self,
+        run_ids: list[str],
+        state_type: StateType,
+        *,
+        name: str | None = None,
+        message: str | None = None,
+        from_states: tuple[StateType, ...],
+    ) -> dict[str, OrchestrationResult]:
+        """Propose one state to many runs (``POST /flow_runs/bulk_set_state``, Prefect 3.6.16+; never forced): the
+        server applies its orchestration rules to each run in its own transaction, exactly as ``set_state`` does, and
+        answers each run's ACCEPT/REJECT/ABORT. Up to :data:`BULK_LIMIT` runs per request.
+
+        Only runs of ``run_ids`` whose current state's type is in ``from_states`` are proposed to; any other run is
+        left untouched and absent from the answer (as is a deleted run). One transition id per request, kept across
+        its HTTP retries: a run the lost attempt had moved answers REJECT "already made this state transition" and is
+        reported ACCEPT, as :meth:`propose_state` does — ``from_states`` must then include the proposed type (a claim
+        proposes Pending from Scheduled *or Pending*; another claimer's Pending run is ABORTed, not taken).
+
+        Raises:
+            UnsupportedServerError: the server has no ``bulk_set_state`` (before 3.6.16): propose one by one.
+        """
+        self.server_dialect().require("bulk_set_state")
+        found: dict[str, OrchestrationResult] = {}
+        for start in range(0, len(run_ids), BULK_LIMIT):
+            chunk = run_ids[start : start + BULK_LIMIT]
+            transition_id = new_id()
+            state: dict[str, Any] = {"type": state_type.value, "state_details": {"transition_id": transition_id}}
+            if name:
+                state["name"] = name
+            if message:
+                state["message"] = message
+            body = {
+                "flow_runs": {"id": {"any_": chunk}, "state": {"type": {"any_": [s.value for s in from_states]}}},
+                "state": state,
+                "force": False,
+                "limit": len(chunk),
+            }
+            for item in self._json("POST", "/flow_runs/bulk_set_state", json=body).get("results") or []:
+                result = OrchestrationResult.model_validate(item)
+                if (
+                    result.status is SetStateStatus.REJECT
+                    and result.state is not None
+                    and result.state.state_details.get("transition_id") == transition_id
+                ):
+                    result = result.model_copy(update={"status": SetStateStatus.ACCEPT})
+                found[str(item.get("flow_run_id"))] = result
+        return found
 
     def set_infrastructure_pid(self, run_id: str, pid: str) -> None:
         self._json("PATCH", f"/flow_runs/{run_id}", json={"infrastructure_pid": pid})

@@ -15,7 +15,10 @@ Each row of :data:`FEATURES` was measured (a real server of the release before a
   keeps its ``pushpool.io/…`` labels as run tags ``key=value`` instead (see :func:`labels_from_tags`).
 * ``webhook_json_payload`` (3.4.2): before it, a ``call-webhook`` action posts the rendered payload as a JSON string
   (``"{\"flow_run_id\": …}"``); submit reads the object inside (``entrypoints/http.parse_body``).
-* ``bulk_set_state`` (3.6.16): ``POST /flow_runs/bulk_set_state``; pushpool does not use it (one call per run).
+* ``bulk_set_state`` (3.6.16): ``POST /flow_runs/bulk_set_state`` (the orchestration rules applied to each run of a
+  filter, up to 50 per request, each answered ACCEPT/REJECT/ABORT). The monitor's sweeps claim a page of due runs with
+  it, and propose their progress state the same way (``usecases/bulk_dispatch``); older servers get one
+  ``set_state`` per run.
 * ``pending_substates`` (3.6.22): Pending → Pending transitions (Prefect's ``Submitting``/``InfrastructurePending``).
   Older servers (measured: 3.0.11, 3.4.25) answer pushpool's ``InfrastructurePending`` proposal ABORT "cannot
   transition to a PENDING state" and keep the run Pending. That is harmless: submit reads only the state the answer

@@ -65,7 +65,7 @@ from pushpool.errors import (
     TemplateError,
 )
 from pushpool.prefect_api.client import PrefectClient
-from pushpool.prefect_api.models import TERMINAL_STATES, FlowRun, StateType, WorkPool
+from pushpool.prefect_api.models import TERMINAL_STATES, FlowRun, OrchestrationResult, StateType, WorkPool
 from pushpool.providers.base import Backend, JobHandle, JobSpec
 from pushpool.usecases import admission
 from pushpool.usecases.deps import Deps
@@ -168,6 +168,26 @@ def not_ready(deps: Deps, run: FlowRun, lead: float = 0.0) -> SubmitOutcome | No
     return None
 
 
+@dataclass(frozen=True)
+class Admitted:
+    """A run that passed the checks made before its claim (``admit``): ready, not paused, within its limits."""
+
+    run: FlowRun
+    pool: WorkPool
+    backend: Backend
+    reads: Reads
+    limits: list  # admission.Limit (and managed.WorkspaceLimit): re-counted after the claim
+    entered_at: dt.datetime  # when submit was asked: how stale a claim may be (see _claimed_from_final)
+
+
+@dataclass(frozen=True)
+class Started:
+    """A claimed run whose job exists and whose ``infrastructure_pid`` is recorded; its progress state is next."""
+
+    admitted: Admitted
+    handle: JobHandle
+
+
 def submit_run(
     deps: Deps,
     run: FlowRun,
@@ -187,15 +207,35 @@ def submit_run(
         ConfigurationError: the pool's provider cannot be loaded here, e.g. its SDK is missing (nothing changed).
         OrchestratorError: Prefect could not be read before the claim (nothing changed).
     """
+    admitted = admit(deps, run, pool, reads=reads, arm_trigger=arm_trigger)
+    if isinstance(admitted, SubmitOutcome):
+        return admitted
+    claim = deps.orchestrator.propose_state(run.id, StateType.PENDING)
+    started = proceed(deps, admitted, claim, trigger=trigger)
+    if isinstance(started, SubmitOutcome):
+        return started
+    return finish(deps, started, deps.orchestrator.propose_state(run.id, StateType.PENDING, name=PROGRESS_STATE))
+
+
+def admit(
+    deps: Deps,
+    run: FlowRun,
+    pool: WorkPool,
+    *,
+    reads: Reads | None = None,
+    arm_trigger: bool = True,
+    count: bool = True,
+) -> Admitted | SubmitOutcome:
+    """Steps 1–2: whether ``run`` may be claimed now — an outcome when not (nothing changed), else what the claim and
+    the steps after it need. ``count``: count the in-flight runs against the limits now (a batch counts once for all
+    its runs: ``bulk_dispatch``)."""
     entered_at = deps.clock.now()  # the run was read before this: how stale a claim may be (see _claimed_from_final)
     backend = deps.backend_for_pool(pool)  # before anything changes: a provider that cannot load claims nothing
-    client = deps.orchestrator
     waiting = not_ready(deps, run, lead_seconds(deps, pool, backend))
     if waiting is not None:
         if arm_trigger and waiting.dispatch_at is not None and arm(deps, run.id, waiting.dispatch_at):
             return dataclasses.replace(waiting, detail=f"{waiting.detail} (trigger armed)")
         return waiting
-    due = due_time(run)
     reads = reads or Reads.start(deps, run)
 
     queue = reads.queue.result() if reads.queue is not None else None
@@ -207,49 +247,56 @@ def submit_run(
     if why_not:
         return SubmitOutcome(run.id, SubmitOutcome.NOT_SERVED, why_not)
     limits: list = [*admission.limits(pool, queue), *kind.limits(deps)]
-    over = admission.full(client, limits, claimed=False)
+    over = admission.full(deps.orchestrator, limits, claimed=False) if count else None
     if over is not None:
         return SubmitOutcome(run.id, SubmitOutcome.WAITING, f"{over.describe()} concurrency limit reached")
+    return Admitted(run, pool, backend, reads, limits, entered_at)
 
-    claim = client.propose_state(run.id, StateType.PENDING)
+
+def proceed(
+    deps: Deps,
+    admitted: Admitted,
+    claim: OrchestrationResult,
+    *,
+    trigger: str,
+    limits_counted: bool = False,
+    claimed_at: dt.datetime | None = None,
+) -> Started | SubmitOutcome:
+    """Steps 3–6 up to the recorded pid, given the answer to the run's Pending ``claim``: an outcome when the claim was
+    refused (nothing changed) or the run ended otherwise, else the started job. ``limits_counted``: the limits were
+    re-counted after this claim already (a batch's claims are counted together: ``bulk_dispatch``). ``claimed_at``:
+    when the claim was answered, if not just now (a batch's runs wait for a free lane after their claims: the fence
+    against a claim the monitor recovered meanwhile counts from the claim, not from when its run's turn came)."""
+    run, pool, backend, reads, limits = admitted.run, admitted.pool, admitted.backend, admitted.reads, admitted.limits
+    client = deps.orchestrator
     if not claim.accepted:
         return SubmitOutcome(run.id, SubmitOutcome.NOT_CLAIMED, f"{claim.status.value}: {claim.reason}".strip(": "))
     log.info("claimed run %s (%s) via %s", run.id, run.name, trigger)
     claim_id = claim.state.id if claim.state is not None and claim.state.id else run.id
-    if _slow(deps, entered_at) and _claimed_from_final(client, run.id, claim_id):
+    if _slow(deps, admitted.entered_at) and _claimed_from_final(client, run.id, claim_id):
         why = "the run had ended before this slow claim landed (Prefect accepts Pending after Crashed); given back"
         log.warning("run %s: %s", run.id, why)
         return SubmitOutcome(run.id, SubmitOutcome.NOT_CLAIMED, why)
-    claimed_at = deps.clock.now()
+    claimed_at = claimed_at or deps.clock.now()
     try:
         episode = _episode(client, run, claim_id)
     except OrchestratorUnavailableError:
-        return _release(deps, run, "Prefect API unavailable while reading the run's earlier attempts")
+        return release(deps, run, "Prefect API unavailable while reading the run's earlier attempts")
     attempt = episode.key
 
-    try:
-        over = admission.full(client, limits, claimed=True)
-    except OrchestratorUnavailableError:
-        return _release(deps, run, "Prefect API unavailable while counting runs against the limits")
-    if over is not None:
-        why = f"{over.describe()} concurrency limit reached"
-        released = client.propose_state(
-            run.id,
-            StateType.SCHEDULED,
-            name=WAITING_STATE,
-            message=f"{why}; pushpool will retry",
-            state_details=keep_place(run),
-        )
-        if not released.accepted and released.state is not None and released.state.type is StateType.CANCELLING:
-            finish_cancellation(client, run.id, "Cancelled by pushpool before its job was started.")
-            return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, why)
-        # Never start a job over the limit; a run left Pending here is recovered by the monitor.
-        return SubmitOutcome(run.id, SubmitOutcome.WAITING, why)
+    if not limits_counted:
+        try:
+            over = admission.full(client, limits, claimed=True)
+        except OrchestratorUnavailableError:
+            return release(deps, run, "Prefect API unavailable while counting runs against the limits")
+        if over is not None:
+            return give_slot_back(deps, run, f"{over.describe()} concurrency limit reached")
 
+    kind = pool_kind(pool.type)
     try:
         refusal = kind.refusal(deps)  # e.g. the managed workspace's compute hours used up
     except OrchestratorUnavailableError:
-        return _release(deps, run, "Prefect API unavailable while checking whether the run may start")
+        return release(deps, run, "Prefect API unavailable while checking whether the run may start")
     if refusal:
         client.propose_state(run.id, StateType.CANCELLED, message=refusal)
         return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, refusal)
@@ -258,7 +305,7 @@ def submit_run(
         try:
             client.set_flow_run_tags(run.id, tags)
         except OrchestratorUnavailableError:
-            return _release(deps, run, "Prefect API unavailable while tagging the run")
+            return release(deps, run, "Prefect API unavailable while tagging the run")
 
     try:
         deployment = reads.deployment.result() if reads.deployment is not None else None
@@ -271,7 +318,7 @@ def submit_run(
         )
         return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, "deployment no longer exists")
     except OrchestratorUnavailableError:
-        return _release(deps, run, "Prefect API unavailable while reading the deployment")
+        return release(deps, run, "Prefect API unavailable while reading the deployment")
 
     try:
         spec = build_job_spec(
@@ -284,7 +331,7 @@ def submit_run(
         crash_run(client, run.id, f"pushpool could not render the job template: {exc.one_line()}")
         return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"template error: {exc.one_line()}")
     except OrchestratorUnavailableError:
-        return _release(deps, run, "Prefect API unavailable while rendering the job")
+        return release(deps, run, "Prefect API unavailable while rendering the job")
 
     try:
         # A key this claim made itself cannot have a job yet; a kept one may (an earlier submit's, accepted after all).
@@ -307,15 +354,43 @@ def submit_run(
         return SubmitOutcome(run.id, SubmitOutcome.NOT_CLAIMED, why, handle.id)
 
     client.set_infrastructure_pid(run.id, handle.id)
-    progress = client.propose_state(run.id, StateType.PENDING, name=PROGRESS_STATE)
-    state = progress.state.type if progress.state else None
-    if not progress.accepted and state in (StateType.CANCELLING, StateType.CANCELLED):
-        _stop(deps, backend, handle, run)
+    return Started(admitted, handle)
+
+
+def finish(deps: Deps, started: Started, progress: OrchestrationResult | None) -> SubmitOutcome:
+    """The end of step 6, given the answer to the run's ``InfrastructurePending`` proposal (None: the run was not
+    proposed to, being no longer Pending, Cancelling or Cancelled — its flow is running or over): a run that became
+    Cancelling or Cancelled meanwhile gets its job stopped at once."""
+    run, handle = started.admitted.run, started.handle
+    state = progress.state.type if progress is not None and progress.state else None
+    if progress is not None and not progress.accepted and state in (StateType.CANCELLING, StateType.CANCELLED):
+        _stop(deps, started.admitted.backend, handle, run)
         if state is StateType.CANCELLING:
-            finish_cancellation(client, run.id, "Cancelled by pushpool: the run was cancelled while its job started.")
+            finish_cancellation(
+                deps.orchestrator, run.id, "Cancelled by pushpool: the run was cancelled while its job started."
+            )
         return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, "run was cancelled while its job started", handle.id)
+    due = due_time(run)
     latency = (deps.clock.now() - due).total_seconds() if due is not None else None
     return SubmitOutcome(run.id, SubmitOutcome.SUBMITTED, f"job {handle.id}", handle.id, latency)
+
+
+def give_slot_back(deps: Deps, run: FlowRun, why: str) -> SubmitOutcome:
+    """Give a claimed run over a concurrency limit back to Scheduled (``AwaitingConcurrencySlot``, at its original due
+    time: it keeps its place), starting nothing; a run cancelled meanwhile is finished Cancelled."""
+    client = deps.orchestrator
+    released = client.propose_state(
+        run.id,
+        StateType.SCHEDULED,
+        name=WAITING_STATE,
+        message=f"{why}; pushpool will retry",
+        state_details=keep_place(run),
+    )
+    if not released.accepted and released.state is not None and released.state.type is StateType.CANCELLING:
+        finish_cancellation(client, run.id, "Cancelled by pushpool before its job was started.")
+        return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, why)
+    # Never start a job over the limit; a run left Pending here is recovered by the monitor.
+    return SubmitOutcome(run.id, SubmitOutcome.WAITING, why)
 
 
 def _slow(deps: Deps, since: dt.datetime) -> bool:
@@ -447,7 +522,7 @@ def _error_of(state: dict) -> str:
     return message.removeprefix("pushpool: ").rsplit("; retry ", 1)[0][:300]
 
 
-def _release(deps: Deps, run: FlowRun, why: str) -> SubmitOutcome:
+def release(deps: Deps, run: FlowRun, why: str) -> SubmitOutcome:
     # Only for Prefect being unavailable. Any other Prefect error after the claim propagates and leaves the run
     # Pending: the monitor's recovery reschedules it, at most max_recoveries times, so a lasting error cannot loop.
     """Give a claimed run back to Scheduled after a transient failure (the monitor recovers it otherwise)."""

@@ -344,18 +344,35 @@ def test_a_job_of_an_earlier_claim_is_not_adopted(
     assert fake.run(run.id).infrastructure_pid is None
 
 
+@pytest.mark.parametrize(
+    ("server", "proposals"),
+    [
+        # Bulk claims (3.6.16+): one request claims the 20 runs, one proposes their InfrastructurePending.
+        ("3.8.8", {"propose_state": 0, "propose_states": 2, "set_infrastructure_pid": 20}),
+        # Older servers: the claim and InfrastructurePending, one call each per run.
+        ("3.6.15", {"propose_state": 40, "propose_states": 0, "set_infrastructure_pid": 20}),
+    ],
+)
 def test_a_dispatched_run_costs_its_claim_its_pid_and_its_progress_state(
-    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock
+    deps: Deps,
+    fake: FakePrefect,
+    backend: LatencyBackend,
+    pool: WorkPool,
+    clock: FixedClock,
+    server: str,
+    proposals: dict[str, int],
 ) -> None:
     """Issue 14, item 2: in the monitor's path, reads are per tick (the listing, the pool's queues, each deployment
-    once), never per run: 3 orchestration calls per dispatched run plus a fixed cost per tick."""
+    once), never per run: 3 orchestration calls per dispatched run plus a fixed cost per tick — and with bulk claims
+    (issue 25, item 4) only its pid plus its share of two bulk requests."""
+    fake.server_version = server
     deployments = [fake.add_deployment(POOL) for _ in range(2)]
     runs = [fake.add_run(deployments[i % 2], scheduled_at=clock.now() - dt.timedelta(seconds=i)) for i in range(20)]
     fake.calls_by_method.clear()
     report = tick(deps)
     assert report.dispatched == Counter({SubmitOutcome.SUBMITTED: 20})
-    per_run = {m: fake.calls_by_method[m] for m in ("propose_state", "set_infrastructure_pid")}
-    assert per_run == {"propose_state": 40, "set_infrastructure_pid": 20}  # the claim and InfrastructurePending
+    per_run = {m: fake.calls_by_method[m] for m in ("propose_state", "propose_states", "set_infrastructure_pid")}
+    assert per_run == proposals
     assert fake.calls_by_method["read_flow_run"] == 0
     assert fake.calls_by_method["read_work_queues"] == 1 and fake.calls_by_method["read_work_queue"] == 0
     # Each deployment once by the dispatch, once by the reconciliation (the in-flight runs' maximum run time).
