@@ -45,10 +45,9 @@ from pushpool.errors import (
     PushpoolError,
     UnsupportedPoolError,
 )
-from pushpool.managed import is_managed
 from pushpool.prefect_api.dialect import parse_version
 from pushpool.prefect_api.models import StateType, WorkPool
-from pushpool.providers import Provider, managed_provider, provider_for_pool_type
+from pushpool.providers import WRAPPERS, Provider, provider_running
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.pools import pool_parts
 from pushpool.usecases.provision import STREAM_TAG
@@ -383,7 +382,7 @@ def _check_serves(result: Diagnosis, serves: Collection[ServeInfo], probe: Probe
 
 def _push_pools(result: Diagnosis, deps: Deps, names: Collection[str] | None) -> list[WorkPool]:
     if names is None:
-        found = [p for p in deps.orchestrator.filter_work_pools() if p.type.endswith(":push") or is_managed(p.type)]
+        found = [p for p in deps.orchestrator.filter_work_pools() if p.type.endswith(":push") or p.type in WRAPPERS]
         if not found:
             result.add(
                 "pools", WARN, "no push pool", "create one: `pushpool work-pool create NAME --type process:push`"
@@ -516,11 +515,7 @@ def _check_providers(result: Diagnosis, deps: Deps, pools: list[WorkPool]) -> No
     by_provider: dict[str, tuple[Provider, list[WorkPool]]] = {}
     for pool in pools:
         try:
-            provider = (
-                managed_provider(deps.settings.managed_backend)
-                if is_managed(pool.type)
-                else provider_for_pool_type(pool.type)
-            )
+            provider = provider_running(pool.type, managed_backend=deps.settings.managed_backend)
         except (UnsupportedPoolError, ConfigurationError) as exc:
             result.add(f"pool {pool.name}", FAIL, exc.one_line(), "set PUSHPOOL_MANAGED_BACKEND, or delete the pool")
             continue
