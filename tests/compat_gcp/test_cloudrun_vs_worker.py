@@ -225,7 +225,7 @@ def _cases() -> dict[str, Case]:
             "literal-command-in-body": ({}, _container_literal("command", ["python", "main.py"]), None, None),
             "command-empty-is-the-entrypoint": ({"command": ""}, None, None, None),
             "args-empty-string": ({"args": [""]}, None, None, None),
-            "args-string": ({"args": "--a 'b c' ''"}, None, None, None),
+            "args-string": ({}, _container_literal("args", "--a 'b c' ''"), None, None),  # the variable is a list
             "literal-env-in-body": ({"env": {"A": "1"}}, _in_body(_literal_env), None, None),
             "labels-two-levels": (
                 {"labels": {"team": "dep"}},
