@@ -34,6 +34,7 @@ Groups move through their states only on the test's command (``start``, ``exit``
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 import json
 import re
@@ -462,12 +463,15 @@ class ArmEmulator:
             "location": self.resource_groups[(sub, rg.lower())],
         }
         parameters: dict[str, Any] = {}
+        variables = template.get("variables") or {}
         for name, declared in (template.get("parameters") or {}).items():
-            parameters[name] = given[name] if name in given else _arm(declared.get("defaultValue"), {}, context)
+            parameters[name] = (
+                given[name] if name in given else _arm(declared.get("defaultValue"), parameters, context, variables)
+            )
         (resource,) = [
             r for r in template["resources"] if r["type"].lower() == "microsoft.containerinstance/containergroups"
         ]
-        evaluated = _arm(resource, parameters, context)
+        evaluated = _arm(resource, parameters, context, variables)
         name = evaluated.pop("name")
         body = {k: v for k, v in evaluated.items() if k not in ("type", "apiVersion", "dependsOn")}
         status, headers, answer = self._put({"sub": sub, "rg": rg, "name": name}, {}, json.dumps(body).encode(), {})
@@ -611,26 +615,101 @@ def _paths(data: Any, prefix: str = "") -> set[str]:
     return found
 
 
-def _arm(value: Any, parameters: dict[str, Any], context: dict[str, str]) -> Any:
-    """The ARM template expressions Prefect's ACI template uses: parameters('…'), resourceGroup().location,
-    uniqueString(resourceGroup().id) (ARM's is a 13-character hash; this one is a stand-in of the same shape)."""
-    if isinstance(value, dict):
-        return {k: _arm(v, parameters, context) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_arm(v, parameters, context) for v in value]
-    if not (isinstance(value, str) and value.startswith("[") and value.endswith("]") and not value.startswith("[[")):
-        return value
-    body = value[1:-1].strip()
-    match = re.fullmatch(r"parameters\('([^']+)'\)", body)
-    if match:
-        return parameters[match[1]]
-    if body == "resourceGroup().location":
-        return context["location"]
-    if body == "uniqueString(resourceGroup().id)":
-        import hashlib
+class _Obj(dict):
+    """An ARM object: members by ``.name``, case-insensitively (resourceGroup().location)."""
 
-        return hashlib.sha256(context["rg_id"].lower().encode()).hexdigest()[:13]
-    raise ValueError(f"the emulator cannot evaluate {value!r}")
+    def __getattr__(self, name: str) -> Any:
+        for key, value in self.items():
+            if key.lower() == name.lower():
+                return _Obj(value) if isinstance(value, dict) else value
+        raise AttributeError(name)
+
+
+def _arm_functions(parameters: dict[str, Any], variables: dict[str, Any], context: dict[str, str]) -> dict[str, Any]:
+    """ARM's template functions as documented (learn.microsoft.com/azure/azure-resource-manager/templates/
+    template-functions-*), written for the emulator independently of pushpool's evaluator, keyed by lower-case name."""
+    sub = context["rg_id"].split("/")[2]
+
+    def text(v: Any) -> str:
+        if isinstance(v, bool):
+            return str(v)
+        return json.dumps(v, separators=(",", ":")) if isinstance(v, dict | list) else ("" if v is None else str(v))
+
+    def fmt(template: str, *args: Any) -> str:
+        return re.sub(r"{(\d+)}", lambda m: text(args[int(m[1])]), template)
+
+    def resource_id(*parts: str) -> str:
+        namespace, *types = parts[0].split("/")
+        names = parts[1:]
+        return f"{context['rg_id']}/providers/{namespace}/" + "/".join(
+            f"{t}/{n}" for t, n in zip(types, names, strict=True)
+        )
+
+    def unique_string(*parts: str) -> str:  # ARM's is a 13-character hash; this one is a stand-in of the same shape
+        return hashlib.sha256("-".join(p.lower() for p in parts).encode()).hexdigest()[:13]
+
+    return {
+        "parameters": lambda n: parameters[n],
+        "variables": lambda n: _arm(variables[n], parameters, context, variables),
+        "resourcegroup": lambda: _Obj(
+            id=context["rg_id"], name=context["rg_id"].rsplit("/", 1)[-1], location=context["location"]
+        ),
+        "subscription": lambda: _Obj(id=f"/subscriptions/{sub}", subscriptionId=sub),
+        "uniquestring": unique_string,
+        "resourceid": resource_id,
+        "concat": lambda *a: (
+            [x for v in a for x in v] if a and all(isinstance(x, list) for x in a) else "".join(map(text, a))
+        ),
+        "format": fmt,
+        "string": text,
+        "tolower": lambda s: s.lower(),
+        "toupper": lambda s: s.upper(),
+        "trim": lambda s: s.strip(),
+        "replace": lambda s, a, b: s.replace(a, b),
+        "substring": lambda s, i, n=None: s[i:] if n is None else s[i : i + n],
+        "length": len,
+        "add": lambda a, b: a + b,
+        "sub": lambda a, b: a - b,
+        "mul": lambda a, b: a * b,
+        "int": int,
+        "if": lambda c, a, b: a if c else b,
+        "equals": lambda a, b: a == b,
+        "not": lambda a: not a,
+        "createarray": lambda *a: list(a),
+        "empty": lambda v: not v,
+        "true": True,
+        "false": False,
+        "null": None,
+    }
+
+
+def _arm(value: Any, parameters: dict[str, Any], context: dict[str, str], variables: dict | None = None) -> Any:
+    """An ARM template value with its expressions evaluated: each expression is translated to a Python expression
+    over :func:`_arm_functions` (names case-insensitive, '' inside a string literal is a quote)."""
+    if isinstance(value, dict):
+        return {k: _arm(v, parameters, context, variables) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_arm(v, parameters, context, variables) for v in value]
+    if not isinstance(value, str) or not value.startswith("["):
+        return value
+    if value.startswith("[["):
+        return value[1:]
+    if not value.endswith("]"):
+        return value
+    functions = _arm_functions(parameters, variables or {}, context)
+    python = re.sub(
+        r"'((?:[^']|'')*)'|([A-Za-z_]\w*)",
+        lambda m: (
+            repr(m[1].replace("''", "'"))
+            if m[1] is not None
+            else (f"_f[{m[2].lower()!r}]" if m.start() == 0 or m.string[m.start() - 1] != "." else m[2])
+        ),
+        value[1:-1],
+    )
+    try:
+        return eval(python, {"__builtins__": {}, "_f": functions})  # the emulator's own test templates, no builtins
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"the emulator cannot evaluate {value!r}: {exc}") from None
 
 
 def _error(code: str, message: str) -> dict[str, Any]:

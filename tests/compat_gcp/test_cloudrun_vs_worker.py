@@ -55,8 +55,8 @@ def _task(body: dict) -> dict:
 
 
 def _timeout(ours: dict, theirs: dict, case: dict) -> None:
-    if "timeout" not in case:  # the worker's 600 s default; pushpool's follows max_run_time_seconds
-        assert _task(theirs)["timeout"] == "600s" and _task(ours)["timeout"] == "86400s"
+    # the worker's 600 s default; pushpool's follows max_run_time_seconds (an explicit timeout is the same on both)
+    if _task(theirs).get("timeout") == "600s" and _task(ours).get("timeout") == "86400s":
         _task(ours)["timeout"] = _task(theirs)["timeout"]
 
 
@@ -120,19 +120,138 @@ INTENDED = (
     ),
 )
 
-CASES = {
-    "defaults": {},
-    "image-and-size": {"image": "us-docker.pkg.dev/pushpool-test/flows/app:2", "cpu": "2000m", "memory": "2Gi"},
-    "env-and-args": {"env": {"TEAM": "data", "EMPTY": ""}, "args": ["--verbose"]},
-    "secrets": {"env_from_secrets": {"DB_PASSWORD": {"secret": "db", "version": "3"}}},
-    "networking": {
-        "vpc_connector_name": "projects/pushpool-test/locations/us-central1/connectors/c1",
-        "service_account_name": "runner@pushpool-test.iam.gserviceaccount.com",
-    },
-    "limits": {"timeout": 3600, "max_retries": 2, "launch_stage": "GA"},
-    "cloudsql": {"cloudsql_instances": ["pushpool-test:us-central1:db"]},
-    "region-and-labels": {"region": "europe-west1", "labels": {"team": "data"}},
+SECRET = {"secret": "db", "version": "3"}
+FILESTORE = "projects/pushpool-test/locations/us-central1/volumePools/p/volumes/v"
+
+
+def _literal(field_name: str, value: Any) -> Callable[[dict], None]:
+    """The pool's job_configuration has ``value`` written literally for ``field_name`` (both pools)."""
+
+    def edit(template: dict) -> None:
+        template["job_configuration"][field_name] = value
+
+    return edit
+
+
+def _in_body(edit_body: Callable[[dict], None]) -> Callable[[dict], None]:
+    def edit(template: dict) -> None:
+        edit_body(template["job_configuration"]["job_body"])
+
+    return edit
+
+
+def _container_literal(key: str, value: Any) -> Callable[[dict], None]:
+    def edit(body: dict) -> None:
+        body["template"]["template"]["containers"][0][key] = value
+
+    return _in_body(edit)
+
+
+def _task_literal(key: str, value: Any) -> Callable[[dict], None]:
+    def edit(body: dict) -> None:
+        body["template"]["template"][key] = value
+
+    return _in_body(edit)
+
+
+def _limits_literal(body: dict) -> None:
+    body["template"]["template"]["containers"][0]["resources"]["limits"] = {"cpu": "4", "memory": "8Gi"}
+
+
+def _two_level_labels(body: dict) -> None:
+    body["labels"] = {"owner": "platform"}
+    body["template"]["labels"] = {"billing": "team-a", "cost-center": "42"}
+
+
+def _literal_env(body: dict) -> None:
+    body["template"]["template"]["containers"][0]["env"] = [{"name": "FROM_TEMPLATE", "value": "x"}]
+
+
+def _filestore(body: dict) -> None:  # a field of the current run.v2 API (not in google-cloud-run 0.16's protos)
+    task = body["template"]["template"]
+    task["volumes"] = [{"name": "fs", "filestore": {"volume": FILESTORE}}]
+    task["containers"][0]["volumeMounts"] = [{"name": "fs", "mountPath": "/mnt/fs"}]
+
+
+def _pool_env(template: dict) -> None:
+    template["variables"]["properties"]["env"]["default"] = {"LEVEL": "pool", "POOL_ONLY": "p"}
+
+
+# (deployment job variables, edit of both pools' templates, flow run job variables, documented refusal id)
+Case = tuple[dict, Any, "dict | None", "str | None"]
+# Every field of the worker's job_configuration with a value that changes the job: each as a job variable (a
+# deployment's) and as a literal written into both pools' job_configuration; then every placeholder of its job_body as
+# a variable and as a literal of the job_body.
+FIELDS: dict[str, Any] = {
+    "command": "python -m flows.main --name 'two words'",
+    "env": {"TEAM": "données-ü", "EMPTY": "", "NUMBER": "7"},
+    "labels": {"team": "data", "Owner.Name": "Ünïcode Value"},
+    "name": "custom-name",
+    "env_from_secrets": {"DB_PASSWORD": SECRET},
+    "prefect_api_auth_string_secret": {"secret": "auth", "version": "1"},
+    "cloudsql_instances": ["pushpool-test:us-central1:db"],
+    "keep_job": True,
+    "region": "europe-west1",
+    "timeout": 3600,
 }
+BODY_FIELDS: dict[str, tuple[Any, Callable[[dict], None]]] = {
+    "image": ("us-docker.pkg.dev/pushpool-test/flows/app:2", _container_literal("image", "literal.dev/app:1")),
+    "args": (["--verbose", "", "ü"], _container_literal("args", ["--literal", ""])),
+    "launch_stage": ("BETA", _in_body(lambda body: body.update(launchStage="BETA"))),
+    "max_retries": (2, _task_literal("maxRetries", 3)),
+    "cpu": ("2000m", _in_body(_limits_literal)),
+    "memory": ("2Gi", _in_body(_limits_literal)),
+    "vpc_connector_name": (
+        "projects/pushpool-test/locations/us-central1/connectors/c1",
+        _task_literal("vpcAccess", {"connector": "projects/pushpool-test/locations/us-central1/connectors/c2"}),
+    ),
+    "service_account_name": (
+        "runner@pushpool-test.iam.gserviceaccount.com",
+        _task_literal("serviceAccount", "runner@pushpool-test.iam.gserviceaccount.com"),
+    ),
+}
+
+
+def _cases() -> dict[str, Case]:
+    cases: dict[str, Case] = {"defaults": ({}, None, None, None)}
+    for name, value in FIELDS.items():
+        cases[f"variable-{name}"] = ({name: value}, None, None, None)
+        cases[f"literal-{name}"] = ({}, _literal(name, value), None, None)
+    for name, (value, literal) in BODY_FIELDS.items():
+        cases[f"variable-{name}"] = ({name: value}, None, None, None)
+        cases[f"literal-{name}"] = ({}, literal, None, None)
+    cases.update(
+        {
+            "literal-command-in-body": ({}, _container_literal("command", ["python", "main.py"]), None, None),
+            "command-empty-is-the-entrypoint": ({"command": ""}, None, None, None),
+            "args-empty-string": ({"args": [""]}, None, None, None),
+            "args-string": ({}, _container_literal("args", "--a 'b c' ''"), None, None),  # the variable is a list
+            "literal-env-in-body": ({"env": {"A": "1"}}, _in_body(_literal_env), None, None),
+            "labels-two-levels": (
+                {"labels": {"team": "dep"}},
+                _in_body(_two_level_labels),
+                {"labels": {"x": "run"}},
+                None,
+            ),
+            "env-three-levels": (
+                {"env": {"LEVEL": "deployment", "DEP": "d"}},
+                _pool_env,
+                {"env": {"LEVEL": "run"}},
+                None,
+            ),
+            "secrets-and-credential-env": (
+                {"env_from_secrets": {"DB_PASSWORD": SECRET}, "env": {"PREFECT_API_AUTH_STRING": "u:p"}},
+                _literal("prefect_api_auth_string_secret", {"secret": "auth", "version": "2"}),
+                None,
+                None,
+            ),
+            "current-api-field": ({}, _in_body(_filestore), None, None),
+        }
+    )
+    return cases
+
+
+CASES = _cases()
 
 
 def _key_info(token_uri: str) -> dict:
@@ -154,6 +273,7 @@ def _key_info(token_uri: str) -> dict:
 @pytest.fixture(scope="module")
 def emulator():
     found = CloudRunEmulator().start()
+    found.secrets.add("auth")  # the cases' Prefect auth string secret
     yield found
     found.stop()
 
@@ -208,28 +328,42 @@ def block_id(worker, emulator: CloudRunEmulator) -> str:
     return answer["id"]
 
 
-def _pool(prefect: PrefectHelper, template: dict, type_name: str, block: str) -> str:
+def _pool(prefect: PrefectHelper, template: dict, type_name: str, block: str, edit: Any = None) -> str:
     template = copy.deepcopy(template)
     props = template["variables"]["properties"]
     props["credentials"]["default"] = {"$ref": {"block_document_id": block}}
     props["prefect_api_key_secret"]["default"] = {"secret": "prefect-api-key", "version": "latest"}
+    if edit is not None:
+        edit(template)
     name = prefect.unique("compat-gcp")
     prefect.create_pool(name, type_name, base_job_template=template)
     return name
+
+
+def test_there_are_at_least_25_cases_and_every_field_both_ways() -> None:
+    assert len(CASES) >= 25
+    template = base_job_template("cloud-run-v2:push")
+    fields = set(template["job_configuration"]) - {"job_body", "project", "max_run_time_seconds", "credentials"}
+    fields |= set(template["variables"]["properties"]) - fields - {"project", "max_run_time_seconds", "credentials"}
+    fields -= {"prefect_api_key_secret"}  # set by every case's pools (pushpool refuses the key in plaintext)
+    fields -= {"dispatch_lead_seconds"}  # pushpool's own (when to start the job), not the worker's
+    for name in fields:
+        assert f"variable-{name}" in CASES and f"literal-{name}" in CASES, name
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_pushpool_sends_what_the_worker_sends(
     case: str, worker, block_id: str, emulator: CloudRunEmulator, prefect: PrefectHelper, prefect_api: str, tmp_path
 ) -> None:
-    variables = CASES[case]
-    theirs_pool = _pool(prefect, worker({"template": True})["template"], "cloud-run-v2", block_id)
-    ours_pool = _pool(prefect, base_job_template("cloud-run-v2:push"), "cloud-run-v2:push", block_id)
-    run_id = prefect.create_run(prefect.create_deployment(ours_pool, job_variables=variables))
+    variables, edit, run_variables, refused = CASES[case]
+    theirs_pool = _pool(prefect, worker({"template": True})["template"], "cloud-run-v2", block_id, edit)
+    ours_pool = _pool(prefect, base_job_template("cloud-run-v2:push"), "cloud-run-v2:push", block_id, edit)
+    run_body = {"job_variables": run_variables} if run_variables else {}
+    run_id = prefect.create_run(prefect.create_deployment(ours_pool, job_variables=variables), **run_body)
 
     answer = worker({"pool": theirs_pool, "run_id": run_id})
     assert answer["ok"], answer
-    region = variables.get("region", "us-central1")
+    region = "europe-west1" if case.endswith("-region") else "us-central1"
     theirs = emulator.received(f"projects/{PROJECT}/locations/{region}/jobs/{answer['identifier']}")
 
     deps = make_deps(prefect_api, tmp_path, prefect_api_key=KEY)
@@ -244,6 +378,9 @@ def test_pushpool_sends_what_the_worker_sends(
         outcome = submit_run(deps, client.read_flow_run(run_id), client.read_work_pool(ours_pool), trigger="compat")
     finally:
         deps.orchestrator.close()
+    if refused is not None:  # documented: pushpool refuses what the worker runs (the reason is in the doc)
+        assert outcome.outcome != "submitted" and refused in {i.id for i in INTENDED}, outcome
+        return
     assert outcome.outcome == "submitted", outcome
     ours = emulator.received(outcome.job_id.split("/executions/")[0])
 

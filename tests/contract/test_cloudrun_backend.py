@@ -161,3 +161,24 @@ def test_each_execution_condition_means_what_it_says(
     assert status.state is expected, status
     if "reason" in condition:
         assert "no permission to pull the container image" in status.reason
+
+
+def test_a_block_naming_its_project_needs_no_google_identity_of_pushpools_own(
+    emulator: CloudRunEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Prefect's worker: the job goes to the credentials block's project, signed by the block — pushpool's own
+    Application Default Credentials are never looked for (here there are none)."""
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    from tests.gcp_emulator import service_account_info
+
+    def no_adc(*args, **kwargs):
+        raise DefaultCredentialsError("no Application Default Credentials here")
+
+    monkeypatch.setattr(google.auth, "default", no_adc)
+    backend = make_backend(emulator, credentials=None, project=None)
+    block = {"service_account_info": service_account_info(PROJECT, f"{emulator.endpoint}/token")}
+    spec = make_spec(credentials=block)
+    handle = backend.submit(spec)
+    assert handle.id.startswith(f"projects/{PROJECT}/locations/us-central1/jobs/")

@@ -10,6 +10,7 @@ plain BackendError, which crashes a run for a passing bad day.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import uuid
 
@@ -160,11 +161,13 @@ def test_cloud_run_backend_translates_throttling_5xx_and_the_jobs_quota(cloud_ru
         existing = sum(1 for n in cloud_run.jobs if n.startswith(PARENT + "/jobs/"))
     run_faults.limit(existing)  # Cloud Run's jobs-per-region quota, reached
     spec = make_spec()
+    from google.cloud.run_v2 import Job
+
     with pytest.raises(exceptions.TooManyRequests) as caught:
         _jobs_client(cloud_run).create_job(
             parent=PARENT,
             job_id=f"quota-{uuid.uuid4().hex[:8]}",
-            job=backend._job_message(spec, spec.config),
+            job=Job.from_json(json.dumps(backend._job_message(spec, spec.config))),  # the REST body as a message
             retry=None,
         )
     assert caught.value.reason == "RESOURCE_QUOTA_EXCEEDED"

@@ -332,6 +332,7 @@ def test_a_wrong_or_unrefreshable_google_credential_lets_the_job_through_logged_
         emulator, credentials=failing, check_image_platform=True, registry_client=registry.routed_client()
     )
     backend._clients[("jobs", "")] = wrong._client("jobs")  # the Admin API is reached; only the refresh fails
+    backend._clients[("run-rest", "")] = wrong._clients[("run-rest", "")]  # CreateJob's REST session, likewise
     image = registry.add_index(repo, "2", ["linux/arm64"], host=AR)
     with caplog.at_level(logging.INFO), caplog.at_level(logging.DEBUG, logger="pushpool"):
         assert backend.submit(make_spec(image=image)).id.startswith("projects/")

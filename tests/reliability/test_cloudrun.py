@@ -132,7 +132,10 @@ def test_submit_dying_between_create_and_run_leaves_one_execution(
     backend = cr_deps.backend("cloudrun")
     jobs = backend._client("jobs")
     parent = "projects/pushpool-test/locations/us-central1"
-    jobs.create_job(parent=parent, job=backend._job_message(spec, spec.config), job_id=job_id(spec)).result()
+    from google.cloud import run_v2
+
+    body = run_v2.Job.from_json(json.dumps(backend._job_message(spec, spec.config)))  # the REST body as a message
+    jobs.create_job(parent=parent, job=body, job_id=job_id(spec)).result()
     handle = backend.submit(spec)  # the retry: the job exists, ready, never run → run once
     again = backend.submit(spec)
     assert handle == again and backend.find(spec) == handle

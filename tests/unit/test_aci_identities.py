@@ -68,10 +68,11 @@ def test_ids_that_are_not_exactly_an_identitys_are_refused_by_the_job_and_by_the
 
 def test_credentials_and_secret_looking_values_are_secure_values() -> None:
     template = {"resources": [{"type": "Microsoft.ContainerInstance/containerGroups", "properties": {"containers": [
-        {"name": "c", "properties": {"environmentVariables": [{"name": "SMTP_PASSWORD", "value": "op"}]}}
+        {"name": "c", "properties": {"environmentVariables": [{"name": "FROM_TEMPLATE", "value": "x"}]}}
     ]}}]}  # fmt: skip
+    # the template's FROM_TEMPLATE is not sent: the job's environment replaces it, as Prefect's worker's does
     spec = _spec(
-        env={"TEAM": "data", "GITHUB_TOKEN": "t"},
+        env={"TEAM": "data", "GITHUB_TOKEN": "t", "SMTP_PASSWORD": "op"},
         secret_env={"PREFECT_API_KEY": "k", "PREFECT_API_AUTH_STRING": "u:p"},
         arm_template=template,
     )

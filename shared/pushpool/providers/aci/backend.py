@@ -51,6 +51,7 @@ from types import MappingProxyType
 from typing import Any
 
 from pushpool.errors import BackendError, JobNotFoundError
+from pushpool.providers.aci.arm_expressions import ArmExpressionError, evaluate
 from pushpool.providers.aci.azure import NAME, arm_error_code, arm_status, azure_errors
 from pushpool.providers.aci.config import AciJobConfig, identity_key
 from pushpool.providers.base import (
@@ -121,8 +122,6 @@ _RESOURCE_ID = re.compile(
     r"containerGroups/(?P<name>[^/]+)$",
     re.IGNORECASE,
 )
-_EXPRESSION = re.compile(r"^\[(?!\[)(?P<body>.*)\]$", re.DOTALL)
-_PARAMETER = re.compile(r"^parameters\(\s*'(?P<name>[^']+)'\s*\)$")
 _TAG_FORBIDDEN = re.compile(r"[<>%&\\?/]")
 
 
@@ -450,7 +449,7 @@ def group_body(spec: JobSpec, location: str) -> dict[str, Any]:
     config = _config(spec)
     name = group_name(spec)
     resource = _template_resource(config)
-    parameters = _parameters(config, name, location)
+    parameters = _parameters(config, name)
     body = {
         k: _evaluate(v, parameters, config, location)
         for k, v in resource.items()
@@ -467,19 +466,15 @@ def group_body(spec: JobSpec, location: str) -> dict[str, Any]:
     container = containers[0]
     container.setdefault("name", DEFAULT_CONTAINER)
     props = container.setdefault("properties", {})
-    props["image"] = config.image or props.get("image") or DEFAULT_IMAGE
+    props["image"] = config.image or DEFAULT_IMAGE  # the worker's too: a literal image of the arm_template is replaced
     props["command"] = [config.entrypoint, *spec.command] if config.entrypoint else list(spec.command)
     requests = props.setdefault("resources", {}).setdefault("requests", {})
     requests["cpu"] = _number(requests.get("cpu"), config.cpu)
     requests["memoryInGB"] = _number(requests.get("memoryInGB"), config.memory)
-    if config.gpu_count:
-        requests["gpu"] = {"count": config.gpu_count, **({"sku": config.gpu_sku} if config.gpu_sku else {})}
-    ours = set(spec.env) | set(spec.secret_env)
-    unset = {k for k, v in config.env.items() if v is None}
-    environment = [
-        _secured(dict(e)) for e in props.get("environmentVariables") or [] if e.get("name") not in ours | unset
-    ]
-    environment += [_secured({"name": k, "value": str(v)}) for k, v in sorted(spec.env.items())]
+    if config.gpu_count and config.gpu_sku:  # ACI's GpuResource needs both; the worker sends neither (aci-compat.md)
+        requests["gpu"] = {"count": config.gpu_count, "sku": config.gpu_sku}
+    # The job's environment replaces the arm_template's, as the worker's does (its _get_arm_environment).
+    environment = [_secured({"name": k, "value": str(v)}) for k, v in sorted(spec.env.items())]
     environment += [{"name": k, "secureValue": v} for k, v in sorted(spec.secret_env.items())]
     props["environmentVariables"] = environment
 
@@ -498,9 +493,7 @@ def group_body(spec: JobSpec, location: str) -> dict[str, Any]:
                 "image_registry needs registry_url with identity (ACR, managed identity) or username and password",
                 backend=NAME,
             )
-        properties["imageRegistryCredentials"] = [
-            c for c in properties.get("imageRegistryCredentials") or [] if c.get("server") != server
-        ] + [credential]
+        properties["imageRegistryCredentials"] = [credential]  # replaces the arm_template's, as the worker's does
     if identities:
         body["identity"] = {"type": "UserAssigned", "userAssignedIdentities": {i: {} for i in identities}}
     check_identities(spec, body)
@@ -731,59 +724,37 @@ def _template_resource(config: AciJobConfig) -> dict[str, Any]:
     return copy.deepcopy(groups[0])
 
 
-def _parameters(config: AciJobConfig, name: str, location: str) -> dict[str, Any]:
+def _parameters(config: AciJobConfig, name: str) -> dict[str, Any]:
+    """The template's parameters: pushpool's group name, container name and location (the worker passes the group's
+    name as ARM deployment parameter too), else each declared parameter's ``defaultValue`` (evaluated on use)."""
     declared = (config.arm_template or {}).get("parameters") or {}
-    ours = {"container_group_name": name, "container_name": DEFAULT_CONTAINER, "location": location}
+    ours = {"container_group_name": name, "container_name": DEFAULT_CONTAINER}
     values: dict[str, Any] = {}
     for key, spec in declared.items():
         if key in ours:
-            values[key] = ours[key]
             continue
         default = spec.get("defaultValue") if isinstance(spec, dict) else None
         if default is None:
             raise BackendError(f"arm_template parameter {key!r} has no defaultValue", backend=NAME)
         values[key] = default
-    values = {**ours, **values}
-    for key, value in list(values.items()):  # defaults that are expressions themselves
-        if key not in ours:
-            values[key] = _evaluate(value, {k: v for k, v in values.items() if k != key}, config, location)
-    return values
+    values.setdefault("location", "[resourceGroup().location]")
+    return {**values, **ours}
 
 
 def _evaluate(value: Any, parameters: Mapping[str, Any], config: AciJobConfig, location: str) -> Any:
-    """ARM template expressions pushpool can evaluate without a deployment; any other is refused by name."""
-    if isinstance(value, dict):
-        return {k: _evaluate(v, parameters, config, location) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_evaluate(v, parameters, config, location) for v in value]
-    if not isinstance(value, str):
-        return value
-    if value.startswith("[["):
-        return value[1:]  # an escaped literal bracket
-    match = _EXPRESSION.match(value)
-    if not match:
-        return value
-    body = match["body"].strip()
-    parameter = _PARAMETER.match(body)
-    if parameter:
-        if parameter["name"] not in parameters:
-            raise BackendError(
-                f"arm_template uses parameter {parameter['name']!r}, which it does not declare", backend=NAME
-            )
-        return parameters[parameter["name"]]
-    known = {
-        "resourceGroup().location": location,
-        "resourceGroup().name": config.resource_group_name,
-        "subscription().subscriptionId": config.subscription_id,
-        "resourceGroup().id": f"/subscriptions/{config.subscription_id}/resourceGroups/{config.resource_group_name}",
+    """``value`` with its ARM template expressions evaluated as an ARM deployment would (arm_expressions.py)."""
+    context = {
+        "parameters": parameters,
+        "variables": (config.arm_template or {}).get("variables") or {},
+        "subscription_id": config.subscription_id,
+        "resource_group": config.resource_group_name,
+        "location": location,
     }
-    if body in known:
-        return known[body]
-    raise BackendError(
-        f"arm_template expression {value!r} is not supported by pushpool (it creates the container group without an "
-        "ARM deployment): use a literal value, or parameters('container_group_name' | 'container_name' | 'location')",
-        backend=NAME,
-    )
+    try:
+        return evaluate(value, context)
+    except (ArmExpressionError, RecursionError) as exc:
+        message = str(exc) if isinstance(exc, ArmExpressionError) else "arm_template parameters refer to each other"
+        raise BackendError(message, backend=NAME) from None
 
 
 def _number(value: Any, default: float) -> float:

@@ -55,6 +55,7 @@ from typing import Any
 
 from pushpool.errors import BackendError
 from pushpool.providers.base import (
+    DEFAULT_COMMAND,
     BackendBase,
     JobHandle,
     JobSpec,
@@ -63,6 +64,7 @@ from pushpool.providers.base import (
     UnstartedJob,
     describe_exit,
 )
+from pushpool.providers.cloudrun import discovery
 from pushpool.providers.cloudrun.config import CloudRunJobConfig, SecretKeySelector
 from pushpool.providers.cloudrun.gcp import NAME, google_errors, retry_policy, status_code
 from pushpool.providers.memo import Memo
@@ -187,20 +189,20 @@ class CloudRunBackend(BackendBase):
         job = self._job_message(spec, config)  # refused here (plaintext secret, bad body) before any call
         identity = self._identity(config.credentials)
         project = self._project_of(config)  # a block of another project: refused before any call
-        self._check_platform(job.template.template.containers[0].image, identity)
+        self._check_platform(job["template"]["template"]["containers"][0].get("image", ""), identity)
         jobs = self._client("jobs", identity)
         name = f"projects/{project}/locations/{config.region}/jobs/{job_id(spec)}"
         keep = config.keep_job
         retry = self._retry()
         with google_errors(f"Cloud Run job {name}"):
             try:
-                operation = jobs.create_job(
-                    parent=name.rsplit("/jobs/", 1)[0], job=job, job_id=job_id(spec), retry=retry
+                operation = self._rest(
+                    "POST", name.rsplit("/jobs/", 1)[0] + "/jobs", identity, params={"jobId": job_id(spec)}, body=job
                 )
             except exceptions.Conflict:  # 409 ALREADY_EXISTS: another submit of this attempt created it
                 return spec.handle(NAME, self._existing(jobs, name, keep).id)
             try:  # polling the operation is retried too (a 503 there must not look like a failed job)
-                created = operation.result(timeout=self.ready_timeout, retry=retry)
+                created = self._operation_result(operation, identity)
             except exceptions.GoogleAPICallError:
                 # The job was not made ready (an image missing, a service account unknown): it must not stay behind.
                 try:
@@ -208,7 +210,7 @@ class CloudRunBackend(BackendBase):
                 except exceptions.GoogleAPICallError:
                     pass
                 raise
-            return spec.handle(NAME, self._run(jobs, name, created.etag, keep).id)
+            return spec.handle(NAME, self._run(jobs, name, str(created.get("etag", "")), keep).id)
 
     def find(self, spec: JobSpec) -> JobHandle | None:
         from google.api_core import exceptions
@@ -423,21 +425,73 @@ class CloudRunBackend(BackendBase):
             execution = jobs.get_job(name=name, retry=self._retry()).latest_created_execution.name
         return _handle(execution, keep)
 
-    def _job_message(self, spec: JobSpec, config: CloudRunJobConfig) -> Any:
-        """The run_v2.Job to create: the rendered ``job_body`` with the run's command, environment, secrets, labels and
-        timeout, as Prefect's ``cloud-run-v2`` worker builds it.
+    def _job_message(self, spec: JobSpec, config: CloudRunJobConfig) -> dict[str, Any]:
+        """The Job to create (REST JSON): the rendered ``job_body`` with the run's command, environment, secrets,
+        labels and timeout, as Prefect's ``cloud-run-v2`` worker builds it, judged against the run.v2 discovery
+        document (discovery.py: the current API, not the protobuf release pushpool pins).
 
         Raises:
             BackendError: a credential would go in plaintext, or the body is not a Cloud Run v2 Job.
         """
-        from google.cloud import run_v2
-        from google.protobuf import json_format
-
         body = job_body(spec, config)
-        try:
-            return run_v2.Job.from_json(json.dumps(body), ignore_unknown_fields=False)
-        except (json_format.ParseError, ValueError, TypeError) as exc:  # they name the offending field
-            raise BackendError(f"the job body is not a Cloud Run v2 Job: {exc}", backend=NAME) from None
+        found = discovery.problems(body)
+        if found:
+            raise BackendError(
+                f"the job body is not a Cloud Run v2 Job (run.v2 API, revision {discovery.revision()}): "
+                + "; ".join(found[:5]),
+                backend=NAME,
+            )
+        return body
+
+    def _rest(
+        self, method: str, path: str, identity: str, *, params: Mapping[str, str] | None = None, body: Any = None
+    ) -> dict[str, Any]:
+        """One call of the Admin API v2 over REST (JSON as the discovery document describes it), retried on 429/5xx.
+
+        Raises:
+            google.api_core.exceptions.GoogleAPICallError: Google's answer (translated by ``google_errors``).
+        """
+        from google.api_core import exceptions
+
+        url = f"{(self.endpoint or 'https://run.googleapis.com').rstrip('/')}/v2/{path}"
+        key = ("run-rest", identity)
+        if key not in self._clients:
+            from google.auth.transport.requests import AuthorizedSession
+
+            credentials = self._credentials_of(identity)
+            if hasattr(credentials, "with_always_use_jwt_access"):  # signed as the Cloud client libraries sign
+                credentials = credentials.with_always_use_jwt_access(True)
+            self._clients[key] = AuthorizedSession(credentials)
+        session = self._clients[key]
+
+        def call() -> dict[str, Any]:
+            response = session.request(method, url, params=params, json=body, timeout=60)
+            if response.status_code >= 400:
+                raise exceptions.from_http_response(response)
+            return response.json()  # type: ignore[no-any-return]
+
+        return self._retry()(call)()  # type: ignore[no-any-return]
+
+    def _operation_result(self, operation: Mapping[str, Any], identity: str) -> dict[str, Any]:
+        """The Job a CreateJob operation made, once done (polled up to ``ready_timeout``).
+
+        Raises:
+            google.api_core.exceptions.GoogleAPICallError: the operation failed (its error), or did not end in time.
+        """
+        from google.api_core import exceptions
+
+        deadline = time.monotonic() + self.ready_timeout
+        delay = 0.1
+        while not operation.get("done"):
+            if time.monotonic() > deadline:
+                raise exceptions.DeadlineExceeded(f"the job was not ready after {self.ready_timeout:.0f} s")
+            self.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            operation = self._rest("GET", str(operation["name"]), identity)
+        error = operation.get("error")
+        if error:
+            raise exceptions.from_grpc_status(int(error.get("code", 2)), str(error.get("message", "")))
+        return dict(operation.get("response") or {})
 
     def _check_platform(self, image: str, identity: str = "") -> None:
         """Refuse an image with no ``linux/amd64`` variant (Cloud Run runs no other) before the job exists; an image
@@ -624,18 +678,20 @@ class CloudRunBackend(BackendBase):
         return self._project
 
     def _project_of(self, config: CloudRunJobConfig) -> str:
-        """Where the job goes: the pool's ``project``, else pushpool's own project, else the block's.
+        """Where the job goes: the pool's ``project``, else the ``credentials`` block's (as the worker: its job goes to
+        its block's project), else pushpool's own project. A block that names its project needs no Google identity
+        of pushpool's own: the block signs every call about the job, the monitor's too.
 
         Raises:
-            BackendError: the ``credentials`` block is of another project than the job's — pushpool follows, cancels,
-                cleans up and reads the logs of every job with its own identity, in the job's project, so a job made
-                elsewhere with the block's key could never be watched; or no project at all.
+            BackendError: the ``credentials`` block is of another project than the pool's ``project`` (the block
+                signs every call about the job, in the job's project: a job it cannot reach could never be watched
+                — the worker has no ``project`` variable; docs/cloudrun-compat.md); or no project at all.
         """
         block = config.credentials_project if self._identity(config.credentials) else None
-        project = config.project
-        if not project and self._project is None:  # pushpool's own project (where it watches), when it has one
+        project = config.project or block
+        if not project and self._project is None:  # pushpool's own project, when it has one
             self._own_credentials()
-        project = project or self._project or block
+        project = project or self._project
         if block and project and block != project:
             whose = "the pool's `project`" if config.project else "pushpool's own project"
             raise BackendError(
@@ -704,15 +760,28 @@ def job_body(spec: JobSpec, config: CloudRunJobConfig) -> dict[str, Any]:
                 backend=NAME,
             )
 
-    body = _drop_empty(copy.deepcopy(config.job_body))
+    # As the worker builds it (prefect-gcp's CloudRunWorkerJobV2Configuration.prepare_for_flow_run): what a placeholder
+    # left unset is not sent (the worker sends it as null: unset too), every other value as the template has it — an
+    # empty string, an empty argument and an empty list included.
+    body = _drop_none(copy.deepcopy(config.job_body))
     execution_template = body.setdefault("template", {})
     task = execution_template.setdefault("template", {})
     containers = task.setdefault("containers", [{}])
     container = containers[0]
-    container["image"] = container.get("image") or DEFAULT_IMAGE
-    container["command"] = list(spec.command)
+    if "image" not in container:
+        container["image"] = DEFAULT_IMAGE
+    # The container's command is the job body's: unset → Prefect's; a string → split like a shell ("" → [], the
+    # image's entrypoint); a list as it is. The job_configuration's `command` is not read, as by the worker.
+    command = container.get("command")
+    if command is None:
+        container["command"] = list(DEFAULT_COMMAND)
+    elif isinstance(command, str):
+        container["command"] = _split(command, "command")
     if isinstance(container.get("args"), str):
-        container["args"] = shlex.split(container["args"])
+        container["args"] = _split(container["args"], "args")
+    vpc = task.get("vpcAccess")
+    if "vpcAccess" in task and (not vpc or vpc == {"connector": None}):
+        task.pop("vpcAccess")
     own = [e for e in container.get("env") or [] if isinstance(e, Mapping) and e.get("name") not in spec.env]
     env = [e for e in own if e.get("name") not in refs]
     env += [{"name": k, "value": str(v)} for k, v in sorted(spec.env.items()) if k not in refs]
@@ -733,10 +802,11 @@ def job_body(spec: JobSpec, config: CloudRunJobConfig) -> dict[str, Any]:
         container["volumeMounts"] = [*container.get("volumeMounts", []), {"name": "cloudsql", "mountPath": "/cloudsql"}]
     task["timeout"] = f"{config.task_timeout_seconds}s"
     task["maxRetries"] = int(task.get("maxRetries") or 0)
+    # The run's labels at both levels (job, execution template: billing reads the executions'), each level's own
+    # labels of the template winning, as the worker's merge_labels_for_gcp.
     ours = {_label_key(k): _label_value(v) for k, v in spec.labels.items() if _label_key(k)}
-    labels = dict(list({**ours, **body.get("labels", {})}.items())[:MAX_LABELS])  # the template's own labels win
-    body["labels"] = labels
-    execution_template["labels"] = labels
+    body["labels"] = _merge_labels(ours, body.get("labels") or {})
+    execution_template["labels"] = _merge_labels(ours, execution_template.get("labels") or {})
     body.setdefault("client", "prefect")
     return body  # type: ignore[no-any-return]
 
@@ -787,9 +857,29 @@ def _config(spec: JobSpec) -> CloudRunJobConfig:
     return spec.config
 
 
-def _drop_empty(value: Any) -> Any:
+def _drop_none(value: Any) -> Any:
+    """``value`` without the keys whose value is None (a placeholder left unset: the worker sends them as null, which
+    the API reads as unset); empty strings, lists and objects are values and stay."""
     if isinstance(value, dict):
-        return {k: _drop_empty(v) for k, v in value.items() if v not in (None, "", [], {}) and _drop_empty(v) != {}}
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return [_drop_empty(v) for v in value if v not in (None, "", [], {})]
+        return [_drop_none(v) for v in value]
     return value
+
+
+def _split(text: str, field: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise BackendError(f"the container's {field} cannot be split into arguments: {exc}", backend=NAME) from None
+
+
+def _merge_labels(ours: Mapping[str, str], existing: Mapping[str, Any]) -> dict[str, Any]:
+    """The template's ``existing`` labels over the run's (``ours``, sanitised); at most 64, the run's last ones
+    dropped first (prefect-gcp's merge_labels_for_gcp)."""
+    merged = {**ours, **existing}
+    if len(merged) > MAX_LABELS:
+        only_ours = [k for k in ours if k not in existing]
+        for key in reversed(only_ours[-(len(merged) - MAX_LABELS) :]):
+            del merged[key]
+    return merged
