@@ -40,8 +40,12 @@ setup: $(STAMP)  ## create .venv with pushpool, the test tools and a Prefect ser
 demo: setup  ## run the push path end to end on a local Prefect server with the process backend
 	$(BIN)/python examples/demo/run_demo.py
 
+# Two pytest-xdist workers, each with a Prefect server and emulators of its own (tests/conftest.py); a file's tests stay
+# on one worker in order (loadfile), files handed out in collection order (xdist would start the files with most tests
+# first, leaving the long one-test e2e files to the end). Most of the suite waits on servers, jobs and clocks.
+TEST_WORKERS ?= 2
 test: setup  ## everything that runs here: unit, contract, integration (real Prefect server), e2e
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-unit: setup  ## the fast subset, no servers
 	$(BIN)/python -m pytest -q tests/unit

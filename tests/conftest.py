@@ -1,6 +1,9 @@
 """Shared fixtures: a real Prefect server on 127.0.0.1, settings and dependencies pointed at it.
 
 The server is started once per session (SQLite, its own PREFECT_HOME, late-runs service off) and stopped by pid.
+Under pytest-xdist (``make test`` runs ``-n 2 --dist loadfile``) a session is one worker: every worker has its own
+server, emulators, PREFECT_HOME, PUSHPOOL_HOME and temporary directories, and a file's tests stay on one worker in
+file order, so a test that ticks the whole server or owns its managed workspace shares it with no concurrent test.
 """
 
 from __future__ import annotations
@@ -38,7 +41,14 @@ def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_api(session_home: Path) -> str:
-    server = localserver.start(session_home / "server")
+    for attempt in range(3):
+        try:
+            server = localserver.start(session_home / f"server-{attempt}")
+            break
+        except RuntimeError:
+            # Another worker (or engineer) took the free port between its probe and the server's bind: a new port.
+            if attempt == 2:
+                raise
     yield server.api_url
     server.stop()
 

@@ -106,6 +106,9 @@ def in_terminal(args: list[str], env: dict[str, str], answer: str | None = None)
     cmd = [sys.executable, "-m", "pushpool.entrypoints.cli", *args]
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+    # A terminal's shell exports its size too; a COLUMNS inherited from the test process (a pytest-xdist worker has no
+    # terminal) would otherwise win over the pty's 200 columns in rich and squeeze the table.
+    env = {**env, "COLUMNS": "200", "LINES": "50"}
     proc = subprocess.Popen(cmd, env=env, stdin=terminal, stdout=terminal, stderr=terminal)
     os.close(terminal)
     output, answered = b"", False
