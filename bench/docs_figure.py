@@ -14,9 +14,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-ROW = re.compile(r"^\| (pushpool [a-z]+|prefect-aws worker, [^|]+?) \| \d+/\d+ \| ([\d.]+) s \| ([\d.]+) s \| ([\d.]+) s \|")
+ROW = re.compile(
+    r"^\| (pushpool [a-z]+|prefect-aws worker, [^|]+?) \| \d+/\d+ \| ([\d.]+) s \| ([\d.]+) s \| ([\d.]+) s \|"
+)
 
 
 def rows(report: str) -> list[tuple[str, float, float, float]]:
