@@ -32,10 +32,12 @@ class PrefectHelper:
             try:
                 response = self.http.request(method, path, **kwargs)
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError):
-                # A pooled keep-alive connection the server closed as it was reused (frequent on a loaded machine).
-                if attempt >= 2:
+                # A pooled keep-alive connection the server closed as it was reused, or a reset from a server whose
+                # accept queue overflowed (frequent on a loaded machine): again, a little later. Every POST that
+                # creates something is made safe to repeat (create_run sends an idempotency key; names are unique).
+                if attempt >= 9:
                     raise
-                time.sleep(0.1)
+                time.sleep(0.1 * (attempt + 1))
                 continue
             if response.status_code != 503:
                 return response
@@ -79,6 +81,7 @@ class PrefectHelper:
         return str(self.json("POST", "/deployments/", json=body)["id"])
 
     def create_run(self, deployment_id: str, **body: Any) -> str:
+        body.setdefault("idempotency_key", uuid.uuid4().hex)  # a retried POST finds the run it made, never a second
         return str(self.json("POST", f"/deployments/{deployment_id}/create_flow_run", json=body)["id"])
 
     def read_run(self, run_id: str) -> dict[str, Any]:

@@ -40,6 +40,18 @@ class Context:
     aws_request_id: str = "req-1"
 
 
+@pytest.fixture(scope="module")
+def prefect_api(session_home: Path) -> str:
+    """A Prefect server of this module's own: the deployed monitor's scheduled tick serves every pool of its server,
+    and the session's server holds every other test's pools and in-flight runs (such a tick took over 300 s there late
+    in a run)."""
+    from pushpool import localserver
+
+    server = localserver.start(session_home / f"functions-{uuid.uuid4().hex[:6]}")
+    yield server.api_url
+    server.stop()
+
+
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, prefect_api: str, tmp_path: Path, moto_endpoint: str) -> None:
     secrets = boto3.client("secretsmanager")

@@ -323,7 +323,7 @@ def test_the_cli_provisions_a_cloud_run_pool(
         assert cli.main(["work-pool", "deprovision", pool, "--yes", "--project", PROJECT]) == 0
         assert "Removed." in capsys.readouterr().out
         assert cli.main(["work-pool", "create", "x", "--type", "ecs:push", "--provision-infra", "--project", "p"]) == 2
-        assert "--project is for cloud-run pools" in capsys.readouterr().err
+        assert "--project is for cloud-run-v2:push, cloud-run:push pools" in capsys.readouterr().err
     finally:
         prefect.request("DELETE", f"/work_pools/{pool}")
 
