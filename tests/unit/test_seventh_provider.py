@@ -4,6 +4,7 @@ variables and reconciles them, on the fake orchestrator, with no use-case, setti
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
 
@@ -19,7 +20,8 @@ from pushpool.usecases.monitor import tick
 from pushpool.usecases.provision import provision_pool
 from pushpool.usecases.submit import SubmitOutcome, submit_run
 
-from tests.contract.contract import SECRET, BackendContract
+from tests.contract.contract import BackendContract
+from tests.contract.test_fake_backend import FakeDriver
 from tests.fake_prefect import FakePrefect
 from tests.seventh.backend import SeventhBackend
 from tests.seventh.config import SeventhJobConfig
@@ -42,47 +44,17 @@ def registered() -> Iterator[None]:
 # -- the contract class ---------------------------------------------------------------------------------------------
 
 
-class SeventhDriver:
-    supports_locations = False
-
-    def __init__(self, backend: SeventhBackend) -> None:
-        self.backend = backend
+class SeventhDriver(FakeDriver):
+    """The in-memory control plane's driver (its backend is the fake's), with the seventh provider's jobs."""
 
     def spec(self, *, location: str = "default") -> JobSpec:
-        return JobSpec(
-            run_id=str(uuid.uuid4()),
-            attempt=str(uuid.uuid4()),
-            pool_name="seventh",
-            name="seventh",
-            command=("prefect", "flow-run", "execute"),
-            env={},
-            labels={},
-            config=SeventhJobConfig(machine="large"),
-            secret_env={"PREFECT_API_KEY": SECRET},
-        )
-
-    def jobs_of(self, spec: JobSpec) -> int:
-        return self.backend.jobs_of(spec)
-
-    def exit(self, handle: JobHandle, code: int, lines: list[str]) -> None:
-        self.backend.exit(handle, code, lines)
-
-    def vanish(self, handle: JobHandle) -> None:
-        self.backend.vanish(handle)
+        return dataclasses.replace(super().spec(location=location), config=SeventhJobConfig(machine="large"))
 
     def unknown_handle(self) -> JobHandle:
         return JobHandle("seventh", f"fake-{uuid.uuid4()}")
 
     def malformed_handle(self) -> JobHandle:
         return JobHandle("seventh", "")
-
-    def refused_spec(self) -> JobSpec:
-        import dataclasses
-
-        return dataclasses.replace(self.spec(), command=("/no/such/program",))
-
-    def sent(self, handle: JobHandle) -> str:
-        return self.backend.jobs[handle.id].sent
 
 
 class TestSeventhBackend(BackendContract):
