@@ -262,9 +262,10 @@ def test_the_canary_completes_on_a_cloud_pool(
     assert reported == list(STAGES)  # every stage, in order
     seconds = [result.seconds(s) for s in ("run created", "claimed", "flow Running", "Completed")]
     assert None not in seconds and seconds == sorted(seconds), result.as_dict()
-    # The provider's acceptance is on its clock (ACI: the time pushpool tagged on the group as it asked for it), the
-    # claim on Prefect's: only their order with the run's creation and the flow's start is certain.
+    # The provider's acceptance is on its clock (ACI: the time pushpool tagged on the group as it asked for it, in whole
+    # seconds), the claim on Prefect's: only their order with the run's creation (to within that second: -0.379 s was
+    # seen) and the flow's start is certain.
     accepted = result.seconds("job accepted")
-    assert accepted is not None and 0 <= accepted <= result.seconds("flow Running"), result.as_dict()
+    assert accepted is not None and -1.0 <= accepted <= result.seconds("flow Running"), result.as_dict()
     assert prefect.state(result.run_id)[0] == "COMPLETED"
     print(cloud, {s["stage"]: s["seconds"] for s in result.as_dict()["stages"]})

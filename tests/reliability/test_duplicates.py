@@ -6,6 +6,7 @@ import json
 import os
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -48,21 +49,27 @@ def test_duplicate_storm(deps, prefect: PrefectHelper, pool: str, report, scale:
         stop.set()
         monitor.join()
     assert all(a.status == 200 for a in answers), [a.body for a in answers if a.status != 200][:3]
+    # A claim given back during the storm (Prefect answering 503 under the load: released to Scheduled, no job) is
+    # dispatched by the next tick, as it would be in production: settle with ticks, then count jobs.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(prefect.state(r)[0] == "SCHEDULED" for r in runs):
+        pool_tick(deps, pool)
     jobs = os.listdir(deps.settings.process_dir)
     per_run = {r: [j for j in jobs if j.startswith(r)] for r in runs}
     duplicated = sum(len(j) > 1 for j in per_run.values())
     lost = sum(len(j) == 0 for j in per_run.values())
     claims = {r: sum(1 for s in prefect.states(r) if s == ("PENDING", "Pending")) for r in runs}
+    given_back = {r: sum(1 for s in prefect.states(r) if s[0] == "SCHEDULED") - 1 for r in runs}
     report.add(
         "duplicate storm (webhook × monitor)",
         runs=runs_n,
         faults=len(deliveries) - runs_n,
         lost=lost,
         duplicated=duplicated,
-        stuck=sum(c != 1 for c in claims.values()),
+        stuck=sum(c != 1 + given_back[r] for r, c in claims.items()),
     )
     assert duplicated == 0 and lost == 0
-    assert set(claims.values()) == {1}
+    assert all(c == 1 + given_back[r] for r, c in claims.items()), (claims, given_back)  # one claim per time it was due
     backend = deps.backend("process")
     for r in runs:
         backend.cancel(JobHandle("process", prefect.read_run(r)["infrastructure_pid"]), grace_seconds=1)
