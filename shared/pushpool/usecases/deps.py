@@ -23,6 +23,7 @@ from pushpool.providers import (
 )
 from pushpool.providers.base import Backend
 from pushpool.settings import Settings
+from pushpool.usecases.events import EventSink
 from pushpool.usecases.finished_runs import FinishedRuns
 from pushpool.usecases.pool_reads import PoolReads
 from pushpool.usecases.triggers import DelayedTrigger
@@ -41,6 +42,7 @@ class Deps:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     pool_reads: PoolReads = field(init=False, repr=False)  # pools and queues shared briefly by the event path
     finished_runs: FinishedRuns = field(default_factory=FinishedRuns, repr=False)  # the month's, for compute hours
+    events: EventSink = field(default_factory=EventSink, repr=False)  # what pushpool did to runs (usecases/events.py)
 
     def __post_init__(self) -> None:
         backend = self.settings.managed_backend
