@@ -212,6 +212,13 @@ class CloudRunBackend(BackendBase):
                 raise
             return spec.handle(NAME, self._run(jobs, name, str(created.get("etag", "")), keep).id)
 
+    def check_job(self, spec: JobSpec) -> None:
+        """What submit refuses before any call: the body (a credential in plaintext, a field run.v2 does not know)
+        and a ``credentials`` block of another project than the pool's ``project``."""
+        config = _config(spec)
+        self._job_message(spec, config)
+        _same_project(config.credentials_project if self._identity(config.credentials) else None, config.project, True)
+
     def find(self, spec: JobSpec) -> JobHandle | None:
         from google.api_core import exceptions
 
@@ -692,15 +699,7 @@ class CloudRunBackend(BackendBase):
         if not project and self._project is None:  # pushpool's own project, when it has one
             self._own_credentials()
         project = project or self._project
-        if block and project and block != project:
-            whose = "the pool's `project`" if config.project else "pushpool's own project"
-            raise BackendError(
-                f"the pool's gcp-credentials block is of project {block}, but the pool's jobs go to project {project} "
-                f"({whose}), "
-                "and a pool's jobs go to its block's own project. Give the block a key for project "
-                f"{project}, or set the pool's `project` to {block}",
-                backend=NAME,
-            )
+        _same_project(block, project, bool(config.project))
         if not project:
             raise BackendError(
                 "no Google Cloud project: set the pool's `project` variable (or the gcp-credentials block's project, "
@@ -809,6 +808,24 @@ def job_body(spec: JobSpec, config: CloudRunJobConfig) -> dict[str, Any]:
     execution_template["labels"] = _merge_labels(ours, execution_template.get("labels") or {})
     body.setdefault("client", "prefect")
     return body  # type: ignore[no-any-return]
+
+
+def _same_project(block: str | None, project: str | None, pools: bool) -> None:
+    """Refuse a ``credentials`` block of another project than the one the job goes to (``pools``: the pool's
+    ``project``, else pushpool's own): the block signs every call about the job, in the job's project.
+
+    Raises:
+        BackendError: naming both projects.
+    """
+    if block and project and block != project:
+        whose = "the pool's `project`" if pools else "pushpool's own project"
+        raise BackendError(
+            f"the pool's gcp-credentials block is of project {block}, but the pool's jobs go to project {project} "
+            f"({whose}), "
+            "and a pool's jobs go to its block's own project. Give the block a key for project "
+            f"{project}, or set the pool's `project` to {block}",
+            backend=NAME,
+        )
 
 
 def _label_key(key: str) -> str:
