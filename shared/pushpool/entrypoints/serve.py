@@ -280,7 +280,7 @@ class Server:
         return [self.deps.orchestrator.read_work_pool(name) for name in self.pool_names]
 
     def _on_event(self, event: RunEvent) -> None:
-        if event.kind == "pool-changed":  # paused, resumed or updated: the runs after it read it again
+        if event.kind == "pool-changed":  # a pool, queue or deployment changed: the runs after it read it again
             self.deps.pool_reads.forget()
             return
         if event.kind in ("submit", "cancel"):
