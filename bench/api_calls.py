@@ -1,10 +1,10 @@
 """API economy of the ECS submit paths: orchestration and AWS calls per run, and task definitions registered.
 
 Runs against a local Prefect server (SQLite) and moto in server mode (real HTTP). Prints a table; asserts nothing.
-Two paths: the webhook's (``handle_run_event`` per run: the run's read, the pool and queue reads kept 2 s, submit)
-and the monitor's (runs created ``PER_TICK`` at a time, one tick of the pool after each group — the bench's dispatch
-section creates ~20 runs per 5 s tick), on this server (bulk claims, Prefect 3.6.16+) and with the client treating it
-as 3.6.15 (one ``set_state`` per claim).
+Two paths: the webhook's (``handle_run_event`` per run: the run's read, the pool, queue and deployment reads kept
+2 s, submit) and the monitor's (runs created ``PER_TICK`` at a time, one tick of the pool after each group — the
+bench's dispatch section creates ~20 runs per 5 s tick), on this server (bulk claims, Prefect 3.6.16+) and with the
+client treating it as 3.6.15 (one ``set_state`` per claim).
 Usage: .venv/bin/python bench/api_calls.py [RUNS] [PER_TICK]
 """
 
