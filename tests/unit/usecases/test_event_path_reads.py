@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pushpool.clock import FixedClock
 from pushpool.entrypoints.http import handle_run_event
-from pushpool.prefect_api.models import Deployment, WorkPool
+from pushpool.prefect_api.models import Deployment, StateType, WorkPool
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.submit import SubmitOutcome
 
@@ -138,3 +138,20 @@ def test_with_the_cache_off_every_run_reads_its_pool_queue_and_deployment(
         handle_run_event(deps, run_id, trigger="webhook")
     assert fake.calls_by_method["read_work_pool"] == 2 and fake.calls_by_method["read_work_queue"] == 2
     assert fake.calls_by_method["read_deployment"] == 2
+
+
+def test_a_run_of_a_deployment_deleted_read_cache_seconds_ago_is_cancelled(
+    deps: Deps, fake: FakePrefect, pool: WorkPool, clock: FixedClock, backend: LatencyBackend
+) -> None:
+    """A deployment shared between runs and then deleted: its leftover runs (Prefect keeps AwaitingConcurrencySlot
+    ones) are cancelled, no job, once the bound has passed — the shared read is not a deployment that lives on."""
+    deployment = fake.add_deployment(POOL)
+    first, second = fake.add_run(deployment), fake.add_run(deployment)
+    assert handle_run_event(deps, first, trigger="webhook")["outcome"] == SubmitOutcome.SUBMITTED
+    fake.force_state(second, StateType.SCHEDULED, name="AwaitingConcurrencySlot")
+    fake.delete_deployment(deployment)
+    clock.advance(deps.settings.read_cache_seconds)
+    answer = handle_run_event(deps, second, trigger="webhook")
+    assert answer["outcome"] == SubmitOutcome.CANCELLED, answer
+    assert fake.run(second).state_type is StateType.CANCELLED
+    assert [job.spec.run_id for job in backend.jobs.values() if job.spec] == [first]
