@@ -141,13 +141,15 @@ class Reads:
 
     @classmethod
     def start(cls, deps: Deps, run: FlowRun) -> Reads:
-        client = deps.orchestrator
+        """Both reads, through the event path's short-lived shared reads (``usecases/pool_reads.py``: a deployment's
+        job variables are at most ``read_cache_seconds`` old)."""
+        reads = deps.pool_reads
         queue = (
-            _PREFETCH.submit(deps.pool_reads.queue, run.work_pool_name, run.work_queue_name)
+            _PREFETCH.submit(reads.queue, run.work_pool_name, run.work_queue_name)
             if run.work_pool_name and run.work_queue_name
             else None
         )
-        deployment = _PREFETCH.submit(client.read_deployment, run.deployment_id) if run.deployment_id else None
+        deployment = _PREFETCH.submit(reads.deployment, run.deployment_id) if run.deployment_id else None
         return cls(queue, deployment)
 
 
