@@ -8,6 +8,7 @@ import itertools
 import json
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -17,7 +18,7 @@ from pushpool.providers.cloudrun.backend import job_id
 from pushpool.usecases.job_spec import build_job_spec
 
 from tests.gcp_emulator import ApiError, CloudRunEmulator
-from tests.helpers import PrefectHelper, make_deps, pool_tick
+from tests.helpers import PrefectHelper, make_deps, pool_tick, skip_ahead
 from tests.integration.test_cloudrun import backend_options, make_pool
 
 pytestmark = pytest.mark.integration
@@ -144,3 +145,73 @@ def test_submit_dying_between_create_and_run_leaves_one_execution(
         "submit died between CreateJob and RunJob", provider="cloudrun", runs=1, faults=1, duplicated=executions - 1
     )
     assert executions == 1
+
+
+def test_a_stale_submit_that_fails_gives_back_nothing(
+    cr_deps, prefect: PrefectHelper, emulator: CloudRunEmulator, prefect_api, tmp_path, report
+) -> None:
+    """The interleaving of a duplicate seen in a loaded duplicate storm, forced in order: submit S1 claims the run and
+    its CreateJob is throttled for longer than the monitor's pending timeout; the monitor recovers the run (Pending,
+    no job) and claim C2 runs the run's job; then S1's retries give up. S1 must leave the run to C2: giving it back
+    (Scheduled, for the next claim) would start a second job for a run whose first job is running."""
+    from pushpool.usecases.submit import SubmitOutcome, submit_run
+
+    pool = make_pool(prefect)
+    run_id = prefect.create_run(prefect.create_deployment(pool))
+    cr_deps.backend_options["cloudrun"]["retry_timeout"] = 0.5  # S1 gives up soon once it is let go
+    monitor = make_deps(prefect_api, tmp_path / "monitor", prefect_api_key="pnu_reliability_key")
+    monitor.backend_options["cloudrun"] = backend_options(emulator, retry_timeout=5.0)
+    skip_ahead(monitor, 60)  # the monitor sees S1's claim older than its pending timeout at once
+    original = emulator.handle
+    held, let_go = threading.Event(), threading.Event()
+    stale: list[str] = []  # the job id of S1's attempt
+
+    def throttled(method, path, query, body):
+        job = query.get("jobId", [""])[0]
+        if method == "POST" and path.endswith("/jobs") and (not stale or stale == [job]):
+            if not stale:
+                stale.append(job)
+                held.set()
+                let_go.wait(30)
+            raise ApiError(429, "Injected by the test: S1's CreateJob is throttled")
+        return original(method, path, query, body)
+
+    emulator.handle = throttled
+    client = cr_deps.orchestrator
+    s1 = ThreadPoolExecutor(max_workers=1)
+    try:
+        first = s1.submit(submit_run, cr_deps, client.read_flow_run(run_id), client.read_work_pool(pool), trigger="s1")
+        assert held.wait(30), "S1 never called CreateJob"
+        slow_at = time.monotonic() + 1.2  # S1 is slow (past half the shorter of pending_timeout and exit_grace)
+        pool_tick(monitor, pool)  # recovers the run: Pending, no pid, no job of S1's attempt
+        assert prefect.state(run_id)[0] == "SCHEDULED", prefect.states(run_id)
+        pool_tick(monitor, pool)  # claim C2: its job runs
+        owner = prefect.read_run(run_id)
+        assert owner["infrastructure_pid"] and owner["state"]["type"] == "PENDING", prefect.states(run_id)
+        time.sleep(max(0.0, slow_at - time.monotonic()))
+        let_go.set()
+        outcome = first.result(timeout=60)
+    finally:
+        let_go.set()
+        s1.shutdown()
+        emulator.handle = original
+    after = prefect.read_run(run_id)
+    try:
+        for _ in range(3):  # were the run given back, these ticks would claim it again and start a second job
+            pool_tick(monitor, pool)
+    finally:
+        monitor.orchestrator.close()
+    executions = _jobs_and_executions(emulator, [run_id], prefect)[run_id]
+    report.add(
+        "a stale submit fails after the monitor recovered its run",
+        provider="cloudrun",
+        runs=1,
+        faults=1,
+        duplicated=executions - 1,
+    )
+    assert executions == 1, prefect.states(run_id)
+    assert outcome.outcome == SubmitOutcome.NOT_CLAIMED, outcome
+    assert after["state"]["type"] == "PENDING" and after["infrastructure_pid"] == owner["infrastructure_pid"], (
+        prefect.states(run_id)
+    )
+    assert not any(name.endswith("/" + stale[0]) for name in emulator.jobs)

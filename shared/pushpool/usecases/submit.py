@@ -40,12 +40,14 @@ doubled. After ``transient_retries`` give-backs, or ``transient_retry_seconds`` 
 Crashed with every attempt's error, one line each.
 
 Fences for a slow submit (a call stalled past half the shorter of ``pending_timeout`` and ``exit_grace``: Prefect's
-SQLite can stall a call for a minute), one read each, paid only when slow: after the claim, a claim that landed on a
-run that had ended meanwhile (Prefect accepts Pending after Crashed) gives the final state back and starts nothing;
-after the job is made, a claim that the monitor recovered meanwhile (and maybe another submitter claimed again) gets
-the late job stopped and writes no pid. A submit that stalls after these checks is what the monitor's adopt rule and
-its re-read before a recovery cover. The monitor's runs are as fresh as its listing; only the time since
-``submit_run`` was called counts.
+SQLite can stall a call for a minute), one read each, paid only when slow: after the claim, a claim that landed on a run
+that had ended meanwhile (Prefect accepts Pending after Crashed) gives the final state back and starts nothing; after
+the job is made, a claim that the monitor recovered meanwhile (and maybe another submitter claimed again) gets the late
+job stopped and writes no pid; and a submit whose backend call failed after a later claim took the run neither gives the
+run back nor crashes it (that claim's job may be running: a give-back would have the next claim start a second job, as a
+loaded Cloud Run duplicate storm showed). A submit that stalls after these checks is what the monitor's adopt rule and
+its re-read before a recovery cover. The monitor's runs are as fresh as its listing; only the time since ``submit_run``
+was called counts.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ from pushpool.usecases.run_states import (
     crash_run,
     episode_of,
     finish_cancellation,
+    is_claim,
     keep_place,
     state_time,
 )
@@ -337,6 +340,8 @@ def proceed(
         # A key this claim made itself cannot have a job yet; a kept one may (an earlier submit's, accepted after all).
         handle = backend.submit(dataclasses.replace(spec, new_attempt=attempt == claim_id))
     except BackendError as exc:
+        if _slow(deps, claimed_at) and _claim_superseded(client, run.id, claim_id):
+            return _leave_to_later_claim(deps, backend, spec, run, attempt, exc)
         if not exc.retryable:
             crash_run(client, run.id, f"Failed to submit flow run to infrastructure ({exc.backend}): {exc.one_line()}")
             return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"backend error: {exc.one_line()}")
@@ -438,6 +443,36 @@ def _claim_lost(client: PrefectClient, run_id: str, attempt: str) -> bool:
         return claim_attempt(client, current) != attempt
     except OrchestratorUnavailableError:
         return False  # cannot tell: go on; the monitor's adopt/recover rules still apply
+
+
+def _claim_superseded(client: PrefectClient, run_id: str, claim_id: str) -> bool:
+    """Whether a later claim than this submit's own (``claim_id``) took the run: the monitor recovered it while this
+    submit was slow, and another submitter claimed it again. Then the run is that claim's, whatever this one's job
+    failed with: giving it back (Scheduled) would start a second job for a run whose job may be running, and crashing
+    it would end a run another job serves. A later claim of the same attempt (key) is superseding too. One read, only
+    for slow submits."""
+    try:
+        history = sorted(client.read_flow_run_states(run_id), key=lambda s: s.get("timestamp") or "")
+    except OrchestratorUnavailableError:
+        return False  # cannot tell: give back as before; the monitor's adopt/recover rules still apply
+    claims = [str(s.get("id")) for s in history if is_claim(s)]
+    return bool(claims) and claims[-1] != claim_id
+
+
+def _leave_to_later_claim(
+    deps: Deps, backend: Backend, spec: JobSpec, run: FlowRun, attempt: str, exc: BackendError
+) -> SubmitOutcome:
+    """A slow submit whose backend call failed after a later claim took the run: the run is left as it is. A job the
+    cloud made for this attempt after all (accepted, then the answer lost) is stopped, unless the later claim is of
+    the same attempt (it uses that job)."""
+    client = deps.orchestrator
+    if _claim_lost(client, run.id, attempt):
+        found = _made_after_all(backend, spec)
+        if found is not None:
+            _stop(deps, backend, found, run)
+    why = f"a later claim took the run while this slow submit failed ({exc.one_line()[:200]}); the run is left to it"
+    log.warning("run %s: %s", run.id, why)
+    return SubmitOutcome(run.id, SubmitOutcome.NOT_CLAIMED, why)
 
 
 def _episode(client: PrefectClient, run: FlowRun, claim_id: str) -> Episode:
