@@ -82,7 +82,6 @@ from pushpool.usecases.run_states import (
     crash_run,
     episode_of,
     finish_cancellation,
-    is_claim,
     keep_place,
     state_time,
 )
@@ -340,8 +339,9 @@ def proceed(
         # A key this claim made itself cannot have a job yet; a kept one may (an earlier submit's, accepted after all).
         handle = backend.submit(dataclasses.replace(spec, new_attempt=attempt == claim_id))
     except BackendError as exc:
-        if _slow(deps, claimed_at) and _claim_superseded(client, run.id, claim_id):
-            return _leave_to_later_claim(deps, backend, spec, run, attempt, exc)
+        moved_on = _moved_on(client, run.id, claim_id) if _slow(deps, claimed_at) else None
+        if moved_on is not None:
+            return _leave_alone(deps, backend, spec, moved_on, attempt, exc)
         if not exc.retryable:
             crash_run(client, run.id, f"Failed to submit flow run to infrastructure ({exc.backend}): {exc.one_line()}")
             return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"backend error: {exc.one_line()}")
@@ -445,34 +445,35 @@ def _claim_lost(client: PrefectClient, run_id: str, attempt: str) -> bool:
         return False  # cannot tell: go on; the monitor's adopt/recover rules still apply
 
 
-def _claim_superseded(client: PrefectClient, run_id: str, claim_id: str) -> bool:
-    """Whether a later claim than this submit's own (``claim_id``) took the run: the monitor recovered it while this
-    submit was slow, and another submitter claimed it again. Then the run is that claim's, whatever this one's job
-    failed with: giving it back (Scheduled) would start a second job for a run whose job may be running, and crashing
-    it would end a run another job serves. A later claim of the same attempt (key) is superseding too. One read, only
-    for slow submits."""
+def _moved_on(client: PrefectClient, run_id: str, claim_id: str) -> FlowRun | None:
+    """The run, if it moved on from this submit's claim (``claim_id``) while the submit was slow: the monitor recovered
+    it (Scheduled), maybe another submitter claimed it again and started its job, or it was cancelled. This submit
+    proposed nothing since its claim, so any other current state is someone else's doing and the run is theirs,
+    whatever this submit's job failed with: a give-back would start a second job beside a running one (the next claim
+    makes its own), a crash would end a run another job serves. None: still this claim's, or cannot tell. One read,
+    only for slow submits."""
+    if claim_id == run_id:
+        return None  # the claim's state id is unknown: nothing to compare with
     try:
-        history = sorted(client.read_flow_run_states(run_id), key=lambda s: s.get("timestamp") or "")
+        current = client.read_flow_run(run_id)
     except OrchestratorUnavailableError:
-        return False  # cannot tell: give back as before; the monitor's adopt/recover rules still apply
-    claims = [str(s.get("id")) for s in history if is_claim(s)]
-    return bool(claims) and claims[-1] != claim_id
+        return None  # cannot tell: give back as before; the monitor's adopt/recover rules still apply
+    return current if current.state is not None and current.state.id != claim_id else None
 
 
-def _leave_to_later_claim(
-    deps: Deps, backend: Backend, spec: JobSpec, run: FlowRun, attempt: str, exc: BackendError
+def _leave_alone(
+    deps: Deps, backend: Backend, spec: JobSpec, current: FlowRun, attempt: str, exc: BackendError
 ) -> SubmitOutcome:
-    """A slow submit whose backend call failed after a later claim took the run: the run is left as it is. A job the
-    cloud made for this attempt after all (accepted, then the answer lost) is stopped, unless the later claim is of
-    the same attempt (it uses that job)."""
-    client = deps.orchestrator
-    if _claim_lost(client, run.id, attempt):
+    """A slow submit whose backend call failed after the run moved on from its claim (``current``: the run now): the
+    run is left as it is. A job the cloud made for this attempt after all (accepted, then the answer lost) is stopped,
+    unless the run keeps this attempt's key (``ATTEMPT_LABEL``: its next or current claim uses that job)."""
+    if current.labels.get(ATTEMPT_LABEL) != attempt:
         found = _made_after_all(backend, spec)
         if found is not None:
-            _stop(deps, backend, found, run)
-    why = f"a later claim took the run while this slow submit failed ({exc.one_line()[:200]}); the run is left to it"
-    log.warning("run %s: %s", run.id, why)
-    return SubmitOutcome(run.id, SubmitOutcome.NOT_CLAIMED, why)
+            _stop(deps, backend, found, current)
+    why = f"the run moved on from this claim while its slow submit failed ({exc.one_line()[:200]}); left as it is"
+    log.warning("run %s: %s", current.id, why)
+    return SubmitOutcome(current.id, SubmitOutcome.NOT_CLAIMED, why)
 
 
 def _episode(client: PrefectClient, run: FlowRun, claim_id: str) -> Episode:
