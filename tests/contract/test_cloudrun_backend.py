@@ -8,10 +8,14 @@ Cloud Logging lines, or the job disappears.
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from google.auth.credentials import AnonymousCredentials
+from pushpool.errors import BackendError
 from pushpool.providers.base import JobHandle, JobSpec, JobState
 from pushpool.providers.cloudrun.backend import CloudRunBackend, job_id
 from pushpool.providers.cloudrun.config import CloudRunJobConfig
@@ -182,3 +186,34 @@ def test_a_block_naming_its_project_needs_no_google_identity_of_pushpools_own(
     spec = make_spec(credentials=block)
     handle = backend.submit(spec)
     assert handle.id.startswith(f"projects/{PROJECT}/locations/us-central1/jobs/")
+
+
+def test_a_create_operation_not_done_in_time_leaves_the_job_another_submit_of_the_attempt_ran(
+    emulator: CloudRunEmulator,
+) -> None:
+    """Submit A's CreateJob operation is not done within its ready timeout; meanwhile submit B of the same attempt (a
+    claim of the run's kept key) found the job ready and ran it. A gives up with a retryable error and leaves the job:
+    deleting it would delete B's execution under a run that B gave it to."""
+    spec = make_spec()
+    name = f"projects/{PROJECT}/locations/us-central1/jobs/{job_id(spec)}"
+    b_ran = threading.Event()
+    a = make_backend(emulator, ready_timeout=0.2, sleep=lambda _: b_ran.wait(30))  # A polls again only once B ran
+    b = make_backend(emulator)
+    emulator.bad_days.operations_take(1000)  # every operation stays in progress when polled (RunJob's is not polled)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            first = pool.submit(a.submit, spec)
+            deadline = time.monotonic() + 30
+            while name not in emulator.jobs and time.monotonic() < deadline:
+                time.sleep(0.01)
+            handle = b.submit(spec)
+            b_ran.set()
+            with pytest.raises(BackendError) as raised:
+                first.result(timeout=30)
+    finally:
+        b_ran.set()
+        emulator.bad_days.clear()
+    assert raised.value.retryable, raised.value
+    assert b.status([handle])[handle.id].state is JobState.RUNNING
+    assert a.submit(spec) == handle  # A's retry finds the execution B made
+    assert emulator.jobs[name]["executionCount"] == 1

@@ -21,6 +21,8 @@
   so the ended runs the monitor still watches cost no call either.
 * What is kept (``pushpool.providers.memo``: bounded, per identity, only what cannot change) is an optimisation of a
   warm process; a cold one asks the API again.
+* A job whose CreateJob operation failed (not made ready: it cannot have run) is deleted at once; one whose operation
+  did not end in time, or whose poll failed, is not (another submit of the attempt may have run it meanwhile).
 * A job that never started (its submit failed between CreateJob and RunJob) is found by ``unstarted_jobs`` (one
   ListJobs per location of the pools, each tick) and deleted by the monitor once its run is final or gone
   (``usecases/unstarted.py``), with the listed etag so a job run meanwhile is left alone.
@@ -201,15 +203,20 @@ class CloudRunBackend(BackendBase):
                 )
             except exceptions.Conflict:  # 409 ALREADY_EXISTS: another submit of this attempt created it
                 return spec.handle(NAME, self._existing(jobs, name, keep).id)
-            try:  # polling the operation is retried too (a 503 there must not look like a failed job)
-                created = self._operation_result(operation, identity)
-            except exceptions.GoogleAPICallError:
-                # The job was not made ready (an image missing, a service account unknown): it must not stay behind.
+            # Polling the operation is retried too (a 503 there must not look like a failed job). Not done in time, or
+            # its poll failing: the job may yet be ready, and run by another submit of this attempt — it is left to
+            # that attempt's retry (409: found) or to the sweep of unstarted jobs, never deleted under a live execution.
+            done = self._operation_done(operation, identity)
+            error = done.get("error")
+            if error:
+                # The operation failed: the job was not made ready (an image missing, a service account unknown), so it
+                # cannot have run (RunJob needs a ready job); it must not stay behind.
                 try:
                     jobs.delete_job(name=name, retry=retry)
                 except exceptions.GoogleAPICallError:
                     pass
-                raise
+                raise exceptions.from_grpc_status(int(error.get("code", 2)), str(error.get("message", "")))
+            created = dict(done.get("response") or {})
             return spec.handle(NAME, self._run(jobs, name, str(created.get("etag", "")), keep).id)
 
     def find(self, spec: JobSpec) -> JobHandle | None:
@@ -472,11 +479,11 @@ class CloudRunBackend(BackendBase):
 
         return self._retry()(call)()  # type: ignore[no-any-return]
 
-    def _operation_result(self, operation: Mapping[str, Any], identity: str) -> dict[str, Any]:
-        """The Job a CreateJob operation made, once done (polled up to ``ready_timeout``).
+    def _operation_done(self, operation: Mapping[str, Any], identity: str) -> dict[str, Any]:
+        """A CreateJob operation once done (polled up to ``ready_timeout``): its ``response`` (the Job) or ``error``.
 
         Raises:
-            google.api_core.exceptions.GoogleAPICallError: the operation failed (its error), or did not end in time.
+            google.api_core.exceptions.GoogleAPICallError: it did not end in time (DeadlineExceeded), or a poll failed.
         """
         from google.api_core import exceptions
 
@@ -488,10 +495,7 @@ class CloudRunBackend(BackendBase):
             self.sleep(delay)
             delay = min(delay * 2, 2.0)
             operation = self._rest("GET", str(operation["name"]), identity)
-        error = operation.get("error")
-        if error:
-            raise exceptions.from_grpc_status(int(error.get("code", 2)), str(error.get("message", "")))
-        return dict(operation.get("response") or {})
+        return dict(operation)
 
     def _check_platform(self, image: str, identity: str = "") -> None:
         """Refuse an image with no ``linux/amd64`` variant (Cloud Run runs no other) before the job exists; an image
