@@ -137,6 +137,9 @@ def test_submit_dying_between_create_and_run_leaves_one_execution(
 
     body = run_v2.Job.from_json(json.dumps(backend._job_message(spec, spec.config)))  # the REST body as a message
     jobs.create_job(parent=parent, job=body, job_id=job_id(spec)).result()
+    # The retry comes after the monitor's pending timeout: the dead submitter's job is older than a live creator's
+    # polls and RunJob retries could take (younger, it is left to its creator, which may still run it).
+    emulator.age_job(f"{parent}/jobs/{job_id(spec)}", 600)
     handle = backend.submit(spec)  # the retry: the job exists, ready, never run → run once
     again = backend.submit(spec)
     assert handle == again and backend.find(spec) == handle
