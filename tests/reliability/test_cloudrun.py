@@ -96,9 +96,17 @@ def test_duplicate_storm_on_cloud_run(
         answers = _storm(cr_deps, prefect, pool, runs, dup_m)
     finally:
         emulator.handle = original
+    # A run given back during the storm (a call failing for longer than its retries: released to Scheduled; or left
+    # Pending with no job past the pending timeout: recovered) is dispatched again by the next ticks, as in production
+    # (tests/reliability/test_duplicates.py does the same): settle with ticks, then count. Each time a run became due
+    # again it is claimed once more — one job all the same.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(prefect.state(r)[0] == "SCHEDULED" for r in runs):
+        pool_tick(cr_deps, pool)
     executions = _jobs_and_executions(emulator, runs, prefect)
     pids = {r: prefect.read_run(r).get("infrastructure_pid") for r in runs}
     claims = {r: sum(1 for s in prefect.states(r) if s == ("PENDING", "Pending")) for r in runs}
+    given_back = {r: sum(1 for s in prefect.states(r) if s[0] == "SCHEDULED") - 1 for r in runs}
     report.add(
         "duplicate storm" + (" with 429/5xx on every other call" if faults else ""),
         provider="cloudrun",
@@ -106,11 +114,12 @@ def test_duplicate_storm_on_cloud_run(
         faults=runs_n * (dup_m - 1) + (len(emulator.requests) // 2 if faults else 0),
         lost=sum(not pids[r] for r in runs),
         duplicated=sum(n > 1 for n in executions.values()),
-        stuck=sum(c != 1 for c in claims.values()),
+        stuck=sum(c != 1 + given_back[r] for r, c in claims.items()),
     )
     assert all(a.status == 200 for a in answers), [a.body for a in answers if a.status != 200][:3]
     assert set(executions.values()) == {1}, executions
-    assert all(pids.values()) and set(claims.values()) == {1}
+    assert all(pids.values()), pids
+    assert all(c == 1 + given_back[r] for r, c in claims.items()), (claims, given_back)  # one claim per time it was due
 
 
 def test_submit_dying_between_create_and_run_leaves_one_execution(
