@@ -89,7 +89,7 @@ def claim_attempt(client: PrefectClient, run: FlowRun) -> str | None:
     if not kept and run.state is not None and run.state.type is StateType.PENDING and run.state.name == "Pending":
         return run.state.id
     history = sorted(client.read_flow_run_states(run.id), key=lambda s: s.get("timestamp") or "")
-    claims = [s for s in history if is_claim(s)]
+    claims = [s for s in history if _is_claim(s)]
     if not claims:
         return None
     return episode_of(history, str(claims[-1]["id"]), str(kept) if kept else None).key
@@ -118,7 +118,7 @@ def episode_of(history: Sequence[dict[str, Any]], claim_id: str, kept: str | Non
         return Episode(claim_id)
     end = ids.index(claim_id)
     start = ids.index(kept) if kept in ids else end
-    if start > end or not is_claim(history[start]) or not all(_in_episode(s) for s in history[start + 1 : end]):
+    if start > end or not _is_claim(history[start]) or not all(_in_episode(s) for s in history[start + 1 : end]):
         start = end  # a new attempt
     return Episode(
         ids[start],
@@ -127,14 +127,13 @@ def episode_of(history: Sequence[dict[str, Any]], claim_id: str, kept: str | Non
     )
 
 
-def is_claim(state: dict[str, Any]) -> bool:
-    """Whether ``state`` (as the states API gives it) is a claim: the Pending state a submitter proposed."""
+def _is_claim(state: dict[str, Any]) -> bool:
     return state.get("type") == "PENDING" and state.get("name") == "Pending"
 
 
 def _in_episode(state: dict[str, Any]) -> bool:
     """Whether ``state`` may come between two claims of one attempt (nothing ran in between)."""
-    return state.get("type") == "SCHEDULED" or is_claim(state)
+    return state.get("type") == "SCHEDULED" or _is_claim(state)
 
 
 def state_time(state: dict[str, Any]) -> dt.datetime | None:
