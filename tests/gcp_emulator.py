@@ -7,7 +7,9 @@ types, values outside an enum are refused with 400 INVALID_ARGUMENT, as Google w
 rules (job ids, project ids, known regions). Executions move only when the test says so (``exit``, ``vanish``, …);
 ``fail_next`` injects 429/5xx answers, and ``bad_days`` (tests/faults.py) the cloud's bad days: throttling and 5xx as
 Google spells them, operations ``done: false`` for K polls, jobs and executions listed late, a jobs-per-region quota
-(Cloud Run's 1,000); ``requests`` records every call (method, path) for counting. ``/token``
+(Cloud Run's 1,000); ``requests`` records every call (method, path) for counting. RunJob does not refuse a stale
+``etag`` unless ``run_checks_etag`` (Cloud Run does not document that it does: the strictest reading), so a second
+RunJob of one job makes a second execution. ``/token``
 issues access tokens for a service-account key file whose ``token_uri`` points here (Application Default
 Credentials without Google).
 
@@ -255,7 +257,11 @@ class CloudRunEmulator:
         self.secrets = {"prefect-api-key", "db"}
         self.auto_start = True
         self.refuse_runs = 0  # RunJob calls to answer 503
-        self.run_conflicts = 0  # runs refused for a stale etag
+        # Whether RunJob refuses a stale etag. Cloud Run documents RunJob's etag only as "may be used to detect
+        # modification conflict during updates", not that a second run of a job is refused, nor that a run changes the
+        # job's etag: by default this emulator takes the strictest reading (a second RunJob makes a second execution).
+        self.run_checks_etag = False
+        self.run_conflicts = 0  # runs refused for a stale etag (run_checks_etag)
         self.authorizations: list[str | None] = []  # the Authorization header of every request
         self.access_token = f"ya29.local-{uuid.uuid4().hex}"  # what /token issues for a service-account key
         self.google_accounts = GoogleAccounts(self.access_token)
@@ -324,6 +330,12 @@ class CloudRunEmulator:
                         f"{entry['task']['name'].rsplit('/', 1)[-1]} failed: {result['status']['message']}",
                     }
                 ]
+
+    def age_job(self, name: str, seconds: float) -> None:
+        """The job was created ``seconds`` ago (a submitter that died between CreateJob and RunJob a while ago)."""
+        when = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=seconds)
+        with self.lock:
+            self.jobs[name]["createTime"] = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
     def vanish(self, execution: str) -> None:
         with self.lock:
@@ -570,7 +582,7 @@ class CloudRunEmulator:
         if self.refuse_runs > 0:  # RunJob failing while CreateJob worked: a job that never starts
             self.refuse_runs -= 1
             raise ApiError(503, "Injected by the test: RunJob unavailable")
-        if (body or {}).get("etag") and body["etag"] != job["etag"]:
+        if self.run_checks_etag and (body or {}).get("etag") and body["etag"] != job["etag"]:
             self.run_conflicts += 1
             raise ApiError(409, "The etag does not match: the job was changed meanwhile (ABORTED)")
         short = f"{name.rsplit('/', 1)[-1]}-{uuid.uuid4().hex[:5]}"
