@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import sqlite3
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
+from pushpool import localserver
 from pushpool.clock import SystemClock
 from pushpool.settings import Settings
 from pushpool.usecases.deps import Deps
 
+MIGRATED_DB = "migrated-prefect.db"
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prefect-api-key-AbCdEf"
 
 
@@ -168,3 +172,22 @@ def pool_tick(deps: Deps, pool_name: str):
     from pushpool.usecases.monitor import tick
 
     return tick(deps, pools=[deps.orchestrator.read_work_pool(pool_name)])
+
+
+def snapshot_database(home: Path, to: Path) -> None:
+    """A consistent copy of the SQLite database of the server whose PREFECT_HOME is ``home`` (it may be running: the
+    backup API copies one snapshot, whatever its write-ahead log holds)."""
+    source, target = sqlite3.connect(home / "prefect.db"), sqlite3.connect(to)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+
+
+def start_server(home: Path, migrated_db: Path, **options: Any) -> localserver.LocalPrefectServer:
+    """``localserver.start`` on a copy of a database the same Prefect version migrated (the ``migrated_db`` fixture):
+    the server skips the migrations a new database needs, and has nothing in it but what a fresh server makes."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(migrated_db, home / "prefect.db")
+    return localserver.start(home, **options)
