@@ -13,7 +13,8 @@ Pending, no pid, no job, > timeout recover: back to Scheduled (nothing ran, so n
                                    ``max_recoveries`` attempts so a broken submission cannot loop forever.
                                    Before a recovery, a job of the attempt made but not yet run (a submit
                                    stalled between Cloud Run's CreateJob and RunJob) is withdrawn (deleted as
-                                   read); one run meanwhile means the run has a job: not recovered
+                                   read); one run meanwhile means the run has a job: not recovered (nor
+                                   crashed)
 Running, no pid, no job, > timeout Crashed: a run that says it is running with no job behind it
 Cancelling, no pid, no job         Cancelled
 Cancelling                         job alive → stop it, then Cancelled; job ended → Cancelled
@@ -307,7 +308,10 @@ def reconcile_run(
     decision = decide(
         run, status, now=now, policy=policy, max_run_time_seconds=max_run, found_job=found, claimed_at=claimed
     )
-    if decision.action is Action.RECOVER and spec is not None and not _withdrawn(backend, run, spec):
+    given_up = decision.action is Action.RECOVER or (
+        decision.action is Action.CRASH and run.state_type is StateType.PENDING
+    )
+    if status is None and given_up and spec is not None and not _withdrawn(backend, run, spec):
         decision = Decision(Action.NONE)  # its job was run meanwhile: the next tick finds and adopts it
     if status is not None:  # before a cleanup removes what it reads (managed: the job's times)
         pool_kind(pool.type).on_status(deps, run, status)
@@ -326,10 +330,11 @@ def find_job(
 
 
 def _withdrawn(backend: Backend, run: FlowRun, spec: JobSpec) -> bool:
-    """Before a Pending run whose attempt's job was not found is given back: whether no job of that attempt can run
-    any more. A backend whose submit is two calls (create, then run: Cloud Run) may hold a job its stalled submit has
-    not run yet — found by nobody, yet run late beside the next claim's job; it is withdrawn (deleted as it was read,
-    so a job run meanwhile stays). False: the job was run meanwhile — the run has a job and is not given back."""
+    """Before a Pending run whose attempt's job was not found is given back (or crashed, out of recoveries): whether
+    no job of that attempt can run any more. A backend whose submit is two calls (create, then run: Cloud Run) may
+    hold a job its stalled submit has not run yet — found by nobody, yet run late beside the next claim's job; it is
+    withdrawn (deleted as it was read, so a job run meanwhile stays). False: the job was run meanwhile — the run has a
+    job and is left as it is (the next tick finds and adopts it)."""
     if not isinstance(backend, SweepsUnstartedJobs):
         return True  # no job of this provider exists without having been started
     if backend.withdraw_unstarted(spec):

@@ -406,3 +406,22 @@ def test_a_pending_run_without_a_job_has_its_attempts_unstarted_job_withdrawn_be
     assert fake.run(run.id).state_type is StateType.SCHEDULED
     assert withdrawn == [(run.id, claim.state.id)] * 2
     assert backend.calls["submit"] == 0
+
+
+def test_a_pending_run_out_of_recoveries_is_not_crashed_while_its_attempts_job_was_run_meanwhile(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock
+) -> None:
+    """Out of recoveries, a Pending run with no job found is Crashed — only once its attempt's unstarted job is
+    withdrawn: one run meanwhile (withdraw answers False) means a job serves the run, which is left as it is."""
+    answers = [False, True]
+    backend.unstarted_jobs = lambda templates, credentials=(): []  # type: ignore[attr-defined]
+    backend.delete_unstarted = lambda job: True  # type: ignore[attr-defined]
+    backend.withdraw_unstarted = lambda spec: answers.pop(0)  # type: ignore[attr-defined]
+    run = ready_run(fake)
+    fake.update_flow_run_labels(run.id, {RECOVERIES_LABEL: str(deps.settings.max_recoveries)})
+    assert fake.propose_state(run.id, StateType.PENDING).accepted
+    clock.advance(deps.settings.pending_timeout_seconds + 1)
+    assert clean_tick(deps)["crash"] == 0
+    assert fake.run(run.id).state_type is StateType.PENDING
+    assert clean_tick(deps)["crash"] == 1
+    assert fake.run(run.id).state_type is StateType.CRASHED
