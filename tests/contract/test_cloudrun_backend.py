@@ -277,3 +277,46 @@ def test_the_job_of_a_creator_that_died_is_run_once_by_the_attempts_retry(emulat
     assert time.monotonic() - started < 10  # not waited out
     assert backend.submit(spec) == handle
     assert emulator.jobs[name]["executionCount"] == 1
+
+
+def test_withdraw_deletes_the_attempts_unstarted_job_and_a_late_run_of_it_fails(emulator: CloudRunEmulator) -> None:
+    """What the monitor asks before giving back a Pending run whose attempt shows no execution: no job → nothing to
+    withdraw; a job its stalled submit has not run yet → deleted, and that submit's late RunJob fails (no execution)."""
+    backend = make_backend(emulator)
+    assert backend.withdraw_unstarted(make_spec()) is True  # no job of the attempt
+    spec = make_spec()
+    name = _create_only(backend, spec)
+    runs = emulator.count("POST", ":run")
+    assert backend.withdraw_unstarted(spec) is True
+    assert name not in emulator.jobs and backend.find(spec) is None
+    from google.api_core import exceptions
+
+    with pytest.raises(exceptions.NotFound):  # submit's boundary makes it a BackendError
+        backend._run(backend._client("jobs"), name, "", False)  # the stalled submit's RunJob, resumed
+    assert emulator.count("POST", ":run") == runs + 1 and not any(e.startswith(name) for e in emulator.executions)
+
+
+def test_withdraw_leaves_a_job_that_was_run_meanwhile(emulator: CloudRunEmulator) -> None:
+    """The stalled submit's RunJob lands between the monitor's read of the job and its delete: the delete carries the
+    etag read (RunJob changes it), so Cloud Run refuses it and the job keeps its execution; the answer says the run
+    has a job (the monitor must not give it back). A job already run is left without a delete."""
+    backend = make_backend(emulator)
+    spec = make_spec()
+    name = _create_only(backend, spec)
+    original = emulator.handle
+
+    def run_first(method, path, query, body):
+        if method == "DELETE" and path.endswith(name.rsplit("/", 1)[-1]):
+            original("POST", f"/v2/{name}:run", {}, {})  # the submit's RunJob, just before the delete
+        return original(method, path, query, body)
+
+    emulator.handle = run_first
+    try:
+        assert backend.withdraw_unstarted(spec) is False
+    finally:
+        emulator.handle = original
+    assert emulator.jobs[name]["executionCount"] == 1 and backend.find(spec) is not None
+    deletes = emulator.count("DELETE", name.rsplit("/", 1)[-1])
+    assert backend.withdraw_unstarted(spec) is False  # run already: no delete is tried
+    assert emulator.count("DELETE", name.rsplit("/", 1)[-1]) == deletes
+    assert emulator.jobs[name]["executionCount"] == 1

@@ -227,3 +227,71 @@ def test_a_stale_submit_that_fails_gives_back_nothing(
         prefect.states(run_id)
     )
     assert not any(name.endswith("/" + stale[0]) for name in emulator.jobs)
+
+
+def test_a_submit_stalled_between_create_and_run_past_the_pending_timeout_makes_no_execution(
+    cr_deps, prefect: PrefectHelper, emulator: CloudRunEmulator, prefect_api, tmp_path, report
+) -> None:
+    """The second way to two executions, forced in order: submit S1 creates its attempt's job and stalls before RunJob
+    for longer than the monitor's pending timeout (find sees no execution: no job); the monitor recovers the run and
+    claim C2 runs its own job; then S1's RunJob lands. Before giving the run back the monitor withdraws S1's unstarted
+    job (deleted with the etag it read), so late RunJob of S1 fails on a job that is gone: one execution, one job."""
+    from pushpool.usecases.submit import SubmitOutcome, submit_run
+
+    pool = make_pool(prefect)
+    run_id = prefect.create_run(prefect.create_deployment(pool))
+    monitor = make_deps(prefect_api, tmp_path / "monitor", prefect_api_key="pnu_reliability_key")
+    monitor.backend_options["cloudrun"] = backend_options(emulator, retry_timeout=5.0)
+    skip_ahead(monitor, 60)  # the monitor sees S1's claim older than its pending timeout at once
+    original = emulator.handle
+    held, let_go = threading.Event(), threading.Event()
+    stalled: list[str] = []  # the job S1 created
+    runs: list[str] = []  # every RunJob that made an execution
+
+    def stalls_s1(method, path, query, body):
+        if method == "POST" and path.endswith(":run") and not stalled:
+            stalled.append(path.removesuffix(":run").removeprefix("/v2/"))
+            held.set()
+            let_go.wait(30)
+        answer = original(method, path, query, body)
+        if method == "POST" and path.endswith(":run"):
+            runs.append(path)
+        return answer
+
+    emulator.handle = stalls_s1
+    client = cr_deps.orchestrator
+    s1 = ThreadPoolExecutor(max_workers=1)
+    try:
+        first = s1.submit(submit_run, cr_deps, client.read_flow_run(run_id), client.read_work_pool(pool), trigger="s1")
+        assert held.wait(30), "S1 never called RunJob"
+        assert emulator.jobs[stalled[0]]["executionCount"] == 0
+        slow_at = time.monotonic() + 1.2  # S1 is slow (past half the shorter of pending_timeout and exit_grace)
+        pool_tick(monitor, pool)  # Pending, no execution of S1's attempt: S1's job withdrawn, the run recovered
+        assert prefect.state(run_id)[0] == "SCHEDULED", prefect.states(run_id)
+        pool_tick(monitor, pool)  # claim C2: its own job runs
+        owner = prefect.read_run(run_id)
+        assert owner["infrastructure_pid"] and owner["state"]["type"] == "PENDING", prefect.states(run_id)
+        time.sleep(max(0.0, slow_at - time.monotonic()))
+        let_go.set()
+        outcome = first.result(timeout=60)
+    finally:
+        let_go.set()
+        s1.shutdown()
+        emulator.handle = original
+    try:
+        for _ in range(2):
+            pool_tick(monitor, pool)
+    finally:
+        monitor.orchestrator.close()
+    report.add(
+        "a submit stalls between CreateJob and RunJob past the pending timeout",
+        provider="cloudrun",
+        runs=1,
+        faults=1,
+        duplicated=len(runs) - 1,
+    )
+    assert len(runs) == 1, (runs, prefect.states(run_id))  # executions ever created for the run: C2's only
+    assert outcome.outcome == SubmitOutcome.NOT_CLAIMED, outcome
+    jobs = [n for n, j in emulator.jobs.items() if j["labels"].get("prefect-io-flow-run-id") == run_id]
+    assert jobs == [owner["infrastructure_pid"].split("/executions/")[0]], jobs
+    assert prefect.read_run(run_id)["infrastructure_pid"] == owner["infrastructure_pid"]

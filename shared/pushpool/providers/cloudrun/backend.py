@@ -27,7 +27,9 @@
   did not end in time, or whose poll failed, is not (another submit of the attempt may have run it meanwhile).
 * A job that never started (its submit failed between CreateJob and RunJob) is found by ``unstarted_jobs`` (one
   ListJobs per location of the pools, each tick) and deleted by the monitor once its run is final or gone
-  (``usecases/unstarted.py``), with the listed etag so a job run meanwhile is left alone.
+  (``usecases/unstarted.py``), with the listed etag so a job run meanwhile is left alone. The monitor also withdraws
+  it (``withdraw_unstarted``, the same etag guard) before it gives back a Pending run whose attempt has no execution:
+  a submit stalled between CreateJob and RunJob then finds its job gone instead of running it beside the next claim's.
 * 429/5xx are retried with google-api-core's retry (exponential backoff with jitter), then surface as
   BackendUnavailableError with Google's reason.
 * The handle id is the execution's resource name (``projects/<p>/locations/<r>/jobs/<job>/executions/<e>``), with
@@ -396,8 +398,9 @@ class CloudRunBackend(BackendBase):
                     found.append(UnstartedJob(NAME, job.name, run_id, job.etag, pool_credentials))
         return found
 
-    def delete_unstarted(self, job: UnstartedJob) -> None:
-        """Delete the job if it is as listed (its etag): a job run meanwhile is left to the run's own cleanup."""
+    def delete_unstarted(self, job: UnstartedJob) -> bool:
+        """Delete the job if it is as listed (its etag): a job run meanwhile (RunJob changes the etag) is left to the
+        run's own cleanup (False)."""
         from google.api_core import exceptions
 
         identity = self._identity((job.credentials or {}).get("credentials"))
@@ -405,8 +408,28 @@ class CloudRunBackend(BackendBase):
             try:
                 jobs = self._client("jobs", identity)
                 jobs.delete_job(request={"name": job.ref, "etag": job.version}, retry=self._retry())
-            except (exceptions.NotFound, exceptions.Conflict, exceptions.Aborted, exceptions.FailedPrecondition):
-                return
+            except exceptions.NotFound:
+                return True
+            except (exceptions.Conflict, exceptions.Aborted, exceptions.FailedPrecondition):
+                return False
+        return True
+
+    def withdraw_unstarted(self, spec: JobSpec) -> bool:
+        """The attempt's job, if it exists with no execution (its submit stalled between CreateJob and RunJob past the
+        monitor's pending timeout), is deleted with the etag read here: the submit's late RunJob then fails (no job)
+        instead of making an execution beside the next claim's. A job run meanwhile is left (False: the run has one)."""
+        from google.api_core import exceptions
+
+        config = _config(spec)
+        name = f"projects/{self._project_of(config)}/locations/{config.region}/jobs/{job_id(spec)}"
+        with google_errors(f"Cloud Run job {name}"):
+            try:
+                job = self._client("jobs", self._identity(config.credentials)).get_job(name=name, retry=self._retry())
+            except (exceptions.NotFound, exceptions.PermissionDenied):
+                return True  # no job of this attempt (or no such project or location)
+        if job.execution_count or job.latest_created_execution.name:
+            return False
+        return self.delete_unstarted(UnstartedJob(NAME, name, spec.run_id, job.etag, spec.credentials))
 
     # -- submit helpers ------------------------------------------------------------------------------------------
 
