@@ -20,7 +20,6 @@ import copy
 import json
 import os
 import re
-import subprocess
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from pushpool.usecases.submit import submit_run
 
 from tests.conftest import COILED_TOKEN
 from tests.helpers import PrefectHelper, make_deps
+from tests.prefect_worker import start, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -295,44 +295,20 @@ def emulator(coiled_server):
 @pytest.fixture(scope="module")
 def worker(prefect_api: str, emulator, tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("coiled-worker")
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(home),
-        "PREFECT_HOME": str(home / "prefect"),
-        "PREFECT_API_URL": prefect_api,
-        "PREFECT_API_KEY": KEY,
-        "DASK_COILED__SERVER": emulator.url,
-        "DASK_COILED__TOKEN": COILED_TOKEN,
-        "DASK_CONFIG": str(home / "dask"),
-        "AWS_CONFIG_FILE": str(home / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-aws-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    process = subprocess.Popen(
-        [os.environ["PUSHPOOL_COILED_WORKER_PYTHON"], str(Path(__file__).with_name("worker_driver.py"))],
-        env=env,
-        cwd=home,  # package sync uploads the working directory's code: an empty one
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    env = worker_env(
+        prefect_api,
+        KEY,
+        home,
+        DASK_COILED__SERVER=emulator.url,
+        DASK_COILED__TOKEN=COILED_TOKEN,
+        DASK_CONFIG=str(home / "dask"),
+        AWS_CONFIG_FILE=str(home / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(home / "no-aws-credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
     )
-
-    def ask(request: dict) -> dict:
-        process.stdin.write(json.dumps(request) + "\n")
-        process.stdin.flush()
-        while True:
-            line = process.stdout.readline()
-            assert line, "the worker driver ended"
-            if line.startswith('{"ok"'):
-                return json.loads(line)
-
-    yield ask
-    process.stdin.close()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    driver = Path(__file__).with_name("worker_driver.py")
+    # cwd: package sync uploads the working directory's code: an empty one
+    yield from start(os.environ["PUSHPOOL_COILED_WORKER_PYTHON"], driver, env, cwd=home)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import copy
 import json
 import os
 import re
-import subprocess
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from pushpool.usecases.submit import submit_run
 
 from tests.gcp_emulator import CloudRunEmulator
 from tests.helpers import PrefectHelper, make_deps
+from tests.prefect_worker import start, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -281,39 +281,8 @@ def emulator():
 @pytest.fixture(scope="module")
 def worker(prefect_api: str, emulator: CloudRunEmulator, tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("gcp-worker")
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(home),
-        "PREFECT_HOME": str(home / "prefect"),
-        "PREFECT_API_URL": prefect_api,
-        "PREFECT_API_KEY": KEY,
-        "PUSHPOOL_CLOUD_RUN_ENDPOINT": emulator.endpoint,
-        "NO_GCE_CHECK": "True",
-    }
-    process = subprocess.Popen(
-        [os.environ["PUSHPOOL_GCP_WORKER_PYTHON"], str(Path(__file__).with_name("worker_driver.py"))],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-
-    def ask(request: dict) -> dict:
-        process.stdin.write(json.dumps(request) + "\n")
-        process.stdin.flush()
-        while True:
-            line = process.stdout.readline()
-            assert line, "the worker driver ended"
-            if line.startswith('{"ok"'):
-                return json.loads(line)
-
-    yield ask
-    process.stdin.close()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    env = worker_env(prefect_api, KEY, home, PUSHPOOL_CLOUD_RUN_ENDPOINT=emulator.endpoint, NO_GCE_CHECK="True")
+    yield from start(os.environ["PUSHPOOL_GCP_WORKER_PYTHON"], Path(__file__).with_name("worker_driver.py"), env)
 
 
 @pytest.fixture(scope="module")
