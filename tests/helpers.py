@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +154,17 @@ def pool_tick(deps: Deps, pool_name: str):
     from pushpool.usecases.monitor import tick
 
     return tick(deps, pools=[deps.orchestrator.read_work_pool(pool_name)])
+
+
+def run_as_its_container(command: list[str], env: Mapping[str, str], home: Path) -> subprocess.CompletedProcess[str]:
+    """Run a job's command here, as its container would run it: this interpreter's ``bin`` on ``PATH``, ``home`` as
+    its home and working directory, the job's own ``env`` over those. The command must exit 0 (the failure shows the
+    tail of its stderr)."""
+    base = {
+        "PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin",
+        "HOME": str(home),
+        "PREFECT_HOME": str(home / "p"),
+    }
+    result = subprocess.run(command, env={**base, **env}, capture_output=True, text=True, timeout=120, cwd=home)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result

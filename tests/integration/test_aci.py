@@ -7,8 +7,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from pushpool.providers.base import JobHandle
 from pushpool.usecases.submit import submit_run
 
 from tests.conftest import AZ_IDENTITIES, AZ_IDENTITY, AZ_REGISTRY, AZ_RG, AZ_RG_OTHER, AZ_SUB
-from tests.helpers import PrefectHelper, make_deps, pool_tick, skip_ahead
+from tests.helpers import PrefectHelper, make_deps, pool_tick, run_as_its_container, skip_ahead
 
 pytestmark = pytest.mark.integration
 KEY = "pnu_aci_key_never_in_plaintext"
@@ -252,17 +250,8 @@ def test_the_group_sent_to_aci_runs_the_flow(aci_deps, prefect: PrefectHelper, a
     outcome = _submit(aci_deps, run_id)
     container = arm.group(outcome.job_id).body["properties"]["containers"][0]["properties"]
     env = {e["name"]: e.get("value", e.get("secureValue")) for e in container["environmentVariables"]}
-    bin_dir = os.path.dirname(os.sys.executable)
     arm.start_container(outcome.job_id)
-    result = subprocess.run(
-        container["command"],
-        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "PREFECT_HOME": str(tmp_path / "p"), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_as_its_container(container["command"], env, tmp_path)
     assert prefect.state(run_id)[0] == "COMPLETED"
     arm.exit(outcome.job_id, 0, result.stdout.splitlines())
     report = pool_tick(aci_deps, pool)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ from pushpool.providers.base import JobHandle, JobState
 from pushpool.usecases.submit import submit_run
 
 from tests.gcp_emulator import CloudRunEmulator, service_account_info
-from tests.helpers import PrefectHelper, make_deps, pool_tick
+from tests.helpers import PrefectHelper, make_deps, pool_tick, run_as_its_container
 
 pytestmark = pytest.mark.integration
 
@@ -455,17 +453,7 @@ def test_the_job_sent_to_cloud_run_runs_the_flow(
     for entry in container["env"]:
         ref = (entry.get("valueSource") or {}).get("secretKeyRef")
         env[entry["name"]] = SECRETS[ref["secret"]] if ref else entry["value"]
-    bin_dir = os.path.dirname(os.sys.executable)
-    container_env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "PREFECT_HOME": str(tmp_path / "p")}
-    result = subprocess.run(
-        container["command"] + container.get("args", []),
-        env={**container_env, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_as_its_container(container["command"] + container.get("args", []), env, tmp_path)
     assert prefect.state(run_id)[0] == "COMPLETED"
     emulator.exit(outcome.job_id, 0, [])
     pool_tick(cr_deps, cr_pool)  # the finished run's job is cleaned up

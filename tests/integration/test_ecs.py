@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from pushpool.providers.ecs.backend import started_by
 from pushpool.usecases.job_spec import build_job_spec
 from pushpool.usecases.submit import submit_run
 
-from tests.helpers import SECRET_ARN, PrefectHelper, make_deps, pool_tick, skip_ahead
+from tests.helpers import SECRET_ARN, PrefectHelper, make_deps, pool_tick, run_as_its_container, skip_ahead
 
 pytestmark = pytest.mark.integration
 
@@ -251,17 +249,7 @@ def test_the_job_sent_to_ecs_runs_the_flow(
     outcome = _submit(ecs_deps, prefect, run_id)
     override = _task(aws, outcome.job_id)["overrides"]["containerOverrides"][0]
     env = {e["name"]: e["value"] for e in override["environment"]}
-    bin_dir = os.path.dirname(os.sys.executable)
-    container_env = {
-        "PATH": f"{bin_dir}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "PREFECT_HOME": str(tmp_path / "p"),
-        **env,
-    }
-    result = subprocess.run(
-        override["command"], env=container_env, capture_output=True, text=True, timeout=120, cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_as_its_container(override["command"], env, tmp_path)
     assert prefect.state(run_id)[0] == "COMPLETED"
 
 
