@@ -1,7 +1,7 @@
 """Runs Prefect's ACI worker (prefect-azure) on flow runs named on stdin, one JSON line per request and per answer.
 
 Started by tests/compat/test_aci_vs_worker.py with the interpreter of ``.venv-compat-azure`` (prefect-azure and its
-azure-mgmt-resource live there, never in the test environment), through tests/prefect_worker.py (the requests and
+azure-mgmt-resource live there, never in the test environment), through tests/differential.py (the requests and
 the loop every compat driver shares). The worker's two ARM clients are pointed at the local ARM endpoint
 (``ARM_URL``, its certificate ``ARM_CERT``) with a fake credential — the SDK pipeline is unchanged. For each
 ``{"pool": …, "run_id": …}`` the worker resolves the run's job configuration against its pool and calls
@@ -15,7 +15,7 @@ import datetime as dt
 import os
 from typing import Any
 
-from tests.prefect_worker import resolve, serve
+from tests.differential import resolve, serve
 
 
 class _Credential:

@@ -26,8 +26,8 @@ from pushpool.providers.base import is_secret_name
 from pushpool.usecases.submit import submit_run
 
 from tests.conftest import AZ_IDENTITY, AZ_REGISTRY, AZ_RG, AZ_RG_OTHER, AZ_SUB
+from tests.differential import start, worker_env
 from tests.helpers import PrefectHelper, make_deps
-from tests.prefect_worker import start, worker_env
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -25,9 +25,9 @@ import pytest
 from pushpool.providers import base_job_template
 from pushpool.usecases.submit import submit_run
 
+from tests.differential import start, worker_env
 from tests.emulators import MotoServer
 from tests.helpers import SECRET_ARN, PrefectHelper, make_deps
-from tests.prefect_worker import start, worker_env
 
 pytestmark = pytest.mark.integration
 

@@ -31,8 +31,8 @@ from pushpool.providers import base_job_template
 from pushpool.usecases.submit import submit_run
 
 from tests.conftest import COILED_TOKEN
+from tests.differential import differences, start, worker_env
 from tests.helpers import PrefectHelper, make_deps
-from tests.prefect_worker import start, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -384,8 +384,8 @@ def test_pushpool_sends_what_the_worker_sends(
     for intended in INTENDED:
         intended.normalise(ours, theirs, case)
     _two_jobs(ours, theirs)
-    differences = _differences(_canonical(ours), _canonical(theirs))
-    assert differences == [], "\n".join(differences)
+    found = differences(_canonical(ours), _canonical(theirs))
+    assert found == [], "\n".join(found)
     assert KEY not in json.dumps(ours["job"]["env_vars"]) and KEY not in json.dumps(ours["cluster"])
 
 
@@ -395,19 +395,6 @@ def _two_jobs(ours: dict, theirs: dict) -> None:
         assert len(body["cluster"].pop("batch_job_ids")) == 1
         body["cluster"]["tags"].pop("work-pool-id", None)
         body["cluster"]["tags"].pop("work-pool-name", None)
-
-
-def _differences(ours: Any, theirs: Any, path: str = "") -> list[str]:
-    """Where the two bodies differ, one line per place: ``path: pushpool's != the worker's``."""
-    if isinstance(ours, dict) and isinstance(theirs, dict):
-        return [
-            d for k in sorted(set(ours) | set(theirs)) for d in _differences(ours.get(k), theirs.get(k), f"{path}.{k}")
-        ]
-    if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
-        return [
-            d for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) for d in _differences(a, b, f"{path}[{i}]")
-        ]
-    return [] if ours == theirs else [f"{path}: {ours!r} != {theirs!r}"]
 
 
 def _canonical(value: Any) -> Any:

@@ -2,7 +2,7 @@
 line per request and answer.
 
 Started by tests/compat_coiled/test_coiled_vs_worker.py with the interpreter of ``.venv-compat-coiled``, through
-tests/prefect_worker.py (the requests and the loop every compat driver shares); the coiled SDK reaches the local
+tests/differential.py (the requests and the loop every compat driver shares); the coiled SDK reaches the local
 Coiled server in ``DASK_COILED__SERVER``. For each ``{"pool": …, "run_id": …}`` the worker syncs with its pool,
 resolves the run's job configuration against it and calls ``CoiledWorker.run``, which submits with
 ``coiled.batch.run`` — every request of the SDK's batch path goes to the local server. Two things are replaced,
@@ -18,12 +18,12 @@ import asyncio
 import logging
 from typing import Any
 
-from tests import prefect_worker
+from tests import differential
 
 
 async def _run(worker: Any, run_id: str) -> dict[str, Any]:
     await worker.sync_with_backend()
-    return await prefect_worker.run(worker, run_id)
+    return await differential.run(worker, run_id)
 
 
 async def _save_block(request: dict[str, Any]) -> Any:
@@ -40,7 +40,7 @@ async def main() -> None:
     coiled.batch.wait_for_job_done = lambda job_id, **_: "done"
     coiled.v2.cluster.is_arm_only_image = lambda image: False
     logging.getLogger("coiled").setLevel(logging.WARNING)
-    await prefect_worker.serve(CoiledWorker, run=_run, save_block=_save_block)
+    await differential.serve(CoiledWorker, run=_run, save_block=_save_block)
 
 
 if __name__ == "__main__":

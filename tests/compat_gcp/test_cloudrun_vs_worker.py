@@ -30,9 +30,9 @@ from google.auth.credentials import AnonymousCredentials
 from pushpool.providers import base_job_template
 from pushpool.usecases.submit import submit_run
 
+from tests.differential import differences, start, worker_env
 from tests.gcp_emulator import CloudRunEmulator
 from tests.helpers import PrefectHelper, make_deps
-from tests.prefect_worker import start, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -356,21 +356,8 @@ def test_pushpool_sends_what_the_worker_sends(
     for intended in INTENDED:
         intended.normalise(ours, theirs, variables)
     _two_pools(ours, theirs)
-    assert _differences(_canonical(ours), _canonical(theirs)) == []
+    assert differences(_canonical(ours), _canonical(theirs)) == []
     assert KEY not in json.dumps(ours) and KEY not in json.dumps(theirs)
-
-
-def _differences(ours: Any, theirs: Any, path: str = "") -> list[str]:
-    """Where the two bodies differ, one line per place: ``path: pushpool's != the worker's``."""
-    if isinstance(ours, dict) and isinstance(theirs, dict):
-        return [
-            d for k in sorted(set(ours) | set(theirs)) for d in _differences(ours.get(k), theirs.get(k), f"{path}.{k}")
-        ]
-    if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
-        return [
-            d for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) for d in _differences(a, b, f"{path}[{i}]")
-        ]
-    return [] if ours == theirs else [f"{path}: {ours!r} != {theirs!r}"]
 
 
 def _canonical(value: Any) -> Any:

@@ -1,7 +1,7 @@
 """Runs Prefect's Cloud Run v2 worker (prefect-gcp) on flow runs named on stdin, one JSON line per request and answer.
 
 Started by tests/compat_gcp/test_cloudrun_vs_worker.py with the interpreter of ``.venv-compat-gcp``, through
-tests/prefect_worker.py (the requests and the loop every compat driver shares). For each ``{"pool": …, "run_id": …}``
+tests/differential.py (the requests and the loop every compat driver shares). For each ``{"pool": …, "run_id": …}``
 the worker resolves the run's job configuration against its pool, creates the job and waits for it, and starts its
 execution (``_create_job_and_wait_for_registration``, ``_begin_job_execution``: what ``CloudRunWorkerV2.run`` does
 before it watches). Its discovery-built client is pointed at the local Cloud Run API in
@@ -16,7 +16,7 @@ import logging
 import os
 from typing import Any
 
-from tests.prefect_worker import resolve, serve
+from tests.differential import resolve, serve
 
 log = logging.getLogger("compat")
 

@@ -1,4 +1,4 @@
-"""One of Prefect's own workers driven over JSON lines, for the differential (compat) suites: both ends of the pipe.
+"""What the differential (compat) suites share: Prefect's own worker driven over JSON lines, and the comparison.
 
 Each compat suite compares what pushpool sends a cloud with what Prefect's worker for that cloud sends for the same
 flow run. The worker lives in an environment of its own (``.venv-bench`` for ECS, ``.venv-compat-azure``,
@@ -13,6 +13,7 @@ stdin/stdout, one JSON line per request and per answer. What the drivers share i
   ``{"pool": …, "run_id": …}`` does what the worker's polling loop does after claiming a run (``resolve``: the run's
   job configuration against its pool, then the suite's ``run``). A failure is answered (``ok: false``), never raised:
   the test decides.
+- ``differences``: where what pushpool sent and what the worker sent differ, one line per place.
 
 This module is imported in every worker environment, so it imports nothing but the standard library at the top
 (Prefect is imported inside ``serve``, in the worker's process only).
@@ -83,6 +84,17 @@ def worker_env(prefect_api: str, key: str, home: Path, **extra: str) -> dict[str
         "PREFECT_API_KEY": key,
         **extra,
     }
+
+
+def differences(ours: Any, theirs: Any, path: str = "") -> list[str]:
+    """Where the two bodies differ, one line per place: ``path: pushpool's != the worker's``."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        return [
+            d for k in sorted(set(ours) | set(theirs)) for d in differences(ours.get(k), theirs.get(k), f"{path}.{k}")
+        ]
+    if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
+        return [d for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) for d in differences(a, b, f"{path}[{i}]")]
+    return [] if ours == theirs else [f"{path}: {ours!r} != {theirs!r}"]
 
 
 # -- the worker's end --------------------------------------------------------------------------------------------------
