@@ -126,9 +126,11 @@ async def serve(
     *,
     run: Callable[[Any, str], Awaitable[dict[str, Any]]] = run,
     save_block: Callable[[dict[str, Any]], Awaitable[Any]] | None = None,
+    choose: Callable[[dict[str, Any]], Any] | None = None,
 ) -> None:
     """Answer the requests on stdin until it closes. One worker per pool, entered as ``BaseWorker`` (without what a
-    worker subclass starts beside its loop, e.g. the ECS worker's SQS observer: it watches, it sends nothing)."""
+    worker subclass starts beside its loop, e.g. the ECS worker's SQS observer: it watches, it sends nothing); of
+    ``worker_type``, or of the type ``choose`` names for the request (a driver of two workers)."""
     from prefect.workers.base import BaseWorker
 
     workers: dict[str, Any] = {}
@@ -140,8 +142,9 @@ async def serve(
                 break
             request = json.loads(line)
             try:
+                kind = worker_type if choose is None else choose(request)
                 if request.get("template"):
-                    answer = {"ok": True, "template": worker_type.get_default_base_job_template()}
+                    answer = {"ok": True, "template": kind.get_default_base_job_template()}
                 elif request.get("block"):
                     if save_block is None:
                         raise ValueError("this driver saves no credentials block")
@@ -149,7 +152,7 @@ async def serve(
                 else:
                     worker = workers.get(request["pool"])
                     if worker is None:
-                        worker = worker_type(work_pool_name=request["pool"])
+                        worker = kind(work_pool_name=request["pool"])
                         await BaseWorker.__aenter__(worker)
                         workers[request["pool"]] = worker
                     answer = {"ok": True, **await run(worker, request["run_id"])}

@@ -271,6 +271,17 @@ class BackendBase:
     def cleanup(self, handle: JobHandle) -> None:
         return None
 
+    def check_job(self, spec: JobSpec) -> None:
+        """Refuse ``spec`` for what ``submit`` refuses before any call to the provider, judged from the job alone: no
+        call to the cloud, no use of pushpool's own identity (where the check runs — a CLI — is not where jobs are
+        submitted). ``usecases/job_check.py`` asks it when a pool is created or updated and for ``pushpool doctor``;
+        ``submit`` calls the same functions. Nothing by default.
+
+        Raises:
+            TemplateError | BackendError: the reason, naming the field (never a secret's value).
+        """
+        return None
+
 
 # Exit codes with a well-known meaning (see Prefect's infrastructure_exit_codes).
 EXIT_CODE_HINTS: Mapping[int, str] = {
