@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +171,14 @@ def skip_ahead(deps: Deps, seconds: float) -> None:
     deps.clock = AheadClock(seconds)
 
 
+def submit(deps: Deps, run_id: str):
+    """Submit one run as a trigger does (``submit_run`` on the run and its pool, read from the server): the outcome."""
+    from pushpool.usecases.submit import submit_run
+
+    run = deps.orchestrator.read_flow_run(run_id)
+    return submit_run(deps, run, deps.orchestrator.read_work_pool(run.work_pool_name), trigger="test")
+
+
 def pool_tick(deps: Deps, pool_name: str):
     """One monitor tick over a single pool: counts in its report are this test's alone (the server is shared)."""
     from pushpool.usecases.monitor import tick
@@ -191,3 +203,45 @@ def start_server(home: Path, migrated_db: Path, **options: Any) -> localserver.L
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(migrated_db, home / "prefect.db")
     return localserver.start(home, **options)
+
+
+def run_as_its_container(command: list[str], env: Mapping[str, str], home: Path) -> subprocess.CompletedProcess[str]:
+    """Run a job's command here, as its container would run it: this interpreter's ``bin`` on ``PATH``, ``home`` as
+    its home and working directory, the job's own ``env`` over those. The command must exit 0 (the failure shows the
+    tail of its stderr)."""
+    base = {
+        "PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin",
+        "HOME": str(home),
+        "PREFECT_HOME": str(home / "p"),
+    }
+    result = subprocess.run(command, env={**base, **env}, capture_output=True, text=True, timeout=120, cwd=home)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def run_through_serve(prefect_api: str, tmp: Path, prefect: PrefectHelper, pool_type: str) -> dict[str, Any]:
+    """Prefect's automation calling ``pushpool serve``: a pool of ``pool_type`` made through serve's ``/provision``,
+    one run of it submitted by the webhook alone (serve's own loop is stopped); the run once it ended, which must have
+    COMPLETED."""
+    from pushpool import localserver
+    from pushpool.entrypoints.serve import Server
+
+    port = localserver.free_port()
+    deps = make_deps(prefect_api, tmp, submit_url=f"http://127.0.0.1:{port}/submit")
+    server = Server(deps, port=port, monitor_interval=3600, event_stream=False)
+    server.stopping.set()  # only the webhook submits
+    server.start()
+    try:
+        http = httpx.Client(base_url=server.address, timeout=30)
+        pool = prefect.unique(f"{pool_type.split(':')[0]}-hooked")
+        answer = http.post("/provision", json={"name": pool, "type": pool_type},
+                           headers={"Authorization": "Bearer test-admin-token"})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        run_id = prefect.create_run(prefect.create_deployment(pool))
+        started = time.monotonic()
+        run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)
+        assert run["state"]["type"] == "COMPLETED", (run["state"], time.monotonic() - started)
+        return run
+    finally:
+        server.stop()
+        deps.orchestrator.close()

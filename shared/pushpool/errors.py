@@ -28,14 +28,16 @@ answers with (``http_status``) and whether retrying the same call later can succ
         ├── QuotaExceededError           503  capacity or quota (retryable later)
         └── JobNotFoundError             404  the job is gone: cancel treats it as done, monitor as crashed
 
-Adapters translate their SDK's exceptions into this tree at the boundary (``raise … from exc``); nothing
-above the adapters inspects an SDK exception or an error message. A retryable backend error at submit gives the run
-back to Scheduled with backoff (usecases/submit.py), never crashes it at once; ``retry_after`` carries the cloud's own
-``Retry-After`` (seconds) where it sent one.
+Adapters translate their SDK's exceptions into this tree at the boundary (``translating``: ``raise … from exc``);
+nothing above the adapters inspects an SDK exception or an error message. A retryable backend error at submit gives
+the run back to Scheduled with backoff (usecases/submit.py), never crashes it at once; ``retry_after`` carries the
+cloud's own ``Retry-After`` (seconds) where it sent one.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 
@@ -168,3 +170,19 @@ class QuotaExceededError(BackendError):
 
 class JobNotFoundError(BackendError):
     http_status = 404
+
+
+@contextlib.contextmanager
+def translating(translate: Callable[[Exception], BackendError | None]) -> Iterator[None]:
+    """An adapter's boundary, the one way every adapter has it: an exception of its SDK leaves as the pushpool error
+    ``translate`` makes of it (``raise … from exc``); a pushpool error passes as it is, and an exception ``translate``
+    does not know (None) leaves as it was."""
+    try:
+        yield
+    except PushpoolError:
+        raise
+    except Exception as exc:
+        translated = translate(exc)
+        if translated is None:
+            raise
+        raise translated from exc

@@ -25,6 +25,17 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pushpool.errors import ConfigurationError
 
 
+def http_url(url: str | None, example: str) -> str | None:
+    """An endpoint setting: an http(s) URL with a host, trimmed and without a trailing slash (``example`` is what
+    the error shows). The one rule for every endpoint pushpool is given, the core's and the providers' own."""
+    if url is None:
+        return None
+    parsed = urlparse(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"must be an http(s) URL such as {example}")
+    return url.strip().rstrip("/")
+
+
 def _env(name: str) -> Any:
     """Read from environment variable ``name`` (in code, fields are set by their own names: populate_by_name)."""
     return name
@@ -155,12 +166,7 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
-        if url is None:
-            return None
-        parsed = urlparse(url.strip())
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError("must be an http(s) URL such as http://127.0.0.1:4200/api")
-        return url.strip().rstrip("/")
+        return http_url(url, "http://127.0.0.1:4200/api")
 
     @field_validator("managed_tiers", mode="before")
     @classmethod

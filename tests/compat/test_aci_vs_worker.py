@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from pushpool.providers.base import is_secret_name
 from pushpool.usecases.submit import submit_run
 
 from tests.conftest import AZ_IDENTITY, AZ_REGISTRY, AZ_RG, AZ_RG_OTHER, AZ_SUB
+from tests.differential import start, worker_env
 from tests.helpers import PrefectHelper, make_deps
 
 pytestmark = pytest.mark.integration
@@ -341,30 +341,9 @@ def _cases() -> list[tuple[str, dict, Any, dict | None, str | None]]:
 
 
 @pytest.fixture(scope="module")
-def worker(arm, prefect_api: str):
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": prefect_api,
-        "ARM_URL": arm.url,
-        "ARM_CERT": str(arm.cert),
-        "PREFECT_API_KEY": KEY,
-    }
-    process = subprocess.Popen(
-        [os.environ["PUSHPOOL_AZURE_WORKER_PYTHON"], str(ROOT / "tests" / "compat" / "aci_worker_driver.py")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-
-    def ask(request: dict) -> dict:
-        process.stdin.write(json.dumps(request) + "\n")
-        process.stdin.flush()
-        return json.loads(process.stdout.readline())
-
-    yield ask
-    process.stdin.close()
-    process.wait(timeout=30)
+def worker(arm, prefect_api: str, tmp_path_factory: pytest.TempPathFactory):
+    env = worker_env(prefect_api, KEY, tmp_path_factory.mktemp("aci-worker"), ARM_URL=arm.url, ARM_CERT=str(arm.cert))
+    yield from start(os.environ["PUSHPOOL_AZURE_WORKER_PYTHON"], Path(__file__).with_name("aci_worker_driver.py"), env)
 
 
 def _pools(prefect: PrefectHelper, worker, edit) -> tuple[str, str]:

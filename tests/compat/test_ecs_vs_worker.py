@@ -15,7 +15,6 @@ import copy
 import json
 import os
 import re
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import pytest
 from pushpool.providers import base_job_template
 from pushpool.usecases.submit import submit_run
 
+from tests.differential import start, worker_env
 from tests.emulators import MotoServer
 from tests.helpers import SECRET_ARN, PrefectHelper, make_deps
 
@@ -279,47 +279,20 @@ CASES: list[Case] = [
 
 @pytest.fixture(scope="module")
 def worker(prefect_api: str, moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory):
-    python = os.environ["PUSHPOOL_WORKER_PYTHON"]
-    home = tmp_path_factory.mktemp("worker-home")
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": prefect_api,
-        "PREFECT_API_KEY": "pnu_worker_key_do_not_log",  # the worker holds a key; its tasks get it by secret
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-        "PREFECT_INTEGRATIONS_AWS_ECS_WORKER_CREATE_TASK_RUN_MAX_ATTEMPTS": "1",
-        "AWS_ENDPOINT_URL": moto_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    process = subprocess.Popen(
-        [python, str(Path(__file__).with_name("worker_driver.py"))],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
+    env = worker_env(
+        prefect_api,
+        "pnu_worker_key_do_not_log",  # the worker holds a key; its tasks get it by secret
+        tmp_path_factory.mktemp("worker-home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+        PREFECT_INTEGRATIONS_AWS_ECS_WORKER_CREATE_TASK_RUN_MAX_ATTEMPTS="1",
+        AWS_ENDPOINT_URL=moto_endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
     )
-
-    def ask(request: dict) -> dict:
-        assert process.stdin is not None and process.stdout is not None
-        process.stdin.write(json.dumps(request) + "\n")
-        process.stdin.flush()
-        answer = process.stdout.readline()
-        assert answer, "the worker driver ended"
-        return json.loads(answer)
-
-    yield ask
-    if process.stdin:
-        process.stdin.close()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    yield from start(os.environ["PUSHPOOL_WORKER_PYTHON"], Path(__file__).with_name("worker_driver.py"), env)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ import copy
 import json
 import os
 import re
-import subprocess
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from pushpool.providers import base_job_template
 from pushpool.usecases.submit import submit_run
 
 from tests.conftest import COILED_TOKEN
+from tests.differential import differences, start, worker_env
 from tests.helpers import PrefectHelper, make_deps
 
 pytestmark = pytest.mark.integration
@@ -295,44 +295,20 @@ def emulator(coiled_server):
 @pytest.fixture(scope="module")
 def worker(prefect_api: str, emulator, tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("coiled-worker")
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(home),
-        "PREFECT_HOME": str(home / "prefect"),
-        "PREFECT_API_URL": prefect_api,
-        "PREFECT_API_KEY": KEY,
-        "DASK_COILED__SERVER": emulator.url,
-        "DASK_COILED__TOKEN": COILED_TOKEN,
-        "DASK_CONFIG": str(home / "dask"),
-        "AWS_CONFIG_FILE": str(home / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-aws-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    process = subprocess.Popen(
-        [os.environ["PUSHPOOL_COILED_WORKER_PYTHON"], str(Path(__file__).with_name("worker_driver.py"))],
-        env=env,
-        cwd=home,  # package sync uploads the working directory's code: an empty one
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    env = worker_env(
+        prefect_api,
+        KEY,
+        home,
+        DASK_COILED__SERVER=emulator.url,
+        DASK_COILED__TOKEN=COILED_TOKEN,
+        DASK_CONFIG=str(home / "dask"),
+        AWS_CONFIG_FILE=str(home / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(home / "no-aws-credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
     )
-
-    def ask(request: dict) -> dict:
-        process.stdin.write(json.dumps(request) + "\n")
-        process.stdin.flush()
-        while True:
-            line = process.stdout.readline()
-            assert line, "the worker driver ended"
-            if line.startswith('{"ok"'):
-                return json.loads(line)
-
-    yield ask
-    process.stdin.close()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    driver = Path(__file__).with_name("worker_driver.py")
+    # cwd: package sync uploads the working directory's code: an empty one
+    yield from start(os.environ["PUSHPOOL_COILED_WORKER_PYTHON"], driver, env, cwd=home)
 
 
 @pytest.fixture(scope="module")
@@ -408,8 +384,8 @@ def test_pushpool_sends_what_the_worker_sends(
     for intended in INTENDED:
         intended.normalise(ours, theirs, case)
     _two_jobs(ours, theirs)
-    differences = _differences(_canonical(ours), _canonical(theirs))
-    assert differences == [], "\n".join(differences)
+    found = differences(_canonical(ours), _canonical(theirs))
+    assert found == [], "\n".join(found)
     assert KEY not in json.dumps(ours["job"]["env_vars"]) and KEY not in json.dumps(ours["cluster"])
 
 
@@ -419,19 +395,6 @@ def _two_jobs(ours: dict, theirs: dict) -> None:
         assert len(body["cluster"].pop("batch_job_ids")) == 1
         body["cluster"]["tags"].pop("work-pool-id", None)
         body["cluster"]["tags"].pop("work-pool-name", None)
-
-
-def _differences(ours: Any, theirs: Any, path: str = "") -> list[str]:
-    """Where the two bodies differ, one line per place: ``path: pushpool's != the worker's``."""
-    if isinstance(ours, dict) and isinstance(theirs, dict):
-        return [
-            d for k in sorted(set(ours) | set(theirs)) for d in _differences(ours.get(k), theirs.get(k), f"{path}.{k}")
-        ]
-    if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
-        return [
-            d for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) for d in _differences(a, b, f"{path}[{i}]")
-        ]
-    return [] if ours == theirs else [f"{path}: {ours!r} != {theirs!r}"]
 
 
 def _canonical(value: Any) -> Any:

@@ -36,7 +36,6 @@ from tests.compat_gcp.test_cloudrun_vs_worker import (  # noqa: F401 - the modul
     SECRET,
     Intended,
     _canonical,
-    _differences,
     _key_info,
     _task,
     _two_pools,
@@ -44,6 +43,7 @@ from tests.compat_gcp.test_cloudrun_vs_worker import (  # noqa: F401 - the modul
     emulator,
     worker,
 )
+from tests.differential import differences
 from tests.gcp_emulator import CloudRunEmulator
 from tests.helpers import PrefectHelper, make_deps
 
@@ -401,7 +401,7 @@ def test_pushpool_v1_sends_what_the_v1_worker_sends(
     for intended in (*(BY_ID[i] for i in SHARED), *V1_INTENDED):
         intended.normalise(ours, theirs, variables)
     _two_pools(ours, theirs)
-    assert _differences(_canonical(ours), _canonical(theirs)) == []
+    assert differences(_canonical(ours), _canonical(theirs)) == []
     assert KEY not in json.dumps(ours) and KEY not in json.dumps(theirs)
 
 

@@ -17,7 +17,6 @@ import copy
 import json
 import os
 import re
-import subprocess
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from google.auth.credentials import AnonymousCredentials
 from pushpool.providers import base_job_template
 from pushpool.usecases.submit import submit_run
 
+from tests.differential import differences, start, worker_env
 from tests.gcp_emulator import CloudRunEmulator
 from tests.helpers import PrefectHelper, make_deps
 
@@ -281,39 +281,8 @@ def emulator():
 @pytest.fixture(scope="module")
 def worker(prefect_api: str, emulator: CloudRunEmulator, tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("gcp-worker")
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(home),
-        "PREFECT_HOME": str(home / "prefect"),
-        "PREFECT_API_URL": prefect_api,
-        "PREFECT_API_KEY": KEY,
-        "PUSHPOOL_CLOUD_RUN_ENDPOINT": emulator.endpoint,
-        "NO_GCE_CHECK": "True",
-    }
-    process = subprocess.Popen(
-        [os.environ["PUSHPOOL_GCP_WORKER_PYTHON"], str(Path(__file__).with_name("worker_driver.py"))],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-
-    def ask(request: dict) -> dict:
-        process.stdin.write(json.dumps(request) + "\n")
-        process.stdin.flush()
-        while True:
-            line = process.stdout.readline()
-            assert line, "the worker driver ended"
-            if line.startswith('{"ok"'):
-                return json.loads(line)
-
-    yield ask
-    process.stdin.close()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    env = worker_env(prefect_api, KEY, home, PUSHPOOL_CLOUD_RUN_ENDPOINT=emulator.endpoint, NO_GCE_CHECK="True")
+    yield from start(os.environ["PUSHPOOL_GCP_WORKER_PYTHON"], Path(__file__).with_name("worker_driver.py"), env)
 
 
 @pytest.fixture(scope="module")
@@ -387,21 +356,8 @@ def test_pushpool_sends_what_the_worker_sends(
     for intended in INTENDED:
         intended.normalise(ours, theirs, variables)
     _two_pools(ours, theirs)
-    assert _differences(_canonical(ours), _canonical(theirs)) == []
+    assert differences(_canonical(ours), _canonical(theirs)) == []
     assert KEY not in json.dumps(ours) and KEY not in json.dumps(theirs)
-
-
-def _differences(ours: Any, theirs: Any, path: str = "") -> list[str]:
-    """Where the two bodies differ, one line per place: ``path: pushpool's != the worker's``."""
-    if isinstance(ours, dict) and isinstance(theirs, dict):
-        return [
-            d for k in sorted(set(ours) | set(theirs)) for d in _differences(ours.get(k), theirs.get(k), f"{path}.{k}")
-        ]
-    if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
-        return [
-            d for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) for d in _differences(a, b, f"{path}[{i}]")
-        ]
-    return [] if ours == theirs else [f"{path}: {ours!r} != {theirs!r}"]
 
 
 def _canonical(value: Any) -> Any:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 from pushpool import providers
@@ -20,6 +21,24 @@ from pushpool.errors import BackendError, PushpoolError
 from pushpool.providers.base import Backend, JobConfig, JobHandle, JobSpec, JobState
 
 SECRET = "pnu_contract_secret_0123456789"
+
+
+def contract_spec(config: JobConfig, **fields: Any) -> JobSpec:
+    """A new attempt's job as the drivers make it (``JobDriver.spec``): fresh run and attempt ids, Prefect's flow-run
+    command, the run's id in env and labels, SECRET as the API key; ``config`` is the provider's, ``fields`` replace
+    any of the others."""
+    spec = JobSpec(
+        run_id=str(uuid.uuid4()),
+        attempt=str(uuid.uuid4()),
+        pool_name="contract",
+        name="contract",
+        command=("prefect", "flow-run", "execute"),
+        env={"PREFECT__FLOW_RUN_ID": "x"},
+        labels={"prefect.io/flow-run-id": "x"},
+        config=config,
+        secret_env={"PREFECT_API_KEY": SECRET},
+    )
+    return dataclasses.replace(spec, **fields)
 
 
 class JobDriver(Protocol):

@@ -17,7 +17,7 @@ from pushpool.providers.aci.config import AciJobConfig
 from pushpool.providers.base import JobHandle, JobSpec
 
 from tests.conftest import AZ_IDENTITIES, AZ_RG, AZ_RG_OTHER, AZ_SUB
-from tests.contract.contract import SECRET, BackendContract
+from tests.contract.contract import BackendContract, contract_spec
 
 
 class AciDriver:
@@ -29,17 +29,7 @@ class AciDriver:
 
     def spec(self, *, location: str = "default") -> JobSpec:
         config = AciJobConfig(resource_group_name=self.groups[location], subscription_id=AZ_SUB, image="flows:1")
-        return JobSpec(
-            run_id=str(uuid.uuid4()),
-            attempt=str(uuid.uuid4()),
-            pool_name="contract",
-            name="contract",
-            command=("prefect", "flow-run", "execute"),
-            env={"PREFECT__FLOW_RUN_ID": "x"},
-            labels={"prefect.io/flow-run-id": "x"},
-            config=config,
-            secret_env={"PREFECT_API_KEY": SECRET},
-        )
+        return contract_spec(config)
 
     def jobs_of(self, spec: JobSpec) -> int:
         return self.arm.groups_of(spec.run_id, spec.attempt)

@@ -20,7 +20,7 @@ from pushpool.providers.base import JobHandle, JobSpec, JobState
 from pushpool.providers.cloudrun.backend import CloudRunBackend, job_id
 from pushpool.providers.cloudrun.config import CloudRunJobConfig
 
-from tests.contract.contract import SECRET, BackendContract
+from tests.contract.contract import BackendContract, contract_spec
 from tests.gcp_emulator import CloudRunEmulator
 
 PROJECT = "pushpool-test"
@@ -54,18 +54,8 @@ def make_spec(*, region: str = "us-central1", image: str = "us-docker.pkg.dev/p/
         "launchStage": "BETA",
         "template": {"template": {"containers": [{"image": image, "resources": {"limits": {"cpu": "1000m"}}}]}},
     }
-    return JobSpec(
-        run_id=str(uuid.uuid4()),
-        attempt=str(uuid.uuid4()),
-        pool_name="contract",
-        name="contract",
-        command=("prefect", "flow-run", "execute"),
-        env={"PREFECT__FLOW_RUN_ID": "x"},
-        labels={"prefect.io/flow-run-id": "x"},
-        config=CloudRunJobConfig(
-            region=region, job_body=body, prefect_api_key_secret={"secret": "prefect-api-key"}, **config
-        ),
-        secret_env={"PREFECT_API_KEY": SECRET},
+    return contract_spec(
+        CloudRunJobConfig(region=region, job_body=body, prefect_api_key_secret={"secret": "prefect-api-key"}, **config)
     )
 
 

@@ -15,7 +15,7 @@ from pushpool.providers.base import JobHandle, JobSpec, JobState
 from pushpool.providers.coiled.backend import STATE_MAP, CoiledBackend
 from pushpool.providers.coiled.config import CoiledJobConfig
 
-from tests.contract.contract import SECRET, BackendContract
+from tests.contract.contract import BackendContract, contract_spec
 
 
 class CoiledDriver:
@@ -26,17 +26,7 @@ class CoiledDriver:
         self.workspaces = {"default": None, "other": "other-workspace", "nowhere": "no-such-workspace"}
 
     def spec(self, *, location: str = "default") -> JobSpec:
-        return JobSpec(
-            run_id=str(uuid.uuid4()),
-            attempt=str(uuid.uuid4()),
-            pool_name="contract",
-            name="contract",
-            command=("prefect", "flow-run", "execute"),
-            env={"PREFECT__FLOW_RUN_ID": "x"},
-            labels={"prefect.io/flow-run-id": "x"},
-            config=CoiledJobConfig(workspace=self.workspaces[location]),
-            secret_env={"PREFECT_API_KEY": SECRET},
-        )
+        return contract_spec(CoiledJobConfig(workspace=self.workspaces[location]))
 
     def jobs_of(self, spec: JobSpec) -> int:
         clusters = self.server.clusters_of_attempt(spec.run_id, spec.attempt)

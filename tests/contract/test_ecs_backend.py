@@ -18,7 +18,7 @@ from pushpool.providers.base import JobHandle, JobSpec
 from pushpool.providers.ecs.backend import EcsBackend, started_by
 from pushpool.providers.ecs.config import EcsJobConfig
 
-from tests.contract.contract import SECRET, BackendContract
+from tests.contract.contract import BackendContract, contract_spec
 from tests.helpers import SECRET_ARN
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -57,17 +57,7 @@ class EcsDriver:
             cloudwatch_logs_prefix=PREFIX,
             cloudwatch_logs_options={"awslogs-group": LOG_GROUP},
         )
-        return JobSpec(
-            run_id=str(uuid.uuid4()),
-            attempt=str(uuid.uuid4()),
-            pool_name="contract",
-            name="contract",
-            command=("prefect", "flow-run", "execute"),
-            env={"PREFECT__FLOW_RUN_ID": "x"},
-            labels={"prefect.io/flow-run-id": "x"},
-            config=config,
-            secret_env={"PREFECT_API_KEY": SECRET},
-        )
+        return contract_spec(config)
 
     @staticmethod
     def _task(handle: JobHandle):

@@ -9,7 +9,7 @@ import pytest
 from pushpool.providers.base import JobHandle, JobSpec, JobState
 from pushpool.providers.process.config import ProcessJobConfig
 
-from tests.contract.contract import SECRET, BackendContract
+from tests.contract.contract import BackendContract, contract_spec
 from tests.fakes import LatencyBackend
 
 
@@ -20,17 +20,7 @@ class FakeDriver:
         self.backend = backend
 
     def spec(self, *, location: str = "default") -> JobSpec:
-        return JobSpec(
-            run_id=str(uuid.uuid4()),
-            attempt=str(uuid.uuid4()),
-            pool_name="contract",
-            name="contract",
-            command=("prefect", "flow-run", "execute"),
-            env={},
-            labels={},
-            config=ProcessJobConfig(),
-            secret_env={"PREFECT_API_KEY": SECRET},
-        )
+        return contract_spec(ProcessJobConfig(), env={}, labels={})
 
     def jobs_of(self, spec: JobSpec) -> int:
         return self.backend.jobs_of(spec)

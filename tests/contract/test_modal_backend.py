@@ -13,7 +13,7 @@ import uuid
 import pytest
 from pushpool.providers.base import JobHandle, JobSpec, JobState
 
-from tests.contract.contract import SECRET, BackendContract
+from tests.contract.contract import BackendContract, contract_spec
 
 pytest.importorskip("modal")
 
@@ -29,17 +29,7 @@ class ModalDriver:
         self.apps = {"default": None, "other": "pushpool-contract-other", "nowhere": "pushpool-no-such-app"}
 
     def spec(self, *, location: str = "default") -> JobSpec:
-        return JobSpec(
-            run_id=str(uuid.uuid4()),
-            attempt=str(uuid.uuid4()),
-            pool_name="contract",
-            name="contract",
-            command=("prefect", "flow-run", "execute"),
-            env={"PREFECT__FLOW_RUN_ID": "x"},
-            labels={"prefect.io/flow-run-id": "x"},
-            config=ModalJobConfig(app_name=self.apps[location]),
-            secret_env={"PREFECT_API_KEY": SECRET},
-        )
+        return contract_spec(ModalJobConfig(app_name=self.apps[location]))
 
     def jobs_of(self, spec: JobSpec) -> int:
         return len(self.server.of_attempt(spec.run_id, spec.attempt))

@@ -18,7 +18,7 @@ from pushpool.providers.base import JobHandle, JobSpec, JobState
 from pushpool.providers.process.backend import MARKER, ProcessBackend
 from pushpool.providers.process.config import ProcessJobConfig
 
-from tests.contract.contract import SECRET, BackendContract
+from tests.contract.contract import SECRET, BackendContract, contract_spec
 
 # The job waits for the driver: it prints ctl/out and exits with the code in ctl/exit once that file exists.
 JOB = 'while [ ! -e "$CTL/exit" ]; do sleep 0.05; done; cat "$CTL/out" 2>/dev/null; exit "$(cat "$CTL/exit")"'
@@ -34,16 +34,8 @@ class ProcessDriver:
         run_id = str(uuid.uuid4())
         ctl = self.ctl / run_id
         ctl.mkdir(parents=True)
-        return JobSpec(
-            run_id=run_id,
-            attempt=str(uuid.uuid4()),
-            pool_name="contract",
-            name="contract",
-            command=("sh", "-c", JOB),
-            env={"CTL": str(ctl)},
-            labels={},
-            config=ProcessJobConfig(),
-            secret_env={"PREFECT_API_KEY": SECRET},
+        return contract_spec(
+            ProcessJobConfig(), run_id=run_id, command=("sh", "-c", JOB), env={"CTL": str(ctl)}, labels={}
         )
 
     @staticmethod

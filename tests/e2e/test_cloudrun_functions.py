@@ -25,7 +25,7 @@ from pushpool import localserver
 from pushpool.usecases.provision import provision_pool
 
 from tests.gcp_emulator import CloudRunEmulator
-from tests.helpers import PrefectHelper, make_deps
+from tests.helpers import PrefectHelper, make_deps, run_as_its_container
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -174,15 +174,7 @@ def test_webhook_to_function_to_cloud_run_and_the_flow_completes(
         job_env = {e["name"]: e.get("value") for e in container["env"]}
         assert job_env["PREFECT_API_KEY"] is None  # a secretKeyRef, resolved by Cloud Run, never a value
         job_env["PREFECT_API_KEY"] = KEY
-        result = subprocess.run(
-            container["command"],
-            env={"PATH": env["PATH"], "HOME": str(tmp_path), "PREFECT_HOME": str(tmp_path / "p"), **job_env},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=tmp_path,
-        )
-        assert result.returncode == 0, result.stderr[-2000:]
+        run_as_its_container(container["command"], job_env, tmp_path)
         assert prefect.state(run_id)[0] == "COMPLETED"
 
         emulator.exit(execution, 0, ["hello from gcp"])

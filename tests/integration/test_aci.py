@@ -7,17 +7,14 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 from pushpool.providers import base_job_template
 from pushpool.providers.base import JobHandle
-from pushpool.usecases.submit import submit_run
 
 from tests.conftest import AZ_IDENTITIES, AZ_IDENTITY, AZ_REGISTRY, AZ_RG, AZ_RG_OTHER, AZ_SUB
-from tests.helpers import PrefectHelper, make_deps, pool_tick, skip_ahead
+from tests.helpers import PrefectHelper, make_deps, pool_tick, run_as_its_container, skip_ahead, submit
 
 pytestmark = pytest.mark.integration
 KEY = "pnu_aci_key_never_in_plaintext"
@@ -59,12 +56,6 @@ def aci_pool(prefect: PrefectHelper):
         prefect.request("DELETE", f"/work_pools/{name}")
 
 
-def _submit(deps, run_id: str):
-    client = deps.orchestrator
-    run = client.read_flow_run(run_id)
-    return submit_run(deps, run, client.read_work_pool(run.work_pool_name), trigger="test")
-
-
 def _run(prefect: PrefectHelper, pool: str, **variables) -> str:
     return prefect.create_run(prefect.create_deployment(pool, job_variables=variables))
 
@@ -88,7 +79,7 @@ def test_the_group_carries_the_job_variables_and_the_key_only_as_a_secure_value(
         gpu_count=1,
         gpu_sku="V100",
     )
-    outcome = _submit(aci_deps, run_id)
+    outcome = submit(aci_deps, run_id)
     assert outcome.outcome == "submitted", outcome
     assert prefect.read_run(run_id)["infrastructure_pid"] == outcome.job_id
     body = arm.group(outcome.job_id).body
@@ -129,7 +120,7 @@ def test_an_operators_customised_arm_template_is_the_group_that_is_created(
         {"name": "FROM_TEMPLATE", "value": "1"}
     ]
     run_id = _run(prefect, aci_pool(template))
-    outcome = _submit(aci_deps, run_id)
+    outcome = submit(aci_deps, run_id)
     assert outcome.outcome == "submitted", outcome
     body = arm.group(outcome.job_id).body
     assert body["tags"]["cost-center"] == "analytics" and body["tags"]["owner"] == "ops"
@@ -157,7 +148,7 @@ def test_what_azure_refuses_crashes_the_run_with_azures_message(
     aci_deps, prefect: PrefectHelper, aci_pool, variables: dict, fragment: str
 ) -> None:
     run_id = _run(prefect, aci_pool(), **variables)
-    assert _submit(aci_deps, run_id).outcome == "crashed"
+    assert submit(aci_deps, run_id).outcome == "crashed"
     state = prefect.read_run(run_id)["state"]
     assert state["type"] == "CRASHED" and fragment in state["message"], state["message"]
     assert "Traceback" not in state["message"] and KEY not in state["message"]
@@ -196,7 +187,7 @@ def test_an_arm_template_pushpool_cannot_send_crashes_the_run_naming_what(
     mutate(template["job_configuration"]["arm_template"]["resources"][0])
     puts = arm.count("put")
     run_id = _run(prefect, aci_pool(template))
-    assert _submit(aci_deps, run_id).outcome == "crashed"
+    assert submit(aci_deps, run_id).outcome == "crashed"
     assert fragment in prefect.read_run(run_id)["state"]["message"]
     assert arm.count("put") == puts  # refused before anything was sent
 
@@ -206,7 +197,7 @@ def test_quota_exceeded_gives_the_run_back_with_the_reason(aci_deps, prefect: Pr
     arm.quota = 0
     try:
         run_id = _run(prefect, aci_pool())
-        assert _submit(aci_deps, run_id).outcome == "released"
+        assert submit(aci_deps, run_id).outcome == "released"
     finally:
         arm.quota = None
     state = prefect.read_run(run_id)["state"]
@@ -221,7 +212,7 @@ def test_arm_throttling_and_unavailability_are_retried(
     puts = arm.count("put")
     arm.fail_next("PUT", "put", status, code, times=2)
     arm.fail_next("GET", "get", status, code, times=1)
-    outcome = _submit(aci_deps, run_id)
+    outcome = submit(aci_deps, run_id)
     assert outcome.outcome == "submitted", outcome
     assert arm.count("put") - puts == 3  # two refused, the third created the group
     assert sum(1 for g in arm.groups.values() if g.body["tags"]["pushpool-flow-run-id"] == run_id) == 1
@@ -233,7 +224,7 @@ def test_arm_unavailable_past_the_retries_gives_the_run_back_with_the_reason(
     run_id = _run(prefect, aci_pool())
     arm.fail_next("PUT", "put", 503, "ServiceUnavailable", times=10)
     try:
-        assert _submit(aci_deps, run_id).outcome == "released"
+        assert submit(aci_deps, run_id).outcome == "released"
     finally:
         arm.faults.clear()
     state = prefect.read_run(run_id)["state"]
@@ -249,20 +240,11 @@ def test_the_group_sent_to_aci_runs_the_flow(aci_deps, prefect: PrefectHelper, a
     entrypoint.chmod(0o755)
     pool = aci_pool()
     run_id = _run(prefect, pool, entrypoint=str(entrypoint))
-    outcome = _submit(aci_deps, run_id)
+    outcome = submit(aci_deps, run_id)
     container = arm.group(outcome.job_id).body["properties"]["containers"][0]["properties"]
     env = {e["name"]: e.get("value", e.get("secureValue")) for e in container["environmentVariables"]}
-    bin_dir = os.path.dirname(os.sys.executable)
     arm.start_container(outcome.job_id)
-    result = subprocess.run(
-        container["command"],
-        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "PREFECT_HOME": str(tmp_path / "p"), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_as_its_container(container["command"], env, tmp_path)
     assert prefect.state(run_id)[0] == "COMPLETED"
     arm.exit(outcome.job_id, 0, result.stdout.splitlines())
     report = pool_tick(aci_deps, pool)
@@ -275,7 +257,7 @@ def test_a_failed_container_crashes_the_run_with_its_logs_read_before_the_group_
 ) -> None:
     pool = aci_pool()
     run_id = _run(prefect, pool)
-    outcome = _submit(aci_deps, run_id)
+    outcome = submit(aci_deps, run_id)
     arm.start_container(outcome.job_id)
     prefect.set_state(run_id, "RUNNING")
     arm.exit(outcome.job_id, 1, ["downloading flow code", "ModuleNotFoundError: No module named 'pandas'"])
@@ -293,7 +275,7 @@ def test_a_failed_container_crashes_the_run_with_its_logs_read_before_the_group_
 def test_image_pull_failure_crashes_the_run_with_azures_event(aci_deps, prefect: PrefectHelper, aci_pool, arm) -> None:
     pool = aci_pool()
     run_id = _run(prefect, pool)
-    outcome = _submit(aci_deps, run_id)
+    outcome = submit(aci_deps, run_id)
     arm.fail_provisioning(outcome.job_id, 'Failed to pull image "flows:404": manifest unknown')
     run = prefect.wait_for(run_id, {"CRASHED"}, timeout=20, tick=lambda: pool_tick(aci_deps, pool))
     assert "manifest unknown" in run["state"]["message"]
@@ -302,7 +284,7 @@ def test_image_pull_failure_crashes_the_run_with_azures_event(aci_deps, prefect:
 def test_cancel_stops_the_group(aci_deps, prefect: PrefectHelper, aci_pool, arm) -> None:
     pool = aci_pool()
     run_id = _run(prefect, pool)
-    outcome = _submit(aci_deps, run_id)
+    outcome = submit(aci_deps, run_id)
     arm.start_container(outcome.job_id)
     stops = arm.count("stop")
     prefect.set_state(run_id, "CANCELLING")
@@ -315,7 +297,7 @@ def test_cancel_stops_the_group(aci_deps, prefect: PrefectHelper, aci_pool, arm)
 def test_max_run_time_crashes_the_run_and_stops_the_group(aci_deps, prefect: PrefectHelper, aci_pool, arm) -> None:
     pool = aci_pool()
     run_id = _run(prefect, pool, max_run_time_seconds=60)
-    outcome = _submit(aci_deps, run_id)
+    outcome = submit(aci_deps, run_id)
     arm.start_container(outcome.job_id)
     prefect.set_state(run_id, "RUNNING")
     skip_ahead(aci_deps, 120)
@@ -328,7 +310,7 @@ def test_max_run_time_crashes_the_run_and_stops_the_group(aci_deps, prefect: Pre
 def test_keep_container_group_keeps_the_finished_group(aci_deps, prefect: PrefectHelper, aci_pool, arm) -> None:
     pool = aci_pool()
     run_id = _run(prefect, pool, keep_container_group=True)
-    outcome = _submit(aci_deps, run_id)
+    outcome = submit(aci_deps, run_id)
     arm.exit(outcome.job_id, 0, [])
     prefect.set_state(run_id, "COMPLETED", force=True)
     pool_tick(aci_deps, pool)
@@ -342,7 +324,7 @@ def test_a_group_in_the_deployments_own_resource_group_is_adopted(
     deployment put it (its own resource group), then writes the pid."""
     pool = aci_pool()
     run_id = _run(prefect, pool, resource_group_name=AZ_RG_OTHER)
-    outcome = _submit(aci_deps, run_id)
+    outcome = submit(aci_deps, run_id)
     assert f"/resourceGroups/{AZ_RG_OTHER}/" in outcome.job_id
     prefect.json("PATCH", f"/flow_runs/{run_id}", json={"infrastructure_pid": None})
     skip_ahead(aci_deps, 30)
@@ -357,7 +339,7 @@ def test_arm_calls_per_submit_and_per_monitor_tick(aci_deps, prefect: PrefectHel
     pool = aci_pool()
     runs = [_run(prefect, pool) for _ in range(4)]
     first = len(arm.requests)
-    outcomes = [_submit(aci_deps, r) for r in runs]
+    outcomes = [submit(aci_deps, r) for r in runs]
     per_submit = [route for _, route in arm.requests[first:]]
     assert per_submit.count("resource_group") <= 1  # cached per process
     assert per_submit.count("get") == 4 and per_submit.count("put") == 4
@@ -385,7 +367,7 @@ def test_an_aci_credentials_block_creates_the_group_and_the_monitor_follows_it_w
         block = {"client_id": "app-id", "tenant_id": "tenant-id", "client_secret": "s3cr3t-never-logged"}
         pool = aci_pool(_template(aci_credentials=block))  # the pool's block: job variables may not choose one
         run_id = _run(prefect, pool)
-        outcome = _submit(deps, run_id)
+        outcome = submit(deps, run_id)
         assert outcome.outcome == "submitted", outcome
         assert arm.tokens_for(AZ_SUB, "put") >= {block_credential.token}  # the block's service principal made it
         before = len(arm.callers)
@@ -399,7 +381,7 @@ def test_an_aci_credentials_block_creates_the_group_and_the_monitor_follows_it_w
         assert "s3cr3t-never-logged" not in json.dumps(arm.group(outcome.job_id).body)
 
         partial = _run(prefect, aci_pool(_template(aci_credentials={"client_id": "app-id"})))
-        assert _submit(deps, partial).outcome == "crashed"
+        assert submit(deps, partial).outcome == "crashed"
         assert "client_id, tenant_id and client_secret" in prefect.read_run(partial)["state"]["message"]
     finally:
         deps.orchestrator.close()
@@ -416,7 +398,7 @@ def test_a_ticks_calls_grow_with_the_resource_groups_and_the_groups_alive_not_wi
     arm.add_resource_group(AZ_SUB, rg, "westeurope")
     pool = aci_pool(_template(resource_group_name=rg))
     runs = [_run(prefect, pool) for _ in range(51)]
-    jobs = [_submit(aci_deps, r).job_id for r in runs]
+    jobs = [submit(aci_deps, r).job_id for r in runs]
     assert all(f"/resourceGroups/{rg}/" in j for j in jobs)
     old = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)).isoformat()
     for run_id, job in zip(runs, jobs, strict=True):

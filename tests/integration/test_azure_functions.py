@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +22,7 @@ from azure.functions.timer import TimerRequest
 from pushpool.entrypoints import azure_functions
 
 from tests.conftest import AZ_RG, AZ_SUB
-from tests.helpers import PrefectHelper
+from tests.helpers import PrefectHelper, run_as_its_container
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,15 +113,7 @@ def test_webhook_to_submit_function_to_aci_runs_the_flow_and_the_timer_cleans_up
         container = arm.group(job_id).body["properties"]["containers"][0]["properties"]
         environment = {e["name"]: e.get("value", e.get("secureValue")) for e in container["environmentVariables"]}
         arm.start_container(job_id)
-        result = subprocess.run(
-            container["command"],
-            env={"PATH": f"{os.path.dirname(os.sys.executable)}:/usr/bin:/bin", "HOME": str(tmp_path), **environment},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=tmp_path,
-        )
-        assert result.returncode == 0, result.stderr[-2000:]
+        run_as_its_container(container["command"], environment, tmp_path)
         assert prefect.state(run_id)[0] == "COMPLETED"
         arm.exit(job_id, 0, [])
         functions["monitor"](TimerRequest(past_due=False))

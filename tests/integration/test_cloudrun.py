@@ -11,18 +11,15 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 from google.auth.credentials import AnonymousCredentials
 from pushpool.providers import base_job_template
 from pushpool.providers.base import JobHandle, JobState
-from pushpool.usecases.submit import submit_run
 
 from tests.gcp_emulator import CloudRunEmulator, service_account_info
-from tests.helpers import PrefectHelper, make_deps, pool_tick
+from tests.helpers import PrefectHelper, make_deps, pool_tick, run_as_its_container, submit
 
 pytestmark = pytest.mark.integration
 
@@ -77,12 +74,6 @@ def cr_pool(prefect: PrefectHelper) -> str:
     return make_pool(prefect)
 
 
-def _submit(deps, run_id: str):
-    client = deps.orchestrator
-    run = client.read_flow_run(run_id)
-    return submit_run(deps, run, client.read_work_pool(run.work_pool_name), trigger="test")
-
-
 def _received(emulator: CloudRunEmulator, job_id: str) -> dict:
     return emulator.received(job_id.split("/executions/")[0].removesuffix("#keep"))
 
@@ -105,7 +96,7 @@ def test_defaults_make_a_job_that_runs_the_flow_for_a_day(
 ) -> None:
     pool = make_pool(prefect, pool_type)
     run_id = prefect.create_run(prefect.create_deployment(pool))
-    outcome = _submit(cr_deps, run_id)
+    outcome = submit(cr_deps, run_id)
     assert outcome.outcome == "submitted", outcome
     assert prefect.read_run(run_id)["infrastructure_pid"] == outcome.job_id
     body = _received(emulator, outcome.job_id)
@@ -143,7 +134,7 @@ def test_job_variables_reach_the_job(cr_deps, prefect: PrefectHelper, emulator: 
         "region": "europe-west1",
     }
     run_id = prefect.create_run(prefect.create_deployment(pool, job_variables=variables))
-    outcome = _submit(cr_deps, run_id)
+    outcome = submit(cr_deps, run_id)
     assert outcome.outcome == "submitted", outcome
     assert "/locations/europe-west1/" in outcome.job_id
     body = _received(emulator, outcome.job_id)
@@ -176,7 +167,7 @@ def test_plaintext_credential_is_refused_before_any_call(
     pool = make_pool(prefect, prefect_api_key_secret=None)
     run_id = prefect.create_run(prefect.create_deployment(pool))
     before = len(emulator.requests)
-    assert _submit(cr_deps, run_id).outcome == "crashed"
+    assert submit(cr_deps, run_id).outcome == "crashed"
     state = prefect.read_run(run_id)["state"]
     assert state["type"] == "CRASHED" and "prefect_api_key_secret" in state["message"]
     assert len(emulator.requests) == before
@@ -201,7 +192,7 @@ def test_google_refusals_crash_the_run_with_googles_message(
     emulator.missing_images.add("us-docker.pkg.dev/p/r/missing:1")
     pool = make_pool(prefect)
     run_id = prefect.create_run(prefect.create_deployment(pool, job_variables=variables))
-    assert _submit(cr_deps, run_id).outcome == "crashed"
+    assert submit(cr_deps, run_id).outcome == "crashed"
     state = prefect.read_run(run_id)["state"]
     assert state["type"] == "CRASHED" and fragment in state["message"], state["message"]
     assert "Traceback" not in state["message"] and KEY not in state["message"]
@@ -216,7 +207,7 @@ def test_a_credentials_block_of_another_project_is_refused_before_any_call(
     pool = make_pool(prefect, credentials={**block, "project": "other-project"})
     run_id = prefect.create_run(prefect.create_deployment(pool))
     before = len(emulator.requests)
-    assert _submit(cr_deps, run_id).outcome == "crashed"
+    assert submit(cr_deps, run_id).outcome == "crashed"
     message = prefect.read_run(run_id)["state"]["message"]
     assert "block is of project other-project" in message and f"go to project {PROJECT}" in message
     assert len(emulator.requests) == before
@@ -229,7 +220,7 @@ def test_a_credentials_block_of_the_pools_project_signs_submit_and_pushpool_watc
     pool = make_pool(prefect, credentials=block)
     run_id = prefect.create_run(prefect.create_deployment(pool))
     before = len(emulator.authorizations)
-    outcome = _submit(cr_deps, run_id)
+    outcome = submit(cr_deps, run_id)
     assert outcome.outcome == "submitted", outcome
     signed = [a for a in emulator.authorizations[before:] if a]
     assert len(signed) == len(emulator.authorizations[before:]) == 3  # CreateJob, its operation, RunJob
@@ -248,7 +239,7 @@ def test_non_zero_exit_crashes_the_run_with_exit_code_log_tail_and_link(
     cr_deps, prefect: PrefectHelper, cr_pool: str, emulator: CloudRunEmulator
 ) -> None:
     run_id = prefect.create_run(prefect.create_deployment(cr_pool))
-    outcome = _submit(cr_deps, run_id)
+    outcome = submit(cr_deps, run_id)
     emulator.exit(outcome.job_id, 1, ["downloading flow code", "ModuleNotFoundError: No module named 'pandas'"])
     run = prefect.wait_for(run_id, {"CRASHED"}, timeout=20, tick=lambda: pool_tick(cr_deps, cr_pool))
     message = run["state"]["message"]
@@ -258,7 +249,7 @@ def test_non_zero_exit_crashes_the_run_with_exit_code_log_tail_and_link(
 
 def test_a_timed_out_task_crashes_the_run(cr_deps, prefect: PrefectHelper, cr_pool: str, emulator) -> None:
     run_id = prefect.create_run(prefect.create_deployment(cr_pool))
-    outcome = _submit(cr_deps, run_id)
+    outcome = submit(cr_deps, run_id)
     emulator.exit(outcome.job_id, 0, [], timed_out=True)
     run = prefect.wait_for(run_id, {"CRASHED"}, timeout=20, tick=lambda: pool_tick(cr_deps, cr_pool))
     assert "exceeded its timeout" in run["state"]["message"]
@@ -266,7 +257,7 @@ def test_a_timed_out_task_crashes_the_run(cr_deps, prefect: PrefectHelper, cr_po
 
 def test_cancel_cancels_the_execution(cr_deps, prefect: PrefectHelper, cr_pool: str, emulator) -> None:
     run_id = prefect.create_run(prefect.create_deployment(cr_pool))
-    outcome = _submit(cr_deps, run_id)
+    outcome = submit(cr_deps, run_id)
     prefect.set_state(run_id, "CANCELLING")
     report = pool_tick(cr_deps, cr_pool)
     assert report.reconciled["stop-and-cancel"] >= 1
@@ -282,7 +273,7 @@ def test_a_finished_runs_job_is_deleted_unless_kept(
 ) -> None:
     pool = make_pool(prefect, keep_job=keep_job)
     run_id = prefect.create_run(prefect.create_deployment(pool))
-    outcome = _submit(cr_deps, run_id)
+    outcome = submit(cr_deps, run_id)
     job = outcome.job_id.split("/executions/")[0]
     emulator.exit(outcome.job_id.removesuffix("#keep"), 0, ["done"])
     prefect.set_state(run_id, "RUNNING", force=True)
@@ -300,7 +291,7 @@ def test_throttling_is_retried_then_the_run_is_given_back_with_googles_reason(
     emulator.fail_next(2, 429)
     before = len(emulator.requests)
     run_id = prefect.create_run(dep)
-    assert _submit(cr_deps, run_id).outcome == "submitted"
+    assert submit(cr_deps, run_id).outcome == "submitted"
     assert len(emulator.requests) - before == 2 + 3  # two throttled CreateJobs, then CreateJob, operation, RunJob
 
     emulator.fail_next(10_000, 503)
@@ -308,7 +299,7 @@ def test_throttling_is_retried_then_the_run_is_given_back_with_googles_reason(
         handle = JobHandle("cloudrun", prefect.read_run(run_id)["infrastructure_pid"])
         status = cr_deps.backend("cloudrun").status([handle])[handle.id]
         other = prefect.create_run(dep)
-        outcome = _submit(cr_deps, other)
+        outcome = submit(cr_deps, other)
     finally:
         with emulator.lock:
             emulator._faults.clear()
@@ -334,7 +325,7 @@ def test_a_job_that_never_ran_is_deleted_once_its_run_is_final_with_one_list_per
     run_id = prefect.create_run(prefect.create_deployment(cr_pool))
     emulator.refuse_runs = 10_000
     try:
-        assert _submit(cr_deps, run_id).outcome == "crashed"
+        assert submit(cr_deps, run_id).outcome == "crashed"
     finally:
         emulator.refuse_runs = 0
     [job] = [n for n, j in emulator.jobs.items() if j["labels"].get("prefect-io-flow-run-id") == run_id]
@@ -347,7 +338,7 @@ def test_a_job_that_never_ran_is_deleted_once_its_run_is_final_with_one_list_per
 
     kept_pool = make_pool(prefect, keep_job=True)  # a job that ran, kept after its run ended: not unstarted
     kept_run = prefect.create_run(prefect.create_deployment(kept_pool))
-    kept = _submit(cr_deps, kept_run).job_id.removesuffix("#keep")
+    kept = submit(cr_deps, kept_run).job_id.removesuffix("#keep")
     emulator.exit(kept, 0, [])
 
     prefect.set_state(run_id, "CRASHED", force=True)
@@ -367,7 +358,7 @@ def test_status_of_many_runs_is_one_call_per_location(
     dep = prefect.create_deployment(cr_pool)
     before = len(emulator.requests)
     runs = [prefect.create_run(dep) for _ in range(5)]
-    handles = [JobHandle("cloudrun", _submit(cr_deps, r).job_id) for r in runs]
+    handles = [JobHandle("cloudrun", submit(cr_deps, r).job_id) for r in runs]
     assert len(emulator.requests) - before == 3 * 5  # CreateJob, its operation once, RunJob
     before = len(emulator.requests)
     statuses = cr_deps.backend("cloudrun").status(handles)
@@ -409,7 +400,7 @@ def test_a_ticks_calls_grow_with_the_locations_and_the_runs_that_changed_not_wit
     pool = make_pool(prefect, pool_type, region=region)
     dep = prefect.create_deployment(pool)
     runs = [prefect.create_run(dep) for _ in range(50)]
-    jobs = [_submit(cr_deps, r).job_id for r in runs]
+    jobs = [submit(cr_deps, r).job_id for r in runs]
     assert all(f"/locations/{region}/" in j for j in jobs)
     for job in jobs[:3]:  # three fail: their runs are crashed (tasks and logs read), then their jobs deleted
         emulator.exit(job, 1, ["ModuleNotFoundError: No module named 'pandas'"])
@@ -449,23 +440,13 @@ def test_the_job_sent_to_cloud_run_runs_the_flow(
     """Take the container command and environment the local Cloud Run received, run them here (secrets resolved as
     Cloud Run would from Secret Manager): the real flow completes."""
     run_id = prefect.create_run(prefect.create_deployment(cr_pool, "flows.py:hello"), parameters={"who": "cloud run"})
-    outcome = _submit(cr_deps, run_id)
+    outcome = submit(cr_deps, run_id)
     container = _received(emulator, outcome.job_id)["template"]["template"]["containers"][0]
     env = {}
     for entry in container["env"]:
         ref = (entry.get("valueSource") or {}).get("secretKeyRef")
         env[entry["name"]] = SECRETS[ref["secret"]] if ref else entry["value"]
-    bin_dir = os.path.dirname(os.sys.executable)
-    container_env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "PREFECT_HOME": str(tmp_path / "p")}
-    result = subprocess.run(
-        container["command"] + container.get("args", []),
-        env={**container_env, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_as_its_container(container["command"] + container.get("args", []), env, tmp_path)
     assert prefect.state(run_id)[0] == "COMPLETED"
     emulator.exit(outcome.job_id, 0, [])
     pool_tick(cr_deps, cr_pool)  # the finished run's job is cleaned up

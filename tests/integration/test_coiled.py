@@ -5,16 +5,13 @@ sent — so a flow reaches Completed only if what pushpool sent Coiled is enough
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
-import httpx
 import pytest
-from pushpool import localserver
 from pushpool.providers import base_job_template
 from pushpool.providers.base import JobHandle
 
-from tests.helpers import PrefectHelper, make_deps, pool_tick, skip_ahead
+from tests.helpers import PrefectHelper, make_deps, pool_tick, run_through_serve, skip_ahead, submit
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +32,6 @@ def coiled_pool(prefect: PrefectHelper, coiled_server) -> str:
     return name
 
 
-def _submit(deps, run_id: str):
-    from pushpool.usecases.submit import submit_run
-
-    client = deps.orchestrator
-    run = client.read_flow_run(run_id)
-    return submit_run(deps, run, client.read_work_pool(run.work_pool_name), trigger="test")
-
-
 def _job(coiled_server, job_handle: str):
     return coiled_server.jobs[int(job_handle.split("/")[2])]
 
@@ -55,7 +44,7 @@ def test_a_flow_runs_to_completed_from_exactly_what_was_sent(
     variables = {"env": {"GREETING": "hi"}, "vm_types": ["t3.medium"], "region": "us-east-1"}
     run_id = prefect.create_run(prefect.create_deployment(coiled_pool, job_variables=variables))
     try:
-        outcome = _submit(deps, run_id)
+        outcome = submit(deps, run_id)
     finally:
         deps.orchestrator.close()
     assert outcome.outcome == "submitted"
@@ -77,7 +66,7 @@ def test_a_non_zero_exit_crashes_the_run_with_the_exit_code_and_output(
 ) -> None:
     command = "sh -c 'echo about to fail; exit 3'"
     run_id = prefect.create_run(prefect.create_deployment(coiled_pool, job_variables={"command": command}))
-    outcome = _submit(coiled_deps, run_id)
+    outcome = submit(coiled_deps, run_id)
     coiled_server.wait_process(int(outcome.job_id.split("/")[2]))
     run = prefect.wait_for(run_id, {"CRASHED"}, timeout=30, tick=lambda: pool_tick(coiled_deps, coiled_pool))
     assert "exit code 3" in run["state"]["message"] and "about to fail" in run["state"]["message"]
@@ -85,7 +74,7 @@ def test_a_non_zero_exit_crashes_the_run_with_the_exit_code_and_output(
 
 def test_cancel_stops_the_job_s_cluster(coiled_deps, prefect: PrefectHelper, coiled_pool: str, coiled_server) -> None:
     run_id = prefect.create_run(prefect.create_deployment(coiled_pool, job_variables={"command": "sleep 60"}))
-    outcome = _submit(coiled_deps, run_id)
+    outcome = submit(coiled_deps, run_id)
     prefect.set_state(run_id, "CANCELLING")
     assert pool_tick(coiled_deps, coiled_pool).reconciled["stop-and-cancel"] >= 1
     assert prefect.state(run_id)[0] == "CANCELLED"
@@ -101,7 +90,7 @@ def test_the_maximum_run_time_stops_the_job_and_crashes_the_run(
 ) -> None:
     variables = {"command": "sleep 60", "max_run_time_seconds": 5}
     run_id = prefect.create_run(prefect.create_deployment(coiled_pool, job_variables=variables))
-    outcome = _submit(coiled_deps, run_id)
+    outcome = submit(coiled_deps, run_id)
     assert _job(coiled_server, outcome.job_id).spec["job_timeout_seconds"] == 5  # Coiled's own limit too
     prefect.set_state(run_id, "RUNNING", force=True)
     skip_ahead(coiled_deps, 60)
@@ -131,7 +120,7 @@ def test_bad_input_crashes_the_run_with_coiled_s_message(
         coiled_pool = prefect.unique("coiled")
         prefect.create_pool(coiled_pool, "coiled:push", base_job_template=template)
     run_id = prefect.create_run(prefect.create_deployment(coiled_pool, job_variables=variables))
-    assert _submit(coiled_deps, run_id).outcome == "crashed"
+    assert submit(coiled_deps, run_id).outcome == "crashed"
     state = prefect.read_run(run_id)["state"]
     assert state["type"] == "CRASHED" and fragment in state["message"]
     assert "expired-token" not in state["message"] and "two words" not in state["message"]
@@ -143,11 +132,11 @@ def test_transport_errors_are_retried_then_the_run_is_given_back_with_backoff(
     dep = prefect.create_deployment(coiled_pool, job_variables={"command": "true"})
     coiled_server.faults["/api/v2/jobs/compressed"] = [503]  # once: retried
     run_id = prefect.create_run(dep)
-    assert _submit(coiled_deps, run_id).outcome == "submitted"
+    assert submit(coiled_deps, run_id).outcome == "submitted"
     coiled_server.faults["/api/v2/jobs/compressed"] = [503] * 10  # Coiled stays down
     run_id = prefect.create_run(dep)
     try:
-        assert _submit(coiled_deps, run_id).outcome == "released"  # a transient error: retried later, not crashed
+        assert submit(coiled_deps, run_id).outcome == "released"  # a transient error: retried later, not crashed
     finally:
         coiled_server.faults.pop("/api/v2/jobs/compressed")
     state = prefect.read_run(run_id)["state"]
@@ -158,23 +147,4 @@ def test_transport_errors_are_retried_then_the_run_is_given_back_with_backoff(
 def test_automation_webhook_to_serve_to_coiled_completes_the_flow(
     prefect_api: str, tmp_path: Path, prefect: PrefectHelper, coiled_server
 ) -> None:
-    from pushpool.entrypoints.serve import Server
-
-    port = localserver.free_port()
-    deps = make_deps(prefect_api, tmp_path, submit_url=f"http://127.0.0.1:{port}/submit")
-    server = Server(deps, port=port, monitor_interval=3600, event_stream=False)
-    server.stopping.set()  # only the webhook submits
-    server.start()
-    try:
-        http = httpx.Client(base_url=server.address, timeout=30)
-        pool = prefect.unique("coiled-hooked")
-        answer = http.post("/provision", json={"name": pool, "type": "coiled:push"},
-                           headers={"Authorization": "Bearer test-admin-token"})  # fmt: skip
-        assert answer.status_code == 200, answer.text
-        run_id = prefect.create_run(prefect.create_deployment(pool))
-        started = time.monotonic()
-        run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)
-        assert run["state"]["type"] == "COMPLETED", (run["state"], time.monotonic() - started)
-    finally:
-        server.stop()
-        deps.orchestrator.close()
+    run_through_serve(prefect_api, tmp_path, prefect, "coiled:push")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,9 +17,8 @@ from pushpool.prefect_api.models import StateType
 from pushpool.providers.base import JobHandle, JobState
 from pushpool.providers.ecs.backend import started_by
 from pushpool.usecases.job_spec import build_job_spec
-from pushpool.usecases.submit import submit_run
 
-from tests.helpers import SECRET_ARN, PrefectHelper, make_deps, pool_tick, skip_ahead
+from tests.helpers import SECRET_ARN, PrefectHelper, make_deps, pool_tick, run_as_its_container, skip_ahead, submit
 
 pytestmark = pytest.mark.integration
 
@@ -38,12 +35,6 @@ def _task(aws: dict, job_id: str) -> dict:
     return aws["ecs"].describe_tasks(cluster=cluster, tasks=[arn], include=["TAGS"])["tasks"][0]
 
 
-def _submit(deps, prefect: PrefectHelper, run_id: str):
-    client = deps.orchestrator
-    run = client.read_flow_run(run_id)
-    return submit_run(deps, run, client.read_work_pool(run.work_pool_name), trigger="test")
-
-
 def test_submitted_task_carries_what_the_run_needs(ecs_deps, prefect: PrefectHelper, ecs_pool: str, aws: dict) -> None:
     dep = prefect.create_deployment(
         ecs_pool,
@@ -56,7 +47,7 @@ def test_submitted_task_carries_what_the_run_needs(ecs_deps, prefect: PrefectHel
         },
     )
     run_id = prefect.create_run(dep)
-    outcome = _submit(ecs_deps, prefect, run_id)
+    outcome = submit(ecs_deps, run_id)
     assert outcome.outcome == "submitted", outcome
     run = prefect.read_run(run_id)
     assert run["infrastructure_pid"] == outcome.job_id and outcome.job_id.startswith(f"{aws['cluster']}::arn:aws:ecs:")
@@ -93,7 +84,7 @@ def test_ten_runs_of_one_deployment_share_one_task_definition(
 ) -> None:
     dep = prefect.create_deployment(ecs_pool, job_variables={"prefect_api_key_secret_arn": SECRET_ARN})
     for _ in range(10):
-        assert _submit(ecs_deps, prefect, prefect.create_run(dep)).outcome == "submitted"
+        assert submit(ecs_deps, prefect.create_run(dep)).outcome == "submitted"
     arns = aws["ecs"].list_task_definitions()["taskDefinitionArns"]
     ours = [a for a in arns if f":task-definition/pushpool-{ecs_pool}-" in a]
     assert len(ours) == 1, ours
@@ -124,7 +115,7 @@ def test_duplicate_submit_finds_the_task(ecs_deps, prefect: PrefectHelper, ecs_p
 
 def test_plaintext_credential_is_refused_and_the_run_crashed(ecs_deps, prefect: PrefectHelper, ecs_pool: str) -> None:
     run_id = prefect.create_run(prefect.create_deployment(ecs_pool))
-    outcome = _submit(ecs_deps, prefect, run_id)
+    outcome = submit(ecs_deps, run_id)
     assert outcome.outcome == "crashed"
     state = prefect.read_run(run_id)["state"]
     assert state["type"] == "CRASHED" and "prefect_api_key_secret_arn" in state["message"]
@@ -143,7 +134,7 @@ def test_aws_refusals_crash_the_run_with_aws_message(
 ) -> None:
     dep = prefect.create_deployment(ecs_pool, job_variables={"prefect_api_key_secret_arn": SECRET_ARN, **variables})
     run_id = prefect.create_run(dep)
-    assert _submit(ecs_deps, prefect, run_id).outcome == "crashed"
+    assert submit(ecs_deps, run_id).outcome == "crashed"
     state = prefect.read_run(run_id)["state"]
     assert state["type"] == "CRASHED" and fragment in state["message"]
     assert "Traceback" not in state["message"]
@@ -154,7 +145,7 @@ def test_non_zero_exit_crashes_the_run_with_the_reason(ecs_deps, prefect: Prefec
 
     dep = prefect.create_deployment(ecs_pool, job_variables={"prefect_api_key_secret_arn": SECRET_ARN})
     run_id = prefect.create_run(dep)
-    outcome = _submit(ecs_deps, prefect, run_id)
+    outcome = submit(ecs_deps, run_id)
     cluster, arn = outcome.job_id.split("::")
     task = get_backend("ecs")["123456789012"]["us-east-1"].tasks[cluster][arn]
     task.last_status = "STOPPED"
@@ -168,7 +159,7 @@ def test_non_zero_exit_crashes_the_run_with_the_reason(ecs_deps, prefect: Prefec
 def test_cancel_stops_the_task(ecs_deps, prefect: PrefectHelper, ecs_pool: str, aws: dict) -> None:
     dep = prefect.create_deployment(ecs_pool, job_variables={"prefect_api_key_secret_arn": SECRET_ARN})
     run_id = prefect.create_run(dep)
-    outcome = _submit(ecs_deps, prefect, run_id)
+    outcome = submit(ecs_deps, run_id)
     prefect.set_state(run_id, "CANCELLING")
     report = pool_tick(ecs_deps, ecs_pool)
     assert report.reconciled["stop-and-cancel"] >= 1
@@ -227,7 +218,7 @@ def test_throttling_is_retried(ecs_deps, prefect: PrefectHelper, ecs_pool: str, 
     session.events.register("before-send.ecs.RunTask", throttle)
     ecs_deps._backends["ecs"] = EcsBackend(session=session)
     dep = prefect.create_deployment(ecs_pool, job_variables={"prefect_api_key_secret_arn": SECRET_ARN})
-    outcome = _submit(ecs_deps, prefect, prefect.create_run(dep))
+    outcome = submit(ecs_deps, prefect.create_run(dep))
     assert outcome.outcome == "submitted"
     assert calls["run_task"] == 3
 
@@ -248,20 +239,10 @@ def test_the_job_sent_to_ecs_runs_the_flow(
         ecs_pool, "flows.py:hello", job_variables={"prefect_api_key_secret_arn": SECRET_ARN}
     )
     run_id = prefect.create_run(dep, parameters={"who": "ecs"})
-    outcome = _submit(ecs_deps, prefect, run_id)
+    outcome = submit(ecs_deps, run_id)
     override = _task(aws, outcome.job_id)["overrides"]["containerOverrides"][0]
     env = {e["name"]: e["value"] for e in override["environment"]}
-    bin_dir = os.path.dirname(os.sys.executable)
-    container_env = {
-        "PATH": f"{bin_dir}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "PREFECT_HOME": str(tmp_path / "p"),
-        **env,
-    }
-    result = subprocess.run(
-        override["command"], env=container_env, capture_output=True, text=True, timeout=120, cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_as_its_container(override["command"], env, tmp_path)
     assert prefect.state(run_id)[0] == "COMPLETED"
 
 
@@ -278,7 +259,7 @@ def test_crash_writes_the_task_log_tail_to_the_run(ecs_deps, prefect: PrefectHel
         },
     )
     run_id = prefect.create_run(dep)
-    outcome = _submit(ecs_deps, prefect, run_id)
+    outcome = submit(ecs_deps, run_id)
     cluster, arn = outcome.job_id.split("::")
     logs = boto3.client("logs")
     logs.create_log_group(logGroupName="prefect")
@@ -313,7 +294,7 @@ def test_task_transitions_through_the_state_manager(
     try:
         dep = prefect.create_deployment(ecs_pool, job_variables={"prefect_api_key_secret_arn": SECRET_ARN})
         run_id = prefect.create_run(dep)
-        outcome = _submit(ecs_deps, prefect, run_id)
+        outcome = submit(ecs_deps, run_id)
         seen = []
         backend = ecs_deps.backend("ecs")
         handle = JobHandle("ecs", outcome.job_id)

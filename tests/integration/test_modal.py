@@ -6,16 +6,13 @@ exactly the environment it was sent — so a flow reaches Completed only if what
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
-import httpx
 import pytest
-from pushpool import localserver
 from pushpool.providers import base_job_template
 from pushpool.providers.base import JobHandle
 
-from tests.helpers import PrefectHelper, make_deps, pool_tick, skip_ahead
+from tests.helpers import PrefectHelper, make_deps, pool_tick, run_through_serve, skip_ahead, submit
 
 pytest.importorskip("modal")
 pytestmark = pytest.mark.integration
@@ -37,14 +34,6 @@ def modal_pool(prefect: PrefectHelper, modal_server) -> str:
     return name
 
 
-def _submit(deps, run_id: str):
-    from pushpool.usecases.submit import submit_run
-
-    client = deps.orchestrator
-    run = client.read_flow_run(run_id)
-    return submit_run(deps, run, client.read_work_pool(run.work_pool_name), trigger="test")
-
-
 def _sandbox(modal_server, run: dict):
     return modal_server.sandboxes[run["infrastructure_pid"]]
 
@@ -54,7 +43,7 @@ def test_a_flow_runs_to_completed_in_a_sandbox_from_exactly_what_was_sent(
 ) -> None:
     variables = {"env": {"GREETING": "hi"}, "cpu": 2, "memory": 1024, "region": "us-east", "pip_packages": ["rich"]}
     run_id = prefect.create_run(prefect.create_deployment(modal_pool, job_variables=variables))
-    assert _submit(modal_deps, run_id).outcome == "submitted"
+    assert submit(modal_deps, run_id).outcome == "submitted"
     run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)
     assert run["state"]["type"] == "COMPLETED", run["state"]
     sandbox = _sandbox(modal_server, run)
@@ -80,7 +69,7 @@ def test_the_prefect_credential_goes_as_a_modal_secret_never_in_the_definition(
     deps = make_deps(prefect_api, tmp_path, prefect_api_key=KEY)
     caplog.set_level(logging.DEBUG)
     run_id = prefect.create_run(prefect.create_deployment(modal_pool, job_variables={"command": "true"}))
-    outcome = _submit(deps, run_id)
+    outcome = submit(deps, run_id)
     deps.orchestrator.close()
     sandbox = modal_server.sandboxes[outcome.job_id]
     assert sandbox.env["PREFECT_API_KEY"] == KEY  # the container gets it, from a secret source
@@ -92,7 +81,7 @@ def test_a_gpu_sandbox_takes_modal_s_other_path_and_completes(
     modal_deps, prefect: PrefectHelper, modal_pool: str, modal_server
 ) -> None:
     run_id = prefect.create_run(prefect.create_deployment(modal_pool, job_variables={"gpu": "T4"}))
-    assert _submit(modal_deps, run_id).outcome == "submitted"
+    assert submit(modal_deps, run_id).outcome == "submitted"
     run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)
     assert run["state"]["type"] == "COMPLETED", run["state"]
     assert _sandbox(modal_server, run).definition.resources.gpu_config.gpu_type == "T4"
@@ -104,7 +93,7 @@ def test_a_non_zero_exit_crashes_the_run_with_the_exit_code_and_output(
 ) -> None:
     command = "sh -c 'echo about to fail; exit 3'"
     run_id = prefect.create_run(prefect.create_deployment(modal_pool, job_variables={"command": command}))
-    outcome = _submit(modal_deps, run_id)
+    outcome = submit(modal_deps, run_id)
     modal_server.wait_process(outcome.job_id)
     run = prefect.wait_for(run_id, {"CRASHED"}, timeout=30, tick=lambda: pool_tick(modal_deps, modal_pool))
     assert "exit code 3" in run["state"]["message"] and "about to fail" in run["state"]["message"]
@@ -112,7 +101,7 @@ def test_a_non_zero_exit_crashes_the_run_with_the_exit_code_and_output(
 
 def test_cancel_terminates_the_sandbox(modal_deps, prefect: PrefectHelper, modal_pool: str, modal_server) -> None:
     run_id = prefect.create_run(prefect.create_deployment(modal_pool, job_variables={"command": "sleep 60"}))
-    outcome = _submit(modal_deps, run_id)
+    outcome = submit(modal_deps, run_id)
     prefect.set_state(run_id, "CANCELLING")
     assert pool_tick(modal_deps, modal_pool).reconciled["stop-and-cancel"] >= 1
     assert prefect.state(run_id)[0] == "CANCELLED"
@@ -128,7 +117,7 @@ def test_the_maximum_run_time_terminates_the_sandbox_and_crashes_the_run(
 ) -> None:
     variables = {"command": "sleep 60", "max_run_time_seconds": 5}
     run_id = prefect.create_run(prefect.create_deployment(modal_pool, job_variables=variables))
-    outcome = _submit(modal_deps, run_id)
+    outcome = submit(modal_deps, run_id)
     assert modal_server.sandboxes[outcome.job_id].definition.timeout_secs == 5  # Modal ends it even without us
     prefect.set_state(run_id, "RUNNING", force=True)
     skip_ahead(modal_deps, 60)
@@ -150,7 +139,7 @@ def test_bad_input_crashes_the_run_with_modal_s_message(
     modal_deps, prefect: PrefectHelper, modal_pool: str, variables: dict, fragment: str
 ) -> None:
     run_id = prefect.create_run(prefect.create_deployment(modal_pool, job_variables=variables))
-    assert _submit(modal_deps, run_id).outcome == "crashed"
+    assert submit(modal_deps, run_id).outcome == "crashed"
     state = prefect.read_run(run_id)["state"]
     assert state["type"] == "CRASHED" and fragment in state["message"]
 
@@ -167,7 +156,7 @@ def test_a_malformed_or_refused_token_in_the_block_crashes_the_run_naming_the_bl
         pool = prefect.unique("modal")
         prefect.create_pool(pool, "modal:push", base_job_template=template)
         run_id = prefect.create_run(prefect.create_deployment(pool))
-        assert _submit(modal_deps, run_id).outcome == "crashed"  # refused credentials are not a transient error
+        assert submit(modal_deps, run_id).outcome == "crashed"  # refused credentials are not a transient error
         message = prefect.read_run(run_id)["state"]["message"]
         assert fragment in message and block["token_secret"] not in message
 
@@ -180,14 +169,14 @@ def test_transport_errors_are_retried_then_the_run_is_given_back_with_backoff(
     dep = prefect.create_deployment(modal_pool, job_variables={"command": "true"})
     modal_server.faults["SandboxCreateV2"] = [Status.UNAVAILABLE]  # once: the SDK retries it
     run_id = prefect.create_run(dep)
-    assert _submit(modal_deps, run_id).outcome == "submitted"
+    assert submit(modal_deps, run_id).outcome == "submitted"
     assert not modal_server.faults["SandboxCreateV2"]
     assert len(modal_server.of_attempt(run_id, modal_server.sandboxes[prefect.read_run(run_id)["infrastructure_pid"]]
                                        .tags["pushpool-attempt"])) == 1  # fmt: skip
     modal_server.faults["SandboxCreateV2"] = [Status.UNAVAILABLE] * 50  # Modal stays down
     run_id = prefect.create_run(dep)
     try:
-        assert _submit(modal_deps, run_id).outcome == "released"  # a transient error: retried later, not crashed
+        assert submit(modal_deps, run_id).outcome == "released"  # a transient error: retried later, not crashed
     finally:
         modal_server.faults.pop("SandboxCreateV2")
     state = prefect.read_run(run_id)["state"]
@@ -199,24 +188,5 @@ def test_automation_webhook_to_serve_to_modal_completes_the_flow(
     prefect_api: str, tmp_path: Path, prefect: PrefectHelper, modal_server
 ) -> None:
     """Prefect's automation calls `pushpool serve`'s webhook, which starts the sandbox; the flow completes."""
-    from pushpool.entrypoints.serve import Server
-
-    port = localserver.free_port()
-    deps = make_deps(prefect_api, tmp_path, submit_url=f"http://127.0.0.1:{port}/submit")
-    server = Server(deps, port=port, monitor_interval=3600, event_stream=False)
-    server.stopping.set()  # only the webhook submits
-    server.start()
-    try:
-        http = httpx.Client(base_url=server.address, timeout=30)
-        pool = prefect.unique("modal-hooked")
-        answer = http.post("/provision", json={"name": pool, "type": "modal:push"},
-                           headers={"Authorization": "Bearer test-admin-token"})  # fmt: skip
-        assert answer.status_code == 200, answer.text
-        run_id = prefect.create_run(prefect.create_deployment(pool))
-        started = time.monotonic()
-        run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)
-        assert run["state"]["type"] == "COMPLETED", (run["state"], time.monotonic() - started)
-        assert run["infrastructure_pid"] in modal_server.sandboxes
-    finally:
-        server.stop()
-        deps.orchestrator.close()
+    run = run_through_serve(prefect_api, tmp_path, prefect, "modal:push")
+    assert run["infrastructure_pid"] in modal_server.sandboxes

@@ -16,18 +16,12 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 from pushpool.errors import BackendUnavailableError
 from pushpool.usecases.run_states import ATTEMPT_LABEL, BACKOFF_STATE
-from pushpool.usecases.submit import submit_run
 
-from tests.helpers import PrefectHelper, make_deps, pool_tick, skip_ahead
+from tests.helpers import PrefectHelper, make_deps, pool_tick, skip_ahead, submit
 
 pytestmark = pytest.mark.integration
 
 WAITING = re.compile(r"pushpool: .+; retry 1 of 5 at \d\d:\d\d:\d\d UTC")
-
-
-def _submit(deps, run_id: str):  # type: ignore[no-untyped-def]
-    run = deps.orchestrator.read_flow_run(run_id)
-    return submit_run(deps, run, deps.orchestrator.read_work_pool(run.work_pool_name), trigger="test")
 
 
 def _claims(prefect: PrefectHelper, run_id: str) -> list[str]:
@@ -68,7 +62,7 @@ def test_ecs_a_timeout_after_acceptance_is_retried_and_the_retry_finds_the_task(
     ecs_deps, prefect: PrefectHelper, ecs_pool: str, aws: dict
 ) -> None:
     run_id = prefect.create_run(prefect.create_deployment(ecs_pool, job_variables={"image": "repo/flows:1"}))
-    outcome = _submit(ecs_deps, run_id)
+    outcome = submit(ecs_deps, run_id)
     assert outcome.outcome == "released", outcome
     run = prefect.read_run(run_id)
     assert (run["state"]["type"], run["state"]["name"]) == ("SCHEDULED", BACKOFF_STATE)
@@ -113,7 +107,7 @@ def test_process_a_throttled_submit_is_retried_and_the_flow_completes(deps, pref
     backend = ThrottledOnce(deps.backend("process"))
     deps._backends["process"] = backend
     run_id = prefect.create_run(prefect.create_deployment(pool, "flows.py:hello"))
-    assert _submit(deps, run_id).outcome == "released"
+    assert submit(deps, run_id).outcome == "released"
     run = prefect.read_run(run_id)
     assert (run["state"]["type"], run["state"]["name"]) == ("SCHEDULED", BACKOFF_STATE)
     assert run["state"]["message"].startswith("pushpool: throttled (429 Too Many Requests); retry 1 of 5 at ")

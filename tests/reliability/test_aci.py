@@ -5,21 +5,16 @@ test_every_provider.py)."""
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import random
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from pushpool.entrypoints.auth import WebhookAuth
-from pushpool.entrypoints.http import handle_submit
 from pushpool.providers import base_job_template
 from pushpool.usecases.submit import submit_run
 
 from tests.conftest import AZ_RG, AZ_SUB
 from tests.helpers import PrefectHelper, make_deps, pool_tick
+from tests.reliability.storm import shuffled, storm
 
 pytestmark = pytest.mark.integration
 KEY = "pnu_aci_reliability_key"
@@ -55,32 +50,9 @@ def test_duplicate_storm_makes_one_group_per_run_and_restarts_none(
     runs_n, dup_m = 6 * scale, 6
     dep = prefect.create_deployment(aci_pool)
     runs = [prefect.create_run(dep) for _ in range(runs_n)]
-    auth = WebhookAuth(aci_deps.settings.webhook_tokens)
-    headers = {"Authorization": "Bearer test-token"}
-    deliveries = [r for r in runs for _ in range(dup_m)]
-    random.Random(16).shuffle(deliveries)
-    restarts, stop = arm.restarts, threading.Event()
+    restarts = arm.restarts
     arm.fail_next("PUT", "put", 429, "TooManyRequests", times=3)  # throttled on the way, too
-
-    def monitor_loop() -> None:
-        while not stop.is_set():
-            pool_tick(aci_deps, aci_pool)
-
-    monitor = threading.Thread(target=monitor_loop)
-    monitor.start()
-    try:
-        with ThreadPoolExecutor(max_workers=8) as pool_ex:
-            answers = list(
-                pool_ex.map(
-                    lambda r: handle_submit(
-                        aci_deps, auth, headers, json.dumps({"flow_run_id": r}).encode(), trigger="storm"
-                    ),
-                    deliveries,
-                )
-            )
-    finally:
-        stop.set()
-        monitor.join()
+    answers = storm(aci_deps, aci_pool, shuffled(runs, dup_m, seed=16))
     assert all(a.status == 200 for a in answers), [a.body for a in answers if a.status != 200][:3]
     per_run = {r: _groups_of(arm, r) for r in runs}
     claims = {r: sum(1 for s in prefect.states(r) if s == ("PENDING", "Pending")) for r in runs}
@@ -88,7 +60,7 @@ def test_duplicate_storm_makes_one_group_per_run_and_restarts_none(
         "duplicate storm (webhook × monitor, 3 throttled PUTs)",
         provider="aci",
         runs=runs_n,
-        faults=len(deliveries) - runs_n + 3,
+        faults=len(answers) - runs_n + 3,
         lost=sum(n == 0 for n in per_run.values()),
         duplicated=sum(n > 1 for n in per_run.values()) + arm.restarts - restarts,
         stuck=sum(c != 1 for c in claims.values()),

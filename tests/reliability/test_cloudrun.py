@@ -6,23 +6,20 @@ from __future__ import annotations
 
 import itertools
 import json
-import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from pushpool.entrypoints.auth import WebhookAuth
-from pushpool.entrypoints.http import handle_submit
 from pushpool.providers.cloudrun.backend import job_id
 from pushpool.usecases.job_spec import build_job_spec
 
 from tests.gcp_emulator import ApiError, CloudRunEmulator
 from tests.helpers import PrefectHelper, make_deps, pool_tick, skip_ahead
 from tests.integration.test_cloudrun import backend_options, make_pool
+from tests.reliability.storm import shuffled, storm
 
 pytestmark = pytest.mark.integration
-HEADERS = {"Authorization": "Bearer test-token"}
 
 
 @pytest.fixture
@@ -47,31 +44,6 @@ def _jobs_and_executions(emulator: CloudRunEmulator, runs: list[str], prefect: P
     return {r: sum(count for run, count in labels if run == r) for r in runs}
 
 
-def _storm(deps, prefect: PrefectHelper, pool: str, runs: list[str], dup_m: int) -> list:
-    auth = WebhookAuth(deps.settings.webhook_tokens)
-    deliveries = [r for r in runs for _ in range(dup_m)]
-    random.Random(15).shuffle(deliveries)
-    stop = threading.Event()
-
-    def monitor_loop() -> None:
-        while not stop.is_set():
-            pool_tick(deps, pool)
-
-    monitor = threading.Thread(target=monitor_loop)
-    monitor.start()
-    try:
-        with ThreadPoolExecutor(max_workers=8) as pool_ex:
-            return list(
-                pool_ex.map(
-                    lambda r: handle_submit(deps, auth, HEADERS, json.dumps({"flow_run_id": r}).encode(), trigger="s"),
-                    deliveries,
-                )
-            )
-    finally:
-        stop.set()
-        monitor.join()
-
-
 @pytest.mark.parametrize("faults", [False, True], ids=["duplicates", "duplicates-with-429-and-5xx"])
 def test_duplicate_storm_on_cloud_run(
     cr_deps, prefect: PrefectHelper, emulator: CloudRunEmulator, report, scale: int, faults: bool
@@ -93,7 +65,7 @@ def test_duplicate_storm_on_cloud_run(
 
         emulator.handle = flaky
     try:
-        answers = _storm(cr_deps, prefect, pool, runs, dup_m)
+        answers = storm(cr_deps, pool, shuffled(runs, dup_m, seed=15))
     finally:
         emulator.handle = original
     # A run given back during the storm (a call failing for longer than its retries: released to Scheduled; or left

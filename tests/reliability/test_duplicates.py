@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
-import random
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from pushpool.entrypoints.auth import WebhookAuth
-from pushpool.entrypoints.http import handle_submit
 from pushpool.providers.base import JobHandle
 
 from tests.helpers import PrefectHelper, pool_tick
+from tests.reliability.storm import shuffled, storm
 
 pytestmark = pytest.mark.integration
 
@@ -23,31 +18,7 @@ def test_duplicate_storm(deps, prefect: PrefectHelper, pool: str, report, scale:
     runs_n, dup_m = 10 * scale, 6
     dep = prefect.create_deployment(pool, job_variables={"command": "sleep 30"})
     runs = [prefect.create_run(dep) for _ in range(runs_n)]
-    auth = WebhookAuth(deps.settings.webhook_tokens)
-    headers = {"Authorization": "Bearer test-token"}
-    deliveries = [r for r in runs for _ in range(dup_m)]
-    random.Random(7).shuffle(deliveries)
-    stop = threading.Event()
-
-    def monitor_loop() -> None:
-        while not stop.is_set():
-            pool_tick(deps, pool)
-
-    monitor = threading.Thread(target=monitor_loop)
-    monitor.start()
-    try:
-        with ThreadPoolExecutor(max_workers=8) as pool_ex:
-            answers = list(
-                pool_ex.map(
-                    lambda r: handle_submit(
-                        deps, auth, headers, json.dumps({"flow_run_id": r}).encode(), trigger="storm"
-                    ),
-                    deliveries,
-                )
-            )
-    finally:
-        stop.set()
-        monitor.join()
+    answers = storm(deps, pool, shuffled(runs, dup_m, seed=7))
     assert all(a.status == 200 for a in answers), [a.body for a in answers if a.status != 200][:3]
     # A claim given back during the storm (Prefect answering 503 under the load: released to Scheduled, no job) is
     # dispatched by the next tick, as it would be in production: settle with ticks, then count jobs.
@@ -63,7 +34,7 @@ def test_duplicate_storm(deps, prefect: PrefectHelper, pool: str, report, scale:
     report.add(
         "duplicate storm (webhook × monitor)",
         runs=runs_n,
-        faults=len(deliveries) - runs_n,
+        faults=len(answers) - runs_n,
         lost=lost,
         duplicated=duplicated,
         stuck=sum(c != 1 + given_back[r] for r, c in claims.items()),

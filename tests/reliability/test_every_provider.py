@@ -25,6 +25,7 @@ from pushpool.usecases.submit import submit_run
 from tests.conftest import AZ_RG, AZ_SUB
 from tests.faults import Faults
 from tests.helpers import SECRET_ARN, PrefectHelper, make_deps, pool_tick, skip_ahead
+from tests.reliability.storm import shuffled, storm
 
 pytestmark = pytest.mark.integration
 KEY = "pnu_every_provider_key"
@@ -406,56 +407,23 @@ def test_cancel_and_max_run_time_act_within_one_tick(cloud: Cloud, prefect: Pref
     assert "maximum run time of 1 s" in prefect.read_run(overdue)["state"]["message"]
 
 
-def _storm(cloud: Cloud, deliveries: list[str]) -> list:
-    """Webhook deliveries of ``deliveries`` (run ids), six at a time, racing a monitor ticking the pool throughout."""
-    import json
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from pushpool.entrypoints.auth import WebhookAuth
-    from pushpool.entrypoints.http import handle_submit
-
-    auth, headers = WebhookAuth(cloud.deps.settings.webhook_tokens), {"Authorization": "Bearer test-token"}
-    stop = threading.Event()
-
-    def monitor_loop() -> None:
-        while not stop.is_set():
-            pool_tick(cloud.deps, cloud.pool)
-
-    def deliver(run_id: str):
-        return handle_submit(cloud.deps, auth, headers, json.dumps({"flow_run_id": run_id}).encode(), trigger="storm")
-
-    monitor = threading.Thread(target=monitor_loop)
-    monitor.start()
-    try:
-        with ThreadPoolExecutor(max_workers=6) as pool_ex:
-            return list(pool_ex.map(deliver, deliveries))
-    finally:
-        stop.set()
-        monitor.join()
-
-
 def test_duplicate_storm_with_throttled_creates(cloud: Cloud, prefect: PrefectHelper, report, scale: int) -> None:
     """N runs × M concurrent webhook deliveries racing the monitor's dispatch, the provider throttling the first
     creates: exactly one job and one claim per run."""
-    import random
-
     runs_n, dup_m = 4 * scale, 4
     extra = {"command": "sleep 60"} if cloud.name == "process" else {}
     dep = prefect.create_deployment(cloud.pool, job_variables={**cloud.job_variables, **extra})
     runs = [prefect.create_run(dep) for _ in range(runs_n)]
-    deliveries = [r for r in runs for _ in range(dup_m)]
-    random.Random(23).shuffle(deliveries)
     if cloud.faults is not None:
         cloud.faults.fail_next(cloud.create, "throttle", times=3)
-    answers = _storm(cloud, deliveries)
+    answers = storm(cloud.deps, cloud.pool, shuffled(runs, dup_m, seed=23), senders=6)
     jobs = {r: cloud.jobs_of(r) for r in runs}
     claims = {r: sum(1 for s in prefect.states(r) if s == ("PENDING", "Pending")) for r in runs}
     report.add(
         "duplicate storm, first creates throttled" if cloud.faults is not None else "duplicate storm (short)",
         provider=cloud.name,
         runs=runs_n,
-        faults=len(deliveries) - runs_n + (cloud.faults.count() if cloud.faults is not None else 0),
+        faults=len(answers) - runs_n + (cloud.faults.count() if cloud.faults is not None else 0),
         lost=sum(n == 0 for n in jobs.values()),
         duplicated=sum(n > 1 for n in jobs.values()),
         stuck=sum(c != 1 for c in claims.values()),
@@ -480,7 +448,7 @@ def test_pool_limit_holds_under_a_storm(cloud: Cloud, prefect: PrefectHelper, re
     peak, ran, started = 0, set(), time.monotonic()
     for _ in range(runs_n):  # a round lets at least one run in, or nothing will
         waiting = [r for r in runs if r not in ran]
-        answers = _storm(cloud, waiting * 3)
+        answers = storm(cloud.deps, cloud.pool, waiting * 3, senders=6)
         assert all(a.status == 200 for a in answers), [a.body for a in answers if a.status != 200][:3]
         in_flight = {r for r in waiting if cloud.jobs_of(r) > 0}  # the clouds' jobs run until stopped: the peak
         peak = max(peak, len(in_flight))

@@ -5,17 +5,11 @@ table: test_every_provider.py."""
 
 from __future__ import annotations
 
-import json
-import random
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
-from pushpool.entrypoints.auth import WebhookAuth
-from pushpool.entrypoints.http import handle_submit
 from pushpool.providers.base import JobHandle
 
-from tests.helpers import PrefectHelper, pool_tick
+from tests.helpers import PrefectHelper
+from tests.reliability.storm import shuffled, storm
 
 pytestmark = pytest.mark.integration
 
@@ -58,29 +52,7 @@ def test_duplicate_storm(deps, prefect: PrefectHelper, emulated, report, scale: 
     runs_n, dup_m = 5 * scale, 6
     dep = prefect.create_deployment(pool)
     runs = [prefect.create_run(dep) for _ in range(runs_n)]
-    auth = WebhookAuth(deps.settings.webhook_tokens)
-    headers = {"Authorization": "Bearer test-token"}
-    deliveries = [r for r in runs for _ in range(dup_m)]
-    random.Random(7).shuffle(deliveries)
-    stop = threading.Event()
-
-    def monitor_loop() -> None:
-        while not stop.is_set():
-            pool_tick(deps, pool)
-
-    monitor = threading.Thread(target=monitor_loop)
-    monitor.start()
-    try:
-        with ThreadPoolExecutor(max_workers=8) as pool_ex:
-            answers = list(
-                pool_ex.map(
-                    lambda r: handle_submit(deps, auth, headers, json.dumps({"flow_run_id": r}).encode(), trigger="s"),
-                    deliveries,
-                )
-            )
-    finally:
-        stop.set()
-        monitor.join()
+    answers = storm(deps, pool, shuffled(runs, dup_m, seed=7))
     assert all(a.status == 200 for a in answers), [a.body for a in answers if a.status != 200][:3]
     counts = {r: jobs_of(r) for r in runs}
     duplicated, lost = sum(n > 1 for n in counts.values()), sum(n == 0 for n in counts.values())
@@ -89,7 +61,7 @@ def test_duplicate_storm(deps, prefect: PrefectHelper, emulated, report, scale: 
         "duplicate storm",
         provider=type_name.split(":")[0],
         runs=runs_n,
-        faults=len(deliveries) - runs_n,
+        faults=len(answers) - runs_n,
         lost=lost,
         duplicated=duplicated,
         stuck=sum(c != 1 for c in claims.values()),

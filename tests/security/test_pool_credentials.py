@@ -22,9 +22,8 @@ from pushpool.providers.token_blocks import TokenBlock
 from pushpool.usecases.job_spec import build_job_spec
 from pushpool.usecases.monitor import tick
 from pushpool.usecases.run_logs import run_logs
-from pushpool.usecases.submit import submit_run
 
-from tests.helpers import PrefectHelper, make_deps
+from tests.helpers import PrefectHelper, make_deps, submit
 
 pytestmark = pytest.mark.integration
 
@@ -59,16 +58,10 @@ def _modal(token: tuple[str, str]) -> dict[str, str]:
     return {"token_id": token[0], "token_secret": token[1]}
 
 
-def _submit(deps, run_id: str):
-    client = deps.orchestrator
-    run = client.read_flow_run(run_id)
-    return submit_run(deps, run, client.read_work_pool(run.work_pool_name), trigger="test")
-
-
 def _running(deps, prefect: PrefectHelper, pool: str, **variables: Any) -> tuple[str, str]:
     """A run of ``pool`` submitted by ``deps`` and marked Running (its job is alive): (run id, job id)."""
     run_id = prefect.create_run(prefect.create_deployment(pool, job_variables=variables))
-    outcome = _submit(deps, run_id)
+    outcome = submit(deps, run_id)
     assert outcome.outcome == "submitted", outcome
     prefect.set_state(run_id, "RUNNING", force=True)
     return run_id, str(outcome.job_id)
@@ -122,7 +115,7 @@ def test_a_deployment_author_cannot_sign_their_job_with_another_pools_block(
     else:
         run_id = prefect.create_run(prefect.create_deployment(pool_b), job_variables=hostile)
     mark = len(server.callers)
-    assert _submit(deps, run_id).outcome == "crashed"
+    assert submit(deps, run_id).outcome == "crashed"
     state = prefect.read_run(run_id)["state"]
     assert state["type"] == "CRASHED" and REFUSED in state["message"] and "'modal_credentials'" in state["message"]
     assert MODAL_A[1] not in state["message"] and MODAL_A[0] not in state["message"]

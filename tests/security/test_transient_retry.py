@@ -12,16 +12,10 @@ from __future__ import annotations
 import pytest
 from pushpool.providers.base import JobHandle, JobState
 from pushpool.usecases.run_states import ATTEMPT_LABEL
-from pushpool.usecases.submit import submit_run
 
-from tests.helpers import PrefectHelper
+from tests.helpers import PrefectHelper, submit
 
 pytestmark = pytest.mark.integration
-
-
-def _submit(deps, run_id: str):  # type: ignore[no-untyped-def]
-    run = deps.orchestrator.read_flow_run(run_id)
-    return submit_run(deps, run, deps.orchestrator.read_work_pool(run.work_pool_name), trigger="test")
 
 
 def _claims(prefect: PrefectHelper, run_id: str) -> list[str]:
@@ -33,13 +27,13 @@ def test_a_forged_attempt_label_never_reaches_another_runs_job(deps, prefect: Pr
     backend = deps.backend("process")
     dep = prefect.create_deployment(pool, job_variables={"command": "sleep 600"})
     victim = prefect.create_run(dep)
-    victim_job = _submit(deps, victim).job_id
+    victim_job = submit(deps, victim).job_id
     (victim_claim,) = _claims(prefect, victim)
     handles: list[JobHandle] = [JobHandle("process", victim_job)]
     try:
         for forged in (victim_claim, victim_job, "../../etc"):
             attacker = prefect.create_run(dep, labels={ATTEMPT_LABEL: forged})
-            outcome = _submit(deps, attacker)
+            outcome = submit(deps, attacker)
             assert outcome.outcome == "submitted", outcome
             handles.append(JobHandle("process", outcome.job_id))
             (own_claim,) = _claims(prefect, attacker)
@@ -59,14 +53,14 @@ def test_a_forged_label_naming_the_runs_own_earlier_attempt_does_not_reuse_its_j
     kept key: the retry is a new attempt with its own job."""
     backend = deps.backend("process")
     run_id = prefect.create_run(prefect.create_deployment(pool, job_variables={"command": "sleep 600"}))
-    first = _submit(deps, run_id).job_id
+    first = submit(deps, run_id).job_id
     handles = [JobHandle("process", first)]
     try:
         (first_claim,) = _claims(prefect, run_id)
         prefect.set_state(run_id, "RUNNING", force=True)
         prefect.set_state(run_id, "SCHEDULED", force=True, name="AwaitingRetry")
         prefect.json("PATCH", f"/flow_runs/{run_id}/labels", json={ATTEMPT_LABEL: first_claim})
-        outcome = _submit(deps, run_id)
+        outcome = submit(deps, run_id)
         assert outcome.outcome == "submitted", outcome
         handles.append(JobHandle("process", outcome.job_id))
         assert outcome.job_id != first

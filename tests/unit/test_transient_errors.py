@@ -255,3 +255,52 @@ def test_ecs_status_a_region_that_fails_leaves_the_others_answered() -> None:
     assert found[handles[2].id].state is JobState.RUNNING
     assert found[handles[1].id].state is JobState.UNKNOWN and "ThrottlingException" in found[handles[1].id].reason
     assert found[handles[0].id].state is JobState.UNKNOWN
+
+
+# -- the boundary every adapter shares (errors.translating) ------------------------------------------------------------
+
+
+def _boundaries():  # type: ignore[no-untyped-def]
+    from pushpool.entrypoints.azure_delay import queue_errors
+    from pushpool.providers.aci.azure import azure_errors
+    from pushpool.providers.cloudrun.gcp import google_errors
+    from pushpool.providers.ecs.aws import aws_errors
+    from pushpool.providers.modal.sdk import modal_errors
+
+    return {
+        "aws": (aws_errors, lambda: _client_error("ThrottlingException", 400)),
+        "azure": (azure_errors, lambda: _arm_error(429, "TooManyRequests")),
+        "queue": (queue_errors, lambda: _arm_error(429, "TooManyRequests")),
+        "google": (google_errors, lambda: _google_cases()[0][0]),
+        "modal": (modal_errors, lambda: _modal_cases()[0][0]),
+    }
+
+
+@pytest.mark.parametrize("name", ["aws", "azure", "queue", "google", "modal"])
+def test_a_boundary_translates_its_sdk_s_error_and_leaves_the_unknown_as_it_was(name: str) -> None:
+    boundary, sdk_error = _boundaries()[name]
+    raised = sdk_error()
+    with pytest.raises(BackendError) as caught, boundary():
+        raise raised
+    assert caught.value.__cause__ is raised
+    with pytest.raises(KeyError), boundary():  # not the SDK's: not translated
+        raise KeyError("x")
+
+
+def test_a_pushpool_error_crosses_a_boundary_as_it_is_even_one_whose_translator_takes_anything() -> None:
+    from pushpool.errors import TemplateError, translating
+
+    ours = TemplateError("a pushpool error")
+    with pytest.raises(TemplateError) as passed, translating(lambda exc: BackendError("translated", backend="x")):
+        raise ours
+    assert passed.value is ours
+
+
+def test_a_storage_queue_error_is_named_by_storage_s_error_code() -> None:
+    from pushpool.entrypoints.azure_delay import queue_errors
+
+    error = _arm_error(404, "QueueNotFound")
+    error.error_code = "QueueNotFound"
+    with pytest.raises(BackendError, match=r"^Storage queue: QueueNotFound: ") as caught, queue_errors():
+        raise error
+    assert caught.value.__cause__ is error

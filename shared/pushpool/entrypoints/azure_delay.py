@@ -13,14 +13,14 @@ Storage queues do not deduplicate: arming the same run twice may deliver twice, 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
-from pushpool.errors import ConfigurationError, PushpoolError
+from pushpool.errors import BackendError, ConfigurationError, translating
 from pushpool.providers.aci.azure import translate_azure_error
 
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600  # Azure Storage's longest visibility timeout
@@ -90,20 +90,16 @@ class StorageQueueTrigger:
             self.client.send_message(body, visibility_timeout=delay, time_to_live=delay + EXPIRY_AFTER_SECONDS)
 
 
-@contextlib.contextmanager
-def queue_errors() -> Iterator[None]:
+def queue_errors() -> AbstractContextManager[None]:
     """The Storage boundary: azure-core's exceptions leave as pushpool errors (as the ACI provider translates them),
     named by Storage's error code (``QueueNotFound``, ``AuthorizationPermissionMismatch`` …), never by message text."""
-    try:
-        yield
-    except PushpoolError:
-        raise
-    except Exception as exc:
-        translated = translate_azure_error(exc)
-        if translated is None:
-            raise
-        code = getattr(exc, "error_code", None)
-        code = getattr(code, "value", code)  # a StorageErrorCode: its wire name (ServerBusy), not the enum's repr
-        if code:
-            translated = type(translated)(f"Storage queue: {code}: {translated.message}", backend=translated.backend)
-        raise translated from exc
+    return translating(_translate_queue_error)
+
+
+def _translate_queue_error(exc: Exception) -> BackendError | None:
+    translated = translate_azure_error(exc)
+    code = getattr(exc, "error_code", None)
+    code = getattr(code, "value", code)  # a StorageErrorCode: its wire name (ServerBusy), not the enum's repr
+    if translated is None or not code:
+        return translated
+    return type(translated)(f"Storage queue: {code}: {translated.message}", backend=translated.backend)

@@ -3,15 +3,14 @@ status and ARM error code (never by message text). Messages carry ARM's code and
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 from pushpool.errors import (
     BackendError,
     BackendUnavailableError,
-    PushpoolError,
     QuotaExceededError,
     retry_after_seconds,
+    translating,
 )
 
 NAME = "aci"
@@ -26,18 +25,9 @@ QUOTA_CODES = frozenset(
 )
 
 
-@contextlib.contextmanager
-def azure_errors() -> Iterator[None]:
+def azure_errors() -> AbstractContextManager[None]:
     """The Azure boundary: SDK exceptions leave as pushpool errors."""
-    try:
-        yield
-    except PushpoolError:
-        raise
-    except Exception as exc:
-        translated = translate_azure_error(exc)
-        if translated is None:
-            raise
-        raise translated from exc
+    return translating(translate_azure_error)
 
 
 def translate_azure_error(exc: Exception) -> BackendError | None:

@@ -19,6 +19,7 @@ from pushpool.errors import (
     PushpoolError,
     QuotaExceededError,
     retry_after_seconds,
+    translating,
 )
 
 NAME = "cloudrun"
@@ -27,18 +28,9 @@ QUOTA_REASONS = frozenset({"RESOURCE_QUOTA_EXCEEDED"})  # ErrorInfo reasons of a
 _REQUEST = re.compile(r"^[A-Z]+ https?://\S+: ")
 
 
-@contextlib.contextmanager
-def google_errors(context: str = "") -> Iterator[None]:
+def google_errors(context: str = "") -> contextlib.AbstractContextManager[None]:
     """Google's exceptions leave as pushpool errors; ``context`` prefixes the message (what was being done)."""
-    try:
-        yield
-    except PushpoolError:
-        raise
-    except Exception as exc:
-        translated = translate_google_error(exc, context)
-        if translated is None:
-            raise
-        raise translated from exc
+    return translating(lambda exc: translate_google_error(exc, context))
 
 
 def status_code(exc: BaseException | None) -> int | None:

@@ -10,11 +10,10 @@ Example:
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pushpool.settings import Settings
+from pushpool.settings import Settings, http_url
 
 
 class CloudRunSettings(BaseModel):
@@ -26,12 +25,7 @@ class CloudRunSettings(BaseModel):
     @field_validator("endpoint", "logging_endpoint")
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
-        if url is None:
-            return None
-        parsed = urlparse(url.strip())
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError("must be an http(s) URL such as https://run.googleapis.com")
-        return url.strip().rstrip("/")
+        return http_url(url, "https://run.googleapis.com")
 
 
 def backend_options(settings: Settings) -> dict[str, Any]:

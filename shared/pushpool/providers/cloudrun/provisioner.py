@@ -575,35 +575,17 @@ class CloudRunProvisioner:
         return self._call(accounts.getIamPolicy(resource=resource))  # type: ignore[no-any-return]
 
     def _grant_on_account(self, email: str, member: str, *, new_account: bool) -> None:
-        """Read-modify-write of the account's own IAM policy (with its etag): ``member`` in ``ACT_AS_ROLE``. A new
-        account may be unknown to IAM for a while (404/400): tried again, with backoff, up to ``SETTLE_ATTEMPTS``;
-        a concurrent change (409 ABORTED) is read again, up to ``policy_attempts``."""
-        from googleapiclient.errors import HttpError
-
+        """``member`` in ``ACT_AS_ROLE`` on the account's own IAM policy. A new account may be unknown to IAM for a
+        while: its policy answers 404, or 400 on the write."""
         accounts = self._api("iam", "v1").projects().serviceAccounts()
         resource = f"projects/{self.project}/serviceAccounts/{email}"
-        conflicts = unsettled = 0
-        while True:
-            try:
-                policy = self._account_policy(email)
-                bindings = policy.setdefault("bindings", [])
-                _set_member(bindings, member, add=[ACT_AS_ROLE])
-                self._call(accounts.setIamPolicy(resource=resource, body={"policy": policy}))
-                return
-            except HttpError as exc:
-                if new_account and http_status(exc) in (400, 404) and unsettled < SETTLE_ATTEMPTS:
-                    unsettled += 1
-                    self.sleep(min(self.interval * 2**unsettled, 10.0))
-                    continue
-                if http_status(exc) != 409 and google_status(exc) != "ABORTED":
-                    raise
-                conflicts += 1
-                if conflicts == self.policy_attempts:
-                    raise ProvisioningError(
-                        f"the IAM policy of {email} kept changing meanwhile ({self.policy_attempts} attempts): "
-                        "run again"
-                    ) from None
-                self.sleep(min(0.5 * 2**conflicts, 8.0))
+        self._read_modify_write(
+            email,
+            read=lambda: self._account_policy(email),
+            write=lambda policy: self._call(accounts.setIamPolicy(resource=resource, body={"policy": policy})),
+            change=lambda bindings: _set_member(bindings, member, add=[ACT_AS_ROLE]),
+            settle=(400, 404) if new_account else (),
+        )
 
     def _policy(self) -> dict[str, Any]:
         api = self._api("cloudresourcemanager", "v1")
@@ -611,24 +593,47 @@ class CloudRunProvisioner:
         return self._call(api.projects().getIamPolicy(resource=self.project, body=body))  # type: ignore[no-any-return]
 
     def _modify_policy(self, change: Callable[[list[dict[str, Any]]], None], *, new_member: bool = False) -> None:
-        """Read-modify-write of the project's IAM policy with its etag; a concurrent change (409 ABORTED) is read
-        again and the change made again on it. ``new_member``: the member is a service account just created, which
-        IAM may not know for a while (400 INVALID_ARGUMENT): tried again, with backoff, up to ``SETTLE_ATTEMPTS``."""
+        """``change`` made on the project's IAM policy, written as version 3 (conditional bindings are kept as read).
+        ``new_member``: the member is a service account just created, which IAM may not know for a while (400
+        INVALID_ARGUMENT on the write)."""
+        api = self._api("cloudresourcemanager", "v1")
+        self._read_modify_write(
+            f"project {self.project}",
+            read=self._policy,
+            write=lambda policy: self._call(
+                api.projects().setIamPolicy(resource=self.project, body={"policy": {**policy, "version": 3}})
+            ),
+            change=change,
+            settle=(400,) if new_member else (),
+        )
+
+    def _read_modify_write(
+        self,
+        what: str,
+        *,
+        read: Callable[[], dict[str, Any]],
+        write: Callable[[dict[str, Any]], Any],
+        change: Callable[[list[dict[str, Any]]], None],
+        settle: tuple[int, ...],
+    ) -> None:
+        """The one read-modify-write of an IAM policy (the project's, an account's): read it, make ``change`` on its
+        bindings (a binding left with no member is dropped), write it back with the etag it was read with. A
+        concurrent change (409 ABORTED) is read again and the change made again on it, up to ``policy_attempts``;
+        an answer in ``settle`` (a service account just created, not yet known to IAM) is tried again, with backoff,
+        up to ``SETTLE_ATTEMPTS``."""
         from googleapiclient.errors import HttpError
 
-        api = self._api("cloudresourcemanager", "v1")
         conflicts = unsettled = 0
         while True:
-            policy = self._policy()
-            bindings = policy.setdefault("bindings", [])
-            change(bindings)
-            policy["bindings"] = [b for b in bindings if b.get("members")]
-            policy["version"] = 3  # conditional bindings are kept as read
             try:
-                self._call(api.projects().setIamPolicy(resource=self.project, body={"policy": policy}))
+                policy = read()
+                bindings = policy.setdefault("bindings", [])
+                change(bindings)
+                policy["bindings"] = [b for b in bindings if b.get("members")]
+                write(policy)
                 return
             except HttpError as exc:
-                if new_member and http_status(exc) == 400 and unsettled < SETTLE_ATTEMPTS:
+                if http_status(exc) in settle and unsettled < SETTLE_ATTEMPTS:
                     unsettled += 1
                     self.sleep(min(self.interval * 2**unsettled, 10.0))
                     continue
@@ -637,8 +642,7 @@ class CloudRunProvisioner:
                 conflicts += 1
                 if conflicts == self.policy_attempts:
                     raise ProvisioningError(
-                        f"the IAM policy of project {self.project} kept changing meanwhile "
-                        f"({self.policy_attempts} attempts): run again"
+                        f"the IAM policy of {what} kept changing meanwhile ({self.policy_attempts} attempts): run again"
                     ) from None
                 self.sleep(min(0.5 * 2**conflicts, 8.0))
 

@@ -3,28 +3,18 @@ message text). Used by the backend and the provisioner alike."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
-from pushpool.errors import BackendError, BackendUnavailableError, PushpoolError, retry_after_seconds
+from pushpool.errors import BackendError, BackendUnavailableError, retry_after_seconds, translating
 
 NAME = "ecs"
 _THROTTLING = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
 _UNAVAILABLE = {"ServerException", "ServiceUnavailable", "ServiceUnavailableException", "InternalFailure"}
 
 
-@contextlib.contextmanager
-def aws_errors() -> Iterator[None]:
+def aws_errors() -> AbstractContextManager[None]:
     """The AWS boundary: botocore exceptions leave as pushpool errors (by error code, never by message text)."""
-    try:
-        yield
-    except PushpoolError:
-        raise
-    except Exception as exc:
-        translated = translate_aws_error(exc)
-        if translated is None:
-            raise
-        raise translated from exc
+    return translating(translate_aws_error)
 
 
 def translate_aws_error(exc: Exception) -> BackendError | None:

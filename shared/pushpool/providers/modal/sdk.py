@@ -14,28 +14,25 @@ listing does not show it (finished, gone, or not listed yet). They depend on the
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
-from pushpool.errors import BackendError, BackendUnavailableError, JobNotFoundError, PushpoolError, QuotaExceededError
+from pushpool.errors import (
+    BackendError,
+    BackendUnavailableError,
+    JobNotFoundError,
+    QuotaExceededError,
+    translating,
+)
 
 NAME = "modal"
 TAG_RUN, TAG_ATTEMPT, TAG_POOL = "pushpool-run", "pushpool-attempt", "pushpool-pool"
 
 
-@contextlib.contextmanager
-def modal_errors() -> Iterator[None]:
+def modal_errors() -> AbstractContextManager[None]:
     """Modal's exceptions leave as pushpool errors; the token never appears in a message (Modal never echoes it)."""
-    try:
-        yield
-    except PushpoolError:
-        raise
-    except Exception as exc:
-        translated = translate_modal_error(exc)
-        if translated is None:
-            raise
-        raise translated from exc
+    return translating(translate_modal_error)
 
 
 def translate_modal_error(exc: Exception) -> BackendError | None:
