@@ -42,13 +42,15 @@ import datetime as dt
 import enum
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pushpool.errors import BackendError, ObjectNotFoundError, PushpoolError, TemplateError
 from pushpool.prefect_api.models import Deployment, FlowRun, StateType, WorkPool
 from pushpool.providers.base import Backend, JobHandle, JobState, JobStatus
+from pushpool.usecases import run_events
 from pushpool.usecases.deps import Deps
+from pushpool.usecases.events import CANCELLED, CRASHED, JOB_ENDED, JOB_STARTED, RETRIED
 from pushpool.usecases.job_spec import PoolCredentials, build_job_spec, effective_max_run_time
 from pushpool.usecases.pool_kind import pool_kind
 from pushpool.usecases.run_states import (
@@ -84,6 +86,9 @@ class Decision:
     action: Action
     reason: str = ""
     with_logs: bool = False
+    # The reason in one word, for the run's event (``max-run-time``, ``start-timeout``, ``vanished`` …): what an
+    # automation matches on. Not part of equality: the rules' tests compare actions and messages.
+    cause: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -120,17 +125,20 @@ def decide(
         if found_job and state in (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING):
             return Decision(Action.ADOPT, "job found by run id; recording it as the run's infrastructure")
         if state is StateType.CANCELLING:
-            return Decision(Action.CANCEL, "Cancelled by pushpool: the run has no job to stop.")
+            return Decision(Action.CANCEL, "Cancelled by pushpool: the run has no job to stop.", cause="no-job")
         if state is StateType.PENDING and _age(since, now) > policy.pending_timeout_seconds:
             recoveries = int(run.labels.get(RECOVERIES_LABEL, 0) or 0)
             if recoveries >= policy.max_recoveries:
                 return Decision(
                     Action.CRASH,
                     f"pushpool: the run stayed Pending with no job {recoveries + 1} times (submission kept failing).",
+                    cause="recoveries-exhausted",
                 )
-            return Decision(Action.RECOVER, "pushpool: the run was Pending with no job; rescheduled.")
+            return Decision(
+                Action.RECOVER, "pushpool: the run was Pending with no job; rescheduled.", cause="pending-timeout"
+            )
         if state is StateType.RUNNING and _age(since, now) > policy.pending_timeout_seconds:
-            return Decision(Action.CRASH, "pushpool: the run is Running but has no job behind it.")
+            return Decision(Action.CRASH, "pushpool: the run is Running but has no job behind it.", cause="no-job")
         return Decision(Action.NONE)
 
     job = status.state
@@ -140,7 +148,7 @@ def decide(
 
     if state is StateType.CANCELLED:
         if alive:
-            return Decision(Action.STOP, "run is Cancelled")
+            return Decision(Action.STOP, "run is Cancelled", cause="cancelled")
         return Decision(Action.NONE) if job is JobState.MISSING else Decision(Action.CLEANUP, "run is Cancelled")
     if state in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED):
         if alive and _age(run.end_time or since, now) > policy.exit_grace_seconds:
@@ -152,8 +160,9 @@ def decide(
         return Decision(Action.NONE)
     if state is StateType.CANCELLING:
         if alive:
-            return Decision(Action.STOP_AND_CANCEL, "Cancelled by pushpool: the job was stopped.")
-        return Decision(Action.CANCEL, f"Cancelled by pushpool: the job had ended ({status.reason or job.value}).")
+            return Decision(Action.STOP_AND_CANCEL, "Cancelled by pushpool: the job was stopped.", cause="cancelled")
+        ended = f"Cancelled by pushpool: the job had ended ({status.reason or job.value})."
+        return Decision(Action.CANCEL, ended, cause="job-ended")
     if state not in (StateType.PENDING, StateType.RUNNING):
         return Decision(Action.NONE)
 
@@ -164,6 +173,7 @@ def decide(
                 Action.CRASH_AND_STOP,
                 f"The job did not start within {policy.start_timeout_seconds:.0f} s of being accepted "
                 f"({status.reason or 'still pending'}); pushpool stopped it.",
+                cause="start-timeout",
             )
         if (
             max_run_time_seconds > 0
@@ -173,6 +183,7 @@ def decide(
                 Action.CRASH_AND_STOP,
                 f"Flow run exceeded the maximum run time of {max_run_time_seconds} s (counted from when its job was "
                 f"accepted; the run was {run.state_name or state.value}); pushpool stopped its job.",
+                cause="max-run-time",
             )
         return Decision(Action.NONE)
     if job is JobState.SUCCEEDED:
@@ -181,22 +192,42 @@ def decide(
                 Action.CRASH,
                 "Flow run infrastructure exited cleanly, but the run never reported a final state.",
                 with_logs=True,
+                cause="exited-without-state",
             )
         return Decision(Action.NONE)
     if job is JobState.MISSING:
-        return Decision(Action.CRASH, f"Flow run infrastructure disappeared: {status.reason or 'job not found'}.", True)
+        why = f"Flow run infrastructure disappeared: {status.reason or 'job not found'}."
+        return Decision(Action.CRASH, why, True, cause="vanished")
     if job is JobState.STOPPED:
-        return Decision(Action.CRASH, f"Flow run infrastructure was stopped: {status.reason}.", True)
+        return Decision(Action.CRASH, f"Flow run infrastructure was stopped: {status.reason}.", True, cause="stopped")
     code = "" if status.exit_code is None else f" (exit code {status.exit_code})"
-    return Decision(Action.CRASH, f"Flow run infrastructure failed{code}: {status.reason}.", True)
+    return Decision(Action.CRASH, f"Flow run infrastructure failed{code}: {status.reason}.", True, cause="job-failed")
 
 
-def apply(deps: Deps, backend: Backend, run: FlowRun, decision: Decision, handle: JobHandle | None) -> str:
-    """Carry ``decision`` out; returns the action taken (for the tick report)."""
-    client = deps.orchestrator
+def apply(
+    deps: Deps,
+    backend: Backend,
+    run: FlowRun,
+    decision: Decision,
+    handle: JobHandle | None,
+    *,
+    pool: WorkPool | None = None,
+    status: JobStatus | None = None,
+) -> str:
+    """Carry ``decision`` out; returns the action taken (for the tick report). ``pool`` and ``status`` (the job's, if
+    known) go into the run's event."""
     action = decision.action
     if action is Action.NONE:
         return action.value
+    done = _act(deps, backend, run, decision, handle)
+    if done != Action.NONE.value:
+        _record(deps, run, decision, handle, pool, status)
+    return done
+
+
+def _act(deps: Deps, backend: Backend, run: FlowRun, decision: Decision, handle: JobHandle | None) -> str:
+    client = deps.orchestrator
+    action = decision.action
     if action is not Action.CLEANUP:
         log.info("run %s (%s): %s — %s", run.id, run.state_name, action.value, decision.reason)
     if action is Action.ADOPT and handle is not None:
@@ -240,6 +271,78 @@ def apply(deps: Deps, backend: Backend, run: FlowRun, decision: Decision, handle
         backend.cleanup(handle)
         log.debug("run %s: job %s cleaned up", run.id, handle.id)
     return action.value
+
+
+def _record(
+    deps: Deps,
+    run: FlowRun,
+    decision: Decision,
+    handle: JobHandle | None,
+    pool: WorkPool | None,
+    status: JobStatus | None,
+) -> None:
+    """The run's event for what ``apply`` did (crashed, cancelled, rescheduled), once per action and job."""
+    action, job_id, now = decision.action, handle.id if handle is not None else None, deps.clock.now()
+    # The message pushpool wrote, never the job's output (a flow may print anything).
+    payload: dict[str, Any] = {"message": decision.reason[:500]}
+    if status is not None:
+        payload["exit_code"] = status.exit_code
+        since = status.started_at or status.accepted_at
+        if since is not None:
+            payload["job_ran_seconds"] = round((now - since).total_seconds(), 3)
+    if action in (Action.CRASH, Action.CRASH_AND_STOP):
+        run_events.emit(deps, CRASHED, run, pool, job_id=job_id, reason=decision.cause or "crashed", payload=payload)
+    elif action in (Action.STOP_AND_CANCEL, Action.CANCEL) or (
+        action is Action.STOP and run.state_type is StateType.CANCELLED
+    ):
+        if action is not Action.CANCEL and "job_ran_seconds" in payload:
+            payload["job_stopped_after_seconds"] = payload.pop("job_ran_seconds")
+        reason = decision.cause or "cancelled"
+        run_events.emit(deps, CANCELLED, run, pool, job_id=job_id, reason=reason, payload=payload)
+    elif action is Action.RECOVER:
+        recoveries = int(run.labels.get(RECOVERIES_LABEL, 0) or 0) + 1
+        attempt = run.state.id if run.state is not None else None  # the Pending claim that found no job
+        run_events.emit(
+            deps, RETRIED, run, pool, attempt=attempt, reason=decision.cause, sequence=recoveries, payload=payload
+        )
+
+
+def _job_events(deps: Deps, run: FlowRun, pool: WorkPool, handle: JobHandle | None, status: JobStatus | None) -> None:
+    """``job-started`` and ``job-ended`` as the monitor first sees them (the same job seen again makes the same
+    event, which the sink and Prefect keep once)."""
+    if handle is None or status is None:
+        return
+    job = status.state
+    if job is JobState.RUNNING or (job.is_final and job is not JobState.MISSING and status.started_at is not None):
+        run_events.emit(
+            deps,
+            JOB_STARTED,
+            run,
+            pool,
+            job_id=handle.id,
+            occurred=status.started_at,
+            payload={"provider": handle.backend, "started_at": _iso(status.started_at)},
+        )
+    if job in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED):
+        run_events.emit(
+            deps,
+            JOB_ENDED,
+            run,
+            pool,
+            job_id=handle.id,
+            reason=job.value.lower(),
+            occurred=status.finished_at,
+            payload={
+                "provider": handle.backend,
+                "exit_code": status.exit_code,
+                "job_reason": status.reason[:300] if status.reason else None,
+                "finished_at": _iso(status.finished_at),
+            },
+        )
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
 
 
 # The last line of a Python traceback, git's and pip's errors.
@@ -287,6 +390,22 @@ def reconcile_run(
     ``handle``: the run's job (its ``infrastructure_pid``) with its pool's credentials (``PoolCredentials``); rendered
     here when not given.
     """
+    with run_events.run_context(run.id, pool.name, run.infrastructure_pid):
+        return _reconcile_run(deps, backend, pool, run, status, now=now, policy=policy, cache=cache, handle=handle)
+
+
+def _reconcile_run(
+    deps: Deps,
+    backend: Backend,
+    pool: WorkPool,
+    run: FlowRun,
+    status: JobStatus | None,
+    *,
+    now: dt.datetime,
+    policy: Policy,
+    cache: dict[str, Deployment | None],
+    handle: JobHandle | None,
+) -> str:
     if deps.settings.start_timeout_seconds is None:
         policy = dataclasses.replace(policy, start_timeout_seconds=backend.start_timeout_seconds)
     if handle is None and run.infrastructure_pid:
@@ -305,9 +424,10 @@ def reconcile_run(
     )
     if status is not None:  # before a cleanup removes what it reads (managed: the job's times)
         pool_kind(pool.type).on_status(deps, run, status)
+    _job_events(deps, run, pool, handle, status)
     if decision.action is Action.CLEANUP and not backend.keeps_finished_jobs:
         decision = Decision(Action.NONE)  # its finished jobs expire by themselves
-    return apply(deps, backend, run, decision, handle)
+    return apply(deps, backend, run, decision, handle, pool=pool, status=status)
 
 
 def find_job(
