@@ -146,6 +146,10 @@ class EventSink:
                     continue
                 self._events.appendleft(event)
 
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._events)
