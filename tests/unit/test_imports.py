@@ -223,7 +223,8 @@ def test_the_gcp_functions_load_no_other_cloud(tmp_path: Path, target: str) -> N
         + "print(json.dumps(sorted(set(sys.modules) - before)))\n"
     )
     site = [p for p in sys.path if p.endswith("site-packages")]
-    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT / "shared"), *site]), "PATH": "/usr/bin:/bin", "NO_GCE_CHECK": "True"}
+    path = os.pathsep.join([str(tmp_path), str(ROOT / "shared"), *site])
+    env = {"PYTHONPATH": path, "PATH": "/usr/bin:/bin", "NO_GCE_CHECK": "True"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-1500:]
     loaded = set(json.loads(out.stdout))
