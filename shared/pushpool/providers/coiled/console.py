@@ -23,4 +23,4 @@ def console_url(job_id: str) -> str | None:
     if found is None:
         return None
     server = (os.environ.get("DASK_COILED__SERVER") or DEFAULT_SERVER).rstrip("/")
-    return f"{server}/clusters/{found.group(2)}/information?workspace={quote(found.group(1), safe='')}"
+    return f"{server}/clusters/{quote(found.group(2), safe='')}/information?workspace={quote(found.group(1), safe='')}"

@@ -3,7 +3,10 @@ job. The region and cluster come from the id alone (no call); a malformed id has
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
+
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")  # us-east-1, ap-southeast-2, us-gov-west-1: the host's first label
 
 
 def console_url(job_id: str) -> str | None:
@@ -19,8 +22,8 @@ def console_url(job_id: str) -> str | None:
     region, path = parts[3], parts[5].split("/")
     task = path[-1]
     cluster = (path[1] if len(path) == 3 else cluster.rsplit("/", 1)[-1]) or "default"
-    if not region or not task:
-        return None
+    if not _REGION.match(region) or not task:
+        return None  # a pid anyone with Prefect API access can write: never a host of its choosing
     return (
         f"https://{region}.console.aws.amazon.com/ecs/v2/clusters/{quote(cluster, safe='')}/tasks/"
         f"{quote(task, safe='')}/configuration?region={region}"
