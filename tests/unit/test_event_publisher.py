@@ -214,3 +214,33 @@ def test_a_hostile_job_id_never_breaks_out_of_the_console_url() -> None:
     assert provider_named("coiled").job_console_url("w?x=@evil.example/1/2") == (
         "https://cloud.coiled.io/clusters/1/information?workspace=w%3Fx%3D%40evil.example"
     )
+
+
+# -- logs that join up -----------------------------------------------------------------------------------------------
+
+
+def test_lambda_log_lines_are_powertools_json_with_the_run_fields(capsys, monkeypatch) -> None:
+    import json
+
+    from aws_lambda_powertools import Logger
+    from pushpool.entrypoints import aws_lambda
+    from pushpool.usecases.run_events import run_context
+
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "submit")
+    root = logging.getLogger("pushpool")
+    saved = (list(root.handlers), root.propagate, root.level)
+    try:
+        aws_lambda.configure_logging(Logger())
+        with run_context("run-1", "pool-a", "job-9"):
+            logging.getLogger("pushpool.usecases.submit").info("claimed run %s", "run-1")
+        logging.getLogger("pushpool.usecases.submit").info("not about a run")
+    finally:
+        root.handlers[:], root.propagate = saved[0], saved[1]
+        root.setLevel(saved[2])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [
+        (line["message"], line.get("flow_run_id"), line.get("work_pool"), line.get("job_id")) for line in lines
+    ] == [
+        ("claimed run run-1", "run-1", "pool-a", "job-9"),
+        ("not about a run", None, None, None),
+    ]
