@@ -222,3 +222,18 @@ def test_log_lines_about_a_run_carry_its_run_pool_and_job(caplog) -> None:
     assert len(handler.filters) == 1
     line = run_events.RunFieldsFormatter("%(message)s").format(records[1])
     assert line == "submitted [run=run-1 pool=pool-a job=job-9]"
+
+
+def test_a_crash_prefect_aborts_because_the_run_ended_meanwhile_is_no_event(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool
+) -> None:
+    from pushpool.usecases.reconcile import Action, Decision, apply
+
+    run_id, job_id = _submitted(deps, fake, pool)
+    listed = fake.read_flow_run(run_id)  # as the monitor listed it: Pending
+    assert fake.propose_state(run_id, StateType.RUNNING).accepted
+    assert fake.propose_state(run_id, StateType.COMPLETED).accepted  # the engine finished meanwhile
+    decision = Decision(Action.CRASH, "Flow run infrastructure failed (exit code 1): x.", cause="job-failed")
+    assert apply(deps, backend, listed, decision, _handle(job_id), pool=pool) == "crash"
+    assert fake.run(run_id).state_type is StateType.COMPLETED
+    assert [e for e in _events(deps) if e.action == "crashed"] == []
