@@ -33,6 +33,10 @@ any                                job UNKNOWN (another host, unmapped status) â
 A job's clock (design rule 9) is the provider's ``accepted_at``; where a provider keeps none, the run's claim (the
 Pending state that started the attempt), which precedes the job's acceptance, so a limit is never counted from later
 than the job began; failing both, the job's ``started_at`` and then the flow's start.
+
+Each action is one run event (usecases/run_events.py) with its reason in one word (``Decision.cause``: what an
+automation matches on): ``crashed``, ``cancelled``, ``retried`` (a recovery); and ``job-started`` / ``job-ended`` as
+the monitor first sees them. A Crashed or Cancelled that Prefect ABORTs (the run ended meanwhile) records nothing.
 """
 
 from __future__ import annotations

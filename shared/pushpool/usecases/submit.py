@@ -46,6 +46,11 @@ after the job is made, a claim that the monitor recovered meanwhile (and maybe a
 the late job stopped and writes no pid. A submit that stalls after these checks is what the monitor's adopt rule and
 its re-read before a recovery cover. The monitor's runs are as fresh as its listing; only the time since
 ``submit_run`` was called counts.
+
+What submit did is recorded where it happened, one run event each (usecases/run_events.py, docs/events.md):
+``submitted`` (with where the job went, its console URL and the dispatch latency; the ``InfrastructurePending``
+message carries the link too), ``refused`` (paused, limit, quota, not served), ``crashed`` (refused job variables,
+template, backend error), ``cancelled`` and ``retried`` (a transient backend error, with its backoff).
 """
 
 from __future__ import annotations
