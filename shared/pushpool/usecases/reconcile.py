@@ -50,7 +50,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pushpool.errors import BackendError, ObjectNotFoundError, PushpoolError, TemplateError
-from pushpool.prefect_api.models import Deployment, FlowRun, StateType, WorkPool
+from pushpool.prefect_api.models import (
+    Deployment,
+    FlowRun,
+    OrchestrationResult,
+    SetStateStatus,
+    StateType,
+    WorkPool,
+)
 from pushpool.providers.base import Backend, JobHandle, JobState, JobStatus
 from pushpool.usecases import run_events
 from pushpool.usecases.deps import Deps
@@ -223,15 +230,18 @@ def apply(
     action = decision.action
     if action is Action.NONE:
         return action.value
-    done = _act(deps, backend, run, decision, handle)
-    if done != Action.NONE.value:
+    done, applied = _act(deps, backend, run, decision, handle)
+    if applied:
         _record(deps, run, decision, handle, pool, status)
     return done
 
 
-def _act(deps: Deps, backend: Backend, run: FlowRun, decision: Decision, handle: JobHandle | None) -> str:
+def _act(deps: Deps, backend: Backend, run: FlowRun, decision: Decision, handle: JobHandle | None) -> tuple[str, bool]:
+    """The action taken, and whether it changed the run (a Crashed or Cancelled that Prefect ABORTed because the run
+    had ended meanwhile is no action of pushpool's: no event)."""
     client = deps.orchestrator
     action = decision.action
+    applied = True
     if action is not Action.CLEANUP:
         log.info("run %s (%s): %s — %s", run.id, run.state_name, action.value, decision.reason)
     if action is Action.ADOPT and handle is not None:
@@ -239,17 +249,17 @@ def _act(deps: Deps, backend: Backend, run: FlowRun, decision: Decision, handle:
     elif action is Action.RECOVER:
         fresh = client.read_flow_run(run.id)  # narrow the race with a slow submitter that is just finishing
         if fresh.state_type is not StateType.PENDING or fresh.infrastructure_pid:
-            return Action.NONE.value
+            return Action.NONE.value, False
         recoveries = int(run.labels.get(RECOVERIES_LABEL, 0) or 0) + 1
         client.update_flow_run_labels(run.id, {RECOVERIES_LABEL: str(recoveries)})
         client.propose_state(run.id, StateType.SCHEDULED, message=decision.reason, state_details=keep_place(run))
     elif action is Action.CRASH:
         lines = _logs(backend, handle) if decision.with_logs else []
-        crash_run(client, run.id, crash_message(decision.reason, lines))
+        applied = _accepted(crash_run(client, run.id, crash_message(decision.reason, lines)))
         if lines:
             attach_logs(client, deps.clock, run.id, "Last lines of the job's output (from pushpool):", lines)
     elif action is Action.CRASH_AND_STOP and handle is not None:
-        crash_run(client, run.id, decision.reason)
+        applied = _accepted(crash_run(client, run.id, decision.reason))
         _stop(deps, backend, handle)
     elif action is Action.STOP_AND_CANCEL and handle is not None:
         _stop(deps, backend, handle)
@@ -257,7 +267,7 @@ def _act(deps: Deps, backend: Backend, run: FlowRun, decision: Decision, handle:
         if client.read_flow_run(run.id).state_type is StateType.CANCELLING:
             finish_cancellation(client, run.id, decision.reason)
     elif action is Action.CANCEL:
-        finish_cancellation(client, run.id, decision.reason)
+        applied = _accepted(finish_cancellation(client, run.id, decision.reason))
     elif action is Action.STOP and handle is not None:
         _stop(deps, backend, handle)
     elif action is Action.EXPLAIN:
@@ -274,7 +284,11 @@ def _act(deps: Deps, backend: Backend, run: FlowRun, decision: Decision, handle:
     elif action is Action.CLEANUP and handle is not None:
         backend.cleanup(handle)
         log.debug("run %s: job %s cleaned up", run.id, handle.id)
-    return action.value
+    return action.value, applied
+
+
+def _accepted(result: OrchestrationResult | None) -> bool:
+    return result is not None and result.status is SetStateStatus.ACCEPT
 
 
 def _record(
@@ -311,13 +325,24 @@ def _record(
         )
 
 
+# How long after a job started (ended) the monitor still reports it: a monitor that restarted (a cold function) does not
+# report again every long-running job it meets, and a tick or two missed still leaves the event.
+JOB_EVENT_WINDOW_SECONDS = 600.0
+
+
 def _job_events(deps: Deps, run: FlowRun, pool: WorkPool, handle: JobHandle | None, status: JobStatus | None) -> None:
-    """``job-started`` and ``job-ended`` as the monitor first sees them (the same job seen again makes the same
-    event, which the sink and Prefect keep once)."""
+    """``job-started`` and ``job-ended`` as the monitor first sees them, within ``JOB_EVENT_WINDOW_SECONDS`` of the
+    moment (the same job seen again makes the same event, which the sink and Prefect keep once)."""
     if handle is None or status is None:
         return
-    job = status.state
-    if job is JobState.RUNNING or (job.is_final and job is not JobState.MISSING and status.started_at is not None):
+    job, now = status.state, deps.clock.now()
+
+    def recent(moment: dt.datetime | None) -> bool:
+        return moment is None or _age(moment, now) <= JOB_EVENT_WINDOW_SECONDS
+
+    started = status.started_at or status.accepted_at
+    seen_running = job is JobState.RUNNING or (job.is_final and job is not JobState.MISSING and status.started_at)
+    if seen_running and recent(started):
         run_events.emit(
             deps,
             JOB_STARTED,
@@ -327,7 +352,7 @@ def _job_events(deps: Deps, run: FlowRun, pool: WorkPool, handle: JobHandle | No
             occurred=status.started_at,
             payload={"provider": handle.backend, "started_at": _iso(status.started_at)},
         )
-    if job in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED):
+    if job in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED) and recent(status.finished_at):
         run_events.emit(
             deps,
             JOB_ENDED,

@@ -237,3 +237,19 @@ def test_a_crash_prefect_aborts_because_the_run_ended_meanwhile_is_no_event(
     assert apply(deps, backend, listed, decision, _handle(job_id), pool=pool) == "crash"
     assert fake.run(run_id).state_type is StateType.COMPLETED
     assert [e for e in _events(deps) if e.action == "crashed"] == []
+
+
+def test_a_monitor_that_restarts_does_not_report_long_running_jobs_again(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock, settings
+) -> None:
+    """A cold function's monitor meets every in-flight job: only those started within the last ten minutes are
+    reported as started (10,000 jobs running for hours are not 10,000 events per cold start)."""
+    run_id, _ = _submitted(deps, fake, pool)
+    _ticks(deps, 1)
+    assert [e.action for e in _events(deps)] == ["job-started"]
+    clock.advance(601)
+    restarted = Deps(settings=settings, orchestrator=fake, clock=clock)  # type: ignore[arg-type]
+    restarted._backends["process"] = backend
+    _ticks(restarted, 1)
+    assert restarted.events.drain() == []
+    assert fake.run(run_id).state_type is StateType.PENDING
