@@ -72,7 +72,7 @@ $(AZURE_WORKER_STAMP): pyproject.toml
 compat-aci: setup $(AZURE_WORKER_STAMP)  ## pushpool's ACI container groups vs Prefect's ACI worker's (docs/aci-compat.md)
 	PUSHPOOL_AZURE_WORKER_PYTHON=$(abspath $(AZURE_WORKER_VENV))/bin/python $(BIN)/python -m pytest -q tests/compat/test_aci_vs_worker.py
 
-# Prefect's Cloud Run v2 worker (prefect-gcp and its pins) in an environment of its own, for `make compat-gcp`.
+# Prefect's Cloud Run v2 and v1 workers (prefect-gcp and its pins) in an environment of its own, for `make compat-gcp`.
 GCP_WORKER_VENV := .venv-compat-gcp
 GCP_WORKER_STAMP := $(GCP_WORKER_VENV)/.installed
 $(GCP_WORKER_STAMP):
@@ -81,7 +81,7 @@ $(GCP_WORKER_STAMP):
 	$(GCP_WORKER_VENV)/bin/pip install --quiet 'prefect==3.8.8' 'fastapi<0.151' 'sqlalchemy>=2.0,<2.1' 'prefect-gcp==0.6.22'
 	touch $(GCP_WORKER_STAMP)
 
-compat-gcp: setup $(GCP_WORKER_STAMP)  ## pushpool's Cloud Run job bodies vs Prefect's cloud-run-v2 worker's (docs/cloudrun-compat.md)
+compat-gcp: setup $(GCP_WORKER_STAMP)  ## pushpool's Cloud Run job bodies vs Prefect's cloud-run-v2 and v1 cloud-run workers' (docs/cloudrun-compat.md)
 	PUSHPOOL_GCP_WORKER_PYTHON=$(abspath $(GCP_WORKER_VENV))/bin/python $(BIN)/python -m pytest -q tests/compat_gcp
 
 # Prefect servers of other releases, for `make compat-prefect`: each in an environment of its own with the dependency

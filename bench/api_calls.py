@@ -1,17 +1,21 @@
 """API economy of the ECS submit paths: orchestration and AWS calls per run, and task definitions registered.
 
 Runs against a local Prefect server (SQLite) and moto in server mode (real HTTP). Prints a table; asserts nothing.
-Two paths: the webhook's (``handle_run_event`` per run: the run's read, the pool and queue reads kept 2 s, submit)
-and the monitor's (runs created ``PER_TICK`` at a time, one tick of the pool after each group — the bench's dispatch
-section creates ~20 runs per 5 s tick), on this server (bulk claims, Prefect 3.6.16+) and with the client treating it
-as 3.6.15 (one ``set_state`` per claim).
-Usage: .venv/bin/python bench/api_calls.py [RUNS] [PER_TICK]
+Two paths: the webhook's (``handle_run_event`` per run: the run's read, the pool, queue and deployment reads kept
+2 s, submit) and the monitor's (runs created ``PER_TICK`` at a time, one tick of the pool after each group — the
+bench's dispatch section creates ~20 runs per 5 s tick), on this server (bulk claims, Prefect 3.6.16+) and with the
+client treating it as 3.6.15 (one ``set_state`` per claim).
+Usage: .venv/bin/python bench/api_calls.py [RUNS] [PER_TICK] [INTERVAL] [webhook]
+INTERVAL: on the webhook's path, each run is created just before it is submitted, then a pause from U(0, 2×INTERVAL)
+(the dispatch section's arrival process, ``--interval``, same seed); 0 (the default): all created first, back to back.
+``webhook``: that path only.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import random
 import re
 import sys
 import tempfile
@@ -32,7 +36,7 @@ from pushpool.usecases.monitor import tick
 from pushpool.usecases.submit import SubmitOutcome
 
 
-def main(runs: int, per_tick: int) -> None:
+def main(runs: int, per_tick: int, interval: float = 0.0, only_webhook: bool = False) -> None:
     from moto.server import ThreadedMotoServer
 
     port = localserver.free_port()
@@ -108,16 +112,23 @@ def main(runs: int, per_tick: int) -> None:
             print(f"{'wall time per run (ms, SQLite + moto)':<52}{'':>8}{elapsed / done * 1000:>10.1f}")
 
         # The webhook's path: what handle_run_event does per delivery (its reads, then submit).
-        run_ids = create(runs, deployments["bench-ecs"])
+        run_ids = create(runs, deployments["bench-ecs"]) if not interval else []
         deps, aws_calls, paths = new_deps()
         deps.orchestrator.calls = 0
         started = time.perf_counter()
         outcomes: Counter = Counter()
-        for run_id in run_ids:
+        rng = random.Random(42)  # the dispatch section's seed
+        for i in range(runs):
+            run_id = run_ids[i] if not interval else create(1, deployments["bench-ecs"])[0]
             outcomes[handle_run_event(deps, run_id, trigger="bench")["outcome"]] += 1
+            if interval:
+                time.sleep(rng.uniform(0, 2 * interval))
         elapsed = time.perf_counter() - started
-        title = f"ECS webhook path, {runs} runs of one deployment, back to back (outcomes: {dict(outcomes)})"
+        how = f"each created then submitted, pauses U(0, {2 * interval:g} s)" if interval else "back to back"
+        title = f"ECS webhook path, {runs} runs of one deployment, {how} (outcomes: {dict(outcomes)})"
         table(title, deps, aws_calls, paths, runs, elapsed)
+        if only_webhook:
+            return
 
         # The monitor's path: PER_TICK runs created, then one tick of the pool; with and without bulk claims.
         for label, version, name in (
@@ -154,4 +165,9 @@ def _shape(request: httpx.Request) -> str:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100, int(sys.argv[2]) if len(sys.argv) > 2 else 20)
+    main(
+        int(sys.argv[1]) if len(sys.argv) > 1 else 100,
+        int(sys.argv[2]) if len(sys.argv) > 2 else 20,
+        float(sys.argv[3]) if len(sys.argv) > 3 else 0.0,
+        len(sys.argv) > 4 and sys.argv[4] == "webhook",
+    )

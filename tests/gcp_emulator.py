@@ -7,7 +7,9 @@ types, values outside an enum are refused with 400 INVALID_ARGUMENT, as Google w
 rules (job ids, project ids, known regions). Executions move only when the test says so (``exit``, ``vanish``, …);
 ``fail_next`` injects 429/5xx answers, and ``bad_days`` (tests/faults.py) the cloud's bad days: throttling and 5xx as
 Google spells them, operations ``done: false`` for K polls, jobs and executions listed late, a jobs-per-region quota
-(Cloud Run's 1,000); ``requests`` records every call (method, path) for counting. ``/token``
+(Cloud Run's 1,000); ``requests`` records every call (method, path) for counting. RunJob does not refuse a stale
+``etag`` unless ``run_checks_etag`` (Cloud Run does not document that it does: the strictest reading), so a second
+RunJob of one job makes a second execution. ``/token``
 issues access tokens for a service-account key file whose ``token_uri`` points here (Application Default
 Credentials without Google).
 
@@ -39,6 +41,7 @@ from tests.faults import Faults, google_error, google_quota
 
 _DOCS = os.path.join(os.path.dirname(googleapiclient.__file__), "discovery_cache", "documents")
 RUN = json.load(open(os.path.join(_DOCS, "run.v2.json")))  # noqa: SIM115
+RUN_V1 = json.load(open(os.path.join(_DOCS, "run.v1.json")))  # noqa: SIM115 - Prefect's `cloud-run` (v1) worker's API
 LOGGING = json.load(open(os.path.join(_DOCS, "logging.v2.json")))  # noqa: SIM115
 
 REGIONS = frozenset({"us-central1", "us-east1", "us-east4", "us-west1", "europe-west1", "europe-west4", "asia-east1"})
@@ -74,6 +77,18 @@ def service_account_info(project: str, token_uri: str, email: str | None = None)
         "client_id": "1",
         "token_uri": token_uri,
     }
+
+
+V1_PREFIX = "/apis/run.googleapis.com/v1/"
+
+
+def _drop_nulls(value: Any) -> Any:
+    """``value`` without its JSON nulls (proto3 JSON reads a null field as unset)."""
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
 
 
 def _now() -> str:
@@ -233,6 +248,8 @@ class CloudRunEmulator:
         self.jobs: dict[str, dict[str, Any]] = {}  # full name -> Job JSON (as created, plus output fields)
         self.executions: dict[str, dict[str, Any]] = {}  # full name -> {"json": Execution, "task": Task, "lines": []}
         self.operations: dict[str, dict[str, Any]] = {}
+        self.v1_jobs: dict[str, dict[str, Any]] = {}  # namespaces/<p>/jobs/<name> -> {"json": ..., "received": ...}
+        self.v1_executions: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
         self.bodies: list[tuple[str, str, Any]] = []
         self.missing_images: set[str] = set()
@@ -240,7 +257,11 @@ class CloudRunEmulator:
         self.secrets = {"prefect-api-key", "db"}
         self.auto_start = True
         self.refuse_runs = 0  # RunJob calls to answer 503
-        self.run_conflicts = 0  # runs refused for a stale etag
+        # Whether RunJob refuses a stale etag. Cloud Run documents RunJob's etag only as "may be used to detect
+        # modification conflict during updates", not that a second run of a job is refused, nor that a run changes the
+        # job's etag: by default this emulator takes the strictest reading (a second RunJob makes a second execution).
+        self.run_checks_etag = False
+        self.run_conflicts = 0  # runs refused for a stale etag (run_checks_etag)
         self.authorizations: list[str | None] = []  # the Authorization header of every request
         self.access_token = f"ya29.local-{uuid.uuid4().hex}"  # what /token issues for a service-account key
         self.google_accounts = GoogleAccounts(self.access_token)
@@ -310,6 +331,12 @@ class CloudRunEmulator:
                     }
                 ]
 
+    def age_job(self, name: str, seconds: float) -> None:
+        """The job was created ``seconds`` ago (a submitter that died between CreateJob and RunJob a while ago)."""
+        when = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=seconds)
+        with self.lock:
+            self.jobs[name]["createTime"] = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
     def vanish(self, execution: str) -> None:
         with self.lock:
             job = execution.rsplit("/executions/", 1)[0]
@@ -337,6 +364,9 @@ class CloudRunEmulator:
                 raise ApiError(*google_error(bad))
         if path == "/v2/entries:list" and method == "POST":
             return self._entries(body)
+        if path.startswith(V1_PREFIX):
+            with self.lock:
+                return self._v1(method, path.removeprefix(V1_PREFIX).split("/"), body)
         parts = path.strip("/").split("/")
         if len(parts) < 5 or parts[0] != "v2" or parts[1] != "projects" or parts[3] != "locations":
             raise ApiError(404, f"Not found: {path}")
@@ -376,6 +406,55 @@ class CloudRunEmulator:
                 entry = self._execution(f"{base}/jobs/{rest[1]}/executions/{rest[3]}")
                 return 200, {"tasks": [entry["task"]]}
         raise ApiError(404, f"Method not found: {method} {path}")
+
+    # -- the v1 (Knative-shaped) surface Prefect's `cloud-run` worker calls: create, get, run a job, get an execution --
+
+    def _v1(self, method: str, parts: list[str], body: Any) -> tuple[int, Any]:
+        """``namespaces/<project>/jobs[/<name>[:run]]`` and ``namespaces/<project>/executions/<name>``. A created job's
+        body is checked against the ``Job`` schema of the run.v1 discovery document (a JSON null is unset, as Google
+        reads it) and kept for ``received_v1``; it is Ready at once; a run's execution runs until the test ends."""
+        if len(parts) < 3 or parts[0] != "namespaces" or not _PROJECT.match(parts[1]):
+            raise ApiError(404, f"Not found: {'/'.join(parts)}")
+        project, rest = parts[1], parts[2:]
+        if rest == ["jobs"] and method == "POST":
+            body = _drop_nulls(body or {})
+            self._check(RUN_V1, request_schema(RUN_V1, "namespaces", "jobs", "create"), body)
+            name = (body.get("metadata") or {}).get("name") or ""
+            if not _JOB_ID.match(name):
+                raise ApiError(400, f"Invalid job name '{name}'")
+            task = body["spec"]["template"]["spec"]["template"]["spec"]
+            if not (task.get("containers") or [{}])[0].get("image"):
+                raise ApiError(400, "spec.template.spec.template.spec.containers[0].image: Required")
+            job = {**json.loads(json.dumps(body)), "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+            self.v1_jobs[f"namespaces/{project}/jobs/{name}"] = {"json": job, "received": body}
+            return 200, job
+        if len(rest) == 2 and rest[0] == "jobs":
+            job_name, _, action = rest[1].partition(":")
+            entry = self.v1_jobs.get(f"namespaces/{project}/jobs/{job_name}")
+            if entry is None:
+                raise ApiError(404, f"Job {job_name} not found")
+            if not action and method == "GET":
+                return 200, entry["json"]
+            if action == "run" and method == "POST":
+                execution = f"{job_name}-{next(self._ids):05d}"
+                data = {
+                    "metadata": {"name": execution, "namespace": project},
+                    "spec": entry["json"]["spec"]["template"]["spec"],
+                    "status": {"logUri": f"https://console.cloud.google.com/logs/{execution}"},
+                }
+                self.v1_executions[f"namespaces/{project}/executions/{execution}"] = data
+                return 200, data
+        if len(rest) == 2 and rest[0] == "executions" and method == "GET":
+            found = self.v1_executions.get(f"namespaces/{project}/executions/{rest[1]}")
+            if found is None:
+                raise ApiError(404, f"Execution {rest[1]} not found")
+            return 200, found
+        raise ApiError(404, f"Method not found: {method} {'/'.join(parts)}")
+
+    def received_v1(self, job_name: str) -> dict[str, Any]:
+        """The body a v1 ``namespaces/<project>/jobs/<name>`` was created with (its JSON nulls dropped)."""
+        with self.lock:
+            return json.loads(json.dumps(self.v1_jobs[job_name]["received"]))
 
     # -- accounts: who may touch which project -------------------------------------------------------------------
 
@@ -503,7 +582,7 @@ class CloudRunEmulator:
         if self.refuse_runs > 0:  # RunJob failing while CreateJob worked: a job that never starts
             self.refuse_runs -= 1
             raise ApiError(503, "Injected by the test: RunJob unavailable")
-        if (body or {}).get("etag") and body["etag"] != job["etag"]:
+        if self.run_checks_etag and (body or {}).get("etag") and body["etag"] != job["etag"]:
             self.run_conflicts += 1
             raise ApiError(409, "The etag does not match: the job was changed meanwhile (ABORTED)")
         short = f"{name.rsplit('/', 1)[-1]}-{uuid.uuid4().hex[:5]}"

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import sqlite3
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
+from pushpool import localserver
 from pushpool.clock import SystemClock
 from pushpool.settings import Settings
 from pushpool.usecases.deps import Deps
 
+MIGRATED_DB = "migrated-prefect.db"
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prefect-api-key-AbCdEf"
 
 
@@ -84,6 +88,24 @@ class PrefectHelper:
         body.setdefault("idempotency_key", uuid.uuid4().hex)  # a retried POST finds the run it made, never a second
         return str(self.json("POST", f"/deployments/{deployment_id}/create_flow_run", json=body)["id"])
 
+    def create_due_runs(self, pool: str, entrypoint: str, count: int) -> list[str]:
+        """``count`` runs of a new deployment, all due (one a second, the last a second ago), inserted by the server
+        in one request (a backfill of the deployment's schedule): far faster than ``count`` create_run calls."""
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        start = now - dt.timedelta(seconds=count)
+        schedule = {"interval": 1, "anchor_date": start.isoformat(), "timezone": "UTC"}
+        deployment = self.create_deployment(pool, entrypoint, schedules=[{"schedule": schedule, "active": True}])
+        window = {"start_time": start.isoformat(), "end_time": (now - dt.timedelta(seconds=1)).isoformat()}
+        self.json("POST", f"/deployments/{deployment}/schedule", json={**window, "min_runs": count, "max_runs": count})
+        body, found = {"flow_runs": {"deployment_id": {"any_": [deployment]}}, "sort": "ID_DESC"}, []
+        while len(found) < count:  # 200 a page at most
+            page = self.json("POST", "/flow_runs/filter", json={**body, "limit": 200, "offset": len(found)})
+            found.extend(str(r["id"]) for r in page)
+            if not page:
+                break
+        assert len(found) == count, f"the server made {len(found)} runs, not {count}"
+        return found
+
     def read_run(self, run_id: str) -> dict[str, Any]:
         return self.json("GET", f"/flow_runs/{run_id}")
 
@@ -150,3 +172,22 @@ def pool_tick(deps: Deps, pool_name: str):
     from pushpool.usecases.monitor import tick
 
     return tick(deps, pools=[deps.orchestrator.read_work_pool(pool_name)])
+
+
+def snapshot_database(home: Path, to: Path) -> None:
+    """A consistent copy of the SQLite database of the server whose PREFECT_HOME is ``home`` (it may be running: the
+    backup API copies one snapshot, whatever its write-ahead log holds)."""
+    source, target = sqlite3.connect(home / "prefect.db"), sqlite3.connect(to)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+
+
+def start_server(home: Path, migrated_db: Path, **options: Any) -> localserver.LocalPrefectServer:
+    """``localserver.start`` on a copy of a database the same Prefect version migrated (the ``migrated_db`` fixture):
+    the server skips the migrations a new database needs, and has nothing in it but what a fresh server makes."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(migrated_db, home / "prefect.db")
+    return localserver.start(home, **options)

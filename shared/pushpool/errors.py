@@ -108,6 +108,11 @@ class TemplateError(PushpoolError):
     http_status = 422
 
 
+class MissingValueError(TemplateError):
+    """A field the job needs has no value (the template and job variables leave it unset): a job variable may give it,
+    so a pool is not refused for it (``usecases/job_check.py``); a run is."""
+
+
 class JobRefusedError(TemplateError):
     """A managed run pushpool will not start as asked (an ``image``, bad ``pip_packages``, no code to pull)."""
 

@@ -92,7 +92,9 @@ class Settings(BaseSettings):
     dispatch_lead_seconds: float | None = Field(
         default=None, ge=0, validation_alias=AliasChoices("PUSHPOOL_DISPATCH_LEAD", "PUSHPOOL_DISPATCH_AHEAD")
     )
-    # Pool and queue reads shared between runs of the event path for this long (usecases/pool_reads.py; 0: off).
+    # Pool, queue and deployment reads shared between runs of the event path for this long, counted from when each
+    # read was sent: how old a pause flag, a limit or a deployment's job variables may be (usecases/pool_reads.py;
+    # 0: off).
     read_cache_seconds: float = Field(default=2.0, ge=0, le=60, validation_alias=_env("PUSHPOOL_READ_CACHE_SECONDS"))
     max_recoveries: int = Field(default=3, ge=0, validation_alias=_env("PUSHPOOL_MAX_RECOVERIES"))
     # A transient backend error at submit (throttled, 5xx, no capacity) gives the run back to Scheduled with backoff,

@@ -421,5 +421,5 @@ def _canonical(value: Any) -> Any:
 
 def test_the_document_lists_every_intended_difference() -> None:
     text = DOC.read_text()
-    listed = re.findall(r"^\| `([a-z-]+)` \|", text, flags=re.M)
+    listed = [i for i in re.findall(r"^\| `([a-z0-9-]+)` \|", text, flags=re.M) if not i.startswith("v1-")]
     assert listed == [i.id for i in INTENDED]

@@ -8,10 +8,14 @@ Cloud Logging lines, or the job disappears.
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from google.auth.credentials import AnonymousCredentials
+from pushpool.errors import BackendError
 from pushpool.providers.base import JobHandle, JobSpec, JobState
 from pushpool.providers.cloudrun.backend import CloudRunBackend, job_id
 from pushpool.providers.cloudrun.config import CloudRunJobConfig
@@ -182,3 +186,137 @@ def test_a_block_naming_its_project_needs_no_google_identity_of_pushpools_own(
     spec = make_spec(credentials=block)
     handle = backend.submit(spec)
     assert handle.id.startswith(f"projects/{PROJECT}/locations/us-central1/jobs/")
+
+
+def test_a_create_operation_not_done_in_time_leaves_the_job_another_submit_of_the_attempt_ran(
+    emulator: CloudRunEmulator,
+) -> None:
+    """Submit A's CreateJob operation is not done within its ready timeout; meanwhile submit B of the same attempt (a
+    claim of the run's kept key) found the job ready and ran it. A gives up with a retryable error and leaves the job:
+    deleting it would delete B's execution under a run that B gave it to."""
+    spec = make_spec()
+    name = f"projects/{PROJECT}/locations/us-central1/jobs/{job_id(spec)}"
+    b_ran = threading.Event()
+    a = make_backend(emulator, ready_timeout=0.2, sleep=lambda _: b_ran.wait(30))  # A polls again only once B ran
+    b = make_backend(emulator)
+    emulator.bad_days.operations_take(1000)  # every operation stays in progress when polled (RunJob's is not polled)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            first = pool.submit(a.submit, spec)
+            deadline = time.monotonic() + 30
+            while name not in emulator.jobs and time.monotonic() < deadline:
+                time.sleep(0.01)
+            emulator.age_job(name, 600)  # old enough for B to take A for dead (A still polls: stalled, short timeout)
+            handle = b.submit(spec)
+            b_ran.set()
+            with pytest.raises(BackendError) as raised:
+                first.result(timeout=30)
+    finally:
+        b_ran.set()
+        emulator.bad_days.clear()
+    assert raised.value.retryable, raised.value
+    assert b.status([handle])[handle.id].state is JobState.RUNNING
+    assert a.submit(spec) == handle  # A's retry finds the execution B made
+    assert emulator.jobs[name]["executionCount"] == 1
+
+
+def _create_only(backend: CloudRunBackend, spec: JobSpec) -> str:
+    """The attempt's job made ready and never run: what a submit that died between CreateJob and RunJob leaves."""
+    from google.cloud import run_v2
+
+    body = run_v2.Job.from_json(json.dumps(backend._job_message(spec, spec.config)))
+    parent = f"projects/{PROJECT}/locations/{spec.config.region}"
+    backend._client("jobs").create_job(parent=parent, job=body, job_id=job_id(spec)).result()
+    return f"{parent}/jobs/{job_id(spec)}"
+
+
+def test_a_second_submit_of_the_attempt_leaves_the_job_to_its_live_creator(emulator: CloudRunEmulator) -> None:
+    """Creator A's RunJob is stalled after its job became ready; submit B of the same attempt meets the job ready with
+    no execution. RunJob's etag is not documented to refuse a second run (the emulator takes that reading), so B must
+    not run it: it gives up retryable (its run is given back under the same key); A's RunJob makes the attempt's one
+    execution, which B's retry finds."""
+    assert not emulator.run_checks_etag
+    spec = make_spec()
+    name = f"projects/{PROJECT}/locations/us-central1/jobs/{job_id(spec)}"
+    a_running, b_done = threading.Event(), threading.Event()
+    original = emulator.handle
+
+    def stalled(method, path, query, body):
+        if method == "POST" and path.endswith(":run") and not a_running.is_set():  # A's RunJob: the first one
+            a_running.set()
+            b_done.wait(30)
+        return original(method, path, query, body)
+
+    emulator.handle = stalled
+    a, b = make_backend(emulator), make_backend(emulator, ready_timeout=1.0)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            first = pool.submit(a.submit, spec)
+            assert a_running.wait(30)
+            with pytest.raises(BackendError) as raised:
+                b.submit(spec)
+            b_done.set()
+            handle = first.result(timeout=30)
+    finally:
+        b_done.set()
+        emulator.handle = original
+    assert raised.value.retryable and "may still start it" in str(raised.value), raised.value
+    assert b.submit(spec) == handle  # B's retry finds A's execution
+    assert emulator.jobs[name]["executionCount"] == 1
+
+
+def test_the_job_of_a_creator_that_died_is_run_once_by_the_attempts_retry(emulator: CloudRunEmulator) -> None:
+    """Ready with no execution, older than its creator's polls and RunJob retries could take: it died between
+    CreateJob and RunJob, and the retry of the attempt runs the job at once (once: a second retry finds it)."""
+    backend = make_backend(emulator, ready_timeout=30.0)
+    spec = make_spec()
+    name = _create_only(backend, spec)
+    emulator.age_job(name, 600)
+    started = time.monotonic()
+    handle = backend.submit(spec)
+    assert time.monotonic() - started < 10  # not waited out
+    assert backend.submit(spec) == handle
+    assert emulator.jobs[name]["executionCount"] == 1
+
+
+def test_withdraw_deletes_the_attempts_unstarted_job_and_a_late_run_of_it_fails(emulator: CloudRunEmulator) -> None:
+    """What the monitor asks before giving back a Pending run whose attempt shows no execution: no job → nothing to
+    withdraw; a job its stalled submit has not run yet → deleted, and that submit's late RunJob fails (no execution)."""
+    backend = make_backend(emulator)
+    assert backend.withdraw_unstarted(make_spec()) is True  # no job of the attempt
+    spec = make_spec()
+    name = _create_only(backend, spec)
+    runs = emulator.count("POST", ":run")
+    assert backend.withdraw_unstarted(spec) is True
+    assert name not in emulator.jobs and backend.find(spec) is None
+    from google.api_core import exceptions
+
+    with pytest.raises(exceptions.NotFound):  # submit's boundary makes it a BackendError
+        backend._run(backend._client("jobs"), name, "", False)  # the stalled submit's RunJob, resumed
+    assert emulator.count("POST", ":run") == runs + 1 and not any(e.startswith(name) for e in emulator.executions)
+
+
+def test_withdraw_leaves_a_job_that_was_run_meanwhile(emulator: CloudRunEmulator) -> None:
+    """The stalled submit's RunJob lands between the monitor's read of the job and its delete: the delete carries the
+    etag read (RunJob changes it), so Cloud Run refuses it and the job keeps its execution; the answer says the run
+    has a job (the monitor must not give it back). A job already run is left without a delete."""
+    backend = make_backend(emulator)
+    spec = make_spec()
+    name = _create_only(backend, spec)
+    original = emulator.handle
+
+    def run_first(method, path, query, body):
+        if method == "DELETE" and path.endswith(name.rsplit("/", 1)[-1]):
+            original("POST", f"/v2/{name}:run", {}, {})  # the submit's RunJob, just before the delete
+        return original(method, path, query, body)
+
+    emulator.handle = run_first
+    try:
+        assert backend.withdraw_unstarted(spec) is False
+    finally:
+        emulator.handle = original
+    assert emulator.jobs[name]["executionCount"] == 1 and backend.find(spec) is not None
+    deletes = emulator.count("DELETE", name.rsplit("/", 1)[-1])
+    assert backend.withdraw_unstarted(spec) is False  # run already: no delete is tried
+    assert emulator.count("DELETE", name.rsplit("/", 1)[-1]) == deletes
+    assert emulator.jobs[name]["executionCount"] == 1

@@ -20,6 +20,8 @@ import httpx
 import pytest
 from pushpool import localserver
 
+from tests.helpers import start_server
+
 pytestmark = pytest.mark.e2e
 
 FLOW = """
@@ -48,7 +50,7 @@ def _get(client: httpx.Client, method: str, path: str, **kwargs):
     return None
 
 
-def test_scheduled_runs_of_a_prefect_yaml_deployment_execute_when_due(tmp_path: Path) -> None:
+def test_scheduled_runs_of_a_prefect_yaml_deployment_execute_when_due(tmp_path: Path, migrated_db: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     (project / "flows.py").write_text(FLOW)
@@ -73,7 +75,7 @@ def test_scheduled_runs_of_a_prefect_yaml_deployment_execute_when_due(tmp_path: 
             """
         )
     )
-    server = localserver.start(tmp_path / "prefect", scheduler=True)
+    server = start_server(tmp_path / "prefect", migrated_db, scheduler=True)
     env = {
         **os.environ,
         "PREFECT_API_URL": server.api_url,

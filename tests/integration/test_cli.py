@@ -19,7 +19,7 @@ import boto3
 import pytest
 from pushpool import localserver
 
-from tests.helpers import PrefectHelper
+from tests.helpers import PrefectHelper, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -55,9 +55,11 @@ def test_unreachable_server_is_a_clear_error_at_start(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory):
-    server = localserver.start(
-        tmp_path_factory.mktemp("auth-server"), extra_env={"PREFECT_SERVER_API_AUTH_STRING": "admin:correct-horse"}
+def auth_server(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path):
+    server = start_server(
+        tmp_path_factory.mktemp("auth-server"),
+        migrated_db,
+        extra_env={"PREFECT_SERVER_API_AUTH_STRING": "admin:correct-horse"},
     )
     yield server.api_url
     server.stop()

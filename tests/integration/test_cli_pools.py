@@ -41,9 +41,19 @@ def env(prefect_api: str, home: Path) -> dict[str, str]:
     return {**keep, "PREFECT_API_URL": prefect_api, "PUSHPOOL_HOME": str(home)}
 
 
-@pytest.fixture
-def serve(env: dict[str, str], home: Path):
-    process = start_serve(env, home)
+@pytest.fixture(scope="module")
+def serve_env(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of the module's running serve (its own PUSHPOOL_HOME): `work-pool create` finds it there."""
+    home = tmp_path_factory.mktemp("served") / "pp"
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PUSHPOOL_"))}
+    return {**keep, "PREFECT_API_URL": prefect_api, "PUSHPOOL_HOME": str(home)}
+
+
+@pytest.fixture(scope="module")
+def serve(serve_env: dict[str, str]):
+    """One serve for the tests that need one running (each starts in seconds, more under load); the tests that need
+    none, or one of their own, use ``env`` and ``home``."""
+    process = start_serve(serve_env, Path(serve_env["PUSHPOOL_HOME"]))
     yield process
     process.stop()
 
@@ -72,11 +82,11 @@ def exists(prefect: PrefectHelper, path: str) -> bool:
 
 
 def test_create_points_the_webhook_at_the_running_serve(
-    serve: ServeProcess, env: dict[str, str], prefect: PrefectHelper
+    serve: ServeProcess, serve_env: dict[str, str], prefect: PrefectHelper
 ) -> None:
     """serve listens on a port that is not the default one; `work-pool create` without --port finds it."""
     pool = prefect.unique("found")
-    created = pushpool("work-pool", "create", pool, "--type", "process:push", "--events", "webhook", env=env)
+    created = pushpool("work-pool", "create", pool, "--type", "process:push", "--events", "webhook", env=serve_env)
     assert created.returncode == 0, created.stderr
     assert webhook_url(prefect, pool) == f"{serve.address}/submit"
     assert [a["enabled"] for a in automations(prefect, pool)] == [True]
@@ -125,17 +135,17 @@ def _serve_through_the_stream(serve: ServeProcess, env: dict[str, str], prefect:
 
 
 def test_a_port_that_is_not_the_running_serves_is_refused(
-    serve: ServeProcess, env: dict[str, str], prefect: PrefectHelper
+    serve: ServeProcess, serve_env: dict[str, str], prefect: PrefectHelper
 ) -> None:
     pool = prefect.unique("wrongport")
     other = serve.port + 1 if serve.port < 65535 else serve.port - 1
-    refused = pushpool("work-pool", "create", pool, "--type", "process:push", "--port", str(other), env=env)
+    refused = pushpool("work-pool", "create", pool, "--type", "process:push", "--port", str(other), env=serve_env)
     assert refused.returncode == 2
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pushpool: error:"), refused.stderr
     assert str(serve.port) in lines[0] and str(other) in lines[0]
     assert not exists(prefect, f"/work_pools/{pool}")  # nothing changed
-    same = pushpool("work-pool", "create", pool, "--type", "process:push", "--port", str(serve.port), env=env)
+    same = pushpool("work-pool", "create", pool, "--type", "process:push", "--port", str(serve.port), env=serve_env)
     assert same.returncode == 0, same.stderr
     assert webhook_url(prefect, pool) == f"{serve.address}/submit"
 
@@ -157,11 +167,11 @@ def test_without_a_running_serve_create_says_where_the_webhook_points(
 
 
 def test_an_explicit_submit_url_wins_over_the_running_serve(
-    serve: ServeProcess, env: dict[str, str], prefect: PrefectHelper
+    serve: ServeProcess, serve_env: dict[str, str], prefect: PrefectHelper
 ) -> None:
     pool = prefect.unique("explicit")
     url = "https://pushpool.example.invalid/submit"
-    created = pushpool("work-pool", "create", pool, "--type", "process:push", "--submit-url", url, env=env)
+    created = pushpool("work-pool", "create", pool, "--type", "process:push", "--submit-url", url, env=serve_env)
     assert created.returncode == 0, created.stderr
     assert webhook_url(prefect, pool) == url and "warning" not in created.stderr
 
@@ -301,14 +311,14 @@ def test_inspect_shows_the_pool_its_webhook_and_automation_and_never_the_token(
 
 
 def test_logs_show_the_state_history_and_the_jobs_output(
-    serve: ServeProcess, env: dict[str, str], prefect: PrefectHelper
+    serve: ServeProcess, serve_env: dict[str, str], prefect: PrefectHelper
 ) -> None:
     pool = prefect.unique("logged")
-    assert pushpool("work-pool", "create", pool, "--type", "process:push", env=env).returncode == 0
+    assert pushpool("work-pool", "create", pool, "--type", "process:push", env=serve_env).returncode == 0
     run_id = prefect.create_run(prefect.create_deployment(pool, "flows.py:hello"), parameters={"who": "logs-test"})
     run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90)
     assert run["state"]["type"] == "COMPLETED"
-    shown = pushpool("logs", run_id, env=env)
+    shown = pushpool("logs", run_id, env=serve_env)
     assert shown.returncode == 0, shown.stderr
     out = shown.stdout
     history = [name for _, name in prefect.states(run_id)]
@@ -319,16 +329,16 @@ def test_logs_show_the_state_history_and_the_jobs_output(
     assert f"Job: {run['infrastructure_pid']} (process backend)" in out.splitlines()
     assert run["infrastructure_pid"] not in out.splitlines()[0]
     assert "hello logs-test from pid" in out  # the job's own output, read from its backend
-    as_json = json.loads(pushpool("logs", run_id, "--output", "json", env=env).stdout)
+    as_json = json.loads(pushpool("logs", run_id, "--output", "json", env=serve_env).stdout)
     assert [s["name"] for s in as_json["states"]] == history
     assert any("hello logs-test" in line for line in as_json["job_output"])
-    by_name = pushpool("logs", run["name"], env=env)
+    by_name = pushpool("logs", run["name"], env=serve_env)
     assert by_name.returncode == 0 and run_id in by_name.stdout
-    unknown = pushpool("logs", "00000000-0000-4000-8000-000000000000", env=env)
+    unknown = pushpool("logs", "00000000-0000-4000-8000-000000000000", env=serve_env)
     assert unknown.returncode == 2 and "no flow run" in unknown.stderr
     idle = prefect.unique("idle")
     prefect.create_pool(idle)  # no automation: the run below gets no job
-    waiting = pushpool("logs", prefect.create_run(prefect.create_deployment(idle)), env=env).stdout
+    waiting = pushpool("logs", prefect.create_run(prefect.create_deployment(idle)), env=serve_env).stdout
     assert "Job: none started" in waiting.splitlines()
     assert "  note: no job was started for this run" in waiting.splitlines() and "((" not in waiting
 

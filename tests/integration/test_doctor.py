@@ -18,7 +18,7 @@ from pushpool import localserver
 from pushpool.entrypoints.serve import Server
 from pushpool.usecases.provision import provision_pool
 
-from tests.helpers import PrefectHelper, make_deps
+from tests.helpers import PrefectHelper, make_deps, start_server
 
 pytestmark = pytest.mark.integration
 TOKEN = "doctor-webhook-token-0123456789"
@@ -90,9 +90,11 @@ def test_prefect_unreachable(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory):
-    server = localserver.start(
-        tmp_path_factory.mktemp("doctor-auth"), extra_env={"PREFECT_SERVER_API_AUTH_STRING": "admin:right-horse"}
+def auth_server(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path):
+    server = start_server(
+        tmp_path_factory.mktemp("doctor-auth"),
+        migrated_db,
+        extra_env={"PREFECT_SERVER_API_AUTH_STRING": "admin:right-horse"},
     )
     yield server.api_url
     server.stop()

@@ -18,7 +18,7 @@ from pushpool.entrypoints import aws_lambda
 from pushpool.providers.base import JobHandle
 from pushpool.usecases.deps import Deps
 
-from tests.helpers import PrefectHelper
+from tests.helpers import PrefectHelper, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -41,13 +41,11 @@ class Context:
 
 
 @pytest.fixture(scope="module")
-def prefect_api(session_home: Path) -> str:
+def prefect_api(session_home: Path, migrated_db: Path) -> str:
     """A Prefect server of this module's own: the deployed monitor's scheduled tick serves every pool of its server,
     and the session's server holds every other test's pools and in-flight runs (such a tick took over 300 s there late
     in a run)."""
-    from pushpool import localserver
-
-    server = localserver.start(session_home / f"functions-{uuid.uuid4().hex[:6]}")
+    server = start_server(session_home / f"functions-{uuid.uuid4().hex[:6]}", migrated_db)
     yield server.api_url
     server.stop()
 

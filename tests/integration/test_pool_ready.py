@@ -7,9 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from pushpool import localserver
 
-from tests.helpers import PrefectHelper, make_deps, pool_tick
+from tests.helpers import PrefectHelper, make_deps, pool_tick, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -27,11 +26,12 @@ def _status_becomes(prefect: PrefectHelper, pool: str, wanted: str, timeout: flo
     return status
 
 
-def test_a_served_pool_is_ready_while_the_monitor_ticks_and_not_ready_after(tmp_path: Path) -> None:
+def test_a_served_pool_is_ready_while_the_monitor_ticks_and_not_ready_after(tmp_path: Path, migrated_db: Path) -> None:
     from pushpool.usecases.heartbeat import stop_serving
 
-    server = localserver.start(
+    server = start_server(
         tmp_path / "prefect",
+        migrated_db,
         extra_env={
             "PREFECT_SERVER_SERVICES_FOREMAN_ENABLED": "true",
             "PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS": "1",

@@ -256,9 +256,7 @@ def test_a_backlog_of_more_than_a_page_drains_in_one_tick_one_job_each(deps, pre
 
     fake = LatencyBackend(latency=0.01)
     deps._backends["process"] = fake
-    dep = prefect.create_deployment(pool, "flows.py:hello")
-    with ThreadPoolExecutor(4) as creators:
-        run_ids = list(creators.map(lambda _: prefect.create_run(dep), range(210)))
+    run_ids = prefect.create_due_runs(pool, "flows.py:hello", 210)  # one request (210 create_run calls took ~90 s)
 
     report = pool_tick(deps, pool)
 

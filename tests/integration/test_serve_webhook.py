@@ -220,6 +220,39 @@ def test_a_pool_paused_moments_after_a_run_holds_for_the_next_one(
         deps.orchestrator.close()
 
 
+def test_a_deployment_changed_moments_after_a_run_is_used_by_the_next_one(
+    prefect_api: str, tmp_path: Path, prefect: PrefectHelper
+) -> None:
+    """serve shares deployment reads between runs too (issue 25) and forgets them when Prefect's event stream says a
+    deployment was updated (Prefect 3.8.8 emits prefect.deployment.updated): here the reads would be kept 60 s, and the
+    next run gets the new job variables at once."""
+    from tests.fakes import LatencyBackend
+
+    port = localserver.free_port()
+    deps = make_deps(prefect_api, tmp_path, submit_url=f"http://127.0.0.1:{port}/submit", read_cache_seconds=60)
+    backend = LatencyBackend()
+    deps._backends["process"] = backend
+    server = Server(deps, port=port, monitor_interval=3600, event_stream=True)
+    server.stopping.set()  # no monitor ticks
+    server.start()
+    try:
+        assert server.events is not None and server.events.connected.wait(15)
+        pool = prefect.unique("depnow")
+        prefect.create_pool(pool)
+        dep = prefect.create_deployment(pool, job_variables={"command": "echo old"})
+        first = prefect.create_run(dep)
+        prefect.wait_for(first, {"PENDING"}, timeout=30)  # serve submitted it: its deployment is now shared
+        prefect.json("PATCH", f"/deployments/{dep}", json={"job_variables": {"command": "echo new"}})
+        time.sleep(1.0)  # the update event reaches serve in tens of milliseconds
+        second = prefect.create_run(dep)  # serve submits it from its Scheduled event
+        prefect.wait_for(second, {"PENDING"}, timeout=30)
+        commands = {job.spec.run_id: list(job.spec.command) for job in backend.jobs.values()}
+        assert commands == {first: ["echo", "old"], second: ["echo", "new"]}
+    finally:
+        server.stop()
+        deps.orchestrator.close()
+
+
 # -- the HTTP surface: every answer JSON with the right status (issue 28 item 3) ---------------------------------------
 
 UNKNOWN_RUN = b'{"flow_run_id": "00000000-0000-4000-8000-000000000000"}'

@@ -48,10 +48,12 @@ def oracle(prefect_api: str):
                 )
                 return config.model_dump()
 
-        with temporary_settings({PREFECT_API_URL: prefect_api}):
-            return asyncio.run(go())
+        return asyncio.run(go())  # the task runs in a copy of this context: the settings below
 
-    return render
+    # Entered once for the module: building Prefect's settings takes ~0.5 s, more than a render (the property test
+    # renders 150 times).
+    with temporary_settings({PREFECT_API_URL: prefect_api}):
+        yield render
 
 
 @pytest.fixture(scope="module")

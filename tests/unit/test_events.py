@@ -78,6 +78,8 @@ def test_seen_events_answer_first_once_forget_and_stay_bounded() -> None:
         "prefect.work-pool.paused",
         "prefect.work-queue.paused",
         "prefect.work-queue.updated",
+        "prefect.deployment.updated",  # its job variables are shared between runs too (usecases/pool_reads.py)
+        "prefect.deployment.deleted",
     ],
 )
 def test_pool_and_queue_events_make_serve_read_them_again(name: str) -> None:
@@ -87,3 +89,12 @@ def test_pool_and_queue_events_make_serve_read_them_again(name: str) -> None:
         "resource": {"prefect.resource.id": "prefect.work-pool.3", "prefect.resource.name": "fargate"},
     }
     assert classify(event, SERVED) == RunEvent("pool-changed", "", "fargate", "e-1")
+
+
+@pytest.mark.parametrize(
+    "name", ["prefect.deployment.ready", "prefect.deployment.not-ready", "prefect.deployment.created"]
+)
+def test_deployment_status_events_are_not_a_change(name: str) -> None:
+    """A deployment's readiness (a worker polled or not) or its creation changes nothing serve keeps."""
+    event = {"id": "e-2", "event": name, "resource": {"prefect.resource.id": "prefect.deployment.3"}}
+    assert classify(event, SERVED) is None

@@ -23,7 +23,15 @@ log = logging.getLogger("pushpool.entrypoints.event_stream")
 
 SUBMIT_EVENTS = frozenset({"Scheduled", "Late", "AwaitingRetry"})
 FINAL_EVENTS = frozenset({"Completed", "Failed", "Crashed", "Cancelled"})
-POOL_EVENT_PREFIXES = ("prefect.work-pool.", "prefect.work-queue.")
+# Events after which the event path's shared reads (usecases/pool_reads.py) are no longer current: any pool or queue
+# event, and a deployment updated or deleted (recent servers emit these, e.g. 3.8.8; on others read_cache_seconds
+# alone bounds how old a deployment may be).
+POOL_EVENT_PREFIXES = (
+    "prefect.work-pool.",
+    "prefect.work-queue.",
+    "prefect.deployment.updated",
+    "prefect.deployment.deleted",
+)
 REPLAY_MARGIN = dt.timedelta(seconds=5)  # events are stored by their `occurred`, which may lag a little
 # Prefect stores events in batches (its persister flushes every 5 s): what happened just before a reconnection is not
 # yet in the replay, so the gap is read once more through the REST API this long after.
@@ -31,7 +39,7 @@ CATCH_UP_DELAY = 7.0
 
 
 class RunEvent(NamedTuple):
-    kind: str  # "submit", "cancel", "final", or "pool-changed" (a pool or queue was updated, paused or resumed)
+    kind: str  # "submit", "cancel", "final", or "pool-changed" (a pool, queue or deployment changed: see above)
     run_id: str
     pool_name: str
     event_id: str | None  # Prefect's id of the event: the automation's webhook carries the same id
@@ -39,9 +47,9 @@ class RunEvent(NamedTuple):
 
 def classify(event: dict[str, Any], pool_types: Collection[str]) -> RunEvent | None:
     """The flow-run event of a pool whose type is in ``pool_types`` (those served), classified; any work-pool or
-    work-queue event as "pool-changed"; None otherwise."""
+    work-queue event, and a deployment updated or deleted, as "pool-changed"; None otherwise."""
     name = str(event.get("event", ""))
-    if name.startswith(POOL_EVENT_PREFIXES):  # pools and queues read for earlier runs are no longer current
+    if name.startswith(POOL_EVENT_PREFIXES):  # reads shared by earlier runs are no longer current
         event_id = str(event["id"]) if event.get("id") else None
         return RunEvent(
             "pool-changed", "", str((event.get("resource") or {}).get("prefect.resource.name", "")), event_id

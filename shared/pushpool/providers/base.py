@@ -256,8 +256,16 @@ class SweepsUnstartedJobs(Protocol):
         call per location and identity, never one per run. ``credentials``: each template's pool's (as in
         ``JobHandle.credentials``), which sign its listing and the deletes of what it finds."""
 
-    def delete_unstarted(self, job: UnstartedJob) -> None:
-        """Delete one of them (already gone is success)."""
+    def delete_unstarted(self, job: UnstartedJob) -> bool:
+        """Delete one of them if it is still as listed (``version``). True: deleted, or already gone; False: left, as
+        it changed meanwhile (run by its submit after all)."""
+
+    def withdraw_unstarted(self, spec: JobSpec) -> bool:
+        """Before the monitor gives back a Pending run whose attempt's job it did not find: delete ``spec``'s job if
+        its submit made it but has not run it yet (stalled between the two calls), as read — so a late run of it fails
+        instead of making a second execution beside the next claim's job. True: no job of the attempt can run any
+        more (none exists, or it was deleted); False: it has been run (meanwhile), so the run has a job and must not be
+        given back."""
 
 
 class BackendBase:
@@ -269,6 +277,17 @@ class BackendBase:
     dispatch_lead_seconds: float = 0.0
 
     def cleanup(self, handle: JobHandle) -> None:
+        return None
+
+    def check_job(self, spec: JobSpec) -> None:
+        """Refuse ``spec`` for what ``submit`` refuses before any call to the provider, judged from the job alone: no
+        call to the cloud, no use of pushpool's own identity (where the check runs — a CLI — is not where jobs are
+        submitted). ``usecases/job_check.py`` asks it when a pool is created or updated and for ``pushpool doctor``;
+        ``submit`` calls the same functions. Nothing by default.
+
+        Raises:
+            TemplateError | BackendError: the reason, naming the field (never a secret's value).
+        """
         return None
 
 

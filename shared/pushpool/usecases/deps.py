@@ -40,7 +40,7 @@ class Deps:
     heartbeats: dict[str, float] = field(default_factory=dict, repr=False)  # pool -> when this process last beat
     _backends: dict[str, Backend] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    pool_reads: PoolReads = field(init=False, repr=False)  # pools and queues shared briefly by the event path
+    pool_reads: PoolReads = field(init=False, repr=False)  # pools, queues, deployments shared briefly (event path)
     finished_runs: FinishedRuns = field(default_factory=FinishedRuns, repr=False)  # the month's, for compute hours
     events: EventSink = field(default_factory=EventSink, repr=False)  # what pushpool did to runs (usecases/events.py)
 

@@ -18,6 +18,10 @@ saw, and for a failure what to do. The checks, in order:
   URL with a Prefect server elsewhere is not) and from here, and submit accepts the block's **token** — probed with a
   POST of ``{}`` carrying the block's headers: an answer that refuses the body (400/422) means the URL and the token
   are right, 401/403 that the token is not one submit accepts; nothing is submitted;
+* per push pool: its **jobs** — the pool's template and each of its deployments' job variables rendered and judged
+  as submit judges a run (``usecases/job_check.py``): Prefect creates deployments and edits templates without pushpool,
+  so a run submit would refuse (an ARM function pushpool does not evaluate, a field Cloud Run's API does not know, a
+  Coiled option it does not support, job variables that change the credentials …) is listed here with the reason;
 * per provider in use: its **SDK** is installed and this machine has its **credentials** (for pools without a
   credentials block in their template), through the provider's own ``credentials_problem`` (the registry's hook).
 
@@ -49,6 +53,7 @@ from pushpool.prefect_api.dialect import parse_version
 from pushpool.prefect_api.models import StateType, WorkPool
 from pushpool.providers import WRAPPERS, Provider, provider_running
 from pushpool.usecases.deps import Deps
+from pushpool.usecases.job_check import job_refusal
 from pushpool.usecases.pools import pool_parts
 from pushpool.usecases.provision import STREAM_TAG
 
@@ -57,6 +62,7 @@ OK, WARN, FAIL = "ok", "warn", "fail"
 SCHEDULER_GRACE_SECONDS = 150.0
 SCHEDULER_MOST_DEPLOYMENTS = 50  # deployments checked (one count each): a large server is sampled, not swept
 PROBE_TIMEOUT = 10.0
+JOBS_MOST_DEPLOYMENTS = 200  # deployments per pool whose jobs are judged (each: the blocks its job names are read)
 
 
 @dataclass(frozen=True)
@@ -422,6 +428,46 @@ def _check_pool(result: Diagnosis, deps: Deps, pool: WorkPool, serves: Collectio
         _check_automation(result, name, parts.automations[0], block.id if block else None, serves, recreate)
     if block is not None:
         _check_webhook(result, deps, name, block.data, probe, recreate)
+    _check_jobs(result, deps, pool)
+
+
+def _check_jobs(result: Diagnosis, deps: Deps, pool: WorkPool) -> None:
+    """The pool's template and its deployments' job variables, judged as submit judges a run (job_check.py): Prefect
+    creates deployments and edits templates without pushpool, so what submit would refuse is found here, named."""
+    name = f"pool {pool.name}"
+    try:
+        # a wrapping type's template is pushpool's own, translated per run (a run without a deployment is refused)
+        refusal = None if pool.type in WRAPPERS else job_refusal(deps, pool)
+        deployments = deps.orchestrator.filter_deployments({"work_pools": {"name": {"any_": [pool.name]}}})
+    except OrchestratorError as exc:
+        result.add(f"{name}: jobs", WARN, f"could not be checked: {exc.one_line()}")
+        return
+    if refusal:
+        result.add(
+            f"{name}: template",
+            FAIL,
+            f"its runs would be refused: {refusal}",
+            f"correct the pool's base job template (`prefect work-pool update {pool.name} --base-job-template ...`)",
+        )
+    refused: list[str] = []
+    for deployment in deployments[:JOBS_MOST_DEPLOYMENTS]:
+        try:
+            why = job_refusal(deps, pool, deployment)
+        except OrchestratorError as exc:
+            why = None
+            result.add(f"{name}: jobs", WARN, f"deployment {deployment.name} could not be checked: {exc.one_line()}")
+        if why and why != refusal:
+            refused.append(f"{deployment.name} ({deployment.id}): {why}")
+    if refused:
+        result.add(
+            f"{name}: deployments",
+            FAIL,
+            f"{len(refused)} deployment(s) whose runs would be refused: " + "; ".join(refused),
+            "change their job variables (prefect.yaml `job_variables`, or `prefect deployment` in the UI)",
+        )
+    elif not refusal:
+        checked = min(len(deployments), JOBS_MOST_DEPLOYMENTS)
+        result.add(f"{name}: jobs", OK, f"the template and {checked} deployment(s) render jobs submit accepts")
 
 
 def _check_automation(

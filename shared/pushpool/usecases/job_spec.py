@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pushpool.errors import ObjectNotFoundError, PushpoolError, TemplateError
+from pushpool.errors import MissingValueError, ObjectNotFoundError, PushpoolError, TemplateError
 from pushpool.job_environment import job_environ
 from pushpool.prefect_api.client import PrefectClient
 from pushpool.prefect_api.models import Deployment, FlowRun, WorkPool
@@ -85,7 +85,8 @@ def typed_config(pool: WorkPool, rendered: Mapping[str, Any], provider: Provider
         where = ".".join(str(part) for part in first.get("loc", ())) or "job configuration"
         # The value itself is never quoted: it may have come from a Secret block.
         got = type(first.get("input")).__name__
-        raise TemplateError(f"{where}: {first.get('msg', 'invalid value')} (got a value of type {got})") from None
+        error = MissingValueError if all(e.get("type") == "missing" for e in exc.errors()) else TemplateError
+        raise error(f"{where}: {first.get('msg', 'invalid value')} (got a value of type {got})") from None
 
 
 def check_operator_fields(template: Mapping[str, Any], model: type[JobConfig]) -> None:

@@ -1,23 +1,33 @@
-"""Pool and queue reads shared between the runs of the event path for a short, bounded time.
+"""Pool, queue and deployment reads shared between the runs of the event path for a short, bounded time.
 
-A webhook or event-stream delivery names one run; submitting it needs its pool (template, pause flag, limit) and its
-queue (pause flag, limit). Runs of one pool often come together (a schedule's batch, a burst), so those two reads are
-kept for ``settings.read_cache_seconds`` (2 s by default; 0 turns this off) and a run then costs its own read, its
-deployment's, its claim, its pid and its progress state — 5 orchestration calls instead of 7. Deployments are never
-kept: a deployment updated a moment ago must give its new job variables. Concurrency *counts* are never kept either
-(admission counts at every claim): only a limit's value, a pause flag or a template can be up to that long old — as
-with Prefect's own workers, which act on runs fetched before a pause.
+A webhook or event-stream delivery names one run; submitting it needs its pool (template, pause flag, limit), its
+queue (pause flag, limit) and its deployment (job variables, name). Runs of one pool and deployment often come
+together (a schedule's batch, a burst, an automation firing a deployment), so those reads are kept for
+``settings.read_cache_seconds`` (2 s by default; 0 turns this off) and a run then costs its own read, its claim, its
+pid and its progress state — 4 orchestration calls instead of 7.
+
+The bound is on staleness, counted from when a read was *sent*: a pool's pause flag, limit or template, a queue's
+pause flag or limit, or a deployment's job variables changed at time T are what every run whose submit reads them at
+T + ``read_cache_seconds`` or later uses; a run submitted within that window may use the values from before T, as
+Prefect's own workers act on runs fetched before a pause. ``pushpool serve`` forgets everything as soon as Prefect's
+event stream reports a pool, queue or deployment changed, and a read in flight at that moment is not kept. Prefect
+emits ``prefect.deployment.updated``/``deleted`` only in recent versions (3.8.8 and 3.9.1 do, 3.0.11 and 3.4.25 do
+not); there, and in the functions, which read no event stream, the bound alone holds.
+
+Never kept: concurrency *counts* (admission counts at every claim), the run itself (its state is what the claim is
+proposed from), and a pool or deployment that was not found (one created a moment later is found). A queue that was
+not found is kept as such: its run is then admitted by its pool's flags and limit alone, as before.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from cachetools import TTLCache
+from cachetools import TLRUCache
 
 from pushpool.errors import ObjectNotFoundError
-from pushpool.prefect_api.models import WorkPool, WorkQueue
+from pushpool.prefect_api.models import Deployment, WorkPool, WorkQueue
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,7 +41,14 @@ class PoolReads:
     def __init__(self, client: PrefectClient, ttl_seconds: float, timer: Callable[[], float]) -> None:
         self.client = client
         self.ttl = ttl_seconds
-        self._cache: TTLCache | None = TTLCache(maxsize=512, ttl=ttl_seconds, timer=timer) if ttl_seconds > 0 else None
+        self.timer = timer
+        # Each entry is (value, when its read was sent) and expires ``ttl`` after that, not after it was answered.
+        self._cache: TLRUCache | None = (
+            TLRUCache(maxsize=512, ttu=lambda _key, entry, _now: entry[1] + ttl_seconds, timer=timer)
+            if ttl_seconds > 0
+            else None
+        )
+        self._forgotten_at = float("-inf")
         self._lock = threading.Lock()
 
     def pool(self, name: str) -> WorkPool:
@@ -39,8 +56,9 @@ class PoolReads:
         found = self._get(("pool", name))
         if isinstance(found, WorkPool):
             return found
+        sent = self.timer()
         pool = self.client.read_work_pool(name)
-        self._put(("pool", name), pool)
+        self._put(("pool", name), pool, sent)
         return pool
 
     def queue(self, pool_name: str, queue_name: str) -> WorkQueue | None:
@@ -49,25 +67,42 @@ class PoolReads:
         found = self._get(key)
         if found is not _MISSING:
             return found  # type: ignore[return-value]
+        sent = self.timer()
         try:
             queue: WorkQueue | None = self.client.read_work_queue(pool_name, queue_name)
         except ObjectNotFoundError:
             queue = None
-        self._put(key, queue)
+        self._put(key, queue, sent)
         return queue
 
+    def deployment(self, deployment_id: str) -> Deployment:
+        """The deployment ``deployment_id`` — its job variables at most ``ttl`` old (raises ``ObjectNotFoundError``;
+        a missing deployment is never kept)."""
+        key = ("deployment", deployment_id)
+        found = self._get(key)
+        if isinstance(found, Deployment):
+            return found
+        sent = self.timer()
+        deployment = self.client.read_deployment(deployment_id)
+        self._put(key, deployment, sent)
+        return deployment
+
     def forget(self) -> None:
+        """Drop every kept read, and the answers of reads sent before now that are still in flight."""
         if self._cache is not None:
             with self._lock:
+                self._forgotten_at = self.timer()
                 self._cache.clear()
 
     def _get(self, key: tuple[str, ...]) -> object:
         if self._cache is None:
             return _MISSING
         with self._lock:
-            return self._cache.get(key, _MISSING)
+            entry: Any = self._cache.get(key)
+        return _MISSING if entry is None else entry[0]
 
-    def _put(self, key: tuple[str, ...], value: object) -> None:
+    def _put(self, key: tuple[str, ...], value: object, sent: float) -> None:
         if self._cache is not None:
             with self._lock:
-                self._cache[key] = value
+                if sent >= self._forgotten_at:  # a read sent before a change was reported is not kept
+                    self._cache[key] = (value, sent)

@@ -8,6 +8,10 @@ block read), which measured on SQLite made creating scheduled runs 6-8x slower, 
 nothing. The disabled automation still records the pool's type and points at the serve, so switching back is one
 ``pushpool work-pool create --events webhook``.
 
+A template whose runs submit would refuse (``usecases/job_check.py``: an ARM function pushpool does not evaluate, a
+field Cloud Run's API does not know, Coiled options it does not support, a credentials block of another project …) is
+refused with the reason before anything is created or changed.
+
 Run twice with the same inputs, it changes nothing and says so. Variable defaults an operator changed on an existing
 pool are kept; everything else in the template is brought up to pushpool's version.
 """
@@ -28,8 +32,10 @@ from pushpool.errors import (
     OrchestratorError,
     UnsupportedPoolError,
 )
+from pushpool.prefect_api.models import WorkPool
 from pushpool.providers import WRAPPERS, Provider, known_pool_types, provider_for_pool_type
 from pushpool.usecases.deps import Deps
+from pushpool.usecases.job_check import job_refusal
 from pushpool.usecases.pool_kind import pool_kind
 
 TRIGGER_EVENTS = (
@@ -129,8 +135,8 @@ def provision_pool(
     ``pushpool serve`` there); without one, ``settings.submit_url`` is used.
 
     Raises:
-        InvalidRequestError: a bad name, an unknown type, an existing pool of another type, or a managed pool over the
-            workspace's pool limit (nothing changed).
+        InvalidRequestError: a bad name, an unknown type, an existing pool of another type, a managed pool over the
+            workspace's pool limit, or a template whose runs submit would refuse (nothing changed).
         ConfigurationError: no submit URL or webhook token to give Prefect (nothing changed).
     """
     validate_pool_name(name)
@@ -174,6 +180,7 @@ def _ensure_pool(
     try:
         pool = client.read_work_pool(name)
     except ObjectNotFoundError:
+        _check_template(deps, name, type_name, template)
         if not dry_run:
             body: dict[str, Any] = {"name": name, "type": type_name, "base_job_template": template}
             if concurrency_limit is not None:
@@ -187,6 +194,7 @@ def _ensure_pool(
     desired = _keep_defaults(template, pool.base_job_template, keep_out=override, operator_fields=operator_fields)
     update: dict[str, Any] = {}
     if desired != pool.base_job_template:
+        _check_template(deps, name, type_name, desired)
         update["base_job_template"] = desired
     if concurrency_limit is not None and concurrency_limit != pool.concurrency_limit:
         update["concurrency_limit"] = concurrency_limit
@@ -196,6 +204,20 @@ def _ensure_pool(
     if not dry_run:
         client.update_work_pool(name, update)
     result.steps.append(Change("work pool", name, "would update" if dry_run else "updated", ", ".join(sorted(update))))
+
+
+def _check_template(deps: Deps, name: str, type_name: str, template: dict[str, Any]) -> None:
+    """Refuse a template whose jobs submit would refuse (``usecases/job_check.py``), before anything is written.
+
+    Raises:
+        InvalidRequestError: the reason (nothing created or changed).
+    """
+    if type_name in WRAPPERS:  # pushpool's own template, translated per run (usecases/managed.py)
+        return
+    pool = WorkPool(id="", name=name, type=type_name, base_job_template=template)
+    refusal = job_refusal(deps, pool, own_credential=False)
+    if refusal:
+        raise InvalidRequestError(f"work pool {name!r}: its runs would be refused, so it is not written: {refusal}")
 
 
 def _keep_defaults(

@@ -10,7 +10,11 @@ Pending/Running/Cancelling, no pid  look the job up where the run's own configur
                                    have died before writing the pid): found → adopt it (write the pid)
 Pending, no pid, no job, > timeout recover: back to Scheduled (nothing ran, so nothing is lost and the
                                    flow's own retries are not consumed), or Crashed after
-                                   ``max_recoveries`` attempts so a broken submission cannot loop forever
+                                   ``max_recoveries`` attempts so a broken submission cannot loop forever.
+                                   Before a recovery, a job of the attempt made but not yet run (a submit
+                                   stalled between Cloud Run's CreateJob and RunJob) is withdrawn (deleted as
+                                   read); one run meanwhile means the run has a job: not recovered (nor
+                                   crashed)
 Running, no pid, no job, > timeout Crashed: a run that says it is running with no job behind it
 Cancelling, no pid, no job         Cancelled
 Cancelling                         job alive → stop it, then Cancelled; job ended → Cancelled
@@ -58,7 +62,7 @@ from pushpool.prefect_api.models import (
     StateType,
     WorkPool,
 )
-from pushpool.providers.base import Backend, JobHandle, JobState, JobStatus
+from pushpool.providers.base import Backend, JobHandle, JobSpec, JobState, JobStatus, SweepsUnstartedJobs
 from pushpool.usecases import run_events
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.events import CANCELLED, CRASHED, JOB_ENDED, JOB_STARTED, RETRIED
@@ -439,9 +443,10 @@ def _reconcile_run(
         policy = dataclasses.replace(policy, start_timeout_seconds=backend.start_timeout_seconds)
     if handle is None and run.infrastructure_pid:
         handle = PoolCredentials(deps.settings, deps.orchestrator).handle(backend.name, pool, run.infrastructure_pid)
-    found = False
+    found, spec = False, None
     if handle is None and _worth_a_lookup(run, now, policy):
-        handle = find_job(deps, backend, pool, run, cache)
+        spec = attempt_spec(deps, pool, run, cache)
+        handle = backend.find(spec) if spec is not None else None
         found = handle is not None
     max_run, claimed = 0, None
     if status is not None and status.state.is_alive and run.state_type in (StateType.PENDING, StateType.RUNNING):
@@ -451,6 +456,11 @@ def _reconcile_run(
     decision = decide(
         run, status, now=now, policy=policy, max_run_time_seconds=max_run, found_job=found, claimed_at=claimed
     )
+    given_up = decision.action is Action.RECOVER or (
+        decision.action is Action.CRASH and run.state_type is StateType.PENDING
+    )
+    if status is None and given_up and spec is not None and not _withdrawn(backend, run, spec):
+        decision = Decision(Action.NONE)  # its job was run meanwhile: the next tick finds and adopts it
     if status is not None:  # before a cleanup removes what it reads (managed: the job's times)
         pool_kind(pool.type).on_status(deps, run, status)
     _job_events(deps, run, pool, handle, status)
@@ -462,17 +472,37 @@ def _reconcile_run(
 def find_job(
     deps: Deps, backend: Backend, pool: WorkPool, run: FlowRun, cache: dict[str, Deployment | None]
 ) -> JobHandle | None:
-    """The job of the run's current attempt, looked for where the run's own configuration put it.
+    """The job of the run's current attempt, looked for where the run's own configuration put it (:func:`attempt_spec`);
+    None when it has none."""
+    spec = attempt_spec(deps, pool, run, cache)
+    return backend.find(spec) if spec is not None else None
 
-    The run is rendered again exactly as submit rendered it (deployment and run job variables, blocks, variables), so
-    a deployment that sends its jobs to another cluster, region, project or resource group is searched there. A run
-    whose configuration no longer renders cannot have had a job started from it: none is found.
+
+def _withdrawn(backend: Backend, run: FlowRun, spec: JobSpec) -> bool:
+    """Before a Pending run whose attempt's job was not found is given back (or crashed, out of recoveries): whether
+    no job of that attempt can run any more. A backend whose submit is two calls (create, then run: Cloud Run) may
+    hold a job its stalled submit has not run yet — found by nobody, yet run late beside the next claim's job; it is
+    withdrawn (deleted as it was read, so a job run meanwhile stays). False: the job was run meanwhile — the run has a
+    job and is left as it is (the next tick finds and adopts it)."""
+    if not isinstance(backend, SweepsUnstartedJobs):
+        return True  # no job of this provider exists without having been started
+    if backend.withdraw_unstarted(spec):
+        return True
+    log.info("run %s: its attempt's job was started meanwhile; not rescheduled (adopted next)", run.id)
+    return False
+
+
+def attempt_spec(deps: Deps, pool: WorkPool, run: FlowRun, cache: dict[str, Deployment | None]) -> JobSpec | None:
+    """The run's current attempt rendered again exactly as submit rendered it (deployment and run job variables,
+    blocks, variables), so a deployment that sends its jobs to another cluster, region, project or resource group is
+    searched there. None: the run has no claim, or its configuration no longer renders (no job can have been started
+    from it).
     """
     attempt = claim_attempt(deps.orchestrator, run)
     if attempt is None:
         return None
     try:
-        spec = build_job_spec(
+        return build_job_spec(
             settings=deps.settings,
             client=deps.orchestrator,
             run=run,
@@ -483,7 +513,6 @@ def find_job(
     except TemplateError as exc:
         log.info("run %s: no job can be found (its configuration does not render: %s)", run.id, exc.one_line())
         return None
-    return backend.find(spec)
 
 
 def reconcile_one(deps: Deps, run: FlowRun, pool: WorkPool) -> dict[str, Any]:

@@ -40,12 +40,14 @@ doubled. After ``transient_retries`` give-backs, or ``transient_retry_seconds`` 
 Crashed with every attempt's error, one line each.
 
 Fences for a slow submit (a call stalled past half the shorter of ``pending_timeout`` and ``exit_grace``: Prefect's
-SQLite can stall a call for a minute), one read each, paid only when slow: after the claim, a claim that landed on a
-run that had ended meanwhile (Prefect accepts Pending after Crashed) gives the final state back and starts nothing;
-after the job is made, a claim that the monitor recovered meanwhile (and maybe another submitter claimed again) gets
-the late job stopped and writes no pid. A submit that stalls after these checks is what the monitor's adopt rule and
-its re-read before a recovery cover. The monitor's runs are as fresh as its listing; only the time since
-``submit_run`` was called counts.
+SQLite can stall a call for a minute), one read each, paid only when slow: after the claim, a claim that landed on a run
+that had ended meanwhile (Prefect accepts Pending after Crashed) gives the final state back and starts nothing; after
+the job is made, a claim that the monitor recovered meanwhile (and maybe another submitter claimed again) gets the late
+job stopped and writes no pid; and a submit whose backend call failed after the run moved on from its claim (recovered
+by the monitor, maybe claimed again) neither gives it back nor crashes it (another claim's job may be running: a
+give-back would have the next claim start a second job, as a loaded Cloud Run duplicate storm showed). A submit that
+stalls after these checks is what the monitor's adopt rule and its re-read before a recovery cover. The monitor's runs
+are as fresh as its listing; only the time since ``submit_run`` was called counts.
 
 What submit did is recorded where it happened, one run event each (usecases/run_events.py, docs/events.md):
 ``submitted`` (with where the job went, its console URL and the dispatch latency; the ``InfrastructurePending``
@@ -147,13 +149,15 @@ class Reads:
 
     @classmethod
     def start(cls, deps: Deps, run: FlowRun) -> Reads:
-        client = deps.orchestrator
+        """Both reads, through the event path's short-lived shared reads (``usecases/pool_reads.py``: a deployment's
+        job variables are at most ``read_cache_seconds`` old)."""
+        reads = deps.pool_reads
         queue = (
-            _PREFETCH.submit(deps.pool_reads.queue, run.work_pool_name, run.work_queue_name)
+            _PREFETCH.submit(reads.queue, run.work_pool_name, run.work_queue_name)
             if run.work_pool_name and run.work_queue_name
             else None
         )
-        deployment = _PREFETCH.submit(client.read_deployment, run.deployment_id) if run.deployment_id else None
+        deployment = _PREFETCH.submit(reads.deployment, run.deployment_id) if run.deployment_id else None
         return cls(queue, deployment)
 
 
@@ -365,6 +369,9 @@ def proceed(
         # A key this claim made itself cannot have a job yet; a kept one may (an earlier submit's, accepted after all).
         handle = backend.submit(dataclasses.replace(spec, new_attempt=attempt == claim_id))
     except BackendError as exc:
+        moved_on = _moved_on(client, run.id, claim_id) if _slow(deps, claimed_at) else None
+        if moved_on is not None:
+            return _leave_alone(deps, backend, spec, moved_on, attempt, exc)
         if not exc.retryable:
             crash_run(client, run.id, f"Failed to submit flow run to infrastructure ({exc.backend}): {exc.one_line()}")
             error = {"error": exc.one_line()[:300]}
@@ -525,6 +532,37 @@ def _claim_lost(client: PrefectClient, run_id: str, attempt: str) -> bool:
         return claim_attempt(client, current) != attempt
     except OrchestratorUnavailableError:
         return False  # cannot tell: go on; the monitor's adopt/recover rules still apply
+
+
+def _moved_on(client: PrefectClient, run_id: str, claim_id: str) -> FlowRun | None:
+    """The run, if it moved on from this submit's claim (``claim_id``) while the submit was slow: the monitor recovered
+    it (Scheduled), maybe another submitter claimed it again and started its job, or it was cancelled. This submit
+    proposed nothing since its claim, so any other current state is someone else's doing and the run is theirs,
+    whatever this submit's job failed with: a give-back would start a second job beside a running one (the next claim
+    makes its own), a crash would end a run another job serves. None: still this claim's, or cannot tell. One read,
+    only for slow submits."""
+    if claim_id == run_id:
+        return None  # the claim's state id is unknown: nothing to compare with
+    try:
+        current = client.read_flow_run(run_id)
+    except OrchestratorUnavailableError:
+        return None  # cannot tell: give back as before; the monitor's adopt/recover rules still apply
+    return current if current.state is not None and current.state.id != claim_id else None
+
+
+def _leave_alone(
+    deps: Deps, backend: Backend, spec: JobSpec, current: FlowRun, attempt: str, exc: BackendError
+) -> SubmitOutcome:
+    """A slow submit whose backend call failed after the run moved on from its claim (``current``: the run now): the
+    run is left as it is. A job the cloud made for this attempt after all (accepted, then the answer lost) is stopped,
+    unless the run keeps this attempt's key (``ATTEMPT_LABEL``: its next or current claim uses that job)."""
+    if current.labels.get(ATTEMPT_LABEL) != attempt:
+        found = _made_after_all(backend, spec)
+        if found is not None:
+            _stop(deps, backend, found, current)
+    why = f"the run moved on from this claim while its slow submit failed ({exc.one_line()[:200]}); left as it is"
+    log.warning("run %s: %s", current.id, why)
+    return SubmitOutcome(current.id, SubmitOutcome.NOT_CLAIMED, why)
 
 
 def _episode(client: PrefectClient, run: FlowRun, claim_id: str) -> Episode:

@@ -53,8 +53,8 @@ def sweep_unstarted(deps: Deps, pools: Sequence[WorkPool], report: TickReport) -
                 run = runs.get(job.run_id)
                 if run is not None and run.state_type not in TERMINAL_STATES:
                     continue
-                backend.delete_unstarted(job)
-                report.reconciled[DELETED] += 1
+                if backend.delete_unstarted(job):  # False: run meanwhile, left to its run's own cleanup
+                    report.reconciled[DELETED] += 1
         except Exception as exc:
             if not isinstance(exc, PushpoolError):
                 log.exception("sweeping the unstarted jobs of %s failed", name)

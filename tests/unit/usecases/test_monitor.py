@@ -378,3 +378,50 @@ def test_a_dispatched_run_costs_its_claim_its_pid_and_its_progress_state(
     # Each deployment once by the dispatch, once by the reconciliation (the in-flight runs' maximum run time).
     assert fake.calls_by_method["read_deployment"] == 4
     assert {fake.run(r).state_name for r in runs} == {"InfrastructurePending"}
+
+
+def test_a_pending_run_without_a_job_has_its_attempts_unstarted_job_withdrawn_before_it_is_given_back(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock
+) -> None:
+    """A backend whose submit is two calls (create, then run) may hold a job of the claim that its stalled submit has
+    not run yet: the monitor asks it to withdraw that job (the claim's attempt) before giving the run back. When the job
+    was run meanwhile (withdraw answers False) the run has a job: it is not given back."""
+    withdrawn: list[tuple[str, str]] = []
+    answers = [False, True]
+
+    def withdraw_unstarted(spec):  # type: ignore[no-untyped-def]
+        withdrawn.append((spec.run_id, spec.attempt))
+        return answers.pop(0)
+
+    backend.unstarted_jobs = lambda templates, credentials=(): []  # type: ignore[attr-defined]
+    backend.delete_unstarted = lambda job: True  # type: ignore[attr-defined]
+    backend.withdraw_unstarted = withdraw_unstarted  # type: ignore[attr-defined]
+    run = ready_run(fake)
+    claim = fake.propose_state(run.id, StateType.PENDING)
+    assert claim.accepted
+    clock.advance(deps.settings.pending_timeout_seconds + 1)
+    assert clean_tick(deps)["recover"] == 0  # its job was run meanwhile: left Pending (found and adopted next)
+    assert fake.run(run.id).state_type is StateType.PENDING
+    assert clean_tick(deps)["recover"] == 1  # withdrawn: nothing of the attempt can run any more
+    assert fake.run(run.id).state_type is StateType.SCHEDULED
+    assert withdrawn == [(run.id, claim.state.id)] * 2
+    assert backend.calls["submit"] == 0
+
+
+def test_a_pending_run_out_of_recoveries_is_not_crashed_while_its_attempts_job_was_run_meanwhile(
+    deps: Deps, fake: FakePrefect, backend: LatencyBackend, pool: WorkPool, clock: FixedClock
+) -> None:
+    """Out of recoveries, a Pending run with no job found is Crashed — only once its attempt's unstarted job is
+    withdrawn: one run meanwhile (withdraw answers False) means a job serves the run, which is left as it is."""
+    answers = [False, True]
+    backend.unstarted_jobs = lambda templates, credentials=(): []  # type: ignore[attr-defined]
+    backend.delete_unstarted = lambda job: True  # type: ignore[attr-defined]
+    backend.withdraw_unstarted = lambda spec: answers.pop(0)  # type: ignore[attr-defined]
+    run = ready_run(fake)
+    fake.update_flow_run_labels(run.id, {RECOVERIES_LABEL: str(deps.settings.max_recoveries)})
+    assert fake.propose_state(run.id, StateType.PENDING).accepted
+    clock.advance(deps.settings.pending_timeout_seconds + 1)
+    assert clean_tick(deps)["crash"] == 0
+    assert fake.run(run.id).state_type is StateType.PENDING
+    assert clean_tick(deps)["crash"] == 1
+    assert fake.run(run.id).state_type is StateType.CRASHED

@@ -345,3 +345,111 @@ def test_the_webhooks_fast_path_leaves_a_cancelling_run_alone_when_its_jobs_stat
     assert reconcile_one(deps, fake.read_flow_run(run.id), pool)["detail"] == "stop-and-cancel"
     assert fake.run(run.id).state_type is StateType.CANCELLED
     assert backend.jobs[job_id].state is JobState.STOPPED
+
+
+# -- a slow submit overtaken by a later claim --------------------------------------------------------------------------
+
+
+class Overtaken(LatencyBackend):
+    """The first submit is overtaken while its call is in flight (``meanwhile``: the monitor recovers its run and a
+    later claim starts that run's job), then fails with ``error`` (``accepted``: its job made all the same); every
+    later submit succeeds."""
+
+    def __init__(self, error: BackendError, *, accepted: bool = False) -> None:
+        super().__init__()
+        self.error, self.accepted = error, accepted
+        self.meanwhile = lambda: None
+        self.submits = 0
+
+    def submit(self, spec: JobSpec):  # type: ignore[no-untyped-def]
+        self.submits += 1
+        if self.submits > 1:
+            return super().submit(spec)
+        self.meanwhile()
+        if self.accepted:  # the stalled call landed after the monitor looked: the cloud made it, the answer was lost
+            super().submit(spec)
+        raise self.error
+
+
+def _overtake(
+    deps: Deps, fake: FakePrefect, clock: FixedClock, pool: WorkPool, run_id: str, *, reclaim: bool = True
+) -> None:
+    """What the monitor (and another submitter, if ``reclaim``) do while the first submit is stalled past the pending
+    timeout."""
+    clock.advance(deps.settings.pending_timeout_seconds + 1)
+    assert tick(deps).reconciled.get("recover") == 1  # Pending, no pid, no job of its attempt: rescheduled
+    if reclaim:
+        assert submit_run(deps, fake.read_flow_run(run_id), pool).outcome == SubmitOutcome.SUBMITTED
+
+
+@pytest.mark.parametrize(
+    "error", [throttled(), BackendError("image not found", backend="fake")], ids=["retryable", "not-retryable"]
+)
+def test_a_slow_submit_failing_after_a_later_claim_took_the_run_leaves_the_run_to_it(
+    deps: Deps, fake: FakePrefect, pool: WorkPool, clock: FixedClock, error: BackendError
+) -> None:
+    """Its give-back would reschedule a run whose job is running (the next claim starts a second job: the duplicate of
+    a loaded Cloud Run storm), its crash would end it: the stale submit changes nothing."""
+    backend = use(deps, Overtaken(error))
+    run = ready_run(fake)
+    backend.meanwhile = lambda: _overtake(deps, fake, clock, pool, run.id)
+    outcome = submit_run(deps, run, pool)
+    ((job_id),) = backend.jobs  # the later claim's job, the only one
+    after = fake.run(run.id)
+    assert outcome.outcome == SubmitOutcome.NOT_CLAIMED, outcome
+    assert (after.state_type, after.state_name, after.infrastructure_pid) == (
+        StateType.PENDING,
+        "InfrastructurePending",
+        job_id,
+    )
+    clock.advance(600)
+    tick(deps)
+    assert list(backend.jobs) == [job_id]
+
+
+def test_a_job_the_cloud_made_after_all_for_the_overtaken_claim_is_stopped(
+    deps: Deps, fake: FakePrefect, pool: WorkPool, clock: FixedClock
+) -> None:
+    """The stalled call's job was accepted after all (the answer lost): that attempt is no longer the run's, so its
+    job is stopped; the later claim's job is left running."""
+    backend = use(deps, Overtaken(throttled("read timed out"), accepted=True))
+    run = ready_run(fake)
+    backend.meanwhile = lambda: _overtake(deps, fake, clock, pool, run.id)
+    assert submit_run(deps, run, pool).outcome == SubmitOutcome.NOT_CLAIMED
+    states = {job: backend.status([JobHandle("process", job)])[job].state for job in backend.jobs}
+    pid = fake.run(run.id).infrastructure_pid
+    assert states.pop(pid) is JobState.RUNNING and list(states.values()) == [JobState.STOPPED], states
+
+
+@pytest.mark.parametrize("accepted", [False, True], ids=["no-job", "job-made-after-all"])
+def test_a_slow_submit_failing_after_the_monitor_recovered_its_run_neither_crashes_it_nor_leaves_a_job(
+    deps: Deps, fake: FakePrefect, pool: WorkPool, clock: FixedClock, accepted: bool
+) -> None:
+    """The monitor rescheduled the run, nobody claimed it yet: a non-retryable error of the stale submit (its job
+    deleted under it, say) must not crash a run that is to be tried again; a job its call made after all is stopped
+    (the next claim is a new attempt and would never find it); the next claim makes the run's one live job."""
+    backend = use(deps, Overtaken(BackendError("job not found", backend="fake"), accepted=accepted))
+    run = ready_run(fake)
+    backend.meanwhile = lambda: _overtake(deps, fake, clock, pool, run.id, reclaim=False)
+    assert submit_run(deps, run, pool).outcome == SubmitOutcome.NOT_CLAIMED
+    assert fake.run(run.id).state_type is StateType.SCHEDULED
+    assert submit_run(deps, fake.read_flow_run(run.id), pool).outcome == SubmitOutcome.SUBMITTED
+    states = [backend.status([JobHandle("process", job)])[job].state for job in backend.jobs]
+    assert sorted(states) == sorted([JobState.RUNNING] + [JobState.STOPPED] * accepted), states
+
+
+def test_the_job_of_a_kept_key_is_left_to_the_later_claim_of_that_attempt(
+    deps: Deps, fake: FakePrefect, pool: WorkPool, clock: FixedClock
+) -> None:
+    """The stale submit was a retry under a kept key, and the later claim kept it too (only Scheduled states came
+    between): the job the stale call made after all is that claim's own job, and stays running."""
+    use(deps, Flaky([throttled()]))
+    run = ready_run(fake)
+    assert submit_run(deps, run, pool).outcome == SubmitOutcome.RELEASED  # the key is kept in the run's label
+    backend = use(deps, Overtaken(throttled("read timed out"), accepted=True))
+    backend.meanwhile = lambda: _overtake(deps, fake, clock, pool, run.id)
+    clock.advance((fake.run(run.id).next_scheduled_start_time - clock.now()).total_seconds())
+    assert submit_run(deps, fake.read_flow_run(run.id), pool).outcome == SubmitOutcome.NOT_CLAIMED
+    ((job_id),) = backend.jobs  # one job for the one attempt: the later claim's, which the stale call also reached
+    assert fake.run(run.id).infrastructure_pid == job_id
+    assert backend.status([JobHandle("process", job_id)])[job_id].state is JobState.RUNNING

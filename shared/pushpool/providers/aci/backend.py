@@ -66,6 +66,7 @@ from pushpool.providers.base import (
 from pushpool.providers.memo import Memo
 
 DEFAULT_IMAGE = "prefecthq/prefect:3-latest"
+STAND_IN_LOCATION = "eastus"  # check_job's location when the pool names none (submit reads the resource group's)
 DEFAULT_CONTAINER = "prefect"
 GROUP_TYPE = "microsoft.containerinstance/containergroups"
 KEEP_TAG = "pushpool-keep"  # set on groups created with keep_container_group: cleanup leaves them
@@ -191,6 +192,14 @@ class AciBackend(BackendBase):
                     return handle
                 raise
         return handle
+
+    def check_job(self, spec: JobSpec) -> None:
+        """What submit refuses before ARM creates anything: an identity the pool does not allow, an arm_template
+        pushpool cannot evaluate (an ARM function it does not know, a parameter without a value) or whose container
+        group ACI's API would not accept. Without a ``location`` the resource group's is stood in for (reading it is
+        a call to Azure)."""
+        check_identities(spec)
+        self.container_group(spec, _config(spec).location or STAND_IN_LOCATION)
 
     def find(self, spec: JobSpec) -> JobHandle | None:
         config = _config(spec)

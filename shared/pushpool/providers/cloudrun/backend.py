@@ -3,9 +3,11 @@
 
 * The job id is derived from the attempt (``pushpool-<pool>-<digest of run id and attempt>``, ≤ 63 characters, a valid
   job id), so a retried or concurrent submit of one attempt meets ``AlreadyExists`` and finds the job, while a run
-  scheduled again gets a new one. Of concurrent submitters only the one whose ``CreateJob`` succeeded runs the job at
-  once; the others wait for its execution and run it themselves only if none appears, with the job's ``etag`` (a job
-  that was run meanwhile has another etag: Cloud Run refuses the second run and its execution is found instead).
+  scheduled again gets a new one. Of concurrent submitters only the one whose ``CreateJob`` succeeded runs the job;
+  the others wait for its execution, and run the job themselves only once its creator cannot any more (the job older
+  than a creator's polls and RunJob retries take: it died between the two calls), with the job's ``etag``.
+  That RunJob refuses a stale etag is not documented by Cloud Run, so the wait is the guard and the etag a second one;
+  a submitter that sees the job ready but not old enough gives the run back (retryable) instead of running it.
 * The job carries the run's command and environment itself (one job per attempt: no overrides); the Prefect credential
   goes as ``valueSource.secretKeyRef`` (``prefect_api_key_secret`` / ``prefect_api_auth_string_secret``), never in
   plaintext: pushpool refuses the job instead. The task timeout follows ``max_run_time_seconds`` unless ``timeout`` is
@@ -21,9 +23,13 @@
   so the ended runs the monitor still watches cost no call either.
 * What is kept (``pushpool.providers.memo``: bounded, per identity, only what cannot change) is an optimisation of a
   warm process; a cold one asks the API again.
+* A job whose CreateJob operation failed (not made ready: it cannot have run) is deleted at once; one whose operation
+  did not end in time, or whose poll failed, is not (another submit of the attempt may have run it meanwhile).
 * A job that never started (its submit failed between CreateJob and RunJob) is found by ``unstarted_jobs`` (one
   ListJobs per location of the pools, each tick) and deleted by the monitor once its run is final or gone
-  (``usecases/unstarted.py``), with the listed etag so a job run meanwhile is left alone.
+  (``usecases/unstarted.py``), with the listed etag so a job run meanwhile is left alone. The monitor also withdraws
+  it (``withdraw_unstarted``, the same etag guard) before it gives back a Pending run whose attempt has no execution:
+  a submit stalled between CreateJob and RunJob then finds its job gone instead of running it beside the next claim's.
 * 429/5xx are retried with google-api-core's retry (exponential backoff with jitter), then surface as
   BackendUnavailableError with Google's reason.
 * The handle id is the execution's resource name (``projects/<p>/locations/<r>/jobs/<job>/executions/<e>``), with
@@ -53,7 +59,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from pushpool.errors import BackendError
+from pushpool.errors import BackendError, BackendUnavailableError
 from pushpool.providers.base import (
     DEFAULT_COMMAND,
     BackendBase,
@@ -122,6 +128,7 @@ COMMON_REASONS: Mapping[str, str] = MappingProxyType(
 )
 DEADLINE_EXCEEDED = 4  # google.rpc.Code of a task attempt that hit the task timeout
 ENDED = (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED)  # an execution in one of these never changes again
+ORPHAN_MARGIN_SECONDS = 15.0  # past a creator's RunJob retries: when another submit of the attempt may run its job
 
 _EXECUTION = re.compile(r"^projects/([^/]+)/locations/([^/]+)/jobs/([^/]+)/executions/([^/#]+)$")
 _LABEL_UNSAFE = re.compile(r"[^a-z0-9_-]")
@@ -201,16 +208,28 @@ class CloudRunBackend(BackendBase):
                 )
             except exceptions.Conflict:  # 409 ALREADY_EXISTS: another submit of this attempt created it
                 return spec.handle(NAME, self._existing(jobs, name, keep).id)
-            try:  # polling the operation is retried too (a 503 there must not look like a failed job)
-                created = self._operation_result(operation, identity)
-            except exceptions.GoogleAPICallError:
-                # The job was not made ready (an image missing, a service account unknown): it must not stay behind.
+            # Polling the operation is retried too (a 503 there must not look like a failed job). Not done in time, or
+            # its poll failing: the job may yet be ready, and run by another submit of this attempt — it is left to
+            # that attempt's retry (409: found) or to the sweep of unstarted jobs, never deleted under a live execution.
+            done = self._operation_done(operation, identity)
+            error = done.get("error")
+            if error:
+                # The operation failed: the job was not made ready (an image missing, a service account unknown), so it
+                # cannot have run (RunJob needs a ready job); it must not stay behind.
                 try:
                     jobs.delete_job(name=name, retry=retry)
                 except exceptions.GoogleAPICallError:
                     pass
-                raise
+                raise exceptions.from_grpc_status(int(error.get("code", 2)), str(error.get("message", "")))
+            created = dict(done.get("response") or {})
             return spec.handle(NAME, self._run(jobs, name, str(created.get("etag", "")), keep).id)
+
+    def check_job(self, spec: JobSpec) -> None:
+        """What submit refuses before any call: the body (a credential in plaintext, a field run.v2 does not know)
+        and a ``credentials`` block of another project than the pool's ``project``."""
+        config = _config(spec)
+        self._job_message(spec, config)
+        _same_project(config.credentials_project if self._identity(config.credentials) else None, config.project, True)
 
     def find(self, spec: JobSpec) -> JobHandle | None:
         from google.api_core import exceptions
@@ -379,8 +398,9 @@ class CloudRunBackend(BackendBase):
                     found.append(UnstartedJob(NAME, job.name, run_id, job.etag, pool_credentials))
         return found
 
-    def delete_unstarted(self, job: UnstartedJob) -> None:
-        """Delete the job if it is as listed (its etag): a job run meanwhile is left to the run's own cleanup."""
+    def delete_unstarted(self, job: UnstartedJob) -> bool:
+        """Delete the job if it is as listed (its etag): a job run meanwhile (RunJob changes the etag) is left to the
+        run's own cleanup (False)."""
         from google.api_core import exceptions
 
         identity = self._identity((job.credentials or {}).get("credentials"))
@@ -388,14 +408,41 @@ class CloudRunBackend(BackendBase):
             try:
                 jobs = self._client("jobs", identity)
                 jobs.delete_job(request={"name": job.ref, "etag": job.version}, retry=self._retry())
-            except (exceptions.NotFound, exceptions.Conflict, exceptions.Aborted, exceptions.FailedPrecondition):
-                return
+            except exceptions.NotFound:
+                return True
+            except (exceptions.Conflict, exceptions.Aborted, exceptions.FailedPrecondition):
+                return False
+        return True
+
+    def withdraw_unstarted(self, spec: JobSpec) -> bool:
+        """The attempt's job, if it exists with no execution (its submit stalled between CreateJob and RunJob past the
+        monitor's pending timeout), is deleted with the etag read here: the submit's late RunJob then fails (no job)
+        instead of making an execution beside the next claim's. A job run meanwhile is left (False: the run has one)."""
+        from google.api_core import exceptions
+
+        config = _config(spec)
+        name = f"projects/{self._project_of(config)}/locations/{config.region}/jobs/{job_id(spec)}"
+        with google_errors(f"Cloud Run job {name}"):
+            try:
+                job = self._client("jobs", self._identity(config.credentials)).get_job(name=name, retry=self._retry())
+            except (exceptions.NotFound, exceptions.PermissionDenied):
+                return True  # no job of this attempt (or no such project or location)
+        if job.execution_count or job.latest_created_execution.name:
+            return False
+        return self.delete_unstarted(UnstartedJob(NAME, name, spec.run_id, job.etag, spec.credentials))
 
     # -- submit helpers ------------------------------------------------------------------------------------------
 
     def _existing(self, jobs: Any, name: str, keep: bool) -> JobHandle:
-        """The handle of a job another submit of this attempt created: its execution, once there is one; run it only
-        when none appears while the job is ready (its creator died), with its etag (one execution)."""
+        """The handle of a job another submit of this attempt created: its execution, once there is one (waited for up
+        to ``ready_timeout``). The job is run here only once its creator can no longer run it (``_orphaned``: it died
+        between CreateJob and RunJob), with its etag. Cloud Run does not document that RunJob refuses a stale etag, so
+        the etag is a second guard, never the only one: a live creator and this submit would make two executions.
+
+        Raises:
+            BackendUnavailableError: the job is ready with no execution, but its creator may still run it (retryable:
+                the run is given back under the same key, and the retry finds the execution or runs the orphan).
+        """
         deadline = time.monotonic() + self.ready_timeout
         delay = 0.1
         while True:
@@ -403,10 +450,29 @@ class CloudRunBackend(BackendBase):
             if job.latest_created_execution.name:
                 return _handle(job.latest_created_execution.name, keep)
             ready = _state_name(job.terminal_condition.state) == "CONDITION_SUCCEEDED"
-            if (ready and job.execution_count == 0 and delay >= 1.6) or time.monotonic() > deadline:
+            if ready and job.execution_count == 0 and self._orphaned(job):
                 return self._run(jobs, name, job.etag, keep)
+            if time.monotonic() > deadline:
+                if ready:
+                    raise BackendUnavailableError(
+                        f"Cloud Run job {name} of this attempt is ready but not started yet: the submit that created "
+                        "it may still start it",
+                        backend=NAME,
+                    )
+                return self._run(jobs, name, job.etag, keep)  # never ready: Cloud Run's refusal says why
             self.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    def _orphaned(self, job: Any) -> bool:
+        """Whether ``job``'s creator can no longer run it: the job is older than a creator can take from CreateJob to
+        its last RunJob try — polling the operation up to ``ready_timeout`` (its last poll retried up to
+        ``retry_timeout``), then RunJob retried up to ``retry_timeout`` — plus ``ORPHAN_MARGIN_SECONDS`` (a poll's wait,
+        the calls themselves, the clocks of Google and of this host)."""
+        created = _time(job.create_time)
+        if created is None:
+            return True  # Cloud Run gives no time: only the etag guards
+        budget = self.ready_timeout + 2 * self.retry_timeout + ORPHAN_MARGIN_SECONDS
+        return time.time() - created.timestamp() > budget
 
     def _run(self, jobs: Any, name: str, etag: str, keep: bool) -> JobHandle:
         from google.api_core import exceptions
@@ -472,11 +538,11 @@ class CloudRunBackend(BackendBase):
 
         return self._retry()(call)()  # type: ignore[no-any-return]
 
-    def _operation_result(self, operation: Mapping[str, Any], identity: str) -> dict[str, Any]:
-        """The Job a CreateJob operation made, once done (polled up to ``ready_timeout``).
+    def _operation_done(self, operation: Mapping[str, Any], identity: str) -> dict[str, Any]:
+        """A CreateJob operation once done (polled up to ``ready_timeout``): its ``response`` (the Job) or ``error``.
 
         Raises:
-            google.api_core.exceptions.GoogleAPICallError: the operation failed (its error), or did not end in time.
+            google.api_core.exceptions.GoogleAPICallError: it did not end in time (DeadlineExceeded), or a poll failed.
         """
         from google.api_core import exceptions
 
@@ -488,10 +554,7 @@ class CloudRunBackend(BackendBase):
             self.sleep(delay)
             delay = min(delay * 2, 2.0)
             operation = self._rest("GET", str(operation["name"]), identity)
-        error = operation.get("error")
-        if error:
-            raise exceptions.from_grpc_status(int(error.get("code", 2)), str(error.get("message", "")))
-        return dict(operation.get("response") or {})
+        return dict(operation)
 
     def _check_platform(self, image: str, identity: str = "") -> None:
         """Refuse an image with no ``linux/amd64`` variant (Cloud Run runs no other) before the job exists; an image
@@ -692,15 +755,7 @@ class CloudRunBackend(BackendBase):
         if not project and self._project is None:  # pushpool's own project, when it has one
             self._own_credentials()
         project = project or self._project
-        if block and project and block != project:
-            whose = "the pool's `project`" if config.project else "pushpool's own project"
-            raise BackendError(
-                f"the pool's gcp-credentials block is of project {block}, but the pool's jobs go to project {project} "
-                f"({whose}), "
-                "and a pool's jobs go to its block's own project. Give the block a key for project "
-                f"{project}, or set the pool's `project` to {block}",
-                backend=NAME,
-            )
+        _same_project(block, project, bool(config.project))
         if not project:
             raise BackendError(
                 "no Google Cloud project: set the pool's `project` variable (or the gcp-credentials block's project, "
@@ -809,6 +864,24 @@ def job_body(spec: JobSpec, config: CloudRunJobConfig) -> dict[str, Any]:
     execution_template["labels"] = _merge_labels(ours, execution_template.get("labels") or {})
     body.setdefault("client", "prefect")
     return body  # type: ignore[no-any-return]
+
+
+def _same_project(block: str | None, project: str | None, pools: bool) -> None:
+    """Refuse a ``credentials`` block of another project than the one the job goes to (``pools``: the pool's
+    ``project``, else pushpool's own): the block signs every call about the job, in the job's project.
+
+    Raises:
+        BackendError: naming both projects.
+    """
+    if block and project and block != project:
+        whose = "the pool's `project`" if pools else "pushpool's own project"
+        raise BackendError(
+            f"the pool's gcp-credentials block is of project {block}, but the pool's jobs go to project {project} "
+            f"({whose}), "
+            "and a pool's jobs go to its block's own project. Give the block a key for project "
+            f"{project}, or set the pool's `project` to {block}",
+            backend=NAME,
+        )
 
 
 def _label_key(key: str) -> str:

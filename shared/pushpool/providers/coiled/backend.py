@@ -75,10 +75,7 @@ class CoiledBackend(BackendBase):
         return cls(**options)
 
     def submit(self, spec: JobSpec) -> JobHandle:
-        config = _config(spec)
-        options = batch.options_of(config.additional_coiled_options)
-        if (config.cpu or config.memory) and config.vm_types:
-            raise BackendError("give either vm_types or cpu/memory, not both (as the coiled SDK)", backend=NAME)
+        config, options = _checked(spec)
         api = self._api(config)
         workspace = config.workspace or os.environ.get("DASK_COILED__WORKSPACE") or api.account()
         name = cluster_name(spec.run_id, spec.attempt)
@@ -104,6 +101,14 @@ class CoiledBackend(BackendBase):
                 if found is not None:
                     return spec.handle(NAME, found.id)
         return spec.handle(NAME, f"{workspace}/{cluster_id}/{job_id}")
+
+    def check_job(self, spec: JobSpec) -> None:
+        """What submit refuses before any call to Coiled: ``additional_coiled_options`` outside those pushpool gives
+        their SDK meaning (or of the wrong form: sizes, durations, ``KEY=val`` lists), ``vm_types`` with
+        ``cpu``/``memory``. The VM types Coiled would choose from ``cpu``/``memory`` are not asked for (a call)."""
+        config, options = _checked(spec)
+        self._job_spec(spec, config, "check", options)
+        self._cluster(spec, config, cluster_name(spec.run_id, spec.attempt), list(config.vm_types or []), options)
 
     def find(self, spec: JobSpec) -> JobHandle | None:
         config = _config(spec)
@@ -335,6 +340,19 @@ def _software_environment(config: CoiledJobConfig, cluster: Mapping[str, Any]) -
         "lockfile_content": None,
         "lockfile_name": None,
     }
+
+
+def _checked(spec: JobSpec) -> tuple[CoiledJobConfig, dict[str, Any]]:
+    """The job's configuration and its ``additional_coiled_options``, refused as the SDK refuses them.
+
+    Raises:
+        BackendError: an option pushpool does not support, or ``vm_types`` with ``cpu``/``memory``.
+    """
+    config = _config(spec)
+    options = batch.options_of(config.additional_coiled_options)
+    if (config.cpu or config.memory) and config.vm_types:
+        raise BackendError("give either vm_types or cpu/memory, not both (as the coiled SDK)", backend=NAME)
+    return config, options
 
 
 def _config(spec: JobSpec) -> CoiledJobConfig:
