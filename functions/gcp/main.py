@@ -21,6 +21,7 @@ import functions_framework
 from pushpool.entrypoints.gcp_functions import configure_logging, function_deps
 from pushpool.entrypoints.http import ProvisionRequest, handle_delayed_run, handle_submit, parse_body, run_provision
 from pushpool.errors import InvalidRequestError, PushpoolError
+from pushpool.usecases.event_publisher import flushed
 from pushpool.usecases.monitor import tick
 
 configure_logging()
@@ -29,6 +30,7 @@ JSON = {"Content-Type": "application/json"}
 
 
 @functions_framework.http
+@flushed(function_deps)  # the run events of the invocation, into Prefect
 def submit(request: Any) -> tuple[bytes, int, dict[str, str]]:
     if request.method != "POST":  # the runtime passes every method on: the same answer as pushpool serve's
         refused = {"error": f"{request.method} is not allowed on submit: use POST"}
@@ -43,6 +45,7 @@ def submit(request: Any) -> tuple[bytes, int, dict[str, str]]:
 
 
 @functions_framework.http
+@flushed(function_deps)  # the run events of the invocation, into Prefect
 def delayed(request: Any) -> tuple[bytes, int, dict[str, str]]:
     """One Cloud Tasks task: 2xx ends it; any other answer makes Cloud Tasks retry it (the queue's retry config), so
     a malformed or stale task is answered 200 and dropped, and only a transient failure answers 5xx."""
@@ -61,6 +64,7 @@ def delayed(request: Any) -> tuple[bytes, int, dict[str, str]]:
 
 
 @functions_framework.http
+@flushed(function_deps)  # the run events of the invocation, into Prefect
 def provision(request: Any) -> tuple[bytes, int, dict[str, str]]:
 
     deps, _ = function_deps()
@@ -74,6 +78,7 @@ def provision(request: Any) -> tuple[bytes, int, dict[str, str]]:
 
 
 @functions_framework.cloud_event
+@flushed(function_deps)  # the run events of the invocation, into Prefect
 def monitor(cloud_event: Any) -> None:
     deps, _ = function_deps()
     report = tick(deps)

@@ -18,6 +18,7 @@ from pushpool.usecases.monitor import tick
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
+aws_lambda.configure_logging(logger)
 
 _ACTION_METRICS = {
     "crash": aws_lambda.CRASHED,
@@ -36,6 +37,13 @@ def _count(name: str, value: int) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    try:
+        return _handle(event)
+    finally:
+        aws_lambda.flush_events()  # the run events this invocation made, into Prefect
+
+
+def _handle(event: dict[str, Any]) -> dict[str, Any]:
     deps, _ = aws_lambda.lambda_deps()
     if isinstance(event, dict) and event.get("detail-type") == aws_lambda.ECS_TASK_STATE_CHANGE:
         try:

@@ -24,6 +24,7 @@ from pushpool.errors import InvalidRequestError
 logger = Logger()
 metrics = Metrics()
 app = LambdaFunctionUrlResolver()
+aws_lambda.configure_logging(logger)
 
 _OUTCOME_METRICS = {"submitted": aws_lambda.SUBMITTED, "crashed": aws_lambda.CRASHED, "cancelled": aws_lambda.CANCELLED}
 
@@ -89,6 +90,9 @@ def delayed_runs(records: list[dict[str, Any]]) -> dict[str, Any]:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    if event.get("Records"):  # the delay queue
-        return delayed_runs(event["Records"])
-    return app.resolve(event, context)
+    try:
+        if event.get("Records"):  # the delay queue
+            return delayed_runs(event["Records"])
+        return app.resolve(event, context)
+    finally:
+        aws_lambda.flush_events()  # the run events this invocation made, into Prefect

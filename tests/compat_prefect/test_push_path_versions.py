@@ -77,6 +77,18 @@ def _served(api_url: str, tmp: Path, *, stream: bool) -> Server:
     return served
 
 
+def _pushpool_events(prefect: PrefectHelper, run_id: str, name: str, timeout: float = 45) -> dict:
+    """The run's event ``name`` as the run page of Prefect's UI finds it (any resource is the run), once stored."""
+    body = {"filter": {"any_resource": {"id": [f"prefect.flow-run.{run_id}"]}, "event": {"name": [name]}}, "limit": 50}
+    deadline = time.monotonic() + timeout
+    while True:
+        found = prefect.json("POST", "/events/filter", json=body)["events"]
+        if found or time.monotonic() > deadline:
+            assert len(found) == 1, found
+            return found[0]
+        time.sleep(0.5)
+
+
 def _finished(prefect: PrefectHelper, run_id: str) -> str:
     return str(prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, timeout=120)["state"]["type"])
 
@@ -105,6 +117,9 @@ def test_the_push_path_on_each_server_version(server, tmp_path: Path) -> None:
         sleeper = prefect.create_run(prefect.create_deployment(pool, "flows.py:sleeper", job_variables=jobvars))
         assert _finished(prefect, done) == "COMPLETED"
         assert prefect.read_run(done)["infrastructure_pid"]
+        # serve's events (issue 26) on the run's page, as the UI asks for them: accepted and stored by every server.
+        submitted = _pushpool_events(prefect, done, "pushpool.run.submitted")
+        assert submitted["related"][-1]["prefect.resource.role"] == "creator", submitted
         # pushpool's Pending sub-state (Pending → InfrastructurePending): servers before 3.6.22 ABORT it, harmlessly
         # (the answer still carries the run's state, which is all submit reads from it); newer ones record it.
         substate = ("PENDING", "InfrastructurePending") in prefect.states(done)

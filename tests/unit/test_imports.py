@@ -36,7 +36,7 @@ def _loaded(tmp_path: Path, function: str, *extra_imports: str, code: str = "") 
         + code
         + "print(json.dumps(sorted(set(sys.modules) - before)))\n"
     )
-    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "AWS_EC2_METADATA_DISABLED": "true"}
+    env = {"PYTHONPATH": f"{tmp_path}:{ROOT / 'shared'}", "PATH": "/usr/bin:/bin", "AWS_EC2_METADATA_DISABLED": "true"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     return set(json.loads(out.stdout))
 
@@ -139,7 +139,7 @@ def test_the_azure_submit_function_loads_no_other_cloud_sdk(tmp_path: Path) -> N
         + "print(json.dumps(sorted(set(sys.modules) - before)))\n"
     )
     env = {
-        "PYTHONPATH": str(tmp_path),
+        "PYTHONPATH": f"{tmp_path}:{ROOT / 'shared'}",
         "PATH": "/usr/bin:/bin",
         "PREFECT_API_URL": "http://127.0.0.1:9/api",
         "PUSHPOOL_POOL_TYPES": "azure-container-instance:push",
@@ -223,7 +223,8 @@ def test_the_gcp_functions_load_no_other_cloud(tmp_path: Path, target: str) -> N
         + "print(json.dumps(sorted(set(sys.modules) - before)))\n"
     )
     site = [p for p in sys.path if p.endswith("site-packages")]
-    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), *site]), "PATH": "/usr/bin:/bin", "NO_GCE_CHECK": "True"}
+    path = os.pathsep.join([str(tmp_path), str(ROOT / "shared"), *site])
+    env = {"PYTHONPATH": path, "PATH": "/usr/bin:/bin", "NO_GCE_CHECK": "True"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-1500:]
     loaded = set(json.loads(out.stdout))

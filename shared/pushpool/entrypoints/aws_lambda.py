@@ -10,6 +10,7 @@ secret may hold one token or ``{"current": …, "previous": …}`` during rotati
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pushpool.entrypoints.auth import WebhookAuth
 from pushpool.errors import ConfigurationError, InvalidRequestError
 from pushpool.settings import Settings
+from pushpool.usecases import event_publisher, run_events
 from pushpool.usecases.deps import Deps
 
 SECRET_MAX_AGE = 300
@@ -82,6 +84,25 @@ def lambda_deps() -> tuple[Deps, WebhookAuth]:
 
         deps.trigger = SqsTrigger(settings.delay_queue_url)
     return deps, WebhookAuth(settings.webhook_tokens, settings.webhook_signing_secrets)
+
+
+def flush_events() -> None:
+    """The end of an invocation: send the run events it made to Prefect (a short timeout; never raises)."""
+    try:
+        deps, _ = lambda_deps()
+    except Exception:  # noqa: BLE001 - no dependencies, no events
+        return
+    event_publisher.flush_events(deps.events, deps.orchestrator)
+
+
+def configure_logging(logger: Any) -> None:
+    """pushpool's log lines as the function's own JSON (Powertools' handler on the ``pushpool`` logger), each line
+    about a run with its ``flow_run_id``, ``work_pool`` and ``job_id`` fields (usecases/run_events.py)."""
+    from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+
+    logging.getLogger("pushpool")  # registered, so that Powertools finds it
+    copy_config_to_registered_loggers(source_logger=logger, include={"pushpool"})
+    run_events.install_log_fields(*logging.getLogger("pushpool").handlers)
 
 
 def check_provision_request(event: Mapping[str, Any]) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from pushpool.entrypoints.auth import WebhookAuth
 from pushpool.settings import Settings
 from pushpool.usecases.deps import Deps
+from pushpool.usecases.run_events import install_log_fields
 
 log = logging.getLogger("pushpool.azure")
 
@@ -29,6 +30,7 @@ def azure_deps() -> tuple[Deps, WebhookAuth]:
     """Dependencies for this warm worker (settings, Prefect client, the ACI backend), built once."""
     settings = Settings.from_env()
     deps = Deps.from_settings(settings)
+    install_log_fields(*logging.getLogger().handlers)  # the worker's: a line about a run carries its run, pool, job
     if settings.delay_queue_url:  # scheduled runs: a message per run, invisible until its time, then `delayed`
         from pushpool.entrypoints.azure_delay import StorageQueueTrigger
 

@@ -22,6 +22,7 @@ from pushpool.entrypoints.auth import WebhookAuth
 from pushpool.errors import ConfigurationError
 from pushpool.settings import Settings
 from pushpool.usecases.deps import Deps
+from pushpool.usecases.run_events import install_log_fields
 
 if TYPE_CHECKING:
     from pushpool.usecases.triggers import DelayedTrigger
@@ -51,6 +52,7 @@ def configure_logging(level: int = logging.INFO) -> None:
         return
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(CloudLoggingFormatter())
+    install_log_fields(handler)  # a line about a run carries flow_run_id, work_pool and job_id
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False

@@ -48,6 +48,7 @@ from pushpool.errors import (
 )
 from pushpool.prefect_api.models import WorkPool
 from pushpool.usecases.deps import Deps
+from pushpool.usecases.event_publisher import EventPublisher
 from pushpool.usecases.heartbeat import stop_serving
 from pushpool.usecases.monitor import dispatch_due, tick
 from pushpool.usecases.tick_report import TickReport
@@ -195,6 +196,8 @@ class Server:
         self.timers = TimerTrigger(self._on_timer, fire_many=self._on_timers)
         self._sweep = threading.Event()  # wakes the monitor loop for a tick now (a burst of timers, or stop)
         deps.trigger = self.timers
+        # What pushpool does to runs, as Prefect events: sent from a thread of its own, never in a submit's way.
+        self.publisher = EventPublisher(deps.events, deps.orchestrator)
 
     @property
     def address(self) -> str:
@@ -213,6 +216,7 @@ class Server:
         self.timers.start()
         if self.events is not None:
             self.events.start()
+        self.publisher.start()
         log.info(
             "pushpool serving on %s (submit: POST %s%s; provision and monitor: %s; monitor every %.1f s; "
             "event stream %s) for Prefect API %s",
@@ -239,6 +243,7 @@ class Server:
                 thread.join(timeout=10)  # its tick ends before the pools are marked as no longer served
         if self.last_tick is not None:  # the pools its ticks heartbeated into
             stop_serving(self.deps, self.last_tick.served)
+        self.publisher.stop()  # what the last actions emitted, with a short timeout
 
     def _monitor_loop(self) -> None:
         # The first tick comes one interval after start, not at once: serve's start-up stays cheap for a large

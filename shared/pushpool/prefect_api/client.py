@@ -531,6 +531,29 @@ class PrefectClient:
 
     # -- events -------------------------------------------------------------------------------------------------
 
+    def emit_events(self, events: list[dict[str, Any]], *, timeout: float = 5.0) -> None:
+        """Record a batch of events (``POST /events``, on every Prefect 3 server). One attempt with ``timeout``, never
+        retried here: the caller (usecases/event_publisher.py) keeps what was not delivered for its next flush.
+
+        Raises:
+            OrchestratorUnavailableError: Prefect could not be reached, timed out, or answered 429/5xx.
+            OrchestratorError: Prefect refused the batch (4xx).
+        """
+        self.calls += 1
+        try:
+            response = self._http.post("/events", json=events, timeout=timeout)
+        except httpx.TransportError as exc:
+            raise OrchestratorUnavailableError(
+                f"Prefect API at {self.api_url} unavailable: POST /events failed ({_describe(exc)})"
+            ) from None
+        if response.status_code in RETRY_STATUSES or response.status_code >= 500:
+            raise OrchestratorUnavailableError(
+                f"Prefect API at {self.api_url} unavailable: POST /events answered HTTP {response.status_code}",
+                status_code=response.status_code,
+            )
+        if response.status_code >= 400:
+            raise self._error_for("POST /events", response)
+
     def read_events(self, event_filter: dict[str, Any], *, max_pages: int = 20) -> list[dict[str, Any]]:
         """Stored events matching ``event_filter`` (Prefect's EventFilter), oldest pages first as Prefect gives them."""
         page = self._json("POST", "/events/filter", json={"filter": event_filter, "limit": 50})

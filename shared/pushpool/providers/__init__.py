@@ -69,6 +69,9 @@ class Provider:
     # ``credentials_problem() -> (problem, fix) | None``: whether this machine has the provider's own credentials (what
     # a pool with no credentials block uses), and what to do when not — ``pushpool doctor`` asks it. None: needs none.
     credentials: str | None = None
+    # ``console_url(job_id) -> str | None``: the page of a job in the provider's console (the link from a run to its
+    # job, in its submitted event and state message), from the handle id alone, no call. None: the provider has none.
+    console_url: str | None = None
 
     @property
     def pool_types(self) -> tuple[str, ...]:
@@ -146,6 +149,17 @@ class Provider:
         self.require_installed()
         return _load(self.credentials)()  # type: ignore[no-any-return]
 
+    def job_console_url(self, job_id: str) -> str | None:
+        """The page of job ``job_id`` in the provider's console; None when the provider has none or the id is not one
+        of its jobs'. Never raises: a link is a courtesy."""
+        if self.console_url is None or not job_id:
+            return None
+        try:
+            url = _load(self.console_url)(job_id)
+        except Exception:  # noqa: BLE001 - never fail a submit for a link
+            return None
+        return str(url) if url else None
+
     def config_model(self) -> type[JobConfig]:
         return _load(self.config)  # type: ignore[no-any-return]
 
@@ -185,6 +199,7 @@ PROVIDERS: tuple[Provider, ...] = (
         config="pushpool.providers.ecs.config:EcsJobConfig",
         provisioner="pushpool.providers.ecs.provisioner:EcsProvisioner",
         credentials="pushpool.providers.ecs.credentials:credentials_problem",
+        console_url="pushpool.providers.ecs.console:console_url",
         managed="pushpool.providers.ecs.template:managed_variables",
         options="pushpool.providers.ecs.options:backend_options",
         provisioner_options=("static_ips",),
@@ -199,6 +214,7 @@ PROVIDERS: tuple[Provider, ...] = (
         provisioner="pushpool.providers.aci.provisioner:AciProvisioner",
         pool_settings="pushpool.providers.aci.config:operator_settings",
         credentials="pushpool.providers.aci.credentials:credentials_problem",
+        console_url="pushpool.providers.aci.console:console_url",
         extra="azure",
         sdk=("azure.mgmt.containerinstance", "azure.identity"),
     ),
@@ -209,6 +225,7 @@ PROVIDERS: tuple[Provider, ...] = (
         config="pushpool.providers.modal.config:ModalJobConfig",
         provisioner="pushpool.providers.modal.provisioner:ModalProvisioner",
         credentials="pushpool.providers.modal.credentials:credentials_problem",
+        console_url="pushpool.providers.modal.console:console_url",
         extra="modal",
         sdk=("modal",),
     ),
@@ -219,6 +236,7 @@ PROVIDERS: tuple[Provider, ...] = (
         config="pushpool.providers.coiled.config:CoiledJobConfig",
         provisioner="pushpool.providers.coiled.provisioner:CoiledProvisioner",
         credentials="pushpool.providers.coiled.credentials:credentials_problem",
+        console_url="pushpool.providers.coiled.console:console_url",
     ),
     Provider(
         name="cloudrun",
@@ -233,6 +251,7 @@ PROVIDERS: tuple[Provider, ...] = (
         options="pushpool.providers.cloudrun.options:backend_options",
         provisioner_options=("project",),
         credentials="pushpool.providers.cloudrun.credentials:credentials_problem",
+        console_url="pushpool.providers.cloudrun.console:console_url",
         extra="gcp",
         sdk=("google.cloud.run_v2",),
     ),

@@ -34,9 +34,10 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 
 from pushpool.errors import OrchestratorUnavailableError, PushpoolError
-from pushpool.prefect_api.client import BULK_LIMIT, PrefectClient
+from pushpool.prefect_api.client import BULK_LIMIT
 from pushpool.prefect_api.models import FlowRun, OrchestrationResult, StateType, WorkPool
 from pushpool.usecases.deps import Deps
+from pushpool.usecases.run_events import run_context
 from pushpool.usecases.submit import (
     PROGRESS_STATE,
     Admitted,
@@ -47,6 +48,7 @@ from pushpool.usecases.submit import (
     finish,
     give_slot_back,
     proceed,
+    refused,
     release,
 )
 
@@ -89,7 +91,7 @@ def dispatch(
         else:
             admitted.append(got)
     if any(a.limits for a in admitted):
-        admitted, turned_away = _within_room(client, admitted)
+        admitted, turned_away = _within_room(deps, admitted)
         if turned_away:
             full.set()
             results.extend((outcome.outcome, None) for outcome in turned_away)
@@ -139,7 +141,8 @@ def _proceed(
     describe: Callable[[Exception], str],
 ) -> Started | Result:
     try:
-        got = proceed(deps, one, claim, trigger="monitor", limits_counted=True, claimed_at=claimed_at)
+        with run_context(one.run.id, one.pool.name):
+            got = proceed(deps, one, claim, trigger="monitor", limits_counted=True, claimed_at=claimed_at)
     except Exception as exc:  # noqa: BLE001 - reported per run, as monitor._dispatch_one does
         return _error(one.run, exc, describe)
     return got if isinstance(got, Started) else (got.outcome, None)
@@ -159,7 +162,8 @@ def _progress(deps: Deps, started: list[Started], describe: Callable[[Exception]
     found: list[Result] = []
     for one in started:
         try:
-            found.append((finish(deps, one, answers.get(one.admitted.run.id)).outcome, None))
+            with run_context(one.admitted.run.id, one.admitted.pool.name, one.handle.id):
+                found.append((finish(deps, one, answers.get(one.admitted.run.id)).outcome, None))
         except Exception as exc:  # noqa: BLE001 - reported per run
             found.append(_error(one.admitted.run, exc, describe))
     return found
@@ -169,9 +173,10 @@ def _key(limit: object) -> tuple[str, str]:
     return type(limit).__name__, limit.describe()  # type: ignore[attr-defined]
 
 
-def _within_room(client: PrefectClient, admitted: list[Admitted]) -> tuple[list[Admitted], list[SubmitOutcome]]:
+def _within_room(deps: Deps, admitted: list[Admitted]) -> tuple[list[Admitted], list[SubmitOutcome]]:
     """The runs there is room for under their limits as counted now (one count per limit), in order; the others
     are turned away WAITING, unclaimed."""
+    client = deps.orchestrator
     room: dict[tuple[str, str], int] = {}
     for one in admitted:
         for limit in one.limits:
@@ -183,6 +188,7 @@ def _within_room(client: PrefectClient, admitted: list[Admitted]) -> tuple[list[
         over = next((limit for limit in one.limits if room[_key(limit)] <= 0), None)
         if over is not None:
             why = f"{over.describe()} concurrency limit reached"
+            refused(deps, one.run, one.pool, "limit", why)
             turned_away.append(SubmitOutcome(one.run.id, SubmitOutcome.WAITING, why))
             continue
         for limit in one.limits:
@@ -218,7 +224,7 @@ def _recount(
     for one, _ in accepted:
         if one.run.id in back:
             try:
-                given_back.append((give_slot_back(deps, one.run, back[one.run.id]).outcome, None))
+                given_back.append((give_slot_back(deps, one.run, back[one.run.id], one.pool).outcome, None))
             except Exception as exc:  # noqa: BLE001 - left Pending without a job: the monitor recovers it
                 given_back.append(_error(one.run, exc, describe))
     return kept, given_back

@@ -17,6 +17,7 @@ import collections
 import datetime as dt
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,9 @@ CANCELLED = "cancelled"
 RETRIED = "retried"
 REFUSED = "refused"
 ACTIONS = (SUBMITTED, JOB_STARTED, JOB_ENDED, CRASHED, CANCELLED, RETRIED, REFUSED)
+
+# The namespace of the events' ids (uuid5): the same action on the same attempt gets the same id in any process.
+EVENT_NAMESPACE = uuid.UUID("7d0c3a52-4b8e-5c1f-9a61-2f5d0e6b1c47")
 
 
 def _now() -> dt.datetime:
@@ -63,6 +67,9 @@ class RunEvent:
     reason: str | None = None
     payload: Mapping[str, Any] = field(default_factory=dict)
     occurred: dt.datetime = field(default_factory=_now)
+    # What tells apart repeats of one action in one attempt that are each an event (the give-back number of a run
+    # retried after transient errors, whose attempt key is kept); None for actions that happen once per attempt.
+    sequence: int | None = None
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -72,18 +79,34 @@ class RunEvent:
     def name(self) -> str:
         return f"pushpool.run.{self.action}"
 
+    @property
+    def id(self) -> str:
+        """The event's id, derived from what it is about (run, attempt or job, action, reason, sequence): a retried
+        submit, a second monitor, a function invoked twice for the same thing all make the same id, which Prefect
+        stores once (``ON CONFLICT DO NOTHING``) and its automations evaluate once."""
+        key = "/".join(
+            (self.run_id, self.attempt or self.job_id or "", self.action, self.reason or "", str(self.sequence or ""))
+        )
+        return str(uuid.uuid5(EVENT_NAMESPACE, key))
+
 
 Listener = Callable[[RunEvent], None]
 
 
 class EventSink:
-    """A bounded, thread-safe buffer of run events with inline listeners. ``emit`` never raises."""
+    """A bounded, thread-safe buffer of run events with inline listeners. ``emit`` never raises.
+
+    An event whose id this sink has taken recently (the last ``4 * capacity``) is ignored, listeners included: the
+    monitor sees a job's end on every tick until the job is cleaned up, and a refusal repeats while the run waits, but
+    each is one action.
+    """
 
     def __init__(self, capacity: int = 1000) -> None:
         self._events: collections.deque[RunEvent] = collections.deque()
         self._capacity = capacity
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.dropped = 0
 
     def add_listener(self, listener: Listener) -> None:
@@ -92,6 +115,11 @@ class EventSink:
 
     def emit(self, event: RunEvent) -> None:
         with self._lock:
+            if event.id in self._seen:
+                return
+            self._seen[event.id] = None
+            if len(self._seen) > 4 * self._capacity:
+                self._seen.popitem(last=False)
             listeners = list(self._listeners)
             if len(self._events) >= self._capacity:
                 self._events.popleft()
@@ -117,6 +145,10 @@ class EventSink:
                     self.dropped += 1
                     continue
                 self._events.appendleft(event)
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
 
     def __len__(self) -> int:
         with self._lock:

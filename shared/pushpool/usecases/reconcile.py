@@ -37,6 +37,10 @@ any                                job UNKNOWN (another host, unmapped status) �
 A job's clock (design rule 9) is the provider's ``accepted_at``; where a provider keeps none, the run's claim (the
 Pending state that started the attempt), which precedes the job's acceptance, so a limit is never counted from later
 than the job began; failing both, the job's ``started_at`` and then the flow's start.
+
+Each action is one run event (usecases/run_events.py) with its reason in one word (``Decision.cause``: what an
+automation matches on): ``crashed``, ``cancelled``, ``retried`` (a recovery); and ``job-started`` / ``job-ended`` as
+the monitor first sees them. A Crashed or Cancelled that Prefect ABORTs (the run ended meanwhile) records nothing.
 """
 
 from __future__ import annotations
@@ -46,13 +50,22 @@ import datetime as dt
 import enum
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pushpool.errors import BackendError, ObjectNotFoundError, PushpoolError, TemplateError
-from pushpool.prefect_api.models import Deployment, FlowRun, StateType, WorkPool
+from pushpool.prefect_api.models import (
+    Deployment,
+    FlowRun,
+    OrchestrationResult,
+    SetStateStatus,
+    StateType,
+    WorkPool,
+)
 from pushpool.providers.base import Backend, JobHandle, JobSpec, JobState, JobStatus, SweepsUnstartedJobs
+from pushpool.usecases import run_events
 from pushpool.usecases.deps import Deps
+from pushpool.usecases.events import CANCELLED, CRASHED, JOB_ENDED, JOB_STARTED, RETRIED
 from pushpool.usecases.job_spec import PoolCredentials, build_job_spec, effective_max_run_time
 from pushpool.usecases.pool_kind import pool_kind
 from pushpool.usecases.run_states import (
@@ -88,6 +101,9 @@ class Decision:
     action: Action
     reason: str = ""
     with_logs: bool = False
+    # The reason in one word, for the run's event (``max-run-time``, ``start-timeout``, ``vanished`` …): what an
+    # automation matches on. Not part of equality: the rules' tests compare actions and messages.
+    cause: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -124,17 +140,20 @@ def decide(
         if found_job and state in (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING):
             return Decision(Action.ADOPT, "job found by run id; recording it as the run's infrastructure")
         if state is StateType.CANCELLING:
-            return Decision(Action.CANCEL, "Cancelled by pushpool: the run has no job to stop.")
+            return Decision(Action.CANCEL, "Cancelled by pushpool: the run has no job to stop.", cause="no-job")
         if state is StateType.PENDING and _age(since, now) > policy.pending_timeout_seconds:
             recoveries = int(run.labels.get(RECOVERIES_LABEL, 0) or 0)
             if recoveries >= policy.max_recoveries:
                 return Decision(
                     Action.CRASH,
                     f"pushpool: the run stayed Pending with no job {recoveries + 1} times (submission kept failing).",
+                    cause="recoveries-exhausted",
                 )
-            return Decision(Action.RECOVER, "pushpool: the run was Pending with no job; rescheduled.")
+            return Decision(
+                Action.RECOVER, "pushpool: the run was Pending with no job; rescheduled.", cause="pending-timeout"
+            )
         if state is StateType.RUNNING and _age(since, now) > policy.pending_timeout_seconds:
-            return Decision(Action.CRASH, "pushpool: the run is Running but has no job behind it.")
+            return Decision(Action.CRASH, "pushpool: the run is Running but has no job behind it.", cause="no-job")
         return Decision(Action.NONE)
 
     job = status.state
@@ -144,7 +163,7 @@ def decide(
 
     if state is StateType.CANCELLED:
         if alive:
-            return Decision(Action.STOP, "run is Cancelled")
+            return Decision(Action.STOP, "run is Cancelled", cause="cancelled")
         return Decision(Action.NONE) if job is JobState.MISSING else Decision(Action.CLEANUP, "run is Cancelled")
     if state in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED):
         if alive and _age(run.end_time or since, now) > policy.exit_grace_seconds:
@@ -156,8 +175,9 @@ def decide(
         return Decision(Action.NONE)
     if state is StateType.CANCELLING:
         if alive:
-            return Decision(Action.STOP_AND_CANCEL, "Cancelled by pushpool: the job was stopped.")
-        return Decision(Action.CANCEL, f"Cancelled by pushpool: the job had ended ({status.reason or job.value}).")
+            return Decision(Action.STOP_AND_CANCEL, "Cancelled by pushpool: the job was stopped.", cause="cancelled")
+        ended = f"Cancelled by pushpool: the job had ended ({status.reason or job.value})."
+        return Decision(Action.CANCEL, ended, cause="job-ended")
     if state not in (StateType.PENDING, StateType.RUNNING):
         return Decision(Action.NONE)
 
@@ -168,6 +188,7 @@ def decide(
                 Action.CRASH_AND_STOP,
                 f"The job did not start within {policy.start_timeout_seconds:.0f} s of being accepted "
                 f"({status.reason or 'still pending'}); pushpool stopped it.",
+                cause="start-timeout",
             )
         if (
             max_run_time_seconds > 0
@@ -177,6 +198,7 @@ def decide(
                 Action.CRASH_AND_STOP,
                 f"Flow run exceeded the maximum run time of {max_run_time_seconds} s (counted from when its job was "
                 f"accepted; the run was {run.state_name or state.value}); pushpool stopped its job.",
+                cause="max-run-time",
             )
         return Decision(Action.NONE)
     if job is JobState.SUCCEEDED:
@@ -185,22 +207,45 @@ def decide(
                 Action.CRASH,
                 "Flow run infrastructure exited cleanly, but the run never reported a final state.",
                 with_logs=True,
+                cause="exited-without-state",
             )
         return Decision(Action.NONE)
     if job is JobState.MISSING:
-        return Decision(Action.CRASH, f"Flow run infrastructure disappeared: {status.reason or 'job not found'}.", True)
+        why = f"Flow run infrastructure disappeared: {status.reason or 'job not found'}."
+        return Decision(Action.CRASH, why, True, cause="vanished")
     if job is JobState.STOPPED:
-        return Decision(Action.CRASH, f"Flow run infrastructure was stopped: {status.reason}.", True)
+        return Decision(Action.CRASH, f"Flow run infrastructure was stopped: {status.reason}.", True, cause="stopped")
     code = "" if status.exit_code is None else f" (exit code {status.exit_code})"
-    return Decision(Action.CRASH, f"Flow run infrastructure failed{code}: {status.reason}.", True)
+    return Decision(Action.CRASH, f"Flow run infrastructure failed{code}: {status.reason}.", True, cause="job-failed")
 
 
-def apply(deps: Deps, backend: Backend, run: FlowRun, decision: Decision, handle: JobHandle | None) -> str:
-    """Carry ``decision`` out; returns the action taken (for the tick report)."""
-    client = deps.orchestrator
+def apply(
+    deps: Deps,
+    backend: Backend,
+    run: FlowRun,
+    decision: Decision,
+    handle: JobHandle | None,
+    *,
+    pool: WorkPool | None = None,
+    status: JobStatus | None = None,
+) -> str:
+    """Carry ``decision`` out; returns the action taken (for the tick report). ``pool`` and ``status`` (the job's, if
+    known) go into the run's event."""
     action = decision.action
     if action is Action.NONE:
         return action.value
+    done, applied = _act(deps, backend, run, decision, handle)
+    if applied:
+        _record(deps, run, decision, handle, pool, status)
+    return done
+
+
+def _act(deps: Deps, backend: Backend, run: FlowRun, decision: Decision, handle: JobHandle | None) -> tuple[str, bool]:
+    """The action taken, and whether it changed the run (a Crashed or Cancelled that Prefect ABORTed because the run
+    had ended meanwhile is no action of pushpool's: no event)."""
+    client = deps.orchestrator
+    action = decision.action
+    applied = True
     if action is not Action.CLEANUP:
         log.info("run %s (%s): %s — %s", run.id, run.state_name, action.value, decision.reason)
     if action is Action.ADOPT and handle is not None:
@@ -208,17 +253,17 @@ def apply(deps: Deps, backend: Backend, run: FlowRun, decision: Decision, handle
     elif action is Action.RECOVER:
         fresh = client.read_flow_run(run.id)  # narrow the race with a slow submitter that is just finishing
         if fresh.state_type is not StateType.PENDING or fresh.infrastructure_pid:
-            return Action.NONE.value
+            return Action.NONE.value, False
         recoveries = int(run.labels.get(RECOVERIES_LABEL, 0) or 0) + 1
         client.update_flow_run_labels(run.id, {RECOVERIES_LABEL: str(recoveries)})
         client.propose_state(run.id, StateType.SCHEDULED, message=decision.reason, state_details=keep_place(run))
     elif action is Action.CRASH:
         lines = _logs(backend, handle) if decision.with_logs else []
-        crash_run(client, run.id, crash_message(decision.reason, lines))
+        applied = _accepted(crash_run(client, run.id, crash_message(decision.reason, lines)))
         if lines:
             attach_logs(client, deps.clock, run.id, "Last lines of the job's output (from pushpool):", lines)
     elif action is Action.CRASH_AND_STOP and handle is not None:
-        crash_run(client, run.id, decision.reason)
+        applied = _accepted(crash_run(client, run.id, decision.reason))
         _stop(deps, backend, handle)
     elif action is Action.STOP_AND_CANCEL and handle is not None:
         _stop(deps, backend, handle)
@@ -226,7 +271,7 @@ def apply(deps: Deps, backend: Backend, run: FlowRun, decision: Decision, handle
         if client.read_flow_run(run.id).state_type is StateType.CANCELLING:
             finish_cancellation(client, run.id, decision.reason)
     elif action is Action.CANCEL:
-        finish_cancellation(client, run.id, decision.reason)
+        applied = _accepted(finish_cancellation(client, run.id, decision.reason))
     elif action is Action.STOP and handle is not None:
         _stop(deps, backend, handle)
     elif action is Action.EXPLAIN:
@@ -243,7 +288,94 @@ def apply(deps: Deps, backend: Backend, run: FlowRun, decision: Decision, handle
     elif action is Action.CLEANUP and handle is not None:
         backend.cleanup(handle)
         log.debug("run %s: job %s cleaned up", run.id, handle.id)
-    return action.value
+    return action.value, applied
+
+
+def _accepted(result: OrchestrationResult | None) -> bool:
+    return result is not None and result.status is SetStateStatus.ACCEPT
+
+
+def _record(
+    deps: Deps,
+    run: FlowRun,
+    decision: Decision,
+    handle: JobHandle | None,
+    pool: WorkPool | None,
+    status: JobStatus | None,
+) -> None:
+    """The run's event for what ``apply`` did (crashed, cancelled, rescheduled), once per action and job."""
+    action, job_id, now = decision.action, handle.id if handle is not None else None, deps.clock.now()
+    # The message pushpool wrote, never the job's output (a flow may print anything).
+    payload: dict[str, Any] = {"message": decision.reason[:500]}
+    if status is not None:
+        payload["exit_code"] = status.exit_code
+        since = status.started_at or status.accepted_at
+        if since is not None:
+            payload["job_ran_seconds"] = round((now - since).total_seconds(), 3)
+    if action in (Action.CRASH, Action.CRASH_AND_STOP):
+        run_events.emit(deps, CRASHED, run, pool, job_id=job_id, reason=decision.cause or "crashed", payload=payload)
+    elif action in (Action.STOP_AND_CANCEL, Action.CANCEL) or (
+        action is Action.STOP and run.state_type is StateType.CANCELLED
+    ):
+        if action is not Action.CANCEL and "job_ran_seconds" in payload:
+            payload["job_stopped_after_seconds"] = payload.pop("job_ran_seconds")
+        reason = decision.cause or "cancelled"
+        run_events.emit(deps, CANCELLED, run, pool, job_id=job_id, reason=reason, payload=payload)
+    elif action is Action.RECOVER:
+        recoveries = int(run.labels.get(RECOVERIES_LABEL, 0) or 0) + 1
+        attempt = run.state.id if run.state is not None else None  # the Pending claim that found no job
+        run_events.emit(
+            deps, RETRIED, run, pool, attempt=attempt, reason=decision.cause, sequence=recoveries, payload=payload
+        )
+
+
+# How long after a job started (ended) the monitor still reports it: a monitor that restarted (a cold function) does not
+# report again every long-running job it meets, and a tick or two missed still leaves the event.
+JOB_EVENT_WINDOW_SECONDS = 600.0
+
+
+def _job_events(deps: Deps, run: FlowRun, pool: WorkPool, handle: JobHandle | None, status: JobStatus | None) -> None:
+    """``job-started`` and ``job-ended`` as the monitor first sees them, within ``JOB_EVENT_WINDOW_SECONDS`` of the
+    moment (the same job seen again makes the same event, which the sink and Prefect keep once)."""
+    if handle is None or status is None:
+        return
+    job, now = status.state, deps.clock.now()
+
+    def recent(moment: dt.datetime | None) -> bool:
+        return moment is None or _age(moment, now) <= JOB_EVENT_WINDOW_SECONDS
+
+    started = status.started_at or status.accepted_at
+    seen_running = job is JobState.RUNNING or (job.is_final and job is not JobState.MISSING and status.started_at)
+    if seen_running and recent(started):
+        run_events.emit(
+            deps,
+            JOB_STARTED,
+            run,
+            pool,
+            job_id=handle.id,
+            occurred=status.started_at,
+            payload={"provider": handle.backend, "started_at": _iso(status.started_at)},
+        )
+    if job in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED) and recent(status.finished_at):
+        run_events.emit(
+            deps,
+            JOB_ENDED,
+            run,
+            pool,
+            job_id=handle.id,
+            reason=job.value.lower(),
+            occurred=status.finished_at,
+            payload={
+                "provider": handle.backend,
+                "exit_code": status.exit_code,
+                "job_reason": status.reason[:300] if status.reason else None,
+                "finished_at": _iso(status.finished_at),
+            },
+        )
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
 
 
 # The last line of a Python traceback, git's and pip's errors.
@@ -291,6 +423,22 @@ def reconcile_run(
     ``handle``: the run's job (its ``infrastructure_pid``) with its pool's credentials (``PoolCredentials``); rendered
     here when not given.
     """
+    with run_events.run_context(run.id, pool.name, run.infrastructure_pid):
+        return _reconcile_run(deps, backend, pool, run, status, now=now, policy=policy, cache=cache, handle=handle)
+
+
+def _reconcile_run(
+    deps: Deps,
+    backend: Backend,
+    pool: WorkPool,
+    run: FlowRun,
+    status: JobStatus | None,
+    *,
+    now: dt.datetime,
+    policy: Policy,
+    cache: dict[str, Deployment | None],
+    handle: JobHandle | None,
+) -> str:
     if deps.settings.start_timeout_seconds is None:
         policy = dataclasses.replace(policy, start_timeout_seconds=backend.start_timeout_seconds)
     if handle is None and run.infrastructure_pid:
@@ -315,9 +463,10 @@ def reconcile_run(
         decision = Decision(Action.NONE)  # its job was run meanwhile: the next tick finds and adopts it
     if status is not None:  # before a cleanup removes what it reads (managed: the job's times)
         pool_kind(pool.type).on_status(deps, run, status)
+    _job_events(deps, run, pool, handle, status)
     if decision.action is Action.CLEANUP and not backend.keeps_finished_jobs:
         decision = Decision(Action.NONE)  # its finished jobs expire by themselves
-    return apply(deps, backend, run, decision, handle)
+    return apply(deps, backend, run, decision, handle, pool=pool, status=status)
 
 
 def find_job(

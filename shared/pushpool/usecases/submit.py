@@ -48,6 +48,11 @@ by the monitor, maybe claimed again) neither gives it back nor crashes it (anoth
 give-back would have the next claim start a second job, as a loaded Cloud Run duplicate storm showed). A submit that
 stalls after these checks is what the monitor's adopt rule and its re-read before a recovery cover. The monitor's runs
 are as fresh as its listing; only the time since ``submit_run`` was called counts.
+
+What submit did is recorded where it happened, one run event each (usecases/run_events.py, docs/events.md):
+``submitted`` (with where the job went, its console URL and the dispatch latency; the ``InfrastructurePending``
+message carries the link too), ``refused`` (paused, limit, quota, not served), ``crashed`` (refused job variables,
+template, backend error), ``cancelled`` and ``retried`` (a transient backend error, with its backoff).
 """
 
 from __future__ import annotations
@@ -69,8 +74,9 @@ from pushpool.errors import (
 from pushpool.prefect_api.client import PrefectClient
 from pushpool.prefect_api.models import TERMINAL_STATES, FlowRun, OrchestrationResult, StateType, WorkPool
 from pushpool.providers.base import Backend, JobHandle, JobSpec
-from pushpool.usecases import admission
+from pushpool.usecases import admission, run_events
 from pushpool.usecases.deps import Deps
+from pushpool.usecases.events import CANCELLED, CRASHED, REFUSED, RETRIED, SUBMITTED
 from pushpool.usecases.job_spec import build_job_spec
 from pushpool.usecases.pool_kind import pool_kind
 from pushpool.usecases.punctual import arm, dispatch_time, due_time, lead_seconds
@@ -190,6 +196,9 @@ class Started:
 
     admitted: Admitted
     handle: JobHandle
+    attempt: str = ""  # the attempt's key (its job's idempotency key)
+    accepted_at: dt.datetime | None = None  # when the backend answered with the job
+    spec: JobSpec | None = None  # the rendered job (where it went: region, cluster, image …)
 
 
 def submit_run(
@@ -211,14 +220,25 @@ def submit_run(
         ConfigurationError: the pool's provider cannot be loaded here, e.g. its SDK is missing (nothing changed).
         OrchestratorError: Prefect could not be read before the claim (nothing changed).
     """
-    admitted = admit(deps, run, pool, reads=reads, arm_trigger=arm_trigger)
-    if isinstance(admitted, SubmitOutcome):
-        return admitted
-    claim = deps.orchestrator.propose_state(run.id, StateType.PENDING)
-    started = proceed(deps, admitted, claim, trigger=trigger)
-    if isinstance(started, SubmitOutcome):
-        return started
-    return finish(deps, started, deps.orchestrator.propose_state(run.id, StateType.PENDING, name=PROGRESS_STATE))
+    with run_events.run_context(run.id, pool.name):
+        admitted = admit(deps, run, pool, reads=reads, arm_trigger=arm_trigger)
+        if isinstance(admitted, SubmitOutcome):
+            return admitted
+        claim = deps.orchestrator.propose_state(run.id, StateType.PENDING)
+        started = proceed(deps, admitted, claim, trigger=trigger)
+        if isinstance(started, SubmitOutcome):
+            return started
+        progress = deps.orchestrator.propose_state(
+            run.id, StateType.PENDING, name=PROGRESS_STATE, message=progress_message(deps, started)
+        )
+        return finish(deps, started, progress)
+
+
+def progress_message(deps: Deps, started: Started) -> str:
+    """The ``InfrastructurePending`` state's message: where the job runs, with the link to it in its console."""
+    pool, handle = started.admitted.pool, started.handle
+    url = run_events.console_url(deps, pool, handle.id)
+    return f"pushpool submitted job {handle.id} to {handle.backend}" + (f": {url}" if url else "")
 
 
 def admit(
@@ -245,15 +265,19 @@ def admit(
     queue = reads.queue.result() if reads.queue is not None else None
     why_paused = admission.paused(pool, queue)
     if why_paused:
+        refused(deps, run, pool, "paused", why_paused)
         return SubmitOutcome(run.id, SubmitOutcome.PAUSED, why_paused)
     kind = pool_kind(pool.type)  # a wrapping pool type's own admission (prefect:managed: the workspace's limits)
     why_not = kind.not_served(deps, pool)
     if why_not:
+        refused(deps, run, pool, "not-served", why_not)
         return SubmitOutcome(run.id, SubmitOutcome.NOT_SERVED, why_not)
     limits: list = [*admission.limits(pool, queue), *kind.limits(deps)]
     over = admission.full(deps.orchestrator, limits, claimed=False) if count else None
     if over is not None:
-        return SubmitOutcome(run.id, SubmitOutcome.WAITING, f"{over.describe()} concurrency limit reached")
+        why = f"{over.describe()} concurrency limit reached"
+        refused(deps, run, pool, "limit", why)
+        return SubmitOutcome(run.id, SubmitOutcome.WAITING, why)
     return Admitted(run, pool, backend, reads, limits, entered_at)
 
 
@@ -294,7 +318,7 @@ def proceed(
         except OrchestratorUnavailableError:
             return release(deps, run, "Prefect API unavailable while counting runs against the limits")
         if over is not None:
-            return give_slot_back(deps, run, f"{over.describe()} concurrency limit reached")
+            return give_slot_back(deps, run, f"{over.describe()} concurrency limit reached", pool)
 
     kind = pool_kind(pool.type)
     try:
@@ -303,6 +327,7 @@ def proceed(
         return release(deps, run, "Prefect API unavailable while checking whether the run may start")
     if refusal:
         client.propose_state(run.id, StateType.CANCELLED, message=refusal)
+        refused(deps, run, pool, "quota", refusal, attempt=attempt)
         return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, refusal)
     tags = kind.tags(run)
     if tags is not None:
@@ -320,6 +345,7 @@ def proceed(
             force=True,
             message=f"Deployment {run.deployment_id} no longer exists, cancelled run.",
         )
+        run_events.emit(deps, CANCELLED, run, pool, attempt=attempt, reason="deployment-deleted")
         return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, "deployment no longer exists")
     except OrchestratorUnavailableError:
         return release(deps, run, "Prefect API unavailable while reading the deployment")
@@ -330,9 +356,11 @@ def proceed(
         )
     except JobRefusedError as exc:
         crash_run(client, run.id, f"pushpool refused to start this run: {exc.one_line()}")
+        run_events.emit(deps, CRASHED, run, pool, attempt=attempt, reason="refused-job-variables")
         return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"refused: {exc.one_line()}")
     except TemplateError as exc:
         crash_run(client, run.id, f"pushpool could not render the job template: {exc.one_line()}")
+        run_events.emit(deps, CRASHED, run, pool, attempt=attempt, reason="template")
         return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"template error: {exc.one_line()}")
     except OrchestratorUnavailableError:
         return release(deps, run, "Prefect API unavailable while rendering the job")
@@ -346,13 +374,17 @@ def proceed(
             return _leave_alone(deps, backend, spec, moved_on, attempt, exc)
         if not exc.retryable:
             crash_run(client, run.id, f"Failed to submit flow run to infrastructure ({exc.backend}): {exc.one_line()}")
+            error = {"error": exc.one_line()[:300]}
+            run_events.emit(deps, CRASHED, run, pool, attempt=attempt, reason="backend-error", payload=error)
             return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"backend error: {exc.one_line()}")
         # At the bound, a job the cloud accepted after all (a timeout after acceptance) is taken, not left running
         # under a Crashed run; before it, the next retry finds it.
         found = _made_after_all(backend, spec) if _bound_reached(deps, episode) else None
         if found is None:
-            return _retry_later(deps, run, exc, episode, lead_seconds(deps, pool, backend))
+            return _retry_later(deps, run, pool, exc, episode, lead_seconds(deps, pool, backend))
         handle = found
+    accepted_at = deps.clock.now()
+    run_events.bind_job(handle.id)
     log.info("run %s: job %s submitted to %s", run.id, handle.id, backend.name)
     if _slow(deps, claimed_at) and _claim_lost(client, run.id, attempt):
         _stop(deps, backend, handle, run)
@@ -361,14 +393,14 @@ def proceed(
         return SubmitOutcome(run.id, SubmitOutcome.NOT_CLAIMED, why, handle.id)
 
     client.set_infrastructure_pid(run.id, handle.id)
-    return Started(admitted, handle)
+    return Started(admitted, handle, attempt, accepted_at, spec)
 
 
 def finish(deps: Deps, started: Started, progress: OrchestrationResult | None) -> SubmitOutcome:
     """The end of step 6, given the answer to the run's ``InfrastructurePending`` proposal (None: the run was not
     proposed to, being no longer Pending, Cancelling or Cancelled — its flow is running or over): a run that became
     Cancelling or Cancelled meanwhile gets its job stopped at once."""
-    run, handle = started.admitted.run, started.handle
+    run, pool, handle = started.admitted.run, started.admitted.pool, started.handle
     state = progress.state.type if progress is not None and progress.state else None
     if progress is not None and not progress.accepted and state in (StateType.CANCELLING, StateType.CANCELLED):
         _stop(deps, started.admitted.backend, handle, run)
@@ -376,13 +408,66 @@ def finish(deps: Deps, started: Started, progress: OrchestrationResult | None) -
             finish_cancellation(
                 deps.orchestrator, run.id, "Cancelled by pushpool: the run was cancelled while its job started."
             )
+        stopped_after = (deps.clock.now() - (started.accepted_at or deps.clock.now())).total_seconds()
+        run_events.emit(
+            deps,
+            CANCELLED,
+            run,
+            pool,
+            attempt=started.attempt,
+            job_id=handle.id,
+            reason="cancelled-while-starting",
+            payload={"job_stopped_after_seconds": round(stopped_after, 3)},
+        )
         return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, "run was cancelled while its job started", handle.id)
     due = due_time(run)
     latency = (deps.clock.now() - due).total_seconds() if due is not None else None
+    accepted = started.accepted_at or deps.clock.now()
+    run_events.emit(
+        deps,
+        SUBMITTED,
+        run,
+        pool,
+        attempt=started.attempt,
+        job_id=handle.id,
+        occurred=accepted,
+        payload={
+            "provider": handle.backend,
+            "job_id": handle.id,
+            "console_url": run_events.console_url(deps, pool, handle.id),
+            "dispatch_latency_seconds": round((accepted - due).total_seconds(), 3) if due is not None else None,
+            **_placement(started.spec),
+        },
+    )
     return SubmitOutcome(run.id, SubmitOutcome.SUBMITTED, f"job {handle.id}", handle.id, latency)
 
 
-def give_slot_back(deps: Deps, run: FlowRun, why: str) -> SubmitOutcome:
+# Fields of a job's configuration that say where it runs, shown in its submitted event (never an environment value,
+# never a credential; a value a deployment author set is cut short).
+_PLACEMENT_FIELDS = ("region", "location", "cluster", "resource_group_name", "project", "workspace", "image")
+
+
+def _placement(spec: JobSpec | None) -> dict[str, str]:
+    if spec is None:
+        return {}
+    found: dict[str, str] = {}
+    for name in _PLACEMENT_FIELDS:
+        value = getattr(spec.config, name, None)
+        if isinstance(value, tuple | list):
+            value = ",".join(str(v) for v in value)
+        if isinstance(value, str) and value:
+            found[name] = value[:200]
+    return found
+
+
+def refused(deps: Deps, run: FlowRun, pool: WorkPool, reason: str, why: str, *, attempt: str | None = None) -> None:
+    """Record that ``run`` was turned away (``paused``, ``limit``, ``quota``, ``not-served``). Before a claim, its key
+    is the run's Scheduled state: a run turned away on every tick while it waits is one event per state it waits in."""
+    key = attempt or (run.state.id if run.state is not None and run.state.id else "")
+    run_events.emit(deps, REFUSED, run, pool, attempt=key, reason=reason, payload={"why": why[:300]})
+
+
+def give_slot_back(deps: Deps, run: FlowRun, why: str, pool: WorkPool | None = None) -> SubmitOutcome:
     """Give a claimed run over a concurrency limit back to Scheduled (``AwaitingConcurrencySlot``, at its original due
     time: it keeps its place), starting nothing; a run cancelled meanwhile is finished Cancelled."""
     client = deps.orchestrator
@@ -396,6 +481,8 @@ def give_slot_back(deps: Deps, run: FlowRun, why: str) -> SubmitOutcome:
     if not released.accepted and released.state is not None and released.state.type is StateType.CANCELLING:
         finish_cancellation(client, run.id, "Cancelled by pushpool before its job was started.")
         return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, why)
+    if pool is not None:
+        refused(deps, run, pool, "limit", why)
     # Never start a job over the limit; a run left Pending here is recovered by the monitor.
     return SubmitOutcome(run.id, SubmitOutcome.WAITING, why)
 
@@ -488,7 +575,9 @@ def _episode(client: PrefectClient, run: FlowRun, claim_id: str) -> Episode:
     return episode_of(history, claim_id, str(kept))
 
 
-def _retry_later(deps: Deps, run: FlowRun, exc: BackendError, episode: Episode, lead: float) -> SubmitOutcome:
+def _retry_later(
+    deps: Deps, run: FlowRun, pool: WorkPool, exc: BackendError, episode: Episode, lead: float
+) -> SubmitOutcome:
     """Give the run back after the transient backend error ``exc``, to be claimed again at ``now + backoff`` under
     the same key; or, past the bound, crash it with every attempt's error."""
     client, settings, now = deps.orchestrator, deps.settings, deps.clock.now()
@@ -504,6 +593,8 @@ def _retry_later(deps: Deps, run: FlowRun, exc: BackendError, episode: Episode, 
             " s). Attempts:\n" + "\n".join(lines)
         )
         crash_run(client, run.id, message)
+        payload = {"error": error, "attempts": number, "seconds_spent": round(spent, 3)}
+        run_events.emit(deps, CRASHED, run, pool, attempt=episode.key, reason="backend-error", payload=payload)
         return SubmitOutcome(run.id, SubmitOutcome.CRASHED, f"backend error after {number} attempts: {error}")
 
     delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (number - 1))
@@ -530,6 +621,22 @@ def _retry_later(deps: Deps, run: FlowRun, exc: BackendError, episode: Episode, 
         finish_cancellation(client, run.id, "Cancelled by pushpool before its job was started.")
         return SubmitOutcome(run.id, SubmitOutcome.CANCELLED, why)
     log.warning("run %s: %s", run.id, why)
+    run_events.emit(
+        deps,
+        RETRIED,
+        run,
+        pool,
+        attempt=episode.key,
+        reason="throttled" if exc.retry_after else "transient",
+        sequence=number,
+        payload={
+            "error": error,
+            "retry": number,
+            "retries": settings.transient_retries,
+            "backoff_seconds": round((retry_at - now).total_seconds(), 3),
+            "retry_at": retry_at.isoformat(),
+        },
+    )
     arm(deps, run.id, retry_at)
     return SubmitOutcome(run.id, SubmitOutcome.RELEASED, why, dispatch_at=retry_at)
 

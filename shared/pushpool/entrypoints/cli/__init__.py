@@ -67,11 +67,13 @@ class _CurrentStderr(logging.StreamHandler):
 
 
 def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=[_CurrentStderr()],
-    )
+    from pushpool.usecases.run_events import RunFieldsFormatter, install_log_fields
+
+    handler = _CurrentStderr()
+    # A line about a run ends with its run, pool and job: [run=… pool=… job=…].
+    handler.setFormatter(RunFieldsFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    install_log_fields(handler)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     for noisy in ("httpx", "botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
