@@ -12,7 +12,6 @@ import logging
 from collections.abc import Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -24,7 +23,9 @@ log = logging.getLogger("pushpool.metrics")
 # No ``*_created`` series beside each counter and histogram: a second series per label set that no panel reads.
 disable_created_metrics()
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST  # text/plain; version=0.0.4; charset=utf-8 (what Prometheus scrapes)
+# The classic text format, which every Prometheus (and every scraper that speaks it) reads; pushpool's names and labels
+# are all legacy-valid, so generate_latest writes exactly that format.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class PrometheusMetrics(Metrics):
