@@ -85,10 +85,10 @@ def test_the_listener_counts_each_run_event_by_pool_provider_action_and_reason(d
 
 
 def test_a_recorder_set_after_the_deps_were_built_counts_and_none_counts_nothing(deps: Deps) -> None:
-    deps.events.emit(RunEvent("submitted", "r", pool="a", provider="ecs"))  # no recorder: nothing, no error
+    deps.events.emit(RunEvent("submitted", "r1", pool="a", provider="ecs"))  # no recorder: nothing, no error
     prom = PrometheusMetrics()
     deps.use_metrics(prom)
-    deps.events.emit(RunEvent("submitted", "r", pool="a", provider="ecs"))
+    deps.events.emit(RunEvent("submitted", "r2", pool="a", provider="ecs"))
     assert value(prom, "pushpool_runs_total", pool="a", action="submitted") == 1
 
 
