@@ -104,10 +104,9 @@ def draw(scrapes: Scrapes, out: Path) -> None:
     t = scrapes.t
 
     ax = panels["Runs by action and reason"]
-    bottom = [0.0] * len(t)
-    for (action, reason), values in sorted(scrapes.summed("pushpool_runs_total", ("action", "reason"), 60).items()):
-        ax.bar(t, values, bottom=bottom, width=1.0, label=f"{action} {reason}".strip(), linewidth=0)
-        bottom = [a + b for a, b in zip(bottom, values, strict=True)]
+    runs = sorted(scrapes.summed("pushpool_runs_total", ("action", "reason"), 60).items())
+    if runs:  # stacked, as the dashboard's panel
+        ax.stackplot(t, *[v for _, v in runs], labels=[f"{a} {r}".strip() for (a, r), _ in runs], step="post")
     ax.set_ylabel("runs in the last minute")
 
     ax = panels["Dispatch latency"]
@@ -123,11 +122,11 @@ def draw(scrapes: Scrapes, out: Path) -> None:
     ax = panels["Monitor tick duration"]
     for q in (0.5, 0.95):
         _line(ax, t, scrapes.quantile(q, "pushpool_monitor_tick_duration_seconds", 300), f"p{int(q * 100)}")
-    errors = scrapes.summed("pushpool_monitor_tick_errors_total", (), 60)
-    if errors:
-        twin = ax.twinx()
-        twin.plot(t, errors[()], color="#c0392b", linestyle=":", label="errors/min")
-        twin.set_ylabel("errors/min")
+    errors = scrapes.summed("pushpool_monitor_tick_errors_total", (), 60).get((), [0.0] * len(t))
+    twin = ax.twinx()  # errors per minute, on their own axis (the dashboard's third query)
+    twin.plot(t, errors, color="#c0392b", linestyle=":", label="errors/min")
+    twin.set_ylim(0, max(1.0, *errors) * 1.1)
+    twin.set_ylabel("tick errors/min")
     ax.set_ylabel("seconds")
 
     ax = panels["Prefect API calls by route"]
@@ -150,8 +149,12 @@ def draw(scrapes: Scrapes, out: Path) -> None:
         ax.set_title(title, fontsize=11, loc="left")
         ax.grid(alpha=0.3)
         ax.set_ylim(bottom=0)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="upper left", ncol=2)
+        handles, labels = ax.get_legend_handles_labels()
+        if title == "Monitor tick duration":
+            more = twin.get_legend_handles_labels()
+            handles, labels = handles + more[0], labels + more[1]
+        if handles:
+            ax.legend(handles, labels, fontsize=7, loc="upper left", ncol=2)
     for ax in axes[-1]:
         ax.set_xlabel("seconds since serve started (make demo)")
     fig.suptitle(f"pushpool serve /metrics during make demo ({len(t)} scrapes, one a second)", fontsize=12)

@@ -14,6 +14,7 @@ set), its reason (a short word; anything else is ``other``), Prefect API route t
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -125,7 +126,8 @@ def bounded_reason(reason: str | None) -> str:
 
 class RunEventMetrics:
     """The listener of ``deps.events`` (``EventSink.add_listener``): each run event counts in ``pushpool_runs_total``;
-    a submitted event's ``payload["dispatch_latency_seconds"]`` is observed in the dispatch latency histogram.
+    a submitted event's ``payload["dispatch_latency_seconds"]`` is observed in the dispatch latency histogram (a
+    negative latency, a job accepted before its run was due, as 0).
 
     ``metrics`` is called for the recorder at each event, so a ``Deps`` whose recorder is replaced later (serve,
     the functions) counts into the new one.
@@ -143,8 +145,10 @@ class RunEventMetrics:
             RUNS, {"pool": pool, "provider": provider, "action": event.action, "reason": bounded_reason(event.reason)}
         )
         latency = event.payload.get("dispatch_latency_seconds") if event.action == SUBMITTED else None
-        if isinstance(latency, (int, float)) and not isinstance(latency, bool) and latency >= 0:
-            metrics.observe(DISPATCH_LATENCY, {"pool": pool, "provider": provider}, float(latency))
+        if isinstance(latency, (int, float)) and not isinstance(latency, bool) and math.isfinite(latency):
+            # A job accepted before its run was due (punctual dispatch's lead) was not late: 0, in the first bucket
+            # (a histogram's sum must only grow, for rate() to read it).
+            metrics.observe(DISPATCH_LATENCY, {"pool": pool, "provider": provider}, max(0.0, float(latency)))
 
 
 # The Backend Protocol's operations (and the optional sweep of unstarted jobs): what MeteredBackend counts.

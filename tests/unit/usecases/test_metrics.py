@@ -57,6 +57,8 @@ def test_the_listener_counts_each_run_event_by_pool_provider_action_and_reason(d
     emit(
         RunEvent("submitted", str(uuid.uuid4()), pool="b", provider="process", payload={"dispatch_latency_seconds": 7})
     )
+    early = {"dispatch_latency_seconds": -2.8}  # a scheduled run's job accepted before it was due: not late
+    emit(RunEvent("submitted", str(uuid.uuid4()), pool="c", provider="process", payload=early))
     emit(RunEvent("crashed", "r", pool="a", provider="ecs", reason="max-run-time"))
     emit(RunEvent("crashed", "r2", pool="a", provider="ecs", reason="start-timeout"))
     emit(RunEvent("refused", "r3", pool="a", provider="ecs", reason="paused"))
@@ -82,6 +84,8 @@ def test_the_listener_counts_each_run_event_by_pool_provider_action_and_reason(d
     assert value(prom, f"{latency}_bucket", pool="a", le="0.5") == 3
     assert value(prom, f"{latency}_bucket", pool="b", le="5.0") == 0
     assert value(prom, f"{latency}_bucket", pool="b", le="10.0") == 1
+    assert value(prom, f"{latency}_bucket", pool="c", le="0.05") == 1
+    assert value(prom, f"{latency}_sum", pool="c") == 0
 
 
 def test_a_recorder_set_after_the_deps_were_built_counts_and_none_counts_nothing(deps: Deps) -> None:
