@@ -8,10 +8,14 @@ titles and order are read from the dashboard, so the picture and the dashboard c
 
     PUSHPOOL_DEMO_METRICS=/tmp/demo-metrics.jsonl .venv/bin/python examples/demo/run_demo.py
     .venv-bench/bin/python bench/metrics_figure.py /tmp/demo-metrics.jsonl
+
+The scrapes the committed picture was drawn from are in bench/results/demo-metrics-2026-12-06.jsonl.gz (gzip is
+read as it is).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import sys
@@ -30,7 +34,8 @@ Key = tuple[str, tuple[tuple[str, str], ...]]
 
 class Scrapes:
     def __init__(self, path: Path) -> None:
-        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+        lines = [json.loads(line) for line in text.splitlines() if line.strip()]
         self.t = [line["t"] - lines[0]["t"] for line in lines]
         self.series: dict[Key, list[float]] = defaultdict(lambda: [math.nan] * len(lines))
         for i, line in enumerate(lines):
