@@ -6,16 +6,22 @@
 4. trigger runs that succeed, fail and get cancelled, then print each run's state timeline;
 5. wait for two runs of the scheduled deployment (made by Prefect's scheduler, dispatched by pushpool when due);
 6. stop everything it started, by pid.
+
+``PUSHPOOL_DEMO_METRICS=<path>``: also scrape serve's ``GET /metrics`` every second while the demo runs, one JSON line
+per scrape (``{"t": <unix seconds>, "samples": [[name, {labels}, value], ...]}``, pushpool's series only), for
+``bench/metrics_figure.py`` to draw docs/metrics.md's panels from.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -56,6 +62,39 @@ def wait_http(url: str, timeout: float = 30) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not answer")
+
+
+class MetricsScraper(threading.Thread):
+    """GET ``url`` every ``interval`` seconds until stopped; each scrape's pushpool series as one JSON line."""
+
+    def __init__(self, url: str, path: Path, interval: float = 1.0) -> None:
+        super().__init__(name="demo-metrics", daemon=True)
+        self.url, self.path, self.interval = url, path, interval
+        self.stopping = threading.Event()
+        self.scrapes = 0
+
+    def run(self) -> None:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with self.path.open("w") as out, httpx.Client(timeout=5) as http:
+            while not self.stopping.wait(self.interval):
+                try:
+                    text = http.get(self.url).text
+                except httpx.HTTPError:
+                    continue
+                samples = [
+                    [s.name, s.labels, s.value]
+                    for family in text_string_to_metric_families(text)
+                    for s in family.samples
+                    if s.name.startswith("pushpool_")
+                ]
+                out.write(json.dumps({"t": round(time.time(), 3), "samples": samples}) + "\n")
+                out.flush()
+                self.scrapes += 1
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=10)
 
 
 def parse_time(text: str) -> dt.datetime:
@@ -111,6 +150,7 @@ def main() -> int:
     os.environ.update({k: env[k] for k in ("PREFECT_HOME", "PUSHPOOL_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED")})
     started: list[subprocess.Popen] = []
     server = None
+    scraper: MetricsScraper | None = None
     try:
         banner("starting a local Prefect server (SQLite)")
         t0 = time.monotonic()
@@ -131,6 +171,10 @@ def main() -> int:
         started.append(serve)
         wait_http(f"http://127.0.0.1:{port}/health")
         print(f"pushpool serve on http://127.0.0.1:{port} (pid {serve.pid}); log: {work / 'serve.log'}")
+        if os.environ.get("PUSHPOOL_DEMO_METRICS"):
+            scraper = MetricsScraper(f"http://127.0.0.1:{port}/metrics", Path(os.environ["PUSHPOOL_DEMO_METRICS"]))
+            scraper.start()
+            print(f"scraping http://127.0.0.1:{port}/metrics every second into {scraper.path}")
 
         banner(f"pushpool work-pool create {POOL} --type process:push")
         for attempt in (1, 2):
@@ -212,6 +256,9 @@ def main() -> int:
         return 0 if ok else 1
     finally:
         banner("stopping everything this demo started")
+        if scraper is not None:
+            scraper.stop()
+            print(f"{scraper.scrapes} scrapes of /metrics in {scraper.path}")
         for proc in started:
             proc.terminate()
             proc.wait(timeout=20)

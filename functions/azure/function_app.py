@@ -10,13 +10,29 @@ its own: the handler checks the bearer token (or a Standard Webhooks signature),
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import azure.functions as func
-from pushpool.entrypoints.azure_functions import azure_deps, log_event
+from pushpool.entrypoints.azure_functions import azure_deps, flush_metrics, log_event
 from pushpool.entrypoints.http import handle_delayed_run, handle_monitor, handle_provision, handle_submit
 from pushpool.errors import InvalidRequestError
 from pushpool.usecases.event_publisher import flushed
 
 app = func.FunctionApp()
+
+
+def metered(fn: Any) -> Any:
+    """Log the invocation's metrics when it ends, however it ends (docs/metrics.md)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            flush_metrics()
+
+    return wrapper
 
 
 def _answer(answer) -> func.HttpResponse:
@@ -26,6 +42,7 @@ def _answer(answer) -> func.HttpResponse:
 @app.function_name("submit")
 @app.route(route="submit", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @flushed(azure_deps)  # the run events of the invocation, into Prefect
+@metered
 def submit(req: func.HttpRequest) -> func.HttpResponse:
     deps, auth = azure_deps()
     answer = handle_submit(deps, auth, dict(req.headers), req.get_body() or b"", trigger="webhook")
@@ -42,6 +59,7 @@ def submit(req: func.HttpRequest) -> func.HttpResponse:
 @app.function_name("monitor")
 @app.timer_trigger(arg_name="timer", schedule="*/15 * * * * *", run_on_startup=False, use_monitor=False)
 @flushed(azure_deps)  # the run events of the invocation, into Prefect
+@metered
 def monitor(timer: func.TimerRequest) -> None:
     deps, _ = azure_deps()
     answer = handle_monitor(deps)
@@ -56,6 +74,7 @@ def monitor(timer: func.TimerRequest) -> None:
 @app.function_name("delayed")
 @app.queue_trigger(arg_name="message", queue_name="%PUSHPOOL_DELAY_QUEUE_NAME%", connection="PushpoolDelayQueue")
 @flushed(azure_deps)  # the run events of the invocation, into Prefect
+@metered
 def delayed(message: func.QueueMessage) -> None:
     """One delay-queue message (shown at its run's time): submit the run if it is due. A malformed or stale message
     is dropped; a transient failure raises, so the host delivers it again (then to the poison queue, host.json)."""
@@ -71,6 +90,7 @@ def delayed(message: func.QueueMessage) -> None:
 @app.function_name("provision")
 @app.route(route="provision", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
 @flushed(azure_deps)  # the run events of the invocation, into Prefect
+@metered
 def provision(req: func.HttpRequest) -> func.HttpResponse:
     deps, _ = azure_deps()  # the caller was authorized by the host (AuthLevel.ADMIN)
     answer = handle_provision(deps, req.get_body() or b"")

@@ -13,24 +13,45 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import Any
 
 import functions_framework
-from pushpool.entrypoints.gcp_functions import configure_logging, function_deps
-from pushpool.entrypoints.http import ProvisionRequest, handle_delayed_run, handle_submit, parse_body, run_provision
+from pushpool.entrypoints.gcp_functions import configure_logging, flush_metrics, function_deps
+from pushpool.entrypoints.http import (
+    ProvisionRequest,
+    handle_delayed_run,
+    handle_submit,
+    parse_body,
+    run_provision,
+    timed_tick,
+)
 from pushpool.errors import InvalidRequestError, PushpoolError
 from pushpool.usecases.event_publisher import flushed
-from pushpool.usecases.monitor import tick
 
 configure_logging()
 log = logging.getLogger("pushpool.functions")
 JSON = {"Content-Type": "application/json"}
 
 
+def metered(fn: Any) -> Any:
+    """Log the invocation's metrics (JSON lines) when it ends, however it ends."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            flush_metrics()
+
+    return wrapper
+
+
 @functions_framework.http
 @flushed(function_deps)  # the run events of the invocation, into Prefect
+@metered
 def submit(request: Any) -> tuple[bytes, int, dict[str, str]]:
     if request.method != "POST":  # the runtime passes every method on: the same answer as pushpool serve's
         refused = {"error": f"{request.method} is not allowed on submit: use POST"}
@@ -46,6 +67,7 @@ def submit(request: Any) -> tuple[bytes, int, dict[str, str]]:
 
 @functions_framework.http
 @flushed(function_deps)  # the run events of the invocation, into Prefect
+@metered
 def delayed(request: Any) -> tuple[bytes, int, dict[str, str]]:
     """One Cloud Tasks task: 2xx ends it; any other answer makes Cloud Tasks retry it (the queue's retry config), so
     a malformed or stale task is answered 200 and dropped, and only a transient failure answers 5xx."""
@@ -65,6 +87,7 @@ def delayed(request: Any) -> tuple[bytes, int, dict[str, str]]:
 
 @functions_framework.http
 @flushed(function_deps)  # the run events of the invocation, into Prefect
+@metered
 def provision(request: Any) -> tuple[bytes, int, dict[str, str]]:
 
     deps, _ = function_deps()
@@ -79,7 +102,8 @@ def provision(request: Any) -> tuple[bytes, int, dict[str, str]]:
 
 @functions_framework.cloud_event
 @flushed(function_deps)  # the run events of the invocation, into Prefect
+@metered
 def monitor(cloud_event: Any) -> None:
     deps, _ = function_deps()
-    report = tick(deps)
+    report = timed_tick(deps)
     log.info("monitor tick", extra={"event": cloud_event["id"], **report.as_dict()})

@@ -6,41 +6,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.parser import ValidationError, parse
 from pushpool.entrypoints import aws_lambda
-from pushpool.entrypoints.http import handle_job_event
+from pushpool.entrypoints.http import handle_job_event, timed_tick
 from pushpool.errors import PushpoolError
 from pushpool.providers.ecs.backend import run_id_of
-from pushpool.usecases.monitor import tick
 
 logger = Logger()
 tracer = Tracer()
-metrics = Metrics()
 aws_lambda.configure_logging(logger)
-
-_ACTION_METRICS = {
-    "crash": aws_lambda.CRASHED,
-    "stop-and-cancel": aws_lambda.CANCELLED,
-    "cancel": aws_lambda.CANCELLED,
-    "crash-and-stop": aws_lambda.TIMED_OUT,
-}
-
-
-def _count(name: str, value: int) -> None:
-    if value:
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
-@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         return _handle(event)
     finally:
         aws_lambda.flush_events()  # the run events this invocation made, into Prefect
+        aws_lambda.flush_metrics()  # the tick's duration and in-flight runs, run events, API and backend calls (EMF)
 
 
 def _handle(event: dict[str, Any]) -> dict[str, Any]:
@@ -59,13 +44,7 @@ def _handle(event: dict[str, Any]) -> dict[str, Any]:
         except PushpoolError as exc:
             logger.info("task event not acted on", extra={"run": run_id, "reason": exc.one_line()})
             return {"ignored": exc.one_line()}
-        action = str(result.get("detail"))
-        if action in _ACTION_METRICS:
-            _count(_ACTION_METRICS[action], 1)
         return result
-    report = tick(deps)
-    _count(aws_lambda.SUBMITTED, report.dispatched.get("submitted", 0))
-    for action, metric in _ACTION_METRICS.items():
-        _count(metric, report.reconciled.get(action, 0))
+    report = timed_tick(deps)
     logger.info("monitor tick", extra=report.as_dict())
     return report.as_dict()

@@ -30,3 +30,5 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     except PushpoolError as exc:
         logger.warning("provision refused", extra={"error": exc.one_line()})
         return {"ok": False, "status": exc.http_status, "error": exc.one_line()}
+    finally:
+        aws_lambda.flush_metrics()  # its Prefect API calls (EMF)

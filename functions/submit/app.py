@@ -13,20 +13,16 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.metrics import MetricUnit
 from pushpool.entrypoints import aws_lambda
 from pushpool.entrypoints.http import handle_delayed_run, handle_submit
 from pushpool.errors import InvalidRequestError
 
 logger = Logger()
-metrics = Metrics()
 app = LambdaFunctionUrlResolver()
 aws_lambda.configure_logging(logger)
-
-_OUTCOME_METRICS = {"submitted": aws_lambda.SUBMITTED, "crashed": aws_lambda.CRASHED, "cancelled": aws_lambda.CANCELLED}
 
 
 @app.post("/")
@@ -46,14 +42,6 @@ def submit() -> Response:
             "error": answer.body.get("error"),
         },
     )
-    if outcome in _OUTCOME_METRICS:
-        metrics.add_metric(name=_OUTCOME_METRICS[outcome], unit=MetricUnit.Count, value=1)
-    if answer.body.get("dispatch_latency_seconds") is not None:
-        metrics.add_metric(
-            name=aws_lambda.DISPATCH_LATENCY,
-            unit=MetricUnit.Seconds,
-            value=float(answer.body["dispatch_latency_seconds"]),
-        )
     return Response(status_code=answer.status, content_type="application/json", body=answer.json_bytes().decode())
 
 
@@ -73,8 +61,6 @@ def delayed_run(record: dict[str, Any]) -> bool:
         "delayed trigger",
         extra={"outcome": answer.get("outcome"), "run": answer.get("flow_run_id"), "pool": answer.get("work_pool")},
     )
-    if answer.get("outcome") in _OUTCOME_METRICS:
-        metrics.add_metric(name=_OUTCOME_METRICS[answer["outcome"]], unit=MetricUnit.Count, value=1)
     return True
 
 
@@ -88,7 +74,6 @@ def delayed_runs(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL)
-@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         if event.get("Records"):  # the delay queue
@@ -96,3 +81,4 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return app.resolve(event, context)
     finally:
         aws_lambda.flush_events()  # the run events this invocation made, into Prefect
+        aws_lambda.flush_metrics()  # runs submitted, crashed, refused …, dispatch latency, API and backend calls (EMF)

@@ -188,7 +188,23 @@ def test_provision_submit_and_monitor_handlers(env, prefect: PrefectHelper, caps
     }
 
     out = capsys.readouterr().out
-    assert '"_aws"' in out and "RunsSubmitted" in out  # EMF metrics
+    # EMF: the names of serve's /metrics, with their labels as dimensions, in the stack's namespace.
+    emf = [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
+    named = {
+        (d["_aws"]["CloudWatchMetrics"][0]["Namespace"], d["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"])
+        for d in emf
+    }
+    assert {n for ns, n in named if ns == "pushpool-test"} >= {
+        "pushpool_prefect_api_calls_total",
+        "pushpool_backend_calls_total",
+        "pushpool_monitor_tick_duration_seconds",
+        "pushpool_runs_in_flight",
+    }, named
+    submits = [d for d in emf if d.get("operation") == "submit" and d.get("provider") == "process"]
+    assert submits and all("pushpool_backend_calls_total" in d for d in submits)
+    assert {d["route"] for d in emf if "route" in d} >= {"/flow_runs/{id}"}
+    assert run_id not in json.dumps(emf) and pool not in {d.get("route") for d in emf}
+    assert any(d.get("pool") == pool for d in emf if "pushpool_runs_in_flight" in d)
     assert '"correlation_id"' in out or '"function_request_id"' in out  # structured logs with context
     assert "fn-token" not in out
 

@@ -17,7 +17,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 OTHER_CLOUDS = ("google", "azure", "modal", "coiled", "grpclib", "dask")
-CLI_MODULES = ("pushpool.entrypoints.cli", "pushpool.entrypoints.serve", "pushpool.usecases.provision_infra")
+# prometheus-client is the cli extra's (serve's /metrics): the Lambda layer has only the aws extra.
+CLI_MODULES = (
+    "pushpool.entrypoints.cli",
+    "pushpool.entrypoints.serve",
+    "pushpool.entrypoints.prometheus",
+    "prometheus_client",
+    "pushpool.usecases.provision_infra",
+)
 NOT_ON_AWS = ("prefect", "pushpool.providers.process", "psutil")
 
 

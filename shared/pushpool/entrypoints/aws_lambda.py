@@ -5,6 +5,10 @@ Secrets: ``PUSHPOOL_PREFECT_API_KEY_SECRET_ARN`` and ``PUSHPOOL_WEBHOOK_TOKEN_SE
 secret (``arn:…:secretsmanager:…``) or an SSM SecureString parameter (``/path`` or ``arn:…:ssm:…``). A webhook token
 secret may hold one token or ``{"current": …, "previous": …}`` during rotation. Values are cached for five minutes
 (Powertools' cache) and never logged.
+
+Metrics: the series of ``usecases/metrics.py`` (serve's ``/metrics`` names) as CloudWatch EMF, namespace from
+``POWERTOOLS_METRICS_NAMESPACE`` (``entrypoints/function_metrics.EmfMetrics``), printed by :func:`flush_metrics` at
+the end of each invocation.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pushpool.entrypoints.auth import WebhookAuth
+from pushpool.entrypoints.function_metrics import EmfMetrics
 from pushpool.errors import ConfigurationError, InvalidRequestError
 from pushpool.settings import Settings
 from pushpool.usecases import event_publisher, run_events
@@ -25,15 +30,6 @@ from pushpool.usecases.deps import Deps
 
 SECRET_MAX_AGE = 300
 ECS_TASK_STATE_CHANGE = "ECS Task State Change"  # the EventBridge detail-type the monitor acts on
-
-# EMF metric names (namespace from POWERTOOLS_METRICS_NAMESPACE).
-SUBMITTED, CRASHED, CANCELLED, TIMED_OUT, DISPATCH_LATENCY = (
-    "RunsSubmitted",
-    "RunsCrashed",
-    "RunsCancelled",
-    "RunsTimedOut",
-    "DispatchLatency",
-)
 
 
 def read_secret(reference: str) -> str:
@@ -79,11 +75,20 @@ def lambda_deps() -> tuple[Deps, WebhookAuth]:
     """Dependencies for this warm container (settings, Prefect client, backends), built once."""
     settings = lambda_settings()
     deps = Deps.from_settings(settings)
+    deps.use_metrics(EmfMetrics())
     if settings.delay_queue_url:  # scheduled runs: a delayed message per run, delivered to submit at its time
         from pushpool.entrypoints.aws_delay import SqsTrigger
 
         deps.trigger = SqsTrigger(settings.delay_queue_url)
     return deps, WebhookAuth(settings.webhook_tokens, settings.webhook_signing_secrets)
+
+
+def flush_metrics() -> None:
+    """Print what this invocation measured (EMF on stdout); nothing when the dependencies were never built."""
+    if lambda_deps.cache_info().currsize:
+        metrics = lambda_deps()[0].metrics
+        if isinstance(metrics, EmfMetrics):
+            metrics.flush()
 
 
 def flush_events() -> None:

@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from pushpool.entrypoints.auth import WebhookAuth
+from pushpool.entrypoints.function_metrics import LogMetrics
 from pushpool.settings import Settings
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.run_events import install_log_fields
@@ -30,12 +31,23 @@ def azure_deps() -> tuple[Deps, WebhookAuth]:
     """Dependencies for this warm worker (settings, Prefect client, the ACI backend), built once."""
     settings = Settings.from_env()
     deps = Deps.from_settings(settings)
+    # The metrics as log lines with customDimensions (Application Insights' traces; docs/metrics.md has the KQL).
+    deps.use_metrics(LogMetrics(logging.getLogger("pushpool.metrics"), custom_dimensions=True))
     install_log_fields(*logging.getLogger().handlers)  # the worker's: a line about a run carries its run, pool, job
     if settings.delay_queue_url:  # scheduled runs: a message per run, invisible until its time, then `delayed`
         from pushpool.entrypoints.azure_delay import StorageQueueTrigger
 
         deps.trigger = StorageQueueTrigger(settings.delay_queue_url)
     return deps, WebhookAuth(settings.webhook_tokens, settings.webhook_signing_secrets)
+
+
+def flush_metrics() -> None:
+    """Log what this invocation measured (one line per series, the names of serve's ``/metrics``); nothing when the
+    dependencies were never built."""
+    if azure_deps.cache_info().currsize:
+        metrics = azure_deps()[0].metrics
+        if isinstance(metrics, LogMetrics):
+            metrics.flush()
 
 
 def log_event(message: str, **fields: Any) -> None:

@@ -5,6 +5,10 @@ and the fields given, one object per line on stdout).
 Scheduled runs are dispatched on time by a Cloud Tasks task each (``gcp_delay.CloudTasksTrigger``, when
 ``PUSHPOOL_TASKS_QUEUE`` is set), delivered to the ``delayed`` function.
 
+Metrics: the series of serve's ``/metrics`` as JSON log lines (``{"metric", "kind", "value", "labels"}``), which a
+Cloud Logging log-based metric turns into Cloud Monitoring series (docs/metrics.md): :func:`flush_metrics` at the end
+of each invocation.
+
 Secrets come from Secret Manager through the platform itself (``secret_environment_variables``: ``PREFECT_API_KEY``,
 ``PUSHPOOL_WEBHOOK_TOKEN``), so no Google SDK is needed to read them and nothing here logs them. Cloud Run jobs are
 reached with the function's own identity (Application Default Credentials).
@@ -19,6 +23,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from pushpool.entrypoints.auth import WebhookAuth
+from pushpool.entrypoints.function_metrics import LogMetrics
 from pushpool.errors import ConfigurationError
 from pushpool.settings import Settings
 from pushpool.usecases.deps import Deps
@@ -67,8 +72,18 @@ def function_deps() -> tuple[Deps, WebhookAuth]:
     """
     settings = Settings.from_env()
     deps = Deps.from_settings(settings)
+    deps.use_metrics(LogMetrics(logging.getLogger("pushpool.metrics")))  # JSON lines a log-based metric reads
     deps.trigger = tasks_trigger(settings)
     return deps, WebhookAuth(settings.webhook_tokens, settings.webhook_signing_secrets)
+
+
+def flush_metrics() -> None:
+    """Log what this invocation measured (``function_metrics.LogMetrics``: one JSON line per series, the names of
+    serve's ``/metrics``); nothing when the dependencies were never built."""
+    if function_deps.cache_info().currsize:
+        metrics = function_deps()[0].metrics
+        if isinstance(metrics, LogMetrics):
+            metrics.flush()
 
 
 def tasks_trigger(settings: Settings) -> DelayedTrigger | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,11 +31,13 @@ from pushpool.errors import (
 )
 from pushpool.prefect_api.models import FlowRun, StateType, WorkPool
 from pushpool.usecases.deps import Deps
+from pushpool.usecases.metrics import record_tick
 from pushpool.usecases.monitor import sweep_pool, tick
 from pushpool.usecases.provision import provision_pool
 from pushpool.usecases.punctual import arm
 from pushpool.usecases.reconcile import reconcile_one
 from pushpool.usecases.submit import Reads, not_ready, submit_run
+from pushpool.usecases.tick_report import TickReport
 
 log = logging.getLogger("pushpool.entrypoints.http")
 
@@ -296,11 +299,24 @@ def handle_provision(deps: Deps, body: bytes) -> Response:
         return _error(exc)
 
 
+def timed_tick(deps: Deps, pools: list[WorkPool] | None = None) -> TickReport:
+    """One monitor tick, measured into ``deps.metrics``: its duration, its errors, the in-flight runs per pool. A tick
+    that raises is measured too (one error), and raises."""
+    started = time.monotonic()
+    try:
+        report = tick(deps, pools=pools)
+    except Exception:
+        record_tick(deps.metrics, time.monotonic() - started, None, 1)
+        raise
+    record_tick(deps.metrics, time.monotonic() - started, report.in_flight, len(report.errors))
+    return report
+
+
 def handle_monitor(deps: Deps, pools: list[WorkPool] | None = None) -> Response:
     """One monitor tick (a timer, or an operator authorized by its entry point, as for provision) over ``pools``
     (None: every pool this deployment serves)."""
     try:
-        return Response(200, tick(deps, pools=pools).as_dict())
+        return Response(200, timed_tick(deps, pools=pools).as_dict())
     except PushpoolError as exc:
         return _error(exc)
 

@@ -36,7 +36,10 @@ from pushpool.entrypoints.http import (
     handle_admin,
     handle_run_event,
     handle_submit,
+    timed_tick,
 )
+from pushpool.entrypoints.prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from pushpool.entrypoints.prometheus import PrometheusMetrics
 from pushpool.entrypoints.timers import TimerTrigger
 from pushpool.errors import (
     InvalidRequestError,
@@ -50,7 +53,7 @@ from pushpool.prefect_api.models import WorkPool
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.event_publisher import EventPublisher
 from pushpool.usecases.heartbeat import stop_serving
-from pushpool.usecases.monitor import dispatch_due, tick
+from pushpool.usecases.monitor import dispatch_due
 from pushpool.usecases.tick_report import TickReport
 
 log = logging.getLogger("pushpool.serve")
@@ -62,8 +65,9 @@ _ROUTES: dict[str, tuple[str, ...]] = {
     SUBMIT_PATH: ("POST",),
     "/provision": ("POST",),
     "/monitor": ("POST",),
+    "/metrics": ("GET", "HEAD"),
 }
-_ROUTES_HINT = "pushpool serve answers POST /submit, POST /provision, POST /monitor and GET /health"
+_ROUTES_HINT = "pushpool serve answers POST /submit, POST /provision, POST /monitor, GET /health and GET /metrics"
 SUBMIT_BODY_HINT = '{"flow_run_id": "<uuid>"} as application/json'
 MAX_CHUNK_LINE = 1024  # a chunk-size line (with extensions) or a trailer line
 MAX_TRAILERS = 32
@@ -175,6 +179,9 @@ class Server:
         interval = max(1.0, monitor_interval, deps.settings.heartbeat_interval_seconds)
         deps.settings = deps.settings.replace(heartbeat_interval_seconds=interval)
         self.deps = deps
+        # GET /metrics (Prometheus' format): what this process does, counted from its start (usecases/metrics.py).
+        self.metrics = deps.metrics if isinstance(deps.metrics, PrometheusMetrics) else PrometheusMetrics()
+        deps.use_metrics(self.metrics)
         self.auth = WebhookAuth(deps.settings.webhook_tokens, deps.settings.webhook_signing_secrets)
         admin = deps.settings.admin_token
         self.admin = AdminAuth([admin] if admin else [], webhook=self.auth)
@@ -253,7 +260,7 @@ class Server:
             self._sweep.clear()
             try:
                 started = time.time()
-                self.last_tick = tick(self.deps, pools=self._pools())
+                self.last_tick = timed_tick(self.deps, pools=self._pools())
                 report = self.last_tick.as_dict()
                 if report["dispatched"] or report["errors"] or any(k != "none" for k in report["reconciled"]):
                     log.info("monitor tick: %s", json.dumps({**report, "started_at": started}))
@@ -359,6 +366,16 @@ class Server:
                     self.send_header(name, value)
                 if self.close_connection:
                     self.send_header("Connection", "close")
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            def _send_metrics(self) -> None:
+                """Every series in Prometheus' text format (no token: like /health, on serve's own address)."""
+                payload = server.metrics.exposition()
+                self.send_response(200)
+                self.send_header("Content-Type", METRICS_CONTENT_TYPE)
+                self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(payload)
@@ -473,6 +490,9 @@ class Server:
                     return
                 if path == "/health":
                     self._send(Response(200, {"ok": True}))
+                    return
+                if path == "/metrics":
+                    self._send_metrics()
                     return
                 try:
                     body = self._body()

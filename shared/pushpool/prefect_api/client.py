@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -117,6 +117,8 @@ class PrefectClient:
         self.backoff_max = backoff_max
         self.clock = clock or SystemClock()
         self.calls = 0  # HTTP requests made (attempts included); read by benchmarks and tests
+        # Told of each attempt as (method, route template, status or "transport-error"): the metrics (usecases/metrics).
+        self.observer: Callable[[str, str, str], None] | None = None
         self._dialect: ServerDialect | None = None
 
     # -- plumbing -----------------------------------------------------------------------------------------
@@ -154,7 +156,12 @@ class PrefectClient:
 
         def attempt() -> httpx.Response:
             self.calls += 1
-            response = self._http.request(method, path, json=json, params=params)
+            try:
+                response = self._http.request(method, path, json=json, params=params)
+            except httpx.TransportError:
+                self._observe(method, path, "transport-error")
+                raise
+            self._observe(method, path, str(response.status_code))
             if response.status_code in RETRY_STATUSES:
                 raise _RetryableAnswer(response)
             if response.status_code >= 400:
@@ -176,6 +183,13 @@ class PrefectClient:
                 f"Prefect API at {self.api_url} unavailable: {what} failed {self.max_retries + 1} times "
                 f"({_describe(exc)})"
             ) from None
+
+    def _observe(self, method: str, path: str, status: str) -> None:
+        if self.observer is not None:
+            try:
+                self.observer(method, route_template(path), status)
+            except Exception:  # counting must never fail a call
+                log.exception("the Prefect API call observer failed")
 
     @staticmethod
     def _detail(response: httpx.Response) -> str:
@@ -589,6 +603,56 @@ class PrefectClient:
 
     def delete_automation(self, automation_id: str) -> None:
         self._json("DELETE", f"/automations/{automation_id}")
+
+
+# Every fixed segment of the paths this client calls: any other segment is an id or a name (a run's id, a pool's or a
+# variable's name) and becomes ``{id}`` in :func:`route_template`, so a metric labelled by route has as many series
+# as this client has routes, whatever the names and ids.
+ROUTE_SEGMENTS = frozenset(
+    {
+        "admin",
+        "automations",
+        "block_documents",
+        "block_schemas",
+        "block_types",
+        "bulk_set_state",
+        "count",
+        "create_flow_run",
+        "deployments",
+        "events",
+        "filter",
+        "flow_run_states",
+        "flow_runs",
+        "flows",
+        "get_scheduled_flow_runs",
+        "health",
+        "heartbeat",
+        "labels",
+        "logs",
+        "name",
+        "next",
+        "queues",
+        "set_state",
+        "slug",
+        "variables",
+        "version",
+        "work_pools",
+        "workers",
+    }
+)
+
+
+def route_template(path: str) -> str:
+    """The route of ``path``, ids and names replaced by ``{id}`` (its query dropped).
+
+    Example:
+        >>> route_template("/flow_runs/0b6c6a4e-1c2d-4e5f-8a9b-0c1d2e3f4a5b/set_state")
+        '/flow_runs/{id}/set_state'
+        >>> route_template("/work_pools/my-pool/queues/filter")
+        '/work_pools/{id}/queues/filter'
+    """
+    segments = [s for s in path.split("?", 1)[0].split("/") if s]
+    return "/" + "/".join(s if s in ROUTE_SEGMENTS else "{id}" for s in segments)
 
 
 def _flow_run(item: dict[str, Any]) -> FlowRun:

@@ -25,6 +25,7 @@ from pushpool.providers.base import Backend
 from pushpool.settings import Settings
 from pushpool.usecases.events import EventSink
 from pushpool.usecases.finished_runs import FinishedRuns
+from pushpool.usecases.metrics import NO_METRICS, MeteredBackend, Metrics, PrefectCallCounter, RunEventMetrics
 from pushpool.usecases.pool_reads import PoolReads
 from pushpool.usecases.triggers import DelayedTrigger
 
@@ -43,6 +44,7 @@ class Deps:
     pool_reads: PoolReads = field(init=False, repr=False)  # pools, queues, deployments shared briefly (event path)
     finished_runs: FinishedRuns = field(default_factory=FinishedRuns, repr=False)  # the month's, for compute hours
     events: EventSink = field(default_factory=EventSink, repr=False)  # what pushpool did to runs (usecases/events.py)
+    metrics: Metrics = field(default=NO_METRICS, repr=False)  # the recorder: none by default (use_metrics)
 
     def __post_init__(self) -> None:
         backend = self.settings.managed_backend
@@ -52,6 +54,20 @@ class Deps:
         self.pool_reads = PoolReads(
             self.orchestrator, self.settings.read_cache_seconds, timer=lambda: self.clock.now().timestamp()
         )
+        # The metrics (usecases/metrics.py) read ``self.metrics`` at each count: a recorder set later counts too.
+        self.events.add_listener(RunEventMetrics(lambda: self.metrics))
+        if isinstance(self.orchestrator, PrefectClient):  # (tests' fake orchestrators make no HTTP calls)
+            self.orchestrator.observer = PrefectCallCounter(lambda: self.metrics)
+
+    def use_metrics(self, metrics: Metrics) -> None:
+        """Record into ``metrics`` from now on: run events, Prefect API calls, and the backends' calls (those made
+        already are wrapped now)."""
+        self.metrics = metrics
+        if metrics.enabled:
+            with self._lock:
+                for name, backend in self._backends.items():
+                    if not isinstance(backend, MeteredBackend):
+                        self._backends[name] = MeteredBackend(backend, lambda: self.metrics, name)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> Deps:
@@ -93,7 +109,11 @@ class Deps:
         """The backend of the provider called ``name``, created on first use (lazy import of its SDK)."""
         with self._lock:
             if name not in self._backends:
-                self._backends[name] = provider_named(name).create_backend(**self.backend_options.get(name, {}))
+                backend = provider_named(name).create_backend(**self.backend_options.get(name, {}))
+                # Counted where a recorder is set (serve, the functions); left bare otherwise.
+                self._backends[name] = (
+                    MeteredBackend(backend, lambda: self.metrics, name) if self.metrics.enabled else backend
+                )
             return self._backends[name]
 
     def backend_for_pool(self, pool: WorkPool) -> Backend:

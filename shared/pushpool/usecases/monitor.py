@@ -315,6 +315,10 @@ def reconcile_runs(deps: Deps, pools: list[WorkPool], report: TickReport) -> Non
             }
         )
     )
+    report.in_flight = dict.fromkeys(names, 0)  # the metrics' in-flight runs per pool (usecases/metrics.py)
+    for run in runs:
+        if run.work_pool_name in report.in_flight:
+            report.in_flight[run.work_pool_name] += 1
     ended = client.filter_flow_runs(
         {
             "flow_runs": {

@@ -18,6 +18,7 @@ class TickReport:
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. managed pools not served (over the pool limit)
     managed: dict | None = None  # the managed workspace's usage (usecases/usage.py), when it has pools served
+    in_flight: dict[str, int] | None = None  # pool -> its runs Pending/Running/Cancelling (None: not listed)
 
     def as_dict(self) -> dict:
         found = {
