@@ -85,6 +85,10 @@ def test_metrics_after_a_real_run_through_serve(served, prefect: PrefectHelper) 
     assert value(found, "pushpool_monitor_tick_duration_seconds_bucket", le="+Inf") == ticks
     assert value(found, "pushpool_runs_in_flight", pool=pool) == 0
     assert value(found, "pushpool_runs_total", pool=pool, provider="process", action="crashed", reason="max-run-time")
+    # The run's own events, emitted by the use-cases: its submit (with its dispatch latency), its job's start and end.
+    for action in ("submitted", "job-started", "job-ended"):
+        assert value(found, "pushpool_runs_total", pool=pool, provider="process", action=action) == 1, action
+    assert value(found, "pushpool_dispatch_latency_seconds_count", pool=pool, provider="process") == 1
     assert value(found, "process_cpu_seconds_total") is not None  # the process' own series, as Prometheus expects
 
     assert http.head("/metrics").status_code == 200
