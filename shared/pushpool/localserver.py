@@ -8,6 +8,7 @@ Runs ``prefect server start`` as a child process bound to 127.0.0.1 and stops it
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +38,8 @@ class LocalPrefectServer:
         return f"http://127.0.0.1:{self.port}/api"
 
     def stop(self) -> None:
+        """Stop the server and every process it started: it runs in a process group of its own (``start``), and
+        Prefect 3.0's ``server start`` leaves its uvicorn child running when only the parent is stopped."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -44,6 +47,24 @@ class LocalPrefectServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)
+        self._signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while self._group_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _group_alive(self) -> bool:
+        try:
+            os.killpg(self.process.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
 
 
 def start(
