@@ -211,6 +211,7 @@ class FakePrefect:
         self.block_types: dict[str, dict[str, Any]] = {}  # slug -> {"id", "schema_id", "secret_fields"}
         self.blocks: dict[str, dict[str, Any]] = {}  # id -> {"name", "data", "block_type_id", "block_schema_id"}
         self.automations: dict[str, dict[str, Any]] = {}
+        self.emitted: list[dict[str, Any]] = []  # batches posted to /events, flattened
         self.server_version = "3.8.8"
         self.workers: dict[tuple[str, str], int] = {}  # (pool, worker name) -> heartbeat interval
         self._lock = threading.RLock()
@@ -690,6 +691,13 @@ class FakePrefect:
             if flow is None:
                 raise ObjectNotFoundError(f"not found: GET /flows/{flow_id}", status_code=404)
             return flow.model_copy()
+
+    def emit_events(self, events: list[dict[str, Any]], *, timeout: float = 5.0) -> None:
+        """``POST /events``: the batch is kept in ``emitted`` (a fault set for ``emit_events`` fails it as Prefect
+        would: unreachable, or a refusal). Stored events are not read back (``read_events``)."""
+        with self._lock:
+            self._call("emit_events")
+            self.emitted.extend(copy.deepcopy(events))
 
     def read_events(self, event_filter: dict[str, Any], *, max_pages: int = 20) -> list[dict[str, Any]]:
         """Prefect's stored events: the fake stores none (only serve's event stream reads them, against the real

@@ -52,6 +52,41 @@ def api(client: httpx.Client, method: str, path: str, **kwargs):
     return None
 
 
+# The pushpool events each demo run must show on its page: the job's start and end, or its cancellation.
+EXPECTED_EVENTS = {
+    "etl": {"pushpool.run.submitted", "pushpool.run.job-started", "pushpool.run.job-ended"},
+    "broken": {"pushpool.run.submitted", "pushpool.run.job-started", "pushpool.run.job-ended"},
+    "long_job": {"pushpool.run.submitted", "pushpool.run.job-started", "pushpool.run.cancelled"},
+}
+
+
+def run_page_events(client: httpx.Client, runs: dict[str, dict], timeout: float = 30) -> bool:
+    """Print each run's pushpool events as the run's page in Prefect's UI reads them (any resource is the run), once
+    the expected ones are stored (serve posts them every second; the server persists them in batches)."""
+    ok = True
+    for rid, info in runs.items():
+        want = EXPECTED_EVENTS[info["label"]]
+        deadline = time.monotonic() + timeout
+        while True:
+            body = {"filter": {"any_resource": {"id": [f"prefect.flow-run.{rid}"]}, "event": {"prefix": ["pushpool."]}}}
+            events = api(client, "POST", "/events/filter", json={**body, "limit": 50})["events"]
+            names = {e["event"] for e in events}
+            if want <= names or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        ok &= want <= names
+        for event in sorted(events, key=lambda e: e["occurred"]):
+            labels = event["resource"]
+            reason = labels.get("pushpool.reason")
+            print(f"{info['label']:<9} {event['event']}" + (f" ({reason})" if reason else ""))
+        missing = sorted(want - names)
+        print(
+            f"{'':<9} {len(want & names)} of {len(want)} expected pushpool events"
+            + (f"; missing {missing}" if missing else "")
+        )
+    return ok
+
+
 def wait_http(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -239,6 +274,9 @@ def main() -> int:
                 f"{'':<9} submitted via {triggers.get(rid, '?')}; job started {start_delay:.3f}s after creation;"
                 f" final {final} (expected {expected[info['label']]})"
             )
+        banner("pushpool's events on each run's page (the query Prefect's UI sends: POST /api/events/filter)")
+        ok &= run_page_events(client, runs)
+
         banner("the scheduled deployment: its first two runs (nobody triggered them)")
         ok &= scheduled_runs(client, deployments["scheduled"])
 

@@ -26,3 +26,5 @@ def test_demo_passes(tmp_path: Path) -> None:
     for label, final in (("etl", "COMPLETED"), ("broken", "FAILED"), ("long_job", "CANCELLED")):
         assert f"final {final} (expected {final})" in result.stdout, label
     assert "2 scheduled runs completed (expected 2)" in result.stdout
+    # Each run's page shows pushpool's events (issue 26): the query Prefect's UI sends for a flow run's events.
+    assert result.stdout.count("3 of 3 expected pushpool events") == 3, result.stdout[-3000:]

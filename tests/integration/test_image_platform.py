@@ -10,9 +10,9 @@ from pushpool.providers.image_platform import ImagePlatforms, missing_platform
 
 from tests.contract.test_cloudrun_backend import make_backend, make_spec
 from tests.gcp_emulator import CloudRunEmulator
-from tests.helpers import PrefectHelper
+from tests.helpers import PrefectHelper, submit
 from tests.image_registry import ImageRegistry
-from tests.integration.test_cloudrun import _submit, backend_options, make_pool
+from tests.integration.test_cloudrun import backend_options, make_pool
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +76,7 @@ def test_the_run_of_an_arm64_only_image_is_crashed_at_once(
     image = registry.add_index("flows/arm-only", "2", ["linux/arm64/v8"])
     run_id = prefect.create_run(prefect.create_deployment(make_pool(prefect), job_variables={"image": image}))
     try:
-        assert _submit(deps, run_id).outcome == "crashed"
+        assert submit(deps, run_id).outcome == "crashed"
     finally:
         deps.orchestrator.close()
     state = prefect.read_run(run_id)["state"]

@@ -61,9 +61,15 @@ def test_metrics_after_a_real_run_through_serve(served, prefect: PrefectHelper) 
     assert run["state"]["type"] == "COMPLETED"
     # What the use-cases emit at each action (usecases/events.py) counts through the listener serve registered.
     server.deps.events.emit(RunEvent("crashed", run_id, pool=pool, provider="process", reason="max-run-time"))
-    time.sleep(2.5)  # a tick after the run ended: in flight 0
-
-    text, found = scrape(http)
+    # The monitor sees the job end a tick or two after the run's Completed (the engine reports it before its process
+    # exits): scrape until the job's end is counted and the pool has nothing in flight.
+    deadline = time.monotonic() + 60
+    while True:
+        text, found = scrape(http)
+        ended = value(found, "pushpool_runs_total", pool=pool, provider="process", action="job-ended")
+        if (ended and value(found, "pushpool_runs_in_flight", pool=pool) == 0) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     for spec in CATALOGUE:  # every series docs/metrics.md lists is declared
         family = spec.name.removesuffix("_total")
         assert family in found, f"{family} missing from /metrics"

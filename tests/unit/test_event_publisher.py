@@ -203,8 +203,9 @@ def test_the_process_provider_has_no_console_and_every_other_one_has() -> None:
     assert {p.name for p in PROVIDERS if p.console_url} == set(CONSOLE_URLS)
 
 
-def test_a_hostile_job_id_never_breaks_out_of_the_console_url() -> None:
+def test_a_hostile_job_id_never_breaks_out_of_the_console_url(monkeypatch) -> None:
     """A cluster or project a deployment author chose ends up in the URL escaped, never as a new host or query."""
+    monkeypatch.delenv("DASK_COILED__SERVER", raising=False)  # the session's Coiled emulator sets it (conftest.py)
     ecs = provider_named("ecs").job_console_url("x::arn:aws:ecs:us-east-1:1:task/evil?x=1&y=@attacker.example/abc")
     assert ecs == (
         "https://us-east-1.console.aws.amazon.com/ecs/v2/clusters/evil%3Fx%3D1%26y%3D%40attacker.example/tasks/abc/"
