@@ -42,14 +42,21 @@ def pushpool_cmd(*args: str) -> list[str]:
 
 
 def api(client: httpx.Client, method: str, path: str, **kwargs):
-    for _ in range(50):
-        response = client.request(method, path, **kwargs)
-        if response.status_code != 503:
+    """One Prefect API call, retried while the server is busy: SQLite's "database is locked" arrives as 503, and a
+    local server can stall a request for a minute while its background services write (the demo's calls are reads
+    and idempotent state proposals)."""
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            response = client.request(method, path, **kwargs)
+        except httpx.TimeoutException:
+            if time.monotonic() > deadline:
+                raise
+            continue
+        if response.status_code != 503 or time.monotonic() > deadline:
             response.raise_for_status()
             return response.json() if response.content else None
         time.sleep(0.1)
-    response.raise_for_status()
-    return None
 
 
 # The pushpool events each demo run must show on its page: the job's start and end, or its cancellation.
@@ -235,7 +242,9 @@ def main() -> int:
         runs: dict[str, dict] = {}
         for name in ("etl", "broken", "long_job"):
             created = time.time()
-            run = api(client, "POST", f"/deployments/{deployments[name]}/create_flow_run", json={})
+            key = f"demo-{name}-{deployments[name]}"  # a retried create (a stalled server) makes no second run
+            path = f"/deployments/{deployments[name]}/create_flow_run"
+            run = api(client, "POST", path, json={"idempotency_key": key})
             runs[run["id"]] = {"label": name, "created": created, "name": run["name"]}
             print(f"{name}: flow run {run['name']} ({run['id']})")
 
@@ -299,7 +308,11 @@ def main() -> int:
             print(f"{scraper.scrapes} scrapes of /metrics in {scraper.path}")
         for proc in started:
             proc.terminate()
-            proc.wait(timeout=20)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # stuck in a call to a stalled server: it has had its chance
+                proc.kill()
+                proc.wait(timeout=10)
             print(f"stopped pid {proc.pid}")
         if server is not None:
             server.stop()
