@@ -10,29 +10,17 @@ its own: the handler checks the bearer token (or a Standard Webhooks signature),
 
 from __future__ import annotations
 
-import functools
-from typing import Any
-
 import azure.functions as func
 from pushpool.entrypoints.azure_functions import azure_deps, flush_metrics, log_event
 from pushpool.entrypoints.http import handle_delayed_run, handle_monitor, handle_provision, handle_submit
 from pushpool.errors import InvalidRequestError
 from pushpool.usecases.event_publisher import flushed
+from pushpool.usecases.metrics import flushing
 
 app = func.FunctionApp()
 
 
-def metered(fn: Any) -> Any:
-    """Log the invocation's metrics when it ends, however it ends (docs/metrics.md)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            flush_metrics()
-
-    return wrapper
+metered = flushing(flush_metrics)  # the invocation's metrics, logged when it ends (docs/metrics.md)
 
 
 def _answer(answer) -> func.HttpResponse:

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from typing import Any
@@ -30,23 +29,14 @@ from pushpool.entrypoints.http import (
 )
 from pushpool.errors import InvalidRequestError, PushpoolError
 from pushpool.usecases.event_publisher import flushed
+from pushpool.usecases.metrics import flushing
 
 configure_logging()
 log = logging.getLogger("pushpool.functions")
 JSON = {"Content-Type": "application/json"}
 
 
-def metered(fn: Any) -> Any:
-    """Log the invocation's metrics (JSON lines) when it ends, however it ends."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            flush_metrics()
-
-    return wrapper
+metered = flushing(flush_metrics)  # the invocation's metrics, logged when it ends (docs/metrics.md)
 
 
 @functions_framework.http

@@ -14,6 +14,7 @@ set), its reason (a short word; anything else is ``other``), Prefect API route t
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import threading
@@ -260,3 +261,20 @@ class Accumulator(Metrics):
         for name, series in gauges.items():
             found += [(SPECS[name], dict(labels), [value]) for labels, value in series]
         return found
+
+
+def flushing(flush: Callable[[], None]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A function handler's decorator: ``flush`` (the invocation's metrics, out through the platform) when the
+    handler ends, however it ends (Google's and Azure's function apps)."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                flush()
+
+        return wrapper
+
+    return decorate

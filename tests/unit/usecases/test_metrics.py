@@ -278,3 +278,23 @@ def test_google_and_azure_log_one_json_line_per_series(caplog: pytest.LogCapture
         "pool": "a",
         "provider": "ecs",
     }
+
+
+def test_a_function_handlers_metrics_are_flushed_however_it_ends() -> None:
+    from pushpool.usecases.metrics import flushing
+
+    flushed: list[str] = []
+    handler = flushing(lambda: flushed.append("flushed"))
+
+    @handler
+    def answers() -> str:
+        return "answer"
+
+    @handler
+    def fails() -> None:
+        raise RuntimeError("boom")
+
+    assert answers() == "answer" and flushed == ["flushed"]
+    with pytest.raises(RuntimeError):
+        fails()
+    assert flushed == ["flushed", "flushed"]
