@@ -24,9 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from google.auth.credentials import AnonymousCredentials
 from pushpool.providers import base_job_template
-from pushpool.usecases.submit import submit_run
 
 from tests.compat_gcp.test_cloudrun_vs_worker import (  # noqa: F401 - the module's fixtures: one worker, one API
     DOC,
@@ -41,11 +39,12 @@ from tests.compat_gcp.test_cloudrun_vs_worker import (  # noqa: F401 - the modul
     _two_pools,
     block_id,
     emulator,
+    submit_ours,
     worker,
 )
 from tests.differential import differences
 from tests.gcp_emulator import CloudRunEmulator
-from tests.helpers import PrefectHelper, make_deps
+from tests.helpers import PrefectHelper
 
 pytestmark = pytest.mark.integration
 
@@ -378,18 +377,7 @@ def test_pushpool_v1_sends_what_the_v1_worker_sends(
     assert answer["ok"], answer
     theirs = _as_v2(emulator.received_v1(f"namespaces/{answer['project']}/jobs/{answer['identifier']}"))
 
-    deps = make_deps(prefect_api, tmp_path, prefect_api_key=KEY)
-    deps.backend_options["cloudrun"] = {
-        "credentials": AnonymousCredentials(),
-        "endpoint": emulator.endpoint,
-        "check_image_platform": False,
-        "retry_initial": 0.01,
-    }
-    try:
-        client = deps.orchestrator
-        outcome = submit_run(deps, client.read_flow_run(run_id), client.read_work_pool(ours_pool), trigger="compat")
-    finally:
-        deps.orchestrator.close()
+    outcome = submit_ours(prefect_api, tmp_path, emulator, run_id, ours_pool)
     if refused is not None:  # documented: pushpool refuses what the worker runs (the reason is in the doc)
         assert outcome.outcome != "submitted" and refused in SHARED, outcome
         return

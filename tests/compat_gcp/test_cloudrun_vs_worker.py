@@ -320,6 +320,22 @@ def test_there_are_at_least_25_cases_and_every_field_both_ways() -> None:
         assert f"variable-{name}" in CASES and f"literal-{name}" in CASES, name
 
 
+def submit_ours(prefect_api: str, tmp_path: Path, emulator: CloudRunEmulator, run_id: str, pool: str):
+    """pushpool's side of a case: the run submitted by ``submit_run`` against the local Cloud Run API (both suites)."""
+    deps = make_deps(prefect_api, tmp_path, prefect_api_key=KEY)
+    deps.backend_options["cloudrun"] = {
+        "credentials": AnonymousCredentials(),
+        "endpoint": emulator.endpoint,
+        "check_image_platform": False,
+        "retry_initial": 0.01,
+    }
+    try:
+        client = deps.orchestrator
+        return submit_run(deps, client.read_flow_run(run_id), client.read_work_pool(pool), trigger="compat")
+    finally:
+        deps.orchestrator.close()
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_pushpool_sends_what_the_worker_sends(
     case: str, worker, block_id: str, emulator: CloudRunEmulator, prefect: PrefectHelper, prefect_api: str, tmp_path
@@ -335,18 +351,7 @@ def test_pushpool_sends_what_the_worker_sends(
     region = "europe-west1" if case.endswith("-region") else "us-central1"
     theirs = emulator.received(f"projects/{PROJECT}/locations/{region}/jobs/{answer['identifier']}")
 
-    deps = make_deps(prefect_api, tmp_path, prefect_api_key=KEY)
-    deps.backend_options["cloudrun"] = {
-        "credentials": AnonymousCredentials(),
-        "endpoint": emulator.endpoint,
-        "check_image_platform": False,
-        "retry_initial": 0.01,
-    }
-    try:
-        client = deps.orchestrator
-        outcome = submit_run(deps, client.read_flow_run(run_id), client.read_work_pool(ours_pool), trigger="compat")
-    finally:
-        deps.orchestrator.close()
+    outcome = submit_ours(prefect_api, tmp_path, emulator, run_id, ours_pool)
     if refused is not None:  # documented: pushpool refuses what the worker runs (the reason is in the doc)
         assert outcome.outcome != "submitted" and refused in {i.id for i in INTENDED}, outcome
         return
