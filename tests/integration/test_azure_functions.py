@@ -106,7 +106,8 @@ def test_webhook_to_submit_function_to_aci_runs_the_flow_and_the_timer_cleans_up
         )
         run_id = prefect.create_run(dep)
         deadline = time.monotonic() + 60
-        while not prefect.read_run(run_id)["infrastructure_pid"] and time.monotonic() < deadline:
+        # submit records the job id before it answers Prefect's webhook: wait for both, or the answer is a race
+        while not (prefect.read_run(run_id)["infrastructure_pid"] and 200 in env.calls) and time.monotonic() < deadline:
             time.sleep(0.25)
         job_id = prefect.read_run(run_id)["infrastructure_pid"]
         assert job_id and 200 in env.calls, env.calls  # Prefect's automation called the function
