@@ -29,6 +29,10 @@ def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Jobs started by the process backend inherit this environment: keep them off the real home directory.
     os.environ["PREFECT_HOME"] = str(home)
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    # Prefect's own cancelling timeout (300 s, then Cancelled) is not what any test relies on — pushpool's monitor
+    # finishes cancellations —, and on the shared SQLite server its per-run docket tasks for the runs tests leave
+    # Cancelling were retried hundreds of times in a full run while it was locked (its servers inherit this).
+    os.environ["PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_ENABLED"] = "false"
     os.environ["PUSHPOOL_HOME"] = str(home / "pushpool")
     # A monitor (serve) ticking over the shared server also meets Cloud Run pools other tests left runs in: with no
     # credentials injected, Application Default Credentials must not probe Google's metadata server, nor read the image

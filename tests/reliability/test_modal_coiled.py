@@ -9,7 +9,7 @@ import pytest
 from pushpool.providers.base import JobHandle
 
 from tests.helpers import PrefectHelper
-from tests.reliability.storm import shuffled, storm
+from tests.reliability.storm import shuffled, storm, unsettled
 
 pytestmark = pytest.mark.integration
 
@@ -54,9 +54,9 @@ def test_duplicate_storm(deps, prefect: PrefectHelper, emulated, report, scale: 
     runs = [prefect.create_run(dep) for _ in range(runs_n)]
     answers = storm(deps, pool, shuffled(runs, dup_m, seed=7))
     assert all(a.status == 200 for a in answers), [a.body for a in answers if a.status != 200][:3]
+    wrong = unsettled(deps, pool, prefect, runs)  # first: its ticks may start jobs
     counts = {r: jobs_of(r) for r in runs}
     duplicated, lost = sum(n > 1 for n in counts.values()), sum(n == 0 for n in counts.values())
-    claims = {r: sum(1 for s in prefect.states(r) if s == ("PENDING", "Pending")) for r in runs}
     report.add(
         "duplicate storm",
         provider=type_name.split(":")[0],
@@ -64,7 +64,7 @@ def test_duplicate_storm(deps, prefect: PrefectHelper, emulated, report, scale: 
         faults=len(answers) - runs_n,
         lost=lost,
         duplicated=duplicated,
-        stuck=sum(c != 1 for c in claims.values()),
+        stuck=len(wrong),
     )
     _stop_all(deps, prefect, type_name, runs)
-    assert duplicated == 0 and lost == 0 and set(claims.values()) == {1}
+    assert (duplicated, lost, wrong) == (0, 0, {}), counts

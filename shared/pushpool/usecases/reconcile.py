@@ -14,7 +14,9 @@ Pending, no pid, no job, > timeout recover: back to Scheduled (nothing ran, so n
                                    Before a recovery, a job of the attempt made but not yet run (a submit
                                    stalled between Cloud Run's CreateJob and RunJob) is withdrawn (deleted as
                                    read); one run meanwhile means the run has a job: not recovered (nor
-                                   crashed)
+                                   crashed). Elsewhere a recovery keeps the attempt's key (``ATTEMPT_LABEL``),
+                                   as a transient give-back does: a job a stalled submit makes after the lookup
+                                   is found by the next claim's submit, never doubled
 Running, no pid, no job, > timeout Crashed: a run that says it is running with no job behind it
 Cancelling, no pid, no job         Cancelled
 Cancelling                         job alive → stop it, then Cancelled; job ended → Cancelled
@@ -69,6 +71,7 @@ from pushpool.usecases.events import CANCELLED, CRASHED, JOB_ENDED, JOB_STARTED,
 from pushpool.usecases.job_spec import PoolCredentials, build_job_spec, effective_max_run_time
 from pushpool.usecases.pool_kind import pool_kind
 from pushpool.usecases.run_states import (
+    ATTEMPT_LABEL,
     MAX_MESSAGE,
     attach_logs,
     claim_attempt,
@@ -104,6 +107,8 @@ class Decision:
     # The reason in one word, for the run's event (``max-run-time``, ``start-timeout``, ``vanished`` …): what an
     # automation matches on. Not part of equality: the rules' tests compare actions and messages.
     cause: str = field(default="", compare=False)
+    # A recovery's attempt key (the claim that found no job): kept for the next claim (``ATTEMPT_LABEL``).
+    attempt: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -255,7 +260,10 @@ def _act(deps: Deps, backend: Backend, run: FlowRun, decision: Decision, handle:
         if fresh.state_type is not StateType.PENDING or fresh.infrastructure_pid:
             return Action.NONE.value, False
         recoveries = int(run.labels.get(RECOVERIES_LABEL, 0) or 0) + 1
-        client.update_flow_run_labels(run.id, {RECOVERIES_LABEL: str(recoveries)})
+        labels = {RECOVERIES_LABEL: str(recoveries)}
+        if decision.attempt:  # the next claim submits under this key: a job a stalled submit makes late is found
+            labels[ATTEMPT_LABEL] = decision.attempt
+        client.update_flow_run_labels(run.id, labels)
         client.propose_state(run.id, StateType.SCHEDULED, message=decision.reason, state_details=keep_place(run))
     elif action is Action.CRASH:
         lines = _logs(backend, handle) if decision.with_logs else []
@@ -461,6 +469,11 @@ def _reconcile_run(
     )
     if status is None and given_up and spec is not None and not _withdrawn(backend, run, spec):
         decision = Decision(Action.NONE)  # its job was run meanwhile: the next tick finds and adopts it
+    if decision.action is Action.RECOVER and spec is not None and not isinstance(backend, SweepsUnstartedJobs):
+        # The next claim keeps this attempt's key: a job a stalled submit makes after the lookup is found, not doubled.
+        # Not where the attempt's unstarted job was just withdrawn (Cloud Run): under the same key the next claim
+        # would make a job of the same name, which the stalled submit's late RunJob would then run a second time.
+        decision = dataclasses.replace(decision, attempt=spec.attempt)
     if status is not None:  # before a cleanup removes what it reads (managed: the job's times)
         pool_kind(pool.type).on_status(deps, run, status)
     _job_events(deps, run, pool, handle, status)
