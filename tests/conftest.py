@@ -72,6 +72,17 @@ def migrated_db(session_server: localserver.LocalPrefectServer, session_home: Pa
 
 
 @pytest.fixture
+def own_server(tmp_path: Path, migrated_db: Path):
+    """The API URL of a Prefect server of the test's own (from the migrated copy, ~7 s): for a test that loads a
+    server heavily, or whose monitor ticks every pool of its server, which on the shared one other tests fill."""
+    from tests.helpers import start_server
+
+    server = start_server(tmp_path / "own-server", migrated_db)
+    yield server.api_url
+    server.stop()
+
+
+@pytest.fixture
 def prefect(prefect_api: str) -> PrefectHelper:
     helper = PrefectHelper(prefect_api, FLOWS_DIR)
     yield helper

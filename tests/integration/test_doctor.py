@@ -232,20 +232,11 @@ def test_serve_says_in_one_line_that_the_scheduler_fails(
 # -- the canary ------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def own_server(tmp_path: Path, migrated_db: Path):
-    """A Prefect server of the canary's own: the serve it watches ticks every process pool of its server, and on the
-    session's shared one (hundreds of pools and runs other tests left) a tick could take longer than the canary's
-    120 s for the cleanup (seen twice in full runs: "job … still kept by the provider 120 s after the run
-    completed")."""
-    server = start_server(tmp_path / "own-server", migrated_db)
-    yield server.api_url
-    server.stop()
-
-
 def test_the_canary_runs_a_flow_through_a_process_pool(own_server: str, tmp_path: Path) -> None:
     """A real serve process (event stream and webhook) and a process pool: the canary's run goes the whole way and
-    each stage is printed, in order, with its time; its deployment is gone afterwards."""
+    each stage is printed, in order, with its time; its deployment is gone afterwards. On a server of its own: the serve
+    it watches ticks every process pool of its server, and on the shared one (hundreds of pools and runs other tests
+    left) a tick could outlast the canary's 120 s for the cleanup (seen twice in full runs)."""
     from tests.integration.serve_process import start_serve
 
     prefect_api = own_server
