@@ -27,8 +27,9 @@ def shuffled(runs: list[str], times: int, *, seed: int) -> list[str]:
 
 
 def unsettled(deps: Any, pool: str, prefect: Any, runs: list[str]) -> dict[str, Any]:
-    """After the monitor's ticks have dispatched again any run given back during the storm (as in production), the runs of ``runs`` a storm left wrong, with why: not Pending with a pid, or claimed more often than once per
-    attempt the monitor gave back (a recovery: the submit outlasted the pending timeout, as it can on a loaded machine;
+    """After the monitor's ticks have dispatched again any run given back during the storm (as in production), the
+    runs of ``runs`` a storm left wrong, with why: not Pending with a pid, or claimed more often than once per attempt
+    the monitor gave back (a recovery: the submit outlasted the pending timeout, as it can on a loaded machine;
     the next claim keeps the attempt's key and finds its job, so a recovery never means a second job)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and any(prefect.read_run(r)["state_type"] == "SCHEDULED" for r in runs):
@@ -38,7 +39,8 @@ def unsettled(deps: Any, pool: str, prefect: Any, runs: list[str]) -> dict[str, 
         run = prefect.read_run(run_id)
         history = prefect.json("GET", "/flow_run_states/", params={"flow_run_id": run_id})
         claims = sum(1 for s in history if (s["type"], s["name"]) == ("PENDING", "Pending"))
-        recoveries = sum(1 for s in history if s["type"] == "SCHEDULED" and "Pending with no job" in (s["message"] or ""))
+        recovered = [s for s in history if s["type"] == "SCHEDULED" and "Pending with no job" in (s["message"] or "")]
+        recoveries = len(recovered)
         if run["state_type"] != "PENDING" or not run["infrastructure_pid"] or claims != 1 + recoveries:
             wrong[run_id] = (run["state_type"], run["infrastructure_pid"], claims, recoveries)
     return wrong

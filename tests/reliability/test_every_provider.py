@@ -412,9 +412,8 @@ def test_a_job_made_while_the_monitor_recovers_its_run_is_the_next_claims(
     backend.submit, backend.find, client.set_infrastructure_pid = stalled_submit, monitor_find, late_pid
     first: list = []
     try:
-        thread = threading.Thread(
-            target=lambda: first.append(submit_run(deps, client.read_flow_run(run_id), client.read_work_pool(cloud.pool)))
-        )
+        pool = client.read_work_pool(cloud.pool)
+        thread = threading.Thread(target=lambda: first.append(submit_run(deps, client.read_flow_run(run_id), pool)))
         thread.start()
         assert holding.wait(60)  # claimed, its job not made yet
         skip_ahead(deps, deps.settings.pending_timeout_seconds + 0.5)

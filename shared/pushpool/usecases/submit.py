@@ -42,11 +42,12 @@ Crashed with every attempt's error, one line each.
 Fences for a slow submit (a call stalled past half the shorter of ``pending_timeout`` and ``exit_grace``: Prefect's
 SQLite can stall a call for a minute), one read each, paid only when slow: after the claim, a claim that landed on a run
 that had ended meanwhile (Prefect accepts Pending after Crashed) gives the final state back and starts nothing; after
-the job is made, a claim whose attempt is no longer the run's gets the late job stopped and writes no pid (a recovery
-by the monitor keeps the attempt's key, so its late job is the next claim's — except on Cloud Run, whose recovery
-withdraws the attempt's job and starts a new key); and a submit whose backend call failed after the run moved on from its claim (recovered
-by the monitor, maybe claimed again) neither gives it back nor crashes it (another claim's job may be running: a
-give-back would have the next claim start a second job, as a loaded Cloud Run duplicate storm showed). A submit that
+the job is made, a claim whose attempt is no longer the run's gets the late job stopped and writes no pid (a
+recovery by the monitor keeps the attempt's key, so its late job is the next claim's — except on Cloud Run, whose
+recovery withdraws the attempt's job and starts a new key); and a submit whose backend call failed after the run moved
+on from its claim (recovered by the monitor, maybe claimed again) neither gives it back nor crashes it (another claim's
+job may be running: a give-back would have the next claim start a second job, as a loaded Cloud Run duplicate storm
+showed). A submit that
 stalls after these checks is what the monitor's adopt rule and its re-read before a recovery cover. The monitor's runs
 are as fresh as its listing; only the time since ``submit_run`` was called counts.
 
