@@ -155,3 +155,106 @@ def test_a_run_of_a_deployment_deleted_read_cache_seconds_ago_is_cancelled(
     assert answer["outcome"] == SubmitOutcome.CANCELLED, answer
     assert fake.run(second).state_type is StateType.CANCELLED
     assert [job.spec.run_id for job in backend.jobs.values() if job.spec] == [first]
+
+
+# -- one read per key at a time ---------------------------------------------------------------------------------------
+
+
+class _SlowClient:
+    """A client whose pool reads block until released, counting them; ``fail`` makes the next answer an error."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.reads = 0
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.fail: Exception | None = None
+
+    def read_work_pool(self, name: str) -> WorkPool:
+        self.reads += 1
+        self.started.set()
+        assert self.release.wait(10)
+        if self.fail is not None:
+            raise self.fail
+        return WorkPool(id="pool-id", name=name, type="process:push")
+
+
+def _reading(reads, name: str = POOL):
+    """Start ``reads.pool(name)`` in a thread: (thread, box holding its answer or error)."""
+    import threading
+
+    box: list[object] = []
+
+    def run() -> None:
+        try:
+            box.append(reads.pool(name))
+        except Exception as exc:  # noqa: BLE001 - the answer under test
+            box.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, box
+
+
+def test_runs_arriving_while_a_read_is_in_flight_wait_for_it_instead_of_sending_their_own() -> None:
+    """A burst arriving while Prefect answers slowly: one read of the pool, not one per arrival."""
+    import time
+
+    from pushpool.usecases.pool_reads import PoolReads
+
+    client, now = _SlowClient(), [100.0]
+    reads = PoolReads(client, 2.0, lambda: now[0])  # type: ignore[arg-type]
+    first, box = _reading(reads)
+    assert client.started.wait(5)
+    others = [_reading(reads) for _ in range(5)]
+    time.sleep(0.2)  # the five are waiting, not reading
+    client.release.set()
+    for thread, _ in [(first, box), *others]:
+        thread.join(5)
+    assert client.reads == 1
+    assert all(isinstance(b[0], WorkPool) for b in [box, *(b for _, b in others)])
+
+
+def test_a_read_in_flight_longer_than_the_bound_or_from_before_a_forget_is_not_joined() -> None:
+    """Joining a read sent ``read_cache_seconds`` ago or more — or before a change was reported — could answer values
+    older than the bound: such an arrival reads for itself."""
+    from pushpool.usecases.pool_reads import PoolReads
+
+    for late in ("past the bound", "after a forget"):
+        client, now = _SlowClient(), [100.0]
+        reads = PoolReads(client, 2.0, lambda now=now: now[0])  # type: ignore[arg-type]
+        first, _ = _reading(reads)
+        assert client.started.wait(5)
+        if late == "past the bound":
+            now[0] += 2.0
+        else:
+            now[0] += 0.5
+            reads.forget()
+        second, _ = _reading(reads)
+        client.release.set()
+        first.join(5)
+        second.join(5)
+        assert client.reads == 2, late
+
+
+def test_the_error_of_a_read_in_flight_is_every_waiters_and_is_not_kept() -> None:
+    import time
+
+    from pushpool.errors import OrchestratorUnavailableError
+    from pushpool.usecases.pool_reads import PoolReads
+
+    client, now = _SlowClient(), [100.0]
+    reads = PoolReads(client, 2.0, lambda: now[0])  # type: ignore[arg-type]
+    client.fail = OrchestratorUnavailableError("Prefect API unavailable")
+    first, box = _reading(reads)
+    assert client.started.wait(5)
+    second, other = _reading(reads)
+    time.sleep(0.2)
+    client.release.set()
+    first.join(5)
+    second.join(5)
+    assert isinstance(box[0], OrchestratorUnavailableError) and isinstance(other[0], OrchestratorUnavailableError)
+    assert client.reads == 1
+    client.fail = None
+    assert isinstance(reads.pool(POOL), WorkPool) and client.reads == 2  # nothing kept: read again
