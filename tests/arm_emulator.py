@@ -42,12 +42,13 @@ import ssl
 import threading
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.faults import Faults, arm_answer
+from tests.local_http import LocalHTTPServer
 
 TOKEN = "fake-arm-token"
 _GROUP_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$|^[a-z0-9]$")
@@ -166,7 +167,7 @@ class ArmEmulator:
         self.deployed: list[tuple[str, dict[str, Any]]] = []  # groups created by ARM deployments (name, body)
         self.accounts: dict[str, set[str] | None] = {TOKEN: None}  # token -> its subscriptions (None: every one)
         self.callers: list[tuple[str, str, str, str | None]] = []  # (method, route, subscription, token) of each call
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.server = LocalHTTPServer(("127.0.0.1", 0), _handler(self))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.cert, key)
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)

@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,6 +37,7 @@ import httpx
 
 from tests.faults import Faults, google_error
 from tests.gcp_emulator import ApiError, GoogleAccounts, request_schema, schema_errors
+from tests.local_http import LocalHTTPServer
 
 _DOCS = os.path.join(os.path.dirname(googleapiclient.__file__), "discovery_cache", "documents")
 TASKS = json.load(open(os.path.join(_DOCS, "cloudtasks.v2.json")))  # noqa: SIM115
@@ -98,7 +99,7 @@ class CloudTasksEmulator:
         self._cond = threading.Condition(self.lock)
         self._stopped = False
         self._http = httpx.Client(timeout=30)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = LocalHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._threads = [
@@ -310,7 +311,7 @@ class Sink:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = LocalHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

@@ -41,12 +41,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from tests import coiled_api_schema as schema
 from tests.faults import Faults, coiled_answer
+from tests.local_http import LocalHTTPServer
 
 # Coiled's VM type list (a few of each cloud): name -> (provider, cores, memory in MB as Coiled lists it, GPUs, arch).
 VM_CATALOGUE: dict[str, tuple[str, int, int, int, str]] = {
@@ -140,7 +141,7 @@ class CoiledEmulator:
 
             do_GET = do_POST = do_DELETE = _serve
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = LocalHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self

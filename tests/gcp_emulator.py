@@ -31,13 +31,14 @@ import re
 import threading
 import uuid
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import googleapiclient
 
 from tests.faults import Faults, google_error, google_quota
+from tests.local_http import LocalHTTPServer
 
 _DOCS = os.path.join(os.path.dirname(googleapiclient.__file__), "discovery_cache", "documents")
 RUN = json.load(open(os.path.join(_DOCS, "run.v2.json")))  # noqa: SIM115
@@ -269,7 +270,7 @@ class CloudRunEmulator:
         self._faults: list[int] = []
         self.bad_days = Faults()  # operations: "METHOD /v2/path" (tests/faults.py)
         self._ids = itertools.count(1)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = LocalHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)

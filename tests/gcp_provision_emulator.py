@@ -23,13 +23,14 @@ import re
 import threading
 import uuid
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import googleapiclient
 
 from tests.gcp_emulator import ApiError, schema_errors, service_account_info
+from tests.local_http import LocalHTTPServer
 
 _DOCS = os.path.join(os.path.dirname(googleapiclient.__file__), "discovery_cache", "documents")
 DOCS = {
@@ -111,7 +112,7 @@ class ProvisionEmulator:
         self.policy_conflicts = 0  # setIamPolicy calls to answer 409 ABORTED (a concurrent change meanwhile)
         self.iam_lag = 0  # setIamPolicy calls that do not yet know a service account just created (400)
         self._unseen: dict[str, int] = {}
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = LocalHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -19,7 +19,7 @@ import email.utils
 import ssl
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -27,6 +27,7 @@ from xml.etree import ElementTree
 
 from tests.arm_emulator import self_signed_certificate
 from tests.faults import Faults, storage_answer
+from tests.local_http import LocalHTTPServer
 
 ACCOUNT = "pushpooltest"
 MAX_VISIBILITY = 7 * 24 * 3600
@@ -63,7 +64,7 @@ class StorageQueueEmulator:
         self.bad_days = Faults()  # operations: "METHOD /account/queue/messages" (tests/faults.py)
         self.identities: dict[str, set[str]] = {}  # bearer token -> the queues its role assignment covers
         self.callers: list[tuple[str, str, str | None]] = []  # (method, queue, token) of each call
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = LocalHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.cert, key)

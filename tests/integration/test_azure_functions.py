@@ -13,7 +13,7 @@ import importlib.util
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import azure.functions as func
@@ -23,6 +23,7 @@ from pushpool.entrypoints import azure_functions
 
 from tests.conftest import AZ_RG, AZ_SUB
 from tests.helpers import PrefectHelper, run_as_its_container
+from tests.local_http import LocalHTTPServer
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +61,7 @@ class Bridge:
                 self.wfile.write(answer.get_body())
 
         self.calls: list[int] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = LocalHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

@@ -31,6 +31,7 @@ from pushpool.usecases.provision import provision_pool
 from pushpool.usecases.usage import JOB_TIME_LABEL, USAGE_VARIABLE, compute_seconds, run_spans, usage
 
 from tests.helpers import PrefectHelper, make_deps, skip_ahead
+from tests.local_http import LocalHTTPServer
 
 pytestmark = pytest.mark.integration
 
@@ -123,7 +124,7 @@ def package_index(tmp_path_factory: pytest.TempPathFactory):
         def log_message(self, *args) -> None:
             requests.append(self.path)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = LocalHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/simple"
     saved = {k: os.environ.get(k) for k in ("PIP_INDEX_URL", "PIP_CONFIG_FILE", "PIP_EXTRA_INDEX_URL")}
