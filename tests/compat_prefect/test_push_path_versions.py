@@ -89,6 +89,24 @@ def _pushpool_events(prefect: PrefectHelper, run_id: str, name: str, timeout: fl
         time.sleep(0.5)
 
 
+def _automation_live(prefect: PrefectHelper, deployment: str, within: float = 90.0) -> None:
+    """Wait until the pool's new automation acts: Prefect's triggers service loads a new automation after it is
+    created, and on 3.0.11 a run created at once was seen (twice, once on an idle machine) to get no webhook at all —
+    its Scheduled event evaluated before the automation was loaded. A probe run every 10 s until one is submitted;
+    the probes left Scheduled are deleted."""
+    deadline = time.monotonic() + within
+    while True:
+        probe = prefect.create_run(deployment)
+        waited = time.monotonic() + 10
+        while time.monotonic() < waited and prefect.read_run(probe)["state"]["type"] == "SCHEDULED":
+            time.sleep(0.25)
+        if prefect.read_run(probe)["state"]["type"] != "SCHEDULED":
+            _finished(prefect, probe)
+            return
+        prefect.request("DELETE", f"/flow_runs/{probe}")
+        assert time.monotonic() < deadline, f"the pool's automation never called the webhook within {within:.0f} s"
+
+
 def _finished(prefect: PrefectHelper, run_id: str) -> str:
     return str(prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, timeout=120)["state"]["type"])
 
@@ -112,6 +130,7 @@ def test_the_push_path_on_each_server_version(server, tmp_path: Path) -> None:
 
         # The webhook path: only the automation's webhook can submit here.
         hello = prefect.create_deployment(pool, "flows.py:hello", job_variables=jobvars)
+        _automation_live(prefect, hello)
         done = prefect.create_run(hello)
         failing = prefect.create_run(prefect.create_deployment(pool, "flows.py:fail", job_variables=jobvars))
         sleeper = prefect.create_run(prefect.create_deployment(pool, "flows.py:sleeper", job_variables=jobvars))
