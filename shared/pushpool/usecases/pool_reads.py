@@ -16,8 +16,8 @@ not); there, and in the functions, which read no event stream, the bound alone h
 
 One read per key at a time: a submit that finds no kept value but a read of it in flight, sent less than
 ``read_cache_seconds`` ago and after the last ``forget``, waits for that read's answer (or its error) instead of sending
-its own — so the share of runs that pay the three reads does not grow when Prefect answers slowly (a burst arriving
-while a read is in flight was one read per arrival: 5.2 calls per run on a loaded machine instead of about 4.4).
+its own — so the share of runs that pay the three reads does not grow when Prefect answers slowly (before, every
+arrival during a slow read sent one of its own; a loaded bench run measured 5.2 calls per run, not yet re-measured).
 
 Never kept: concurrency *counts* (admission counts at every claim), the run itself (its state is what the claim is
 proposed from), and a pool or deployment that was not found (one created a moment later is found). A queue that was
