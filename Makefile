@@ -27,6 +27,16 @@ $(BENCH_STAMP): pyproject.toml
 	rm -rf $(BENCH_VENV)/layer/pushpool $(BENCH_VENV)/layer/bin
 	touch $(BENCH_STAMP)
 
+# The tests' Prefect servers (tests/helpers.py server_python): prefect==3.8.8 on SQLAlchemy 2.1, where its SQLite server
+# does not stall under polling as it does on 2.0 (docs/development.md). pushpool and the flows' runtime stay in .venv.
+SERVER_VENV := .venv-server
+SERVER_STAMP := $(SERVER_VENV)/.installed
+$(SERVER_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(SERVER_VENV)
+	$(SERVER_VENV)/bin/pip install --quiet --upgrade pip
+	$(SERVER_VENV)/bin/pip install --quiet '.[test-server]'
+	touch $(SERVER_STAMP)
+
 DOCS_VENV := .venv-docs
 DOCS_STAMP := $(DOCS_VENV)/.installed
 $(DOCS_STAMP): pyproject.toml
@@ -46,7 +56,8 @@ demo: setup  ## run the push path end to end on a local Prefect server with the 
 # this 2-core machine 2 workers left the load average at 1.3-1.9 and took 11 min 49 s, 3 took 9 min 9 s (same head,
 # back to back, 2026-12-06; docs/development.md).
 TEST_WORKERS ?= 3
-test: setup  ## everything that runs here: unit, contract, integration (real Prefect server), e2e
+test: setup $(SERVER_STAMP)  ## everything that runs here: unit, contract, integration (real Prefect server), e2e
+	PUSHPOOL_TEST_SERVER_PYTHON=$(abspath $(SERVER_VENV))/bin/python \
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-unit: setup  ## the fast subset, no servers
@@ -178,4 +189,4 @@ build-SharedLayer:  ## called by `sam build` (BuildMethod: makefile)
 	pip install ".[aws]" -t "$(ARTIFACTS_DIR)/python"
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(VALIDATE_VENV) $(AZURE_WORKER_VENV) $(GCP_WORKER_VENV) $(COILED_WORKER_VENV) $(UV_VENV) .venv-prefect-* $(GCP_BUILD) build *.egg-info shared/*.egg-info .pytest_cache .aws-sam
+	rm -rf $(VENV) $(SERVER_VENV) $(BENCH_VENV) $(VALIDATE_VENV) $(AZURE_WORKER_VENV) $(GCP_WORKER_VENV) $(COILED_WORKER_VENV) $(UV_VENV) .venv-prefect-* $(GCP_BUILD) build *.egg-info shared/*.egg-info .pytest_cache .aws-sam

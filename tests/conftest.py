@@ -17,7 +17,7 @@ import pytest
 from pushpool import localserver
 from pushpool.providers import base_job_template
 
-from tests.helpers import MIGRATED_DB, PrefectHelper, make_deps, snapshot_database
+from tests.helpers import MIGRATED_DB, PrefectHelper, make_deps, server_python, snapshot_database
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWS_DIR = ROOT / "tests" / "flows"
@@ -47,7 +47,7 @@ def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def session_server(session_home: Path) -> localserver.LocalPrefectServer:
     for attempt in range(3):
         try:
-            server = localserver.start(session_home / f"server-{attempt}")
+            server = localserver.start(session_home / f"server-{attempt}", python=server_python())
             break
         except RuntimeError:
             # Another worker (or engineer) took the free port between its probe and the server's bind: a new port.
@@ -77,7 +77,8 @@ def own_server(tmp_path: Path, migrated_db: Path):
     server heavily, or whose monitor ticks every pool of its server, which on the shared one other tests fill."""
     from tests.helpers import start_server
 
-    server = start_server(tmp_path / "own-server", migrated_db)
+    # Makes runs from schedules: the backlog test's 210 due runs come from one POST /deployments/{id}/schedule.
+    server = start_server(tmp_path / "own-server", migrated_db, python=server_python(schedules=True))
     yield server.api_url
     server.stop()
 

@@ -197,11 +197,21 @@ def snapshot_database(home: Path, to: Path) -> None:
         target.close()
 
 
+def server_python(*, schedules: bool = False) -> str | None:
+    """The interpreter the tests' Prefect servers run in: ``PUSHPOOL_TEST_SERVER_PYTHON`` (the Makefile's
+    ``.venv-server``: the same Prefect 3.8.8 on SQLAlchemy 2.1), else this one. On SQLAlchemy 2.0 a 3.8.8 server on
+    SQLite stalls for 60 s at a time under routine polling (docs/development.md). On 2.1 it cannot make runs from
+    schedules (its scheduler service, ``POST /deployments/{id}/schedule``: "Can't evaluate bulk DML statement"), so a
+    server that must (``schedules``) runs here."""
+    return None if schedules else os.environ.get("PUSHPOOL_TEST_SERVER_PYTHON") or None
+
+
 def start_server(home: Path, migrated_db: Path, **options: Any) -> localserver.LocalPrefectServer:
     """``localserver.start`` on a copy of a database the same Prefect version migrated (the ``migrated_db`` fixture):
     the server skips the migrations a new database needs, and has nothing in it but what a fresh server makes."""
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(migrated_db, home / "prefect.db")
+    options.setdefault("python", server_python(schedules=options.get("scheduler", False)))
     return localserver.start(home, **options)
 
 
