@@ -1,7 +1,7 @@
 """Shared fixtures: a real Prefect server on 127.0.0.1, settings and dependencies pointed at it.
 
 The server is started once per session (SQLite, its own PREFECT_HOME, late-runs service off) and stopped by pid.
-Under pytest-xdist (``make test`` runs ``-n 2 --dist loadfile``) a session is one worker: every worker has its own
+Under pytest-xdist (``make test`` runs ``-n 4 --dist loadfile``) a session is one worker: every worker has its own
 server, emulators, PREFECT_HOME, PUSHPOOL_HOME and temporary directories, and a file's tests stay on one worker in
 file order, so a test that ticks the whole server or owns its managed workspace shares it with no concurrent test.
 """
@@ -21,6 +21,34 @@ from tests.helpers import MIGRATED_DB, PrefectHelper, make_deps, server_python, 
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWS_DIR = ROOT / "tests" / "flows"
+
+# The files that take longest, longest first (seconds of one make test on 4 workers, 2026-12-06). Under pytest-xdist
+# (--dist loadfile --no-loadscope-reorder) a worker takes the next file in collection order when it finishes one, so a
+# long file collected late is the suite's tail: one run spent its last 65 s on test_every_provider alone. Every other
+# file follows in collection order (the unit tests last: short files that fill the workers' ends). Re-measure with
+# ``--durations`` when a file grows; a name that no longer exists is ignored.
+LONGEST_FIRST = (
+    "tests/integration/test_managed.py",  # 169 s
+    "tests/reliability/test_every_provider.py",  # 157 s
+    "tests/integration/test_push_path.py",  # 131 s
+    "tests/integration/test_cli_pools.py",  # 112 s
+    "tests/integration/test_provision_ecs.py",  # 104 s
+    "tests/integration/test_aci.py",  # 79 s
+    "tests/integration/test_serve_webhook.py",  # 75 s
+    "tests/integration/test_cloudrun.py",  # 75 s
+    "tests/contract/test_delayed_triggers.py",  # 72 s
+    "tests/integration/test_cli.py",  # 69 s
+    "tests/integration/test_doctor.py",  # 59 s
+    "tests/security/test_pool_credentials.py",  # 58 s
+    "tests/e2e/test_demo.py",  # 58 s
+    "tests/integration/test_doctor_canary_clouds.py",  # 55 s
+    "tests/integration/test_functions.py",  # 50 s
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable: file order kept
 
 
 @pytest.fixture(scope="session")

@@ -96,7 +96,7 @@ def test_a_stale_trigger_of_a_rescheduled_or_cancelled_run_does_nothing(
     deps, fired: Fired, prefect: PrefectHelper, pool: str
 ) -> None:
     dep = prefect.create_deployment(pool, job_variables={"command": "sleep 30"})
-    due = _now() + dt.timedelta(seconds=LEAD + 1)
+    due = _now() + dt.timedelta(seconds=LEAD + 3)  # time to move and cancel them before their triggers fire
     moved, cancelled = _scheduled(prefect, dep, due), _scheduled(prefect, dep, due)
     for run_id in (moved, cancelled):
         assert handle_run_event(deps, run_id, trigger="webhook")["outcome"] == "deferred"
@@ -121,9 +121,10 @@ def test_a_lost_trigger_costs_one_tick(deps, prefect: PrefectHelper, pool: str) 
 
     deps.trigger = Lost()
     dep = prefect.create_deployment(pool, job_variables={"command": "sleep 30"})
-    run_id = _scheduled(prefect, dep, _now() + dt.timedelta(seconds=LEAD + 0.5))
+    due = _now() + dt.timedelta(seconds=LEAD + 2)
+    run_id = _scheduled(prefect, dep, due)
     assert handle_run_event(deps, run_id, trigger="webhook")["outcome"] == "deferred"
-    time.sleep(0.6)
+    time.sleep(max(0.0, (due - dt.timedelta(seconds=LEAD) - _now()).total_seconds()) + 0.1)  # its time has come
     assert pool_tick(deps, pool).dispatched.get("submitted") == 1
     assert prefect.state(run_id)[0] == "PENDING"
     _stop_jobs(deps, prefect, [run_id])
@@ -155,7 +156,9 @@ def test_a_burst_of_triggered_runs_never_exceeds_the_limit(deps, fired: Fired, p
     pool = prefect.unique("tburst")
     prefect.create_pool(pool, concurrency_limit=3)
     dep = prefect.create_deployment(pool, job_variables={"command": "sleep 30"})
-    due = _now() + dt.timedelta(seconds=LEAD + 2)
+    # Far enough ahead that all 12 are still before their lead when their events are handled: on a loaded machine
+    # (the full suite on 2 cores) making them and handling their events took over 2 s.
+    due = _now() + dt.timedelta(seconds=LEAD + 8)
     runs = [_scheduled(prefect, dep, due) for _ in range(12)]
     for run_id in runs:
         assert handle_run_event(deps, run_id, trigger="webhook")["outcome"] == "deferred"
@@ -181,7 +184,7 @@ def test_a_burst_of_timers_in_serve_is_dispatched_by_one_monitor_sweep(deps, pre
     run_ids: list[str] = []
     try:
         dep = prefect.create_deployment(pool, job_variables={"command": "sleep 30"})
-        due = _now() + dt.timedelta(seconds=LEAD + 3)
+        due = _now() + dt.timedelta(seconds=LEAD + 8)  # all armed before their lead, as above
         run_ids = [_scheduled(prefect, dep, due) for _ in range(BURST_SWEEP_RUNS + 2)]
         for run_id in run_ids:  # their Scheduled events: each arms a timer for due - LEAD
             assert "(trigger armed)" in handle_run_event(deps, run_id, trigger="webhook")["detail"]

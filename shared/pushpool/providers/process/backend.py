@@ -121,6 +121,7 @@ class ProcessBackend(BackendBase):
                 )
             # Reap the supervisor when it ends: in a long-lived `pushpool serve` it would stay <defunct> otherwise.
             threading.Thread(target=proc.wait, name=f"pushpool-reap-{proc.pid}", daemon=True).start()
+            _wait_until_listed(proc.pid)
             _write_json(
                 jobdir / "job.json",
                 {
@@ -349,6 +350,24 @@ def _job_processes() -> dict[str, list[int]]:
         if key:
             found.setdefault(key, []).append(proc.info["pid"])
     return found
+
+
+def _wait_until_listed(pid: int, timeout: float = 5.0) -> None:
+    """Return once the just-started supervisor ``pid`` shows its environment, and so its marker, to ``_job_processes``.
+
+    ``Popen`` returns as the new program's exec begins, a moment before the kernel has placed its environment: in
+    between, ``/proc/<pid>/environ`` reads empty. On a loaded machine a status or cancel in that moment found no
+    process of the job: a job reported missing (its run would be crashed) right after it was started, or a cancel
+    that stopped nothing (the contract suite met both while the full suite loaded both cores).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).environ():
+                return
+        except psutil.Error:  # it ended already (its exit is recorded or it is missing), or cannot be read
+            return
+        time.sleep(0.002)
 
 
 def _signal(pids: Sequence[int], sig: int) -> None:
