@@ -190,6 +190,37 @@ class Burst:
     with_jobs: int = 0
     orchestration: Counter = field(default_factory=Counter)
     aws: Counter = field(default_factory=Counter)
+    server_cpu_seconds: float | None = None  # the Prefect server's CPU from the insert to the last RunTask
+    actor_cpu_seconds: float | None = None  # serve's or the worker's, over the same window
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """CPU time (user + system) of a process and its children so far; None if it cannot be read."""
+    import psutil
+
+    if pid is None:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        total = 0.0
+        for p in [proc, *proc.children(recursive=True)]:
+            times = p.cpu_times()
+            total += times.user + times.system
+        return total
+    except psutil.Error:
+        return None
+
+
+def _server_pid(api_url: str) -> int | None:
+    """The pid of the Prefect server answering on ``api_url``'s port (started by harness.start_prefect)."""
+    import psutil
+
+    port = api_url.rsplit(":", 1)[1].split("/", 1)[0]
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        argv = proc.info["cmdline"] or []
+        if "server" in argv and "start" in argv and port in argv:
+            return proc.info["pid"]
+    return None
 
 
 def burst(bed: Bed, pg: harness.Postgres, actor: str, runs: int, timeout: float) -> tuple[Burst, list[str], str]:
@@ -232,9 +263,11 @@ def burst(bed: Bed, pg: harness.Postgres, actor: str, runs: int, timeout: float)
         "AND column_name = 'state_details'"
     ).strip()
     now = "now()"
+    server_pid, actor_pid = _server_pid(bed.api_url), child.process.pid
     try:
         bed.access.mark()
         bed.moto.app.take()
+        cpu_before = _cpu_seconds(server_pid), _cpu_seconds(actor_pid)
         started = time.time()
         scale.copy_runs(
             pg,
@@ -262,6 +295,10 @@ def burst(bed: Bed, pg: harness.Postgres, actor: str, runs: int, timeout: float)
         )
         result.create_seconds = time.time() - started
         harness.wait_for_jobs(bed.moto, ids, timeout, bed.api)
+        cpu_after = _cpu_seconds(server_pid), _cpu_seconds(actor_pid)
+        if None not in cpu_before and None not in cpu_after:
+            result.server_cpu_seconds = cpu_after[0] - cpu_before[0]
+            result.actor_cpu_seconds = cpu_after[1] - cpu_before[1]
         stamps = [bed.moto.run_task_at[r] for r in ids if r in bed.moto.run_task_at]
         result.with_jobs = len(stamps)
         if stamps:
