@@ -136,9 +136,10 @@ def test_pause_flags_and_limits_hold_for_triggered_runs(deps, fired: Fired, pref
     prefect.create_pool(limited_pool, concurrency_limit=1)
     running = prefect.create_run(prefect.create_deployment(limited_pool, job_variables={"command": "sleep 30"}))
     assert handle_run_event(deps, running, trigger="webhook")["outcome"] == "submitted"
-    # Fired after read_cache_seconds (2 s): with no event stream to say the pool changed, that is how old a pause
-    # flag may be (serve forgets shared reads on Prefect's pool events: test_serve_webhook).
-    due = _now() + dt.timedelta(seconds=LEAD + deps.settings.read_cache_seconds + 1)
+    # Fired over read_cache_seconds (2 s) after the pause: with no event stream to say the pool changed, that is how
+    # old a pause flag may be (serve forgets shared reads on Prefect's pool events: test_serve_webhook). The margin
+    # covers making the runs and handling their events first (over 1 s on a loaded machine), then the pause.
+    due = _now() + dt.timedelta(seconds=LEAD + deps.settings.read_cache_seconds + 6)
     in_paused = _scheduled(prefect, prefect.create_deployment(paused_pool, job_variables={"command": "sleep 30"}), due)
     in_limited = _scheduled(
         prefect, prefect.create_deployment(limited_pool, job_variables={"command": "sleep 30"}), due
@@ -146,6 +147,8 @@ def test_pause_flags_and_limits_hold_for_triggered_runs(deps, fired: Fired, pref
     for run_id in (in_paused, in_limited):
         assert handle_run_event(deps, run_id, trigger="webhook")["outcome"] == "deferred"
     prefect.json("PATCH", f"/work_pools/{paused_pool}", json={"is_paused": True})
+    fires_in = (due - dt.timedelta(seconds=LEAD) - _now()).total_seconds()
+    assert fires_in > deps.settings.read_cache_seconds, f"the machine was too slow for this test ({fires_in:.1f} s)"
     answers = {a["flow_run_id"]: a["outcome"] for a in fired.outcomes(2)}
     assert answers == {in_paused: "paused", in_limited: "waiting"}
     assert prefect.state(in_paused)[0] == prefect.state(in_limited)[0] == "SCHEDULED"
