@@ -51,11 +51,10 @@ demo: setup  ## run the push path end to end on a local Prefect server with the 
 	$(BIN)/python examples/demo/run_demo.py
 
 # Four pytest-xdist workers, each with a Prefect server and emulators of its own (tests/conftest.py); a file's tests
-# stay on one worker in order (loadfile), files handed out in collection order (xdist would start the files with most
-# tests first, leaving the long one-test e2e files to the end). Most of the suite waits on servers, jobs and clocks: on
-# this 2-core machine 2 workers left the load average at 1.3-1.9 and took 11 min 49 s, 3 took 9 min 9 s (same head,
-# back to back); on the SQLAlchemy 2.1 servers, fresh clones took 9 min 13 s on 3 and 9 min 23 s on 4, a local run
-# 8 min 30 s on 4: 3 and 4 are within this machine's noise (2026-12-06; docs/development.md).
+# stay on one worker in order (loadfile), files handed out in collection order, the longest first (LONGEST_FIRST in
+# tests/conftest.py; xdist's own order starts the files with most tests first). On this 2-core machine 2 workers left
+# the load average at 1.3-1.9 and took 11 min 49 s, 3 took 9 min 9 s (same head, back to back); 4 keep the middle of
+# the run CPU-bound and took 8 min 19 s - 10 min 18 s in fresh clones (2026-12-06; docs/development.md).
 TEST_WORKERS ?= 4
 test: setup $(SERVER_STAMP)  ## everything that runs here: unit, contract, integration (real Prefect server), e2e
 	PUSHPOOL_TEST_SERVER_PYTHON=$(abspath $(SERVER_VENV))/bin/python \

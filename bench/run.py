@@ -155,7 +155,9 @@ def main() -> None:
             pbed = dispatch.Bed(pg_server.api_url, moto, harness.AccessLog(pg_server), work, seed=7, net=pbed_net)
             if "burst" not in skip:
                 step(f"burst: {args.burst} runs, pushpool serve")
-                result, _ids, pool = dispatch.burst(pbed, pg, "pushpool", args.burst, timeout=BURST_TIMEOUT)
+                result, _ids, pool = dispatch.burst(
+                    pbed, pg, "pushpool", args.burst, timeout=BURST_TIMEOUT, server_pid=pg_server.process.pid
+                )
                 bursts.append(result)
                 if "scale" not in skip and result.with_jobs:
                     step(f"monitor scale: one tick over {result.with_jobs} real in-flight runs (Prefect + moto)")
@@ -170,7 +172,11 @@ def main() -> None:
                         )
                     )
                 step(f"burst: {args.burst} runs, prefect-aws worker")
-                bursts.append(dispatch.burst(pbed, pg, "worker", args.burst, timeout=BURST_TIMEOUT)[0])
+                bursts.append(
+                    dispatch.burst(
+                        pbed, pg, "worker", args.burst, timeout=BURST_TIMEOUT, server_pid=pg_server.process.pid
+                    )[0]
+                )
             if "scale" not in skip:
                 step(f"monitor scale: seeding {args.scale} in-flight runs")
                 ids_file = scale.seed_running_runs(pbed.api, pg, "bench-scale", pbed.net, args.scale)
