@@ -82,6 +82,7 @@ _PROTOCOL_ERRORS = {
 # once) waits here instead of being reset. socketserver's default of 5 reset connections under a burst of 50.
 LISTEN_BACKLOG = 1024
 PREFECT_CHECK_SECONDS = 600.0  # how often serve looks for a failing scheduler (usecases/doctor.py)
+STREAM_UNKNOWN_RETRIES = (0.2, 0.5, 1.0)  # seconds before each new read of a run a streamed event named, unknown yet
 BURST_SWEEP_RUNS = 8  # timers firing together from which serve sweeps its pools instead of submitting each run
 
 
@@ -302,8 +303,7 @@ class Server:
             received = time.time()
             self.pool.submit(
                 self._safe,
-                handle_run_event,
-                self.deps,
+                self._handle_streamed,
                 event.run_id,
                 trigger="event-stream",
                 _at=received,
@@ -311,6 +311,18 @@ class Server:
             )
         elif event.kind == "final":
             self.pool.submit(self._safe, self._dispatch_pool, event.pool_name)
+
+    def _handle_streamed(self, run_id: str, **kwargs: Any) -> dict[str, Any]:
+        """``handle_run_event`` for an event from the stream, which can arrive before the run it names can be read: a
+        run created moments before was once answered 404 on a loaded machine and, with no automation and no monitor
+        tick to come, stayed Scheduled. An unknown run is read again after each of ``STREAM_UNKNOWN_RETRIES``."""
+        for delay in STREAM_UNKNOWN_RETRIES:
+            try:
+                return handle_run_event(self.deps, run_id, **kwargs)
+            except UnknownObjectError:
+                if self.stopping.wait(delay):  # serve is stopping: the run is left to the next monitor
+                    raise
+        return handle_run_event(self.deps, run_id, **kwargs)
 
     def _on_timers(self, run_ids: list[str]) -> None:
         """Timers whose time came together. A few: each run is submitted on its own. A burst (as many as the monitor
