@@ -36,6 +36,10 @@ $(SERVER_STAMP): pyproject.toml
 	$(SERVER_VENV)/bin/pip install --quiet --upgrade pip
 	$(SERVER_VENV)/bin/pip install --quiet '.[test-server]'
 	touch $(SERVER_STAMP)
+# A database as a fresh server of that environment leaves it: every test server starts from a copy (tests/migrated_db.py).
+MIGRATED_DB := $(SERVER_VENV)/migrated-prefect.db
+$(MIGRATED_DB): $(STAMP) $(SERVER_STAMP)
+	PUSHPOOL_TEST_SERVER_PYTHON=$(abspath $(SERVER_VENV))/bin/python $(BIN)/python -m tests.migrated_db $@
 
 DOCS_VENV := .venv-docs
 DOCS_STAMP := $(DOCS_VENV)/.installed
@@ -54,10 +58,11 @@ demo: setup  ## run the push path end to end on a local Prefect server with the 
 # stay on one worker in order (loadfile), files handed out in collection order, the longest first (LONGEST_FIRST in
 # tests/conftest.py; xdist's own order starts the files with most tests first). On this 2-core machine 2 workers left
 # the load average at 1.3-1.9 and took 11 min 49 s, 3 took 9 min 9 s (same head, back to back); 4 keep the middle of
-# the run CPU-bound and took 8 min 19 s - 10 min 18 s in fresh clones (2026-12-06; docs/development.md).
+# the run CPU-bound and took 8 min 19 s - 10 min 18 s in fresh clones,
+# up to 10 min 46 s in local runs (2026-12-06; docs/development.md).
 TEST_WORKERS ?= 4
-test: setup $(SERVER_STAMP)  ## everything that runs here: unit, contract, integration (real Prefect server), e2e
-	PUSHPOOL_TEST_SERVER_PYTHON=$(abspath $(SERVER_VENV))/bin/python \
+test: setup $(SERVER_STAMP) $(MIGRATED_DB)  ## everything that runs here: unit, contract, integration (real Prefect server), e2e
+	PUSHPOOL_TEST_SERVER_PYTHON=$(abspath $(SERVER_VENV))/bin/python PUSHPOOL_TEST_MIGRATED_DB=$(abspath $(MIGRATED_DB)) \
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-unit: setup  ## the fast subset, no servers

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 from pathlib import Path
 
 import boto3
@@ -17,7 +18,7 @@ import pytest
 from pushpool import localserver
 from pushpool.providers import base_job_template
 
-from tests.helpers import MIGRATED_DB, PrefectHelper, make_deps, server_python, snapshot_database
+from tests.helpers import MIGRATED_DB, PrefectHelper, make_deps, server_python, snapshot_database, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWS_DIR = ROOT / "tests" / "flows"
@@ -73,17 +74,28 @@ def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def session_server(session_home: Path) -> localserver.LocalPrefectServer:
+    # A database as a fresh server leaves it (migrated, nothing of any test's in it), made once per .venv-server by
+    # ``make test`` (tests/migrated_db.py): from a copy a server starts on ~4 s of CPU, where the migrations of a new
+    # database cost ~12 s, and every worker starts its server at the same moment. Without it (a plain ``pytest``),
+    # this worker's server migrates a new database and the copy is taken from it.
+    made = os.environ.get("PUSHPOOL_TEST_MIGRATED_DB")
+    if made and Path(made).is_file():
+        shutil.copyfile(made, session_home / MIGRATED_DB)
     for attempt in range(3):
+        home = session_home / f"server-{attempt}"
         try:
-            server = localserver.start(session_home / f"server-{attempt}", python=server_python())
+            if (session_home / MIGRATED_DB).is_file():
+                server = start_server(home, session_home / MIGRATED_DB)
+            else:
+                server = localserver.start(home, python=server_python())
             break
         except RuntimeError:
             # Another worker (or engineer) took the free port between its probe and the server's bind: a new port.
             if attempt == 2:
                 raise
-    # Its database as a fresh server leaves it (migrated, nothing of any test's in it): the servers tests start of
-    # their own begin from a copy (start_server) instead of running every migration again (~13 s each on this machine).
-    snapshot_database(server.home, session_home / MIGRATED_DB)
+    if not (session_home / MIGRATED_DB).is_file():
+        # The servers tests start of their own begin from a copy (start_server), not every migration again.
+        snapshot_database(server.home, session_home / MIGRATED_DB)
     yield server
     server.stop()
 
@@ -95,7 +107,7 @@ def prefect_api(session_server: localserver.LocalPrefectServer) -> str:
 
 @pytest.fixture(scope="session")
 def migrated_db(session_server: localserver.LocalPrefectServer, session_home: Path) -> Path:
-    """The session server's database as it was right after it started: for ``tests.helpers.start_server``."""
+    """A database as a fresh server leaves it, migrated and empty: for ``tests.helpers.start_server``."""
     return session_home / MIGRATED_DB
 
 
