@@ -141,6 +141,16 @@ class PrefectHelper:
 
 
 def make_deps(api_url: str, tmp: Path, **overrides: Any) -> Deps:
+    return Deps.from_settings(settings_for(api_url, tmp, **overrides))
+
+
+def fake_deps(fake: Any, tmp: Path, **overrides: Any) -> Deps:
+    """``make_deps``' dependencies with the orchestration fake (tests/fake_prefect.py) in place of the real client."""
+    return Deps(settings=settings_for(fake.api_url, tmp, **overrides), orchestrator=fake)
+
+
+def settings_for(api_url: str, tmp: Path, **overrides: Any) -> Settings:
+    """The settings of every test's pushpool: short monitor timeouts, a private job directory."""
     settings = Settings.of(
         prefect_api_url=api_url,
         webhook_tokens=("test-token",),
@@ -152,8 +162,7 @@ def make_deps(api_url: str, tmp: Path, **overrides: Any) -> Deps:
         process_dir=tmp / "jobs",
         image_platform_check=False,  # tests reach no image registry (test_image_platform.py runs its own)
     )
-    settings = settings.replace(**overrides)
-    return Deps.from_settings(settings)
+    return settings.replace(**overrides)
 
 
 class AheadClock(SystemClock):

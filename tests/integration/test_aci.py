@@ -14,7 +14,7 @@ from pushpool.providers import base_job_template
 from pushpool.providers.base import JobHandle
 
 from tests.conftest import AZ_IDENTITIES, AZ_IDENTITY, AZ_REGISTRY, AZ_RG, AZ_RG_OTHER, AZ_SUB
-from tests.helpers import PrefectHelper, make_deps, pool_tick, run_as_its_container, skip_ahead, submit
+from tests.helpers import PrefectHelper, fake_deps, make_deps, pool_tick, run_as_its_container, skip_ahead, submit
 
 pytestmark = pytest.mark.integration
 KEY = "pnu_aci_key_never_in_plaintext"
@@ -388,22 +388,36 @@ def test_an_aci_credentials_block_creates_the_group_and_the_monitor_follows_it_w
 
 
 def test_a_ticks_calls_grow_with_the_resource_groups_and_the_groups_alive_not_with_every_group(
-    aci_deps, prefect: PrefectHelper, aci_pool, arm
+    tmp_path: Path, aci_options: dict, arm
 ) -> None:
     """Issue 23 item 3: a tick over 51 in-flight runs in one resource group is one list of it, one GET per group still
     alive (ARM's list carries no instance view: the floor), and what the groups that changed need. A group seen ended
     is not read again, one this process deleted is not looked for again; a group just created and not listed yet
-    (lag) is read alone — never declared gone on the list alone."""
+    (lag) is read alone — never declared gone on the list alone.
+
+    The runs live in the orchestration fake (tests/fake_prefect.py, held to the real server by
+    tests/contract/test_orchestration_contract.py), as in test_tick_scale_modal_coiled.py: what is counted is ARM's
+    calls, and 51 runs made, claimed and moved on the real server cost it far more than the tick."""
+    from pushpool.clock import SystemClock
+    from pushpool.prefect_api.models import StateType
+
+    from tests.fake_prefect import FakePrefect
+
     rg = "rg-pushpool-tick"  # a resource group of this test's own: other tests' groups are not in its list
     arm.add_resource_group(AZ_SUB, rg, "westeurope")
-    pool = aci_pool(_template(resource_group_name=rg))
-    runs = [_run(prefect, pool) for _ in range(51)]
+    fake = FakePrefect(clock=SystemClock())
+    aci_deps = fake_deps(fake, tmp_path, prefect_api_key=KEY)
+    aci_deps.backend_options["aci"] = aci_options
+    pool = "aci-tick"
+    fake.add_pool(pool, "azure-container-instance:push", base_job_template=_template(resource_group_name=rg))
+    deployment = fake.add_deployment(pool)
+    runs = [fake.add_run(deployment) for _ in range(51)]
     jobs = [submit(aci_deps, r).job_id for r in runs]
     assert all(f"/resourceGroups/{rg}/" in j for j in jobs)
     old = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)).isoformat()
     for run_id, job in zip(runs, jobs, strict=True):
         arm.start_container(job)
-        prefect.set_state(run_id, "RUNNING")
+        fake.set_state_raw(run_id, StateType.RUNNING)
         arm.group(job).created = old
     late = jobs[50]
     arm.group(late).created = dt.datetime.now(dt.timezone.utc).isoformat()  # created moments ago: not listed yet
@@ -412,7 +426,7 @@ def test_a_ticks_calls_grow_with_the_resource_groups_and_the_groups_alive_not_wi
         arm.exit(job, 1, ["ModuleNotFoundError: No module named 'pandas'"])
     for run_id, job in zip(runs[3:6], done, strict=True):
         arm.exit(job, 0, ["done"])
-        prefect.set_state(run_id, "COMPLETED", force=True)
+        fake.force_state(run_id, StateType.COMPLETED)
 
     def reads(since: int) -> dict[str, int]:
         """GETs of each group since ``since`` (by resource id), and the other calls by route."""
@@ -432,7 +446,7 @@ def test_a_ticks_calls_grow_with_the_resource_groups_and_the_groups_alive_not_wi
     assert report.reconciled["crash"] == 3 and report.reconciled["cleanup"] == 3, report
     assert calls.pop("list") == 1
     assert calls.pop("logs") == 3 and calls.pop("delete") == 3
-    assert calls.pop(late) == 1 and prefect.state(runs[50])[0] == "RUNNING"  # read alone, not declared gone
+    assert calls.pop(late) == 1 and fake.read_flow_run(runs[50]).state_type is StateType.RUNNING  # not declared gone
     # Each alive group once (the floor); a failed one also for its logs, a completed one also before its delete.
     assert calls == {**{j: 1 for j in alive[:-1]}, **{j: 2 for j in failed + done}}
 

@@ -19,7 +19,7 @@ from pushpool.providers import base_job_template
 from pushpool.providers.base import JobHandle, JobState
 
 from tests.gcp_emulator import CloudRunEmulator, service_account_info
-from tests.helpers import PrefectHelper, make_deps, pool_tick, run_as_its_container, submit
+from tests.helpers import PrefectHelper, fake_deps, make_deps, pool_tick, run_as_its_container, submit
 
 pytestmark = pytest.mark.integration
 
@@ -57,15 +57,19 @@ def cr_deps(prefect_api: str, tmp_path: Path, emulator: CloudRunEmulator):
     deps.orchestrator.close()
 
 
-def make_pool(prefect: PrefectHelper, pool_type: str = "cloud-run-v2:push", **defaults) -> str:
+def pool_template(pool_type: str = "cloud-run-v2:push", **defaults) -> dict:
     template = copy.deepcopy(base_job_template(pool_type))
     props = template["variables"]["properties"]
     props["project"]["default"] = PROJECT
     props["prefect_api_key_secret"]["default"] = {"secret": "prefect-api-key", "version": "latest"}
     for key, value in defaults.items():
         props[key]["default"] = value
+    return template
+
+
+def make_pool(prefect: PrefectHelper, pool_type: str = "cloud-run-v2:push", **defaults) -> str:
     name = prefect.unique("cloudrun")
-    prefect.create_pool(name, pool_type, base_job_template=template)
+    prefect.create_pool(name, pool_type, base_job_template=pool_template(pool_type, **defaults))
     return name
 
 
@@ -390,23 +394,36 @@ def _tick_calls(emulator: CloudRunEmulator, since: int) -> dict[str, int]:
 
 @pytest.mark.parametrize("pool_type", ["cloud-run-v2:push", "cloud-run:push"])
 def test_a_ticks_calls_grow_with_the_locations_and_the_runs_that_changed_not_with_the_runs(
-    cr_deps, prefect: PrefectHelper, emulator: CloudRunEmulator, pool_type: str
+    tmp_path: Path, emulator: CloudRunEmulator, pool_type: str
 ) -> None:
     """Issue 23 item 3: a tick over 50 in-flight runs of one region is one list of the region's executions (and the
     sweep's one list of its jobs), plus what the runs that changed need: a failed execution's tasks once (not on every
     tick), its logs once, a finished job's delete — never a list of the region per finished job, never a read of a
-    job this process deleted."""
+    job this process deleted.
+
+    The runs live in the orchestration fake (tests/fake_prefect.py, held to the real server by
+    tests/contract/test_orchestration_contract.py), as in test_tick_scale_modal_coiled.py: what is counted is Cloud
+    Run's calls, and 50 runs made, claimed and moved on the real server cost it far more than the tick."""
+    from pushpool.clock import SystemClock
+    from pushpool.prefect_api.models import StateType
+
+    from tests.fake_prefect import FakePrefect
+
     region = "asia-east1"  # a region of this test's own: other tests' executions do not share its list
-    pool = make_pool(prefect, pool_type, region=region)
-    dep = prefect.create_deployment(pool)
-    runs = [prefect.create_run(dep) for _ in range(50)]
+    fake = FakePrefect(clock=SystemClock())
+    cr_deps = fake_deps(fake, tmp_path, prefect_api_key=KEY)
+    cr_deps.backend_options["cloudrun"] = backend_options(emulator)
+    pool = f"cloudrun-tick-{pool_type.split(':')[0]}"
+    fake.add_pool(pool, pool_type, base_job_template=pool_template(pool_type, region=region))
+    dep = fake.add_deployment(pool)
+    runs = [fake.add_run(dep) for _ in range(50)]
     jobs = [submit(cr_deps, r).job_id for r in runs]
     assert all(f"/locations/{region}/" in j for j in jobs)
     for job in jobs[:3]:  # three fail: their runs are crashed (tasks and logs read), then their jobs deleted
         emulator.exit(job, 1, ["ModuleNotFoundError: No module named 'pandas'"])
     for run_id, job in zip(runs[3:6], jobs[3:6], strict=True):  # three completed: their jobs deleted at once
         emulator.exit(job, 0, ["done"])
-        prefect.set_state(run_id, "COMPLETED", force=True)
+        fake.force_state(run_id, StateType.COMPLETED)
 
     before = len(emulator.requests)
     report = pool_tick(cr_deps, pool)
@@ -418,7 +435,7 @@ def test_a_ticks_calls_grow_with_the_locations_and_the_runs_that_changed_not_wit
         "read logs": 3,  # the crashed runs' last lines
         "delete job": 3,  # the completed runs' jobs
     }
-    assert all(prefect.state(r)[0] == "CRASHED" for r in runs[:3])
+    assert all(fake.read_flow_run(r).state_type is StateType.CRASHED for r in runs[:3])
 
     before = len(emulator.requests)
     report = pool_tick(cr_deps, pool)  # the crashed runs are final now: their jobs go; the deleted ones are not read
