@@ -113,12 +113,9 @@ def migrated_db(session_server: localserver.LocalPrefectServer, session_home: Pa
 
 @pytest.fixture
 def own_server(tmp_path: Path, migrated_db: Path):
-    """The API URL of a Prefect server of the test's own (from the migrated copy, ~7 s): for a test that loads a
+    """The API URL of a Prefect server of the test's own (from the migrated copy, ~4 s): for a test that loads a
     server heavily, or whose monitor ticks every pool of its server, which on the shared one other tests fill."""
-    from tests.helpers import start_server
-
-    # Makes runs from schedules: the backlog test's 210 due runs come from one POST /deployments/{id}/schedule.
-    server = start_server(tmp_path / "own-server", migrated_db, python=server_python(schedules=True))
+    server = start_server(tmp_path / "own-server", migrated_db)
     yield server.api_url
     server.stop()
 

@@ -841,7 +841,13 @@ class FakePrefect:
         RUNNING runs count), queue priority then next scheduled start time, ``limit``; abridged runs."""
         with self._lock:
             self._call("get_scheduled_flow_runs")
-            pool = self._pool(pool_name, f"POST /work_pools/{pool_name}/get_scheduled_flow_runs")
+            what = f"POST /work_pools/{pool_name}/get_scheduled_flow_runs"
+            if limit > PAGE_SIZE:  # the server's page: a worker or a monitor asks again for the next one
+                raise OrchestratorError(
+                    f"{what} failed with HTTP 422: Invalid limit: must be less than or equal to {PAGE_SIZE}.",
+                    status_code=422,
+                )
+            pool = self._pool(pool_name, what)
             if pool.is_paused:
                 return []
             before = _parse_time(scheduled_before) if scheduled_before else None

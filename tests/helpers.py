@@ -92,24 +92,6 @@ class PrefectHelper:
         body.setdefault("idempotency_key", uuid.uuid4().hex)  # a retried POST finds the run it made, never a second
         return str(self.json("POST", f"/deployments/{deployment_id}/create_flow_run", json=body)["id"])
 
-    def create_due_runs(self, pool: str, entrypoint: str, count: int) -> list[str]:
-        """``count`` runs of a new deployment, all due (one a second, the last a second ago), inserted by the server
-        in one request (a backfill of the deployment's schedule): far faster than ``count`` create_run calls."""
-        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-        start = now - dt.timedelta(seconds=count)
-        schedule = {"interval": 1, "anchor_date": start.isoformat(), "timezone": "UTC"}
-        deployment = self.create_deployment(pool, entrypoint, schedules=[{"schedule": schedule, "active": True}])
-        window = {"start_time": start.isoformat(), "end_time": (now - dt.timedelta(seconds=1)).isoformat()}
-        self.json("POST", f"/deployments/{deployment}/schedule", json={**window, "min_runs": count, "max_runs": count})
-        body, found = {"flow_runs": {"deployment_id": {"any_": [deployment]}}, "sort": "ID_DESC"}, []
-        while len(found) < count:  # 200 a page at most
-            page = self.json("POST", "/flow_runs/filter", json={**body, "limit": 200, "offset": len(found)})
-            found.extend(str(r["id"]) for r in page)
-            if not page:
-                break
-        assert len(found) == count, f"the server made {len(found)} runs, not {count}"
-        return found
-
     def read_run(self, run_id: str) -> dict[str, Any]:
         return self.json("GET", f"/flow_runs/{run_id}")
 

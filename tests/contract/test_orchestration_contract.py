@@ -15,7 +15,7 @@ import httpx
 import pytest
 from pushpool.clock import FixedClock
 from pushpool.errors import ObjectNotFoundError, OrchestratorError
-from pushpool.prefect_api.client import BULK_LIMIT, PrefectClient
+from pushpool.prefect_api.client import BULK_LIMIT, PAGE_SIZE, PrefectClient
 from pushpool.prefect_api.dialect import ServerDialect, UnsupportedServerError
 from pushpool.prefect_api.models import OrchestrationResult, SetStateStatus, StateType
 from pushpool.usecases.provision import automation_body
@@ -647,6 +647,17 @@ class OrchestrationContract:
         assert (first.state.type, first.state.name, first.state.id) == (StateType.SCHEDULED, "Scheduled", read.state.id)
         assert (first.state.timestamp, first.state.message) == (None, None)
         assert first.work_queue_id == read.work_queue_id and first.next_scheduled_start_time is not None
+
+    def test_due_runs_come_a_page_at_a_time(self, env: Env) -> None:
+        """A page is at most PAGE_SIZE (200) runs: a larger limit is refused with 422, so a backlog larger than a page
+        is drained by asking again once the first page's runs are claimed (tests/unit/usecases/test_monitor.py)."""
+        pool = env.pool()
+        env.run(env.deployment(pool))
+        assert len(env.client.get_scheduled_flow_runs(pool, limit=PAGE_SIZE)) == 1
+        with pytest.raises(OrchestratorError) as refused:
+            env.client.get_scheduled_flow_runs(pool, limit=PAGE_SIZE + 1)
+        assert refused.value.status_code == 422
+        assert f"must be less than or equal to {PAGE_SIZE}" in str(refused.value)
 
     def test_pause_flags_hide_due_runs(self, env: Env) -> None:
         """A paused pool lists nothing; a paused queue hides its own runs only."""

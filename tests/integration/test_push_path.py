@@ -250,35 +250,6 @@ def test_a_retried_run_gets_a_new_job(deps, prefect: PrefectHelper, pool: str) -
     assert len([j for j in os.listdir(deps.settings.process_dir) if j.startswith(run_id)]) == 2
 
 
-def test_a_backlog_of_more_than_a_page_drains_in_one_tick_one_job_each(own_server: str, tmp_path) -> None:
-    """210 due runs (Prefect hands out 200 per page): one tick submits every one, concurrently, one job per run. On a
-    server of its own: 210 runs claimed and moved at once on the shared SQLite server, loaded by the other tests, timed
-    its bulk state calls out in a full run (the progress states left unproposed)."""
-    from tests.conftest import FLOWS_DIR
-    from tests.fakes import LatencyBackend
-
-    deps, prefect = make_deps(own_server, tmp_path), PrefectHelper(own_server, FLOWS_DIR)
-    pool = prefect.unique("backlog")
-    prefect.create_pool(pool)
-    fake = LatencyBackend(latency=0.01)
-    deps._backends["process"] = fake
-    try:
-        run_ids = prefect.create_due_runs(pool, "flows.py:hello", 210)  # one request (210 create_run calls: ~90 s)
-
-        report = pool_tick(deps, pool)
-
-        assert report.errors == []
-        assert report.dispatched == {"submitted": 210}
-        assert fake.calls["submit"] == 210
-        pids = {prefect.read_run(r)["infrastructure_pid"] for r in run_ids}
-        assert len(pids) == 210 and None not in pids
-        assert pool_tick(deps, pool).dispatched == {}  # nothing left, nothing submitted twice
-        assert fake.calls["submit"] == 210
-    finally:
-        deps.orchestrator.close()
-        prefect.close()
-
-
 def test_runs_waiting_for_a_slot_start_in_the_order_they_became_due(
     deps, prefect: PrefectHelper, monkeypatch: pytest.MonkeyPatch
 ) -> None:

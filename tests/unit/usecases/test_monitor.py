@@ -60,6 +60,8 @@ def test_a_backlog_larger_than_a_page_drains_in_one_tick(
     assert sorted(job.spec.run_id for job in backend.jobs.values()) == sorted(runs)
     assert {fake.run(r).state_name for r in runs} == {"InfrastructurePending"}
     assert {fake.run(r).infrastructure_pid for r in runs} == set(backend.jobs)
+    assert tick(deps).dispatched == Counter()  # nothing left, nothing submitted twice
+    assert backend.calls["submit"] == count
 
 
 def test_dispatch_respects_the_pool_limit_and_leaves_later_runs(
