@@ -78,24 +78,21 @@ def session_server(session_home: Path) -> localserver.LocalPrefectServer:
     # ``make test`` (tests/migrated_db.py): from a copy a server starts on ~4 s of CPU, where the migrations of a new
     # database cost ~12 s, and every worker starts its server at the same moment. Without it (a plain ``pytest``),
     # this worker's server migrates a new database and the copy is taken from it.
-    made = os.environ.get("PUSHPOOL_TEST_MIGRATED_DB")
+    seed, made = session_home / MIGRATED_DB, os.environ.get("PUSHPOOL_TEST_MIGRATED_DB")
     if made and Path(made).is_file():
-        shutil.copyfile(made, session_home / MIGRATED_DB)
+        shutil.copyfile(made, seed)
     for attempt in range(3):
         home = session_home / f"server-{attempt}"
         try:
-            if (session_home / MIGRATED_DB).is_file():
-                server = start_server(home, session_home / MIGRATED_DB)
-            else:
-                server = localserver.start(home, python=server_python())
+            server = start_server(home, seed) if seed.is_file() else localserver.start(home, python=server_python())
             break
         except RuntimeError:
             # Another worker (or engineer) took the free port between its probe and the server's bind: a new port.
             if attempt == 2:
                 raise
-    if not (session_home / MIGRATED_DB).is_file():
+    if not seed.is_file():
         # The servers tests start of their own begin from a copy (start_server), not every migration again.
-        snapshot_database(server.home, session_home / MIGRATED_DB)
+        snapshot_database(server.home, seed)
     yield server
     server.stop()
 

@@ -8,7 +8,6 @@ one at the same moment as the others (tests/conftest.py ``session_server``)."""
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -19,16 +18,15 @@ from tests.helpers import server_python, snapshot_database
 
 
 def make(target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
     with tempfile.TemporaryDirectory(prefix="pushpool-migrate-") as tmp:
         server = localserver.start(Path(tmp) / "home", python=server_python())
         try:
-            snapshot_database(server.home, Path(tmp) / "migrated.db")
+            snapshot_database(server.home, partial)
         finally:
             server.stop()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        shutil.copyfile(Path(tmp) / "migrated.db", partial)
-        os.replace(partial, target)  # whole or not at all: an interrupted make leaves no half file behind
+    os.replace(partial, target)  # whole or not at all: an interrupted make leaves no half file behind
 
 
 if __name__ == "__main__":
