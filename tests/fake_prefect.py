@@ -568,13 +568,7 @@ class FakePrefect:
     def read_flow_run_states(self, run_id: str) -> list[dict[str, Any]]:
         with self._lock:
             self._call("read_flow_run_states")
-            run = self.runs.get(str(run_id))
-            if run is None:
-                return []  # the real endpoint answers an empty list for an unknown run
-            return [
-                {**s.model_dump(mode="json"), "timestamp": _stamp(s.timestamp or self._now()), "data": None}
-                for s in run.history
-            ]
+            return self.state_history(run_id)
 
     def create_logs(self, records: list[dict[str, Any]]) -> None:
         if not records:
@@ -1287,6 +1281,15 @@ class FakePrefect:
         """The run's states, oldest first, as (type, name)."""
         with self._lock:
             return [(s.type.value, s.name or "") for s in self.runs[run_id].history]
+
+    def state_history(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's states as ``GET /flow_run_states/`` lists them (uncounted; an unknown run has none, as there)."""
+        with self._lock:
+            run = self.runs.get(str(run_id))
+            return [
+                {**s.model_dump(mode="json"), "timestamp": _stamp(s.timestamp or self._now()), "data": None}
+                for s in (run.history if run is not None else [])
+            ]
 
     def logs_of(self, run_id: str) -> list[dict[str, Any]]:
         with self._lock:

@@ -121,6 +121,57 @@ class PrefectHelper:
             "POST", f"/flow_runs/{run_id}/set_state", json={"state": {"type": type_, **state}, "force": force}
         )
 
+    def set_pool_limit(self, pool: str, limit: int | None) -> None:
+        self.json("PATCH", f"/work_pools/{pool}", json={"concurrency_limit": limit})
+
+    def state_history(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's states as the API lists them (``type``, ``name``, ``message``, ``timestamp``, ...), unordered."""
+        return self.json("GET", "/flow_run_states/", params={"flow_run_id": run_id})
+
+
+class FakeHelper:
+    """``PrefectHelper``'s methods over the orchestration fake (tests/fake_prefect.py), for a test whose runs need
+    only what the orchestration contract covers: no flow is executed (a deployment's entrypoint names its flow and
+    nothing else), and the test's own reads and writes are neither counted nor faulted."""
+
+    unique = staticmethod(PrefectHelper.unique)
+
+    def __init__(self, fake: Any) -> None:
+        self.fake = fake
+
+    def close(self) -> None:
+        self.fake.close()
+
+    def create_pool(self, name: str, type_name: str = "process:push", *, base_job_template: dict | None = None) -> Any:
+        return self.fake.add_pool(name, type_name, base_job_template=base_job_template)
+
+    def create_deployment(
+        self, pool: str, entrypoint: str = "flows.py:hello", *, job_variables: dict | None = None
+    ) -> str:
+        return self.fake.add_deployment(pool, job_variables=job_variables, flow_name=entrypoint.split(":")[1])
+
+    def create_run(self, deployment_id: str) -> str:
+        return self.fake.add_run(deployment_id)
+
+    def read_run(self, run_id: str) -> dict[str, Any]:
+        """The run as ``GET /flow_runs/{id}`` answers it (its ``state_type`` included)."""
+        run = self.fake.run(run_id).model_dump(mode="json")
+        return {**run, "state_type": run["state"]["type"], "state_name": run["state"]["name"]}
+
+    state = PrefectHelper.state
+    wait_for = PrefectHelper.wait_for
+
+    def set_state(self, run_id: str, type_: str, *, force: bool = False) -> Any:
+        from pushpool.prefect_api.models import StateType
+
+        return self.fake.set_state_raw(run_id, StateType(type_), force=force)
+
+    def set_pool_limit(self, pool: str, limit: int | None) -> None:
+        self.fake.set_pool(pool, concurrency_limit=limit)
+
+    def state_history(self, run_id: str) -> list[dict[str, Any]]:
+        return self.fake.state_history(run_id)
+
 
 def make_deps(api_url: str, tmp: Path, **overrides: Any) -> Deps:
     return Deps.from_settings(settings_for(api_url, tmp, **overrides))
@@ -128,7 +179,7 @@ def make_deps(api_url: str, tmp: Path, **overrides: Any) -> Deps:
 
 def fake_deps(fake: Any, tmp: Path, **overrides: Any) -> Deps:
     """``make_deps``' dependencies with the orchestration fake (tests/fake_prefect.py) in place of the real client."""
-    return Deps(settings=settings_for(fake.api_url, tmp, **overrides), orchestrator=fake)
+    return Deps.from_settings(settings_for(fake.api_url, tmp, **overrides), orchestrator=fake)
 
 
 def settings_for(api_url: str, tmp: Path, **overrides: Any) -> Settings:

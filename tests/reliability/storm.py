@@ -37,7 +37,7 @@ def unsettled(deps: Any, pool: str, prefect: Any, runs: list[str]) -> dict[str, 
     wrong: dict[str, Any] = {}
     for run_id in runs:
         run = prefect.read_run(run_id)
-        history = prefect.json("GET", "/flow_run_states/", params={"flow_run_id": run_id})
+        history = prefect.state_history(run_id)
         claims = sum(1 for s in history if (s["type"], s["name"]) == ("PENDING", "Pending"))
         recovered = [s for s in history if s["type"] == "SCHEDULED" and "Pending with no job" in (s["message"] or "")]
         recoveries = len(recovered)

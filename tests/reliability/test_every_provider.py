@@ -4,7 +4,13 @@ provider's lists lag, a duplicate storm, a pool limit under a storm, cancel and 
 and the Prefect API gone in the middle of a tick — run against each backend through its emulator's bad days
 (tests/faults.py): moto server for ECS, the local ARM endpoint for ACI, the Cloud Run Admin API, the Modal control
 plane, the Coiled API, and the process backend (where a scenario cannot apply to it, its row says why: it has no remote
-API to throttle). The real Prefect server, the real SDK clients, pushpool's submit and monitor.
+API to throttle). The real SDK clients, pushpool's submit and monitor.
+
+Prefect's side is the orchestration fake (tests/fake_prefect.py: it passes the orchestration contract the real server
+passes, tests/contract/test_orchestration_contract.py), as the scenarios need nothing beyond it: claims, the pid, state
+transitions and pool limits. No flow is executed (the clouds' emulators hold every job as it is; the process backend's
+jobs run ``sleep``). The one scenario about Prefect itself, its API gone in the middle of a tick, runs against the real
+server behind a proxy the test takes down.
 
 Each scenario records a row per provider (``report.add(..., provider=...)``): lost (a run left with no job), duplicated
 (more than one job for a run) and stuck (not in the state the scenario ends in) — all zero.
@@ -22,14 +28,16 @@ import pytest
 from pushpool.providers import base_job_template
 from pushpool.usecases.submit import submit_run
 
-from tests.conftest import AZ_RG, AZ_SUB
+from tests.conftest import AZ_RG, AZ_SUB, FLOWS_DIR
+from tests.fake_prefect import FakePrefect
 from tests.faults import Faults
-from tests.helpers import SECRET_ARN, PrefectHelper, make_deps, pool_tick, skip_ahead
+from tests.helpers import SECRET_ARN, FakeHelper, PrefectHelper, fake_deps, make_deps, pool_tick, skip_ahead
 from tests.reliability.storm import shuffled, storm, unsettled
 
 pytestmark = pytest.mark.integration
 KEY = "pnu_every_provider_key"
 PROVIDERS = ["ecs", "aci", "cloudrun", "modal", "coiled", "process"]
+Helper = PrefectHelper | FakeHelper
 
 
 @dataclass
@@ -48,7 +56,7 @@ class Cloud:
     hold: Callable[[str], None] | None = None  # keep a job from starting (None: the provider shows no pending state)
 
 
-def _ecs(request, prefect: PrefectHelper, deps) -> Cloud:
+def _ecs(request, prefect: Helper, deps) -> Cloud:
     from moto.backends import get_backend
 
     from tests.emulators import MotoServer
@@ -72,7 +80,7 @@ def _ecs(request, prefect: PrefectHelper, deps) -> Cloud:
                  {"prefect_api_key_secret_arn": SECRET_ARN}, hold)  # fmt: skip
 
 
-def _aci(request, prefect: PrefectHelper, deps) -> Cloud:
+def _aci(request, prefect: Helper, deps) -> Cloud:
     arm = request.getfixturevalue("arm")
     deps.backend_options["aci"] = request.getfixturevalue("aci_options")
     template = copy.deepcopy(base_job_template("azure-container-instance:push"))
@@ -98,7 +106,7 @@ def _aci(request, prefect: PrefectHelper, deps) -> Cloud:
     )  # fmt: skip  (a group stays Creating until the test starts it)
 
 
-def _cloudrun(request, prefect: PrefectHelper, deps) -> Cloud:
+def _cloudrun(request, prefect: Helper, deps) -> Cloud:
     from tests.integration.test_cloudrun import backend_options, make_pool
 
     emulator = request.getfixturevalue("cloud_run")
@@ -119,7 +127,7 @@ def _cloudrun(request, prefect: PrefectHelper, deps) -> Cloud:
                  jobs_of, emulator.vanish, {}, hold)  # fmt: skip
 
 
-def _modal(request, prefect: PrefectHelper, deps) -> Cloud:
+def _modal(request, prefect: Helper, deps) -> Cloud:
     pytest.importorskip("modal")
     server = request.getfixturevalue("modal_server")
     pool = prefect.unique("modal-every")
@@ -135,7 +143,7 @@ def _modal(request, prefect: PrefectHelper, deps) -> Cloud:
                  hold)  # fmt: skip
 
 
-def _coiled(request, prefect: PrefectHelper, deps) -> Cloud:
+def _coiled(request, prefect: Helper, deps) -> Cloud:
     server = request.getfixturevalue("coiled_server")
     pool = prefect.unique("coiled-every")
     prefect.create_pool(pool, "coiled:push")
@@ -158,7 +166,7 @@ def _coiled(request, prefect: PrefectHelper, deps) -> Cloud:
     )  # fmt: skip  (a job stays pending while the emulator runs no commands)
 
 
-def _process(request, prefect: PrefectHelper, deps) -> Cloud:
+def _process(request, prefect: Helper, deps) -> Cloud:
     from pushpool.providers.base import JobHandle
 
     from tests.contract.test_process_backend import ProcessDriver
@@ -196,11 +204,26 @@ def prefect_outage(prefect_api: str):
     proxy.down()
 
 
+@pytest.fixture
+def prefect(request):
+    """The orchestration the scenario's runs live on: the fake, or the session's real server for the scenario that
+    takes Prefect away (this module's tests, and the pools their fixtures make, all use this one)."""
+    if "prefect_outage" in request.fixturenames:
+        helper = PrefectHelper(request.getfixturevalue("prefect_api"), FLOWS_DIR)
+    else:
+        from pushpool.clock import SystemClock
+
+        helper = FakeHelper(FakePrefect(clock=SystemClock()))
+    yield helper
+    helper.close()
+
+
 @pytest.fixture(params=PROVIDERS)
-def cloud(request, prefect_api: str, prefect: PrefectHelper, tmp_path: Path):
-    # pushpool reaches Prefect through the outage proxy where the test takes Prefect away (the test itself never does)
-    api = request.getfixturevalue("prefect_outage").url if "prefect_outage" in request.fixturenames else prefect_api
-    deps = make_deps(api, tmp_path, prefect_api_key=KEY)
+def cloud(request, prefect: Helper, tmp_path: Path):
+    if isinstance(prefect, FakeHelper):
+        deps = fake_deps(prefect.fake, tmp_path, prefect_api_key=KEY)
+    else:  # pushpool reaches Prefect through the outage proxy the test takes down (the test itself never does)
+        deps = make_deps(request.getfixturevalue("prefect_outage").url, tmp_path, prefect_api_key=KEY)
     made = {"ecs": _ecs, "aci": _aci, "cloudrun": _cloudrun, "modal": _modal, "coiled": _coiled,
             "process": _process}[request.param](request, prefect, deps)  # fmt: skip
     for server in ("modal_server", "coiled_server"):
@@ -221,15 +244,13 @@ def _skip(report, scenario: str, cloud: Cloud, reason: str) -> None:
     pytest.skip(f"{cloud.name}: {reason}")
 
 
-def _submit(cloud: Cloud, prefect: PrefectHelper, entrypoint: str = "flows.py:sleeper"):
-    run_id = prefect.create_run(
-        prefect.create_deployment(cloud.pool, entrypoint, job_variables=cloud.job_variables, parameters={"seconds": 60})
-    )
+def _submit(cloud: Cloud, prefect: Helper):
+    run_id = prefect.create_run(prefect.create_deployment(cloud.pool, job_variables=_sleeping(cloud)))
     client = cloud.deps.orchestrator
     return run_id, submit_run(cloud.deps, client.read_flow_run(run_id), client.read_work_pool(cloud.pool), trigger="t")
 
 
-def _stop(cloud: Cloud, prefect: PrefectHelper, runs: list[str]) -> None:
+def _stop(cloud: Cloud, prefect: Helper, runs: list[str]) -> None:
     from pushpool.providers.base import JobHandle
 
     backend = cloud.deps.backend(cloud.name)
@@ -244,7 +265,7 @@ def _stop(cloud: Cloud, prefect: PrefectHelper, runs: list[str]) -> None:
 
 @pytest.mark.parametrize("kind", ["throttle", "unavailable"], ids=["throttling", "5xx"])
 def test_throttling_and_5xx_on_create_and_status_reads_are_absorbed(
-    cloud: Cloud, prefect: PrefectHelper, report, kind: str, scale: int
+    cloud: Cloud, prefect: Helper, report, kind: str, scale: int
 ) -> None:
     scenario = f"{'throttling' if kind == 'throttle' else '5xx'} ×2 on each create and on status reads"
     if cloud.faults is None:
@@ -278,7 +299,7 @@ def test_throttling_and_5xx_on_create_and_status_reads_are_absorbed(
     assert tick.errors == [] and injected >= 2 * len(runs) + 2
 
 
-def test_a_vanished_job_crashes_its_run(cloud: Cloud, prefect: PrefectHelper, report) -> None:
+def test_a_vanished_job_crashes_its_run(cloud: Cloud, prefect: Helper, report) -> None:
     run_id, outcome = _submit(cloud, prefect)
     assert outcome.outcome == "submitted", outcome
     cloud.vanish(outcome.job_id)
@@ -296,7 +317,7 @@ def test_a_vanished_job_crashes_its_run(cloud: Cloud, prefect: PrefectHelper, re
     assert right, run["state"]
 
 
-def test_a_job_that_never_starts_is_crashed_and_stopped(cloud: Cloud, prefect: PrefectHelper, report) -> None:
+def test_a_job_that_never_starts_is_crashed_and_stopped(cloud: Cloud, prefect: Helper, report) -> None:
     from pushpool.providers.base import JobHandle
 
     if cloud.hold is None:
@@ -322,7 +343,7 @@ def test_a_job_that_never_starts_is_crashed_and_stopped(cloud: Cloud, prefect: P
     assert right, (state, job)
 
 
-def test_submit_dies_before_the_pid_while_lists_lag(cloud: Cloud, prefect: PrefectHelper, report) -> None:
+def test_submit_dies_before_the_pid_while_lists_lag(cloud: Cloud, prefect: Helper, report) -> None:
     """The job exists, its pid was never written, and the provider's lists show it only a second later: the monitor
     does nothing rash within the pending timeout, then adopts the job — one job, never a second."""
     from pushpool.prefect_api.models import StateType
@@ -368,7 +389,7 @@ def test_submit_dies_before_the_pid_while_lists_lag(cloud: Cloud, prefect: Prefe
 
 
 def test_a_job_made_while_the_monitor_recovers_its_run_is_the_next_claims(
-    cloud: Cloud, prefect: PrefectHelper, report
+    cloud: Cloud, prefect: Helper, report
 ) -> None:
     """A submit stalled past the pending timeout, forced into the order that left a second job (a loaded CI run's
     Coiled duplicate storm): the monitor looks for the attempt's job and finds none; the submit then makes it and finds
@@ -441,7 +462,7 @@ def test_a_job_made_while_the_monitor_recovers_its_run_is_the_next_claims(
     assert run["state_type"] == "PENDING" and run["infrastructure_pid"] in {first[0].job_id, second.job_id}, run
 
 
-def test_cancel_and_max_run_time_act_within_one_tick(cloud: Cloud, prefect: PrefectHelper, report) -> None:
+def test_cancel_and_max_run_time_act_within_one_tick(cloud: Cloud, prefect: Helper, report) -> None:
     from pushpool.providers.base import JobHandle
 
     def submitted(**variables) -> tuple[str, str]:
@@ -481,7 +502,7 @@ def test_cancel_and_max_run_time_act_within_one_tick(cloud: Cloud, prefect: Pref
     assert "maximum run time of 1 s" in prefect.read_run(overdue)["state"]["message"]
 
 
-def test_duplicate_storm_with_throttled_creates(cloud: Cloud, prefect: PrefectHelper, report, scale: int) -> None:
+def test_duplicate_storm_with_throttled_creates(cloud: Cloud, prefect: Helper, report, scale: int) -> None:
     """N runs × M concurrent webhook deliveries racing the monitor's dispatch, the provider throttling the first
     creates: exactly one job and one claim per run."""
     runs_n, dup_m = 4 * scale, 4
@@ -512,11 +533,11 @@ def _sleeping(cloud: Cloud) -> dict:
     return {**cloud.job_variables, **({"command": "sleep 600"} if cloud.name == "process" else {})}
 
 
-def test_pool_limit_holds_under_a_storm(cloud: Cloud, prefect: PrefectHelper, report, scale: int) -> None:
+def test_pool_limit_holds_under_a_storm(cloud: Cloud, prefect: Helper, report, scale: int) -> None:
     """A pool limit of 2 while webhook deliveries (3 per run) race the monitor, round after round as the flows of the
     runs in flight finish: never more than 2 runs in flight with a job, one job per run, every run gets its turn."""
     limit, runs_n = 2, 4 * scale
-    prefect.request("PATCH", f"/work_pools/{cloud.pool}", json={"concurrency_limit": limit})
+    prefect.set_pool_limit(cloud.pool, limit)
     dep = prefect.create_deployment(cloud.pool, job_variables=_sleeping(cloud))
     runs = [prefect.create_run(dep) for _ in range(runs_n)]
     peak, ran, started = 0, set(), time.monotonic()
@@ -549,7 +570,7 @@ def test_pool_limit_holds_under_a_storm(cloud: Cloud, prefect: PrefectHelper, re
 CRASH_WINDOWS = ["after the claim", "after the job, before the pid", "after the pid, before the progress state"]
 
 
-def test_submit_dies_at_each_crash_window(cloud: Cloud, prefect: PrefectHelper, report, scale: int) -> None:
+def test_submit_dies_at_each_crash_window(cloud: Cloud, prefect: Helper, report, scale: int) -> None:
     """Submit dies after each of its steps (claim, job, pid): within two monitor ticks past the pending timeout every
     run is Pending with exactly one live job — the claim alone given back and dispatched again, the job found and
     adopted, the job with its pid left alone."""
@@ -597,7 +618,7 @@ def test_submit_dies_at_each_crash_window(cloud: Cloud, prefect: PrefectHelper, 
     assert wrong == {}, wrong
 
 
-def test_prefect_api_gone_mid_tick(cloud: Cloud, prefect: PrefectHelper, prefect_outage, report) -> None:
+def test_prefect_api_gone_mid_tick(cloud: Cloud, prefect: Helper, prefect_outage, report) -> None:
     """The Prefect API goes away twice in one monitor tick (connections cut, then refused) and comes back: first while
     the tick's dispatch writes a new job's pid (the job exists, Prefect does not know it), then from when the tick has
     read the runs in flight to the end of the tick (it acts on none of them). No wrong transition, no second job, and

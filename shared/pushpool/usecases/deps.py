@@ -70,13 +70,13 @@ class Deps:
                         self._backends[name] = MeteredBackend(backend, lambda: self.metrics, name)
 
     @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: Any) -> Deps:
-        """Dependencies for ``settings``.
+    def from_settings(cls, settings: Settings, *, orchestrator: PrefectClient | None = None, **kwargs: Any) -> Deps:
+        """Dependencies for ``settings``: a client of ``settings.prefect_api_url``, unless ``orchestrator`` is given.
 
         Raises:
             ConfigurationError: a configured pool type that is unknown, or whose SDK is not installed.
         """
-        client = PrefectClient(
+        client = orchestrator or PrefectClient(
             settings.prefect_api_url,
             api_key=settings.prefect_api_key,
             auth_string=settings.prefect_api_auth_string,
