@@ -23,27 +23,29 @@ from tests.helpers import MIGRATED_DB, PrefectHelper, make_deps, server_python, 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWS_DIR = ROOT / "tests" / "flows"
 
-# The files that take longest, longest first (seconds of one make test on 4 workers, 2026-12-06). Under pytest-xdist
-# (--dist loadfile --no-loadscope-reorder) a worker takes the next file in collection order when it finishes one, so a
-# long file collected late is the suite's tail: one run spent its last 65 s on test_every_provider alone. Every other
-# file follows in collection order (the unit tests last: short files that fill the workers' ends). Re-measure with
-# ``--durations`` when a file grows; a name that no longer exists is ignored.
+# The files that take longest, longest first (seconds of one make test on 4 workers: the mean of two runs on
+# 2026-12-07, a day this machine ran about 1.5 times slower than on 2026-12-06; only the order matters). Under
+# pytest-xdist (--dist loadfile --no-loadscope-reorder) a worker takes the next file in collection order when it
+# finishes one, so a long file collected late is the suite's tail: one run spent its last 65 s on test_every_provider
+# alone. Every other file follows in collection order (the unit tests last: short files that fill the workers' ends).
+# Re-measure with ``--durations`` when a file grows; a name that no longer exists is ignored.
 LONGEST_FIRST = (
-    "tests/integration/test_managed.py",  # 169 s
-    "tests/reliability/test_every_provider.py",  # 157 s
-    "tests/integration/test_push_path.py",  # 131 s
-    "tests/integration/test_cli_pools.py",  # 112 s
-    "tests/integration/test_provision_ecs.py",  # 104 s
-    "tests/integration/test_aci.py",  # 79 s
-    "tests/integration/test_serve_webhook.py",  # 75 s
-    "tests/integration/test_cloudrun.py",  # 75 s
-    "tests/contract/test_delayed_triggers.py",  # 72 s
-    "tests/integration/test_cli.py",  # 69 s
-    "tests/integration/test_doctor.py",  # 59 s
-    "tests/security/test_pool_credentials.py",  # 58 s
-    "tests/e2e/test_demo.py",  # 58 s
-    "tests/integration/test_doctor_canary_clouds.py",  # 55 s
-    "tests/integration/test_functions.py",  # 50 s
+    "tests/integration/test_cli_pools.py",  # 218 s
+    "tests/integration/test_managed.py",  # 208 s
+    "tests/integration/test_push_path.py",  # 139 s
+    "tests/e2e/test_demo.py",  # 131 s
+    "tests/reliability/test_every_provider.py",  # 125 s
+    "tests/integration/test_doctor_canary_clouds.py",  # 122 s
+    "tests/integration/test_provision_ecs.py",  # 116 s
+    "tests/integration/test_functions.py",  # 107 s
+    "tests/integration/test_doctor.py",  # 87 s
+    "tests/security/test_pool_credentials.py",  # 82 s
+    "tests/contract/test_orchestration_contract.py",  # 78 s
+    "tests/e2e/test_scheduled_deployment.py",  # 76 s
+    "tests/integration/test_aci.py",  # 76 s
+    "tests/contract/test_delayed_triggers.py",  # 73 s
+    "tests/integration/test_ecs.py",  # 73 s
+    "tests/integration/test_serve_webhook.py",  # 63 s
 )
 
 
