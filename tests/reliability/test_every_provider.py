@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pushpool.clock import SystemClock
 from pushpool.providers import base_job_template
 from pushpool.usecases.submit import submit_run
 
@@ -211,8 +212,6 @@ def prefect(request):
     if "prefect_outage" in request.fixturenames:
         helper = PrefectHelper(request.getfixturevalue("prefect_api"), FLOWS_DIR)
     else:
-        from pushpool.clock import SystemClock
-
         helper = FakeHelper(FakePrefect(clock=SystemClock()))
     yield helper
     helper.close()

@@ -76,11 +76,13 @@ class Deps:
         Raises:
             ConfigurationError: a configured pool type that is unknown, or whose SDK is not installed.
         """
-        client = orchestrator or PrefectClient(
-            settings.prefect_api_url,
-            api_key=settings.prefect_api_key,
-            auth_string=settings.prefect_api_auth_string,
-        )
+        client = orchestrator
+        if client is None:
+            client = PrefectClient(
+                settings.prefect_api_url,
+                api_key=settings.prefect_api_key,
+                auth_string=settings.prefect_api_auth_string,
+            )
         deps = cls(settings=settings, orchestrator=client, **kwargs)
         served = {deps.provider(pool_type).name: deps.provider(pool_type) for pool_type in deps.pool_types}
         for provider in served.values():  # each provider's own options, from its own settings
