@@ -21,6 +21,10 @@ from pushpool.settings import Settings
 from pushpool.usecases.deps import Deps
 
 MIGRATED_DB = "migrated-prefect.db"
+# A job that starts and exits 0 at once (process, Modal and Coiled pools: the ``command`` job variable), for a test
+# whose meaning ends at "the run was submitted": a real flow (``prefect flow-run execute``) costs about 8 CPU-seconds
+# here, three processes each importing Prefect. With no final state proposed, a monitor that ticks later crashes the run.
+EXITS_AT_ONCE = {"command": "true"}
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prefect-api-key-AbCdEf"
 
 
@@ -110,6 +114,18 @@ class PrefectHelper:
                 tick()
             time.sleep(0.25)
         raise AssertionError(f"run {run_id} still {run['state']['type']}/{run['state']['name']} after {timeout}s")
+
+    def wait_submitted(self, run_id: str, timeout: float = 60) -> dict[str, Any]:
+        """The run once pushpool has started its job: submit writes the job's id (``infrastructure_pid``) only after
+        the backend accepted the job. For a test whose meaning ends at "submitted" (its job: ``EXITS_AT_ONCE``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.read_run(run_id)
+            if run["infrastructure_pid"]:
+                return run
+            if time.monotonic() > deadline:
+                raise AssertionError(f"run {run_id} has no job after {timeout}s: {run['state']['type']}")
+            time.sleep(0.25)
 
     def states(self, run_id: str) -> list[tuple[str, str]]:
         history = self.json("GET", "/flow_run_states/", params={"flow_run_id": run_id})

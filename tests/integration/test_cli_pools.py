@@ -13,7 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.helpers import PrefectHelper
+from tests.helpers import EXITS_AT_ONCE, PrefectHelper
 from tests.integration.serve_process import ServeProcess, start_serve
 
 pytestmark = pytest.mark.integration
@@ -91,9 +91,8 @@ def test_create_points_the_webhook_at_the_running_serve(
     assert webhook_url(prefect, pool) == f"{serve.address}/submit"
     assert [a["enabled"] for a in automations(prefect, pool)] == [True]
     # Prefect's automation calls that serve: the run is submitted through the webhook alone (no monitor tick).
-    run_id = prefect.create_run(prefect.create_deployment(pool, "flows.py:hello"))
-    run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90)
-    assert run["state"]["type"] == "COMPLETED"
+    run_id = prefect.create_run(prefect.create_deployment(pool, job_variables=EXITS_AT_ONCE))
+    assert prefect.wait_submitted(run_id, timeout=90)["infrastructure_pid"]
     assert f'"flow_run_id": "{run_id}"' in serve.log()
 
 
@@ -119,9 +118,8 @@ def _serve_through_the_stream(serve: ServeProcess, env: dict[str, str], prefect:
     assert webhook_url(prefect, pool) == f"{serve.address}/submit"
     listed = json.loads(pushpool("work-pool", "ls", "--output", "json", env=env).stdout)
     assert [p["automation"] for p in listed if p["name"] == pool] == ["event stream"]
-    run_id = prefect.create_run(prefect.create_deployment(pool, "flows.py:hello"))
-    run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90)
-    assert run["state"]["type"] == "COMPLETED"
+    run_id = prefect.create_run(prefect.create_deployment(pool, job_variables=EXITS_AT_ONCE))
+    assert prefect.wait_submitted(run_id, timeout=90)["infrastructure_pid"]
     # Prefect records no firing of the disabled automation: the stream alone triggered the run.
     automation_events = prefect.json(
         "POST",

@@ -14,7 +14,7 @@ from pushpool.entrypoints.http import handle_run_event
 from pushpool.entrypoints.serve import Server
 from pushpool.providers.base import JobHandle
 
-from tests.helpers import PrefectHelper, make_deps
+from tests.helpers import EXITS_AT_ONCE, PrefectHelper, make_deps
 
 pytestmark = pytest.mark.integration
 
@@ -159,9 +159,8 @@ def test_with_both_triggers_each_event_is_acted_on_once(
         pool = prefect.unique("twice")
         assert http.post("/provision", json={"name": pool, "type": "process:push"}, headers=ADMIN).status_code == 200
         assert server.events is not None and server.events.connected.wait(15)
-        run_id = prefect.create_run(prefect.create_deployment(pool, "flows.py:hello"))
-        run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90)
-        assert run["state"]["type"] == "COMPLETED"
+        run_id = prefect.create_run(prefect.create_deployment(pool, job_variables=EXITS_AT_ONCE))
+        prefect.wait_submitted(run_id, timeout=90)
 
         def outcomes() -> list[str]:
             lines = [r.getMessage() for r in caplog.records if r.name == "pushpool.serve"]
@@ -347,7 +346,7 @@ def test_a_chunked_submit_is_read_and_the_run_submitted(served, prefect: Prefect
     server, _ = served
     pool = prefect.unique("chunked")
     prefect.create_pool(pool)
-    run_id = prefect.create_run(prefect.create_deployment(pool, "flows.py:hello"))
+    run_id = prefect.create_run(prefect.create_deployment(pool, job_variables=EXITS_AT_ONCE))
     body = json.dumps({"flow_run_id": run_id}).encode()
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:10], body[10:]))
     request = (
@@ -357,7 +356,7 @@ def test_a_chunked_submit_is_read_and_the_run_submitted(served, prefect: Prefect
     status, _, answer = raw_request(server, request)
     assert status == 200, answer
     assert json.loads(answer)["outcome"] == "submitted"
-    assert prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=90)["state"]["type"] == "COMPLETED"
+    assert prefect.wait_submitted(run_id)["infrastructure_pid"]
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from pushpool.providers import Provider, base_job_template
 from pushpool.usecases.monitor import tick
 from pushpool.usecases.provision import provision_pool
 
-from tests.helpers import PrefectHelper, make_deps
+from tests.helpers import EXITS_AT_ONCE, PrefectHelper, make_deps
 
 pytestmark = pytest.mark.integration
 
@@ -213,7 +213,7 @@ def test_the_webhook_token_read_from_prefect_cannot_provision_or_tick(
     monkeypatch.setattr(Provider, "create_provisioner", lambda self, **_: provisioners.append(self.name))
     quiet = prefect.unique("quiet")  # no automation: only a monitor tick would start its run
     prefect.create_pool(quiet)
-    due = prefect.create_run(prefect.create_deployment(quiet))
+    due = prefect.create_run(prefect.create_deployment(quiet, job_variables=EXITS_AT_ONCE))
     new = prefect.unique("stolen")
     server.pool_names = (existing, quiet)  # a tick covers these (the shared server holds every other test's pools)
     before = _traces(prefect, existing, quiet, new)
