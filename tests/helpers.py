@@ -23,7 +23,7 @@ from pushpool.usecases.deps import Deps
 MIGRATED_DB = "migrated-prefect.db"
 # A job that starts and exits 0 at once (process, Modal and Coiled pools: the ``command`` job variable), for a test
 # whose meaning ends at "the run was submitted": a real flow (``prefect flow-run execute``) costs about 8 CPU-seconds
-# here, three processes each importing Prefect. With no final state proposed, a monitor that ticks later crashes the run.
+# here, three processes each importing Prefect. No final state is proposed: a monitor that ticks later crashes the run.
 EXITS_AT_ONCE = {"command": "true"}
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prefect-api-key-AbCdEf"
 

@@ -53,7 +53,8 @@ def test_the_local_token_is_stored_once_as_a_secret_and_the_pool_refers_to_it(
     assert [s.action for s in second.plan] == ["exists"] and not second.outcome.created
     assert second.prefect is not None and not second.prefect.changed
 
-    run_id = prefect.create_run(prefect.create_deployment(pool, job_variables=EXITS_AT_ONCE))  # submitted with the block's token
+    # Submitted with the block's token (the emulator checks the token on every call).
+    run_id = prefect.create_run(prefect.create_deployment(pool, job_variables=EXITS_AT_ONCE))
     from pushpool.usecases.submit import submit_run
 
     run = deps.orchestrator.read_flow_run(run_id)
