@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import boto3
@@ -93,6 +94,9 @@ def test_create_points_the_webhook_at_the_running_serve(
     # Prefect's automation calls that serve: the run is submitted through the webhook alone (no monitor tick).
     run_id = prefect.create_run(prefect.create_deployment(pool, job_variables=EXITS_AT_ONCE))
     assert prefect.wait_submitted(run_id, timeout=90)["infrastructure_pid"]
+    deadline = time.monotonic() + 30  # serve logs the webhook's answer a moment after submit wrote the job's id
+    while f'"flow_run_id": "{run_id}"' not in serve.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert f'"flow_run_id": "{run_id}"' in serve.log()
 
 
