@@ -264,12 +264,20 @@ def server_python(*, schedules: bool = False) -> str | None:
     return None if schedules else os.environ.get("PUSHPOOL_TEST_SERVER_PYTHON") or None
 
 
+# The tests' servers' site customization (tests/prefect_server_site/sitecustomize.py): jsonschema's check_schema
+# remembers the schemas it found valid, the same answers sooner.
+SERVER_SITE = Path(__file__).resolve().parent / "prefect_server_site"
+
+
 def start_server(home: Path, migrated_db: Path, **options: Any) -> localserver.LocalPrefectServer:
     """``localserver.start`` on a copy of a database the same Prefect version migrated (the ``migrated_db`` fixture):
-    the server skips the migrations a new database needs, and has nothing in it but what a fresh server makes."""
+    the server skips the migrations a new database needs, and has nothing in it but what a fresh server makes. Its
+    ``PYTHONPATH`` starts with ``SERVER_SITE``."""
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(migrated_db, home / "prefect.db")
     options.setdefault("python", server_python(schedules=options.get("scheduler", False)))
+    path = os.pathsep.join(filter(None, [str(SERVER_SITE), os.environ.get("PYTHONPATH")]))
+    options["extra_env"] = {"PYTHONPATH": path, **options.get("extra_env", {})}
     return localserver.start(home, **options)
 
 
