@@ -17,11 +17,11 @@ from typing import Any
 def remember_valid_schemas(validator_class: type) -> type:
     """``validator_class`` with a ``check_schema`` that checks each distinct valid schema once."""
     check = validator_class.check_schema.__func__
-    valid: set[tuple[str, int]] = set()
+    valid: set[tuple[str, tuple[int, ...]]] = set()
 
     def check_schema(cls: type, schema: Any, *args: Any, **kwargs: Any) -> None:
-        try:
-            key = (json.dumps(schema, sort_keys=True), hash(tuple(id(a) for a in (*args, *kwargs.values()))))
+        try:  # the format checker (positional or not) by identity: Prefect passes the same one each time
+            key = (json.dumps(schema, sort_keys=True), tuple(map(id, (*args, *kwargs.values()))))
         except (TypeError, ValueError):  # not JSON: not remembered
             check(cls, schema, *args, **kwargs)
             return
