@@ -83,15 +83,9 @@ def session_server(session_home: Path) -> localserver.LocalPrefectServer:
     seed, made = session_home / MIGRATED_DB, os.environ.get("PUSHPOOL_TEST_MIGRATED_DB")
     if made and Path(made).is_file():
         shutil.copyfile(made, seed)
-    for attempt in range(3):
-        home = session_home / f"server-{attempt}"
-        try:
-            server = start_server(home, seed) if seed.is_file() else localserver.start(home, python=server_python())
-            break
-        except RuntimeError:
-            # Another worker (or engineer) took the free port between its probe and the server's bind: a new port.
-            if attempt == 2:
-                raise
+    # localserver.start takes another free port if one is taken between its probe and the server's bind.
+    home = session_home / "server"
+    server = start_server(home, seed) if seed.is_file() else localserver.start(home, python=server_python())
     if not seed.is_file():
         # The servers tests start of their own begin from a copy (start_server), not every migration again.
         snapshot_database(server.home, seed)

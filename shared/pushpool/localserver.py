@@ -67,6 +67,10 @@ class LocalPrefectServer:
         return True
 
 
+# How many free ports ``start`` tries when each is taken before the server binds it.
+_PORT_ATTEMPTS = 3
+
+
 def start(
     home: Path,
     *,
@@ -81,9 +85,12 @@ def start(
 
     ``scheduler`` turns on Prefect's scheduler services (runs of deployments with schedules); tests that count runs
     leave it off. ``late_runs`` turns on the service that marks overdue Scheduled runs Late.
+
+    With no ``port``, a free one is chosen; if another process takes it between the probe and the server's bind (the
+    server then exits saying the address is in use), the server starts again on another, up to ``_PORT_ATTEMPTS``
+    times. A ``port`` asked for is never changed.
     """
     home.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
@@ -96,26 +103,53 @@ def start(
         **(extra_env or {}),
     }
     env.pop("PREFECT_API_URL", None)
-    log = open(home / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
-    process = subprocess.Popen(
-        [python or sys.executable, "-c", _CLI, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    server = LocalPrefectServer(home, port, process)
     deadline = time.monotonic() + timeout
+    for _ in range(1 if port else _PORT_ATTEMPTS):
+        try:
+            return _start_once(home, port or free_port(), python or sys.executable, env, deadline, timeout)
+        except _PortTaken:
+            continue
+    raise RuntimeError(f"the Prefect server's port was in use; see {home / 'server.log'}")
+
+
+class _PortTaken(Exception):
+    """The server exited during start-up because another process had its port."""
+
+
+def _start_once(
+    home: Path, port: int, python: str, env: dict[str, str], deadline: float, timeout: float
+) -> LocalPrefectServer:
+    log_path = home / "server.log"
+    with open(log_path, "ab") as log:  # the child writes to its own copy of the file
+        offset = log.tell()
+        process = subprocess.Popen(
+            [python, "-c", _CLI, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    server = LocalPrefectServer(home, port, process)
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the Prefect server exited during start-up; see {home / 'server.log'}")
+            server.stop()  # whatever it started
+            # Prefect's own check says "Port N is already in use"; uvicorn's bind "... address already in use".
+            if "already in use" in _read_from(log_path, offset).lower():
+                raise _PortTaken
+            raise RuntimeError(f"the Prefect server exited during start-up; see {log_path}")
         try:
             with urllib.request.urlopen(f"{server.api_url}/health", timeout=1) as response:
-                if response.status == 200:
+                if response.status == 200 and process.poll() is None:
                     return server
         except OSError:
             pass
         time.sleep(0.2)
     server.stop()
-    raise RuntimeError(f"the Prefect server did not answer within {timeout:.0f} s; see {home / 'server.log'}")
+    raise RuntimeError(f"the Prefect server did not answer within {timeout:.0f} s; see {log_path}")
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with open(path, "rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
