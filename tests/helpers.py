@@ -295,13 +295,17 @@ def run_as_its_container(command: list[str], env: Mapping[str, str], home: Path)
     return result
 
 
-def run_through_serve(prefect_api: str, tmp: Path, prefect: PrefectHelper, pool_type: str) -> dict[str, Any]:
+def run_through_serve(
+    prefect_api: str, tmp: Path, prefect: PrefectHelper, pool_type: str, *, until: str = "COMPLETED"
+) -> dict[str, Any]:
     """Prefect's automation calling ``pushpool serve``: a pool of ``pool_type`` made through serve's ``/provision``,
-    one run of it submitted by the webhook alone (serve's own loop is stopped); the run once it ended, which must have
-    COMPLETED."""
+    one run of it submitted by the webhook alone (serve's own loop is stopped). ``until="COMPLETED"``: a real flow, and
+    the run once it ended, which must have COMPLETED. ``until="submitted"``: a job that exits at once
+    (``EXITS_AT_ONCE``), and the run once pushpool recorded the job the backend accepted."""
     from pushpool import localserver
     from pushpool.entrypoints.serve import Server
 
+    assert until in ("COMPLETED", "submitted"), until
     port = localserver.free_port()
     deps = make_deps(prefect_api, tmp, submit_url=f"http://127.0.0.1:{port}/submit")
     server = Server(deps, port=port, monitor_interval=3600, event_stream=False)
@@ -313,6 +317,10 @@ def run_through_serve(prefect_api: str, tmp: Path, prefect: PrefectHelper, pool_
         answer = http.post("/provision", json={"name": pool, "type": pool_type},
                            headers={"Authorization": "Bearer test-admin-token"})  # fmt: skip
         assert answer.status_code == 200, answer.text
+        if until == "submitted":
+            return prefect.wait_submitted(
+                prefect.create_run(prefect.create_deployment(pool, job_variables=EXITS_AT_ONCE))
+            )
         run_id = prefect.create_run(prefect.create_deployment(pool))
         started = time.monotonic()
         run = prefect.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=120)

@@ -144,7 +144,11 @@ def test_transport_errors_are_retried_then_the_run_is_given_back_with_backoff(
     assert "Coiled is unavailable (503)" in state["message"] and "retry 1 of 5" in state["message"], state["message"]
 
 
-def test_automation_webhook_to_serve_to_coiled_completes_the_flow(
+def test_automation_webhook_to_serve_to_coiled_starts_the_job(
     prefect_api: str, tmp_path: Path, prefect: PrefectHelper, coiled_server
 ) -> None:
-    run_through_serve(prefect_api, tmp_path, prefect, "coiled:push")
+    """Prefect's automation calls `pushpool serve`'s webhook, which starts the run's Coiled job with the pool serve
+    made (a flow completing on Coiled: test_a_flow_runs_to_completed_from_exactly_what_was_sent)."""
+    run = run_through_serve(prefect_api, tmp_path, prefect, "coiled:push", until="submitted")
+    job = _job(coiled_server, run["infrastructure_pid"])
+    assert job.spec["user_command"] == "true" and job.spec["secret_env_vars"]["PREFECT__FLOW_RUN_ID"] == run["id"]

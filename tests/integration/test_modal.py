@@ -184,9 +184,10 @@ def test_transport_errors_are_retried_then_the_run_is_given_back_with_backoff(
     assert "Modal is unavailable" in state["message"] and "retry 1 of 5" in state["message"], state["message"]
 
 
-def test_automation_webhook_to_serve_to_modal_completes_the_flow(
+def test_automation_webhook_to_serve_to_modal_starts_the_sandbox(
     prefect_api: str, tmp_path: Path, prefect: PrefectHelper, modal_server
 ) -> None:
-    """Prefect's automation calls `pushpool serve`'s webhook, which starts the sandbox; the flow completes."""
-    run = run_through_serve(prefect_api, tmp_path, prefect, "modal:push")
+    """Prefect's automation calls `pushpool serve`'s webhook, which starts the run's sandbox with the pool serve made
+    (a flow completing in a sandbox: test_a_flow_runs_to_completed_in_a_sandbox_from_exactly_what_was_sent)."""
+    run = run_through_serve(prefect_api, tmp_path, prefect, "modal:push", until="submitted")
     assert run["infrastructure_pid"] in modal_server.sandboxes
