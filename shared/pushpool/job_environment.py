@@ -62,7 +62,7 @@ ALLOWED = frozenset(
 )
 ALLOWED_PREFIXES = ("LC_",)  # locale categories
 PASSTHROUGH_VARIABLE = "PUSHPOOL_JOB_ENV_PASSTHROUGH"
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def check_passthrough(names: Iterable[str]) -> tuple[str, ...]:

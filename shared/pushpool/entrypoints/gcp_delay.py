@@ -26,7 +26,7 @@ from pushpool.errors import ConfigurationError
 from pushpool.providers.cloudrun.gcp import google_errors
 
 MAX_SCHEDULE_SECONDS = 30 * 24 * 3600  # Cloud Tasks refuses a schedule_time more than 30 days ahead
-QUEUE = re.compile(r"^projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/locations/[a-z0-9-]+/queues/[A-Za-z0-9-]{1,100}$")
+QUEUE = re.compile(r"^projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/locations/[a-z0-9-]+/queues/[A-Za-z0-9-]{1,100}\Z")
 
 
 def task_id(run_id: str, at: dt.datetime) -> str:

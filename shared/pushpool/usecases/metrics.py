@@ -114,7 +114,7 @@ class Metrics:
 
 NO_METRICS = Metrics()
 
-_REASON = re.compile(r"^[a-z0-9][a-z0-9._-]{0,47}$")
+_REASON = re.compile(r"^[a-z0-9][a-z0-9._-]{0,47}\Z")
 
 
 def bounded_reason(reason: str | None) -> str:

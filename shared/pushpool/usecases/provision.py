@@ -53,7 +53,7 @@ WEBHOOK_PAYLOAD = json.dumps(
         "occurred": "{{ event.occurred }}",
     }
 )
-_POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+_POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}\Z")
 
 
 @dataclass

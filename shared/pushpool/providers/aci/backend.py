@@ -116,7 +116,7 @@ ENDED = (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED)  # an ended grou
 # Detail statuses of a waiting container that mean it will never start.
 START_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CrashLoopBackOff"})
 
-_GROUP_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$|^[a-z0-9]$")
+_GROUP_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]\Z|^[a-z0-9]\Z")
 _SLUG = re.compile(r"[^a-z0-9]+")
 _RESOURCE_ID = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ContainerInstance/"

@@ -23,8 +23,8 @@ from pushpool.providers.base import JobConfig
 
 # Azure's rule for resource group names: 1-90 characters, letters, digits, underscores, hyphens, periods and
 # parentheses, not ending in a period.
-_RESOURCE_GROUP = re.compile(r"^[-\w.()]{0,89}[-\w()]$")
-_SUBSCRIPTION = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_RESOURCE_GROUP = re.compile(r"^[-\w.()]{0,89}[-\w()]\Z")
+_SUBSCRIPTION = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 # A user-assigned identity's ARM id, exactly (ASCII only: no look-alike letters, no spaces, no trailing "/").
 _IDENTITY = re.compile(
     r"^/subscriptions/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/resourcegroups/[-\w.()]{0,89}[-\w()]"

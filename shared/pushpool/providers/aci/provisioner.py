@@ -74,7 +74,7 @@ ASSIGN_IDENTITY = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/actio
 SUBMITTER_ACTIONS = ACI_ACTIONS
 ASSIGNER_ACTIONS = (ASSIGN_IDENTITY,)
 ROLES = {"submitter": SUBMITTER_ACTIONS, "assigner": ASSIGNER_ACTIONS}
-_POOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$")
+_POOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}\Z")
 
 
 class AciProvisioner:

@@ -130,12 +130,12 @@ DEADLINE_EXCEEDED = 4  # google.rpc.Code of a task attempt that hit the task tim
 ENDED = (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED)  # an execution in one of these never changes again
 ORPHAN_MARGIN_SECONDS = 15.0  # past a creator's RunJob retries: when another submit of the attempt may run its job
 
-_EXECUTION = re.compile(r"^projects/([^/]+)/locations/([^/]+)/jobs/([^/]+)/executions/([^/#]+)$")
+_EXECUTION = re.compile(r"^projects/([^/]+)/locations/([^/]+)/jobs/([^/]+)/executions/([^/#]+)\Z")
 _LABEL_UNSAFE = re.compile(r"[^a-z0-9_-]")
 _LEADING = re.compile(r"^[^a-z]+")
 MAX_LABELS = 64  # Cloud Run's limit
 # Google's registries (Artifact Registry, Container Registry): the only hosts that receive a Google access token.
-_GOOGLE_REGISTRY = re.compile(r"^(?:[a-z0-9-]+-docker\.pkg\.dev|(?:[a-z]+\.)?gcr\.io)$")
+_GOOGLE_REGISTRY = re.compile(r"^(?:[a-z0-9-]+-docker\.pkg\.dev|(?:[a-z]+\.)?gcr\.io)\Z")
 
 
 class CloudRunBackend(BackendBase):

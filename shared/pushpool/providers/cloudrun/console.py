@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-_EXECUTION = re.compile(r"^projects/([^/]+)/locations/([^/]+)/jobs/[^/]+/executions/([^/#]+)(#keep)?$")
+_EXECUTION = re.compile(r"^projects/([^/]+)/locations/([^/]+)/jobs/[^/]+/executions/([^/#]+)(#keep)?\Z")
 
 
 def console_url(job_id: str) -> str | None:

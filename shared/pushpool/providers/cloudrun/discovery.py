@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 JOB_SCHEMA = "GoogleCloudRunV2Job"
-_DURATION = re.compile(r"^-?\d+(\.\d{1,9})?s$")
-_INTEGER = re.compile(r"^-?\d+$")
+_DURATION = re.compile(r"^-?\d+(\.\d{1,9})?s\Z")
+_INTEGER = re.compile(r"^-?\d+\Z")
 
 
 @functools.cache

@@ -137,9 +137,9 @@ BLOCK = TokenBlock(
     "the service account key could not be made",
     "a new key of the pool's service account, made once (never while this block exists)",
 )
-_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-_REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
-_POOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]\Z")
+_REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+\Z")
+_POOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
 
 
 def resource_id(pool: str, limit: int) -> str:

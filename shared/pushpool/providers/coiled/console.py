@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from pushpool.providers.coiled.api import DEFAULT_SERVER
 
-_JOB = re.compile(r"^([^/]+)/([^/]+)/([^/]+)$")
+_JOB = re.compile(r"^([^/]+)/([^/]+)/([^/]+)\Z")
 
 
 def console_url(job_id: str) -> str | None:

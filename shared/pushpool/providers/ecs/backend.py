@@ -79,7 +79,7 @@ JUDGED_BY_EXIT_CODE = frozenset({"TaskFailedToStart", "EssentialContainerExited"
 _RETRYABLE_FAILURES = ("RESOURCE:", "AGENT", "Capacity", "capacity")
 _SLUG = re.compile(r"[^A-Za-z0-9_-]+")
 # A private ECR registry (docker pull's host): the only hosts that receive an ECR token.
-_ECR_HOST = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
+_ECR_HOST = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?\Z")
 _TAG = re.compile(r"[^A-Za-z0-9_./=+:@ -]+")
 
 

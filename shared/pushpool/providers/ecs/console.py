@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")  # us-east-1, ap-southeast-2, us-gov-west-1: the host's first label
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d\Z")  # us-east-1, ap-southeast-2, us-gov-west-1: the host's first label
 
 
 def console_url(job_id: str) -> str | None:

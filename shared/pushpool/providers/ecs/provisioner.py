@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 TAG_KEY = Marker.TAG_KEY
 CREDENTIALS_BLOCK_TYPE = "aws-credentials"
 EXECUTION_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,45}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,45}\Z")
 SECRET_GRANT = "read-prefect-secret"  # the execution role's inline policy
 # The pool's own secret per kind of Prefect credential: pushpool-<pool>-<suffix>.
 SECRET_SUFFIX = {

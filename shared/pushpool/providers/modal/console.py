@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-_OBJECT_ID = re.compile(r"^(sb|ap)-[A-Za-z0-9]+$")
+_OBJECT_ID = re.compile(r"^(sb|ap)-[A-Za-z0-9]+\Z")
 
 
 def console_url(job_id: str) -> str | None:
