@@ -18,6 +18,7 @@ import httpx
 from pushpool import localserver
 from pushpool.clock import SystemClock
 from pushpool.settings import Settings
+from pushpool.tls import default_context
 from pushpool.usecases.deps import Deps
 
 MIGRATED_DB = "migrated-prefect.db"
@@ -33,7 +34,7 @@ class PrefectHelper:
         self.api_url = api_url
         self.flows_dir = flows_dir
         # SQLite's lock can stall the shared server for tens of seconds when many pools are swept at once.
-        self.http = httpx.Client(base_url=api_url, timeout=90)
+        self.http = httpx.Client(base_url=api_url, timeout=90, verify=default_context())  # a shared TLS context
 
     def close(self) -> None:
         self.http.close()

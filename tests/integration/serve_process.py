@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 from pushpool import localserver
+from pushpool.tls import default_context
 
 
 @dataclass
@@ -61,13 +62,14 @@ def start_serve(
     )
     serve = ServeProcess(process, port, home, log_path)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"pushpool serve exited {process.returncode}:\n{serve.log()}")
-        try:
-            if httpx.get(f"{serve.address}/health", timeout=1).status_code == 200:
-                return serve
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    with httpx.Client(timeout=1, verify=default_context()) as http:  # one client for every poll
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"pushpool serve exited {process.returncode}:\n{serve.log()}")
+            try:
+                if http.get(f"{serve.address}/health").status_code == 200:
+                    return serve
+            except httpx.HTTPError:
+                time.sleep(0.1)
     serve.stop()
     raise AssertionError(f"pushpool serve did not answer on {serve.address}:\n{serve.log()}")

@@ -13,6 +13,7 @@ from pushpool import localserver
 from pushpool.entrypoints.http import handle_run_event
 from pushpool.entrypoints.serve import Server
 from pushpool.providers.base import JobHandle
+from pushpool.tls import default_context
 
 from tests.helpers import EXITS_AT_ONCE, PrefectHelper, make_deps
 
@@ -27,7 +28,7 @@ def served(prefect_api: str, tmp_path: Path):
     server = Server(deps, port=port, monitor_interval=3600, event_stream=False)
     server.stopping.set()  # the monitor thread exits at once
     server.start()
-    yield server, httpx.Client(base_url=server.address, timeout=30)
+    yield server, httpx.Client(base_url=server.address, timeout=30, verify=default_context())
     server.stop()
     deps.orchestrator.close()
 

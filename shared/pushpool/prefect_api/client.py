@@ -50,6 +50,7 @@ from pushpool.prefect_api.models import (
     WorkPool,
     WorkQueue,
 )
+from pushpool.tls import default_context
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 log = logging.getLogger("pushpool.prefect_api.client")
@@ -111,7 +112,9 @@ class PrefectClient:
             headers["Authorization"] = f"Bearer {api_key}"
         elif auth_string:
             headers["Authorization"] = "Basic " + base64.b64encode(auth_string.encode()).decode()
-        self._http = httpx.Client(base_url=self.api_url, headers=headers, timeout=timeout, transport=transport)
+        self._http = httpx.Client(
+            base_url=self.api_url, headers=headers, timeout=timeout, transport=transport, verify=default_context()
+        )
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max

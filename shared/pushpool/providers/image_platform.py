@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 import httpx
 from cachetools import TTLCache
 
+from pushpool.tls import default_context
+
 log = logging.getLogger(__name__)
 
 ACCEPT = ", ".join(
@@ -86,7 +88,9 @@ class ImagePlatforms:
     ) -> None:
         self._cache: TTLCache[str, frozenset[str] | None] = TTLCache(maxsize=512, ttl=ttl_seconds)
         self._lock = threading.Lock()
-        self._client = client or (lambda: httpx.Client(timeout=timeout, follow_redirects=True))
+        self._client = client or (
+            lambda: httpx.Client(timeout=timeout, follow_redirects=True, verify=default_context())
+        )
         self._credentials = credentials
 
     def platforms(self, image: str, *, credentials: Credentials | None = None) -> frozenset[str] | None:

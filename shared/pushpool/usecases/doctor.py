@@ -52,6 +52,7 @@ from pushpool.errors import (
 from pushpool.prefect_api.dialect import parse_version
 from pushpool.prefect_api.models import StateType, WorkPool
 from pushpool.providers import WRAPPERS, Provider, provider_running
+from pushpool.tls import default_context
 from pushpool.usecases.deps import Deps
 from pushpool.usecases.job_check import job_refusal
 from pushpool.usecases.pools import pool_parts
@@ -114,7 +115,9 @@ def http_probe(method: str, url: str, headers: Mapping[str, str], body: bytes) -
     """One HTTP request, no retry; the status, or why there was no answer (the exception's type, never its text,
     which may carry the URL's query)."""
     try:
-        response = httpx.request(method, url, headers=dict(headers), content=body, timeout=PROBE_TIMEOUT)
+        response = httpx.request(
+            method, url, headers=dict(headers), content=body, timeout=PROBE_TIMEOUT, verify=default_context()
+        )
     except httpx.HTTPError as exc:
         return ProbeAnswer(None, type(exc).__name__)
     return ProbeAnswer(response.status_code)

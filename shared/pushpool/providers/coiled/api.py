@@ -18,6 +18,7 @@ import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from pushpool.errors import BackendError, BackendUnavailableError, JobNotFoundError, retry_after_seconds
+from pushpool.tls import default_context
 
 NAME = "coiled"
 DEFAULT_SERVER = "https://cloud.coiled.io"
@@ -35,7 +36,12 @@ class CoiledApi:
 
     def __init__(self, token: str, *, server: str | None = None, attempts: int = 3, timeout: float = 30.0) -> None:
         self.server = (server or os.environ.get("DASK_COILED__SERVER") or DEFAULT_SERVER).rstrip("/")
-        self._http = httpx.Client(base_url=self.server, timeout=timeout, headers={"Authorization": f"ApiToken {token}"})
+        self._http = httpx.Client(
+            base_url=self.server,
+            timeout=timeout,
+            headers={"Authorization": f"ApiToken {token}"},
+            verify=default_context(),
+        )
         self.attempts = attempts
         self._account: str | None = None
         self._providers: dict[str, str] = {}
