@@ -3,13 +3,38 @@ message text). Used by the backend and the provisioner alike."""
 
 from __future__ import annotations
 
+import functools
 from contextlib import AbstractContextManager
+from typing import Any
 
 from pushpool.errors import BackendError, BackendUnavailableError, retry_after_seconds, translating
 
 NAME = "ecs"
 _THROTTLING = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
 _UNAVAILABLE = {"ServerException", "ServiceUnavailable", "ServiceUnavailableException", "InternalFailure"}
+
+
+def new_session(**options: Any) -> Any:
+    """A ``boto3.session.Session(**options)`` whose service models come from the one loader of this process.
+
+    Each boto3 session has a loader of its own that reads and parses botocore's JSON models again (ECS's, EC2's,
+    which is megabytes, and the endpoint rules every session reads): pushpool makes a session per pool identity
+    (a pool's ``aws_credentials`` block, a role it assumes) and per provisioner, so each paid that in CPU and kept
+    its own copy in memory. The loader only reads botocore's data files, the same for every session."""
+    import boto3
+    import botocore.session
+
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _shared_loader())
+    return boto3.session.Session(botocore_session=core, **options)
+
+
+@functools.cache
+def _shared_loader() -> Any:
+    import botocore.loaders
+    import botocore.session
+
+    return botocore.loaders.create_loader(botocore.session.get_session().get_config_variable("data_path"))
 
 
 def aws_errors() -> AbstractContextManager[None]:

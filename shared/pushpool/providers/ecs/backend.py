@@ -42,7 +42,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from pushpool.errors import BackendError, JobNotFoundError, QuotaExceededError
 from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
-from pushpool.providers.ecs.aws import aws_error_code, aws_errors
+from pushpool.providers.ecs.aws import aws_error_code, aws_errors, new_session
 from pushpool.providers.ecs.config import EcsJobConfig
 
 NAME = "ecs"
@@ -566,10 +566,9 @@ class EcsBackend(BackendBase):
         now = dt.datetime.now(dt.timezone.utc)
         if known is not None and (known[1] is None or known[1] - now > dt.timedelta(minutes=5)):
             return key
-        import boto3
 
         with aws_errors():
-            session = boto3.session.Session(
+            session = new_session(
                 aws_access_key_id=block.get("aws_access_key_id") or None,
                 aws_secret_access_key=block.get("aws_secret_access_key") or None,
                 aws_session_token=block.get("aws_session_token") or None,
@@ -586,7 +585,7 @@ class EcsBackend(BackendBase):
                 credentials = session.client("sts", region_name=region).assume_role(RoleArn=role, **options)[
                     "Credentials"
                 ]
-                session = boto3.session.Session(
+                session = new_session(
                     aws_access_key_id=credentials["AccessKeyId"],
                     aws_secret_access_key=credentials["SecretAccessKey"],
                     aws_session_token=credentials["SessionToken"],
@@ -650,11 +649,10 @@ class EcsBackend(BackendBase):
         a bad profile … are BackendErrors, like every other AWS failure)."""
         key = (service, region, identity)
         if key not in self._clients:
-            import boto3
             from botocore.config import Config
 
             with aws_errors():
-                session = self._sessions[identity][0] if identity else self._session or boto3.session.Session()
+                session = self._sessions[identity][0] if identity else self._session or new_session()
                 self._clients[key] = session.client(
                     service,
                     region_name=region,

@@ -46,7 +46,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from pushpool.errors import BackendError, InvalidRequestError, ObjectNotFoundError
-from pushpool.providers.ecs.aws import aws_error_code
+from pushpool.providers.ecs.aws import aws_error_code, new_session
 from pushpool.providers.ecs.aws import aws_errors as _aws
 from pushpool.providers.ecs.managed_network import StaticEgress
 from pushpool.providers.provisioning import CREATE, DELETE, EXISTS, UPDATE, Marker, Step, wait_until
@@ -96,12 +96,11 @@ class EcsProvisioner:
         """``settings``: where pushpool's own Prefect credential is found (default: the environment, as ``pushpool
         serve`` and the functions read it). ``permissions_boundary``: the managed policy ARN every role and user made
         here carries (default: ``PUSHPOOL_PERMISSIONS_BOUNDARY_ARN``; none when unset)."""
-        import boto3
 
         if credentials not in ("role", "access-key"):
             raise InvalidRequestError(f"credentials must be 'role' or 'access-key', not {credentials!r}")
         with _aws():  # a profile that does not exist, a broken configuration file …
-            self.session = session or boto3.session.Session(region_name=region)
+            self.session = session or new_session(region_name=region)
         self.credentials = credentials
         self.wait_timeout = wait_timeout
         self.static_ips = static_ips  # private subnets behind a NAT gateway with an Elastic IP (managed_network.py)
