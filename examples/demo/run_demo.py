@@ -4,7 +4,8 @@
 2. `pushpool work-pool create demo-pool --type process:push` (twice: the second run changes nothing);
 3. deploy four flows with the stock Prefect API (`flow.from_source(...).deploy(...)`), one on a 10 s schedule;
 4. trigger runs that succeed, fail and get cancelled, then print each run's state timeline;
-5. wait for two runs of the scheduled deployment (made by Prefect's scheduler, dispatched by pushpool when due);
+5. show the scheduled deployment's first two runs (made by Prefect's scheduler, dispatched by pushpool when due;
+   its schedule is paused once pushpool has dispatched them);
 6. stop everything it started, by pid.
 
 ``PUSHPOOL_DEMO_METRICS=<path>``: also scrape serve's ``GET /metrics`` every second while the demo runs, one JSON line
@@ -148,33 +149,49 @@ def parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def scheduled_runs(client: httpx.Client, deployment_id: str, count: int = 2, timeout: float = 120) -> bool:
-    """Wait for ``count`` scheduled runs to complete, print when each job was accepted (the pool's lead, 3 s for
-    process pools, before it was due, so that the flow starts on time), then pause the schedule and wait for whatever
-    it had started to end (so that no job outlives the demo)."""
-    completed: list[dict] = []
-    deadline = time.monotonic() + timeout
-    query = {"deployments": {"id": {"any_": [deployment_id]}}}
-    while time.monotonic() < deadline and len(completed) < count:
-        completed = [
-            r for r in api(client, "POST", "/flow_runs/filter", json=query) if r["state"]["type"] == "COMPLETED"
-        ]
+class SchedulePauser(threading.Thread):
+    """Pause a scheduled deployment as soon as pushpool has dispatched ``count`` of its runs: Prefect then deletes the
+    runs it made that are still Scheduled, so the demo runs the ones it shows and no more (on a loaded machine, a
+    schedule left on while the other runs are shown dispatched twice as many) and no job outlives it."""
+
+    def __init__(self, api_url: str, deployment_id: str, count: int = 2, timeout: float = 180) -> None:
+        super().__init__(name="demo-schedule", daemon=True)
+        self.api_url, self.deployment_id, self.count, self.timeout = api_url, deployment_id, count, timeout
+
+    def run(self) -> None:
+        query = {"deployments": {"id": {"any_": [self.deployment_id]}}}
+        deadline = time.monotonic() + self.timeout
+        with httpx.Client(base_url=self.api_url, timeout=30) as client:
+            while time.monotonic() < deadline:
+                runs = api(client, "POST", "/flow_runs/filter", json=query)
+                if sum(r["state"]["type"] != "SCHEDULED" for r in runs) >= self.count:
+                    break
+                time.sleep(1)
+            api(client, "POST", f"/deployments/{self.deployment_id}/pause_deployment")
+
+
+def scheduled_runs(client: httpx.Client, pauser: SchedulePauser) -> bool:
+    """Wait for the schedule to be paused and the runs pushpool dispatched to end; print when each job was accepted
+    (the pool's lead, 3 s for process pools, before it was due, so that the flow starts on time)."""
+    pauser.join(timeout=pauser.timeout + 30)
+    query = {"deployments": {"id": {"any_": [pauser.deployment_id]}}}
+    deadline = time.monotonic() + 120
+    while True:  # the runs already dispatched finish; no new ones start
+        runs = api(client, "POST", "/flow_runs/filter", json=query)
+        if all(r["state"]["type"] in FINAL | {"SCHEDULED"} for r in runs) or time.monotonic() > deadline:
+            break
         time.sleep(1)
-    api(client, "POST", f"/deployments/{deployment_id}/pause_deployment")
-    for run in sorted(completed, key=lambda r: r["expected_start_time"])[:count]:
+    ran = sorted((r for r in runs if r["state"]["type"] in FINAL), key=lambda r: r["expected_start_time"])
+    for run in ran:
         history = api(client, "GET", "/flow_run_states/", params={"flow_run_id": run["id"]})
         accepted = next(s for s in history if s["name"] == "InfrastructurePending")
         lateness = (parse_time(accepted["timestamp"]) - parse_time(run["expected_start_time"])).total_seconds()
         due = parse_time(run["expected_start_time"]).strftime("%H:%M:%S")
         when = f"{-lateness:.2f}s before it was due" if lateness < 0 else f"{lateness:.2f}s after it was due"
         print(f"{run['name']:<24} due {due}; job accepted {when}; final {run['state']['type']}")
-    while time.monotonic() < deadline + 60:  # the runs already dispatched finish; no new ones start
-        runs = api(client, "POST", "/flow_runs/filter", json=query)
-        if all(r["state"]["type"] in FINAL | {"SCHEDULED"} for r in runs):
-            break
-        time.sleep(1)
-    print(f"{len(completed)} scheduled runs completed (expected {count}); schedule paused")
-    return len(completed) >= count
+    completed = sum(r["state"]["type"] == "COMPLETED" for r in ran[: pauser.count])  # the first two: the ones shown
+    print(f"{completed} scheduled runs completed (expected {pauser.count}); schedule paused")
+    return completed >= pauser.count and not pauser.is_alive()
 
 
 def main() -> int:
@@ -243,7 +260,10 @@ def main() -> int:
         )
         deployments = dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
         print("\n".join(f"{name}: {dep_id}" for name, dep_id in deployments.items()))
-        print("(scheduled: every 10 s; Prefect's scheduler creates its runs, pushpool dispatches them when due)")
+        print("(scheduled: every 10 s; Prefect's scheduler creates its runs, pushpool dispatches them when due;")
+        print(" the schedule is paused once pushpool has dispatched two)")
+        pauser = SchedulePauser(server.api_url, deployments["scheduled"])
+        pauser.start()
 
         banner("triggering runs: etl (succeeds), broken (fails), long_job (cancelled once running)")
         client = httpx.Client(base_url=server.api_url, timeout=30)
@@ -295,7 +315,7 @@ def main() -> int:
         ok &= run_page_events(client, runs)
 
         banner("the scheduled deployment: its first two runs (nobody triggered them)")
-        ok &= scheduled_runs(client, deployments["scheduled"])
+        ok &= scheduled_runs(client, pauser)
 
         supervisors = f"pushpool.providers.process.supervisor {work}"
         proc_deadline = time.monotonic() + 20  # a run is final a moment before its process has exited
