@@ -112,13 +112,20 @@ def test_scheduled_runs_of_a_prefect_yaml_deployment_execute_when_due(tmp_path: 
 
         client = httpx.Client(base_url=server.api_url, timeout=30)
         deployment = _get(client, "GET", "/deployments/name/ping/every-ten-seconds")
-        completed: list[dict] = []
+        query = {"deployments": {"id": {"any_": [deployment["id"]]}}}
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and len(completed) < 2:
-            runs = _get(client, "POST", "/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment["id"]]}}})
-            completed = [r for r in runs if r["state"]["type"] == "COMPLETED"]
+        while time.monotonic() < deadline:  # two runs dispatched: pause, so that no third starts (nor outlives us)
+            runs = _get(client, "POST", "/flow_runs/filter", json=query)
+            if sum(r["state"]["type"] != "SCHEDULED" for r in runs) >= 2:
+                break
             time.sleep(1)
         _get(client, "POST", f"/deployments/{deployment['id']}/pause_deployment")
+        while time.monotonic() < deadline:  # and the dispatched ones end
+            runs = _get(client, "POST", "/flow_runs/filter", json=query)
+            if all(r["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED", "SCHEDULED"} for r in runs):
+                break
+            time.sleep(1)
+        completed = [r for r in runs if r["state"]["type"] == "COMPLETED"]
         assert len(completed) >= 2, (
             f"{len(completed)} scheduled runs completed; serve log:\n" + (tmp_path / "serve.log").read_text()[-3000:]
         )
