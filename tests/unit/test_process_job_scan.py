@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from pushpool.providers.process.backend import MARKER, _job_processes_from_proc, _job_processes_from_psutil
+from pushpool.providers.process.backend import MARKER, _job_processes_from_psutil
+from pushpool.providers.process.supervisor import job_processes
 
-SCANS = {"proc": _job_processes_from_proc, "psutil": _job_processes_from_psutil}
+SCANS = {"proc": job_processes, "psutil": _job_processes_from_psutil}
 
 
 def _start(env: dict[str, str], code: str = "import time; time.sleep(60)") -> subprocess.Popen[bytes]:

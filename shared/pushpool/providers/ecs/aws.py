@@ -25,16 +25,16 @@ def new_session(**options: Any) -> Any:
     import botocore.session
 
     core = botocore.session.get_session()
-    core.register_component("data_loader", _shared_loader())
+    core.register_component("data_loader", _loader(core.get_config_variable("data_path")))
     return boto3.session.Session(botocore_session=core, **options)
 
 
 @functools.cache
-def _shared_loader() -> Any:
+def _loader(data_path: str | None) -> Any:
+    """One loader per data path (``AWS_DATA_PATH``): the same for every session of a process."""
     import botocore.loaders
-    import botocore.session
 
-    return botocore.loaders.create_loader(botocore.session.get_session().get_config_variable("data_path"))
+    return botocore.loaders.create_loader(data_path)
 
 
 def aws_errors() -> AbstractContextManager[None]:

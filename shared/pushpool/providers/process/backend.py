@@ -52,7 +52,7 @@ from pushpool.errors import BackendError, JobNotFoundError
 from pushpool.job_environment import job_environ
 from pushpool.providers.base import BackendBase, JobHandle, JobSpec, JobState, JobStatus, describe_exit
 from pushpool.providers.process.config import DISPATCH_LEAD_SECONDS, ProcessJobConfig
-from pushpool.providers.process.supervisor import stop_job_processes
+from pushpool.providers.process.supervisor import job_processes, stop_job_processes
 
 NAME = "process"
 MARKER = "PUSHPOOL_JOB_ID"
@@ -340,32 +340,7 @@ def _job_processes() -> dict[str, list[int]]:
     """Live (not zombie) processes carrying the job marker, by job key. Read from ``/proc`` where there is one (a
     tenth of psutil's time: only the environment's bytes are searched, no dictionary is built per process), else
     through psutil (macOS)."""
-    return _job_processes_from_proc() if os.path.isdir("/proc") else _job_processes_from_psutil()
-
-
-_MARKED = f"\0{MARKER}=".encode()
-
-
-def _job_processes_from_proc() -> dict[str, list[int]]:
-    found: dict[str, list[int]] = {}
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                environ = b"\0" + fh.read()  # a zombie's reads empty; another user's is refused
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-        start = environ.find(_MARKED)
-        if start < 0:
-            continue
-        start += len(_MARKED)
-        end = environ.find(b"\0", start)
-        key = environ[start : end if end >= 0 else len(environ)].decode(errors="replace")
-        if key:
-            found.setdefault(key, []).append(int(entry))
-    return found
+    return job_processes() if os.path.isdir("/proc") else _job_processes_from_psutil()
 
 
 def _job_processes_from_psutil() -> dict[str, list[int]]:

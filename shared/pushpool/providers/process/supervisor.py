@@ -83,24 +83,40 @@ def main(jobdir: str) -> int:
 MARKER = "PUSHPOOL_JOB_ID"  # the same name as the backend's (not imported: standard library only here)
 
 
-def stop_job_processes(key: str) -> int:
-    """SIGKILL every live process (but this one) whose environment carries ``PUSHPOOL_JOB_ID=<key>``; their number."""
-    if not key or not os.path.isdir("/proc"):
-        return 0
-    wanted, me, killed = f"{MARKER}={key}".encode(), os.getpid(), 0
+def job_processes() -> dict[str, list[int]]:
+    """Live processes (but this one) whose environment carries ``PUSHPOOL_JOB_ID``, by its value; read from ``/proc``
+    (empty where there is none). Only each environment's bytes are searched: a zombie's reads empty, another user's
+    is refused."""
+    if not os.path.isdir("/proc"):
+        return {}
+    marked, me, found = f"\0{MARKER}=".encode(), os.getpid(), {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as fh:
-                if wanted not in fh.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":  # a zombie: already dead
-                    continue
-            os.kill(int(entry), signal.SIGKILL)
+                environ = b"\0" + fh.read()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        start = environ.find(marked)
+        if start < 0:
+            continue
+        start += len(marked)
+        end = environ.find(b"\0", start)
+        key = environ[start : end if end >= 0 else len(environ)].decode(errors="replace")
+        if key:
+            found.setdefault(key, []).append(int(entry))
+    return found
+
+
+def stop_job_processes(key: str) -> int:
+    """SIGKILL every live process (but this one) whose environment carries ``PUSHPOOL_JOB_ID=<key>``; their number."""
+    killed = 0
+    for pid in job_processes().get(key, []) if key else []:
+        try:
+            os.kill(pid, signal.SIGKILL)
             killed += 1
-        except (OSError, IndexError):  # gone meanwhile, or not ours to read
+        except OSError:  # gone meanwhile
             continue
     return killed
 
